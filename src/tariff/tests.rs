@@ -1,0 +1,211 @@
+use super::*;
+use proptest::prelude::*;
+
+fn month(text: &str) -> Month {
+    Month::parse(text).unwrap()
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn domestic_segment(book: &TariffBook) -> Segment<'_> {
+    book.segment_on(Category::Domestic, date(2026, 11, 10))
+        .unwrap()
+}
+
+/// A domestic book with a fixed charge and duty, so every component of a bill is exercised.
+fn book_with_fixed_and_duty() -> TariffBook {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    let domestic = versions
+        .iter_mut()
+        .find(|v| v.category == Category::Domestic)
+        .unwrap();
+    domestic.fixed_monthly_paise = 6000;
+    domestic.duty_percent = 8.0;
+    TariffBook::new(versions).unwrap()
+}
+
+#[test]
+fn quote_250_units_domestic_in_a_30_day_month() {
+    let bill = TariffBook::builtin().quote(Category::Domestic, month("2026-11"), 250_000);
+    // 100 × 3.70 + 100 × 3.90 + 50 × 5.30 = 370 + 390 + 265 = ₹1,025.00
+    let amounts: Vec<i64> = bill.lines.iter().map(|l| l.amount_paise).collect();
+    assert_eq!(amounts, vec![37_000, 39_000, 26_500]);
+    assert_eq!(bill.energy_paise, 102_500);
+    assert_eq!(bill.minimum_topup_paise, 0);
+    assert_eq!(bill.total_paise, 102_500);
+}
+
+#[test]
+fn quote_with_fixed_charge_and_duty() {
+    let bill = book_with_fixed_and_duty().quote(Category::Domestic, month("2026-11"), 250_000);
+    assert_eq!(bill.energy_paise, 102_500);
+    assert_eq!(bill.duty_paise, 8_200); // 8 % of ₹1,025.00
+    assert_eq!(bill.fixed_paise, 6_000);
+    assert_eq!(bill.total_paise, 116_700);
+}
+
+#[test]
+fn fixed_charge_per_day_adds_up_to_the_month_in_every_month_length() {
+    let book = book_with_fixed_and_duty();
+    for m in ["2026-02", "2028-02", "2026-04", "2026-05"] {
+        let m = month(m);
+        let days: Vec<i64> = m
+            .first_day()
+            .unwrap()
+            .iter_days()
+            .take(m.days() as usize)
+            .map(|d| book.fixed_charge_for_day(Category::Domestic, d))
+            .collect();
+        assert_eq!(days.iter().sum::<i64>(), 6_000, "{m}");
+        assert!(
+            days.iter().all(|d| (193..=215).contains(d)),
+            "{m}: {days:?}"
+        );
+    }
+}
+
+#[test]
+fn minimum_charge_tops_up_a_small_month() {
+    let bill = TariffBook::builtin().quote(Category::Domestic, month("2026-11"), 5_000);
+    assert_eq!(bill.energy_paise, 1_850);
+    assert_eq!(bill.minimum_topup_paise, 2_150);
+    assert_eq!(bill.total_paise, 4_000);
+}
+
+#[test]
+fn slab_boundaries_are_exact() {
+    let book = TariffBook::builtin();
+    let seg = domestic_segment(&book);
+    let cases = [
+        (0, 0),
+        (100_000, 37_000),
+        (100_001, 37_000), // 1 Wh at 3.90/kWh is 0.39 paise: floored
+        (100_003, 37_001),
+        (200_000, 76_000),
+        (400_000, 182_000),
+        (600_000, 308_000),
+        (601_000, 308_790),
+    ];
+    for (wh, paise) in cases {
+        assert_eq!(seg.cost(wh).energy_paise, paise, "{wh} Wh");
+    }
+}
+
+#[test]
+fn a_month_spanning_a_version_change_is_rated_piecewise() {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    let mut revised = versions[0].clone();
+    revised.id = "revised".into();
+    revised.effective_from = date(2026, 11, 16);
+    for slab in &mut revised.slabs {
+        slab.paise_per_kwh = slab.paise_per_kwh * 11 / 10;
+    }
+    versions.push(revised);
+    let book = TariffBook::new(versions).unwrap();
+    let segments = book.segments_of(Category::Domestic, month("2026-11"));
+    assert_eq!(segments.len(), 2);
+    assert_eq!((segments[0].days(), segments[1].days()), (15, 15));
+    let bill = book.quote(Category::Domestic, month("2026-11"), 300_000);
+    // Each half gets 150 units with slab limits halved (50, 100, 200, 300 units).
+    // old: 50×3.70 + 50×3.90 + 50×5.30 = 645.00; new: 50×4.07 + 50×4.29 + 50×5.83 = 709.50
+    assert_eq!(bill.energy_paise, 64_500 + 70_950);
+    assert_eq!(
+        book.segment_on(Category::Domestic, date(2026, 11, 16))
+            .unwrap()
+            .version
+            .id,
+        "revised"
+    );
+    assert_eq!(
+        book.segment_on(Category::Domestic, date(2026, 12, 1))
+            .unwrap()
+            .days(),
+        31
+    );
+}
+
+#[test]
+fn invalid_books_are_refused_with_the_version_named() {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    versions[0].slabs[1].up_to_units = Some(50);
+    let err = TariffBook::new(versions).unwrap_err().to_string();
+    assert!(
+        err.contains("cspdcl-lv1-domestic") && err.contains("must increase"),
+        "{err}"
+    );
+
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    versions[0].duty_percent = 8.125;
+    assert!(TariffBook::new(versions)
+        .unwrap_err()
+        .to_string()
+        .contains("two decimals"));
+
+    let versions: Vec<_> = TariffBook::builtin()
+        .versions()
+        .iter()
+        .filter(|v| v.category != Category::Agricultural)
+        .cloned()
+        .collect();
+    assert_eq!(
+        TariffBook::new(versions),
+        Err(TariffError::MissingCategory(Category::Agricultural))
+    );
+}
+
+#[test]
+fn bill_renders_every_component() {
+    let text = book_with_fixed_and_duty()
+        .quote(Category::Domestic, month("2026-11"), 250_000)
+        .to_string();
+    for expected in [
+        "250.000 kWh",
+        "370.00",
+        "265.00",
+        "fixed charge",
+        "60.00",
+        "82.00",
+        "1167.00",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+}
+
+proptest! {
+    /// However a month's energy is cut into intervals, the interval charges add up to the month's cost.
+    #[test]
+    fn interval_charges_telescope_to_the_monthly_cost(deltas in proptest::collection::vec(0i64..5_000, 0..300)) {
+        let book = book_with_fixed_and_duty();
+        let seg = domestic_segment(&book);
+        let mut cumulative = 0;
+        let mut charged = Cost::default();
+        for delta in &deltas {
+            let c = seg.charge(cumulative, *delta);
+            prop_assert!(c.energy_paise >= 0 && c.duty_paise >= 0);
+            charged.energy_paise += c.energy_paise;
+            charged.duty_paise += c.duty_paise;
+            cumulative += delta;
+        }
+        prop_assert_eq!(charged, seg.cost(cumulative));
+    }
+
+    /// At every slab limit the cost is exactly the sum of the full slabs below it, and cost never
+    /// decreases as energy grows.
+    #[test]
+    fn slab_limits_price_exactly(extra in 0i64..1_000_000) {
+        let book = TariffBook::builtin();
+        let seg = domestic_segment(&book);
+        let mut full_slabs = 0;
+        let mut lower_units = 0;
+        for slab in &seg.version.slabs {
+            if let Some(upper) = slab.up_to_units {
+                full_slabs += i64::from(upper - lower_units) * slab.paise_per_kwh;
+                prop_assert_eq!(seg.cost(i64::from(upper) * 1000).energy_paise, full_slabs);
+                lower_units = upper;
+            }
+        }
+        prop_assert!(seg.cost(extra + 1).energy_paise >= seg.cost(extra).energy_paise);
+    }
+}
