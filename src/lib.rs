@@ -1,4 +1,5 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
 pub mod civil;
 pub mod cli;
+pub mod rating;
 pub mod tariff;

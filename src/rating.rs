@@ -1,0 +1,146 @@
+//! Rating: turns cumulative register readings into energy per tariff segment, whatever their order.
+//!
+//! Rules (each is a decision a billing engineer can check):
+//! - **Spans.** Energy is measured between consecutive readings of a meter (by timestamp). A span's
+//!   energy is the register difference, and it is billed in the segment (month × tariff version)
+//!   of its *later* reading: energy is billed when it is read, as post-paid billing does.
+//! - **Gaps.** Missing intervals lose nothing: the register is cumulative, so the span across a gap
+//!   carries all of its energy.
+//! - **Late and out-of-order readings.** A reading that lands between two known readings replaces one
+//!   span by two. Only the segment totals move (if the halves fall in different segments), so the
+//!   totals, and therefore the charges, are a function of the *set* of readings, not of arrival order.
+//! - **Duplicates.** A second reading with the same meter and timestamp is ignored (the store keeps the
+//!   first, and reports a conflicting register value).
+//! - **Register went back** (a reset, a swapped meter not recorded as such, a corrupt value): that span
+//!   is billed nothing and reported as an anomaly; the lower value becomes the new baseline. The office
+//!   decides, never a guess.
+//! - **Meter replacement.** Each meter has its own readings. A meter installed with a known register
+//!   value gets that value as its first reading (the baseline); otherwise its first reading is the
+//!   baseline. Readings before installation or after removal are refused by the store.
+use crate::tariff::{Category, Cost, SegmentKey, TariffBook};
+use chrono::{DateTime, Utc};
+
+/// One cumulative import register value of one meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterReading {
+    pub at: DateTime<Utc>,
+    pub register_wh: i64,
+}
+
+/// The readings of the same meter immediately before and after a new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    pub previous: Option<RegisterReading>,
+    pub next: Option<RegisterReading>,
+}
+
+/// Something a billing engineer should look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    /// The register was lower than the reading before it; the span was billed nothing.
+    RegisterWentBack {
+        from: RegisterReading,
+        to: RegisterReading,
+    },
+}
+
+/// A change of a segment's total energy and the change in its cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentChange {
+    pub key: SegmentKey,
+    pub delta_wh: i64,
+    pub delta_cost: Cost,
+}
+
+/// The effect of one reading's arrival.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rated {
+    /// What this arrival adds to the meter's charges (negative when a late reading moves energy
+    /// into a cheaper segment).
+    pub charge: Cost,
+    pub changes: Vec<SegmentChange>,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// Why a reading could not be rated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RatingError {
+    #[error("no {category} tariff is in force at {at}; add a tariff version effective on or before that date")]
+    NoTariff {
+        category: Category,
+        at: DateTime<Utc>,
+    },
+}
+
+/// The energy of the span between two consecutive readings, or an anomaly.
+fn span_energy(from: RegisterReading, to: RegisterReading, anomalies: &mut Vec<Anomaly>) -> i64 {
+    if to.register_wh < from.register_wh {
+        anomalies.push(Anomaly::RegisterWentBack { from, to });
+        0
+    } else {
+        to.register_wh - from.register_wh
+    }
+}
+
+/// Rates the arrival of `reading` given its neighbours and the current energy of any segment
+/// (`segment_wh`). The caller applies the returned changes to its segment totals.
+pub fn rate_arrival(
+    book: &TariffBook,
+    category: Category,
+    neighbours: Neighbours,
+    reading: RegisterReading,
+    segment_wh: impl Fn(&SegmentKey) -> i64,
+) -> Result<Rated, RatingError> {
+    let mut anomalies = Vec::new();
+    // (segment of the span's later reading, energy moved) for each span that appears or disappears.
+    let mut moves: Vec<(RegisterReading, i64)> = Vec::with_capacity(3);
+    if let Some(previous) = neighbours.previous {
+        moves.push((reading, span_energy(previous, reading, &mut anomalies)));
+    }
+    if let Some(next) = neighbours.next {
+        moves.push((next, span_energy(reading, next, &mut anomalies)));
+        if let Some(previous) = neighbours.previous {
+            // The span previous → next is replaced; its anomaly (if any) was reported when it appeared.
+            moves.push((next, -span_energy(previous, next, &mut Vec::new())));
+        }
+    }
+    let mut changes: Vec<SegmentChange> = Vec::with_capacity(moves.len());
+    for (end, delta_wh) in moves {
+        let key = book
+            .segment_at(category, end.at)
+            .ok_or(RatingError::NoTariff {
+                category,
+                at: end.at,
+            })?
+            .key();
+        match changes.iter_mut().find(|c| c.key == key) {
+            Some(change) => change.delta_wh += delta_wh,
+            None => changes.push(SegmentChange {
+                key,
+                delta_wh,
+                delta_cost: Cost::default(),
+            }),
+        }
+    }
+    changes.retain(|c| c.delta_wh != 0);
+    let mut charge = Cost::default();
+    for change in &mut changes {
+        let segment = book
+            .segment(category, &change.key)
+            .ok_or(RatingError::NoTariff {
+                category,
+                at: reading.at,
+            })?;
+        change.delta_cost = segment.charge(segment_wh(&change.key), change.delta_wh);
+        charge.energy_paise += change.delta_cost.energy_paise;
+        charge.duty_paise += change.delta_cost.duty_paise;
+    }
+    Ok(Rated {
+        charge,
+        changes,
+        anomalies,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+use super::*;
+use chrono::TimeZone;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// 2026-10-31 12:00 UTC: the first month boundary (local midnight) is 6.5 hours later.
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 31, 12, 0, 0).unwrap()
+}
+
+fn at_interval(i: i64) -> DateTime<Utc> {
+    start() + chrono::Duration::minutes(15 * i)
+}
+
+fn reading(i: i64, register_wh: i64) -> RegisterReading {
+    RegisterReading {
+        at: at_interval(i),
+        register_wh,
+    }
+}
+
+/// A meter as the store keeps it: readings by time and energy per segment.
+#[derive(Default)]
+struct Meter {
+    readings: BTreeMap<DateTime<Utc>, i64>,
+    segments: HashMap<SegmentKey, i64>,
+    charged: Cost,
+    anomalies: usize,
+}
+
+impl Meter {
+    fn arrive(&mut self, book: &TariffBook, r: RegisterReading) {
+        if self.readings.contains_key(&r.at) {
+            return; // duplicate
+        }
+        let as_reading = |(at, register_wh): (&DateTime<Utc>, &i64)| RegisterReading {
+            at: *at,
+            register_wh: *register_wh,
+        };
+        let neighbours = Neighbours {
+            previous: self.readings.range(..r.at).next_back().map(as_reading),
+            next: self.readings.range(r.at..).next().map(as_reading),
+        };
+        let rated = rate_arrival(book, Category::Domestic, neighbours, r, |k| {
+            self.segments.get(k).copied().unwrap_or(0)
+        })
+        .unwrap();
+        for change in rated.changes {
+            *self.segments.entry(change.key).or_default() += change.delta_wh;
+        }
+        self.charged.energy_paise += rated.charge.energy_paise;
+        self.charged.duty_paise += rated.charge.duty_paise;
+        self.anomalies += rated.anomalies.len();
+        self.readings.insert(r.at, r.register_wh);
+    }
+}
+
+/// The specification: sort the set, walk consecutive spans, bill each in its later reading's segment.
+fn reference_segments(
+    book: &TariffBook,
+    set: &BTreeMap<DateTime<Utc>, i64>,
+) -> BTreeMap<SegmentKey, i64> {
+    let mut totals = BTreeMap::new();
+    let points: Vec<_> = set.iter().collect();
+    for pair in points.windows(2) {
+        let energy = (pair[1].1 - pair[0].1).max(0);
+        let key = book
+            .segment_at(Category::Domestic, *pair[1].0)
+            .unwrap()
+            .key();
+        *totals.entry(key).or_insert(0) += energy;
+    }
+    totals.retain(|_, wh| *wh != 0);
+    totals
+}
+
+fn book() -> TariffBook {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    versions[0].duty_percent = 8.0;
+    TariffBook::new(versions).unwrap()
+}
+
+fn cost_of(book: &TariffBook, segments: &BTreeMap<SegmentKey, i64>) -> Cost {
+    segments.iter().fold(Cost::default(), |acc, (key, wh)| {
+        let c = book.segment(Category::Domestic, key).unwrap().cost(*wh);
+        Cost {
+            energy_paise: acc.energy_paise + c.energy_paise,
+            duty_paise: acc.duty_paise + c.duty_paise,
+        }
+    })
+}
+
+fn sorted(m: &Meter) -> BTreeMap<SegmentKey, i64> {
+    let mut s: BTreeMap<_, _> = m.segments.clone().into_iter().collect();
+    s.retain(|_, wh| *wh != 0);
+    s
+}
+
+#[test]
+fn first_reading_is_a_baseline_and_gaps_lose_nothing() {
+    let book = book();
+    let mut m = Meter::default();
+    m.arrive(&book, reading(0, 1_000));
+    assert_eq!(m.charged, Cost::default());
+    m.arrive(&book, reading(1, 1_400));
+    m.arrive(&book, reading(9, 3_400)); // seven intervals missing, but in the same (October) day
+    let october = book
+        .segment_at(Category::Domestic, at_interval(1))
+        .unwrap()
+        .key();
+    assert_eq!(m.segments[&october], 2_400);
+    assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
+}
+
+#[test]
+fn a_late_reading_across_a_month_boundary_moves_energy_to_its_own_month() {
+    let book = book();
+    let mut m = Meter::default();
+    m.arrive(&book, reading(0, 0)); // 31 Oct 17:30 IST
+    m.arrive(&book, reading(30, 30_000)); // 1 Nov 01:00 IST: all 30 kWh billed in November
+    let october = book
+        .segment_at(Category::Domestic, at_interval(0))
+        .unwrap()
+        .key();
+    let november = book
+        .segment_at(Category::Domestic, at_interval(30))
+        .unwrap()
+        .key();
+    assert_eq!(m.segments.get(&october), None);
+    assert_eq!(m.segments[&november], 30_000);
+    m.arrive(&book, reading(20, 21_000)); // 31 Oct 22:30 IST, arrives late
+    assert_eq!(m.segments[&october], 21_000);
+    assert_eq!(m.segments[&november], 9_000);
+    assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
+}
+
+#[test]
+fn a_register_that_goes_back_bills_nothing_and_is_reported() {
+    let book = book();
+    let mut m = Meter::default();
+    m.arrive(&book, reading(0, 50_000));
+    m.arrive(&book, reading(1, 10)); // reset
+    m.arrive(&book, reading(2, 510));
+    assert_eq!(m.anomalies, 1);
+    assert_eq!(m.segments.values().sum::<i64>(), 500);
+}
+
+#[test]
+fn no_tariff_in_force_is_an_error_naming_the_category() {
+    let book = book();
+    let old = RegisterReading {
+        at: Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(),
+        register_wh: 10,
+    };
+    let neighbours = Neighbours {
+        previous: Some(RegisterReading {
+            at: old.at - chrono::Duration::minutes(15),
+            register_wh: 0,
+        }),
+        next: None,
+    };
+    let err = rate_arrival(&book, Category::Domestic, neighbours, old, |_| 0).unwrap_err();
+    assert!(err.to_string().contains("no domestic tariff"), "{err}");
+}
+
+/// A meter's life: unique interval indices with register values that mostly rise and sometimes reset.
+fn readings_strategy() -> impl Strategy<Value = Vec<RegisterReading>> {
+    proptest::collection::btree_map(0i64..3_200, (0i64..2_000, 0u8..50), 1..60).prop_map(|points| {
+        let mut register = 0;
+        points
+            .into_iter()
+            .map(|(i, (increase, reset_roll))| {
+                register = if reset_roll == 0 {
+                    increase
+                } else {
+                    register + increase
+                };
+                reading(i, register)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// Charging is unchanged by duplicated or reordered readings: the segment totals equal the
+    /// specification's, and what was charged equals the cost of those totals, to the paisa.
+    #[test]
+    fn charging_is_independent_of_order_and_duplication(
+        readings in readings_strategy(),
+        order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..120),
+    ) {
+        let book = book();
+        let mut arrivals: Vec<RegisterReading> = readings.clone();
+        for index in &order {
+            arrivals.push(*index.get(&readings)); // duplicates
+        }
+        // A deterministic shuffle driven by the generated indices.
+        for (i, index) in order.iter().enumerate() {
+            let len = arrivals.len();
+            arrivals.swap(i % len, index.index(len));
+        }
+        let mut meter = Meter::default();
+        for r in arrivals {
+            meter.arrive(&book, r);
+        }
+        let set: BTreeMap<_, _> = readings.iter().map(|r| (r.at, r.register_wh)).collect();
+        let expected = reference_segments(&book, &set);
+        prop_assert_eq!(sorted(&meter), expected.clone());
+        prop_assert_eq!(meter.charged, cost_of(&book, &expected));
+    }
+}
