@@ -1,0 +1,339 @@
+//! Enforcement policy: from an account's facts and "now", decide alerts and relay actions.
+//!
+//! Pure: no clock, no I/O. The rules:
+//! - **Reconnect** as soon as the balance is above the disconnect threshold (lowered by any active
+//!   emergency credit), at any hour.
+//! - **Disconnect** only when the balance is at or below that threshold *and* now is inside an allowed
+//!   disconnect window (cron expressions in Asia/Kolkata time), not on a holiday, at or after the first
+//!   window the grace rule allows (CSPDCL practice: the day after the threshold was crossed), and only
+//!   on a clock the gateway trusts. A disconnect that is due but held back says why.
+//! - **Manual override** by a technician (an audited event) wins over both until it expires.
+//! - **Alerts** when the balance falls to each configured share of the last recharge (30 %, 10 %,
+//!   0 % by default), each at most once per recharge, plus a daily balance message.
+use crate::civil;
+use crate::ledger::LastRecharge;
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// Policy settings (the `[policy]` table of the gateway config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Alert when the balance falls to these percentages of the last recharge.
+    pub alert_levels_percent: Vec<u8>,
+    /// Supply may be cut when the balance is at or below this (paise; zero or negative).
+    pub disconnect_threshold_paise: i64,
+    /// Minutes in which a disconnect may be carried out, as cron expressions in Asia/Kolkata time
+    /// (sec min hour day-of-month month day-of-week).
+    pub disconnect_windows: Vec<Window>,
+    /// The earliest a disconnect may act after the threshold is crossed: "next-day" or a duration.
+    pub first_disconnect: Grace,
+    /// Local dates on which no disconnect happens.
+    pub holidays: Vec<NaiveDate>,
+    /// Local time of day at which the daily balance message is due.
+    pub daily_message_at: NaiveTime,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let holidays = [
+            (2026, 1, 26),
+            (2026, 8, 15),
+            (2026, 10, 2),
+            (2027, 1, 26),
+            (2027, 8, 15),
+            (2027, 10, 2),
+        ];
+        PolicyConfig {
+            alert_levels_percent: vec![30, 10, 0],
+            disconnect_threshold_paise: 0,
+            disconnect_windows: vec![
+                Window::from_str(DEFAULT_WINDOW).unwrap_or_else(|e| unreachable!("{e}"))
+            ],
+            first_disconnect: Grace::NextDay,
+            holidays: holidays
+                .iter()
+                .filter_map(|(y, m, d)| NaiveDate::from_ymd_opt(*y, *m, *d))
+                .collect(),
+            daily_message_at: NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+        }
+    }
+}
+
+/// Working days (Monday to Saturday), 10:00 to 13:59 local time.
+const DEFAULT_WINDOW: &str = "0 * 10-13 * * Mon-Sat";
+
+impl PolicyConfig {
+    /// Checks what serde cannot: thresholds and levels in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.disconnect_threshold_paise > 0 {
+            return Err(format!(
+                "policy.disconnect_threshold_paise = {} must be zero or negative (the emergency credit allowed before a cut)",
+                self.disconnect_threshold_paise
+            ));
+        }
+        if let Some(level) = self.alert_levels_percent.iter().find(|l| **l > 100) {
+            return Err(format!(
+                "policy.alert_levels_percent contains {level}; levels are 0 to 100"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A disconnect window: a cron expression matched minute by minute in Asia/Kolkata time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Window {
+    expression: String,
+    schedule: cron::Schedule,
+}
+
+impl FromStr for Window {
+    type Err = String;
+    fn from_str(expression: &str) -> Result<Window, String> {
+        let schedule = cron::Schedule::from_str(expression).map_err(|e| {
+            format!("'{expression}' is not a cron expression (sec min hour day month weekday, e.g. \"{DEFAULT_WINDOW}\"): {e}")
+        })?;
+        Ok(Window {
+            expression: expression.to_string(),
+            schedule,
+        })
+    }
+}
+
+impl TryFrom<String> for Window {
+    type Error = String;
+    fn try_from(text: String) -> Result<Window, String> {
+        Window::from_str(&text)
+    }
+}
+
+impl From<Window> for String {
+    fn from(window: Window) -> String {
+        window.expression
+    }
+}
+
+impl Window {
+    /// Whether the minute containing `at` is inside this window.
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        let local = civil::local(at);
+        let minute = local
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(local);
+        self.schedule.includes(minute)
+    }
+}
+
+/// How long after crossing the threshold the first disconnect may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Grace {
+    /// Not before the local day after the crossing (CSPDCL practice).
+    NextDay,
+    /// Not before this long after the crossing.
+    After(std::time::Duration),
+}
+
+impl TryFrom<String> for Grace {
+    type Error = String;
+    fn try_from(text: String) -> Result<Grace, String> {
+        if text == "next-day" {
+            return Ok(Grace::NextDay);
+        }
+        humantime::parse_duration(&text)
+            .map(Grace::After)
+            .map_err(|e| {
+                format!("'{text}' is neither \"next-day\" nor a duration such as \"6h\": {e}")
+            })
+    }
+}
+
+impl From<Grace> for String {
+    fn from(grace: Grace) -> String {
+        match grace {
+            Grace::NextDay => "next-day".into(),
+            Grace::After(d) => humantime::format_duration(d).to_string(),
+        }
+    }
+}
+
+impl Grace {
+    /// The earliest instant a disconnect may act for a threshold crossed at `crossed`.
+    pub fn earliest(self, crossed: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Grace::NextDay => {
+                civil::start_of_local_day(civil::local_date(crossed) + Duration::days(1))
+            }
+            Grace::After(d) => crossed + Duration::from_std(d).unwrap_or(Duration::MAX),
+        }
+    }
+}
+
+/// What the relay is, as far as the gateway knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    Connected,
+    Disconnected,
+    Unknown,
+}
+
+/// A command to the meter's relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayAction {
+    Connect,
+    Disconnect,
+}
+
+impl RelayAction {
+    /// The relay state this action produces.
+    pub fn target(self) -> RelayState {
+        match self {
+            RelayAction::Connect => RelayState::Connected,
+            RelayAction::Disconnect => RelayState::Disconnected,
+        }
+    }
+}
+
+/// A technician's manual override, in force until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    pub action: RelayAction,
+    pub until: DateTime<Utc>,
+}
+
+/// Everything the policy looks at for one account.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountFacts<'a> {
+    pub balance_paise: i64,
+    pub last_recharge: Option<&'a LastRecharge>,
+    /// Emergency credit in force now; lowers the threshold.
+    pub emergency_credit_paise: i64,
+    /// Average charges per day over the recent past, if known.
+    pub daily_consumption_paise: Option<i64>,
+    pub relay: RelayState,
+    /// The action of a command that is still in flight, if any.
+    pub pending: Option<RelayAction>,
+    /// When the balance was first seen at or below the threshold in the current episode.
+    pub below_threshold_since: Option<DateTime<Utc>>,
+    pub manual_override: Option<Override>,
+    /// False while the gateway doubts its clock (e.g. after a power cut with no backhaul).
+    pub clock_trusted: bool,
+}
+
+/// Why a due disconnect was not carried out now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    OutsideWindow,
+    Holiday,
+    Grace { until: DateTime<Utc> },
+    ClockUntrusted,
+    ManualOverride,
+}
+
+/// A low-balance alert: the balance reached `level_percent` of recharge `recharge_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowBalance {
+    pub level_percent: u8,
+    pub recharge_id: String,
+}
+
+/// What the policy decided for one account at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Every level reached (the outbox keeps each once).
+    pub low_balance: Vec<LowBalance>,
+    pub days_left: Option<f64>,
+    /// The relay command to issue now, if any.
+    pub relay: Option<RelayAction>,
+    /// Set when a disconnect is due but held back.
+    pub hold: Option<Hold>,
+    /// The new value of "below threshold since" to keep for the next decision.
+    pub below_threshold_since: Option<DateTime<Utc>>,
+    /// The local date whose daily balance message is due (the outbox keeps each once).
+    pub daily_message: Option<NaiveDate>,
+}
+
+/// Whether a disconnect may be carried out at `now`, or why not.
+pub fn disconnect_allowed(config: &PolicyConfig, now: DateTime<Utc>) -> Result<(), Hold> {
+    if config.holidays.contains(&civil::local_date(now)) {
+        return Err(Hold::Holiday);
+    }
+    if !config.disconnect_windows.iter().any(|w| w.contains(now)) {
+        return Err(Hold::OutsideWindow);
+    }
+    Ok(())
+}
+
+/// Decides alerts and the relay action for one account.
+pub fn decide(config: &PolicyConfig, facts: &AccountFacts<'_>, now: DateTime<Utc>) -> Decision {
+    let threshold = config.disconnect_threshold_paise - facts.emergency_credit_paise.max(0);
+    let exhausted = facts.balance_paise <= threshold;
+    let below_threshold_since = exhausted.then(|| facts.below_threshold_since.unwrap_or(now));
+    let (wanted, hold) = wanted_relay(config, facts, below_threshold_since, now);
+    let relay = wanted.filter(|w| facts.relay != w.target() && facts.pending != Some(*w));
+    Decision {
+        low_balance: low_balance(config, facts),
+        days_left: facts.daily_consumption_paise.filter(|d| *d > 0).map(|d| {
+            ((facts.balance_paise - threshold).max(0) as f64 / d as f64 * 10.0).floor() / 10.0
+        }),
+        relay,
+        hold,
+        below_threshold_since,
+        daily_message: (civil::local(now).time() >= config.daily_message_at)
+            .then(|| civil::local_date(now)),
+    }
+}
+
+/// The relay state the rules want now, and why a wanted disconnect is held back.
+fn wanted_relay(
+    config: &PolicyConfig,
+    facts: &AccountFacts<'_>,
+    below_threshold_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Option<RelayAction>, Option<Hold>) {
+    if let Some(o) = facts.manual_override.filter(|o| o.until > now) {
+        let hold = (below_threshold_since.is_some() && o.action == RelayAction::Connect)
+            .then_some(Hold::ManualOverride);
+        return (Some(o.action), hold);
+    }
+    let Some(crossed) = below_threshold_since else {
+        return (Some(RelayAction::Connect), None);
+    };
+    let earliest = config.first_disconnect.earliest(crossed);
+    let check = if !facts.clock_trusted {
+        Err(Hold::ClockUntrusted)
+    } else if now < earliest {
+        Err(Hold::Grace { until: earliest })
+    } else {
+        disconnect_allowed(config, now)
+    };
+    match check {
+        Ok(()) => (Some(RelayAction::Disconnect), None),
+        Err(hold) => (None, Some(hold)),
+    }
+}
+
+fn low_balance(config: &PolicyConfig, facts: &AccountFacts<'_>) -> Vec<LowBalance> {
+    let Some(recharge) = facts.last_recharge else {
+        return Vec::new();
+    };
+    config
+        .alert_levels_percent
+        .iter()
+        .filter(|level| facts.balance_paise * 100 <= recharge.amount_paise * i64::from(**level))
+        .map(|level| LowBalance {
+            level_percent: *level,
+            recharge_id: recharge.id.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
