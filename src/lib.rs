@@ -4,4 +4,5 @@ pub mod cli;
 pub mod ledger;
 pub mod policy;
 pub mod rating;
+pub mod relay;
 pub mod tariff;
