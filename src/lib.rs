@@ -1,5 +1,6 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
 pub mod civil;
+pub mod config;
 pub mod cli;
 pub mod ledger;
 pub mod policy;

@@ -1,0 +1,175 @@
+//! Gateway configuration: a TOML file whose every option has a documented default.
+//!
+//! `gateway.example.toml` at the repository root lists every option with its default value; a unit
+//! test checks that file parses to exactly [`GatewayConfig::default`], so the two cannot drift.
+use crate::policy::PolicyConfig;
+use crate::relay::RetryPolicy;
+use crate::tariff::{TariffBook, TariffVersion};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub store: StoreSection,
+    pub policy: PolicyConfig,
+    pub relay: RetryPolicy,
+    /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tariff: Vec<TariffVersion>,
+}
+
+/// Identity and paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// This gateway's name; it prefixes the ids of the events it creates, so it must be unique.
+    pub id: String,
+    /// Where the gateway keeps its database (created if missing).
+    pub data_dir: PathBuf,
+    /// When the policy loop runs: a cron expression in Asia/Kolkata time.
+    pub policy_schedule: String,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            id: "gateway-1".into(),
+            data_dir: PathBuf::from("gramgrid-gateway"),
+            policy_schedule: "0 * * * * *".into(),
+        }
+    }
+}
+
+/// Storage durability settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Readings are held in memory at most this long before they are committed together; this is
+    /// the most that a power cut can lose (meters keep their intervals and are asked again).
+    #[serde(with = "humantime_serde")]
+    pub readings_commit_interval: Duration,
+    /// ... or until this many readings are waiting, whichever comes first.
+    pub readings_commit_max: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            readings_commit_interval: Duration::from_secs(5),
+            readings_commit_max: 5000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl GatewayConfig {
+    /// Loads a config file, or the embedded defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(GatewayConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        GatewayConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<GatewayConfig, String> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.gateway.id.is_empty() || !self.gateway.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!(
+                "gateway.id = {:?}: use letters, digits, '-' and '_' only (it becomes part of event ids)",
+                self.gateway.id
+            ));
+        }
+        cron::Schedule::from_str(&self.gateway.policy_schedule)
+            .map_err(|e| format!("gateway.policy_schedule = {:?} is not a cron expression: {e}", self.gateway.policy_schedule))?;
+        if self.store.readings_commit_max == 0 {
+            return Err("store.readings_commit_max must be at least 1".into());
+        }
+        if self.relay.max_attempts == 0 {
+            return Err("relay.max_attempts must be at least 1".into());
+        }
+        self.policy.validate()?;
+        self.tariff_book().map(|_| ()).map_err(|e| format!("[[tariff]]: {e}"))
+    }
+
+    /// The tariff book this config selects.
+    pub fn tariff_book(&self) -> Result<TariffBook, crate::tariff::TariffError> {
+        if self.tariff.is_empty() {
+            Ok(TariffBook::builtin())
+        } else {
+            TariffBook::new(self.tariff.clone())
+        }
+    }
+
+    /// The policy loop schedule (validated at load).
+    pub fn policy_schedule(&self) -> cron::Schedule {
+        cron::Schedule::from_str(&self.gateway.policy_schedule)
+            .unwrap_or_else(|_| cron::Schedule::from_str("0 * * * * *").unwrap_or_else(|e| unreachable!("{e}")))
+    }
+
+    /// The gateway database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.gateway.data_dir.join("gateway.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../gateway.example.toml");
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let parsed = GatewayConfig::parse(EXAMPLE).unwrap();
+        let mut defaults = GatewayConfig::default();
+        // The example spells the built-in tariff book out; an empty list means the same book.
+        defaults.tariff = TariffBook::builtin().versions().to_vec();
+        assert_eq!(parsed, defaults);
+        assert_eq!(parsed.tariff_book().unwrap(), TariffBook::builtin());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(GatewayConfig::parse("").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = GatewayConfig::parse("[policy]\ndisconect_windows = []\n").unwrap_err();
+        assert!(err.contains("disconect_windows") && err.contains("disconnect_windows"), "{err}");
+        let err = GatewayConfig::parse("[policy]\ndisconnect_windows = [\"10 to 14\"]\n").unwrap_err();
+        assert!(err.contains("disconnect_windows") && err.contains("cron"), "{err}");
+        let err = GatewayConfig::parse("[store]\nreadings_commit_interval = \"soon\"\n").unwrap_err();
+        assert!(err.contains("readings_commit_interval"), "{err}");
+        let err = GatewayConfig::parse("[gateway]\nid = \"a b\"\n").unwrap_err();
+        assert!(err.contains("gateway.id"), "{err}");
+        let err = GatewayConfig::parse("[[tariff]]\nid = \"x\"\ncategory = \"domestic\"\neffective_from = \"2024-01-01\"\nslabs = []\n").unwrap_err();
+        assert!(err.contains("[[tariff]]") && err.contains("no slabs"), "{err}");
+    }
+}
