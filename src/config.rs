@@ -70,7 +70,10 @@ impl Default for StoreSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -99,14 +102,24 @@ impl GatewayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.gateway.id.is_empty() || !self.gateway.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.gateway.id.is_empty()
+            || !self
+                .gateway
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(format!(
                 "gateway.id = {:?}: use letters, digits, '-' and '_' only (it becomes part of event ids)",
                 self.gateway.id
             ));
         }
-        cron::Schedule::from_str(&self.gateway.policy_schedule)
-            .map_err(|e| format!("gateway.policy_schedule = {:?} is not a cron expression: {e}", self.gateway.policy_schedule))?;
+        cron::Schedule::from_str(&self.gateway.policy_schedule).map_err(|e| {
+            format!(
+                "gateway.policy_schedule = {:?} is not a cron expression: {e}",
+                self.gateway.policy_schedule
+            )
+        })?;
         if self.store.readings_commit_max == 0 {
             return Err("store.readings_commit_max must be at least 1".into());
         }
@@ -114,7 +127,9 @@ impl GatewayConfig {
             return Err("relay.max_attempts must be at least 1".into());
         }
         self.policy.validate()?;
-        self.tariff_book().map(|_| ()).map_err(|e| format!("[[tariff]]: {e}"))
+        self.tariff_book()
+            .map(|_| ())
+            .map_err(|e| format!("[[tariff]]: {e}"))
     }
 
     /// The tariff book this config selects.
@@ -128,8 +143,9 @@ impl GatewayConfig {
 
     /// The policy loop schedule (validated at load).
     pub fn policy_schedule(&self) -> cron::Schedule {
-        cron::Schedule::from_str(&self.gateway.policy_schedule)
-            .unwrap_or_else(|_| cron::Schedule::from_str("0 * * * * *").unwrap_or_else(|e| unreachable!("{e}")))
+        cron::Schedule::from_str(&self.gateway.policy_schedule).unwrap_or_else(|_| {
+            cron::Schedule::from_str("0 * * * * *").unwrap_or_else(|e| unreachable!("{e}"))
+        })
     }
 
     /// The gateway database file.
@@ -162,14 +178,25 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = GatewayConfig::parse("[policy]\ndisconect_windows = []\n").unwrap_err();
-        assert!(err.contains("disconect_windows") && err.contains("disconnect_windows"), "{err}");
-        let err = GatewayConfig::parse("[policy]\ndisconnect_windows = [\"10 to 14\"]\n").unwrap_err();
-        assert!(err.contains("disconnect_windows") && err.contains("cron"), "{err}");
-        let err = GatewayConfig::parse("[store]\nreadings_commit_interval = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains("disconect_windows") && err.contains("disconnect_windows"),
+            "{err}"
+        );
+        let err =
+            GatewayConfig::parse("[policy]\ndisconnect_windows = [\"10 to 14\"]\n").unwrap_err();
+        assert!(
+            err.contains("disconnect_windows") && err.contains("cron"),
+            "{err}"
+        );
+        let err =
+            GatewayConfig::parse("[store]\nreadings_commit_interval = \"soon\"\n").unwrap_err();
         assert!(err.contains("readings_commit_interval"), "{err}");
         let err = GatewayConfig::parse("[gateway]\nid = \"a b\"\n").unwrap_err();
         assert!(err.contains("gateway.id"), "{err}");
         let err = GatewayConfig::parse("[[tariff]]\nid = \"x\"\ncategory = \"domestic\"\neffective_from = \"2024-01-01\"\nslabs = []\n").unwrap_err();
-        assert!(err.contains("[[tariff]]") && err.contains("no slabs"), "{err}");
+        assert!(
+            err.contains("[[tariff]]") && err.contains("no slabs"),
+            "{err}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
 pub mod civil;
-pub mod config;
 pub mod cli;
+pub mod config;
 pub mod ledger;
 pub mod policy;
 pub mod rating;
 pub mod relay;
+pub mod store;
 pub mod tariff;

@@ -1,0 +1,135 @@
+//! Schema migrations of the gateway database, applied in order and recorded in `PRAGMA user_version`.
+//!
+//! Append new migrations at the end; never edit one that has shipped.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: accounts, meters, readings, money events, relay commands, alerts, audit.
+    r#"
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        consumer_name TEXT NOT NULL,
+        category TEXT NOT NULL CHECK (category IN ('domestic', 'commercial', 'agricultural')),
+        phone TEXT,
+        created_at INTEGER NOT NULL,
+        -- policy state: when the balance was first seen at or below the threshold (NULL: above it)
+        below_threshold_since INTEGER
+    );
+
+    CREATE TABLE meters (
+        id INTEGER PRIMARY KEY,
+        serial TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        installed_at INTEGER NOT NULL,
+        removed_at INTEGER,
+        relay_state TEXT NOT NULL DEFAULT 'unknown'
+            CHECK (relay_state IN ('connected', 'disconnected', 'unknown')),
+        relay_state_at INTEGER
+    );
+    CREATE INDEX meters_by_account ON meters(account);
+
+    -- One row per interval reading: the cumulative import register, and what its arrival charged.
+    -- Keyed by time first so that readings, which arrive time-major (every meter's interval at
+    -- once), append to the end of the b-tree instead of rewriting a page per meter.
+    CREATE TABLE readings (
+        at INTEGER NOT NULL,
+        meter INTEGER NOT NULL,
+        register_wh INTEGER NOT NULL,
+        charge_paise INTEGER NOT NULL,
+        PRIMARY KEY (at, meter)
+    ) WITHOUT ROWID;
+
+    -- Cache, derivable from readings: each meter's latest reading.
+    CREATE TABLE meter_cursor (
+        meter INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        register_wh INTEGER NOT NULL
+    );
+
+    CREATE TABLE tariff_versions (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+
+    -- Cache, derivable from readings and the tariff book: energy and its cost per meter and segment.
+    CREATE TABLE segment_energy (
+        month INTEGER NOT NULL,
+        version INTEGER NOT NULL REFERENCES tariff_versions(id),
+        meter INTEGER NOT NULL,
+        energy_wh INTEGER NOT NULL,
+        energy_paise INTEGER NOT NULL,
+        duty_paise INTEGER NOT NULL,
+        PRIMARY KEY (month, version, meter)
+    ) WITHOUT ROWID;
+
+    -- Append-only money events (recharges, fixed and minimum charges, adjustments, emergency credit).
+    -- Energy charges are the readings' charge_paise.
+    CREATE TABLE ledger_events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('recharge', 'charge', 'fixed_charge', 'minimum_charge', 'adjustment', 'emergency_credit')),
+        amount_paise INTEGER NOT NULL,
+        effect_paise INTEGER NOT NULL,
+        expires_at INTEGER,
+        note TEXT
+    );
+    CREATE INDEX ledger_by_account ON ledger_events(account, kind, at);
+
+    CREATE TABLE relay_commands (
+        id TEXT PRIMARY KEY,
+        meter INTEGER NOT NULL REFERENCES meters(id),
+        action TEXT NOT NULL CHECK (action IN ('connect', 'disconnect')),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'acknowledged', 'failed', 'timed_out')),
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_sent_at INTEGER,
+        closed_at INTEGER
+    );
+    CREATE INDEX relay_commands_open ON relay_commands(state) WHERE state IN ('queued', 'sent');
+
+    -- Append-only history of every relay command state change.
+    CREATE TABLE relay_command_events (
+        seq INTEGER PRIMARY KEY,
+        command TEXT NOT NULL REFERENCES relay_commands(id),
+        state TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        detail TEXT
+    );
+
+    -- Notifications to consumers and the office; the id makes each one unique.
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        sent_at INTEGER
+    );
+    CREATE INDEX alerts_unsent ON alerts(created_at) WHERE sent_at IS NULL;
+
+    -- Technician manual overrides of the relay: audited, append-only.
+    CREATE TABLE overrides (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        action TEXT NOT NULL CHECK (action IN ('connect', 'disconnect')),
+        until INTEGER NOT NULL,
+        technician TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+
+    -- Readings the office should look at (register went back, conflicting duplicates, refused).
+    CREATE TABLE anomalies (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        meter INTEGER,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    "#,
+];

@@ -1,0 +1,332 @@
+use super::*;
+use crate::ledger::{EventKind, LedgerEvent};
+use crate::policy::RelayAction;
+use crate::relay::CommandState;
+use crate::tariff::TariffBook;
+use chrono::{Duration, TimeZone};
+use proptest::prelude::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap()
+}
+
+fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("gateway.db")).unwrap();
+    (dir, store)
+}
+
+fn with_account(store: &mut Store, id: &str) -> i64 {
+    store
+        .upsert_account(&Account {
+            id: id.into(),
+            consumer_name: format!("Consumer {id}"),
+            category: Category::Domestic,
+            phone: Some("+910000000000".into()),
+            created_at: t0(),
+        })
+        .unwrap();
+    store
+        .install_meter(&MeterInstall {
+            serial: format!("M-{id}"),
+            account: id.into(),
+            installed_at: t0(),
+            initial_register_wh: Some(1_000),
+        })
+        .unwrap()
+}
+
+fn recharge(id: &str, account: &str, amount_paise: i64) -> LedgerEvent {
+    LedgerEvent {
+        id: id.into(),
+        account: account.into(),
+        at: t0() + Duration::hours(1),
+        kind: EventKind::Recharge,
+        amount_paise,
+        expires_at: None,
+    }
+}
+
+fn reading(meter: i64, interval: i64, register_wh: i64) -> MeterReading {
+    MeterReading {
+        meter,
+        at: t0() + Duration::minutes(15 * interval),
+        register_wh,
+    }
+}
+
+#[test]
+fn migrations_run_from_empty_and_reopen_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        schema::MIGRATIONS.len() as i64
+    );
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        schema::MIGRATIONS.len() as i64
+    );
+    store.conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(store);
+    let err = Store::open(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("schema version 99") && err.contains("newer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_recharge_credits_once_and_a_reused_id_is_refused() {
+    let (_dir, mut store) = open_temp();
+    with_account(&mut store, "A1");
+    assert!(store.record_event(&recharge("r-1", "A1", 50_000)).unwrap());
+    assert!(!store.record_event(&recharge("r-1", "A1", 50_000)).unwrap());
+    assert_eq!(store.position("A1").unwrap().balance_paise, 50_000);
+    let err = store
+        .record_event(&recharge("r-1", "A1", 90_000))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::EventIdConflict(_)), "{err}");
+    let err = store
+        .record_event(&recharge("r-2", "nobody", 100))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownAccount(_)), "{err}");
+    assert_eq!(store.position("A1").unwrap().balance_paise, 50_000);
+}
+
+#[test]
+fn readings_are_charged_by_the_tariff_and_reduce_the_balance() {
+    let (_dir, mut store) = open_temp();
+    let book = TariffBook::builtin();
+    let meter = with_account(&mut store, "A1");
+    store.record_event(&recharge("r-1", "A1", 100_000)).unwrap();
+    // 150 kWh over 150 intervals, after the 1,000 Wh installation baseline.
+    let batch: Vec<_> = (1..=150)
+        .map(|i| reading(meter, i, 1_000 + i * 1_000))
+        .collect();
+    let report = store.ingest(&book, &batch).unwrap();
+    assert_eq!(report.stored, 150);
+    // 100 kWh × 3.70 + 50 kWh × 3.90 = 565.00 INR
+    assert_eq!(report.charged_paise, 56_500);
+    assert_eq!(
+        store.position("A1").unwrap().balance_paise,
+        100_000 - 56_500
+    );
+    assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn duplicates_conflicts_and_refused_readings_are_reported_not_charged() {
+    let (_dir, mut store) = open_temp();
+    let book = TariffBook::builtin();
+    let meter = with_account(&mut store, "A1");
+    store
+        .ingest(&book, &[reading(meter, 1, 2_000), reading(meter, 2, 3_000)])
+        .unwrap();
+    let report = store
+        .ingest(
+            &book,
+            &[
+                reading(meter, 2, 3_000),      // duplicate
+                reading(meter, 1, 2_500),      // conflicting duplicate
+                reading(meter, -4, 500),       // before installation
+                reading(meter + 99, 3, 9_999), // unknown meter
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            report.stored,
+            report.duplicates,
+            report.conflicts,
+            report.refused
+        ),
+        (0, 1, 1, 2)
+    );
+    assert_eq!(report.charged_paise, 0);
+    let anomalies: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM anomalies", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(anomalies, 3);
+}
+
+#[test]
+fn a_replaced_meter_starts_from_its_installation_reading() {
+    let (_dir, mut store) = open_temp();
+    let book = TariffBook::builtin();
+    let old = with_account(&mut store, "A1");
+    store.ingest(&book, &[reading(old, 4, 5_000)]).unwrap(); // 4 kWh on the old meter
+    let new = store
+        .install_meter(&MeterInstall {
+            serial: "M-A1-new".into(),
+            account: "A1".into(),
+            installed_at: t0() + Duration::hours(2),
+            initial_register_wh: Some(7),
+        })
+        .unwrap();
+    assert_eq!(
+        store.active_meter("A1").unwrap(),
+        Some((new, "M-A1-new".to_string()))
+    );
+    let report = store
+        .ingest(&book, &[reading(old, 12, 6_000), reading(new, 12, 2_007)])
+        .unwrap();
+    assert_eq!((report.refused, report.stored), (1, 1));
+    // 4 kWh + 2 kWh at 3.70
+    assert_eq!(store.energy_charges("A1", None).unwrap(), 6 * 370);
+}
+
+#[test]
+fn relay_commands_are_acknowledged_only_by_the_reported_state() {
+    let (_dir, mut store) = open_temp();
+    let meter = with_account(&mut store, "A1");
+    store
+        .queue_relay_command(
+            "c1",
+            meter,
+            RelayAction::Disconnect,
+            "balance exhausted",
+            t0(),
+        )
+        .unwrap();
+    store.mark_relay_sent("c1", t0()).unwrap();
+    assert!(store
+        .record_relay_state(meter, RelayState::Connected, t0())
+        .unwrap()
+        .is_empty());
+    let confirmed = store
+        .record_relay_state(meter, RelayState::Disconnected, t0())
+        .unwrap();
+    assert_eq!(confirmed.len(), 1);
+    assert_eq!(store.relay_state(meter).unwrap(), RelayState::Disconnected);
+    let history = store.relay_commands_of(meter).unwrap();
+    assert_eq!(history[0].progress.state, CommandState::Acknowledged);
+    assert_eq!(history[0].progress.attempts, 1);
+
+    store
+        .queue_relay_command("c2", meter, RelayAction::Disconnect, "again", t0())
+        .unwrap();
+    store
+        .queue_relay_command("c3", meter, RelayAction::Connect, "recharged", t0())
+        .unwrap();
+    let states: Vec<_> = store
+        .relay_commands_of(meter)
+        .unwrap()
+        .iter()
+        .map(|c| c.progress.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            CommandState::Acknowledged,
+            CommandState::Failed,
+            CommandState::Queued
+        ]
+    );
+    assert!(matches!(
+        store.queue_relay_command("c4", 999, RelayAction::Connect, "x", t0()),
+        Err(StoreError::UnknownMeter(_))
+    ));
+}
+
+#[test]
+fn each_alert_is_enqueued_once() {
+    let (_dir, mut store) = open_temp();
+    with_account(&mut store, "A1");
+    let alert = Alert {
+        id: "low-30:r-1".into(),
+        account: "A1".into(),
+        kind: "low_balance".into(),
+        created_at: t0(),
+        message: "Balance is 30 % of your last recharge".into(),
+    };
+    assert!(store.enqueue_alert(&alert).unwrap());
+    assert!(!store.enqueue_alert(&alert).unwrap());
+    assert_eq!(store.unsent_alerts().unwrap().len(), 1);
+}
+
+#[test]
+fn overrides_are_audited_and_expire() {
+    let (_dir, mut store) = open_temp();
+    with_account(&mut store, "A1");
+    let record = OverrideRecord {
+        id: "o1".into(),
+        account: "A1".into(),
+        action: RelayAction::Connect,
+        until: t0() + Duration::hours(4),
+        technician: "tech-7".into(),
+        reason: "medical equipment in the house".into(),
+        created_at: t0(),
+    };
+    store.record_override(&record).unwrap();
+    assert_eq!(
+        store
+            .active_override("A1", t0() + Duration::hours(1))
+            .unwrap()
+            .map(|o| o.action),
+        Some(RelayAction::Connect)
+    );
+    assert_eq!(
+        store
+            .active_override("A1", t0() + Duration::hours(4))
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn backup_copies_a_consistent_database() {
+    let (dir, mut store) = open_temp();
+    with_account(&mut store, "A1");
+    store.record_event(&recharge("r-1", "A1", 12_345)).unwrap();
+    let copy = dir.path().join("backup.db");
+    store.backup_to(&copy).unwrap();
+    let restored = Store::open(&copy).unwrap();
+    assert_eq!(restored.position("A1").unwrap().balance_paise, 12_345);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// On real SQLite: readings ingested in shuffled, duplicated batches give the same balance as in
+    /// order, and the derived tables stay consistent with the readings.
+    #[test]
+    fn store_charging_is_independent_of_arrival_order(
+        increments in proptest::collection::vec(0i64..3_000, 1..120),
+        keys in proptest::collection::vec(any::<u32>(), 1..120),
+        batch_size in 1usize..40,
+    ) {
+        let book = TariffBook::builtin();
+        let readings: Vec<MeterReading> = increments
+            .iter()
+            .scan(1_000i64, |register, inc| { *register += inc; Some(*register) })
+            .enumerate()
+            // 90-minute steps so the readings cross into December
+            .map(|(i, register)| MeterReading { meter: 0, at: t0() + Duration::minutes(90 * (i as i64 + 1)) + Duration::days(20), register_wh: register })
+            .collect();
+        let mut arrivals: Vec<(u32, MeterReading)> = readings.iter().copied().zip(keys.iter().copied().cycle()).map(|(r, k)| (k, r)).collect();
+        arrivals.extend(readings.iter().take(keys.len() / 3).map(|r| (keys[0] ^ 0x5555, *r)));
+        arrivals.sort_by_key(|(k, r)| (*k, r.at));
+
+        let (_d1, mut ordered) = open_temp();
+        let (_d2, mut shuffled) = open_temp();
+        let m1 = with_account(&mut ordered, "A1");
+        let m2 = with_account(&mut shuffled, "A1");
+        ordered.ingest(&book, &readings.iter().map(|r| MeterReading { meter: m1, ..*r }).collect::<Vec<_>>()).unwrap();
+        let arrivals: Vec<MeterReading> = arrivals.into_iter().map(|(_, r)| MeterReading { meter: m2, ..r }).collect();
+        for batch in arrivals.chunks(batch_size) {
+            shuffled.ingest(&book, batch).unwrap();
+        }
+        prop_assert_eq!(shuffled.position("A1").unwrap(), ordered.position("A1").unwrap());
+        prop_assert_eq!(shuffled.verify(&book).unwrap(), Vec::<String>::new());
+        prop_assert_eq!(ordered.verify(&book).unwrap(), Vec::<String>::new());
+    }
+}
