@@ -2,6 +2,7 @@
 pub mod civil;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod ledger;
 pub mod policy;
 pub mod rating;

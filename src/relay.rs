@@ -49,6 +49,10 @@ pub struct RetryPolicy {
     pub max_retry_interval: std::time::Duration,
     /// Sends before giving up.
     pub max_attempts: u32,
+    /// After a command times out, the same action is not issued again for this long (the meter is
+    /// probably unreachable; an alert has been raised).
+    #[serde(with = "humantime_serde")]
+    pub reissue_after: std::time::Duration,
 }
 
 impl Default for RetryPolicy {
@@ -57,6 +61,7 @@ impl Default for RetryPolicy {
             first_retry_after: std::time::Duration::from_secs(60),
             max_retry_interval: std::time::Duration::from_secs(15 * 60),
             max_attempts: 6,
+            reissue_after: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -107,6 +112,15 @@ impl RetryPolicy {
             (true, true) => Step::TimeOut,
             (true, false) => Step::Send,
         }
+    }
+
+    /// Whether a command still stands in the way of issuing its action again: it is open, or it timed
+    /// out less than `reissue_after` ago.
+    pub fn blocks_reissue(&self, progress: CommandProgress, now: DateTime<Utc>) -> bool {
+        let cooling = Duration::from_std(self.reissue_after).unwrap_or(Duration::MAX);
+        progress.state.is_open()
+            || (progress.state == CommandState::TimedOut
+                && progress.last_sent_at.is_some_and(|t| now - t < cooling))
     }
 }
 

@@ -133,19 +133,35 @@ impl Store {
 
     /// Commands still being worked on (queued or sent), oldest first.
     pub fn open_relay_commands(&self) -> Result<Vec<RelayCommand>> {
-        self.relay_commands("WHERE state IN ('queued', 'sent')")
+        self.relay_commands(
+            "WHERE state IN ('queued', 'sent') ORDER BY created_at, id",
+            [],
+        )
     }
 
     /// Every relay command of a meter, oldest first.
     pub fn relay_commands_of(&self, meter: i64) -> Result<Vec<RelayCommand>> {
-        self.relay_commands(&format!("WHERE meter = {meter}"))
+        self.relay_commands("WHERE meter = ?1 ORDER BY created_at, id", [meter])
     }
 
-    fn relay_commands(&self, filter: &str) -> Result<Vec<RelayCommand>> {
+    /// The newest relay command of a meter.
+    pub fn latest_relay_command(&self, meter: i64) -> Result<Option<RelayCommand>> {
+        let mut newest = self.relay_commands(
+            "WHERE meter = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [meter],
+        )?;
+        Ok(newest.pop())
+    }
+
+    fn relay_commands(
+        &self,
+        tail: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<RelayCommand>> {
         let mut statement = self.conn.prepare(&format!(
-            "SELECT id, meter, action, reason, created_at, state, attempts, last_sent_at FROM relay_commands {filter} ORDER BY created_at, id"
+            "SELECT id, meter, action, reason, created_at, state, attempts, last_sent_at FROM relay_commands {tail}"
         ))?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map(parameters, |r| {
             Ok(RelayCommand {
                 id: r.get(0)?,
                 meter: r.get(1)?,
