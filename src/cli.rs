@@ -1,10 +1,21 @@
 //! The `gramgrid` command line: subcommand definitions and dispatch to the library.
-use clap::{Parser, Subcommand};
+//!
+//! Exit codes: 0 success, 1 the command failed (the message says why and what to do), 2 the command
+//! line itself was wrong (clap's usage error).
+use crate::civil::Month;
+use crate::config::GatewayConfig;
+use crate::tariff::Category;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Prepaid electricity for villages whose backhaul comes and goes.
+///
+/// The gateway at the village substation keeps the ledger and enforces the utility's rules locally;
+/// the central server keeps accounts and syncs with every gateway when the link is up.
 #[derive(Debug, Parser)]
-#[command(name = "gramgrid", version, about, long_about = None)]
+#[command(name = "gramgrid", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -12,6 +23,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the village gateway daemon (or inspect one).
+    Gateway(GatewayArgs),
+    /// Price consumption with the tariff book.
+    Tariff {
+        #[command(subcommand)]
+        what: TariffCommand,
+    },
     /// Measure performance figures on this machine.
     Bench {
         #[command(subcommand)]
@@ -19,12 +37,234 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct GatewayArgs {
+    /// Gateway config file (TOML); without it the embedded defaults are used.
+    #[arg(long, short, global = true, env = "GRAMGRID_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the config, print the effective settings and exit.
+    #[arg(long)]
+    pub check: bool,
+    #[command(subcommand)]
+    pub action: Option<GatewayAction>,
+}
+
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {}
+pub enum GatewayAction {
+    /// Print every account's balance, relay state and open commands from the gateway database.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TariffCommand {
+    /// A month's bill for some consumption, broken down by slab and component.
+    Quote {
+        /// Consumer category.
+        #[arg(long, value_enum, default_value_t = Category::Domestic)]
+        category: Category,
+        /// Units (kWh) consumed in the month; decimals allowed.
+        #[arg(long)]
+        units: f64,
+        /// Month to price (YYYY-MM); default: the current month in Asia/Kolkata.
+        #[arg(long, value_parser = parse_month)]
+        month: Option<Month>,
+        /// Take the tariff book from this gateway config instead of the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tariff book in force (config or built-in) as TOML.
+    Show {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Readings ingested and charged per second into SQLite, and bytes written per reading.
+    Ledger {
+        #[arg(long, default_value_t = 1000)]
+        meters: usize,
+        #[arg(long, default_value_t = 7)]
+        days: usize,
+        /// Readings per transaction (the gateway's store.readings_commit_max).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// Directory for the benchmark database (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_month(text: &str) -> std::result::Result<Month, String> {
+    Month::parse(text)
+        .ok_or_else(|| format!("'{text}' is not a month; write it as YYYY-MM, e.g. 2026-11"))
+}
 
 /// Runs a parsed command line and maps errors to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Bench { what } => match what {},
+        Command::Gateway(args) => gateway(args),
+        Command::Tariff { what } => tariff(what),
+        Command::Bench { what } => bench(what),
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
+    GatewayConfig::load(path).context(
+        "fix the config file (see gateway.example.toml for every option), then start again",
+    )
+}
+
+fn gateway(args: GatewayArgs) -> Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    if args.check {
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the config")?
+        );
+        return Ok(());
+    }
+    match args.action {
+        None => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(crate::gateway::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+        Some(GatewayAction::Status { json }) => {
+            let mut gateway = crate::gateway::Gateway::open(config)?;
+            let status = crate::report::gateway_status(gateway.store())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", crate::report::render_status(&status));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn tariff(what: TariffCommand) -> Result<()> {
+    match what {
+        TariffCommand::Quote {
+            category,
+            units,
+            month,
+            config,
+            json,
+        } => {
+            if !units.is_finite() || units < 0.0 || units > 1.0e9 {
+                anyhow::bail!("--units {units} is not a monthly consumption; give a number of kWh such as 250");
+            }
+            let book = load_config(config.as_deref())?.tariff_book()?;
+            let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now()));
+            let bill = book.quote(category, month, (units * 1000.0).round() as i64);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&bill)?);
+            } else {
+                println!("{bill}");
+            }
+            Ok(())
+        }
+        TariffCommand::Show { config } => {
+            #[derive(serde::Serialize)]
+            struct Book<'a> {
+                tariff: &'a [crate::tariff::TariffVersion],
+            }
+            let book = load_config(config.as_deref())?.tariff_book()?;
+            print!(
+                "{}",
+                toml::to_string(&Book {
+                    tariff: book.versions()
+                })?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn bench(what: BenchCommand) -> Result<()> {
+    match what {
+        BenchCommand::Ledger {
+            meters,
+            days,
+            batch,
+            dir,
+            seed,
+            json,
+        } => {
+            let figures = crate::bench::ledger(&crate::bench::LedgerBench {
+                meters,
+                days,
+                batch,
+                dir,
+                seed,
+                progress: !json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            Ok(())
+        }
     }
 }

@@ -1,4 +1,5 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
+pub mod bench;
 pub mod civil;
 pub mod cli;
 pub mod config;
@@ -7,5 +8,6 @@ pub mod ledger;
 pub mod policy;
 pub mod rating;
 pub mod relay;
+pub mod report;
 pub mod store;
 pub mod tariff;
