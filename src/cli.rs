@@ -58,6 +58,8 @@ pub enum GatewayAction {
         #[arg(long)]
         json: bool,
     },
+    /// Check the database: SQLite integrity, and derived charges against the stored readings.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +147,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
     GatewayConfig::load(path).context(
-        "fix the config file (see gateway.example.toml for every option), then start again",
+        "fix the config file (see docs/gateway.example.toml for every option), then start again",
     )
 }
 
@@ -174,6 +176,21 @@ fn gateway(args: GatewayArgs) -> Result<()> {
                 print!("{}", crate::report::render_status(&status));
             }
             Ok(())
+        }
+        Some(GatewayAction::Verify) => {
+            let mut gateway = crate::gateway::Gateway::open(config)?;
+            let book = gateway.tariff_book().clone();
+            let problems = gateway.store().verify(&book)?;
+            if problems.is_empty() {
+                println!(
+                    "ok: database intact; every meter's charges match its readings and the tariff"
+                );
+                return Ok(());
+            }
+            for problem in &problems {
+                println!("{problem}");
+            }
+            anyhow::bail!("{} problems found in the gateway database", problems.len())
         }
     }
 }
@@ -211,7 +228,7 @@ fn tariff(what: TariffCommand) -> Result<()> {
             config,
             json,
         } => {
-            if !units.is_finite() || units < 0.0 || units > 1.0e9 {
+            if !units.is_finite() || !(0.0..=1.0e9).contains(&units) {
                 anyhow::bail!("--units {units} is not a monthly consumption; give a number of kWh such as 250");
             }
             let book = load_config(config.as_deref())?.tariff_book()?;

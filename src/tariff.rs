@@ -164,8 +164,7 @@ impl std::ops::Sub for Cost {
 impl TariffBook {
     /// Validates and indexes a set of versions.
     pub fn new(mut versions: Vec<TariffVersion>) -> Result<TariffBook, TariffError> {
-        versions
-            .sort_by(|a, b| (a.category, a.effective_from).cmp(&(b.category, b.effective_from)));
+        versions.sort_by_key(|v| (v.category, v.effective_from));
         let mut duty_basis_points = Vec::with_capacity(versions.len());
         for version in &versions {
             duty_basis_points.push(validate_version(version)?);

@@ -167,11 +167,20 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the derived tables against the readings they are derived from: for every meter, the
+    /// Checks the database file (SQLite `quick_check`) and the derived tables against the readings
+    /// they are derived from: for every meter, the
     /// charges stored with its readings add up to its segment totals, and each segment's stored cost
     /// is the tariff's cost of its energy. Returns the problems found (empty when consistent).
     pub fn verify(&self, book: &TariffBook) -> Result<Vec<String>> {
         let mut problems = Vec::new();
+        let quick_check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if quick_check != "ok" {
+            problems.push(format!(
+                "SQLite quick_check: {quick_check}; restore the latest backup"
+            ));
+        }
         let mut sums = self.conn.prepare(
             "SELECT r.meter, r.total, COALESCE(s.total, 0) FROM
                (SELECT meter, SUM(charge_paise) AS total FROM readings GROUP BY meter) r
