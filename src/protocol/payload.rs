@@ -736,7 +736,7 @@ mod tests {
     }
 
     /// 2026-11-28 00:00:00 UTC, an interval boundary.
-    const DAY: i64 = 1_796_256_000;
+    const DAY: i64 = 1_795_824_000;
 
     fn report(n_intervals: usize, delta_wh: u64) -> MeterReport {
         MeterReport {
@@ -768,15 +768,14 @@ mod tests {
             outcome: AckOutcome::Applied,
         }];
         let bytes = Uplink::MeterReport(r.clone()).encode().unwrap();
-        let meter_secs = (DAY as u32 + 21_617).to_le_bytes();
-        let slot = ((DAY / 900) as u32).to_le_bytes();
+        // Literal bytes, as printed in docs/protocol.md.
         let mut expected = vec![0x01, 0x01];
-        expected.extend(meter_secs);
+        expected.extend([0xF1, 0x6D, 0x0A, 0x6B]); // meter time 1,795,845,617 s
         expected.extend([0xDC, 0x0B]); // power 1500 W, varint
         expected.extend([0xFD, 0x08]); // 230.1 V as 2301 dV, u16 LE
         expected.push(0x01); // relay connected
         expected.push(0x03); // 3 intervals
-        expected.extend(slot);
+        expected.extend([0x60, 0x72, 0x1E, 0x00]); // first slot 1,995,360
         expected.extend([0x01, 0x03]); // slot steps: +1, +3 (one interval missing)
         expected.extend([0x87, 0xAD, 0x4B]); // 1,234,567 Wh, varint
         expected.extend([0xFA, 0x01, 0xFA, 0x01]); // +250 Wh, +250 Wh
@@ -826,12 +825,7 @@ mod tests {
                 Downlink::ResendRequest(ResendRequest {
                     missing: vec![t(DAY), t(DAY + 2_700)],
                 }),
-                {
-                    let mut v = vec![0x01, 0x86, 0x02];
-                    v.extend(((DAY / 900) as u32).to_le_bytes());
-                    v.push(0x03);
-                    v
-                },
+                vec![0x01, 0x86, 0x02, 0x60, 0x72, 0x1E, 0x00, 0x03],
             ),
         ];
         for (msg, bytes) in cases {
