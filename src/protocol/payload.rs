@@ -184,6 +184,25 @@ pub enum Downlink {
     ResendRequest(ResendRequest),
 }
 
+/// Field-less enums sent as one byte: the discriminant is the wire code.
+macro_rules! wire_code {
+    ($($name:ident: $($variant:ident),+;)+) => {$(
+        impl $name {
+            fn from_code(code: u8) -> Option<Self> {
+                [$($name::$variant),+].into_iter().find(|v| *v as u8 == code)
+            }
+        }
+    )+};
+}
+
+wire_code! {
+    RelayState: Disconnected, Connected, ReadyForReconnection;
+    AckOutcome: Applied, Refused;
+    RelayAction: Disconnect, Connect;
+    CreditStatus: Normal, Low, Exhausted, Disconnected;
+    AccessMode: Scheduled, Aloha;
+}
+
 /// Why bytes are not a valid v1 message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -295,17 +314,7 @@ impl MeterReport {
         let meter_secs = r.u32_le("meter_time")?;
         let power_w = r.varint_u32("power_w")?;
         let voltage_dv = r.u16_le("voltage_dv")?;
-        let relay_state = match r.u8("relay_state")? {
-            0 => RelayState::Disconnected,
-            1 => RelayState::Connected,
-            2 => RelayState::ReadyForReconnection,
-            v => {
-                return Err(DecodeError::InvalidValue {
-                    field: "relay_state",
-                    value: v.into(),
-                })
-            }
-        };
+        let relay_state = r.code("relay_state", RelayState::from_code)?;
         let starts = read_slots(r, "interval_start")?;
         let mut intervals = Vec::with_capacity(starts.len());
         let mut register: Option<u64> = None;
@@ -358,16 +367,7 @@ impl MeterReport {
         let mut acks = Vec::with_capacity(n_acks);
         for _ in 0..n_acks {
             let command_id = r.varint_u32("ack.command_id")?;
-            let outcome = match r.u8("ack.outcome")? {
-                0 => AckOutcome::Applied,
-                1 => AckOutcome::Refused,
-                v => {
-                    return Err(DecodeError::InvalidValue {
-                        field: "ack.outcome",
-                        value: v.into(),
-                    })
-                }
-            };
+            let outcome = r.code("ack.outcome", AckOutcome::from_code)?;
             acks.push(RelayAck {
                 command_id,
                 outcome,
@@ -467,31 +467,11 @@ impl Downlink {
         let msg = match msg_type {
             MSG_RELAY_COMMAND => Downlink::RelayCommand(RelayCommand {
                 command_id: r.varint_u32("command_id")?,
-                action: match r.u8("action")? {
-                    0 => RelayAction::Disconnect,
-                    1 => RelayAction::Connect,
-                    v => {
-                        return Err(DecodeError::InvalidValue {
-                            field: "action",
-                            value: v.into(),
-                        })
-                    }
-                },
+                action: r.code("action", RelayAction::from_code)?,
             }),
             MSG_DISPLAY_UPDATE => Downlink::DisplayUpdate(DisplayUpdate {
                 balance_paise: unzigzag(r.varint("balance_paise")?),
-                status: match r.u8("credit_status")? {
-                    0 => CreditStatus::Normal,
-                    1 => CreditStatus::Low,
-                    2 => CreditStatus::Exhausted,
-                    3 => CreditStatus::Disconnected,
-                    v => {
-                        return Err(DecodeError::InvalidValue {
-                            field: "credit_status",
-                            value: v.into(),
-                        })
-                    }
-                },
+                status: r.code("credit_status", CreditStatus::from_code)?,
             }),
             MSG_TIME_SYNC => Downlink::TimeSync(TimeSync {
                 utc: time(r.u32_le("utc")?),
@@ -500,16 +480,7 @@ impl Downlink {
                 since: slot_time(r.u32_le("since")?),
             }),
             MSG_SCHEDULE_ASSIGN => {
-                let mode = match r.u8("mode")? {
-                    0 => AccessMode::Scheduled,
-                    1 => AccessMode::Aloha,
-                    v => {
-                        return Err(DecodeError::InvalidValue {
-                            field: "mode",
-                            value: v.into(),
-                        })
-                    }
-                };
+                let mode = r.code("mode", AccessMode::from_code)?;
                 let spreading_factor = r.u8("spreading_factor")?;
                 let slot_offset_ms = r.varint_u32("slot_offset_ms")?;
                 let period_ms = r.varint_u32("period_ms")?;
@@ -681,6 +652,19 @@ impl<'a> Reader<'a> {
 
     fn u32_le(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.take(field)?))
+    }
+
+    /// A one-byte enumeration code; unknown codes are errors, not defaults.
+    fn code<T>(
+        &mut self,
+        field: &'static str,
+        from_code: fn(u8) -> Option<T>,
+    ) -> Result<T, DecodeError> {
+        let code = self.u8(field)?;
+        from_code(code).ok_or(DecodeError::InvalidValue {
+            field,
+            value: code.into(),
+        })
     }
 
     fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
