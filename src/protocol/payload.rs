@@ -222,6 +222,8 @@ pub enum DecodeError {
     InvalidValue { field: &'static str, value: u64 },
     #[error("field `{0}` overflows when accumulated")]
     Overflow(&'static str),
+    #[error("frame on FPort {0:?}, payload v1 travels on FPort {FPORT}")]
+    WrongFport(Option<u8>),
 }
 
 /// Why a message cannot be encoded.
@@ -248,6 +250,12 @@ impl Uplink {
         match self {
             Uplink::MeterReport(r) => r.encode(),
         }
+    }
+
+    /// Decodes the FRMPayload of an accepted frame, refusing frames on other ports.
+    pub fn decode_frame(fport: Option<u8>, frm_payload: &[u8]) -> Result<Self, DecodeError> {
+        expect_payload_port(fport)?;
+        Self::decode(frm_payload)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -462,6 +470,12 @@ impl Downlink {
         Ok(w)
     }
 
+    /// Decodes the FRMPayload of an accepted frame, refusing frames on other ports.
+    pub fn decode_frame(fport: Option<u8>, frm_payload: &[u8]) -> Result<Self, DecodeError> {
+        expect_payload_port(fport)?;
+        Self::decode(frm_payload)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (msg_type, mut r) = Reader::open(bytes)?;
         let msg = match msg_type {
@@ -508,6 +522,13 @@ impl Downlink {
         };
         r.finish()?;
         Ok(msg)
+    }
+}
+
+fn expect_payload_port(fport: Option<u8>) -> Result<(), DecodeError> {
+    match fport {
+        Some(FPORT) => Ok(()),
+        other => Err(DecodeError::WrongFport(other)),
     }
 }
 
@@ -902,6 +923,28 @@ mod tests {
         assert_eq!(
             Uplink::decode(&bytes),
             Err(DecodeError::Overflow("import_wh"))
+        );
+    }
+
+    #[test]
+    fn frames_on_other_ports_are_not_decoded() {
+        let bytes = Uplink::MeterReport(report(1, 0)).encode().unwrap();
+        assert!(Uplink::decode_frame(Some(FPORT), &bytes).is_ok());
+        assert_eq!(
+            Uplink::decode_frame(Some(2), &bytes),
+            Err(DecodeError::WrongFport(Some(2)))
+        );
+        assert_eq!(
+            Uplink::decode_frame(None, &bytes),
+            Err(DecodeError::WrongFport(None))
+        );
+        let down = Downlink::TimeSync(TimeSync { utc: t(DAY) })
+            .encode()
+            .unwrap();
+        assert!(Downlink::decode_frame(Some(FPORT), &down).is_ok());
+        assert_eq!(
+            Downlink::decode_frame(Some(0), &down),
+            Err(DecodeError::WrongFport(Some(0)))
         );
     }
 
