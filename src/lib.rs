@@ -6,6 +6,7 @@ pub mod config;
 pub mod gateway;
 pub mod ledger;
 pub mod policy;
+pub mod protocol;
 pub mod rating;
 pub mod relay;
 pub mod report;

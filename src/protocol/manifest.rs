@@ -1,0 +1,441 @@
+//! The meter manifest: the TOML file from the central server that provisions each meter's ABP keys.
+//!
+//! Errors name the entry (index and serial) and the field, never the value: a manifest holds key
+//! material, and parse errors end up in logs and on the technician's screen.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::frame::{DevAddr, SessionKey, SessionKeys};
+
+/// The manifest format version this parser reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One provisioned meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEntry {
+    pub serial: String,
+    pub keys: SessionKeys,
+    /// Tariff category hint (e.g. "domestic"); the ledger's own account data is authoritative.
+    pub category: Option<String>,
+}
+
+/// All meters of one gateway, with unique serials and DevAddrs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterManifest {
+    pub meters: Vec<MeterEntry>,
+}
+
+/// What is wrong with one field of one meter entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldProblem {
+    Missing,
+    Empty,
+    NotHex,
+    WrongLength {
+        expected_digits: usize,
+        got_digits: usize,
+    },
+    /// An all-zero key is a placeholder, never a provisioned key.
+    AllZeroKey,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldProblem::Missing => f.write_str("is missing"),
+            FieldProblem::Empty => f.write_str("is empty"),
+            FieldProblem::NotHex => f.write_str("is not hexadecimal"),
+            FieldProblem::WrongLength {
+                expected_digits,
+                got_digits,
+            } => {
+                write!(f, "has {got_digits} hex digits, expected {expected_digits}")
+            }
+            FieldProblem::AllZeroKey => f.write_str("is all zeros (a placeholder, not a key)"),
+        }
+    }
+}
+
+/// Why a manifest was refused. Messages never contain key material.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ManifestError {
+    #[error("manifest is not valid TOML (line {line}): {message}")]
+    Syntax { line: usize, message: String },
+    #[error(
+        "manifest version {0} is not supported (this gateway reads version {MANIFEST_VERSION})"
+    )]
+    UnsupportedVersion(u32),
+    #[error("meter entry {index} ({serial}): field `{field}` {problem}")]
+    Field {
+        index: usize,
+        serial: String,
+        field: &'static str,
+        problem: FieldProblem,
+    },
+    #[error("meter entry {index}: serial {serial} already used by entry {first}")]
+    DuplicateSerial {
+        index: usize,
+        serial: String,
+        first: usize,
+    },
+    #[error("meter entry {index} ({serial}): DevAddr {dev_addr} already used by entry {first}")]
+    DuplicateDevAddr {
+        index: usize,
+        serial: String,
+        dev_addr: DevAddr,
+        first: usize,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    version: u32,
+    #[serde(default, rename = "meter")]
+    meters: Vec<RawMeter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeter {
+    serial: Option<String>,
+    dev_addr: Option<String>,
+    nwk_skey: Option<String>,
+    app_skey: Option<String>,
+    category: Option<String>,
+}
+
+impl MeterManifest {
+    /// Parses and validates a manifest; the first problem found is returned.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: redact_hex_runs(e.message()),
+        })?;
+        if raw.version != MANIFEST_VERSION {
+            return Err(ManifestError::UnsupportedVersion(raw.version));
+        }
+        let mut serials: HashMap<String, usize> = HashMap::new();
+        let mut addrs: HashMap<DevAddr, usize> = HashMap::new();
+        let mut meters = Vec::with_capacity(raw.meters.len());
+        for (index, m) in raw.meters.into_iter().enumerate() {
+            let entry = validate(index, m)?;
+            if let Some(&first) = serials.get(&entry.serial) {
+                return Err(ManifestError::DuplicateSerial {
+                    index,
+                    serial: entry.serial,
+                    first,
+                });
+            }
+            if let Some(&first) = addrs.get(&entry.keys.dev_addr) {
+                return Err(ManifestError::DuplicateDevAddr {
+                    index,
+                    serial: entry.serial,
+                    dev_addr: entry.keys.dev_addr,
+                    first,
+                });
+            }
+            serials.insert(entry.serial.clone(), index);
+            addrs.insert(entry.keys.dev_addr, index);
+            meters.push(entry);
+        }
+        Ok(MeterManifest { meters })
+    }
+
+    /// The meter with this DevAddr, if provisioned.
+    pub fn by_dev_addr(&self, dev_addr: DevAddr) -> Option<&MeterEntry> {
+        self.meters.iter().find(|m| m.keys.dev_addr == dev_addr)
+    }
+}
+
+fn validate(index: usize, m: RawMeter) -> Result<MeterEntry, ManifestError> {
+    let serial = m
+        .serial
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    let fail = |field, problem| ManifestError::Field {
+        index,
+        serial: if serial.is_empty() {
+            "no serial".to_owned()
+        } else {
+            serial.clone()
+        },
+        field,
+        problem,
+    };
+    match &m.serial {
+        None => return Err(fail("serial", FieldProblem::Missing)),
+        Some(_) if serial.is_empty() => return Err(fail("serial", FieldProblem::Empty)),
+        Some(_) => {}
+    }
+    let dev_addr = parse_hex::<4>(m.dev_addr.as_deref()).map_err(|p| fail("dev_addr", p))?;
+    let key = |field, value: Option<&str>| {
+        let bytes = parse_hex::<16>(value).map_err(|p| fail(field, p))?;
+        if bytes == [0; 16] {
+            return Err(fail(field, FieldProblem::AllZeroKey));
+        }
+        Ok(SessionKey::new(bytes))
+    };
+    let nwk_skey = key("nwk_skey", m.nwk_skey.as_deref())?;
+    let app_skey = key("app_skey", m.app_skey.as_deref())?;
+    Ok(MeterEntry {
+        keys: SessionKeys {
+            dev_addr: DevAddr(u32::from_be_bytes(dev_addr)),
+            nwk_skey,
+            app_skey,
+        },
+        serial,
+        category: m
+            .category
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty()),
+    })
+}
+
+/// Parses exactly `N` bytes of MSB-first hex; the problem never includes the value.
+fn parse_hex<const N: usize>(value: Option<&str>) -> Result<[u8; N], FieldProblem> {
+    let text = value.ok_or(FieldProblem::Missing)?.trim();
+    if text.is_empty() {
+        return Err(FieldProblem::Empty);
+    }
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(FieldProblem::NotHex);
+    }
+    if text.len() != 2 * N {
+        return Err(FieldProblem::WrongLength {
+            expected_digits: 2 * N,
+            got_digits: text.len(),
+        });
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out).map_err(|_| FieldProblem::NotHex)?;
+    Ok(out)
+}
+
+fn line_of(text: &str, byte_offset: usize) -> usize {
+    1 + text.as_bytes()[..byte_offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// Replaces every run of 16 or more hex digits with `<redacted>`: parser messages may quote values.
+fn redact_hex_runs(message: &str) -> String {
+    const MIN_RUN: usize = 16;
+    let mut out = String::with_capacity(message.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= MIN_RUN {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+    const APP: &str = "000102030405060708090A0B0C0D0E0F";
+
+    fn manifest(entries: &str) -> String {
+        format!("version = 1\n{entries}")
+    }
+
+    fn entry(serial: &str, dev_addr: &str) -> String {
+        format!(
+            "[[meter]]\nserial = \"{serial}\"\ndev_addr = \"{dev_addr}\"\nnwk_skey = \"{NWK}\"\napp_skey = \"{APP}\"\n"
+        )
+    }
+
+    fn assert_no_key_material(err: &ManifestError) {
+        let shown = format!("{err} / {err:?}").to_uppercase();
+        for secret in [NWK, APP, &NWK[..16], &APP[16..]] {
+            assert!(!shown.contains(secret), "key material in: {shown}");
+        }
+    }
+
+    #[test]
+    fn parses_meters_with_optional_category() {
+        let text = manifest(&format!(
+            "{}category = \"agricultural\"\n{}",
+            entry("GG-0001", "26011F2A"),
+            entry("GG-0002", "26011f2b")
+        ));
+        let m = MeterManifest::parse(&text).unwrap();
+        assert_eq!(m.meters.len(), 2);
+        let first = &m.meters[0];
+        assert_eq!(first.serial, "GG-0001");
+        assert_eq!(first.keys.dev_addr, DevAddr(0x2601_1F2A));
+        assert_eq!(
+            first.keys.nwk_skey,
+            SessionKey::new(hex::decode(NWK).unwrap().try_into().unwrap())
+        );
+        assert_eq!(
+            first.keys.app_skey,
+            SessionKey::new(core::array::from_fn(|i| i as u8))
+        );
+        assert_eq!(first.category.as_deref(), Some("agricultural"));
+        assert_eq!(m.meters[1].category, None);
+        assert_eq!(
+            m.by_dev_addr(DevAddr(0x2601_1F2B))
+                .map(|e| e.serial.as_str()),
+            Some("GG-0002")
+        );
+        assert!(m.by_dev_addr(DevAddr(1)).is_none());
+        assert!(MeterManifest::parse("version = 1\n")
+            .unwrap()
+            .meters
+            .is_empty());
+    }
+
+    #[test]
+    fn field_errors_name_entry_and_field_without_the_value() {
+        let short_key = entry("GG-7", "26011F2A").replace(NWK, &NWK[..30]);
+        let cases = [
+            (
+                short_key,
+                "nwk_skey",
+                FieldProblem::WrongLength {
+                    expected_digits: 32,
+                    got_digits: 30,
+                },
+            ),
+            (
+                entry("GG-7", "26011F2A").replace(APP, &APP.replace('F', "G")),
+                "app_skey",
+                FieldProblem::NotHex,
+            ),
+            (
+                entry("GG-7", "2601"),
+                "dev_addr",
+                FieldProblem::WrongLength {
+                    expected_digits: 8,
+                    got_digits: 4,
+                },
+            ),
+            (
+                entry("GG-7", "26011F2A").replace(NWK, &"0".repeat(32)),
+                "nwk_skey",
+                FieldProblem::AllZeroKey,
+            ),
+            (
+                entry("GG-7", "26011F2A").replace(&format!("app_skey = \"{APP}\"\n"), ""),
+                "app_skey",
+                FieldProblem::Missing,
+            ),
+        ];
+        for (body, field, problem) in cases {
+            let text = manifest(&format!("{}{body}", entry("GG-1", "26000001")));
+            let err = MeterManifest::parse(&text).unwrap_err();
+            assert_eq!(
+                err,
+                ManifestError::Field {
+                    index: 1,
+                    serial: "GG-7".into(),
+                    field,
+                    problem
+                },
+                "{text}"
+            );
+            assert!(
+                err.to_string().starts_with("meter entry 1 (GG-7): field `"),
+                "{err}"
+            );
+            assert_no_key_material(&err);
+        }
+        let no_serial = manifest(&entry("  ", "26011F2A"));
+        assert_eq!(
+            MeterManifest::parse(&no_serial).unwrap_err(),
+            ManifestError::Field {
+                index: 0,
+                serial: "no serial".into(),
+                field: "serial",
+                problem: FieldProblem::Empty
+            }
+        );
+    }
+
+    #[test]
+    fn duplicates_and_versions_are_refused() {
+        let dup_serial = manifest(&format!(
+            "{}{}",
+            entry("GG-1", "26000001"),
+            entry("GG-1", "26000002")
+        ));
+        assert_eq!(
+            MeterManifest::parse(&dup_serial).unwrap_err(),
+            ManifestError::DuplicateSerial {
+                index: 1,
+                serial: "GG-1".into(),
+                first: 0
+            }
+        );
+        let dup_addr = manifest(&format!(
+            "{}{}",
+            entry("GG-1", "26000001"),
+            entry("GG-2", "26000001")
+        ));
+        let err = MeterManifest::parse(&dup_addr).unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::DuplicateDevAddr {
+                index: 1,
+                serial: "GG-2".into(),
+                dev_addr: DevAddr(0x2600_0001),
+                first: 0
+            }
+        );
+        assert!(err.to_string().contains("DevAddr 26000001"), "{err}");
+        assert_eq!(
+            MeterManifest::parse(&format!("version = 2\n{}", entry("GG-1", "26000001")))
+                .unwrap_err(),
+            ManifestError::UnsupportedVersion(2)
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_a_line_and_redact_quoted_keys() {
+        // A key written as a bare (unquoted) word: the TOML parser fails on that line.
+        let text = manifest(&entry("GG-1", "26000001").replace(&format!("\"{NWK}\""), NWK));
+        let err = MeterManifest::parse(&text).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::Syntax { line: 5, .. }),
+            "{err:?}"
+        );
+        assert_no_key_material(&err);
+        // A misspelt field is named so the issuer can fix it.
+        let text = manifest(&entry("GG-1", "26000001").replace("nwk_skey", "nwkskey"));
+        let err = MeterManifest::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("nwkskey"), "{err}");
+        assert_no_key_material(&err);
+    }
+
+    #[test]
+    fn redaction_removes_long_hex_runs_only() {
+        assert_eq!(
+            redact_hex_runs(&format!("invalid value `{NWK}` for DevAddr 26011F2A")),
+            "invalid value `<redacted>` for DevAddr 26011F2A"
+        );
+        assert_eq!(redact_hex_runs("line 3 column 7"), "line 3 column 7");
+    }
+}
