@@ -12,3 +12,4 @@ pub mod relay;
 pub mod report;
 pub mod store;
 pub mod tariff;
+pub mod voucher;
