@@ -11,5 +11,6 @@ pub mod rating;
 pub mod relay;
 pub mod report;
 pub mod store;
+pub mod sync;
 pub mod tariff;
 pub mod voucher;

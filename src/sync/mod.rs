@@ -1,0 +1,2 @@
+//! Offline-first sync between a gateway and the central server: wire format, gateway client, central endpoint.
+pub mod wire;
