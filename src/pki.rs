@@ -46,11 +46,12 @@ const BACKDATE: Duration = Duration::days(1);
 pub enum PkiError {
     #[error("{dir} already holds a central CA ({file} exists); refusing to overwrite it, because every gateway bundle issued from it would stop working. Use the existing CA, or move the directory away and run `central init` again (then re-enrol every gateway)")]
     AlreadyInitialised { dir: PathBuf, file: PathBuf },
-    #[error("no central CA in {dir} (cannot read {file}: {source}); run `gramgrid central init --dir {dir} --url URL` first, or point --dir at the right directory")]
+    // The io error is part of the message, not a `source`, so `{:#}` does not print it twice.
+    #[error("no central CA in {dir} (cannot read {file}: {error}); run `gramgrid central init --dir {dir} --url URL` first, or point --dir at the right directory")]
     NotInitialised {
         dir: PathBuf,
         file: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("gateway id '{0}' is not allowed: use 1 to 64 letters, digits, '-' or '_'")]
     BadGatewayId(String),
@@ -65,11 +66,11 @@ pub enum PkiError {
         not_before: DateTime<Utc>,
         not_after: DateTime<Utc>,
     },
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid {what}: {reason}; restore it from a backup or re-create it")]
     Corrupt {
@@ -78,7 +79,14 @@ pub enum PkiError {
         reason: String,
     },
     #[error("certificate generation failed: {0}")]
-    Rcgen(#[from] rcgen::Error),
+    Rcgen(rcgen::Error),
+}
+
+// By hand rather than `#[from]`, which would also make it a `source` and print it twice.
+impl From<rcgen::Error> for PkiError {
+    fn from(error: rcgen::Error) -> Self {
+        PkiError::Rcgen(error)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,7 +125,8 @@ impl CentralPki {
         if !central_url.starts_with("https://") {
             return Err(PkiError::BadUrl(central_url.to_string()));
         }
-        for file in [CA_CERT, CA_KEY] {
+        // Any of our files means a CA (or a half-finished init) is here: never mix two CAs.
+        for file in [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, PKI_TOML] {
             let path = dir.join(file);
             if path.exists() {
                 return Err(PkiError::AlreadyInitialised {
@@ -153,7 +162,7 @@ impl CentralPki {
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &issuer)?;
 
-        // Key first, certificate last: a crash in between leaves no ca.pem, so init can be re-run.
+        // ca.pem last: `load` needs it, so a crash part-way leaves nothing that loads.
         write_new(&dir.join(CA_KEY), &ca_key.serialize_pem(), true)?;
         write_new(&dir.join(SERVER_KEY), &server_key.serialize_pem(), true)?;
         write_new(&dir.join(SERVER_CERT), &server_cert.pem(), false)?;
@@ -180,10 +189,10 @@ impl CentralPki {
     pub fn load(dir: &Path) -> Result<CentralPki, PkiError> {
         let read = |file: &str| {
             let path = dir.join(file);
-            std::fs::read_to_string(&path).map_err(|source| PkiError::NotInitialised {
+            std::fs::read_to_string(&path).map_err(|error| PkiError::NotInitialised {
                 dir: dir.to_path_buf(),
                 file: path,
-                source,
+                error,
             })
         };
         let ca_cert_pem = read(CA_CERT)?;
@@ -321,10 +330,10 @@ pub struct GatewayBundle {
 impl GatewayBundle {
     /// Reads `bundle.toml`; file names in it are relative to the file's own directory.
     pub fn load(path: &Path) -> Result<GatewayBundle, PkiError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| PkiError::Io {
             action: "read the gateway bundle",
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let file: BundleToml = toml::from_str(&text).map_err(|e| PkiError::Corrupt {
             path: path.to_path_buf(),
@@ -445,20 +454,20 @@ fn to_time(at: DateTime<Utc>) -> Result<time::OffsetDateTime, PkiError> {
 }
 
 fn create_dir(dir: &Path) -> Result<(), PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| PkiError::Io {
         action: "create directory",
         path: dir.to_path_buf(),
-        source,
+        error,
     })
 }
 
 /// Writes a new file (never replaces one); `secret` files are created 0600 from the start, so a
 /// key is never readable by others even for an instant.
 fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    let io = |error| PkiError::Io {
         action: "write",
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -313,3 +313,52 @@ async fn client_times_out_on_a_server_that_never_answers() {
     }
     hold.abort();
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let (_dir, pki) = new_pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let entered_tx = Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+    let slow = Router::new().route(
+        "/slow",
+        get(move || {
+            let entered_tx = entered_tx.clone();
+            async move {
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "finished"
+            }
+        }),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(tls::serve(
+        listener,
+        tls::server_config(&pki).unwrap(),
+        slow,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let bundle = pki.add_gateway("village-a", 30).unwrap();
+    let client = client_for(&bundle, &url);
+    let request = tokio::spawn(async move { client.get("/slow", T).await });
+    entered_rx.await.unwrap();
+    stop.send(()).unwrap();
+    let (status, body) = request.await.unwrap().unwrap();
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, &b"finished"[..])
+    );
+    tokio::time::timeout(T, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

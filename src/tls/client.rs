@@ -17,11 +17,8 @@ pub enum ClientError {
     BadUrl { url: String, reason: String },
     #[error("central at {addr} refused the connection (server down or wrong port)")]
     ConnectRefused { addr: String },
-    #[error("cannot connect to central at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("cannot connect to central at {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
     /// The TLS handshake failed; `reason` is rustls's, e.g. an unknown CA on either side or an
     /// expired certificate. With TLS 1.3 the server's refusal of our certificate arrives after
     /// the client has sent its request, so it can surface here from the request itself.
@@ -164,13 +161,13 @@ impl HttpsClient {
         let addr = self.addr_label();
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::ConnectionRefused {
+            .map_err(|error| {
+                if error.kind() == std::io::ErrorKind::ConnectionRefused {
                     ClientError::ConnectRefused { addr: addr.clone() }
                 } else {
                     ClientError::Connect {
                         addr: addr.clone(),
-                        source,
+                        error,
                     }
                 }
             })?;
