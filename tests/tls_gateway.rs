@@ -287,11 +287,35 @@ async fn shutdown_future_stops_the_server_and_the_client_sees_refused() {
     let bundle = pki.add_gateway("village-a", 30).unwrap();
     let client = client_for(&bundle, &url);
     assert_eq!(client.get("/whoami", T).await.unwrap().0, StatusCode::OK);
+    // A client stuck before its handshake must not hold shutdown up for the handshake timeout.
+    let _silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
     server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     match client.get("/whoami", T).await {
         Err(ClientError::ConnectRefused { .. }) => {}
         other => panic!("expected connection refused after shutdown, got {other:?}"),
     }
+}
+
+#[test]
+fn gateway_id_comes_from_the_certificate_san_uri() {
+    let (_dir, pki) = new_pki();
+    let bundle = pki.add_gateway("village-a", 30).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&bundle.cert).unwrap();
+    assert_eq!(
+        tls::gateway_id_from_cert(&der).as_deref(),
+        Some("village-a")
+    );
+    let server = rustls::pki_types::CertificateDer::from_pem_file(pki.server_cert_path()).unwrap();
+    assert_eq!(tls::gateway_id_from_cert(&server), None);
+    assert_eq!(tls::gateway_id_from_cert(b"not a certificate"), None);
 }
 
 #[tokio::test]

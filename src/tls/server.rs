@@ -106,6 +106,11 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Tells connections still in their handshake to give up: `graceful` only knows connections
+    // that reached HTTP, and would otherwise wait for a silent client's handshake timeout.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    // Connection tasks, so the ones still running after the grace period can be aborted.
+    let mut connections = tokio::task::JoinSet::new();
     let mut backoff = Duration::from_millis(10);
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
@@ -135,19 +140,25 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let mut stopping = stopping.clone();
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             // Held for the connection's life: its drop frees the slot.
             let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::info!(%remote, %error, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%remote, "TLS handshake timed out");
-                    return;
-                }
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                outcome = handshake => match outcome {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::info!(%remote, %error, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
             };
             let peer = PeerGateway(
                 tls.get_ref()
@@ -175,6 +186,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     tracing::info!("HTTPS listener stopping; waiting for requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -182,6 +194,7 @@ pub async fn serve(
     {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; dropping them");
     }
+    connections.shutdown().await;
     Ok(())
 }
 
