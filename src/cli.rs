@@ -96,6 +96,12 @@ pub enum TariffCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum CentralCommand {
+    /// Run the central server: API and gateway sync over TLS (needs `central init` first).
+    Serve {
+        /// Central config file (TOML); see docs/central.example.toml.
+        #[arg(long, short, env = "GRAMGRID_CENTRAL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Create the central CA and the central server's TLS certificate in DIR.
     Init {
         /// Directory for the CA, the server certificate and the gateway bundles.
@@ -123,6 +129,24 @@ pub enum CentralCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Readings per second the central server accepts from many gateways at once.
+    Central {
+        /// sqlite:PATH or postgres://...; default: SQLite in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        gateways: usize,
+        #[arg(long, default_value_t = 200)]
+        meters: usize,
+        /// Total readings (whole days of every meter).
+        #[arg(long, default_value_t = 460_800)]
+        readings: usize,
+        /// PostgreSQL connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
         #[arg(long, default_value_t = 1000)]
@@ -180,6 +204,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn central(what: CentralCommand) -> Result<()> {
     match what {
+        CentralCommand::Serve { config } => central_serve(config),
         CentralCommand::Init { dir, url, names } => {
             let pki = crate::pki::CentralPki::init(&dir, &url, &names)?;
             println!("central CA created in {}", pki.dir().display());
@@ -208,6 +233,33 @@ fn central(what: CentralCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn central_serve(config: Option<PathBuf>) -> Result<()> {
+    let mut config = crate::central::CentralConfig::load(config.as_deref()).context(
+        "fix the central config (see docs/central.example.toml for every option), then start again",
+    )?;
+    if let Ok(token) = std::env::var("GRAMGRID_API_TOKEN") {
+        config.api_tokens.push(token);
+    }
+    let pki = crate::pki::CentralPki::load(&config.pki_dir)
+        .context("run `gramgrid central init` first, or set pki_dir in the central config")?;
+    let tls = crate::tls::server_config(&pki)?;
+    let sender = std::sync::Arc::new(crate::central::notify::LogFileSender {
+        path: config.notifications_log.clone(),
+    });
+    let listen = config.listen.clone();
+    let central = std::sync::Arc::new(crate::central::Central::open(config)?);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {listen}; change `listen` in the central config")
+            })?;
+        crate::central::server::serve(central, listener, tls, sender, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
@@ -325,6 +377,31 @@ fn tariff(what: TariffCommand) -> Result<()> {
 
 fn bench(what: BenchCommand) -> Result<()> {
     match what {
+        BenchCommand::Central {
+            database_url,
+            gateways,
+            meters,
+            readings,
+            connections,
+            json,
+        } => {
+            let settings = crate::central::bench::IngestBench {
+                database_url,
+                gateways,
+                meters_per_gateway: meters,
+                readings,
+                connections,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(crate::central::bench::ingest(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            Ok(())
+        }
         BenchCommand::Ledger {
             meters,
             days,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod notify;
 pub mod readings;
+pub mod server;
 pub mod sync;
 pub mod vouchers;
 

@@ -91,7 +91,7 @@ const MIGRATIONS: &[&str] = &[
         issue_until BIGINT,
         revoked BIGINT NOT NULL DEFAULT 0
     );
-    -- Issued vouchers by redemption id; state issued | redeemed | cancelled.
+    -- Issued vouchers by redemption id, state issued | redeemed | cancelled.
     CREATE TABLE vouchers (
         redemption_id TEXT PRIMARY KEY,
         account TEXT NOT NULL REFERENCES accounts(id),
@@ -102,7 +102,7 @@ const MIGRATIONS: &[&str] = &[
         redeemed_at BIGINT,
         redeemed_by TEXT
     );
-    -- Per-gateway append-only downlink log; event is the JSON of a sync::wire::DownlinkEvent.
+    -- Per-gateway append-only downlink log: event is the JSON of a sync::wire::DownlinkEvent.
     CREATE TABLE downlink (
         gateway TEXT NOT NULL REFERENCES gateways(id),
         seq BIGINT NOT NULL,
