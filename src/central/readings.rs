@@ -212,18 +212,17 @@ fn cursor(tx: &mut dyn Tx, pending: &Pending, meter: &str) -> Result<Option<Regi
     if let Some(c) = pending.cursors.get(meter) {
         return Ok(Some(*c));
     }
-    Ok(tx
-        .query_opt(
-            "SELECT at, register_wh FROM meter_cursor WHERE meter = $1",
-            &[meter.into()],
-        )?
-        .map(|r| -> Result<RegisterReading> {
-            Ok(RegisterReading {
-                at: from_ts(r.int(0)?),
-                register_wh: r.int(1)?,
-            })
+    tx.query_opt(
+        "SELECT at, register_wh FROM meter_cursor WHERE meter = $1",
+        &[meter.into()],
+    )?
+    .map(|r| -> Result<RegisterReading> {
+        Ok(RegisterReading {
+            at: from_ts(r.int(0)?),
+            register_wh: r.int(1)?,
         })
-        .transpose()?)
+    })
+    .transpose()
 }
 
 /// Stores and rates blocks of readings from `gateway`, whose meters the caller has checked.

@@ -140,13 +140,12 @@ pub fn issue(tx: &mut dyn Tx, request: &IssueRequest, now: DateTime<Utc>) -> Res
 
 /// The state of a voucher: (state, redeemed_by).
 fn state(tx: &mut dyn Tx, redemption_id: &str) -> Result<Option<(String, Option<String>)>> {
-    Ok(tx
-        .query_opt(
-            "SELECT state, redeemed_by FROM vouchers WHERE redemption_id = $1",
-            &[redemption_id.into()],
-        )?
-        .map(|row| -> Result<_> { Ok((row.text(0)?, row.opt_text(1)?)) })
-        .transpose()?)
+    tx.query_opt(
+        "SELECT state, redeemed_by FROM vouchers WHERE redemption_id = $1",
+        &[redemption_id.into()],
+    )?
+    .map(|row| -> Result<_> { Ok((row.text(0)?, row.opt_text(1)?)) })
+    .transpose()
 }
 
 /// Redeems a code at central (e.g. typed in at a payment counter): verified, single use, credited
