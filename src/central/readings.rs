@@ -4,7 +4,7 @@
 //! the gateway's, so both sides derive the same energy charges to the paisa whatever the arrival
 //! order. Readings arriving in time order (the usual case) are rated from each meter's cursor and
 //! written with multi-row inserts; a late reading asks the database for its neighbours.
-use super::db::{insert_many, Tx, Value};
+use super::db::{Tx, Value};
 use super::{CentralError, Result};
 use crate::rating::{self, Neighbours, RegisterReading};
 use crate::store::{from_ts, ts};
@@ -91,8 +91,7 @@ struct Pending {
 
 impl Pending {
     fn flush_readings(&mut self, tx: &mut dyn Tx) -> Result<()> {
-        insert_many(
-            tx,
+        tx.insert_many(
             "readings (meter, at, register_wh, charge_paise)",
             4,
             &self.readings,
@@ -109,8 +108,7 @@ impl Pending {
             .into_iter()
             .map(|(meter, r)| vec![meter.into(), ts(r.at).into(), r.register_wh.into()])
             .collect();
-        insert_many(
-            tx,
+        tx.insert_many(
             "meter_cursor (meter, at, register_wh)",
             3,
             &cursors,
@@ -130,8 +128,7 @@ impl Pending {
                 ]
             })
             .collect();
-        insert_many(
-            tx,
+        tx.insert_many(
             "segment_energy (meter, month, version, energy_wh, energy_paise, duty_paise)",
             6,
             &segments,

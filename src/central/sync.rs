@@ -94,11 +94,13 @@ pub(crate) fn flag(
     at: DateTime<Utc>,
     detail: &str,
 ) -> Result<()> {
-    tracing::warn!(kind, gateway, account, detail, "business event flagged");
-    tx.execute(
+    let new = tx.execute(
         "INSERT INTO flags (id, kind, gateway, account, at, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into()],
     )?;
+    if new == 1 {
+        tracing::warn!(kind, gateway, account, detail, "business event flagged");
+    }
     Ok(())
 }
 
@@ -259,20 +261,8 @@ pub fn apply(
             readings_acked = through;
         }
     }
-    for account in &touched {
-        let balance = accounts::balance_paise(tx, account)?;
-        if balance < 0 {
-            let day = crate::civil::local_date(now);
-            flag(
-                tx,
-                &format!("overdraft:{account}:{day}"),
-                "offline_overdraft",
-                Some(gateway),
-                Some(account),
-                now,
-                &format!("balance {balance} paise after sync with gateway '{gateway}'"),
-            )?;
-        }
+    if !touched.is_empty() {
+        flag_overdrafts(tx, gateway, now)?;
     }
     let applied = i64::try_from(request.downlink_applied).unwrap_or(i64::MAX);
     tx.execute(
@@ -304,6 +294,35 @@ pub fn apply(
         downlink,
         more,
     })
+}
+
+/// Flags (once a day per account) every account of this gateway whose balance is below zero after
+/// the sync: consumption on a negative balance while offline is a business event, not a conflict.
+fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result<()> {
+    let rows = tx.query(
+        "SELECT a.id, COALESCE(l.total, 0) - COALESCE(e.total, 0) FROM accounts a
+         LEFT JOIN (SELECT account, CAST(SUM(effect_paise) AS BIGINT) AS total FROM ledger_events GROUP BY account) l
+           ON l.account = a.id
+         LEFT JOIN (SELECT m.account, CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) AS total
+                    FROM segment_energy s JOIN meters m ON m.serial = s.meter GROUP BY m.account) e
+           ON e.account = a.id
+         WHERE a.gateway = $1 AND COALESCE(l.total, 0) - COALESCE(e.total, 0) < 0",
+        &[gateway.into()],
+    )?;
+    let day = crate::civil::local_date(now);
+    for row in rows {
+        let (account, balance) = (row.text(0)?, row.int(1)?);
+        flag(
+            tx,
+            &format!("overdraft:{account}:{day}"),
+            "offline_overdraft",
+            Some(gateway),
+            Some(&account),
+            now,
+            &format!("balance {balance} paise after sync with gateway '{gateway}'"),
+        )?;
+    }
+    Ok(())
 }
 
 fn apply_record(

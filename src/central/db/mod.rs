@@ -111,6 +111,9 @@ pub enum DbError {
     Unique(String),
 }
 
+/// Rows per multi-row `INSERT` (SQLite's bundled limit is 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 2000;
+
 /// One open transaction. SQL uses `$1`, `$2`, ... placeholders.
 pub trait Tx {
     /// Runs a statement; returns the number of rows changed.
@@ -122,6 +125,38 @@ pub trait Tx {
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+    /// Inserts many rows: `rows` of `width` values into `table_and_columns` (e.g.
+    /// `readings (meter, at, register_wh)`), with `suffix` such as `ON CONFLICT DO NOTHING`. The
+    /// default uses multi-row `VALUES` statements in chunks under both backends' parameter limits.
+    fn insert_many(
+        &mut self,
+        table_and_columns: &str,
+        width: usize,
+        rows: &[Vec<Value>],
+        suffix: &str,
+    ) -> Result<u64, DbError> {
+        let mut changed = 0;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = format!("INSERT INTO {table_and_columns} VALUES ");
+            let mut params = Vec::with_capacity(chunk.len() * width);
+            for (r, row) in chunk.iter().enumerate() {
+                sql.push_str(if r == 0 { "(" } else { ",(" });
+                for c in 0..width {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", r * width + c + 1));
+                }
+                sql.push(')');
+                params.extend(row.iter().cloned());
+            }
+            sql.push(' ');
+            sql.push_str(suffix);
+            changed += self.execute(&sql, &params)?;
+        }
+        Ok(changed)
+    }
+
     /// A single integer (e.g. a `CAST(SUM(..) AS BIGINT)` or `COUNT(*)`), 0 when NULL or no row.
     fn query_int(&mut self, sql: &str, params: &[Value]) -> Result<i64, DbError> {
         match self.query_opt(sql, params)? {
@@ -129,38 +164,6 @@ pub trait Tx {
             None => Ok(0),
         }
     }
-}
-
-/// Inserts many rows with multi-row `INSERT ... VALUES` statements (chunks well under both
-/// backends' parameter limits); `suffix` is e.g. `ON CONFLICT DO NOTHING`.
-pub fn insert_many(
-    tx: &mut dyn Tx,
-    table_and_columns: &str,
-    width: usize,
-    rows: &[Vec<Value>],
-    suffix: &str,
-) -> Result<u64, DbError> {
-    const ROWS_PER_STATEMENT: usize = 2000;
-    let mut changed = 0;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = format!("INSERT INTO {table_and_columns} VALUES ");
-        let mut params = Vec::with_capacity(chunk.len() * width);
-        for (r, row) in chunk.iter().enumerate() {
-            sql.push_str(if r == 0 { "(" } else { ",(" });
-            for c in 0..width {
-                if c > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", r * width + c + 1));
-            }
-            sql.push(')');
-            params.extend(row.iter().cloned());
-        }
-        sql.push(' ');
-        sql.push_str(suffix);
-        changed += tx.execute(&sql, &params)?;
-    }
-    Ok(changed)
 }
 
 /// A connection owned by one worker thread.

@@ -55,7 +55,71 @@ fn params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
+/// One column of an `UNNEST` insert, typed by its first non-NULL value.
+enum Column {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+}
+
 impl Tx for PgTx<'_> {
+    /// One `INSERT ... SELECT * FROM UNNEST($1::bigint[], ...)` per call: a single short statement
+    /// however many rows, instead of parsing a statement with thousands of placeholders.
+    fn insert_many(
+        &mut self,
+        table_and_columns: &str,
+        width: usize,
+        rows: &[Vec<Value>],
+        suffix: &str,
+    ) -> Result<u64, DbError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut columns: Vec<Column> = (0..width)
+            .map(|c| {
+                match rows
+                    .iter()
+                    .find_map(|r| r.get(c).filter(|v| **v != Value::Null))
+                {
+                    Some(Value::Text(_)) => Column::Text(Vec::with_capacity(rows.len())),
+                    _ => Column::Int(Vec::with_capacity(rows.len())),
+                }
+            })
+            .collect();
+        for row in rows {
+            for (c, column) in columns.iter_mut().enumerate() {
+                match (column, row.get(c)) {
+                    (Column::Int(values), Some(Value::Int(v))) => values.push(Some(*v)),
+                    (Column::Text(values), Some(Value::Text(v))) => values.push(Some(v.clone())),
+                    (Column::Int(values), Some(Value::Null) | None) => values.push(None),
+                    (Column::Text(values), Some(Value::Null) | None) => values.push(None),
+                    (_, Some(other)) => {
+                        return Err(DbError::Type(format!("column {c} mixes types: {other:?}")))
+                    }
+                }
+            }
+        }
+        let casts: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(c, column)| match column {
+                Column::Int(_) => format!("${}::bigint[]", c + 1),
+                Column::Text(_) => format!("${}::text[]", c + 1),
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table_and_columns} SELECT * FROM UNNEST({}) {suffix}",
+            casts.join(", ")
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = columns
+            .iter()
+            .map(|column| match column {
+                Column::Int(values) => values as &(dyn ToSql + Sync),
+                Column::Text(values) => values as &(dyn ToSql + Sync),
+            })
+            .collect();
+        self.0.execute(&sql, &params).map_err(unique)
+    }
+
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         self.0.execute(sql, &params(values)).map_err(unique)
     }
