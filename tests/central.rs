@@ -684,3 +684,98 @@ async fn the_ingest_benchmark_runs() {
     .unwrap();
     assert_eq!(figures.readings, 1920);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_statements_and_policy_publishing() {
+    for h in harnesses("exports") {
+        h.customer("A1", "gw-a").await;
+        h.ok(
+            "POST",
+            "/api/v1/recharges",
+            json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 10_000}),
+        )
+        .await;
+        let batch = ReadingBatch {
+            after_seq: 0,
+            through_seq: 3,
+            blocks: ReadingBlock::group(readings("M-A1", 1..4)),
+        };
+        h.exchange("gw-a", &upload(vec![], Some(batch), 0))
+            .await
+            .unwrap();
+        let request = Request::builder()
+            .uri("/api/v1/readings.csv?meter=M-A1")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = h.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let csv = String::from_utf8(
+            axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "meter,obis,time_utc,value,unit");
+        assert_eq!(lines[1], "M-A1,1.0.1.8.0,2026-10-25T00:00:00Z,0.000,kWh");
+        assert_eq!(lines[2], "M-A1,1.0.1.8.0,2026-10-25T01:00:00Z,0.307,kWh");
+        assert_eq!(lines.len(), 5);
+        let statement = h
+            .ok(
+                "GET",
+                "/api/v1/accounts/A1/statement?month=2026-10",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(statement["opening_paise"], 0);
+        assert_eq!(statement["units_wh"], 63 + 3 * 300);
+        // The recharge was made today, after October: it opens a later month.
+        let october = statement["closing_paise"].as_i64().unwrap();
+        assert_eq!(october, h.balance("A1").await - 10_000);
+        let this_month = gramgrid::civil::Month::containing(Utc::now()).to_string();
+        let now = h
+            .ok(
+                "GET",
+                &format!("/api/v1/accounts/A1/statement?month={this_month}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            now["closing_paise"].as_i64().unwrap(),
+            h.balance("A1").await
+        );
+        let (status, answer) = h
+            .call("GET", "/api/v1/accounts/A1/statement?month=2026-13", None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        // A policy version reaches the gateway; an older version is refused.
+        let policy = serde_json::to_value(gramgrid::policy::PolicyConfig::default()).unwrap();
+        assert_eq!(
+            h.call(
+                "PUT",
+                "/api/v1/policy",
+                Some(&json!({"version": 2, "policy": policy}).to_string())
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            h.call(
+                "PUT",
+                "/api/v1/policy",
+                Some(&json!({"version": 1, "policy": policy}).to_string())
+            )
+            .await
+            .0,
+            StatusCode::CONFLICT
+        );
+        let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        assert!(sync
+            .downlink
+            .iter()
+            .any(|r| matches!(r.event, DownlinkEvent::Policy { version: 2, .. })));
+    }
+}

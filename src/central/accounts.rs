@@ -596,6 +596,41 @@ pub fn balance(
     })
 }
 
+/// Publishes a policy version (alert levels, disconnect windows, grace, holiday calendar, daily
+/// message time): stored and sent to every gateway. Versions only go up.
+pub fn publish_policy(
+    tx: &mut dyn Tx,
+    version: u64,
+    policy: &crate::policy::PolicyConfig,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    policy.validate().map_err(CentralError::Invalid)?;
+    // Versions are stored zero-padded, so the text maximum is the numeric one.
+    let newest = tx
+        .query_opt(
+            "SELECT MAX(version) FROM published WHERE kind = 'policy'",
+            &[],
+        )?
+        .and_then(|r| r.opt_text(0).ok().flatten())
+        .and_then(|v| v.parse::<u64>().ok());
+    if newest.is_some_and(|n| version <= n) {
+        return Err(CentralError::Conflict(format!(
+            "policy version {version} is not newer than the published {}; publish a higher version",
+            newest.unwrap_or_default()
+        )));
+    }
+    let event = DownlinkEvent::Policy {
+        version,
+        policy: policy.clone(),
+    };
+    let body = serde_json::to_string(&event).map_err(|e| CentralError::Invalid(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO published (kind, version, body, published_at) VALUES ('policy', $1, $2, $3)",
+        &[format!("{version:020}").into(), body.into(), ts(now).into()],
+    )?;
+    append_downlink_to_all(tx, None, &event)
+}
+
 /// The published tariff versions (the built-in book until the first publish).
 pub fn load_tariff_book(tx: &mut dyn Tx) -> Result<TariffBook> {
     let rows = tx.query(

@@ -10,7 +10,7 @@ use super::{Central, CentralError};
 use crate::store::from_ts;
 use crate::tariff::TariffVersion;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -41,7 +41,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/voucher-keys"),
     ("post", "/api/v1/voucher-keys/rotate"),
     ("post", "/api/v1/tariffs"),
+    ("put", "/api/v1/policy"),
     ("get", "/api/v1/flags"),
+    ("get", "/api/v1/readings.csv"),
+    ("get", "/api/v1/accounts/{id}/statement"),
 ];
 
 /// A central error as an HTTP answer.
@@ -105,7 +108,10 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/voucher-keys", get(voucher_keys))
         .route("/api/v1/voucher-keys/rotate", post(rotate_keys))
         .route("/api/v1/tariffs", post(publish_tariff))
+        .route("/api/v1/policy", put(publish_policy))
         .route("/api/v1/flags", get(flags))
+        .route("/api/v1/readings.csv", get(readings_csv))
+        .route("/api/v1/accounts/{id}/statement", get(statement))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -366,5 +372,74 @@ async fn flags(State(central): Shared) -> ApiResult<Json<Vec<Flag>>> {
             .collect()
         })
         .await?,
+    ))
+}
+
+/// A policy version to publish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRequest {
+    version: u64,
+    policy: crate::policy::PolicyConfig,
+}
+
+async fn publish_policy(
+    State(central): Shared,
+    body: Result<Json<PolicyRequest>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(request) = body?;
+    run(&central, move |tx| {
+        accounts::publish_policy(tx, request.version, &request.policy, Utc::now())
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `?meter=&from=&to=` (RFC 3339 times; default: everything).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    meter: Option<String>,
+    from: Option<chrono::DateTime<Utc>>,
+    to: Option<chrono::DateTime<Utc>>,
+}
+
+async fn readings_csv(
+    State(central): Shared,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?meter=SERIAL&from=2026-11-01T00:00:00Z&to=...",
+            e.body_text()
+        ))
+    })?;
+    let from = query.from.unwrap_or(chrono::DateTime::UNIX_EPOCH);
+    let to = query.to.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+    let csv = run(&central, move |tx| {
+        super::export::readings_csv(tx, query.meter.as_deref(), from, to)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+}
+
+/// `?month=YYYY-MM`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    month: String,
+}
+
+async fn statement(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<super::export::Statement>> {
+    let Query(query) = query
+        .map_err(|e| CentralError::Invalid(format!("{}; use ?month=YYYY-MM", e.body_text())))?;
+    let month = crate::civil::Month::parse(&query.month)
+        .ok_or_else(|| CentralError::Invalid(format!("month '{}' is not YYYY-MM", query.month)))?;
+    Ok(Json(
+        run(&central, move |tx| super::export::statement(tx, &id, month)).await?,
     ))
 }

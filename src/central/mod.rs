@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod export;
 pub mod notify;
 pub mod readings;
 pub mod server;
