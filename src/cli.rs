@@ -242,22 +242,17 @@ fn central_serve(config: Option<PathBuf>) -> Result<()> {
     if let Ok(token) = std::env::var("GRAMGRID_API_TOKEN") {
         config.api_tokens.push(token);
     }
-    let pki = crate::pki::CentralPki::load(&config.pki_dir)
-        .context("run `gramgrid central init` first, or set pki_dir in the central config")?;
-    let tls = crate::tls::server_config(&pki)?;
-    let sender = std::sync::Arc::new(crate::central::notify::LogFileSender {
-        path: config.notifications_log.clone(),
-    });
-    let listen = config.listen.clone();
-    let central = std::sync::Arc::new(crate::central::Central::open(config)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let listen = config.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| {
                 format!("cannot listen on {listen}; change `listen` in the central config")
             })?;
-        crate::central::server::serve(central, listener, tls, sender, shutdown_signal()).await?;
+        let running = crate::central::server::start(config, listener).await?;
+        shutdown_signal().await;
+        running.stop().await?;
         anyhow::Ok(())
     })
 }

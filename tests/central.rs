@@ -779,3 +779,93 @@ async fn exports_statements_and_policy_publishing() {
             .any(|r| matches!(r.event, DownlinkEvent::Policy { version: 2, .. })));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let pki = gramgrid::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
+    let bundle = pki.add_gateway("gw-a", 30).unwrap();
+    let config = CentralConfig {
+        database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+        pki_dir,
+        notifications_log: dir.path().join("notifications.log"),
+        notify_every: std::time::Duration::from_millis(50),
+        api_tokens: vec![TOKEN.into()],
+        ..CentralConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::start(config, listener).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", running.addr.port());
+    let gateway =
+        gramgrid::tls::HttpsClient::new(gramgrid::tls::client_config(&bundle).unwrap(), &url)
+            .unwrap();
+    let t = std::time::Duration::from_secs(10);
+    let body = wire::encode(&upload(vec![], None, 0)).unwrap();
+    let (status, answer) = gateway
+        .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body.clone(), t)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let answer: UploadResponse = wire::decode(&answer).unwrap();
+    assert!(matches!(
+        answer.downlink[0].event,
+        DownlinkEvent::VoucherKeys(_)
+    ));
+    // The API wants a bearer token, not a certificate: the gateway's client gets 401.
+    let (status, _) = gateway.get("/api/v1/accounts", t).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An alert uploaded twice is sent once, through the default log-file sender.
+    let alert = PriorityRecord {
+        seq: 1,
+        event: UplinkEvent::Alert {
+            id: "gw-a:low:A1:1".into(),
+            account: "A1".into(),
+            kind: "low_balance".into(),
+            created_at: Utc::now(),
+            message: "Balance low".into(),
+        },
+    };
+    running
+        .central
+        .db()
+        .transaction(|tx| {
+            gramgrid::central::accounts::put_account(
+                tx,
+                &gramgrid::central::accounts::Account {
+                    id: "A1".into(),
+                    consumer_name: "Asha".into(),
+                    category: gramgrid::tariff::Category::Domestic,
+                    phone: None,
+                    gateway: Some("gw-a".into()),
+                    created_at: t0(),
+                },
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let body = wire::encode(&upload(vec![alert.clone()], None, 0)).unwrap();
+        let (status, _) = gateway
+            .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, t)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let log = dir.path().join("notifications.log");
+    for _ in 0..100 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        sent.lines().filter(|l| l.contains("gw-a:low:A1:1")).count(),
+        1,
+        "{sent}"
+    );
+    running.stop().await.unwrap();
+}
