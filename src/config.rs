@@ -78,20 +78,28 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Reads and parses a config file with `parse`, or gives the defaults when `path` is None.
+pub fn load_file<T: Default>(
+    path: Option<&Path>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
 impl GatewayConfig {
     /// Loads a config file, or the embedded defaults when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
-        let Some(path) = path else {
-            return Ok(GatewayConfig::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        GatewayConfig::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })
+        load_file(path, GatewayConfig::parse)
     }
 
     /// Parses and validates TOML text.

@@ -91,6 +91,16 @@ impl Harness {
         )
     }
 
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(&body.to_string())).await
+    }
+
+    async fn recharge(&self, account: &str, key: &str, amount_paise: i64) -> Value {
+        let body =
+            json!({"idempotency_key": key, "account": account, "amount_paise": amount_paise});
+        self.ok("POST", "/api/v1/recharges", body).await
+    }
+
     async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
         let (status, answer) = self.call(method, path, Some(&body.to_string())).await;
         assert!(status.is_success(), "{method} {path}: {status} {answer}");
@@ -237,25 +247,17 @@ async fn api_refuses_bad_input_with_clear_4xx_and_writes_nothing() {
             )
             .await;
         let (status, again) = h
-            .call(
-                "POST",
+            .post(
                 "/api/v1/recharges",
-                Some(
-                    &json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 50_000})
-                        .to_string(),
-                ),
+                json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 50_000}),
             )
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(again["event_id"], first["event_id"]);
         let (status, answer) = h
-            .call(
-                "POST",
+            .post(
                 "/api/v1/recharges",
-                Some(
-                    &json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 60_000})
-                        .to_string(),
-                ),
+                json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 60_000}),
             )
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{answer}");
@@ -276,12 +278,7 @@ async fn api_refuses_bad_input_with_clear_4xx_and_writes_nothing() {
 async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
     for h in harnesses("balance_after_sync") {
         h.customer("A1", "gw-a").await;
-        h.ok(
-            "POST",
-            "/api/v1/recharges",
-            json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 80_000}),
-        )
-        .await;
+        h.recharge("A1", "pay-1", 80_000).await;
         // The gateway's side: its own store, fed the account, the central recharge from the
         // downlink, a fixed charge it made, and readings, late ones included.
         let dir = tempfile::tempdir().unwrap();
@@ -689,12 +686,7 @@ async fn the_ingest_benchmark_runs() {
 async fn exports_statements_and_policy_publishing() {
     for h in harnesses("exports") {
         h.customer("A1", "gw-a").await;
-        h.ok(
-            "POST",
-            "/api/v1/recharges",
-            json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 10_000}),
-        )
-        .await;
+        h.recharge("A1", "pay-1", 10_000).await;
         let batch = ReadingBatch {
             after_seq: 0,
             through_seq: 3,
@@ -752,26 +744,11 @@ async fn exports_statements_and_policy_publishing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         // A policy version reaches the gateway; an older version is refused.
         let policy = serde_json::to_value(gramgrid::policy::PolicyConfig::default()).unwrap();
-        assert_eq!(
-            h.call(
-                "PUT",
-                "/api/v1/policy",
-                Some(&json!({"version": 2, "policy": policy}).to_string())
-            )
-            .await
-            .0,
-            StatusCode::CREATED
-        );
-        assert_eq!(
-            h.call(
-                "PUT",
-                "/api/v1/policy",
-                Some(&json!({"version": 1, "policy": policy}).to_string())
-            )
-            .await
-            .0,
-            StatusCode::CONFLICT
-        );
+        for (version, expected) in [(2, StatusCode::CREATED), (1, StatusCode::CONFLICT)] {
+            let body = json!({"version": version, "policy": policy}).to_string();
+            let (status, answer) = h.call("PUT", "/api/v1/policy", Some(&body)).await;
+            assert_eq!(status, expected, "{answer}");
+        }
         let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
         assert!(sync
             .downlink

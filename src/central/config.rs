@@ -2,6 +2,7 @@
 //!
 //! `docs/central.example.toml` lists every option with its default; a unit test checks that the
 //! file parses to exactly [`CentralConfig::default`], so the two cannot drift.
+use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,32 +63,10 @@ impl std::fmt::Debug for CentralConfig {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
 impl CentralConfig {
     /// Reads a config file, or the defaults when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<CentralConfig, ConfigError> {
-        let Some(path) = path else {
-            return Ok(CentralConfig::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        CentralConfig::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        crate::config::load_file(path, CentralConfig::parse)
     }
 
     /// Parses and validates config text.

@@ -53,37 +53,44 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 pub struct Row(pub Vec<Value>);
 
 impl Row {
-    /// Column `i` as an integer (NULL and text read as errors).
-    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+    /// Column `i` through `pick`, which reads its variant; NULL is `None`, another variant an error.
+    fn column<T>(
+        &self,
+        i: usize,
+        what: &str,
+        pick: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>, DbError> {
         match self.0.get(i) {
-            Some(Value::Int(v)) => Ok(*v),
-            other => Err(DbError::Type(format!(
-                "column {i}: expected integer, got {other:?}"
-            ))),
+            Some(Value::Null) => Ok(None),
+            Some(value) => pick(value).map(Some).ok_or_else(|| {
+                DbError::Type(format!("column {i}: expected {what}, got {value:?}"))
+            }),
+            None => Err(DbError::Type(format!("no column {i}"))),
         }
     }
     /// Column `i` as an optional integer.
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
-        match self.0.get(i) {
-            Some(Value::Null) => Ok(None),
-            _ => self.int(i).map(Some),
-        }
-    }
-    /// Column `i` as text.
-    pub fn text(&self, i: usize) -> Result<String, DbError> {
-        match self.0.get(i) {
-            Some(Value::Text(v)) => Ok(v.clone()),
-            other => Err(DbError::Type(format!(
-                "column {i}: expected text, got {other:?}"
-            ))),
-        }
+        self.column(i, "integer", |v| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        })
     }
     /// Column `i` as optional text.
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
-        match self.0.get(i) {
-            Some(Value::Null) => Ok(None),
-            _ => self.text(i).map(Some),
-        }
+        self.column(i, "text", |v| match v {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        })
+    }
+    /// Column `i` as an integer (NULL is an error).
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        self.opt_int(i)?
+            .ok_or_else(|| DbError::Type(format!("column {i} is NULL")))
+    }
+    /// Column `i` as text (NULL is an error).
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        self.opt_text(i)?
+            .ok_or_else(|| DbError::Type(format!("column {i} is NULL")))
     }
 }
 
