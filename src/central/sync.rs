@@ -299,19 +299,21 @@ pub fn apply(
 /// Flags (once a day per account) every account of this gateway whose balance is below zero after
 /// the sync: consumption on a negative balance while offline is a business event, not a conflict.
 fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result<()> {
+    // Correlated sums over this gateway's accounts only (both are index lookups).
     let rows = tx.query(
-        "SELECT a.id, COALESCE(l.total, 0) - COALESCE(e.total, 0) FROM accounts a
-         LEFT JOIN (SELECT account, CAST(SUM(effect_paise) AS BIGINT) AS total FROM ledger_events GROUP BY account) l
-           ON l.account = a.id
-         LEFT JOIN (SELECT m.account, CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) AS total
-                    FROM segment_energy s JOIN meters m ON m.serial = s.meter GROUP BY m.account) e
-           ON e.account = a.id
-         WHERE a.gateway = $1 AND COALESCE(l.total, 0) - COALESCE(e.total, 0) < 0",
+        "SELECT a.id,
+           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
+           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0)
+         FROM accounts a WHERE a.gateway = $1",
         &[gateway.into()],
     )?;
     let day = crate::civil::local_date(now);
     for row in rows {
         let (account, balance) = (row.text(0)?, row.int(1)?);
+        if balance >= 0 {
+            continue;
+        }
         flag(
             tx,
             &format!("overdraft:{account}:{day}"),

@@ -176,7 +176,7 @@ pub trait Tx {
 /// A connection owned by one worker thread.
 enum Conn {
     Sqlite(rusqlite::Connection),
-    Postgres(Box<::postgres::Client>),
+    Postgres(Box<postgres::PgConn>),
 }
 
 impl Conn {

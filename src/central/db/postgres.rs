@@ -1,24 +1,52 @@
 //! The PostgreSQL backend: the synchronous `postgres` client on a storage worker thread.
 use super::{DbError, Row, Tx, Value};
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use ::postgres::{Client, NoTls};
+use ::postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
 
-pub(super) fn open(url: &str) -> Result<Client, DbError> {
-    Ok(Client::connect(url, NoTls)?)
+/// A connection and its prepared statements: the central's SQL is a small fixed set, so each is
+/// parsed and planned once per connection instead of once per call.
+pub(super) struct PgConn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+pub(super) fn open(url: &str) -> Result<PgConn, DbError> {
+    Ok(PgConn {
+        client: Client::connect(url, NoTls)?,
+        statements: HashMap::new(),
+    })
 }
 
 pub(super) fn transaction<T, E: From<DbError>>(
-    client: &mut Client,
+    conn: &mut PgConn,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
-    let tx = client.transaction().map_err(DbError::from)?;
-    let mut wrapped = PgTx(tx);
+    let tx = conn.client.transaction().map_err(DbError::from)?;
+    let mut wrapped = PgTx {
+        tx,
+        statements: &mut conn.statements,
+    };
     let out = f(&mut wrapped)?;
-    wrapped.0.commit().map_err(DbError::from)?;
+    wrapped.tx.commit().map_err(DbError::from)?;
     Ok(out)
 }
 
-struct PgTx<'a>(::postgres::Transaction<'a>);
+struct PgTx<'a> {
+    tx: ::postgres::Transaction<'a>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl PgTx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
 
 impl ToSql for Value {
     fn to_sql(
@@ -117,15 +145,18 @@ impl Tx for PgTx<'_> {
                 Column::Text(values) => values as &(dyn ToSql + Sync),
             })
             .collect();
-        self.0.execute(&sql, &params).map_err(unique)
+        let statement = self.statement(&sql)?;
+        self.tx.execute(&statement, &params).map_err(unique)
     }
 
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
-        self.0.execute(sql, &params(values)).map_err(unique)
+        let statement = self.statement(sql)?;
+        self.tx.execute(&statement, &params(values)).map_err(unique)
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, DbError> {
-        let rows = self.0.query(sql, &params(values))?;
+        let statement = self.statement(sql)?;
+        let rows = self.tx.query(&statement, &params(values))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = Vec::with_capacity(row.len());
