@@ -4,8 +4,9 @@
 //! the gateway's, so both sides derive the same energy charges to the paisa whatever the arrival
 //! order. Readings arriving in time order (the usual case) are rated from each meter's cursor and
 //! written with multi-row inserts; a late reading asks the database for its neighbours.
-use super::db::{Tx, Value};
+use super::db::{placeholders, Tx, Value, IN_CHUNK};
 use super::{CentralError, Result};
+use crate::civil::Month;
 use crate::rating::{self, Neighbours, RegisterReading};
 use crate::store::{from_ts, ts};
 use crate::sync::wire::ReadingBlock;
@@ -34,23 +35,29 @@ pub struct MeterInfo {
     pub gateway: Option<String>,
 }
 
-/// The meter's account, category, installation time and gateway; `None` for an unknown serial.
-pub fn meter_info(tx: &mut dyn Tx, serial: &str) -> Result<Option<MeterInfo>> {
-    let Some(row) = tx.query_opt(
-        "SELECT a.id, a.category, m.installed_at, a.gateway FROM meters m JOIN accounts a ON a.id = m.account WHERE m.serial = $1",
-        &[serial.into()],
-    )?
-    else {
-        return Ok(None);
-    };
-    let category = row.text(1)?;
-    Ok(Some(MeterInfo {
-        account: row.text(0)?,
-        category: Category::parse(&category)
-            .ok_or_else(|| CentralError::Corrupt(format!("category '{category}'")))?,
-        installed_at: row.int(2)?,
-        gateway: row.opt_text(3)?,
-    }))
+/// The account, category, installation time and gateway of each known serial (unknown ones are absent).
+pub fn meter_infos(tx: &mut dyn Tx, serials: &[&str]) -> Result<HashMap<String, MeterInfo>> {
+    let mut out = HashMap::with_capacity(serials.len());
+    for chunk in serials.chunks(IN_CHUNK) {
+        let sql = format!(
+            "SELECT m.serial, a.id, a.category, m.installed_at, a.gateway FROM meters m JOIN accounts a ON a.id = m.account
+             WHERE m.serial IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let keys: Vec<Value> = chunk.iter().map(|s| (*s).into()).collect();
+        for row in tx.query(&sql, &keys)? {
+            let category = row.text(2)?;
+            let info = MeterInfo {
+                account: row.text(1)?,
+                category: Category::parse(&category)
+                    .ok_or_else(|| CentralError::Corrupt(format!("category '{category}'")))?,
+                installed_at: row.int(3)?,
+                gateway: row.opt_text(4)?,
+            };
+            out.insert(row.text(0)?, info);
+        }
+    }
+    Ok(out)
 }
 
 /// Stores a meter's installation register as its first reading (charging nothing), as the
@@ -85,8 +92,12 @@ struct Totals {
 #[derive(Default)]
 struct Pending {
     readings: Vec<Vec<Value>>,
-    cursors: HashMap<String, RegisterReading>,
+    /// Each meter's latest reading: loaded for the batch's meters up front, then kept current.
+    cursors: HashMap<String, Option<RegisterReading>>,
+    /// Segment totals: every stored row of the batch's meters from `first_month` on is loaded up
+    /// front, so a row that is absent here (and not older) is zero.
     segments: HashMap<SegmentRow, Totals>,
+    first_month: i64,
 }
 
 impl Pending {
@@ -106,7 +117,9 @@ impl Pending {
         let cursors: Vec<Vec<Value>> = self
             .cursors
             .into_iter()
-            .map(|(meter, r)| vec![meter.into(), ts(r.at).into(), r.register_wh.into()])
+            .filter_map(|(meter, r)| {
+                r.map(|r| vec![meter.into(), ts(r.at).into(), r.register_wh.into()])
+            })
             .collect();
         tx.insert_many(
             "meter_cursor (meter, at, register_wh)",
@@ -138,9 +151,55 @@ impl Pending {
         Ok(())
     }
 
+    /// Loads the cursors and segment totals of `meters` with a few `IN (...)` queries.
+    fn load(tx: &mut dyn Tx, meters: &[&str], first_month: i64) -> Result<Pending> {
+        let mut pending = Pending {
+            first_month,
+            ..Pending::default()
+        };
+        for meter in meters {
+            pending.cursors.insert((*meter).to_owned(), None);
+        }
+        for chunk in meters.chunks(IN_CHUNK) {
+            let keys: Vec<Value> = chunk.iter().map(|s| (*s).into()).collect();
+            let sql = format!(
+                "SELECT meter, at, register_wh FROM meter_cursor WHERE meter IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for r in tx.query(&sql, &keys)? {
+                let reading = RegisterReading {
+                    at: from_ts(r.int(1)?),
+                    register_wh: r.int(2)?,
+                };
+                pending.cursors.insert(r.text(0)?, Some(reading));
+            }
+            let sql = format!(
+                "SELECT meter, month, version, energy_wh, energy_paise, duty_paise FROM segment_energy
+                 WHERE month >= $1 AND meter IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut params = vec![Value::Int(first_month)];
+            params.extend(keys);
+            for r in tx.query(&sql, &params)? {
+                let totals = Totals {
+                    energy_wh: r.int(3)?,
+                    energy_paise: r.int(4)?,
+                    duty_paise: r.int(5)?,
+                };
+                pending
+                    .segments
+                    .insert((r.text(0)?, r.int(1)?, r.text(2)?), totals);
+            }
+        }
+        Ok(pending)
+    }
+
     fn segment(&mut self, tx: &mut dyn Tx, row: &SegmentRow) -> Result<Totals> {
         if let Some(totals) = self.segments.get(row) {
             return Ok(*totals);
+        }
+        if row.1 >= self.first_month && self.cursors.contains_key(&row.0) {
+            return Ok(Totals::default());
         }
         let totals = tx
             .query_opt(
@@ -205,23 +264,6 @@ fn late_neighbours(tx: &mut dyn Tx, meter: &str, at: i64) -> Result<Neighbours> 
     Ok(Neighbours { previous, next })
 }
 
-fn cursor(tx: &mut dyn Tx, pending: &Pending, meter: &str) -> Result<Option<RegisterReading>> {
-    if let Some(c) = pending.cursors.get(meter) {
-        return Ok(Some(*c));
-    }
-    tx.query_opt(
-        "SELECT at, register_wh FROM meter_cursor WHERE meter = $1",
-        &[meter.into()],
-    )?
-    .map(|r| -> Result<RegisterReading> {
-        Ok(RegisterReading {
-            at: from_ts(r.int(0)?),
-            register_wh: r.int(1)?,
-        })
-    })
-    .transpose()
-}
-
 /// Stores and rates blocks of readings from `gateway`, whose meters the caller has checked.
 pub fn ingest(
     tx: &mut dyn Tx,
@@ -230,7 +272,13 @@ pub fn ingest(
     blocks: &[(MeterInfo, &ReadingBlock)],
 ) -> Result<IngestReport> {
     let mut report = IngestReport::default();
-    let mut pending = Pending::default();
+    let meters: Vec<&str> = blocks.iter().map(|(_, b)| b.meter.as_str()).collect();
+    let first_month = blocks
+        .iter()
+        .flat_map(|(_, b)| b.readings().map(|(at, _)| at))
+        .min()
+        .map_or(0, |at| Month::containing(from_ts(at)).index());
+    let mut pending = Pending::load(tx, &meters, first_month)?;
     for (info, block) in blocks {
         let meter = block.meter.as_str();
         for (at, register_wh) in block.readings() {
@@ -251,7 +299,7 @@ pub fn ingest(
                 report.anomalies += 1;
                 continue;
             }
-            let latest = cursor(tx, &pending, meter)?;
+            let latest = pending.cursors.get(meter).copied().flatten();
             let neighbours = match latest {
                 None => Neighbours::default(),
                 Some(latest) if latest.at < reading.at => Neighbours {
@@ -320,7 +368,7 @@ pub fn ingest(
                 charge.into(),
             ]);
             if latest.is_none_or(|c| c.at < reading.at) {
-                pending.cursors.insert(meter.to_owned(), reading);
+                pending.cursors.insert(meter.to_owned(), Some(reading));
             }
             report.stored += 1;
             report.charged_paise += charge;

@@ -167,7 +167,7 @@ impl Owners {
         record: &str,
     ) -> Result<MeterInfo> {
         if !self.meters.contains_key(meter) {
-            let info = readings::meter_info(tx, meter)?;
+            let info = readings::meter_infos(tx, &[meter])?.remove(meter);
             self.meters.insert(meter.to_owned(), info);
         }
         match self.meters.get(meter) {
@@ -233,6 +233,13 @@ pub fn apply(
     }
     let mut blocks = Vec::new();
     if let Some(batch) = &request.readings {
+        let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
+        let infos = readings::meter_infos(tx, &serials)?;
+        for serial in serials {
+            owners
+                .meters
+                .insert(serial.to_owned(), infos.get(serial).cloned());
+        }
         for block in &batch.blocks {
             let record = format!("reading block of meter '{}'", block.meter);
             blocks.push((owners.meter(tx, gateway, &block.meter, &record)?, block));

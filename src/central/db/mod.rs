@@ -173,6 +173,17 @@ pub trait Tx {
     }
 }
 
+/// `$first, $first+1, ...` (n of them), for an `IN (...)` list.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keys per `IN (...)` query.
+pub const IN_CHUNK: usize = 500;
+
 /// A connection owned by one worker thread.
 enum Conn {
     Sqlite(rusqlite::Connection),
