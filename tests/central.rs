@@ -846,3 +846,57 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjustments_and_emergency_credit_reach_the_gateway_once() {
+    for h in harnesses("adjustments") {
+        h.customer("A1", "gw-a").await;
+        let adjust = json!({"idempotency_key": "adj-1", "account": "A1", "amount_paise": -1_500, "reason": "meter test fee"});
+        h.ok("POST", "/api/v1/adjustments", adjust.clone()).await;
+        let (status, _) = h.post("/api/v1/adjustments", adjust).await;
+        assert_eq!(status, StatusCode::OK);
+        let credit = json!({"idempotency_key": "ec-1", "account": "A1", "amount_paise": 5_000, "valid_days": 3});
+        h.ok("POST", "/api/v1/emergency-credits", credit).await;
+        // Emergency credit lowers the disconnect threshold, not the balance.
+        assert_eq!(h.balance("A1").await, -1_500);
+        for (body, needle) in [
+            (
+                json!({"idempotency_key": "adj-1", "account": "A1", "amount_paise": -1_600, "reason": "x"}),
+                "already used",
+            ),
+            (
+                json!({"idempotency_key": "adj-2", "account": "A1", "amount_paise": -1, "reason": " "}),
+                "reason",
+            ),
+            (
+                json!({"idempotency_key": "ec-2", "account": "A1", "amount_paise": 5_000, "valid_days": 31}),
+                "valid_days",
+            ),
+        ] {
+            let path = if body.get("reason").is_some() {
+                "/api/v1/adjustments"
+            } else {
+                "/api/v1/emergency-credits"
+            };
+            let (status, answer) = h.post(path, body).await;
+            assert!(status.is_client_error(), "{answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(needle),
+                "{answer}"
+            );
+        }
+        let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        let kinds: Vec<EventKind> = sync
+            .downlink
+            .iter()
+            .filter_map(|r| match &r.event {
+                DownlinkEvent::Ledger(e) => Some(e.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![EventKind::Adjustment, EventKind::EmergencyCredit]
+        );
+    }
+}

@@ -328,7 +328,7 @@ pub struct RechargeRequest {
     pub reference: Option<String>,
 }
 
-/// What a recharge did.
+/// What a recharge, adjustment or emergency credit did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RechargeReceipt {
     pub event_id: String,
@@ -356,17 +356,131 @@ pub fn recharge(
     request: &RechargeRequest,
     now: DateTime<Utc>,
 ) -> Result<RechargeReceipt> {
-    check_id("idempotency_key", &request.idempotency_key)?;
     check_amount(request.amount_paise)?;
-    let body = serde_json::to_string(request).map_err(|e| CentralError::Invalid(e.to_string()))?;
+    let receipt = money_once(
+        tx,
+        &request.idempotency_key,
+        request,
+        &request.account,
+        EventKind::Recharge,
+        request.amount_paise,
+        None,
+        now,
+    )?;
+    if receipt.created {
+        super::notify::enqueue(
+            tx,
+            &format!("recharge:{}", receipt.event_id),
+            &receipt.account,
+            "recharge_received",
+            &format!(
+                "Recharge of Rs {} received.",
+                crate::tariff::rupees(receipt.amount_paise)
+            ),
+            now,
+        )?;
+    }
+    Ok(receipt)
+}
+
+/// A correction by the utility, either sign (e.g. a refund or a billing error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    pub idempotency_key: String,
+    pub account: String,
+    /// Positive credits the account, negative debits it.
+    pub amount_paise: i64,
+    /// Why, for the statement and the audit (required).
+    pub reason: String,
+}
+
+/// Records an adjustment once per idempotency key.
+pub fn adjust(
+    tx: &mut dyn Tx,
+    request: &AdjustmentRequest,
+    now: DateTime<Utc>,
+) -> Result<RechargeReceipt> {
+    check_amount(request.amount_paise.checked_abs().unwrap_or(i64::MAX))?;
+    if request.reason.trim().is_empty() {
+        return Err(CentralError::Invalid("an adjustment needs a reason".into()));
+    }
+    money_once(
+        tx,
+        &request.idempotency_key,
+        request,
+        &request.account,
+        EventKind::Adjustment,
+        request.amount_paise,
+        None,
+        now,
+    )
+}
+
+/// The longest an emergency credit line may run.
+pub const MAX_EMERGENCY_DAYS: i64 = 30;
+
+/// A credit line until an expiry: it lowers the disconnect threshold, not the balance; the next
+/// recharge closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyCreditRequest {
+    pub idempotency_key: String,
+    pub account: String,
+    pub amount_paise: i64,
+    /// Days the credit line runs (1 to 30).
+    pub valid_days: i64,
+}
+
+/// Grants emergency credit once per idempotency key.
+pub fn emergency_credit(
+    tx: &mut dyn Tx,
+    request: &EmergencyCreditRequest,
+    now: DateTime<Utc>,
+) -> Result<RechargeReceipt> {
+    check_amount(request.amount_paise)?;
+    if !(1..=MAX_EMERGENCY_DAYS).contains(&request.valid_days) {
+        return Err(CentralError::Invalid(format!(
+            "valid_days {} is out of range: emergency credit runs 1 to {MAX_EMERGENCY_DAYS} days",
+            request.valid_days
+        )));
+    }
+    let expires_at = now + Duration::days(request.valid_days);
+    money_once(
+        tx,
+        &request.idempotency_key,
+        request,
+        &request.account,
+        EventKind::EmergencyCredit,
+        request.amount_paise,
+        Some(expires_at),
+        now,
+    )
+}
+
+/// Records one central money event per idempotency key: the key stores the request (with its
+/// kind), so a repeat returns the first receipt and a different request under the key is refused.
+#[allow(clippy::too_many_arguments)]
+fn money_once(
+    tx: &mut dyn Tx,
+    key: &str,
+    request: &impl Serialize,
+    account: &str,
+    kind: EventKind,
+    amount_paise: i64,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RechargeReceipt> {
+    check_id("idempotency_key", key)?;
+    let json = serde_json::to_string(request).map_err(|e| CentralError::Invalid(e.to_string()))?;
+    let body = format!("{}:{json}", kind.as_str());
     if let Some(row) = tx.query_opt(
         "SELECT request, event_id FROM recharge_requests WHERE idempotency_key = $1",
-        &[request.idempotency_key.as_str().into()],
+        &[key.into()],
     )? {
         if row.text(0)? != body {
             return Err(CentralError::Conflict(format!(
-                "idempotency_key '{}' was already used for a different recharge; use a new key for a new payment",
-                request.idempotency_key
+                "idempotency_key '{key}' was already used for a different request; use a new key for a new payment or correction"
             )));
         }
         let event = ledger_event(tx, &row.text(1)?)?;
@@ -378,39 +492,24 @@ pub fn recharge(
             created: false,
         });
     }
-    let account = self::account(tx, &request.account)?;
+    let account = self::account(tx, account)?;
     let event = LedgerEvent {
-        id: format!("central:recharge:{}", uuid::Uuid::now_v7()),
+        id: format!("central:{}:{}", kind.as_str(), uuid::Uuid::now_v7()),
         account: account.id.clone(),
         at: now,
-        kind: EventKind::Recharge,
-        amount_paise: request.amount_paise,
-        expires_at: None,
+        kind,
+        amount_paise,
+        expires_at,
     };
     tx.execute(
         "INSERT INTO recharge_requests (idempotency_key, request, event_id) VALUES ($1, $2, $3)",
-        &[
-            request.idempotency_key.as_str().into(),
-            body.into(),
-            event.id.as_str().into(),
-        ],
+        &[key.into(), body.into(), event.id.as_str().into()],
     )?;
     record_central_event(tx, &account, &event)?;
-    super::notify::enqueue(
-        tx,
-        &format!("recharge:{}", event.id),
-        &account.id,
-        "recharge_received",
-        &format!(
-            "Recharge of Rs {} received.",
-            crate::tariff::rupees(event.amount_paise)
-        ),
-        now,
-    )?;
     Ok(RechargeReceipt {
         event_id: event.id,
         account: account.id,
-        amount_paise: request.amount_paise,
+        amount_paise,
         at: now,
         created: true,
     })

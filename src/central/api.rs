@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/meters"),
     ("put", "/api/v1/meters/{serial}"),
     ("post", "/api/v1/recharges"),
+    ("post", "/api/v1/adjustments"),
+    ("post", "/api/v1/emergency-credits"),
     ("post", "/api/v1/vouchers"),
     ("post", "/api/v1/vouchers/redeem"),
     ("post", "/api/v1/vouchers/{id}/cancel"),
@@ -102,6 +104,8 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/meters", get(list_meters).post(create_meter))
         .route("/api/v1/meters/{serial}", put(update_meter))
         .route("/api/v1/recharges", post(recharge))
+        .route("/api/v1/adjustments", post(adjustment))
+        .route("/api/v1/emergency-credits", post(emergency_credit))
         .route("/api/v1/vouchers", post(issue_voucher))
         .route("/api/v1/vouchers/redeem", post(redeem_voucher))
         .route("/api/v1/vouchers/{id}/cancel", post(cancel_voucher))
@@ -257,21 +261,53 @@ async fn update_meter(
     Ok(Json(echo))
 }
 
-async fn recharge(
-    State(central): Shared,
-    body: Result<Json<RechargeRequest>, JsonRejection>,
-) -> ApiResult<Response> {
-    let Json(request) = body?;
-    let receipt = run(&central, move |tx| {
-        accounts::recharge(tx, &request, Utc::now())
-    })
-    .await?;
+/// 201 for a new money event, 200 for a repeat of an idempotency key.
+fn receipt(receipt: accounts::RechargeReceipt) -> Response {
     let status = if receipt.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(receipt)).into_response())
+    (status, Json(receipt)).into_response()
+}
+
+async fn recharge(
+    State(central): Shared,
+    body: Result<Json<RechargeRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    Ok(receipt(
+        run(&central, move |tx| {
+            accounts::recharge(tx, &request, Utc::now())
+        })
+        .await?,
+    ))
+}
+
+async fn adjustment(
+    State(central): Shared,
+    body: Result<Json<accounts::AdjustmentRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    Ok(receipt(
+        run(&central, move |tx| {
+            accounts::adjust(tx, &request, Utc::now())
+        })
+        .await?,
+    ))
+}
+
+async fn emergency_credit(
+    State(central): Shared,
+    body: Result<Json<accounts::EmergencyCreditRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    Ok(receipt(
+        run(&central, move |tx| {
+            accounts::emergency_credit(tx, &request, Utc::now())
+        })
+        .await?,
+    ))
 }
 
 async fn issue_voucher(
