@@ -63,7 +63,7 @@ pub struct LedgerEvent {
     pub kind: EventKind,
     pub amount_paise: i64,
     /// Only for emergency credit: when the credit line lapses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
