@@ -66,12 +66,14 @@ impl Gateway {
         })?;
         let book = config.tariff_book()?;
         let store = Store::open(&config.database_path())?;
-        Ok(Gateway {
+        let mut gateway = Gateway {
             config,
             book,
             store,
             link: None,
-        })
+        };
+        gateway.refresh_published()?;
+        Ok(gateway)
     }
 
     /// Attaches the link that carries relay commands to meters.
@@ -82,6 +84,45 @@ impl Gateway {
     /// The store, for the sync client, the technician service and reports.
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Takes up tariff and policy versions published by the central server (they win over the config
+    /// file; the config's apply until central has published any).
+    pub fn refresh_published(&mut self) -> Result<(), StoreError> {
+        let published = self.store.published_tariffs()?;
+        if !published.is_empty() {
+            match TariffBook::new(published) {
+                Ok(book) => self.book = book,
+                Err(error) => {
+                    tracing::error!(%error, "central published an invalid tariff book; keeping the current one")
+                }
+            }
+        }
+        if let Some(policy) = self.store.published_policy()? {
+            self.config.policy = policy;
+        }
+        Ok(())
+    }
+
+    /// Whether the clock can be trusted at `now` (see `sync::clock`).
+    pub fn clock_trusted(&mut self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let max_skew = Duration::from_std(self.config.sync.max_clock_skew).unwrap_or(Duration::MAX);
+        Ok(crate::sync::clock::trusted(
+            self.store.clock_state()?,
+            now,
+            max_skew,
+        ))
+    }
+
+    /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
+    /// high-water mark.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
+        let trusted = self.clock_trusted(now)?;
+        let report = self.policy_pass(now, trusted)?;
+        if trusted {
+            self.store.raise_clock_high_water(now)?;
+        }
+        Ok(report)
     }
 
     /// The tariff book in force.

@@ -2,6 +2,7 @@
 //! and applying downlink records with the cursor in the same transaction.
 use super::{ts, Account, MeterInstall, Result, Store, StoreError};
 use crate::ledger::{EventKind, LedgerEvent};
+use crate::sync::clock::ClockState;
 use crate::sync::wire::{
     DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
 };
@@ -218,7 +219,73 @@ impl Store {
     }
 }
 
+const CLOCK_HIGH_WATER: &str = "clock_high_water";
+const CLOCK_SKEW_MS: &str = "clock_skew_ms";
+
+fn signed_state_in(tx: &Transaction<'_>, key: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_signed_state_in(tx: &Transaction<'_>, key: &str, value: i64) -> Result<()> {
+    tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
 impl Store {
+    /// What the gateway remembers about its clock (see `sync::clock`).
+    pub fn clock_state(&mut self) -> Result<ClockState> {
+        let tx = self.conn.transaction()?;
+        let state = ClockState {
+            high_water: signed_state_in(&tx, CLOCK_HIGH_WATER)?.map(super::from_ts),
+            last_skew: signed_state_in(&tx, CLOCK_SKEW_MS)?.map(chrono::Duration::milliseconds),
+        };
+        tx.commit()?;
+        Ok(state)
+    }
+
+    /// Raises the clock high-water mark to `now` (never lowers it).
+    pub fn raise_clock_high_water(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let current = signed_state_in(&tx, CLOCK_HIGH_WATER)?.unwrap_or(i64::MIN);
+        set_signed_state_in(&tx, CLOCK_HIGH_WATER, current.max(ts(now)))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the skew a sync measured. A skew beyond `max_skew` is also uploaded as an event;
+    /// a skew within it resets the high-water mark, since the clock is now known to be right.
+    pub fn record_clock_skew(
+        &mut self,
+        skew: chrono::Duration,
+        gateway_time: chrono::DateTime<chrono::Utc>,
+        central_time: chrono::DateTime<chrono::Utc>,
+        max_skew: chrono::Duration,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        set_signed_state_in(&tx, CLOCK_SKEW_MS, skew.num_milliseconds())?;
+        if skew.abs() > max_skew {
+            tracing::warn!(
+                skew_seconds = skew.num_seconds(),
+                "gateway clock is off from central; disconnects are held"
+            );
+            append_outbox(
+                &tx,
+                &UplinkEvent::ClockSkew {
+                    gateway_time,
+                    central_time,
+                },
+            )?;
+        } else {
+            set_signed_state_in(&tx, CLOCK_HIGH_WATER, ts(gateway_time))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Redeems an offline voucher: verifies it against the published keys, refuses it if it was
     /// spent here or elsewhere, then in one durable transaction marks it spent, credits the account
     /// (a recharge whose id is the voucher's redemption id, so central counts it once) and queues
