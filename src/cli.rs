@@ -30,6 +30,11 @@ pub enum Command {
         #[command(subcommand)]
         what: TariffCommand,
     },
+    /// Central server: certificate authority and gateway enrolment.
+    Central {
+        #[command(subcommand)]
+        what: CentralCommand,
+    },
     /// Measure performance figures on this machine.
     Bench {
         #[command(subcommand)]
@@ -90,6 +95,33 @@ pub enum TariffCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CentralCommand {
+    /// Create the central CA and the central server's TLS certificate in DIR.
+    Init {
+        /// Directory for the CA, the server certificate and the gateway bundles.
+        #[arg(long)]
+        dir: PathBuf,
+        /// URL the gateways reach central at (https://host:port), written into every bundle.
+        #[arg(long)]
+        url: String,
+        /// DNS name or IP address of the central server, repeatable (default: localhost, 127.0.0.1).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+    /// Issue a gateway's client certificate and write its bundle under DIR/gateways/NAME/.
+    AddGateway {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Gateway id: letters, digits, '-' and '_'.
+        #[arg(long)]
+        id: String,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 1825)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
@@ -141,7 +173,40 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gateway(args) => gateway(args),
         Command::Tariff { what } => tariff(what),
+        Command::Central { what } => central(what),
         Command::Bench { what } => bench(what),
+    }
+}
+
+fn central(what: CentralCommand) -> Result<()> {
+    match what {
+        CentralCommand::Init { dir, url, names } => {
+            let pki = crate::pki::CentralPki::init(&dir, &url, &names)?;
+            println!("central CA created in {}", pki.dir().display());
+            println!("  CA certificate:     {}", pki.ca_cert_path().display());
+            println!(
+                "  CA key (keep safe): {}",
+                pki.dir().join("ca.key").display()
+            );
+            println!("  server certificate: {}", pki.server_cert_path().display());
+            println!("  server key:         {}", pki.server_key_path().display());
+            println!(
+                "next: gramgrid central add-gateway --dir {} --id NAME",
+                dir.display()
+            );
+            Ok(())
+        }
+        CentralCommand::AddGateway { dir, id, days } => {
+            let pki = crate::pki::CentralPki::load(&dir)?;
+            let bundle = pki.add_gateway(&id, days)?;
+            println!(
+                "gateway '{}' enrolled, certificate valid {days} days",
+                bundle.gateway_id
+            );
+            println!("  bundle: {}", pki.bundle_path(&id).display());
+            println!("  copy that directory to the gateway and point its config's sync bundle at bundle.toml");
+            Ok(())
+        }
     }
 }
 

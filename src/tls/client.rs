@@ -1,0 +1,256 @@
+//! Client side: the gateway's rustls config (trust only the bundle's CA, present the gateway
+//! certificate) and a small HTTPS/1.1 client for the sync client, one connection per request.
+use super::{load_certs, load_key, load_roots, provider, TlsError};
+use crate::pki::GatewayBundle;
+use axum::http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a request to central did not produce a response (or, from [`into_success`], a 2xx one).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("central URL '{url}' is not usable: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("central at {addr} refused the connection (server down or wrong port)")]
+    ConnectRefused { addr: String },
+    #[error("cannot connect to central at {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
+    /// The TLS handshake failed; `reason` is rustls's, e.g. an unknown CA on either side or an
+    /// expired certificate. With TLS 1.3 the server's refusal of our certificate arrives after
+    /// the client has sent its request, so it can surface here from the request itself.
+    #[error("TLS with central at {addr} failed: {reason}; check the gateway bundle (CA, certificate expiry) and the clocks")]
+    TlsHandshake { addr: String, reason: String },
+    #[error("no complete answer from central within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP exchange with central failed: {0}")]
+    Http(String),
+    #[error("central answered {status}: {body}")]
+    Status { status: StatusCode, body: String },
+}
+
+/// The gateway's TLS config: trusts only the bundle's CA and presents the gateway certificate.
+pub fn client_config(bundle: &GatewayBundle) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = load_roots(&bundle.ca)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            load_certs(&bundle.cert, "gateway certificate")?,
+            load_key(&bundle.key)?,
+        )
+        .map_err(|e| TlsError::Config(format!("gateway certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Turns a non-2xx answer into [`ClientError::Status`]; returns the body of a 2xx one.
+pub fn into_success(response: (StatusCode, Vec<u8>)) -> Result<Vec<u8>, ClientError> {
+    let (status, body) = response;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(ClientError::Status {
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(500).collect(),
+        })
+    }
+}
+
+/// An HTTPS client for one base URL (`https://host[:port][/prefix]`). It opens a fresh
+/// connection per request: sync runs a few times an hour over a flaky cellular link, where a
+/// kept-alive connection is more often dead than useful.
+#[derive(Clone)]
+pub struct HttpsClient {
+    connector: tokio_rustls::TlsConnector,
+    host: String,
+    port: u16,
+    prefix: String,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for HttpsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsClient")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsClient {
+    pub fn new(config: Arc<rustls::ClientConfig>, base_url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl {
+            url: base_url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| bad(&e.to_string()))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("it must start with https://"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("it must not have a query string"));
+        }
+        let host = uri.host().ok_or_else(|| bad("it has no host"))?;
+        // Uri keeps IPv6 brackets; the socket address and the SNI name want them off.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| bad(&format!("'{host}' is not a DNS name or IP address: {e}")))?;
+        Ok(HttpsClient {
+            connector: tokio_rustls::TlsConnector::from(config),
+            port: uri.port_u16().unwrap_or(443),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            host,
+            server_name,
+        })
+    }
+
+    /// POSTs `body` to `path` (below the base URL) and returns the status and body, whatever the
+    /// status; `timeout` bounds the whole exchange, connect included.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.request(Method::POST, path, Some(content_type), body, timeout)
+            .await
+    }
+
+    /// GETs `path` (below the base URL); see [`HttpsClient::post`].
+    pub async fn get(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.request(Method::GET, path, None, Vec::new(), timeout)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        tokio::time::timeout(timeout, self.exchange(method, path, content_type, body))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let addr = self.addr_label();
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|error| {
+                if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    ClientError::ConnectRefused { addr: addr.clone() }
+                } else {
+                    ClientError::Connect {
+                        addr: addr.clone(),
+                        error,
+                    }
+                }
+            })?;
+        // Sync messages are small and latency-bound over cellular: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|error| self.classify(&error))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|error| self.classify(&error))?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection to central ended with an error");
+            }
+        });
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        let authority = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.prefix, path))
+            .header(hyper::header::HOST, authority);
+        if let Some(content_type) = content_type {
+            builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Http(format!("cannot build the request: {e}")))?;
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|error| self.classify(&error))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| self.classify(&error))?
+                .to_bytes()
+                .to_vec();
+            Ok((status, body))
+        }
+        .await;
+        driver.abort();
+        result
+    }
+
+    fn addr_label(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A rustls error anywhere in the chain means TLS failed (including the server's alert
+    /// refusing our certificate, which TLS 1.3 delivers after the client's handshake is done).
+    fn classify(&self, error: &(dyn std::error::Error + 'static)) -> ClientError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(current) = cause {
+            if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+                return ClientError::TlsHandshake {
+                    addr: self.addr_label(),
+                    reason: tls.to_string(),
+                };
+            }
+            if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                    return ClientError::TlsHandshake {
+                        addr: self.addr_label(),
+                        reason: tls.to_string(),
+                    };
+                }
+            }
+            cause = current.source();
+        }
+        ClientError::Http(error.to_string())
+    }
+}

@@ -1,0 +1,217 @@
+//! Server side: the rustls server config and the TLS accept loop that serves an axum router.
+use super::{load_certs, load_key, load_roots, provider, TlsError};
+use crate::pki::{validate_gateway_id, CentralPki, GATEWAY_URI_PREFIX};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// A client that has not finished the TLS handshake by then is dropped, so slow or silent
+/// connections cannot hold a connection slot for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; the accept loop waits for a free slot beyond that.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long shutdown waits for requests in flight before dropping their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Inserted into every request's extensions: the gateway id from the connection's verified
+/// client certificate, or `None` when the caller presented no certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerGateway(pub Option<String>);
+
+/// Extractor for gateway-only handlers: the calling gateway's id, taken from its verified client
+/// certificate (never from the request). Rejects with 401 when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequireGateway(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequireGateway {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<PeerGateway>() {
+            Some(PeerGateway(Some(id))) => Ok(RequireGateway(id.clone())),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                "this endpoint is for gateways: connect with the client certificate from the gateway's bundle (gramgrid central add-gateway)\n",
+            )),
+        }
+    }
+}
+
+/// The central listener's TLS config from a PKI directory.
+pub fn server_config(pki: &CentralPki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_from_files(
+        &pki.ca_cert_path(),
+        &pki.server_cert_path(),
+        &pki.server_key_path(),
+    )
+}
+
+/// The central listener's TLS config from its files, for a server that should not hold the CA
+/// key: client certificates are optional, but a presented one must chain to `ca` and be in date.
+pub fn server_config_from_files(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let roots = load_roots(ca)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert, "server certificate")?, load_key(key)?)
+        .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+    // The accept loop speaks HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The gateway id in a (already verified) client certificate: its SAN URI
+/// `urn:gramgrid:gateway:<id>`. `None` if the certificate carries no such name.
+pub fn gateway_id_from_cert(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri
+            .strip_prefix(GATEWAY_URI_PREFIX)
+            .filter(|id| validate_gateway_id(id).is_ok())
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` completes, then lets requests in
+/// flight finish (up to [`SHUTDOWN_GRACE`]). A failed handshake or connection is logged and
+/// affects no other connection; accept errors (e.g. out of file descriptors) back off and retry.
+/// Each request carries [`PeerGateway`] and `ConnectInfo<SocketAddr>` in its extensions.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Tells connections still in their handshake to give up: `graceful` only knows connections
+    // that reached HTTP, and would otherwise wait for a silent client's handshake timeout.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    // Connection tasks, so the ones still running after the grace period can be aborted.
+    let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = Duration::from_millis(10);
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTPS listener up");
+    }
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept_with_slot(&listener, &slots) => accepted,
+        };
+        let (stream, remote, permit) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "accept failed; retrying");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        let mut stopping = stopping.clone();
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            // Held for the connection's life: its drop frees the slot.
+            let _permit = permit;
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                outcome = handshake => match outcome {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::info!(%remote, %error, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let peer = PeerGateway(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| gateway_id_from_cert(leaf)),
+            );
+            if peer.0.is_none() && tls.get_ref().1.peer_certificates().is_some() {
+                tracing::warn!(%remote, "client certificate from the CA names no gateway");
+            }
+            tracing::debug!(%remote, gateway = ?peer.0, "TLS connection");
+            let service = hyper::service::service_fn(move |mut request| {
+                request.extensions_mut().insert(peer.clone());
+                request.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(request)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    tracing::info!("HTTPS listener stopping; waiting for requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; dropping them");
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+async fn accept_with_slot(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    // The semaphore is never closed, so acquiring can only wait.
+    let permit = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("connection limit closed"))?;
+    let (stream, remote) = listener.accept().await?;
+    Ok((stream, remote, permit))
+}
