@@ -195,6 +195,8 @@ struct Node {
     spec: NodeSpec,
     sink: Arc<dyn ReceptionSink>,
     listening: Option<(Modulation, Duration)>,
+    /// Pure transmitters (a meter that never listens) are not receivers and are left out of records.
+    ever_listened: bool,
     /// The node's own transmissions still relevant for half-duplex checks.
     own: Vec<(Duration, Duration)>,
 }
@@ -268,6 +270,7 @@ impl Air {
             spec,
             sink,
             listening: None,
+            ever_listened: false,
             own: Vec::new(),
         });
         NodePort {
@@ -332,6 +335,7 @@ impl Air {
         let mut st = self.lock();
         let now = Instant::now() - st.epoch;
         if let Some(n) = st.nodes.get_mut(node) {
+            n.ever_listened |= tuned.is_some();
             // Re-arming on the same settings keeps a reception in progress.
             n.listening = match (n.listening, tuned) {
                 (Some((old, since)), Some(new)) if old == new => Some((old, since)),
@@ -387,7 +391,7 @@ impl Air {
                 }
                 let transmitted_during = st.nodes[r].own.iter().any(|&(s, e)| s < end && start < e);
                 let listening = st.nodes[r].listening;
-                if listening.is_none() && !transmitted_during {
+                if listening.is_none() && !(transmitted_during && st.nodes[r].ever_listened) {
                     // Idle radios are not listed: a day of a thousand sleeping meters would drown
                     // the capture in "not listening".
                     continue;

@@ -109,7 +109,9 @@ struct State {
     crc_on: bool,
     iq_inverted: bool,
     pll_steps: u32,
-    tx_power_dbm: i8,
+    /// SetTxParams power byte and SetPaConfig (paDutyCycle, hpMax, deviceSel).
+    tx_power_param: i8,
+    pa_config: [u8; 3],
     irq: u16,
     irq_mask: u16,
     dio1_mask: u16,
@@ -148,7 +150,8 @@ impl State {
             crc_on: true,
             iq_inverted: false,
             pll_steps: 0,
-            tx_power_dbm: 0,
+            tx_power_param: 0,
+            pa_config: [0x04, 0x07, 0x00],
             irq: 0,
             irq_mask: 0,
             dio1_mask: 0,
@@ -203,6 +206,27 @@ impl State {
             crc_on: self.crc_on,
             iq_inverted: self.iq_inverted,
         }
+    }
+
+    /// Power at the antenna. The datasheet's optimal PA settings (table 13-21) reach 14, 17 and 20 dBm
+    /// by lowering hpMax with the power byte left at 22; the low-power PA shifts by its duty cycle.
+    fn output_power_dbm(&self) -> f64 {
+        let [duty, hp_max, device_sel] = self.pa_config;
+        let offset = if device_sel == 0 {
+            match hp_max {
+                0x07.. => 0,
+                0x05..=0x06 => -2,
+                0x03..=0x04 => -5,
+                _ => -8,
+            }
+        } else {
+            match duty {
+                0x06.. => 1,
+                0x04..=0x05 => 0,
+                _ => -3,
+            }
+        };
+        f64::from(i16::from(self.tx_power_param) + offset)
     }
 
     fn leave_rx(&mut self, effects: &mut Vec<Effect>) {
@@ -313,8 +337,8 @@ impl State {
             0x86 if need(4) => {
                 self.pll_steps = u32::from_be_bytes([args[0], args[1], args[2], args[3]])
             }
-            0x8E if need(2) => self.tx_power_dbm = args[0] as i8,
-            0x95 if need(4) => {}
+            0x8E if need(2) => self.tx_power_param = args[0] as i8,
+            0x95 if need(4) => self.pa_config.copy_from_slice(&args[..3]),
             0x88 if need(7) => {}
             0x8F if need(2) => {
                 self.tx_base = args[0];
@@ -437,7 +461,7 @@ impl State {
         if port.is_some() {
             effects.push(Effect::Transmit(Transmission {
                 modulation: m,
-                power_dbm: f64::from(self.tx_power_dbm),
+                power_dbm: self.output_power_dbm(),
                 payload,
             }));
         }
@@ -881,6 +905,23 @@ mod tests {
         );
         emu.spi_exchange(&[0x0D, 0x08, 0xAC, 0x96]);
         assert_eq!(emu.spi_exchange(&[0x1D, 0x08, 0xAC, 0, 0])[4], 0x96);
+    }
+
+    #[test]
+    fn pa_settings_give_the_datasheet_output_power() {
+        let mut st = State::power_on(Fault::None);
+        // (paDutyCycle, hpMax, power byte) -> dBm, as lora-phy programs an SX1262
+        for (duty, hp, power, dbm) in [
+            (4, 7, 22, 22.0),
+            (3, 5, 22, 20.0),
+            (2, 3, 22, 17.0),
+            (2, 2, 22, 14.0),
+            (2, 2, 10, 2.0),
+        ] {
+            st.pa_config = [duty, hp, 0];
+            st.tx_power_param = power;
+            assert_eq!(st.output_power_dbm(), dbm);
+        }
     }
 
     #[tokio::test(start_paused = true)]
