@@ -527,11 +527,16 @@ impl State {
                 }
                 self.rx_len = len;
                 self.rx_start = self.rx_base;
-                let rssi = (-2.0 * r.rssi_dbm).clamp(0.0, 255.0) as u8;
+                // RssiPkt is signal plus noise (so it bottoms out near the noise floor);
+                // SignalRssiPkt estimates the signal alone.
+                let noise_dbm = r.rssi_dbm - r.snr_db;
+                let total_dbm =
+                    10.0 * (10f64.powf(r.rssi_dbm / 10.0) + 10f64.powf(noise_dbm / 10.0)).log10();
+                let encode = |dbm: f64| (-2.0 * dbm).clamp(0.0, 255.0) as u8;
                 // LoRa demodulators saturate around +15 dB SNR; lora-phy 3.0.1 also overflows an i8
                 // (a panic in debug builds) on raw values of 126 and above.
                 let snr = (4.0 * r.snr_db.clamp(-32.0, 15.0)) as i8;
-                self.packet_status = [rssi, snr as u8, rssi];
+                self.packet_status = [encode(total_dbm), snr as u8, encode(r.rssi_dbm)];
                 let crc = if r.verdict == Verdict::CrcError {
                     irq::CRC_ERR
                 } else {
