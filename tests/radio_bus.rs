@@ -20,13 +20,22 @@ struct Hub {
 impl Hub {
     fn start(capture: &std::path::Path) -> Hub {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gramgrid"))
-            .args(["air-bus", "--listen", "127.0.0.1:0", "--path-loss", "urban", "--capture"])
+            .args([
+                "air-bus",
+                "--listen",
+                "127.0.0.1:0",
+                "--path-loss",
+                "urban",
+                "--capture",
+            ])
             .arg(capture)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
         Hub { child, addr }
     }
@@ -52,8 +61,20 @@ async fn two_processes_exchange_frames_over_the_udp_air() {
     let capture = dir.path().join("air.jsonl");
     let hub = Hub::start(&capture);
 
-    let (mut gw, _gw_link) = radio_on_bus(hub.addr, NodeSpec::new("gw", 0.0, 0.0), PhyOptions::default()).await.unwrap();
-    let (mut meter, _m_link) = radio_on_bus(hub.addr, NodeSpec::new("m1", 40.0, 0.0), PhyOptions::default()).await.unwrap();
+    let (mut gw, _gw_link) = radio_on_bus(
+        hub.addr,
+        NodeSpec::new("gw", 0.0, 0.0),
+        PhyOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (mut meter, _m_link) = radio_on_bus(
+        hub.addr,
+        NodeSpec::new("m1", 40.0, 0.0),
+        PhyOptions::default(),
+    )
+    .await
+    .unwrap();
     gw.configure(RadioConfig::gateway()).await.unwrap();
     meter.configure(RadioConfig::meter()).await.unwrap();
 

@@ -86,13 +86,13 @@ pub async fn serve(
         };
         match msg {
             BusMsg::Hello { node } => {
-                if !nodes.contains_key(&from) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = nodes.entry(from) {
                     tracing::info!(%from, name = %node.name, "air bus: radio joined");
                     let sink = Arc::new(RemoteSink {
                         socket: socket.clone(),
                         addr: from,
                     });
-                    nodes.insert(from, air.attach(node, sink));
+                    slot.insert(air.attach(node, sink));
                 }
                 send(&socket, from, &BusMsg::Welcome);
             }
