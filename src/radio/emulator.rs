@@ -69,6 +69,7 @@ enum Mode {
     },
     Cad {
         end: Instant,
+        detected: bool,
     },
 }
 
@@ -254,10 +255,11 @@ impl State {
                 self.enter_standby(Mode::StandbyRc, effects);
                 self.raise(irq::TIMEOUT);
             }
-            Mode::Cad { end } if now >= end => {
-                // the activity flag was set when CAD started; the air is sampled then
+            Mode::Cad { end, detected } if now >= end => {
+                // both flags come together at the end: lora-phy 3.0.1 hits unreachable!() if
+                // DIO1 rises on CadDetected alone
                 self.mode = Mode::StandbyRc;
-                self.raise(irq::CAD_DONE);
+                self.raise(irq::CAD_DONE | if detected { irq::CAD_DETECTED } else { 0 });
             }
             _ => {}
         }
@@ -268,7 +270,7 @@ impl State {
 
     fn next_event(&self) -> Option<Instant> {
         let mode_event = match self.mode {
-            Mode::Tx { end } | Mode::Cad { end } => Some(end),
+            Mode::Tx { end } | Mode::Cad { end, .. } => Some(end),
             Mode::Rx { deadline, .. } => deadline,
             _ => None,
         };
@@ -505,10 +507,9 @@ impl State {
         self.leave_rx(effects);
         let m = self.modulation();
         let end = now + Duration::from_nanos((toa::symbol_us(&m) * 8_000.0) as u64);
-        if port.is_some_and(|p| p.channel_active(&m)) {
-            self.raise(irq::CAD_DETECTED);
-        }
-        self.mode = Mode::Cad { end };
+        // the air is sampled when CAD starts
+        let detected = port.is_some_and(|p| p.channel_active(&m));
+        self.mode = Mode::Cad { end, detected };
         true
     }
 
