@@ -23,6 +23,9 @@ const GATEWAY_GAIN_DBI: f64 = 3.0;
 const SF_MARGIN_DB: f64 = 5.0;
 /// Time for every radio to reset and initialise before the first uplink.
 const SETTLE: Duration = Duration::from_secs(1);
+/// Meter clocks wander: each uplink leaves up to this much after its nominal time, so the same
+/// pairs of meters do not collide every interval.
+const JITTER: Duration = Duration::from_secs(5);
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -172,6 +175,7 @@ async fn simulate(options: &RadioBenchOptions) -> Result<RadioBenchReport, Radio
         });
         meters_per_sf[usize::from(sf - 7)] += 1;
         let phase = options.interval.mul_f64(rng.random::<f64>());
+        let mut meter_rng = ChaCha8Rng::seed_from_u64(rng.random());
         let id = u32::try_from(i).unwrap_or(u32::MAX);
         let len = options.payload_len;
         let (air, c) = (air.clone(), counters.clone());
@@ -200,7 +204,7 @@ async fn simulate(options: &RadioBenchOptions) -> Result<RadioBenchReport, Radio
             let mut next = start + phase;
             let mut fcnt: u16 = 0;
             while next < end {
-                tokio::time::sleep_until(next).await;
+                tokio::time::sleep_until(next + JITTER.mul_f64(meter_rng.random::<f64>())).await;
                 payload[5..7].copy_from_slice(&fcnt.to_le_bytes());
                 match radio.transmit(&payload).await {
                     Ok(_) => bump(&c.sent),
