@@ -1,28 +1,16 @@
 //! The simulated air with real lora-phy radios on emulated chips: collisions, capture, range,
 //! spreading factor, half duplex, CRC and header errors, and same-seed determinism.
 
-use gramgrid::radio::air::{Air, AirConfig, NodeSpec, Verdict};
+mod common;
+
+use common::exact_air;
+use gramgrid::radio::air::{Air, NodeSpec, Verdict};
 use gramgrid::radio::bench::{run_radio_bench, RadioBenchOptions};
 use gramgrid::radio::capture::TxRecord;
-use gramgrid::radio::pathloss::PathLossModel;
 use gramgrid::radio::phy::PhyOptions;
 use gramgrid::radio::sim::{radio_on_air, EmulatedRadio};
 use gramgrid::radio::{Radio, RadioConfig, RadioError, RxFrame};
 use std::time::Duration;
-
-/// Urban log-distance without shadowing: 14 dBm reaches -124 dBm (SF7) at about 130 m.
-fn exact_air() -> Air {
-    Air::new(AirConfig {
-        seed: 1,
-        path_loss: PathLossModel::LogDistance {
-            d0_m: 40.0,
-            pl_d0_db: 127.41,
-            gamma: 2.08,
-            shadowing_sigma_db: 0.0,
-        },
-        keep_records: true,
-    })
-}
 
 async fn radio(air: &Air, name: &str, x: f64, config: RadioConfig) -> EmulatedRadio {
     let (mut r, _) = radio_on_air(air, NodeSpec::new(name, x, 0.0), PhyOptions::default())

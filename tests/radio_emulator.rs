@@ -18,7 +18,9 @@ type Raw = LoRa<Sx126x<EmuSpi, GenericSx126xInterfaceVariant<EmuPin, EmuLine>, S
 
 async fn raw_radio(air: &Air, name: &str, x: f64) -> (Raw, Sx126xEmulator) {
     let chip = Sx126xEmulator::new(Fault::None);
-    chip.attach(Arc::new(air.attach(NodeSpec::new(name, x, 0.0), chip.sink())));
+    chip.attach(Arc::new(
+        air.attach(NodeSpec::new(name, x, 0.0), chip.sink()),
+    ));
     let hal = chip.hal();
     let iv = GenericSx126xInterfaceVariant::new(hal.reset, hal.dio1, hal.busy, None, None).unwrap();
     let config = Config {
@@ -27,7 +29,9 @@ async fn raw_radio(air: &Air, name: &str, x: f64) -> (Raw, Sx126xEmulator) {
         use_dcdc: true,
         rx_boost: false,
     };
-    let lora = LoRa::new(Sx126x::new(hal.spi, iv, config), true, TokioDelay).await.unwrap();
+    let lora = LoRa::new(Sx126x::new(hal.spi, iv, config), true, TokioDelay)
+        .await
+        .unwrap();
     (lora, chip)
 }
 
@@ -43,14 +47,28 @@ fn air() -> Air {
 async fn cad_sees_a_frame_on_the_air_and_not_silence() {
     let air = air();
     let (mut listener, chip) = raw_radio(&air, "cad", 0.0).await;
-    let (mut talker, _) = radio_on_air(&air, NodeSpec::new("talker", 30.0, 0.0), PhyOptions::default()).await.unwrap();
+    let (mut talker, _) = radio_on_air(
+        &air,
+        NodeSpec::new("talker", 30.0, 0.0),
+        PhyOptions::default(),
+    )
+    .await
+    .unwrap();
     talker.configure(RadioConfig::meter()).await.unwrap();
     let mp = listener
-        .create_modulation_params(SpreadingFactor::_7, Bandwidth::_125KHz, CodingRate::_4_5, 865_062_500)
+        .create_modulation_params(
+            SpreadingFactor::_7,
+            Bandwidth::_125KHz,
+            CodingRate::_4_5,
+            865_062_500,
+        )
         .unwrap();
 
     listener.prepare_for_cad(&mp).await.unwrap();
-    assert!(!listener.cad(&mp).await.unwrap(), "activity on a silent channel");
+    assert!(
+        !listener.cad(&mp).await.unwrap(),
+        "activity on a silent channel"
+    );
 
     let (busy, tx) = tokio::join!(
         async {
@@ -70,17 +88,29 @@ async fn single_receive_times_out_after_its_symbols() {
     let air = air();
     let (mut lora, chip) = raw_radio(&air, "rx", 0.0).await;
     let mp = lora
-        .create_modulation_params(SpreadingFactor::_7, Bandwidth::_125KHz, CodingRate::_4_5, 865_062_500)
+        .create_modulation_params(
+            SpreadingFactor::_7,
+            Bandwidth::_125KHz,
+            CodingRate::_4_5,
+            865_062_500,
+        )
         .unwrap();
-    let pp = lora.create_rx_packet_params(8, false, 255, true, false, &mp).unwrap();
-    lora.prepare_for_rx(RxMode::Single(100), &mp, &pp).await.unwrap();
+    let pp = lora
+        .create_rx_packet_params(8, false, 255, true, false, &mp)
+        .unwrap();
+    lora.prepare_for_rx(RxMode::Single(100), &mp, &pp)
+        .await
+        .unwrap();
     let t0 = tokio::time::Instant::now();
     let mut buf = [0u8; 255];
     let r = lora.rx(&pp, &mut buf).await;
     assert!(matches!(r, Err(RadioError::ReceiveTimeout)));
     // lora-phy asks for 100 symbols of 1.024 ms (rounded by the chip's mantissa/exponent form)
     let waited = t0.elapsed();
-    assert!(waited > Duration::from_millis(90) && waited < Duration::from_millis(120), "{waited:?}");
+    assert!(
+        waited > Duration::from_millis(90) && waited < Duration::from_millis(120),
+        "{waited:?}"
+    );
     assert_eq!(chip.command_errors(), 0);
 }
 
@@ -90,10 +120,19 @@ async fn sleep_then_wake_and_transmit() {
     let (mut lora, chip) = raw_radio(&air, "sleeper", 0.0).await;
     lora.sleep(false).await.unwrap();
     let mp = lora
-        .create_modulation_params(SpreadingFactor::_9, Bandwidth::_125KHz, CodingRate::_4_5, 865_062_500)
+        .create_modulation_params(
+            SpreadingFactor::_9,
+            Bandwidth::_125KHz,
+            CodingRate::_4_5,
+            865_062_500,
+        )
         .unwrap();
-    let mut pp = lora.create_tx_packet_params(8, false, true, false, &mp).unwrap();
-    lora.prepare_for_tx(&mp, &mut pp, 14, &[1, 2, 3]).await.unwrap();
+    let mut pp = lora
+        .create_tx_packet_params(8, false, true, false, &mp)
+        .unwrap();
+    lora.prepare_for_tx(&mp, &mut pp, 14, &[1, 2, 3])
+        .await
+        .unwrap();
     let t0 = tokio::time::Instant::now();
     lora.tx().await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(100));

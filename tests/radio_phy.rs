@@ -1,35 +1,22 @@
 //! lora-phy end to end through the SX1262 emulator and the in-process air: init, transmit, receive,
-//! downlink IQ, SPI tracing, and the faults a gateway must survive without hanging.
+//! downlink IQ, and the faults a gateway must survive without hanging.
 
-use gramgrid::radio::air::{Air, AirConfig, NodeSpec};
+mod common;
+
+use common::exact_air;
+use gramgrid::radio::air::NodeSpec;
 use gramgrid::radio::emulator::{Fault, Sx126xEmulator};
-use gramgrid::radio::pathloss::PathLossModel;
 use gramgrid::radio::phy::PhyOptions;
 use gramgrid::radio::sim::{emulated_radio, radio_on_air};
 use gramgrid::radio::toa::time_on_air;
 use gramgrid::radio::{Radio, RadioConfig, RadioError};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// LoRaSim's urban model without shadowing, so received power is exact.
-fn quiet_air() -> Air {
-    Air::new(AirConfig {
-        seed: 3,
-        path_loss: PathLossModel::LogDistance {
-            d0_m: 40.0,
-            pl_d0_db: 127.41,
-            gamma: 2.08,
-            shadowing_sigma_db: 0.0,
-        },
-        keep_records: true,
-    })
-}
-
 #[tokio::test(start_paused = true)]
 async fn uplink_and_downlink_between_two_lora_phy_radios() {
-    let air = quiet_air();
+    let air = exact_air();
     let (mut gw, _) = radio_on_air(&air, NodeSpec::new("gw", 0.0, 0.0), PhyOptions::default())
         .await
         .unwrap();
@@ -79,7 +66,7 @@ async fn uplink_and_downlink_between_two_lora_phy_radios() {
 
 #[tokio::test(start_paused = true)]
 async fn a_meter_does_not_hear_another_meters_uplink() {
-    let air = quiet_air();
+    let air = exact_air();
     let (mut a, _) = radio_on_air(&air, NodeSpec::new("a", 0.0, 0.0), PhyOptions::default())
         .await
         .unwrap();
@@ -94,39 +81,6 @@ async fn a_meter_does_not_hear_another_meters_uplink() {
     });
     tx.unwrap();
     assert!(matches!(rx, Err(RadioError::Timeout(_))), "{rx:?}");
-}
-
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn spi_traffic_is_traced() {
-    let log = Sink::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let chip = Sx126xEmulator::new(Fault::None);
-    emulated_radio(&chip, PhyOptions::default()).await.unwrap();
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    // the probe of the sync word register, then its answer
-    assert!(text.contains("> 1d074000"), "{text}");
-    assert!(text.contains("< 1424"), "{text}");
-    // SetPacketType(LoRa) from lora-phy's init
-    assert!(text.contains("> 8a01"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,7 +105,7 @@ async fn missing_chip_is_a_clear_error_not_a_panic() {
 #[tokio::test(start_paused = true)]
 async fn chip_without_dio1_times_out_and_recovers_instead_of_hanging() {
     let chip = Sx126xEmulator::new(Fault::NoDio1);
-    let air = quiet_air();
+    let air = exact_air();
     chip.attach(Arc::new(
         air.attach(NodeSpec::new("deaf", 0.0, 0.0), chip.sink()),
     ));
@@ -173,7 +127,7 @@ async fn chip_without_dio1_times_out_and_recovers_instead_of_hanging() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_configuration_is_rejected_before_the_driver() {
-    let air = quiet_air();
+    let air = exact_air();
     let (mut radio, _) = radio_on_air(&air, NodeSpec::new("x", 0.0, 0.0), PhyOptions::default())
         .await
         .unwrap();

@@ -41,13 +41,8 @@ pub struct RadioBenchArgs {
     pub interval: Duration,
     #[arg(long, default_value_t = 2000.0)]
     pub radius_m: f64,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    #[arg(long, value_enum, default_value = "rural")]
-    pub path_loss: PathLossChoice,
-    /// Write every frame on the air as a JSON line to this file.
-    #[arg(long)]
-    pub capture: Option<PathBuf>,
+    #[command(flatten)]
+    pub air: AirArgs,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +50,14 @@ pub struct AirBusArgs {
     /// UDP address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub air: AirArgs,
+}
+
+/// Options of every command that runs an air.
+#[derive(Debug, Args)]
+pub struct AirArgs {
+    /// Seed of everything random on the air (positions, shadowing, timing).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, value_enum, default_value = "rural")]
@@ -78,10 +81,10 @@ pub fn bench(args: RadioBenchArgs) -> ExitCode {
         meters: args.meters,
         simulated: args.simulated,
         interval: args.interval,
-        seed: args.seed,
+        seed: args.air.seed,
         radius_m: args.radius_m,
-        path_loss: args.path_loss.model(),
-        capture: args.capture,
+        path_loss: args.air.path_loss.model(),
+        capture: args.air.capture,
         ..RadioBenchOptions::default()
     };
     match run_radio_bench(&options) {
@@ -123,6 +126,7 @@ pub fn air_bus(args: AirBusArgs) -> ExitCode {
 
 async fn run_air_bus(args: AirBusArgs) -> std::io::Result<()> {
     let capture = args
+        .air
         .capture
         .as_deref()
         .map(CaptureWriter::create)
@@ -131,8 +135,8 @@ async fn run_air_bus(args: AirBusArgs) -> std::io::Result<()> {
     // The first stdout line is the contract scripts and tests read the address from.
     println!("air bus listening on {}", socket.local_addr()?);
     let config = AirConfig {
-        seed: args.seed,
-        path_loss: args.path_loss.model(),
+        seed: args.air.seed,
+        path_loss: args.air.path_loss.model(),
         keep_records: false,
     };
     let stats = super::bus::serve(socket, config, capture, shutdown_signal()).await?;
