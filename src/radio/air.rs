@@ -645,6 +645,35 @@ mod tests {
         assert_eq!(decide(&a, &late, &[]), Verdict::NotListening);
     }
 
+    proptest::proptest! {
+        /// Two overlapping same-SF frames: at most one survives, and the survivor is the one at
+        /// least 6 dB stronger; frames on different SFs or apart in time never disturb each other.
+        #[test]
+        fn capture_is_exclusive(
+            pa in -130.0f64..-60.0, pb in -130.0f64..-60.0,
+            sa in 0u64..200, sb in 0u64..200,
+            sf_a in 7u8..=12, sf_b in 7u8..=12,
+        ) {
+            let (a, b) = (frame(sf_a, sa, pa), frame(sf_b, sb, pb));
+            let va = decide(&a, &listening(sf_a), &[b]);
+            let vb = decide(&b, &listening(sf_b), &[a]);
+            let sensitive = |f: &Arrival| f.power_dbm >= sensitivity_dbm(f.modulation.spreading_factor, 125_000);
+            let overlap = a.start < b.end && b.start < a.end;
+            if sf_a != sf_b || !overlap {
+                proptest::prop_assert_eq!(va == Verdict::Heard, sensitive(&a));
+                proptest::prop_assert_eq!(vb == Verdict::Heard, sensitive(&b));
+            } else {
+                proptest::prop_assert!(!(va == Verdict::Heard && vb == Verdict::Heard));
+                if va == Verdict::Heard {
+                    proptest::prop_assert!(pa - pb >= CAPTURE_THRESHOLD_DB);
+                }
+                if sensitive(&a) && pa - pb >= CAPTURE_THRESHOLD_DB {
+                    proptest::prop_assert_eq!(va, Verdict::Heard);
+                }
+            }
+        }
+    }
+
     #[test]
     fn inverted_iq_separates_uplink_from_downlink() {
         let mut down = frame(7, 100, -90.0);

@@ -186,7 +186,7 @@ pub enum RadioError {
         got: Vec<u8>,
         expected: Vec<u8>,
     },
-    #[error("radio {op} did not finish within {limit:?}; the chip was reset and re-initialised")]
+    #[error("radio {op} did not finish within {limit:?} (driver calls that time out reset and re-initialise the chip)")]
     Unresponsive { op: &'static str, limit: Duration },
     #[error("radio did not come back after a reset: {0}")]
     RecoveryFailed(String),
