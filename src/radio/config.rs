@@ -12,9 +12,14 @@ pub enum ChipModel {
     Sx1276,
 }
 
-/// The `[radio.hardware]` section of the gateway config. Defaults fit an SX1262 HAT wired the way
-/// Waveshare's Raspberry Pi SX1262 LoRaWAN HAT is: SPI0 CE0, NRESET on BCM18, BUSY on BCM20, DIO1 on
-/// BCM16, all on /dev/gpiochip0 (Pi 5: the header is gpiochip4 on older kernels, check `gpioinfo`).
+/// The `[radio.hardware]` section of the gateway config. An empty section gives: SX1262 on
+/// /dev/spidev0.0 (SPI0, CE0), NRESET on line 18, BUSY on 20, DIO1 on 16 of /dev/gpiochip0 (BCM
+/// numbers on a Pi up to the 4), DIO2 as RF switch, no TCXO, DC-DC on, 2 MHz SPI.
+///
+/// These are the pins commonly given for SPI SX1262 HATs; they were not checked against a board
+/// here. Boards differ: Waveshare's "SX1262 868M LoRa HAT" is a UART module that lora-phy cannot
+/// drive at all, Core1262-style modules need `tcxo_volts = 1.8`, and on a Pi 5 the header may be
+/// another gpiochip. Check the board's schematic and `gpioinfo`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HardwareRadioConfig {
