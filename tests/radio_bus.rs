@@ -94,6 +94,10 @@ async fn two_processes_exchange_frames_over_the_udp_air() {
     tx.unwrap();
     assert_eq!(rx.unwrap().payload, downlink);
 
+    // the hub's capture is written as frames end, not only when it stops
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let live = std::fs::read_to_string(&capture).unwrap();
+    assert_eq!(live.lines().count(), 2, "{live}");
     hub.stop();
     let lines: Vec<TxRecord> = std::fs::read_to_string(&capture)
         .unwrap()

@@ -36,22 +36,35 @@ pub struct ReceiverRecord {
 /// Writes `TxRecord`s as JSON lines.
 pub struct CaptureWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// Flush every line, so a long-running air can be followed with `tail -f`.
+    live: bool,
 }
 
 impl CaptureWriter {
+    /// A buffered capture file, for simulations that end.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::new(Box::new(File::create(path)?)))
+        Ok(Self::new(Box::new(File::create(path)?), false))
     }
 
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
+    /// A capture file flushed after every frame, for an air that runs until it is stopped.
+    pub fn create_live(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::new(Box::new(File::create(path)?), true))
+    }
+
+    pub fn new(out: Box<dyn Write + Send>, live: bool) -> Self {
         Self {
             out: BufWriter::new(out),
+            live,
         }
     }
 
     pub fn write(&mut self, record: &TxRecord) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")
+        self.out.write_all(b"\n")?;
+        if self.live {
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {

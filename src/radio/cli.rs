@@ -129,7 +129,7 @@ async fn run_air_bus(args: AirBusArgs) -> std::io::Result<()> {
         .air
         .capture
         .as_deref()
-        .map(CaptureWriter::create)
+        .map(CaptureWriter::create_live)
         .transpose()?;
     let socket = tokio::net::UdpSocket::bind(args.listen).await?;
     // The first stdout line is the contract scripts and tests read the address from.
