@@ -40,6 +40,9 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Run the shared simulated air on a loopback UDP port, so radios in separate processes
+    /// (`gramgrid sim`, `gramgrid gateway`) hear each other. Prints the bound address.
+    AirBus(crate::radio::cli::AirBusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +126,8 @@ pub enum CentralCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Simulated uplinks per wall-clock second through lora-phy, the SX1262 emulator and the air.
+    Radio(crate::radio::cli::RadioBenchArgs),
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
         #[arg(long, default_value_t = 1000)]
@@ -175,6 +180,13 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Tariff { what } => tariff(what),
         Command::Central { what } => central(what),
         Command::Bench { what } => bench(what),
+        Command::AirBus(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime
+                .block_on(crate::radio::cli::air_bus(args, shutdown_signal()))
+                .context("the air bus stopped")
+        }
     }
 }
 
@@ -325,6 +337,11 @@ fn tariff(what: TariffCommand) -> Result<()> {
 
 fn bench(what: BenchCommand) -> Result<()> {
     match what {
+        BenchCommand::Radio(args) => {
+            let report = crate::radio::cli::bench(args).context("the radio benchmark failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         BenchCommand::Ledger {
             meters,
             days,

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod pki;
 pub mod policy;
 pub mod protocol;
+pub mod radio;
 pub mod rating;
 pub mod relay;
 pub mod report;
