@@ -68,6 +68,11 @@ pub enum GatewayAction {
     },
     /// Check the database: SQLite integrity, and derived charges against the stored readings.
     Verify,
+    /// Redeem an offline voucher code at this gateway (talks to the running daemon).
+    Redeem {
+        /// The voucher code as printed (dashes, spaces and letter case do not matter).
+        code: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +258,21 @@ fn gateway(args: GatewayArgs) -> Result<()> {
                 print!("{}", crate::report::render_status(&status));
             }
             Ok(())
+        }
+        Some(GatewayAction::Redeem { code }) => {
+            let socket = crate::gateway::local::socket_path(&config.gateway.data_dir);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let request = crate::gateway::local::LocalRequest::Redeem { code };
+            let answer = runtime
+                .block_on(crate::gateway::local::request(&socket, &request))
+                .with_context(|| format!("cannot reach the gateway daemon at {}; is `gramgrid gateway` running with this config?", socket.display()))?;
+            println!("{}", answer.message);
+            if answer.ok {
+                Ok(())
+            } else {
+                anyhow::bail!("the voucher was not redeemed")
+            }
         }
         Some(GatewayAction::Verify) => {
             let mut gateway = crate::gateway::Gateway::open(config)?;
