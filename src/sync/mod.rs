@@ -2,4 +2,5 @@
 pub mod client;
 pub mod clock;
 pub mod https;
+pub mod netem;
 pub mod wire;
