@@ -104,6 +104,12 @@ pub enum TariffCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum CentralCommand {
+    /// Run the central server: API and gateway sync over TLS (needs `central init` first).
+    Serve {
+        /// Central config file (TOML); see docs/central.example.toml.
+        #[arg(long, short, env = "GRAMGRID_CENTRAL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Create the central CA and the central server's TLS certificate in DIR.
     Init {
         /// Directory for the CA, the server certificate and the gateway bundles.
@@ -133,6 +139,24 @@ pub enum CentralCommand {
 pub enum BenchCommand {
     /// Simulated uplinks per wall-clock second through lora-phy, the SX1262 emulator and the air.
     Radio(crate::radio::cli::RadioBenchArgs),
+    /// Readings per second the central server accepts from many gateways at once.
+    Central {
+        /// sqlite:PATH or postgres://...; default: SQLite in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        gateways: usize,
+        #[arg(long, default_value_t = 200)]
+        meters: usize,
+        /// Total readings (whole days of every meter).
+        #[arg(long, default_value_t = 460_800)]
+        readings: usize,
+        /// PostgreSQL connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
         #[arg(long, default_value_t = 1000)]
@@ -197,6 +221,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn central(what: CentralCommand) -> Result<()> {
     match what {
+        CentralCommand::Serve { config } => central_serve(config),
         CentralCommand::Init { dir, url, names } => {
             let pki = crate::pki::CentralPki::init(&dir, &url, &names)?;
             println!("central CA created in {}", pki.dir().display());
@@ -225,6 +250,28 @@ fn central(what: CentralCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn central_serve(config: Option<PathBuf>) -> Result<()> {
+    let mut config = crate::central::CentralConfig::load(config.as_deref()).context(
+        "fix the central config (see docs/central.example.toml for every option), then start again",
+    )?;
+    if let Ok(token) = std::env::var("GRAMGRID_API_TOKEN") {
+        config.api_tokens.push(token);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen.clone();
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {listen}; change `listen` in the central config")
+            })?;
+        let running = crate::central::server::start(config, listener).await?;
+        shutdown_signal().await;
+        running.stop().await?;
+        anyhow::Ok(())
+    })
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
@@ -360,6 +407,31 @@ fn bench(what: BenchCommand) -> Result<()> {
         BenchCommand::Radio(args) => {
             let report = crate::radio::cli::bench(args).context("the radio benchmark failed")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Central {
+            database_url,
+            gateways,
+            meters,
+            readings,
+            connections,
+            json,
+        } => {
+            let settings = crate::central::bench::IngestBench {
+                database_url,
+                gateways,
+                meters_per_gateway: meters,
+                readings,
+                connections,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(crate::central::bench::ingest(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
             Ok(())
         }
         BenchCommand::Ledger {

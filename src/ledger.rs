@@ -62,7 +62,8 @@ pub struct LedgerEvent {
     pub at: DateTime<Utc>,
     pub kind: EventKind,
     pub amount_paise: i64,
-    /// Only for emergency credit: when the credit line lapses.
+    /// Only for emergency credit: when the credit line lapses. Always serialized: the sync wire
+    /// format (postcard) is not self-describing, so a skipped field would shift every later byte.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }

@@ -1,0 +1,305 @@
+//! Central storage: one SQL dialect over two backends (SQLite file, PostgreSQL), run on worker threads.
+//!
+//! The central logic is written once against [`Tx`]: a transaction that executes `$1`-style
+//! parameterised SQL understood by both SQLite and PostgreSQL. Every call of [`Db::transaction`] is
+//! one database transaction on a worker thread that owns its connection, so an async caller never
+//! blocks its runtime and a closure that returns an error leaves nothing written.
+//!
+//! Portable SQL rules: integers are `BIGINT`, sums are `CAST(... AS BIGINT)` (PostgreSQL sums to
+//! NUMERIC), upserts are `ON CONFLICT`, and no placeholder appears inside a string literal.
+mod postgres;
+mod schema;
+mod sqlite;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// A parameter or a column value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(v.clone())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    /// Column `i` as an integer (NULL and text read as errors).
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        match self.0.get(i) {
+            Some(Value::Int(v)) => Ok(*v),
+            other => Err(DbError::Type(format!(
+                "column {i}: expected integer, got {other:?}"
+            ))),
+        }
+    }
+    /// Column `i` as an optional integer.
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+    /// Column `i` as text.
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Ok(v.clone()),
+            other => Err(DbError::Type(format!(
+                "column {i}: expected text, got {other:?}"
+            ))),
+        }
+    }
+    /// Column `i` as optional text.
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+}
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database_url '{0}' is neither sqlite:PATH nor postgres://...; fix it in the central config")]
+    BadUrl(String),
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("cannot create the database directory {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database has schema version {found}, newer than this gramgrid knows ({known}); run a newer gramgrid")]
+    NewerSchema { found: i64, known: i64 },
+    #[error("unexpected column type: {0}")]
+    Type(String),
+    #[error("the storage workers have stopped (the server is shutting down)")]
+    Stopped,
+    #[error("a unique key is already taken: {0}")]
+    Unique(String),
+}
+
+/// Rows per multi-row `INSERT` (SQLite's bundled limit is 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 2000;
+
+/// One open transaction. SQL uses `$1`, `$2`, ... placeholders.
+pub trait Tx {
+    /// Runs a statement; returns the number of rows changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
+    /// Runs a query and returns every row.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
+
+    /// The first row of a query, if any.
+    fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+    /// Inserts many rows: `rows` of `width` values into `table_and_columns` (e.g.
+    /// `readings (meter, at, register_wh)`), with `suffix` such as `ON CONFLICT DO NOTHING`. The
+    /// default uses multi-row `VALUES` statements in chunks under both backends' parameter limits.
+    fn insert_many(
+        &mut self,
+        table_and_columns: &str,
+        width: usize,
+        rows: &[Vec<Value>],
+        suffix: &str,
+    ) -> Result<u64, DbError> {
+        let mut changed = 0;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = format!("INSERT INTO {table_and_columns} VALUES ");
+            let mut params = Vec::with_capacity(chunk.len() * width);
+            for (r, row) in chunk.iter().enumerate() {
+                sql.push_str(if r == 0 { "(" } else { ",(" });
+                for c in 0..width {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", r * width + c + 1));
+                }
+                sql.push(')');
+                params.extend(row.iter().cloned());
+            }
+            sql.push(' ');
+            sql.push_str(suffix);
+            changed += self.execute(&sql, &params)?;
+        }
+        Ok(changed)
+    }
+
+    /// A single integer (e.g. a `CAST(SUM(..) AS BIGINT)` or `COUNT(*)`), 0 when NULL or no row.
+    fn query_int(&mut self, sql: &str, params: &[Value]) -> Result<i64, DbError> {
+        match self.query_opt(sql, params)? {
+            Some(row) => Ok(row.opt_int(0)?.unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+}
+
+/// A connection owned by one worker thread.
+enum Conn {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<::postgres::Client>),
+}
+
+impl Conn {
+    fn transaction<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self {
+            Conn::Sqlite(conn) => sqlite::transaction(conn, f),
+            Conn::Postgres(client) => postgres::transaction(client, f),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// The database: a pool of worker threads, each owning one connection.
+#[derive(Clone)]
+pub struct Db {
+    jobs: mpsc::Sender<Job>,
+    backend: &'static str,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Db({})", self.backend)
+    }
+}
+
+impl Db {
+    /// Opens `sqlite:PATH` (one connection: SQLite has one writer) or `postgres://...` (`connections`
+    /// connections), and brings the schema up to date.
+    pub fn open(url: &str, connections: usize) -> Result<Db, DbError> {
+        let (backend, workers) = if url.starts_with("sqlite:") {
+            ("sqlite", 1)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            ("postgres", connections.max(1))
+        } else {
+            return Err(DbError::BadUrl(url.to_owned()));
+        };
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (ready_tx, ready) = mpsc::channel();
+        for _ in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            let ready_tx = ready_tx.clone();
+            let url = url.to_owned();
+            // Each worker connects on its own thread: the sync PostgreSQL client runs its own
+            // runtime, which must never be created or dropped inside an async task.
+            std::thread::spawn(move || {
+                let conn = match connect(&url) {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                drop(ready_tx);
+                worker(conn, &receiver);
+            });
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            ready.recv().map_err(|_| DbError::Stopped)??;
+        }
+        let db = Db { jobs, backend };
+        db.blocking(schema::migrate)?;
+        Ok(db)
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Runs `f` in one transaction on a worker: committed when it returns `Ok`, rolled back otherwise.
+    pub async fn transaction<T, E>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn: &mut Conn| {
+                let _ = done.send(conn.transaction(f));
+            }))
+            .map_err(|_| DbError::Stopped)?;
+        result.await.map_err(|_| DbError::Stopped)?
+    }
+
+    /// [`Db::transaction`] for callers outside an async runtime (startup, migrations).
+    pub fn blocking<T, E>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (done, result) = mpsc::channel();
+        self.jobs
+            .send(Box::new(move |conn: &mut Conn| {
+                let _ = done.send(conn.transaction(f));
+            }))
+            .map_err(|_| DbError::Stopped)?;
+        result.recv().map_err(|_| DbError::Stopped)?
+    }
+}
+
+fn connect(url: &str) -> Result<Conn, DbError> {
+    match url.strip_prefix("sqlite:") {
+        Some(path) => sqlite::open(std::path::Path::new(path)).map(Conn::Sqlite),
+        None => postgres::open(url).map(|c| Conn::Postgres(Box::new(c))),
+    }
+}
+
+fn worker(mut conn: Conn, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let job = match jobs.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&mut conn),
+            Err(_) => return,
+        }
+    }
+}

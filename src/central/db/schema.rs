@@ -1,0 +1,188 @@
+//! Central schema migrations, one text for both backends, recorded in `schema_migrations`.
+//!
+//! Append new migrations at the end; never edit one that has shipped. Times are UTC seconds, money
+//! integer paise, energy integer Wh.
+use super::{DbError, Tx, Value};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. Statements are separated by `;`.
+const MIGRATIONS: &[&str] = &[
+    // 1: gateways, accounts, meters, readings, money, vouchers, sync logs, business events, outbox.
+    r#"
+    CREATE TABLE gateways (
+        id TEXT PRIMARY KEY,
+        -- highest contiguous priority-lane seq applied, and bulk-lane arrival seq stored
+        priority_acked BIGINT NOT NULL DEFAULT 0,
+        readings_acked BIGINT NOT NULL DEFAULT 0,
+        -- last seq appended to this gateway's downlink log
+        downlink_seq BIGINT NOT NULL DEFAULT 0,
+        downlink_applied BIGINT NOT NULL DEFAULT 0,
+        last_sync_at BIGINT,
+        last_gateway_time BIGINT
+    );
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        consumer_name TEXT NOT NULL,
+        category TEXT NOT NULL,
+        phone TEXT,
+        gateway TEXT REFERENCES gateways(id),
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX accounts_by_gateway ON accounts(gateway);
+    CREATE TABLE meters (
+        serial TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        installed_at BIGINT NOT NULL,
+        initial_register_wh BIGINT,
+        dev_addr BIGINT,
+        nwk_skey TEXT,
+        app_skey TEXT,
+        relay_state TEXT NOT NULL DEFAULT 'unknown',
+        relay_state_at BIGINT
+    );
+    CREATE INDEX meters_by_account ON meters(account);
+    -- Interval readings as the gateways stored them, with what their arrival charged at central.
+    CREATE TABLE readings (
+        meter TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        register_wh BIGINT NOT NULL,
+        charge_paise BIGINT NOT NULL,
+        PRIMARY KEY (meter, at)
+    );
+    -- Cache, derivable from readings: each meter's latest reading.
+    CREATE TABLE meter_cursor (
+        meter TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        register_wh BIGINT NOT NULL
+    );
+    -- Cache, derivable from readings and the tariff book: energy and its cost per meter and segment.
+    CREATE TABLE segment_energy (
+        meter TEXT NOT NULL,
+        month BIGINT NOT NULL,
+        version TEXT NOT NULL,
+        energy_wh BIGINT NOT NULL,
+        energy_paise BIGINT NOT NULL,
+        duty_paise BIGINT NOT NULL,
+        PRIMARY KEY (meter, month, version)
+    );
+    -- Append-only money events from central (recharges, vouchers redeemed at a counter) and from
+    -- gateways (fixed and minimum charges, voucher recharges). Energy charges are the readings'.
+    CREATE TABLE ledger_events (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        amount_paise BIGINT NOT NULL,
+        effect_paise BIGINT NOT NULL,
+        expires_at BIGINT,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX ledger_by_account ON ledger_events(account, at);
+    -- API idempotency: a key names one request body and the event it made.
+    CREATE TABLE recharge_requests (
+        idempotency_key TEXT PRIMARY KEY,
+        request TEXT NOT NULL,
+        event_id TEXT NOT NULL
+    );
+    CREATE TABLE voucher_keys (
+        key_id BIGINT PRIMARY KEY,
+        secret_hex TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        issue_from BIGINT NOT NULL,
+        issue_until BIGINT,
+        revoked BIGINT NOT NULL DEFAULT 0
+    );
+    -- Issued vouchers by redemption id, state issued | redeemed | cancelled.
+    CREATE TABLE vouchers (
+        redemption_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        amount_paise BIGINT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        redeemed_at BIGINT,
+        redeemed_by TEXT
+    );
+    -- Per-gateway append-only downlink log: event is the JSON of a sync::wire::DownlinkEvent.
+    CREATE TABLE downlink (
+        gateway TEXT NOT NULL REFERENCES gateways(id),
+        seq BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (gateway, seq)
+    );
+    -- Business events for the office: offline overdrafts, double redemptions, reused event ids,
+    -- clock skew, records refused. Never data conflicts: everything is kept and reported.
+    CREATE TABLE flags (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        gateway TEXT,
+        account TEXT,
+        at BIGINT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE anomalies (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        meter TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE TABLE overrides (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        account TEXT NOT NULL,
+        action TEXT NOT NULL,
+        until BIGINT NOT NULL,
+        technician TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE relay_events (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        meter TEXT NOT NULL,
+        what TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    -- Notifications outbox: each row is sent once (sent_at set in the same step that sends it).
+    CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        sent_at BIGINT
+    );
+    CREATE TABLE published (
+        kind TEXT NOT NULL,
+        version TEXT NOT NULL,
+        body TEXT NOT NULL,
+        published_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, version)
+    )
+    "#,
+];
+
+/// Applies the migrations this database has not seen yet, each in order.
+pub(super) fn migrate(tx: &mut dyn Tx) -> Result<(), DbError> {
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
+        &[],
+    )?;
+    let found = tx.query_int("SELECT MAX(version) FROM schema_migrations", &[])?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(DbError::NewerSchema { found, known });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        for statement in migration.split(';').filter(|s| !s.trim().is_empty()) {
+            tx.execute(statement, &[])?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[Value::Int(i as i64 + 1)],
+        )?;
+    }
+    Ok(())
+}

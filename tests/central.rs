@@ -1,0 +1,871 @@
+//! Central server end to end, on real SQLite files and (with GRAMGRID_TEST_POSTGRES_URL) a real
+//! PostgreSQL server: API validation, idempotent recharges, balances equal to the gateway's after a
+//! sync, gateway isolation, vouchers single use everywhere, lanes and downlink.
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use gramgrid::central::{server, Central, CentralConfig};
+use gramgrid::ledger::{EventKind, LedgerEvent};
+use gramgrid::store::{Account, MeterInstall, MeterReading, Store};
+use gramgrid::sync::wire::{
+    self, DownlinkEvent, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
+    UploadResponse,
+};
+use gramgrid::tariff::TariffBook;
+use gramgrid::tls::PeerGateway;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A central server on a fresh database of each available backend.
+struct Harness {
+    router: axum::Router,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+fn fresh_postgres(admin_url: &str) -> String {
+    let name = format!("gg_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin_url.to_owned();
+    let create = name.clone();
+    // The sync client runs its own runtime: keep it off the test's.
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+/// SQLite always; PostgreSQL when GRAMGRID_TEST_POSTGRES_URL is set (tests/run sets it).
+fn harnesses(test: &str) -> Vec<Harness> {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut urls = vec![format!(
+        "sqlite:{}",
+        dir.path().join("central.db").display()
+    )];
+    match std::env::var("GRAMGRID_TEST_POSTGRES_URL") {
+        Ok(admin) => urls.push(fresh_postgres(&admin)),
+        Err(_) => eprintln!(
+            "SKIP {test} on PostgreSQL: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)"
+        ),
+    }
+    urls.into_iter()
+        .map(|database_url| {
+            let config = CentralConfig {
+                database_url,
+                api_tokens: vec![TOKEN.into()],
+                ..CentralConfig::default()
+            };
+            let central = Arc::new(Central::open(config).unwrap());
+            Harness {
+                router: server::router(central),
+                _dir: Arc::clone(&dir),
+            }
+        })
+        .collect()
+}
+
+impl Harness {
+    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.unwrap_or("").to_owned()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, answer) = self.call(method, path, Some(&body.to_string())).await;
+        assert!(status.is_success(), "{method} {path}: {status} {answer}");
+        answer
+    }
+
+    async fn exchange(
+        &self,
+        gateway: &str,
+        request: &UploadRequest,
+    ) -> Result<UploadResponse, (StatusCode, String)> {
+        let mut http = Request::builder()
+            .method("POST")
+            .uri(wire::EXCHANGE_PATH)
+            .header("content-type", wire::CONTENT_TYPE)
+            .body(Body::from(wire::encode(request).unwrap()))
+            .unwrap();
+        http.extensions_mut()
+            .insert(PeerGateway(Some(gateway.to_owned())));
+        let response = self.router.clone().oneshot(http).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), wire::MAX_BODY_BYTES)
+            .await
+            .unwrap();
+        if status == StatusCode::OK {
+            Ok(wire::decode(&bytes).unwrap())
+        } else {
+            Err((status, String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+
+    async fn balance(&self, account: &str) -> i64 {
+        self.ok(
+            "GET",
+            &format!("/api/v1/accounts/{account}/balance"),
+            Value::Null,
+        )
+        .await["balance_paise"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Account `id` with meter `M-id` on `gateway`, installed at `t0` with register 0.
+    async fn customer(&self, id: &str, gateway: &str) {
+        self.ok("POST", "/api/v1/accounts", json!({"id": id, "consumer_name": "Asha", "category": "domestic", "gateway": gateway, "created_at": t0()})).await;
+        self.ok("POST", "/api/v1/meters", json!({"serial": format!("M-{id}"), "account": id, "installed_at": t0(), "initial_register_wh": 0})).await;
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 25, 0, 0, 0).unwrap()
+}
+
+fn upload(
+    priority: Vec<PriorityRecord>,
+    readings: Option<ReadingBatch>,
+    downlink_applied: u64,
+) -> UploadRequest {
+    UploadRequest {
+        protocol: wire::PROTOCOL_VERSION,
+        sent_at: Utc::now(),
+        priority,
+        readings,
+        downlink_applied,
+    }
+}
+
+/// Hourly readings of one meter across a month boundary (so two tariff segments are involved).
+fn readings(meter: &str, hours: std::ops::Range<i64>) -> Vec<(String, i64, i64)> {
+    hours
+        .map(|h| {
+            (
+                meter.to_owned(),
+                (t0() + Duration::hours(h)).timestamp(),
+                h * h * 7 + h * 300,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_refuses_bad_input_with_clear_4xx_and_writes_nothing() {
+    for h in harnesses("api_refuses_bad_input") {
+        h.customer("A1", "gw-a").await;
+        let cases: &[(&str, &str, StatusCode, &str)] = &[
+            (
+                "/api/v1/recharges",
+                "{not json",
+                StatusCode::BAD_REQUEST,
+                "request body",
+            ),
+            (
+                "/api/v1/recharges",
+                r#"{"idempotency_key":"k1","account":"NOPE","amount_paise":100}"#,
+                StatusCode::NOT_FOUND,
+                "no account 'NOPE'",
+            ),
+            (
+                "/api/v1/recharges",
+                r#"{"idempotency_key":"k2","account":"A1","amount_paise":-5}"#,
+                StatusCode::BAD_REQUEST,
+                "out of range",
+            ),
+            (
+                "/api/v1/recharges",
+                r#"{"idempotency_key":"k3","account":"A1","amount_paise":99999999999}"#,
+                StatusCode::BAD_REQUEST,
+                "out of range",
+            ),
+            (
+                "/api/v1/recharges",
+                r#"{"idempotency_key":"k4","account":"A1","amount_paise":"ten"}"#,
+                StatusCode::BAD_REQUEST,
+                "request body",
+            ),
+            (
+                "/api/v1/accounts",
+                r#"{"id":"A2","consumer_name":"x","category":"industrial"}"#,
+                StatusCode::BAD_REQUEST,
+                "request body",
+            ),
+            (
+                "/api/v1/vouchers",
+                r#"{"account":"A1","amount_paise":100,"valid_days":365}"#,
+                StatusCode::BAD_REQUEST,
+                "valid_days",
+            ),
+        ];
+        for (path, body, status, needle) in cases {
+            let (got, answer) = h.call("POST", path, Some(body)).await;
+            assert_eq!(got, *status, "{path} {body}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(needle),
+                "{answer}"
+            );
+        }
+        assert_eq!(h.balance("A1").await, 0);
+        // The same key again with the same body credits once; with another body it is refused.
+        let first = h
+            .ok(
+                "POST",
+                "/api/v1/recharges",
+                json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 50_000}),
+            )
+            .await;
+        let (status, again) = h
+            .call(
+                "POST",
+                "/api/v1/recharges",
+                Some(
+                    &json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 50_000})
+                        .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["event_id"], first["event_id"]);
+        let (status, answer) = h
+            .call(
+                "POST",
+                "/api/v1/recharges",
+                Some(
+                    &json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 60_000})
+                        .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(h.balance("A1").await, 50_000);
+        // No token, no API.
+        let request = Request::builder()
+            .uri("/api/v1/accounts")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            h.router.clone().oneshot(request).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
+    for h in harnesses("balance_after_sync") {
+        h.customer("A1", "gw-a").await;
+        h.ok(
+            "POST",
+            "/api/v1/recharges",
+            json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 80_000}),
+        )
+        .await;
+        // The gateway's side: its own store, fed the account, the central recharge from the
+        // downlink, a fixed charge it made, and readings, late ones included.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gateway.db")).unwrap();
+        let book = TariffBook::builtin();
+        let first = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        for record in &first.downlink {
+            match &record.event {
+                DownlinkEvent::Account {
+                    id,
+                    consumer_name,
+                    category,
+                    phone,
+                    created_at,
+                } => store
+                    .upsert_account(&Account {
+                        id: id.clone(),
+                        consumer_name: consumer_name.clone(),
+                        category: *category,
+                        phone: phone.clone(),
+                        created_at: *created_at,
+                    })
+                    .unwrap(),
+                DownlinkEvent::Meter {
+                    serial,
+                    account,
+                    installed_at,
+                    initial_register_wh,
+                    ..
+                } => {
+                    store
+                        .install_meter(&MeterInstall {
+                            serial: serial.clone(),
+                            account: account.clone(),
+                            installed_at: *installed_at,
+                            initial_register_wh: *initial_register_wh,
+                        })
+                        .unwrap();
+                }
+                DownlinkEvent::Ledger(event) => {
+                    store.record_event(event).unwrap();
+                }
+                _ => {}
+            }
+        }
+        let fixed = LedgerEvent {
+            id: "gw-a:fixed:A1:2026-10-25".into(),
+            account: "A1".into(),
+            at: t0() + Duration::hours(20),
+            kind: EventKind::FixedCharge,
+            amount_paise: 258,
+            expires_at: None,
+        };
+        store.record_event(&fixed).unwrap();
+        let meter = store.meter_id("M-A1").unwrap().unwrap();
+        let mut all = readings("M-A1", 1..400);
+        // Arrival order at the gateway: every third reading late.
+        let (late, on_time): (Vec<_>, Vec<_>) =
+            all.drain(..).enumerate().partition(|(i, _)| i % 3 == 0);
+        for (_, (_, at, register)) in on_time.iter().chain(late.iter()) {
+            store
+                .ingest(
+                    &book,
+                    &[MeterReading {
+                        meter,
+                        at: DateTime::from_timestamp(*at, 0).unwrap(),
+                        register_wh: *register,
+                    }],
+                )
+                .unwrap();
+        }
+        let gateway_balance = store.position("A1").unwrap().balance_paise;
+        // Upload as the gateway does: priority records, and the bulk lane in two slices sent in
+        // arrival order, the second slice twice (a resend after a lost answer).
+        let on_time: Vec<_> = on_time.into_iter().map(|(_, r)| r).collect();
+        let late: Vec<_> = late.into_iter().map(|(_, r)| r).collect();
+        let priority = vec![PriorityRecord {
+            seq: 1,
+            event: UplinkEvent::Ledger(fixed.clone()),
+        }];
+        let a = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    priority.clone(),
+                    Some(ReadingBatch {
+                        after_seq: 0,
+                        through_seq: on_time.len() as u64,
+                        blocks: ReadingBlock::group(on_time.clone()),
+                    }),
+                    first.downlink.last().unwrap().seq,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.priority_acked, a.readings_acked),
+            (1, on_time.len() as u64)
+        );
+        let second = ReadingBatch {
+            after_seq: on_time.len() as u64,
+            through_seq: 399,
+            blocks: ReadingBlock::group(late),
+        };
+        for _ in 0..2 {
+            let b = h
+                .exchange(
+                    "gw-a",
+                    &upload(
+                        priority.clone(),
+                        Some(second.clone()),
+                        a.downlink.last().map_or(0, |r| r.seq),
+                    ),
+                )
+                .await
+                .unwrap();
+            assert_eq!((b.priority_acked, b.readings_acked), (1, 399));
+        }
+        assert_ne!(
+            gateway_balance,
+            80_000 - 258,
+            "readings must have charged something"
+        );
+        assert_eq!(h.balance("A1").await, gateway_balance);
+        let report = h
+            .ok("GET", "/api/v1/accounts/A1/balance", Value::Null)
+            .await;
+        assert_eq!(report["stale"], false);
+        assert_eq!(report["source"], "gateway:gw-a last sync");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_b_cannot_touch_gateway_a_data() {
+    for h in harnesses("gateway_isolation") {
+        h.customer("A1", "gw-a").await;
+        h.customer("B1", "gw-b").await;
+        let theft = LedgerEvent {
+            id: "gw-b:x".into(),
+            account: "A1".into(),
+            at: t0(),
+            kind: EventKind::Recharge,
+            amount_paise: 1_000,
+            expires_at: None,
+        };
+        let request = upload(
+            vec![PriorityRecord {
+                seq: 1,
+                event: UplinkEvent::Ledger(theft),
+            }],
+            None,
+            0,
+        );
+        let (status, body) = h.exchange("gw-b", &request).await.unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            body.contains("priority record seq 1") && body.contains("account 'A1'"),
+            "{body}"
+        );
+        let readings = Some(ReadingBatch {
+            after_seq: 0,
+            through_seq: 3,
+            blocks: ReadingBlock::group(readings("M-A1", 1..4)),
+        });
+        let (status, body) = h
+            .exchange("gw-b", &upload(vec![], readings, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("meter 'M-A1'"), "{body}");
+        assert_eq!(h.balance("A1").await, 0);
+        // Nothing of A's in B's downlink, and B's lanes did not move.
+        let b = h.exchange("gw-b", &upload(vec![], None, 0)).await.unwrap();
+        assert_eq!((b.priority_acked, b.readings_acked), (0, 0));
+        assert!(!format!("{:?}", b.downlink).contains("A1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_lane_is_idempotent_and_stops_at_a_gap() {
+    for h in harnesses("priority_lane") {
+        h.customer("A1", "gw-a").await;
+        let charge = |seq: u64| PriorityRecord {
+            seq,
+            event: UplinkEvent::Ledger(LedgerEvent {
+                id: format!("gw-a:fixed:{seq}"),
+                account: "A1".into(),
+                at: t0(),
+                kind: EventKind::FixedCharge,
+                amount_paise: 100,
+                expires_at: None,
+            }),
+        };
+        let a = h
+            .exchange(
+                "gw-a",
+                &upload(vec![charge(1), charge(2), charge(4)], None, 0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.priority_acked, 2);
+        let b = h
+            .exchange(
+                "gw-a",
+                &upload(vec![charge(2), charge(3), charge(4)], None, 0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.priority_acked, 4);
+        assert_eq!(h.balance("A1").await, -400);
+        let mut bad = upload(vec![], None, 0);
+        bad.protocol = 99;
+        let (status, body) = h.exchange("gw-a", &bad).await.unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("protocol 99"), "{body}");
+        // The offline overdraft is reported as a business event.
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        assert!(
+            flags
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "offline_overdraft"),
+            "{flags}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voucher_is_single_use_everywhere() {
+    for h in harnesses("voucher_single_use") {
+        h.customer("A1", "gw-a").await;
+        h.customer("B1", "gw-b").await;
+        let issued = h
+            .ok(
+                "POST",
+                "/api/v1/vouchers",
+                json!({"account": "A1", "amount_paise": 20_000, "valid_days": 30}),
+            )
+            .await;
+        let code = issued["code"].as_str().unwrap();
+        let id = issued["redemption_id"].as_str().unwrap();
+        // The gateway verifies it offline with the published keys it was sent.
+        let keys: Vec<gramgrid::voucher::PublishedKey> =
+            serde_json::from_value(h.ok("GET", "/api/v1/voucher-keys", Value::Null).await).unwrap();
+        let voucher = gramgrid::voucher::verify(&keys, code, Utc::now()).unwrap();
+        let redeemed = vec![
+            PriorityRecord {
+                seq: 1,
+                event: UplinkEvent::VoucherRedeemed {
+                    voucher: voucher.clone(),
+                    redeemed_at: Utc::now(),
+                },
+            },
+            PriorityRecord {
+                seq: 2,
+                event: UplinkEvent::Ledger(LedgerEvent {
+                    id: id.into(),
+                    account: "A1".into(),
+                    at: Utc::now(),
+                    kind: EventKind::Recharge,
+                    amount_paise: 20_000,
+                    expires_at: None,
+                }),
+            },
+        ];
+        h.exchange("gw-a", &upload(redeemed, None, 0))
+            .await
+            .unwrap();
+        assert_eq!(h.balance("A1").await, 20_000);
+        // Every other gateway is told to refuse it; central refuses it too.
+        let b = h.exchange("gw-b", &upload(vec![], None, 0)).await.unwrap();
+        assert!(b.downlink.iter().any(|r| r.event
+            == DownlinkEvent::VoucherRevoked {
+                redemption_id: id.into()
+            }));
+        let (status, answer) = h
+            .call(
+                "POST",
+                "/api/v1/vouchers/redeem",
+                Some(&json!({"code": code}).to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        // A code redeemed at the counter is refused at a gateway that redeemed it offline anyway:
+        // flagged, credited once.
+        let counter = h
+            .ok(
+                "POST",
+                "/api/v1/vouchers",
+                json!({"account": "A1", "amount_paise": 5_000, "valid_days": 1}),
+            )
+            .await;
+        let counter_code = counter["code"].as_str().unwrap();
+        h.ok(
+            "POST",
+            "/api/v1/vouchers/redeem",
+            json!({"code": counter_code}),
+        )
+        .await;
+        assert_eq!(h.balance("A1").await, 25_000);
+        let late = gramgrid::voucher::verify(&keys, counter_code, Utc::now()).unwrap();
+        h.exchange(
+            "gw-a",
+            &upload(
+                vec![PriorityRecord {
+                    seq: 3,
+                    event: UplinkEvent::VoucherRedeemed {
+                        voucher: late,
+                        redeemed_at: Utc::now(),
+                    },
+                }],
+                None,
+                0,
+            ),
+        )
+        .await
+        .unwrap();
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        assert!(
+            flags
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "double_redemption"),
+            "{flags}"
+        );
+        assert_eq!(h.balance("A1").await, 25_000);
+        // Rotation: new key published, old vouchers still verify.
+        let rotated = h
+            .ok("POST", "/api/v1/voucher-keys/rotate", Value::Null)
+            .await;
+        assert_eq!(rotated["key_id"], 2);
+        let issued = h
+            .ok(
+                "POST",
+                "/api/v1/vouchers",
+                json!({"account": "B1", "amount_paise": 1_000, "valid_days": 2}),
+            )
+            .await;
+        assert_eq!(issued["key_id"], 2);
+        let cancel = format!(
+            "/api/v1/vouchers/{}/cancel",
+            issued["redemption_id"].as_str().unwrap()
+        );
+        assert_eq!(
+            h.call("POST", &cancel, None).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_and_documents_every_route() {
+    let h = harnesses("openapi").remove(0);
+    let (status, served) = h.call("GET", "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string("docs/openapi.json").unwrap()).unwrap();
+    assert_eq!(served, file);
+    let paths = file["paths"].as_object().unwrap();
+    let mut documented = 0;
+    for (path, methods) in paths {
+        for method in methods.as_object().unwrap().keys() {
+            documented += 1;
+            assert!(
+                gramgrid::central::api::ROUTES.contains(&(method.as_str(), path.as_str()))
+                    || path == wire::EXCHANGE_PATH,
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    for (method, path) in gramgrid::central::api::ROUTES {
+        assert!(
+            paths.get(*path).and_then(|m| m.get(*method)).is_some(),
+            "{method} {path} is not documented"
+        );
+        // Routed: anything but 404/405 for the documented method.
+        let uri = path.replace("{id}", "X").replace("{serial}", "X");
+        let (status, _) = h.call(&method.to_uppercase(), &uri, Some("{}")).await;
+        assert!(
+            status != StatusCode::NOT_FOUND || uri.contains("/X"),
+            "{method} {path}: {status}"
+        );
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+    assert_eq!(documented, gramgrid::central::api::ROUTES.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_benchmark_runs() {
+    let figures = gramgrid::central::bench::ingest(&gramgrid::central::bench::IngestBench {
+        database_url: None,
+        gateways: 2,
+        meters_per_gateway: 5,
+        readings: 2 * 5 * 96 * 2,
+        connections: 2,
+    })
+    .await
+    .unwrap();
+    assert_eq!(figures.readings, 1920);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_statements_and_policy_publishing() {
+    for h in harnesses("exports") {
+        h.customer("A1", "gw-a").await;
+        h.ok(
+            "POST",
+            "/api/v1/recharges",
+            json!({"idempotency_key": "pay-1", "account": "A1", "amount_paise": 10_000}),
+        )
+        .await;
+        let batch = ReadingBatch {
+            after_seq: 0,
+            through_seq: 3,
+            blocks: ReadingBlock::group(readings("M-A1", 1..4)),
+        };
+        h.exchange("gw-a", &upload(vec![], Some(batch), 0))
+            .await
+            .unwrap();
+        let request = Request::builder()
+            .uri("/api/v1/readings.csv?meter=M-A1")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = h.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let csv = String::from_utf8(
+            axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "meter,obis,time_utc,value,unit");
+        assert_eq!(lines[1], "M-A1,1.0.1.8.0,2026-10-25T00:00:00Z,0.000,kWh");
+        assert_eq!(lines[2], "M-A1,1.0.1.8.0,2026-10-25T01:00:00Z,0.307,kWh");
+        assert_eq!(lines.len(), 5);
+        let statement = h
+            .ok(
+                "GET",
+                "/api/v1/accounts/A1/statement?month=2026-10",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(statement["opening_paise"], 0);
+        assert_eq!(statement["units_wh"], 63 + 3 * 300);
+        // The recharge was made today, after October: it opens a later month.
+        let october = statement["closing_paise"].as_i64().unwrap();
+        assert_eq!(october, h.balance("A1").await - 10_000);
+        let this_month = gramgrid::civil::Month::containing(Utc::now()).to_string();
+        let now = h
+            .ok(
+                "GET",
+                &format!("/api/v1/accounts/A1/statement?month={this_month}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            now["closing_paise"].as_i64().unwrap(),
+            h.balance("A1").await
+        );
+        let (status, answer) = h
+            .call("GET", "/api/v1/accounts/A1/statement?month=2026-13", None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        // A policy version reaches the gateway; an older version is refused.
+        let policy = serde_json::to_value(gramgrid::policy::PolicyConfig::default()).unwrap();
+        assert_eq!(
+            h.call(
+                "PUT",
+                "/api/v1/policy",
+                Some(&json!({"version": 2, "policy": policy}).to_string())
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            h.call(
+                "PUT",
+                "/api/v1/policy",
+                Some(&json!({"version": 1, "policy": policy}).to_string())
+            )
+            .await
+            .0,
+            StatusCode::CONFLICT
+        );
+        let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        assert!(sync
+            .downlink
+            .iter()
+            .any(|r| matches!(r.event, DownlinkEvent::Policy { version: 2, .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let pki = gramgrid::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
+    let bundle = pki.add_gateway("gw-a", 30).unwrap();
+    let config = CentralConfig {
+        database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+        pki_dir,
+        notifications_log: dir.path().join("notifications.log"),
+        notify_every: std::time::Duration::from_millis(50),
+        api_tokens: vec![TOKEN.into()],
+        ..CentralConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::start(config, listener).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", running.addr.port());
+    let gateway =
+        gramgrid::tls::HttpsClient::new(gramgrid::tls::client_config(&bundle).unwrap(), &url)
+            .unwrap();
+    let t = std::time::Duration::from_secs(10);
+    let body = wire::encode(&upload(vec![], None, 0)).unwrap();
+    let (status, answer) = gateway
+        .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body.clone(), t)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let answer: UploadResponse = wire::decode(&answer).unwrap();
+    assert!(matches!(
+        answer.downlink[0].event,
+        DownlinkEvent::VoucherKeys(_)
+    ));
+    // The API wants a bearer token, not a certificate: the gateway's client gets 401.
+    let (status, _) = gateway.get("/api/v1/accounts", t).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An alert uploaded twice is sent once, through the default log-file sender.
+    let alert = PriorityRecord {
+        seq: 1,
+        event: UplinkEvent::Alert {
+            id: "gw-a:low:A1:1".into(),
+            account: "A1".into(),
+            kind: "low_balance".into(),
+            created_at: Utc::now(),
+            message: "Balance low".into(),
+        },
+    };
+    running
+        .central
+        .db()
+        .transaction(|tx| {
+            gramgrid::central::accounts::put_account(
+                tx,
+                &gramgrid::central::accounts::Account {
+                    id: "A1".into(),
+                    consumer_name: "Asha".into(),
+                    category: gramgrid::tariff::Category::Domestic,
+                    phone: None,
+                    gateway: Some("gw-a".into()),
+                    created_at: t0(),
+                },
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let body = wire::encode(&upload(vec![alert.clone()], None, 0)).unwrap();
+        let (status, _) = gateway
+            .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, t)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let log = dir.path().join("notifications.log");
+    for _ in 0..100 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        sent.lines().filter(|l| l.contains("gw-a:low:A1:1")).count(),
+        1,
+        "{sent}"
+    );
+    running.stop().await.unwrap();
+}
