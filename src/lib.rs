@@ -17,4 +17,5 @@ pub mod store;
 pub mod sync;
 pub mod tariff;
 pub mod tls;
+pub mod village;
 pub mod voucher;

@@ -22,14 +22,32 @@ pub enum SetupError {
 impl HttpsTransport {
     /// Loads a bundle (`bundle.toml`) and prepares a client that trusts only its CA.
     pub fn from_bundle(path: &Path, timeout: Duration) -> Result<HttpsTransport, SetupError> {
+        HttpsTransport::connect(path, None, timeout)
+    }
+
+    /// As [`HttpsTransport::from_bundle`], but reaching central at `url` instead of the bundle's URL
+    /// (through a relay or a port forward).
+    pub fn with_url(
+        path: &Path,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<HttpsTransport, SetupError> {
+        HttpsTransport::connect(path, Some(url), timeout)
+    }
+
+    fn connect(
+        path: &Path,
+        url: Option<&str>,
+        timeout: Duration,
+    ) -> Result<HttpsTransport, SetupError> {
         let failed = |reason: String| SetupError::Bundle {
             path: path.display().to_string(),
             reason,
         };
         let bundle = GatewayBundle::load(path).map_err(|e| failed(e.to_string()))?;
         let config = client_config(&bundle).map_err(|e| failed(e.to_string()))?;
-        let client =
-            HttpsClient::new(config, &bundle.central_url).map_err(|e| failed(e.to_string()))?;
+        let url = url.unwrap_or(&bundle.central_url);
+        let client = HttpsClient::new(config, url).map_err(|e| failed(e.to_string()))?;
         Ok(HttpsTransport { client, timeout })
     }
 }
