@@ -1,6 +1,7 @@
 //! Benchmarks run on the machine at hand: `gramgrid bench ledger` measures ingest and rating.
 use crate::store::{Account, MeterInstall, MeterReading, Store, StoreError};
 use crate::tariff::{Category, TariffBook};
+use crate::village::{category_of, hourly_weight};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -55,25 +56,6 @@ fn bytes_written_so_far() -> std::io::Result<u64> {
         .find_map(|l| l.strip_prefix("wchar:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| std::io::Error::other("/proc/self/io has no wchar line"))
-}
-
-/// A day's load shape: relative consumption per hour of the day, by category.
-fn hourly_weight(category: Category, hour: u32) -> u32 {
-    match (category, hour) {
-        (Category::Domestic, 18..=22) => 4,
-        (Category::Domestic, 6..=8) => 2,
-        (Category::Commercial, 9..=19) => 5,
-        (Category::Agricultural, 5..=9) | (Category::Agricultural, 15..=18) => 8,
-        _ => 1,
-    }
-}
-
-fn category_of(index: usize) -> Category {
-    match index % 10 {
-        0 => Category::Commercial,
-        1 => Category::Agricultural,
-        _ => Category::Domestic,
-    }
 }
 
 fn populate(

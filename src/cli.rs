@@ -40,6 +40,9 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Run the shared simulated air on a loopback UDP port, so radios in separate processes
+    /// (`gramgrid sim`, `gramgrid gateway`) hear each other. Prints the bound address.
+    AirBus(crate::radio::cli::AirBusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +68,11 @@ pub enum GatewayAction {
     },
     /// Check the database: SQLite integrity, and derived charges against the stored readings.
     Verify,
+    /// Redeem an offline voucher code at this gateway (talks to the running daemon).
+    Redeem {
+        /// The voucher code as printed (dashes, spaces and letter case do not matter).
+        code: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +137,8 @@ pub enum CentralCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Simulated uplinks per wall-clock second through lora-phy, the SX1262 emulator and the air.
+    Radio(crate::radio::cli::RadioBenchArgs),
     /// Readings per second the central server accepts from many gateways at once.
     Central {
         /// sqlite:PATH or postgres://...; default: SQLite in a temporary directory.
@@ -199,6 +209,13 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Tariff { what } => tariff(what),
         Command::Central { what } => central(what),
         Command::Bench { what } => bench(what),
+        Command::AirBus(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime
+                .block_on(crate::radio::cli::air_bus(args, shutdown_signal()))
+                .context("the air bus stopped")
+        }
     }
 }
 
@@ -289,6 +306,21 @@ fn gateway(args: GatewayArgs) -> Result<()> {
             }
             Ok(())
         }
+        Some(GatewayAction::Redeem { code }) => {
+            let socket = crate::gateway::local::socket_path(&config.gateway.data_dir);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let request = crate::gateway::local::LocalRequest::Redeem { code };
+            let answer = runtime
+                .block_on(crate::gateway::local::request(&socket, &request))
+                .with_context(|| format!("cannot reach the gateway daemon at {}; is `gramgrid gateway` running with this config?", socket.display()))?;
+            println!("{}", answer.message);
+            if answer.ok {
+                Ok(())
+            } else {
+                anyhow::bail!("the voucher was not redeemed")
+            }
+        }
         Some(GatewayAction::Verify) => {
             let mut gateway = crate::gateway::Gateway::open(config)?;
             let book = gateway.tariff_book().clone();
@@ -372,6 +404,11 @@ fn tariff(what: TariffCommand) -> Result<()> {
 
 fn bench(what: BenchCommand) -> Result<()> {
     match what {
+        BenchCommand::Radio(args) => {
+            let report = crate::radio::cli::bench(args).context("the radio benchmark failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         BenchCommand::Central {
             database_url,
             gateways,

@@ -18,6 +18,7 @@ pub struct GatewayConfig {
     pub store: StoreSection,
     pub policy: PolicyConfig,
     pub relay: RetryPolicy,
+    pub sync: crate::sync::client::SyncConfig,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,
@@ -128,6 +129,17 @@ impl GatewayConfig {
                 self.gateway.policy_schedule
             )
         })?;
+        cron::Schedule::from_str(&self.sync.schedule).map_err(|e| {
+            format!(
+                "sync.schedule = {:?} is not a cron expression: {e}",
+                self.sync.schedule
+            )
+        })?;
+        if self.sync.max_priority_records == 0 || self.sync.max_readings == 0 {
+            return Err(
+                "sync.max_priority_records and sync.max_readings must be at least 1".into(),
+            );
+        }
         if self.store.readings_commit_max == 0 {
             return Err("store.readings_commit_max must be at least 1".into());
         }

@@ -10,9 +10,14 @@ use crate::ledger::{self, EventKind, LedgerEvent};
 use crate::policy::{self, AccountFacts, RelayAction, RelayState};
 use crate::relay::{CommandState, Step};
 use crate::store::{Account, Alert, IngestReport, MeterReading, Store, StoreError};
+use crate::sync::client as sync_client;
+use crate::sync::https::HttpsTransport;
 use crate::tariff::{rupees, TariffBook};
 use chrono::{DateTime, Duration, Utc};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+pub mod local;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,8 @@ pub enum GatewayError {
     Tariff(#[from] crate::tariff::TariffError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::https::SetupError),
 }
 
 /// Sends relay commands to meters. The meter link implements it; without one, commands wait queued.
@@ -66,12 +73,14 @@ impl Gateway {
         })?;
         let book = config.tariff_book()?;
         let store = Store::open(&config.database_path())?;
-        Ok(Gateway {
+        let mut gateway = Gateway {
             config,
             book,
             store,
             link: None,
-        })
+        };
+        gateway.refresh_published()?;
+        Ok(gateway)
     }
 
     /// Attaches the link that carries relay commands to meters.
@@ -82,6 +91,45 @@ impl Gateway {
     /// The store, for the sync client, the technician service and reports.
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Takes up tariff and policy versions published by the central server (they win over the config
+    /// file; the config's apply until central has published any).
+    pub fn refresh_published(&mut self) -> Result<(), StoreError> {
+        let published = self.store.published_tariffs()?;
+        if !published.is_empty() {
+            match TariffBook::new(published) {
+                Ok(book) => self.book = book,
+                Err(error) => {
+                    tracing::error!(%error, "central published an invalid tariff book; keeping the current one")
+                }
+            }
+        }
+        if let Some(policy) = self.store.published_policy()? {
+            self.config.policy = policy;
+        }
+        Ok(())
+    }
+
+    /// Whether the clock can be trusted at `now` (see `sync::clock`).
+    pub fn clock_trusted(&mut self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let max_skew = Duration::from_std(self.config.sync.max_clock_skew).unwrap_or(Duration::MAX);
+        Ok(crate::sync::clock::trusted(
+            self.store.clock_state()?,
+            now,
+            max_skew,
+        ))
+    }
+
+    /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
+    /// high-water mark.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
+        let trusted = self.clock_trusted(now)?;
+        let report = self.policy_pass(now, trusted)?;
+        if trusted {
+            self.store.raise_clock_high_water(now)?;
+        }
+        Ok(report)
     }
 
     /// The tariff book in force.
@@ -455,18 +503,89 @@ impl ReadingBuffer {
     }
 }
 
-/// Runs the gateway daemon until `shutdown` completes: a policy pass at start, then on the schedule.
+/// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
+/// client (when an enrolment bundle is configured) and the local technician socket, each a task that
+/// stops when told; the daemon returns once all have stopped.
 pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let schedule = config.policy_schedule();
-    let mut gateway = Gateway::open(config)?;
-    tracing::info!(path = %gateway.store.path().display(), "gateway store open");
+    let transport = match &config.sync.bundle {
+        Some(bundle) => Some(HttpsTransport::from_bundle(
+            bundle,
+            config.sync.request_timeout,
+        )?),
+        None => {
+            tracing::warn!("no [sync] bundle configured: this gateway runs offline only");
+            None
+        }
+    };
+    let socket = local::socket_path(&config.gateway.data_dir);
+    let sync_config = config.sync.clone();
+    let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
+    tracing::info!(socket = %socket.display(), "gateway started");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let wake_sync = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(policy_loop(
+        gateway.clone(),
+        schedule,
+        stopped(stopping.clone()),
+    ));
+    let local_socket = local::serve(
+        socket,
+        gateway.clone(),
+        wake_sync.clone(),
+        stopped(stopping.clone()),
+    );
+    tasks.spawn(async move {
+        if let Err(error) = local_socket.await {
+            tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
+        }
+    });
+    if let Some(transport) = transport {
+        tasks.spawn(sync_client::run(
+            gateway.clone(),
+            transport,
+            sync_config,
+            wake_sync,
+            stopped(stopping),
+        ));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    while let Some(finished) = tasks.join_next().await {
+        if let Err(error) = finished {
+            tracing::error!(%error, "a gateway task ended abnormally");
+        }
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Completes when the daemon is told to stop.
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes.
+async fn policy_loop(
+    gateway: Arc<Mutex<Gateway>>,
+    schedule: cron::Schedule,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let now = Utc::now();
-        match gateway.policy_pass(now, true) {
+        let outcome = match gateway.lock() {
+            Ok(mut gateway) => gateway.tick(now),
+            Err(_) => {
+                tracing::error!("gateway state poisoned by a panic; stopping the policy loop");
+                return;
+            }
+        };
+        match outcome {
             Ok(report) => tracing::info!(?report, "policy pass"),
             // A failed pass (e.g. a full disk) is logged and retried at the next tick, never fatal.
             Err(error) => {
@@ -481,11 +600,9 @@ pub async fn run(
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => return,
         }
     }
-    tracing::info!("gateway stopped");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl fmt::Display for Category {
 #[serde(deny_unknown_fields)]
 pub struct Slab {
     /// Upper limit in units (kWh) per month; absent on the last, open-ended slab.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub up_to_units: Option<u32>,
     /// Energy charge in paise per kWh.
     pub paise_per_kwh: i64,

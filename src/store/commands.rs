@@ -1,7 +1,9 @@
 //! Relay commands, alerts and technician overrides in the store.
+use super::sync::{append_outbox, serial_of};
 use super::{from_ts, ts, Result, Store, StoreError};
 use crate::policy::{Override, RelayAction, RelayState};
 use crate::relay::{CommandProgress, CommandState};
+use crate::sync::wire::UplinkEvent;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -64,6 +66,7 @@ fn parse_state(text: &str) -> CommandState {
     }
 }
 
+/// Appends a command state change to its history and queues it for upload.
 fn log_state(
     tx: &Transaction<'_>,
     command: &str,
@@ -75,7 +78,18 @@ fn log_state(
         "INSERT INTO relay_command_events (command, state, at, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![command, state.as_str(), ts(at), detail])?;
-    Ok(())
+    let (meter, action): (i64, String) = tx
+        .prepare_cached("SELECT meter, action FROM relay_commands WHERE id = ?1")?
+        .query_row([command], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let event = UplinkEvent::RelayCommand {
+        id: command.to_string(),
+        meter: serial_of(tx, meter)?,
+        action: parse_action(&action),
+        state: state.as_str().to_string(),
+        at,
+        detail: detail.to_string(),
+    };
+    append_outbox(tx, &event)
 }
 
 fn set_state(
@@ -237,6 +251,15 @@ impl Store {
                 "meter reported the relay state",
             )?;
         }
+        let meter_serial = serial_of(&tx, meter)?;
+        append_outbox(
+            &tx,
+            &UplinkEvent::RelayState {
+                meter: meter_serial,
+                state,
+                at,
+            },
+        )?;
         tx.commit()?;
         Ok(confirmed)
     }
@@ -277,7 +300,8 @@ impl Store {
 
     /// Records a technician's override durably (audited: who, why, until when).
     pub fn record_override(&mut self, record: &OverrideRecord) -> Result<()> {
-        self.conn
+        let tx = self.conn.transaction()?;
+        let added = tx
             .execute(
                 "INSERT INTO overrides (id, account, action, until, technician, reason, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
@@ -297,6 +321,19 @@ impl Store {
                 }
                 _ => e.into(),
             })?;
+        if added == 1 {
+            let event = UplinkEvent::Override {
+                id: record.id.clone(),
+                account: record.account.clone(),
+                action: record.action,
+                until: record.until,
+                technician: record.technician.clone(),
+                reason: record.reason.clone(),
+                created_at: record.created_at,
+            };
+            append_outbox(&tx, &event)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -325,5 +362,15 @@ fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
             "INSERT INTO alerts (id, account, kind, created_at, message) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
         )?
         .execute(params![alert.id, alert.account, alert.kind, ts(alert.created_at), alert.message])?;
+    if added == 1 {
+        let event = UplinkEvent::Alert {
+            id: alert.id.clone(),
+            account: alert.account.clone(),
+            kind: alert.kind.clone(),
+            created_at: alert.created_at,
+            message: alert.message.clone(),
+        };
+        append_outbox(tx, &event)?;
+    }
     Ok(added == 1)
 }

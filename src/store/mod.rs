@@ -15,9 +15,11 @@ mod commands;
 mod money;
 mod readings;
 mod schema;
+mod sync;
 
 pub use commands::{Alert, OverrideRecord, RelayCommand};
 pub use readings::{IngestReport, MeterReading};
+pub use sync::SyncCursors;
 
 use crate::policy::RelayState;
 use crate::rating::RegisterReading;
@@ -51,6 +53,15 @@ pub enum StoreError {
         "event id '{0}' is already recorded with different content; an id must never be reused"
     )]
     EventIdConflict(String),
+    #[error("voucher refused: {0}")]
+    VoucherRefused(#[from] crate::voucher::VoucherError),
+    #[error("voucher already redeemed {where_spent} at {at}; it cannot be used twice")]
+    VoucherSpent {
+        where_spent: String,
+        at: DateTime<Utc>,
+    },
+    #[error("cannot encode or decode a stored record: {0}")]
+    Encoding(String),
     #[error("rating failed: {0}")]
     Rating(#[from] crate::rating::RatingError),
     #[error("database error: {0}")]
@@ -109,6 +120,8 @@ pub struct Store {
     segments: HashMap<readings::SegmentRow, readings::SegmentTotals>,
     /// Tariff version name → small integer used in `segment_energy`.
     versions: HashMap<String, i64>,
+    /// Arrival sequence the next stored reading gets (the bulk upload lane's origin sequence).
+    next_reading_seq: i64,
 }
 
 /// Seconds since the Unix epoch, as stored.
@@ -144,6 +157,7 @@ impl Store {
             cursors: HashMap::new(),
             segments: HashMap::new(),
             versions: HashMap::new(),
+            next_reading_seq: 1,
         };
         store.migrate()?;
         store.load_caches()?;
@@ -214,6 +228,11 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
+        self.next_reading_seq =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM readings", [], |r| {
+                    r.get(0)
+                })?;
         let mut versions = self.conn.prepare("SELECT name, id FROM tariff_versions")?;
         self.versions = versions
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -223,11 +242,9 @@ impl Store {
 
     /// Creates an account or updates its name, category and phone.
     pub fn upsert_account(&mut self, account: &Account) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO accounts (id, consumer_name, category, phone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (id) DO UPDATE SET consumer_name = ?2, category = ?3, phone = ?4",
-            params![account.id, account.consumer_name, account.category.as_str(), account.phone, ts(account.created_at)],
-        )?;
+        let tx = self.conn.transaction()?;
+        upsert_account_in(&tx, account)?;
+        tx.commit()?;
         for info in self.meters.values_mut().filter(|m| m.account == account.id) {
             info.category = account.category;
         }
@@ -255,63 +272,13 @@ impl Store {
     /// Installs a meter on an account, replacing (removing) the account's current meter if any.
     /// Returns the meter's id. Installing the same serial again on the same account is a no-op.
     pub fn install_meter(&mut self, install: &MeterInstall) -> Result<i64> {
-        let category: String = self
-            .conn
-            .query_row(
-                "SELECT category FROM accounts WHERE id = ?1",
-                [&install.account],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::UnknownAccount(install.account.clone()))?;
         if let Some(id) = self.meter_id(&install.serial)? {
             return Ok(id);
         }
-        let at = ts(install.installed_at);
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE meters SET removed_at = ?2 WHERE account = ?1 AND removed_at IS NULL",
-            params![install.account, at],
-        )?;
-        tx.execute(
-            "INSERT INTO meters (serial, account, installed_at) VALUES (?1, ?2, ?3)",
-            params![install.serial, install.account, at],
-        )?;
-        let id = tx.last_insert_rowid();
-        if let Some(register_wh) = install.initial_register_wh {
-            tx.execute(
-                "INSERT INTO readings (at, meter, register_wh, charge_paise) VALUES (?1, ?2, ?3, 0)",
-                params![at, id, register_wh],
-            )?;
-            tx.execute(
-                "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)",
-                params![id, at, register_wh],
-            )?;
-        }
+        let id = install_meter_in(&tx, install, self.next_reading_seq)?;
         tx.commit()?;
-        for info in self.meters.values_mut() {
-            if info.account == install.account && info.removed_at.is_none() {
-                info.removed_at = Some(at);
-            }
-        }
-        self.meters.insert(
-            id,
-            MeterInfo {
-                account: install.account.clone(),
-                category: Category::parse(&category).unwrap_or(Category::Domestic),
-                installed_at: at,
-                removed_at: None,
-            },
-        );
-        if let Some(register_wh) = install.initial_register_wh {
-            self.cursors.insert(
-                id,
-                RegisterReading {
-                    at: install.installed_at,
-                    register_wh,
-                },
-            );
-        }
+        self.load_caches()?;
         Ok(id)
     }
 
@@ -385,6 +352,63 @@ impl Store {
         backup.run_to_completion(256, std::time::Duration::from_millis(0), None)?;
         Ok(())
     }
+}
+
+/// Creates or updates an account inside a transaction.
+fn upsert_account_in(tx: &rusqlite::Transaction<'_>, account: &Account) -> Result<()> {
+    tx.execute(
+        "INSERT INTO accounts (id, consumer_name, category, phone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET consumer_name = ?2, category = ?3, phone = ?4",
+        params![account.id, account.consumer_name, account.category.as_str(), account.phone, ts(account.created_at)],
+    )?;
+    Ok(())
+}
+
+/// Installs a meter inside a transaction (see [`Store::install_meter`]); its installation reading,
+/// if any, gets arrival sequence `reading_seq`. The caller reloads the caches after commit.
+fn install_meter_in(
+    tx: &rusqlite::Transaction<'_>,
+    install: &MeterInstall,
+    reading_seq: i64,
+) -> Result<i64> {
+    tx.query_row(
+        "SELECT 1 FROM accounts WHERE id = ?1",
+        [&install.account],
+        |_| Ok(()),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::UnknownAccount(install.account.clone()))?;
+    if let Some(id) = tx
+        .query_row(
+            "SELECT id FROM meters WHERE serial = ?1",
+            [&install.serial],
+            |r| r.get(0),
+        )
+        .optional()?
+    {
+        return Ok(id);
+    }
+    let at = ts(install.installed_at);
+    tx.execute(
+        "UPDATE meters SET removed_at = ?2 WHERE account = ?1 AND removed_at IS NULL",
+        params![install.account, at],
+    )?;
+    tx.execute(
+        "INSERT INTO meters (serial, account, installed_at) VALUES (?1, ?2, ?3)",
+        params![install.serial, install.account, at],
+    )?;
+    let id = tx.last_insert_rowid();
+    if let Some(register_wh) = install.initial_register_wh {
+        tx.execute(
+            "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![at, id, register_wh, reading_seq],
+        )?;
+        tx.execute(
+            "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)",
+            params![id, at, register_wh],
+        )?;
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

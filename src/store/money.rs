@@ -2,6 +2,7 @@
 use super::{from_ts, ts, Result, Store, StoreError};
 use crate::civil::Month;
 use crate::ledger::{EventKind, LastRecharge, LedgerEvent, Position};
+use crate::sync::wire::UplinkEvent;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
@@ -13,41 +14,11 @@ impl Store {
             .map(|n| n == 1)
     }
 
-    /// Records several money events in one durable transaction; returns how many were new.
+    /// Records several money events made here in one durable transaction (each also queued for
+    /// upload to central); returns how many were new.
     pub fn record_events(&mut self, events: &[LedgerEvent]) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut added = 0;
-        for event in events {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO ledger_events (id, account, at, kind, amount_paise, effect_paise, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-                )?
-                .execute(params![
-                    event.id,
-                    event.account,
-                    ts(event.at),
-                    event.kind.as_str(),
-                    event.amount_paise,
-                    event.balance_effect(),
-                    event.expires_at.map(ts)
-                ])
-                .map_err(|e| match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::UnknownAccount(event.account.clone()),
-                    _ => e.into(),
-                })?;
-            if inserted == 1 {
-                added += 1;
-                continue;
-            }
-            // Storage keeps whole seconds, so compare at that resolution.
-            let mut expected = event.clone();
-            expected.at = from_ts(ts(event.at));
-            expected.expires_at = event.expires_at.map(|x| from_ts(ts(x)));
-            if read_event(&tx, &event.id)? != Some(expected) {
-                return Err(StoreError::EventIdConflict(event.id.clone()));
-            }
-        }
+        let added = insert_events_in(&tx, events, true)?;
         tx.commit()?;
         Ok(added)
     }
@@ -156,6 +127,51 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEvent> {
         amount_paise: r.get(4)?,
         expires_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
     })
+}
+
+/// Inserts money events by id inside a transaction: a known id with the same content is skipped, a
+/// known id with other content is an error. Events made here (`local`) are queued for upload.
+pub(super) fn insert_events_in(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[LedgerEvent],
+    local: bool,
+) -> Result<usize> {
+    let mut added = 0;
+    for event in events {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO ledger_events (id, account, at, kind, amount_paise, effect_paise, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                event.id,
+                event.account,
+                ts(event.at),
+                event.kind.as_str(),
+                event.amount_paise,
+                event.balance_effect(),
+                event.expires_at.map(ts)
+            ])
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::UnknownAccount(event.account.clone()),
+                _ => e.into(),
+            })?;
+        if inserted == 1 {
+            added += 1;
+            if local {
+                super::sync::append_outbox(tx, &UplinkEvent::Ledger(event.clone()))?;
+            }
+            continue;
+        }
+        // Storage keeps whole seconds, so compare at that resolution.
+        let mut expected = event.clone();
+        expected.at = from_ts(ts(event.at));
+        expected.expires_at = event.expires_at.map(|x| from_ts(ts(x)));
+        if read_event(tx, &event.id)? != Some(expected) {
+            return Err(StoreError::EventIdConflict(event.id.clone()));
+        }
+    }
+    Ok(added)
 }
 
 fn read_event(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<LedgerEvent>> {

@@ -1,6 +1,7 @@
 //! Reading ingest: store a batch of interval readings and rate them in one transaction.
 use super::{from_ts, ts, MeterInfo, Result, Store};
 use crate::rating::{self, Neighbours, RegisterReading};
+use crate::sync::wire::UplinkEvent;
 use crate::tariff::{SegmentKey, TariffBook};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -55,6 +56,7 @@ impl Store {
         self.register_versions(book)?;
         let mut report = IngestReport::default();
         let mut overlay = Overlay::default();
+        let mut next_seq = self.next_reading_seq;
         let tx = self.conn.transaction()?;
         for reading in batch {
             let Some(info) = self.meters.get(&reading.meter) else {
@@ -124,8 +126,11 @@ impl Store {
                 record_anomaly(&tx, reading, "register_went_back", &format!("{anomaly:?}"))?;
                 report.anomalies += 1;
             }
-            tx.prepare_cached("INSERT INTO readings (at, meter, register_wh, charge_paise) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![at, reading.meter, reading.register_wh, rated.charge.total()])?;
+            tx.prepare_cached(
+                "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![at, reading.meter, reading.register_wh, rated.charge.total(), next_seq])?;
+            next_seq += 1;
             if cursor.is_none_or(|c| c.at < reading.at) {
                 overlay.cursors.insert(reading.meter, register);
             }
@@ -134,6 +139,7 @@ impl Store {
         }
         write_overlay(&tx, &overlay)?;
         tx.commit()?;
+        self.next_reading_seq = next_seq;
         self.cursors.extend(overlay.cursors);
         self.segments.extend(overlay.segments);
         Ok(report)
@@ -263,7 +269,17 @@ fn record_anomaly(
     tracing::warn!(meter = reading.meter, at = %reading.at, kind, detail, "reading anomaly");
     tx.prepare_cached("INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![ts(reading.at), reading.meter, kind, detail])?;
-    Ok(())
+    let meter = tx
+        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
+        .query_row([reading.meter], |r| r.get(0))
+        .optional()?;
+    let event = UplinkEvent::Anomaly {
+        meter,
+        kind: kind.to_string(),
+        detail: detail.to_string(),
+        at: reading.at,
+    };
+    super::sync::append_outbox(tx, &event)
 }
 
 fn existing_register(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Option<i64>> {

@@ -132,4 +132,62 @@ pub const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     "#,
+    // 2: sync. Readings get an arrival sequence (the bulk upload lane); locally made events go to a
+    // priority outbox; cursors, voucher keys and redemptions, published config and clock state.
+    r#"
+    CREATE TABLE readings_v2 (
+        at INTEGER NOT NULL,
+        meter INTEGER NOT NULL,
+        register_wh INTEGER NOT NULL,
+        charge_paise INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (at, meter)
+    ) WITHOUT ROWID;
+    INSERT INTO readings_v2 (at, meter, register_wh, charge_paise, seq)
+        SELECT at, meter, register_wh, charge_paise, ROW_NUMBER() OVER (ORDER BY at, meter) FROM readings;
+    DROP TABLE readings;
+    ALTER TABLE readings_v2 RENAME TO readings;
+    -- Arrival order is append order, so this index grows at its end.
+    CREATE UNIQUE INDEX readings_by_seq ON readings(seq);
+
+    -- Events made here that the central server must learn, in order (the priority upload lane).
+    CREATE TABLE sync_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event BLOB NOT NULL
+    );
+
+    -- Upload acknowledgements and the download cursor (saved with the rows they cover).
+    CREATE TABLE sync_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+
+    CREATE TABLE voucher_keys (
+        key_id INTEGER PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+
+    -- Vouchers redeemed here or known to be redeemed or cancelled elsewhere: refused from then on.
+    CREATE TABLE vouchers_spent (
+        redemption_id TEXT PRIMARY KEY,
+        where_spent TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+
+    -- LoRaWAN ABP session keys of each meter, as provisioned by the central server.
+    CREATE TABLE meter_keys (
+        meter INTEGER PRIMARY KEY REFERENCES meters(id),
+        dev_addr INTEGER NOT NULL UNIQUE,
+        nwk_skey TEXT NOT NULL,
+        app_skey TEXT NOT NULL
+    );
+
+    -- Tariff and policy versions published by the central server (they win over the config file).
+    CREATE TABLE published_config (
+        kind TEXT NOT NULL,
+        version TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, version)
+    );
+    "#,
 ];

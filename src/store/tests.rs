@@ -330,3 +330,202 @@ proptest! {
         prop_assert_eq!(ordered.verify(&book).unwrap(), Vec::<String>::new());
     }
 }
+
+mod sync {
+    use super::*;
+    use crate::sync::wire::{DownlinkEvent, DownlinkRecord, UplinkEvent};
+    use crate::voucher::{PublishedKey, SigningSecret, Voucher};
+
+    fn downlink(seq: u64, event: DownlinkEvent) -> DownlinkRecord {
+        DownlinkRecord { seq, event }
+    }
+
+    fn account_record(seq: u64, id: &str) -> DownlinkRecord {
+        downlink(
+            seq,
+            DownlinkEvent::Account {
+                id: id.into(),
+                consumer_name: "From central".into(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: t0(),
+            },
+        )
+    }
+
+    #[test]
+    fn local_events_queue_for_upload_and_acks_prune_them() {
+        let (_dir, mut store) = open_temp();
+        let meter = with_account(&mut store, "A1");
+        store.record_event(&recharge("local-1", "A1", 100)).unwrap();
+        store
+            .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", t0())
+            .unwrap();
+        store
+            .record_relay_state(meter, RelayState::Disconnected, t0())
+            .unwrap();
+        let pending = store.priority_after(0, 100).unwrap();
+        let kinds: Vec<&str> = pending
+            .iter()
+            .map(|r| match &r.event {
+                UplinkEvent::Ledger(_) => "ledger",
+                UplinkEvent::RelayCommand { .. } => "command",
+                UplinkEvent::RelayState { .. } => "state",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, vec!["ledger", "command", "command", "state"]);
+        assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
+        store.record_acks(pending[1].seq, 0).unwrap();
+        assert_eq!(store.priority_after(0, 100).unwrap().len(), 2);
+        store.record_acks(1, 0).unwrap(); // an older ack never moves the cursor back
+        assert_eq!(store.sync_cursors().unwrap().priority_acked, pending[1].seq);
+    }
+
+    #[test]
+    fn reading_batches_cover_every_reading_once_including_late_ones() {
+        let (_dir, mut store) = open_temp();
+        let book = TariffBook::builtin();
+        let meter = with_account(&mut store, "A1");
+        store
+            .ingest(&book, &[reading(meter, 1, 1_100), reading(meter, 3, 1_300)])
+            .unwrap();
+        let first = store.readings_after(0, 2).unwrap().unwrap();
+        store.record_acks(0, first.through_seq).unwrap();
+        store.ingest(&book, &[reading(meter, 2, 1_200)]).unwrap(); // late
+        let cursors = store.sync_cursors().unwrap();
+        let second = store
+            .readings_after(cursors.readings_acked, 100)
+            .unwrap()
+            .unwrap();
+        let mut all: Vec<(i64, i64)> = first
+            .blocks
+            .iter()
+            .chain(&second.blocks)
+            .flat_map(|b| b.readings().collect::<Vec<_>>())
+            .collect();
+        all.sort();
+        let expected: Vec<(i64, i64)> = [(0, 1_000), (1, 1_100), (2, 1_200), (3, 1_300)]
+            .iter()
+            .map(|(i, r)| ((t0() + Duration::minutes(15 * i)).timestamp(), *r))
+            .collect();
+        assert_eq!(all, expected);
+        store.record_acks(0, second.through_seq).unwrap();
+        assert_eq!(store.readings_after(second.through_seq, 100).unwrap(), None);
+        assert_eq!(store.sync_backlog().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn downlink_records_apply_once_and_do_not_echo() {
+        let (_dir, mut store) = open_temp();
+        let records = vec![
+            account_record(1, "A9"),
+            downlink(
+                2,
+                DownlinkEvent::Meter {
+                    serial: "M9".into(),
+                    account: "A9".into(),
+                    installed_at: t0(),
+                    initial_register_wh: Some(50),
+                    keys: None,
+                },
+            ),
+            downlink(
+                3,
+                DownlinkEvent::Ledger(recharge("central-r1", "A9", 70_000)),
+            ),
+        ];
+        assert_eq!(store.apply_downlink(&records, t0()).unwrap(), 3);
+        assert_eq!(store.apply_downlink(&records, t0()).unwrap(), 0);
+        assert_eq!(store.sync_cursors().unwrap().downlink_applied, 3);
+        assert_eq!(store.position("A9").unwrap().balance_paise, 70_000);
+        assert!(store.active_meter("A9").unwrap().is_some());
+        assert!(
+            store.priority_after(0, 10).unwrap().is_empty(),
+            "central's own events are not sent back"
+        );
+        let meter = store.meter_id("M9").unwrap().unwrap();
+        let report = store
+            .ingest(&TariffBook::builtin(), &[reading(meter, 4, 1_050)])
+            .unwrap();
+        assert_eq!(report.charged_paise, 370);
+    }
+
+    #[test]
+    fn a_voucher_is_redeemed_once_and_refused_after_a_revocation() {
+        let (_dir, mut store) = open_temp();
+        with_account(&mut store, "A1");
+        let secret = SigningSecret::generate(4);
+        let key = PublishedKey {
+            key_id: 4,
+            public_key: secret.public_key_hex(),
+            issue_from: t0() - Duration::days(1),
+            issue_until: None,
+            revoked: false,
+        };
+        let issue = |id: u64| {
+            secret
+                .issue(&Voucher {
+                    key_id: 4,
+                    voucher_id: id,
+                    account: "A1".into(),
+                    amount_paise: 25_000,
+                    issued_at: t0(),
+                    expires_at: t0() + Duration::days(30),
+                })
+                .unwrap()
+        };
+        let now = t0() + Duration::hours(3);
+        assert!(
+            matches!(
+                store.redeem_voucher(&issue(1), now),
+                Err(StoreError::VoucherRefused(_))
+            ),
+            "no keys yet"
+        );
+        store
+            .apply_downlink(&[downlink(1, DownlinkEvent::VoucherKeys(vec![key]))], now)
+            .unwrap();
+        store.redeem_voucher(&issue(1), now).unwrap();
+        assert!(matches!(
+            store.redeem_voucher(&issue(1), now),
+            Err(StoreError::VoucherSpent { .. })
+        ));
+        assert_eq!(store.position("A1").unwrap().balance_paise, 25_000);
+        let revoked = Voucher {
+            key_id: 4,
+            voucher_id: 2,
+            account: "A1".into(),
+            amount_paise: 25_000,
+            issued_at: t0(),
+            expires_at: t0() + Duration::days(30),
+        };
+        store
+            .apply_downlink(
+                &[downlink(
+                    2,
+                    DownlinkEvent::VoucherRevoked {
+                        redemption_id: revoked.redemption_id(),
+                    },
+                )],
+                now,
+            )
+            .unwrap();
+        let err = store
+            .redeem_voucher(&issue(2), now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("elsewhere"), "{err}");
+        assert_eq!(store.position("A1").unwrap().balance_paise, 25_000);
+        let uploads: Vec<_> = store
+            .priority_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert!(matches!(
+            uploads.as_slice(),
+            [UplinkEvent::Ledger(_), UplinkEvent::VoucherRedeemed { .. }]
+        ));
+    }
+}

@@ -317,6 +317,122 @@ mod tests {
         }
     }
 
+    /// Postcard is not self-describing: a `skip_serializing_if` anywhere in these types would make
+    /// bodies undecodable. Every variant, with optional fields empty, must round-trip.
+    #[test]
+    fn every_event_variant_round_trips() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ledger = LedgerEvent {
+            id: "e1".into(),
+            account: "A1".into(),
+            at,
+            kind: crate::ledger::EventKind::Recharge,
+            amount_paise: 100,
+            expires_at: None,
+        };
+        let secret = crate::voucher::SigningSecret::generate(1);
+        let voucher = crate::voucher::Voucher {
+            key_id: 1,
+            voucher_id: 9,
+            account: "A1".into(),
+            amount_paise: 5,
+            issued_at: at,
+            expires_at: at + chrono::Duration::days(1),
+        };
+        let downlink: Vec<DownlinkEvent> = vec![
+            DownlinkEvent::Account {
+                id: "A1".into(),
+                consumer_name: "X".into(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: at,
+            },
+            DownlinkEvent::Meter {
+                serial: "M1".into(),
+                account: "A1".into(),
+                installed_at: at,
+                initial_register_wh: None,
+                keys: None,
+            },
+            DownlinkEvent::Ledger(ledger.clone()),
+            DownlinkEvent::Tariff(crate::tariff::TariffBook::builtin().versions()[0].clone()),
+            DownlinkEvent::Policy {
+                version: 3,
+                policy: PolicyConfig::default(),
+            },
+            DownlinkEvent::VoucherKeys(vec![PublishedKey {
+                key_id: 1,
+                public_key: secret.public_key_hex(),
+                issue_from: at,
+                issue_until: None,
+                revoked: false,
+            }]),
+            DownlinkEvent::VoucherRevoked {
+                redemption_id: voucher.redemption_id(),
+            },
+        ];
+        let uplink: Vec<UplinkEvent> = vec![
+            UplinkEvent::Ledger(ledger),
+            UplinkEvent::VoucherRedeemed {
+                voucher,
+                redeemed_at: at,
+            },
+            UplinkEvent::RelayCommand {
+                id: "c".into(),
+                meter: "M1".into(),
+                action: RelayAction::Connect,
+                state: "sent".into(),
+                at,
+                detail: String::new(),
+            },
+            UplinkEvent::RelayState {
+                meter: "M1".into(),
+                state: RelayState::Unknown,
+                at,
+            },
+            UplinkEvent::Alert {
+                id: "a".into(),
+                account: "A1".into(),
+                kind: "low_balance".into(),
+                created_at: at,
+                message: "m".into(),
+            },
+            UplinkEvent::Override {
+                id: "o".into(),
+                account: "A1".into(),
+                action: RelayAction::Connect,
+                until: at,
+                technician: "t".into(),
+                reason: "r".into(),
+                created_at: at,
+            },
+            UplinkEvent::Anomaly {
+                meter: None,
+                kind: "k".into(),
+                detail: "d".into(),
+                at,
+            },
+            UplinkEvent::ClockSkew {
+                gateway_time: at,
+                central_time: at,
+            },
+        ];
+        for event in downlink {
+            let record = DownlinkRecord { seq: 1, event };
+            assert_eq!(
+                decode::<DownlinkRecord>(&encode(&record).unwrap()).unwrap(),
+                record
+            );
+        }
+        for event in uplink {
+            let record = PriorityRecord { seq: 1, event };
+            assert_eq!(
+                decode::<PriorityRecord>(&encode(&record).unwrap()).unwrap(),
+                record
+            );
+        }
+    }
+
     #[test]
     fn messages_round_trip_and_versions_are_checked() {
         let request = UploadRequest {

@@ -1,0 +1,202 @@
+//! Gateway and central over real TLS on loopback, through an emulated cellular link: outages, cut
+//! requests and lost answers lose and double nothing, and balances agree to the paisa afterwards.
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use gramgrid::ledger::EventKind;
+use gramgrid::sync::netem::Fault;
+use gramgrid::village::Village;
+use rand::SeedableRng;
+
+fn start() -> DateTime<Utc> {
+    (Utc::now() - Duration::days(4))
+        .duration_trunc(Duration::minutes(15))
+        .unwrap()
+}
+
+/// Syncs until a session succeeds (the link may fail some attempts), at most `tries` times.
+async fn sync_until_done(village: &Village, tries: usize) -> usize {
+    for attempt in 1..=tries {
+        if village.sync().await.is_ok() {
+            return attempt;
+        }
+    }
+    panic!("no successful sync in {tries} attempts");
+}
+
+fn recharges_at_gateway(village: &Village, account: &str) -> Vec<(String, i64)> {
+    village
+        .with_gateway(|g| g.store().events(account))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Recharge)
+        .map(|e| (e.id, e.amount_paise))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_days_with_recharges_and_vouchers_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = start();
+    let village = Village::build(dir.path(), "gw-outage", 20, t0)
+        .await
+        .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    village.sync().await.unwrap();
+    for h in &village.households {
+        village
+            .recharge_at_central(&h.account, 50_000, &format!("opening-{}", h.account))
+            .await
+            .unwrap();
+    }
+    village.sync().await.unwrap();
+    assert_eq!(
+        village.gateway_balance("ACC000000").unwrap(),
+        50_000,
+        "opening recharge reached the gateway"
+    );
+    village
+        .consume(t0, t0 + Duration::hours(12), &mut rng)
+        .unwrap();
+    village.sync().await.unwrap();
+
+    // The backhaul goes down for days.
+    village.link.plan.lock().unwrap().default_fault = Fault::Refuse;
+    village
+        .consume(t0 + Duration::hours(12), t0 + Duration::days(2), &mut rng)
+        .unwrap();
+    for (i, h) in village.households.iter().take(5).enumerate() {
+        village
+            .recharge_at_central(&h.account, 20_000 + i as i64, &format!("outage-{i}"))
+            .await
+            .unwrap();
+    }
+    // A retried payment request during the outage credits once.
+    village
+        .recharge_at_central("ACC000000", 20_000, "outage-0")
+        .await
+        .unwrap();
+    assert!(village.sync().await.is_err(), "the link is down");
+    let voucher = village.issue_voucher("ACC000003", 30_000).await.unwrap();
+    village
+        .with_gateway(|g| {
+            g.store()
+                .redeem_voucher(&voucher.code, Utc::now())
+                .map(|_| ())
+        })
+        .unwrap();
+    village
+        .consume(t0 + Duration::days(2), t0 + Duration::days(3), &mut rng)
+        .unwrap();
+    assert!(village.sync().await.is_err(), "still down");
+
+    // The link returns: one catch-up.
+    village.link.plan.lock().unwrap().default_fault = Fault::None;
+    let report = village.sync().await.unwrap();
+    assert!(report.readings >= 20 * 96 * 2, "{report:?}");
+    assert_eq!(
+        village.with_gateway(|g| g.store().sync_backlog()).unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        village.disagreements().await.unwrap(),
+        vec![],
+        "balances agree to the paisa"
+    );
+
+    // Nothing lost or doubled: the gateway holds each central recharge once, the voucher once.
+    let mut ids: Vec<String> = recharges_at_gateway(&village, "ACC000000")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        2,
+        "opening and outage recharge, once each: {ids:?}"
+    );
+    let acc3 = recharges_at_gateway(&village, "ACC000003");
+    assert_eq!(
+        acc3.iter()
+            .filter(|(id, _)| *id == voucher.redemption_id)
+            .count(),
+        1
+    );
+    // The voucher is now refused at central too.
+    let code = voucher.code.clone();
+    let at_central = village
+        .central
+        .central
+        .db()
+        .transaction(move |tx| {
+            gramgrid::central::vouchers::redeem_at_central(tx, &code, Utc::now())
+        })
+        .await;
+    assert!(
+        at_central.is_err(),
+        "a voucher redeemed at the gateway is refused at central"
+    );
+    village.central.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_requests_and_lost_answers_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = start();
+    let village = Village::build(dir.path(), "gw-faults", 12, t0)
+        .await
+        .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    village.sync().await.unwrap();
+    for h in &village.households {
+        village
+            .recharge_at_central(&h.account, 40_000, &format!("r-{}", h.account))
+            .await
+            .unwrap();
+    }
+    village
+        .consume(t0, t0 + Duration::days(2), &mut rng)
+        .unwrap();
+    // Small batches so the catch-up takes many exchanges, each of which the link can break.
+    let mut village = village;
+    village.sync.max_readings = 500;
+    village.sync.max_priority_records = 20;
+    {
+        let mut plan = village.link.plan.lock().unwrap();
+        plan.faults.extend([
+            Fault::CutRequestAfter(300),
+            Fault::None,
+            Fault::CutResponseAfter(40), // central applied the batch, the gateway never heard
+            Fault::None,
+            Fault::None,
+            Fault::CutResponseAfter(10),
+            Fault::Refuse,
+            Fault::CutRequestAfter(2_000),
+            Fault::None,
+            Fault::CutResponseAfter(100),
+        ]);
+    }
+    let attempts = sync_until_done(&village, 20).await;
+    assert!(attempts > 1, "the faults must have broken some sessions");
+    // On a clean link, a later sync has nothing left, and everything agrees.
+    village.link.plan.lock().unwrap().faults.clear();
+    sync_until_done(&village, 1).await;
+    let last = village.sync().await.unwrap();
+    assert_eq!((last.priority_records, last.readings), (0, 0));
+    assert_eq!(village.disagreements().await.unwrap(), vec![]);
+    let book = village
+        .with_gateway(|g| Ok(g.tariff_book().clone()))
+        .unwrap();
+    assert_eq!(
+        village.with_gateway(|g| g.store().verify(&book)).unwrap(),
+        Vec::<String>::new()
+    );
+    for h in &village.households {
+        assert_eq!(
+            recharges_at_gateway(&village, &h.account).len(),
+            1,
+            "{}",
+            h.account
+        );
+    }
+    village.central.stop().await.unwrap();
+}
