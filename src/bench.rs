@@ -1,10 +1,10 @@
 //! Benchmarks run on the machine at hand: `gramgrid bench ledger` measures ingest and rating.
 use crate::store::{Account, MeterInstall, MeterReading, Store, StoreError};
 use crate::tariff::{Category, TariffBook};
-use crate::village::{category_of, hourly_weight};
+use crate::village::{category_of, interval_energy};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -129,8 +129,10 @@ pub fn ledger(settings: &LedgerBench) -> Result<LedgerFigures, BenchError> {
             .to_string()
             .parse()
             .unwrap_or(0);
-        for ((meter, category), register) in meters.iter().zip(registers.iter_mut()) {
-            *register += i64::from(rng.random_range(0..60u32) * hourly_weight(*category, hour));
+        for (index, ((meter, category), register)) in
+            meters.iter().zip(registers.iter_mut()).enumerate()
+        {
+            *register += interval_energy(index, *category, hour, &mut rng);
             pending.push(MeterReading {
                 meter: *meter,
                 at,
@@ -195,6 +197,156 @@ impl std::fmt::Display for LedgerFigures {
             f,
             "  energy charged                  {:>12} INR",
             crate::tariff::rupees(self.charged_paise)
+        )
+    }
+}
+
+/// Settings of the sync benchmark.
+#[derive(Debug, Clone)]
+pub struct SyncBench {
+    pub meters: usize,
+    pub outage_days: i64,
+    /// Link bandwidth in each direction, kbit/s.
+    pub kbit_per_second: u64,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// What the sync benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncFigures {
+    pub meters: usize,
+    pub outage_days: i64,
+    pub kbit_per_second: u64,
+    pub readings: usize,
+    pub priority_records: usize,
+    pub exchanges: usize,
+    /// Bytes through the link in both directions: TLS handshakes, records, HTTP and sync framing.
+    pub wire_bytes: u64,
+    pub wire_bytes_per_reading: f64,
+    /// Compressed sync bodies only (what the wire format itself costs).
+    pub body_bytes_per_reading: f64,
+    pub catch_up_seconds: f64,
+    pub balances_agree: bool,
+}
+
+/// Runs the sync benchmark: a village whose gateway has been offline for `outage_days`, then one
+/// catch-up through a link limited to `kbit_per_second`.
+pub async fn sync(settings: &SyncBench) -> Result<SyncFigures, crate::village::VillageError> {
+    let temp = tempfile::tempdir()?;
+    let now = Utc::now();
+    let start = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(900), 0)
+        .unwrap_or(now)
+        - Duration::days(settings.outage_days)
+        - Duration::hours(1);
+    let village =
+        crate::village::Village::build(temp.path(), "gw-bench", settings.meters, start).await?;
+    village.sync().await.map_err(sync_failed)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed);
+    let bar = if settings.progress {
+        ProgressBar::new(settings.outage_days as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} days")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("simulating the outage");
+    for day in 0..settings.outage_days {
+        let from = start + Duration::days(day);
+        village.consume_ticking(from, from + Duration::days(1), Duration::hours(6), &mut rng)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    {
+        let mut plan = village
+            .link
+            .plan
+            .lock()
+            .map_err(|_| crate::village::VillageError::Poisoned)?;
+        plan.bytes_per_second = Some(settings.kbit_per_second * 1000 / 8);
+    }
+    village
+        .link
+        .bytes
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let clock = Instant::now();
+    let report = village.sync().await.map_err(sync_failed)?;
+    let catch_up_seconds = clock.elapsed().as_secs_f64();
+    let wire_bytes = village
+        .link
+        .bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let balances_agree = village.disagreements().await?.is_empty();
+    let readings = report.readings.max(1);
+    let figures = SyncFigures {
+        meters: settings.meters,
+        outage_days: settings.outage_days,
+        kbit_per_second: settings.kbit_per_second,
+        readings: report.readings,
+        priority_records: report.priority_records,
+        exchanges: report.exchanges,
+        wire_bytes,
+        wire_bytes_per_reading: wire_bytes as f64 / readings as f64,
+        body_bytes_per_reading: (report.bytes_up + report.bytes_down) as f64 / readings as f64,
+        catch_up_seconds,
+        balances_agree,
+    };
+    village.central.stop().await?;
+    Ok(figures)
+}
+
+fn sync_failed(error: crate::sync::client::SyncError) -> crate::village::VillageError {
+    crate::village::VillageError::Io(std::io::Error::other(error.to_string()))
+}
+
+impl std::fmt::Display for SyncFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sync catch-up after a {}-day outage, {} meters, link {} kbit/s each way",
+            self.outage_days, self.meters, self.kbit_per_second
+        )?;
+        writeln!(
+            f,
+            "  readings uploaded                {:>12}",
+            self.readings
+        )?;
+        writeln!(
+            f,
+            "  priority records uploaded        {:>12}",
+            self.priority_records
+        )?;
+        writeln!(
+            f,
+            "  exchanges                        {:>12}",
+            self.exchanges
+        )?;
+        writeln!(
+            f,
+            "  bytes on the wire (TLS included) {:>12}",
+            self.wire_bytes
+        )?;
+        writeln!(
+            f,
+            "  wire bytes per reading           {:>12.3}",
+            self.wire_bytes_per_reading
+        )?;
+        writeln!(
+            f,
+            "  sync body bytes per reading      {:>12.3}",
+            self.body_bytes_per_reading
+        )?;
+        writeln!(
+            f,
+            "  catch-up time                    {:>12.1} s",
+            self.catch_up_seconds
+        )?;
+        write!(
+            f,
+            "  balances agree (gateway, central) {:>11}",
+            if self.balances_agree { "yes" } else { "NO" }
         )
     }
 }

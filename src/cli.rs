@@ -157,6 +157,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Bytes on the wire per reading and catch-up time after an outage, over a throttled link.
+    Sync {
+        #[arg(long, default_value_t = 500)]
+        meters: usize,
+        /// Days the backhaul was down.
+        #[arg(long, default_value_t = 7)]
+        outage_days: i64,
+        /// Link bandwidth in each direction, kbit/s.
+        #[arg(long, default_value_t = 64)]
+        kbit: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
         #[arg(long, default_value_t = 1000)]
@@ -407,6 +422,34 @@ fn bench(what: BenchCommand) -> Result<()> {
         BenchCommand::Radio(args) => {
             let report = crate::radio::cli::bench(args).context("the radio benchmark failed")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Sync {
+            meters,
+            outage_days,
+            kbit,
+            seed,
+            json,
+        } => {
+            let settings = crate::bench::SyncBench {
+                meters,
+                outage_days,
+                kbit_per_second: kbit,
+                seed,
+                progress: !json,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(crate::bench::sync(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            anyhow::ensure!(
+                figures.balances_agree,
+                "gateway and central balances disagree after the catch-up"
+            );
             Ok(())
         }
         BenchCommand::Central {

@@ -55,7 +55,7 @@ pub fn category_of(index: usize) -> Category {
 
 /// A day's load shape: relative consumption per local hour, by category (domestic evening peak,
 /// commercial daytime, agricultural pump hours).
-pub fn hourly_weight(category: Category, hour: u32) -> u32 {
+fn hourly_weight(category: Category, hour: u32) -> u32 {
     match (category, hour) {
         (Category::Domestic, 18..=22) => 4,
         (Category::Domestic, 6..=8) => 2,
@@ -63,6 +63,20 @@ pub fn hourly_weight(category: Category, hour: u32) -> u32 {
         (Category::Agricultural, 5..=9) | (Category::Agricultural, 15..=18) => 8,
         _ => 1,
     }
+}
+
+/// Energy (Wh) one household uses in one 15-minute interval: a steady base load (refrigerator,
+/// lights, a fan: 5 to 24 Wh depending on the household) plus, in the category's busy hours,
+/// appliances switched on in steps of 50 Wh (an iron, a pump, a motor), as real meters see it.
+pub fn interval_energy(household: usize, category: Category, hour: u32, rng: &mut impl Rng) -> i64 {
+    let base = 5 + (household as i64 * 7) % 20;
+    let weight = hourly_weight(category, hour);
+    let appliances = if weight > 1 && rng.random_bool(0.35) {
+        50 * i64::from(rng.random_range(1..=weight))
+    } else {
+        0
+    };
+    base + appliances
 }
 
 /// A village under test.
@@ -199,6 +213,18 @@ impl Village {
         to: DateTime<Utc>,
         rng: &mut impl Rng,
     ) -> Result<usize, VillageError> {
+        self.consume_ticking(from, to, Duration::minutes(15), rng)
+    }
+
+    /// As [`Village::consume`], with a policy tick only every `tick_every` of simulated time.
+    pub fn consume_ticking(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tick_every: Duration,
+        rng: &mut impl Rng,
+    ) -> Result<usize, VillageError> {
+        let mut next_tick = from;
         let mut registers = self.registers.lock().map_err(|_| VillageError::Poisoned)?;
         let mut stored = 0;
         let mut at = from;
@@ -219,9 +245,9 @@ impl Village {
                 .iter()
                 .zip(registers.iter_mut())
                 .zip(meter_ids)
-                .filter_map(|((h, register), id)| {
-                    *register +=
-                        i64::from(rng.random_range(0..60u32) * hourly_weight(h.category, hour));
+                .enumerate()
+                .filter_map(|(i, ((h, register), id))| {
+                    *register += interval_energy(i, h.category, hour, rng);
                     id.map(|meter| MeterReading {
                         meter,
                         at,
@@ -230,7 +256,10 @@ impl Village {
                 })
                 .collect();
             stored += gateway.ingest_readings(&batch)?.stored;
-            gateway.tick(at)?;
+            if at >= next_tick {
+                gateway.tick(at)?;
+                next_tick = at + tick_every;
+            }
             at += Duration::minutes(15);
         }
         Ok(stored)

@@ -7,7 +7,7 @@
 use super::accounts::{self, Account, Meter};
 use super::{Central, CentralConfig, CentralError};
 use crate::sync::wire::{
-    self, ReadingBatch, ReadingBlock, UploadRequest, UploadResponse, PROTOCOL_VERSION,
+    self, ReadingBatch, ReadingBlock, UploadRequest, UploadResponse, INTERVAL_S, PROTOCOL_VERSION,
 };
 use crate::tariff::Category;
 use chrono::{TimeZone, Utc};
@@ -68,7 +68,6 @@ pub enum BenchError {
     Empty,
 }
 
-const INTERVAL_S: u32 = 900;
 const PER_DAY: usize = 96;
 
 /// Runs the benchmark.
@@ -181,7 +180,7 @@ async fn upload(
                 meter: serial.clone(),
                 first_at,
                 first_register_wh: ((day * PER_DAY + 1) * (100 + m % 50)) as i64,
-                time_deltas: vec![INTERVAL_S; PER_DAY - 1],
+                interval_s: INTERVAL_S,
                 register_deltas: vec![(100 + m % 50) as i64; PER_DAY - 1],
             })
             .collect();

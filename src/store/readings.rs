@@ -59,6 +59,12 @@ impl Store {
         let mut next_seq = self.next_reading_seq;
         let tx = self.conn.transaction()?;
         for reading in batch {
+            // Storage keeps whole seconds; compare at that resolution, or a reading with a
+            // fraction of a second would look newer than its own stored copy.
+            let reading = &MeterReading {
+                at: from_ts(ts(reading.at)),
+                ..*reading
+            };
             let Some(info) = self.meters.get(&reading.meter) else {
                 refuse(
                     &tx,

@@ -160,6 +160,17 @@ fn duplicates_conflicts_and_refused_readings_are_reported_not_charged() {
 }
 
 #[test]
+fn a_reading_with_a_fraction_of_a_second_is_the_same_reading() {
+    let (_dir, mut store) = open_temp();
+    let book = TariffBook::builtin();
+    let meter = with_account(&mut store, "A1");
+    let mut r = reading(meter, 0, 1_000);
+    r.at += Duration::milliseconds(250); // same second as the installation reading
+    let report = store.ingest(&book, &[r]).unwrap();
+    assert_eq!((report.stored, report.duplicates), (0, 1));
+}
+
+#[test]
 fn a_replaced_meter_starts_from_its_installation_reading() {
     let (_dir, mut store) = open_temp();
     let book = TariffBook::builtin();

@@ -9,7 +9,7 @@
 use crate::gateway::Gateway;
 use crate::store::StoreError;
 use crate::sync::clock;
-use crate::sync::wire::{self, UploadRequest, UploadResponse, WireError};
+use crate::sync::wire::{self, ReadingBlock, UploadRequest, UploadResponse, WireError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -174,17 +174,14 @@ pub async fn session<T: Transport>(
         )?;
         report.exchanges += 1;
         report.priority_records += request.priority.len();
-        report.readings += request.readings.as_ref().map_or(0, |r| {
-            r.blocks.iter().map(|b| b.time_deltas.len() + 1).sum()
-        });
+        report.readings += request
+            .readings
+            .as_ref()
+            .map_or(0, |r| r.blocks.iter().map(ReadingBlock::len).sum());
         report.downlink_records += applied;
         let uploaded_everything = request.priority.len() < config.max_priority_records
             && request.readings.as_ref().is_none_or(|r| {
-                r.blocks
-                    .iter()
-                    .map(|b| b.time_deltas.len() + 1)
-                    .sum::<usize>()
-                    < config.max_readings
+                r.blocks.iter().map(ReadingBlock::len).sum::<usize>() < config.max_readings
             });
         if uploaded_everything && !response.more {
             break;

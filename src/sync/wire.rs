@@ -95,18 +95,22 @@ pub enum UplinkEvent {
     },
 }
 
-/// Readings of one meter, delta-encoded: register `i` is `first_register_wh + Σ deltas[..i]`, read
-/// at `times[i]`; times are likewise `first_at + Σ time_deltas[..i]` seconds (usually 900 each).
+/// Readings of one meter at a regular interval, delta-encoded: reading `i` was taken at
+/// `first_at + i × interval_s` and its register is `first_register_wh + Σ register_deltas[..i]`.
+/// A gap or an irregular time starts a new block, so the common case costs one small varint per
+/// reading before compression.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadingBlock {
     pub meter: String,
     pub first_at: i64,
+    pub interval_s: u32,
     pub first_register_wh: i64,
-    /// Seconds between consecutive readings (one per reading after the first).
-    pub time_deltas: Vec<u32>,
     /// Register increase between consecutive readings (negative after a register reset).
     pub register_deltas: Vec<i64>,
 }
+
+/// The interval of meter readings (15 minutes).
+pub const INTERVAL_S: u32 = 900;
 
 /// A slice of the bulk lane: every reading the gateway stored with arrival sequence in
 /// `(after_seq, through_seq]`, grouped by meter.
@@ -219,7 +223,7 @@ pub enum WireError {
 /// Encodes a message as postcard, compressed with zstd.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
     let raw = postcard::to_stdvec(message).map_err(WireError::Encode)?;
-    zstd::bulk::compress(&raw, 9).map_err(WireError::Compression)
+    zstd::bulk::compress(&raw, 19).map_err(WireError::Compression)
 }
 
 /// Decodes a body made by [`encode`], refusing bodies that inflate past [`MAX_BODY_BYTES`].
@@ -241,24 +245,21 @@ pub fn check_version(found: u16) -> Result<(), WireError> {
 }
 
 impl ReadingBlock {
-    /// Builds blocks from (meter, at, register) triples, one block per meter, readings in time order.
+    /// Builds blocks from (meter, at, register) triples, readings in time order per meter.
     pub fn group(mut readings: Vec<(String, i64, i64)>) -> Vec<ReadingBlock> {
         readings.sort();
         let mut blocks: Vec<ReadingBlock> = Vec::new();
         for (meter, at, register) in readings {
             match blocks.last_mut() {
-                Some(block) if block.meter == meter => {
-                    let (last_at, last_register) = block.last();
-                    block
-                        .time_deltas
-                        .push(u32::try_from(at - last_at).unwrap_or(u32::MAX));
+                Some(block) if block.meter == meter && at == block.next_at() => {
+                    let last_register = block.last_register();
                     block.register_deltas.push(register - last_register);
                 }
                 _ => blocks.push(ReadingBlock {
                     meter,
                     first_at: at,
+                    interval_s: INTERVAL_S,
                     first_register_wh: register,
-                    time_deltas: Vec::new(),
                     register_deltas: Vec::new(),
                 }),
             }
@@ -266,24 +267,35 @@ impl ReadingBlock {
         blocks
     }
 
-    fn last(&self) -> (i64, i64) {
-        self.readings()
-            .last()
-            .unwrap_or((self.first_at, self.first_register_wh))
+    /// Number of readings in the block.
+    pub fn len(&self) -> usize {
+        self.register_deltas.len() + 1
+    }
+
+    /// Never true: a block holds at least its first reading.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn next_at(&self) -> i64 {
+        self.first_at + i64::from(self.interval_s) * self.len() as i64
+    }
+
+    fn last_register(&self) -> i64 {
+        self.first_register_wh + self.register_deltas.iter().sum::<i64>()
     }
 
     /// The (time, register) pairs of the block.
     pub fn readings(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
-        let first = std::iter::once((self.first_at, self.first_register_wh));
-        let rest = self.time_deltas.iter().zip(&self.register_deltas).scan(
-            (self.first_at, self.first_register_wh),
-            |(at, register), (dt, dr)| {
-                *at += i64::from(*dt);
-                *register += dr;
-                Some((*at, *register))
-            },
-        );
-        first.chain(rest)
+        let step = i64::from(self.interval_s);
+        std::iter::once(0)
+            .chain(self.register_deltas.iter().copied())
+            .scan(self.first_register_wh, |register, delta| {
+                *register += delta;
+                Some(*register)
+            })
+            .enumerate()
+            .map(move |(i, register)| (self.first_at + step * i as i64, register))
     }
 }
 
