@@ -38,14 +38,21 @@ struct Paths {
     gateway_db: PathBuf,
 }
 
+/// Starts `gramgrid ARGS --config CONFIG`, its log appended to a file beside the config.
 fn spawn(args: &[&str], config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_gramgrid"))
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -61,7 +68,7 @@ fn central_config(dir: &Path, port: u16) -> CentralConfig {
         database_url: format!("sqlite:{}", dir.join("central.db").display()),
         pki_dir: dir.join("pki"),
         notifications_log: dir.join("notifications.log"),
-        api_tokens: vec!["test-token".into()],
+        api_tokens: vec!["kill-test-token-0123456789".into()],
         ..CentralConfig::default()
     }
 }
@@ -139,6 +146,7 @@ fn prepare(dir: &Path) -> Paths {
     let mut central = spawn(&["central", "serve"], &paths.central_config);
     let mut daemon = spawn(&["gateway"], &paths.gateway_config);
     wait_until(
+        dir,
         || {
             Store::open(&paths.gateway_db)
                 .ok()
@@ -171,13 +179,22 @@ fn prepare(dir: &Path) -> Paths {
     paths
 }
 
-fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+/// Waits for `done`, or fails showing the processes' logs in `dir`.
+fn wait_until(dir: &Path, mut done: impl FnMut() -> bool, what: &str) {
     let started = Instant::now();
     while !done() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let logs: String = ["central.log", "gateway.log"]
+                .iter()
+                .map(|f| {
+                    format!(
+                        "--- {f}\n{}",
+                        std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{logs}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -223,6 +240,7 @@ fn kill_9_of_either_side_mid_sync_then_restart_reaches_the_same_end_state() {
     let mut daemon = spawn(&["gateway"], &paths.gateway_config);
     // Kill the gateway once it has started catching up, and restart it.
     wait_until(
+        dir.path(),
         || backlog(&paths).1 < readings_waiting,
         "the catch-up to start",
     );
@@ -231,12 +249,17 @@ fn kill_9_of_either_side_mid_sync_then_restart_reaches_the_same_end_state() {
     daemon = spawn(&["gateway"], &paths.gateway_config);
     // Kill central in the middle of the rest, and restart it.
     wait_until(
+        dir.path(),
         || backlog(&paths).1 < after_gateway_kill,
         "the catch-up to resume",
     );
     kill(&mut central);
     central = spawn(&["central", "serve"], &paths.central_config);
-    wait_until(|| backlog(&paths) == (0, 0), "the catch-up to finish");
+    wait_until(
+        dir.path(),
+        || backlog(&paths) == (0, 0),
+        "the catch-up to finish",
+    );
     // One more sync tick for the downlink, then stop both.
     std::thread::sleep(std::time::Duration::from_secs(2));
     kill(&mut daemon);
