@@ -407,6 +407,7 @@ fn install_meter_in(
             "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)",
             params![id, at, register_wh],
         )?;
+        sync::note_unacked_reading(tx, at)?;
     }
     Ok(id)
 }

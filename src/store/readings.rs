@@ -47,6 +47,8 @@ pub(super) struct SegmentTotals {
 #[derive(Default)]
 struct Overlay {
     cursors: HashMap<i64, RegisterReading>,
+    /// The earliest `at` of the readings stored in this batch (for the bulk upload lane).
+    earliest_stored: Option<i64>,
     segments: HashMap<SegmentRow, SegmentTotals>,
 }
 
@@ -137,6 +139,7 @@ impl Store {
             )?
             .execute(params![at, reading.meter, reading.register_wh, rated.charge.total(), next_seq])?;
             next_seq += 1;
+            overlay.earliest_stored = Some(overlay.earliest_stored.map_or(at, |e: i64| e.min(at)));
             if cursor.is_none_or(|c| c.at < reading.at) {
                 overlay.cursors.insert(reading.meter, register);
             }
@@ -391,6 +394,9 @@ fn load_segment(
 }
 
 fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
+    if let Some(at) = overlay.earliest_stored {
+        super::sync::note_unacked_reading(tx, at)?;
+    }
     let mut cursor = tx.prepare_cached(
         "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)
          ON CONFLICT (meter) DO UPDATE SET at = ?2, register_wh = ?3",

@@ -190,4 +190,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, version)
     );
     "#,
+    // 3: the arrival-sequence index cost a second b-tree write per reading; the bulk upload lane
+    // now range-scans the primary key from the earliest unacknowledged reading instead
+    // (`sync_state.readings_unacked_from`).
+    r#"
+    DROP INDEX readings_by_seq;
+    INSERT INTO sync_state (key, value) SELECT 'readings_unacked_from', COALESCE(MIN(at), 0) FROM readings;
+    "#,
 ];

@@ -13,6 +13,18 @@ use rusqlite::{params, OptionalExtension, Transaction};
 const PRIORITY_ACKED: &str = "priority_acked";
 const READINGS_ACKED: &str = "readings_acked";
 const DOWNLINK_APPLIED: &str = "downlink_applied";
+/// Every reading not yet acknowledged by central has `at` at or after this (Unix seconds): the bulk
+/// lane scans the readings' primary key from here instead of keeping an index on arrival order.
+const READINGS_UNACKED_FROM: &str = "readings_unacked_from";
+
+/// Lowers the unacknowledged-readings bound for a reading just stored (inside its transaction).
+pub(super) fn note_unacked_reading(tx: &Transaction<'_>, at: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = MIN(value, ?2)",
+    )?
+    .execute(params![READINGS_UNACKED_FROM, at])?;
+    Ok(())
+}
 
 /// Appends a locally made event to the priority outbox, inside the caller's transaction.
 pub(super) fn append_outbox(tx: &Transaction<'_>, event: &UplinkEvent) -> Result<()> {
@@ -91,9 +103,18 @@ impl Store {
     pub fn readings_after(&self, after: u64, limit: usize) -> Result<Option<ReadingBatch>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT r.seq, m.serial, r.at, r.register_wh FROM readings r JOIN meters m ON m.id = r.meter
-             WHERE r.seq > ?1 ORDER BY r.seq LIMIT ?2",
+             WHERE r.at >= ?3 AND r.seq > ?1 ORDER BY r.seq LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![after as i64, limit as i64], |r| {
+        let from: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM sync_state WHERE key = ?1",
+                [READINGS_UNACKED_FROM],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let rows = statement.query_map(params![after as i64, limit as i64, from], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -126,6 +147,18 @@ impl Store {
         let readings = state_in(&tx, READINGS_ACKED)?.max(readings_acked);
         set_state_in(&tx, PRIORITY_ACKED, priority)?;
         set_state_in(&tx, READINGS_ACKED, readings)?;
+        // Raise the scan bound to the earliest reading still unacknowledged (none: past the newest).
+        let from: i64 = tx
+            .query_row(
+                "SELECT COALESCE((SELECT MIN(at) FROM readings WHERE at >= COALESCE((SELECT value FROM sync_state WHERE key = ?1), 0) AND seq > ?2),
+                                 (SELECT COALESCE(MAX(at), 0) + 1 FROM readings))",
+                params![READINGS_UNACKED_FROM, readings as i64],
+                |r| r.get(0),
+            )?;
+        tx.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![READINGS_UNACKED_FROM, from],
+        )?;
         tx.execute("DELETE FROM sync_outbox WHERE seq <= ?1", [priority as i64])?;
         tx.commit()?;
         Ok(())
