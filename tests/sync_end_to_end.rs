@@ -162,6 +162,7 @@ async fn cut_requests_and_lost_answers_change_nothing() {
     village.sync.max_priority_records = 20;
     {
         let mut plan = village.link.plan.lock().unwrap();
+        plan.latency = std::time::Duration::from_millis(30); // a slow cellular bearer
         plan.faults.extend([
             Fault::CutRequestAfter(300),
             Fault::None,

@@ -231,3 +231,20 @@ async fn the_daemon_runs_a_pass_and_stops_on_shutdown() {
     daemon.await.unwrap().unwrap();
     assert!(config.database_path().exists());
 }
+
+#[test]
+fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    // The balance is exhausted (no recharge), and the gateway ran until Tuesday evening.
+    gw.tick(ist(2026, 12, 1, 20, 0)).unwrap();
+    // Power cut; the Pi boots at its last saved time, a day behind, in a disconnect window.
+    let rebooted_at = ist(2026, 11, 30, 11, 0);
+    assert!(!gw.clock_trusted(rebooted_at).unwrap());
+    let report = gw.tick(rebooted_at).unwrap();
+    assert_eq!((report.commands_queued, report.disconnects_held), (0, 1));
+    assert!(link.0.lock().unwrap().is_empty());
+    // Once the clock is right again (NTP, or a sync measured it), the disconnect goes ahead.
+    let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
+    assert_eq!(report.commands_queued, 1);
+}
