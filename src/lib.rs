@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod ledger;
+pub mod link;
+pub mod meter;
 pub mod pki;
 pub mod policy;
 pub mod protocol;

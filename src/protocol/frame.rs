@@ -52,6 +52,18 @@ impl SessionKey {
         SessionKey(bytes)
     }
 
+    /// Parses 32 MSB-first hex digits; `None` otherwise (the text is never echoed back).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        Some(SessionKey(bytes))
+    }
+
+    /// The key as 32 hex digits, for storage only: never format the result into a log line.
+    pub fn to_storage_hex(&self) -> String {
+        hex::encode_upper(self.0)
+    }
+
     fn aes(&self) -> AES128 {
         AES128(self.0)
     }

@@ -17,10 +17,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Meter transmit power (dBm) and gateway antenna gain (dBi) of the DESIGN.md link budget.
-const METER_POWER_DBM: i8 = 14;
-const GATEWAY_GAIN_DBI: f64 = 3.0;
+pub const METER_POWER_DBM: i8 = 14;
+pub const GATEWAY_GAIN_DBI: f64 = 3.0;
 /// ADR-style margin over sensitivity when choosing a meter's spreading factor.
-const SF_MARGIN_DB: f64 = 5.0;
+pub const SF_MARGIN_DB: f64 = 5.0;
 /// Time for every radio to reset and initialise before the first uplink.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Meter clocks wander: each uplink leaves up to this much after its nominal time, so the same
@@ -104,7 +104,7 @@ pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, 
 }
 
 /// A meter's spreading factor: the fastest one with `SF_MARGIN_DB` to spare, if any.
-fn choose_sf(rx_dbm: f64) -> Option<u8> {
+pub fn choose_sf(rx_dbm: f64) -> Option<u8> {
     (7..=12).find(|&sf| rx_dbm >= sensitivity_dbm(sf, 125_000) + SF_MARGIN_DB)
 }
 

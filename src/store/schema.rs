@@ -190,4 +190,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, version)
     );
     "#,
+    // 3: meter link. The last LoRaWAN frame counter accepted from (up) and sent to (down) each meter,
+    // so that a frame replayed after a gateway restart is still refused.
+    r#"
+    CREATE TABLE link_counters (
+        meter INTEGER PRIMARY KEY REFERENCES meters(id),
+        fcnt_up INTEGER,
+        fcnt_down INTEGER
+    );
+    "#,
 ];
