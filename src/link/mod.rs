@@ -238,3 +238,71 @@ pub type SharedStats = Arc<Mutex<LinkStats>>;
 pub fn read_stats(stats: &SharedStats) -> LinkStats {
     stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
+
+/// The daemon's meter link: provisions keys from the manifest (if configured), opens the radio the
+/// config names and runs the access mode until `stop`. Errors are logged, never fatal to the daemon.
+pub async fn run_for_gateway(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: config::RadioSection,
+    link: config::LinkSection,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(error) = serve_gateway(gateway, radio, link, requests, stop).await {
+        tracing::error!(%error, "the meter link stopped: no readings are heard and relay commands wait in the store until it is fixed and the gateway restarted");
+    }
+}
+
+async fn serve_gateway(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: config::RadioSection,
+    link: config::LinkSection,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    if let Some(path) = &link.manifest {
+        let provisioned = {
+            let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
+            provision_from_manifest(&mut g, path)?
+        };
+        tracing::info!(provisioned, manifest = %path.display(), "meter keys loaded from the manifest");
+    }
+    let l = Link::new(
+        GatewayBackend::new(gateway),
+        link.timing(),
+        radio.radio_config(),
+        LinkClock::system(),
+    );
+    match radio.kind {
+        config::RadioKind::None => Ok(()),
+        config::RadioKind::Emulator => {
+            let spec = crate::radio::air::NodeSpec {
+                antenna_gain_dbi: radio.antenna_gain_dbi,
+                ..crate::radio::air::NodeSpec::new("gateway", radio.x_m, radio.y_m)
+            };
+            let (r, _membership) =
+                crate::radio::sim::radio_on_bus(radio.bus, spec, Default::default()).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(feature = "hardware")]
+        config::RadioKind::Hardware => {
+            let r = crate::radio::hardware::HardwareRadio::open(&radio.hardware).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(not(feature = "hardware"))]
+        config::RadioKind::Hardware => Err(LinkError::NoHardwareSupport),
+    }
+}
+
+async fn drive<R: crate::radio::Radio>(
+    l: Link<GatewayBackend>,
+    r: R,
+    mode: config::AccessMode,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    match mode {
+        config::AccessMode::Scheduled => l.run_scheduled(r, requests, stop).await,
+        config::AccessMode::Aloha => l.run_aloha(r, requests, stop).await,
+    }
+}

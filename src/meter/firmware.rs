@@ -36,14 +36,6 @@ pub struct Nvm {
     pub last_command: Option<RelayAck>,
 }
 
-/// An uplink to send, and the SF to listen on afterwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    pub phy: Vec<u8>,
-    pub sf: u8,
-    pub then_sf: u8,
-}
-
 /// One meter.
 #[derive(Debug, Clone)]
 pub struct Firmware {
@@ -54,6 +46,8 @@ pub struct Firmware {
     acks: Vec<RelayAck>,
     events: Vec<MeterEvent>,
     last_downlink: Option<DateTime<Utc>>,
+    /// Fault injection: this many replies are built and counted but never reach the air.
+    replies_to_lose: u32,
     rng: ChaCha8Rng,
     /// Meter clock = true time + offset + drift.
     clock_offset: Duration,
@@ -90,6 +84,7 @@ impl Firmware {
             acks: Vec::new(),
             events: Vec::new(),
             last_downlink: None,
+            replies_to_lose: 0,
             rng,
             clock_offset,
             drift_ppm,
@@ -161,6 +156,12 @@ impl Firmware {
         });
     }
 
+    /// Fault injection (tests, simulations): the next `n` replies are lost on their way, as if an
+    /// interferer had hit them at the gateway.
+    pub fn lose_next_replies(&mut self, n: u32) {
+        self.replies_to_lose = n;
+    }
+
     /// The listening SF right now (scheduled meters fall back to the rendezvous SF when lost).
     pub fn listen_sf(&mut self, now: DateTime<Utc>) -> u8 {
         let lost = self.last_downlink.is_some_and(|t| now - t > LOST_CONTACT);
@@ -171,9 +172,9 @@ impl Firmware {
         self.nvm.sf
     }
 
-    /// Handles a received frame; the reply to send (after `link::REPLY_DELAY`), if any. Frames for
+    /// Handles a received frame; the reply (a sealed uplink) to send (after `link::REPLY_DELAY`), if any. Frames for
     /// other meters, forged or replayed ones are dropped silently, as a meter must.
-    pub fn on_downlink(&mut self, phy: &[u8], now: DateTime<Utc>) -> Option<Outgoing> {
+    pub fn on_downlink(&mut self, phy: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
         let session = Session {
             keys: self.keys.clone(),
             last_fcnt: self.nvm.fcnt_down,
@@ -223,18 +224,18 @@ impl Firmware {
         }
         let out = self.report(intervals, now, sf);
         self.nvm.sf = then_sf;
-        out.map(|phy| Outgoing { phy, sf, then_sf })
+        if self.replies_to_lose > 0 {
+            self.replies_to_lose -= 1;
+            return None;
+        }
+        out
     }
 
     /// ALOHA mode: the uplink for the interval just captured.
-    pub fn aloha_uplink(&mut self, now: DateTime<Utc>) -> Option<Outgoing> {
+    pub fn aloha_uplink(&mut self, now: DateTime<Utc>) -> Option<Vec<u8>> {
         let latest: Vec<IntervalReading> = self.nvm.log.back().copied().into_iter().collect();
         let sf = self.nvm.sf;
-        self.report(latest, now, sf).map(|phy| Outgoing {
-            phy,
-            sf,
-            then_sf: sf,
-        })
+        self.report(latest, now, sf)
     }
 
     fn intervals_from(&self, since: DateTime<Utc>) -> Vec<IntervalReading> {

@@ -183,7 +183,7 @@ pub async fn run_meter<R: Radio>(
             };
             next_capture += Duration::from_secs(u64::from(crate::protocol::payload::INTERVAL_SECS));
             if let Some(out) = out {
-                let took = radio.transmit(&out.phy).await?;
+                let took = radio.transmit(&out).await?;
                 *airtime.lock().unwrap_or_else(|p| p.into_inner()) += took;
                 tokio::time::sleep(RX1_DELAY).await;
                 if let Ok(frame) = radio.receive(crate::link::scheduler::airtime(sf, 64)).await {
@@ -202,7 +202,7 @@ pub async fn run_meter<R: Radio>(
                 let out = locked(&fw).on_downlink(&frame.payload, clock.now());
                 if let Some(out) = out {
                     tokio::time::sleep_until(frame.received_at + REPLY_DELAY).await;
-                    let took = radio.transmit(&out.phy).await?;
+                    let took = radio.transmit(&out).await?;
                     *airtime.lock().unwrap_or_else(|p| p.into_inner()) += took;
                 }
             }
