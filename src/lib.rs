@@ -1,5 +1,6 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
 pub mod bench;
+pub mod capacity;
 pub mod civil;
 pub mod cli;
 pub mod config;

@@ -19,7 +19,7 @@ const SILENCES_BEFORE_RENDEZVOUS: u32 = 2;
 /// Consecutive silences after which a meter is retried only every period (or a few).
 const QUICK_RETRIES: u32 = 3;
 /// Silent meters are never left longer than this many periods between attempts.
-const MAX_BACKOFF_PERIODS: i32 = 4;
+const MAX_BACKOFF_PERIODS: i32 = 8;
 
 /// Timing of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +213,19 @@ impl Scheduler {
     }
 }
 
+/// The SF a meter's reply allows: the fastest with the ADR margin over sensitivity. Below the noise
+/// floor the packet RSSI (signal plus noise) stops falling, so weak signals are judged by SNR, as
+/// LoRaWAN ADR does; strong ones by RSSI, because demodulators saturate SNR around +15 dB.
+pub fn sf_for_reply(rssi_dbm: i16, snr_db: i16) -> Option<u8> {
+    let noise_floor_dbm = -crate::radio::air::snr_db(0.0, 125_000);
+    let signal = if snr_db < 10 {
+        noise_floor_dbm + f64::from(snr_db)
+    } else {
+        f64::from(rssi_dbm)
+    };
+    crate::radio::bench::choose_sf(signal)
+}
+
 /// Longest uplink the gateway waits for: a full-size reply at `sf` (IN865 limits).
 pub fn max_reply_len(sf: u8) -> usize {
     crate::protocol::frame::in865_max_frm_payload(sf).unwrap_or(51)
@@ -307,6 +320,15 @@ mod tests {
     }
 
     #[test]
+    fn weak_replies_are_judged_by_snr() {
+        // RSSI bottoms out near the noise floor (-117 dBm at BW125): SNR -14 dB means about -131 dBm.
+        assert_eq!(sf_for_reply(-117, -14), Some(12));
+        assert_eq!(sf_for_reply(-112, 5), Some(7));
+        assert_eq!(sf_for_reply(-80, 15), Some(7));
+        assert_eq!(sf_for_reply(-117, -18), None);
+    }
+
+    #[test]
     fn lost_reply_keeps_since_and_retries_soon() {
         let mut s = Scheduler::new(timing());
         s.add(1, 7, t0(), t0());
@@ -331,7 +353,7 @@ mod tests {
         assert_eq!(s.unresponsive().collect::<Vec<_>>(), vec![1]);
         let turn = s.next(now).unwrap();
         s.silent(&turn, now);
-        assert_eq!(s.next_due(), Some(now + Duration::minutes(90)));
+        assert_eq!(s.next_due(), Some(now + Duration::minutes(90)), "third silence after the quick retries");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use crate::protocol::payload::{
     AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign,
 };
 use crate::protocol::security::RejectReason;
-use crate::radio::bench::choose_sf;
 use crate::radio::{Radio, RadioConfig, RadioError, RxFrame};
 use crate::store::Fcnt;
 use chrono::{DateTime, Utc};
@@ -47,6 +46,7 @@ struct Pending {
 struct Reply {
     report: MeterReport,
     rssi_dbm: i16,
+    snr_db: i16,
 }
 
 /// The gateway side of the meter link.
@@ -290,7 +290,7 @@ impl<B: LinkBackend> Link<B> {
         let now = self.clock.now();
         match reply {
             Some(reply) => {
-                let best = choose_sf(f64::from(reply.rssi_dbm));
+                let best = scheduler::sf_for_reply(reply.rssi_dbm, reply.snr_db);
                 let since = frames::next_since(&reply.report);
                 self.scheduler.heard(&turn, now, since, best);
             }
@@ -354,6 +354,7 @@ impl<B: LinkBackend> Link<B> {
                             return Ok(Some(Reply {
                                 report,
                                 rssi_dbm: frame.rssi_dbm,
+                                snr_db: frame.snr_db,
                             }));
                         }
                     }

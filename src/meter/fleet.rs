@@ -20,8 +20,9 @@ use tokio::time::Instant;
 
 /// First DevAddr of a simulated fleet (NetID 0x13 range used by many private networks).
 const FIRST_DEV_ADDR: u32 = 0x2601_0001;
-/// ALOHA meters do not all send at the boundary: each waits up to this long after it.
-const ALOHA_SPREAD: Duration = Duration::from_secs(600);
+/// ALOHA meters send each reading at their own phase within the interval, give or take this much
+/// (a Class A device's timer is not aligned with anyone else's).
+const ALOHA_JITTER: Duration = Duration::from_secs(5);
 
 /// One meter of a planned fleet.
 #[derive(Debug, Clone)]
@@ -157,6 +158,8 @@ pub async fn run_meter<R: Radio>(
         (fw.nvm.mode, fw.nvm.register_wh)
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let interval = Duration::from_secs(u64::from(crate::protocol::payload::INTERVAL_SECS));
+    let phase = (interval - ALOHA_JITTER).mul_f64(rng.random::<f64>());
     let mut sf = 0;
     let mut next_capture = clock.instant_of(locked(&fw).next_capture(clock.now()));
     while !*stop.borrow() {
@@ -171,7 +174,7 @@ pub async fn run_meter<R: Radio>(
                 .await?;
         }
         if mode == AccessMode::Aloha {
-            let at = next_capture + ALOHA_SPREAD.mul_f64(rng.random::<f64>());
+            let at = next_capture + phase + ALOHA_JITTER.mul_f64(rng.random::<f64>());
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
                 _ = stop.changed() => continue,
@@ -181,7 +184,7 @@ pub async fn run_meter<R: Radio>(
                 fw.capture(clock.at(next_capture));
                 fw.aloha_uplink(clock.now())
             };
-            next_capture += Duration::from_secs(u64::from(crate::protocol::payload::INTERVAL_SECS));
+            next_capture += interval;
             if let Some(out) = out {
                 let took = radio.transmit(&out).await?;
                 *airtime.lock().unwrap_or_else(|p| p.into_inner()) += took;
