@@ -117,7 +117,10 @@ pub struct CapacityReport {
 const METHOD: &str = "one channel (865.0625 MHz, BW125); rural Hata path loss with 8 dB shadowing; gateway: real link task on an emulated SX1262 via lora-phy (ALOHA: one per SF); meters: virtual firmware on a light radio over the same Air and time-on-air model";
 
 /// Runs the search for both modes; `progress` sees every run as it finishes.
-pub fn capacity(options: &CapacityOptions, mut progress: impl FnMut(AccessMode, &Run)) -> Result<CapacityReport, RadioError> {
+pub fn capacity(
+    options: &CapacityOptions,
+    mut progress: impl FnMut(AccessMode, &Run),
+) -> Result<CapacityReport, RadioError> {
     let mut search = |mode| search(options, mode, &mut progress);
     let scheduled = search(AccessMode::Scheduled)?;
     let aloha = search(AccessMode::Aloha)?;
@@ -221,7 +224,13 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
         keep_records: false,
     });
     let gw_spec = fleet::gateway_spec();
-    let plan = fleet::plan(n, options.radius_m, options.seed, &options.path_loss, &gw_spec);
+    let plan = fleet::plan(
+        n,
+        options.radius_m,
+        options.seed,
+        &options.path_loss,
+        &gw_spec,
+    );
     let start = DateTime::from_timestamp(1_795_804_200, 0).unwrap_or_default(); // 2026-11-28 00:00 IST
     let clock = LinkClock::starting_at(start);
     let id = |i: usize| i64::try_from(i).unwrap_or(i64::MAX) + 1;
@@ -319,7 +328,11 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     let run_for = Duration::from_secs_f64(options.hours * 3600.0);
     let warmup = Duration::from_secs_f64(options.warmup_hours * 3600.0);
     if mode == AccessMode::Scheduled {
-        let reachable: Vec<i64> = meters.iter().filter(|m| m.1.is_some()).map(|m| m.0).collect();
+        let reachable: Vec<i64> = meters
+            .iter()
+            .filter(|m| m.1.is_some())
+            .map(|m| m.0)
+            .collect();
         let count = options.relay_commands;
         let span = run_for.saturating_sub(warmup + Duration::from_secs(3600));
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
@@ -330,8 +343,17 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
                 if k % 2 == 0 && !reachable.is_empty() {
                     meter = reachable[rng.random_range(0..reachable.len())];
                 }
-                let action = if k % 2 == 0 { RelayAction::Disconnect } else { RelayAction::Connect };
-                let _ = crate::gateway::RelayLink::send(&mut commands, meter, &format!("bench-{k}"), action);
+                let action = if k % 2 == 0 {
+                    RelayAction::Disconnect
+                } else {
+                    RelayAction::Connect
+                };
+                let _ = crate::gateway::RelayLink::send(
+                    &mut commands,
+                    meter,
+                    &format!("bench-{k}"),
+                    action,
+                );
                 tokio::time::sleep(span / u32::try_from(count.max(1)).unwrap_or(1)).await;
             }
         }));
@@ -341,7 +363,9 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     for t in tasks {
         let _ = t.await;
     }
-    if std::env::var("GG_DEBUG").is_ok() { eprintln!("{:?}", air.stats()); }
+    if std::env::var("GG_DEBUG").is_ok() {
+        eprintln!("{:?}", air.stats());
+    }
     // Measure.
     let from = start + chrono::Duration::from_std(warmup).unwrap_or_default();
     let until = start + chrono::Duration::from_std(run_for).unwrap_or_default() - DEADLINE;
@@ -357,20 +381,38 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
                 continue;
             }
             due += 1;
-            if std::env::var("GG_DEBUG").is_ok() && !tally.arrivals.get(&(*meter, end)).is_some_and(|&at| at <= end + DEADLINE) {
-                eprintln!("miss meter {meter} sf {sf} end {end} got {:?}", tally.arrivals.get(&(*meter, end)));
+            if std::env::var("GG_DEBUG").is_ok()
+                && !tally
+                    .arrivals
+                    .get(&(*meter, end))
+                    .is_some_and(|&at| at <= end + DEADLINE)
+            {
+                eprintln!(
+                    "miss meter {meter} sf {sf} end {end} got {:?}",
+                    tally.arrivals.get(&(*meter, end))
+                );
             }
-            if tally.arrivals.get(&(*meter, end)).is_some_and(|&at| at <= end + DEADLINE) {
+            if tally
+                .arrivals
+                .get(&(*meter, end))
+                .is_some_and(|&at| at <= end + DEADLINE)
+            {
                 on_time += 1;
             }
         }
     }
     let stats = link::read_stats(&stats);
     let busy = stats.downlink_airtime + *uplink_airtime.lock().unwrap_or_else(|p| p.into_inner());
-    let mut latencies: Vec<f64> = stats.relay_latencies.iter().map(Duration::as_secs_f64).collect();
+    let mut latencies: Vec<f64> = stats
+        .relay_latencies
+        .iter()
+        .map(Duration::as_secs_f64)
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let rank = |q: f64| {
-        (!latencies.is_empty()).then(|| latencies[((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1])
+        (!latencies.is_empty()).then(|| {
+            latencies[((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+        })
     };
     Ok(Run {
         meters: n,
@@ -378,7 +420,11 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
         sf_mix,
         readings_due: due,
         readings_on_time: on_time,
-        delivery_percent: if due == 0 { 0.0 } else { 100.0 * on_time as f64 / due as f64 },
+        delivery_percent: if due == 0 {
+            0.0
+        } else {
+            100.0 * on_time as f64 / due as f64
+        },
         channel_utilisation_percent: 100.0 * busy.as_secs_f64() / run_for.as_secs_f64(),
         relay_latency_p50_s: rank(0.5),
         relay_latency_p99_s: rank(0.99),
@@ -418,7 +464,10 @@ pub struct CapacityArgs {
 impl CapacityArgs {
     pub fn options(&self) -> Result<CapacityOptions, String> {
         if !(self.hours > self.warmup_hours + 1.0) || self.warmup_hours < 0.0 {
-            return Err("--hours must exceed --warmup-hours by more than the 1-hour delivery deadline".into());
+            return Err(
+                "--hours must exceed --warmup-hours by more than the 1-hour delivery deadline"
+                    .into(),
+            );
         }
         if self.max_meters == 0 {
             return Err("--max-meters must be at least 1".into());
@@ -450,7 +499,12 @@ pub fn run_line(mode: AccessMode, run: &Run) -> String {
         .join("/");
     format!(
         "{mode:<9} {:>6} {:>9.3} % {:>6.1} % {:>22} {:>5} {:>7.1} s",
-        run.meters, run.delivery_percent, run.channel_utilisation_percent, mix, run.unreachable, run.wall_s
+        run.meters,
+        run.delivery_percent,
+        run.channel_utilisation_percent,
+        mix,
+        run.unreachable,
+        run.wall_s
     )
 }
 
@@ -460,14 +514,19 @@ pub fn render(report: &CapacityReport) -> String {
         "Capacity of one channel, village radius {:.0} m, {} simulated hours per fleet.\n{}.\n\n",
         report.radius_m, report.hours, report.method
     );
-    out += "mode        meters  delivery   channel  SF7/8/9/10/11/12 (% of fleet) unheard    wall\n";
+    out +=
+        "mode        meters  delivery   channel  SF7/8/9/10/11/12 (% of fleet) unheard    wall\n";
     for (mode, result) in [
         (AccessMode::Scheduled, &report.scheduled),
         (AccessMode::Aloha, &report.aloha),
     ] {
         for run in &result.runs {
             out += &run_line(mode, run);
-            out += if run.passes() { "  ok\n" } else { "  below target\n" };
+            out += if run.passes() {
+                "  ok\n"
+            } else {
+                "  below target\n"
+            };
         }
     }
     out += &format!(

@@ -380,7 +380,10 @@ fn bench(what: BenchCommand) -> Result<()> {
             })
             .context("the capacity benchmark failed")?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&crate::capacity::json(&report))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::capacity::json(&report))?
+                );
             } else {
                 print!("{}", crate::capacity::render(&report));
             }

@@ -167,13 +167,23 @@ async fn readings_reach_the_store_and_are_charged() {
             .into_iter()
             .find(|a| gw.store().active_meter(&a.id).unwrap().map(|x| x.0) == Some(*id))
             .unwrap();
-        assert!(gw.store().energy_charges(&account.id, None).unwrap() > 0, "{}", m.serial);
+        assert!(
+            gw.store().energy_charges(&account.id, None).unwrap() > 0,
+            "{}",
+            m.serial
+        );
         // Within the delivery target: nothing older than an hour is missing.
         let captured = locked(fw).nvm.log.len();
         assert!(captured >= 11, "{captured}");
         let sessions = gw.store().link_sessions().unwrap();
         let s = sessions.iter().find(|s| s.meter == *id).unwrap();
-        assert!(s.last_reading_at.unwrap() >= v.clock.now() - Days::minutes(60), "{:?} {:?} {:?}", s.last_reading_at, v.clock.now(), v.stats());
+        assert!(
+            s.last_reading_at.unwrap() >= v.clock.now() - Days::minutes(60),
+            "{:?} {:?} {:?}",
+            s.last_reading_at,
+            v.clock.now(),
+            v.stats()
+        );
         assert!(s.fcnt_up.is_some() && s.fcnt_down.is_some());
     }
     assert!(stats.readings >= 27, "{stats:?}");
@@ -204,7 +214,8 @@ async fn a_policy_disconnect_reaches_the_meter_and_its_report_confirms_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejected_after_a_restart() {
+async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejected_after_a_restart()
+{
     let v = village(1, "").await;
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let (_, m, _) = &v.meters[0];
@@ -260,7 +271,12 @@ async fn intervals_whose_uplink_was_lost_are_fetched_again() {
     // Every interval the meter captured is in the store, lost replies notwithstanding.
     let log: Vec<_> = locked(fw).nvm.log.iter().copied().collect();
     let sessions = v.gw().store().link_sessions().unwrap();
-    let last = sessions.iter().find(|s| s.meter == *meter).unwrap().last_reading_at.unwrap();
+    let last = sessions
+        .iter()
+        .find(|s| s.meter == *meter)
+        .unwrap()
+        .last_reading_at
+        .unwrap();
     let wanted: Vec<_> = log
         .iter()
         .filter(|i| i.interval_start + Days::minutes(15) <= last)

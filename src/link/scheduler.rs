@@ -306,11 +306,11 @@ mod tests {
             let load: f64 = sfs.iter().map(|&sf| exchange_bound(sf, 19, std::time::Duration::from_millis(30)).as_secs_f64()).sum();
             if load < timing().period.num_seconds() as f64 {
                 // Period plus at most one full cycle of waiting behind others.
-                let bound = timing().period + Duration::milliseconds((load * 1000.0) as i64);
+                let bound = timing().period + Duration::milliseconds((load * 1000.0).ceil() as i64 + 1);
                 for m in 0..sfs.len() as i64 {
                     let starts: Vec<_> = p.iter().filter(|e| e.0 == m).map(|e| e.1).collect();
                     prop_assert!(!starts.is_empty());
-                    prop_assert!(starts[0] - t0() <= Duration::milliseconds((load * 1000.0) as i64));
+                    prop_assert!(starts[0] - t0() <= Duration::milliseconds((load * 1000.0).ceil() as i64));
                     for w in starts.windows(2) {
                         prop_assert!(w[1] - w[0] <= bound, "meter {m}: {:?}", w[1] - w[0]);
                     }
@@ -353,7 +353,11 @@ mod tests {
         assert_eq!(s.unresponsive().collect::<Vec<_>>(), vec![1]);
         let turn = s.next(now).unwrap();
         s.silent(&turn, now);
-        assert_eq!(s.next_due(), Some(now + Duration::minutes(90)), "third silence after the quick retries");
+        assert_eq!(
+            s.next_due(),
+            Some(now + Duration::minutes(90)),
+            "third silence after the quick retries"
+        );
     }
 
     #[test]

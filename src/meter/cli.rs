@@ -40,6 +40,9 @@ pub struct SimArgs {
     /// run before) instead of starting on the rendezvous SF12.
     #[arg(long)]
     pub commissioned: bool,
+    /// Each meter starts with this many hours of load profile already recorded.
+    #[arg(long, default_value_t = 24)]
+    pub history_hours: usize,
 }
 
 /// Runs the fleet until `shutdown` completes. Meters run the real lora-phy driver on emulated chips.
@@ -68,9 +71,12 @@ pub async fn sim(
     let mut tasks = tokio::task::JoinSet::new();
     let mut memberships = Vec::new();
     for m in &plan {
-        let (radio, membership) = radio_on_bus(args.bus, m.spec.clone(), PhyOptions::default()).await?;
+        let (radio, membership) =
+            radio_on_bus(args.bus, m.spec.clone(), PhyOptions::default()).await?;
         memberships.push(membership);
-        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(m, mode, args.commissioned, &clock)));
+        let mut firmware = fleet::firmware(m, mode, args.commissioned, &clock);
+        firmware.backfill(clock.now(), args.history_hours * 4);
+        let fw: MeterHandle = Arc::new(Mutex::new(firmware));
         let serial = m.serial.clone();
         let stop = stopping.clone();
         tasks.spawn(async move {

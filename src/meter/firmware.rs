@@ -106,11 +106,17 @@ impl Firmware {
 
     /// True time at which the meter's clock next shows an interval boundary after `now`.
     pub fn next_capture(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let skew = self.meter_time(now) - now;
-        let step = i64::from(INTERVAL_SECS);
-        let meter_now = self.meter_time(now).timestamp();
-        let boundary = (meter_now.div_euclid(step) + 1) * step;
-        DateTime::from_timestamp(boundary, 0).unwrap_or(now) - skew
+        let meter_now = self.meter_time(now);
+        let skew = meter_now - now;
+        let step_ms = i64::from(INTERVAL_SECS) * 1000;
+        let boundary = (meter_now.timestamp_millis().div_euclid(step_ms) + 1) * step_ms;
+        let at = DateTime::from_timestamp_millis(boundary).unwrap_or(now) - skew;
+        // Strictly later than `now`, even when called at the boundary itself.
+        if at <= now {
+            at + Duration::milliseconds(step_ms)
+        } else {
+            at
+        }
     }
 
     /// Closes the interval that just ended on the meter's clock (call at `next_capture`).
@@ -138,6 +144,31 @@ impl Firmware {
         });
         while self.nvm.log.len() > LOG_CAPACITY {
             self.nvm.log.pop_front();
+        }
+    }
+
+    /// Fills the load-profile log with the `intervals` that ended before `now`, as a meter that has
+    /// been in service a while has them (simulations that should not wait 15 minutes for data).
+    pub fn backfill(&mut self, now: DateTime<Utc>, intervals: usize) {
+        let step = i64::from(INTERVAL_SECS);
+        let last_end = self.meter_time(now).timestamp().div_euclid(step) * step;
+        for k in (1..=i64::try_from(intervals).unwrap_or(0)).rev() {
+            let Some(start) = DateTime::from_timestamp(last_end - k * step, 0) else {
+                continue;
+            };
+            if self
+                .nvm
+                .log
+                .back()
+                .is_some_and(|l| l.interval_start >= start)
+            {
+                continue;
+            }
+            self.nvm.register_wh += profile::interval_wh(self.category, start, &mut self.rng);
+            self.nvm.log.push_back(IntervalReading {
+                interval_start: start,
+                import_wh: self.nvm.register_wh,
+            });
         }
     }
 
@@ -308,5 +339,103 @@ impl Firmware {
         .ok()?;
         self.nvm.fcnt_up = fcnt.wrapping_add(1);
         Some(phy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{DevAddr, SessionKey};
+    use crate::protocol::payload::{Poll, RelayCommand};
+
+    fn keys(addr: u32, k: u8) -> SessionKeys {
+        SessionKeys {
+            dev_addr: DevAddr(addr),
+            nwk_skey: SessionKey::new([k; 16]),
+            app_skey: SessionKey::new([k + 1; 16]),
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_824_000, 0).unwrap()
+    }
+
+    fn downlink(keys: &SessionKeys, fcnt: u32, message: &Downlink) -> Vec<u8> {
+        let body = message.encode().unwrap();
+        encode_data_frame(
+            keys,
+            &FrameSpec {
+                direction: Direction::Downlink,
+                confirmed: false,
+                ack: false,
+                fcnt,
+                fport: payload::FPORT,
+                payload: &body,
+            },
+        )
+        .unwrap()
+    }
+
+    fn disconnect(id: u32) -> Downlink {
+        Downlink::RelayCommand(RelayCommand {
+            command_id: id,
+            action: RelayAction::Disconnect,
+        })
+    }
+
+    #[test]
+    fn the_relay_obeys_only_authentic_fresh_commands_and_acts_once_per_id() {
+        let k = keys(0x2601_0001, 7);
+        let mut fw = Firmware::new(k.clone(), Category::Domestic, 7, 1, t0());
+        // Forged (wrong key) and for another meter: silently dropped.
+        assert!(fw
+            .on_downlink(&downlink(&keys(0x2601_0001, 9), 0, &disconnect(5)), t0())
+            .is_none());
+        assert!(fw
+            .on_downlink(&downlink(&keys(0x2601_0002, 7), 0, &disconnect(5)), t0())
+            .is_none());
+        assert_eq!(fw.nvm.relay, RelayState::Connected);
+        let genuine = downlink(&k, 0, &disconnect(5));
+        assert!(fw.on_downlink(&genuine, t0()).is_some());
+        assert_eq!(fw.nvm.relay, RelayState::Disconnected);
+        // A replay of the same frame is refused; the same command re-sent is re-acknowledged only.
+        fw.nvm.relay = RelayState::Connected;
+        assert!(fw.on_downlink(&genuine, t0()).is_none());
+        assert!(fw
+            .on_downlink(&downlink(&k, 1, &disconnect(5)), t0())
+            .is_some());
+        assert_eq!(fw.nvm.relay, RelayState::Connected);
+    }
+
+    #[test]
+    fn counters_and_registers_survive_a_power_cut_and_missed_captures_stay_missing() {
+        let k = keys(0x2601_0001, 7);
+        let mut fw = Firmware::new(k.clone(), Category::Commercial, 7, 1, t0());
+        let q = Duration::minutes(15);
+        let mut now = t0();
+        for _ in 0..4 {
+            now = fw.next_capture(now);
+            fw.capture(now);
+        }
+        let poll = |since| Downlink::Poll(Poll { since });
+        assert!(fw
+            .on_downlink(&downlink(&k, 0, &poll(t0() - q)), now)
+            .is_some());
+        let (fcnt_up, register, logged) = (fw.nvm.fcnt_up, fw.nvm.register_wh, fw.nvm.log.len());
+        // Off for an hour: nothing is captured, RAM is lost, NVM is not.
+        let on = now + Duration::hours(1);
+        fw.power_cycle(now, on);
+        assert_eq!((fw.nvm.fcnt_up, fw.nvm.register_wh), (fcnt_up, register));
+        let next = fw.next_capture(on);
+        fw.capture(next);
+        let starts: Vec<_> = fw.nvm.log.iter().map(|i| i.interval_start).collect();
+        assert_eq!(starts.len(), logged + 1, "{starts:?}");
+        assert!(starts[logged] - starts[logged - 1] > q * 3, "{starts:?}");
+        // The old downlink counter still stands after the cut: a replayed poll is refused.
+        assert!(fw.on_downlink(&downlink(&k, 0, &poll(t0())), on).is_none());
+        assert!(fw
+            .on_downlink(&downlink(&k, 1, &poll(t0())), next)
+            .is_some());
+        assert_eq!(fw.nvm.fcnt_up, fcnt_up + 1);
     }
 }
