@@ -363,9 +363,6 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     for t in tasks {
         let _ = t.await;
     }
-    if std::env::var("GG_DEBUG").is_ok() {
-        eprintln!("{:?}", air.stats());
-    }
     // Measure.
     let from = start + chrono::Duration::from_std(warmup).unwrap_or_default();
     let until = start + chrono::Duration::from_std(run_for).unwrap_or_default() - DEADLINE;
@@ -381,17 +378,6 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
                 continue;
             }
             due += 1;
-            if std::env::var("GG_DEBUG").is_ok()
-                && !tally
-                    .arrivals
-                    .get(&(*meter, end))
-                    .is_some_and(|&at| at <= end + DEADLINE)
-            {
-                eprintln!(
-                    "miss meter {meter} sf {sf} end {end} got {:?}",
-                    tally.arrivals.get(&(*meter, end))
-                );
-            }
             if tally
                 .arrivals
                 .get(&(*meter, end))
@@ -463,7 +449,7 @@ pub struct CapacityArgs {
 
 impl CapacityArgs {
     pub fn options(&self) -> Result<CapacityOptions, String> {
-        if !(self.hours > self.warmup_hours + 1.0) || self.warmup_hours < 0.0 {
+        if self.hours <= self.warmup_hours + 1.0 || self.warmup_hours < 0.0 {
             return Err(
                 "--hours must exceed --warmup-hours by more than the 1-hour delivery deadline"
                     .into(),
