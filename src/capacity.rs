@@ -133,7 +133,7 @@ pub fn capacity(
     })
 }
 
-/// Doubles the fleet from 250 until a run misses the target, then bisects to about 2 %.
+/// Doubles the fleet from 250 until a run misses the target, then bisects to about 4 %.
 fn search(
     options: &CapacityOptions,
     mode: AccessMode,
@@ -158,7 +158,7 @@ fn search(
             None if n >= options.max_meters => break,
             None => (n * 2).min(options.max_meters),
             Some(hi) => {
-                if hi - lo <= (lo / 50).max(25) {
+                if hi - lo <= (lo / 25).max(25) {
                     break;
                 }
                 (lo + hi) / 2
@@ -539,4 +539,29 @@ pub fn json(report: &CapacityReport) -> serde_json::Value {
         "target_percent": TARGET_PERCENT,
         "report": report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_village_is_served_in_both_modes() {
+        let options = CapacityOptions {
+            hours: 2.5,
+            warmup_hours: 1.0,
+            relay_commands: 4,
+            ..CapacityOptions::default()
+        };
+        let scheduled = simulate(&options, AccessMode::Scheduled, 40).unwrap();
+        assert!(scheduled.passes(), "{scheduled:?}");
+        assert!(scheduled.readings_due >= 40 * 2, "{scheduled:?}");
+        assert_eq!(scheduled.relay_commands_acknowledged, 4, "{scheduled:?}");
+        assert_eq!(
+            scheduled.sf_mix.iter().sum::<usize>() + scheduled.unreachable,
+            40
+        );
+        let aloha = simulate(&options, AccessMode::Aloha, 40).unwrap();
+        assert!(aloha.delivery_percent > 90.0, "{aloha:?}");
+    }
 }

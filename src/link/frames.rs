@@ -3,7 +3,7 @@
 //! the counters it holds; the caller persists them).
 
 use crate::policy;
-use crate::protocol::frame::{encode_data_frame, DevAddr, Direction, FrameSpec, SessionKeys};
+use crate::protocol::frame::{seal_v1, DevAddr, Direction, SessionKeys};
 use crate::protocol::payload::{self, DecodeError, Downlink, MeterReport, Uplink, INTERVAL_SECS};
 use crate::protocol::security::{FrameFilter, RejectCounters, RejectReason, Rejection, Session};
 use crate::store::{LinkSession, MeterReading};
@@ -125,18 +125,8 @@ impl Sessions {
         let fcnt = session.fcnt_down.map_or(0, |f| f.wrapping_add(1));
         let encode = |detail: String| SealError::Encode { meter, detail };
         let body = message.encode().map_err(|e| encode(e.to_string()))?;
-        let phy = encode_data_frame(
-            &session.keys,
-            &FrameSpec {
-                direction: Direction::Downlink,
-                confirmed: false,
-                ack: false,
-                fcnt,
-                fport: payload::FPORT,
-                payload: &body,
-            },
-        )
-        .map_err(|e| encode(e.to_string()))?;
+        let phy = seal_v1(&session.keys, Direction::Downlink, fcnt, &body)
+            .map_err(|e| encode(e.to_string()))?;
         Ok((fcnt, phy))
     }
 

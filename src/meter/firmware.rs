@@ -2,9 +2,9 @@
 //! intervals, opens authenticated downlinks only, obeys relay commands, and builds its replies.
 
 use super::profile;
-use crate::protocol::frame::{encode_data_frame, Direction, FrameSpec, SessionKeys};
+use crate::protocol::frame::{seal_v1, Direction, SessionKeys};
 use crate::protocol::payload::{
-    self, AccessMode, AckOutcome, Downlink, EventKind, IntervalReading, MeterEvent, MeterReport,
+    AccessMode, AckOutcome, Downlink, EventKind, IntervalReading, MeterEvent, MeterReport,
     RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
 };
 use crate::protocol::security::{FrameFilter, Session};
@@ -124,9 +124,14 @@ impl Firmware {
         let step = i64::from(INTERVAL_SECS);
         // Round to the nearest boundary: the caller wakes at it, give or take a millisecond.
         let end = (self.meter_time(now).timestamp() + step / 2).div_euclid(step) * step;
-        let Some(start) = DateTime::from_timestamp(end - step, 0) else {
-            return;
-        };
+        if let Some(start) = DateTime::from_timestamp(end - step, 0) {
+            self.record(start, self.nvm.relay == RelayState::Connected);
+        }
+    }
+
+    /// Appends the interval starting at `start` (unless already logged), adding its consumption
+    /// to the register if the supply was on.
+    fn record(&mut self, start: DateTime<Utc>, supplied: bool) {
         if self
             .nvm
             .log
@@ -135,7 +140,7 @@ impl Firmware {
         {
             return;
         }
-        if self.nvm.relay == RelayState::Connected {
+        if supplied {
             self.nvm.register_wh += profile::interval_wh(self.category, start, &mut self.rng);
         }
         self.nvm.log.push_back(IntervalReading {
@@ -153,22 +158,9 @@ impl Firmware {
         let step = i64::from(INTERVAL_SECS);
         let last_end = self.meter_time(now).timestamp().div_euclid(step) * step;
         for k in (1..=i64::try_from(intervals).unwrap_or(0)).rev() {
-            let Some(start) = DateTime::from_timestamp(last_end - k * step, 0) else {
-                continue;
-            };
-            if self
-                .nvm
-                .log
-                .back()
-                .is_some_and(|l| l.interval_start >= start)
-            {
-                continue;
+            if let Some(start) = DateTime::from_timestamp(last_end - k * step, 0) {
+                self.record(start, true);
             }
-            self.nvm.register_wh += profile::interval_wh(self.category, start, &mut self.rng);
-            self.nvm.log.push_back(IntervalReading {
-                interval_start: start,
-                import_wh: self.nvm.register_wh,
-            });
         }
     }
 
@@ -325,18 +317,7 @@ impl Firmware {
         let (body, _) = report.encode_fitting(max).ok()?;
         debug_assert!(Uplink::decode(&body).is_ok());
         let fcnt = self.nvm.fcnt_up;
-        let phy = encode_data_frame(
-            &self.keys,
-            &FrameSpec {
-                direction: Direction::Uplink,
-                confirmed: false,
-                ack: false,
-                fcnt,
-                fport: payload::FPORT,
-                payload: &body,
-            },
-        )
-        .ok()?;
+        let phy = seal_v1(&self.keys, Direction::Uplink, fcnt, &body).ok()?;
         self.nvm.fcnt_up = fcnt.wrapping_add(1);
         Some(phy)
     }
@@ -361,19 +342,7 @@ mod tests {
     }
 
     fn downlink(keys: &SessionKeys, fcnt: u32, message: &Downlink) -> Vec<u8> {
-        let body = message.encode().unwrap();
-        encode_data_frame(
-            keys,
-            &FrameSpec {
-                direction: Direction::Downlink,
-                confirmed: false,
-                ack: false,
-                fcnt,
-                fport: payload::FPORT,
-                payload: &body,
-            },
-        )
-        .unwrap()
+        seal_v1(keys, Direction::Downlink, fcnt, &message.encode().unwrap()).unwrap()
     }
 
     fn disconnect(id: u32) -> Downlink {

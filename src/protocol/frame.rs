@@ -166,6 +166,27 @@ pub fn encode_data_frame(keys: &SessionKeys, spec: &FrameSpec<'_>) -> Result<Vec
         .map_err(|e| FrameError::Encoder(format!("{e:?}")))
 }
 
+/// An unconfirmed data frame on FPort 1 (application payload v1) with counter `fcnt`: what the
+/// gateway and the meters exchange.
+pub fn seal_v1(
+    keys: &SessionKeys,
+    direction: Direction,
+    fcnt: u32,
+    body: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    encode_data_frame(
+        keys,
+        &FrameSpec {
+            direction,
+            confirmed: false,
+            ack: false,
+            fcnt,
+            fport: 1,
+            payload: body,
+        },
+    )
+}
+
 /// Reads the clear-text header of a data frame without keys (to find the meter and its counter).
 pub fn parse_header(phy: &[u8]) -> Result<FrameHeader, FrameError> {
     // MHDR + DevAddr + FCtrl + FCnt + MIC is the shortest possible data frame.
