@@ -206,11 +206,7 @@ impl LinkBackend for BenchBackend {
 
 /// Simulates `n` meters in `mode` on a fresh paused-clock runtime.
 pub fn simulate(options: &CapacityOptions, mode: AccessMode, n: usize) -> Result<Run, RadioError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| RadioError::Io(format!("runtime: {e}")))?;
+    let runtime = crate::radio::bench::paused_runtime()?;
     let wall = std::time::Instant::now();
     let mut run = runtime.block_on(village(options, mode, n))?;
     run.wall_s = wall.elapsed().as_secs_f64();

@@ -89,13 +89,18 @@ fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
-/// Runs the benchmark on its own single-threaded runtime with a paused clock.
-pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, RadioError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime whose clock is paused: simulations run as fast as the CPU allows.
+pub fn paused_runtime() -> Result<tokio::runtime::Runtime, RadioError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(|e| RadioError::Io(format!("runtime: {e}")))?;
+        .map_err(|e| RadioError::Io(format!("runtime: {e}")))
+}
+
+/// Runs the benchmark on its own single-threaded runtime with a paused clock.
+pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, RadioError> {
+    let runtime = paused_runtime()?;
     let wall = std::time::Instant::now();
     let mut report = tokio::task::LocalSet::new().block_on(&runtime, simulate(options))?;
     report.wall_s = wall.elapsed().as_secs_f64();
