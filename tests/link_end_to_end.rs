@@ -40,6 +40,10 @@ struct Village {
 
 /// A gateway and `n` meters within 300 m; the gateway config is `config_toml`.
 async fn village(n: usize, config_toml: &str) -> Village {
+    village_in(n, config_toml, AccessMode::Scheduled).await
+}
+
+async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
     let dir = tempfile::tempdir().unwrap();
     let mut config = GatewayConfig::parse(config_toml).unwrap();
     config.gateway.data_dir = dir.path().join("data");
@@ -91,18 +95,16 @@ async fn village(n: usize, config_toml: &str) -> Village {
         clock,
     );
     let stats = l.stats();
-    tokio::spawn(l.run_scheduled(radio, requests, stopping.clone()));
+    match mode {
+        AccessMode::Scheduled => tokio::spawn(l.run_scheduled(radio, requests, stopping.clone())),
+        AccessMode::Aloha => tokio::spawn(l.run_aloha(radio, requests, stopping.clone())),
+    };
     let mut meters = Vec::new();
     for (id, m) in ids.into_iter().zip(plan) {
         let (radio, _chip) = radio_on_air(&air, m.spec.clone(), PhyOptions::default())
             .await
             .unwrap();
-        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(
-            &m,
-            AccessMode::Scheduled,
-            false,
-            &clock,
-        )));
+        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(&m, mode, false, &clock)));
         tokio::spawn(fleet::run_meter(
             radio,
             fw.clone(),
@@ -283,5 +285,32 @@ async fn intervals_whose_uplink_was_lost_are_fetched_again() {
         .collect();
     assert!(wanted.len() >= 14, "{}", wanted.len());
     assert_eq!(stats.readings as usize, wanted.len(), "{stats:?}");
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn aloha_meters_report_on_their_own_timers_and_take_a_relay_command_in_rx1() {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village_in(2, config, AccessMode::Aloha).await;
+    assert!(
+        v.meters.iter().all(|m| m.1.sf == Some(7)),
+        "the test village is all SF7"
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let stats = v.stats();
+    assert!(stats.readings >= 6, "{stats:?}");
+    assert_eq!(stats.downlinks, 0);
+    // A disconnect waits for the meter's next uplink, goes out in its RX1 window, and the uplink
+    // after that confirms it.
+    v.gw().policy_pass(v.clock.now(), true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * 900)).await;
+    for (meter, _, fw) in &v.meters {
+        assert_eq!(locked(fw).nvm.relay, payload::RelayState::Disconnected);
+        assert_eq!(
+            v.gw().store().relay_state(*meter).unwrap(),
+            RelayState::Disconnected
+        );
+    }
+    assert_eq!(v.stats().relay_latencies.len(), 2);
     v.stop.send(true).unwrap();
 }
