@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub policy: PolicyConfig,
     pub relay: RetryPolicy,
     pub sync: crate::sync::client::SyncConfig,
+    pub radio: crate::link::config::RadioSection,
+    pub link: crate::link::config::LinkSection,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,
@@ -145,6 +147,12 @@ impl GatewayConfig {
         }
         if self.relay.max_attempts == 0 {
             return Err("relay.max_attempts must be at least 1".into());
+        }
+        if !(7..=12).contains(&self.radio.aloha_spreading_factor) {
+            return Err("radio.aloha_spreading_factor must be 7..=12".into());
+        }
+        if self.link.poll_period.is_zero() || self.link.retry_after.is_zero() {
+            return Err("link.poll_period and link.retry_after must be above zero".into());
         }
         self.policy.validate()?;
         self.tariff_book()

@@ -523,6 +523,7 @@ pub async fn run(
     };
     let socket = local::socket_path(&config.gateway.data_dir);
     let sync_config = config.sync.clone();
+    let (radio, link) = (config.radio.clone(), config.link.clone());
     let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
     tracing::info!(socket = %socket.display(), "gateway started");
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -544,6 +545,20 @@ pub async fn run(
             tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
         }
     });
+    if radio.kind != crate::link::config::RadioKind::None {
+        let (sender, requests) = crate::link::command_channel();
+        gateway
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_relay_link(Box::new(sender));
+        tasks.spawn(crate::link::run_for_gateway(
+            gateway.clone(),
+            radio,
+            link,
+            requests,
+            stopping.clone(),
+        ));
+    }
     if let Some(transport) = transport {
         tasks.spawn(sync_client::run(
             gateway.clone(),

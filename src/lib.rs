@@ -1,11 +1,14 @@
 //! gramgrid: a prepaid-electricity engine that runs at the village edge and syncs when it can.
 pub mod bench;
+pub mod capacity;
 pub mod central;
 pub mod civil;
 pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod ledger;
+pub mod link;
+pub mod meter;
 pub mod pki;
 pub mod policy;
 pub mod protocol;

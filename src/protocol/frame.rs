@@ -52,6 +52,18 @@ impl SessionKey {
         SessionKey(bytes)
     }
 
+    /// Parses 32 MSB-first hex digits; `None` otherwise (the text is never echoed back).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        Some(SessionKey(bytes))
+    }
+
+    /// The key as 32 hex digits, for storage only: never format the result into a log line.
+    pub fn to_storage_hex(&self) -> String {
+        hex::encode_upper(self.0)
+    }
+
     fn aes(&self) -> AES128 {
         AES128(self.0)
     }
@@ -152,6 +164,27 @@ pub fn encode_data_frame(keys: &SessionKeys, spec: &FrameSpec<'_>) -> Result<Vec
         .build(spec.payload, &[], &nwk, &app)
         .map(<[u8]>::to_vec)
         .map_err(|e| FrameError::Encoder(format!("{e:?}")))
+}
+
+/// An unconfirmed data frame on FPort 1 (application payload v1) with counter `fcnt`: what the
+/// gateway and the meters exchange.
+pub fn seal_v1(
+    keys: &SessionKeys,
+    direction: Direction,
+    fcnt: u32,
+    body: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    encode_data_frame(
+        keys,
+        &FrameSpec {
+            direction,
+            confirmed: false,
+            ack: false,
+            fcnt,
+            fport: 1,
+            payload: body,
+        },
+    )
 }
 
 /// Reads the clear-text header of a data frame without keys (to find the meter and its counter).

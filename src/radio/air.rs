@@ -385,6 +385,7 @@ impl Air {
                 .map(|o| (o.from, o.tx.modulation, o.start, o.end, o.tx.power_dbm))
                 .collect();
             let mut receivers = Vec::new();
+            let recording = st.capture.is_some() || st.keep_records;
             for r in 0..st.nodes.len() {
                 if r == from {
                     continue;
@@ -395,6 +396,25 @@ impl Air {
                     // Idle radios are not listed: a day of a thousand sleeping meters would drown
                     // the capture in "not listening".
                     continue;
+                }
+                if let (Some((tuned, _)), false, false) = (listening, transmitted_during, recording)
+                {
+                    // Fast path for big fleets (thousands of Class C meters hear every downlink
+                    // and uplink): a receiver tuned elsewhere gets the same verdict `decide` would
+                    // give, without computing powers. Only taken when nothing is recorded.
+                    let early = if !tuned.same_channel(&modulation) {
+                        Some(Verdict::WrongChannel)
+                    } else if tuned.spreading_factor != modulation.spreading_factor {
+                        Some(Verdict::WrongSpreadingFactor)
+                    } else if tuned.iq_inverted != modulation.iq_inverted {
+                        Some(Verdict::WrongIq)
+                    } else {
+                        None
+                    };
+                    if let Some(verdict) = early {
+                        *st.stats.verdicts.entry(verdict).or_default() += 1;
+                        continue;
+                    }
                 }
                 let arrival = Arrival {
                     modulation,
@@ -419,12 +439,14 @@ impl Air {
                 let verdict = decide(&arrival, &state, &others);
                 *st.stats.verdicts.entry(verdict).or_default() += 1;
                 let snr = snr_db(arrival.power_dbm, modulation.bandwidth_hz);
-                receivers.push(ReceiverRecord {
-                    node: st.nodes[r].spec.name.clone(),
-                    verdict,
-                    rssi_dbm: arrival.power_dbm,
-                    snr_db: snr,
-                });
+                if recording {
+                    receivers.push(ReceiverRecord {
+                        node: st.nodes[r].spec.name.clone(),
+                        verdict,
+                        rssi_dbm: arrival.power_dbm,
+                        snr_db: snr,
+                    });
+                }
                 if matches!(
                     verdict,
                     Verdict::Heard | Verdict::CrcError | Verdict::HeaderError

@@ -17,10 +17,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Meter transmit power (dBm) and gateway antenna gain (dBi) of the DESIGN.md link budget.
-const METER_POWER_DBM: i8 = 14;
-const GATEWAY_GAIN_DBI: f64 = 3.0;
+pub const METER_POWER_DBM: i8 = 14;
+pub const GATEWAY_GAIN_DBI: f64 = 3.0;
 /// ADR-style margin over sensitivity when choosing a meter's spreading factor.
-const SF_MARGIN_DB: f64 = 5.0;
+pub const SF_MARGIN_DB: f64 = 5.0;
 /// Time for every radio to reset and initialise before the first uplink.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Meter clocks wander: each uplink leaves up to this much after its nominal time, so the same
@@ -89,13 +89,18 @@ fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
-/// Runs the benchmark on its own single-threaded runtime with a paused clock.
-pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, RadioError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime whose clock is paused: simulations run as fast as the CPU allows.
+pub fn paused_runtime() -> Result<tokio::runtime::Runtime, RadioError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(|e| RadioError::Io(format!("runtime: {e}")))?;
+        .map_err(|e| RadioError::Io(format!("runtime: {e}")))
+}
+
+/// Runs the benchmark on its own single-threaded runtime with a paused clock.
+pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, RadioError> {
+    let runtime = paused_runtime()?;
     let wall = std::time::Instant::now();
     let mut report = tokio::task::LocalSet::new().block_on(&runtime, simulate(options))?;
     report.wall_s = wall.elapsed().as_secs_f64();
@@ -104,7 +109,7 @@ pub fn run_radio_bench(options: &RadioBenchOptions) -> Result<RadioBenchReport, 
 }
 
 /// A meter's spreading factor: the fastest one with `SF_MARGIN_DB` to spare, if any.
-fn choose_sf(rx_dbm: f64) -> Option<u8> {
+pub fn choose_sf(rx_dbm: f64) -> Option<u8> {
     (7..=12).find(|&sf| rx_dbm >= sensitivity_dbm(sf, 125_000) + SF_MARGIN_DB)
 }
 

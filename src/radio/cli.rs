@@ -19,7 +19,7 @@ pub enum PathLossChoice {
 }
 
 impl PathLossChoice {
-    fn model(self) -> PathLossModel {
+    pub fn model(self) -> PathLossModel {
         match self {
             Self::Rural => PathLossModel::rural(),
             Self::Urban => PathLossModel::urban(),

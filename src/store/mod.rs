@@ -12,12 +12,14 @@
 //!   default). Meters keep their intervals, so lost readings are asked for again.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
 mod commands;
+mod link;
 mod money;
 mod readings;
 mod schema;
 mod sync;
 
 pub use commands::{Alert, OverrideRecord, RelayCommand};
+pub use link::{Fcnt, LinkSession};
 pub use readings::{IngestReport, MeterReading};
 pub use sync::SyncCursors;
 

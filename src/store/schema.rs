@@ -197,4 +197,13 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX readings_by_seq;
     INSERT INTO sync_state (key, value) SELECT 'readings_unacked_from', COALESCE(MIN(at), 0) FROM readings;
     "#,
+    // 4: meter link. The last LoRaWAN frame counter accepted from (up) and sent to (down) each meter,
+    // so that a frame replayed after a gateway restart is still refused.
+    r#"
+    CREATE TABLE link_counters (
+        meter INTEGER PRIMARY KEY REFERENCES meters(id),
+        fcnt_up INTEGER,
+        fcnt_down INTEGER
+    );
+    "#,
 ];

@@ -1,0 +1,308 @@
+//! The meter link, gateway side: owns the gateway radio, talks LoRaWAN to the meters, ingests what
+//! they report and carries the policy's relay commands to them.
+//!
+//! - `scheduler` (pure): who to poll next, at which spreading factor, from which interval on.
+//! - `frames`: sessions, frame counters, rejection counters, report → readings.
+//! - `task`: the async loop that owns the radio (scheduled mode, or ALOHA listening).
+//! - `config`: the `[radio]` and `[link]` sections of the gateway config.
+//!
+//! Whatever must be durable goes through a [`LinkBackend`]: the gateway's store in the daemon, an
+//! in-memory tally in the capacity benchmark. A frame counter is committed before the frame it
+//! belongs to is acted upon (uplink) or sent (downlink).
+
+pub mod config;
+pub mod frames;
+pub mod scheduler;
+pub mod task;
+
+use crate::gateway::{Gateway, RelayLink};
+use crate::policy::{RelayAction, RelayState};
+use crate::protocol::manifest::MeterManifest;
+use crate::protocol::security::RejectCounters;
+use crate::store::{Fcnt, LinkSession, MeterReading, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use task::Link;
+
+/// How long a meter waits after a downlink ends before it answers: time for the gateway radio to
+/// turn round from transmit to receive. Meter firmware and gateway share it.
+pub const REPLY_DELAY: Duration = Duration::from_millis(30);
+/// Class A (ALOHA mode): the meter's receive window opens this long after its uplink ends (RX1).
+pub const RX1_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the link could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the gateway radio failed: {0}; check the [radio] section (and the air bus or the HAT wiring)")]
+    Radio(#[from] crate::radio::RadioError),
+    #[error("cannot read the meter manifest {path}: {detail}")]
+    Manifest {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("[radio] kind = \"hardware\" needs a gramgrid built with `--features hardware`")]
+    NoHardwareSupport,
+}
+
+/// Where the link keeps what must survive, and where what it hears goes.
+pub trait LinkBackend {
+    /// Every provisioned meter's session and counters.
+    fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError>;
+    /// Durably records a frame counter (before the frame is acted upon or sent).
+    fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError>;
+    /// Readings heard from a meter.
+    fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError>;
+    /// A relay state a meter reported (it confirms relay commands).
+    fn relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError>;
+}
+
+/// The daemon's backend: the gateway's store, charged as readings arrive.
+pub struct GatewayBackend {
+    gateway: Arc<Mutex<Gateway>>,
+}
+
+impl GatewayBackend {
+    pub fn new(gateway: Arc<Mutex<Gateway>>) -> Self {
+        Self { gateway }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Gateway) -> Result<T, StoreError>,
+    ) -> Result<T, LinkError> {
+        // A panic elsewhere while holding the lock leaves the store transactionally consistent.
+        let mut gateway = self.gateway.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut gateway)?)
+    }
+}
+
+impl LinkBackend for GatewayBackend {
+    fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError> {
+        self.with(|g| g.store().link_sessions())
+    }
+    fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError> {
+        self.with(|g| g.store().commit_fcnt(meter, which, fcnt))
+    }
+    fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
+        self.with(|g| g.ingest_readings(batch).map(|_| ()))
+    }
+    fn relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError> {
+        self.with(|g| g.on_relay_report(meter, state, at))
+    }
+}
+
+/// Loads a meter manifest's keys into the store for the meters it knows (by serial).
+/// Returns how many were provisioned; entries for meters not installed here are skipped with a
+/// warning (the central server may not have synced them yet).
+pub fn provision_from_manifest(
+    gateway: &mut Gateway,
+    path: &std::path::Path,
+) -> Result<usize, LinkError> {
+    let fail = |detail: String| LinkError::Manifest {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let manifest = MeterManifest::parse(&text).map_err(|e| fail(e.to_string()))?;
+    let mut provisioned = 0;
+    for entry in &manifest.meters {
+        match gateway.store().meter_id(&entry.serial)? {
+            Some(meter) => {
+                gateway.store().set_meter_keys(meter, &entry.keys)?;
+                provisioned += 1;
+            }
+            None => tracing::warn!(
+                serial = %entry.serial,
+                "meter manifest names a meter not installed on this gateway; skipped"
+            ),
+        }
+    }
+    Ok(provisioned)
+}
+
+/// A relay command on its way from the policy loop to the radio task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub meter: i64,
+    pub command_id: String,
+    pub action: RelayAction,
+}
+
+/// The policy loop's end of the command channel: never blocks.
+pub struct CommandSender(mpsc::UnboundedSender<RelayRequest>);
+
+impl RelayLink for CommandSender {
+    fn send(&mut self, meter: i64, command_id: &str, action: RelayAction) -> Result<(), String> {
+        self.0
+            .send(RelayRequest {
+                meter,
+                command_id: command_id.to_string(),
+                action,
+            })
+            .map_err(|_| "the radio task has stopped".to_string())
+    }
+}
+
+/// A command channel: give the sender to the gateway, the receiver to the link task.
+pub fn command_channel() -> (CommandSender, mpsc::UnboundedReceiver<RelayRequest>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (CommandSender(tx), rx)
+}
+
+/// Wall-clock UTC derived from tokio's clock, so that a paused-time simulation has simulated UTC.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkClock {
+    origin: Instant,
+    origin_utc: DateTime<Utc>,
+}
+
+impl LinkClock {
+    /// A clock that reads `utc` now and runs with tokio time.
+    pub fn starting_at(utc: DateTime<Utc>) -> Self {
+        Self {
+            origin: Instant::now(),
+            origin_utc: utc,
+        }
+    }
+
+    /// The system clock (the daemon).
+    pub fn system() -> Self {
+        Self::starting_at(Utc::now())
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.at(Instant::now())
+    }
+
+    pub fn at(&self, instant: Instant) -> DateTime<Utc> {
+        let elapsed = instant.saturating_duration_since(self.origin);
+        self.origin_utc + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+
+    /// The tokio instant at which this clock reads `utc` (now, if that is past).
+    pub fn instant_of(&self, utc: DateTime<Utc>) -> Instant {
+        let ahead = (utc - self.origin_utc).to_std().unwrap_or_default();
+        self.origin + ahead
+    }
+}
+
+/// What the link has done so far (logged periodically; read by the benchmark and tests).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStats {
+    /// Downlinks sent (polls, assignments, relay commands).
+    pub downlinks: u64,
+    /// Authentic uplinks accepted.
+    pub uplinks: u64,
+    /// Turns the polled meter did not answer.
+    pub silences: u64,
+    pub readings: u64,
+    /// Rejected uplinks per reason (`oversize`, `bad_mic`, `replayed_fcnt`, ...).
+    #[serde(serialize_with = "serialize_rejects")]
+    pub rejects: RejectCounters,
+    /// Relay commands: from queued at the gateway to the meter's acknowledgement.
+    pub relay_latencies: Vec<Duration>,
+    /// Time the gateway's own transmissions occupied the channel.
+    pub downlink_airtime: Duration,
+}
+
+fn serialize_rejects<S: serde::Serializer>(c: &RejectCounters, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    for (reason, n) in c.iter() {
+        map.serialize_entry(reason.as_str(), &n)?;
+    }
+    map.end()
+}
+
+/// Shared view of a running link's stats.
+pub type SharedStats = Arc<Mutex<LinkStats>>;
+
+/// Reads shared stats even if a panicking task left the lock poisoned (counters stay usable).
+pub fn read_stats(stats: &SharedStats) -> LinkStats {
+    stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The daemon's meter link: provisions keys from the manifest (if configured), opens the radio the
+/// config names and runs the access mode until `stop`. Errors are logged, never fatal to the daemon.
+pub async fn run_for_gateway(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: config::RadioSection,
+    link: config::LinkSection,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(error) = serve_gateway(gateway, radio, link, requests, stop).await {
+        tracing::error!(%error, "the meter link stopped: no readings are heard and relay commands wait in the store until it is fixed and the gateway restarted");
+    }
+}
+
+async fn serve_gateway(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: config::RadioSection,
+    link: config::LinkSection,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    if let Some(path) = &link.manifest {
+        let provisioned = {
+            let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
+            provision_from_manifest(&mut g, path)?
+        };
+        tracing::info!(provisioned, manifest = %path.display(), "meter keys loaded from the manifest");
+    }
+    let l = Link::new(
+        GatewayBackend::new(gateway),
+        link.timing(),
+        radio.radio_config(),
+        LinkClock::system(),
+    );
+    match radio.kind {
+        config::RadioKind::None => Ok(()),
+        config::RadioKind::Emulator => {
+            let spec = crate::radio::air::NodeSpec {
+                antenna_gain_dbi: radio.antenna_gain_dbi,
+                ..crate::radio::air::NodeSpec::new("gateway", radio.x_m, radio.y_m)
+            };
+            let (r, _membership) =
+                crate::radio::sim::radio_on_bus(radio.bus, spec, Default::default()).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(feature = "hardware")]
+        config::RadioKind::Hardware => {
+            let r = crate::radio::hardware::HardwareRadio::open(&radio.hardware).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(not(feature = "hardware"))]
+        config::RadioKind::Hardware => Err(LinkError::NoHardwareSupport),
+    }
+}
+
+async fn drive<R: crate::radio::Radio>(
+    l: Link<GatewayBackend>,
+    r: R,
+    mode: config::AccessMode,
+    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    match mode {
+        config::AccessMode::Scheduled => l.run_scheduled(r, requests, stop).await,
+        config::AccessMode::Aloha => l.run_aloha(r, requests, stop).await,
+    }
+}

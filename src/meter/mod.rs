@@ -1,0 +1,9 @@
+//! Simulated meters: virtual firmware (`firmware`), load profiles (`profile`), a fleet scattered
+//! over a village (`fleet`), and a light radio for fleets too big for one chip emulator each
+//! (`light`); `cli` runs a fleet as its own process (`gramgrid sim`).
+
+pub mod cli;
+pub mod firmware;
+pub mod fleet;
+pub mod light;
+pub mod profile;

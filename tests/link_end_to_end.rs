@@ -1,0 +1,316 @@
+//! The meter link end to end, in one process under tokio's paused clock: the real gateway (store,
+//! policy, link task) on an emulated SX1262 driven by lora-phy, and meters running the virtual
+//! firmware on emulated SX1262s, all on one simulated air.
+
+use chrono::{DateTime, Duration as Days, TimeZone, Utc};
+use gramgrid::config::GatewayConfig;
+use gramgrid::gateway::Gateway;
+use gramgrid::link::{self, GatewayBackend, Link, LinkClock, SharedStats};
+use gramgrid::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
+use gramgrid::policy::RelayState;
+use gramgrid::protocol::payload::{self, AccessMode};
+use gramgrid::radio::air::{Air, AirConfig};
+use gramgrid::radio::capture::TxRecord;
+use gramgrid::radio::pathloss::PathLossModel;
+use gramgrid::radio::phy::PhyOptions;
+use gramgrid::radio::sim::radio_on_air;
+use gramgrid::radio::{RadioConfig, RxFrame};
+use gramgrid::store::{Account, MeterInstall};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// 2026-11-28 00:00 IST.
+fn start() -> DateTime<Utc> {
+    gramgrid::civil::ist()
+        .with_ymd_and_hms(2026, 11, 28, 0, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+struct Village {
+    _dir: tempfile::TempDir,
+    air: Air,
+    gateway: Arc<Mutex<Gateway>>,
+    meters: Vec<(i64, PlannedMeter, MeterHandle)>,
+    clock: LinkClock,
+    stats: SharedStats,
+    stop: watch::Sender<bool>,
+}
+
+/// A gateway and `n` meters within 300 m; the gateway config is `config_toml`.
+async fn village(n: usize, config_toml: &str) -> Village {
+    village_in(n, config_toml, AccessMode::Scheduled).await
+}
+
+async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = GatewayConfig::parse(config_toml).unwrap();
+    config.gateway.data_dir = dir.path().join("data");
+    let timing = config.link.timing();
+    let mut gw = Gateway::open(config).unwrap();
+    let air = Air::new(AirConfig {
+        seed: 3,
+        path_loss: PathLossModel::rural(),
+        keep_records: true,
+    });
+    let clock = LinkClock::starting_at(start());
+    let plan = fleet::plan(n, 300.0, 3, &PathLossModel::rural(), &fleet::gateway_spec());
+    let installed = start() - Days::days(30);
+    let mut ids = Vec::new();
+    for (i, m) in plan.iter().enumerate() {
+        gw.store()
+            .upsert_account(&Account {
+                id: format!("A{i}"),
+                consumer_name: format!("Consumer {i}"),
+                category: m.category,
+                phone: None,
+                created_at: installed,
+            })
+            .unwrap();
+        let id = gw
+            .store()
+            .install_meter(&MeterInstall {
+                serial: m.serial.clone(),
+                account: format!("A{i}"),
+                installed_at: installed,
+                initial_register_wh: None,
+            })
+            .unwrap();
+        gw.store().set_meter_keys(id, &m.keys).unwrap();
+        ids.push(id);
+    }
+    // As the daemon does: the policy's relay commands go to the link task.
+    let (commands, requests) = link::command_channel();
+    gw.set_relay_link(Box::new(commands));
+    let gateway = Arc::new(Mutex::new(gw));
+    let (stop, stopping) = watch::channel(false);
+    let (radio, _chip) = radio_on_air(&air, fleet::gateway_spec(), PhyOptions::default())
+        .await
+        .unwrap();
+    let l = Link::new(
+        GatewayBackend::new(gateway.clone()),
+        timing,
+        RadioConfig::gateway(),
+        clock,
+    );
+    let stats = l.stats();
+    match mode {
+        AccessMode::Scheduled => tokio::spawn(l.run_scheduled(radio, requests, stopping.clone())),
+        AccessMode::Aloha => tokio::spawn(l.run_aloha(radio, requests, stopping.clone())),
+    };
+    let mut meters = Vec::new();
+    for (id, m) in ids.into_iter().zip(plan) {
+        let (radio, _chip) = radio_on_air(&air, m.spec.clone(), PhyOptions::default())
+            .await
+            .unwrap();
+        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(&m, mode, false, &clock)));
+        tokio::spawn(fleet::run_meter(
+            radio,
+            fw.clone(),
+            clock,
+            Arc::default(),
+            stopping.clone(),
+        ));
+        meters.push((id, m, fw));
+    }
+    Village {
+        _dir: dir,
+        air,
+        gateway,
+        meters,
+        clock,
+        stats,
+        stop,
+    }
+}
+
+impl Village {
+    fn gw(&self) -> std::sync::MutexGuard<'_, Gateway> {
+        self.gateway.lock().unwrap()
+    }
+
+    fn stats(&self) -> link::LinkStats {
+        link::read_stats(&self.stats)
+    }
+
+    fn uplinks_of(&self, records: &[TxRecord], serial: &str) -> Vec<Vec<u8>> {
+        records
+            .iter()
+            .filter(|r| r.from == serial && r.phy_payload[0] == 0x40)
+            .map(|r| r.phy_payload.clone())
+            .collect()
+    }
+}
+
+fn frame(payload: Vec<u8>) -> RxFrame {
+    RxFrame {
+        payload,
+        rssi_dbm: -90,
+        snr_db: 10,
+        received_at: tokio::time::Instant::now(),
+        spreading_factor: 7,
+        frequency_hz: 865_062_500,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn readings_reach_the_store_and_are_charged() {
+    let v = village(3, "").await;
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let stats = v.stats();
+    assert_eq!(stats.rejects.total(), 0, "{stats:?}");
+    for (id, m, fw) in &v.meters {
+        let mut gw = v.gw();
+        let account = gw
+            .store()
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .find(|a| gw.store().active_meter(&a.id).unwrap().map(|x| x.0) == Some(*id))
+            .unwrap();
+        assert!(
+            gw.store().energy_charges(&account.id, None).unwrap() > 0,
+            "{}",
+            m.serial
+        );
+        // Within the delivery target: nothing older than an hour is missing.
+        let captured = locked(fw).nvm.log.len();
+        assert!(captured >= 11, "{captured}");
+        let sessions = gw.store().link_sessions().unwrap();
+        let s = sessions.iter().find(|s| s.meter == *id).unwrap();
+        assert!(
+            s.last_reading_at.unwrap() >= v.clock.now() - Days::minutes(60),
+            "{:?} {:?} {:?}",
+            s.last_reading_at,
+            v.clock.now(),
+            v.stats()
+        );
+        assert!(s.fcnt_up.is_some() && s.fcnt_down.is_some());
+    }
+    assert!(stats.readings >= 27, "{stats:?}");
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_disconnect_reaches_the_meter_and_its_report_confirms_it() {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village(1, config).await;
+    // Let the meter be found at the rendezvous SF and moved to its own.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (meter, _, fw) = &v.meters[0];
+    assert_eq!(locked(fw).nvm.relay, payload::RelayState::Connected);
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_sent, 1, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(locked(fw).nvm.relay, payload::RelayState::Disconnected);
+    assert_eq!(
+        v.gw().store().relay_state(*meter).unwrap(),
+        RelayState::Disconnected
+    );
+    assert!(v.gw().store().open_relay_commands().unwrap().is_empty());
+    let latencies = v.stats().relay_latencies;
+    assert_eq!(latencies.len(), 1);
+    assert!(latencies[0] < Duration::from_secs(10), "{latencies:?}");
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejected_after_a_restart()
+{
+    let v = village(1, "").await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let (_, m, _) = &v.meters[0];
+    let uplinks = v.uplinks_of(&v.air.take_records(), &m.serial);
+    assert!(uplinks.len() >= 3, "{}", uplinks.len());
+    v.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // A gateway restart: a new link over the same store.
+    let timing = GatewayConfig::default().link.timing();
+    let mut restarted = Link::new(
+        GatewayBackend::new(v.gateway.clone()),
+        timing,
+        RadioConfig::gateway(),
+        v.clock,
+    );
+    restarted.load_sessions(|_| 12).unwrap();
+    let last = uplinks.last().unwrap().clone();
+    assert!(restarted.on_uplink(&frame(last.clone())).is_none());
+    let mut forged = last.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 0x01;
+    assert!(restarted.on_uplink(&frame(forged)).is_none());
+    let mut unknown = last.clone();
+    unknown[1] ^= 0xFF;
+    assert!(restarted.on_uplink(&frame(unknown)).is_none());
+    assert!(restarted.on_uplink(&frame(vec![0x40, 1, 2])).is_none());
+    let stats = link::read_stats(&restarted.stats());
+    let count = |name: &str| {
+        stats
+            .rejects
+            .iter()
+            .find(|(r, _)| r.as_str() == name)
+            .unwrap()
+            .1
+    };
+    assert_eq!(count("replayed_fcnt"), 1, "{stats:?}");
+    assert_eq!(count("bad_mic"), 1, "{stats:?}");
+    assert_eq!(count("unknown_dev_addr"), 1, "{stats:?}");
+    assert_eq!(count("malformed"), 1, "{stats:?}");
+    assert_eq!(stats.uplinks, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn intervals_whose_uplink_was_lost_are_fetched_again() {
+    let v = village(1, "").await;
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    let (meter, _, fw) = &v.meters[0];
+    locked(fw).lose_next_replies(2);
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    let stats = v.stats();
+    assert!(stats.silences >= 2, "{stats:?}");
+    // Every interval the meter captured is in the store, lost replies notwithstanding.
+    let log: Vec<_> = locked(fw).nvm.log.iter().copied().collect();
+    let sessions = v.gw().store().link_sessions().unwrap();
+    let last = sessions
+        .iter()
+        .find(|s| s.meter == *meter)
+        .unwrap()
+        .last_reading_at
+        .unwrap();
+    let wanted: Vec<_> = log
+        .iter()
+        .filter(|i| i.interval_start + Days::minutes(15) <= last)
+        .collect();
+    assert!(wanted.len() >= 14, "{}", wanted.len());
+    assert_eq!(stats.readings as usize, wanted.len(), "{stats:?}");
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn aloha_meters_report_on_their_own_timers_and_take_a_relay_command_in_rx1() {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village_in(2, config, AccessMode::Aloha).await;
+    assert!(
+        v.meters.iter().all(|m| m.1.sf == Some(7)),
+        "the test village is all SF7"
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let stats = v.stats();
+    assert!(stats.readings >= 6, "{stats:?}");
+    assert_eq!(stats.downlinks, 0);
+    // A disconnect waits for the meter's next uplink, goes out in its RX1 window, and the uplink
+    // after that confirms it.
+    v.gw().policy_pass(v.clock.now(), true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * 900)).await;
+    for (meter, _, fw) in &v.meters {
+        assert_eq!(locked(fw).nvm.relay, payload::RelayState::Disconnected);
+        assert_eq!(
+            v.gw().store().relay_state(*meter).unwrap(),
+            RelayState::Disconnected
+        );
+    }
+    assert_eq!(v.stats().relay_latencies.len(), 2);
+    v.stop.send(true).unwrap();
+}
