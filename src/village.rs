@@ -174,16 +174,7 @@ impl Village {
                         gateway: Some(gateway_id.clone()),
                         created_at: start,
                     };
-                    accounts::put_account(tx, &account, false)?;
-                    let meter = accounts::Meter {
-                        serial: h.meter.clone(),
-                        account: h.account.clone(),
-                        installed_at: start,
-                        initial_register_wh: Some(0),
-                        keys: None,
-                        relay_state: "unknown".into(),
-                    };
-                    accounts::put_meter(tx, &meter, false)?;
+                    accounts::enrol_household(tx, &account, &h.meter)?;
                 }
                 Ok::<_, CentralError>(())
             })

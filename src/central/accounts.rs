@@ -232,6 +232,21 @@ pub fn list_meters(tx: &mut dyn Tx) -> Result<Vec<Meter>> {
     .collect()
 }
 
+/// Creates an account and its meter, installed when the account was created with a zero register:
+/// what a bulk enrolment of new prepaid consumers does (benchmarks and the village harness use it).
+pub fn enrol_household(tx: &mut dyn Tx, account: &Account, meter_serial: &str) -> Result<()> {
+    put_account(tx, account, false)?;
+    let meter = Meter {
+        serial: meter_serial.to_string(),
+        account: account.id.clone(),
+        installed_at: account.created_at,
+        initial_register_wh: Some(0),
+        keys: None,
+        relay_state: "unknown".into(),
+    };
+    put_meter(tx, &meter, false)
+}
+
 /// Installs a meter on an account (its initial register, if given, becomes its first reading, as
 /// at the gateway) or, with `update`, changes an existing meter's keys. The account's gateway is
 /// sent the meter.

@@ -4,7 +4,7 @@
 //! through the real exchange path (wire encode, decode, one transaction, rating, answer), as many
 //! gateways at once as asked. HTTP and TLS are left out: they cost the same per request whatever
 //! the storage, and the question is what the storage and rating sustain.
-use super::accounts::{self, Account, Meter};
+use super::accounts::{self, Account};
 use super::{Central, CentralConfig, CentralError};
 use crate::sync::wire::{
     self, ReadingBatch, ReadingBlock, UploadRequest, UploadResponse, INTERVAL_S, PROTOCOL_VERSION,
@@ -121,16 +121,7 @@ pub async fn ingest(settings: &IngestBench) -> Result<IngestFigures, BenchError>
                         gateway: Some(gateway.clone()),
                         created_at: start,
                     };
-                    accounts::put_account(tx, &account, false)?;
-                    let meter = Meter {
-                        serial: serial.clone(),
-                        account: account.id,
-                        installed_at: start,
-                        initial_register_wh: Some(0),
-                        keys: None,
-                        relay_state: "unknown".into(),
-                    };
-                    accounts::put_meter(tx, &meter, false)?;
+                    accounts::enrol_household(tx, &account, serial)?;
                 }
                 Ok::<_, CentralError>(())
             })
