@@ -171,10 +171,7 @@ impl Gateway {
 
     fn account_of_meter(&self, meter: i64) -> Result<String, StoreError> {
         self.store
-            .accounts()?
-            .into_iter()
-            .find(|a| matches!(self.store.active_meter(&a.id), Ok(Some((id, _))) if id == meter))
-            .map(|a| a.id)
+            .account_in_service(meter)
             .ok_or_else(|| StoreError::UnknownMeter(meter.to_string()))
     }
 

@@ -306,6 +306,15 @@ impl Store {
             .optional()?)
     }
 
+    /// The account a meter in service belongs to (None for an unknown or removed meter), from the
+    /// in-memory meter cache.
+    pub fn account_in_service(&self, meter: i64) -> Option<String> {
+        self.meters
+            .get(&meter)
+            .filter(|m| m.removed_at.is_none())
+            .map(|m| m.account.clone())
+    }
+
     /// The last relay state the meter reported.
     pub fn relay_state(&self, meter: i64) -> Result<RelayState> {
         let state: String = self
