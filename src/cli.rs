@@ -45,6 +45,10 @@ pub enum Command {
     AirBus(crate::radio::cli::AirBusArgs),
     /// Run a simulated meter fleet on the air bus until interrupted (see `gramgrid air-bus`).
     Sim(crate::meter::cli::SimArgs),
+    /// Run a whole village in one process on simulated time (central, a gateway on an emulated
+    /// radio, hundreds of meters, a backhaul outage, recharges and vouchers) and print a summary
+    /// read from the databases. Nothing to install or set up.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,7 +207,13 @@ fn parse_month(text: &str) -> std::result::Result<Month, String> {
 
 /// Runs a parsed command line and maps errors to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing();
+    // The demo draws a progress bar and a summary: only errors interrupt them (the business events
+    // central flags, e.g. offline overdrafts, are counted in the summary instead).
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "info"
+    });
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -213,9 +223,9 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -235,6 +245,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .block_on(crate::radio::cli::air_bus(args, shutdown_signal()))
                 .context("the air bus stopped")
         }
+        Command::Demo(args) => demo(&args),
         Command::Sim(args) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -426,6 +437,34 @@ fn tariff(what: TariffCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn demo(args: &crate::demo::DemoArgs) -> Result<()> {
+    let demo = crate::demo::Demo::run(args).context("the demo could not finish")?;
+    let summary = demo.summary();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        print!("{}", crate::demo::summary::render(summary));
+    }
+    let problems = summary.problems();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the demo's village did not run as it should: {}; rerun with --dir DIR and RUST_LOG=info to inspect it",
+            problems.join("; ")
+        );
+    }
+    if args.serve {
+        let serving = demo.serving();
+        if args.json {
+            eprintln!("{serving}");
+        } else {
+            println!("\n{serving}");
+        }
+        demo.serve(shutdown_signal())
+            .context("the demo stopped serving")?;
+    }
+    Ok(())
 }
 
 fn bench(what: BenchCommand) -> Result<()> {

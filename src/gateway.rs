@@ -13,6 +13,7 @@ use crate::store::{Account, Alert, IngestReport, MeterReading, Store, StoreError
 use crate::sync::client as sync_client;
 use crate::sync::https::HttpsTransport;
 use crate::tariff::{rupees, TariffBook};
+use crate::wallclock::WallClock;
 use chrono::{DateTime, Duration, Utc};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -142,13 +143,15 @@ impl Gateway {
         self.store.ingest(&self.book, batch)
     }
 
-    /// Records a relay state reported by a meter; a confirmed disconnect or reconnect alerts the consumer.
+    /// Records a relay state reported by a meter; a confirmed disconnect, or a reconnect after one,
+    /// alerts the consumer (a connect that only confirms a meter's first known state does not).
     pub fn on_relay_report(
         &mut self,
         meter: i64,
         state: RelayState,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let before = self.store.relay_state(meter)?;
         for command in self.store.record_relay_state(meter, state, at)? {
             let account = self.account_of_meter(meter)?;
             let (kind, message) = match command.action {
@@ -156,7 +159,10 @@ impl Gateway {
                     "disconnected",
                     "Supply disconnected: the balance is exhausted. Recharge to restore it.",
                 ),
-                RelayAction::Connect => ("reconnected", "Supply restored."),
+                RelayAction::Connect if before == RelayState::Disconnected => {
+                    ("reconnected", "Supply restored.")
+                }
+                RelayAction::Connect => continue,
             };
             self.store.enqueue_alert(&Alert {
                 id: format!("{account}:{kind}:{}", command.id),
@@ -507,7 +513,6 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
-    let schedule = config.policy_schedule();
     let transport = match &config.sync.bundle {
         Some(bundle) => Some(HttpsTransport::from_bundle(
             bundle,
@@ -518,30 +523,17 @@ pub async fn run(
             None
         }
     };
-    let socket = local::socket_path(&config.gateway.data_dir);
-    let sync_config = config.sync.clone();
+    let services = Services {
+        policy_schedule: config.policy_schedule(),
+        socket: local::socket_path(&config.gateway.data_dir),
+        sync: transport.map(|t| (t, config.sync.clone())),
+        clock: WallClock::System,
+    };
     let (radio, link) = (config.radio.clone(), config.link.clone());
     let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
-    tracing::info!(socket = %socket.display(), "gateway started");
+    tracing::info!(socket = %services.socket.display(), "gateway started");
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let wake_sync = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(policy_loop(
-        gateway.clone(),
-        schedule,
-        stopped(stopping.clone()),
-    ));
-    let local_socket = local::serve(
-        socket,
-        gateway.clone(),
-        wake_sync.clone(),
-        stopped(stopping.clone()),
-    );
-    tasks.spawn(async move {
-        if let Err(error) = local_socket.await {
-            tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
-        }
-    });
     if radio.kind != crate::link::config::RadioKind::None {
         let (sender, requests) = crate::link::command_channel();
         gateway
@@ -556,15 +548,7 @@ pub async fn run(
             stopping.clone(),
         ));
     }
-    if let Some(transport) = transport {
-        tasks.spawn(sync_client::run(
-            gateway.clone(),
-            transport,
-            sync_config,
-            wake_sync,
-            stopped(stopping),
-        ));
-    }
+    services.spawn(&gateway, &mut tasks, &stopping);
     shutdown.await;
     let _ = stop.send(true);
     while let Some(finished) = tasks.join_next().await {
@@ -581,15 +565,69 @@ async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
+/// What the daemon runs around an open gateway, besides the meter link.
+pub struct Services {
+    /// When the policy loop runs (Asia/Kolkata).
+    pub policy_schedule: cron::Schedule,
+    /// The local technician socket.
+    pub socket: std::path::PathBuf,
+    /// The sync client's transport and settings; `None` runs offline.
+    pub sync: Option<(HttpsTransport, crate::sync::client::SyncConfig)>,
+    /// Where the policy loop, the socket and the sync client read "now".
+    pub clock: WallClock,
+}
+
+impl Services {
+    /// Spawns the policy loop, the local technician socket and the sync client on `tasks`; each
+    /// stops when `stopping` turns true.
+    pub fn spawn(
+        self,
+        gateway: &Arc<Mutex<Gateway>>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stopping: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let wake_sync = Arc::new(tokio::sync::Notify::new());
+        tasks.spawn(policy_loop(
+            gateway.clone(),
+            self.policy_schedule,
+            self.clock.clone(),
+            stopped(stopping.clone()),
+        ));
+        let local_socket = local::serve(
+            self.socket,
+            gateway.clone(),
+            self.clock.clone(),
+            wake_sync.clone(),
+            stopped(stopping.clone()),
+        );
+        tasks.spawn(async move {
+            if let Err(error) = local_socket.await {
+                tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
+            }
+        });
+        if let Some((transport, config)) = self.sync {
+            tasks.spawn(sync_client::run(
+                gateway.clone(),
+                transport,
+                config,
+                self.clock,
+                wake_sync,
+                stopped(stopping.clone()),
+            ));
+        }
+    }
+}
+
 /// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes.
 async fn policy_loop(
     gateway: Arc<Mutex<Gateway>>,
     schedule: cron::Schedule,
+    clock: WallClock,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
-        let now = Utc::now();
+        let now = clock.now();
         let outcome = match gateway.lock() {
             Ok(mut gateway) => gateway.tick(now),
             Err(_) => {
@@ -609,7 +647,7 @@ async fn policy_loop(
             .next()
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now + Duration::minutes(1));
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        let wait = (next - clock.now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => return,

@@ -10,6 +10,7 @@ use crate::sync::client::{self, SessionReport, SyncConfig, SyncError};
 use crate::sync::https::HttpsTransport;
 use crate::sync::netem::{self, LinkPlan, Relay};
 use crate::tariff::Category;
+use crate::wallclock::WallClock;
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use std::path::{Path, PathBuf};
@@ -91,17 +92,55 @@ pub struct Village {
     pub households: Vec<Household>,
     /// The API token the utility's systems use.
     pub api_token: String,
+    /// Where central, the sync client and the village's own calls read "now".
+    pub clock: WallClock,
     registers: Mutex<Vec<i64>>,
 }
 
 impl Village {
-    /// Builds a village of `households` meters in `dir`: central CA and server, gateway enrolled,
-    /// accounts and meters created at central and assigned to the gateway (not yet synced).
+    /// Builds a village of `households` meters in `dir` on the system clock: central CA and server,
+    /// gateway enrolled, accounts and meters (zero registers, no radio keys) created at central and
+    /// assigned to the gateway (not yet synced).
     pub async fn build(
         dir: &Path,
         gateway_id: &str,
         households: usize,
         start: DateTime<Utc>,
+    ) -> Result<Village, VillageError> {
+        let enrolments = (0..households)
+            .map(|i| {
+                let account = accounts::Account {
+                    id: format!("ACC{i:06}"),
+                    consumer_name: format!("Household {i}"),
+                    category: category_of(i),
+                    phone: Some(format!("+9199{i:08}")),
+                    gateway: Some(gateway_id.to_string()),
+                    created_at: start,
+                };
+                let meter = accounts::Meter {
+                    serial: format!("MTR{i:06}"),
+                    account: account.id.clone(),
+                    installed_at: start,
+                    initial_register_wh: Some(0),
+                    keys: None,
+                    relay_state: "unknown".into(),
+                };
+                (account, meter)
+            })
+            .collect();
+        let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::build_with(dir, gateway_id, enrolments, WallClock::System, any_port).await
+    }
+
+    /// Builds a village in `dir` whose central (listening on `central_addr`) and gateway read "now"
+    /// from `clock`, with one meter per account as given (the accounts should name `gateway_id`;
+    /// they reach the gateway at the first sync).
+    pub async fn build_with(
+        dir: &Path,
+        gateway_id: &str,
+        enrolments: Vec<(accounts::Account, accounts::Meter)>,
+        clock: WallClock,
+        central_addr: std::net::SocketAddr,
     ) -> Result<Village, VillageError> {
         std::fs::create_dir_all(dir)?;
         let pki = crate::pki::CentralPki::init(&dir.join("pki"), "https://127.0.0.1:8443", &[])?;
@@ -114,9 +153,12 @@ impl Village {
             api_tokens: vec![api_token.clone()],
             ..CentralConfig::default()
         };
-        let central =
-            central::server::start(config, tokio::net::TcpListener::bind("127.0.0.1:0").await?)
-                .await?;
+        let central = central::server::start_with_clock(
+            config,
+            tokio::net::TcpListener::bind(central_addr).await?,
+            clock.clone(),
+        )
+        .await?;
         let link = netem::start(central.addr, LinkPlan::default()).await?;
         let sync = SyncConfig {
             bundle: Some(pki.bundle_path(gateway_id)),
@@ -132,11 +174,12 @@ impl Village {
         gateway_config.gateway.data_dir = dir.join("gateway");
         gateway_config.sync = sync.clone();
         let gateway = Arc::new(Mutex::new(Gateway::open(gateway_config)?));
-        let households: Vec<Household> = (0..households)
-            .map(|i| Household {
-                account: format!("ACC{i:06}"),
-                meter: format!("MTR{i:06}"),
-                category: category_of(i),
+        let households: Vec<Household> = enrolments
+            .iter()
+            .map(|(account, meter)| Household {
+                account: account.id.clone(),
+                meter: meter.serial.clone(),
+                category: account.category,
             })
             .collect();
         let village = Village {
@@ -149,42 +192,26 @@ impl Village {
             registers: Mutex::new(vec![0; households.len()]),
             households,
             api_token,
+            clock,
         };
-        village.enrol_households(gateway_id, start).await?;
-        Ok(village)
-    }
-
-    async fn enrol_households(
-        &self,
-        gateway_id: &str,
-        start: DateTime<Utc>,
-    ) -> Result<(), VillageError> {
-        let households = self.households.clone();
-        let gateway_id = gateway_id.to_string();
-        self.central
+        village
+            .central
             .central
             .db()
             .transaction(move |tx| {
-                for (i, h) in households.iter().enumerate() {
-                    let account = accounts::Account {
-                        id: h.account.clone(),
-                        consumer_name: format!("Household {i}"),
-                        category: h.category,
-                        phone: Some(format!("+9199{i:08}")),
-                        gateway: Some(gateway_id.clone()),
-                        created_at: start,
-                    };
-                    accounts::enrol_household(tx, &account, &h.meter)?;
+                for (account, meter) in &enrolments {
+                    accounts::put_account(tx, account, false)?;
+                    accounts::put_meter(tx, meter, false)?;
                 }
                 Ok::<_, CentralError>(())
             })
             .await?;
-        Ok(())
+        Ok(village)
     }
 
     /// One sync session through the link, as the gateway's sync client runs it.
     pub async fn sync(&self) -> Result<SessionReport, SyncError> {
-        client::session(&self.gateway, &self.transport, &self.sync).await
+        client::session(&self.gateway, &self.transport, &self.sync, &self.clock).await
     }
 
     /// Runs `f` on the gateway.
@@ -269,7 +296,7 @@ impl Village {
             amount_paise,
             reference: None,
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         Ok(self
             .central
             .central
@@ -289,7 +316,7 @@ impl Village {
             amount_paise,
             valid_days: 30,
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         Ok(self
             .central
             .central

@@ -221,9 +221,10 @@ async fn balance(
     Path(id): Path<String>,
 ) -> ApiResult<Json<accounts::Balance>> {
     let stale_after = Duration::from_std(central.config().stale_after).unwrap_or(Duration::MAX);
+    let now = central.now();
     Ok(Json(
         run(&central, move |tx| {
-            accounts::balance(tx, &id, Utc::now(), stale_after)
+            accounts::balance(tx, &id, now, stale_after)
         })
         .await?,
     ))
@@ -276,11 +277,9 @@ async fn recharge(
     body: Result<Json<RechargeRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
+    let now = central.now();
     Ok(receipt(
-        run(&central, move |tx| {
-            accounts::recharge(tx, &request, Utc::now())
-        })
-        .await?,
+        run(&central, move |tx| accounts::recharge(tx, &request, now)).await?,
     ))
 }
 
@@ -289,11 +288,9 @@ async fn adjustment(
     body: Result<Json<accounts::AdjustmentRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
+    let now = central.now();
     Ok(receipt(
-        run(&central, move |tx| {
-            accounts::adjust(tx, &request, Utc::now())
-        })
-        .await?,
+        run(&central, move |tx| accounts::adjust(tx, &request, now)).await?,
     ))
 }
 
@@ -302,9 +299,10 @@ async fn emergency_credit(
     body: Result<Json<accounts::EmergencyCreditRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
+    let now = central.now();
     Ok(receipt(
         run(&central, move |tx| {
-            accounts::emergency_credit(tx, &request, Utc::now())
+            accounts::emergency_credit(tx, &request, now)
         })
         .await?,
     ))
@@ -315,10 +313,8 @@ async fn issue_voucher(
     body: Result<Json<IssueRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<vouchers::IssuedVoucher>)> {
     let Json(request) = body?;
-    let issued = run(&central, move |tx| {
-        vouchers::issue(tx, &request, Utc::now())
-    })
-    .await?;
+    let now = central.now();
+    let issued = run(&central, move |tx| vouchers::issue(tx, &request, now)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -334,9 +330,10 @@ async fn redeem_voucher(
     body: Result<Json<RedeemRequest>, JsonRejection>,
 ) -> ApiResult<Json<crate::ledger::LedgerEvent>> {
     let Json(request) = body?;
+    let now = central.now();
     Ok(Json(
         run(&central, move |tx| {
-            vouchers::redeem_at_central(tx, &request.code, Utc::now())
+            vouchers::redeem_at_central(tx, &request.code, now)
         })
         .await?,
     ))
@@ -359,7 +356,8 @@ struct Rotated {
 }
 
 async fn rotate_keys(State(central): Shared) -> ApiResult<Json<Rotated>> {
-    let key_id = run(&central, |tx| vouchers::rotate(tx, Utc::now())).await?;
+    let now = central.now();
+    let key_id = run(&central, move |tx| vouchers::rotate(tx, now)).await?;
     Ok(Json(Rotated { key_id }))
 }
 
@@ -368,8 +366,9 @@ async fn publish_tariff(
     body: Result<Json<TariffVersion>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(version) = body?;
+    let now = central.now();
     let book = run(&central, move |tx| {
-        accounts::publish_tariff(tx, &version, Utc::now())
+        accounts::publish_tariff(tx, &version, now)
     })
     .await?;
     central.set_tariff_book(book);
@@ -424,8 +423,9 @@ async fn publish_policy(
     body: Result<Json<PolicyRequest>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(request) = body?;
+    let now = central.now();
     run(&central, move |tx| {
-        accounts::publish_policy(tx, request.version, &request.policy, Utc::now())
+        accounts::publish_policy(tx, request.version, &request.policy, now)
     })
     .await?;
     Ok(StatusCode::CREATED)

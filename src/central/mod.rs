@@ -16,7 +16,8 @@ pub mod sync;
 pub mod vouchers;
 
 use crate::tariff::TariffBook;
-use chrono::Utc;
+use crate::wallclock::WallClock;
+use chrono::{DateTime, Utc};
 pub use config::CentralConfig;
 use db::{Db, DbError};
 use std::sync::{Arc, RwLock};
@@ -50,6 +51,7 @@ pub struct Central {
     db: Db,
     config: Arc<CentralConfig>,
     book: RwLock<Arc<TariffBook>>,
+    clock: WallClock,
 }
 
 impl std::fmt::Debug for Central {
@@ -62,14 +64,26 @@ impl Central {
     /// Opens (creating and migrating) the database named by the config, loads the published
     /// tariff book, and creates the first voucher signing key if there is none.
     pub fn open(config: CentralConfig) -> Result<Central> {
+        Self::open_with_clock(config, WallClock::System)
+    }
+
+    /// As [`Central::open`], reading "now" from `clock` (the demo runs central on simulated time).
+    pub fn open_with_clock(config: CentralConfig, clock: WallClock) -> Result<Central> {
         let db = Db::open(&config.database_url, config.database_connections)?;
         let book = db.blocking(|tx| accounts::load_tariff_book(tx))?;
-        db.blocking(|tx| vouchers::ensure_key(tx, Utc::now()))?;
+        let now = clock.now();
+        db.blocking(move |tx| vouchers::ensure_key(tx, now))?;
         Ok(Central {
             db,
             config: Arc::new(config),
             book: RwLock::new(Arc::new(book)),
+            clock,
         })
+    }
+
+    /// The time central stamps on what it records.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The database (for the sync endpoint, the notifier and the benchmark).

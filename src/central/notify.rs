@@ -69,6 +69,7 @@ pub fn enqueue(
 
 /// Sends up to `limit` queued notifications in creation order; returns how many were sent.
 pub async fn deliver(central: &Central, sender: Arc<dyn Sender>, limit: i64) -> Result<usize> {
+    let now = ts(central.now());
     central
         .db()
         .transaction(move |tx| {
@@ -76,7 +77,6 @@ pub async fn deliver(central: &Central, sender: Arc<dyn Sender>, limit: i64) -> 
                 "SELECT id, account, kind, message, created_at FROM notifications WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1",
                 &[limit.into()],
             )?;
-            let now = ts(Utc::now());
             let mut sent = 0;
             for row in rows {
                 let notification = Notification {

@@ -1,6 +1,7 @@
 //! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop.
 use super::{api, notify, sync, Central, CentralConfig, CentralError};
 use crate::tls::RequireGateway;
+use crate::wallclock::WallClock;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
@@ -93,12 +94,21 @@ pub async fn start(
     config: CentralConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<Running, StartError> {
+    start_with_clock(config, listener, WallClock::System).await
+}
+
+/// As [`start`], with central reading "now" from `clock`.
+pub async fn start_with_clock(
+    config: CentralConfig,
+    listener: tokio::net::TcpListener,
+    clock: WallClock,
+) -> Result<Running, StartError> {
     let pki = crate::pki::CentralPki::load(&config.pki_dir)?;
     let tls = crate::tls::server_config(&pki)?;
     let sender = Arc::new(notify::LogFileSender {
         path: config.notifications_log.clone(),
     });
-    let central = tokio::task::spawn_blocking(move || Central::open(config))
+    let central = tokio::task::spawn_blocking(move || Central::open_with_clock(config, clock))
         .await
         .map_err(|e| StartError::Join(e.to_string()))??;
     let central = Arc::new(central);

@@ -114,7 +114,7 @@ pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Respon
         return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
     }
     let book = central.tariff_book();
-    let now = Utc::now();
+    let now = central.now();
     let applied = central
         .db()
         .transaction(move |tx| apply(tx, &book, &gateway, &request, now))

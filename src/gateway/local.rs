@@ -1,7 +1,8 @@
 //! The gateway's local entry point: a Unix socket in the data directory for technicians' commands
 //! (`gramgrid gateway redeem CODE`) against the running daemon. One JSON line in, one JSON line out.
 use super::Gateway;
-use chrono::Utc;
+use crate::wallclock::WallClock;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub async fn serve(
     path: PathBuf,
     gateway: Arc<Mutex<Gateway>>,
+    clock: WallClock,
     redeemed: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -51,10 +53,9 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let gateway = gateway.clone();
-        let redeemed = redeemed.clone();
+        let (gateway, clock, redeemed) = (gateway.clone(), clock.clone(), redeemed.clone());
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &gateway, &redeemed).await {
+            if let Err(error) = answer(stream, &gateway, &clock, &redeemed).await {
                 tracing::warn!(%error, "local request failed");
             }
         });
@@ -66,6 +67,7 @@ pub async fn serve(
 async fn answer(
     stream: tokio::net::UnixStream,
     gateway: &Mutex<Gateway>,
+    clock: &WallClock,
     redeemed: &tokio::sync::Notify,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -75,7 +77,7 @@ async fn answer(
         .read_line(&mut line)
         .await?;
     let response = match serde_json::from_str::<LocalRequest>(&line) {
-        Ok(LocalRequest::Redeem { code }) => redeem(gateway, &code, redeemed),
+        Ok(LocalRequest::Redeem { code }) => redeem(gateway, &code, clock.now(), redeemed),
         Err(error) => LocalResponse {
             ok: false,
             message: format!("not a request this gateway understands: {error}"),
@@ -86,14 +88,19 @@ async fn answer(
     write.write_all(&out).await
 }
 
-fn redeem(gateway: &Mutex<Gateway>, code: &str, redeemed: &tokio::sync::Notify) -> LocalResponse {
+fn redeem(
+    gateway: &Mutex<Gateway>,
+    code: &str,
+    now: DateTime<Utc>,
+    redeemed: &tokio::sync::Notify,
+) -> LocalResponse {
     let Ok(mut gateway) = gateway.lock() else {
         return LocalResponse {
             ok: false,
             message: "the gateway is not in a state to take requests; restart it".into(),
         };
     };
-    match gateway.store().redeem_voucher(code, Utc::now()) {
+    match gateway.store().redeem_voucher(code, now) {
         Ok(voucher) => {
             redeemed.notify_one();
             tracing::info!(account = %voucher.account, amount_paise = voucher.amount_paise, "voucher redeemed");

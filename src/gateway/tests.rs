@@ -248,3 +248,43 @@ fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
     let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
     assert_eq!(report.commands_queued, 1);
 }
+
+#[test]
+fn confirming_a_new_meters_first_connect_does_not_tell_the_consumer_supply_was_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _, _) = gateway(&dir, "");
+    let created = ist(2026, 11, 1, 0, 0);
+    gw.store()
+        .upsert_account(&Account {
+            id: "A2".into(),
+            consumer_name: "Ramesh".into(),
+            category: Category::Domestic,
+            phone: None,
+            created_at: created,
+        })
+        .unwrap();
+    let meter = gw
+        .store()
+        .install_meter(&MeterInstall {
+            serial: "M2".into(),
+            account: "A2".into(),
+            installed_at: created,
+            initial_register_wh: Some(0),
+        })
+        .unwrap();
+    gw.store()
+        .record_event(&LedgerEvent {
+            account: "A2".into(),
+            ..recharge("r-a2", 50_000, created)
+        })
+        .unwrap();
+    // The relay state is unknown until the meter reports: the policy makes sure it is connected.
+    assert_eq!(gw.policy_pass(created, true).unwrap().commands_queued, 1);
+    gw.on_relay_report(meter, RelayState::Connected, created + Duration::minutes(1))
+        .unwrap();
+    assert_eq!(gw.store().alert_count("A2", "reconnected").unwrap(), 0);
+    assert_eq!(
+        gw.store().relay_state(meter).unwrap(),
+        RelayState::Connected
+    );
+}

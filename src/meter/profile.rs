@@ -35,6 +35,11 @@ pub fn power_w(category: Category, at: DateTime<Utc>) -> u32 {
     mean_w(category, local_hour(at))
 }
 
+/// Mean energy (Wh) a household of `category` uses in a day.
+pub fn mean_daily_wh(category: Category) -> u64 {
+    (0..24).map(|h| u64::from(mean_w(category, h))).sum()
+}
+
 /// Energy of the 15-minute interval starting at `start`: the hour's mean ±30 %.
 pub fn interval_wh(category: Category, start: DateTime<Utc>, rng: &mut impl Rng) -> u64 {
     let mean = f64::from(mean_w(category, local_hour(start))) / 4.0;
@@ -58,6 +63,7 @@ mod tests {
             power_w(Category::Agricultural, at_ist(6))
                 > power_w(Category::Agricultural, at_ist(14))
         );
+        assert_eq!(mean_daily_wh(Category::Domestic), 8_940);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let wh = interval_wh(Category::Commercial, at_ist(12), &mut rng);
         assert!((262..=488).contains(&wh), "{wh}");

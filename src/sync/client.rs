@@ -10,6 +10,7 @@ use crate::gateway::Gateway;
 use crate::store::StoreError;
 use crate::sync::clock;
 use crate::sync::wire::{self, ReadingBlock, UploadRequest, UploadResponse, WireError};
+use crate::wallclock::WallClock;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -152,10 +153,11 @@ pub async fn session<T: Transport>(
     gateway: &Mutex<Gateway>,
     transport: &T,
     config: &SyncConfig,
+    clock: &WallClock,
 ) -> Result<SessionReport, SyncError> {
     let mut report = SessionReport::default();
     for _ in 0..MAX_EXCHANGES_PER_SESSION {
-        let sent_at = Utc::now();
+        let sent_at = clock.now();
         let request = build_request(&mut *lock(gateway)?, config, sent_at)?;
         let body = wire::encode(&request)?;
         report.bytes_up += body.len();
@@ -164,7 +166,7 @@ pub async fn session<T: Transport>(
             .map_err(|_| TransportError::Timeout(config.request_timeout))??;
         report.bytes_down += answer.len();
         let response: UploadResponse = wire::decode(&answer)?;
-        let received_at = Utc::now();
+        let received_at = clock.now();
         let applied = apply_response(
             &mut *lock(gateway)?,
             config,
@@ -209,6 +211,7 @@ pub async fn run<T: Transport>(
     gateway: Arc<Mutex<Gateway>>,
     transport: T,
     config: SyncConfig,
+    clock: WallClock,
     wake: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -224,14 +227,14 @@ pub async fn run<T: Transport>(
                 rand::random(),
             )
         } else {
-            next_tick(&schedule)
+            next_tick(&schedule, clock.now())
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = wake.notified() => {}
             _ = &mut shutdown => break,
         }
-        match session(&gateway, &transport, &config).await {
+        match session(&gateway, &transport, &config, &clock).await {
             Ok(report) => {
                 if failures > 0 {
                     tracing::info!(
@@ -250,9 +253,8 @@ pub async fn run<T: Transport>(
     }
 }
 
-/// Time until the schedule's next tick.
-fn next_tick(schedule: &cron::Schedule) -> Duration {
-    let now = Utc::now();
+/// Time from `now` until the schedule's next tick.
+fn next_tick(schedule: &cron::Schedule, now: DateTime<Utc>) -> Duration {
     schedule
         .after(&now)
         .next()
