@@ -349,6 +349,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
                     meter,
                     &format!("bench-{k}"),
                     action,
+                    None,
                 );
                 tokio::time::sleep(span / u32::try_from(count.max(1)).unwrap_or(1)).await;
             }

@@ -2,14 +2,16 @@
 //!
 //! Each pass, for every account with a meter in service: charge the fixed charge of each local day
 //! not yet charged, top up last month's minimum charge, then let the policy decide alerts and relay
-//! commands, and move open relay commands along their retry schedule. The radio (meter link) plugs in
-//! through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through the store.
+//! commands, and move open relay commands along their retry schedule. A disconnect the policy no
+//! longer wants, or that may not be carried out now, is withdrawn, never re-sent. The radio (meter
+//! link) plugs in through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through
+//! the store.
 use crate::civil::{self, Month};
 use crate::config::GatewayConfig;
 use crate::ledger::{self, EventKind, LedgerEvent};
 use crate::policy::{self, AccountFacts, RelayAction, RelayState};
 use crate::relay::{CommandState, Step};
-use crate::store::{Account, Alert, IngestReport, MeterReading, Store, StoreError};
+use crate::store::{Account, Alert, IngestReport, MeterReading, RelayCommand, Store, StoreError};
 use crate::sync::client as sync_client;
 use crate::sync::https::HttpsTransport;
 use crate::tariff::{rupees, TariffBook};
@@ -38,8 +40,17 @@ pub enum GatewayError {
 
 /// Sends relay commands to meters. The meter link implements it; without one, commands wait queued.
 pub trait RelayLink {
-    /// Hands a command to the radio. An error means it could not be sent now; it is retried.
-    fn send(&mut self, meter: i64, command_id: &str, action: RelayAction) -> Result<(), String>;
+    /// Hands a command to the radio. A transmission that would end after `not_after` (a disconnect's
+    /// window end) must not happen. An error means it could not be sent now; it is retried.
+    fn send(
+        &mut self,
+        meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String>;
+    /// Tells the radio that a command it was given is withdrawn: it must not be transmitted again.
+    fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String>;
 }
 
 /// What one policy pass did.
@@ -52,6 +63,8 @@ pub struct PassReport {
     pub commands_queued: usize,
     pub commands_sent: usize,
     pub commands_timed_out: usize,
+    /// Disconnects withdrawn before the meter confirmed them (recharged, window closed, ...).
+    pub commands_withdrawn: usize,
     /// Disconnects that were due but held back (outside a window, holiday, grace, clock).
     pub disconnects_held: usize,
 }
@@ -197,7 +210,7 @@ impl Gateway {
             report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
             self.decide_account(&account, meter, now, clock_trusted, &mut report)?;
         }
-        self.advance_relay_commands(now, &mut report)?;
+        self.advance_relay_commands(now, clock_trusted, &mut report)?;
         Ok(report)
     }
 
@@ -335,6 +348,20 @@ impl Gateway {
         if decision.hold.is_some() && facts.relay != RelayState::Disconnected {
             report.disconnects_held += 1;
         }
+        if decision.withdraw_disconnect {
+            let why = match decision.hold {
+                Some(hold) => hold.to_string(),
+                None => format!(
+                    "balance {} INR is above the disconnect threshold",
+                    rupees(position.balance_paise)
+                ),
+            };
+            for command in self.store.open_relay_commands()? {
+                if command.meter == meter && command.action == RelayAction::Disconnect {
+                    self.withdraw(&command, now, &why, report)?;
+                }
+            }
+        }
         if let Some(action) = decision.relay {
             let verb = match action {
                 RelayAction::Connect => "connect",
@@ -355,20 +382,70 @@ impl Gateway {
         Ok(())
     }
 
-    /// Sends, re-sends or times out open relay commands according to the retry policy.
+    /// Closes an open disconnect as withdrawn, saying why, and tells the link not to transmit it.
+    fn withdraw(
+        &mut self,
+        command: &RelayCommand,
+        now: DateTime<Utc>,
+        why: &str,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let detail = format!("no longer wanted: {why}");
+        if !self
+            .store
+            .withdraw_relay_command(&command.id, now, &detail)?
+        {
+            return Ok(());
+        }
+        tracing::info!(command = %command.id, meter = command.meter, reason = why, "relay command withdrawn");
+        report.commands_withdrawn += 1;
+        if let Some(link) = self.link.as_mut() {
+            if let Err(error) = link.withdraw(command.meter, &command.id) {
+                tracing::warn!(command = %command.id, %error, "the meter link was not told of a withdrawal");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends, re-sends or times out open relay commands according to the retry policy. A disconnect
+    /// that may not be carried out now (outside a window, holiday, untrusted clock, a technician's
+    /// connect override) is withdrawn instead; one that is sent carries its deadline.
     fn advance_relay_commands(
         &mut self,
         now: DateTime<Utc>,
+        clock_trusted: bool,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
         for command in self.store.open_relay_commands()? {
-            match self.config.relay.next_step(command.progress, now) {
+            let step = self.config.relay.next_step(command.progress, now);
+            let not_after = match (command.action, step) {
+                (RelayAction::Connect, _) | (RelayAction::Disconnect, Step::TimeOut) => None,
+                (RelayAction::Disconnect, _) => {
+                    let manual_override = match self.store.account_in_service(command.meter) {
+                        Some(account) => self.store.active_override(&account, now)?,
+                        None => None,
+                    };
+                    match policy::disconnect_deadline(
+                        &self.config.policy,
+                        manual_override,
+                        clock_trusted,
+                        now,
+                    ) {
+                        Ok(deadline) => deadline,
+                        Err(hold) => {
+                            self.withdraw(&command, now, &hold.to_string(), report)?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match step {
                 Step::Send => {
                     let Some(link) = self.link.as_mut() else {
                         tracing::debug!(command = %command.id, "no meter link attached; command stays queued");
                         continue;
                     };
-                    match link.send(command.meter, &command.id, command.action) {
+                    match link.send(command.meter, &command.id, command.action, not_after) {
                         Ok(()) => {
                             self.store.mark_relay_sent(&command.id, now)?;
                             report.commands_sent += 1;

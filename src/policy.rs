@@ -6,7 +6,9 @@
 //! - **Disconnect** only when the balance is at or below that threshold *and* now is inside an allowed
 //!   disconnect window (cron expressions in Asia/Kolkata time), not on a holiday, at or after the first
 //!   window the grace rule allows (CSPDCL practice: the day after the threshold was crossed), and only
-//!   on a clock the gateway trusts. A disconnect that is due but held back says why.
+//!   on a clock the gateway trusts. A disconnect that is due but held back says why. A disconnect
+//!   already in flight that these rules no longer want (recharged, window closed) is withdrawn, and
+//!   one that is sent carries the end of its run of allowed minutes as its deadline.
 //! - **Manual override** by a technician (an audited event) wins over both until it expires.
 //! - **Alerts** when the balance falls to each configured share of the last recharge (30 %, 10 %,
 //!   0 % by default), each at most once per recharge, plus a daily balance message.
@@ -237,6 +239,18 @@ pub enum Hold {
     ManualOverride,
 }
 
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::OutsideWindow => write!(f, "outside every disconnect window"),
+            Hold::Holiday => write!(f, "a holiday"),
+            Hold::Grace { until } => write!(f, "in the grace period until {until}"),
+            Hold::ClockUntrusted => write!(f, "the clock is not trusted"),
+            Hold::ManualOverride => write!(f, "a technician's connect override"),
+        }
+    }
+}
+
 /// A low-balance alert: the balance reached `level_percent` of recharge `recharge_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LowBalance {
@@ -258,7 +272,14 @@ pub struct Decision {
     pub below_threshold_since: Option<DateTime<Utc>>,
     /// The local date whose daily balance message is due (the outbox keeps each once).
     pub daily_message: Option<NaiveDate>,
+    /// A disconnect is in flight (`facts.pending`) that the rules do not want now (balance back
+    /// above the threshold, outside every window, holiday, grace, untrusted clock, a technician's
+    /// connect override): the gateway withdraws it before the meter carries it out.
+    pub withdraw_disconnect: bool,
 }
+
+/// How far [`disconnect_allowed_until`] looks ahead, in minutes (24 h).
+const UNTIL_HORIZON_MINUTES: i64 = 24 * 60;
 
 /// Whether a disconnect may be carried out at `now`, or why not.
 pub fn disconnect_allowed(config: &PolicyConfig, now: DateTime<Utc>) -> Result<(), Hold> {
@@ -269,6 +290,48 @@ pub fn disconnect_allowed(config: &PolicyConfig, now: DateTime<Utc>) -> Result<(
         return Err(Hold::OutsideWindow);
     }
     Ok(())
+}
+
+/// The end of the run of allowed minutes that contains `now`: the first instant after `now` at
+/// which a disconnect is no longer allowed (a window closes, a holiday begins), or None if none is
+/// allowed now. The scan stops 24 h after the start of `now`'s minute and returns that instant: a
+/// deadline earlier than the run's real end only makes a disconnect more cautious.
+pub fn disconnect_allowed_until(
+    config: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    disconnect_allowed(config, now).ok()?;
+    let minute = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)?;
+    let horizon = minute.checked_add_signed(Duration::minutes(UNTIL_HORIZON_MINUTES))?;
+    (1..UNTIL_HORIZON_MINUTES)
+        .map(|k| minute + Duration::minutes(k))
+        .find(|t| disconnect_allowed(config, *t).is_err())
+        .or(Some(horizon))
+}
+
+/// Whether a disconnect already decided may go to the meter (again) at `now`, and by when its
+/// transmission must be over. A technician's disconnect override sends it with no deadline, at any
+/// hour; otherwise it needs a trusted clock and an allowed minute, and its deadline is the end of
+/// that run of allowed minutes ([`disconnect_allowed_until`]). A disconnect that may not go now
+/// says why (the gateway withdraws it).
+pub fn disconnect_deadline(
+    config: &PolicyConfig,
+    manual_override: Option<Override>,
+    clock_trusted: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Hold> {
+    match manual_override.filter(|o| o.until > now).map(|o| o.action) {
+        Some(RelayAction::Disconnect) => return Ok(None),
+        Some(RelayAction::Connect) => return Err(Hold::ManualOverride),
+        None => {}
+    }
+    if !clock_trusted {
+        return Err(Hold::ClockUntrusted);
+    }
+    disconnect_allowed(config, now)?;
+    disconnect_allowed_until(config, now)
+        .map(Some)
+        .ok_or(Hold::OutsideWindow)
 }
 
 /// Decides alerts and the relay action for one account.
@@ -288,6 +351,8 @@ pub fn decide(config: &PolicyConfig, facts: &AccountFacts<'_>, now: DateTime<Utc
         below_threshold_since,
         daily_message: (civil::local(now).time() >= config.daily_message_at)
             .then(|| civil::local_date(now)),
+        withdraw_disconnect: facts.pending == Some(RelayAction::Disconnect)
+            && wanted != Some(RelayAction::Disconnect),
     }
 }
 

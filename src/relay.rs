@@ -1,7 +1,10 @@
-//! Relay command lifecycle: queued → sent (retried with backoff) → acknowledged, failed or timed out.
+//! Relay command lifecycle: queued → sent (retried with backoff) → acknowledged, failed, timed out
+//! or withdrawn.
 //!
 //! A command counts as done only when the meter *reports* the relay in the commanded state; a radio
-//! acknowledgement alone proves nothing about the contactor. Pure: the caller supplies "now".
+//! acknowledgement alone proves nothing about the contactor. A disconnect the policy no longer wants
+//! before the meter confirmed it is withdrawn, and the policy decides again. Pure: the caller
+//! supplies "now".
 use crate::policy::{RelayAction, RelayState};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,9 @@ pub enum CommandState {
     Failed,
     /// Sent `max_attempts` times without the meter confirming; raises an alert.
     TimedOut,
+    /// A disconnect no longer wanted (window closed, holiday, balance recharged) before the meter
+    /// confirmed it; the policy decides again.
+    Withdrawn,
 }
 
 impl CommandState {
@@ -28,6 +34,7 @@ impl CommandState {
             CommandState::Acknowledged => "acknowledged",
             CommandState::Failed => "failed",
             CommandState::TimedOut => "timed_out",
+            CommandState::Withdrawn => "withdrawn",
         }
     }
 
@@ -174,6 +181,28 @@ mod tests {
             ..last
         };
         assert_eq!(policy.next_step(done, t0), Step::Done);
+    }
+
+    #[test]
+    fn a_withdrawn_command_is_closed_and_does_not_block_a_new_decision() {
+        let policy = RetryPolicy::default();
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 8, 29, 0).unwrap();
+        let withdrawn = CommandProgress {
+            state: CommandState::Withdrawn,
+            attempts: 1,
+            last_sent_at: Some(t0),
+        };
+        assert!(!withdrawn.state.is_open());
+        assert_eq!(
+            policy.next_step(withdrawn, t0 + Duration::minutes(5)),
+            Step::Done
+        );
+        assert!(!policy.blocks_reissue(withdrawn, t0 + Duration::minutes(1)));
+        let timed_out = CommandProgress {
+            state: CommandState::TimedOut,
+            ..withdrawn
+        };
+        assert!(policy.blocks_reissue(timed_out, t0 + Duration::minutes(1)));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use gramgrid::central::db::DbError;
 use gramgrid::central::{server, Central, CentralConfig};
 use gramgrid::ledger::{EventKind, LedgerEvent};
+use gramgrid::policy::RelayAction;
 use gramgrid::store::{Account, MeterInstall, MeterReading, Store};
 use gramgrid::sync::wire::{
     self, DownlinkEvent, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
@@ -22,6 +24,7 @@ const TOKEN: &str = "test-token-0123456789";
 /// A central server on a fresh database of each available backend.
 struct Harness {
     router: axum::Router,
+    central: Arc<Central>,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -64,7 +67,8 @@ fn harnesses(test: &str) -> Vec<Harness> {
             };
             let central = Arc::new(Central::open(config).unwrap());
             Harness {
-                router: server::router(central),
+                router: server::router(Arc::clone(&central)),
+                central,
                 _dir: Arc::clone(&dir),
             }
         })
@@ -503,6 +507,57 @@ async fn priority_lane_is_idempotent_and_stops_at_a_gap() {
                 .iter()
                 .any(|f| f["kind"] == "offline_overdraft"),
             "{flags}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_relay_command_is_stored_with_its_reason() {
+    for h in harnesses("withdrawn_relay_command") {
+        h.customer("A1", "gw-a").await;
+        let change = |seq: u64, state: &str, detail: &str| PriorityRecord {
+            seq,
+            event: UplinkEvent::RelayCommand {
+                id: "gw-a:relay:A1:disconnect:1".into(),
+                meter: "M-A1".into(),
+                action: RelayAction::Disconnect,
+                state: state.into(),
+                at: t0() + Duration::minutes(seq as i64),
+                detail: detail.into(),
+            },
+        };
+        let changes = vec![
+            change(1, "queued", "balance 0.00 INR"),
+            change(2, "sent", ""),
+            change(
+                3,
+                "withdrawn",
+                "no longer wanted: outside every disconnect window",
+            ),
+        ];
+        let answer = h.exchange("gw-a", &upload(changes, None, 0)).await.unwrap();
+        assert_eq!(answer.priority_acked, 3);
+        let rows = h
+            .central
+            .db()
+            .transaction(|tx| {
+                tx.query(
+                    "SELECT what, detail FROM relay_events WHERE gateway = $1 ORDER BY at",
+                    &["gw-a".into()],
+                )
+            })
+            .await
+            .map_err(|e: DbError| e.to_string())
+            .unwrap();
+        let last = rows.last().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            last.text(0).unwrap(),
+            "command gw-a:relay:A1:disconnect:1 Disconnect withdrawn"
+        );
+        assert_eq!(
+            last.text(1).unwrap(),
+            "no longer wanted: outside every disconnect window"
         );
     }
 }

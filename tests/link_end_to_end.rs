@@ -5,16 +5,19 @@
 use chrono::{DateTime, Duration as Days, TimeZone, Utc};
 use gramgrid::config::GatewayConfig;
 use gramgrid::gateway::Gateway;
+use gramgrid::ledger::{EventKind, LedgerEvent};
 use gramgrid::link::{self, GatewayBackend, Link, LinkClock, SharedStats};
 use gramgrid::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
 use gramgrid::policy::RelayState;
-use gramgrid::protocol::payload::{self, AccessMode};
+use gramgrid::protocol::frame;
+use gramgrid::protocol::payload::{self, AccessMode, Downlink};
 use gramgrid::radio::air::{Air, AirConfig};
 use gramgrid::radio::capture::TxRecord;
 use gramgrid::radio::pathloss::PathLossModel;
 use gramgrid::radio::phy::PhyOptions;
 use gramgrid::radio::sim::radio_on_air;
 use gramgrid::radio::{RadioConfig, RxFrame};
+use gramgrid::relay::CommandState;
 use gramgrid::store::{Account, MeterInstall};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,6 +143,47 @@ impl Village {
             .filter(|r| r.from == serial && r.phy_payload[0] == 0x40)
             .map(|r| r.phy_payload.clone())
             .collect()
+    }
+}
+
+/// The disconnects the gateway put on the air for meter `m`: when each started and ended.
+fn disconnects_on_air(
+    records: &[TxRecord],
+    m: &PlannedMeter,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    records
+        .iter()
+        .filter(|r| r.from == fleet::gateway_spec().name)
+        .filter_map(|r| {
+            let header = frame::parse_header(&r.phy_payload).unwrap();
+            if header.dev_addr != m.keys.dev_addr {
+                return None;
+            }
+            let body =
+                frame::open_data_frame(&m.keys, &r.phy_payload, u32::from(header.fcnt16)).unwrap();
+            match Downlink::decode_frame(header.fport, &body).unwrap() {
+                Downlink::RelayCommand(c) if c.action == payload::RelayAction::Disconnect => {
+                    // The air's clock and the link clock both started at `start()`.
+                    let began = start() + Days::microseconds((r.t_s * 1e6) as i64);
+                    Some((
+                        began,
+                        began + Days::microseconds((r.airtime_ms * 1e3) as i64),
+                    ))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn recharge(account: &str, at: DateTime<Utc>) -> LedgerEvent {
+    LedgerEvent {
+        id: format!("r-{account}"),
+        account: account.into(),
+        at,
+        kind: EventKind::Recharge,
+        amount_paise: 50_000,
+        expires_at: None,
     }
 }
 
@@ -313,4 +357,85 @@ async fn aloha_meters_report_on_their_own_timers_and_take_a_relay_command_in_rx1
     }
     assert_eq!(v.stats().relay_latencies.len(), 2);
     v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_is_never_transmitted_after_its_deadline_while_the_meter_is_silent() {
+    // Disconnects are allowed from 00:00 to 00:14 local time.
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"0 0-14 0 * * *\"]\nholidays = []\n";
+    let v = village(1, config).await;
+    let (meter, m, fw) = &v.meters[0];
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    // From now on no reply of the meter reaches the gateway: no acknowledgement, no relay state.
+    locked(fw).lose_next_replies(u32::MAX);
+    tokio::time::sleep_until(v.clock.instant_of(start() + Days::minutes(14))).await;
+    let deadline = start() + Days::minutes(15);
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_sent, 1, "{report:?}");
+    // The link retries on its own every 20 s; the gateway's next pass comes after the deadline.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(
+        (report.commands_sent, report.commands_withdrawn),
+        (0, 1),
+        "{report:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1200)).await;
+    let on_air = disconnects_on_air(&v.air.take_records(), m);
+    assert!(
+        on_air.len() >= 2,
+        "the link retried while the window was open: {on_air:?}"
+    );
+    assert!(
+        on_air.iter().all(|(_, ended)| *ended <= deadline),
+        "transmitted after {deadline}: {on_air:?}"
+    );
+    let command = v
+        .gw()
+        .store()
+        .latest_relay_command(*meter)
+        .unwrap()
+        .unwrap();
+    assert_eq!(command.progress.state, CommandState::Withdrawn);
+    v.stop.send(true).unwrap();
+}
+
+/// A disconnect handed to the link and withdrawn (the household paid) before the link carried it.
+async fn withdrawn_before_it_goes_out(mode: AccessMode) {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village_in(1, config, mode).await;
+    // Long enough for an ALOHA meter's first report: the relay is known to be connected, so the
+    // recharge below issues nothing new that would supersede the disconnect.
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    let (meter, m, fw) = &v.meters[0];
+    assert_eq!(
+        v.gw().store().relay_state(*meter).unwrap(),
+        RelayState::Connected
+    );
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_sent, 1, "{report:?}");
+    v.gw()
+        .store()
+        .record_event(&recharge("A0", v.clock.now()))
+        .unwrap();
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_withdrawn, 1, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(2 * 900)).await;
+    assert_eq!(disconnects_on_air(&v.air.take_records(), m), Vec::new());
+    assert_eq!(locked(fw).nvm.relay, payload::RelayState::Connected);
+    assert_eq!(
+        v.gw().store().relay_state(*meter).unwrap(),
+        RelayState::Connected
+    );
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_command_is_not_transmitted_in_scheduled_mode() {
+    withdrawn_before_it_goes_out(AccessMode::Scheduled).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_command_is_not_transmitted_in_aloha_mode() {
+    withdrawn_before_it_goes_out(AccessMode::Aloha).await;
 }

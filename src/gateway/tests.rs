@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::MeterInstall;
+use crate::store::{MeterInstall, OverrideRecord};
+use crate::sync::wire::UplinkEvent;
 use crate::tariff::Category;
 use chrono::TimeZone;
 use std::sync::{Arc, Mutex};
@@ -12,18 +13,88 @@ fn ist(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Records what the gateway sends to meters.
+/// What the gateway told the meter link.
+#[derive(Debug, Clone, PartialEq)]
+enum Told {
+    Send {
+        command_id: String,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    },
+    Withdraw {
+        command_id: String,
+    },
+}
+
+/// Records what the gateway tells the meter link.
 #[derive(Clone, Default)]
-struct RecordingLink(Arc<Mutex<Vec<(i64, String, RelayAction)>>>);
+struct RecordingLink(Arc<Mutex<Vec<Told>>>);
+
+impl RecordingLink {
+    /// Every command sent: id, action and deadline.
+    fn sends(&self) -> Vec<(String, RelayAction, Option<DateTime<Utc>>)> {
+        let told = self.0.lock().unwrap();
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Send {
+                    command_id,
+                    action,
+                    not_after,
+                } => Some((command_id.clone(), *action, *not_after)),
+                Told::Withdraw { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Every command withdrawn.
+    fn withdrawals(&self) -> Vec<String> {
+        let told = self.0.lock().unwrap();
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Withdraw { command_id } => Some(command_id.clone()),
+                Told::Send { .. } => None,
+            })
+            .collect()
+    }
+}
 
 impl RelayLink for RecordingLink {
-    fn send(&mut self, meter: i64, command_id: &str, action: RelayAction) -> Result<(), String> {
-        self.0
-            .lock()
-            .unwrap()
-            .push((meter, command_id.to_string(), action));
+    fn send(
+        &mut self,
+        _meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        self.0.lock().unwrap().push(Told::Send {
+            command_id: command_id.to_string(),
+            action,
+            not_after,
+        });
         Ok(())
     }
+
+    fn withdraw(&mut self, _meter: i64, command_id: &str) -> Result<(), String> {
+        self.0.lock().unwrap().push(Told::Withdraw {
+            command_id: command_id.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// The states and details of a command queued for upload to central, in order.
+fn uploaded_states(gw: &mut Gateway, command: &str) -> Vec<(String, String)> {
+    gw.store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::RelayCommand {
+                id, state, detail, ..
+            } if id == command => Some((state, detail)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn gateway(dir: &tempfile::TempDir, config_toml: &str) -> (Gateway, i64, RecordingLink) {
@@ -96,7 +167,7 @@ fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnec
 
     let tuesday = gw.policy_pass(ist(2026, 12, 1, 10, 0), true).unwrap();
     assert_eq!((tuesday.commands_queued, tuesday.commands_sent), (1, 1));
-    assert_eq!(link.0.lock().unwrap()[0].2, RelayAction::Disconnect);
+    assert_eq!(link.sends()[0].1, RelayAction::Disconnect);
     // Not confirmed yet: no new command, no alert.
     assert_eq!(
         gw.policy_pass(ist(2026, 12, 1, 10, 1), true)
@@ -115,10 +186,7 @@ fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnec
         .unwrap();
     let night = gw.policy_pass(ist(2026, 12, 1, 23, 1), true).unwrap();
     assert_eq!(night.commands_queued, 1);
-    assert_eq!(
-        link.0.lock().unwrap().last().unwrap().2,
-        RelayAction::Connect
-    );
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Connect);
     gw.on_relay_report(meter, RelayState::Connected, ist(2026, 12, 1, 23, 2))
         .unwrap();
     assert_eq!(gw.store().alert_count("A1", "reconnected").unwrap(), 1);
@@ -186,7 +254,7 @@ fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
         now += Duration::minutes(1);
         gw.policy_pass(now, true).unwrap();
     }
-    let sends = link.0.lock().unwrap().len();
+    let sends = link.sends().len();
     assert_eq!(
         sends, 3,
         "sent at 0, +1 min and +3 min, then gave up; not reissued within the hour"
@@ -243,7 +311,7 @@ fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
     assert!(!gw.clock_trusted(rebooted_at).unwrap());
     let report = gw.tick(rebooted_at).unwrap();
     assert_eq!((report.commands_queued, report.disconnects_held), (0, 1));
-    assert!(link.0.lock().unwrap().is_empty());
+    assert!(link.sends().is_empty());
     // Once the clock is right again (NTP, or a sync measured it), the disconnect goes ahead.
     let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
     assert_eq!(report.commands_queued, 1);
@@ -287,4 +355,170 @@ fn confirming_a_new_meters_first_connect_does_not_tell_the_consumer_supply_was_r
         gw.store().relay_state(meter).unwrap(),
         RelayState::Connected
     );
+}
+
+#[test]
+fn a_disconnect_unconfirmed_when_its_window_closes_is_withdrawn_not_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    // Tuesday 13:59, the window's last minute: the balance is exhausted (no recharge).
+    let decided = ist(2026, 12, 1, 13, 59);
+    let report = gw.policy_pass(decided, true).unwrap();
+    assert_eq!((report.commands_queued, report.commands_sent), (1, 1));
+    let (id, action, not_after) = link.sends()[0].clone();
+    assert_eq!(action, RelayAction::Disconnect);
+    assert_eq!(not_after, Some(ist(2026, 12, 1, 14, 0)));
+    // The meter never confirms; the retry policy would re-send at 14:00, 14:02, 14:06, ...
+    let mut withdrawn = 0;
+    for minute in 1..=180 {
+        let report = gw
+            .policy_pass(decided + Duration::minutes(minute), true)
+            .unwrap();
+        withdrawn += report.commands_withdrawn;
+        assert_eq!(report.commands_sent, 0, "re-sent at +{minute} min");
+    }
+    assert_eq!(withdrawn, 1);
+    assert_eq!(link.sends().len(), 1);
+    assert_eq!(link.withdrawals(), vec![id.clone()]);
+    let command = gw.store().latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(command.progress.state, CommandState::Withdrawn);
+    let (state, detail) = uploaded_states(&mut gw, &id).pop().unwrap();
+    assert_eq!(state, "withdrawn");
+    assert!(
+        detail.contains("outside every disconnect window"),
+        "{detail}"
+    );
+    assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 0);
+    // The policy decides again in the next window: a withdrawn command blocks nothing.
+    let report = gw.policy_pass(ist(2026, 12, 2, 10, 0), true).unwrap();
+    assert_eq!((report.commands_queued, report.commands_sent), (1, 1));
+}
+
+#[test]
+fn an_open_disconnect_outside_the_window_is_withdrawn_by_the_resend_check_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "");
+    // Queued and sent by an earlier pass; the policy's own decision is not consulted here.
+    let sent_at = ist(2026, 12, 1, 13, 58);
+    gw.store()
+        .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", sent_at)
+        .unwrap();
+    gw.store().mark_relay_sent("c1", sent_at).unwrap();
+    let mut report = PassReport::default();
+    gw.advance_relay_commands(ist(2026, 12, 1, 13, 59), true, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 0));
+    assert_eq!(link.sends()[0].2, Some(ist(2026, 12, 1, 14, 0)));
+    gw.advance_relay_commands(ist(2026, 12, 1, 14, 1), true, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 1));
+    assert_eq!(link.withdrawals(), vec!["c1".to_string()]);
+    // Inside a window but on an untrusted clock: withdrawn too.
+    gw.store()
+        .queue_relay_command("c2", meter, RelayAction::Disconnect, "test", sent_at)
+        .unwrap();
+    gw.advance_relay_commands(ist(2026, 12, 2, 11, 0), false, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 2));
+    let (_, detail) = uploaded_states(&mut gw, "c2").pop().unwrap();
+    assert!(detail.contains("clock is not trusted"), "{detail}");
+}
+
+#[test]
+fn a_recharge_while_a_disconnect_is_in_flight_withdraws_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    let report = gw.policy_pass(ist(2026, 12, 1, 10, 0), true).unwrap();
+    assert_eq!(report.commands_sent, 1);
+    let id = link.sends()[0].0.clone();
+    // The household pays before the meter has confirmed the cut.
+    gw.store()
+        .record_event(&recharge("r1", 50_000, ist(2026, 12, 1, 10, 5)))
+        .unwrap();
+    let report = gw.policy_pass(ist(2026, 12, 1, 10, 6), true).unwrap();
+    assert_eq!(
+        (report.commands_withdrawn, report.commands_queued),
+        (1, 0),
+        "the relay is still connected: nothing else to issue"
+    );
+    assert_eq!(link.withdrawals(), vec![id.clone()]);
+    for minute in 7..=60 {
+        gw.policy_pass(ist(2026, 12, 1, 10, 0) + Duration::minutes(minute), true)
+            .unwrap();
+    }
+    assert_eq!(link.sends().len(), 1, "the disconnect is never re-sent");
+    assert!(gw.store().open_relay_commands().unwrap().is_empty());
+    let (state, detail) = uploaded_states(&mut gw, &id).pop().unwrap();
+    assert_eq!(state, "withdrawn");
+    assert!(
+        detail.starts_with("no longer wanted: balance")
+            && detail.ends_with("INR is above the disconnect threshold"),
+        "{detail}"
+    );
+    assert_eq!(
+        gw.store().latest_relay_command(meter).unwrap().unwrap().id,
+        id
+    );
+}
+
+#[test]
+fn a_disconnect_still_wanted_inside_the_window_is_resent_with_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    let start = ist(2026, 12, 1, 10, 0);
+    let mut withdrawn = 0;
+    for minute in 0..=10 {
+        let report = gw
+            .policy_pass(start + Duration::minutes(minute), true)
+            .unwrap();
+        withdrawn += report.commands_withdrawn;
+    }
+    let sends = link.sends();
+    assert_eq!(
+        sends.len(),
+        4,
+        "sent at 10:00, 10:01, 10:03 and 10:07: {sends:?}"
+    );
+    assert!(sends.iter().all(|(id, action, not_after)| id == &sends[0].0
+        && *action == RelayAction::Disconnect
+        && *not_after == Some(ist(2026, 12, 1, 14, 0))));
+    assert_eq!(withdrawn, 0);
+    assert!(link.withdrawals().is_empty());
+    let command = gw.store().latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(
+        (command.progress.state, command.progress.attempts),
+        (CommandState::Sent, 4)
+    );
+}
+
+#[test]
+fn a_technicians_disconnect_goes_out_at_any_hour_without_a_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, "");
+    gw.store()
+        .record_event(&recharge("r1", 50_000, ist(2026, 12, 1, 9, 0)))
+        .unwrap();
+    let night = ist(2026, 12, 1, 22, 0);
+    gw.store()
+        .record_override(&OverrideRecord {
+            id: "o1".into(),
+            account: "A1".into(),
+            action: RelayAction::Disconnect,
+            until: night + Duration::hours(4),
+            technician: "tech-7".into(),
+            reason: "unsafe wiring".into(),
+            created_at: night,
+        })
+        .unwrap();
+    for minute in 0..=3 {
+        let report = gw
+            .policy_pass(night + Duration::minutes(minute), true)
+            .unwrap();
+        assert_eq!(report.commands_withdrawn, 0);
+    }
+    let sends = link.sends();
+    assert_eq!(sends.len(), 3, "sent at 22:00, 22:01 and 22:03: {sends:?}");
+    assert!(sends
+        .iter()
+        .all(|(_, action, not_after)| *action == RelayAction::Disconnect && not_after.is_none()));
 }

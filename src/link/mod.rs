@@ -143,25 +143,57 @@ pub struct RelayRequest {
     pub meter: i64,
     pub command_id: String,
     pub action: RelayAction,
+    /// The command is not transmitted if its transmission would end after this (a disconnect's
+    /// window end; None for connects and a technician's disconnect).
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// What the policy loop tells the radio task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRequest {
+    /// Carry a relay command to its meter.
+    Send(RelayRequest),
+    /// A command sent earlier is withdrawn: it must not be transmitted again.
+    Withdraw { meter: i64, command_id: String },
 }
 
 /// The policy loop's end of the command channel: never blocks.
-pub struct CommandSender(mpsc::UnboundedSender<RelayRequest>);
+pub struct CommandSender(mpsc::UnboundedSender<LinkRequest>);
 
-impl RelayLink for CommandSender {
-    fn send(&mut self, meter: i64, command_id: &str, action: RelayAction) -> Result<(), String> {
+impl CommandSender {
+    fn request(&self, request: LinkRequest) -> Result<(), String> {
         self.0
-            .send(RelayRequest {
-                meter,
-                command_id: command_id.to_string(),
-                action,
-            })
+            .send(request)
             .map_err(|_| "the radio task has stopped".to_string())
     }
 }
 
+impl RelayLink for CommandSender {
+    fn send(
+        &mut self,
+        meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        self.request(LinkRequest::Send(RelayRequest {
+            meter,
+            command_id: command_id.to_string(),
+            action,
+            not_after,
+        }))
+    }
+
+    fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String> {
+        self.request(LinkRequest::Withdraw {
+            meter,
+            command_id: command_id.to_string(),
+        })
+    }
+}
+
 /// A command channel: give the sender to the gateway, the receiver to the link task.
-pub fn command_channel() -> (CommandSender, mpsc::UnboundedReceiver<RelayRequest>) {
+pub fn command_channel() -> (CommandSender, mpsc::UnboundedReceiver<LinkRequest>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (CommandSender(tx), rx)
 }
@@ -245,7 +277,7 @@ pub async fn run_for_gateway(
     gateway: Arc<Mutex<Gateway>>,
     radio: config::RadioSection,
     link: config::LinkSection,
-    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if let Err(error) = serve_gateway(gateway, radio, link, requests, stop).await {
@@ -257,7 +289,7 @@ async fn serve_gateway(
     gateway: Arc<Mutex<Gateway>>,
     radio: config::RadioSection,
     link: config::LinkSection,
-    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     if let Some(path) = &link.manifest {
@@ -298,7 +330,7 @@ async fn drive<R: crate::radio::Radio>(
     l: Link<GatewayBackend>,
     r: R,
     mode: config::AccessMode,
-    requests: mpsc::UnboundedReceiver<RelayRequest>,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     match mode {

@@ -1,15 +1,22 @@
 //! The task that owns the gateway radio: one exchange at a time in scheduled mode (downlink, then
 //! the addressed meter's reply), or continuous listening with Class A replies in ALOHA mode.
+//!
+//! A relay command withdrawn by the gateway is dropped, and one whose transmission would end after
+//! its `not_after` (a disconnect's window end, judged on the link clock just before transmitting)
+//! is dropped untransmitted; the gateway's policy decides again.
 
 use super::frames::{self, OpenedUplink, Sessions};
 use super::scheduler::{self, Errand, ScheduleTiming, Scheduler, Turn};
-use super::{LinkBackend, LinkClock, LinkError, RelayRequest, SharedStats, REPLY_DELAY, RX1_DELAY};
+use super::{
+    LinkBackend, LinkClock, LinkError, LinkRequest, RelayRequest, SharedStats, REPLY_DELAY,
+    RX1_DELAY,
+};
 use crate::policy::RelayState;
 use crate::protocol::payload::{
     AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign,
 };
 use crate::protocol::security::RejectReason;
-use crate::radio::{Radio, RadioConfig, RadioError, RxFrame};
+use crate::radio::{toa, Radio, RadioConfig, RadioError, RxFrame};
 use crate::store::Fcnt;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -23,6 +30,10 @@ const REPLY_GUARD: Duration = Duration::from_millis(50);
 const COMMAND_RETRY: Duration = Duration::from_secs(20);
 /// ...this many times, then left to the gateway's own retry policy (which re-sends it).
 const COMMAND_TRIES: u32 = 5;
+/// Time a radio driver may take from the deadline check to the start of the transmission (SPI
+/// writes, the switch to TX); a command with a deadline goes out only if it ends before it with this
+/// to spare.
+const TX_START_GUARD: Duration = Duration::from_millis(100);
 /// How often newly provisioned meters are picked up from the backend.
 const RELOAD_EVERY: Duration = Duration::from_secs(600);
 /// How often the link logs a summary.
@@ -40,6 +51,16 @@ struct Pending {
     queued: Instant,
     next_try: Instant,
     tries: u32,
+}
+
+/// What became of a downlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Transmitted,
+    /// Not transmitted: it could not be sealed (logged).
+    Unsealed,
+    /// Not transmitted: it would have ended after its `not_after`.
+    TooLate,
 }
 
 /// A reply heard from the meter an exchange addressed.
@@ -101,7 +122,7 @@ impl<B: LinkBackend> Link<B> {
     pub async fn run_scheduled<R: Radio>(
         mut self,
         mut radio: R,
-        mut requests: mpsc::UnboundedReceiver<RelayRequest>,
+        mut requests: mpsc::UnboundedReceiver<LinkRequest>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), LinkError> {
         self.load_sessions(|_| scheduler::RENDEZVOUS_SF)?;
@@ -113,7 +134,7 @@ impl<B: LinkBackend> Link<B> {
         );
         while !*stop.borrow() {
             while let Ok(request) = requests.try_recv() {
-                self.queue_command(request);
+                self.handle(request);
             }
             let now = Instant::now();
             if now >= reload_at {
@@ -134,7 +155,7 @@ impl<B: LinkBackend> Link<B> {
                         let wake = self.next_wake().min(reload_at).min(summary_at);
                         tokio::select! {
                             _ = tokio::time::sleep_until(wake) => {}
-                            Some(request) = requests.recv() => self.queue_command(request),
+                            Some(request) = requests.recv() => self.handle(request),
                             _ = stop.changed() => {}
                         }
                         Ok(())
@@ -155,7 +176,7 @@ impl<B: LinkBackend> Link<B> {
     pub async fn run_aloha<R: Radio>(
         mut self,
         mut radio: R,
-        mut requests: mpsc::UnboundedReceiver<RelayRequest>,
+        mut requests: mpsc::UnboundedReceiver<LinkRequest>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), LinkError> {
         self.load_sessions(|_| scheduler::RENDEZVOUS_SF)?;
@@ -166,7 +187,7 @@ impl<B: LinkBackend> Link<B> {
         radio.configure(self.radio).await?;
         while !*stop.borrow() {
             while let Ok(request) = requests.try_recv() {
-                self.queue_command(request);
+                self.handle(request);
             }
             let heard = tokio::select! {
                 heard = radio.receive(Duration::from_secs(1)) => heard,
@@ -186,17 +207,29 @@ impl<B: LinkBackend> Link<B> {
             let Some((meter, _)) = self.on_uplink(&frame) else {
                 continue;
             };
-            if let Some(i) = self.commands.iter().position(|p| p.request.meter == meter) {
-                tokio::time::sleep_until(frame.received_at + RX1_DELAY).await;
-                let message = self.command_message(i);
-                if let Err(error) = self
-                    .send(&mut radio, meter, self.radio.spreading_factor, &message)
-                    .await
-                {
-                    tracing::error!(%error, meter, "relay command downlink failed");
-                }
-                radio.configure(self.radio).await?;
+            if !self.commands.iter().any(|p| p.request.meter == meter) {
+                continue;
             }
+            tokio::time::sleep_until(frame.received_at + RX1_DELAY).await;
+            // The command may have been withdrawn while waiting for RX1.
+            while let Ok(request) = requests.try_recv() {
+                self.handle(request);
+            }
+            let Some(i) = self.commands.iter().position(|p| p.request.meter == meter) else {
+                continue;
+            };
+            let request = self.commands[i].request.clone();
+            let message = self.command_message(i);
+            let sf = self.radio.spreading_factor;
+            match self
+                .send(&mut radio, meter, sf, &message, request.not_after)
+                .await
+            {
+                Ok(Sent::TooLate) => self.drop_late(&request),
+                Ok(Sent::Transmitted | Sent::Unsealed) => {}
+                Err(error) => tracing::error!(%error, meter, "relay command downlink failed"),
+            }
+            radio.configure(self.radio).await?;
         }
         self.log_summary();
         Ok(())
@@ -286,7 +319,9 @@ impl<B: LinkBackend> Link<B> {
                 spreading_factor: sf,
             }),
         };
-        let reply = self.exchange(radio, turn.meter, turn.sf, &message).await?;
+        self.send(radio, turn.meter, turn.sf, &message, None)
+            .await?;
+        let reply = self.reply_from(radio, turn.meter, turn.sf).await?;
         let now = self.clock.now();
         match reply {
             Some(reply) => {
@@ -303,11 +338,19 @@ impl<B: LinkBackend> Link<B> {
     }
 
     async fn command_turn<R: Radio>(&mut self, radio: &mut R, i: usize) -> Result<(), LinkError> {
-        let meter = self.commands[i].request.meter;
+        let request = self.commands[i].request.clone();
+        let meter = request.meter;
         let sf = self.scheduler.sf(meter).unwrap_or(scheduler::RENDEZVOUS_SF);
         let message = self.command_message(i);
-        let reply = self.exchange(radio, meter, sf, &message).await?;
-        if reply.is_none() {
+        if self
+            .send(radio, meter, sf, &message, request.not_after)
+            .await?
+            == Sent::TooLate
+        {
+            self.drop_late(&request);
+            return Ok(());
+        }
+        if self.reply_from(radio, meter, sf).await?.is_none() {
             self.stats_mut(|s| s.silences += 1);
         }
         Ok(())
@@ -329,15 +372,13 @@ impl<B: LinkBackend> Link<B> {
         message
     }
 
-    /// Sends `message` to `meter` at `sf` and listens for its reply.
-    async fn exchange<R: Radio>(
+    /// Listens for the reply of `meter` to the downlink just sent at `sf`.
+    async fn reply_from<R: Radio>(
         &mut self,
         radio: &mut R,
         meter: i64,
         sf: u8,
-        message: &Downlink,
     ) -> Result<Option<Reply>, LinkError> {
-        self.send(radio, meter, sf, message).await?;
         let deadline = Instant::now()
             + REPLY_DELAY
             + scheduler::airtime(sf, scheduler::max_reply_len(sf))
@@ -366,35 +407,71 @@ impl<B: LinkBackend> Link<B> {
         }
     }
 
-    /// Seals, commits the downlink counter, and transmits; leaves the radio listening at `sf`.
+    /// Seals, commits the downlink counter, and transmits at `sf`, unless the transmission would end
+    /// after `not_after` on the link clock (checked last, just before transmitting).
     async fn send<R: Radio>(
         &mut self,
         radio: &mut R,
         meter: i64,
         sf: u8,
         message: &Downlink,
-    ) -> Result<(), LinkError> {
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<Sent, LinkError> {
         let (fcnt, phy) = match self.sessions.seal_downlink(meter, message) {
             Ok(sealed) => sealed,
             Err(error) => {
                 tracing::error!(%error, "downlink not sent");
-                return Ok(());
+                return Ok(Sent::Unsealed);
             }
         };
         self.backend.commit_fcnt(meter, Fcnt::Down, fcnt)?;
         self.sessions.sent_down(meter, fcnt);
-        radio
-            .configure(RadioConfig {
-                spreading_factor: sf,
-                ..self.radio
-            })
-            .await?;
+        let config = RadioConfig {
+            spreading_factor: sf,
+            ..self.radio
+        };
+        radio.configure(config).await?;
+        if let Some(deadline) = not_after {
+            let airtime = toa::time_on_air(&config.modulation(true), phy.len()) + TX_START_GUARD;
+            let ends = self
+                .clock
+                .now()
+                .checked_add_signed(chrono::Duration::from_std(airtime).unwrap_or_default());
+            if ends.is_none_or(|ends| ends > deadline) {
+                return Ok(Sent::TooLate);
+            }
+        }
         let airtime = radio.transmit(&phy).await?;
         self.stats_mut(|s| {
             s.downlinks += 1;
             s.downlink_airtime += airtime;
         });
-        Ok(())
+        Ok(Sent::Transmitted)
+    }
+
+    fn handle(&mut self, request: LinkRequest) {
+        match request {
+            LinkRequest::Send(request) => self.queue_command(request),
+            LinkRequest::Withdraw { meter, command_id } => {
+                if self.remove_command(meter, &command_id) {
+                    tracing::info!(meter, command = %command_id, "relay command withdrawn by the gateway; dropped");
+                }
+            }
+        }
+    }
+
+    /// Drops a command that was not transmitted because it would have ended after its deadline.
+    fn drop_late(&mut self, request: &RelayRequest) {
+        self.remove_command(request.meter, &request.command_id);
+        tracing::info!(meter = request.meter, command = %request.command_id, not_after = ?request.not_after, "relay command not transmitted: it would end after its deadline; dropped, the gateway decides again");
+    }
+
+    /// Removes a waiting command; false if it was not waiting.
+    fn remove_command(&mut self, meter: i64, command_id: &str) -> bool {
+        let waiting = self.commands.len();
+        self.commands
+            .retain(|p| !(p.request.meter == meter && p.request.command_id == command_id));
+        self.commands.len() < waiting
     }
 
     fn queue_command(&mut self, request: RelayRequest) {
@@ -407,7 +484,10 @@ impl<B: LinkBackend> Link<B> {
             .iter_mut()
             .find(|p| p.request.meter == request.meter)
         {
-            if p.request.command_id != request.command_id {
+            if p.request.command_id == request.command_id {
+                // The gateway's own retry: keep this link's tries, take its deadline.
+                p.request.not_after = request.not_after;
+            } else {
                 // A newer decision for the same meter supersedes the old one.
                 *p = pending(request);
             }

@@ -193,6 +193,123 @@ fn bad_settings_are_refused_with_guidance() {
     assert!(config.validate().unwrap_err().contains("zero or negative"));
 }
 
+#[test]
+fn a_disconnect_is_allowed_until_its_window_closes_or_a_holiday_begins() {
+    let config = PolicyConfig::default();
+    let monday_two_pm = Some(ist(2026, 11, 30, 14, 0));
+    assert_eq!(
+        disconnect_allowed_until(&config, ist(2026, 11, 30, 10, 0)),
+        monday_two_pm
+    );
+    let late = ist(2026, 11, 30, 13, 59) + Duration::seconds(30);
+    assert_eq!(disconnect_allowed_until(&config, late), monday_two_pm);
+    assert_eq!(
+        disconnect_allowed_until(&config, ist(2026, 11, 30, 14, 0)),
+        None
+    );
+    assert_eq!(
+        disconnect_allowed_until(&config, ist(2027, 1, 26, 11, 0)),
+        None
+    );
+    // A night window runs across midnight unless the next day is a holiday.
+    let mut night = PolicyConfig {
+        disconnect_windows: vec![Window::from_str("0 * 22-23,0-1 * * *").unwrap()],
+        holidays: vec![],
+        ..PolicyConfig::default()
+    };
+    assert_eq!(
+        disconnect_allowed_until(&night, ist(2026, 11, 30, 23, 0)),
+        Some(ist(2026, 12, 1, 2, 0))
+    );
+    night.holidays = vec![NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()];
+    assert_eq!(
+        disconnect_allowed_until(&night, ist(2026, 11, 30, 23, 0)),
+        Some(ist(2026, 12, 1, 0, 0))
+    );
+    // Always allowed: the scan stops a day ahead.
+    let always = PolicyConfig {
+        disconnect_windows: vec![Window::from_str("* * * * * *").unwrap()],
+        holidays: vec![],
+        ..PolicyConfig::default()
+    };
+    assert_eq!(
+        disconnect_allowed_until(&always, late),
+        Some(ist(2026, 12, 1, 13, 59))
+    );
+}
+
+#[test]
+fn a_recharge_or_a_closed_window_withdraws_a_disconnect_in_flight() {
+    let config = PolicyConfig::default();
+    let now = ist(2026, 12, 1, 11, 0);
+    let mut f = facts(-10, None);
+    f.below_threshold_since = Some(ist(2026, 11, 28, 11, 0));
+    f.pending = Some(RelayAction::Disconnect);
+    let wanted = decide(&config, &f, now);
+    assert_eq!((wanted.relay, wanted.withdraw_disconnect), (None, false));
+
+    let closed = decide(&config, &f, ist(2026, 12, 1, 14, 0));
+    assert_eq!(closed.hold, Some(Hold::OutsideWindow));
+    assert!(closed.withdraw_disconnect);
+
+    // Recharged while the relay is still connected: nothing to issue, but the disconnect must go.
+    f.balance_paise = 20_000;
+    let recharged = decide(&config, &f, now);
+    assert_eq!(
+        (
+            recharged.relay,
+            recharged.hold,
+            recharged.withdraw_disconnect
+        ),
+        (None, None, true)
+    );
+    assert_eq!(recharged.below_threshold_since, None);
+
+    // A technician's disconnect keeps it wanted, at any hour.
+    f.manual_override = Some(Override {
+        action: RelayAction::Disconnect,
+        until: now + Duration::days(1),
+    });
+    assert!(!decide(&config, &f, ist(2026, 12, 1, 20, 0)).withdraw_disconnect);
+}
+
+#[test]
+fn a_decided_disconnect_goes_out_with_the_end_of_its_window_as_deadline() {
+    let config = PolicyConfig::default();
+    let inside = ist(2026, 12, 1, 13, 59);
+    assert_eq!(
+        disconnect_deadline(&config, None, true, inside),
+        Ok(Some(ist(2026, 12, 1, 14, 0)))
+    );
+    assert_eq!(
+        disconnect_deadline(&config, None, true, ist(2026, 12, 1, 14, 0)),
+        Err(Hold::OutsideWindow)
+    );
+    assert_eq!(
+        disconnect_deadline(&config, None, true, ist(2027, 1, 26, 11, 0)),
+        Err(Hold::Holiday)
+    );
+    assert_eq!(
+        disconnect_deadline(&config, None, false, inside),
+        Err(Hold::ClockUntrusted)
+    );
+    let technician = |action| {
+        Some(Override {
+            action,
+            until: inside + Duration::hours(12),
+        })
+    };
+    assert_eq!(
+        disconnect_deadline(&config, technician(RelayAction::Connect), true, inside),
+        Err(Hold::ManualOverride)
+    );
+    let night = ist(2026, 12, 1, 22, 0);
+    assert_eq!(
+        disconnect_deadline(&config, technician(RelayAction::Disconnect), false, night),
+        Ok(None)
+    );
+}
+
 fn relay_state() -> impl Strategy<Value = RelayState> {
     prop_oneof![
         Just(RelayState::Connected),
@@ -250,5 +367,115 @@ proptest! {
         let decision = decide(&config, &f, now);
         prop_assert_eq!(decision.relay, Some(RelayAction::Connect));
         prop_assert_eq!(decision.below_threshold_since, None);
+    }
+
+    /// Every minute from now to the deadline allows a disconnect, and the deadline's minute does not
+    /// (unless the scan reached its 24 h horizon). Windows include one across midnight and one that
+    /// always allows; holidays are drawn at random.
+    #[test]
+    fn a_disconnect_deadline_ends_the_run_of_allowed_minutes(
+        minutes in 0i64..(60 * 24 * 21),
+        seconds in 0i64..60,
+        window in prop::sample::select(vec![
+            "0 * 10-13 * * Mon-Sat",
+            "0 0-29 * * * *",
+            "0 * 22-23,0-1 * * *",
+            "0 * 9-11,12-16 * * Mon-Fri",
+            "* * * * * *",
+        ]),
+        holiday_days in prop::collection::vec(0i64..21, 0..4),
+    ) {
+        let start = ist(2027, 1, 4, 0, 0);
+        let config = PolicyConfig {
+            disconnect_windows: vec![Window::from_str(window).unwrap()],
+            holidays: holiday_days
+                .iter()
+                .map(|d| civil::local_date(start) + Duration::days(*d))
+                .collect(),
+            ..PolicyConfig::default()
+        };
+        let now = start + Duration::minutes(minutes) + Duration::seconds(seconds);
+        let until = disconnect_allowed_until(&config, now);
+        prop_assert_eq!(until.is_some(), disconnect_allowed(&config, now).is_ok());
+        if let Some(until) = until {
+            prop_assert!(until > now);
+            let minute = now - Duration::seconds(seconds);
+            let mut t = minute;
+            while t < until {
+                prop_assert_eq!(disconnect_allowed(&config, t), Ok(()), "{} before {}", t, until);
+                t += Duration::minutes(1);
+            }
+            prop_assert!(
+                disconnect_allowed(&config, until).is_err() || until == minute + Duration::days(1),
+                "{} is still allowed", until
+            );
+        }
+    }
+
+    /// Checked against an independent reading of the default window: a disconnect allowed now is
+    /// allowed until 14:00 local time the same day.
+    #[test]
+    fn the_default_deadline_is_two_pm_on_a_working_day(minutes in 0i64..(60 * 24 * 30)) {
+        let config = PolicyConfig::default();
+        let now = ist(2027, 1, 10, 0, 0) + Duration::minutes(minutes);
+        let local = civil::local(now);
+        let allowed = (10..14).contains(&local.hour())
+            && local.weekday() != Weekday::Sun
+            && !config.holidays.contains(&local.date_naive());
+        let two_pm = ist(local.year(), local.month(), local.day(), 14, 0);
+        prop_assert_eq!(disconnect_allowed_until(&config, now), allowed.then_some(two_pm));
+    }
+
+    /// A disconnect in flight is withdrawn exactly when an independent reading of the rules does not
+    /// want one now; that reading also predicts when `decide` issues a new disconnect.
+    #[test]
+    fn a_disconnect_in_flight_is_withdrawn_exactly_when_it_is_no_longer_wanted(
+        minutes in 0i64..(60 * 24 * 30),
+        balance in -5_000i64..5_000,
+        crossed_minutes_before in prop::option::of(0i64..(60 * 24 * 3)),
+        pending in prop_oneof![
+            Just(None),
+            Just(Some(RelayAction::Connect)),
+            Just(Some(RelayAction::Disconnect)),
+        ],
+        relay in relay_state(),
+        clock_trusted in any::<bool>(),
+        technician in prop::option::of((any::<bool>(), -120i64..120)),
+    ) {
+        let config = PolicyConfig::default();
+        let now = ist(2027, 1, 10, 0, 0) + Duration::minutes(minutes);
+        let mut f = facts(balance, None);
+        f.relay = relay;
+        f.pending = pending;
+        f.clock_trusted = clock_trusted;
+        f.below_threshold_since = crossed_minutes_before.map(|m| now - Duration::minutes(m));
+        f.manual_override = technician.map(|(disconnect, minutes_left)| Override {
+            action: if disconnect { RelayAction::Disconnect } else { RelayAction::Connect },
+            until: now + Duration::minutes(minutes_left),
+        });
+        let local = civil::local(now);
+        let in_window = (10..14).contains(&local.hour())
+            && local.weekday() != Weekday::Sun
+            && !config.holidays.contains(&local.date_naive());
+        let crossed = f.below_threshold_since.unwrap_or(now);
+        let wanted = match f.manual_override.filter(|o| o.until > now) {
+            Some(o) => o.action == RelayAction::Disconnect,
+            None => balance <= config.disconnect_threshold_paise
+                && clock_trusted
+                && local.date_naive() > civil::local_date(crossed)
+                && in_window,
+        };
+        let decision = decide(&config, &f, now);
+        prop_assert_eq!(
+            decision.withdraw_disconnect,
+            pending == Some(RelayAction::Disconnect) && !wanted
+        );
+        let issues_disconnect = wanted && relay != RelayState::Disconnected && pending.is_none();
+        if pending.is_none() {
+            prop_assert_eq!(decision.relay == Some(RelayAction::Disconnect), issues_disconnect);
+        }
+        if decision.withdraw_disconnect {
+            prop_assert_ne!(decision.relay, Some(RelayAction::Disconnect));
+        }
     }
 }

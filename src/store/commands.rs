@@ -62,6 +62,7 @@ fn parse_state(text: &str) -> CommandState {
         "acknowledged" => CommandState::Acknowledged,
         "failed" => CommandState::Failed,
         "timed_out" => CommandState::TimedOut,
+        "withdrawn" => CommandState::Withdrawn,
         _ => CommandState::Queued,
     }
 }
@@ -217,6 +218,30 @@ impl Store {
         insert_alert(&tx, alert)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Closes a command as withdrawn (a disconnect no longer wanted), recording why. Returns false,
+    /// changing nothing, if it was not open any more (confirmed or closed meanwhile).
+    pub fn withdraw_relay_command(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let open = tx
+            .query_row(
+                "SELECT state FROM relay_commands WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .is_some_and(|state| parse_state(&state).is_open());
+        if open {
+            set_state(&tx, id, CommandState::Withdrawn, at, detail)?;
+        }
+        tx.commit()?;
+        Ok(open)
     }
 
     /// Records the relay state a meter reported, and acknowledges the open commands it confirms.

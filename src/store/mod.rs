@@ -45,6 +45,13 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("schema migration {version} of {path} would leave {rows} rows referring to missing rows (first in table {table}); it was rolled back: keep the file and report this")]
+    MigrationForeignKeys {
+        path: PathBuf,
+        version: i64,
+        rows: usize,
+        table: String,
+    },
     #[error("the disk holding the database is full; nothing from the failed transaction was written: free space and retry")]
     DiskFull,
     #[error("no account '{0}'")]
@@ -188,9 +195,34 @@ impl Store {
                 known,
             });
         }
+        if found == known {
+            return Ok(());
+        }
+        // The pragma is a no-op inside a transaction: it is switched off around them all.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = self.apply_migrations(found);
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
+    }
+
+    /// Applies the migrations after version `found`, each in its own transaction, committed only
+    /// when no row refers to a missing one.
+    fn apply_migrations(&mut self, found: i64) -> Result<()> {
         for (version, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
+            let dangling: Vec<String> = tx
+                .prepare("PRAGMA foreign_key_check")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if let Some(table) = dangling.first() {
+                return Err(StoreError::MigrationForeignKeys {
+                    path: self.path.clone(),
+                    version: version as i64 + 1,
+                    rows: dangling.len(),
+                    table: table.clone(),
+                });
+            }
             tx.pragma_update(None, "user_version", version as i64 + 1)?;
             tx.commit()?;
             tracing::info!(version = version + 1, path = %self.path.display(), "applied schema migration");

@@ -1,6 +1,10 @@
 //! Schema migrations of the gateway database, applied in order and recorded in `PRAGMA user_version`.
 //!
-//! Append new migrations at the end; never edit one that has shipped.
+//! Append new migrations at the end; never edit one that has shipped. Each runs in one transaction
+//! with foreign keys off, and commits only if `PRAGMA foreign_key_check` finds nothing, so a
+//! migration may rebuild a table that others refer to (SQLite's 12-step procedure,
+//! <https://www.sqlite.org/lang_altertable.html#otheralter>): create the new table, copy the rows
+//! (with their rowids), drop the old one, rename the new one, re-create indexes and triggers.
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -205,5 +209,30 @@ pub const MIGRATIONS: &[&str] = &[
         fcnt_up INTEGER,
         fcnt_down INTEGER
     );
+    "#,
+    // 5: relay command state 'withdrawn' (a disconnect no longer wanted before the meter confirmed
+    // it). A CHECK constraint cannot be altered, so relay_commands is rebuilt; relay_command_events
+    // refers to it by id. Rowids are kept: a meter's newest command is found by creation time, then
+    // rowid.
+    r#"
+    CREATE TABLE relay_commands_v5 (
+        id TEXT PRIMARY KEY,
+        meter INTEGER NOT NULL REFERENCES meters(id),
+        action TEXT NOT NULL CHECK (action IN ('connect', 'disconnect')),
+        state TEXT NOT NULL CHECK (state IN
+            ('queued', 'sent', 'acknowledged', 'failed', 'timed_out', 'withdrawn')),
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_sent_at INTEGER,
+        closed_at INTEGER
+    );
+    INSERT INTO relay_commands_v5
+        (rowid, id, meter, action, state, reason, created_at, attempts, last_sent_at, closed_at)
+        SELECT rowid, id, meter, action, state, reason, created_at, attempts, last_sent_at, closed_at
+        FROM relay_commands;
+    DROP TABLE relay_commands;
+    ALTER TABLE relay_commands_v5 RENAME TO relay_commands;
+    CREATE INDEX relay_commands_open ON relay_commands(state) WHERE state IN ('queued', 'sent');
     "#,
 ];

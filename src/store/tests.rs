@@ -2,6 +2,7 @@ use super::*;
 use crate::ledger::{EventKind, LedgerEvent};
 use crate::policy::RelayAction;
 use crate::relay::CommandState;
+use crate::sync::wire::UplinkEvent;
 use crate::tariff::TariffBook;
 use chrono::{Duration, TimeZone};
 use proptest::prelude::*;
@@ -82,6 +83,152 @@ fn migrations_run_from_empty_and_reopen_is_a_no_op() {
         err.contains("schema version 99") && err.contains("newer"),
         "{err}"
     );
+}
+
+/// A database as gramgrid left it at schema version 4, with one account and meter (id 1), relay
+/// commands `(id, state, created_at offset in seconds)` and one event per command.
+fn version_4_database(path: &std::path::Path, commands: &[(&str, &str, i64)]) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    for sql in &schema::MIGRATIONS[..4] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 4).unwrap();
+    conn.execute_batch(
+        "INSERT INTO accounts (id, consumer_name, category, created_at) VALUES ('A1', 'Asha', 'domestic', 0);
+         INSERT INTO meters (id, serial, account, installed_at) VALUES (1, 'M-A1', 'A1', 0);",
+    )
+    .unwrap();
+    for (id, state, created) in commands {
+        conn.execute(
+            "INSERT INTO relay_commands (id, meter, action, state, reason, created_at, attempts) VALUES (?1, 1, 'disconnect', ?2, 'balance 0.00 INR', ?3, 1)",
+            params![id, state, ts(t0()) + created],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO relay_command_events (command, state, at, detail) VALUES (?1, ?2, ?3, '')",
+            params![id, state, ts(t0()) + created],
+        )
+        .unwrap();
+    }
+    conn
+}
+
+#[test]
+fn migration_5_rebuilds_relay_commands_keeping_rows_references_and_the_open_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    // "late" and "later" share a creation time: the newest is the one inserted last (rowid).
+    let commands = [
+        ("early", "acknowledged", 0),
+        ("mid", "timed_out", 60),
+        ("later", "failed", 120),
+        ("late", "sent", 120),
+    ];
+    let conn = version_4_database(&path, &commands);
+    conn.execute(
+        "UPDATE relay_commands SET rowid = rowid + 10 WHERE id = 'late'",
+        [],
+    )
+    .unwrap();
+    let rowids = |conn: &Connection| -> Vec<(String, i64)> {
+        conn.prepare("SELECT id, rowid FROM relay_commands ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let before = rowids(&conn);
+    drop(conn);
+
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    let ids: Vec<String> = store
+        .relay_commands_of(1)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, vec!["early", "mid", "late", "later"]);
+    assert_eq!(rowids(&store.conn), before);
+    assert_eq!(store.latest_relay_command(1).unwrap().unwrap().id, "late");
+    let events: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM relay_command_events", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(events, 4);
+    let dangling = store
+        .conn
+        .prepare("PRAGMA foreign_key_check")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .count();
+    assert_eq!(dangling, 0);
+    let foreign_keys: i64 = store
+        .conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(foreign_keys, 1);
+    let index: String = store
+        .conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'relay_commands_open'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        index.contains("WHERE state IN ('queued', 'sent')"),
+        "{index}"
+    );
+    assert_eq!(store.open_relay_commands().unwrap().len(), 1);
+
+    // The new state is allowed, unknown ones still are not, and references are enforced again.
+    assert!(store
+        .withdraw_relay_command("late", t0() + Duration::minutes(5), "window closed")
+        .unwrap());
+    assert!(store
+        .conn
+        .execute(
+            "UPDATE relay_commands SET state = 'lost' WHERE id = 'early'",
+            []
+        )
+        .is_err());
+    assert!(store
+        .conn
+        .execute(
+            "INSERT INTO relay_command_events (command, state, at) VALUES ('nope', 'sent', 0)",
+            []
+        )
+        .is_err());
+}
+
+#[test]
+fn a_migration_that_would_leave_a_dangling_reference_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let conn = version_4_database(&path, &[("c1", "sent", 0)]);
+    conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+    conn.execute(
+        "INSERT INTO relay_command_events (command, state, at) VALUES ('gone', 'sent', 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = Store::open(&path).err().unwrap();
+    assert!(
+        matches!(&err, StoreError::MigrationForeignKeys { version: 5, rows: 1, table, .. } if table == "relay_command_events"),
+        "{err}"
+    );
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
 }
 
 #[test]
@@ -247,6 +394,46 @@ fn relay_commands_are_acknowledged_only_by_the_reported_state() {
         store.queue_relay_command("c4", 999, RelayAction::Connect, "x", t0()),
         Err(StoreError::UnknownMeter(_))
     ));
+}
+
+#[test]
+fn a_withdrawn_command_is_closed_with_its_reason_and_queued_for_upload() {
+    let (_dir, mut store) = open_temp();
+    let meter = with_account(&mut store, "A1");
+    store
+        .queue_relay_command(
+            "c1",
+            meter,
+            RelayAction::Disconnect,
+            "balance 0.00 INR",
+            t0(),
+        )
+        .unwrap();
+    store.mark_relay_sent("c1", t0()).unwrap();
+    let at = t0() + Duration::minutes(1);
+    assert!(store
+        .withdraw_relay_command("c1", at, "outside every disconnect window")
+        .unwrap());
+    assert!(!store.withdraw_relay_command("c1", at, "again").unwrap());
+    assert!(!store.withdraw_relay_command("nope", at, "unknown").unwrap());
+    assert!(store.open_relay_commands().unwrap().is_empty());
+    let command = store.latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(command.progress.state, CommandState::Withdrawn);
+    let closed_at: Option<i64> = store
+        .conn
+        .query_row(
+            "SELECT closed_at FROM relay_commands WHERE id = 'c1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(closed_at, Some(ts(at)));
+    let last = store.priority_after(0, 100).unwrap().pop().unwrap();
+    assert!(
+        matches!(&last.event, UplinkEvent::RelayCommand { id, state, detail, .. }
+            if id == "c1" && state == "withdrawn" && detail == "outside every disconnect window"),
+        "{last:?}"
+    );
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub enum UplinkEvent {
         id: String,
         meter: String,
         action: RelayAction,
+        /// `relay::CommandState::as_str`: queued, sent, acknowledged, failed, timed_out, withdrawn.
         state: String,
         at: DateTime<Utc>,
         detail: String,
