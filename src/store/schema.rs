@@ -235,4 +235,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE relay_commands_v5 RENAME TO relay_commands;
     CREATE INDEX relay_commands_open ON relay_commands(state) WHERE state IN ('queued', 'sent');
     "#,
+    // 6: the policy pass asks, for every account, for its meter's energy charges and its latest
+    // relay command; without these both scanned whole tables (all meters' segments, every command).
+    // Neither index changes when a reading is charged: only a new segment or command adds an entry.
+    r#"
+    CREATE INDEX segment_energy_by_meter ON segment_energy(meter, month);
+    CREATE INDEX relay_commands_by_meter ON relay_commands(meter, created_at);
+    "#,
 ];

@@ -224,7 +224,26 @@ pub enum WireError {
 /// Encodes a message as postcard, compressed with zstd.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
     let raw = postcard::to_stdvec(message).map_err(WireError::Encode)?;
-    zstd::bulk::compress(&raw, 19).map_err(WireError::Compression)
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(compressor) => compressor,
+            None => slot.insert(
+                zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(WireError::Compression)?,
+            ),
+        };
+        compressor.compress(&raw).map_err(WireError::Compression)
+    })
+}
+
+/// zstd level of every sync body: the link is slow and metered, the bodies are small.
+const COMPRESSION_LEVEL: i32 = 19;
+
+thread_local! {
+    /// A level-19 context is megabytes of tables; each thread keeps one instead of building it per
+    /// body (it was most of the cost of a small exchange).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Decodes a body made by [`encode`], refusing bodies that inflate past [`MAX_BODY_BYTES`].
