@@ -462,8 +462,14 @@ impl Gateway {
                         command.id, command.action, command.progress.attempts
                     );
                     tracing::warn!(command = %command.id, "relay command timed out");
+                    // One alert per meter and day: a meter out of reach times out every
+                    // command the policy re-issues, and one message says it all.
                     let alert = Alert {
-                        id: format!("{account}:relay_timeout:{}", command.id),
+                        id: format!(
+                            "{account}:relay_timeout:{}:{}",
+                            command.meter,
+                            civil::local_date(now)
+                        ),
                         account,
                         kind: "relay_timeout".into(),
                         created_at: now,

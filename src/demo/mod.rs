@@ -389,7 +389,7 @@ impl Demo {
             policy_schedule: config.policy_schedule(),
             socket: local::socket_path(&config.gateway.data_dir),
             sync: Some((transport, village.sync.clone())),
-            clock: WallClock::from(village.clock.clone()),
+            clock: village.clock.clone(),
         };
         office.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
@@ -406,9 +406,9 @@ impl Demo {
         let config = gateway_config(&self.village);
         let path = self.workspace.path().join("gateway.toml");
         let text = format!(
-            "# Written by `gramgrid demo --serve`: the demo gateway's identity and data directory.\n[gateway]\nid = \"{}\"\ndata_dir = \"{}\"\n",
+            "# Written by `gramgrid demo --serve`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
             config.gateway.id,
-            config.gateway.data_dir.display()
+            config.gateway.data_dir.display().to_string()
         );
         std::fs::write(&path, text).map_err(|e| DemoError::Dir {
             path,

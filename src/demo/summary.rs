@@ -203,7 +203,12 @@ fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Res
     let window = (run.start.timestamp(), due_until.timestamp());
     let intervals = (due_until - run.start).num_minutes() / 15;
     let meters = i64::try_from(run.meters).unwrap_or(i64::MAX);
-    let heard = count(gateway, "SELECT COUNT(DISTINCT meter) FROM readings", [])?;
+    // A meter's installation register is stored as its first reading: heard means read since.
+    let heard = count(
+        gateway,
+        "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1",
+        [run.start.timestamp()],
+    )?;
     let at_gateway = count(
         gateway,
         "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2",
@@ -430,8 +435,9 @@ pub fn render(s: &Summary) -> String {
     ));
     if r.meters_not_heard > 0 {
         line(format!(
-            "                     {} meters out of radio reach even at SF12: they need a repeater or a second gateway",
-            r.meters_not_heard
+            "                     {} meter{} out of radio reach even at SF12 (a repeater or a second gateway is needed)",
+            r.meters_not_heard,
+            if r.meters_not_heard == 1 { "" } else { "s" }
         ));
     }
     let c = &s.recharges;
@@ -461,7 +467,7 @@ pub fn render(s: &Summary) -> String {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     line(format!(
-        "  alerts             {} raised at the gateway ({}), {} delivered by central",
+        "  alerts             {} raised at the gateway ({}); central sent {} notifications (these and recharge receipts)",
         s.alerts.raised_at_gateway,
         kinds.join(", "),
         s.alerts.delivered_by_central

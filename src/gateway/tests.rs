@@ -244,7 +244,7 @@ fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
 #[test]
 fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut gw, _meter, link) = gateway(
+    let (mut gw, meter, link) = gateway(
         &dir,
         "[relay]\nmax_attempts = 3\n[policy]\nfirst_disconnect = \"0s\"\n",
     );
@@ -259,6 +259,21 @@ fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
         sends, 3,
         "sent at 0, +1 min and +3 min, then gave up; not reissued within the hour"
     );
+    assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 1);
+    // The policy re-issues the disconnect after the cool-down; it times out again, but the
+    // consumer and the office are not told again the same day.
+    for _ in 0..150 {
+        now += Duration::minutes(1);
+        gw.policy_pass(now, true).unwrap();
+    }
+    let timed_out = gw
+        .store()
+        .relay_commands_of(meter)
+        .unwrap()
+        .iter()
+        .filter(|c| c.progress.state == CommandState::TimedOut)
+        .count();
+    assert!(timed_out >= 2, "{timed_out} commands timed out");
     assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 1);
 }
 

@@ -1,0 +1,352 @@
+//! `gramgrid demo` end to end, as a newcomer runs it: the summary's claims are checked against
+//! central's and the gateway's SQLite files with this test's own queries and rules, not against
+//! the demo's counters.
+use chrono::{Datelike, NaiveDate, Timelike, Weekday};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn gramgrid() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+}
+
+/// Runs a demo with `--json` and returns its summary.
+fn demo_json(args: &[&str]) -> Value {
+    let out = gramgrid()
+        .arg("demo")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn open(path: &Path) -> Connection {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+fn int(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// account → balance: money events minus the charges of every reading of the account's meters.
+fn balances(conn: &Connection, meter_key: &str) -> HashMap<String, i64> {
+    let sql = format!(
+        "SELECT a.id,
+            COALESCE((SELECT SUM(effect_paise) FROM ledger_events l WHERE l.account = a.id), 0)
+          - COALESCE((SELECT SUM(r.charge_paise) FROM readings r JOIN meters m ON m.{meter_key} = r.meter
+                      WHERE m.account = a.id), 0)
+         FROM accounts a"
+    );
+    let mut statement = conn.prepare(&sql).unwrap();
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The CSPDCL rule, read independently of `policy`: 10:00 to 14:00 local time, Monday to Saturday,
+/// not on the default holidays.
+fn inside_default_window(utc_seconds: i64) -> bool {
+    let local = chrono::DateTime::from_timestamp(utc_seconds + 19_800, 0)
+        .unwrap()
+        .naive_utc();
+    let holidays = [(1, 26), (8, 15), (10, 2)];
+    (10..14).contains(&local.hour())
+        && local.weekday() != Weekday::Sun
+        && !holidays.contains(&(local.month(), local.day()))
+}
+
+#[test]
+fn a_small_village_runs_and_its_summary_matches_the_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("village");
+    let summary = demo_json(&[
+        "--meters",
+        "50",
+        "--days",
+        "2",
+        "--outage",
+        "26h",
+        "--outage-after",
+        "18h",
+        "--seed",
+        "3",
+        "--dir",
+        files.to_str().unwrap(),
+    ]);
+    let gateway = open(&files.join("gateway").join("gateway.db"));
+    let central = open(&files.join("central.db"));
+
+    // Balances agree, account by account, and match the summary's total.
+    let at_gateway = balances(&gateway, "id");
+    let at_central = balances(&central, "serial");
+    assert_eq!(at_gateway.len(), 50);
+    assert_eq!(at_gateway, at_central);
+    assert_eq!(summary["balances"]["agree"], 50);
+    assert_eq!(
+        summary["balances"]["total_gateway_paise"],
+        at_gateway.values().sum::<i64>()
+    );
+
+    // No disconnect command ever went out outside a window, and there were some.
+    let mut sent = gateway
+        .prepare(
+            "SELECT e.at FROM relay_command_events e JOIN relay_commands c ON c.id = e.command
+             WHERE c.action = 'disconnect' AND e.state = 'sent'",
+        )
+        .unwrap();
+    let sent: Vec<i64> = sent
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!sent.is_empty(), "the scenario should cut someone off");
+    for at in &sent {
+        assert!(inside_default_window(*at), "disconnect sent at {at}");
+    }
+    let confirmed = int(
+        &gateway,
+        "SELECT COUNT(*) FROM relay_commands WHERE action = 'disconnect' AND state = 'acknowledged'",
+    );
+    assert_eq!(summary["relay"]["disconnects"], confirmed);
+    assert_eq!(summary["relay"]["disconnects_sent_outside_window"], 0);
+    assert!(summary["relay"]["reconnects"].as_i64().unwrap() > 0);
+
+    // Every recharge taken at central is in the gateway's ledger exactly once, and every recharge
+    // the gateway took (vouchers) is in central's exactly once.
+    let ids = |conn: &Connection| -> Vec<String> {
+        let mut s = conn
+            .prepare("SELECT id FROM ledger_events WHERE kind = 'recharge' ORDER BY id")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (central_recharges, gateway_recharges) = (ids(&central), ids(&gateway));
+    assert_eq!(central_recharges, gateway_recharges);
+    let requests = int(&central, "SELECT COUNT(*) FROM recharge_requests");
+    let made_at_central = summary["recharges"]["opening"].as_i64().unwrap()
+        + summary["recharges"]["top_ups"].as_i64().unwrap();
+    assert_eq!(
+        requests, made_at_central,
+        "one recharge per payment request"
+    );
+    assert_eq!(summary["recharges"]["missing_at_gateway"], 0);
+    assert!(
+        summary["recharges"]["top_ups_during_outage"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+
+    // Vouchers redeemed at the gateway during the outage are credited once at central.
+    let redeemed = int(
+        &gateway,
+        "SELECT COUNT(*) FROM vouchers_spent WHERE where_spent = 'here'",
+    );
+    assert!(redeemed > 0, "the scenario should redeem a voucher offline");
+    assert_eq!(summary["vouchers"]["redeemed_at_gateway"], redeemed);
+    assert_eq!(
+        int(
+            &central,
+            "SELECT COUNT(*) FROM vouchers WHERE state = 'redeemed' AND redeemed_by = 'gw-village-1'"
+        ),
+        redeemed
+    );
+
+    // Readings: what the summary claims is what both databases hold.
+    let start = NaiveDate::from_ymd_opt(2026, 12, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp()
+        - 19_800;
+    let due_until = start + 2 * 86_400 - 3_600;
+    let window = format!("WHERE at > {start} AND at <= {due_until}");
+    let readings_central = int(&central, &format!("SELECT COUNT(*) FROM readings {window}"));
+    assert_eq!(
+        readings_central,
+        int(&gateway, &format!("SELECT COUNT(*) FROM readings {window}"))
+    );
+    assert_eq!(summary["radio"]["readings_at_central"], readings_central);
+    assert!(
+        summary["radio"]["delivered_percent_of_heard"]
+            .as_f64()
+            .unwrap()
+            > 99.0
+    );
+
+    // Alerts reached the consumers: one notification log line per notification sent.
+    let sent_notifications = int(
+        &central,
+        "SELECT COUNT(*) FROM notifications WHERE sent_at IS NOT NULL",
+    );
+    let log = std::fs::read_to_string(files.join("notifications.log")).unwrap();
+    assert_eq!(log.lines().count() as i64, sent_notifications);
+    assert_eq!(
+        summary["alerts"]["delivered_by_central"],
+        sent_notifications
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_summary() {
+    let args = |seed: &'static str| {
+        [
+            "--meters",
+            "12",
+            "--days",
+            "1",
+            "--outage",
+            "5h",
+            "--outage-after",
+            "9h",
+            "--seed",
+            seed,
+        ]
+    };
+    // Wire bytes vary by a few bytes with TLS and random ids; wall time varies by nature.
+    let comparable = |mut summary: Value| {
+        for key in ["wall_seconds", "dir"] {
+            summary.as_object_mut().unwrap().remove(key);
+        }
+        let sync = summary["sync"].as_object_mut().unwrap();
+        sync.remove("wire_bytes");
+        sync.remove("wire_bytes_per_reading");
+        summary
+    };
+    let first = comparable(demo_json(&args("8")));
+    assert_eq!(first, comparable(demo_json(&args("8"))));
+    assert_ne!(
+        first["balances"]["total_gateway_paise"],
+        comparable(demo_json(&args("9")))["balances"]["total_gateway_paise"],
+        "another seed is another village"
+    );
+}
+
+#[test]
+fn bad_options_are_refused_with_a_clear_message() {
+    let out = gramgrid()
+        .args(["demo", "--days", "1", "--outage", "30h"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--outage"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+    let out = gramgrid()
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// GETs `path` from the demo's central with the API token, trusting the demo's CA.
+fn api_get(url: &str, ca: &Path, token: &str, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = url.trim_start_matches("https://");
+    let host = addr.split(':').next().unwrap().to_string();
+    let mut tls = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from(host).unwrap(),
+    )
+    .unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn serve_keeps_central_answering_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("village");
+    let mut child = gramgrid()
+        .args([
+            "demo", "--meters", "5", "--days", "1", "--outage", "0s", "--serve", "--dir",
+        ])
+        .arg(&files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut token) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Central API:") {
+            url = rest.split_whitespace().next().map(|u| {
+                u.trim_end_matches('/')
+                    .trim_end_matches("/api/v1")
+                    .to_string()
+            });
+        }
+        if let Some(rest) = line.strip_prefix("Token:") {
+            token = Some(rest.trim().to_string());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let (url, token) = (url.unwrap(), token.unwrap());
+    let ca = files.join("pki").join("ca.pem");
+    let answer = api_get(&url, &ca, &token, "/api/v1/accounts/CG-000001/balance");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("balance_paise"), "{answer}");
+    let refused = api_get(&url, &ca, "not-the-token-000000", "/api/v1/accounts");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let status = gramgrid()
+        .args(["gateway", "status", "--config"])
+        .arg(files.join("gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
