@@ -23,6 +23,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start here: a whole village on simulated time, with a summary at the end.
+    ///
+    /// Runs in one process central, a gateway whose radio is lora-phy on an emulated SX1262, and
+    /// hundreds of simulated meters; three days with a backhaul outage, recharges at central,
+    /// vouchers redeemed at the gateway, cuts inside the disconnect window and reconnections. The
+    /// summary is read from the databases. Nothing to install or set up.
+    Demo(crate::demo::DemoArgs),
     /// Run the village gateway daemon (or inspect one).
     Gateway(GatewayArgs),
     /// Price consumption with the tariff book.
@@ -45,10 +52,6 @@ pub enum Command {
     AirBus(crate::radio::cli::AirBusArgs),
     /// Run a simulated meter fleet on the air bus until interrupted (see `gramgrid air-bus`).
     Sim(crate::meter::cli::SimArgs),
-    /// Run a whole village in one process on simulated time (central, a gateway on an emulated
-    /// radio, hundreds of meters, a backhaul outage, recharges and vouchers) and print a summary
-    /// read from the databases. Nothing to install or set up.
-    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
