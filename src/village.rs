@@ -87,6 +87,8 @@ pub struct Village {
     /// The emulated cellular link between gateway and central (faults and bandwidth set here).
     pub link: Relay,
     pub gateway: Arc<Mutex<Gateway>>,
+    /// The configuration the gateway was opened with.
+    pub gateway_config: GatewayConfig,
     pub transport: HttpsTransport,
     pub sync: SyncConfig,
     pub households: Vec<Household>,
@@ -173,7 +175,7 @@ impl Village {
         gateway_config.gateway.id = bundle.gateway_id.clone();
         gateway_config.gateway.data_dir = dir.join("gateway");
         gateway_config.sync = sync.clone();
-        let gateway = Arc::new(Mutex::new(Gateway::open(gateway_config)?));
+        let gateway = Arc::new(Mutex::new(Gateway::open(gateway_config.clone())?));
         let households: Vec<Household> = enrolments
             .iter()
             .map(|(account, meter)| Household {
@@ -187,6 +189,7 @@ impl Village {
             central,
             link,
             gateway,
+            gateway_config,
             transport,
             sync,
             registers: Mutex::new(vec![0; households.len()]),
@@ -341,18 +344,23 @@ impl Village {
         self.with_gateway(|g| g.store().position(account).map(|p| p.balance_paise))
     }
 
-    /// Accounts whose balances differ between gateway and central: (account, gateway, central).
-    pub async fn disagreements(&self) -> Result<Vec<(String, i64, i64)>, VillageError> {
-        let mut out = Vec::new();
+    /// Every account's balance at the gateway and at central: (account, gateway, central).
+    pub async fn balances(&self) -> Result<Vec<(String, i64, i64)>, VillageError> {
+        let mut out = Vec::with_capacity(self.households.len());
         for h in &self.households {
-            let (gateway, central) = (
+            out.push((
+                h.account.clone(),
                 self.gateway_balance(&h.account)?,
                 self.central_balance(&h.account).await?,
-            );
-            if gateway != central {
-                out.push((h.account.clone(), gateway, central));
-            }
+            ));
         }
         Ok(out)
+    }
+
+    /// Accounts whose balances differ between gateway and central: (account, gateway, central).
+    pub async fn disagreements(&self) -> Result<Vec<(String, i64, i64)>, VillageError> {
+        let mut balances = self.balances().await?;
+        balances.retain(|(_, gateway, central)| gateway != central);
+        Ok(balances)
     }
 }

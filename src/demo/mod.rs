@@ -12,17 +12,15 @@ pub mod scenario;
 pub mod summary;
 
 use crate::central::notify;
-use crate::config::GatewayConfig;
 use crate::gateway::{local, Services};
 use crate::link::{self, GatewayBackend, Link, LinkClock};
 use crate::meter::fleet::{self, MeterHandle, PlannedMeter};
 use crate::meter::light::LightRadio;
-use crate::policy::{PolicyConfig, RelayState};
+use crate::policy::RelayState;
 use crate::protocol::payload::AccessMode;
 use crate::radio::air::{Air, AirConfig};
 use crate::radio::pathloss::PathLossModel;
 use crate::radio::{RadioConfig, RadioError};
-use crate::sync::https::HttpsTransport;
 use crate::sync::netem::Fault;
 use crate::tariff::TariffBook;
 use crate::village::{Village, VillageError};
@@ -213,7 +211,6 @@ pub struct Demo {
     workspace: Workspace,
     /// The gateway's emulated chip must outlive the link task that drives it.
     _gateway_chip: crate::radio::emulator::Sx126xEmulator,
-    _meters: Vec<MeterHandle>,
 }
 
 /// The progress bar over the simulated intervals.
@@ -309,7 +306,7 @@ impl Demo {
                 start,
                 end,
                 outage,
-                policy: PolicyConfig::default(),
+                policy: village.gateway_config.policy.clone(),
                 sync,
                 balances,
                 dir: match (&workspace, args.serve) {
@@ -331,7 +328,6 @@ impl Demo {
             summary,
             workspace,
             _gateway_chip: chip,
-            _meters: air_side.meters,
         })
     }
 
@@ -378,17 +374,11 @@ impl Demo {
                 let _ = stopping.wait_for(|s| *s).await;
             });
         });
-        let transport = HttpsTransport::with_url(
-            &village.sync.bundle.clone().unwrap_or_default(),
-            &format!("https://127.0.0.1:{}", village.link.addr.port()),
-            village.sync.request_timeout,
-        )
-        .map_err(VillageError::from)?;
-        let config = gateway_config(&village);
+        let config = &village.gateway_config;
         let services = Services {
             policy_schedule: config.policy_schedule(),
             socket: local::socket_path(&config.gateway.data_dir),
-            sync: Some((transport, village.sync.clone())),
+            sync: Some((village.transport.clone(), village.sync.clone())),
             clock: village.clock.clone(),
         };
         office.block_on(async {
@@ -403,7 +393,7 @@ impl Demo {
     }
 
     fn write_gateway_config(&self) -> Result<(), DemoError> {
-        let config = gateway_config(&self.village);
+        let config = &self.village.gateway_config;
         let path = self.workspace.path().join("gateway.toml");
         let text = format!(
             "# Written by `gramgrid demo --serve`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
@@ -415,14 +405,6 @@ impl Demo {
             detail: e.to_string(),
         })
     }
-}
-
-/// The demo gateway's configuration (as the village opened it).
-fn gateway_config(village: &Village) -> GatewayConfig {
-    let mut config = GatewayConfig::default();
-    config.gateway.id = GATEWAY_ID.into();
-    config.gateway.data_dir = village.dir.join("gateway");
-    config
 }
 
 /// Plans the fleet and builds each meter's firmware, on the air runtime's clock.
@@ -462,16 +444,17 @@ async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
 
 /// Every account's balance at the gateway and at central.
 async fn balances(village: &Village) -> Result<BalanceSummary, VillageError> {
-    let disagreements = village.disagreements().await?;
-    let mut total = 0;
-    for h in &village.households {
-        total += village.gateway_balance(&h.account)?;
-    }
+    let balances = village.balances().await?;
+    let total_gateway_paise = balances.iter().map(|(_, gateway, _)| gateway).sum();
+    let disagreements: Vec<_> = balances
+        .into_iter()
+        .filter(|(_, gateway, central)| gateway != central)
+        .collect();
     Ok(BalanceSummary {
         accounts: village.households.len(),
         agree: village.households.len() - disagreements.len(),
         disagreements,
-        total_gateway_paise: total,
+        total_gateway_paise,
     })
 }
 
@@ -533,7 +516,7 @@ impl Running<'_> {
             Ok(())
         })?;
         let backend = GatewayBackend::new(self.village.gateway.clone());
-        let timing = GatewayConfig::default().link.timing();
+        let timing = self.village.gateway_config.link.timing();
         self.air.block_on(async {
             let (radio, chip) = crate::radio::sim::radio_on_air(
                 &side.air,
@@ -589,7 +572,7 @@ impl Running<'_> {
             payments.extend(self.households_newly_cut(&mut cut, t, rng)?);
             payments.sort_by_key(|p| p.at);
             let due = payments.partition_point(|p| p.at <= t);
-            for payment in payments.drain(..due).collect::<Vec<_>>() {
+            for payment in payments.drain(..due) {
                 self.pay(&payment, t)?;
             }
             if !down || step % PROBE_EVERY_STEPS == 0 {
@@ -623,14 +606,17 @@ impl Running<'_> {
         now: DateTime<Utc>,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Payment>, DemoError> {
-        let mut accounts: Vec<(&String, &i64)> = self.meter_ids.iter().collect();
-        accounts.sort();
+        let mut meters: Vec<(&String, &i64)> = self.meter_ids.iter().collect();
+        meters.sort();
+        let states = self.village.with_gateway(|g| {
+            meters
+                .iter()
+                .map(|(_, meter)| g.store().relay_state(**meter))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let mut payments = Vec::new();
-        for (account, meter) in accounts {
-            let off = self
-                .village
-                .with_gateway(|g| g.store().relay_state(*meter))?
-                == RelayState::Disconnected;
+        for ((account, _), state) in meters.into_iter().zip(states) {
+            let off = state == RelayState::Disconnected;
             let was_off = cut.insert(account.clone(), off).unwrap_or(false);
             if off && !was_off {
                 payments.extend(scenario::payment_after_cut(account, now, self.outage, rng));
@@ -685,10 +671,6 @@ impl Running<'_> {
                 self.sync.readings_uploaded += readings;
                 if catching_up {
                     self.sync.catch_up_readings = readings;
-                }
-                if report.downlink_records > 0 {
-                    let now = self.clock.now();
-                    let _ = self.village.with_gateway(|g| g.tick(now).map(|_| ()));
                 }
                 Ok(())
             }

@@ -133,9 +133,7 @@ impl<B: LinkBackend> Link<B> {
             "meter link started (scheduled mode)"
         );
         while !*stop.borrow() {
-            while let Ok(request) = requests.try_recv() {
-                self.handle(request);
-            }
+            self.take_requests(&mut requests);
             let now = Instant::now();
             if now >= reload_at {
                 if let Err(error) = self.load_sessions(|_| scheduler::RENDEZVOUS_SF) {
@@ -186,9 +184,7 @@ impl<B: LinkBackend> Link<B> {
         );
         radio.configure(self.radio).await?;
         while !*stop.borrow() {
-            while let Ok(request) = requests.try_recv() {
-                self.handle(request);
-            }
+            self.take_requests(&mut requests);
             let heard = tokio::select! {
                 heard = radio.receive(Duration::from_secs(1)) => heard,
                 _ = stop.changed() => continue,
@@ -212,9 +208,7 @@ impl<B: LinkBackend> Link<B> {
             }
             tokio::time::sleep_until(frame.received_at + RX1_DELAY).await;
             // The command may have been withdrawn while waiting for RX1.
-            while let Ok(request) = requests.try_recv() {
-                self.handle(request);
-            }
+            self.take_requests(&mut requests);
             let Some(i) = self.commands.iter().position(|p| p.request.meter == meter) else {
                 continue;
             };
@@ -447,6 +441,13 @@ impl<B: LinkBackend> Link<B> {
             s.downlink_airtime += airtime;
         });
         Ok(Sent::Transmitted)
+    }
+
+    /// Handles every request already waiting on the channel, without blocking.
+    fn take_requests(&mut self, requests: &mut mpsc::UnboundedReceiver<LinkRequest>) {
+        while let Ok(request) = requests.try_recv() {
+            self.handle(request);
+        }
     }
 
     fn handle(&mut self, request: LinkRequest) {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Exchanges with the central server named in an enrolment bundle.
+#[derive(Clone)]
 pub struct HttpsTransport {
     client: HttpsClient,
     timeout: Duration,
