@@ -199,6 +199,30 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         summary["alerts"]["delivered_by_central"],
         sent_notifications
     );
+    // Cut-off households were told, through central, of each step.
+    for kind in ["low_balance", "disconnected", "reconnected"] {
+        let raised = int(
+            &gateway,
+            &format!("SELECT COUNT(*) FROM alerts WHERE kind = '{kind}'"),
+        );
+        assert!(raised > 0, "no {kind} alert");
+        let told = int(
+            &central,
+            &format!(
+                "SELECT COUNT(*) FROM notifications WHERE kind = '{kind}' AND sent_at IS NOT NULL"
+            ),
+        );
+        assert_eq!(told, raised, "{kind}");
+        assert_eq!(summary["alerts"]["by_kind"][kind], raised);
+    }
+    assert_eq!(
+        int(
+            &gateway,
+            "SELECT COUNT(*) FROM alerts WHERE kind = 'disconnected'"
+        ),
+        confirmed,
+        "one alert per confirmed disconnect"
+    );
 }
 
 #[test]
