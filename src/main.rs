@@ -1,6 +1,8 @@
-//! Command-line entry point: parses arguments and calls into the library.
+//! Command-line entry point: parses arguments and calls into the library crates.
 use clap::Parser;
 
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    gramgrid::cli::run(gramgrid::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }

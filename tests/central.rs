@@ -4,17 +4,17 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use gramgrid::central::db::DbError;
-use gramgrid::central::{server, Central, CentralConfig};
-use gramgrid::ledger::{EventKind, LedgerEvent};
-use gramgrid::policy::RelayAction;
-use gramgrid::store::{Account, MeterInstall, MeterReading, Store};
-use gramgrid::sync::wire::{
+use gramgrid_central::db::DbError;
+use gramgrid_central::{server, Central, CentralConfig};
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::policy::RelayAction;
+use gramgrid_core::tariff::TariffBook;
+use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, Store};
+use gramgrid_net::tls::PeerGateway;
+use gramgrid_proto::wire::{
     self, DownlinkEvent, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
     UploadResponse,
 };
-use gramgrid::tariff::TariffBook;
-use gramgrid::tls::PeerGateway;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -577,9 +577,9 @@ async fn a_voucher_is_single_use_everywhere() {
         let code = issued["code"].as_str().unwrap();
         let id = issued["redemption_id"].as_str().unwrap();
         // The gateway verifies it offline with the published keys it was sent.
-        let keys: Vec<gramgrid::voucher::PublishedKey> =
+        let keys: Vec<gramgrid_proto::voucher::PublishedKey> =
             serde_json::from_value(h.ok("GET", "/api/v1/voucher-keys", Value::Null).await).unwrap();
-        let voucher = gramgrid::voucher::verify(&keys, code, Utc::now()).unwrap();
+        let voucher = gramgrid_proto::voucher::verify(&keys, code, Utc::now()).unwrap();
         let redeemed = vec![
             PriorityRecord {
                 seq: 1,
@@ -635,7 +635,7 @@ async fn a_voucher_is_single_use_everywhere() {
         )
         .await;
         assert_eq!(h.balance("A1").await, 25_000);
-        let late = gramgrid::voucher::verify(&keys, counter_code, Utc::now()).unwrap();
+        let late = gramgrid_proto::voucher::verify(&keys, counter_code, Utc::now()).unwrap();
         h.exchange(
             "gw-a",
             &upload(
@@ -700,13 +700,13 @@ async fn the_openapi_document_is_served_and_documents_every_route() {
         for method in methods.as_object().unwrap().keys() {
             documented += 1;
             assert!(
-                gramgrid::central::api::ROUTES.contains(&(method.as_str(), path.as_str()))
+                gramgrid_central::api::ROUTES.contains(&(method.as_str(), path.as_str()))
                     || path == wire::EXCHANGE_PATH,
                 "{method} {path} is documented but not routed"
             );
         }
     }
-    for (method, path) in gramgrid::central::api::ROUTES {
+    for (method, path) in gramgrid_central::api::ROUTES {
         assert!(
             paths.get(*path).and_then(|m| m.get(*method)).is_some(),
             "{method} {path} is not documented"
@@ -720,12 +720,12 @@ async fn the_openapi_document_is_served_and_documents_every_route() {
         );
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
-    assert_eq!(documented, gramgrid::central::api::ROUTES.len() + 1);
+    assert_eq!(documented, gramgrid_central::api::ROUTES.len() + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingest_benchmark_runs() {
-    let figures = gramgrid::central::bench::ingest(&gramgrid::central::bench::IngestBench {
+    let figures = gramgrid_sim::central_bench::ingest(&gramgrid_sim::central_bench::IngestBench {
         database_url: None,
         gateways: 2,
         meters_per_gateway: 5,
@@ -781,7 +781,7 @@ async fn exports_statements_and_policy_publishing() {
         // The recharge was made today, after October: it opens a later month.
         let october = statement["closing_paise"].as_i64().unwrap();
         assert_eq!(october, h.balance("A1").await - 10_000);
-        let this_month = gramgrid::civil::Month::containing(Utc::now()).to_string();
+        let this_month = gramgrid_core::civil::Month::containing(Utc::now()).to_string();
         let now = h
             .ok(
                 "GET",
@@ -798,7 +798,7 @@ async fn exports_statements_and_policy_publishing() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         // A policy version reaches the gateway; an older version is refused.
-        let policy = serde_json::to_value(gramgrid::policy::PolicyConfig::default()).unwrap();
+        let policy = serde_json::to_value(gramgrid_core::policy::PolicyConfig::default()).unwrap();
         for (version, expected) in [(2, StatusCode::CREATED), (1, StatusCode::CONFLICT)] {
             let body = json!({"version": version, "policy": policy}).to_string();
             let (status, answer) = h.call("PUT", "/api/v1/policy", Some(&body)).await;
@@ -816,7 +816,7 @@ async fn exports_statements_and_policy_publishing() {
 async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
-    let pki = gramgrid::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
+    let pki = gramgrid_net::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
     let bundle = pki.add_gateway("gw-a", 30).unwrap();
     let config = CentralConfig {
         database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
@@ -829,9 +829,11 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::start(config, listener).await.unwrap();
     let url = format!("https://127.0.0.1:{}", running.addr.port());
-    let gateway =
-        gramgrid::tls::HttpsClient::new(gramgrid::tls::client_config(&bundle).unwrap(), &url)
-            .unwrap();
+    let gateway = gramgrid_net::tls::HttpsClient::new(
+        gramgrid_net::tls::client_config(&bundle).unwrap(),
+        &url,
+    )
+    .unwrap();
     let t = std::time::Duration::from_secs(10);
     let body = wire::encode(&upload(vec![], None, 0)).unwrap();
     let (status, answer) = gateway
@@ -862,12 +864,12 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
         .central
         .db()
         .transaction(|tx| {
-            gramgrid::central::accounts::put_account(
+            gramgrid_central::accounts::put_account(
                 tx,
-                &gramgrid::central::accounts::Account {
+                &gramgrid_central::accounts::Account {
                     id: "A1".into(),
                     consumer_name: "Asha".into(),
-                    category: gramgrid::tariff::Category::Domestic,
+                    category: gramgrid_core::tariff::Category::Domestic,
                     phone: None,
                     gateway: Some("gw-a".into()),
                     created_at: t0(),

@@ -1,10 +1,10 @@
 //! A technician redeems an offline voucher against the running gateway daemon: accepted once,
 //! refused the second time, and the balance counts it once.
 use chrono::{Duration, Utc};
-use gramgrid::store::{Account, Store};
-use gramgrid::sync::wire::{DownlinkEvent, DownlinkRecord};
-use gramgrid::tariff::Category;
-use gramgrid::voucher::{PublishedKey, SigningSecret, Voucher};
+use gramgrid_core::tariff::Category;
+use gramgrid_gateway::store::{Account, Store};
+use gramgrid_proto::voucher::{PublishedKey, SigningSecret, Voucher};
+use gramgrid_proto::wire::{DownlinkEvent, DownlinkRecord};
 use std::process::{Command, Stdio};
 
 fn gramgrid() -> Command {

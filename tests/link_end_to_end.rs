@@ -3,29 +3,30 @@
 //! firmware on emulated SX1262s, all on one simulated air.
 
 use chrono::{DateTime, Duration as Days, TimeZone, Utc};
-use gramgrid::config::GatewayConfig;
-use gramgrid::gateway::Gateway;
-use gramgrid::ledger::{EventKind, LedgerEvent};
-use gramgrid::link::{self, GatewayBackend, Link, LinkClock, SharedStats};
-use gramgrid::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
-use gramgrid::policy::RelayState;
-use gramgrid::protocol::frame;
-use gramgrid::protocol::payload::{self, AccessMode, Downlink};
-use gramgrid::radio::air::{Air, AirConfig};
-use gramgrid::radio::capture::TxRecord;
-use gramgrid::radio::pathloss::PathLossModel;
-use gramgrid::radio::phy::PhyOptions;
-use gramgrid::radio::sim::radio_on_air;
-use gramgrid::radio::{RadioConfig, RxFrame};
-use gramgrid::relay::CommandState;
-use gramgrid::store::{Account, MeterInstall};
+use gramgrid_air::air::{Air, AirConfig};
+use gramgrid_air::capture::TxRecord;
+use gramgrid_air::pathloss::PathLossModel;
+use gramgrid_air::sim::radio_on_air;
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::policy::RelayState;
+use gramgrid_core::relay::CommandState;
+use gramgrid_gateway::config::GatewayConfig;
+use gramgrid_gateway::daemon::GatewayBackend;
+use gramgrid_gateway::gateway::Gateway;
+use gramgrid_gateway::link::{self, Link, LinkClock, SharedStats};
+use gramgrid_gateway::store::{Account, MeterInstall};
+use gramgrid_proto::frame;
+use gramgrid_proto::payload::{self, AccessMode, Downlink};
+use gramgrid_radio::phy::PhyOptions;
+use gramgrid_radio::{RadioConfig, RxFrame};
+use gramgrid_sim::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// 2026-11-28 00:00 IST.
 fn start() -> DateTime<Utc> {
-    gramgrid::civil::ist()
+    gramgrid_core::civil::ist()
         .with_ymd_and_hms(2026, 11, 28, 0, 0, 0)
         .unwrap()
         .with_timezone(&Utc)

@@ -2,9 +2,9 @@
 //! `gramgrid gateway` (the daemon with an emulated radio). Readings land in the gateway database.
 
 use chrono::{Duration as Days, Utc};
-use gramgrid::config::GatewayConfig;
-use gramgrid::store::{Account, MeterInstall, Store};
-use gramgrid::tariff::Category;
+use gramgrid_core::tariff::Category;
+use gramgrid_gateway::config::GatewayConfig;
+use gramgrid_gateway::store::{Account, MeterInstall, Store};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

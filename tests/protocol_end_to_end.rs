@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use gramgrid::protocol::frame::{encode_data_frame, DevAddr, Direction, FrameSpec, SessionKeys};
-use gramgrid::protocol::manifest::MeterManifest;
-use gramgrid::protocol::payload::{
+use gramgrid_proto::frame::{encode_data_frame, DevAddr, Direction, FrameSpec, SessionKeys};
+use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::payload::{
     AckOutcome, Downlink, EventKind, IntervalReading, MeterEvent, MeterReport, RelayAck,
     RelayAction, RelayCommand, RelayState, Uplink, FPORT,
 };
-use gramgrid::protocol::security::{FrameFilter, RejectCounters, RejectReason, Rejection, Session};
+use gramgrid_proto::security::{FrameFilter, RejectCounters, RejectReason, Rejection, Session};
 
 const MANIFEST: &str = r#"
 version = 1

@@ -3,11 +3,11 @@
 //! These frames were not produced by our encoder (nor by the `lorawan` crate), so they check MIC,
 //! FRMPayload decryption, DevAddr byte order and FCnt handling against independent code.
 
-use gramgrid::protocol::frame::{
+use gramgrid_proto::frame::{
     check_fcnt, open_data_frame, parse_header, DevAddr, Direction, FcntCheck, FrameError,
     SessionKey, SessionKeys,
 };
-use gramgrid::protocol::security::{FrameFilter, Rejection, Session};
+use gramgrid_proto::security::{FrameFilter, Rejection, Session};
 
 fn key(hex_str: &str) -> SessionKey {
     SessionKey::new(hex::decode(hex_str).unwrap().try_into().unwrap())

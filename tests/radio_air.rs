@@ -4,12 +4,12 @@
 mod common;
 
 use common::exact_air;
-use gramgrid::radio::air::{Air, NodeSpec, Verdict};
-use gramgrid::radio::bench::{run_radio_bench, RadioBenchOptions};
-use gramgrid::radio::capture::TxRecord;
-use gramgrid::radio::phy::PhyOptions;
-use gramgrid::radio::sim::{radio_on_air, EmulatedRadio};
-use gramgrid::radio::{Radio, RadioConfig, RadioError, RxFrame};
+use gramgrid_air::air::{Air, NodeSpec, Verdict};
+use gramgrid_air::capture::TxRecord;
+use gramgrid_air::sim::{radio_on_air, EmulatedRadio};
+use gramgrid_radio::phy::PhyOptions;
+use gramgrid_radio::{Radio, RadioConfig, RadioError, RxFrame};
+use gramgrid_sim::radio_bench::{run_radio_bench, RadioBenchOptions};
 use std::time::Duration;
 
 async fn radio(air: &Air, name: &str, x: f64, config: RadioConfig) -> EmulatedRadio {

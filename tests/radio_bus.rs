@@ -1,11 +1,11 @@
 //! The air across processes: `gramgrid air-bus` runs in its own process and radios in this one
 //! exchange frames through it over loopback UDP.
 
-use gramgrid::radio::air::NodeSpec;
-use gramgrid::radio::capture::TxRecord;
-use gramgrid::radio::phy::PhyOptions;
-use gramgrid::radio::sim::radio_on_bus;
-use gramgrid::radio::{Radio, RadioConfig};
+use gramgrid_air::air::NodeSpec;
+use gramgrid_air::capture::TxRecord;
+use gramgrid_air::sim::radio_on_bus;
+use gramgrid_radio::phy::PhyOptions;
+use gramgrid_radio::{Radio, RadioConfig};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -1,12 +1,12 @@
 //! lora-phy driven directly against the SX1262 emulator, for the paths the `Radio` trait does not
 //! use: CAD, single receive with a symbol timeout, sleep and wake-up.
 
-use gramgrid::radio::air::{Air, AirConfig, NodeSpec};
-use gramgrid::radio::emulator::{EmuLine, EmuPin, EmuSpi, Fault, Sx126xEmulator};
-use gramgrid::radio::pathloss::PathLossModel;
-use gramgrid::radio::phy::{PhyOptions, TokioDelay};
-use gramgrid::radio::sim::radio_on_air;
-use gramgrid::radio::{Radio, RadioConfig};
+use gramgrid_air::air::{Air, AirConfig, NodeSpec};
+use gramgrid_air::emulator::{EmuLine, EmuPin, EmuSpi, Fault, Sx126xEmulator};
+use gramgrid_air::pathloss::PathLossModel;
+use gramgrid_air::sim::radio_on_air;
+use gramgrid_radio::phy::{PhyOptions, TokioDelay};
+use gramgrid_radio::{Radio, RadioConfig};
 use lora_phy::iv::GenericSx126xInterfaceVariant;
 use lora_phy::mod_params::{Bandwidth, CodingRate, RadioError, SpreadingFactor};
 use lora_phy::sx126x::{Config, Sx1262, Sx126x};

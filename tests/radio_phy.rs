@@ -4,12 +4,12 @@
 mod common;
 
 use common::exact_air;
-use gramgrid::radio::air::NodeSpec;
-use gramgrid::radio::emulator::{Fault, Sx126xEmulator};
-use gramgrid::radio::phy::PhyOptions;
-use gramgrid::radio::sim::{emulated_radio, radio_on_air};
-use gramgrid::radio::toa::time_on_air;
-use gramgrid::radio::{Radio, RadioConfig, RadioError};
+use gramgrid_air::air::NodeSpec;
+use gramgrid_air::emulator::{Fault, Sx126xEmulator};
+use gramgrid_air::sim::{emulated_radio, radio_on_air};
+use gramgrid_radio::phy::PhyOptions;
+use gramgrid_radio::toa::time_on_air;
+use gramgrid_radio::{Radio, RadioConfig, RadioError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;

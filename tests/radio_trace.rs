@@ -1,9 +1,9 @@
 //! SPI traffic shows at tracing's trace level. Its own test binary: a scoped subscriber must not
 //! race other tests for tracing's per-callsite interest cache.
 
-use gramgrid::radio::emulator::{Fault, Sx126xEmulator};
-use gramgrid::radio::phy::PhyOptions;
-use gramgrid::radio::sim::emulated_radio;
+use gramgrid_air::emulator::{Fault, Sx126xEmulator};
+use gramgrid_air::sim::emulated_radio;
+use gramgrid_radio::phy::PhyOptions;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

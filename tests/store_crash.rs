@@ -5,9 +5,9 @@
 //! transaction. The parent kills it at a random moment, mostly inside that transaction, three times
 //! over the same database, then checks every acknowledged recharge is there exactly once.
 use chrono::{Duration, TimeZone, Utc};
-use gramgrid::ledger::{EventKind, LedgerEvent};
-use gramgrid::store::{Account, MeterInstall, MeterReading, Store};
-use gramgrid::tariff::{Category, TariffBook};
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::tariff::{Category, TariffBook};
+use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

@@ -1,9 +1,9 @@
 //! Gateway and central over real TLS on loopback, through an emulated cellular link: outages, cut
 //! requests and lost answers lose and double nothing, and balances agree to the paisa afterwards.
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use gramgrid::ledger::EventKind;
-use gramgrid::sync::netem::Fault;
-use gramgrid::village::Village;
+use gramgrid_core::ledger::EventKind;
+use gramgrid_sim::netem::Fault;
+use gramgrid_sim::village::Village;
 use rand::SeedableRng;
 
 fn start() -> DateTime<Utc> {
@@ -127,9 +127,7 @@ async fn an_outage_of_days_with_recharges_and_vouchers_loses_and_doubles_nothing
         .central
         .central
         .db()
-        .transaction(move |tx| {
-            gramgrid::central::vouchers::redeem_at_central(tx, &code, Utc::now())
-        })
+        .transaction(move |tx| gramgrid_central::vouchers::redeem_at_central(tx, &code, Utc::now()))
         .await;
     assert!(
         at_central.is_err(),

@@ -2,12 +2,12 @@
 //! both: the same end state as an undisturbed sync (every reading and money event once, balances
 //! equal to the paisa).
 use chrono::{Duration, DurationRound, Utc};
-use gramgrid::central::accounts::{self, Account, Meter, RechargeRequest};
-use gramgrid::central::{Central, CentralConfig, CentralError};
-use gramgrid::config::GatewayConfig;
-use gramgrid::gateway::Gateway;
-use gramgrid::store::{MeterReading, Store};
-use gramgrid::tariff::Category;
+use gramgrid_central::accounts::{self, Account, Meter, RechargeRequest};
+use gramgrid_central::{Central, CentralConfig, CentralError};
+use gramgrid_core::tariff::Category;
+use gramgrid_gateway::config::GatewayConfig;
+use gramgrid_gateway::gateway::Gateway;
+use gramgrid_gateway::store::{MeterReading, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -78,7 +78,7 @@ fn central_config(dir: &Path, port: u16) -> CentralConfig {
 fn prepare(dir: &Path) -> Paths {
     let port = free_port();
     let url = format!("https://127.0.0.1:{port}");
-    let pki = gramgrid::pki::CentralPki::init(&dir.join("pki"), &url, &[]).unwrap();
+    let pki = gramgrid_net::pki::CentralPki::init(&dir.join("pki"), &url, &[]).unwrap();
     pki.add_gateway("gw-kill", 30).unwrap();
     let config = central_config(dir, port);
     let central_config = dir.join("central.toml");
@@ -278,6 +278,6 @@ fn kill_9_of_either_side_mid_sync_then_restart_reaches_the_same_end_state() {
         "charges were applied"
     );
     let gateway = Store::open(&paths.gateway_db).unwrap();
-    let book = gramgrid::tariff::TariffBook::builtin();
+    let book = gramgrid_core::tariff::TariffBook::builtin();
     assert_eq!(gateway.verify(&book).unwrap(), Vec::<String>::new());
 }

@@ -48,12 +48,13 @@ fn init_then_add_gateway_writes_a_loadable_bundle() {
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("bundle.toml"), "{out}");
-    let bundle =
-        gramgrid::pki::GatewayBundle::load(&dir.path().join("pki/gateways/village-a/bundle.toml"))
-            .unwrap();
+    let bundle = gramgrid_net::pki::GatewayBundle::load(
+        &dir.path().join("pki/gateways/village-a/bundle.toml"),
+    )
+    .unwrap();
     assert_eq!(bundle.gateway_id, "village-a");
     assert_eq!(bundle.central_url, "https://127.0.0.1:8443");
-    gramgrid::tls::client_config(&bundle).unwrap();
+    gramgrid_net::tls::client_config(&bundle).unwrap();
 
     let (ok, _, err) = gramgrid(&["central", "add-gateway", "--dir", pki, "--id", "a/b"]);
     assert!(!ok);

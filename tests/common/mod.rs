@@ -1,7 +1,7 @@
 //! Helpers shared by the radio integration tests.
 
-use gramgrid::radio::air::{Air, AirConfig};
-use gramgrid::radio::pathloss::PathLossModel;
+use gramgrid_air::air::{Air, AirConfig};
+use gramgrid_air::pathloss::PathLossModel;
 
 /// LoRaSim's urban log-distance model without shadowing, so received power is exact:
 /// 14 dBm reaches SF7's -124 dBm at about 130 m. Keeps every frame record.

@@ -1,0 +1,481 @@
+//! The HTTP API for the utility's systems (bearer tokens) and the routes' OpenAPI document.
+//!
+//! Handlers only parse, call one `Central` operation in one transaction, and map the result:
+//! refused input is a 4xx with a JSON `{"error": "..."}` that says what to fix, and nothing is
+//! written. The OpenAPI document is `docs/openapi.json`, served as is; a test keeps it and
+//! [`ROUTES`] in step.
+use super::accounts::{self, Account, Meter, RechargeRequest};
+use super::vouchers::{self, IssueRequest};
+use super::{Central, CentralError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{Duration, Utc};
+use gramgrid_core::civil::from_ts;
+use gramgrid_core::tariff::TariffVersion;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The OpenAPI document, as kept in docs/.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// Every API route (method, path), as documented in [`OPENAPI`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/accounts"),
+    ("post", "/api/v1/accounts"),
+    ("put", "/api/v1/accounts/{id}"),
+    ("get", "/api/v1/accounts/{id}/balance"),
+    ("get", "/api/v1/meters"),
+    ("post", "/api/v1/meters"),
+    ("put", "/api/v1/meters/{serial}"),
+    ("post", "/api/v1/recharges"),
+    ("post", "/api/v1/adjustments"),
+    ("post", "/api/v1/emergency-credits"),
+    ("post", "/api/v1/vouchers"),
+    ("post", "/api/v1/vouchers/redeem"),
+    ("post", "/api/v1/vouchers/{id}/cancel"),
+    ("get", "/api/v1/voucher-keys"),
+    ("post", "/api/v1/voucher-keys/rotate"),
+    ("post", "/api/v1/tariffs"),
+    ("put", "/api/v1/policy"),
+    ("get", "/api/v1/flags"),
+    ("get", "/api/v1/readings.csv"),
+    ("get", "/api/v1/accounts/{id}/statement"),
+];
+
+/// A central error as an HTTP answer.
+#[derive(Debug)]
+pub struct ApiError(pub CentralError);
+
+impl From<CentralError> for ApiError {
+    fn from(error: CentralError) -> ApiError {
+        ApiError(error)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        ApiError(CentralError::Invalid(format!(
+            "the request body is not what this endpoint takes ({}); see /api/v1/openapi.json",
+            rejection.body_text()
+        )))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use super::db::DbError;
+        let status = match &self.0 {
+            CentralError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CentralError::NotFound(_) => StatusCode::NOT_FOUND,
+            CentralError::Conflict(_) | CentralError::Db(DbError::Unique(_)) => {
+                StatusCode::CONFLICT
+            }
+            CentralError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CentralError::Voucher(_) | CentralError::Rating(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CentralError::Db(_) | CentralError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+            "the central server could not complete this request; it was not applied, retry later"
+                .to_owned()
+        } else {
+            self.0.to_string()
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+type Shared = State<Arc<Central>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API router (the sync endpoint is routed by the server, behind client certificates).
+pub fn router(central: Arc<Central>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/accounts", get(list_accounts).post(create_account))
+        .route("/api/v1/accounts/{id}", put(update_account))
+        .route("/api/v1/accounts/{id}/balance", get(balance))
+        .route("/api/v1/meters", get(list_meters).post(create_meter))
+        .route("/api/v1/meters/{serial}", put(update_meter))
+        .route("/api/v1/recharges", post(recharge))
+        .route("/api/v1/adjustments", post(adjustment))
+        .route("/api/v1/emergency-credits", post(emergency_credit))
+        .route("/api/v1/vouchers", post(issue_voucher))
+        .route("/api/v1/vouchers/redeem", post(redeem_voucher))
+        .route("/api/v1/vouchers/{id}/cancel", post(cancel_voucher))
+        .route("/api/v1/voucher-keys", get(voucher_keys))
+        .route("/api/v1/voucher-keys/rotate", post(rotate_keys))
+        .route("/api/v1/tariffs", post(publish_tariff))
+        .route("/api/v1/policy", put(publish_policy))
+        .route("/api/v1/flags", get(flags))
+        .route("/api/v1/readings.csv", get(readings_csv))
+        .route("/api/v1/accounts/{id}/statement", get(statement))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&central),
+            require_token,
+        ));
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(api)
+        .with_state(central)
+}
+
+/// Accepts a request only with `Authorization: Bearer T` for a configured token T (compared in
+/// constant time; tokens are never logged).
+async fn require_token(State(central): Shared, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let mut ok = subtle::Choice::from(0);
+    for token in &central.config().api_tokens {
+        ok |= token.as_bytes().ct_eq(presented.as_bytes());
+    }
+    if bool::from(ok) && !presented.is_empty() {
+        return next.run(request).await;
+    }
+    let body = Json(serde_json::json!({
+        "error": "missing or unknown bearer token: send Authorization: Bearer TOKEN with a token from the central config's api_tokens"
+    }));
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        body,
+    )
+        .into_response()
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn run<T: Send + 'static>(
+    central: &Central,
+    f: impl FnOnce(&mut dyn super::db::Tx) -> super::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    Ok(central.db().transaction(f).await?)
+}
+
+async fn list_accounts(State(central): Shared) -> ApiResult<Json<Vec<Account>>> {
+    Ok(Json(run(&central, accounts::list_accounts).await?))
+}
+
+async fn create_account(
+    State(central): Shared,
+    body: Result<Json<Account>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Account>)> {
+    let Json(account) = body?;
+    let stored = run(&central, move |tx| {
+        accounts::put_account(tx, &account, false)?;
+        accounts::account(tx, &account.id)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Fields of an account that can change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountUpdate {
+    consumer_name: String,
+    category: gramgrid_core::tariff::Category,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+async fn update_account(
+    State(central): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<AccountUpdate>, JsonRejection>,
+) -> ApiResult<Json<Account>> {
+    let Json(update) = body?;
+    Ok(Json(
+        run(&central, move |tx| {
+            let current = accounts::account(tx, &id)?;
+            let account = Account {
+                consumer_name: update.consumer_name,
+                category: update.category,
+                phone: update.phone,
+                gateway: update.gateway,
+                ..current
+            };
+            accounts::put_account(tx, &account, true)?;
+            accounts::account(tx, &id)
+        })
+        .await?,
+    ))
+}
+
+async fn balance(
+    State(central): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<accounts::Balance>> {
+    let stale_after = Duration::from_std(central.config().stale_after).unwrap_or(Duration::MAX);
+    let now = central.now();
+    Ok(Json(
+        run(&central, move |tx| {
+            accounts::balance(tx, &id, now, stale_after)
+        })
+        .await?,
+    ))
+}
+
+async fn list_meters(State(central): Shared) -> ApiResult<Json<Vec<Meter>>> {
+    Ok(Json(run(&central, accounts::list_meters).await?))
+}
+
+async fn create_meter(
+    State(central): Shared,
+    body: Result<Json<Meter>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Meter>)> {
+    let Json(meter) = body?;
+    let echo = meter.clone();
+    run(&central, move |tx| accounts::put_meter(tx, &meter, false)).await?;
+    Ok((StatusCode::CREATED, Json(echo)))
+}
+
+async fn update_meter(
+    State(central): Shared,
+    Path(serial): Path<String>,
+    body: Result<Json<Meter>, JsonRejection>,
+) -> ApiResult<Json<Meter>> {
+    let Json(meter) = body?;
+    if meter.serial != serial {
+        return Err(CentralError::Invalid(format!(
+            "the body's serial '{}' is not the path's '{serial}'",
+            meter.serial
+        ))
+        .into());
+    }
+    let echo = meter.clone();
+    run(&central, move |tx| accounts::put_meter(tx, &meter, true)).await?;
+    Ok(Json(echo))
+}
+
+/// 201 for a new money event, 200 for a repeat of an idempotency key.
+fn receipt(receipt: accounts::RechargeReceipt) -> Response {
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(receipt)).into_response()
+}
+
+async fn recharge(
+    State(central): Shared,
+    body: Result<Json<RechargeRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    let now = central.now();
+    Ok(receipt(
+        run(&central, move |tx| accounts::recharge(tx, &request, now)).await?,
+    ))
+}
+
+async fn adjustment(
+    State(central): Shared,
+    body: Result<Json<accounts::AdjustmentRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    let now = central.now();
+    Ok(receipt(
+        run(&central, move |tx| accounts::adjust(tx, &request, now)).await?,
+    ))
+}
+
+async fn emergency_credit(
+    State(central): Shared,
+    body: Result<Json<accounts::EmergencyCreditRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    let now = central.now();
+    Ok(receipt(
+        run(&central, move |tx| {
+            accounts::emergency_credit(tx, &request, now)
+        })
+        .await?,
+    ))
+}
+
+async fn issue_voucher(
+    State(central): Shared,
+    body: Result<Json<IssueRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<vouchers::IssuedVoucher>)> {
+    let Json(request) = body?;
+    let now = central.now();
+    let issued = run(&central, move |tx| vouchers::issue(tx, &request, now)).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// A voucher code typed in at a counter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemRequest {
+    code: String,
+}
+
+async fn redeem_voucher(
+    State(central): Shared,
+    body: Result<Json<RedeemRequest>, JsonRejection>,
+) -> ApiResult<Json<gramgrid_core::ledger::LedgerEvent>> {
+    let Json(request) = body?;
+    let now = central.now();
+    Ok(Json(
+        run(&central, move |tx| {
+            vouchers::redeem_at_central(tx, &request.code, now)
+        })
+        .await?,
+    ))
+}
+
+async fn cancel_voucher(State(central): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    run(&central, move |tx| vouchers::cancel(tx, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn voucher_keys(
+    State(central): Shared,
+) -> ApiResult<Json<Vec<gramgrid_proto::voucher::PublishedKey>>> {
+    Ok(Json(run(&central, vouchers::published_keys).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct Rotated {
+    key_id: u16,
+}
+
+async fn rotate_keys(State(central): Shared) -> ApiResult<Json<Rotated>> {
+    let now = central.now();
+    let key_id = run(&central, move |tx| vouchers::rotate(tx, now)).await?;
+    Ok(Json(Rotated { key_id }))
+}
+
+async fn publish_tariff(
+    State(central): Shared,
+    body: Result<Json<TariffVersion>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(version) = body?;
+    let now = central.now();
+    let book = run(&central, move |tx| {
+        accounts::publish_tariff(tx, &version, now)
+    })
+    .await?;
+    central.set_tariff_book(book);
+    Ok(StatusCode::CREATED)
+}
+
+/// A business event for the office.
+#[derive(Debug, Serialize)]
+struct Flag {
+    id: String,
+    kind: String,
+    gateway: Option<String>,
+    account: Option<String>,
+    at: chrono::DateTime<Utc>,
+    detail: String,
+}
+
+async fn flags(State(central): Shared) -> ApiResult<Json<Vec<Flag>>> {
+    Ok(Json(
+        run(&central, |tx| {
+            tx.query(
+                "SELECT id, kind, gateway, account, at, detail FROM flags ORDER BY at, id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Flag {
+                    id: r.text(0)?,
+                    kind: r.text(1)?,
+                    gateway: r.opt_text(2)?,
+                    account: r.opt_text(3)?,
+                    at: from_ts(r.int(4)?),
+                    detail: r.text(5)?,
+                })
+            })
+            .collect()
+        })
+        .await?,
+    ))
+}
+
+/// A policy version to publish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRequest {
+    version: u64,
+    policy: gramgrid_core::policy::PolicyConfig,
+}
+
+async fn publish_policy(
+    State(central): Shared,
+    body: Result<Json<PolicyRequest>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(request) = body?;
+    let now = central.now();
+    run(&central, move |tx| {
+        accounts::publish_policy(tx, request.version, &request.policy, now)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `?meter=&from=&to=` (RFC 3339 times; default: everything).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    meter: Option<String>,
+    from: Option<chrono::DateTime<Utc>>,
+    to: Option<chrono::DateTime<Utc>>,
+}
+
+async fn readings_csv(
+    State(central): Shared,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?meter=SERIAL&from=2026-11-01T00:00:00Z&to=...",
+            e.body_text()
+        ))
+    })?;
+    let from = query.from.unwrap_or(chrono::DateTime::UNIX_EPOCH);
+    let to = query.to.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+    let csv = run(&central, move |tx| {
+        super::export::readings_csv(tx, query.meter.as_deref(), from, to)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+}
+
+/// `?month=YYYY-MM`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    month: String,
+}
+
+async fn statement(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<super::export::Statement>> {
+    let Query(query) = query
+        .map_err(|e| CentralError::Invalid(format!("{}; use ?month=YYYY-MM", e.body_text())))?;
+    let month = gramgrid_core::civil::Month::parse(&query.month)
+        .ok_or_else(|| CentralError::Invalid(format!("month '{}' is not YYYY-MM", query.month)))?;
+    Ok(Json(
+        run(&central, move |tx| super::export::statement(tx, &id, month)).await?,
+    ))
+}

@@ -1,0 +1,113 @@
+//! The central server: accounts, recharges, vouchers, balances and gateway sync over one database.
+//!
+//! `Central` is the library face (the HTTP API in `api` and the sync endpoint in `sync` are thin
+//! shells over it). Every state change is one database transaction that also appends, for each
+//! gateway concerned, the downlink record that tells it.
+pub mod accounts;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod export;
+pub mod notify;
+pub mod readings;
+pub mod server;
+pub mod sync;
+pub mod vouchers;
+
+use chrono::{DateTime, Utc};
+pub use config::CentralConfig;
+use db::{Db, DbError};
+use gramgrid_core::tariff::TariffBook;
+use gramgrid_net::wallclock::WallClock;
+use std::sync::{Arc, RwLock};
+
+/// Why a central operation was refused or failed. The API maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum CentralError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("voucher refused: {0}")]
+    Voucher(#[from] gramgrid_proto::voucher::VoucherError),
+    #[error("rating failed: {0}")]
+    Rating(#[from] gramgrid_core::rating::RatingError),
+    #[error("storage: {0}")]
+    Db(#[from] DbError),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for central operations.
+pub type Result<T> = std::result::Result<T, CentralError>;
+
+/// The central server's state: database, settings and the tariff book in force.
+pub struct Central {
+    db: Db,
+    config: Arc<CentralConfig>,
+    book: RwLock<Arc<TariffBook>>,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for Central {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Central({:?})", self.db)
+    }
+}
+
+impl Central {
+    /// Opens (creating and migrating) the database named by the config, loads the published
+    /// tariff book, and creates the first voucher signing key if there is none.
+    pub fn open(config: CentralConfig) -> Result<Central> {
+        Self::open_with_clock(config, WallClock::System)
+    }
+
+    /// As [`Central::open`], reading "now" from `clock` (the demo runs central on simulated time).
+    pub fn open_with_clock(config: CentralConfig, clock: WallClock) -> Result<Central> {
+        let db = Db::open(&config.database_url, config.database_connections)?;
+        let book = db.blocking(|tx| accounts::load_tariff_book(tx))?;
+        let now = clock.now();
+        db.blocking(move |tx| vouchers::ensure_key(tx, now))?;
+        Ok(Central {
+            db,
+            config: Arc::new(config),
+            book: RwLock::new(Arc::new(book)),
+            clock,
+        })
+    }
+
+    /// The time central stamps on what it records.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The database (for the sync endpoint, the notifier and the benchmark).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &CentralConfig {
+        &self.config
+    }
+
+    /// The tariff book in force.
+    pub fn tariff_book(&self) -> Arc<TariffBook> {
+        match self.book.read() {
+            Ok(book) => Arc::clone(&book),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_tariff_book(&self, book: TariffBook) {
+        let mut slot = match self.book.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(book);
+    }
+}

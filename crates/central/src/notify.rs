@@ -1,0 +1,120 @@
+//! Notifications outbox: consumer messages (recharge received, low balance, disconnect, reconnect,
+//! daily balance and consumption) queued once by id and handed to a pluggable sender once.
+//!
+//! Gateways decide most messages (they know the balance first) and upload them as alerts; central
+//! adds its own (recharge received). Rows are marked sent in the same transaction that hands them
+//! to the sender, so a message is sent once unless the commit itself fails after sending.
+use super::db::Tx;
+use super::{Central, Result};
+use chrono::{DateTime, Utc};
+use gramgrid_core::civil::{from_ts, ts};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One message to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    pub id: String,
+    pub account: String,
+    pub kind: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Delivers notifications (SMS gateway, app push, ...). Must not block for long: it runs on a
+/// storage worker inside the outbox transaction.
+pub trait Sender: Send + Sync {
+    /// Sends one notification; an error leaves it (and the rest of the batch) queued.
+    fn send(&self, notification: &Notification) -> std::result::Result<(), String>;
+}
+
+/// The default sender: appends one JSON line per notification to a log file.
+#[derive(Debug, Clone)]
+pub struct LogFileSender {
+    pub path: PathBuf,
+}
+
+impl Sender for LogFileSender {
+    fn send(&self, notification: &Notification) -> std::result::Result<(), String> {
+        let line = serde_json::to_string(notification).map_err(|e| e.to_string())?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        writeln!(file, "{line}").map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+/// Queues a notification once (a second enqueue of the same id does nothing).
+pub fn enqueue(
+    tx: &mut dyn Tx,
+    id: &str,
+    account: &str,
+    kind: &str,
+    message: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO notifications (id, account, kind, message, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[id.into(), account.into(), kind.into(), message.into(), ts(at).into()],
+    )?;
+    Ok(())
+}
+
+/// Sends up to `limit` queued notifications in creation order; returns how many were sent.
+pub async fn deliver(central: &Central, sender: Arc<dyn Sender>, limit: i64) -> Result<usize> {
+    let now = ts(central.now());
+    central
+        .db()
+        .transaction(move |tx| {
+            let rows = tx.query(
+                "SELECT id, account, kind, message, created_at FROM notifications WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1",
+                &[limit.into()],
+            )?;
+            let mut sent = 0;
+            for row in rows {
+                let notification = Notification {
+                    id: row.text(0)?,
+                    account: row.text(1)?,
+                    kind: row.text(2)?,
+                    message: row.text(3)?,
+                    created_at: from_ts(row.int(4)?),
+                };
+                if let Err(error) = sender.send(&notification) {
+                    tracing::warn!(id = notification.id, %error, "notification not sent; will retry");
+                    break;
+                }
+                tx.execute("UPDATE notifications SET sent_at = $2 WHERE id = $1", &[notification.id.as_str().into(), now.into()])?;
+                sent += 1;
+            }
+            Ok(sent)
+        })
+        .await
+}
+
+/// Delivers queued notifications every `every` until `shutdown` completes.
+pub async fn run(
+    central: Arc<Central>,
+    sender: Arc<dyn Sender>,
+    every: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(error) = deliver(&central, Arc::clone(&sender), 500).await {
+                    tracing::warn!(%error, "notification delivery failed; will retry");
+                }
+            }
+        }
+    }
+}

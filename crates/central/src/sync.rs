@@ -1,0 +1,446 @@
+//! The central end of gateway sync: `POST /sync/v1/exchange`, and the per-gateway downlink logs.
+//!
+//! One request is applied in one transaction (all or nothing; a resent request is harmless):
+//! priority records in origin-sequence order from the stored high-water mark, stopping at a gap;
+//! the readings batch when it continues the bulk lane; then the downlink records the gateway has
+//! not applied. A record about an account or meter that is not this gateway's refuses the whole
+//! request with 403. See docs/sync.md.
+use super::db::Tx;
+use super::readings::{self, MeterInfo};
+use super::{accounts, notify, vouchers, Central, CentralError, Result};
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use gramgrid_core::civil::ts;
+use gramgrid_core::tariff::TariffBook;
+use gramgrid_proto::wire::{
+    self, DownlinkEvent, DownlinkRecord, PriorityRecord, UplinkEvent, UploadRequest, UploadResponse,
+};
+use std::collections::{BTreeSet, HashMap};
+
+/// Most downlink records in one answer; `more` tells the gateway to exchange again.
+pub const DOWNLINK_PAGE: usize = 500;
+
+/// Appends an event to one gateway's downlink log (in the caller's transaction).
+pub(crate) fn append_downlink(tx: &mut dyn Tx, gateway: &str, event: &DownlinkEvent) -> Result<()> {
+    let seq = tx
+        .query_opt(
+            "UPDATE gateways SET downlink_seq = downlink_seq + 1 WHERE id = $1 RETURNING downlink_seq",
+            &[gateway.into()],
+        )?
+        .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?
+        .int(0)?;
+    let body = serde_json::to_string(event).map_err(|e| CentralError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO downlink (gateway, seq, event) VALUES ($1, $2, $3)",
+        &[gateway.into(), seq.into(), body.into()],
+    )?;
+    Ok(())
+}
+
+/// Appends an event to every gateway's downlink log except `except`'s.
+pub(crate) fn append_downlink_to_all(
+    tx: &mut dyn Tx,
+    except: Option<&str>,
+    event: &DownlinkEvent,
+) -> Result<()> {
+    let gateways = tx.query("SELECT id FROM gateways ORDER BY id", &[])?;
+    for row in gateways {
+        let gateway = row.text(0)?;
+        if except != Some(gateway.as_str()) {
+            append_downlink(tx, &gateway, event)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff
+/// versions and the policy in force.
+pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
+    accounts::check_id("gateway id", gateway)?;
+    let created = tx.execute(
+        "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[gateway.into()],
+    )?;
+    if created == 0 {
+        return Ok(());
+    }
+    let keys = vouchers::published_keys(tx)?;
+    append_downlink(tx, gateway, &DownlinkEvent::VoucherKeys(keys))?;
+    for row in tx.query(
+        "SELECT kind, body FROM published ORDER BY published_at, version",
+        &[],
+    )? {
+        let body = row.text(1)?;
+        let event = match row.text(0)?.as_str() {
+            "tariff" => DownlinkEvent::Tariff(
+                serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+            ),
+            _ => serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+        };
+        append_downlink(tx, gateway, &event)?;
+    }
+    Ok(())
+}
+
+/// Records a business event for the office (once per id).
+pub(crate) fn flag(
+    tx: &mut dyn Tx,
+    id: &str,
+    kind: &str,
+    gateway: Option<&str>,
+    account: Option<&str>,
+    at: DateTime<Utc>,
+    detail: &str,
+) -> Result<()> {
+    let new = tx.execute(
+        "INSERT INTO flags (id, kind, gateway, account, at, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into()],
+    )?;
+    if new == 1 {
+        tracing::warn!(kind, gateway, account, detail, "business event flagged");
+    }
+    Ok(())
+}
+
+/// The HTTP face of an exchange: decodes the body, applies it, encodes the answer.
+pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Response {
+    let request: UploadRequest = match wire::decode(&body) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    if let Err(error) = wire::check_version(request.protocol) {
+        return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+    }
+    let book = central.tariff_book();
+    let now = central.now();
+    let applied = central
+        .db()
+        .transaction(move |tx| apply(tx, &book, &gateway, &request, now))
+        .await;
+    let answer = match applied {
+        Ok(answer) => answer,
+        Err(error) => return super::api::ApiError(error).into_response(),
+    };
+    match wire::encode(&answer) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, wire::CONTENT_TYPE)], bytes).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+/// Who owns what, looked up once per request.
+#[derive(Default)]
+struct Owners {
+    accounts: HashMap<String, Option<String>>,
+    meters: HashMap<String, Option<MeterInfo>>,
+}
+
+impl Owners {
+    fn account(
+        &mut self,
+        tx: &mut dyn Tx,
+        gateway: &str,
+        account: &str,
+        record: &str,
+    ) -> Result<()> {
+        if !self.accounts.contains_key(account) {
+            let owner = tx
+                .query_opt(
+                    "SELECT gateway FROM accounts WHERE id = $1",
+                    &[account.into()],
+                )?
+                .and_then(|r| r.opt_text(0).ok().flatten());
+            self.accounts.insert(account.to_owned(), owner);
+        }
+        match self.accounts.get(account) {
+            Some(Some(owner)) if owner == gateway => Ok(()),
+            _ => Err(refused(gateway, record, &format!("account '{account}'"))),
+        }
+    }
+
+    fn meter(
+        &mut self,
+        tx: &mut dyn Tx,
+        gateway: &str,
+        meter: &str,
+        record: &str,
+    ) -> Result<MeterInfo> {
+        if !self.meters.contains_key(meter) {
+            let info = readings::meter_infos(tx, &[meter])?.remove(meter);
+            self.meters.insert(meter.to_owned(), info);
+        }
+        match self.meters.get(meter) {
+            Some(Some(info)) if info.gateway.as_deref() == Some(gateway) => Ok(info.clone()),
+            _ => Err(refused(gateway, record, &format!("meter '{meter}'"))),
+        }
+    }
+}
+
+fn refused(gateway: &str, record: &str, what: &str) -> CentralError {
+    CentralError::Forbidden(format!(
+        "{record} is about {what}, which is not assigned to gateway '{gateway}'; nothing from this request was applied"
+    ))
+}
+
+fn check_owner(
+    tx: &mut dyn Tx,
+    owners: &mut Owners,
+    gateway: &str,
+    record: &PriorityRecord,
+) -> Result<()> {
+    let name = format!("priority record seq {}", record.seq);
+    match &record.event {
+        UplinkEvent::Ledger(e) => owners.account(tx, gateway, &e.account, &name),
+        UplinkEvent::VoucherRedeemed { voucher, .. } => {
+            owners.account(tx, gateway, &voucher.account, &name)
+        }
+        UplinkEvent::Alert { account, .. } | UplinkEvent::Override { account, .. } => {
+            owners.account(tx, gateway, account, &name)
+        }
+        UplinkEvent::RelayCommand { meter, .. } | UplinkEvent::RelayState { meter, .. } => {
+            owners.meter(tx, gateway, meter, &name).map(drop)
+        }
+        UplinkEvent::Anomaly {
+            meter: Some(meter), ..
+        } => owners.meter(tx, gateway, meter, &name).map(drop),
+        UplinkEvent::Anomaly { meter: None, .. } | UplinkEvent::ClockSkew { .. } => Ok(()),
+    }
+}
+
+/// Applies one upload inside the caller's transaction and builds the answer.
+pub fn apply(
+    tx: &mut dyn Tx,
+    book: &TariffBook,
+    gateway: &str,
+    request: &UploadRequest,
+    now: DateTime<Utc>,
+) -> Result<UploadResponse> {
+    ensure_gateway(tx, gateway)?;
+    // Taking the gateway's row first serialises concurrent exchanges of one gateway (PostgreSQL
+    // row lock; SQLite has one writer anyway).
+    let state = tx
+        .query_opt(
+            "UPDATE gateways SET last_sync_at = $2, last_gateway_time = $3 WHERE id = $1
+             RETURNING priority_acked, readings_acked",
+            &[gateway.into(), ts(now).into(), ts(request.sent_at).into()],
+        )?
+        .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
+    let (mut priority_acked, mut readings_acked) = (state.int(0)?, state.int(1)?);
+    let mut owners = Owners::default();
+    for record in &request.priority {
+        check_owner(tx, &mut owners, gateway, record)?;
+    }
+    let mut blocks = Vec::new();
+    if let Some(batch) = &request.readings {
+        let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
+        let infos = readings::meter_infos(tx, &serials)?;
+        for serial in serials {
+            owners
+                .meters
+                .insert(serial.to_owned(), infos.get(serial).cloned());
+        }
+        for block in &batch.blocks {
+            let record = format!("reading block of meter '{}'", block.meter);
+            blocks.push((owners.meter(tx, gateway, &block.meter, &record)?, block));
+        }
+    }
+    let mut touched = BTreeSet::new();
+    let mut records: Vec<&PriorityRecord> = request.priority.iter().collect();
+    records.sort_by_key(|r| r.seq);
+    for record in records {
+        let seq = i64::try_from(record.seq).unwrap_or(i64::MAX);
+        if seq <= priority_acked {
+            continue;
+        }
+        if seq != priority_acked + 1 {
+            break;
+        }
+        apply_record(tx, gateway, record, &mut touched)?;
+        priority_acked = seq;
+    }
+    if let Some(batch) = &request.readings {
+        let after = i64::try_from(batch.after_seq).unwrap_or(i64::MAX);
+        let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
+        if after <= readings_acked && readings_acked < through {
+            let report = readings::ingest(tx, book, gateway, &blocks)?;
+            touched.extend(report.accounts);
+            readings_acked = through;
+        }
+    }
+    if !touched.is_empty() {
+        flag_overdrafts(tx, gateway, now)?;
+    }
+    let applied = i64::try_from(request.downlink_applied).unwrap_or(i64::MAX);
+    tx.execute(
+        "UPDATE gateways SET priority_acked = $2, readings_acked = $3, downlink_applied = $4 WHERE id = $1",
+        &[gateway.into(), priority_acked.into(), readings_acked.into(), applied.into()],
+    )?;
+    let rows = tx.query(
+        "SELECT seq, event FROM downlink WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        &[
+            gateway.into(),
+            applied.into(),
+            (DOWNLINK_PAGE as i64 + 1).into(),
+        ],
+    )?;
+    let more = rows.len() > DOWNLINK_PAGE;
+    let mut downlink = Vec::with_capacity(rows.len().min(DOWNLINK_PAGE));
+    for row in rows.iter().take(DOWNLINK_PAGE) {
+        downlink.push(DownlinkRecord {
+            seq: u64::try_from(row.int(0)?).unwrap_or(0),
+            event: serde_json::from_str(&row.text(1)?)
+                .map_err(|e| CentralError::Corrupt(e.to_string()))?,
+        });
+    }
+    Ok(UploadResponse {
+        protocol: wire::PROTOCOL_VERSION,
+        central_time: now,
+        priority_acked: u64::try_from(priority_acked).unwrap_or(0),
+        readings_acked: u64::try_from(readings_acked).unwrap_or(0),
+        downlink,
+        more,
+    })
+}
+
+/// Flags (once a day per account) every account of this gateway whose balance is below zero after
+/// the sync: consumption on a negative balance while offline is a business event, not a conflict.
+fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result<()> {
+    // Correlated sums over this gateway's accounts only (both are index lookups).
+    let rows = tx.query(
+        "SELECT a.id,
+           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
+           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0)
+         FROM accounts a WHERE a.gateway = $1",
+        &[gateway.into()],
+    )?;
+    let day = gramgrid_core::civil::local_date(now);
+    for row in rows {
+        let (account, balance) = (row.text(0)?, row.int(1)?);
+        if balance >= 0 {
+            continue;
+        }
+        flag(
+            tx,
+            &format!("overdraft:{account}:{day}"),
+            "offline_overdraft",
+            Some(gateway),
+            Some(&account),
+            now,
+            &format!("balance {balance} paise after sync with gateway '{gateway}'"),
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_record(
+    tx: &mut dyn Tx,
+    gateway: &str,
+    record: &PriorityRecord,
+    touched: &mut BTreeSet<String>,
+) -> Result<()> {
+    let origin = format!("{gateway}:{}", record.seq);
+    match &record.event {
+        UplinkEvent::Ledger(event) => match accounts::insert_ledger_event(tx, event, gateway) {
+            Ok(_) => {
+                touched.insert(event.account.clone());
+            }
+            Err(CentralError::Conflict(detail)) => {
+                flag(
+                    tx,
+                    &format!("event_conflict:{origin}"),
+                    "event_id_conflict",
+                    Some(gateway),
+                    Some(&event.account),
+                    event.at,
+                    &detail,
+                )?;
+            }
+            Err(other) => return Err(other),
+        },
+        UplinkEvent::VoucherRedeemed {
+            voucher,
+            redeemed_at,
+        } => {
+            vouchers::redeemed_at_gateway(tx, gateway, voucher, *redeemed_at)?;
+        }
+        UplinkEvent::RelayCommand {
+            id,
+            meter,
+            action,
+            state,
+            at,
+            detail,
+        } => {
+            tx.execute(
+                "INSERT INTO relay_events (id, gateway, meter, what, at, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[origin.as_str().into(), gateway.into(), meter.as_str().into(),
+                  format!("command {id} {action:?} {state}").into(), ts(*at).into(), detail.as_str().into()],
+            )?;
+        }
+        UplinkEvent::RelayState { meter, state, at } => {
+            let state = match state {
+                gramgrid_core::policy::RelayState::Connected => "connected",
+                gramgrid_core::policy::RelayState::Disconnected => "disconnected",
+                gramgrid_core::policy::RelayState::Unknown => "unknown",
+            };
+            tx.execute(
+                "UPDATE meters SET relay_state = $2, relay_state_at = $3 WHERE serial = $1 AND (relay_state_at IS NULL OR relay_state_at <= $3)",
+                &[meter.as_str().into(), state.into(), ts(*at).into()],
+            )?;
+            tx.execute(
+                "INSERT INTO relay_events (id, gateway, meter, what, at, detail) VALUES ($1, $2, $3, $4, $5, '') ON CONFLICT DO NOTHING",
+                &[origin.as_str().into(), gateway.into(), meter.as_str().into(), format!("state {state}").into(), ts(*at).into()],
+            )?;
+        }
+        UplinkEvent::Alert {
+            id,
+            account,
+            kind,
+            created_at,
+            message,
+        } => {
+            notify::enqueue(tx, id, account, kind, message, *created_at)?;
+        }
+        UplinkEvent::Override {
+            id,
+            account,
+            action,
+            until,
+            technician,
+            reason,
+            created_at,
+        } => {
+            tx.execute(
+                "INSERT INTO overrides (id, gateway, account, action, until, technician, reason, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[id.as_str().into(), gateway.into(), account.as_str().into(), format!("{action:?}").to_lowercase().into(),
+                  ts(*until).into(), technician.as_str().into(), reason.as_str().into(), ts(*created_at).into()],
+            )?;
+        }
+        UplinkEvent::Anomaly {
+            meter,
+            kind,
+            detail,
+            at,
+        } => {
+            readings::record_anomaly(tx, &origin, gateway, meter.as_deref(), kind, detail, *at)?;
+        }
+        UplinkEvent::ClockSkew {
+            gateway_time,
+            central_time,
+        } => {
+            flag(
+                tx,
+                &format!("clock_skew:{origin}"),
+                "clock_skew",
+                Some(gateway),
+                None,
+                *central_time,
+                &format!("gateway clock said {gateway_time} when central's said {central_time}"),
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! The pure core of gramgrid: what a prepaid electricity account owes and when its supply may be cut.
+//!
+//! Everything here is a function of facts and a time. Nothing reads a clock, a file, a database or
+//! the network, so every decision can be replayed and property-tested. The shells around it (the
+//! gateway, central, the simulator) gather the facts and carry out the decisions.
+//!
+//! - [`civil`]: Asia/Kolkata local dates and months, and the UTC seconds used in storage;
+//! - [`tariff`]: effective-dated tariff versions (slabs, fixed and minimum charges, duty) and quotes;
+//! - [`rating`]: cumulative register readings → energy and charges per tariff segment;
+//! - [`ledger`]: money events and the balance derived from them;
+//! - [`policy`]: alerts and the disconnect/reconnect decision under windows, holidays and grace;
+//! - [`relay`]: the relay command lifecycle (retries, time-outs, confirmation);
+//! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?).
+//!
+//! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
+//! (`tests/run` checks `cargo tree -p gramgrid-core`).
+
+pub mod civil;
+pub mod clock;
+pub mod ledger;
+pub mod policy;
+pub mod rating;
+pub mod relay;
+pub mod tariff;

@@ -1,0 +1,598 @@
+//! Tariffs: telescopic monthly slabs, fixed and minimum charges and duty, priced in integer paise.
+//!
+//! Everything here is a pure function of a tariff book, energy (Wh) and local dates.
+//!
+//! Rounding rule: the energy charge of a segment holding `E` Wh is `floor(Σ rate × Wh / 1000)` paise
+//! and its duty is `floor(energy × duty / 100)`. An interval is charged the *difference* of those two
+//! floors before and after its energy, so the charges of a month always add up, to the paisa, to the
+//! bill of the whole month however the energy was split into intervals.
+//!
+//! Version changes: a month in which a new version takes effect is rated piecewise. Each part (a
+//! *segment*: one month under one version) gets the version's slabs scaled by the share of the month's
+//! days it covers (limits floored to whole Wh), the pro-rata practice of Indian tariff orders.
+use crate::civil::Month;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Consumer category: each has its own tariff table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Domestic,
+    Commercial,
+    Agricultural,
+}
+
+impl Category {
+    /// Every category, in display order.
+    pub const ALL: [Category; 3] = [
+        Category::Domestic,
+        Category::Commercial,
+        Category::Agricultural,
+    ];
+
+    /// The lowercase name used in config, storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Domestic => "domestic",
+            Category::Commercial => "commercial",
+            Category::Agricultural => "agricultural",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(text: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One slab of a telescopic table: units above the previous slab's limit up to this one's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slab {
+    /// Upper limit in units (kWh) per month; absent on the last, open-ended slab.
+    #[serde(default)]
+    pub up_to_units: Option<u32>,
+    /// Energy charge in paise per kWh.
+    pub paise_per_kwh: i64,
+}
+
+/// One effective-dated tariff for one category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TariffVersion {
+    /// Unique, stable name (it is stored with every charge).
+    pub id: String,
+    pub category: Category,
+    /// First local date on which this version applies.
+    pub effective_from: NaiveDate,
+    pub slabs: Vec<Slab>,
+    /// Fixed charge per month, charged day by day.
+    #[serde(default)]
+    pub fixed_monthly_paise: i64,
+    /// If energy plus fixed charges of a month fall below this, the difference is charged at month end.
+    #[serde(default)]
+    pub minimum_monthly_paise: i64,
+    /// Electricity duty on the energy charge, in percent with at most two decimals.
+    #[serde(default)]
+    pub duty_percent: f64,
+}
+
+/// Why a tariff book was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TariffError {
+    #[error("tariff '{id}': {problem}")]
+    InvalidVersion { id: String, problem: String },
+    #[error("two tariff versions are named '{0}'; every version needs its own id")]
+    DuplicateId(String),
+    #[error("tariff versions '{0}' and '{1}' take effect on the same day for the same category")]
+    SameEffectiveDate(String, String),
+    #[error("no tariff version for category '{0}'; add one with `category = \"{0}\"`")]
+    MissingCategory(Category),
+}
+
+/// All tariff versions the gateway knows, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TariffBook {
+    /// Sorted by category, then effective date.
+    versions: Vec<TariffVersion>,
+    /// Duty of each version in basis points (1/100 of a percent), same order as `versions`.
+    duty_basis_points: Vec<i64>,
+}
+
+/// The month-and-version part of the calendar that one set of slabs applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentKey {
+    pub month: Month,
+    pub version_id: String,
+}
+
+/// A segment resolved against the book: what is needed to price energy in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub month: Month,
+    pub version: &'a TariffVersion,
+    duty_basis_points: i64,
+    /// First and last local day of the month covered by this version.
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+}
+
+/// Energy charge and duty, in paise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Cost {
+    pub energy_paise: i64,
+    pub duty_paise: i64,
+}
+
+impl Cost {
+    /// Energy charge plus duty.
+    pub fn total(self) -> i64 {
+        self.energy_paise + self.duty_paise
+    }
+}
+
+impl std::ops::Sub for Cost {
+    type Output = Cost;
+    fn sub(self, other: Cost) -> Cost {
+        Cost {
+            energy_paise: self.energy_paise - other.energy_paise,
+            duty_paise: self.duty_paise - other.duty_paise,
+        }
+    }
+}
+
+impl TariffBook {
+    /// Validates and indexes a set of versions.
+    pub fn new(mut versions: Vec<TariffVersion>) -> Result<TariffBook, TariffError> {
+        versions.sort_by_key(|v| (v.category, v.effective_from));
+        let mut duty_basis_points = Vec::with_capacity(versions.len());
+        for version in &versions {
+            duty_basis_points.push(validate_version(version)?);
+        }
+        for (i, a) in versions.iter().enumerate() {
+            if let Some(b) = versions[i + 1..].iter().find(|b| b.id == a.id) {
+                return Err(TariffError::DuplicateId(b.id.clone()));
+            }
+        }
+        for pair in versions.windows(2) {
+            if pair[0].category == pair[1].category
+                && pair[0].effective_from == pair[1].effective_from
+            {
+                return Err(TariffError::SameEffectiveDate(
+                    pair[0].id.clone(),
+                    pair[1].id.clone(),
+                ));
+            }
+        }
+        if let Some(missing) = Category::ALL
+            .into_iter()
+            .find(|c| !versions.iter().any(|v| v.category == *c))
+        {
+            return Err(TariffError::MissingCategory(missing));
+        }
+        Ok(TariffBook {
+            versions,
+            duty_basis_points,
+        })
+    }
+
+    /// The built-in book: CSPDCL LV-1 domestic FY23-24 indicative combined rates, and clearly
+    /// labelled samples for commercial and agricultural consumers (replace them from the utility's order).
+    pub fn builtin() -> TariffBook {
+        let slab = |up_to_units, paise_per_kwh| Slab {
+            up_to_units,
+            paise_per_kwh,
+        };
+        let from = NaiveDate::from_ymd_opt(2023, 4, 1).unwrap_or_default();
+        let versions = vec![
+            TariffVersion {
+                id: "cspdcl-lv1-domestic-fy2023-24".into(),
+                category: Category::Domestic,
+                effective_from: from,
+                slabs: vec![
+                    slab(Some(100), 370),
+                    slab(Some(200), 390),
+                    slab(Some(400), 530),
+                    slab(Some(600), 630),
+                    slab(None, 790),
+                ],
+                fixed_monthly_paise: 0,
+                minimum_monthly_paise: 4000,
+                duty_percent: 0.0,
+            },
+            TariffVersion {
+                id: "sample-commercial".into(),
+                category: Category::Commercial,
+                effective_from: from,
+                slabs: vec![slab(Some(100), 640), slab(Some(400), 720), slab(None, 830)],
+                fixed_monthly_paise: 15000,
+                minimum_monthly_paise: 20000,
+                duty_percent: 12.0,
+            },
+            TariffVersion {
+                id: "sample-agricultural".into(),
+                category: Category::Agricultural,
+                effective_from: from,
+                slabs: vec![slab(None, 480)],
+                fixed_monthly_paise: 10000,
+                minimum_monthly_paise: 0,
+                duty_percent: 0.0,
+            },
+        ];
+        // The built-in versions are valid by construction; the unit tests check it.
+        TariffBook::new(versions).unwrap_or_else(|e| unreachable!("built-in tariff book: {e}"))
+    }
+
+    /// All versions, sorted by category then effective date.
+    pub fn versions(&self) -> &[TariffVersion] {
+        &self.versions
+    }
+
+    fn version_index_on(&self, category: Category, date: NaiveDate) -> Option<usize> {
+        self.versions
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.category == category && v.effective_from <= date)
+            .map(|(i, _)| i)
+            .next_back()
+    }
+
+    /// The version in force for a category on a local date.
+    pub fn version_on(&self, category: Category, date: NaiveDate) -> Option<&TariffVersion> {
+        self.version_index_on(category, date)
+            .map(|i| &self.versions[i])
+    }
+
+    /// The segments of a month for a category, in date order. Days before the category's first
+    /// version belong to no segment.
+    pub fn segments_of(&self, category: Category, month: Month) -> Vec<Segment<'_>> {
+        let (Some(first), Some(next)) = (month.first_day(), month.next().first_day()) else {
+            return Vec::new();
+        };
+        let last = next - Duration::days(1);
+        let mut segments: Vec<Segment<'_>> = Vec::new();
+        let mut day = first;
+        while day <= last {
+            let Some(index) = self.version_index_on(category, day) else {
+                day += Duration::days(1);
+                continue;
+            };
+            let version = &self.versions[index];
+            let following = self
+                .versions
+                .get(index + 1)
+                .filter(|v| v.category == category);
+            let end = following
+                .map(|v| (v.effective_from - Duration::days(1)).min(last))
+                .unwrap_or(last);
+            segments.push(Segment {
+                month,
+                version,
+                duty_basis_points: self.duty_basis_points[index],
+                first_day: day,
+                last_day: end,
+            });
+            day = end + Duration::days(1);
+        }
+        segments
+    }
+
+    /// The segment containing a local date.
+    pub fn segment_on(&self, category: Category, date: NaiveDate) -> Option<Segment<'_>> {
+        self.segments_of(category, Month::of(date))
+            .into_iter()
+            .find(|s| s.first_day <= date && date <= s.last_day)
+    }
+
+    /// The segment containing a UTC instant.
+    pub fn segment_at(&self, category: Category, at: DateTime<Utc>) -> Option<Segment<'_>> {
+        self.segment_on(category, crate::civil::local_date(at))
+    }
+
+    /// Resolves a stored segment key.
+    pub fn segment(&self, category: Category, key: &SegmentKey) -> Option<Segment<'_>> {
+        self.segments_of(category, key.month)
+            .into_iter()
+            .find(|s| s.version.id == key.version_id)
+    }
+
+    /// The fixed charge for one local day. Day `d` of a month of `D` days is charged
+    /// `floor(F·d/D) − floor(F·(d−1)/D)`, so a whole month under one version adds up to exactly `F`.
+    pub fn fixed_charge_for_day(&self, category: Category, date: NaiveDate) -> i64 {
+        let Some(version) = self.version_on(category, date) else {
+            return 0;
+        };
+        let month_days = i64::from(Month::of(date).days());
+        let day = i64::from(chrono::Datelike::day(&date));
+        let f = version.fixed_monthly_paise;
+        f * day / month_days - f * (day - 1) / month_days
+    }
+
+    /// The minimum-charge top-up owed for a month, given what was billed in it (energy charges plus
+    /// fixed charges, duty excluded). The minimum of each version is pro-rated by its segment's days.
+    pub fn minimum_topup(&self, category: Category, month: Month, billed_paise: i64) -> i64 {
+        let minimum: i64 = self
+            .segments_of(category, month)
+            .iter()
+            .map(|s| s.version.minimum_monthly_paise * s.days() / i64::from(month.days()))
+            .sum();
+        (minimum - billed_paise).max(0)
+    }
+
+    /// A month's bill for a category when `units_wh` are consumed evenly over its days.
+    pub fn quote(&self, category: Category, month: Month, units_wh: i64) -> Bill {
+        let segments = self.segments_of(category, month);
+        let covered_days: i64 = segments.iter().map(Segment::days).sum();
+        let mut remaining = units_wh;
+        let mut parts = Vec::with_capacity(segments.len());
+        for (i, segment) in segments.iter().enumerate() {
+            let share = if i + 1 == segments.len() {
+                remaining
+            } else {
+                units_wh * segment.days() / covered_days.max(1)
+            };
+            remaining -= share;
+            parts.push((*segment, share));
+        }
+        self.bill(category, month, &parts)
+    }
+
+    /// A month's bill for the energy attributed to each of its segments.
+    pub fn bill(&self, category: Category, month: Month, parts: &[(Segment<'_>, i64)]) -> Bill {
+        let mut lines = Vec::new();
+        let mut cost = Cost::default();
+        for (segment, wh) in parts {
+            lines.extend(segment.slab_lines(*wh));
+            let part = segment.cost(*wh);
+            cost.energy_paise += part.energy_paise;
+            cost.duty_paise += part.duty_paise;
+        }
+        let fixed_paise: i64 = month
+            .first_day()
+            .into_iter()
+            .flat_map(|first| first.iter_days().take(month.days() as usize))
+            .map(|day| self.fixed_charge_for_day(category, day))
+            .sum();
+        let minimum_topup_paise =
+            self.minimum_topup(category, month, cost.energy_paise + fixed_paise);
+        Bill {
+            month: month.to_string(),
+            category,
+            month_days: month.days(),
+            units_wh: parts.iter().map(|(_, wh)| wh).sum(),
+            lines,
+            energy_paise: cost.energy_paise,
+            fixed_paise,
+            duty_paise: cost.duty_paise,
+            minimum_topup_paise,
+            total_paise: cost.total() + fixed_paise + minimum_topup_paise,
+        }
+    }
+}
+
+/// Checks one version and returns its duty in basis points.
+fn validate_version(version: &TariffVersion) -> Result<i64, TariffError> {
+    let invalid = |problem: String| TariffError::InvalidVersion {
+        id: version.id.clone(),
+        problem,
+    };
+    if version.id.trim().is_empty() {
+        return Err(invalid("the id is empty".into()));
+    }
+    let Some(last) = version.slabs.last() else {
+        return Err(invalid(
+            "it has no slabs; give at least one `{ paise_per_kwh = N }`".into(),
+        ));
+    };
+    if last.up_to_units.is_some() {
+        return Err(invalid(
+            "the last slab must be open-ended (leave out `up_to_units`)".into(),
+        ));
+    }
+    let mut previous_limit = 0;
+    for slab in &version.slabs[..version.slabs.len() - 1] {
+        match slab.up_to_units {
+            Some(limit) if limit > previous_limit => previous_limit = limit,
+            Some(limit) => {
+                return Err(invalid(format!(
+                    "slab limits must increase: {limit} units follows {previous_limit}"
+                )))
+            }
+            None => {
+                return Err(invalid(
+                    "only the last slab may leave out `up_to_units`".into(),
+                ))
+            }
+        }
+    }
+    if version.slabs.iter().any(|s| s.paise_per_kwh < 0) {
+        return Err(invalid("a slab rate is negative".into()));
+    }
+    if version.fixed_monthly_paise < 0 || version.minimum_monthly_paise < 0 {
+        return Err(invalid(
+            "fixed and minimum charges cannot be negative".into(),
+        ));
+    }
+    let basis_points = version.duty_percent * 100.0;
+    if !(0.0..=10_000.0).contains(&basis_points)
+        || (basis_points - basis_points.round()).abs() > 1e-6
+    {
+        return Err(invalid(format!(
+            "duty_percent = {} is not a percentage between 0 and 100 with at most two decimals",
+            version.duty_percent
+        )));
+    }
+    Ok(basis_points.round() as i64)
+}
+
+impl Segment<'_> {
+    /// The key under which energy in this segment is accumulated.
+    pub fn key(&self) -> SegmentKey {
+        SegmentKey {
+            month: self.month,
+            version_id: self.version.id.clone(),
+        }
+    }
+
+    /// Days of the month this segment covers.
+    pub fn days(&self) -> i64 {
+        (self.last_day - self.first_day).num_days() + 1
+    }
+
+    /// Upper limit of each slab in Wh for this segment (None for the open-ended slab).
+    fn limits_wh(&self) -> impl Iterator<Item = (Option<i64>, &Slab)> + '_ {
+        let month_days = i64::from(self.month.days());
+        let days = self.days();
+        self.version.slabs.iter().map(move |slab| {
+            (
+                slab.up_to_units
+                    .map(|u| i64::from(u) * 1000 * days / month_days),
+                slab,
+            )
+        })
+    }
+
+    /// Energy charge in thousandths of a paisa for `wh` in this segment, before rounding.
+    fn energy_millipaise(&self, wh: i64) -> i128 {
+        self.slab_millipaise(wh).map(|(_, _, _, mp)| mp).sum()
+    }
+
+    /// Per slab: (lower Wh, upper Wh, Wh in slab, thousandths of a paisa).
+    fn slab_millipaise(&self, wh: i64) -> impl Iterator<Item = (i64, Option<i64>, i64, i128)> + '_ {
+        let wh = wh.max(0);
+        let mut lower = 0;
+        self.limits_wh().map_while(move |(upper, slab)| {
+            if wh <= lower && lower > 0 {
+                return None;
+            }
+            let top = upper.map_or(wh, |u| u.min(wh));
+            let in_slab = (top - lower).max(0);
+            let row = (
+                lower,
+                upper,
+                in_slab,
+                i128::from(in_slab) * i128::from(slab.paise_per_kwh),
+            );
+            lower = upper.unwrap_or(i64::MAX);
+            Some(row)
+        })
+    }
+
+    /// Energy charge and duty for a month-to-date energy of `wh` in this segment.
+    pub fn cost(&self, wh: i64) -> Cost {
+        let energy_paise = (self.energy_millipaise(wh) / 1000) as i64;
+        Cost {
+            energy_paise,
+            duty_paise: energy_paise * self.duty_basis_points / 10_000,
+        }
+    }
+
+    /// The charge for `delta_wh` consumed on top of `segment_wh` already in this segment.
+    pub fn charge(&self, segment_wh: i64, delta_wh: i64) -> Cost {
+        self.cost(segment_wh + delta_wh) - self.cost(segment_wh)
+    }
+
+    fn slab_lines(&self, wh: i64) -> Vec<BillLine> {
+        let mut cumulative: i128 = 0;
+        self.slab_millipaise(wh)
+            .zip(&self.version.slabs)
+            .filter(|((_, _, in_slab, _), _)| *in_slab > 0)
+            .map(|((lower, upper, in_slab, mp), slab)| {
+                let before = (cumulative / 1000) as i64;
+                cumulative += mp;
+                BillLine {
+                    version_id: self.version.id.clone(),
+                    from_wh: lower,
+                    to_wh: upper,
+                    units_wh: in_slab,
+                    paise_per_kwh: slab.paise_per_kwh,
+                    amount_paise: (cumulative / 1000) as i64 - before,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One slab's part of a bill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BillLine {
+    pub version_id: String,
+    /// Slab bounds in Wh after pro-rating (upper absent for the open-ended slab).
+    pub from_wh: i64,
+    pub to_wh: Option<i64>,
+    pub units_wh: i64,
+    pub paise_per_kwh: i64,
+    pub amount_paise: i64,
+}
+
+/// A month's bill broken down by slab and component.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bill {
+    pub month: String,
+    pub category: Category,
+    pub month_days: u32,
+    pub units_wh: i64,
+    pub lines: Vec<BillLine>,
+    pub energy_paise: i64,
+    pub fixed_paise: i64,
+    pub duty_paise: i64,
+    pub minimum_topup_paise: i64,
+    pub total_paise: i64,
+}
+
+/// Formats paise as rupees with two decimals, e.g. `₹1,025.00` style without grouping: `1025.00`.
+pub fn rupees(paise: i64) -> String {
+    let sign = if paise < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", paise.abs() / 100, paise.abs() % 100)
+}
+
+impl fmt::Display for Bill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kwh = |wh: i64| format!("{}.{:03}", wh / 1000, wh % 1000);
+        writeln!(
+            f,
+            "{} tariff, {} ({} days), {} kWh",
+            self.category,
+            self.month,
+            self.month_days,
+            kwh(self.units_wh)
+        )?;
+        for line in &self.lines {
+            let upper = line.to_wh.map_or_else(|| "up".to_string(), kwh);
+            writeln!(
+                f,
+                "  slab {:>9} - {:>9} kWh  {:>10} kWh x {:>6} /kWh = {:>10}   [{}]",
+                kwh(line.from_wh),
+                upper,
+                kwh(line.units_wh),
+                rupees(line.paise_per_kwh),
+                rupees(line.amount_paise),
+                line.version_id
+            )?;
+        }
+        writeln!(
+            f,
+            "  energy charge        {:>12}",
+            rupees(self.energy_paise)
+        )?;
+        writeln!(f, "  fixed charge         {:>12}", rupees(self.fixed_paise))?;
+        writeln!(f, "  electricity duty     {:>12}", rupees(self.duty_paise))?;
+        writeln!(
+            f,
+            "  minimum-charge top-up{:>12}",
+            rupees(self.minimum_topup_paise)
+        )?;
+        write!(f, "  total (INR)          {:>12}", rupees(self.total_paise))
+    }
+}
+
+#[cfg(test)]
+mod tests;

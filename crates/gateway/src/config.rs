@@ -1,0 +1,204 @@
+//! Gateway configuration: a TOML file whose every option has a documented default.
+//!
+//! `docs/gateway.example.toml` lists every option with its default value; a unit
+//! test checks that file parses to exactly [`GatewayConfig::default`], so the two cannot drift.
+use gramgrid_core::policy::PolicyConfig;
+use gramgrid_core::relay::RetryPolicy;
+use gramgrid_core::tariff::{TariffBook, TariffVersion};
+use gramgrid_net::config_file::load_file;
+pub use gramgrid_net::config_file::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub store: StoreSection,
+    pub policy: PolicyConfig,
+    pub relay: RetryPolicy,
+    pub sync: crate::sync::client::SyncConfig,
+    pub radio: crate::link::config::RadioSection,
+    pub link: crate::link::config::LinkSection,
+    /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tariff: Vec<TariffVersion>,
+}
+
+/// Identity and paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// This gateway's name; it prefixes the ids of the events it creates, so it must be unique.
+    pub id: String,
+    /// Where the gateway keeps its database (created if missing).
+    pub data_dir: PathBuf,
+    /// When the policy loop runs: a cron expression in Asia/Kolkata time.
+    pub policy_schedule: String,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            id: "gateway-1".into(),
+            data_dir: PathBuf::from("gramgrid-gateway"),
+            policy_schedule: "0 * * * * *".into(),
+        }
+    }
+}
+
+/// Storage durability settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Readings are held in memory at most this long before they are committed together; this is
+    /// the most that a power cut can lose (meters keep their intervals and are asked again).
+    #[serde(with = "humantime_serde")]
+    pub readings_commit_interval: Duration,
+    /// ... or until this many readings are waiting, whichever comes first.
+    pub readings_commit_max: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            readings_commit_interval: Duration::from_secs(5),
+            readings_commit_max: 5000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Loads a config file, or the embedded defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
+        load_file(path, GatewayConfig::parse)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<GatewayConfig, String> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.gateway.id.is_empty()
+            || !self
+                .gateway
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "gateway.id = {:?}: use letters, digits, '-' and '_' only (it becomes part of event ids)",
+                self.gateway.id
+            ));
+        }
+        cron::Schedule::from_str(&self.gateway.policy_schedule).map_err(|e| {
+            format!(
+                "gateway.policy_schedule = {:?} is not a cron expression: {e}",
+                self.gateway.policy_schedule
+            )
+        })?;
+        cron::Schedule::from_str(&self.sync.schedule).map_err(|e| {
+            format!(
+                "sync.schedule = {:?} is not a cron expression: {e}",
+                self.sync.schedule
+            )
+        })?;
+        if self.sync.max_priority_records == 0 || self.sync.max_readings == 0 {
+            return Err(
+                "sync.max_priority_records and sync.max_readings must be at least 1".into(),
+            );
+        }
+        if self.store.readings_commit_max == 0 {
+            return Err("store.readings_commit_max must be at least 1".into());
+        }
+        if self.relay.max_attempts == 0 {
+            return Err("relay.max_attempts must be at least 1".into());
+        }
+        if !(7..=12).contains(&self.radio.aloha_spreading_factor) {
+            return Err("radio.aloha_spreading_factor must be 7..=12".into());
+        }
+        if self.link.poll_period.is_zero() || self.link.retry_after.is_zero() {
+            return Err("link.poll_period and link.retry_after must be above zero".into());
+        }
+        self.policy.validate()?;
+        self.tariff_book()
+            .map(|_| ())
+            .map_err(|e| format!("[[tariff]]: {e}"))
+    }
+
+    /// The tariff book this config selects.
+    pub fn tariff_book(&self) -> Result<TariffBook, gramgrid_core::tariff::TariffError> {
+        if self.tariff.is_empty() {
+            Ok(TariffBook::builtin())
+        } else {
+            TariffBook::new(self.tariff.clone())
+        }
+    }
+
+    /// The policy loop schedule (validated at load).
+    pub fn policy_schedule(&self) -> cron::Schedule {
+        cron::Schedule::from_str(&self.gateway.policy_schedule).unwrap_or_else(|_| {
+            cron::Schedule::from_str("0 * * * * *").unwrap_or_else(|e| unreachable!("{e}"))
+        })
+    }
+
+    /// The gateway database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.gateway.data_dir.join("gateway.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/gateway.example.toml");
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let parsed = GatewayConfig::parse(EXAMPLE).unwrap();
+        // The example spells the built-in tariff book out; an empty list means the same book.
+        let defaults = GatewayConfig {
+            tariff: TariffBook::builtin().versions().to_vec(),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(parsed, defaults);
+        assert_eq!(parsed.tariff_book().unwrap(), TariffBook::builtin());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(GatewayConfig::parse("").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = GatewayConfig::parse("[policy]\ndisconect_windows = []\n").unwrap_err();
+        assert!(
+            err.contains("disconect_windows") && err.contains("disconnect_windows"),
+            "{err}"
+        );
+        let err =
+            GatewayConfig::parse("[policy]\ndisconnect_windows = [\"10 to 14\"]\n").unwrap_err();
+        assert!(
+            err.contains("disconnect_windows") && err.contains("cron"),
+            "{err}"
+        );
+        let err =
+            GatewayConfig::parse("[store]\nreadings_commit_interval = \"soon\"\n").unwrap_err();
+        assert!(err.contains("readings_commit_interval"), "{err}");
+        let err = GatewayConfig::parse("[gateway]\nid = \"a b\"\n").unwrap_err();
+        assert!(err.contains("gateway.id"), "{err}");
+        let err = GatewayConfig::parse("[[tariff]]\nid = \"x\"\ncategory = \"domestic\"\neffective_from = \"2024-01-01\"\nslabs = []\n").unwrap_err();
+        assert!(
+            err.contains("[[tariff]]") && err.contains("no slabs"),
+            "{err}"
+        );
+    }
+}

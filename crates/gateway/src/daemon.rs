@@ -1,0 +1,363 @@
+//! The daemon's composition root: builds the store, the meter link, the sync client, the policy
+//! loop and the technician socket, hands each the narrow handle it needs, and runs them until
+//! shutdown. Nothing it spawns imports it: the link sees a [`LinkBackend`], the sync client a
+//! [`SyncBackend`], the policy pass a [`RelayLink`].
+use crate::config::GatewayConfig;
+use crate::gateway::{Gateway, GatewayError, RelayLink};
+use crate::link::config::{AccessMode, LinkSection, RadioKind, RadioSection};
+use crate::link::{
+    CommandSender, Link, LinkBackend, LinkClock, LinkError, LinkRequest, RelayRequest,
+};
+use crate::local;
+use crate::store::{Fcnt, LinkSession, MeterReading, Store, StoreError};
+use crate::sync::client::{self as sync_client, SyncBackend, SyncConfig};
+use crate::sync::https::{HttpsTransport, SetupError};
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_core::civil;
+use gramgrid_core::policy::{RelayAction, RelayState};
+use gramgrid_net::wallclock::WallClock;
+use gramgrid_proto::manifest::MeterManifest;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Sync(#[from] SetupError),
+}
+
+/// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
+/// client (when an enrolment bundle is configured) and the local technician socket, each a task that
+/// stops when told; the daemon returns once all have stopped.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let transport = match &config.sync.bundle {
+        Some(bundle) => Some(HttpsTransport::from_bundle(
+            bundle,
+            config.sync.request_timeout,
+        )?),
+        None => {
+            tracing::warn!("no [sync] bundle configured: this gateway runs offline only");
+            None
+        }
+    };
+    let services = Services {
+        policy_schedule: config.policy_schedule(),
+        socket: local::socket_path(&config.gateway.data_dir),
+        sync: transport.map(|t| (t, config.sync.clone())),
+        clock: WallClock::System,
+    };
+    let (radio, link) = (config.radio.clone(), config.link.clone());
+    let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
+    tracing::info!(socket = %services.socket.display(), "gateway started");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if radio.kind != RadioKind::None {
+        let (sender, requests) = crate::link::command_channel();
+        gateway
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_relay_link(Box::new(sender));
+        tasks.spawn(run_link(
+            gateway.clone(),
+            radio,
+            link,
+            requests,
+            stopping.clone(),
+        ));
+    }
+    services.spawn(&gateway, &mut tasks, &stopping);
+    shutdown.await;
+    let _ = stop.send(true);
+    while let Some(finished) = tasks.join_next().await {
+        if let Err(error) = finished {
+            tracing::error!(%error, "a gateway task ended abnormally");
+        }
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The daemon's meter link: provisions keys from the manifest (if configured), opens the radio the
+/// config names and runs the access mode until `stop`. Errors are logged, never fatal to the daemon.
+async fn run_link(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: RadioSection,
+    link: LinkSection,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(error) = serve_gateway(gateway, radio, link, requests, stop).await {
+        tracing::error!(%error, "the meter link stopped: no readings are heard and relay commands wait in the store until it is fixed and the gateway restarted");
+    }
+}
+
+// Without a radio backend compiled in, only `kind = "none"` can run.
+#[cfg_attr(
+    not(any(feature = "emulator", feature = "hardware")),
+    allow(unused_variables, dead_code)
+)]
+async fn serve_gateway(
+    gateway: Arc<Mutex<Gateway>>,
+    radio: RadioSection,
+    link: LinkSection,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    if let Some(path) = &link.manifest {
+        let provisioned = {
+            let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
+            provision_from_manifest(g.store(), path)?
+        };
+        tracing::info!(provisioned, manifest = %path.display(), "meter keys loaded from the manifest");
+    }
+    let l = Link::new(
+        GatewayBackend::new(gateway),
+        link.timing(),
+        radio.radio_config(),
+        LinkClock::system(),
+    );
+    match radio.kind {
+        RadioKind::None => Ok(()),
+        #[cfg(feature = "emulator")]
+        RadioKind::Emulator => {
+            let spec = gramgrid_air::air::NodeSpec {
+                antenna_gain_dbi: radio.antenna_gain_dbi,
+                ..gramgrid_air::air::NodeSpec::new("gateway", radio.x_m, radio.y_m)
+            };
+            let (r, _membership) =
+                gramgrid_air::sim::radio_on_bus(radio.bus, spec, Default::default()).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(feature = "hardware")]
+        RadioKind::Hardware => {
+            let r = gramgrid_radio::hardware::HardwareRadio::open(&radio.hardware).await?;
+            drive(l, r, link.mode, requests, stop).await
+        }
+        #[cfg(not(feature = "hardware"))]
+        RadioKind::Hardware => Err(LinkError::NoHardwareSupport),
+        #[cfg(not(feature = "emulator"))]
+        RadioKind::Emulator => Err(LinkError::NoEmulatorSupport),
+    }
+}
+
+// Without a radio backend compiled in, only `kind = "none"` can run.
+#[cfg_attr(
+    not(any(feature = "emulator", feature = "hardware")),
+    allow(unused_variables, dead_code)
+)]
+async fn drive<R: gramgrid_radio::Radio>(
+    l: Link<GatewayBackend>,
+    r: R,
+    mode: AccessMode,
+    requests: mpsc::UnboundedReceiver<LinkRequest>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    match mode {
+        AccessMode::Scheduled => l.run_scheduled(r, requests, stop).await,
+        AccessMode::Aloha => l.run_aloha(r, requests, stop).await,
+    }
+}
+
+/// The daemon's backend: the gateway's store, charged as readings arrive.
+pub struct GatewayBackend {
+    gateway: Arc<Mutex<Gateway>>,
+}
+
+impl GatewayBackend {
+    pub fn new(gateway: Arc<Mutex<Gateway>>) -> Self {
+        Self { gateway }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Gateway) -> Result<T, StoreError>,
+    ) -> Result<T, LinkError> {
+        // A panic elsewhere while holding the lock leaves the store transactionally consistent.
+        let mut gateway = self.gateway.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut gateway)?)
+    }
+}
+
+impl LinkBackend for GatewayBackend {
+    fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError> {
+        self.with(|g| g.store().link_sessions())
+    }
+    fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError> {
+        self.with(|g| g.store().commit_fcnt(meter, which, fcnt))
+    }
+    fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
+        self.with(|g| g.ingest_readings(batch).map(|_| ()))
+    }
+    fn relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError> {
+        self.with(|g| g.on_relay_report(meter, state, at))
+    }
+}
+
+/// Loads a meter manifest's keys into the store for the meters it knows (by serial).
+/// Returns how many were provisioned; entries for meters not installed here are skipped with a
+/// warning (the central server may not have synced them yet).
+pub fn provision_from_manifest(
+    store: &mut Store,
+    path: &std::path::Path,
+) -> Result<usize, LinkError> {
+    let fail = |detail: String| LinkError::Manifest {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let manifest = MeterManifest::parse(&text).map_err(|e| fail(e.to_string()))?;
+    let mut provisioned = 0;
+    for entry in &manifest.meters {
+        match store.meter_id(&entry.serial)? {
+            Some(meter) => {
+                store.set_meter_keys(meter, &entry.keys)?;
+                provisioned += 1;
+            }
+            None => tracing::warn!(
+                serial = %entry.serial,
+                "meter manifest names a meter not installed on this gateway; skipped"
+            ),
+        }
+    }
+    Ok(provisioned)
+}
+
+impl RelayLink for CommandSender {
+    fn send(
+        &mut self,
+        meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        self.request(LinkRequest::Send(RelayRequest {
+            meter,
+            command_id: command_id.to_string(),
+            action,
+            not_after,
+        }))
+    }
+
+    fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String> {
+        self.request(LinkRequest::Withdraw {
+            meter,
+            command_id: command_id.to_string(),
+        })
+    }
+}
+
+impl SyncBackend for Gateway {
+    fn store(&mut self) -> &mut Store {
+        Gateway::store(self)
+    }
+    fn downlink_applied(&mut self) -> Result<(), StoreError> {
+        self.refresh_published()
+    }
+}
+
+/// Completes when the daemon is told to stop.
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// What the daemon runs around an open gateway, besides the meter link.
+pub struct Services {
+    /// When the policy loop runs (Asia/Kolkata).
+    pub policy_schedule: cron::Schedule,
+    /// The local technician socket.
+    pub socket: std::path::PathBuf,
+    /// The sync client's transport and settings; `None` runs offline.
+    pub sync: Option<(HttpsTransport, SyncConfig)>,
+    /// Where the policy loop, the socket and the sync client read "now".
+    pub clock: WallClock,
+}
+
+impl Services {
+    /// Spawns the policy loop, the local technician socket and the sync client on `tasks`; each
+    /// stops when `stopping` turns true.
+    pub fn spawn(
+        self,
+        gateway: &Arc<Mutex<Gateway>>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stopping: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let wake_sync = Arc::new(tokio::sync::Notify::new());
+        tasks.spawn(policy_loop(
+            gateway.clone(),
+            self.policy_schedule,
+            self.clock.clone(),
+            stopped(stopping.clone()),
+        ));
+        let local_socket = local::serve(
+            self.socket,
+            gateway.clone(),
+            self.clock.clone(),
+            wake_sync.clone(),
+            stopped(stopping.clone()),
+        );
+        tasks.spawn(async move {
+            if let Err(error) = local_socket.await {
+                tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
+            }
+        });
+        if let Some((transport, config)) = self.sync {
+            tasks.spawn(sync_client::run(
+                gateway.clone(),
+                transport,
+                config,
+                self.clock,
+                wake_sync,
+                stopped(stopping.clone()),
+            ));
+        }
+    }
+}
+
+/// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes.
+async fn policy_loop(
+    gateway: Arc<Mutex<Gateway>>,
+    schedule: cron::Schedule,
+    clock: WallClock,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let now = clock.now();
+        let outcome = match gateway.lock() {
+            Ok(mut gateway) => gateway.tick(now),
+            Err(_) => {
+                tracing::error!("gateway state poisoned by a panic; stopping the policy loop");
+                return;
+            }
+        };
+        match outcome {
+            Ok(report) => tracing::info!(?report, "policy pass"),
+            // A failed pass (e.g. a full disk) is logged and retried at the next tick, never fatal.
+            Err(error) => {
+                tracing::error!(%error, "policy pass failed; retrying at the next scheduled time")
+            }
+        }
+        let next = schedule
+            .after(&civil::local(now))
+            .next()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now + Duration::minutes(1));
+        let wait = (next - clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}

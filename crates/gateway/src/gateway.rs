@@ -1,0 +1,584 @@
+//! The village gateway daemon: opens the store and runs the policy loop on its schedule.
+//!
+//! Each pass, for every account with a meter in service: charge the fixed charge of each local day
+//! not yet charged, top up last month's minimum charge, then let the policy decide alerts and relay
+//! commands, and move open relay commands along their retry schedule. A disconnect the policy no
+//! longer wants, or that may not be carried out now, is withdrawn, never re-sent. The radio (meter
+//! link) plugs in through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through
+//! the store.
+use crate::config::GatewayConfig;
+use crate::store::{Account, Alert, IngestReport, MeterReading, RelayCommand, Store, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_core::civil::{self, Month};
+use gramgrid_core::ledger::{self, EventKind, LedgerEvent};
+use gramgrid_core::policy::{self, AccountFacts, RelayAction, RelayState};
+use gramgrid_core::relay::{CommandState, Step};
+use gramgrid_core::tariff::{rupees, TariffBook};
+
+/// Why the gateway could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the tariff book in the config is invalid: {0}")]
+    Tariff(#[from] gramgrid_core::tariff::TariffError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sends relay commands to meters. The meter link implements it; without one, commands wait queued.
+pub trait RelayLink {
+    /// Hands a command to the radio. A transmission that would end after `not_after` (a disconnect's
+    /// window end) must not happen. An error means it could not be sent now; it is retried.
+    fn send(
+        &mut self,
+        meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String>;
+    /// Tells the radio that a command it was given is withdrawn: it must not be transmitted again.
+    fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String>;
+}
+
+/// What one policy pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub accounts: usize,
+    pub fixed_charges: usize,
+    pub minimum_charges: usize,
+    pub alerts: usize,
+    pub commands_queued: usize,
+    pub commands_sent: usize,
+    pub commands_timed_out: usize,
+    /// Disconnects withdrawn before the meter confirmed them (recharged, window closed, ...).
+    pub commands_withdrawn: usize,
+    /// Disconnects that were due but held back (outside a window, holiday, grace, clock).
+    pub disconnects_held: usize,
+}
+
+/// A gateway: its config, tariff book and store.
+pub struct Gateway {
+    config: GatewayConfig,
+    book: TariffBook,
+    store: Store,
+    link: Option<Box<dyn RelayLink + Send>>,
+}
+
+impl Gateway {
+    /// Opens the gateway's store (creating the data directory if needed).
+    pub fn open(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let dir = &config.gateway.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| GatewayError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let book = config.tariff_book()?;
+        let store = Store::open(&config.database_path())?;
+        let mut gateway = Gateway {
+            config,
+            book,
+            store,
+            link: None,
+        };
+        gateway.refresh_published()?;
+        Ok(gateway)
+    }
+
+    /// Attaches the link that carries relay commands to meters.
+    pub fn set_relay_link(&mut self, link: Box<dyn RelayLink + Send>) {
+        self.link = Some(link);
+    }
+
+    /// The store, for the sync client, the technician service and reports.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Takes up tariff and policy versions published by the central server (they win over the config
+    /// file; the config's apply until central has published any).
+    pub fn refresh_published(&mut self) -> Result<(), StoreError> {
+        let published = self.store.published_tariffs()?;
+        if !published.is_empty() {
+            match TariffBook::new(published) {
+                Ok(book) => self.book = book,
+                Err(error) => {
+                    tracing::error!(%error, "central published an invalid tariff book; keeping the current one")
+                }
+            }
+        }
+        if let Some(policy) = self.store.published_policy()? {
+            self.config.policy = policy;
+        }
+        Ok(())
+    }
+
+    /// Whether the clock can be trusted at `now` (see `sync::clock`).
+    pub fn clock_trusted(&mut self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let max_skew = Duration::from_std(self.config.sync.max_clock_skew).unwrap_or(Duration::MAX);
+        Ok(gramgrid_core::clock::trusted(
+            self.store.clock_state()?,
+            now,
+            max_skew,
+        ))
+    }
+
+    /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
+    /// high-water mark.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
+        let trusted = self.clock_trusted(now)?;
+        let report = self.policy_pass(now, trusted)?;
+        if trusted {
+            self.store.raise_clock_high_water(now)?;
+        }
+        Ok(report)
+    }
+
+    /// The tariff book in force.
+    pub fn tariff_book(&self) -> &TariffBook {
+        &self.book
+    }
+
+    /// Stores and rates a batch of readings (one durable transaction).
+    pub fn ingest_readings(&mut self, batch: &[MeterReading]) -> Result<IngestReport, StoreError> {
+        self.store.ingest(&self.book, batch)
+    }
+
+    /// Records a relay state reported by a meter; a confirmed disconnect, or a reconnect after one,
+    /// alerts the consumer (a connect that only confirms a meter's first known state does not).
+    pub fn on_relay_report(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let before = self.store.relay_state(meter)?;
+        for command in self.store.record_relay_state(meter, state, at)? {
+            let account = self.account_of_meter(meter)?;
+            let (kind, message) = match command.action {
+                RelayAction::Disconnect => (
+                    "disconnected",
+                    "Supply disconnected: the balance is exhausted. Recharge to restore it.",
+                ),
+                RelayAction::Connect if before == RelayState::Disconnected => {
+                    ("reconnected", "Supply restored.")
+                }
+                RelayAction::Connect => continue,
+            };
+            self.store.enqueue_alert(&Alert {
+                id: format!("{account}:{kind}:{}", command.id),
+                account,
+                kind: kind.into(),
+                created_at: at,
+                message: message.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn account_of_meter(&self, meter: i64) -> Result<String, StoreError> {
+        self.store
+            .account_in_service(meter)
+            .ok_or_else(|| StoreError::UnknownMeter(meter.to_string()))
+    }
+
+    /// One pass of the policy loop at `now`.
+    pub fn policy_pass(
+        &mut self,
+        now: DateTime<Utc>,
+        clock_trusted: bool,
+    ) -> Result<PassReport, StoreError> {
+        let mut report = PassReport::default();
+        for account in self.store.accounts()? {
+            let Some((meter, _serial)) = self.store.active_meter(&account.id)? else {
+                continue;
+            };
+            report.accounts += 1;
+            report.fixed_charges += self.charge_fixed_days(&account, now)?;
+            report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
+            self.decide_account(&account, meter, now, clock_trusted, &mut report)?;
+        }
+        self.advance_relay_commands(now, clock_trusted, &mut report)?;
+        Ok(report)
+    }
+
+    /// Charges each local day's fixed charge from the day after the last one charged (or the day the
+    /// account was created) up to today. Ids are per account and day, so a repeated pass charges once.
+    fn charge_fixed_days(
+        &mut self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let today = civil::local_date(now);
+        let first = match self
+            .store
+            .last_event_at(&account.id, EventKind::FixedCharge)?
+        {
+            Some(last) => civil::local_date(last) + Duration::days(1),
+            None => civil::local_date(account.created_at),
+        };
+        let events: Vec<LedgerEvent> = first
+            .iter_days()
+            .take_while(|day| *day <= today)
+            .filter_map(|day| {
+                let amount_paise = self.book.fixed_charge_for_day(account.category, day);
+                (amount_paise > 0).then(|| LedgerEvent {
+                    id: format!("{}:fixed:{}:{day}", self.config.gateway.id, account.id),
+                    account: account.id.clone(),
+                    at: civil::start_of_local_day(day).max(account.created_at),
+                    kind: EventKind::FixedCharge,
+                    amount_paise,
+                    expires_at: None,
+                })
+            })
+            .collect();
+        self.store.record_events(&events)
+    }
+
+    /// At the first pass of a month, tops last month up to its minimum charge (energy plus fixed
+    /// charges, duty excluded). Energy of last month read after this point is billed normally but
+    /// does not revise the top-up.
+    fn charge_last_months_minimum(
+        &mut self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let month = Month::containing(now).previous();
+        let (Some(first), Some(next)) = (month.first_day(), month.next().first_day()) else {
+            return Ok(0);
+        };
+        let (start, end) = (
+            civil::start_of_local_day(first),
+            civil::start_of_local_day(next),
+        );
+        if account.created_at >= end {
+            return Ok(0);
+        }
+        let billed = self.store.energy_charge_in(&account.id, month)?
+            + self
+                .store
+                .sum_of(&account.id, EventKind::FixedCharge, start, end)?;
+        let topup = self.book.minimum_topup(account.category, month, billed);
+        if topup == 0 {
+            return Ok(0);
+        }
+        self.store.record_events(&[LedgerEvent {
+            id: format!("{}:minimum:{}:{month}", self.config.gateway.id, account.id),
+            account: account.id.clone(),
+            at: end,
+            kind: EventKind::MinimumCharge,
+            amount_paise: topup,
+            expires_at: None,
+        }])
+    }
+
+    /// Average daily charges over this month and last, as the basis of "days left".
+    fn daily_consumption(
+        &self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let month = Month::containing(now);
+        let since = month
+            .previous()
+            .first_day()
+            .map(civil::start_of_local_day)
+            .unwrap_or(now)
+            .max(account.created_at);
+        let days = (now - since).num_days();
+        if days < 1 {
+            return Ok(None);
+        }
+        let charged = self
+            .store
+            .energy_charges(&account.id, Some((month.previous(), month)))?;
+        Ok(Some(charged / days))
+    }
+
+    fn decide_account(
+        &mut self,
+        account: &Account,
+        meter: i64,
+        now: DateTime<Utc>,
+        clock_trusted: bool,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let position = self.store.position(&account.id)?;
+        let credits = self.store.emergency_credits(&account.id)?;
+        let pending = self
+            .store
+            .latest_relay_command(meter)?
+            .filter(|c| self.config.relay.blocks_reissue(c.progress, now))
+            .map(|c| c.action);
+        let facts = AccountFacts {
+            balance_paise: position.balance_paise,
+            last_recharge: position.last_recharge.as_ref(),
+            emergency_credit_paise: ledger::active_emergency_credit(
+                &credits,
+                position.last_recharge.as_ref().map(|r| r.at),
+                now,
+            ),
+            daily_consumption_paise: self.daily_consumption(account, now)?,
+            relay: self.store.relay_state(meter)?,
+            pending,
+            below_threshold_since: self.store.below_threshold_since(&account.id)?,
+            manual_override: self.store.active_override(&account.id, now)?,
+            clock_trusted,
+        };
+        let decision = policy::decide(&self.config.policy, &facts, now);
+        if decision.below_threshold_since != facts.below_threshold_since {
+            self.store
+                .set_below_threshold_since(&account.id, decision.below_threshold_since)?;
+        }
+        for alert in alerts_for(account, &decision, position.balance_paise, now) {
+            report.alerts += usize::from(self.store.enqueue_alert(&alert)?);
+        }
+        if decision.hold.is_some() && facts.relay != RelayState::Disconnected {
+            report.disconnects_held += 1;
+        }
+        if decision.withdraw_disconnect {
+            let why = match decision.hold {
+                Some(hold) => hold.to_string(),
+                None => format!(
+                    "balance {} INR is above the disconnect threshold",
+                    rupees(position.balance_paise)
+                ),
+            };
+            for command in self.store.open_relay_commands()? {
+                if command.meter == meter && command.action == RelayAction::Disconnect {
+                    self.withdraw(&command, now, &why, report)?;
+                }
+            }
+        }
+        if let Some(action) = decision.relay {
+            let verb = match action {
+                RelayAction::Connect => "connect",
+                RelayAction::Disconnect => "disconnect",
+            };
+            let id = format!(
+                "{}:relay:{}:{verb}:{}",
+                self.config.gateway.id,
+                account.id,
+                now.timestamp()
+            );
+            let reason = format!("balance {} INR", rupees(position.balance_paise));
+            tracing::info!(account = %account.id, meter, action = verb, %reason, "relay command queued");
+            self.store
+                .queue_relay_command(&id, meter, action, &reason, now)?;
+            report.commands_queued += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes an open disconnect as withdrawn, saying why, and tells the link not to transmit it.
+    fn withdraw(
+        &mut self,
+        command: &RelayCommand,
+        now: DateTime<Utc>,
+        why: &str,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let detail = format!("no longer wanted: {why}");
+        if !self
+            .store
+            .withdraw_relay_command(&command.id, now, &detail)?
+        {
+            return Ok(());
+        }
+        tracing::info!(command = %command.id, meter = command.meter, reason = why, "relay command withdrawn");
+        report.commands_withdrawn += 1;
+        if let Some(link) = self.link.as_mut() {
+            if let Err(error) = link.withdraw(command.meter, &command.id) {
+                tracing::warn!(command = %command.id, %error, "the meter link was not told of a withdrawal");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends, re-sends or times out open relay commands according to the retry policy. A disconnect
+    /// that may not be carried out now (outside a window, holiday, untrusted clock, a technician's
+    /// connect override) is withdrawn instead; one that is sent carries its deadline.
+    fn advance_relay_commands(
+        &mut self,
+        now: DateTime<Utc>,
+        clock_trusted: bool,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        for command in self.store.open_relay_commands()? {
+            let step = self.config.relay.next_step(command.progress, now);
+            let not_after = match (command.action, step) {
+                (RelayAction::Connect, _) | (RelayAction::Disconnect, Step::TimeOut) => None,
+                (RelayAction::Disconnect, _) => {
+                    let manual_override = match self.store.account_in_service(command.meter) {
+                        Some(account) => self.store.active_override(&account, now)?,
+                        None => None,
+                    };
+                    match policy::disconnect_deadline(
+                        &self.config.policy,
+                        manual_override,
+                        clock_trusted,
+                        now,
+                    ) {
+                        Ok(deadline) => deadline,
+                        Err(hold) => {
+                            self.withdraw(&command, now, &hold.to_string(), report)?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match step {
+                Step::Send => {
+                    let Some(link) = self.link.as_mut() else {
+                        tracing::debug!(command = %command.id, "no meter link attached; command stays queued");
+                        continue;
+                    };
+                    match link.send(command.meter, &command.id, command.action, not_after) {
+                        Ok(()) => {
+                            self.store.mark_relay_sent(&command.id, now)?;
+                            report.commands_sent += 1;
+                        }
+                        Err(error) => {
+                            tracing::warn!(command = %command.id, %error, "relay command not sent; will retry")
+                        }
+                    }
+                }
+                Step::TimeOut => {
+                    let account = self.account_of_meter(command.meter)?;
+                    let message = format!(
+                        "Relay command {} ({:?}) was sent {} times without the meter confirming; check the meter.",
+                        command.id, command.action, command.progress.attempts
+                    );
+                    tracing::warn!(command = %command.id, "relay command timed out");
+                    // One alert per meter and day: a meter out of reach times out every
+                    // command the policy re-issues, and one message says it all.
+                    let alert = Alert {
+                        id: format!(
+                            "{account}:relay_timeout:{}:{}",
+                            command.meter,
+                            civil::local_date(now)
+                        ),
+                        account,
+                        kind: "relay_timeout".into(),
+                        created_at: now,
+                        message,
+                    };
+                    self.store.close_relay_command(
+                        &command.id,
+                        CommandState::TimedOut,
+                        now,
+                        &alert,
+                    )?;
+                    report.commands_timed_out += 1;
+                }
+                Step::WaitUntil(_) | Step::Done => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The alerts a decision calls for (ids make each unique, so re-deciding does not repeat them).
+fn alerts_for(
+    account: &Account,
+    decision: &policy::Decision,
+    balance_paise: i64,
+    now: DateTime<Utc>,
+) -> Vec<Alert> {
+    let days_left = decision
+        .days_left
+        .map(|d| format!(" About {d:.1} days left at your recent use."))
+        .unwrap_or_default();
+    let mut alerts: Vec<Alert> = decision
+        .low_balance
+        .iter()
+        .map(|low| Alert {
+            id: format!(
+                "{}:low{}:{}",
+                account.id, low.level_percent, low.recharge_id
+            ),
+            account: account.id.clone(),
+            kind: "low_balance".into(),
+            created_at: now,
+            message: if low.level_percent == 0 {
+                format!(
+                    "Your balance is exhausted ({} INR). Recharge to avoid disconnection.",
+                    rupees(balance_paise)
+                )
+            } else {
+                format!(
+                    "Your balance is {} INR, {} % or less of your last recharge.{days_left}",
+                    rupees(balance_paise),
+                    low.level_percent
+                )
+            },
+        })
+        .collect();
+    if let Some(date) = decision.daily_message {
+        alerts.push(Alert {
+            id: format!("{}:daily:{date}", account.id),
+            account: account.id.clone(),
+            kind: "daily_balance".into(),
+            created_at: now,
+            message: format!(
+                "Balance on {date}: {} INR.{days_left}",
+                rupees(balance_paise)
+            ),
+        });
+    }
+    alerts
+}
+
+/// Holds readings in memory until they are due for a group commit: `readings_commit_max` of them, or
+/// the oldest has waited `readings_commit_interval`. What it holds is the loss window of a power cut.
+#[derive(Debug)]
+pub struct ReadingBuffer {
+    readings: Vec<MeterReading>,
+    oldest: Option<tokio::time::Instant>,
+    max: usize,
+    interval: std::time::Duration,
+}
+
+impl ReadingBuffer {
+    /// A buffer with the store settings of a config.
+    pub fn new(config: &GatewayConfig) -> ReadingBuffer {
+        ReadingBuffer {
+            readings: Vec::new(),
+            oldest: None,
+            max: config.store.readings_commit_max,
+            interval: config.store.readings_commit_interval,
+        }
+    }
+
+    /// Adds a reading; returns true when the buffer is due to be committed.
+    pub fn push(&mut self, reading: MeterReading, now: tokio::time::Instant) -> bool {
+        self.oldest.get_or_insert(now);
+        self.readings.push(reading);
+        self.is_due(now)
+    }
+
+    /// Whether the buffer should be committed now.
+    pub fn is_due(&self, now: tokio::time::Instant) -> bool {
+        self.readings.len() >= self.max
+            || self
+                .oldest
+                .is_some_and(|t| now.duration_since(t) >= self.interval)
+    }
+
+    /// When the buffer will be due by age, if it holds anything.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.oldest.map(|t| t + self.interval)
+    }
+
+    /// Takes the held readings for a commit.
+    pub fn take(&mut self) -> Vec<MeterReading> {
+        self.oldest = None;
+        std::mem::take(&mut self.readings)
+    }
+}
+
+#[cfg(test)]
+mod tests;

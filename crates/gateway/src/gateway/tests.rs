@@ -1,0 +1,540 @@
+use super::*;
+use crate::daemon::run;
+use crate::store::{MeterInstall, OverrideRecord};
+use chrono::TimeZone;
+use gramgrid_core::tariff::Category;
+use gramgrid_proto::wire::UplinkEvent;
+use std::sync::{Arc, Mutex};
+
+/// A UTC instant from Asia/Kolkata wall-clock time.
+fn ist(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    civil::ist()
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// What the gateway told the meter link.
+#[derive(Debug, Clone, PartialEq)]
+enum Told {
+    Send {
+        command_id: String,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    },
+    Withdraw {
+        command_id: String,
+    },
+}
+
+/// Records what the gateway tells the meter link.
+#[derive(Clone, Default)]
+struct RecordingLink(Arc<Mutex<Vec<Told>>>);
+
+impl RecordingLink {
+    /// Every command sent: id, action and deadline.
+    fn sends(&self) -> Vec<(String, RelayAction, Option<DateTime<Utc>>)> {
+        let told = self.0.lock().unwrap();
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Send {
+                    command_id,
+                    action,
+                    not_after,
+                } => Some((command_id.clone(), *action, *not_after)),
+                Told::Withdraw { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Every command withdrawn.
+    fn withdrawals(&self) -> Vec<String> {
+        let told = self.0.lock().unwrap();
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Withdraw { command_id } => Some(command_id.clone()),
+                Told::Send { .. } => None,
+            })
+            .collect()
+    }
+}
+
+impl RelayLink for RecordingLink {
+    fn send(
+        &mut self,
+        _meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        self.0.lock().unwrap().push(Told::Send {
+            command_id: command_id.to_string(),
+            action,
+            not_after,
+        });
+        Ok(())
+    }
+
+    fn withdraw(&mut self, _meter: i64, command_id: &str) -> Result<(), String> {
+        self.0.lock().unwrap().push(Told::Withdraw {
+            command_id: command_id.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// The states and details of a command queued for upload to central, in order.
+fn uploaded_states(gw: &mut Gateway, command: &str) -> Vec<(String, String)> {
+    gw.store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::RelayCommand {
+                id, state, detail, ..
+            } if id == command => Some((state, detail)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gateway(dir: &tempfile::TempDir, config_toml: &str) -> (Gateway, i64, RecordingLink) {
+    let mut config = GatewayConfig::parse(config_toml).unwrap();
+    config.gateway.data_dir = dir.path().join("data");
+    let mut gateway = Gateway::open(config).unwrap();
+    let link = RecordingLink::default();
+    gateway.set_relay_link(Box::new(link.clone()));
+    let created = ist(2026, 11, 1, 0, 0);
+    gateway
+        .store()
+        .upsert_account(&Account {
+            id: "A1".into(),
+            consumer_name: "Kamla Bai".into(),
+            category: Category::Domestic,
+            phone: None,
+            created_at: created,
+        })
+        .unwrap();
+    let meter = gateway
+        .store()
+        .install_meter(&MeterInstall {
+            serial: "M1".into(),
+            account: "A1".into(),
+            installed_at: created,
+            initial_register_wh: Some(0),
+        })
+        .unwrap();
+    gateway
+        .on_relay_report(meter, RelayState::Connected, created)
+        .unwrap();
+    (gateway, meter, link)
+}
+
+fn recharge(id: &str, amount_paise: i64, at: DateTime<Utc>) -> LedgerEvent {
+    LedgerEvent {
+        id: id.into(),
+        account: "A1".into(),
+        at,
+        kind: EventKind::Recharge,
+        amount_paise,
+        expires_at: None,
+    }
+}
+
+#[test]
+fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "");
+    gw.store()
+        .record_event(&recharge("r1", 37_000, ist(2026, 11, 1, 9, 0)))
+        .unwrap();
+    // 100 kWh at 3.70 INR uses up exactly the 370 INR recharge: balance 0, at the threshold.
+    let used = MeterReading {
+        meter,
+        at: ist(2026, 11, 30, 10, 15),
+        register_wh: 100_000,
+    };
+    gw.ingest_readings(&[used]).unwrap();
+
+    let monday = gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap();
+    assert_eq!((monday.commands_queued, monday.disconnects_held), (0, 1));
+    assert_eq!(gw.store().alert_count("A1", "low_balance").unwrap(), 3); // 30 %, 10 %, 0 %
+    assert_eq!(
+        gw.policy_pass(ist(2026, 12, 1, 9, 59), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+
+    let tuesday = gw.policy_pass(ist(2026, 12, 1, 10, 0), true).unwrap();
+    assert_eq!((tuesday.commands_queued, tuesday.commands_sent), (1, 1));
+    assert_eq!(link.sends()[0].1, RelayAction::Disconnect);
+    // Not confirmed yet: no new command, no alert.
+    assert_eq!(
+        gw.policy_pass(ist(2026, 12, 1, 10, 1), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+    assert_eq!(gw.store().alert_count("A1", "disconnected").unwrap(), 0);
+    gw.on_relay_report(meter, RelayState::Disconnected, ist(2026, 12, 1, 10, 2))
+        .unwrap();
+    assert_eq!(gw.store().alert_count("A1", "disconnected").unwrap(), 1);
+
+    // A recharge at night, outside every window, reconnects at the next pass.
+    gw.store()
+        .record_event(&recharge("r2", 20_000, ist(2026, 12, 1, 23, 0)))
+        .unwrap();
+    let night = gw.policy_pass(ist(2026, 12, 1, 23, 1), true).unwrap();
+    assert_eq!(night.commands_queued, 1);
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Connect);
+    gw.on_relay_report(meter, RelayState::Connected, ist(2026, 12, 1, 23, 2))
+        .unwrap();
+    assert_eq!(gw.store().alert_count("A1", "reconnected").unwrap(), 1);
+    assert_eq!(gw.store().below_threshold_since("A1").unwrap(), None);
+}
+
+#[test]
+fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A domestic tariff with a 60 INR fixed charge, as the example file would state it.
+    let toml = r#"
+        [[tariff]]
+        id = "dom"
+        category = "domestic"
+        effective_from = "2023-04-01"
+        fixed_monthly_paise = 6000
+        minimum_monthly_paise = 10000
+        slabs = [{ paise_per_kwh = 400 }]
+        [[tariff]]
+        id = "com"
+        category = "commercial"
+        effective_from = "2023-04-01"
+        slabs = [{ paise_per_kwh = 700 }]
+        [[tariff]]
+        id = "agr"
+        category = "agricultural"
+        effective_from = "2023-04-01"
+        slabs = [{ paise_per_kwh = 300 }]
+    "#;
+    let (mut gw, _meter, _link) = gateway(&dir, toml);
+    for hour in [0, 6, 12, 18] {
+        gw.policy_pass(ist(2026, 11, 30, hour, 5), true).unwrap();
+    }
+    let november_fixed = gw
+        .store()
+        .sum_of(
+            "A1",
+            EventKind::FixedCharge,
+            ist(2026, 11, 1, 0, 0),
+            ist(2026, 12, 1, 0, 0),
+        )
+        .unwrap();
+    assert_eq!(november_fixed, 6_000);
+    // December 1st: one more fixed day, and November is topped up from 60 INR to the 100 INR minimum.
+    let first = gw.policy_pass(ist(2026, 12, 1, 0, 1), true).unwrap();
+    let second = gw.policy_pass(ist(2026, 12, 1, 0, 2), true).unwrap();
+    assert_eq!((first.fixed_charges, first.minimum_charges), (1, 1));
+    assert_eq!((second.fixed_charges, second.minimum_charges), (0, 0));
+    assert_eq!(
+        gw.store().position("A1").unwrap().balance_paise,
+        -(6_000 + 4_000 + 6_000 / 31)
+    );
+}
+
+#[test]
+fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(
+        &dir,
+        "[relay]\nmax_attempts = 3\n[policy]\nfirst_disconnect = \"0s\"\n",
+    );
+    let mut now = ist(2026, 12, 1, 10, 0);
+    gw.policy_pass(now, true).unwrap(); // balance 0 with no recharge: disconnect due
+    for _ in 0..50 {
+        now += Duration::minutes(1);
+        gw.policy_pass(now, true).unwrap();
+    }
+    let sends = link.sends().len();
+    assert_eq!(
+        sends, 3,
+        "sent at 0, +1 min and +3 min, then gave up; not reissued within the hour"
+    );
+    assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 1);
+    // The policy re-issues the disconnect after the cool-down; it times out again, but the
+    // consumer and the office are not told again the same day.
+    for _ in 0..150 {
+        now += Duration::minutes(1);
+        gw.policy_pass(now, true).unwrap();
+    }
+    let timed_out = gw
+        .store()
+        .relay_commands_of(meter)
+        .unwrap()
+        .iter()
+        .filter(|c| c.progress.state == CommandState::TimedOut)
+        .count();
+    assert!(timed_out >= 2, "{timed_out} commands timed out");
+    assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 1);
+}
+
+#[test]
+fn reading_buffer_is_due_by_count_or_age() {
+    let mut config = GatewayConfig::default();
+    config.store.readings_commit_max = 3;
+    let mut buffer = ReadingBuffer::new(&config);
+    let t = tokio::time::Instant::now();
+    let r = MeterReading {
+        meter: 1,
+        at: ist(2026, 12, 1, 0, 0),
+        register_wh: 1,
+    };
+    assert!(!buffer.push(r, t));
+    assert!(!buffer.push(r, t));
+    assert!(buffer.push(r, t));
+    assert_eq!(buffer.take().len(), 3);
+    assert!(!buffer.push(r, t));
+    assert_eq!(
+        buffer.deadline(),
+        Some(t + std::time::Duration::from_secs(5))
+    );
+    assert!(buffer.is_due(t + std::time::Duration::from_secs(5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daemon_runs_a_pass_and_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = GatewayConfig::default();
+    config.gateway.data_dir = dir.path().join("data");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run(config.clone(), async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert!(config.database_path().exists());
+}
+
+#[test]
+fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    // The balance is exhausted (no recharge), and the gateway ran until Tuesday evening.
+    gw.tick(ist(2026, 12, 1, 20, 0)).unwrap();
+    // Power cut; the Pi boots at its last saved time, a day behind, in a disconnect window.
+    let rebooted_at = ist(2026, 11, 30, 11, 0);
+    assert!(!gw.clock_trusted(rebooted_at).unwrap());
+    let report = gw.tick(rebooted_at).unwrap();
+    assert_eq!((report.commands_queued, report.disconnects_held), (0, 1));
+    assert!(link.sends().is_empty());
+    // Once the clock is right again (NTP, or a sync measured it), the disconnect goes ahead.
+    let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
+    assert_eq!(report.commands_queued, 1);
+}
+
+#[test]
+fn confirming_a_new_meters_first_connect_does_not_tell_the_consumer_supply_was_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _, _) = gateway(&dir, "");
+    let created = ist(2026, 11, 1, 0, 0);
+    gw.store()
+        .upsert_account(&Account {
+            id: "A2".into(),
+            consumer_name: "Ramesh".into(),
+            category: Category::Domestic,
+            phone: None,
+            created_at: created,
+        })
+        .unwrap();
+    let meter = gw
+        .store()
+        .install_meter(&MeterInstall {
+            serial: "M2".into(),
+            account: "A2".into(),
+            installed_at: created,
+            initial_register_wh: Some(0),
+        })
+        .unwrap();
+    gw.store()
+        .record_event(&LedgerEvent {
+            account: "A2".into(),
+            ..recharge("r-a2", 50_000, created)
+        })
+        .unwrap();
+    // The relay state is unknown until the meter reports: the policy makes sure it is connected.
+    assert_eq!(gw.policy_pass(created, true).unwrap().commands_queued, 1);
+    gw.on_relay_report(meter, RelayState::Connected, created + Duration::minutes(1))
+        .unwrap();
+    assert_eq!(gw.store().alert_count("A2", "reconnected").unwrap(), 0);
+    assert_eq!(
+        gw.store().relay_state(meter).unwrap(),
+        RelayState::Connected
+    );
+}
+
+#[test]
+fn a_disconnect_unconfirmed_when_its_window_closes_is_withdrawn_not_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    // Tuesday 13:59, the window's last minute: the balance is exhausted (no recharge).
+    let decided = ist(2026, 12, 1, 13, 59);
+    let report = gw.policy_pass(decided, true).unwrap();
+    assert_eq!((report.commands_queued, report.commands_sent), (1, 1));
+    let (id, action, not_after) = link.sends()[0].clone();
+    assert_eq!(action, RelayAction::Disconnect);
+    assert_eq!(not_after, Some(ist(2026, 12, 1, 14, 0)));
+    // The meter never confirms; the retry policy would re-send at 14:00, 14:02, 14:06, ...
+    let mut withdrawn = 0;
+    for minute in 1..=180 {
+        let report = gw
+            .policy_pass(decided + Duration::minutes(minute), true)
+            .unwrap();
+        withdrawn += report.commands_withdrawn;
+        assert_eq!(report.commands_sent, 0, "re-sent at +{minute} min");
+    }
+    assert_eq!(withdrawn, 1);
+    assert_eq!(link.sends().len(), 1);
+    assert_eq!(link.withdrawals(), vec![id.clone()]);
+    let command = gw.store().latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(command.progress.state, CommandState::Withdrawn);
+    let (state, detail) = uploaded_states(&mut gw, &id).pop().unwrap();
+    assert_eq!(state, "withdrawn");
+    assert!(
+        detail.contains("outside every disconnect window"),
+        "{detail}"
+    );
+    assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 0);
+    // The policy decides again in the next window: a withdrawn command blocks nothing.
+    let report = gw.policy_pass(ist(2026, 12, 2, 10, 0), true).unwrap();
+    assert_eq!((report.commands_queued, report.commands_sent), (1, 1));
+}
+
+#[test]
+fn an_open_disconnect_outside_the_window_is_withdrawn_by_the_resend_check_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "");
+    // Queued and sent by an earlier pass; the policy's own decision is not consulted here.
+    let sent_at = ist(2026, 12, 1, 13, 58);
+    gw.store()
+        .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", sent_at)
+        .unwrap();
+    gw.store().mark_relay_sent("c1", sent_at).unwrap();
+    let mut report = PassReport::default();
+    gw.advance_relay_commands(ist(2026, 12, 1, 13, 59), true, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 0));
+    assert_eq!(link.sends()[0].2, Some(ist(2026, 12, 1, 14, 0)));
+    gw.advance_relay_commands(ist(2026, 12, 1, 14, 1), true, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 1));
+    assert_eq!(link.withdrawals(), vec!["c1".to_string()]);
+    // Inside a window but on an untrusted clock: withdrawn too.
+    gw.store()
+        .queue_relay_command("c2", meter, RelayAction::Disconnect, "test", sent_at)
+        .unwrap();
+    gw.advance_relay_commands(ist(2026, 12, 2, 11, 0), false, &mut report)
+        .unwrap();
+    assert_eq!((report.commands_sent, report.commands_withdrawn), (1, 2));
+    let (_, detail) = uploaded_states(&mut gw, "c2").pop().unwrap();
+    assert!(detail.contains("clock is not trusted"), "{detail}");
+}
+
+#[test]
+fn a_recharge_while_a_disconnect_is_in_flight_withdraws_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    let report = gw.policy_pass(ist(2026, 12, 1, 10, 0), true).unwrap();
+    assert_eq!(report.commands_sent, 1);
+    let id = link.sends()[0].0.clone();
+    // The household pays before the meter has confirmed the cut.
+    gw.store()
+        .record_event(&recharge("r1", 50_000, ist(2026, 12, 1, 10, 5)))
+        .unwrap();
+    let report = gw.policy_pass(ist(2026, 12, 1, 10, 6), true).unwrap();
+    assert_eq!(
+        (report.commands_withdrawn, report.commands_queued),
+        (1, 0),
+        "the relay is still connected: nothing else to issue"
+    );
+    assert_eq!(link.withdrawals(), vec![id.clone()]);
+    for minute in 7..=60 {
+        gw.policy_pass(ist(2026, 12, 1, 10, 0) + Duration::minutes(minute), true)
+            .unwrap();
+    }
+    assert_eq!(link.sends().len(), 1, "the disconnect is never re-sent");
+    assert!(gw.store().open_relay_commands().unwrap().is_empty());
+    let (state, detail) = uploaded_states(&mut gw, &id).pop().unwrap();
+    assert_eq!(state, "withdrawn");
+    assert!(
+        detail.starts_with("no longer wanted: balance")
+            && detail.ends_with("INR is above the disconnect threshold"),
+        "{detail}"
+    );
+    assert_eq!(
+        gw.store().latest_relay_command(meter).unwrap().unwrap().id,
+        id
+    );
+}
+
+#[test]
+fn a_disconnect_still_wanted_inside_the_window_is_resent_with_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    let start = ist(2026, 12, 1, 10, 0);
+    let mut withdrawn = 0;
+    for minute in 0..=10 {
+        let report = gw
+            .policy_pass(start + Duration::minutes(minute), true)
+            .unwrap();
+        withdrawn += report.commands_withdrawn;
+    }
+    let sends = link.sends();
+    assert_eq!(
+        sends.len(),
+        4,
+        "sent at 10:00, 10:01, 10:03 and 10:07: {sends:?}"
+    );
+    assert!(sends.iter().all(|(id, action, not_after)| id == &sends[0].0
+        && *action == RelayAction::Disconnect
+        && *not_after == Some(ist(2026, 12, 1, 14, 0))));
+    assert_eq!(withdrawn, 0);
+    assert!(link.withdrawals().is_empty());
+    let command = gw.store().latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(
+        (command.progress.state, command.progress.attempts),
+        (CommandState::Sent, 4)
+    );
+}
+
+#[test]
+fn a_technicians_disconnect_goes_out_at_any_hour_without_a_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, "");
+    gw.store()
+        .record_event(&recharge("r1", 50_000, ist(2026, 12, 1, 9, 0)))
+        .unwrap();
+    let night = ist(2026, 12, 1, 22, 0);
+    gw.store()
+        .record_override(&OverrideRecord {
+            id: "o1".into(),
+            account: "A1".into(),
+            action: RelayAction::Disconnect,
+            until: night + Duration::hours(4),
+            technician: "tech-7".into(),
+            reason: "unsafe wiring".into(),
+            created_at: night,
+        })
+        .unwrap();
+    for minute in 0..=3 {
+        let report = gw
+            .policy_pass(night + Duration::minutes(minute), true)
+            .unwrap();
+        assert_eq!(report.commands_withdrawn, 0);
+    }
+    let sends = link.sends();
+    assert_eq!(sends.len(), 3, "sent at 22:00, 22:01 and 22:03: {sends:?}");
+    assert!(sends
+        .iter()
+        .all(|(_, action, not_after)| *action == RelayAction::Disconnect && not_after.is_none()));
+}

@@ -1,0 +1,22 @@
+//! The village gateway: the prepaid engine at the edge.
+//!
+//! - [`store`]: the SQLite store (readings, money events, relay commands, alerts, sync outbox);
+//! - [`gateway`]: the policy pass over the store ([`gateway::Gateway`]), asking the pure core;
+//! - [`link`]: the meter link that owns the radio (scheduled polls or ALOHA);
+//! - [`sync`]: the sync client and its mutual-TLS transport;
+//! - [`local`]: the technician socket in the data directory;
+//! - [`config`]: the gateway TOML config;
+//! - [`report`]: read-only reports (`gramgrid gateway status`);
+//! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
+//!
+//! Architecture invariant: nothing here depends on the central server or the simulator; the
+//! emulated radio (feature `emulator`) is the only simulator piece the daemon can drive.
+
+pub mod config;
+pub mod daemon;
+pub mod gateway;
+pub mod link;
+pub mod local;
+pub mod report;
+pub mod store;
+pub mod sync;

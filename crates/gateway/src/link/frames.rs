@@ -1,0 +1,197 @@
+//! Gateway-side frame handling: opens uplinks and seals downlinks with each meter's session, keeps
+//! the frame counters, counts rejections, and turns a meter report into readings (pure apart from
+//! the counters it holds; the caller persists them).
+
+use crate::store::{LinkSession, MeterReading};
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_core::policy;
+use gramgrid_proto::frame::{seal_v1, DevAddr, Direction, SessionKeys};
+use gramgrid_proto::payload::{self, DecodeError, Downlink, MeterReport, Uplink, INTERVAL_SECS};
+use gramgrid_proto::security::{FrameFilter, RejectCounters, RejectReason, Rejection, Session};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+struct MeterSession {
+    meter: i64,
+    keys: SessionKeys,
+    fcnt_up: Option<u32>,
+    fcnt_down: Option<u32>,
+}
+
+/// An authentic uplink. Its counter must be committed before it is acted upon, even when its
+/// payload does not decode (count that as `bad_payload`), so it cannot be replayed either.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedUplink {
+    pub meter: i64,
+    pub fcnt: u32,
+    pub report: Result<MeterReport, DecodeError>,
+}
+
+/// Why a downlink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("meter {0} has no session keys; provision it (meter manifest or sync) first")]
+    NoSession(i64),
+    #[error("downlink to meter {meter} could not be encoded: {detail}")]
+    Encode { meter: i64, detail: String },
+}
+
+/// All meter sessions the gateway knows, by DevAddr and by meter id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_addr: HashMap<DevAddr, MeterSession>,
+    addr_of: HashMap<i64, DevAddr>,
+    rejects: RejectCounters,
+}
+
+impl Sessions {
+    /// Adds or replaces sessions as stored. Counters already in memory are kept if newer.
+    pub fn load(&mut self, stored: &[LinkSession]) {
+        for s in stored {
+            let (up, down) = match self.by_addr.get(&s.keys.dev_addr) {
+                Some(m) if m.keys == s.keys => {
+                    (m.fcnt_up.max(s.fcnt_up), m.fcnt_down.max(s.fcnt_down))
+                }
+                _ => (s.fcnt_up, s.fcnt_down),
+            };
+            if let Some(old) = self.addr_of.insert(s.meter, s.keys.dev_addr) {
+                if old != s.keys.dev_addr {
+                    self.by_addr.remove(&old);
+                }
+            }
+            self.by_addr.insert(
+                s.keys.dev_addr,
+                MeterSession {
+                    meter: s.meter,
+                    keys: s.keys.clone(),
+                    fcnt_up: up,
+                    fcnt_down: down,
+                },
+            );
+        }
+    }
+
+    pub fn contains(&self, meter: i64) -> bool {
+        self.addr_of.contains_key(&meter)
+    }
+
+    /// Checks a raw uplink. Rejections are counted here; the caller logs them.
+    pub fn open_uplink(&mut self, phy: &[u8]) -> Result<OpenedUplink, Rejection> {
+        let by_addr = &self.by_addr;
+        let checked = FrameFilter::gateway().check(phy, |addr| {
+            by_addr.get(&addr).map(|m| Session {
+                keys: m.keys.clone(),
+                last_fcnt: m.fcnt_up,
+            })
+        });
+        let opened = checked.and_then(|frame| {
+            let meter = self
+                .by_addr
+                .get(&frame.dev_addr)
+                .map(|m| m.meter)
+                .ok_or(Rejection::UnknownDevAddr(frame.dev_addr))?;
+            let report =
+                Uplink::decode_frame(frame.fport, &frame.payload).map(|Uplink::MeterReport(r)| r);
+            Ok(OpenedUplink {
+                meter,
+                fcnt: frame.fcnt,
+                report,
+            })
+        });
+        if let Err(rejection) = &opened {
+            self.rejects.record(rejection.reason());
+        }
+        opened
+    }
+
+    /// Records an uplink counter after it was committed.
+    pub fn accepted_up(&mut self, meter: i64, fcnt: u32) {
+        if let Some(s) = self.session_mut(meter) {
+            s.fcnt_up = Some(fcnt);
+        }
+    }
+
+    /// Builds the next downlink for `meter`; returns its counter (commit it, then `sent_down`).
+    pub fn seal_downlink(
+        &self,
+        meter: i64,
+        message: &Downlink,
+    ) -> Result<(u32, Vec<u8>), SealError> {
+        let session = self
+            .addr_of
+            .get(&meter)
+            .and_then(|a| self.by_addr.get(a))
+            .ok_or(SealError::NoSession(meter))?;
+        let fcnt = session.fcnt_down.map_or(0, |f| f.wrapping_add(1));
+        let encode = |detail: String| SealError::Encode { meter, detail };
+        let body = message.encode().map_err(|e| encode(e.to_string()))?;
+        let phy = seal_v1(&session.keys, Direction::Downlink, fcnt, &body)
+            .map_err(|e| encode(e.to_string()))?;
+        Ok((fcnt, phy))
+    }
+
+    /// Records a downlink counter after it was committed.
+    pub fn sent_down(&mut self, meter: i64, fcnt: u32) {
+        if let Some(s) = self.session_mut(meter) {
+            s.fcnt_down = Some(fcnt);
+        }
+    }
+
+    /// Rejections so far, per reason.
+    pub fn rejects(&self) -> &RejectCounters {
+        &self.rejects
+    }
+
+    /// Counts a rejection decided after the filter (an authentic frame whose payload is not v1).
+    pub fn count_reject(&mut self, reason: RejectReason) {
+        self.rejects.record(reason);
+    }
+
+    fn session_mut(&mut self, meter: i64) -> Option<&mut MeterSession> {
+        let addr = self.addr_of.get(&meter)?;
+        self.by_addr.get_mut(addr)
+    }
+}
+
+/// The readings a report carries: the register at the end of each interval.
+pub fn readings_of(meter: i64, report: &MeterReport) -> Vec<MeterReading> {
+    report
+        .intervals
+        .iter()
+        .map(|i| MeterReading {
+            meter,
+            at: interval_end(i.interval_start),
+            register_wh: i64::try_from(i.import_wh).unwrap_or(i64::MAX),
+        })
+        .collect()
+}
+
+/// The start of the interval after the newest one in the report, if it has any.
+pub fn next_since(report: &MeterReport) -> Option<DateTime<Utc>> {
+    report
+        .intervals
+        .last()
+        .map(|i| interval_end(i.interval_start))
+}
+
+fn interval_end(start: DateTime<Utc>) -> DateTime<Utc> {
+    start + Duration::seconds(i64::from(INTERVAL_SECS))
+}
+
+/// The relay state as the policy sees it: "ready for reconnection" is still off.
+pub fn relay_state(state: payload::RelayState) -> policy::RelayState {
+    match state {
+        payload::RelayState::Connected => policy::RelayState::Connected,
+        payload::RelayState::Disconnected | payload::RelayState::ReadyForReconnection => {
+            policy::RelayState::Disconnected
+        }
+    }
+}
+
+/// The policy's action as it goes on air.
+pub fn relay_action(action: policy::RelayAction) -> payload::RelayAction {
+    match action {
+        policy::RelayAction::Connect => payload::RelayAction::Connect,
+        policy::RelayAction::Disconnect => payload::RelayAction::Disconnect,
+    }
+}

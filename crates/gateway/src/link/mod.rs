@@ -1,0 +1,180 @@
+//! The meter link, gateway side: owns the gateway radio, talks LoRaWAN to the meters, ingests what
+//! they report and carries the policy's relay commands to them.
+//!
+//! - `scheduler` (pure): who to poll next, at which spreading factor, from which interval on.
+//! - `frames`: sessions, frame counters, rejection counters, report → readings.
+//! - `task`: the async loop that owns the radio (scheduled mode, or ALOHA listening).
+//! - `config`: the `[radio]` and `[link]` sections of the gateway config.
+//!
+//! Whatever must be durable goes through a [`LinkBackend`]: the gateway's store in the daemon, an
+//! in-memory tally in the capacity benchmark. A frame counter is committed before the frame it
+//! belongs to is acted upon (uplink) or sent (downlink).
+
+pub mod config;
+pub mod frames;
+pub mod scheduler;
+pub mod task;
+
+use crate::store::{Fcnt, LinkSession, MeterReading, StoreError};
+use chrono::{DateTime, Utc};
+use gramgrid_core::policy::{RelayAction, RelayState};
+use gramgrid_proto::security::RejectCounters;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use task::Link;
+
+/// How long a meter waits after a downlink ends before it answers: time for the gateway radio to
+/// turn round from transmit to receive. Meter firmware and gateway share it.
+pub const REPLY_DELAY: Duration = Duration::from_millis(30);
+/// Class A (ALOHA mode): the meter's receive window opens this long after its uplink ends (RX1).
+pub const RX1_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the link could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the gateway radio failed: {0}; check the [radio] section (and the air bus or the HAT wiring)")]
+    Radio(#[from] gramgrid_radio::RadioError),
+    #[error("cannot read the meter manifest {path}: {detail}")]
+    Manifest {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("[radio] kind = \"hardware\" needs a gramgrid built with `--features hardware`")]
+    NoHardwareSupport,
+    #[error("[radio] kind = \"emulator\" needs a gramgrid built with the simulator (the default build); this build is for a gateway with a radio HAT")]
+    NoEmulatorSupport,
+}
+
+/// Where the link keeps what must survive, and where what it hears goes.
+pub trait LinkBackend {
+    /// Every provisioned meter's session and counters.
+    fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError>;
+    /// Durably records a frame counter (before the frame is acted upon or sent).
+    fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError>;
+    /// Readings heard from a meter.
+    fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError>;
+    /// A relay state a meter reported (it confirms relay commands).
+    fn relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError>;
+}
+
+/// A relay command on its way from the policy loop to the radio task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub meter: i64,
+    pub command_id: String,
+    pub action: RelayAction,
+    /// The command is not transmitted if its transmission would end after this (a disconnect's
+    /// window end; None for connects and a technician's disconnect).
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// What the policy loop tells the radio task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRequest {
+    /// Carry a relay command to its meter.
+    Send(RelayRequest),
+    /// A command sent earlier is withdrawn: it must not be transmitted again.
+    Withdraw { meter: i64, command_id: String },
+}
+
+/// The policy loop's end of the command channel: never blocks.
+pub struct CommandSender(mpsc::UnboundedSender<LinkRequest>);
+
+impl CommandSender {
+    /// Hands a request to the radio task; fails only once that task has stopped.
+    pub fn request(&self, request: LinkRequest) -> Result<(), String> {
+        self.0
+            .send(request)
+            .map_err(|_| "the radio task has stopped".to_string())
+    }
+}
+
+/// A command channel: give the sender to the gateway, the receiver to the link task.
+pub fn command_channel() -> (CommandSender, mpsc::UnboundedReceiver<LinkRequest>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (CommandSender(tx), rx)
+}
+
+/// Wall-clock UTC derived from tokio's clock, so that a paused-time simulation has simulated UTC.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkClock {
+    origin: Instant,
+    origin_utc: DateTime<Utc>,
+}
+
+impl LinkClock {
+    /// A clock that reads `utc` now and runs with tokio time.
+    pub fn starting_at(utc: DateTime<Utc>) -> Self {
+        Self {
+            origin: Instant::now(),
+            origin_utc: utc,
+        }
+    }
+
+    /// The system clock (the daemon).
+    pub fn system() -> Self {
+        Self::starting_at(Utc::now())
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.at(Instant::now())
+    }
+
+    pub fn at(&self, instant: Instant) -> DateTime<Utc> {
+        let elapsed = instant.saturating_duration_since(self.origin);
+        self.origin_utc + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+
+    /// The tokio instant at which this clock reads `utc` (now, if that is past).
+    pub fn instant_of(&self, utc: DateTime<Utc>) -> Instant {
+        let ahead = (utc - self.origin_utc).to_std().unwrap_or_default();
+        self.origin + ahead
+    }
+}
+
+/// What the link has done so far (logged periodically; read by the benchmark and tests).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStats {
+    /// Downlinks sent (polls, assignments, relay commands).
+    pub downlinks: u64,
+    /// Authentic uplinks accepted.
+    pub uplinks: u64,
+    /// Turns the polled meter did not answer.
+    pub silences: u64,
+    pub readings: u64,
+    /// Rejected uplinks per reason (`oversize`, `bad_mic`, `replayed_fcnt`, ...).
+    #[serde(serialize_with = "serialize_rejects")]
+    pub rejects: RejectCounters,
+    /// Relay commands: from queued at the gateway to the meter's acknowledgement.
+    pub relay_latencies: Vec<Duration>,
+    /// Time the gateway's own transmissions occupied the channel.
+    pub downlink_airtime: Duration,
+}
+
+fn serialize_rejects<S: serde::Serializer>(c: &RejectCounters, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    for (reason, n) in c.iter() {
+        map.serialize_entry(reason.as_str(), &n)?;
+    }
+    map.end()
+}
+
+/// Shared view of a running link's stats.
+pub type SharedStats = Arc<Mutex<LinkStats>>;
+
+/// Reads shared stats even if a panicking task left the lock poisoned (counters stay usable).
+pub fn read_stats(stats: &SharedStats) -> LinkStats {
+    stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}

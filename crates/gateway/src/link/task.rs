@@ -1,0 +1,567 @@
+//! The task that owns the gateway radio: one exchange at a time in scheduled mode (downlink, then
+//! the addressed meter's reply), or continuous listening with Class A replies in ALOHA mode.
+//!
+//! A relay command withdrawn by the gateway is dropped, and one whose transmission would end after
+//! its `not_after` (a disconnect's window end, judged on the link clock just before transmitting)
+//! is dropped untransmitted; the gateway's policy decides again.
+
+use super::frames::{self, OpenedUplink, Sessions};
+use super::scheduler::{self, Errand, ScheduleTiming, Scheduler, Turn};
+use super::{
+    LinkBackend, LinkClock, LinkError, LinkRequest, RelayRequest, SharedStats, REPLY_DELAY,
+    RX1_DELAY,
+};
+use crate::store::Fcnt;
+use chrono::{DateTime, Utc};
+use gramgrid_core::policy::RelayState;
+use gramgrid_proto::payload::{
+    AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign,
+};
+use gramgrid_proto::security::RejectReason;
+use gramgrid_radio::{toa, Radio, RadioConfig, RadioError, RxFrame};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Extra listening time after the longest possible reply could have ended.
+const REPLY_GUARD: Duration = Duration::from_millis(50);
+/// A relay command not acknowledged is tried again after this long...
+const COMMAND_RETRY: Duration = Duration::from_secs(20);
+/// ...this many times, then left to the gateway's own retry policy (which re-sends it).
+const COMMAND_TRIES: u32 = 5;
+/// Time a radio driver may take from the deadline check to the start of the transmission (SPI
+/// writes, the switch to TX); a command with a deadline goes out only if it ends before it with this
+/// to spare.
+const TX_START_GUARD: Duration = Duration::from_millis(100);
+/// How often newly provisioned meters are picked up from the backend.
+const RELOAD_EVERY: Duration = Duration::from_secs(600);
+/// How often the link logs a summary.
+const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
+/// A radio that fails is given this long before the next attempt.
+const RADIO_PAUSE: Duration = Duration::from_secs(5);
+/// How far back a meter heard for the first time is asked for its intervals.
+const FIRST_POLL_LOOKBACK: chrono::Duration = chrono::Duration::days(1);
+
+/// A relay command waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+struct Pending {
+    request: RelayRequest,
+    wire_id: u32,
+    queued: Instant,
+    next_try: Instant,
+    tries: u32,
+}
+
+/// What became of a downlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Transmitted,
+    /// Not transmitted: it could not be sealed (logged).
+    Unsealed,
+    /// Not transmitted: it would have ended after its `not_after`.
+    TooLate,
+}
+
+/// A reply heard from the meter an exchange addressed.
+struct Reply {
+    report: MeterReport,
+    rssi_dbm: i16,
+    snr_db: i16,
+}
+
+/// The gateway side of the meter link.
+pub struct Link<B: LinkBackend> {
+    backend: B,
+    sessions: Sessions,
+    scheduler: Scheduler,
+    clock: LinkClock,
+    radio: RadioConfig,
+    stats: SharedStats,
+    commands: Vec<Pending>,
+    relay_seen: HashMap<i64, RelayState>,
+}
+
+impl<B: LinkBackend> Link<B> {
+    /// A link over `backend`; `radio` is the base configuration (channel, power, IQ) whose spreading
+    /// factor is replaced per exchange.
+    pub fn new(backend: B, timing: ScheduleTiming, radio: RadioConfig, clock: LinkClock) -> Self {
+        Self {
+            backend,
+            sessions: Sessions::default(),
+            scheduler: Scheduler::new(timing),
+            clock,
+            radio,
+            stats: SharedStats::default(),
+            commands: Vec::new(),
+            relay_seen: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> SharedStats {
+        self.stats.clone()
+    }
+
+    /// Starts meters at `sf` instead of the rendezvous SF (commissioned fleets, the benchmark).
+    pub fn load_sessions(&mut self, initial_sf: impl Fn(i64) -> u8) -> Result<(), LinkError> {
+        let stored = self.backend.sessions()?;
+        self.sessions.load(&stored);
+        let now = self.clock.now();
+        for s in &stored {
+            if self.scheduler.sf(s.meter).is_none() {
+                let since = s
+                    .last_reading_at
+                    .unwrap_or_else(|| align_down(now - FIRST_POLL_LOOKBACK));
+                self.scheduler.add(s.meter, initial_sf(s.meter), since, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Scheduled mode until `stop` turns true: polls, fetches missing intervals, carries commands.
+    pub async fn run_scheduled<R: Radio>(
+        mut self,
+        mut radio: R,
+        mut requests: mpsc::UnboundedReceiver<LinkRequest>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), LinkError> {
+        self.load_sessions(|_| scheduler::RENDEZVOUS_SF)?;
+        let mut reload_at = Instant::now() + RELOAD_EVERY;
+        let mut summary_at = Instant::now() + SUMMARY_EVERY;
+        tracing::info!(
+            meters = self.scheduler.len(),
+            "meter link started (scheduled mode)"
+        );
+        while !*stop.borrow() {
+            self.take_requests(&mut requests);
+            let now = Instant::now();
+            if now >= reload_at {
+                if let Err(error) = self.load_sessions(|_| scheduler::RENDEZVOUS_SF) {
+                    tracing::error!(%error, "cannot reload meter sessions; keeping the ones loaded");
+                }
+                reload_at = now + RELOAD_EVERY;
+            }
+            if now >= summary_at {
+                self.log_summary();
+                summary_at = now + SUMMARY_EVERY;
+            }
+            let done = match self.next_command(now) {
+                Some(i) => self.command_turn(&mut radio, i).await,
+                None => match self.scheduler.next(self.clock.now()) {
+                    Some(turn) => self.scheduled_turn(&mut radio, turn).await,
+                    None => {
+                        let wake = self.next_wake().min(reload_at).min(summary_at);
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(wake) => {}
+                            Some(request) = requests.recv() => self.handle(request),
+                            _ = stop.changed() => {}
+                        }
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = done {
+                tracing::error!(%error, "meter link exchange failed; pausing before the next");
+                tokio::time::sleep(RADIO_PAUSE).await;
+            }
+        }
+        self.log_summary();
+        Ok(())
+    }
+
+    /// ALOHA mode until `stop`: listens on the radio's one spreading factor and answers an uplink
+    /// with a queued relay command in the meter's RX1 window (Class A).
+    pub async fn run_aloha<R: Radio>(
+        mut self,
+        mut radio: R,
+        mut requests: mpsc::UnboundedReceiver<LinkRequest>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), LinkError> {
+        self.load_sessions(|_| scheduler::RENDEZVOUS_SF)?;
+        tracing::info!(
+            meters = self.scheduler.len(),
+            "meter link started (ALOHA mode)"
+        );
+        radio.configure(self.radio).await?;
+        while !*stop.borrow() {
+            self.take_requests(&mut requests);
+            let heard = tokio::select! {
+                heard = radio.receive(Duration::from_secs(1)) => heard,
+                _ = stop.changed() => continue,
+            };
+            let frame = match heard {
+                Ok(frame) => frame,
+                Err(RadioError::Timeout(_) | RadioError::Crc { .. } | RadioError::Header) => {
+                    continue
+                }
+                Err(error) => {
+                    tracing::error!(%error, "gateway radio receive failed");
+                    tokio::time::sleep(RADIO_PAUSE).await;
+                    continue;
+                }
+            };
+            let Some((meter, _)) = self.on_uplink(&frame) else {
+                continue;
+            };
+            if !self.commands.iter().any(|p| p.request.meter == meter) {
+                continue;
+            }
+            tokio::time::sleep_until(frame.received_at + RX1_DELAY).await;
+            // The command may have been withdrawn while waiting for RX1.
+            self.take_requests(&mut requests);
+            let Some(i) = self.commands.iter().position(|p| p.request.meter == meter) else {
+                continue;
+            };
+            let request = self.commands[i].request.clone();
+            let message = self.command_message(i);
+            let sf = self.radio.spreading_factor;
+            match self
+                .send(&mut radio, meter, sf, &message, request.not_after)
+                .await
+            {
+                Ok(Sent::TooLate) => self.drop_late(&request),
+                Ok(Sent::Transmitted | Sent::Unsealed) => {}
+                Err(error) => tracing::error!(%error, meter, "relay command downlink failed"),
+            }
+            radio.configure(self.radio).await?;
+        }
+        self.log_summary();
+        Ok(())
+    }
+
+    /// Handles one uplink heard outside an exchange (ALOHA, or a benchmark's extra receivers).
+    /// Returns the meter and its report if the frame was accepted.
+    pub fn on_uplink(&mut self, frame: &RxFrame) -> Option<(i64, MeterReport)> {
+        let opened = match self.sessions.open_uplink(&frame.payload) {
+            Ok(opened) => opened,
+            Err(rejection) => {
+                self.stats_mut(|s| s.rejects = self.sessions.rejects().clone());
+                tracing::warn!(%rejection, rssi_dbm = frame.rssi_dbm, "uplink rejected");
+                return None;
+            }
+        };
+        let OpenedUplink {
+            meter,
+            fcnt,
+            report,
+        } = opened;
+        if let Err(error) = self.backend.commit_fcnt(meter, Fcnt::Up, fcnt) {
+            tracing::error!(%error, meter, "cannot persist the uplink counter; frame not acted upon");
+            return None;
+        }
+        self.sessions.accepted_up(meter, fcnt);
+        self.stats_mut(|s| s.uplinks += 1);
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                self.sessions.count_reject(RejectReason::BadPayload);
+                self.stats_mut(|s| s.rejects = self.sessions.rejects().clone());
+                tracing::warn!(%error, meter, "authentic uplink whose payload is not v1; ignored");
+                return None;
+            }
+        };
+        self.apply(meter, &report);
+        Some((meter, report))
+    }
+
+    fn apply(&mut self, meter: i64, report: &MeterReport) {
+        let at = self.clock.now();
+        let readings = frames::readings_of(meter, report);
+        if !readings.is_empty() {
+            match self.backend.readings(&readings) {
+                Ok(()) => self.stats_mut(|s| s.readings += readings.len() as u64),
+                Err(error) => tracing::error!(%error, meter, "readings heard but not stored"),
+            }
+        }
+        let now = Instant::now();
+        let mut acked = false;
+        for ack in &report.acks {
+            if let Some(i) = self
+                .commands
+                .iter()
+                .position(|p| p.request.meter == meter && p.wire_id == ack.command_id)
+            {
+                let done = self.commands.swap_remove(i);
+                let latency = now - done.queued;
+                tracing::info!(meter, command = %done.request.command_id, ?latency, outcome = ?ack.outcome, "relay command acknowledged");
+                self.stats_mut(|s| s.relay_latencies.push(latency));
+                acked = true;
+            }
+        }
+        let state = frames::relay_state(report.relay_state);
+        if acked || self.relay_seen.get(&meter) != Some(&state) {
+            match self.backend.relay_state(meter, state, at) {
+                Ok(()) => {
+                    self.relay_seen.insert(meter, state);
+                }
+                Err(error) => tracing::error!(%error, meter, "relay state heard but not stored"),
+            }
+        }
+    }
+
+    async fn scheduled_turn<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        turn: Turn,
+    ) -> Result<(), LinkError> {
+        let message = match turn.errand {
+            Errand::Poll { since } => Downlink::Poll(Poll { since }),
+            Errand::Assign { sf } => Downlink::ScheduleAssign(ScheduleAssign {
+                mode: AccessMode::Scheduled,
+                slot_offset_ms: 0,
+                period_ms: u32::try_from(self.timing_period_ms()).unwrap_or(u32::MAX),
+                spreading_factor: sf,
+            }),
+        };
+        self.send(radio, turn.meter, turn.sf, &message, None)
+            .await?;
+        let reply = self.reply_from(radio, turn.meter, turn.sf).await?;
+        let now = self.clock.now();
+        match reply {
+            Some(reply) => {
+                let best = scheduler::sf_for_reply(reply.rssi_dbm, reply.snr_db);
+                let since = frames::next_since(&reply.report);
+                self.scheduler.heard(&turn, now, since, best);
+            }
+            None => {
+                self.stats_mut(|s| s.silences += 1);
+                self.scheduler.silent(&turn, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn command_turn<R: Radio>(&mut self, radio: &mut R, i: usize) -> Result<(), LinkError> {
+        let request = self.commands[i].request.clone();
+        let meter = request.meter;
+        let sf = self.scheduler.sf(meter).unwrap_or(scheduler::RENDEZVOUS_SF);
+        let message = self.command_message(i);
+        if self
+            .send(radio, meter, sf, &message, request.not_after)
+            .await?
+            == Sent::TooLate
+        {
+            self.drop_late(&request);
+            return Ok(());
+        }
+        if self.reply_from(radio, meter, sf).await?.is_none() {
+            self.stats_mut(|s| s.silences += 1);
+        }
+        Ok(())
+    }
+
+    /// Marks command `i` as tried now and returns its downlink.
+    fn command_message(&mut self, i: usize) -> Downlink {
+        let p = &mut self.commands[i];
+        p.tries += 1;
+        p.next_try = Instant::now() + COMMAND_RETRY;
+        let message = Downlink::RelayCommand(RelayCommand {
+            command_id: p.wire_id,
+            action: frames::relay_action(p.request.action),
+        });
+        if p.tries >= COMMAND_TRIES {
+            tracing::warn!(meter = p.request.meter, command = %p.request.command_id, "relay command unacknowledged after {COMMAND_TRIES} tries; the gateway's retry policy takes over");
+            self.commands.swap_remove(i);
+        }
+        message
+    }
+
+    /// Listens for the reply of `meter` to the downlink just sent at `sf`.
+    async fn reply_from<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        meter: i64,
+        sf: u8,
+    ) -> Result<Option<Reply>, LinkError> {
+        let deadline = Instant::now()
+            + REPLY_DELAY
+            + scheduler::airtime(sf, scheduler::max_reply_len(sf))
+            + REPLY_GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match radio.receive(left).await {
+                Ok(frame) => {
+                    if let Some((from, report)) = self.on_uplink(&frame) {
+                        if from == meter {
+                            return Ok(Some(Reply {
+                                report,
+                                rssi_dbm: frame.rssi_dbm,
+                                snr_db: frame.snr_db,
+                            }));
+                        }
+                    }
+                }
+                Err(RadioError::Timeout(_)) => return Ok(None),
+                Err(RadioError::Crc { .. } | RadioError::Header) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Seals, commits the downlink counter, and transmits at `sf`, unless the transmission would end
+    /// after `not_after` on the link clock (checked last, just before transmitting).
+    async fn send<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        meter: i64,
+        sf: u8,
+        message: &Downlink,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<Sent, LinkError> {
+        let (fcnt, phy) = match self.sessions.seal_downlink(meter, message) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::error!(%error, "downlink not sent");
+                return Ok(Sent::Unsealed);
+            }
+        };
+        self.backend.commit_fcnt(meter, Fcnt::Down, fcnt)?;
+        self.sessions.sent_down(meter, fcnt);
+        let config = RadioConfig {
+            spreading_factor: sf,
+            ..self.radio
+        };
+        radio.configure(config).await?;
+        if let Some(deadline) = not_after {
+            let airtime = toa::time_on_air(&config.modulation(true), phy.len()) + TX_START_GUARD;
+            let ends = self
+                .clock
+                .now()
+                .checked_add_signed(chrono::Duration::from_std(airtime).unwrap_or_default());
+            if ends.is_none_or(|ends| ends > deadline) {
+                return Ok(Sent::TooLate);
+            }
+        }
+        let airtime = radio.transmit(&phy).await?;
+        self.stats_mut(|s| {
+            s.downlinks += 1;
+            s.downlink_airtime += airtime;
+        });
+        Ok(Sent::Transmitted)
+    }
+
+    /// Handles every request already waiting on the channel, without blocking.
+    fn take_requests(&mut self, requests: &mut mpsc::UnboundedReceiver<LinkRequest>) {
+        while let Ok(request) = requests.try_recv() {
+            self.handle(request);
+        }
+    }
+
+    fn handle(&mut self, request: LinkRequest) {
+        match request {
+            LinkRequest::Send(request) => self.queue_command(request),
+            LinkRequest::Withdraw { meter, command_id } => {
+                if self.remove_command(meter, &command_id) {
+                    tracing::info!(meter, command = %command_id, "relay command withdrawn by the gateway; dropped");
+                }
+            }
+        }
+    }
+
+    /// Drops a command that was not transmitted because it would have ended after its deadline.
+    fn drop_late(&mut self, request: &RelayRequest) {
+        self.remove_command(request.meter, &request.command_id);
+        tracing::info!(meter = request.meter, command = %request.command_id, not_after = ?request.not_after, "relay command not transmitted: it would end after its deadline; dropped, the gateway decides again");
+    }
+
+    /// Removes a waiting command; false if it was not waiting.
+    fn remove_command(&mut self, meter: i64, command_id: &str) -> bool {
+        let waiting = self.commands.len();
+        self.commands
+            .retain(|p| !(p.request.meter == meter && p.request.command_id == command_id));
+        self.commands.len() < waiting
+    }
+
+    fn queue_command(&mut self, request: RelayRequest) {
+        if !self.sessions.contains(request.meter) {
+            tracing::warn!(meter = request.meter, command = %request.command_id, "relay command for a meter without session keys; it waits in the store");
+            return;
+        }
+        if let Some(p) = self
+            .commands
+            .iter_mut()
+            .find(|p| p.request.meter == request.meter)
+        {
+            if p.request.command_id == request.command_id {
+                // The gateway's own retry: keep this link's tries, take its deadline.
+                p.request.not_after = request.not_after;
+            } else {
+                // A newer decision for the same meter supersedes the old one.
+                *p = pending(request);
+            }
+            return;
+        }
+        self.commands.push(pending(request));
+    }
+
+    fn next_command(&self, now: Instant) -> Option<usize> {
+        self.commands
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.next_try <= now)
+            .min_by_key(|(_, p)| p.next_try)
+            .map(|(i, _)| i)
+    }
+
+    fn next_wake(&self) -> Instant {
+        let commands = self.commands.iter().map(|p| p.next_try).min();
+        let scheduled = self.scheduler.next_due().map(|d| self.clock.instant_of(d));
+        [commands, scheduled]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + RELOAD_EVERY)
+    }
+
+    fn timing_period_ms(&self) -> u128 {
+        self.scheduler.period().as_millis()
+    }
+
+    fn log_summary(&self) {
+        let stats = super::read_stats(&self.stats);
+        tracing::info!(
+            downlinks = stats.downlinks,
+            uplinks = stats.uplinks,
+            silences = stats.silences,
+            readings = stats.readings,
+            rejected = stats.rejects.total(),
+            unresponsive_meters = self.scheduler.unresponsive().count(),
+            "meter link summary"
+        );
+        for (reason, n) in stats.rejects.iter().filter(|(_, n)| *n > 0) {
+            tracing::info!(reason = reason.as_str(), count = n, "uplinks rejected");
+        }
+    }
+
+    fn stats_mut(&self, f: impl FnOnce(&mut super::LinkStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+fn pending(request: RelayRequest) -> Pending {
+    let now = Instant::now();
+    Pending {
+        wire_id: wire_command_id(&request.command_id),
+        request,
+        queued: now,
+        next_try: now,
+        tries: 0,
+    }
+}
+
+/// The 32-bit id a command travels under: a stable hash of its id, so a re-sent command (even after
+/// a gateway restart) has the same id and the meter does not act twice. Never 0 (local operation).
+pub fn wire_command_id(command_id: &str) -> u32 {
+    let h = command_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(1)
+}
+
+fn align_down(t: DateTime<Utc>) -> DateTime<Utc> {
+    let step = i64::from(gramgrid_proto::payload::INTERVAL_SECS);
+    DateTime::from_timestamp(t.timestamp().div_euclid(step) * step, 0).unwrap_or(t)
+}

@@ -1,0 +1,139 @@
+//! The gateway's local entry point: a Unix socket in the data directory for technicians' commands
+//! (`gramgrid gateway redeem CODE`) against the running daemon. One JSON line in, one JSON line out.
+use crate::gateway::Gateway;
+use chrono::{DateTime, Utc};
+use gramgrid_net::wallclock::WallClock;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalRequest {
+    /// Redeem an offline voucher code.
+    Redeem { code: String },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalResponse {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Where the socket lives for a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("gateway.sock")
+}
+
+/// Serves the socket until `shutdown` completes; `redeemed` is notified after each redemption (the
+/// sync client then tells central at once).
+pub async fn serve(
+    path: PathBuf,
+    gateway: Arc<Mutex<Gateway>>,
+    clock: WallClock,
+    redeemed: Arc<tokio::sync::Notify>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // A socket left by a killed daemon would make bind fail; nothing else owns this path.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "local socket accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let (gateway, clock, redeemed) = (gateway.clone(), clock.clone(), redeemed.clone());
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &gateway, &clock, &redeemed).await {
+                tracing::warn!(%error, "local request failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn answer(
+    stream: tokio::net::UnixStream,
+    gateway: &Mutex<Gateway>,
+    clock: &WallClock,
+    redeemed: &tokio::sync::Notify,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<LocalRequest>(&line) {
+        Ok(LocalRequest::Redeem { code }) => redeem(gateway, &code, clock.now(), redeemed),
+        Err(error) => LocalResponse {
+            ok: false,
+            message: format!("not a request this gateway understands: {error}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+fn redeem(
+    gateway: &Mutex<Gateway>,
+    code: &str,
+    now: DateTime<Utc>,
+    redeemed: &tokio::sync::Notify,
+) -> LocalResponse {
+    let Ok(mut gateway) = gateway.lock() else {
+        return LocalResponse {
+            ok: false,
+            message: "the gateway is not in a state to take requests; restart it".into(),
+        };
+    };
+    match gateway.store().redeem_voucher(code, now) {
+        Ok(voucher) => {
+            redeemed.notify_one();
+            tracing::info!(account = %voucher.account, amount_paise = voucher.amount_paise, "voucher redeemed");
+            let balance = gateway
+                .store()
+                .position(&voucher.account)
+                .map(|p| p.balance_paise)
+                .unwrap_or_default();
+            LocalResponse {
+                ok: true,
+                message: format!(
+                    "Voucher accepted: {} INR credited to account {}. Balance now {} INR.",
+                    gramgrid_core::tariff::rupees(voucher.amount_paise),
+                    voucher.account,
+                    gramgrid_core::tariff::rupees(balance)
+                ),
+            }
+        }
+        Err(error) => LocalResponse {
+            ok: false,
+            message: format!("Voucher refused: {error}"),
+        },
+    }
+}
+
+/// Sends one request to a running daemon (the client side of `gramgrid gateway redeem`).
+pub async fn request(path: &Path, request: &LocalRequest) -> std::io::Result<LocalResponse> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await?;
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}

@@ -1,0 +1,401 @@
+//! Relay commands, alerts and technician overrides in the store.
+use super::sync::{append_outbox, serial_of};
+use super::{from_ts, ts, Result, Store, StoreError};
+use chrono::{DateTime, Utc};
+use gramgrid_core::policy::{Override, RelayAction, RelayState};
+use gramgrid_core::relay::{CommandProgress, CommandState};
+use gramgrid_proto::wire::UplinkEvent;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// A relay command and where it is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayCommand {
+    pub id: String,
+    pub meter: i64,
+    pub action: RelayAction,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    pub progress: CommandProgress,
+}
+
+/// A notification for a consumer or the office. The id makes it unique: enqueueing the same id
+/// twice keeps one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub id: String,
+    pub account: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// A technician's manual override of the relay, with who and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideRecord {
+    pub id: String,
+    pub account: String,
+    pub action: RelayAction,
+    pub until: DateTime<Utc>,
+    pub technician: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn action_str(action: RelayAction) -> &'static str {
+    match action {
+        RelayAction::Connect => "connect",
+        RelayAction::Disconnect => "disconnect",
+    }
+}
+
+fn parse_action(text: &str) -> RelayAction {
+    if text == "disconnect" {
+        RelayAction::Disconnect
+    } else {
+        RelayAction::Connect
+    }
+}
+
+fn parse_state(text: &str) -> CommandState {
+    match text {
+        "sent" => CommandState::Sent,
+        "acknowledged" => CommandState::Acknowledged,
+        "failed" => CommandState::Failed,
+        "timed_out" => CommandState::TimedOut,
+        "withdrawn" => CommandState::Withdrawn,
+        _ => CommandState::Queued,
+    }
+}
+
+/// Appends a command state change to its history and queues it for upload.
+fn log_state(
+    tx: &Transaction<'_>,
+    command: &str,
+    state: CommandState,
+    at: DateTime<Utc>,
+    detail: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO relay_command_events (command, state, at, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![command, state.as_str(), ts(at), detail])?;
+    let (meter, action): (i64, String) = tx
+        .prepare_cached("SELECT meter, action FROM relay_commands WHERE id = ?1")?
+        .query_row([command], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let event = UplinkEvent::RelayCommand {
+        id: command.to_string(),
+        meter: serial_of(tx, meter)?,
+        action: parse_action(&action),
+        state: state.as_str().to_string(),
+        at,
+        detail: detail.to_string(),
+    };
+    append_outbox(tx, &event)
+}
+
+fn set_state(
+    tx: &Transaction<'_>,
+    id: &str,
+    state: CommandState,
+    at: DateTime<Utc>,
+    detail: &str,
+) -> Result<()> {
+    let closed_at = (!state.is_open()).then_some(ts(at));
+    tx.execute(
+        "UPDATE relay_commands SET state = ?2, closed_at = ?3 WHERE id = ?1",
+        params![id, state.as_str(), closed_at],
+    )?;
+    log_state(tx, id, state, at, detail)
+}
+
+impl Store {
+    /// Queues a relay command durably. An open command for the same meter with the other action is
+    /// closed as failed ("superseded"): the newest decision wins.
+    pub fn queue_relay_command(
+        &mut self,
+        id: &str,
+        meter: i64,
+        action: RelayAction,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let superseded: Vec<String> = tx
+            .prepare("SELECT id FROM relay_commands WHERE meter = ?1 AND state IN ('queued', 'sent') AND action != ?2")?
+            .query_map(params![meter, action_str(action)], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for old in superseded {
+            set_state(
+                &tx,
+                &old,
+                CommandState::Failed,
+                now,
+                &format!("superseded by {id}"),
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO relay_commands (id, meter, action, state, reason, created_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+            params![id, meter, action_str(action), reason, ts(now)],
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::UnknownMeter(meter.to_string()),
+            _ => e.into(),
+        })?;
+        log_state(&tx, id, CommandState::Queued, now, reason)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commands still being worked on (queued or sent), oldest first.
+    pub fn open_relay_commands(&self) -> Result<Vec<RelayCommand>> {
+        self.relay_commands(
+            "WHERE state IN ('queued', 'sent') ORDER BY created_at, id",
+            [],
+        )
+    }
+
+    /// Every relay command of a meter, oldest first.
+    pub fn relay_commands_of(&self, meter: i64) -> Result<Vec<RelayCommand>> {
+        self.relay_commands("WHERE meter = ?1 ORDER BY created_at, id", [meter])
+    }
+
+    /// The newest relay command of a meter.
+    pub fn latest_relay_command(&self, meter: i64) -> Result<Option<RelayCommand>> {
+        let mut newest = self.relay_commands(
+            "WHERE meter = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [meter],
+        )?;
+        Ok(newest.pop())
+    }
+
+    fn relay_commands(
+        &self,
+        tail: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<RelayCommand>> {
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT id, meter, action, reason, created_at, state, attempts, last_sent_at FROM relay_commands {tail}"
+        ))?;
+        let rows = statement.query_map(parameters, |r| {
+            Ok(RelayCommand {
+                id: r.get(0)?,
+                meter: r.get(1)?,
+                action: parse_action(&r.get::<_, String>(2)?),
+                reason: r.get(3)?,
+                created_at: from_ts(r.get(4)?),
+                progress: CommandProgress {
+                    state: parse_state(&r.get::<_, String>(5)?),
+                    attempts: r.get(6)?,
+                    last_sent_at: r.get::<_, Option<i64>>(7)?.map(from_ts),
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that a command was transmitted (again).
+    pub fn mark_relay_sent(&mut self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE relay_commands SET state = 'sent', attempts = attempts + 1, last_sent_at = ?2 WHERE id = ?1",
+            params![id, ts(at)],
+        )?;
+        log_state(&tx, id, CommandState::Sent, at, "")?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Closes a command as failed or timed out, and enqueues the alert that says so.
+    pub fn close_relay_command(
+        &mut self,
+        id: &str,
+        state: CommandState,
+        at: DateTime<Utc>,
+        alert: &Alert,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        set_state(&tx, id, state, at, &alert.message)?;
+        insert_alert(&tx, alert)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Closes a command as withdrawn (a disconnect no longer wanted), recording why. Returns false,
+    /// changing nothing, if it was not open any more (confirmed or closed meanwhile).
+    pub fn withdraw_relay_command(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let open = tx
+            .query_row(
+                "SELECT state FROM relay_commands WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .is_some_and(|state| parse_state(&state).is_open());
+        if open {
+            set_state(&tx, id, CommandState::Withdrawn, at, detail)?;
+        }
+        tx.commit()?;
+        Ok(open)
+    }
+
+    /// Records the relay state a meter reported, and acknowledges the open commands it confirms.
+    /// Returns the confirmed commands.
+    pub fn record_relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<RelayCommand>> {
+        let confirmed: Vec<RelayCommand> = self
+            .open_relay_commands()?
+            .into_iter()
+            .filter(|c| c.meter == meter && gramgrid_core::relay::confirms(c.action, state))
+            .collect();
+        let tx = self.conn.transaction()?;
+        let state_name = match state {
+            RelayState::Connected => "connected",
+            RelayState::Disconnected => "disconnected",
+            RelayState::Unknown => "unknown",
+        };
+        tx.execute(
+            "UPDATE meters SET relay_state = ?2, relay_state_at = ?3 WHERE id = ?1",
+            params![meter, state_name, ts(at)],
+        )?;
+        for command in &confirmed {
+            set_state(
+                &tx,
+                &command.id,
+                CommandState::Acknowledged,
+                at,
+                "meter reported the relay state",
+            )?;
+        }
+        let meter_serial = serial_of(&tx, meter)?;
+        append_outbox(
+            &tx,
+            &UplinkEvent::RelayState {
+                meter: meter_serial,
+                state,
+                at,
+            },
+        )?;
+        tx.commit()?;
+        Ok(confirmed)
+    }
+
+    /// Enqueues an alert once; returns false if that alert id was already enqueued.
+    pub fn enqueue_alert(&mut self, alert: &Alert) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let added = insert_alert(&tx, alert)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Alerts not yet handed to a sender, oldest first.
+    pub fn unsent_alerts(&self) -> Result<Vec<Alert>> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, account, kind, created_at, message FROM alerts WHERE sent_at IS NULL ORDER BY created_at, id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(Alert {
+                id: r.get(0)?,
+                account: r.get(1)?,
+                kind: r.get(2)?,
+                created_at: from_ts(r.get(3)?),
+                message: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number of alerts of a kind for an account (for reports and tests).
+    pub fn alert_count(&self, account: &str, kind: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM alerts WHERE account = ?1 AND kind = ?2",
+            params![account, kind],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records a technician's override durably (audited: who, why, until when).
+    pub fn record_override(&mut self, record: &OverrideRecord) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let added = tx
+            .execute(
+                "INSERT INTO overrides (id, account, action, until, technician, reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                params![
+                    record.id,
+                    record.account,
+                    action_str(record.action),
+                    ts(record.until),
+                    record.technician,
+                    record.reason,
+                    ts(record.created_at)
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    StoreError::UnknownAccount(record.account.clone())
+                }
+                _ => e.into(),
+            })?;
+        if added == 1 {
+            let event = UplinkEvent::Override {
+                id: record.id.clone(),
+                account: record.account.clone(),
+                action: record.action,
+                until: record.until,
+                technician: record.technician.clone(),
+                reason: record.reason.clone(),
+                created_at: record.created_at,
+            };
+            append_outbox(&tx, &event)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The override in force for an account at `now`: the latest one recorded, if not expired.
+    pub fn active_override(&self, account: &str, now: DateTime<Utc>) -> Result<Option<Override>> {
+        let latest = self
+            .conn
+            .query_row(
+                "SELECT action, until FROM overrides WHERE account = ?1 AND created_at <= ?2 ORDER BY created_at DESC, seq DESC LIMIT 1",
+                params![account, ts(now)],
+                |r| {
+                    Ok(Override {
+                        action: parse_action(&r.get::<_, String>(0)?),
+                        until: from_ts(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(latest.filter(|o| o.until > now))
+    }
+}
+
+fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO alerts (id, account, kind, created_at, message) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![alert.id, alert.account, alert.kind, ts(alert.created_at), alert.message])?;
+    if added == 1 {
+        let event = UplinkEvent::Alert {
+            id: alert.id.clone(),
+            account: alert.account.clone(),
+            kind: alert.kind.clone(),
+            created_at: alert.created_at,
+            message: alert.message.clone(),
+        };
+        append_outbox(tx, &event)?;
+    }
+    Ok(added == 1)
+}

@@ -1,0 +1,115 @@
+//! What the meter link keeps in the store: session keys and the frame counters of each meter.
+
+use super::{from_ts, Result, Store, StoreError};
+use chrono::{DateTime, Utc};
+use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
+use rusqlite::params;
+
+/// One meter's LoRaWAN session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSession {
+    pub meter: i64,
+    pub serial: String,
+    pub keys: SessionKeys,
+    /// Last uplink counter accepted, last downlink counter sent.
+    pub fcnt_up: Option<u32>,
+    pub fcnt_down: Option<u32>,
+    /// The meter's latest stored reading, if any.
+    pub last_reading_at: Option<DateTime<Utc>>,
+}
+
+/// Which counter of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fcnt {
+    Up,
+    Down,
+}
+
+impl Store {
+    /// Every meter in service that has session keys.
+    pub fn link_sessions(&self) -> Result<Vec<LinkSession>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT k.meter, m.serial, k.dev_addr, k.nwk_skey, k.app_skey, c.fcnt_up, c.fcnt_down, r.at
+             FROM meter_keys k JOIN meters m ON m.id = k.meter
+             LEFT JOIN link_counters c ON c.meter = k.meter
+             LEFT JOIN meter_cursor r ON r.meter = k.meter
+             WHERE m.removed_at IS NULL ORDER BY k.meter",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (meter, serial, dev_addr, nwk, app, up, down, at) = row?;
+            let key = |hex: &str| {
+                SessionKey::from_hex(hex).ok_or_else(|| {
+                    StoreError::Encoding(format!(
+                        "the stored session keys of meter {serial} are not 32 hex digits; re-provision it"
+                    ))
+                })
+            };
+            let counter = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+            out.push(LinkSession {
+                meter,
+                keys: SessionKeys {
+                    dev_addr: DevAddr(u32::try_from(dev_addr).unwrap_or_default()),
+                    nwk_skey: key(&nwk)?,
+                    app_skey: key(&app)?,
+                },
+                serial,
+                fcnt_up: counter(up),
+                fcnt_down: counter(down),
+                last_reading_at: at.map(from_ts),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Provisions (or replaces) a meter's ABP session keys, e.g. from a meter manifest. New keys
+    /// mean a new session: its counters start again.
+    pub fn set_meter_keys(&mut self, meter: i64, keys: &SessionKeys) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4
+             WHERE dev_addr != ?2 OR nwk_skey != ?3 OR app_skey != ?4",
+            params![
+                meter,
+                i64::from(keys.dev_addr.0),
+                keys.nwk_skey.to_storage_hex(),
+                keys.app_skey.to_storage_hex()
+            ],
+        )?;
+        if changed > 0 {
+            tx.execute("DELETE FROM link_counters WHERE meter = ?1", [meter])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Durably records a frame counter (fsynced: `synchronous = FULL`) before the frame is acted
+    /// upon or sent, so a restart never accepts or reuses an older one.
+    pub fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<()> {
+        let sql = match which {
+            Fcnt::Up => {
+                "INSERT INTO link_counters (meter, fcnt_up) VALUES (?1, ?2)
+                 ON CONFLICT (meter) DO UPDATE SET fcnt_up = ?2"
+            }
+            Fcnt::Down => {
+                "INSERT INTO link_counters (meter, fcnt_down) VALUES (?1, ?2)
+                 ON CONFLICT (meter) DO UPDATE SET fcnt_down = ?2"
+            }
+        };
+        self.conn.execute(sql, params![meter, i64::from(fcnt)])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! The gateway's SQLite store: schema migrations, accounts and meters, and the durability policy.
+//!
+//! Durability policy:
+//! - The database runs in WAL mode with `synchronous = FULL`, so every commit is fsynced: once a
+//!   method here returns `Ok`, what it wrote survives a power cut.
+//! - Money events (recharges, charges, adjustments, emergency credit), relay commands and their
+//!   state changes, overrides and alerts are committed before the method returns, one transaction
+//!   per call: nothing is acknowledged before it is durable.
+//! - Readings are group-committed: the caller (the gateway's reading buffer) passes a batch to
+//!   [`Store::ingest`], which stores and rates it in one transaction. The loss window after a power
+//!   cut is what the caller still held in memory: at most `store.readings_commit_interval` (5 s by
+//!   default). Meters keep their intervals, so lost readings are asked for again.
+//! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
+mod commands;
+mod link;
+mod money;
+mod readings;
+mod schema;
+mod sync;
+
+pub use commands::{Alert, OverrideRecord, RelayCommand};
+pub use link::{Fcnt, LinkSession};
+pub use readings::{IngestReport, MeterReading};
+pub use sync::SyncCursors;
+
+use chrono::{DateTime, Utc};
+use gramgrid_core::policy::RelayState;
+use gramgrid_core::rating::RegisterReading;
+use gramgrid_core::tariff::Category;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}; check that the directory exists and is writable")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the database {path} has schema version {found}, newer than this gramgrid knows ({known}); run the gramgrid version that wrote it, or a newer one")]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("schema migration {version} of {path} would leave {rows} rows referring to missing rows (first in table {table}); it was rolled back: keep the file and report this")]
+    MigrationForeignKeys {
+        path: PathBuf,
+        version: i64,
+        rows: usize,
+        table: String,
+    },
+    #[error("the disk holding the database is full; nothing from the failed transaction was written: free space and retry")]
+    DiskFull,
+    #[error("no account '{0}'")]
+    UnknownAccount(String),
+    #[error("no meter '{0}'")]
+    UnknownMeter(String),
+    #[error(
+        "event id '{0}' is already recorded with different content; an id must never be reused"
+    )]
+    EventIdConflict(String),
+    #[error("voucher refused: {0}")]
+    VoucherRefused(#[from] gramgrid_proto::voucher::VoucherError),
+    #[error("voucher already redeemed {where_spent} at {at}; it cannot be used twice")]
+    VoucherSpent {
+        where_spent: String,
+        at: DateTime<Utc>,
+    },
+    #[error("cannot encode or decode a stored record: {0}")]
+    Encoding(String),
+    #[error("rating failed: {0}")]
+    Rating(#[from] gramgrid_core::rating::RatingError),
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Sqlite(error),
+        }
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A consumer account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub consumer_name: String,
+    pub category: Category,
+    pub phone: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A meter being installed on an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterInstall {
+    pub serial: String,
+    pub account: String,
+    pub installed_at: DateTime<Utc>,
+    /// The register read at installation, if known: it becomes the meter's first reading.
+    pub initial_register_wh: Option<i64>,
+}
+
+/// What rating needs to know about a meter, cached in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MeterInfo {
+    account: String,
+    category: Category,
+    installed_at: i64,
+    removed_at: Option<i64>,
+}
+
+/// The gateway database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    meters: HashMap<i64, MeterInfo>,
+    /// Each meter's latest reading (mirror of `meter_cursor`).
+    cursors: HashMap<i64, RegisterReading>,
+    /// Segment totals read so far (mirror of rows of `segment_energy`).
+    segments: HashMap<readings::SegmentRow, readings::SegmentTotals>,
+    /// Tariff version name → small integer used in `segment_energy`.
+    versions: HashMap<String, i64>,
+    /// Arrival sequence the next stored reading gets (the bulk upload lane's origin sequence).
+    next_reading_seq: i64,
+}
+
+pub(crate) use gramgrid_core::civil::{from_ts, ts};
+
+impl Store {
+    /// Opens (creating if needed) a database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_error)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            meters: HashMap::new(),
+            cursors: HashMap::new(),
+            segments: HashMap::new(),
+            versions: HashMap::new(),
+            next_reading_seq: 1,
+        };
+        store.migrate()?;
+        store.load_caches()?;
+        Ok(store)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = schema::MIGRATIONS.len() as i64;
+        let found = self.schema_version()?;
+        if found > known {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        if found == known {
+            return Ok(());
+        }
+        // The pragma is a no-op inside a transaction: it is switched off around them all.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = self.apply_migrations(found);
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
+    }
+
+    /// Applies the migrations after version `found`, each in its own transaction, committed only
+    /// when no row refers to a missing one.
+    fn apply_migrations(&mut self, found: i64) -> Result<()> {
+        for (version, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let dangling: Vec<String> = tx
+                .prepare("PRAGMA foreign_key_check")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if let Some(table) = dangling.first() {
+                return Err(StoreError::MigrationForeignKeys {
+                    path: self.path.clone(),
+                    version: version as i64 + 1,
+                    rows: dangling.len(),
+                    table: table.clone(),
+                });
+            }
+            tx.pragma_update(None, "user_version", version as i64 + 1)?;
+            tx.commit()?;
+            tracing::info!(version = version + 1, path = %self.path.display(), "applied schema migration");
+        }
+        Ok(())
+    }
+
+    fn load_caches(&mut self) -> Result<()> {
+        let mut meters = self.conn.prepare(
+            "SELECT m.id, m.account, a.category, m.installed_at, m.removed_at FROM meters m JOIN accounts a ON a.id = m.account",
+        )?;
+        self.meters = meters
+            .query_map([], |r| {
+                let category: String = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    MeterInfo {
+                        account: r.get(1)?,
+                        category: Category::parse(&category).unwrap_or(Category::Domestic),
+                        installed_at: r.get(3)?,
+                        removed_at: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut cursors = self
+            .conn
+            .prepare("SELECT meter, at, register_wh FROM meter_cursor")?;
+        self.cursors = cursors
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    RegisterReading {
+                        at: from_ts(r.get(1)?),
+                        register_wh: r.get(2)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        self.next_reading_seq =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM readings", [], |r| {
+                    r.get(0)
+                })?;
+        let mut versions = self.conn.prepare("SELECT name, id FROM tariff_versions")?;
+        self.versions = versions
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(())
+    }
+
+    /// Creates an account or updates its name, category and phone.
+    pub fn upsert_account(&mut self, account: &Account) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        upsert_account_in(&tx, account)?;
+        tx.commit()?;
+        for info in self.meters.values_mut().filter(|m| m.account == account.id) {
+            info.category = account.category;
+        }
+        Ok(())
+    }
+
+    /// All accounts, by id.
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, consumer_name, category, phone, created_at FROM accounts ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            let category: String = r.get(2)?;
+            Ok(Account {
+                id: r.get(0)?,
+                consumer_name: r.get(1)?,
+                category: Category::parse(&category).unwrap_or(Category::Domestic),
+                phone: r.get(3)?,
+                created_at: from_ts(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Installs a meter on an account, replacing (removing) the account's current meter if any.
+    /// Returns the meter's id. Installing the same serial again on the same account is a no-op.
+    pub fn install_meter(&mut self, install: &MeterInstall) -> Result<i64> {
+        if let Some(id) = self.meter_id(&install.serial)? {
+            return Ok(id);
+        }
+        let tx = self.conn.transaction()?;
+        let id = install_meter_in(&tx, install, self.next_reading_seq)?;
+        tx.commit()?;
+        self.load_caches()?;
+        Ok(id)
+    }
+
+    /// The id of a meter by serial.
+    pub fn meter_id(&self, serial: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM meters WHERE serial = ?1", [serial], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The account's meter in service (not removed), with its id and serial.
+    pub fn active_meter(&self, account: &str) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, serial FROM meters WHERE account = ?1 AND removed_at IS NULL",
+                [account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The account a meter in service belongs to (None for an unknown or removed meter), from the
+    /// in-memory meter cache.
+    pub fn account_in_service(&self, meter: i64) -> Option<String> {
+        self.meters
+            .get(&meter)
+            .filter(|m| m.removed_at.is_none())
+            .map(|m| m.account.clone())
+    }
+
+    /// The last relay state the meter reported.
+    pub fn relay_state(&self, meter: i64) -> Result<RelayState> {
+        let state: String = self
+            .conn
+            .query_row(
+                "SELECT relay_state FROM meters WHERE id = ?1",
+                [meter],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownMeter(meter.to_string()))?;
+        Ok(match state.as_str() {
+            "connected" => RelayState::Connected,
+            "disconnected" => RelayState::Disconnected,
+            _ => RelayState::Unknown,
+        })
+    }
+
+    /// Policy state: when the account's balance was first seen at or below the threshold.
+    pub fn below_threshold_since(&self, account: &str) -> Result<Option<DateTime<Utc>>> {
+        let value: Option<i64> = self.conn.query_row(
+            "SELECT below_threshold_since FROM accounts WHERE id = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
+        Ok(value.map(from_ts))
+    }
+
+    /// Records the policy's "below threshold since" for an account.
+    pub fn set_below_threshold_since(
+        &mut self,
+        account: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE accounts SET below_threshold_since = ?2 WHERE id = ?1",
+            params![account, since.map(ts)],
+        )?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the live database to `target` with SQLite's online backup API.
+    pub fn backup_to(&self, target: &Path) -> Result<()> {
+        let mut destination = Connection::open(target)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut destination)?;
+        backup.run_to_completion(256, std::time::Duration::from_millis(0), None)?;
+        Ok(())
+    }
+}
+
+/// Creates or updates an account inside a transaction.
+fn upsert_account_in(tx: &rusqlite::Transaction<'_>, account: &Account) -> Result<()> {
+    tx.execute(
+        "INSERT INTO accounts (id, consumer_name, category, phone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET consumer_name = ?2, category = ?3, phone = ?4",
+        params![account.id, account.consumer_name, account.category.as_str(), account.phone, ts(account.created_at)],
+    )?;
+    Ok(())
+}
+
+/// Installs a meter inside a transaction (see [`Store::install_meter`]); its installation reading,
+/// if any, gets arrival sequence `reading_seq`. The caller reloads the caches after commit.
+fn install_meter_in(
+    tx: &rusqlite::Transaction<'_>,
+    install: &MeterInstall,
+    reading_seq: i64,
+) -> Result<i64> {
+    tx.query_row(
+        "SELECT 1 FROM accounts WHERE id = ?1",
+        [&install.account],
+        |_| Ok(()),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::UnknownAccount(install.account.clone()))?;
+    if let Some(id) = tx
+        .query_row(
+            "SELECT id FROM meters WHERE serial = ?1",
+            [&install.serial],
+            |r| r.get(0),
+        )
+        .optional()?
+    {
+        return Ok(id);
+    }
+    let at = ts(install.installed_at);
+    tx.execute(
+        "UPDATE meters SET removed_at = ?2 WHERE account = ?1 AND removed_at IS NULL",
+        params![install.account, at],
+    )?;
+    tx.execute(
+        "INSERT INTO meters (serial, account, installed_at) VALUES (?1, ?2, ?3)",
+        params![install.serial, install.account, at],
+    )?;
+    let id = tx.last_insert_rowid();
+    if let Some(register_wh) = install.initial_register_wh {
+        tx.execute(
+            "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![at, id, register_wh, reading_seq],
+        )?;
+        tx.execute(
+            "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)",
+            params![id, at, register_wh],
+        )?;
+        sync::note_unacked_reading(tx, at)?;
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,422 @@
+//! Reading ingest: store a batch of interval readings and rate them in one transaction.
+use super::{from_ts, ts, MeterInfo, Result, Store};
+use chrono::{DateTime, Utc};
+use gramgrid_core::rating::{self, Neighbours, RegisterReading};
+use gramgrid_core::tariff::{SegmentKey, TariffBook};
+use gramgrid_proto::wire::UplinkEvent;
+use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::HashMap;
+
+/// One interval reading as received from a meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterReading {
+    pub meter: i64,
+    pub at: DateTime<Utc>,
+    pub register_wh: i64,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// New readings stored and rated.
+    pub stored: usize,
+    /// Already stored with the same register value: ignored.
+    pub duplicates: usize,
+    /// Already stored with a different register value: the first is kept, an anomaly is recorded.
+    pub conflicts: usize,
+    /// Unknown meter, before installation or after removal: not stored, an anomaly is recorded.
+    pub refused: usize,
+    /// Stored, but a span billed nothing (register went back): an anomaly is recorded.
+    pub anomalies: usize,
+    /// What the batch charged, energy plus duty.
+    pub charged_paise: i64,
+}
+
+/// Key of a `segment_energy` row: (month index, version id, meter).
+pub(super) type SegmentRow = (i64, i64, i64);
+
+/// Energy and cost accumulated in one segment by one meter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SegmentTotals {
+    energy_wh: i64,
+    energy_paise: i64,
+    duty_paise: i64,
+}
+
+/// Changes made inside the open transaction; merged into the store's caches only after commit.
+#[derive(Default)]
+struct Overlay {
+    cursors: HashMap<i64, RegisterReading>,
+    /// The earliest `at` of the readings stored in this batch (for the bulk upload lane).
+    earliest_stored: Option<i64>,
+    segments: HashMap<SegmentRow, SegmentTotals>,
+}
+
+impl Store {
+    /// Stores and rates a batch of readings in one durable transaction.
+    pub fn ingest(&mut self, book: &TariffBook, batch: &[MeterReading]) -> Result<IngestReport> {
+        self.register_versions(book)?;
+        let mut report = IngestReport::default();
+        let mut overlay = Overlay::default();
+        let mut next_seq = self.next_reading_seq;
+        let tx = self.conn.transaction()?;
+        for reading in batch {
+            // Storage keeps whole seconds; compare at that resolution, or a reading with a
+            // fraction of a second would look newer than its own stored copy.
+            let reading = &MeterReading {
+                at: from_ts(ts(reading.at)),
+                ..*reading
+            };
+            let Some(info) = self.meters.get(&reading.meter) else {
+                refuse(
+                    &tx,
+                    reading,
+                    "unknown_meter",
+                    "no such meter on this gateway",
+                    &mut report,
+                )?;
+                continue;
+            };
+            let at = ts(reading.at);
+            if at < info.installed_at || info.removed_at.is_some_and(|removed| at > removed) {
+                refuse(
+                    &tx,
+                    reading,
+                    "outside_service",
+                    "reading outside the meter's service period",
+                    &mut report,
+                )?;
+                continue;
+            }
+            let cursor = overlay
+                .cursors
+                .get(&reading.meter)
+                .or(self.cursors.get(&reading.meter))
+                .copied();
+            let neighbours = match cursor {
+                Some(latest) if latest.at < reading.at => Neighbours {
+                    previous: Some(latest),
+                    next: None,
+                },
+                None => Neighbours::default(),
+                Some(_) => match existing_register(&tx, reading)? {
+                    Some(stored) => {
+                        note_duplicate(&tx, reading, stored, &mut report)?;
+                        continue;
+                    }
+                    None => late_neighbours(&tx, reading)?,
+                },
+            };
+            let rows = segment_rows(book, info, &self.versions, reading, neighbours);
+            for (_, row) in &rows {
+                load_segment(&tx, &self.segments, &mut overlay, *row)?;
+            }
+            let register = RegisterReading {
+                at: reading.at,
+                register_wh: reading.register_wh,
+            };
+            let rated = rating::rate_arrival(book, info.category, neighbours, register, |key| {
+                rows.iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, row)| overlay.segments.get(row))
+                    .map_or(0, |t| t.energy_wh)
+            })?;
+            for change in &rated.changes {
+                let Some((_, row)) = rows.iter().find(|(k, _)| *k == change.key) else {
+                    continue;
+                };
+                let totals = overlay.segments.entry(*row).or_default();
+                totals.energy_wh += change.delta_wh;
+                totals.energy_paise += change.delta_cost.energy_paise;
+                totals.duty_paise += change.delta_cost.duty_paise;
+            }
+            for anomaly in &rated.anomalies {
+                record_anomaly(&tx, reading, "register_went_back", &format!("{anomaly:?}"))?;
+                report.anomalies += 1;
+            }
+            tx.prepare_cached(
+                "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![at, reading.meter, reading.register_wh, rated.charge.total(), next_seq])?;
+            next_seq += 1;
+            overlay.earliest_stored = Some(overlay.earliest_stored.map_or(at, |e: i64| e.min(at)));
+            if cursor.is_none_or(|c| c.at < reading.at) {
+                overlay.cursors.insert(reading.meter, register);
+            }
+            report.stored += 1;
+            report.charged_paise += rated.charge.total();
+        }
+        write_overlay(&tx, &overlay)?;
+        tx.commit()?;
+        self.next_reading_seq = next_seq;
+        self.cursors.extend(overlay.cursors);
+        self.segments.extend(overlay.segments);
+        Ok(report)
+    }
+
+    /// Gives every version in the book a small integer id (committed on its own, before ingest).
+    fn register_versions(&mut self, book: &TariffBook) -> Result<()> {
+        if book
+            .versions()
+            .iter()
+            .all(|v| self.versions.contains_key(&v.id))
+        {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        let mut ids = HashMap::new();
+        for version in book.versions() {
+            tx.execute(
+                "INSERT OR IGNORE INTO tariff_versions (name) VALUES (?1)",
+                [&version.id],
+            )?;
+            let id: i64 = tx.query_row(
+                "SELECT id FROM tariff_versions WHERE name = ?1",
+                [&version.id],
+                |r| r.get(0),
+            )?;
+            ids.insert(version.id.clone(), id);
+        }
+        tx.commit()?;
+        self.versions.extend(ids);
+        Ok(())
+    }
+
+    /// Checks the database file (SQLite `quick_check`) and the derived tables against the readings
+    /// they are derived from: for every meter, the
+    /// charges stored with its readings add up to its segment totals, and each segment's stored cost
+    /// is the tariff's cost of its energy. Returns the problems found (empty when consistent).
+    pub fn verify(&self, book: &TariffBook) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let quick_check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if quick_check != "ok" {
+            problems.push(format!(
+                "SQLite quick_check: {quick_check}; restore the latest backup"
+            ));
+        }
+        let mut sums = self.conn.prepare(
+            "SELECT r.meter, r.total, COALESCE(s.total, 0) FROM
+               (SELECT meter, SUM(charge_paise) AS total FROM readings GROUP BY meter) r
+             LEFT JOIN (SELECT meter, SUM(energy_paise + duty_paise) AS total FROM segment_energy GROUP BY meter) s
+               ON s.meter = r.meter WHERE r.total != COALESCE(s.total, 0)",
+        )?;
+        for row in sums.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (meter, readings, segments) = row?;
+            problems.push(format!(
+                "meter {meter}: readings charged {readings} paise, segments hold {segments}"
+            ));
+        }
+        let mut segments = self.conn.prepare(
+            "SELECT s.month, v.name, s.meter, s.energy_wh, s.energy_paise, s.duty_paise FROM segment_energy s
+             JOIN tariff_versions v ON v.id = s.version",
+        )?;
+        let rows = segments.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (month, version_id, meter, energy_wh, energy_paise, duty_paise): (
+                i64,
+                String,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = row?;
+            let key = SegmentKey {
+                month: gramgrid_core::civil::Month::from_index(month),
+                version_id,
+            };
+            let category = self.meters.get(&meter).map(|m| m.category);
+            let expected = category
+                .and_then(|c| book.segment(c, &key))
+                .map(|s| s.cost(energy_wh));
+            if expected.is_none_or(|c| (c.energy_paise, c.duty_paise) != (energy_paise, duty_paise))
+            {
+                problems.push(format!(
+                    "meter {meter} {} {}: stored cost does not match {energy_wh} Wh",
+                    key.month, key.version_id
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+fn refuse(
+    tx: &Transaction<'_>,
+    reading: &MeterReading,
+    kind: &str,
+    why: &str,
+    report: &mut IngestReport,
+) -> Result<()> {
+    record_anomaly(tx, reading, kind, why)?;
+    report.refused += 1;
+    Ok(())
+}
+
+fn record_anomaly(
+    tx: &Transaction<'_>,
+    reading: &MeterReading,
+    kind: &str,
+    detail: &str,
+) -> Result<()> {
+    tracing::warn!(meter = reading.meter, at = %reading.at, kind, detail, "reading anomaly");
+    tx.prepare_cached("INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![ts(reading.at), reading.meter, kind, detail])?;
+    let meter = tx
+        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
+        .query_row([reading.meter], |r| r.get(0))
+        .optional()?;
+    let event = UplinkEvent::Anomaly {
+        meter,
+        kind: kind.to_string(),
+        detail: detail.to_string(),
+        at: reading.at,
+    };
+    super::sync::append_outbox(tx, &event)
+}
+
+fn existing_register(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached("SELECT register_wh FROM readings WHERE at = ?1 AND meter = ?2")?
+        .query_row(params![ts(reading.at), reading.meter], |r| r.get(0))
+        .optional()?)
+}
+
+fn note_duplicate(
+    tx: &Transaction<'_>,
+    reading: &MeterReading,
+    stored: i64,
+    report: &mut IngestReport,
+) -> Result<()> {
+    if stored == reading.register_wh {
+        report.duplicates += 1;
+        return Ok(());
+    }
+    report.conflicts += 1;
+    let detail = format!(
+        "stored register {stored} Wh kept; a second reading said {} Wh",
+        reading.register_wh
+    );
+    record_anomaly(tx, reading, "conflicting_duplicate", &detail)
+}
+
+/// The stored readings of the same meter just before and just after a late reading.
+fn late_neighbours(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Neighbours> {
+    let as_reading = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RegisterReading> {
+        Ok(RegisterReading {
+            at: from_ts(r.get(0)?),
+            register_wh: r.get(1)?,
+        })
+    };
+    let at = ts(reading.at);
+    let previous = tx
+        .prepare_cached("SELECT at, register_wh FROM readings WHERE meter = ?1 AND at < ?2 ORDER BY at DESC LIMIT 1")?
+        .query_row(params![reading.meter, at], as_reading)
+        .optional()?;
+    let next = tx
+        .prepare_cached(
+            "SELECT at, register_wh FROM readings WHERE meter = ?1 AND at > ?2 ORDER BY at LIMIT 1",
+        )?
+        .query_row(params![reading.meter, at], as_reading)
+        .optional()?;
+    Ok(Neighbours { previous, next })
+}
+
+/// The segments a reading's arrival can touch (its own and its next neighbour's), with their rows.
+fn segment_rows(
+    book: &TariffBook,
+    info: &MeterInfo,
+    versions: &HashMap<String, i64>,
+    reading: &MeterReading,
+    neighbours: Neighbours,
+) -> Vec<(SegmentKey, SegmentRow)> {
+    let mut rows = Vec::with_capacity(2);
+    for at in std::iter::once(reading.at).chain(neighbours.next.map(|n| n.at)) {
+        let Some(segment) = book.segment_at(info.category, at) else {
+            continue;
+        };
+        let key = segment.key();
+        let Some(version) = versions.get(&key.version_id) else {
+            continue;
+        };
+        let row = (key.month.index(), *version, reading.meter);
+        if !rows.iter().any(|(_, r)| *r == row) {
+            rows.push((key, row));
+        }
+    }
+    rows
+}
+
+/// Makes sure a segment row is in the overlay, read from the cache or the database.
+fn load_segment(
+    tx: &Transaction<'_>,
+    cache: &HashMap<SegmentRow, SegmentTotals>,
+    overlay: &mut Overlay,
+    row: SegmentRow,
+) -> Result<()> {
+    if overlay.segments.contains_key(&row) {
+        return Ok(());
+    }
+    let totals = match cache.get(&row) {
+        Some(totals) => *totals,
+        None => tx
+            .prepare_cached(
+                "SELECT energy_wh, energy_paise, duty_paise FROM segment_energy WHERE month = ?1 AND version = ?2 AND meter = ?3",
+            )?
+            .query_row(params![row.0, row.1, row.2], |r| {
+                Ok(SegmentTotals {
+                    energy_wh: r.get(0)?,
+                    energy_paise: r.get(1)?,
+                    duty_paise: r.get(2)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default(),
+    };
+    overlay.segments.insert(row, totals);
+    Ok(())
+}
+
+fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
+    if let Some(at) = overlay.earliest_stored {
+        super::sync::note_unacked_reading(tx, at)?;
+    }
+    let mut cursor = tx.prepare_cached(
+        "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)
+         ON CONFLICT (meter) DO UPDATE SET at = ?2, register_wh = ?3",
+    )?;
+    for (meter, reading) in &overlay.cursors {
+        cursor.execute(params![meter, ts(reading.at), reading.register_wh])?;
+    }
+    let mut segment = tx.prepare_cached(
+        "INSERT INTO segment_energy (month, version, meter, energy_wh, energy_paise, duty_paise) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (month, version, meter) DO UPDATE SET energy_wh = ?4, energy_paise = ?5, duty_paise = ?6",
+    )?;
+    for ((month, version, meter), totals) in &overlay.segments {
+        segment.execute(params![
+            month,
+            version,
+            meter,
+            totals.energy_wh,
+            totals.energy_paise,
+            totals.duty_paise
+        ])?;
+    }
+    Ok(())
+}

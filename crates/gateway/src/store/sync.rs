@@ -1,0 +1,471 @@
+//! The gateway's side of sync in the store: the priority outbox, upload slices, acknowledgements,
+//! and applying downlink records with the cursor in the same transaction.
+use super::{ts, Account, MeterInstall, Result, Store, StoreError};
+use gramgrid_core::clock::ClockState;
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::tariff::TariffVersion;
+use gramgrid_proto::voucher::{PublishedKey, Voucher};
+use gramgrid_proto::wire::{
+    DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
+};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+const PRIORITY_ACKED: &str = "priority_acked";
+const READINGS_ACKED: &str = "readings_acked";
+const DOWNLINK_APPLIED: &str = "downlink_applied";
+/// Every reading not yet acknowledged by central has `at` at or after this (Unix seconds): the bulk
+/// lane scans the readings' primary key from here instead of keeping an index on arrival order.
+const READINGS_UNACKED_FROM: &str = "readings_unacked_from";
+
+/// Lowers the unacknowledged-readings bound for a reading just stored (inside its transaction).
+pub(super) fn note_unacked_reading(tx: &Transaction<'_>, at: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = MIN(value, ?2)",
+    )?
+    .execute(params![READINGS_UNACKED_FROM, at])?;
+    Ok(())
+}
+
+/// Appends a locally made event to the priority outbox, inside the caller's transaction.
+pub(super) fn append_outbox(tx: &Transaction<'_>, event: &UplinkEvent) -> Result<()> {
+    let body = postcard::to_stdvec(event).map_err(|e| StoreError::Encoding(e.to_string()))?;
+    tx.prepare_cached("INSERT INTO sync_outbox (event) VALUES (?1)")?
+        .execute([body])?;
+    Ok(())
+}
+
+/// The serial of a meter id (for events that leave the gateway).
+pub(super) fn serial_of(tx: &Transaction<'_>, meter: i64) -> Result<String> {
+    Ok(tx
+        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
+        .query_row([meter], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| format!("#{meter}")))
+}
+
+fn state_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
+    let value: Option<i64> = tx
+        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(value.unwrap_or(0).max(0) as u64)
+}
+
+fn set_state_in(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()> {
+    tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+        .execute(params![key, value as i64])?;
+    Ok(())
+}
+
+/// How far sync has got: what central acknowledged and what the gateway applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCursors {
+    pub priority_acked: u64,
+    pub readings_acked: u64,
+    pub downlink_applied: u64,
+}
+
+impl Store {
+    /// The current sync cursors.
+    pub fn sync_cursors(&mut self) -> Result<SyncCursors> {
+        let tx = self.conn.transaction()?;
+        let cursors = SyncCursors {
+            priority_acked: state_in(&tx, PRIORITY_ACKED)?,
+            readings_acked: state_in(&tx, READINGS_ACKED)?,
+            downlink_applied: state_in(&tx, DOWNLINK_APPLIED)?,
+        };
+        tx.commit()?;
+        Ok(cursors)
+    }
+
+    /// Outbox records after `after`, oldest first, at most `limit`.
+    pub fn priority_after(&self, after: u64, limit: usize) -> Result<Vec<PriorityRecord>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT seq, event FROM sync_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after as i64, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (seq, body) = row?;
+            let event =
+                postcard::from_bytes(&body).map_err(|e| StoreError::Encoding(e.to_string()))?;
+            records.push(PriorityRecord {
+                seq: seq as u64,
+                event,
+            });
+        }
+        Ok(records)
+    }
+
+    /// Up to `limit` readings stored after arrival sequence `after`, as one batch.
+    pub fn readings_after(&self, after: u64, limit: usize) -> Result<Option<ReadingBatch>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT r.seq, m.serial, r.at, r.register_wh FROM readings r JOIN meters m ON m.id = r.meter
+             WHERE r.at >= ?3 AND r.seq > ?1 ORDER BY r.seq LIMIT ?2",
+        )?;
+        let from: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM sync_state WHERE key = ?1",
+                [READINGS_UNACKED_FROM],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let rows = statement.query_map(params![after as i64, limit as i64, from], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut through = after;
+        let mut readings = Vec::new();
+        for row in rows {
+            let (seq, serial, at, register) = row?;
+            through = through.max(seq as u64);
+            readings.push((serial, at, register));
+        }
+        if readings.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ReadingBatch {
+            after_seq: after,
+            through_seq: through,
+            blocks: ReadingBlock::group(readings),
+        }))
+    }
+
+    /// Records what central acknowledged; acknowledged outbox rows are dropped (their facts stay in
+    /// their own tables). Acknowledgements never move backwards.
+    pub fn record_acks(&mut self, priority_acked: u64, readings_acked: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let priority = state_in(&tx, PRIORITY_ACKED)?.max(priority_acked);
+        let readings = state_in(&tx, READINGS_ACKED)?.max(readings_acked);
+        set_state_in(&tx, PRIORITY_ACKED, priority)?;
+        set_state_in(&tx, READINGS_ACKED, readings)?;
+        // Raise the scan bound to the earliest reading still unacknowledged (none: past the newest).
+        let from: i64 = tx
+            .query_row(
+                "SELECT COALESCE((SELECT MIN(at) FROM readings WHERE at >= COALESCE((SELECT value FROM sync_state WHERE key = ?1), 0) AND seq > ?2),
+                                 (SELECT COALESCE(MAX(at), 0) + 1 FROM readings))",
+                params![READINGS_UNACKED_FROM, readings as i64],
+                |r| r.get(0),
+            )?;
+        tx.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![READINGS_UNACKED_FROM, from],
+        )?;
+        tx.execute("DELETE FROM sync_outbox WHERE seq <= ?1", [priority as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records waiting for upload: (priority outbox rows, readings not yet acknowledged).
+    pub fn sync_backlog(&mut self) -> Result<(u64, u64)> {
+        let cursors = self.sync_cursors()?;
+        let priority: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM sync_outbox WHERE seq > ?1",
+            [cursors.priority_acked as i64],
+            |r| r.get(0),
+        )?;
+        let readings = (self.next_reading_seq as u64).saturating_sub(cursors.readings_acked + 1);
+        Ok((priority as u64, readings))
+    }
+
+    /// Applies downlink records in order, each in one transaction with the download cursor, so a
+    /// crash between records neither loses nor repeats one. Records at or below the cursor are skipped.
+    pub fn apply_downlink(
+        &mut self,
+        records: &[DownlinkRecord],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize> {
+        let mut applied = 0;
+        for record in records {
+            let tx = self.conn.transaction()?;
+            if record.seq <= state_in(&tx, DOWNLINK_APPLIED)? {
+                continue;
+            }
+            let effect = apply_one(&tx, &record.event, now)?;
+            set_state_in(&tx, DOWNLINK_APPLIED, record.seq)?;
+            tx.commit()?;
+            self.after_downlink(effect)?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Keeps the in-memory caches in step with what a downlink record changed.
+    fn after_downlink(&mut self, effect: Effect) -> Result<()> {
+        match effect {
+            Effect::None => Ok(()),
+            Effect::Account(account) => {
+                for info in self.meters.values_mut().filter(|m| m.account == account.id) {
+                    info.category = account.category;
+                }
+                Ok(())
+            }
+            Effect::Meter => self.load_caches(),
+        }
+    }
+
+    /// Tariff versions published by central (empty when none were).
+    pub fn published_tariffs(&self) -> Result<Vec<TariffVersion>> {
+        self.published("tariff")
+    }
+
+    /// The newest policy published by central, if any.
+    pub fn published_policy(&self) -> Result<Option<gramgrid_core::policy::PolicyConfig>> {
+        Ok(self.published("policy")?.pop())
+    }
+
+    fn published<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT body FROM published_config WHERE kind = ?1 ORDER BY CAST(version AS INTEGER), version")?;
+        let rows = statement.query_map([kind], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(
+                serde_json::from_str(&body?).map_err(|e| StoreError::Encoding(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Voucher keys published by central.
+    pub fn voucher_keys(&self) -> Result<Vec<PublishedKey>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT body FROM voucher_keys ORDER BY key_id")?;
+        let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
+        let mut keys = Vec::new();
+        for body in rows {
+            keys.push(
+                serde_json::from_str(&body?).map_err(|e| StoreError::Encoding(e.to_string()))?,
+            );
+        }
+        Ok(keys)
+    }
+}
+
+const CLOCK_HIGH_WATER: &str = "clock_high_water";
+const CLOCK_SKEW_MS: &str = "clock_skew_ms";
+
+fn signed_state_in(tx: &Transaction<'_>, key: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_signed_state_in(tx: &Transaction<'_>, key: &str, value: i64) -> Result<()> {
+    tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+impl Store {
+    /// What the gateway remembers about its clock (see `sync::clock`).
+    pub fn clock_state(&mut self) -> Result<ClockState> {
+        let tx = self.conn.transaction()?;
+        let state = ClockState {
+            high_water: signed_state_in(&tx, CLOCK_HIGH_WATER)?.map(super::from_ts),
+            last_skew: signed_state_in(&tx, CLOCK_SKEW_MS)?.map(chrono::Duration::milliseconds),
+        };
+        tx.commit()?;
+        Ok(state)
+    }
+
+    /// Raises the clock high-water mark to `now` (never lowers it).
+    pub fn raise_clock_high_water(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let current = signed_state_in(&tx, CLOCK_HIGH_WATER)?.unwrap_or(i64::MIN);
+        set_signed_state_in(&tx, CLOCK_HIGH_WATER, current.max(ts(now)))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the skew a sync measured. A skew beyond `max_skew` is also uploaded as an event;
+    /// a skew within it resets the high-water mark, since the clock is now known to be right.
+    pub fn record_clock_skew(
+        &mut self,
+        skew: chrono::Duration,
+        gateway_time: chrono::DateTime<chrono::Utc>,
+        central_time: chrono::DateTime<chrono::Utc>,
+        max_skew: chrono::Duration,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        set_signed_state_in(&tx, CLOCK_SKEW_MS, skew.num_milliseconds())?;
+        if skew.abs() > max_skew {
+            tracing::warn!(
+                skew_seconds = skew.num_seconds(),
+                "gateway clock is off from central; disconnects are held"
+            );
+            append_outbox(
+                &tx,
+                &UplinkEvent::ClockSkew {
+                    gateway_time,
+                    central_time,
+                },
+            )?;
+        } else {
+            set_signed_state_in(&tx, CLOCK_HIGH_WATER, ts(gateway_time))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Redeems an offline voucher: verifies it against the published keys, refuses it if it was
+    /// spent here or elsewhere, then in one durable transaction marks it spent, credits the account
+    /// (a recharge whose id is the voucher's redemption id, so central counts it once) and queues
+    /// both for upload.
+    pub fn redeem_voucher(
+        &mut self,
+        code: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Voucher> {
+        let voucher = gramgrid_proto::voucher::verify(&self.voucher_keys()?, code, now)?;
+        let redemption_id = voucher.redemption_id();
+        let tx = self.conn.transaction()?;
+        let spent: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT where_spent, at FROM vouchers_spent WHERE redemption_id = ?1",
+                [&redemption_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((where_spent, at)) = spent {
+            return Err(StoreError::VoucherSpent {
+                where_spent,
+                at: super::from_ts(at),
+            });
+        }
+        tx.execute(
+            "INSERT INTO vouchers_spent (redemption_id, where_spent, at) VALUES (?1, 'here', ?2)",
+            params![redemption_id, ts(now)],
+        )?;
+        let recharge = LedgerEvent {
+            id: redemption_id,
+            account: voucher.account.clone(),
+            at: now,
+            kind: EventKind::Recharge,
+            amount_paise: voucher.amount_paise,
+            expires_at: None,
+        };
+        super::money::insert_events_in(&tx, std::slice::from_ref(&recharge), true)?;
+        append_outbox(
+            &tx,
+            &UplinkEvent::VoucherRedeemed {
+                voucher: voucher.clone(),
+                redeemed_at: now,
+            },
+        )?;
+        tx.commit()?;
+        Ok(voucher)
+    }
+}
+
+/// What the caches must learn after a downlink record is committed.
+enum Effect {
+    None,
+    Account(Account),
+    Meter,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
+fn apply_one(
+    tx: &Transaction<'_>,
+    event: &DownlinkEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Effect> {
+    match event {
+        DownlinkEvent::Account {
+            id,
+            consumer_name,
+            category,
+            phone,
+            created_at,
+        } => {
+            let account = Account {
+                id: id.clone(),
+                consumer_name: consumer_name.clone(),
+                category: *category,
+                phone: phone.clone(),
+                created_at: *created_at,
+            };
+            super::upsert_account_in(tx, &account)?;
+            Ok(Effect::Account(account))
+        }
+        DownlinkEvent::Meter {
+            serial,
+            account,
+            installed_at,
+            initial_register_wh,
+            keys,
+        } => {
+            let install = MeterInstall {
+                serial: serial.clone(),
+                account: account.clone(),
+                installed_at: *installed_at,
+                initial_register_wh: *initial_register_wh,
+            };
+            let next_seq: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM readings", [], |r| {
+                    r.get(0)
+                })?;
+            let meter = super::install_meter_in(tx, &install, next_seq)?;
+            if let Some(keys) = keys {
+                tx.execute(
+                    "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4",
+                    params![meter, keys.dev_addr, keys.nwk_skey, keys.app_skey],
+                )?;
+            }
+            Ok(Effect::Meter)
+        }
+        DownlinkEvent::Ledger(event) => {
+            super::money::insert_events_in(tx, std::slice::from_ref(event), false)?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::Tariff(version) => {
+            tx.execute(
+                "INSERT INTO published_config (kind, version, body) VALUES ('tariff', ?1, ?2)
+                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
+                params![version.id, json(version)?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::Policy { version, policy } => {
+            tx.execute(
+                "INSERT INTO published_config (kind, version, body) VALUES ('policy', ?1, ?2)
+                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
+                params![version.to_string(), json(policy)?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::VoucherKeys(keys) => {
+            for key in keys {
+                tx.execute(
+                    "INSERT INTO voucher_keys (key_id, body) VALUES (?1, ?2) ON CONFLICT (key_id) DO UPDATE SET body = ?2",
+                    params![key.key_id, json(key)?],
+                )?;
+            }
+            Ok(Effect::None)
+        }
+        DownlinkEvent::VoucherRevoked { redemption_id } => {
+            tx.execute(
+                "INSERT INTO vouchers_spent (redemption_id, where_spent, at) VALUES (?1, 'elsewhere', ?2)
+                 ON CONFLICT (redemption_id) DO NOTHING",
+                params![redemption_id, ts(now)],
+            )?;
+            Ok(Effect::None)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The sync transport over HTTPS with the gateway's client certificate (mutual TLS).
+use super::client::{Transport, TransportError};
+use gramgrid_net::pki::GatewayBundle;
+use gramgrid_net::tls::{client_config, into_success, ClientError, HttpsClient};
+use gramgrid_proto::wire;
+use std::path::Path;
+use std::time::Duration;
+
+/// Exchanges with the central server named in an enrolment bundle.
+#[derive(Clone)]
+pub struct HttpsTransport {
+    client: HttpsClient,
+    timeout: Duration,
+}
+
+/// Why the transport could not be set up from a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot load the enrolment bundle {path}: {reason}; run `gramgrid central add-gateway` at central and copy the bundle here")]
+    Bundle { path: String, reason: String },
+}
+
+impl HttpsTransport {
+    /// Loads a bundle (`bundle.toml`) and prepares a client that trusts only its CA.
+    pub fn from_bundle(path: &Path, timeout: Duration) -> Result<HttpsTransport, SetupError> {
+        HttpsTransport::connect(path, None, timeout)
+    }
+
+    /// As [`HttpsTransport::from_bundle`], but reaching central at `url` instead of the bundle's URL
+    /// (through a relay or a port forward).
+    pub fn with_url(
+        path: &Path,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<HttpsTransport, SetupError> {
+        HttpsTransport::connect(path, Some(url), timeout)
+    }
+
+    fn connect(
+        path: &Path,
+        url: Option<&str>,
+        timeout: Duration,
+    ) -> Result<HttpsTransport, SetupError> {
+        let failed = |reason: String| SetupError::Bundle {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bundle = GatewayBundle::load(path).map_err(|e| failed(e.to_string()))?;
+        let config = client_config(&bundle).map_err(|e| failed(e.to_string()))?;
+        let url = url.unwrap_or(&bundle.central_url);
+        let client = HttpsClient::new(config, url).map_err(|e| failed(e.to_string()))?;
+        Ok(HttpsTransport { client, timeout })
+    }
+}
+
+impl Transport for HttpsTransport {
+    async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let answer = self
+            .client
+            .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, self.timeout)
+            .await
+            .and_then(into_success);
+        answer.map_err(|error| match error {
+            ClientError::Status { status, body } => TransportError::Refused {
+                status: status.as_u16(),
+                message: body,
+            },
+            ClientError::Timeout(limit) => TransportError::Timeout(limit),
+            other => TransportError::Unreachable(other.to_string()),
+        })
+    }
+}

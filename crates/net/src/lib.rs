@@ -1,0 +1,12 @@
+//! What the gateway and central share to talk to each other: the PKI that enrols gateways, mutual
+//! TLS over it, the wall clock both read "now" from, and config-file loading.
+//!
+//! - [`pki`]: the central CA and the gateway enrolment bundle (rcgen, ring);
+//! - [`tls`]: rustls configs from the PKI, the TLS accept loop for axum, the HTTPS client;
+//! - [`wallclock`]: where a shell reads "now" (the system clock, or the demo's simulated clock);
+//! - [`config_file`]: reading a TOML config file, or the embedded defaults.
+
+pub mod config_file;
+pub mod pki;
+pub mod tls;
+pub mod wallclock;

@@ -1,0 +1,511 @@
+//! The sync wire format shared by gateway and central: records, batches, and their encoding.
+//!
+//! One exchange is one HTTPS POST from the gateway: it carries the gateway's unacknowledged records
+//! (per lane, in origin-sequence order) and the download cursor it has applied; the answer carries
+//! the central server's acknowledgement per lane and the next downlink records. Both bodies are
+//! postcard (compact binary, varints) compressed with zstd. See docs/sync.md.
+use crate::voucher::{PublishedKey, Voucher};
+use chrono::{DateTime, Utc};
+use gramgrid_core::ledger::LedgerEvent;
+use gramgrid_core::policy::{PolicyConfig, RelayAction, RelayState};
+use gramgrid_core::tariff::{Category, TariffVersion};
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; a peer answers a version it does not speak with an error.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// HTTP content type of both bodies.
+pub const CONTENT_TYPE: &str = "application/x-gramgrid-sync-v1+zstd";
+/// Path of the exchange endpoint on the central server.
+pub const EXCHANGE_PATH: &str = "/sync/v1/exchange";
+/// Largest body either side accepts, compressed and uncompressed (a bound against hostile input).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Upload lanes. Each has its own origin sequence and acknowledgement, so urgent records never wait
+/// behind bulk readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Lane {
+    /// Money, relay, alert, audit and anomaly events.
+    Priority,
+    /// Interval readings.
+    Bulk,
+}
+
+/// A gateway record on the priority lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorityRecord {
+    pub seq: u64,
+    pub event: UplinkEvent,
+}
+
+/// Something that happened at a gateway that the central server must know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UplinkEvent {
+    /// A money event made at the gateway (fixed charge, minimum charge, voucher recharge).
+    Ledger(LedgerEvent),
+    /// A voucher was redeemed offline; the matching recharge travels as a `Ledger` event whose id is
+    /// the voucher's redemption id.
+    VoucherRedeemed {
+        voucher: Voucher,
+        redeemed_at: DateTime<Utc>,
+    },
+    /// A relay command changed state.
+    RelayCommand {
+        id: String,
+        meter: String,
+        action: RelayAction,
+        /// `relay::CommandState::as_str`: queued, sent, acknowledged, failed, timed_out, withdrawn.
+        state: String,
+        at: DateTime<Utc>,
+        detail: String,
+    },
+    /// A meter reported its relay state.
+    RelayState {
+        meter: String,
+        state: RelayState,
+        at: DateTime<Utc>,
+    },
+    /// A notification for a consumer (sent by the central server's notifier).
+    Alert {
+        id: String,
+        account: String,
+        kind: String,
+        created_at: DateTime<Utc>,
+        message: String,
+    },
+    /// A technician's manual override (audit).
+    Override {
+        id: String,
+        account: String,
+        action: RelayAction,
+        until: DateTime<Utc>,
+        technician: String,
+        reason: String,
+        created_at: DateTime<Utc>,
+    },
+    /// A reading the office should look at.
+    Anomaly {
+        meter: Option<String>,
+        kind: String,
+        detail: String,
+        at: DateTime<Utc>,
+    },
+    /// The gateway found its clock off from the central server's by more than the allowed skew.
+    ClockSkew {
+        gateway_time: DateTime<Utc>,
+        central_time: DateTime<Utc>,
+    },
+}
+
+/// Readings of one meter at a regular interval, delta-encoded: reading `i` was taken at
+/// `first_at + i × interval_s` and its register is `first_register_wh + Σ register_deltas[..i]`.
+/// A gap or an irregular time starts a new block, so the common case costs one small varint per
+/// reading before compression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadingBlock {
+    pub meter: String,
+    pub first_at: i64,
+    pub interval_s: u32,
+    pub first_register_wh: i64,
+    /// Register increase between consecutive readings (negative after a register reset).
+    pub register_deltas: Vec<i64>,
+}
+
+/// The interval of meter readings (15 minutes).
+pub const INTERVAL_S: u32 = 900;
+
+/// A slice of the bulk lane: every reading the gateway stored with arrival sequence in
+/// `(after_seq, through_seq]`, grouped by meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadingBatch {
+    pub after_seq: u64,
+    pub through_seq: u64,
+    pub blocks: Vec<ReadingBlock>,
+}
+
+/// Gateway → central.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadRequest {
+    pub protocol: u16,
+    /// The gateway's clock when it sent this (for skew detection); identity comes from the TLS
+    /// certificate, never from the body.
+    pub sent_at: DateTime<Utc>,
+    pub priority: Vec<PriorityRecord>,
+    pub readings: Option<ReadingBatch>,
+    /// The highest downlink sequence the gateway has applied.
+    pub downlink_applied: u64,
+}
+
+/// Something the central server tells a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DownlinkEvent {
+    Account {
+        id: String,
+        consumer_name: String,
+        category: Category,
+        phone: Option<String>,
+        created_at: DateTime<Utc>,
+    },
+    Meter {
+        serial: String,
+        account: String,
+        installed_at: DateTime<Utc>,
+        initial_register_wh: Option<i64>,
+        /// ABP session keys (hex) for the meter link; absent for meters provisioned otherwise.
+        keys: Option<MeterKeys>,
+    },
+    /// Recharges, adjustments and emergency credit recorded at central.
+    Ledger(LedgerEvent),
+    Tariff(TariffVersion),
+    Policy {
+        version: u64,
+        policy: PolicyConfig,
+    },
+    VoucherKeys(Vec<PublishedKey>),
+    /// This voucher was redeemed elsewhere (or cancelled): refuse it here.
+    VoucherRevoked {
+        redemption_id: String,
+    },
+}
+
+/// LoRaWAN ABP session keys of one meter, hex.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterKeys {
+    pub dev_addr: u32,
+    pub nwk_skey: String,
+    pub app_skey: String,
+}
+
+impl std::fmt::Debug for MeterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MeterKeys {{ dev_addr: {:08X}, keys: <redacted> }}",
+            self.dev_addr
+        )
+    }
+}
+
+/// A downlink record with its per-gateway sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownlinkRecord {
+    pub seq: u64,
+    pub event: DownlinkEvent,
+}
+
+/// Central → gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub protocol: u16,
+    pub central_time: DateTime<Utc>,
+    /// Highest contiguous priority sequence stored (0: none).
+    pub priority_acked: u64,
+    /// Highest reading arrival sequence stored (0: none).
+    pub readings_acked: u64,
+    pub downlink: Vec<DownlinkRecord>,
+    /// More downlink records are waiting: exchange again.
+    pub more: bool,
+}
+
+/// Why a body could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("sync body is not valid zstd: {0}")]
+    Compression(std::io::Error),
+    #[error("sync body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("sync body does not decode: {0}")]
+    Decode(postcard::Error),
+    #[error("sync body does not encode: {0}")]
+    Encode(postcard::Error),
+    #[error("peer speaks sync protocol {found}, this gramgrid speaks {PROTOCOL_VERSION}; upgrade the older side")]
+    Version { found: u16 },
+}
+
+/// Encodes a message as postcard, compressed with zstd.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let raw = postcard::to_stdvec(message).map_err(WireError::Encode)?;
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(compressor) => compressor,
+            None => slot.insert(
+                zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(WireError::Compression)?,
+            ),
+        };
+        compressor.compress(&raw).map_err(WireError::Compression)
+    })
+}
+
+/// zstd level of every sync body: the link is slow and metered, the bodies are small.
+const COMPRESSION_LEVEL: i32 = 19;
+
+thread_local! {
+    /// A level-19 context is megabytes of tables; each thread keeps one instead of building it per
+    /// body (it was most of the cost of a small exchange).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes a body made by [`encode`], refusing bodies that inflate past [`MAX_BODY_BYTES`].
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(WireError::TooLarge);
+    }
+    let raw = zstd::bulk::decompress(body, MAX_BODY_BYTES).map_err(WireError::Compression)?;
+    postcard::from_bytes(&raw).map_err(WireError::Decode)
+}
+
+/// Checks the protocol version of a decoded message.
+pub fn check_version(found: u16) -> Result<(), WireError> {
+    if found == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(WireError::Version { found })
+    }
+}
+
+impl ReadingBlock {
+    /// Builds blocks from (meter, at, register) triples, readings in time order per meter.
+    pub fn group(mut readings: Vec<(String, i64, i64)>) -> Vec<ReadingBlock> {
+        readings.sort();
+        let mut blocks: Vec<ReadingBlock> = Vec::new();
+        for (meter, at, register) in readings {
+            match blocks.last_mut() {
+                Some(block) if block.meter == meter && at == block.next_at() => {
+                    let last_register = block.last_register();
+                    block.register_deltas.push(register - last_register);
+                }
+                _ => blocks.push(ReadingBlock {
+                    meter,
+                    first_at: at,
+                    interval_s: INTERVAL_S,
+                    first_register_wh: register,
+                    register_deltas: Vec::new(),
+                }),
+            }
+        }
+        blocks
+    }
+
+    /// Number of readings in the block.
+    pub fn len(&self) -> usize {
+        self.register_deltas.len() + 1
+    }
+
+    /// Never true: a block holds at least its first reading.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn next_at(&self) -> i64 {
+        self.first_at + i64::from(self.interval_s) * self.len() as i64
+    }
+
+    fn last_register(&self) -> i64 {
+        self.first_register_wh + self.register_deltas.iter().sum::<i64>()
+    }
+
+    /// The (time, register) pairs of the block.
+    pub fn readings(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let step = i64::from(self.interval_s);
+        std::iter::once(0)
+            .chain(self.register_deltas.iter().copied())
+            .scan(self.first_register_wh, |register, delta| {
+                *register += delta;
+                Some(*register)
+            })
+            .enumerate()
+            .map(move |(i, register)| (self.first_at + step * i as i64, register))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn reading_blocks_round_trip(points in proptest::collection::btree_set((0u8..5, 0i64..100_000), 0..200), seed in any::<i64>()) {
+            let readings: Vec<(String, i64, i64)> = points
+                .iter()
+                .map(|(m, i)| (format!("M{m}"), 1_800_000_000 + i * 900, (seed % 1_000_000).abs() + i * 7 - i64::from(*m)))
+                .collect();
+            let blocks = ReadingBlock::group(readings.clone());
+            let mut back: Vec<(String, i64, i64)> = blocks
+                .iter()
+                .flat_map(|b| b.readings().map(move |(at, r)| (b.meter.clone(), at, r)))
+                .collect();
+            back.sort();
+            let mut expected = readings;
+            expected.sort();
+            prop_assert_eq!(back, expected);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<UploadRequest>(&bytes);
+            let _ = decode::<UploadResponse>(&bytes);
+        }
+    }
+
+    /// Postcard is not self-describing: a `skip_serializing_if` anywhere in these types would make
+    /// bodies undecodable. Every variant, with optional fields empty, must round-trip.
+    #[test]
+    fn every_event_variant_round_trips() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ledger = LedgerEvent {
+            id: "e1".into(),
+            account: "A1".into(),
+            at,
+            kind: gramgrid_core::ledger::EventKind::Recharge,
+            amount_paise: 100,
+            expires_at: None,
+        };
+        let secret = crate::voucher::SigningSecret::generate(1);
+        let voucher = crate::voucher::Voucher {
+            key_id: 1,
+            voucher_id: 9,
+            account: "A1".into(),
+            amount_paise: 5,
+            issued_at: at,
+            expires_at: at + chrono::Duration::days(1),
+        };
+        let downlink: Vec<DownlinkEvent> = vec![
+            DownlinkEvent::Account {
+                id: "A1".into(),
+                consumer_name: "X".into(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: at,
+            },
+            DownlinkEvent::Meter {
+                serial: "M1".into(),
+                account: "A1".into(),
+                installed_at: at,
+                initial_register_wh: None,
+                keys: None,
+            },
+            DownlinkEvent::Ledger(ledger.clone()),
+            DownlinkEvent::Tariff(
+                gramgrid_core::tariff::TariffBook::builtin().versions()[0].clone(),
+            ),
+            DownlinkEvent::Policy {
+                version: 3,
+                policy: PolicyConfig::default(),
+            },
+            DownlinkEvent::VoucherKeys(vec![PublishedKey {
+                key_id: 1,
+                public_key: secret.public_key_hex(),
+                issue_from: at,
+                issue_until: None,
+                revoked: false,
+            }]),
+            DownlinkEvent::VoucherRevoked {
+                redemption_id: voucher.redemption_id(),
+            },
+        ];
+        let uplink: Vec<UplinkEvent> = vec![
+            UplinkEvent::Ledger(ledger),
+            UplinkEvent::VoucherRedeemed {
+                voucher,
+                redeemed_at: at,
+            },
+            UplinkEvent::RelayCommand {
+                id: "c".into(),
+                meter: "M1".into(),
+                action: RelayAction::Connect,
+                state: "sent".into(),
+                at,
+                detail: String::new(),
+            },
+            UplinkEvent::RelayState {
+                meter: "M1".into(),
+                state: RelayState::Unknown,
+                at,
+            },
+            UplinkEvent::Alert {
+                id: "a".into(),
+                account: "A1".into(),
+                kind: "low_balance".into(),
+                created_at: at,
+                message: "m".into(),
+            },
+            UplinkEvent::Override {
+                id: "o".into(),
+                account: "A1".into(),
+                action: RelayAction::Connect,
+                until: at,
+                technician: "t".into(),
+                reason: "r".into(),
+                created_at: at,
+            },
+            UplinkEvent::Anomaly {
+                meter: None,
+                kind: "k".into(),
+                detail: "d".into(),
+                at,
+            },
+            UplinkEvent::ClockSkew {
+                gateway_time: at,
+                central_time: at,
+            },
+        ];
+        for event in downlink {
+            let record = DownlinkRecord { seq: 1, event };
+            assert_eq!(
+                decode::<DownlinkRecord>(&encode(&record).unwrap()).unwrap(),
+                record
+            );
+        }
+        for event in uplink {
+            let record = PriorityRecord { seq: 1, event };
+            assert_eq!(
+                decode::<PriorityRecord>(&encode(&record).unwrap()).unwrap(),
+                record
+            );
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_versions_are_checked() {
+        let request = UploadRequest {
+            protocol: PROTOCOL_VERSION,
+            sent_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            priority: vec![PriorityRecord {
+                seq: 1,
+                event: UplinkEvent::RelayState {
+                    meter: "M1".into(),
+                    state: RelayState::Disconnected,
+                    at: DateTime::from_timestamp(1_800_000_100, 0).unwrap(),
+                },
+            }],
+            readings: Some(ReadingBatch {
+                after_seq: 0,
+                through_seq: 3,
+                blocks: ReadingBlock::group(vec![
+                    ("M1".into(), 0, 10),
+                    ("M1".into(), 900, 25),
+                    ("M2".into(), 0, 5),
+                ]),
+            }),
+            downlink_applied: 7,
+        };
+        let body = encode(&request).unwrap();
+        assert_eq!(decode::<UploadRequest>(&body).unwrap(), request);
+        assert!(matches!(
+            check_version(2),
+            Err(WireError::Version { found: 2 })
+        ));
+        assert!(matches!(
+            decode::<UploadRequest>(b"not zstd"),
+            Err(WireError::Compression(_))
+        ));
+        let keys = MeterKeys {
+            dev_addr: 0x2601_1F2A,
+            nwk_skey: "00112233445566778899aabbccddeeff".into(),
+            app_skey: "ffeeddccbbaa99887766554433221100".into(),
+        };
+        assert!(!format!("{keys:?}").contains("0011"));
+    }
+}

@@ -1,0 +1,722 @@
+//! `gramgrid demo`: a whole village in one process on simulated time: central, one gateway whose
+//! radio is lora-phy on an emulated SX1262, a meter fleet on the simulated air, a backhaul outage,
+//! recharges and vouchers; it ends with a summary read from the databases.
+//!
+//! Two runtimes keep simulated time honest. The *air* runtime (one thread, tokio's paused clock)
+//! runs the radio, the meter link and the meters; it only moves when the demo steps it, 15
+//! simulated minutes at a time. The *office* runtime (real time) runs central, the emulated
+//! cellular link and the TLS sync. Between steps the air stands still while the demo plays the
+//! consumers' payments, syncs and runs the gateway's policy pass, all stamped with the simulated
+//! time that a [`SimulatedClock`] gives central and the sync client alike.
+pub mod scenario;
+pub mod summary;
+
+use crate::meter::fleet::{self, MeterHandle, PlannedMeter};
+use crate::meter::light::LightRadio;
+use crate::netem::Fault;
+use crate::village::{Village, VillageError};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use gramgrid_air::air::{Air, AirConfig};
+use gramgrid_air::pathloss::PathLossModel;
+use gramgrid_central::notify;
+use gramgrid_core::policy::RelayState;
+use gramgrid_core::tariff::TariffBook;
+use gramgrid_gateway::daemon::{GatewayBackend, Services};
+use gramgrid_gateway::link::{self, Link, LinkClock};
+use gramgrid_gateway::local;
+use gramgrid_net::wallclock::{SimulatedClock, WallClock};
+use gramgrid_proto::payload::AccessMode;
+use gramgrid_radio::{RadioConfig, RadioError};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use scenario::{Channel, Consumer, Outage, Payment};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use summary::{BalanceSummary, Summary, SyncSummary};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+/// The demo gateway's id (its certificate's name).
+pub const GATEWAY_ID: &str = "gw-village-1";
+/// How far the simulation moves between the office's turns.
+const STEP: Duration = Duration::minutes(15);
+/// While the backhaul is down the gateway still tries to sync, once per simulated hour.
+const PROBE_EVERY_STEPS: usize = 4;
+/// Sync attempts at the end before the demo gives up on agreeing balances.
+const FINAL_SYNC_TRIES: usize = 5;
+
+/// `gramgrid demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Meters (one household each) in the village.
+    #[arg(long, default_value_t = 300)]
+    pub meters: usize,
+    /// Simulated days, from 00:00 IST on --start.
+    #[arg(long, default_value_t = 3)]
+    pub days: u32,
+    /// How long the backhaul is down ("0s": no outage).
+    #[arg(long, default_value = "30h", value_parser = humantime::parse_duration)]
+    pub outage: std::time::Duration,
+    /// When the outage begins, counted from the start.
+    #[arg(long, default_value = "20h", value_parser = humantime::parse_duration)]
+    pub outage_after: std::time::Duration,
+    /// First simulated day (Asia/Kolkata), YYYY-MM-DD.
+    #[arg(long, default_value = "2026-12-01")]
+    pub start: NaiveDate,
+    /// Meters are scattered over a disc of this radius around the substation.
+    #[arg(long, default_value_t = 1500.0)]
+    pub radius_m: f64,
+    /// Seed of the village (positions, keys, loads, consumers); the same seed gives the same summary.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keep central's and the gateway's databases, PKI and logs in this directory (created if
+    /// missing; must be empty). Default: a temporary directory, removed at the end.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout, without a progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// After the simulated days, keep central, the gateway and the meters running in real time
+    /// until Ctrl-C, so that the central API can be queried (the URL and a token are printed).
+    #[arg(long)]
+    pub serve: bool,
+    /// Central's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Options(String),
+    #[error("cannot use {path} for the demo's files: {detail}")]
+    Dir { path: PathBuf, detail: String },
+    #[error("cannot start the async runtimes: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Village(#[from] VillageError),
+    #[error("the emulated radio failed: {0}")]
+    Radio(#[from] RadioError),
+    #[error("sync with central failed {when}: {source}")]
+    Sync {
+        when: &'static str,
+        source: gramgrid_gateway::sync::client::SyncError,
+    },
+    #[error(transparent)]
+    Summary(#[from] summary::SummaryError),
+}
+
+impl DemoArgs {
+    fn outage(&self, start: DateTime<Utc>) -> Result<Option<Outage>, DemoError> {
+        let length = Duration::from_std(self.outage).unwrap_or(Duration::MAX);
+        if length.is_zero() {
+            return Ok(None);
+        }
+        let from = start + Duration::from_std(self.outage_after).unwrap_or(Duration::MAX);
+        let outage = Outage {
+            from,
+            to: from + length,
+        };
+        let end = start + Duration::days(i64::from(self.days));
+        if outage.to > end - Duration::hours(1) {
+            return Err(DemoError::Options(format!(
+                "the outage ({}, starting {} in) must end at least an hour before the {}-day run does, so that the gateway can catch up; shorten --outage or --outage-after, or add --days",
+                humantime::format_duration(self.outage),
+                humantime::format_duration(self.outage_after),
+                self.days
+            )));
+        }
+        Ok(Some(outage))
+    }
+
+    fn check(&self) -> Result<(), DemoError> {
+        if self.meters == 0 || self.meters > 10_000 {
+            return Err(DemoError::Options(
+                "--meters must be between 1 and 10000".into(),
+            ));
+        }
+        if self.days == 0 || self.days > 60 {
+            return Err(DemoError::Options("--days must be between 1 and 60".into()));
+        }
+        if !(self.radius_m > 0.0 && self.radius_m <= 20_000.0) {
+            return Err(DemoError::Options(
+                "--radius-m must be between 0 and 20000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the demo keeps its files: the user's directory, or a temporary one.
+enum Workspace {
+    Kept(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl Workspace {
+    fn new(dir: Option<&Path>) -> Result<Workspace, DemoError> {
+        let Some(dir) = dir else {
+            return tempfile::Builder::new()
+                .prefix("gramgrid-demo-")
+                .tempdir()
+                .map(Workspace::Temporary)
+                .map_err(|e| DemoError::Dir {
+                    path: std::env::temp_dir(),
+                    detail: e.to_string(),
+                });
+        };
+        let fail = |detail: String| DemoError::Dir {
+            path: dir.to_path_buf(),
+            detail,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let mut entries = std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))?;
+        if entries.next().is_some() {
+            return Err(fail(
+                "it is not empty; give a new or empty directory (the demo never overwrites files)"
+                    .into(),
+            ));
+        }
+        Ok(Workspace::Kept(dir.to_path_buf()))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Workspace::Kept(path) => path,
+            Workspace::Temporary(dir) => dir.path(),
+        }
+    }
+}
+
+/// The simulated village's radio side, on the air runtime.
+struct AirSide {
+    clock: LinkClock,
+    air: Air,
+    plan: Vec<PlannedMeter>,
+    meters: Vec<MeterHandle>,
+}
+
+/// A village that has run its simulated days (and can go on serving).
+pub struct Demo {
+    office: Runtime,
+    air_runtime: Runtime,
+    village: Village,
+    clock: SimulatedClock,
+    end: DateTime<Utc>,
+    stop: watch::Sender<bool>,
+    summary: Summary,
+    workspace: Workspace,
+    /// The gateway's emulated chip must outlive the link task that drives it.
+    _gateway_chip: gramgrid_air::emulator::Sx126xEmulator,
+}
+
+/// The progress bar over the simulated intervals.
+fn progress_bar(steps: u64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:<42} [{bar:30}] {percent:>3}% {elapsed_precise} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+impl Demo {
+    /// Builds the village and runs its simulated days.
+    pub fn run(args: &DemoArgs) -> Result<Demo, DemoError> {
+        let wall = std::time::Instant::now();
+        args.check()?;
+        let start = gramgrid_core::civil::start_of_local_day(args.start);
+        let end = start + Duration::days(i64::from(args.days));
+        let outage = args.outage(start)?;
+        let workspace = Workspace::new(args.dir.as_deref())?;
+        let office = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(DemoError::Runtime)?;
+        let air_runtime = crate::radio_bench::paused_runtime()?;
+        let air_side = air_runtime.block_on(plan_air(args, start));
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        let registers: Vec<u64> = air_side
+            .meters
+            .iter()
+            .map(|m| fleet::locked(m).nvm.register_wh)
+            .collect();
+        let consumers = scenario::consumers(
+            &air_side.plan,
+            &registers,
+            GATEWAY_ID,
+            start,
+            &TariffBook::builtin(),
+            &mut rng,
+        );
+        let clock = SimulatedClock::stopped_at(start);
+        let enrolments = consumers
+            .iter()
+            .map(|c| (c.account.clone(), c.meter.clone()))
+            .collect();
+        let village = office.block_on(Village::build_with(
+            workspace.path(),
+            GATEWAY_ID,
+            enrolments,
+            WallClock::from(clock.clone()),
+            SocketAddr::from(([127, 0, 0, 1], args.port)),
+        ))?;
+        let mut run = Running {
+            office: &office,
+            village: &village,
+            clock: &clock,
+            air: &air_runtime,
+            link_clock: air_side.clock,
+            outage,
+            sync: SyncSummary::default(),
+            meter_ids: HashMap::new(),
+        };
+        run.open_accounts(&consumers, start)?;
+        let (stop, stopping) = watch::channel(false);
+        let chip = run.start_radio(&air_side, stopping)?;
+        let top_ups =
+            scenario::routine_top_ups(&consumers, start + Duration::hours(1), end, &mut rng);
+        let bar = progress_bar(
+            u64::try_from((end - start).num_minutes() / STEP.num_minutes()).unwrap_or(0),
+            args.json,
+        );
+        run.simulate(start, end, top_ups, &mut rng, &bar)?;
+        bar.finish_and_clear();
+        run.settle()?;
+        let sync = run.sync.clone();
+        let balances = office.block_on(balances(&village))?;
+        let gateway_db = village.with_gateway(|g| Ok(g.store().path().to_path_buf()))?;
+        let summary = summary::read(
+            &gateway_db,
+            &workspace.path().join("central.db"),
+            summary::Run {
+                seed: args.seed,
+                meters: args.meters,
+                days: args.days,
+                start,
+                end,
+                outage,
+                policy: village.gateway_config.policy.clone(),
+                sync,
+                balances,
+                dir: match (&workspace, args.serve) {
+                    (Workspace::Temporary(_), false) => {
+                        "a temporary directory (removed; keep them with --dir)".into()
+                    }
+                    _ => workspace.path().display().to_string(),
+                },
+                wall_seconds: (wall.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            },
+        )?;
+        Ok(Demo {
+            office,
+            air_runtime,
+            village,
+            clock,
+            end,
+            stop,
+            summary,
+            workspace,
+            _gateway_chip: chip,
+        })
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// What a user needs to query the running demo.
+    pub fn serving(&self) -> String {
+        let dir = self.workspace.path();
+        let url = format!("https://{}", self.village.central.addr);
+        let ca = dir.join("pki").join("ca.pem");
+        format!(
+            "Central API:   {url}/api/v1/  (OpenAPI at {url}/api/v1/openapi.json)\n\
+             Token:         {token}\n\
+             CA certificate: {ca}\n\
+             Try:           curl --cacert {ca} -H 'Authorization: Bearer {token}' {url}/api/v1/accounts/{account}/balance\n\
+             Gateway:       gramgrid gateway status --config {config}\n\
+             Simulated time now runs at real speed from {end}. Ctrl-C stops everything.",
+            token = self.village.api_token,
+            ca = ca.display(),
+            account = scenario::account_id(0),
+            config = dir.join("gateway.toml").display(),
+            end = gramgrid_core::civil::local(self.end).format("%a %d %b %Y %H:%M IST"),
+        )
+    }
+
+    /// Keeps central, the gateway (policy loop, technician socket, sync client) and the meters
+    /// running in real time, from the end of the simulated days, until `shutdown` completes.
+    pub fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
+        self.write_gateway_config()?;
+        self.clock.run_from(self.end);
+        let Demo {
+            office,
+            air_runtime,
+            village,
+            stop,
+            ..
+        } = self;
+        let mut stopping = stop.subscribe();
+        let air = std::thread::spawn(move || {
+            air_runtime.block_on(async move {
+                tokio::time::resume();
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+        });
+        let config = &village.gateway_config;
+        let services = Services {
+            policy_schedule: config.policy_schedule(),
+            socket: local::socket_path(&config.gateway.data_dir),
+            sync: Some((village.transport.clone(), village.sync.clone())),
+            clock: village.clock.clone(),
+        };
+        office.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            services.spawn(&village.gateway, &mut tasks, &stop.subscribe());
+            shutdown.await;
+            let _ = stop.send(true);
+            while tasks.join_next().await.is_some() {}
+        });
+        let _ = air.join();
+        Ok(())
+    }
+
+    fn write_gateway_config(&self) -> Result<(), DemoError> {
+        let config = &self.village.gateway_config;
+        let path = self.workspace.path().join("gateway.toml");
+        let text = format!(
+            "# Written by `gramgrid demo --serve`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
+            config.gateway.id,
+            config.gateway.data_dir.display().to_string()
+        );
+        std::fs::write(&path, text).map_err(|e| DemoError::Dir {
+            path,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Plans the fleet and builds each meter's firmware, on the air runtime's clock.
+async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
+    let clock = LinkClock::starting_at(start);
+    let path_loss = PathLossModel::rural();
+    let air = Air::new(AirConfig {
+        seed: args.seed,
+        path_loss: path_loss.clone(),
+        keep_records: false,
+    });
+    let plan = fleet::plan(
+        args.meters,
+        args.radius_m,
+        args.seed,
+        &path_loss,
+        &fleet::gateway_spec(),
+    );
+    let meters = plan
+        .iter()
+        .map(|m| {
+            Arc::new(Mutex::new(fleet::firmware(
+                m,
+                AccessMode::Scheduled,
+                false,
+                &clock,
+            )))
+        })
+        .collect();
+    AirSide {
+        clock,
+        air,
+        plan,
+        meters,
+    }
+}
+
+/// Every account's balance at the gateway and at central.
+async fn balances(village: &Village) -> Result<BalanceSummary, VillageError> {
+    let balances = village.balances().await?;
+    let total_gateway_paise = balances.iter().map(|(_, gateway, _)| gateway).sum();
+    let disagreements: Vec<_> = balances
+        .into_iter()
+        .filter(|(_, gateway, central)| gateway != central)
+        .collect();
+    Ok(BalanceSummary {
+        accounts: village.households.len(),
+        agree: village.households.len() - disagreements.len(),
+        disagreements,
+        total_gateway_paise,
+    })
+}
+
+/// The demo while it runs its days.
+struct Running<'a> {
+    office: &'a Runtime,
+    air: &'a Runtime,
+    village: &'a Village,
+    clock: &'a SimulatedClock,
+    link_clock: LinkClock,
+    outage: Option<Outage>,
+    sync: SyncSummary,
+    /// Gateway meter id per account (known after the first sync).
+    meter_ids: HashMap<String, i64>,
+}
+
+impl Running<'_> {
+    /// Opening balances at central, then the first sync: the gateway learns its accounts, meters,
+    /// keys and credit before the radio starts.
+    fn open_accounts(
+        &mut self,
+        consumers: &[Consumer],
+        start: DateTime<Utc>,
+    ) -> Result<(), DemoError> {
+        for c in consumers {
+            self.office.block_on(self.village.recharge_at_central(
+                &c.account.id,
+                c.opening_paise,
+                &format!("opening-{}", c.account.id),
+            ))?;
+        }
+        self.sync_now(false).map_err(|source| DemoError::Sync {
+            when: "at the start (the gateway could not learn its accounts)",
+            source,
+        })?;
+        self.meter_ids = self.village.with_gateway(|g| {
+            consumers
+                .iter()
+                .filter_map(|c| match g.store().meter_id(&c.meter.serial) {
+                    Ok(Some(id)) => Some(Ok((c.account.id.clone(), id))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect()
+        })?;
+        self.village.with_gateway(|g| g.tick(start).map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Starts the gateway's meter link (lora-phy on an emulated SX1262) and the meters.
+    fn start_radio(
+        &self,
+        side: &AirSide,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<gramgrid_air::emulator::Sx126xEmulator, DemoError> {
+        let (commands, requests) = link::command_channel();
+        self.village.with_gateway(|g| {
+            g.set_relay_link(Box::new(commands));
+            Ok(())
+        })?;
+        let backend = GatewayBackend::new(self.village.gateway.clone());
+        let timing = self.village.gateway_config.link.timing();
+        self.air.block_on(async {
+            let (radio, chip) = gramgrid_air::sim::radio_on_air(
+                &side.air,
+                fleet::gateway_spec(),
+                Default::default(),
+            )
+            .await?;
+            let gateway_link = Link::new(backend, timing, RadioConfig::gateway(), side.clock);
+            let stop = stopping.clone();
+            tokio::spawn(async move {
+                if let Err(error) = gateway_link.run_scheduled(radio, requests, stop).await {
+                    tracing::error!(%error, "the demo's meter link stopped");
+                }
+            });
+            for (m, fw) in side.plan.iter().zip(&side.meters) {
+                let radio = LightRadio::attach(&side.air, m.spec.clone(), Some(m.keys.dev_addr));
+                let (fw, clock, stop) = (fw.clone(), side.clock, stopping.clone());
+                let serial = m.serial.clone();
+                tokio::spawn(async move {
+                    if let Err(error) =
+                        fleet::run_meter(radio, fw, clock, Arc::default(), stop).await
+                    {
+                        tracing::warn!(%error, meter = %serial, "simulated meter stopped");
+                    }
+                });
+            }
+            Ok(chip)
+        })
+    }
+
+    /// Steps the village from `start` to `end`.
+    fn simulate(
+        &mut self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        mut payments: Vec<Payment>,
+        rng: &mut ChaCha8Rng,
+        bar: &ProgressBar,
+    ) -> Result<(), DemoError> {
+        let mut cut: HashMap<String, bool> = HashMap::new();
+        let mut was_down = false;
+        let mut t = start;
+        let mut step = 0usize;
+        while t < end {
+            t += STEP;
+            step += 1;
+            let until = self.link_clock.instant_of(t);
+            self.air
+                .block_on(async move { tokio::time::sleep_until(until).await });
+            self.clock.set(t);
+            let down = self.outage.is_some_and(|o| o.contains(t));
+            self.set_backhaul(down);
+            payments.extend(self.households_newly_cut(&mut cut, t, rng)?);
+            payments.sort_by_key(|p| p.at);
+            let due = payments.partition_point(|p| p.at <= t);
+            for payment in payments.drain(..due) {
+                self.pay(&payment, t)?;
+            }
+            if !down || step % PROBE_EVERY_STEPS == 0 {
+                let catching_up = was_down && !down;
+                if self.sync_now(catching_up).is_ok() && catching_up {
+                    was_down = false;
+                }
+            }
+            was_down |= down;
+            self.village.with_gateway(|g| g.tick(t).map(|_| ()))?;
+            bar.set_message(format!(
+                "{}{}",
+                gramgrid_core::civil::local(t).format("%a %d %b %H:%M IST"),
+                if down { " · backhaul down" } else { "" }
+            ));
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
+    fn set_backhaul(&self, down: bool) {
+        if let Ok(mut plan) = self.village.link.plan.lock() {
+            plan.default_fault = if down { Fault::Refuse } else { Fault::None };
+        }
+    }
+
+    /// Households whose meter reported its supply cut since the last step decide how to pay.
+    fn households_newly_cut(
+        &self,
+        cut: &mut HashMap<String, bool>,
+        now: DateTime<Utc>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Payment>, DemoError> {
+        let mut meters: Vec<(&String, &i64)> = self.meter_ids.iter().collect();
+        meters.sort();
+        let states = self.village.with_gateway(|g| {
+            meters
+                .iter()
+                .map(|(_, meter)| g.store().relay_state(**meter))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut payments = Vec::new();
+        for ((account, _), state) in meters.into_iter().zip(states) {
+            let off = state == RelayState::Disconnected;
+            let was_off = cut.insert(account.clone(), off).unwrap_or(false);
+            if off && !was_off {
+                payments.extend(scenario::payment_after_cut(account, now, self.outage, rng));
+            }
+        }
+        Ok(payments)
+    }
+
+    /// A consumer pays: at central, or by a voucher issued at central and redeemed at the gateway.
+    fn pay(&self, payment: &Payment, now: DateTime<Utc>) -> Result<(), DemoError> {
+        let key = format!("{}-{}", payment.account, payment.at.timestamp());
+        match payment.channel {
+            Channel::Central => {
+                self.office.block_on(self.village.recharge_at_central(
+                    &payment.account,
+                    payment.amount_paise,
+                    &key,
+                ))?;
+            }
+            Channel::Voucher => {
+                let voucher = self.office.block_on(
+                    self.village
+                        .issue_voucher(&payment.account, payment.amount_paise),
+                )?;
+                self.village.with_gateway(|g| {
+                    g.store().redeem_voucher(&voucher.code, now)?;
+                    g.tick(now).map(|_| ())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One sync session, counted; a failure is counted, not fatal.
+    fn sync_now(
+        &mut self,
+        catching_up: bool,
+    ) -> Result<(), gramgrid_gateway::sync::client::SyncError> {
+        let before = self
+            .village
+            .link
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let outcome = self.office.block_on(self.village.sync());
+        let after = self
+            .village
+            .link
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.sync.wire_bytes += after - before;
+        match outcome {
+            Ok(report) => {
+                self.sync.sessions += 1;
+                let readings = u64::try_from(report.readings).unwrap_or(0);
+                self.sync.readings_uploaded += readings;
+                if catching_up {
+                    self.sync.catch_up_readings = readings;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.sync.failed_attempts += 1;
+                Err(error)
+            }
+        }
+    }
+
+    /// The last sync, until it succeeds, so that central holds everything the gateway does; then
+    /// central's pending notifications are delivered.
+    fn settle(&mut self) -> Result<(), DemoError> {
+        let mut last = None;
+        for _ in 0..FINAL_SYNC_TRIES {
+            match self.sync_now(false) {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        if let Some(source) = last {
+            return Err(DemoError::Sync {
+                when: "at the end, after retries",
+                source,
+            });
+        }
+        self.sync.wire_bytes_per_reading = if self.sync.readings_uploaded == 0 {
+            0.0
+        } else {
+            (100.0 * self.sync.wire_bytes as f64 / self.sync.readings_uploaded as f64).round()
+                / 100.0
+        };
+        let central = self.village.central.central.clone();
+        let sender = Arc::new(notify::LogFileSender {
+            path: self.village.dir.join("notifications.log"),
+        });
+        self.office
+            .block_on(notify::deliver(&central, sender, i64::MAX))
+            .map_err(VillageError::from)?;
+        Ok(())
+    }
+}

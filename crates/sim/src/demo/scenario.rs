@@ -1,0 +1,246 @@
+//! The village's consumers as the demo scripts them (pure, from a seed): who they are, the credit
+//! they start with, their routine top-ups, and how they pay after their supply is cut.
+use crate::meter::fleet::PlannedMeter;
+use crate::meter::profile;
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_central::accounts::{Account, Meter};
+use gramgrid_core::civil::Month;
+use gramgrid_core::tariff::TariffBook;
+use gramgrid_proto::wire::MeterKeys;
+use rand::Rng;
+
+/// Share of households that start with under two days of credit (alerts, cuts and reconnections
+/// happen within the demo's days).
+const SHORT_OF_CREDIT: f64 = 0.3;
+/// Share of households that top up once at central during the demo, whatever their balance.
+const ROUTINE_TOP_UP: f64 = 0.12;
+/// Share of cut-off households that pay within the demo.
+const PAYS_AFTER_CUT: f64 = 0.85;
+/// While the backhaul is down, the share of payers who buy a voucher (typed in at the gateway)
+/// rather than pay at a counter (credited at central, reaching the gateway when the link returns).
+const VOUCHER_WHILE_DOWN: f64 = 0.6;
+
+/// One household: its account and meter as central enrols them, and its opening credit.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub account: Account,
+    pub meter: Meter,
+    pub opening_paise: i64,
+}
+
+/// How a consumer pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// At a counter, a bank or by UPI: a recharge recorded at central.
+    Central,
+    /// A voucher code bought from an agent and redeemed at the gateway (works with the link down).
+    Voucher,
+}
+
+/// A payment a consumer makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub account: String,
+    pub at: DateTime<Utc>,
+    pub amount_paise: i64,
+    pub channel: Channel,
+}
+
+/// The backhaul outage: down from `from` until `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Outage {
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.from <= at && at < self.to
+    }
+}
+
+/// Consumer number of the `i`-th household.
+pub fn account_id(i: usize) -> String {
+    format!("CG-{:06}", i + 1)
+}
+
+/// The households of a planned fleet: one account per meter, created at `start` on `gateway`, each
+/// meter with its radio keys and its register at installation; opening credit worth a draw of days
+/// at the household's expected consumption.
+pub fn consumers(
+    plan: &[PlannedMeter],
+    registers_wh: &[u64],
+    gateway: &str,
+    start: DateTime<Utc>,
+    book: &TariffBook,
+    rng: &mut impl Rng,
+) -> Vec<Consumer> {
+    plan.iter()
+        .zip(registers_wh)
+        .enumerate()
+        .map(|(i, (m, register))| {
+            let account = Account {
+                id: account_id(i),
+                consumer_name: format!("Household {}", i + 1),
+                category: m.category,
+                phone: Some(format!("+9198{:08}", i + 1)),
+                gateway: Some(gateway.to_string()),
+                created_at: start,
+            };
+            let meter = Meter {
+                serial: m.serial.clone(),
+                account: account.id.clone(),
+                installed_at: start,
+                initial_register_wh: i64::try_from(*register).ok(),
+                keys: Some(MeterKeys {
+                    dev_addr: m.keys.dev_addr.0,
+                    nwk_skey: m.keys.nwk_skey.to_storage_hex(),
+                    app_skey: m.keys.app_skey.to_storage_hex(),
+                }),
+                relay_state: "unknown".into(),
+            };
+            let days_of_credit = if rng.random_bool(SHORT_OF_CREDIT) {
+                rng.random_range(0.1..1.2)
+            } else {
+                rng.random_range(4.0..25.0)
+            };
+            let worth = days_of_credit * daily_cost_paise(book, &account, start) as f64;
+            Consumer {
+                opening_paise: round_up_to_ten_rupees(worth as i64).max(1_000),
+                account,
+                meter,
+            }
+        })
+        .collect()
+}
+
+/// What a day costs a household of this category at its mean consumption (energy, fixed
+/// charge and duty for a month of it, divided by the month's days).
+fn daily_cost_paise(book: &TariffBook, account: &Account, at: DateTime<Utc>) -> i64 {
+    let month = Month::containing(at);
+    let days = i64::from(month.days());
+    let daily_wh = i64::try_from(profile::mean_daily_wh(account.category)).unwrap_or(0);
+    book.quote(account.category, month, daily_wh * days)
+        .total_paise
+        / days
+}
+
+fn round_up_to_ten_rupees(paise: i64) -> i64 {
+    (paise + 999).div_euclid(1_000) * 1_000
+}
+
+/// A draw of `low..=high` rupees in steps of 50, in paise.
+fn rupees_in_fifties(low: i64, high: i64, rng: &mut impl Rng) -> i64 {
+    rng.random_range(low / 50..=high / 50) * 50 * 100
+}
+
+/// Routine top-ups at central: some households pay once at a random moment between `from` and
+/// `until`, whatever their balance.
+pub fn routine_top_ups(
+    consumers: &[Consumer],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Vec<Payment> {
+    let span = (until - from).num_seconds().max(1);
+    let mut payments = Vec::new();
+    for c in consumers {
+        if rng.random_bool(ROUTINE_TOP_UP) {
+            payments.push(Payment {
+                account: c.account.id.clone(),
+                at: from + Duration::seconds(rng.random_range(0..span)),
+                amount_paise: rupees_in_fifties(300, 1_000, rng),
+                channel: Channel::Central,
+            });
+        }
+    }
+    payments.sort_by_key(|p| p.at);
+    payments
+}
+
+/// What a household whose supply was cut at `cut_at` does: most pay one to five hours later, by
+/// voucher or at a counter while the backhaul is down, at a counter when it is up.
+pub fn payment_after_cut(
+    account: &str,
+    cut_at: DateTime<Utc>,
+    outage: Option<Outage>,
+    rng: &mut impl Rng,
+) -> Option<Payment> {
+    if !rng.random_bool(PAYS_AFTER_CUT) {
+        return None;
+    }
+    let at = cut_at + Duration::minutes(rng.random_range(60..=300));
+    let down = outage.is_some_and(|o| o.contains(at));
+    let channel = if down && rng.random_bool(VOUCHER_WHILE_DOWN) {
+        Channel::Voucher
+    } else {
+        Channel::Central
+    };
+    Some(Payment {
+        account: account.to_string(),
+        at,
+        amount_paise: rupees_in_fifties(200, 600, rng),
+        channel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::fleet;
+    use chrono::TimeZone;
+    use gramgrid_air::pathloss::PathLossModel;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 18, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn some_households_start_short_of_credit_and_none_with_less_than_ten_rupees() {
+        let plan = fleet::plan(
+            200,
+            1500.0,
+            1,
+            &PathLossModel::rural(),
+            &fleet::gateway_spec(),
+        );
+        let registers = vec![1_000; plan.len()];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let book = TariffBook::builtin();
+        let consumers = consumers(&plan, &registers, "gw", start(), &book, &mut rng);
+        assert_eq!(consumers.len(), 200);
+        let domestic_day = daily_cost_paise(&book, &consumers[0].account, start());
+        assert!(
+            (2_000..10_000).contains(&domestic_day)
+                || consumers[0].account.category != gramgrid_core::tariff::Category::Domestic
+        );
+        let short = consumers
+            .iter()
+            .filter(|c| c.opening_paise < 2 * daily_cost_paise(&book, &c.account, start()))
+            .count();
+        assert!((30..=90).contains(&short), "{short} of 200 short of credit");
+        assert!(consumers
+            .iter()
+            .all(|c| c.opening_paise >= 1_000 && c.opening_paise % 1_000 == 0));
+        assert!(consumers
+            .iter()
+            .all(|c| c.meter.keys.is_some() && c.meter.initial_register_wh == Some(1_000)));
+    }
+
+    proptest! {
+        #[test]
+        fn a_voucher_is_bought_only_while_the_backhaul_is_down(seed: u64, cut_minutes in 0i64..4_000) {
+            let outage = Outage { from: start() + Duration::hours(20), to: start() + Duration::hours(50) };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let cut_at = start() + Duration::minutes(cut_minutes);
+            if let Some(p) = payment_after_cut("A", cut_at, Some(outage), &mut rng) {
+                prop_assert!(p.at >= cut_at + Duration::hours(1) && p.at <= cut_at + Duration::hours(5));
+                prop_assert!(p.channel == Channel::Central || outage.contains(p.at));
+                prop_assert!(p.amount_paise >= 20_000 && p.amount_paise <= 60_000);
+            }
+        }
+    }
+}

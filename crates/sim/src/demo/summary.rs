@@ -1,0 +1,505 @@
+//! The demo's closing summary, read from central's and the gateway's SQLite files (not from the
+//! demo's own counters, except the sync traffic it measured on the link), as text or JSON.
+use chrono::{DateTime, Utc};
+use gramgrid_core::civil;
+use gramgrid_core::policy::PolicyConfig;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Everything the demo claims at the end.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub seed: u64,
+    pub meters: usize,
+    pub days: u32,
+    /// Simulated period, local time (Asia/Kolkata).
+    pub from: String,
+    pub to: String,
+    pub outage: Option<OutageSummary>,
+    pub radio: RadioSummary,
+    pub recharges: RechargeSummary,
+    pub vouchers: VoucherSummary,
+    pub relay: RelaySummary,
+    pub alerts: AlertSummary,
+    pub sync: SyncSummary,
+    pub balances: BalanceSummary,
+    /// Business events central flagged for the office (offline overdrafts, double redemptions).
+    pub flags: i64,
+    /// Where the databases are (kept only with `--dir` or `--serve`).
+    pub dir: String,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutageSummary {
+    pub from: String,
+    pub to: String,
+    pub hours: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RadioSummary {
+    /// Meters with at least one reading at the gateway.
+    pub meters_heard: i64,
+    /// Meters never heard: beyond the gateway's reach even at SF12 (a repeater or a second
+    /// gateway is needed for them).
+    pub meters_not_heard: i64,
+    /// 15-minute intervals the meters closed up to an hour before the end (the delivery deadline).
+    pub readings_due: i64,
+    pub readings_at_gateway: i64,
+    pub readings_at_central: i64,
+    /// Readings at central out of those due from the meters that were heard.
+    pub delivered_percent_of_heard: f64,
+    pub delivered_percent_of_all: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RechargeSummary {
+    /// Opening balances credited at central when the village went prepaid.
+    pub opening: i64,
+    /// Recharges taken at central after the start (counters, UPI).
+    pub top_ups: i64,
+    pub top_ups_during_outage: i64,
+    /// Central recharges found in the gateway's ledger (each id at most once: it is the key).
+    pub applied_at_gateway: i64,
+    pub missing_at_gateway: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VoucherSummary {
+    pub issued: i64,
+    pub redeemed_at_gateway: i64,
+    pub redeemed_during_outage: i64,
+    /// Redeemed vouchers whose recharge central holds (after the sync brought them).
+    pub credited_at_central: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RelaySummary {
+    /// Disconnect commands the meters confirmed.
+    pub disconnects: i64,
+    /// Transmissions of a disconnect command outside an allowed window (must be zero).
+    pub disconnects_sent_outside_window: i64,
+    /// Connect commands confirmed after a confirmed disconnect of the same meter.
+    pub reconnects: i64,
+    pub disconnected_at_end: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertSummary {
+    pub raised_at_gateway: i64,
+    pub by_kind: BTreeMap<String, i64>,
+    /// Notifications central delivered (SMS stand-in: the notifications log).
+    pub delivered_by_central: i64,
+}
+
+/// What the demo measured on the emulated cellular link.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SyncSummary {
+    pub sessions: u64,
+    /// Attempts refused while the backhaul was down.
+    pub failed_attempts: u64,
+    /// Bytes on the wire in both directions, TLS included.
+    pub wire_bytes: u64,
+    pub readings_uploaded: u64,
+    pub wire_bytes_per_reading: f64,
+    /// The first session after the outage: readings it carried.
+    pub catch_up_readings: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BalanceSummary {
+    pub accounts: usize,
+    pub agree: usize,
+    /// (account, gateway paise, central paise) for every account that differs.
+    pub disagreements: Vec<(String, i64, i64)>,
+    pub total_gateway_paise: i64,
+}
+
+/// The facts only the demo knows: its settings, and what it measured on the link.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub seed: u64,
+    pub meters: usize,
+    pub days: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub outage: Option<super::scenario::Outage>,
+    pub policy: PolicyConfig,
+    pub sync: SyncSummary,
+    pub balances: BalanceSummary,
+    pub dir: String,
+    pub wall_seconds: f64,
+}
+
+/// Why the summary could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path} for the summary: {source}")]
+pub struct SummaryError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+fn open(path: &Path) -> Result<Connection, SummaryError> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+        SummaryError {
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}
+
+fn local(at: DateTime<Utc>) -> String {
+    civil::local(at).format("%a %d %b %Y %H:%M IST").to_string()
+}
+
+fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<i64> {
+    conn.query_row(sql, params, |r| r.get(0))
+}
+
+/// Reads the summary from the gateway's and central's databases.
+pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, SummaryError> {
+    let gateway = open(gateway_db)?;
+    let central = open(central_db)?;
+    let failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SummaryError { path, source }
+    };
+    let radio = radio(&gateway, &central, &run).map_err(failed(gateway_db))?;
+    let recharges = recharges(&gateway, &central, &run).map_err(failed(central_db))?;
+    let vouchers = vouchers(&gateway, &central, &run).map_err(failed(central_db))?;
+    let relay = relay(&gateway, &run.policy).map_err(failed(gateway_db))?;
+    let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
+    let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
+    Ok(Summary {
+        seed: run.seed,
+        meters: run.meters,
+        days: run.days,
+        from: local(run.start),
+        to: local(run.end),
+        outage: run.outage.map(|o| OutageSummary {
+            from: local(o.from),
+            to: local(o.to),
+            hours: (o.to - o.from).num_minutes() as f64 / 60.0,
+        }),
+        radio,
+        recharges,
+        vouchers,
+        relay,
+        alerts,
+        sync: run.sync,
+        balances: run.balances,
+        flags,
+        dir: run.dir,
+        wall_seconds: run.wall_seconds,
+    })
+}
+
+/// Readings are due for intervals ending up to an hour before the end (the delivery deadline).
+fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Result<RadioSummary> {
+    let due_until = run.end - chrono::Duration::hours(1);
+    let window = (run.start.timestamp(), due_until.timestamp());
+    let intervals = (due_until - run.start).num_minutes() / 15;
+    let meters = i64::try_from(run.meters).unwrap_or(i64::MAX);
+    // A meter's installation register is stored as its first reading: heard means read since.
+    let heard = count(
+        gateway,
+        "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1",
+        [run.start.timestamp()],
+    )?;
+    let at_gateway = count(
+        gateway,
+        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2",
+        window,
+    )?;
+    let at_central = count(
+        central,
+        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2",
+        window,
+    )?;
+    let percent = |of: i64| {
+        if of == 0 {
+            0.0
+        } else {
+            (10_000.0 * at_central as f64 / of as f64).round() / 100.0
+        }
+    };
+    Ok(RadioSummary {
+        meters_heard: heard,
+        meters_not_heard: meters - heard,
+        readings_due: meters * intervals,
+        readings_at_gateway: at_gateway,
+        readings_at_central: at_central,
+        delivered_percent_of_heard: percent(heard * intervals),
+        delivered_percent_of_all: percent(meters * intervals),
+    })
+}
+
+const CENTRAL_RECHARGE: &str = "kind = 'recharge' AND id LIKE 'central:recharge:%'";
+
+fn recharges(
+    gateway: &Connection,
+    central: &Connection,
+    run: &Run,
+) -> rusqlite::Result<RechargeSummary> {
+    let start = run.start.timestamp();
+    let (outage_from, outage_to) = run
+        .outage
+        .map_or((0, 0), |o| (o.from.timestamp(), o.to.timestamp()));
+    let opening = count(
+        central,
+        &format!("SELECT COUNT(*) FROM ledger_events WHERE {CENTRAL_RECHARGE} AND at <= ?1"),
+        [start],
+    )?;
+    let top_ups = count(
+        central,
+        &format!("SELECT COUNT(*) FROM ledger_events WHERE {CENTRAL_RECHARGE} AND at > ?1"),
+        [start],
+    )?;
+    let during_outage = count(
+        central,
+        &format!(
+            "SELECT COUNT(*) FROM ledger_events WHERE {CENTRAL_RECHARGE} AND at >= ?1 AND at < ?2"
+        ),
+        [outage_from, outage_to],
+    )?;
+    let mut ids = central.prepare(&format!(
+        "SELECT id FROM ledger_events WHERE {CENTRAL_RECHARGE}"
+    ))?;
+    let mut applied = 0;
+    let mut missing = 0;
+    for id in ids.query_map([], |r| r.get::<_, String>(0))? {
+        let found = gateway
+            .query_row(
+                "SELECT 1 FROM ledger_events WHERE id = ?1 AND kind = 'recharge'",
+                [id?],
+                |_| Ok(()),
+            )
+            .optional()?;
+        match found {
+            Some(()) => applied += 1,
+            None => missing += 1,
+        }
+    }
+    Ok(RechargeSummary {
+        opening,
+        top_ups,
+        top_ups_during_outage: during_outage,
+        applied_at_gateway: applied,
+        missing_at_gateway: missing,
+    })
+}
+
+fn vouchers(
+    gateway: &Connection,
+    central: &Connection,
+    run: &Run,
+) -> rusqlite::Result<VoucherSummary> {
+    let (outage_from, outage_to) = run
+        .outage
+        .map_or((0, 0), |o| (o.from.timestamp(), o.to.timestamp()));
+    Ok(VoucherSummary {
+        issued: count(central, "SELECT COUNT(*) FROM vouchers", [])?,
+        redeemed_at_gateway: count(
+            gateway,
+            "SELECT COUNT(*) FROM vouchers_spent WHERE where_spent = 'here'",
+            [],
+        )?,
+        redeemed_during_outage: count(
+            gateway,
+            "SELECT COUNT(*) FROM vouchers_spent WHERE where_spent = 'here' AND at >= ?1 AND at < ?2",
+            [outage_from, outage_to],
+        )?,
+        credited_at_central: count(
+            central,
+            "SELECT COUNT(*) FROM ledger_events e JOIN vouchers v ON v.redemption_id = e.id WHERE e.kind = 'recharge'",
+            [],
+        )?,
+    })
+}
+
+fn relay(gateway: &Connection, policy: &PolicyConfig) -> rusqlite::Result<RelaySummary> {
+    let disconnects = count(
+        gateway,
+        "SELECT COUNT(*) FROM relay_commands WHERE action = 'disconnect' AND state = 'acknowledged'",
+        [],
+    )?;
+    let mut sent = gateway.prepare(
+        "SELECT e.at FROM relay_command_events e JOIN relay_commands c ON c.id = e.command
+         WHERE c.action = 'disconnect' AND e.state = 'sent'",
+    )?;
+    let mut outside = 0;
+    for at in sent.query_map([], |r| r.get::<_, i64>(0))? {
+        let at = DateTime::from_timestamp(at?, 0).unwrap_or_default();
+        if gramgrid_core::policy::disconnect_allowed(policy, at).is_err() {
+            outside += 1;
+        }
+    }
+    let reconnects = count(
+        gateway,
+        "SELECT COUNT(*) FROM relay_commands c WHERE c.action = 'connect' AND c.state = 'acknowledged'
+         AND EXISTS (SELECT 1 FROM relay_commands d WHERE d.meter = c.meter AND d.action = 'disconnect'
+                     AND d.state = 'acknowledged' AND d.closed_at <= c.created_at)",
+        [],
+    )?;
+    Ok(RelaySummary {
+        disconnects,
+        disconnects_sent_outside_window: outside,
+        reconnects,
+        disconnected_at_end: count(
+            gateway,
+            "SELECT COUNT(*) FROM meters WHERE relay_state = 'disconnected'",
+            [],
+        )?,
+    })
+}
+
+fn alerts(gateway: &Connection, central: &Connection) -> rusqlite::Result<AlertSummary> {
+    let mut by_kind = BTreeMap::new();
+    let mut kinds = gateway.prepare("SELECT kind, COUNT(*) FROM alerts GROUP BY kind")?;
+    for row in kinds.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (kind, n) = row?;
+        by_kind.insert(kind, n);
+    }
+    Ok(AlertSummary {
+        raised_at_gateway: by_kind.values().sum(),
+        by_kind,
+        delivered_by_central: count(
+            central,
+            "SELECT COUNT(*) FROM notifications WHERE sent_at IS NOT NULL",
+            [],
+        )?,
+    })
+}
+
+impl Summary {
+    /// The claims that do not hold (empty when the village ran as it should).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.balances.disagreements.is_empty() {
+            problems.push(format!(
+                "{} accounts have different balances at the gateway and at central",
+                self.balances.disagreements.len()
+            ));
+        }
+        if self.recharges.missing_at_gateway > 0 {
+            problems.push(format!(
+                "{} recharges taken at central never reached the gateway",
+                self.recharges.missing_at_gateway
+            ));
+        }
+        if self.vouchers.credited_at_central != self.vouchers.redeemed_at_gateway {
+            problems.push(format!(
+                "{} vouchers were redeemed at the gateway but central credited {}",
+                self.vouchers.redeemed_at_gateway, self.vouchers.credited_at_central
+            ));
+        }
+        if self.relay.disconnects_sent_outside_window > 0 {
+            problems.push(format!(
+                "{} disconnect commands were sent outside an allowed window",
+                self.relay.disconnects_sent_outside_window
+            ));
+        }
+        problems
+    }
+}
+
+/// The summary as the terminal shows it.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!(
+        "gramgrid demo: {} meters, {} simulated days ({} to {}), seed {}",
+        s.meters, s.days, s.from, s.to, s.seed
+    ));
+    match &s.outage {
+        Some(o) => line(format!(
+            "  backhaul outage    {:.1} h, {} to {}",
+            o.hours, o.from, o.to
+        )),
+        None => line("  backhaul outage    none".into()),
+    }
+    let r = &s.radio;
+    line(format!(
+        "  readings           {} of {} due reached central ({:.2} %; {:.2} % of the {} meters heard)",
+        r.readings_at_central,
+        r.readings_due,
+        r.delivered_percent_of_all,
+        r.delivered_percent_of_heard,
+        r.meters_heard
+    ));
+    if r.meters_not_heard > 0 {
+        line(format!(
+            "                     {} meter{} out of radio reach even at SF12 (a repeater or a second gateway is needed)",
+            r.meters_not_heard,
+            if r.meters_not_heard == 1 { "" } else { "s" }
+        ));
+    }
+    let c = &s.recharges;
+    line(format!(
+        "  recharges          {} opening balances, {} top-ups at central ({} during the outage); {} of {} applied at the gateway, {} missing",
+        c.opening,
+        c.top_ups,
+        c.top_ups_during_outage,
+        c.applied_at_gateway,
+        c.opening + c.top_ups,
+        c.missing_at_gateway
+    ));
+    let v = &s.vouchers;
+    line(format!(
+        "  vouchers           {} issued, {} redeemed at the gateway ({} during the outage), {} credited at central",
+        v.issued, v.redeemed_at_gateway, v.redeemed_during_outage, v.credited_at_central
+    ));
+    let d = &s.relay;
+    line(format!(
+        "  supply             {} disconnects ({} sent outside a window), {} reconnects, {} still off at the end",
+        d.disconnects, d.disconnects_sent_outside_window, d.reconnects, d.disconnected_at_end
+    ));
+    let kinds: Vec<String> = s
+        .alerts
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    line(format!(
+        "  alerts             {} raised at the gateway ({}); central sent {} notifications (these and recharge receipts)",
+        s.alerts.raised_at_gateway,
+        kinds.join(", "),
+        s.alerts.delivered_by_central
+    ));
+    let y = &s.sync;
+    line(format!(
+        "  sync               {} sessions, {} refused during the outage; catch-up carried {} readings; {:.2} wire bytes per reading (TLS included)",
+        y.sessions, y.failed_attempts, y.catch_up_readings, y.wire_bytes_per_reading
+    ));
+    let b = &s.balances;
+    if b.disagreements.is_empty() {
+        line(format!(
+            "  balances           all {} accounts agree between gateway and central to the paisa",
+            b.accounts
+        ));
+    } else {
+        line(format!(
+            "  balances           {} of {} accounts DIFFER between gateway and central: {:?}",
+            b.disagreements.len(),
+            b.accounts,
+            b.disagreements
+        ));
+    }
+    if s.flags > 0 {
+        line(format!(
+            "  flags              {} business events flagged for the office (GET /api/v1/flags)",
+            s.flags
+        ));
+    }
+    line(format!(
+        "  wall time          {:.1} s; files in {}",
+        s.wall_seconds, s.dir
+    ));
+    out
+}

@@ -1,0 +1,18 @@
+//! Everything that simulates a village, for the demo, the benchmarks and the end-to-end tests
+//! (never shipped to a Pi).
+//!
+//! - [`meter`]: simulated meters (firmware, load profiles, fleet, a light radio, `gramgrid sim`);
+//! - [`village`]: central, one gateway and an emulated cellular link ([`netem`]) in one process;
+//! - [`demo`]: `gramgrid demo`, a whole village on simulated time;
+//! - [`capacity`], [`radio_bench`], [`central_bench`], [`bench`]: the `gramgrid bench` commands;
+//! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`.
+
+pub mod air_cli;
+pub mod bench;
+pub mod capacity;
+pub mod central_bench;
+pub mod demo;
+pub mod meter;
+pub mod netem;
+pub mod radio_bench;
+pub mod village;

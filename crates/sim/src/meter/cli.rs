@@ -1,0 +1,94 @@
+//! `gramgrid sim`: a simulated meter fleet in its own process, on the UDP air bus.
+
+use super::fleet::{self, MeterHandle};
+use crate::air_cli::PathLossChoice;
+use clap::Args;
+use gramgrid_air::sim::radio_on_bus;
+use gramgrid_gateway::link::LinkClock;
+use gramgrid_proto::payload::AccessMode;
+use gramgrid_radio::phy::PhyOptions;
+use gramgrid_radio::RadioError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// How many meters to run (serials SIM-00001, SIM-00002, ...).
+    #[arg(long, default_value_t = 10)]
+    pub meters: usize,
+    /// The air bus hub (`gramgrid air-bus` prints it).
+    #[arg(long)]
+    pub bus: SocketAddr,
+    /// Meters are scattered over a disc of this radius around the gateway at (0, 0).
+    #[arg(long, default_value_t = 2000.0)]
+    pub radius_m: f64,
+    /// Seed of positions, keys and load; use the air bus's seed and path loss so that
+    /// `--commissioned` spreading factors match the air.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "rural")]
+    pub path_loss: PathLossChoice,
+    /// Write the fleet's meter manifest (serials and ABP keys) here for the gateway's
+    /// `[link] manifest`. The file holds keys: keep it private.
+    #[arg(long)]
+    pub manifest_out: Option<PathBuf>,
+    /// Meters send each reading on their own timer (Class A) instead of waiting to be polled.
+    #[arg(long)]
+    pub aloha: bool,
+    /// Meters already listen on the spreading factor their link budget allows (a fleet that has
+    /// run before) instead of starting on the rendezvous SF12.
+    #[arg(long)]
+    pub commissioned: bool,
+    /// Each meter starts with this many hours of load profile already recorded.
+    #[arg(long, default_value_t = 24)]
+    pub history_hours: usize,
+}
+
+/// Runs the fleet until `shutdown` completes. Meters run the real lora-phy driver on emulated chips.
+pub async fn sim(
+    args: SimArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RadioError> {
+    let plan = fleet::plan(
+        args.meters,
+        args.radius_m,
+        args.seed,
+        &args.path_loss.model(),
+        &fleet::gateway_spec(),
+    );
+    if let Some(path) = &args.manifest_out {
+        std::fs::write(path, fleet::manifest_toml(&plan))
+            .map_err(|e| RadioError::Io(format!("{}: {e}", path.display())))?;
+    }
+    let mode = if args.aloha {
+        AccessMode::Aloha
+    } else {
+        AccessMode::Scheduled
+    };
+    let clock = LinkClock::system();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut memberships = Vec::new();
+    for m in &plan {
+        let (radio, membership) =
+            radio_on_bus(args.bus, m.spec.clone(), PhyOptions::default()).await?;
+        memberships.push(membership);
+        let mut firmware = fleet::firmware(m, mode, args.commissioned, &clock);
+        firmware.backfill(clock.now(), args.history_hours * 4);
+        let fw: MeterHandle = Arc::new(Mutex::new(firmware));
+        let serial = m.serial.clone();
+        let stop = stopping.clone();
+        tasks.spawn(async move {
+            if let Err(error) = fleet::run_meter(radio, fw, clock, Arc::default(), stop).await {
+                tracing::error!(%error, meter = %serial, "simulated meter stopped");
+            }
+        });
+    }
+    // The first stdout line is the contract scripts and tests wait for.
+    println!("sim running {} meters on {}", plan.len(), args.bus);
+    shutdown.await;
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

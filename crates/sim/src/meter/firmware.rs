@@ -1,0 +1,410 @@
+//! Virtual meter firmware (pure: the caller supplies time and moves frames): captures 15-minute
+//! intervals, opens authenticated downlinks only, obeys relay commands, and builds its replies.
+
+use super::profile;
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_core::tariff::Category;
+use gramgrid_proto::frame::{seal_v1, Direction, SessionKeys};
+use gramgrid_proto::payload::{
+    AccessMode, AckOutcome, Downlink, EventKind, IntervalReading, MeterEvent, MeterReport,
+    RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
+};
+use gramgrid_proto::security::{FrameFilter, Session};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+
+/// Intervals a meter keeps (its load-profile buffer): a week.
+const LOG_CAPACITY: usize = 7 * 96;
+/// With no downlink for this long, a scheduled meter goes back to listening on the rendezvous SF.
+const LOST_CONTACT: Duration = Duration::hours(2);
+
+/// What survives a power cut (the meter's non-volatile memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nvm {
+    pub register_wh: u64,
+    /// Next uplink counter to use.
+    pub fcnt_up: u32,
+    /// Last downlink counter accepted.
+    pub fcnt_down: Option<u32>,
+    pub relay: RelayState,
+    /// The spreading factor it listens and answers on.
+    pub sf: u8,
+    pub mode: AccessMode,
+    pub log: VecDeque<IntervalReading>,
+    /// The last relay command obeyed and its outcome (a re-sent command is only re-acknowledged).
+    pub last_command: Option<RelayAck>,
+}
+
+/// One meter.
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    keys: SessionKeys,
+    category: Category,
+    pub nvm: Nvm,
+    /// RAM: lost at a power cut.
+    acks: Vec<RelayAck>,
+    events: Vec<MeterEvent>,
+    last_downlink: Option<DateTime<Utc>>,
+    /// Fault injection: this many replies are built and counted but never reach the air.
+    replies_to_lose: u32,
+    rng: ChaCha8Rng,
+    /// Meter clock = true time + offset + drift.
+    clock_offset: Duration,
+    drift_ppm: f64,
+    clock_origin: DateTime<Utc>,
+}
+
+impl Firmware {
+    /// A factory-fresh meter (listening on `sf`), whose clock is off by up to ±30 s and drifts up
+    /// to ±50 ppm, both drawn from `seed`.
+    pub fn new(
+        keys: SessionKeys,
+        category: Category,
+        sf: u8,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let clock_offset = Duration::milliseconds(rng.random_range(-30_000..=30_000));
+        let drift_ppm = rng.random_range(-50.0..=50.0);
+        Self {
+            keys,
+            category,
+            nvm: Nvm {
+                register_wh: rng.random_range(1_000..2_000_000),
+                fcnt_up: 0,
+                fcnt_down: None,
+                relay: RelayState::Connected,
+                sf,
+                mode: AccessMode::Scheduled,
+                log: VecDeque::new(),
+                last_command: None,
+            },
+            acks: Vec::new(),
+            events: Vec::new(),
+            last_downlink: None,
+            replies_to_lose: 0,
+            rng,
+            clock_offset,
+            drift_ppm,
+            clock_origin: now,
+        }
+    }
+
+    /// Runs in ALOHA mode (Class A): one uplink per reading, on its own timer.
+    pub fn with_mode(mut self, mode: AccessMode) -> Self {
+        self.nvm.mode = mode;
+        self
+    }
+
+    /// The meter's own clock reading at true time `now`.
+    pub fn meter_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let elapsed_ms = (now - self.clock_origin).num_milliseconds() as f64;
+        now + self.clock_offset + Duration::milliseconds((elapsed_ms * self.drift_ppm / 1e6) as i64)
+    }
+
+    /// True time at which the meter's clock next shows an interval boundary after `now`.
+    pub fn next_capture(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let meter_now = self.meter_time(now);
+        let skew = meter_now - now;
+        let step_ms = i64::from(INTERVAL_SECS) * 1000;
+        let boundary = (meter_now.timestamp_millis().div_euclid(step_ms) + 1) * step_ms;
+        let at = DateTime::from_timestamp_millis(boundary).unwrap_or(now) - skew;
+        // Strictly later than `now`, even when called at the boundary itself.
+        if at <= now {
+            at + Duration::milliseconds(step_ms)
+        } else {
+            at
+        }
+    }
+
+    /// Closes the interval that just ended on the meter's clock (call at `next_capture`).
+    pub fn capture(&mut self, now: DateTime<Utc>) {
+        let step = i64::from(INTERVAL_SECS);
+        // Round to the nearest boundary: the caller wakes at it, give or take a millisecond.
+        let end = (self.meter_time(now).timestamp() + step / 2).div_euclid(step) * step;
+        if let Some(start) = DateTime::from_timestamp(end - step, 0) {
+            self.record(start, self.nvm.relay == RelayState::Connected);
+        }
+    }
+
+    /// Appends the interval starting at `start` (unless already logged), adding its consumption
+    /// to the register if the supply was on.
+    fn record(&mut self, start: DateTime<Utc>, supplied: bool) {
+        if self
+            .nvm
+            .log
+            .back()
+            .is_some_and(|l| l.interval_start >= start)
+        {
+            return;
+        }
+        if supplied {
+            self.nvm.register_wh += profile::interval_wh(self.category, start, &mut self.rng);
+        }
+        self.nvm.log.push_back(IntervalReading {
+            interval_start: start,
+            import_wh: self.nvm.register_wh,
+        });
+        while self.nvm.log.len() > LOG_CAPACITY {
+            self.nvm.log.pop_front();
+        }
+    }
+
+    /// Fills the load-profile log with the `intervals` that ended before `now`, as a meter that has
+    /// been in service a while has them (simulations that should not wait 15 minutes for data).
+    pub fn backfill(&mut self, now: DateTime<Utc>, intervals: usize) {
+        let step = i64::from(INTERVAL_SECS);
+        let last_end = self.meter_time(now).timestamp().div_euclid(step) * step;
+        for k in (1..=i64::try_from(intervals).unwrap_or(0)).rev() {
+            if let Some(start) = DateTime::from_timestamp(last_end - k * step, 0) {
+                self.record(start, true);
+            }
+        }
+    }
+
+    /// A power cut from `off` to `on`: RAM is lost, the intervals in between were never captured,
+    /// and the event log says so.
+    pub fn power_cycle(&mut self, off: DateTime<Utc>, on: DateTime<Utc>) {
+        self.acks.clear();
+        self.events.clear();
+        self.events.push(MeterEvent {
+            kind: EventKind::PowerFail,
+            at: self.meter_time(off),
+        });
+        self.events.push(MeterEvent {
+            kind: EventKind::PowerRestore,
+            at: self.meter_time(on),
+        });
+    }
+
+    /// Fault injection (tests, simulations): the next `n` replies are lost on their way, as if an
+    /// interferer had hit them at the gateway.
+    pub fn lose_next_replies(&mut self, n: u32) {
+        self.replies_to_lose = n;
+    }
+
+    /// The listening SF right now (scheduled meters fall back to the rendezvous SF when lost).
+    pub fn listen_sf(&mut self, now: DateTime<Utc>) -> u8 {
+        let lost = self.last_downlink.is_some_and(|t| now - t > LOST_CONTACT);
+        if lost && self.nvm.mode == AccessMode::Scheduled {
+            self.nvm.sf = gramgrid_gateway::link::scheduler::RENDEZVOUS_SF;
+            self.last_downlink = None;
+        }
+        self.nvm.sf
+    }
+
+    /// Handles a received frame; the reply (a sealed uplink) to send (after `link::REPLY_DELAY`), if any. Frames for
+    /// other meters, forged or replayed ones are dropped silently, as a meter must.
+    pub fn on_downlink(&mut self, phy: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
+        let session = Session {
+            keys: self.keys.clone(),
+            last_fcnt: self.nvm.fcnt_down,
+        };
+        let mine = self.keys.dev_addr;
+        let frame = FrameFilter::meter()
+            .check(phy, |addr| (addr == mine).then_some(session))
+            .ok()?;
+        self.nvm.fcnt_down = Some(frame.fcnt);
+        self.last_downlink = Some(now);
+        let message = Downlink::decode_frame(frame.fport, &frame.payload).ok()?;
+        let sf = self.nvm.sf;
+        let mut then_sf = sf;
+        let intervals: Vec<IntervalReading> = match message {
+            Downlink::Poll(p) => self.intervals_from(p.since),
+            Downlink::ResendRequest(r) => self
+                .nvm
+                .log
+                .iter()
+                .filter(|i| r.missing.contains(&i.interval_start))
+                .copied()
+                .collect(),
+            Downlink::RelayCommand(c) => {
+                self.obey(c.command_id, c.action, now);
+                Vec::new()
+            }
+            Downlink::ScheduleAssign(a) => {
+                if (7..=12).contains(&a.spreading_factor) {
+                    then_sf = a.spreading_factor;
+                }
+                self.nvm.mode = a.mode;
+                Vec::new()
+            }
+            Downlink::TimeSync(t) => {
+                self.clock_offset += t.utc - self.meter_time(now);
+                self.events.push(MeterEvent {
+                    kind: EventKind::ClockSet,
+                    at: t.utc,
+                });
+                Vec::new()
+            }
+            Downlink::DisplayUpdate(_) => Vec::new(),
+        };
+        if self.nvm.mode == AccessMode::Aloha {
+            // Class A answers in its next scheduled uplink.
+            return None;
+        }
+        let out = self.report(intervals, now, sf);
+        self.nvm.sf = then_sf;
+        if self.replies_to_lose > 0 {
+            self.replies_to_lose -= 1;
+            return None;
+        }
+        out
+    }
+
+    /// ALOHA mode: the uplink for the interval just captured.
+    pub fn aloha_uplink(&mut self, now: DateTime<Utc>) -> Option<Vec<u8>> {
+        let latest: Vec<IntervalReading> = self.nvm.log.back().copied().into_iter().collect();
+        let sf = self.nvm.sf;
+        self.report(latest, now, sf)
+    }
+
+    fn intervals_from(&self, since: DateTime<Utc>) -> Vec<IntervalReading> {
+        self.nvm
+            .log
+            .iter()
+            .filter(|i| i.interval_start >= since)
+            .copied()
+            .collect()
+    }
+
+    fn obey(&mut self, command_id: u32, action: RelayAction, now: DateTime<Utc>) {
+        if let Some(ack) = self.nvm.last_command.filter(|a| a.command_id == command_id) {
+            self.acks.push(ack);
+            return;
+        }
+        let target = match action {
+            RelayAction::Connect => RelayState::Connected,
+            RelayAction::Disconnect => RelayState::Disconnected,
+        };
+        if self.nvm.relay != target {
+            self.nvm.relay = target;
+            self.events.push(MeterEvent {
+                kind: EventKind::RelayOperated { command_id },
+                at: self.meter_time(now),
+            });
+        }
+        let ack = RelayAck {
+            command_id,
+            outcome: AckOutcome::Applied,
+        };
+        self.nvm.last_command = Some(ack);
+        self.acks.push(ack);
+    }
+
+    /// Seals a report with `intervals` (as many as fit at `sf`, oldest first), pending events and acks.
+    fn report(
+        &mut self,
+        intervals: Vec<IntervalReading>,
+        now: DateTime<Utc>,
+        sf: u8,
+    ) -> Option<Vec<u8>> {
+        let report = MeterReport {
+            meter_time: self.meter_time(now),
+            intervals,
+            power_w: match self.nvm.relay {
+                RelayState::Connected => profile::power_w(self.category, now),
+                _ => 0,
+            },
+            voltage_dv: 2300,
+            relay_state: self.nvm.relay,
+            events: std::mem::take(&mut self.events),
+            acks: std::mem::take(&mut self.acks),
+        };
+        let max = gramgrid_proto::frame::in865_max_frm_payload(sf)?;
+        let (body, _) = report.encode_fitting(max).ok()?;
+        debug_assert!(Uplink::decode(&body).is_ok());
+        let fcnt = self.nvm.fcnt_up;
+        let phy = seal_v1(&self.keys, Direction::Uplink, fcnt, &body).ok()?;
+        self.nvm.fcnt_up = fcnt.wrapping_add(1);
+        Some(phy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gramgrid_proto::frame::{DevAddr, SessionKey};
+    use gramgrid_proto::payload::{Poll, RelayCommand};
+
+    fn keys(addr: u32, k: u8) -> SessionKeys {
+        SessionKeys {
+            dev_addr: DevAddr(addr),
+            nwk_skey: SessionKey::new([k; 16]),
+            app_skey: SessionKey::new([k + 1; 16]),
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_824_000, 0).unwrap()
+    }
+
+    fn downlink(keys: &SessionKeys, fcnt: u32, message: &Downlink) -> Vec<u8> {
+        seal_v1(keys, Direction::Downlink, fcnt, &message.encode().unwrap()).unwrap()
+    }
+
+    fn disconnect(id: u32) -> Downlink {
+        Downlink::RelayCommand(RelayCommand {
+            command_id: id,
+            action: RelayAction::Disconnect,
+        })
+    }
+
+    #[test]
+    fn the_relay_obeys_only_authentic_fresh_commands_and_acts_once_per_id() {
+        let k = keys(0x2601_0001, 7);
+        let mut fw = Firmware::new(k.clone(), Category::Domestic, 7, 1, t0());
+        // Forged (wrong key) and for another meter: silently dropped.
+        assert!(fw
+            .on_downlink(&downlink(&keys(0x2601_0001, 9), 0, &disconnect(5)), t0())
+            .is_none());
+        assert!(fw
+            .on_downlink(&downlink(&keys(0x2601_0002, 7), 0, &disconnect(5)), t0())
+            .is_none());
+        assert_eq!(fw.nvm.relay, RelayState::Connected);
+        let genuine = downlink(&k, 0, &disconnect(5));
+        assert!(fw.on_downlink(&genuine, t0()).is_some());
+        assert_eq!(fw.nvm.relay, RelayState::Disconnected);
+        // A replay of the same frame is refused; the same command re-sent is re-acknowledged only.
+        fw.nvm.relay = RelayState::Connected;
+        assert!(fw.on_downlink(&genuine, t0()).is_none());
+        assert!(fw
+            .on_downlink(&downlink(&k, 1, &disconnect(5)), t0())
+            .is_some());
+        assert_eq!(fw.nvm.relay, RelayState::Connected);
+    }
+
+    #[test]
+    fn counters_and_registers_survive_a_power_cut_and_missed_captures_stay_missing() {
+        let k = keys(0x2601_0001, 7);
+        let mut fw = Firmware::new(k.clone(), Category::Commercial, 7, 1, t0());
+        let q = Duration::minutes(15);
+        let mut now = t0();
+        for _ in 0..4 {
+            now = fw.next_capture(now);
+            fw.capture(now);
+        }
+        let poll = |since| Downlink::Poll(Poll { since });
+        assert!(fw
+            .on_downlink(&downlink(&k, 0, &poll(t0() - q)), now)
+            .is_some());
+        let (fcnt_up, register, logged) = (fw.nvm.fcnt_up, fw.nvm.register_wh, fw.nvm.log.len());
+        // Off for an hour: nothing is captured, RAM is lost, NVM is not.
+        let on = now + Duration::hours(1);
+        fw.power_cycle(now, on);
+        assert_eq!((fw.nvm.fcnt_up, fw.nvm.register_wh), (fcnt_up, register));
+        let next = fw.next_capture(on);
+        fw.capture(next);
+        let starts: Vec<_> = fw.nvm.log.iter().map(|i| i.interval_start).collect();
+        assert_eq!(starts.len(), logged + 1, "{starts:?}");
+        assert!(starts[logged] - starts[logged - 1] > q * 3, "{starts:?}");
+        // The old downlink counter still stands after the cut: a replayed poll is refused.
+        assert!(fw.on_downlink(&downlink(&k, 0, &poll(t0())), on).is_none());
+        assert!(fw
+            .on_downlink(&downlink(&k, 1, &poll(t0())), next)
+            .is_some());
+        assert_eq!(fw.nvm.fcnt_up, fcnt_up + 1);
+    }
+}

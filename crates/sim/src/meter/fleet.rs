@@ -1,0 +1,230 @@
+//! A simulated meter fleet: meters scattered over a village around the gateway, each running the
+//! virtual firmware on a radio (emulated SX1262 on the UDP air bus, or a light radio in-process).
+
+use super::firmware::Firmware;
+use gramgrid_air::air::{link_loss_db, NodeSpec};
+use gramgrid_air::pathloss::PathLossModel;
+use gramgrid_core::tariff::Category;
+use gramgrid_gateway::link::{LinkClock, REPLY_DELAY, RX1_DELAY};
+use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
+use gramgrid_proto::payload::AccessMode;
+use gramgrid_radio::budget::{choose_sf, GATEWAY_GAIN_DBI, METER_POWER_DBM};
+use gramgrid_radio::{Radio, RadioConfig, RadioError};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// First DevAddr of a simulated fleet (NetID 0x13 range used by many private networks).
+const FIRST_DEV_ADDR: u32 = 0x2601_0001;
+/// ALOHA meters send each reading at their own phase within the interval, give or take this much
+/// (a Class A device's timer is not aligned with anyone else's).
+const ALOHA_JITTER: Duration = Duration::from_secs(5);
+
+/// One meter of a planned fleet.
+#[derive(Debug, Clone)]
+pub struct PlannedMeter {
+    pub serial: String,
+    pub keys: SessionKeys,
+    pub category: Category,
+    pub spec: NodeSpec,
+    /// The SF its link budget allows with the ADR margin; `None` if not even SF12 reaches.
+    pub sf: Option<u8>,
+    pub seed: u64,
+}
+
+/// Serial number of fleet meter `i` (same in every process with the same plan).
+pub fn serial(i: usize) -> String {
+    format!("SIM-{:05}", i + 1)
+}
+
+/// Scatters `meters` uniformly over a disc of `radius_m` around `gateway`, with keys, categories
+/// (85 % domestic, 10 % commercial, 5 % agricultural) and the SF their link budget allows.
+pub fn plan(
+    meters: usize,
+    radius_m: f64,
+    seed: u64,
+    path_loss: &PathLossModel,
+    gateway: &NodeSpec,
+) -> Vec<PlannedMeter> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_7465_7273);
+    (0..meters)
+        .map(|i| {
+            let r = radius_m * rng.random::<f64>().sqrt();
+            let theta = std::f64::consts::TAU * rng.random::<f64>();
+            let spec = NodeSpec::new(
+                serial(i),
+                gateway.x_m + r * theta.cos(),
+                gateway.y_m + r * theta.sin(),
+            );
+            let rx = f64::from(METER_POWER_DBM) + gateway.antenna_gain_dbi
+                - link_loss_db(path_loss, seed, &spec, gateway);
+            let category = match rng.random_range(0..100) {
+                0..85 => Category::Domestic,
+                85..95 => Category::Commercial,
+                _ => Category::Agricultural,
+            };
+            let mut key = || {
+                let mut k = [0u8; 16];
+                rng.fill(&mut k);
+                k[0] |= 1; // never the all-zero placeholder the manifest refuses
+                SessionKey::new(k)
+            };
+            let keys = SessionKeys {
+                dev_addr: DevAddr(
+                    FIRST_DEV_ADDR + u32::try_from(i).unwrap_or(u32::MAX - FIRST_DEV_ADDR),
+                ),
+                nwk_skey: key(),
+                app_skey: key(),
+            };
+            PlannedMeter {
+                serial: serial(i),
+                keys,
+                category,
+                spec,
+                sf: choose_sf(rx),
+                seed: rng.random(),
+            }
+        })
+        .collect()
+}
+
+/// The mast of the benchmark and the default simulation: origin, 3 dBi.
+pub fn gateway_spec() -> NodeSpec {
+    NodeSpec {
+        antenna_gain_dbi: GATEWAY_GAIN_DBI,
+        ..NodeSpec::new("gw", 0.0, 0.0)
+    }
+}
+
+/// The fleet as a meter manifest (what the central server would issue). Contains keys: write it
+/// only to a file the gateway reads.
+pub fn manifest_toml(meters: &[PlannedMeter]) -> String {
+    let mut out = String::from("version = 1\n");
+    for m in meters {
+        let category = match m.category {
+            Category::Domestic => "domestic",
+            Category::Commercial => "commercial",
+            Category::Agricultural => "agricultural",
+        };
+        let _ = write!(
+            out,
+            "\n[[meter]]\nserial = \"{}\"\ndev_addr = \"{}\"\nnwk_skey = \"{}\"\napp_skey = \"{}\"\ncategory = \"{category}\"\n",
+            m.serial,
+            m.keys.dev_addr,
+            m.keys.nwk_skey.to_storage_hex(),
+            m.keys.app_skey.to_storage_hex(),
+        );
+    }
+    out
+}
+
+/// A running meter's firmware, shared with whoever watches it (tests, the benchmark).
+pub type MeterHandle = Arc<Mutex<Firmware>>;
+
+/// Builds the firmware of a planned meter. `commissioned`: it already listens on its link-budget SF
+/// (a fleet that has run before); otherwise it starts factory-fresh on the rendezvous SF.
+pub fn firmware(
+    m: &PlannedMeter,
+    mode: AccessMode,
+    commissioned: bool,
+    clock: &LinkClock,
+) -> Firmware {
+    let sf = if commissioned || mode == AccessMode::Aloha {
+        m.sf.unwrap_or(12)
+    } else {
+        gramgrid_gateway::link::scheduler::RENDEZVOUS_SF
+    };
+    Firmware::new(m.keys.clone(), m.category, sf, m.seed, clock.now()).with_mode(mode)
+}
+
+/// Airtime a meter's transmissions took, summed over a fleet (for channel utilisation).
+pub type AirtimeTally = Arc<Mutex<Duration>>;
+
+/// Runs one meter until `stop`: Class C (listens all the time, answers the gateway) in scheduled
+/// mode, Class A (one uplink per interval, then a receive window) in ALOHA mode.
+pub async fn run_meter<R: Radio>(
+    mut radio: R,
+    fw: MeterHandle,
+    clock: LinkClock,
+    airtime: AirtimeTally,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RadioError> {
+    let (mode, seed) = {
+        let fw = locked(&fw);
+        (fw.nvm.mode, fw.nvm.register_wh)
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let interval = Duration::from_secs(u64::from(gramgrid_proto::payload::INTERVAL_SECS));
+    let phase = (interval - ALOHA_JITTER).mul_f64(rng.random::<f64>());
+    let mut sf = 0;
+    let mut next_capture = clock.instant_of(locked(&fw).next_capture(clock.now()));
+    while !*stop.borrow() {
+        let want = locked(&fw).listen_sf(clock.now());
+        if want != sf {
+            sf = want;
+            radio
+                .configure(RadioConfig {
+                    spreading_factor: sf,
+                    ..RadioConfig::meter()
+                })
+                .await?;
+        }
+        if mode == AccessMode::Aloha {
+            let at = next_capture + phase + ALOHA_JITTER.mul_f64(rng.random::<f64>());
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stop.changed() => continue,
+            }
+            let out = {
+                let mut fw = locked(&fw);
+                fw.capture(clock.at(next_capture));
+                fw.aloha_uplink(clock.now())
+            };
+            next_capture += interval;
+            if let Some(out) = out {
+                let took = radio.transmit(&out).await?;
+                *airtime.lock().unwrap_or_else(|p| p.into_inner()) += took;
+                tokio::time::sleep(RX1_DELAY).await;
+                if let Ok(frame) = radio
+                    .receive(gramgrid_gateway::link::scheduler::airtime(sf, 64))
+                    .await
+                {
+                    locked(&fw).on_downlink(&frame.payload, clock.now());
+                }
+            }
+            continue;
+        }
+        let within = next_capture.saturating_duration_since(Instant::now());
+        let heard = tokio::select! {
+            heard = radio.receive(within) => heard,
+            _ = stop.changed() => continue,
+        };
+        match heard {
+            Ok(frame) => {
+                let out = locked(&fw).on_downlink(&frame.payload, clock.now());
+                if let Some(out) = out {
+                    tokio::time::sleep_until(frame.received_at + REPLY_DELAY).await;
+                    let took = radio.transmit(&out).await?;
+                    *airtime.lock().unwrap_or_else(|p| p.into_inner()) += took;
+                }
+            }
+            Err(RadioError::Timeout(_) | RadioError::Crc { .. } | RadioError::Header) => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= next_capture {
+            let mut fw = locked(&fw);
+            fw.capture(clock.now());
+            next_capture = clock.instant_of(fw.next_capture(clock.now()));
+        }
+    }
+    Ok(())
+}
+
+/// The firmware behind a handle; a panicked holder leaves it usable (it is plain data).
+pub fn locked(fw: &MeterHandle) -> std::sync::MutexGuard<'_, Firmware> {
+    fw.lock().unwrap_or_else(|p| p.into_inner())
+}

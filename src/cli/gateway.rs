@@ -1,0 +1,101 @@
+//! `gramgrid gateway`: run the daemon, check its config, and the technician's commands against it.
+use super::shutdown_signal;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use gramgrid_gateway::config::GatewayConfig;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct GatewayArgs {
+    /// Gateway config file (TOML); without it the embedded defaults are used.
+    #[arg(long, short, global = true, env = "GRAMGRID_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the config, print the effective settings and exit.
+    #[arg(long)]
+    pub check: bool,
+    #[command(subcommand)]
+    pub action: Option<GatewayAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayAction {
+    /// Print every account's balance, relay state and open commands from the gateway database.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the database: SQLite integrity, and derived charges against the stored readings.
+    Verify,
+    /// Redeem an offline voucher code at this gateway (talks to the running daemon).
+    Redeem {
+        /// The voucher code as printed (dashes, spaces and letter case do not matter).
+        code: String,
+    },
+}
+
+pub(super) fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
+    GatewayConfig::load(path).context(
+        "fix the config file (see docs/gateway.example.toml for every option), then start again",
+    )
+}
+
+pub(super) fn run(args: GatewayArgs) -> Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    if args.check {
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the config")?
+        );
+        return Ok(());
+    }
+    match args.action {
+        None => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(gramgrid_gateway::daemon::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+        Some(GatewayAction::Status { json }) => {
+            let mut gateway = gramgrid_gateway::gateway::Gateway::open(config)?;
+            let status = gramgrid_gateway::report::gateway_status(gateway.store())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", gramgrid_gateway::report::render_status(&status));
+            }
+            Ok(())
+        }
+        Some(GatewayAction::Redeem { code }) => {
+            let socket = gramgrid_gateway::local::socket_path(&config.gateway.data_dir);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let request = gramgrid_gateway::local::LocalRequest::Redeem { code };
+            let answer = runtime
+                .block_on(gramgrid_gateway::local::request(&socket, &request))
+                .with_context(|| format!("cannot reach the gateway daemon at {}; is `gramgrid gateway` running with this config?", socket.display()))?;
+            println!("{}", answer.message);
+            if answer.ok {
+                Ok(())
+            } else {
+                anyhow::bail!("the voucher was not redeemed")
+            }
+        }
+        Some(GatewayAction::Verify) => {
+            let mut gateway = gramgrid_gateway::gateway::Gateway::open(config)?;
+            let book = gateway.tariff_book().clone();
+            let problems = gateway.store().verify(&book)?;
+            if problems.is_empty() {
+                println!(
+                    "ok: database intact; every meter's charges match its readings and the tariff"
+                );
+                return Ok(());
+            }
+            for problem in &problems {
+                println!("{problem}");
+            }
+            anyhow::bail!("{} problems found in the gateway database", problems.len())
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The simulator's commands: `gramgrid demo`, `gramgrid bench`, `gramgrid air-bus`, `gramgrid sim`.
+use super::shutdown_signal;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Simulated uplinks per wall-clock second through lora-phy, the SX1262 emulator and the air.
+    Radio(gramgrid_sim::air_cli::RadioBenchArgs),
+    /// Readings per second the central server accepts from many gateways at once.
+    Central {
+        /// sqlite:PATH or postgres://...; default: SQLite in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        gateways: usize,
+        #[arg(long, default_value_t = 200)]
+        meters: usize,
+        /// Total readings (whole days of every meter).
+        #[arg(long, default_value_t = 460_800)]
+        readings: usize,
+        /// PostgreSQL connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bytes on the wire per reading and catch-up time after an outage, over a throttled link.
+    Sync {
+        #[arg(long, default_value_t = 500)]
+        meters: usize,
+        /// Days the backhaul was down.
+        #[arg(long, default_value_t = 7)]
+        outage_days: i64,
+        /// Link bandwidth in each direction, kbit/s.
+        #[arg(long, default_value_t = 64)]
+        kbit: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Largest fleet one channel serves (99.9 % of readings within 60 min), scheduled vs ALOHA.
+    Capacity(gramgrid_sim::capacity::CapacityArgs),
+    /// Readings ingested and charged per second into SQLite, and bytes written per reading.
+    Ledger {
+        #[arg(long, default_value_t = 1000)]
+        meters: usize,
+        #[arg(long, default_value_t = 7)]
+        days: usize,
+        /// Readings per transaction (the gateway's store.readings_commit_max).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// Directory for the benchmark database (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn demo(args: &gramgrid_sim::demo::DemoArgs) -> Result<()> {
+    let demo = gramgrid_sim::demo::Demo::run(args).context("the demo could not finish")?;
+    let summary = demo.summary();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        print!("{}", gramgrid_sim::demo::summary::render(summary));
+    }
+    let problems = summary.problems();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the demo's village did not run as it should: {}; rerun with --dir DIR and RUST_LOG=info to inspect it",
+            problems.join("; ")
+        );
+    }
+    if args.serve {
+        let serving = demo.serving();
+        if args.json {
+            eprintln!("{serving}");
+        } else {
+            println!("\n{serving}");
+        }
+        demo.serve(shutdown_signal())
+            .context("the demo stopped serving")?;
+    }
+    Ok(())
+}
+
+pub(super) fn bench(what: BenchCommand) -> Result<()> {
+    match what {
+        BenchCommand::Radio(args) => {
+            let report =
+                gramgrid_sim::air_cli::bench(args).context("the radio benchmark failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Sync {
+            meters,
+            outage_days,
+            kbit,
+            seed,
+            json,
+        } => {
+            let settings = gramgrid_sim::bench::SyncBench {
+                meters,
+                outage_days,
+                kbit_per_second: kbit,
+                seed,
+                progress: !json,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(gramgrid_sim::bench::sync(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            anyhow::ensure!(
+                figures.balances_agree,
+                "gateway and central balances disagree after the catch-up"
+            );
+            Ok(())
+        }
+        BenchCommand::Central {
+            database_url,
+            gateways,
+            meters,
+            readings,
+            connections,
+            json,
+        } => {
+            let settings = gramgrid_sim::central_bench::IngestBench {
+                database_url,
+                gateways,
+                meters_per_gateway: meters,
+                readings,
+                connections,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(gramgrid_sim::central_bench::ingest(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            Ok(())
+        }
+        BenchCommand::Capacity(args) => {
+            let options = args.options().map_err(anyhow::Error::msg)?;
+            let report = gramgrid_sim::capacity::capacity(&options, |mode, run| {
+                eprintln!("{}", gramgrid_sim::capacity::run_line(mode, run));
+            })
+            .context("the capacity benchmark failed")?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&gramgrid_sim::capacity::json(&report))?
+                );
+            } else {
+                print!("{}", gramgrid_sim::capacity::render(&report));
+            }
+            Ok(())
+        }
+        BenchCommand::Ledger {
+            meters,
+            days,
+            batch,
+            dir,
+            seed,
+            json,
+        } => {
+            let figures = gramgrid_sim::bench::ledger(&gramgrid_sim::bench::LedgerBench {
+                meters,
+                days,
+                batch,
+                dir,
+                seed,
+                progress: !json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            Ok(())
+        }
+    }
+}
