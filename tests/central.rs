@@ -301,7 +301,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
                     .upsert_account(&Account {
                         id: id.clone(),
                         consumer_name: consumer_name.clone(),
-                        category: *category,
+                        category: (*category).into(),
                         phone: phone.clone(),
                         created_at: *created_at,
                     })
@@ -323,7 +323,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
                         .unwrap();
                 }
                 DownlinkEvent::Ledger(event) => {
-                    store.record_event(event).unwrap();
+                    store.record_event(&event.clone().into()).unwrap();
                 }
                 _ => {}
             }
@@ -361,7 +361,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
         let late: Vec<_> = late.into_iter().map(|(_, r)| r).collect();
         let priority = vec![PriorityRecord {
             seq: 1,
-            event: UplinkEvent::Ledger(fixed.clone()),
+            event: UplinkEvent::Ledger(fixed.clone().into()),
         }];
         let a = h
             .exchange(
@@ -431,7 +431,7 @@ async fn gateway_b_cannot_touch_gateway_a_data() {
         let request = upload(
             vec![PriorityRecord {
                 seq: 1,
-                event: UplinkEvent::Ledger(theft),
+                event: UplinkEvent::Ledger(theft.into()),
             }],
             None,
             0,
@@ -467,14 +467,17 @@ async fn priority_lane_is_idempotent_and_stops_at_a_gap() {
         h.customer("A1", "gw-a").await;
         let charge = |seq: u64| PriorityRecord {
             seq,
-            event: UplinkEvent::Ledger(LedgerEvent {
-                id: format!("gw-a:fixed:{seq}"),
-                account: "A1".into(),
-                at: t0(),
-                kind: EventKind::FixedCharge,
-                amount_paise: 100,
-                expires_at: None,
-            }),
+            event: UplinkEvent::Ledger(
+                LedgerEvent {
+                    id: format!("gw-a:fixed:{seq}"),
+                    account: "A1".into(),
+                    at: t0(),
+                    kind: EventKind::FixedCharge,
+                    amount_paise: 100,
+                    expires_at: None,
+                }
+                .into(),
+            ),
         };
         let a = h
             .exchange(
@@ -520,7 +523,7 @@ async fn a_withdrawn_relay_command_is_stored_with_its_reason() {
             event: UplinkEvent::RelayCommand {
                 id: "gw-a:relay:A1:disconnect:1".into(),
                 meter: "M-A1".into(),
-                action: RelayAction::Disconnect,
+                action: RelayAction::Disconnect.into(),
                 state: state.into(),
                 at: t0() + Duration::minutes(seq as i64),
                 detail: detail.into(),
@@ -590,14 +593,17 @@ async fn a_voucher_is_single_use_everywhere() {
             },
             PriorityRecord {
                 seq: 2,
-                event: UplinkEvent::Ledger(LedgerEvent {
-                    id: id.into(),
-                    account: "A1".into(),
-                    at: Utc::now(),
-                    kind: EventKind::Recharge,
-                    amount_paise: 20_000,
-                    expires_at: None,
-                }),
+                event: UplinkEvent::Ledger(
+                    LedgerEvent {
+                        id: id.into(),
+                        account: "A1".into(),
+                        at: Utc::now(),
+                        kind: EventKind::Recharge,
+                        amount_paise: 20_000,
+                        expires_at: None,
+                    }
+                    .into(),
+                ),
             },
         ];
         h.exchange("gw-a", &upload(redeemed, None, 0))
@@ -947,7 +953,7 @@ async fn adjustments_and_emergency_credit_reach_the_gateway_once() {
             .downlink
             .iter()
             .filter_map(|r| match &r.event {
-                DownlinkEvent::Ledger(e) => Some(e.kind),
+                DownlinkEvent::Ledger(e) => Some(e.kind.into()),
                 _ => None,
             })
             .collect();

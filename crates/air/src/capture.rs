@@ -1,6 +1,6 @@
 //! Packet capture of the simulated air: one JSON line per frame, with every receiver's fate.
 
-use crate::air::Verdict;
+use crate::reception::Verdict;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -38,4 +38,5 @@ pub mod bus;
 pub mod capture;
 pub mod emulator;
 pub mod pathloss;
+pub mod reception;
 pub mod sim;

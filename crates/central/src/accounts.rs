@@ -3,8 +3,9 @@
 //! Each function is one transaction's worth of work over [`Tx`]; the caller picks the transaction.
 //! A change a gateway must know is appended to that gateway's downlink log in the same transaction.
 use super::db::{Tx, Value};
-use super::sync::{append_downlink, append_downlink_to_all, ensure_gateway};
+use super::downlink::{append_downlink, append_downlink_to_all, ensure_gateway};
 use super::{CentralError, Result};
+pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
@@ -14,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 /// The largest single recharge accepted (₹1,00,000): anything above is a typo, not a payment.
 pub const MAX_RECHARGE_PAISE: i64 = 10_000_000;
-const MAX_ID_LEN: usize = 64;
 
 /// A consumer account as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,19 +47,6 @@ pub struct Meter {
 
 fn unknown_relay() -> String {
     "unknown".into()
-}
-
-/// Checks an id given by a caller: 1 to 64 printable characters without spaces.
-pub fn check_id(what: &str, id: &str) -> Result<()> {
-    if id.is_empty()
-        || id.len() > MAX_ID_LEN
-        || id.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(CentralError::Invalid(format!(
-            "{what} '{id}' is not valid: use 1 to {MAX_ID_LEN} characters without spaces"
-        )));
-    }
-    Ok(())
 }
 
 fn account_from_row(row: &super::db::Row) -> Result<Account> {
@@ -161,7 +148,7 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
                 append_downlink(tx, gateway, &meter_event(&meter))?;
             }
             for event in central_events_of(tx, &account.id)? {
-                append_downlink(tx, gateway, &DownlinkEvent::Ledger(event))?;
+                append_downlink(tx, gateway, &DownlinkEvent::Ledger((&event).into()))?;
             }
         }
     }
@@ -172,7 +159,7 @@ fn account_event(account: &Account) -> DownlinkEvent {
     DownlinkEvent::Account {
         id: account.id.clone(),
         consumer_name: account.consumer_name.clone(),
-        category: account.category,
+        category: account.category.into(),
         phone: account.phone.clone(),
         created_at: account.created_at,
     }
@@ -538,7 +525,7 @@ pub(crate) fn record_central_event(
 ) -> Result<()> {
     insert_ledger_event(tx, event, "central")?;
     if let Some(gateway) = &account.gateway {
-        append_downlink(tx, gateway, &DownlinkEvent::Ledger(event.clone()))?;
+        append_downlink(tx, gateway, &DownlinkEvent::Ledger(event.into()))?;
     }
     Ok(())
 }
@@ -735,7 +722,7 @@ pub fn publish_policy(
     }
     let event = DownlinkEvent::Policy {
         version,
-        policy: policy.clone(),
+        policy: policy.into(),
     };
     let body = serde_json::to_string(&event).map_err(|e| CentralError::Invalid(e.to_string()))?;
     tx.execute(
@@ -789,6 +776,6 @@ pub fn publish_tariff(
             &[v.id.as_str().into(), body.into(), ts(now).into()],
         )?;
     }
-    append_downlink_to_all(tx, None, &DownlinkEvent::Tariff(version.clone()))?;
+    append_downlink_to_all(tx, None, &DownlinkEvent::Tariff(version.into()))?;
     Ok(book)
 }

@@ -347,7 +347,7 @@ async fn cancel_voucher(State(central): Shared, Path(id): Path<String>) -> ApiRe
 async fn voucher_keys(
     State(central): Shared,
 ) -> ApiResult<Json<Vec<gramgrid_proto::voucher::PublishedKey>>> {
-    Ok(Json(run(&central, vouchers::published_keys).await?))
+    Ok(Json(run(&central, super::downlink::published_keys).await?))
 }
 
 #[derive(Debug, Serialize)]

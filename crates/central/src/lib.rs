@@ -7,7 +7,9 @@ pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod downlink;
 pub mod export;
+pub mod flags;
 pub mod notify;
 pub mod readings;
 pub mod server;
@@ -110,4 +112,20 @@ impl Central {
         };
         *slot = Arc::new(book);
     }
+}
+
+/// Longest id accepted from a caller (accounts, meters, gateways, idempotency keys).
+const MAX_ID_LEN: usize = 64;
+
+/// Checks an id given by a caller: 1 to 64 printable characters without spaces.
+pub fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || id.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CentralError::Invalid(format!(
+            "{what} '{id}' is not valid: use 1 to {MAX_ID_LEN} characters without spaces"
+        )));
+    }
+    Ok(())
 }

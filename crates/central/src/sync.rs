@@ -6,6 +6,8 @@
 //! not applied. A record about an account or meter that is not this gateway's refuses the whole
 //! request with 403. See docs/sync.md.
 use super::db::Tx;
+use super::downlink::ensure_gateway;
+use super::flags::flag;
 use super::readings::{self, MeterInfo};
 use super::{accounts, notify, vouchers, Central, CentralError, Result};
 use axum::body::Bytes;
@@ -15,94 +17,13 @@ use chrono::{DateTime, Utc};
 use gramgrid_core::civil::ts;
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::{
-    self, DownlinkEvent, DownlinkRecord, PriorityRecord, UplinkEvent, UploadRequest, UploadResponse,
+    self, DownlinkRecord, PriorityRecord, UplinkEvent, UploadRequest, UploadResponse,
+    WireRelayState,
 };
 use std::collections::{BTreeSet, HashMap};
 
 /// Most downlink records in one answer; `more` tells the gateway to exchange again.
 pub const DOWNLINK_PAGE: usize = 500;
-
-/// Appends an event to one gateway's downlink log (in the caller's transaction).
-pub(crate) fn append_downlink(tx: &mut dyn Tx, gateway: &str, event: &DownlinkEvent) -> Result<()> {
-    let seq = tx
-        .query_opt(
-            "UPDATE gateways SET downlink_seq = downlink_seq + 1 WHERE id = $1 RETURNING downlink_seq",
-            &[gateway.into()],
-        )?
-        .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?
-        .int(0)?;
-    let body = serde_json::to_string(event).map_err(|e| CentralError::Corrupt(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO downlink (gateway, seq, event) VALUES ($1, $2, $3)",
-        &[gateway.into(), seq.into(), body.into()],
-    )?;
-    Ok(())
-}
-
-/// Appends an event to every gateway's downlink log except `except`'s.
-pub(crate) fn append_downlink_to_all(
-    tx: &mut dyn Tx,
-    except: Option<&str>,
-    event: &DownlinkEvent,
-) -> Result<()> {
-    let gateways = tx.query("SELECT id FROM gateways ORDER BY id", &[])?;
-    for row in gateways {
-        let gateway = row.text(0)?;
-        if except != Some(gateway.as_str()) {
-            append_downlink(tx, &gateway, event)?;
-        }
-    }
-    Ok(())
-}
-
-/// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff
-/// versions and the policy in force.
-pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
-    accounts::check_id("gateway id", gateway)?;
-    let created = tx.execute(
-        "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[gateway.into()],
-    )?;
-    if created == 0 {
-        return Ok(());
-    }
-    let keys = vouchers::published_keys(tx)?;
-    append_downlink(tx, gateway, &DownlinkEvent::VoucherKeys(keys))?;
-    for row in tx.query(
-        "SELECT kind, body FROM published ORDER BY published_at, version",
-        &[],
-    )? {
-        let body = row.text(1)?;
-        let event = match row.text(0)?.as_str() {
-            "tariff" => DownlinkEvent::Tariff(
-                serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
-            ),
-            _ => serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
-        };
-        append_downlink(tx, gateway, &event)?;
-    }
-    Ok(())
-}
-
-/// Records a business event for the office (once per id).
-pub(crate) fn flag(
-    tx: &mut dyn Tx,
-    id: &str,
-    kind: &str,
-    gateway: Option<&str>,
-    account: Option<&str>,
-    at: DateTime<Utc>,
-    detail: &str,
-) -> Result<()> {
-    let new = tx.execute(
-        "INSERT INTO flags (id, kind, gateway, account, at, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into()],
-    )?;
-    if new == 1 {
-        tracing::warn!(kind, gateway, account, detail, "business event flagged");
-    }
-    Ok(())
-}
 
 /// The HTTP face of an exchange: decodes the body, applies it, encodes the answer.
 pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Response {
@@ -342,23 +263,25 @@ fn apply_record(
 ) -> Result<()> {
     let origin = format!("{gateway}:{}", record.seq);
     match &record.event {
-        UplinkEvent::Ledger(event) => match accounts::insert_ledger_event(tx, event, gateway) {
-            Ok(_) => {
-                touched.insert(event.account.clone());
+        UplinkEvent::Ledger(event) => {
+            match accounts::insert_ledger_event(tx, &event.clone().into(), gateway) {
+                Ok(_) => {
+                    touched.insert(event.account.clone());
+                }
+                Err(CentralError::Conflict(detail)) => {
+                    flag(
+                        tx,
+                        &format!("event_conflict:{origin}"),
+                        "event_id_conflict",
+                        Some(gateway),
+                        Some(&event.account),
+                        event.at,
+                        &detail,
+                    )?;
+                }
+                Err(other) => return Err(other),
             }
-            Err(CentralError::Conflict(detail)) => {
-                flag(
-                    tx,
-                    &format!("event_conflict:{origin}"),
-                    "event_id_conflict",
-                    Some(gateway),
-                    Some(&event.account),
-                    event.at,
-                    &detail,
-                )?;
-            }
-            Err(other) => return Err(other),
-        },
+        }
         UplinkEvent::VoucherRedeemed {
             voucher,
             redeemed_at,
@@ -381,9 +304,9 @@ fn apply_record(
         }
         UplinkEvent::RelayState { meter, state, at } => {
             let state = match state {
-                gramgrid_core::policy::RelayState::Connected => "connected",
-                gramgrid_core::policy::RelayState::Disconnected => "disconnected",
-                gramgrid_core::policy::RelayState::Unknown => "unknown",
+                WireRelayState::Connected => "connected",
+                WireRelayState::Disconnected => "disconnected",
+                WireRelayState::Unknown => "unknown",
             };
             tx.execute(
                 "UPDATE meters SET relay_state = $2, relay_state_at = $3 WHERE serial = $1 AND (relay_state_at IS NULL OR relay_state_at <= $3)",

@@ -5,12 +5,13 @@
 //! also the id of the recharge it makes, so one code credits an account at most once in any
 //! merged ledger; a second redemption elsewhere is flagged as a business event.
 use super::db::Tx;
-use super::sync::{append_downlink_to_all, flag};
+use super::downlink::{append_downlink_to_all, published_keys};
+use super::flags::flag;
 use super::{accounts, CentralError, Result};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use gramgrid_core::civil::{from_ts, ts};
+use gramgrid_core::civil::ts;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
-use gramgrid_proto::voucher::{self, PublishedKey, SigningSecret, Voucher, MAX_LIFETIME_DAYS};
+use gramgrid_proto::voucher::{self, SigningSecret, Voucher, MAX_LIFETIME_DAYS};
 use gramgrid_proto::wire::DownlinkEvent;
 use serde::{Deserialize, Serialize};
 
@@ -29,22 +30,6 @@ fn insert_key(tx: &mut dyn Tx, key_id: u16, now: DateTime<Utc>) -> Result<()> {
         &[i64::from(key_id).into(), secret.to_hex().into(), secret.public_key_hex().into(), ts(now).into()],
     )?;
     Ok(())
-}
-
-/// Every key's public half and issuing window.
-pub fn published_keys(tx: &mut dyn Tx) -> Result<Vec<PublishedKey>> {
-    tx.query("SELECT key_id, public_key, issue_from, issue_until, revoked FROM voucher_keys ORDER BY key_id", &[])?
-        .iter()
-        .map(|row| {
-            Ok(PublishedKey {
-                key_id: u16::try_from(row.int(0)?).map_err(|e| CentralError::Corrupt(e.to_string()))?,
-                public_key: row.text(1)?,
-                issue_from: from_ts(row.int(2)?),
-                issue_until: row.opt_int(3)?.map(from_ts),
-                revoked: row.int(4)? != 0,
-            })
-        })
-        .collect()
 }
 
 fn current_secret(tx: &mut dyn Tx) -> Result<SigningSecret> {

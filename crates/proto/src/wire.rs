@@ -6,10 +6,13 @@
 //! postcard (compact binary, varints) compressed with zstd. See docs/sync.md.
 use crate::voucher::{PublishedKey, Voucher};
 use chrono::{DateTime, Utc};
-use gramgrid_core::ledger::LedgerEvent;
-use gramgrid_core::policy::{PolicyConfig, RelayAction, RelayState};
-use gramgrid_core::tariff::{Category, TariffVersion};
 use serde::{Deserialize, Serialize};
+
+pub mod model;
+pub use model::{
+    ModelError, WireCategory, WireEventKind, WireLedgerEvent, WirePolicy, WireRelayAction,
+    WireRelayState, WireSlab, WireTariffVersion,
+};
 
 /// Bumped on any incompatible change; a peer answers a version it does not speak with an error.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -41,7 +44,7 @@ pub struct PriorityRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UplinkEvent {
     /// A money event made at the gateway (fixed charge, minimum charge, voucher recharge).
-    Ledger(LedgerEvent),
+    Ledger(WireLedgerEvent),
     /// A voucher was redeemed offline; the matching recharge travels as a `Ledger` event whose id is
     /// the voucher's redemption id.
     VoucherRedeemed {
@@ -52,7 +55,7 @@ pub enum UplinkEvent {
     RelayCommand {
         id: String,
         meter: String,
-        action: RelayAction,
+        action: WireRelayAction,
         /// `relay::CommandState::as_str`: queued, sent, acknowledged, failed, timed_out, withdrawn.
         state: String,
         at: DateTime<Utc>,
@@ -61,7 +64,7 @@ pub enum UplinkEvent {
     /// A meter reported its relay state.
     RelayState {
         meter: String,
-        state: RelayState,
+        state: WireRelayState,
         at: DateTime<Utc>,
     },
     /// A notification for a consumer (sent by the central server's notifier).
@@ -76,7 +79,7 @@ pub enum UplinkEvent {
     Override {
         id: String,
         account: String,
-        action: RelayAction,
+        action: WireRelayAction,
         until: DateTime<Utc>,
         technician: String,
         reason: String,
@@ -141,7 +144,7 @@ pub enum DownlinkEvent {
     Account {
         id: String,
         consumer_name: String,
-        category: Category,
+        category: WireCategory,
         phone: Option<String>,
         created_at: DateTime<Utc>,
     },
@@ -154,11 +157,11 @@ pub enum DownlinkEvent {
         keys: Option<MeterKeys>,
     },
     /// Recharges, adjustments and emergency credit recorded at central.
-    Ledger(LedgerEvent),
-    Tariff(TariffVersion),
+    Ledger(WireLedgerEvent),
+    Tariff(WireTariffVersion),
     Policy {
         version: u64,
-        policy: PolicyConfig,
+        policy: WirePolicy,
     },
     VoucherKeys(Vec<PublishedKey>),
     /// This voucher was redeemed elsewhere (or cancelled): refuse it here.
@@ -322,7 +325,12 @@ impl ReadingBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gramgrid_core::ledger::LedgerEvent;
+    use gramgrid_core::policy::PolicyConfig;
     use proptest::prelude::*;
+    use WireCategory as Category;
+    use WireRelayAction as RelayAction;
+    use WireRelayState as RelayState;
 
     proptest! {
         #[test]
@@ -386,13 +394,13 @@ mod tests {
                 initial_register_wh: None,
                 keys: None,
             },
-            DownlinkEvent::Ledger(ledger.clone()),
+            DownlinkEvent::Ledger((&ledger).into()),
             DownlinkEvent::Tariff(
-                gramgrid_core::tariff::TariffBook::builtin().versions()[0].clone(),
+                (&gramgrid_core::tariff::TariffBook::builtin().versions()[0]).into(),
             ),
             DownlinkEvent::Policy {
                 version: 3,
-                policy: PolicyConfig::default(),
+                policy: (&PolicyConfig::default()).into(),
             },
             DownlinkEvent::VoucherKeys(vec![PublishedKey {
                 key_id: 1,
@@ -406,7 +414,7 @@ mod tests {
             },
         ];
         let uplink: Vec<UplinkEvent> = vec![
-            UplinkEvent::Ledger(ledger),
+            UplinkEvent::Ledger((&ledger).into()),
             UplinkEvent::VoucherRedeemed {
                 voucher,
                 redeemed_at: at,

@@ -1,5 +1,6 @@
 //! Relay commands, alerts and technician overrides in the store.
-use super::sync::{append_outbox, serial_of};
+use super::outbox::append_outbox;
+use super::sync::serial_of;
 use super::{from_ts, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::{Override, RelayAction, RelayState};
@@ -85,7 +86,7 @@ fn log_state(
     let event = UplinkEvent::RelayCommand {
         id: command.to_string(),
         meter: serial_of(tx, meter)?,
-        action: parse_action(&action),
+        action: parse_action(&action).into(),
         state: state.as_str().to_string(),
         at,
         detail: detail.to_string(),
@@ -281,7 +282,7 @@ impl Store {
             &tx,
             &UplinkEvent::RelayState {
                 meter: meter_serial,
-                state,
+                state: state.into(),
                 at,
             },
         )?;
@@ -350,7 +351,7 @@ impl Store {
             let event = UplinkEvent::Override {
                 id: record.id.clone(),
                 account: record.account.clone(),
-                action: record.action,
+                action: record.action.into(),
                 until: record.until,
                 technician: record.technician.clone(),
                 reason: record.reason.clone(),

@@ -14,6 +14,7 @@
 mod commands;
 mod link;
 mod money;
+mod outbox;
 mod readings;
 mod schema;
 mod sync;

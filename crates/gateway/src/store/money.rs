@@ -159,7 +159,7 @@ pub(super) fn insert_events_in(
         if inserted == 1 {
             added += 1;
             if local {
-                super::sync::append_outbox(tx, &UplinkEvent::Ledger(event.clone()))?;
+                super::outbox::append_outbox(tx, &UplinkEvent::Ledger(event.into()))?;
             }
             continue;
         }

@@ -288,7 +288,7 @@ fn record_anomaly(
         detail: detail.to_string(),
         at: reading.at,
     };
-    super::sync::append_outbox(tx, &event)
+    super::outbox::append_outbox(tx, &event)
 }
 
 fn existing_register(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Option<i64>> {

@@ -242,4 +242,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX segment_energy_by_meter ON segment_energy(meter, month);
     CREATE INDEX relay_commands_by_meter ON relay_commands(meter, created_at);
     "#,
+    // 7: every outbox row says which format its body is in (`gramgrid_proto::outbox`); rows written
+    // before this were all format 1.
+    r#"
+    ALTER TABLE sync_outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];

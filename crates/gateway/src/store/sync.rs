@@ -6,7 +6,8 @@ use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::TariffVersion;
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
 use gramgrid_proto::wire::{
-    DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
+    DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
+    WireTariffVersion,
 };
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -23,14 +24,6 @@ pub(super) fn note_unacked_reading(tx: &Transaction<'_>, at: i64) -> Result<()> 
         "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = MIN(value, ?2)",
     )?
     .execute(params![READINGS_UNACKED_FROM, at])?;
-    Ok(())
-}
-
-/// Appends a locally made event to the priority outbox, inside the caller's transaction.
-pub(super) fn append_outbox(tx: &Transaction<'_>, event: &UplinkEvent) -> Result<()> {
-    let body = postcard::to_stdvec(event).map_err(|e| StoreError::Encoding(e.to_string()))?;
-    tx.prepare_cached("INSERT INTO sync_outbox (event) VALUES (?1)")?
-        .execute([body])?;
     Ok(())
 }
 
@@ -76,27 +69,6 @@ impl Store {
         };
         tx.commit()?;
         Ok(cursors)
-    }
-
-    /// Outbox records after `after`, oldest first, at most `limit`.
-    pub fn priority_after(&self, after: u64, limit: usize) -> Result<Vec<PriorityRecord>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT seq, event FROM sync_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut records = Vec::new();
-        for row in rows {
-            let (seq, body) = row?;
-            let event =
-                postcard::from_bytes(&body).map_err(|e| StoreError::Encoding(e.to_string()))?;
-            records.push(PriorityRecord {
-                seq: seq as u64,
-                event,
-            });
-        }
-        Ok(records)
     }
 
     /// Up to `limit` readings stored after arrival sequence `after`, as one batch.
@@ -214,12 +186,19 @@ impl Store {
 
     /// Tariff versions published by central (empty when none were).
     pub fn published_tariffs(&self) -> Result<Vec<TariffVersion>> {
-        self.published("tariff")
+        let versions: Vec<WireTariffVersion> = self.published("tariff")?;
+        Ok(versions.into_iter().map(TariffVersion::from).collect())
     }
 
     /// The newest policy published by central, if any.
     pub fn published_policy(&self) -> Result<Option<gramgrid_core::policy::PolicyConfig>> {
-        Ok(self.published("policy")?.pop())
+        let newest: Option<WirePolicy> = self.published("policy")?.pop();
+        newest
+            .map(|policy| {
+                gramgrid_core::policy::PolicyConfig::try_from(policy)
+                    .map_err(|e| StoreError::Encoding(e.to_string()))
+            })
+            .transpose()
     }
 
     fn published<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
@@ -305,7 +284,7 @@ impl Store {
                 skew_seconds = skew.num_seconds(),
                 "gateway clock is off from central; disconnects are held"
             );
-            append_outbox(
+            super::outbox::append_outbox(
                 &tx,
                 &UplinkEvent::ClockSkew {
                     gateway_time,
@@ -357,7 +336,7 @@ impl Store {
             expires_at: None,
         };
         super::money::insert_events_in(&tx, std::slice::from_ref(&recharge), true)?;
-        append_outbox(
+        super::outbox::append_outbox(
             &tx,
             &UplinkEvent::VoucherRedeemed {
                 voucher: voucher.clone(),
@@ -396,7 +375,7 @@ fn apply_one(
             let account = Account {
                 id: id.clone(),
                 consumer_name: consumer_name.clone(),
-                category: *category,
+                category: (*category).into(),
                 phone: phone.clone(),
                 created_at: *created_at,
             };
@@ -431,7 +410,7 @@ fn apply_one(
             Ok(Effect::Meter)
         }
         DownlinkEvent::Ledger(event) => {
-            super::money::insert_events_in(tx, std::slice::from_ref(event), false)?;
+            super::money::insert_events_in(tx, &[event.clone().into()], false)?;
             Ok(Effect::None)
         }
         DownlinkEvent::Tariff(version) => {

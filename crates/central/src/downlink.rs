@@ -1,0 +1,85 @@
+//! The per-gateway downlink logs: everything central must tell a gateway is appended to its log in
+//! the transaction that made the change, and the exchange pages through it (`sync`).
+use super::db::Tx;
+use super::{CentralError, Result};
+use gramgrid_core::civil::from_ts;
+use gramgrid_proto::voucher::PublishedKey;
+use gramgrid_proto::wire::DownlinkEvent;
+
+/// Appends an event to one gateway's downlink log (in the caller's transaction).
+pub(crate) fn append_downlink(tx: &mut dyn Tx, gateway: &str, event: &DownlinkEvent) -> Result<()> {
+    let seq = tx
+        .query_opt(
+            "UPDATE gateways SET downlink_seq = downlink_seq + 1 WHERE id = $1 RETURNING downlink_seq",
+            &[gateway.into()],
+        )?
+        .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?
+        .int(0)?;
+    let body = serde_json::to_string(event).map_err(|e| CentralError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO downlink (gateway, seq, event) VALUES ($1, $2, $3)",
+        &[gateway.into(), seq.into(), body.into()],
+    )?;
+    Ok(())
+}
+
+/// Appends an event to every gateway's downlink log except `except`'s.
+pub(crate) fn append_downlink_to_all(
+    tx: &mut dyn Tx,
+    except: Option<&str>,
+    event: &DownlinkEvent,
+) -> Result<()> {
+    let gateways = tx.query("SELECT id FROM gateways ORDER BY id", &[])?;
+    for row in gateways {
+        let gateway = row.text(0)?;
+        if except != Some(gateway.as_str()) {
+            append_downlink(tx, &gateway, event)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff
+/// versions and the policy in force.
+pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
+    crate::check_id("gateway id", gateway)?;
+    let created = tx.execute(
+        "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[gateway.into()],
+    )?;
+    if created == 0 {
+        return Ok(());
+    }
+    let keys = published_keys(tx)?;
+    append_downlink(tx, gateway, &DownlinkEvent::VoucherKeys(keys))?;
+    for row in tx.query(
+        "SELECT kind, body FROM published ORDER BY published_at, version",
+        &[],
+    )? {
+        let body = row.text(1)?;
+        let event = match row.text(0)?.as_str() {
+            "tariff" => DownlinkEvent::Tariff(
+                serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+            ),
+            _ => serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+        };
+        append_downlink(tx, gateway, &event)?;
+    }
+    Ok(())
+}
+
+/// Every key's public half and issuing window.
+pub fn published_keys(tx: &mut dyn Tx) -> Result<Vec<PublishedKey>> {
+    tx.query("SELECT key_id, public_key, issue_from, issue_until, revoked FROM voucher_keys ORDER BY key_id", &[])?
+        .iter()
+        .map(|row| {
+            Ok(PublishedKey {
+                key_id: u16::try_from(row.int(0)?).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+                public_key: row.text(1)?,
+                issue_from: from_ts(row.int(2)?),
+                issue_until: row.opt_int(3)?.map(from_ts),
+                revoked: row.int(4)? != 0,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,41 @@
+//! The priority outbox: events made at the gateway wait here, in the transaction that made them,
+//! until central acknowledges them. Each row records its format (`gramgrid_proto::outbox`).
+use super::{Result, Store, StoreError};
+use gramgrid_proto::outbox;
+use gramgrid_proto::wire::{PriorityRecord, UplinkEvent};
+use rusqlite::{params, Transaction};
+
+/// Appends a locally made event to the priority outbox, inside the caller's transaction.
+pub(super) fn append_outbox(tx: &Transaction<'_>, event: &UplinkEvent) -> Result<()> {
+    let body = outbox::encode(event).map_err(|e| StoreError::Encoding(e.to_string()))?;
+    tx.prepare_cached("INSERT INTO sync_outbox (event, format) VALUES (?1, ?2)")?
+        .execute(params![body, outbox::OUTBOX_FORMAT])?;
+    Ok(())
+}
+
+impl Store {
+    /// Outbox records after `after`, oldest first, at most `limit`.
+    pub fn priority_after(&self, after: u64, limit: usize) -> Result<Vec<PriorityRecord>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT seq, format, event FROM sync_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u16>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (seq, format, body) = row?;
+            let event =
+                outbox::decode(format, &body).map_err(|e| StoreError::Encoding(e.to_string()))?;
+            records.push(PriorityRecord {
+                seq: seq as u64,
+                event,
+            });
+        }
+        Ok(records)
+    }
+}

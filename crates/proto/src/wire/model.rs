@@ -1,0 +1,294 @@
+//! The sync wire's own counterparts of the core's domain types, and the conversions between them.
+//!
+//! postcard is positional: a field's place and a variant's index are the format. Keeping these
+//! types apart from the core's means a rename or a reordering in `gramgrid-core` cannot change a
+//! byte on the wire or in a gateway's outbox; changing one of these types is a format change
+//! (bump [`super::PROTOCOL_VERSION`] and [`crate::outbox::OUTBOX_FORMAT`], keep a decoder for the
+//! old one, and add golden files under `tests/data/`).
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::policy::{Grace, PolicyConfig, RelayAction, RelayState, Window};
+use gramgrid_core::tariff::{Category, Slab, TariffVersion};
+use serde::{Deserialize, Serialize};
+
+/// A money event on the wire (see `gramgrid_core::ledger::LedgerEvent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLedgerEvent {
+    /// Globally unique event id.
+    pub id: String,
+    /// Account id.
+    pub account: String,
+    /// When the event took effect.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: WireEventKind,
+    /// Magnitude in paise (signed for adjustments).
+    pub amount_paise: i64,
+    /// Emergency credit only: when the credit line lapses.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A money event's kind on the wire; the variant order is the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")] // Names matter only in JSON (stored published config).
+#[allow(missing_docs)] // Each variant is the core's `EventKind` of the same name.
+pub enum WireEventKind {
+    Recharge,
+    Charge,
+    FixedCharge,
+    MinimumCharge,
+    Adjustment,
+    EmergencyCredit,
+}
+
+/// A consumer category on the wire; the variant order is the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")] // Names matter only in JSON (stored published config).
+#[allow(missing_docs)] // Each variant is the core's `Category` of the same name.
+pub enum WireCategory {
+    Domestic,
+    Commercial,
+    Agricultural,
+}
+
+/// A relay command on the wire; the variant order is the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // Each variant is the core's `RelayAction` of the same name.
+pub enum WireRelayAction {
+    Connect,
+    Disconnect,
+}
+
+/// A relay state on the wire; the variant order is the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // Each variant is the core's `RelayState` of the same name.
+pub enum WireRelayState {
+    Connected,
+    Disconnected,
+    Unknown,
+}
+
+/// The enforcement policy on the wire: windows and grace as the text the config uses. The gateway
+/// also keeps published policies as this type's JSON (`published_config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WirePolicy {
+    /// Alert levels, percent of the last recharge.
+    pub alert_levels_percent: Vec<u8>,
+    /// Disconnect threshold in paise (zero or negative).
+    pub disconnect_threshold_paise: i64,
+    /// Disconnect windows as cron expressions (Asia/Kolkata).
+    pub disconnect_windows: Vec<String>,
+    /// "next-day" or a humantime duration.
+    pub first_disconnect: String,
+    /// Local dates with no disconnect.
+    pub holidays: Vec<NaiveDate>,
+    /// Local time of the daily balance message.
+    pub daily_message_at: NaiveTime,
+}
+
+/// One tariff version on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireTariffVersion {
+    /// Unique, stable name.
+    pub id: String,
+    /// The category it prices.
+    pub category: WireCategory,
+    /// First local date it applies.
+    pub effective_from: NaiveDate,
+    /// Telescopic slabs.
+    pub slabs: Vec<WireSlab>,
+    /// Fixed charge per month (paise).
+    pub fixed_monthly_paise: i64,
+    /// Minimum monthly charge (paise).
+    pub minimum_monthly_paise: i64,
+    /// Duty on the energy charge, percent.
+    pub duty_percent: f64,
+}
+
+/// One slab on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSlab {
+    /// Upper limit in units per month; None on the open-ended last slab.
+    pub up_to_units: Option<u32>,
+    /// Energy charge in paise per kWh.
+    pub paise_per_kwh: i64,
+}
+
+/// A wire record that names something this side cannot accept (e.g. a cron expression that does
+/// not parse): the record is refused, the rest of the exchange goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sync record refused: {0}")]
+pub struct ModelError(pub String);
+
+/// Maps two enums with variants of the same names onto each other, both ways.
+macro_rules! same_variants {
+    ($a:ty, $b:ty, $($v:ident),+) => {
+        impl From<$a> for $b {
+            fn from(value: $a) -> $b {
+                match value { $(<$a>::$v => <$b>::$v),+ }
+            }
+        }
+        impl From<$b> for $a {
+            fn from(value: $b) -> $a {
+                match value { $(<$b>::$v => <$a>::$v),+ }
+            }
+        }
+    };
+}
+
+same_variants!(
+    EventKind,
+    WireEventKind,
+    Recharge,
+    Charge,
+    FixedCharge,
+    MinimumCharge,
+    Adjustment,
+    EmergencyCredit
+);
+same_variants!(Category, WireCategory, Domestic, Commercial, Agricultural);
+same_variants!(RelayAction, WireRelayAction, Connect, Disconnect);
+same_variants!(RelayState, WireRelayState, Connected, Disconnected, Unknown);
+
+impl From<&LedgerEvent> for WireLedgerEvent {
+    fn from(e: &LedgerEvent) -> Self {
+        WireLedgerEvent {
+            id: e.id.clone(),
+            account: e.account.clone(),
+            at: e.at,
+            kind: e.kind.into(),
+            amount_paise: e.amount_paise,
+            expires_at: e.expires_at,
+        }
+    }
+}
+
+impl From<LedgerEvent> for WireLedgerEvent {
+    fn from(e: LedgerEvent) -> Self {
+        WireLedgerEvent::from(&e)
+    }
+}
+
+impl From<WireLedgerEvent> for LedgerEvent {
+    fn from(e: WireLedgerEvent) -> Self {
+        LedgerEvent {
+            id: e.id,
+            account: e.account,
+            at: e.at,
+            kind: e.kind.into(),
+            amount_paise: e.amount_paise,
+            expires_at: e.expires_at,
+        }
+    }
+}
+
+impl From<&PolicyConfig> for WirePolicy {
+    fn from(p: &PolicyConfig) -> Self {
+        WirePolicy {
+            alert_levels_percent: p.alert_levels_percent.clone(),
+            disconnect_threshold_paise: p.disconnect_threshold_paise,
+            disconnect_windows: p
+                .disconnect_windows
+                .iter()
+                .cloned()
+                .map(String::from)
+                .collect(),
+            first_disconnect: p.first_disconnect.into(),
+            holidays: p.holidays.clone(),
+            daily_message_at: p.daily_message_at,
+        }
+    }
+}
+
+impl TryFrom<WirePolicy> for PolicyConfig {
+    type Error = ModelError;
+    fn try_from(p: WirePolicy) -> Result<Self, ModelError> {
+        let disconnect_windows = p
+            .disconnect_windows
+            .into_iter()
+            .map(Window::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ModelError)?;
+        let policy = PolicyConfig {
+            alert_levels_percent: p.alert_levels_percent,
+            disconnect_threshold_paise: p.disconnect_threshold_paise,
+            disconnect_windows,
+            first_disconnect: Grace::try_from(p.first_disconnect).map_err(ModelError)?,
+            holidays: p.holidays,
+            daily_message_at: p.daily_message_at,
+        };
+        policy.validate().map_err(ModelError)?;
+        Ok(policy)
+    }
+}
+
+impl From<&TariffVersion> for WireTariffVersion {
+    fn from(t: &TariffVersion) -> Self {
+        WireTariffVersion {
+            id: t.id.clone(),
+            category: t.category.into(),
+            effective_from: t.effective_from,
+            slabs: t
+                .slabs
+                .iter()
+                .map(|s| WireSlab {
+                    up_to_units: s.up_to_units,
+                    paise_per_kwh: s.paise_per_kwh,
+                })
+                .collect(),
+            fixed_monthly_paise: t.fixed_monthly_paise,
+            minimum_monthly_paise: t.minimum_monthly_paise,
+            duty_percent: t.duty_percent,
+        }
+    }
+}
+
+impl From<WireTariffVersion> for TariffVersion {
+    fn from(t: WireTariffVersion) -> Self {
+        TariffVersion {
+            id: t.id,
+            category: t.category.into(),
+            effective_from: t.effective_from,
+            slabs: t
+                .slabs
+                .into_iter()
+                .map(|s| Slab {
+                    up_to_units: s.up_to_units,
+                    paise_per_kwh: s.paise_per_kwh,
+                })
+                .collect(),
+            fixed_monthly_paise: t.fixed_monthly_paise,
+            minimum_monthly_paise: t.minimum_monthly_paise,
+            duty_percent: t.duty_percent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_values_survive_the_wire_model() {
+        let policy = PolicyConfig::default();
+        assert_eq!(
+            PolicyConfig::try_from(WirePolicy::from(&policy)).unwrap(),
+            policy
+        );
+        for version in gramgrid_core::tariff::TariffBook::builtin().versions() {
+            assert_eq!(
+                &TariffVersion::from(WireTariffVersion::from(version)),
+                version
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_whose_window_does_not_parse_is_refused() {
+        let mut wire = WirePolicy::from(&PolicyConfig::default());
+        wire.disconnect_windows = vec!["every day at ten".into()];
+        assert!(PolicyConfig::try_from(wire).is_err());
+    }
+}
