@@ -1,9 +1,7 @@
 //! The simulated air with real lora-phy radios on emulated chips: collisions, capture, range,
 //! spreading factor, half duplex, CRC and header errors, and same-seed determinism.
 
-mod common;
-
-use common::exact_air;
+use crate::common::exact_air;
 use gramgrid_air::air::{Air, NodeSpec, Verdict};
 use gramgrid_air::capture::TxRecord;
 use gramgrid_air::sim::{radio_on_air, EmulatedRadio};

@@ -1,9 +1,7 @@
 //! lora-phy end to end through the SX1262 emulator and the in-process air: init, transmit, receive,
 //! downlink IQ, and the faults a gateway must survive without hanging.
 
-mod common;
-
-use common::exact_air;
+use crate::common::exact_air;
 use gramgrid_air::air::NodeSpec;
 use gramgrid_air::emulator::{Fault, Sx126xEmulator};
 use gramgrid_air::sim::{emulated_radio, radio_on_air};

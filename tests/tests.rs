@@ -1,0 +1,24 @@
+//! The end-to-end suite: one test binary (one link) for every scenario, each in its own module.
+//! Real SQLite files, real TLS on loopback, the real lora-phy driver on the SX1262 emulator, and
+//! the `gramgrid` binary in separate processes.
+
+mod central;
+mod common;
+mod demo;
+mod gateway_redeem;
+mod layering;
+mod link_end_to_end;
+mod link_processes;
+mod protocol_end_to_end;
+mod protocol_vectors;
+mod radio_air;
+mod radio_bus;
+mod radio_emulator;
+mod radio_phy;
+mod radio_trace;
+mod store_crash;
+mod sync_end_to_end;
+mod sync_kill;
+mod tls_cli;
+mod tls_gateway;
+mod wire_golden;
