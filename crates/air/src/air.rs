@@ -16,13 +16,18 @@ pub use crate::reception::{decide, Arrival, ReceiverState, Verdict, CAPTURE_THRE
 /// Where a radio stands and how good its antenna is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeSpec {
+    /// Name of the radio in captures and records (e.g. a meter serial, "gw").
     pub name: String,
+    /// Position on the village map's x axis, in metres.
     pub x_m: f64,
+    /// Position on the village map's y axis, in metres.
     pub y_m: f64,
+    /// Antenna gain in dBi, added to the received power at both ends of each link.
     pub antenna_gain_dbi: f64,
 }
 
 impl NodeSpec {
+    /// A radio at (`x_m`, `y_m`) metres with a 0 dBi antenna.
     pub fn new(name: impl Into<String>, x_m: f64, y_m: f64) -> Self {
         Self {
             name: name.into(),
@@ -32,6 +37,7 @@ impl NodeSpec {
         }
     }
 
+    /// Straight-line distance to another radio, in metres.
     pub fn distance_m(&self, other: &NodeSpec) -> f64 {
         (self.x_m - other.x_m).hypot(self.y_m - other.y_m)
     }
@@ -47,10 +53,14 @@ pub fn link_loss_db(model: &PathLossModel, seed: u64, a: &NodeSpec, b: &NodeSpec
 /// A frame handed to a receiving radio.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reception {
+    /// How the frame was sent.
     pub modulation: Modulation,
+    /// The bytes as received (garbled when the verdict is `CrcError`).
     #[serde(with = "crate::capture::hex_bytes")]
     pub payload: Vec<u8>,
+    /// Received power at this radio, in dBm (path loss, shadowing and antenna gains applied).
     pub rssi_dbm: f64,
+    /// SNR over thermal noise in the channel, in dB (interference not included).
     pub snr_db: f64,
     /// `Heard`, `CrcError` or `HeaderError`: the ones a chip reports.
     pub verdict: Verdict,
@@ -59,19 +69,24 @@ pub struct Reception {
 /// A frame a radio puts on the air.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transmission {
+    /// Channel, spreading factor and the rest of the LoRa settings.
     pub modulation: Modulation,
+    /// Transmit power in dBm (antenna gains are added by the air).
     pub power_dbm: f64,
+    /// The PHYPayload bytes.
     #[serde(with = "crate::capture::hex_bytes")]
     pub payload: Vec<u8>,
 }
 
 /// The chip side of an antenna: receives what the air decided it heard.
 pub trait ReceptionSink: Send + Sync {
+    /// Hands over a frame at its end on the air (only `Heard`, `CrcError` and `HeaderError`).
     fn deliver(&self, reception: Reception);
 }
 
 /// The air side of an antenna, as a chip uses it.
 pub trait AirPort: Send + Sync {
+    /// Puts a frame on the air, starting now.
     fn transmit(&self, tx: Transmission);
     /// `Some` while in receive mode, `None` when the receiver is off.
     fn listen(&self, tuned: Option<Modulation>);
@@ -82,7 +97,9 @@ pub trait AirPort: Send + Sync {
 /// Counters over everything the air has carried.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AirStats {
+    /// Frames that finished on the air.
     pub transmissions: u64,
+    /// How many times each verdict was given, over all receivers of all frames.
     pub verdicts: BTreeMap<Verdict, u64>,
 }
 
@@ -122,7 +139,9 @@ struct AirState {
 /// Settings of a simulated air.
 #[derive(Clone, Debug, Default)]
 pub struct AirConfig {
+    /// Seed of the shadowing: the same seed and positions give the same links in every run.
     pub seed: u64,
+    /// Median path-loss model and shadowing spread.
     pub path_loss: PathLossModel,
     /// Keep a `TxRecord` of every frame in memory (`Air::take_records`).
     pub keep_records: bool,
@@ -135,6 +154,7 @@ pub struct Air {
 }
 
 impl Air {
+    /// An empty air; its time starts now (tokio's clock).
     pub fn new(config: AirConfig) -> Self {
         Self {
             state: Arc::new(Mutex::new(AirState {
@@ -174,6 +194,7 @@ impl Air {
         }
     }
 
+    /// A snapshot of the counters so far.
     pub fn stats(&self) -> AirStats {
         self.lock().stats.clone()
     }

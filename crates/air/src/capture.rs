@@ -11,12 +11,19 @@ use std::path::Path;
 pub struct TxRecord {
     /// Start of the frame, seconds since the air was created.
     pub t_s: f64,
+    /// Name of the transmitting radio.
     pub from: String,
+    /// Carrier frequency in Hz.
     pub frequency_hz: u32,
+    /// Spreading factor, 7..=12.
     pub spreading_factor: u8,
+    /// Bandwidth in Hz.
     pub bandwidth_hz: u32,
+    /// Transmit power in dBm.
     pub power_dbm: f64,
+    /// Time on air in milliseconds.
     pub airtime_ms: f64,
+    /// The frame's bytes, lower-case hex in JSON.
     #[serde(with = "hex_bytes")]
     pub phy_payload: Vec<u8>,
     /// Radios that were listening or transmitting during the frame; idle radios are left out.
@@ -26,10 +33,13 @@ pub struct TxRecord {
 /// One receiver's view of one frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReceiverRecord {
+    /// Name of the receiving radio.
     pub node: String,
     /// `heard`, or why not.
     pub verdict: Verdict,
+    /// Received power at this radio, in dBm.
     pub rssi_dbm: f64,
+    /// SNR over thermal noise, in dB.
     pub snr_db: f64,
 }
 
@@ -51,6 +61,7 @@ impl CaptureWriter {
         Ok(Self::new(Box::new(File::create(path)?), true))
     }
 
+    /// A capture to any writer; `live` flushes after every frame.
     pub fn new(out: Box<dyn Write + Send>, live: bool) -> Self {
         Self {
             out: BufWriter::new(out),
@@ -58,6 +69,7 @@ impl CaptureWriter {
         }
     }
 
+    /// Appends one frame as a JSON line.
     pub fn write(&mut self, record: &TxRecord) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")?;
@@ -67,6 +79,7 @@ impl CaptureWriter {
         Ok(())
     }
 
+    /// Writes out anything buffered.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
@@ -76,10 +89,12 @@ impl CaptureWriter {
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Bytes as lower-case hex, two digits each.
     pub fn encode(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Hex (either case) back to bytes; an odd length or a non-hex pair is an error.
     pub fn decode(s: &str) -> Result<Vec<u8>, String> {
         if s.len() % 2 != 0 {
             return Err(format!("odd-length hex string of {} characters", s.len()));
@@ -94,10 +109,12 @@ pub mod hex_bytes {
             .collect()
     }
 
+    /// Serde: bytes as a hex string.
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&encode(bytes))
     }
 
+    /// Serde: a hex string as bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         decode(&s).map_err(serde::de::Error::custom)

@@ -15,15 +15,25 @@ use tokio::time::Instant;
 
 /// IRQ register bits (datasheet table 13-29).
 pub mod irq {
+    /// TxDone: the packet has been sent.
     pub const TX_DONE: u16 = 1 << 0;
+    /// RxDone: a packet has been received.
     pub const RX_DONE: u16 = 1 << 1;
+    /// PreambleDetected: a preamble was heard.
     pub const PREAMBLE_DETECTED: u16 = 1 << 2;
+    /// SyncWordValid: a valid sync word was detected.
     pub const SYNC_WORD_VALID: u16 = 1 << 3;
+    /// HeaderValid: a valid LoRa header was received.
     pub const HEADER_VALID: u16 = 1 << 4;
+    /// HeaderErr: the LoRa header CRC failed.
     pub const HEADER_ERR: u16 = 1 << 5;
+    /// CrcErr: the payload CRC failed.
     pub const CRC_ERR: u16 = 1 << 6;
+    /// CadDone: channel activity detection finished.
     pub const CAD_DONE: u16 = 1 << 7;
+    /// CadDetected: channel activity detection found a LoRa signal.
     pub const CAD_DETECTED: u16 = 1 << 8;
+    /// Timeout: the receive or transmit timeout expired.
     pub const TIMEOUT: u16 = 1 << 9;
 }
 
@@ -46,6 +56,7 @@ const RESET_BUSY: Duration = Duration::from_micros(3500);
 /// A fault to inject, for the cases a gateway must survive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fault {
+    /// A healthy chip.
     #[default]
     None,
     /// No chip on the bus: MISO floats high (all 0xFF), BUSY and DIO1 stay low.
@@ -643,6 +654,7 @@ pub struct Sx126xEmulator {
 }
 
 impl Sx126xEmulator {
+    /// A chip just powered on, with `fault` injected (`Fault::None` for a healthy one).
     pub fn new(fault: Fault) -> Self {
         Self {
             chip: Arc::new(Chip {
@@ -704,9 +716,13 @@ impl Sx126xEmulator {
 
 /// The emulator's side of lora-phy's `Sx126x` and `GenericSx126xInterfaceVariant`.
 pub struct EmulatedHal {
+    /// The SPI device.
     pub spi: EmuSpi,
+    /// NRESET (output, active low).
     pub reset: EmuPin,
+    /// BUSY (input).
     pub busy: EmuLine,
+    /// DIO1, the interrupt line (input).
     pub dio1: EmuLine,
 }
 

@@ -11,17 +11,26 @@ pub enum PathLossModel {
     /// Okumura-Hata with the suburban correction plus a building-entry loss: a gateway on a
     /// substation mast and meters inside houses.
     HataSuburban {
+        /// Carrier frequency in MHz.
         frequency_mhz: f64,
+        /// Height of the gateway antenna (base station) in metres.
         gateway_height_m: f64,
+        /// Height of the meter antenna in metres.
         meter_height_m: f64,
+        /// Extra loss through the house walls, in dB.
         building_loss_db: f64,
+        /// Standard deviation of the log-normal shadowing, in dB.
         shadowing_sigma_db: f64,
     },
     /// LoRaSim's log-distance model (Bor et al. 2016): urban, both ends low.
     LogDistance {
+        /// Reference distance in metres.
         d0_m: f64,
+        /// Path loss at the reference distance, in dB.
         pl_d0_db: f64,
+        /// Path-loss exponent.
         gamma: f64,
+        /// Standard deviation of the log-normal shadowing, in dB.
         shadowing_sigma_db: f64,
     },
 }

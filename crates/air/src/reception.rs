@@ -13,6 +13,7 @@ pub const CAPTURE_THRESHOLD_DB: f64 = 6.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Received intact.
     Heard,
     /// Locked on and got the header, then an overlapping frame spoilt the payload.
     CrcError,
@@ -20,21 +21,30 @@ pub enum Verdict {
     HeaderError,
     /// Overlapped from the preamble on by a frame less than 6 dB weaker: nothing decoded.
     Collision,
+    /// Weaker than the receiver's sensitivity at this spreading factor and bandwidth.
     BelowSensitivity,
     /// Was transmitting during the frame.
     HalfDuplex,
+    /// The receiver was off, or started listening after the frame began.
     NotListening,
+    /// Tuned to another frequency or bandwidth.
     WrongChannel,
+    /// Tuned to another spreading factor.
     WrongSpreadingFactor,
+    /// Listening with the other I/Q polarity (an uplink at a meter, a downlink at the gateway).
     WrongIq,
 }
 
 /// A frame as seen at one receiver: on-air interval (from the air's epoch) and received power.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Arrival {
+    /// How the frame was sent.
     pub modulation: Modulation,
+    /// When its preamble began, since the air's epoch.
     pub start: Duration,
+    /// When its last symbol ended, since the air's epoch.
     pub end: Duration,
+    /// Received power at this receiver, in dBm.
     pub power_dbm: f64,
 }
 

@@ -36,6 +36,7 @@ pub fn start_of_local_day(date: NaiveDate) -> DateTime<Utc> {
 /// A calendar month in local time, the period over which telescopic slabs accumulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
+    /// Calendar year, e.g. 2026.
     pub year: i32,
     /// 1 to 12.
     pub month: u32,

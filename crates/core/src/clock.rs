@@ -19,6 +19,7 @@ pub const BACKWARDS_TOLERANCE: Duration = Duration::minutes(5);
 /// What the gateway remembers about its clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClockState {
+    /// The latest "now" of a policy pass on a trusted clock (UTC); None before the first one.
     pub high_water: Option<DateTime<Utc>>,
     /// Gateway clock minus central clock, as measured by the last sync.
     pub last_skew: Option<Duration>,

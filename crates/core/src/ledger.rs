@@ -57,10 +57,15 @@ impl EventKind {
 /// (never negative) and the signed correction for adjustments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEvent {
+    /// Globally unique event id; a second event with the same id is a duplicate and counts once.
     pub id: String,
+    /// The account whose money moved.
     pub account: String,
+    /// When it happened (UTC).
     pub at: DateTime<Utc>,
+    /// What kind of money event this is; decides the sign of its effect on the balance.
     pub kind: EventKind,
+    /// Amount in paise: a magnitude (never negative) except for adjustments, which are signed.
     pub amount_paise: i64,
     /// Only for emergency credit: when the credit line lapses. Always serialized: the sync wire
     /// format (postcard) is not self-describing, so a skipped field would shift every later byte.
@@ -84,6 +89,7 @@ impl LedgerEvent {
 /// What the policy needs to know about an account's money, derived from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Position {
+    /// Recharges plus adjustments minus charges, in paise; emergency credit is not included.
     pub balance_paise: i64,
     /// The latest recharge (by time, then id): the base of the low-balance alert levels.
     pub last_recharge: Option<LastRecharge>,
@@ -92,8 +98,11 @@ pub struct Position {
 /// The most recent recharge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastRecharge {
+    /// The recharge's ledger event id.
     pub id: String,
+    /// Amount paid in, in paise.
     pub amount_paise: i64,
+    /// When it was paid in (UTC).
     pub at: DateTime<Utc>,
 }
 

@@ -15,6 +15,8 @@
 //! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
 //! (`tests/run` checks `cargo tree -p gramgrid-core`).
 
+#![warn(missing_docs)]
+
 pub mod civil;
 pub mod clock;
 pub mod ledger;

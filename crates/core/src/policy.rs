@@ -179,8 +179,11 @@ impl Grace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelayState {
+    /// The meter reported its relay closed: supply on.
     Connected,
+    /// The meter reported its relay open: supply cut.
     Disconnected,
+    /// Not known: the meter has not reported its relay state.
     Unknown,
 }
 
@@ -188,7 +191,9 @@ pub enum RelayState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelayAction {
+    /// Close the relay: restore supply.
     Connect,
+    /// Open the relay: cut supply.
     Disconnect,
 }
 
@@ -205,24 +210,30 @@ impl RelayAction {
 /// A technician's manual override, in force until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Override {
+    /// The relay action the technician imposed.
     pub action: RelayAction,
+    /// When the override lapses (UTC); it is ignored from this instant on.
     pub until: DateTime<Utc>,
 }
 
 /// Everything the policy looks at for one account.
 #[derive(Debug, Clone, Copy)]
 pub struct AccountFacts<'a> {
+    /// Current balance, in paise (see [`crate::ledger::Position`]).
     pub balance_paise: i64,
+    /// The latest recharge: the base of the low-balance alert levels.
     pub last_recharge: Option<&'a LastRecharge>,
-    /// Emergency credit in force now; lowers the threshold.
+    /// Emergency credit in force now, in paise; lowers the threshold.
     pub emergency_credit_paise: i64,
-    /// Average charges per day over the recent past, if known.
+    /// Average charges per day over the recent past, in paise, if known.
     pub daily_consumption_paise: Option<i64>,
+    /// The relay state last reported by the meter.
     pub relay: RelayState,
     /// The action of a command that is still in flight, if any.
     pub pending: Option<RelayAction>,
     /// When the balance was first seen at or below the threshold in the current episode.
     pub below_threshold_since: Option<DateTime<Utc>>,
+    /// A technician's override, if one was recorded (ignored once expired).
     pub manual_override: Option<Override>,
     /// False while the gateway doubts its clock (e.g. after a power cut with no backhaul).
     pub clock_trusted: bool,
@@ -232,10 +243,18 @@ pub struct AccountFacts<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
+    /// Now is in no disconnect window.
     OutsideWindow,
+    /// Today (local date) is a configured holiday.
     Holiday,
-    Grace { until: DateTime<Utc> },
+    /// The grace period after the threshold was crossed has not ended.
+    Grace {
+        /// The earliest instant (UTC) a disconnect may act.
+        until: DateTime<Utc>,
+    },
+    /// The gateway does not trust its clock (see [`crate::clock`]).
     ClockUntrusted,
+    /// A technician's connect override is in force.
     ManualOverride,
 }
 
@@ -254,7 +273,9 @@ impl std::fmt::Display for Hold {
 /// A low-balance alert: the balance reached `level_percent` of recharge `recharge_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LowBalance {
+    /// The configured alert level reached, in percent of the recharge amount.
     pub level_percent: u8,
+    /// Ledger event id of the recharge the level refers to.
     pub recharge_id: String,
 }
 
@@ -263,6 +284,8 @@ pub struct LowBalance {
 pub struct Decision {
     /// Every level reached (the outbox keeps each once).
     pub low_balance: Vec<LowBalance>,
+    /// Days until the balance reaches the threshold at the daily consumption, floored to 0.1 day;
+    /// None without a positive daily consumption.
     pub days_left: Option<f64>,
     /// The relay command to issue now, if any.
     pub relay: Option<RelayAction>,

@@ -23,14 +23,18 @@ use chrono::{DateTime, Utc};
 /// One cumulative import register value of one meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterReading {
+    /// When the meter took the reading (UTC).
     pub at: DateTime<Utc>,
+    /// The cumulative import register, in Wh.
     pub register_wh: i64,
 }
 
 /// The readings of the same meter immediately before and after a new one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Neighbours {
+    /// The latest known reading before the new one, if any.
     pub previous: Option<RegisterReading>,
+    /// The earliest known reading after the new one (the new one arrived late), if any.
     pub next: Option<RegisterReading>,
 }
 
@@ -39,7 +43,9 @@ pub struct Neighbours {
 pub enum Anomaly {
     /// The register was lower than the reading before it; the span was billed nothing.
     RegisterWentBack {
+        /// The earlier reading (the higher register value).
         from: RegisterReading,
+        /// The later reading, whose register is lower; it becomes the new baseline.
         to: RegisterReading,
     },
 }
@@ -47,8 +53,11 @@ pub enum Anomaly {
 /// A change of a segment's total energy and the change in its cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentChange {
+    /// The segment (month × tariff version) whose total moves.
     pub key: SegmentKey,
+    /// Change of the segment's energy, in Wh (negative when a late reading moves energy out).
     pub delta_wh: i64,
+    /// Change of the segment's energy charge and duty, in paise.
     pub delta_cost: Cost,
 }
 
@@ -58,16 +67,21 @@ pub struct Rated {
     /// What this arrival adds to the meter's charges (negative when a late reading moves energy
     /// into a cheaper segment).
     pub charge: Cost,
+    /// The segment totals to change, at most one entry per segment and none with zero energy.
     pub changes: Vec<SegmentChange>,
+    /// Spans this arrival revealed that need a billing engineer (billed nothing).
     pub anomalies: Vec<Anomaly>,
 }
 
 /// Why a reading could not be rated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RatingError {
+    /// The book has no version of the meter's category in force at the reading's local date.
     #[error("no {category} tariff is in force at {at}; add a tariff version effective on or before that date")]
     NoTariff {
+        /// The consumer category being rated.
         category: Category,
+        /// The instant (UTC) that no tariff covers.
         at: DateTime<Utc>,
     },
 }

@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
+    /// Waiting for its first transmission.
     Queued,
+    /// Transmitted at least once; waiting for the meter to report the commanded relay state.
     Sent,
+    /// The meter reported its relay in the commanded state: done.
     Acknowledged,
     /// Could not be sent at all (e.g. the meter has no keys); needs a person.
     Failed,
@@ -76,8 +79,11 @@ impl Default for RetryPolicy {
 /// The facts of one command that the schedule depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandProgress {
+    /// Where the command is in its life.
     pub state: CommandState,
+    /// How many times it has been transmitted so far.
     pub attempts: u32,
+    /// When it was last transmitted (UTC); None if never.
     pub last_sent_at: Option<DateTime<Utc>>,
 }
 

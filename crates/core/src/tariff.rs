@@ -19,8 +19,11 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
+    /// Households (LV-1 domestic).
     Domestic,
+    /// Shops and other non-domestic consumers.
     Commercial,
+    /// Irrigation pumps and other agricultural connections.
     Agricultural,
 }
 
@@ -70,14 +73,17 @@ pub struct Slab {
 pub struct TariffVersion {
     /// Unique, stable name (it is stored with every charge).
     pub id: String,
+    /// The consumer category this version prices.
     pub category: Category,
     /// First local date on which this version applies.
     pub effective_from: NaiveDate,
+    /// Telescopic slabs in increasing order of limit; the last one is open-ended.
     pub slabs: Vec<Slab>,
-    /// Fixed charge per month, charged day by day.
+    /// Fixed charge per month in paise, charged day by day.
     #[serde(default)]
     pub fixed_monthly_paise: i64,
-    /// If energy plus fixed charges of a month fall below this, the difference is charged at month end.
+    /// If energy plus fixed charges of a month fall below this (paise), the difference is charged at
+    /// month end.
     #[serde(default)]
     pub minimum_monthly_paise: i64,
     /// Electricity duty on the energy charge, in percent with at most two decimals.
@@ -88,12 +94,21 @@ pub struct TariffVersion {
 /// Why a tariff book was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TariffError {
+    /// One version breaks a rule (empty id, bad slabs, negative charge, duty out of range).
     #[error("tariff '{id}': {problem}")]
-    InvalidVersion { id: String, problem: String },
+    InvalidVersion {
+        /// The offending version's id.
+        id: String,
+        /// What is wrong with it, and how to fix it.
+        problem: String,
+    },
+    /// Two versions share an id.
     #[error("two tariff versions are named '{0}'; every version needs its own id")]
     DuplicateId(String),
+    /// Two versions of one category take effect on the same date (ids of both).
     #[error("tariff versions '{0}' and '{1}' take effect on the same day for the same category")]
     SameEffectiveDate(String, String),
+    /// A category has no version at all.
     #[error("no tariff version for category '{0}'; add one with `category = \"{0}\"`")]
     MissingCategory(Category),
 }
@@ -110,25 +125,32 @@ pub struct TariffBook {
 /// The month-and-version part of the calendar that one set of slabs applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentKey {
+    /// The local calendar month.
     pub month: Month,
+    /// The [`TariffVersion::id`] in force for this part of the month.
     pub version_id: String,
 }
 
 /// A segment resolved against the book: what is needed to price energy in it.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
+    /// The local calendar month.
     pub month: Month,
+    /// The tariff version in force over this part of the month.
     pub version: &'a TariffVersion,
     duty_basis_points: i64,
     /// First and last local day of the month covered by this version.
     pub first_day: NaiveDate,
+    /// Last local day of the month covered by this version (inclusive).
     pub last_day: NaiveDate,
 }
 
 /// Energy charge and duty, in paise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Cost {
+    /// Energy charge from the slabs, in paise.
     pub energy_paise: i64,
+    /// Electricity duty on the energy charge, in paise.
     pub duty_paise: i64,
 }
 
@@ -524,27 +546,42 @@ impl Segment<'_> {
 /// One slab's part of a bill.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BillLine {
+    /// The tariff version whose slab this is.
     pub version_id: String,
     /// Slab bounds in Wh after pro-rating (upper absent for the open-ended slab).
     pub from_wh: i64,
+    /// Upper slab bound in Wh after pro-rating; None for the open-ended slab.
     pub to_wh: Option<i64>,
+    /// Energy billed in this slab, in Wh.
     pub units_wh: i64,
+    /// The slab's rate, in paise per kWh.
     pub paise_per_kwh: i64,
+    /// Energy charge of this slab, in paise (the lines of a segment add up to its floored charge).
     pub amount_paise: i64,
 }
 
 /// A month's bill broken down by slab and component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bill {
+    /// The local month, as `YYYY-MM`.
     pub month: String,
+    /// The consumer category billed.
     pub category: Category,
+    /// Days in the month (28 to 31).
     pub month_days: u32,
+    /// Energy billed, in Wh.
     pub units_wh: i64,
+    /// Slab-by-slab breakdown of the energy charge, segment by segment.
     pub lines: Vec<BillLine>,
+    /// Energy charge, in paise.
     pub energy_paise: i64,
+    /// Fixed charges of the month's days, in paise.
     pub fixed_paise: i64,
+    /// Electricity duty, in paise.
     pub duty_paise: i64,
+    /// Top-up to the minimum monthly charge, in paise (zero when the minimum is met).
     pub minimum_topup_paise: i64,
+    /// Everything above: energy + duty + fixed + minimum top-up, in paise.
     pub total_paise: i64,
 }
 

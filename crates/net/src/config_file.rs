@@ -4,13 +4,22 @@ use std::path::{Path, PathBuf};
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, permissions, not UTF-8).
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file was read but the parser refused it.
     #[error("config file {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
 }
 
 /// Reads and parses a config file with `parse`, or gives the defaults when `path` is None.

@@ -6,6 +6,8 @@
 //! - [`wallclock`]: where a shell reads "now" (the system clock, or the demo's simulated clock);
 //! - [`config_file`]: reading a TOML config file, or the embedded defaults.
 
+#![warn(missing_docs)]
+
 pub mod config_file;
 pub mod pki;
 pub mod tls;

@@ -44,40 +44,76 @@ const BACKDATE: Duration = Duration::days(1);
 /// What went wrong creating, loading or using the PKI. Messages say what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// `init` found a CA already in the directory and refused to overwrite it.
     #[error("{dir} already holds a central CA ({file} exists); refusing to overwrite it, because every gateway bundle issued from it would stop working. Use the existing CA, or move the directory away and run `central init` again (then re-enrol every gateway)")]
-    AlreadyInitialised { dir: PathBuf, file: PathBuf },
+    AlreadyInitialised {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// The CA file found there.
+        file: PathBuf,
+    },
     // The io error is part of the message, not a `source`, so `{:#}` does not print it twice.
+    /// No CA in the directory (a file of it could not be read).
     #[error("no central CA in {dir} (cannot read {file}: {error}); run `gramgrid central init --dir {dir} --url URL` first, or point --dir at the right directory")]
     NotInitialised {
+        /// The PKI directory.
         dir: PathBuf,
+        /// The file that could not be read.
         file: PathBuf,
+        /// The I/O error.
         error: std::io::Error,
     },
+    /// A gateway id that is empty, too long or has characters other than letters, digits, '-', '_'.
     #[error("gateway id '{0}' is not allowed: use 1 to 64 letters, digits, '-' or '_'")]
     BadGatewayId(String),
+    /// The gateway already has a bundle; it is never overwritten.
     #[error("gateway '{id}' already has a bundle in {dir}; remove that directory to issue a new certificate (the old one stays valid until it expires)")]
-    GatewayExists { id: String, dir: PathBuf },
+    GatewayExists {
+        /// The gateway id.
+        id: String,
+        /// Its existing bundle directory.
+        dir: PathBuf,
+    },
+    /// The central URL is not `https://`.
     #[error("central URL '{0}' must start with https:// (gateways only sync over TLS)")]
     BadUrl(String),
+    /// A server name for central's certificate is neither a DNS name nor an IP address.
     #[error("server name '{name}' is not a DNS name or IP address: {reason}")]
-    BadServerName { name: String, reason: String },
-    #[error("validity is empty or backwards (not_before {not_before} is not before not_after {not_after})")]
-    BadValidity {
-        not_before: DateTime<Utc>,
-        not_after: DateTime<Utc>,
-    },
-    #[error("cannot {action} {path}: {error}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path} is not a valid {what}: {reason}; restore it from a backup or re-create it")]
-    Corrupt {
-        path: PathBuf,
-        what: &'static str,
+    BadServerName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
         reason: String,
     },
+    /// A certificate's validity period is empty or reversed.
+    #[error("validity is empty or backwards (not_before {not_before} is not before not_after {not_after})")]
+    BadValidity {
+        /// Start of validity (UTC).
+        not_before: DateTime<Utc>,
+        /// End of validity (UTC).
+        not_after: DateTime<Utc>,
+    },
+    /// A file or directory operation failed.
+    #[error("cannot {action} {path}: {error}")]
+    Io {
+        /// What was being done (e.g. "read the gateway bundle").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A PKI file exists but does not parse.
+    #[error("{path} is not a valid {what}: {reason}; restore it from a backup or re-create it")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        what: &'static str,
+        /// The parser's reason (never key material).
+        reason: String,
+    },
+    /// rcgen failed to make a key or certificate.
     #[error("certificate generation failed: {0}")]
     Rcgen(rcgen::Error),
 }
@@ -284,9 +320,11 @@ impl CentralPki {
         Ok(bundle)
     }
 
+    /// The PKI directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// Central's `https://` URL, as written into every gateway bundle.
     pub fn central_url(&self) -> &str {
         &self.central_url
     }
@@ -294,9 +332,11 @@ impl CentralPki {
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join(CA_CERT)
     }
+    /// Central's HTTPS server certificate (`server.pem`), signed by the CA.
     pub fn server_cert_path(&self) -> PathBuf {
         self.dir.join(SERVER_CERT)
     }
+    /// The server certificate's private key (`server.key`, mode 0600).
     pub fn server_key_path(&self) -> PathBuf {
         self.dir.join(SERVER_KEY)
     }
@@ -320,10 +360,15 @@ struct BundleToml {
 /// the CA that central's certificate must chain to. Paths are absolute once loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayBundle {
+    /// The gateway's id, as in its certificate (CN and SAN URI `urn:gramgrid:gateway:<id>`).
     pub gateway_id: String,
+    /// Central's `https://` URL.
     pub central_url: String,
+    /// The gateway's client certificate (PEM).
     pub cert: PathBuf,
+    /// The gateway's private key (PEM, mode 0600). Never log its contents.
     pub key: PathBuf,
+    /// The central CA certificate (PEM): the only anchor trusted for central's certificate.
     pub ca: PathBuf,
 }
 

@@ -25,18 +25,33 @@ use std::sync::Arc;
 /// What went wrong building a TLS configuration or running the listener.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file could not be read or is not PEM.
     #[error("cannot read {what} from {path}: {reason}; check the path (see `gramgrid central init` / `add-gateway`) and that the file is PEM")]
     Pem {
+        /// What the file should hold (e.g. "private key").
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The reader's error (never the file's contents).
         reason: String,
     },
+    /// A certificate file holds no certificate.
     #[error(
         "{path} holds no certificate; it should be the PEM file written by `gramgrid central`"
     )]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The CA certificate was refused as a root of trust.
     #[error("the CA certificate in {path} is not usable as a trust anchor: {reason}")]
-    BadTrustAnchor { path: PathBuf, reason: String },
+    BadTrustAnchor {
+        /// The CA file.
+        path: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// rustls refused the configuration (e.g. certificate and key do not match).
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
 }

@@ -18,6 +18,7 @@ pub enum WallClock {
 }
 
 impl WallClock {
+    /// The current time (UTC) by this clock.
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             WallClock::System => Utc::now(),
@@ -44,6 +45,7 @@ impl SimulatedClock {
         SimulatedClock(Arc::new(Mutex::new(Mode::Stopped(at))))
     }
 
+    /// The simulated time now (UTC).
     pub fn now(&self) -> DateTime<Utc> {
         match *self.mode() {
             Mode::Stopped(at) => at,

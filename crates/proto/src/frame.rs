@@ -78,21 +78,27 @@ impl fmt::Debug for SessionKey {
 /// The ABP session of one meter: its address and its two session keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionKeys {
+    /// The meter's fixed device address.
     pub dev_addr: DevAddr,
+    /// Network session key: computes and checks the MIC.
     pub nwk_skey: SessionKey,
+    /// Application session key: encrypts and decrypts the FRMPayload.
     pub app_skey: SessionKey,
 }
 
 /// Which way a frame travels: meter to gateway (up) or gateway to meter (down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Meter to gateway.
     Uplink,
+    /// Gateway to meter.
     Downlink,
 }
 
 /// What to put in a data frame. FPort 0 (MAC commands) is not used by gramgrid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameSpec<'a> {
+    /// Uplink or downlink: sets the MHDR type and enters MIC and encryption.
     pub direction: Direction,
     /// Confirmed frames ask the receiver for an ACK.
     pub confirmed: bool,
@@ -102,34 +108,54 @@ pub struct FrameSpec<'a> {
     pub fcnt: u32,
     /// Application port, 1..=223.
     pub fport: u8,
+    /// The clear FRMPayload, at most [`MAX_FRM_PAYLOAD`] bytes; encrypted with the AppSKey.
     pub payload: &'a [u8],
 }
 
 /// The clear-text header fields of a data frame, readable without keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Uplink or downlink, from the MHDR.
     pub direction: Direction,
+    /// Whether the MHDR marks a confirmed data frame.
     pub confirmed: bool,
+    /// The sender's (uplink) or addressee's (downlink) device address.
     pub dev_addr: DevAddr,
+    /// FCtrl.ACK: the frame acknowledges the last confirmed frame received.
     pub ack: bool,
     /// The 16 bits of FCnt that travel on air.
     pub fcnt16: u16,
+    /// FPort, or None when the frame carries no FRMPayload.
     pub fport: Option<u8>,
 }
 
 /// Why a frame could not be built or opened.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
+    /// Too short, or its length fields do not add up (the text says which).
     #[error("frame too short or inconsistent: {0}")]
     Malformed(&'static str),
+    /// The MHDR is not an unconfirmed or confirmed data frame of LoRaWAN R1 (e.g. a join request).
     #[error("not a LoRaWAN R1 data frame (MHDR {mhdr:#04x})")]
-    NotDataFrame { mhdr: u8 },
+    NotDataFrame {
+        /// The MHDR byte found.
+        mhdr: u8,
+    },
+    /// The MIC does not verify: wrong keys, wrong 32-bit counter, or a corrupted or forged frame.
     #[error("MIC check failed")]
     BadMic,
+    /// FPort 0 (MAC commands) or 224..=255 was asked for.
     #[error("FPort {0} is reserved (gramgrid uses 1..=223)")]
     ReservedFport(u8),
+    /// The FRMPayload does not fit in a frame.
     #[error("FRMPayload of {len} bytes exceeds {max}")]
-    PayloadTooLarge { len: usize, max: usize },
+    PayloadTooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// Largest FRMPayload allowed ([`MAX_FRM_PAYLOAD`]).
+        max: usize,
+    },
+    /// The `lorawan` crate refused to build the frame (its error, as text).
     #[error("lorawan encoder refused the frame: {0}")]
     Encoder(String),
 }
@@ -253,7 +279,10 @@ pub enum FcntCheck {
     Accept(u32),
     /// The counter is at or below the last accepted one: a replay, a retransmission or a reset meter.
     /// `fcnt` is the regressed 32-bit value, which still verifies the MIC of a genuine old frame.
-    Replay { fcnt: u32 },
+    Replay {
+        /// The regressed 32-bit counter.
+        fcnt: u32,
+    },
     /// The counter is more than MAX_FCNT_GAP ahead (or would pass 2^32): frames were lost or forged.
     TooFarAhead,
 }

@@ -11,6 +11,8 @@
 //!
 //! Byte layouts and rules are documented in `docs/protocol.md` and `docs/sync.md`.
 
+#![warn(missing_docs)]
+
 pub mod frame;
 pub mod manifest;
 pub mod outbox;

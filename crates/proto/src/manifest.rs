@@ -17,7 +17,9 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// One provisioned meter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterEntry {
+    /// The meter's serial number (trimmed, never empty), unique in the manifest.
     pub serial: String,
+    /// Its DevAddr (unique in the manifest) and ABP session keys (never all zeros).
     pub keys: SessionKeys,
     /// Tariff category hint (e.g. "domestic"); the ledger's own account data is authoritative.
     pub category: Option<String>,
@@ -26,17 +28,24 @@ pub struct MeterEntry {
 /// All meters of one gateway, with unique serials and DevAddrs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterManifest {
+    /// The `[[meter]]` entries, in file order.
     pub meters: Vec<MeterEntry>,
 }
 
 /// What is wrong with one field of one meter entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldProblem {
+    /// The field is absent.
     Missing,
+    /// The field is blank (after trimming).
     Empty,
+    /// The field holds a character that is not a hex digit.
     NotHex,
+    /// The field has the wrong number of hex digits.
     WrongLength {
+        /// Digits the field needs: 8 for a DevAddr, 32 for a session key.
         expected_digits: usize,
+        /// Digits found.
         got_digits: usize,
     },
     /// An all-zero key is a placeholder, never a provisioned key.
@@ -63,30 +72,51 @@ impl fmt::Display for FieldProblem {
 /// Why a manifest was refused. Messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ManifestError {
+    /// The file is not valid TOML, or has unknown or mistyped fields.
     #[error("manifest is not valid TOML (line {line}): {message}")]
-    Syntax { line: usize, message: String },
+    Syntax {
+        /// 1-based line of the problem.
+        line: usize,
+        /// The parser's message, with runs of 16 or more hex digits replaced by `<redacted>`.
+        message: String,
+    },
+    /// The `version` field is not [`MANIFEST_VERSION`].
     #[error(
         "manifest version {0} is not supported (this gateway reads version {MANIFEST_VERSION})"
     )]
     UnsupportedVersion(u32),
+    /// One field of one meter entry is invalid.
     #[error("meter entry {index} ({serial}): field `{field}` {problem}")]
     Field {
+        /// 0-based position of the entry in the file.
         index: usize,
+        /// The entry's serial, or "no serial".
         serial: String,
+        /// The field's name in the file (e.g. `nwk_skey`).
         field: &'static str,
+        /// What is wrong with it.
         problem: FieldProblem,
     },
+    /// Two entries have the same serial.
     #[error("meter entry {index}: serial {serial} already used by entry {first}")]
     DuplicateSerial {
+        /// 0-based position of the later entry.
         index: usize,
+        /// The repeated serial.
         serial: String,
+        /// 0-based position of the first entry with it.
         first: usize,
     },
+    /// Two entries have the same DevAddr.
     #[error("meter entry {index} ({serial}): DevAddr {dev_addr} already used by entry {first}")]
     DuplicateDevAddr {
+        /// 0-based position of the later entry.
         index: usize,
+        /// The later entry's serial.
         serial: String,
+        /// The repeated address.
         dev_addr: DevAddr,
+        /// 0-based position of the first entry with it.
         first: usize,
     },
 }

@@ -36,7 +36,9 @@ pub struct IntervalReading {
 /// Relay (disconnect control, OBIS 0.0.96.3.10) control state, with the DLMS enumeration values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RelayState {
+    /// Relay open: supply cut (wire code 0).
     Disconnected = 0,
+    /// Relay closed: supply on (wire code 1).
     Connected = 1,
     /// Disconnected, and the consumer may reconnect locally (DLMS "ready_for_reconnection").
     ReadyForReconnection = 2,
@@ -45,26 +47,34 @@ pub enum RelayState {
 /// What happened at the meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
+    /// Tamper detected, e.g. a magnet or the cover opened (code 1).
     Tamper,
+    /// Mains supply failed (code 2).
     PowerFail,
+    /// Mains supply restored (code 3).
     PowerRestore,
     /// The relay switched; `command_id` is the command that caused it, 0 for a local operation.
     RelayOperated {
+        /// The [`RelayCommand::command_id`] that caused it; 0 for a local operation.
         command_id: u32,
     },
+    /// The meter's real-time clock was set (code 5).
     ClockSet,
 }
 
 /// A meter event and when it happened (meter clock, whole seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeterEvent {
+    /// What happened.
     pub kind: EventKind,
+    /// When, by the meter clock (UTC, whole seconds; never after the report's `meter_time`).
     pub at: DateTime<Utc>,
 }
 
 /// How the meter handled a relay command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AckOutcome {
+    /// Carried out (wire code 0).
     Applied = 0,
     /// Not carried out (e.g. the meter's local safety interlock).
     Refused = 1,
@@ -73,7 +83,9 @@ pub enum AckOutcome {
 /// The meter's acknowledgement of a [`RelayCommand`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayAck {
+    /// The acknowledged command's id.
     pub command_id: u32,
+    /// Whether the meter carried it out.
     pub outcome: AckOutcome,
 }
 
@@ -88,39 +100,49 @@ pub struct MeterReport {
     pub power_w: u32,
     /// Instantaneous voltage L1 in decivolts (OBIS 1.0.32.7.0): 2301 = 230.1 V.
     pub voltage_dv: u16,
+    /// Relay control state at `meter_time` (OBIS 0.0.96.3.10 attr 3).
     pub relay_state: RelayState,
     /// Events no later than `meter_time`, in any order.
     pub events: Vec<MeterEvent>,
+    /// Answers to relay commands received since the last report.
     pub acks: Vec<RelayAck>,
 }
 
 /// Messages from meter to gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uplink {
+    /// Message type 0x01: interval readings and meter state.
     MeterReport(MeterReport),
 }
 
 /// Relay switching requested by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RelayAction {
+    /// Open the relay: cut supply (wire code 0).
     Disconnect = 0,
+    /// Close the relay: restore supply (wire code 1).
     Connect = 1,
 }
 
 /// Connect or disconnect; the meter answers with a [`RelayAck`] carrying the same `command_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayCommand {
+    /// Identifies the command; re-sending the same id must be idempotent at the meter.
     pub command_id: u32,
+    /// Connect or disconnect.
     pub action: RelayAction,
 }
 
 /// What the consumer display shows next to the balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CreditStatus {
+    /// Balance is fine (wire code 0).
     Normal = 0,
+    /// Balance is low: recharge soon (wire code 1).
     Low = 1,
     /// At or below zero, supply still on (grace or outside the disconnect window).
     Exhausted = 2,
+    /// Supply has been cut for lack of credit (wire code 3).
     Disconnected = 3,
 }
 
@@ -129,12 +151,14 @@ pub enum CreditStatus {
 pub struct DisplayUpdate {
     /// Balance in paise; negative when the account is in debt.
     pub balance_paise: i64,
+    /// The status indicator shown next to the balance.
     pub status: CreditStatus,
 }
 
 /// Sets the meter clock (whole seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeSync {
+    /// The time to set, UTC (whole seconds, 1970..2106).
     pub utc: DateTime<Utc>,
 }
 
@@ -157,6 +181,7 @@ pub enum AccessMode {
 /// Assigns a meter its access mode, slot and spreading factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleAssign {
+    /// Scheduled (gateway-owned channel) or ALOHA.
     pub mode: AccessMode,
     /// Offset of the meter's slot inside each period (ms); below `period_ms`.
     pub slot_offset_ms: u32,
@@ -176,11 +201,17 @@ pub struct ResendRequest {
 /// Messages from gateway to meter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Downlink {
+    /// Message type 0x81.
     RelayCommand(RelayCommand),
+    /// Message type 0x82.
     DisplayUpdate(DisplayUpdate),
+    /// Message type 0x83.
     TimeSync(TimeSync),
+    /// Message type 0x84.
     Poll(Poll),
+    /// Message type 0x85.
     ScheduleAssign(ScheduleAssign),
+    /// Message type 0x86.
     ResendRequest(ResendRequest),
 }
 
@@ -206,22 +237,36 @@ wire_code! {
 /// Why bytes are not a valid v1 message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
+    /// The bytes end inside the named field (or a count exceeds the bytes left).
     #[error("payload ends inside field `{0}`")]
     Truncated(&'static str),
+    /// The version byte is not [`VERSION`].
     #[error("unknown payload version {0}")]
     UnknownVersion(u8),
+    /// The message type is unknown in this direction.
     #[error("unknown message type {0:#04x}")]
     UnknownMessageType(u8),
+    /// Bytes left over after a complete message (how many).
     #[error("{0} unexpected bytes after the message")]
     TrailingBytes(usize),
+    /// A varint does not fit the named field's type.
     #[error("varint in field `{0}` is longer than its type allows")]
     VarintOverflow(&'static str),
+    /// A varint has a redundant zero byte (every value has one encoding).
     #[error("varint in field `{0}` has a redundant trailing byte")]
     NonCanonicalVarint(&'static str),
+    /// A field holds a value outside its domain (unknown code, zero step, bad schedule).
     #[error("field `{field}` has invalid value {value}")]
-    InvalidValue { field: &'static str, value: u64 },
+    InvalidValue {
+        /// The field's name.
+        field: &'static str,
+        /// The value read.
+        value: u64,
+    },
+    /// Accumulating deltas (register, slot) overflows the named field.
     #[error("field `{0}` overflows when accumulated")]
     Overflow(&'static str),
+    /// The frame is not on [`FPORT`] (its FPort, None if it had none).
     #[error("frame on FPort {0:?}, payload v1 travels on FPort {FPORT}")]
     WrongFport(Option<u8>),
 }
@@ -229,23 +274,36 @@ pub enum DecodeError {
 /// Why a message cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EncodeError {
+    /// A time in the named field does not fit u32 seconds since the epoch.
     #[error("time in field `{0}` is outside 1970..2106 (u32 seconds)")]
     TimeOutOfRange(&'static str),
+    /// An interval start is not a multiple of [`INTERVAL_SECS`] (UTC).
     #[error("time in field `{0}` is not aligned to a 15-minute interval")]
     NotAligned(&'static str),
+    /// A list of interval starts is not strictly increasing.
     #[error("field `{0}` must strictly increase")]
     NotIncreasing(&'static str),
+    /// An interval's register is lower than the one before it.
     #[error("cumulative register decreases within the batch")]
     RegisterDecreased,
+    /// An event is dated after the report's `meter_time`.
     #[error("event time is after the report's meter time")]
     EventAfterMeterTime,
+    /// A schedule field is out of range (SF not 7..=12, zero period, offset not below period).
     #[error("field `{0}` is out of range")]
     OutOfRange(&'static str),
+    /// Even without intervals the message exceeds the size limit.
     #[error("message needs {len} bytes, limit is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Bytes the smallest encoding needs.
+        len: usize,
+        /// The limit given, in bytes.
+        max: usize,
+    },
 }
 
 impl Uplink {
+    /// Encodes the message as FRMPayload bytes; refuses values the layout cannot carry.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         match self {
             Uplink::MeterReport(r) => r.encode(),
@@ -258,6 +316,7 @@ impl Uplink {
         Self::decode(frm_payload)
     }
 
+    /// Decodes FRMPayload bytes strictly (no trailing bytes, canonical varints, known codes).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (msg_type, mut r) = Reader::open(bytes)?;
         let msg = match msg_type {
@@ -432,6 +491,7 @@ impl MeterReport {
 }
 
 impl Downlink {
+    /// Encodes the message as FRMPayload bytes; refuses values the layout cannot carry.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w;
         match self {
@@ -476,6 +536,7 @@ impl Downlink {
         Self::decode(frm_payload)
     }
 
+    /// Decodes FRMPayload bytes strictly (no trailing bytes, canonical varints, known codes).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (msg_type, mut r) = Reader::open(bytes)?;
         let msg = match msg_type {

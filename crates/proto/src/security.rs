@@ -16,6 +16,7 @@ use super::frame::{
 /// What the filter needs to know about one meter's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The meter's DevAddr and ABP session keys.
     pub keys: SessionKeys,
     /// Last accepted counter in the filter's direction; `None` if no frame was ever accepted.
     pub last_fcnt: Option<u32>,
@@ -24,10 +25,13 @@ pub struct Session {
 /// A frame that passed every check. Persist `fcnt` as the session's new last counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedFrame {
+    /// The sender's (uplink) or addressee's (downlink) device address.
     pub dev_addr: DevAddr,
     /// The reconstructed 32-bit counter.
     pub fcnt: u32,
+    /// FPort, or None when the frame carries no FRMPayload.
     pub fport: Option<u8>,
+    /// Whether the sender asked for an ACK (confirmed data frame).
     pub confirmed: bool,
     /// FCtrl.ACK: the sender acknowledges our last confirmed frame.
     pub ack: bool,
@@ -38,28 +42,52 @@ pub struct AcceptedFrame {
 /// Why a frame was dropped. None of these is fatal; each is counted and logged by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Rejection {
+    /// Longer than the filter's size limit.
     #[error("frame of {len} bytes exceeds {max}")]
-    Oversize { len: usize, max: usize },
+    Oversize {
+        /// Bytes received.
+        len: usize,
+        /// The filter's limit in bytes.
+        max: usize,
+    },
+    /// Not a well-formed LoRaWAN data frame.
     #[error("malformed frame: {0}")]
     Malformed(FrameError),
+    /// An uplink reached a downlink filter or the other way round (e.g. another gateway's downlink).
     #[error("{got:?} frame where {expected:?} was expected")]
-    WrongDirection { expected: Direction, got: Direction },
+    WrongDirection {
+        /// The direction this filter accepts.
+        expected: Direction,
+        /// The direction of the frame received.
+        got: Direction,
+    },
+    /// No session is known for this DevAddr (not in the manifest, or another network's device).
     #[error("unknown DevAddr {0}")]
     UnknownDevAddr(DevAddr),
+    /// The MIC does not verify with the session's keys: corrupted or forged.
     #[error("bad MIC from DevAddr {0}")]
     BadMic(DevAddr),
+    /// A genuine frame (MIC verified) whose counter is at or below the last accepted one.
     #[error("replayed or regressed FCnt {fcnt} from DevAddr {dev_addr} (last accepted {last})")]
     ReplayedFcnt {
+        /// The sender's device address.
         dev_addr: DevAddr,
+        /// The frame's reconstructed 32-bit counter.
         fcnt: u32,
+        /// The session's last accepted counter.
         last: u32,
     },
+    /// The counter is more than [`MAX_FCNT_GAP`](super::frame::MAX_FCNT_GAP) ahead: frames were
+    /// lost or forged; the MIC cannot be checked.
     #[error(
         "FCnt {fcnt16} from DevAddr {dev_addr} is beyond the gap limit (last accepted {last:?})"
     )]
     FcntGap {
+        /// The sender's device address.
         dev_addr: DevAddr,
+        /// The 16 counter bits received on air.
         fcnt16: u16,
+        /// The session's last accepted counter, None if none yet.
         last: Option<u32>,
     },
 }
@@ -67,12 +95,19 @@ pub enum Rejection {
 /// The field-less kind of a rejection, for counters and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
+    /// [`Rejection::Oversize`].
     Oversize,
+    /// [`Rejection::Malformed`].
     Malformed,
+    /// [`Rejection::WrongDirection`].
     WrongDirection,
+    /// [`Rejection::UnknownDevAddr`].
     UnknownDevAddr,
+    /// [`Rejection::BadMic`].
     BadMic,
+    /// [`Rejection::ReplayedFcnt`].
     ReplayedFcnt,
+    /// [`Rejection::FcntGap`].
     FcntGap,
     /// The frame was good but its application payload did not decode (recorded by the caller).
     BadPayload,
@@ -147,10 +182,12 @@ impl RejectCounters {
         *slot = slot.saturating_add(1);
     }
 
+    /// Rejections of this kind counted so far.
     pub fn get(&self, reason: RejectReason) -> u64 {
         self.counts[reason.index()]
     }
 
+    /// Rejections of every kind counted so far (saturating).
     pub fn total(&self) -> u64 {
         self.counts.iter().fold(0, |acc, c| acc.saturating_add(*c))
     }

@@ -24,11 +24,17 @@ const MAX_ACCOUNT_LEN: usize = 64;
 /// The facts a voucher stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Voucher {
+    /// The signing key's id (set by [`SigningSecret::issue`]).
     pub key_id: u16,
+    /// 64 random bits chosen by the issuer; with `key_id` it names the voucher for single use.
     pub voucher_id: u64,
+    /// The only account the credit may go to (1 to 64 bytes).
     pub account: String,
+    /// Credit, in paise (0 to `u32::MAX` in a code).
     pub amount_paise: i64,
+    /// When it was issued (UTC, whole seconds in a code).
     pub issued_at: DateTime<Utc>,
+    /// When it stops being redeemable (UTC, whole seconds; at most [`MAX_LIFETIME_DAYS`] after issue).
     pub expires_at: DateTime<Utc>,
 }
 
@@ -42,9 +48,11 @@ impl Voucher {
 /// A public key as published to gateways, with the window in which it may issue vouchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedKey {
+    /// The id codes name this key by.
     pub key_id: u16,
     /// Ed25519 public key, hex.
     pub public_key: String,
+    /// Vouchers issued (by their `issued_at`) before this instant are refused.
     pub issue_from: DateTime<Utc>,
     /// Absent while the key is current; set when a newer key takes over.
     pub issue_until: Option<DateTime<Utc>>,
@@ -54,6 +62,7 @@ pub struct PublishedKey {
 
 /// The signing half, kept only by the central server.
 pub struct SigningSecret {
+    /// The id written into every code this key signs.
     pub key_id: u16,
     key: SigningKey,
 }
@@ -71,26 +80,36 @@ impl std::fmt::Debug for SigningSecret {
 /// Why a code was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VoucherError {
+    /// Not base32, wrong length or a field out of range: usually a typing mistake.
     #[error("the code is not a voucher (mistyped?): {0}")]
     Malformed(&'static str),
+    /// The code's format version byte is not one this gramgrid reads.
     #[error("voucher format version {0} is not supported by this gramgrid")]
     UnsupportedVersion(u8),
+    /// No published key has the code's key id.
     #[error("voucher key {0} is unknown here; the gateway may need a sync to learn new keys")]
     UnknownKey(u16),
+    /// The code's key is revoked: it verifies nothing.
     #[error("voucher key {0} has been revoked")]
     RevokedKey(u16),
+    /// The Ed25519 signature does not verify.
     #[error("the voucher's signature is not valid (mistyped or forged)")]
     BadSignature,
+    /// The voucher's issue time is outside its key's issuing window.
     #[error("voucher key {0} was not allowed to issue vouchers at the voucher's issue time")]
     OutsideKeyWindow(u16),
+    /// The voucher's expiry (UTC) has passed.
     #[error("the voucher expired at {0}")]
     Expired(DateTime<Utc>),
+    /// Expiry is not after issue, or more than [`MAX_LIFETIME_DAYS`] after it.
     #[error(
         "the voucher's validity is longer than {MAX_LIFETIME_DAYS} days or ends before it starts"
     )]
     BadLifetime,
+    /// The voucher is bound to another account (the account it names).
     #[error("the voucher is for account {0}, not this one")]
     WrongAccount(String),
+    /// A signing secret or published public key is not valid key material.
     #[error("invalid key material: {0}")]
     BadKey(String),
 }

@@ -36,7 +36,10 @@ pub enum Lane {
 /// A gateway record on the priority lane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorityRecord {
+    /// Origin sequence on the priority lane (the gateway's outbox row number); central applies the
+    /// records strictly in sequence and acknowledges the highest contiguous one.
     pub seq: u64,
+    /// What happened.
     pub event: UplinkEvent,
 }
 
@@ -48,53 +51,81 @@ pub enum UplinkEvent {
     /// A voucher was redeemed offline; the matching recharge travels as a `Ledger` event whose id is
     /// the voucher's redemption id.
     VoucherRedeemed {
+        /// The verified voucher.
         voucher: Voucher,
+        /// When the gateway accepted it (gateway clock, UTC).
         redeemed_at: DateTime<Utc>,
     },
     /// A relay command changed state.
     RelayCommand {
+        /// The command's id (unique at the gateway).
         id: String,
+        /// Serial of the meter commanded.
         meter: String,
+        /// Connect or disconnect.
         action: WireRelayAction,
         /// `relay::CommandState::as_str`: queued, sent, acknowledged, failed, timed_out, withdrawn.
         state: String,
+        /// When the command entered this state (gateway clock, UTC).
         at: DateTime<Utc>,
+        /// Free text; for `withdrawn`, why the disconnect was no longer wanted.
         detail: String,
     },
     /// A meter reported its relay state.
     RelayState {
+        /// Serial of the reporting meter.
         meter: String,
+        /// The relay state it reported.
         state: WireRelayState,
+        /// When the report was received (UTC).
         at: DateTime<Utc>,
     },
     /// A notification for a consumer (sent by the central server's notifier).
     Alert {
+        /// Unique id: central queues each alert once.
         id: String,
+        /// The consumer's account.
         account: String,
+        /// `low_balance`, `daily_balance` or `relay_timeout`.
         kind: String,
+        /// When the gateway raised it (UTC).
         created_at: DateTime<Utc>,
+        /// The text for the consumer.
         message: String,
     },
     /// A technician's manual override (audit).
     Override {
+        /// Unique id of the override.
         id: String,
+        /// The account it applies to.
         account: String,
+        /// The relay action imposed.
         action: WireRelayAction,
+        /// When it lapses (UTC).
         until: DateTime<Utc>,
+        /// Who recorded it.
         technician: String,
+        /// Why, as the technician wrote it.
         reason: String,
+        /// When it was recorded (UTC).
         created_at: DateTime<Utc>,
     },
     /// A reading the office should look at.
     Anomaly {
+        /// Serial of the meter, if the reading's meter is known.
         meter: Option<String>,
+        /// E.g. `register_went_back`, `conflicting_duplicate`, `unknown_meter`, `outside_service`.
         kind: String,
+        /// Human-readable details for the office.
         detail: String,
+        /// Time of the reading concerned (UTC).
         at: DateTime<Utc>,
     },
     /// The gateway found its clock off from the central server's by more than the allowed skew.
     ClockSkew {
+        /// The gateway's clock at the midpoint of the exchange (UTC).
         gateway_time: DateTime<Utc>,
+        /// Central's clock in the same exchange (UTC).
         central_time: DateTime<Utc>,
     },
 }
@@ -105,9 +136,13 @@ pub enum UplinkEvent {
 /// reading before compression.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadingBlock {
+    /// Serial of the meter.
     pub meter: String,
+    /// Time of the first reading, in seconds since the Unix epoch (UTC).
     pub first_at: i64,
+    /// Seconds between consecutive readings ([`INTERVAL_S`] when built by [`ReadingBlock::group`]).
     pub interval_s: u32,
+    /// Cumulative import register of the first reading, in Wh.
     pub first_register_wh: i64,
     /// Register increase between consecutive readings (negative after a register reset).
     pub register_deltas: Vec<i64>,
@@ -120,19 +155,25 @@ pub const INTERVAL_S: u32 = 900;
 /// `(after_seq, through_seq]`, grouped by meter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadingBatch {
+    /// Exclusive lower bound of the arrival sequences in this batch.
     pub after_seq: u64,
+    /// Inclusive upper bound of the arrival sequences; central acknowledges this once applied.
     pub through_seq: u64,
+    /// The readings, one block per run of regular readings of a meter.
     pub blocks: Vec<ReadingBlock>,
 }
 
 /// Gateway → central.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadRequest {
+    /// The sender's [`PROTOCOL_VERSION`].
     pub protocol: u16,
     /// The gateway's clock when it sent this (for skew detection); identity comes from the TLS
     /// certificate, never from the body.
     pub sent_at: DateTime<Utc>,
+    /// Unacknowledged priority records, in sequence order.
     pub priority: Vec<PriorityRecord>,
+    /// The next slice of the bulk lane, if any readings are unacknowledged.
     pub readings: Option<ReadingBatch>,
     /// The highest downlink sequence the gateway has applied.
     pub downlink_applied: u64,
@@ -141,31 +182,48 @@ pub struct UploadRequest {
 /// Something the central server tells a gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DownlinkEvent {
+    /// An account assigned to this gateway, created or updated.
     Account {
+        /// The account id.
         id: String,
+        /// The consumer's name.
         consumer_name: String,
+        /// Tariff category.
         category: WireCategory,
+        /// Phone number for notifications, if any.
         phone: Option<String>,
+        /// When the account was opened (UTC).
         created_at: DateTime<Utc>,
     },
+    /// A meter of one of this gateway's accounts, installed or updated.
     Meter {
+        /// The meter's serial.
         serial: String,
+        /// The account it is installed on.
         account: String,
+        /// When it was installed (UTC); readings before this are refused.
         installed_at: DateTime<Utc>,
+        /// The register read at installation in Wh, if known: it becomes the meter's first reading.
         initial_register_wh: Option<i64>,
         /// ABP session keys (hex) for the meter link; absent for meters provisioned otherwise.
         keys: Option<MeterKeys>,
     },
     /// Recharges, adjustments and emergency credit recorded at central.
     Ledger(WireLedgerEvent),
+    /// A published tariff version (stored by its id; a re-publish replaces it).
     Tariff(WireTariffVersion),
+    /// A published enforcement policy.
     Policy {
+        /// Policy version; central only ever publishes higher ones.
         version: u64,
+        /// The policy settings.
         policy: WirePolicy,
     },
+    /// The voucher public keys with their issuing windows and revocations.
     VoucherKeys(Vec<PublishedKey>),
     /// This voucher was redeemed elsewhere (or cancelled): refuse it here.
     VoucherRevoked {
+        /// [`Voucher::redemption_id`] of the voucher.
         redemption_id: String,
     },
 }
@@ -173,8 +231,11 @@ pub enum DownlinkEvent {
 /// LoRaWAN ABP session keys of one meter, hex.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeterKeys {
+    /// The meter's DevAddr (as a number; displayed MSB first).
     pub dev_addr: u32,
+    /// Network session key, 32 hex digits MSB first. Never log it.
     pub nwk_skey: String,
+    /// Application session key, 32 hex digits MSB first. Never log it.
     pub app_skey: String,
 }
 
@@ -191,19 +252,24 @@ impl std::fmt::Debug for MeterKeys {
 /// A downlink record with its per-gateway sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DownlinkRecord {
+    /// Position in this gateway's downlink log; the gateway applies each record once, in order.
     pub seq: u64,
+    /// What the gateway must apply.
     pub event: DownlinkEvent,
 }
 
 /// Central → gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadResponse {
+    /// Central's [`PROTOCOL_VERSION`].
     pub protocol: u16,
+    /// Central's clock when it answered (UTC), for the gateway's skew measurement.
     pub central_time: DateTime<Utc>,
     /// Highest contiguous priority sequence stored (0: none).
     pub priority_acked: u64,
     /// Highest reading arrival sequence stored (0: none).
     pub readings_acked: u64,
+    /// Downlink records above the request's `downlink_applied`, in sequence order (at most 500).
     pub downlink: Vec<DownlinkRecord>,
     /// More downlink records are waiting: exchange again.
     pub more: bool,
@@ -212,16 +278,24 @@ pub struct UploadResponse {
 /// Why a body could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// zstd failed to compress, or the body is not valid zstd (or inflates past the limit).
     #[error("sync body is not valid zstd: {0}")]
     Compression(std::io::Error),
+    /// The compressed body exceeds [`MAX_BODY_BYTES`].
     #[error("sync body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    /// The inflated body is not valid postcard for the expected message.
     #[error("sync body does not decode: {0}")]
     Decode(postcard::Error),
+    /// The message could not be serialized.
     #[error("sync body does not encode: {0}")]
     Encode(postcard::Error),
+    /// The peer's protocol version differs from [`PROTOCOL_VERSION`].
     #[error("peer speaks sync protocol {found}, this gramgrid speaks {PROTOCOL_VERSION}; upgrade the older side")]
-    Version { found: u16 },
+    Version {
+        /// The version the peer sent.
+        found: u16,
+    },
 }
 
 /// Encodes a message as postcard, compressed with zstd.

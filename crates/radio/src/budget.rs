@@ -3,6 +3,7 @@
 
 /// Meter transmit power (dBm) and gateway antenna gain (dBi) of the DESIGN.md link budget.
 pub const METER_POWER_DBM: i8 = 14;
+/// Gateway antenna gain of the DESIGN.md link budget, in dBi.
 pub const GATEWAY_GAIN_DBI: f64 = 3.0;
 /// ADR-style margin over sensitivity when choosing a meter's spreading factor.
 pub const SF_MARGIN_DB: f64 = 5.0;

@@ -8,7 +8,9 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChipModel {
+    /// Semtech SX1262 (sub-GHz, up to +22 dBm).
     Sx1262,
+    /// Semtech SX1276 (older SX127x family).
     Sx1276,
 }
 
@@ -23,8 +25,9 @@ pub enum ChipModel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HardwareRadioConfig {
+    /// The transceiver on the board.
     pub chip: ChipModel,
-    /// spidev node: /dev/spidev<bus>.<chip select>.
+    /// spidev node: `/dev/spidev<bus>.<chip select>`.
     pub spi_device: PathBuf,
     /// SPI clock; the SX126x takes up to 16 MHz, 2 MHz is safe on long jumper wires.
     pub spi_speed_hz: u32,
@@ -38,10 +41,13 @@ pub struct HardwareRadioConfig {
     pub dio1_line: u32,
     /// Separate RF-switch enables, for boards that do not switch with DIO2.
     pub rf_switch_rx_line: Option<u32>,
+    /// Line offset of the RF switch's transmit enable, if the board has one.
     pub rf_switch_tx_line: Option<u32>,
     /// TCXO supply voltage on DIO3 (e.g. 1.8), for modules with a TCXO; none for a crystal.
     pub tcxo_volts: Option<f32>,
+    /// SX126x: power the chip from its DC-DC regulator rather than the LDO.
     pub use_dcdc: bool,
+    /// Boosted receive gain (slightly better sensitivity, more current).
     pub rx_boost: bool,
     /// LoRaWAN public sync word.
     pub public_network: bool,

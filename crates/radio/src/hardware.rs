@@ -42,6 +42,7 @@ pub struct SpidevDevice {
 }
 
 impl SpidevDevice {
+    /// Opens a spidev node (e.g. `/dev/spidev0.0`) in SPI mode 0, 8-bit words, at `speed_hz`.
     pub fn open(path: &Path, speed_hz: u32) -> Result<Self, RadioError> {
         let io = |e: std::io::Error| RadioError::Io(format!("{}: {e}", path.display()));
         let mut dev = Spidev::open(path).map_err(io)?;
@@ -120,6 +121,8 @@ pub struct GpioOutput {
 }
 
 impl GpioOutput {
+    /// Requests line `offset` of the GPIO character device `chip` as an output, driven high at once
+    /// if `initial_high`, else low.
     pub fn open(chip: &Path, offset: u32, initial_high: bool) -> Result<Self, RadioError> {
         let value = if initial_high {
             Value::Active
@@ -250,12 +253,16 @@ fn tcxo(volts: Option<f32>) -> Result<Option<TcxoCtrlVoltage>, RadioError> {
         })
 }
 
+/// An SX1262 on spidev and GPIO character-device lines.
 pub type HardwareSx1262 = PhyRadio<Sx1262Kind<SpidevDevice, GpioOutput, GpioInput>>;
+/// An SX1276 on spidev and GPIO character-device lines.
 pub type HardwareSx1276 = PhyRadio<Sx1276Kind<SpidevDevice, GpioOutput, GpioInput>>;
 
 /// The gateway's real radio, whichever chip the config names.
 pub enum HardwareRadio {
+    /// `chip = "sx1262"`.
     Sx1262(HardwareSx1262),
+    /// `chip = "sx1276"`.
     Sx1276(HardwareSx1276),
 }
 

@@ -7,6 +7,8 @@
 //!
 //! This crate knows nothing of the simulator: the build for a Pi links it without `gramgrid-air`.
 
+#![warn(missing_docs)]
+
 pub mod budget;
 pub mod config;
 #[cfg(feature = "hardware")]
@@ -21,14 +23,19 @@ use tokio::time::Instant;
 /// The LoRa parameters that decide who can hear a frame and how long it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Modulation {
+    /// Carrier frequency in Hz (default 865.0625 MHz, an IN865 channel).
     pub frequency_hz: u32,
     /// 7..=12 on the air; the emulator also accepts SX126x's 5 and 6.
     pub spreading_factor: u8,
+    /// Channel bandwidth in Hz: 125, 250 or 500 kHz.
     pub bandwidth_hz: u32,
     /// Coding rate denominator: 5..=8 for 4/5..4/8.
     pub coding_rate: u8,
+    /// Preamble length in symbols; sender and receiver must agree.
     pub preamble_symbols: u16,
+    /// LoRa explicit header (length, coding rate and CRC flag sent in the header); always on here.
     pub explicit_header: bool,
+    /// Payload CRC present; always on here.
     pub crc_on: bool,
     /// LoRaWAN inverts I/Q on downlinks so that meters do not hear each other's uplinks.
     pub iq_inverted: bool,
@@ -61,13 +68,21 @@ impl Modulation {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RadioConfig {
+    /// Carrier frequency in Hz; 150-960 MHz is accepted.
     pub frequency_hz: u32,
+    /// Spreading factor, 7..=12.
     pub spreading_factor: u8,
+    /// Channel bandwidth in Hz: 125,000, 250,000 or 500,000.
     pub bandwidth_hz: u32,
+    /// Coding rate denominator: 5..=8 for 4/5..4/8.
     pub coding_rate: u8,
+    /// Preamble length in symbols.
     pub preamble_symbols: u16,
+    /// Transmit power in dBm at the chip's output (default 14).
     pub tx_power_dbm: i8,
+    /// Send with inverted I/Q (true on the gateway: LoRaWAN downlinks).
     pub tx_iq_inverted: bool,
+    /// Listen for inverted I/Q (true on a meter: it hears downlinks, not other meters' uplinks).
     pub rx_iq_inverted: bool,
 }
 
@@ -156,40 +171,73 @@ impl RadioConfig {
 /// A frame that arrived with a good CRC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RxFrame {
+    /// The PHYPayload bytes (up to 255).
     pub payload: Vec<u8>,
+    /// Received signal strength of the frame, in dBm.
     pub rssi_dbm: i16,
+    /// Signal-to-noise ratio of the frame, in dB (negative below the noise floor, as LoRa allows).
     pub snr_db: i16,
     /// When the driver saw RxDone (the end of the frame on the air), on tokio's clock.
     pub received_at: Instant,
+    /// The spreading factor the radio was listening on.
     pub spreading_factor: u8,
+    /// The frequency the radio was listening on, in Hz.
     pub frequency_hz: u32,
 }
 
 /// Everything a radio can report instead of a good frame or a finished transmission.
 #[derive(Debug, thiserror::Error)]
 pub enum RadioError {
+    /// A frame arrived but failed its payload CRC (collision, interference, weak signal); dropped.
     #[error("frame received with a CRC error (RSSI {rssi_dbm} dBm, SNR {snr_db} dB)")]
-    Crc { rssi_dbm: i16, snr_db: i16 },
+    Crc {
+        /// Signal strength of the damaged frame, in dBm.
+        rssi_dbm: i16,
+        /// Its signal-to-noise ratio, in dB.
+        snr_db: i16,
+    },
+    /// A preamble was heard but the LoRa header did not decode.
     #[error("LoRa header error: a preamble was heard but its header did not decode")]
     Header,
+    /// No frame within the receive window given (normal on a quiet channel).
     #[error("nothing received within {0:?}")]
     Timeout(Duration),
+    /// The chip probe read the wrong bytes: no chip, wrong chip or bad wiring.
     #[error("no radio chip answers on SPI: {what} read {got:02x?}, expected {expected:02x?} (HAT missing, miswired, or wrong chip select?)")]
     NoChip {
+        /// The register probed.
         what: &'static str,
+        /// The bytes read.
         got: Vec<u8>,
+        /// The bytes the chip should answer.
         expected: Vec<u8>,
     },
+    /// A driver call did not finish in time; the chip was reset and re-initialised.
     #[error("radio {op} did not finish within {limit:?} (driver calls that time out reset and re-initialise the chip)")]
-    Unresponsive { op: &'static str, limit: Duration },
+    Unresponsive {
+        /// The operation that hung.
+        op: &'static str,
+        /// The time limit it exceeded.
+        limit: Duration,
+    },
+    /// After a timed-out call, re-initialising the chip failed too: the radio is out of service.
     #[error("radio did not come back after a reset: {0}")]
     RecoveryFailed(String),
+    /// lora-phy reported an error.
     #[error("lora-phy driver error during {op}: {detail}")]
-    Driver { op: &'static str, detail: String },
+    Driver {
+        /// The operation in progress.
+        op: &'static str,
+        /// lora-phy's error, as text.
+        detail: String,
+    },
+    /// A setting no LoRa radio here supports (see [`RadioConfig::validate`]).
     #[error("invalid radio configuration: {0}")]
     InvalidConfig(String),
+    /// A payload longer than 255 bytes (its length).
     #[error("payload of {0} bytes does not fit a LoRa frame (255 max)")]
     PayloadTooLong(usize),
+    /// Opening or driving the SPI device or a GPIO line failed.
     #[error("radio hardware I/O: {0}")]
     Io(String),
 }

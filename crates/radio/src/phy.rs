@@ -39,7 +39,9 @@ const SEEN_HEADER: u8 = 2;
 /// Which register map the SPI shim decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChipFamily {
+    /// SX1261/SX1262/SX1268: command-based SPI interface.
     Sx126x,
+    /// SX1272/SX1276-79: register-based SPI interface.
     Sx127x,
 }
 
@@ -54,6 +56,7 @@ pub struct TracedSpi<S> {
 }
 
 impl<S: SpiDevice> TracedSpi<S> {
+    /// Wraps an SPI device talking to a chip of this family.
     pub fn new(inner: S, family: ChipFamily) -> Self {
         Self {
             inner,
@@ -150,7 +153,9 @@ impl DelayNs for TokioDelay {
 pub struct PhyOptions {
     /// LoRaWAN public sync word (0x34) rather than private (0x12).
     pub public_network: bool,
+    /// SX126x: power the chip from its DC-DC regulator rather than the LDO.
     pub use_dcdc: bool,
+    /// Boosted receive gain (slightly better sensitivity, more current).
     pub rx_boost: bool,
     /// TCXO supply on DIO3 for SX126x modules that have one.
     pub tcxo: Option<TcxoCtrlVoltage>,
@@ -175,18 +180,27 @@ impl Default for PhyOptions {
 
 /// NRESET, BUSY, DIO1 and optional RF-switch pins of an SX126x board.
 pub struct Sx126xPins<CTRL, WAIT> {
+    /// NRESET output (active low).
     pub reset: CTRL,
+    /// BUSY input: high while the chip cannot take a command.
     pub busy: WAIT,
+    /// DIO1 input: the interrupt line.
     pub dio1: WAIT,
+    /// Receive enable of a separate RF switch, if the board has one.
     pub rf_switch_rx: Option<CTRL>,
+    /// Transmit enable of a separate RF switch, if the board has one.
     pub rf_switch_tx: Option<CTRL>,
 }
 
 /// NRESET, DIO0 and optional RF-switch pins of an SX127x board.
 pub struct Sx127xPins<CTRL, WAIT> {
+    /// NRESET output (active low).
     pub reset: CTRL,
+    /// DIO0 input: the interrupt line (TxDone, RxDone).
     pub dio0: WAIT,
+    /// Receive enable of a separate RF switch, if the board has one.
     pub rf_switch_rx: Option<CTRL>,
+    /// Transmit enable of a separate RF switch, if the board has one.
     pub rf_switch_tx: Option<CTRL>,
 }
 

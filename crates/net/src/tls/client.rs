@@ -13,23 +13,52 @@ use std::time::Duration;
 /// Why a request to central did not produce a response (or, from [`into_success`], a 2xx one).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The base URL is not `https://host[:port][/prefix]` without a query.
     #[error("central URL '{url}' is not usable: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TCP connection refused: central is down or the port is wrong.
     #[error("central at {addr} refused the connection (server down or wrong port)")]
-    ConnectRefused { addr: String },
+    ConnectRefused {
+        /// `host:port` of central.
+        addr: String,
+    },
+    /// Any other TCP connect failure (DNS, no route, cellular link down).
     #[error("cannot connect to central at {addr}: {error}")]
-    Connect { addr: String, error: std::io::Error },
+    Connect {
+        /// `host:port` of central.
+        addr: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
     /// The TLS handshake failed; `reason` is rustls's, e.g. an unknown CA on either side or an
     /// expired certificate. With TLS 1.3 the server's refusal of our certificate arrives after
     /// the client has sent its request, so it can surface here from the request itself.
     #[error("TLS with central at {addr} failed: {reason}; check the gateway bundle (CA, certificate expiry) and the clocks")]
-    TlsHandshake { addr: String, reason: String },
+    TlsHandshake {
+        /// `host:port` of central.
+        addr: String,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The whole exchange, connect included, took longer than the timeout given.
     #[error("no complete answer from central within {0:?}")]
     Timeout(Duration),
+    /// The HTTP/1.1 exchange failed after the TLS handshake (connection cut, bad response).
     #[error("HTTP exchange with central failed: {0}")]
     Http(String),
+    /// Central answered with a non-2xx status (from [`into_success`]).
     #[error("central answered {status}: {body}")]
-    Status { status: StatusCode, body: String },
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The start of the response body (at most 500 characters), usually central's message.
+        body: String,
+    },
 }
 
 /// The gateway's TLS config: trusts only the bundle's CA and presents the gateway certificate.
@@ -84,6 +113,8 @@ impl std::fmt::Debug for HttpsClient {
 }
 
 impl HttpsClient {
+    /// A client for `base_url` (`https://host[:port][/prefix]`, port 443 by default) with the given
+    /// TLS config (see [`client_config`]). Connects nothing yet.
     pub fn new(config: Arc<rustls::ClientConfig>, base_url: &str) -> Result<Self, ClientError> {
         let bad = |reason: &str| ClientError::BadUrl {
             url: base_url.to_string(),
