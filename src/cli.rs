@@ -68,10 +68,10 @@ pub enum Command {
 
 /// Runs a parsed command line and maps errors to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    // The demo draws a progress bar and a summary: only errors interrupt them (the business events
-    // central flags, e.g. offline overdrafts, are counted in the summary instead).
+    // Long commands show a progress bar and a result: only errors interrupt them (the business
+    // events central flags, e.g. offline overdrafts, are counted in their summaries instead).
     #[cfg(feature = "sim")]
-    let quiet = matches!(cli.command, Command::Demo(_));
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench { .. });
     #[cfg(not(feature = "sim"))]
     let quiet = false;
     init_tracing(if quiet { "error" } else { "info" });
@@ -90,6 +90,8 @@ fn init_tracing(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or the journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -8,7 +8,7 @@ use gramgrid_central::db::DbError;
 use gramgrid_central::{server, Central, CentralConfig};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::policy::RelayAction;
-use gramgrid_core::tariff::TariffBook;
+use gramgrid_core::tariff::{Category, TariffBook};
 use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, Store};
 use gramgrid_net::tls::PeerGateway;
 use gramgrid_proto::wire::{
@@ -76,7 +76,13 @@ fn harnesses(test: &str) -> Vec<Harness> {
 }
 
 impl Harness {
-    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+    /// The status and the body exactly as the API sent it.
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, axum::body::Bytes) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -89,6 +95,11 @@ impl Harness {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
+        (status, bytes)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let (status, bytes) = self.call_raw(method, path, body).await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -275,6 +286,94 @@ async fn api_refuses_bad_input_with_clear_4xx_and_writes_nothing() {
             h.router.clone().oneshot(request).await.unwrap().status(),
             StatusCode::UNAUTHORIZED
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_recharge_answers_the_first_receipt_byte_for_byte() {
+    for h in harnesses("replayed_recharge") {
+        h.customer("A1", "gw-a").await;
+        let body = json!({"idempotency_key": "pay-7", "account": "A1", "amount_paise": 25_000})
+            .to_string();
+        let (status, first) = h.call_raw("POST", "/api/v1/recharges", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{first:?}");
+        let (status, again) = h.call_raw("POST", "/api/v1/recharges", Some(&body)).await;
+        assert_eq!(status, StatusCode::OK, "{again:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&first),
+            "a repeat must answer the first receipt"
+        );
+        // The receipt's time is the ledger's: whole UTC seconds, as the statement shows it.
+        let receipt: Value = serde_json::from_slice(&first).unwrap();
+        let at: DateTime<Utc> = receipt["at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(at.timestamp_subsec_nanos(), 0, "{receipt}");
+        assert_eq!(h.balance("A1").await, 25_000);
+    }
+}
+
+/// 15-minute readings of `meter` over the 2 hours before now, using 865 Wh in all.
+fn two_hours_to_now(meter: &str) -> Vec<(String, i64, i64)> {
+    let end = Utc::now().timestamp() / 900 * 900;
+    let used = [0, 60, 150, 270, 400, 520, 640, 760, 865];
+    used.iter()
+        .enumerate()
+        .map(|(i, wh)| (meter.to_owned(), end - 7_200 + 900 * i as i64, *wh))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_says_what_it_rests_on_and_lasts_as_long_as_its_readings_say() {
+    for h in harnesses("balance_before_sync") {
+        h.customer("A1", "gw-a").await;
+        h.recharge("A1", "pay-1", 60_000).await;
+        // Before the gateway's first sync: central's figure alone, and not "last sync".
+        let report = h
+            .ok("GET", "/api/v1/accounts/A1/balance", Value::Null)
+            .await;
+        assert_eq!(report["last_sync_at"], Value::Null, "{report}");
+        assert_eq!(
+            report["source"], "central (gateway gw-a has not synced yet)",
+            "{report}"
+        );
+        // No readings: a typical domestic day (8.94 kWh) prices the estimate.
+        let typical = gramgrid_central::accounts::typical_daily_paise(
+            &TariffBook::builtin(),
+            Category::Domestic,
+            Utc::now(),
+        );
+        let days = report["estimated_days_left"].as_f64().unwrap();
+        assert!((days - 60_000.0 / typical).abs() < 1e-6, "{report}");
+
+        // The gateway syncs 2 hours of readings: 0.865 kWh.
+        let batch = ReadingBatch {
+            after_seq: 0,
+            through_seq: 9,
+            blocks: ReadingBlock::group(two_hours_to_now("M-A1")),
+        };
+        h.exchange("gw-a", &upload(vec![], Some(batch), 0))
+            .await
+            .unwrap();
+        let report = h
+            .ok("GET", "/api/v1/accounts/A1/balance", Value::Null)
+            .await;
+        assert_eq!(report["source"], "gateway:gw-a last sync", "{report}");
+        assert_ne!(report["last_sync_at"], Value::Null, "{report}");
+        let units = report["estimated_units_left"].as_f64().unwrap();
+        let days = report["estimated_days_left"].as_f64().unwrap();
+        // Spreading 0.865 kWh over 7 days would say the credit lasts this long:
+        let seven_day_rule = units / (0.865 / 7.0);
+        assert!(seven_day_rule > 900.0, "{report}");
+        // The readings cover 2 hours; the rest of the first day is a typical domestic one.
+        let balance = report["balance_paise"].as_i64().unwrap();
+        let charged = 60_000 - balance;
+        assert!(charged > 0, "{report}");
+        let expected = balance as f64 / (charged as f64 + typical * 22.0 / 24.0);
+        assert!(
+            (days - expected).abs() < 1e-6,
+            "{days} days, not {expected}: {report}"
+        );
+        assert!((5.0..30.0).contains(&days), "{days} days: {report}");
     }
 }
 
@@ -961,5 +1060,78 @@ async fn adjustments_and_emergency_credit_reach_the_gateway_once() {
             kinds,
             vec![EventKind::Adjustment, EventKind::EmergencyCredit]
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_manifest_is_entered_once_rekeyed_on_change_and_sent_to_its_gateway() {
+    let manifest = |nwk: &str| {
+        gramgrid_proto::manifest::MeterManifest::parse(&format!(
+            "version = 1\n[[meter]]\nserial = \"SIM-00001\"\ndev_addr = \"26010001\"\nnwk_skey = \"{nwk}\"\napp_skey = \"DD50AD492DBB6BC997DB98528D2530D3\"\ncategory = \"commercial\"\n"
+        ))
+        .unwrap()
+    };
+    let first = manifest("ABEC61DA682F4CBF30867EFB4D34B34D");
+    for h in harnesses("manifest_import") {
+        let import = |m: gramgrid_proto::manifest::MeterManifest| {
+            h.central
+                .db()
+                .blocking(move |tx| gramgrid_central::import::import_manifest(tx, &m, "gw-a", t0()))
+        };
+        let report = import(first.clone()).unwrap();
+        assert_eq!((report.added, report.rekeyed), (1, 0));
+        let again = import(first.clone()).unwrap();
+        assert_eq!(
+            (again.added, again.rekeyed),
+            (0, 0),
+            "a second import changes nothing"
+        );
+        let rekeyed = import(manifest("00112233445566778899AABBCCDDEEFF")).unwrap();
+        assert_eq!((rekeyed.added, rekeyed.rekeyed), (0, 1));
+
+        let (_, accounts) = h.call("GET", "/api/v1/accounts", None).await;
+        let account = &accounts.as_array().unwrap()[0];
+        assert_eq!(account["id"], "ACC-SIM-00001");
+        assert_eq!(account["category"], "commercial");
+        assert_eq!(account["gateway"], "gw-a");
+        // The gateway is sent the meter with the keys in force (the newest).
+        let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        let keys: Vec<_> = sync
+            .downlink
+            .iter()
+            .filter_map(|r| match &r.event {
+                DownlinkEvent::Meter { keys: Some(k), .. } => Some(k.nwk_skey.to_uppercase()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keys.last().map(String::as_str),
+            Some("00112233445566778899AABBCCDDEEFF")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_keys_are_written_in_hex_as_lorawan_tools_write_them() {
+    for h in harnesses("meter_keys_hex") {
+        h.customer("A1", "gw-a").await;
+        let meter = |dev_addr: Value| {
+            json!({"serial": "M-HEX", "account": "A1", "installed_at": "2026-11-01T00:00:00Z",
+                   "keys": {"dev_addr": dev_addr, "nwk_skey": "00112233445566778899AABBCCDDEEFF",
+                            "app_skey": "FFEEDDCCBBAA99887766554433221100"}})
+        };
+        let (status, answer) = h.post("/api/v1/meters", meter(json!(638_656_298))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("dev_addr"),
+            "{answer}"
+        );
+        let (status, answer) = h.post("/api/v1/meters", meter(json!("26011F2A"))).await;
+        assert!(status.is_success(), "{answer}");
+        let sync = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        assert!(sync.downlink.iter().any(|r| matches!(
+            &r.event,
+            DownlinkEvent::Meter { keys: Some(k), .. } if k.dev_addr == 0x2601_1F2A
+        )));
     }
 }

@@ -5,7 +5,7 @@ use chrono::{Datelike, NaiveDate, Timelike, Weekday};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -285,36 +285,8 @@ fn bad_options_are_refused_with_a_clear_message() {
 
 /// GETs `path` from the demo's central with the API token, trusting the demo's CA.
 fn api_get(url: &str, ca: &Path, token: &str, path: &str) -> String {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let addr = url.trim_start_matches("https://");
-    let host = addr.split(':').next().unwrap().to_string();
-    let mut tls = rustls::ClientConnection::new(
-        std::sync::Arc::new(config),
-        ServerName::try_from(host).unwrap(),
-    )
-    .unwrap();
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+    let (status, body) = crate::common::api_call(url, ca, token, "GET", path, None);
+    format!("HTTP/1.1 {status}\r\n\r\n{body}")
 }
 
 #[test]

@@ -85,7 +85,8 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
         ids.push(id);
     }
     // As the daemon does: the policy's relay commands go to the link task.
-    let (commands, requests) = link::command_channel();
+    let provisioned = link::ProvisionedMeters::default();
+    let (commands, requests) = link::command_channel(provisioned.clone());
     gw.set_relay_link(Box::new(commands));
     let gateway = Arc::new(Mutex::new(gw));
     let (stop, stopping) = watch::channel(false);
@@ -97,7 +98,8 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
         timing,
         RadioConfig::gateway(),
         clock,
-    );
+    )
+    .with_provisioned(provisioned);
     let stats = l.stats();
     match mode {
         AccessMode::Scheduled => tokio::spawn(l.run_scheduled(radio, requests, stopping.clone())),

@@ -72,11 +72,14 @@ fn kill_mid_transaction_loses_no_acknowledged_recharge() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.db");
     let mut acknowledged: Vec<(String, i64)> = Vec::new();
+    // The child's test name as libtest knows it inside the suite binary: "store_crash::crash_child_writer".
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let child_test = format!("{module}::crash_child_writer");
     for round in 0..3u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "crash_child_writer",
+                child_test.as_str(),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

@@ -5,6 +5,8 @@
 mod central;
 mod common;
 mod demo;
+mod docs_recipes;
+mod field_engineer;
 mod gateway_redeem;
 mod layering;
 mod link_end_to_end;

@@ -26,6 +26,7 @@ pub enum CentralCommand {
     },
     /// Issue a gateway's client certificate and write its bundle under DIR/gateways/NAME/.
     AddGateway {
+        /// The PKI directory `central init` created (it holds the CA key).
         #[arg(long)]
         dir: PathBuf,
         /// Gateway id: letters, digits, '-' and '_'.
@@ -34,6 +35,25 @@ pub enum CentralCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 1825)]
         days: u32,
+    },
+    /// Enter every meter of a meter manifest (serials and radio keys, e.g. from `gramgrid sim
+    /// --manifest-out`) at central, each on an account of its own (ACC-<serial>), assigned to a
+    /// gateway; the gateway takes them up at its next sync, with no restart. Running it again
+    /// changes nothing; new keys for a known meter re-key it.
+    ImportMeters {
+        /// Central config file (TOML), as for `central serve`.
+        #[arg(long, short, env = "GRAMGRID_CENTRAL_CONFIG")]
+        config: Option<PathBuf>,
+        /// The meter manifest (TOML).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The gateway that serves these meters (its id from `central add-gateway`).
+        #[arg(long)]
+        gateway: String,
+        /// When the meters were installed (RFC 3339, e.g. 2026-11-01T00:00:00Z); readings from
+        /// before it are not billed. Default: now.
+        #[arg(long, value_parser = parse_utc)]
+        installed_at: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -56,6 +76,12 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             );
             Ok(())
         }
+        CentralCommand::ImportMeters {
+            config,
+            manifest,
+            gateway,
+            installed_at,
+        } => import_meters(config, &manifest, gateway, installed_at),
         CentralCommand::AddGateway { dir, id, days } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let bundle = pki.add_gateway(&id, days)?;
@@ -90,4 +116,43 @@ fn central_serve(config: Option<PathBuf>) -> Result<()> {
         running.stop().await?;
         anyhow::Ok(())
     })
+}
+
+fn parse_utc(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
+}
+
+fn import_meters(
+    config: Option<PathBuf>,
+    manifest_path: &std::path::Path,
+    gateway: String,
+    installed_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<()> {
+    let config = gramgrid_central::CentralConfig::load(config.as_deref()).context(
+        "fix the central config (see docs/central.example.toml for every option), then try again",
+    )?;
+    let text = std::fs::read_to_string(manifest_path)
+        .with_context(|| format!("cannot read the meter manifest {}", manifest_path.display()))?;
+    let manifest = gramgrid_proto::manifest::MeterManifest::parse(&text).with_context(|| {
+        format!(
+            "the meter manifest {} is not valid",
+            manifest_path.display()
+        )
+    })?;
+    let central = gramgrid_central::Central::open(config)
+        .context("cannot open central's database (is database_url right?)")?;
+    let installed_at = installed_at.unwrap_or_else(|| central.now());
+    let report = central
+        .db()
+        .blocking(move |tx| {
+            gramgrid_central::import::import_manifest(tx, &manifest, &gateway, installed_at)
+        })
+        .context("nothing was imported")?;
+    println!(
+        "{} meters added (each on its own account ACC-<serial>), {} re-keyed; the gateway takes them up at its next sync",
+        report.added, report.rekeyed
+    );
+    Ok(())
 }

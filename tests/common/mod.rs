@@ -17,3 +17,62 @@ pub fn exact_air() -> Air {
         keep_records: true,
     })
 }
+
+/// One HTTPS request to a central server, trusting its CA (`ca`, PEM) and sending the API token;
+/// returns the status code and the body. Blocking, one connection per call.
+pub fn api_call(
+    url: &str,
+    ca: &std::path::Path,
+    token: &str,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = url.trim_start_matches("https://").trim_end_matches('/');
+    let host = addr.split(':').next().unwrap().to_string();
+    let mut tls = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from(host).unwrap(),
+    )
+    .unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+    let body = json_body.unwrap_or("");
+    let content_type = if json_body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -31,10 +31,20 @@ enum BusMsg {
     Bye,
 }
 
-fn send(socket: &UdpSocket, to: SocketAddr, msg: &BusMsg) {
+/// Splits a bus socket: tokio's half receives, a clone of the same UDP socket sends. A fresh tokio
+/// socket answers "would block" until its reactor has polled it once, which dropped the first
+/// datagrams of every radio that joined; the clone sends at once (it is non-blocking too, and only
+/// a full socket buffer stops it).
+fn split(socket: UdpSocket) -> std::io::Result<(UdpSocket, Arc<std::net::UdpSocket>)> {
+    let std_socket = socket.into_std()?;
+    let sender = std_socket.try_clone()?;
+    Ok((UdpSocket::from_std(std_socket)?, Arc::new(sender)))
+}
+
+fn send(socket: &std::net::UdpSocket, to: SocketAddr, msg: &BusMsg) {
     let sent = serde_json::to_vec(msg)
         .map_err(|e| e.to_string())
-        .and_then(|bytes| socket.try_send_to(&bytes, to).map_err(|e| e.to_string()));
+        .and_then(|bytes| socket.send_to(&bytes, to).map_err(|e| e.to_string()));
     if let Err(e) = sent {
         // Loopback UDP only drops when a socket buffer is full; the air then loses a frame, as air does.
         tracing::warn!(%to, error = %e, "air bus: datagram not sent");
@@ -43,7 +53,7 @@ fn send(socket: &UdpSocket, to: SocketAddr, msg: &BusMsg) {
 
 /// The hub's handle on a remote radio: deliveries go back over UDP.
 struct RemoteSink {
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
     addr: SocketAddr,
 }
 
@@ -60,7 +70,7 @@ pub async fn serve(
     capture: Option<CaptureWriter>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<AirStats> {
-    let socket = Arc::new(socket);
+    let (socket, sender) = split(socket)?;
     let air = Air::new(config);
     if let Some(c) = capture {
         air.set_capture(c);
@@ -89,12 +99,12 @@ pub async fn serve(
                 if let std::collections::hash_map::Entry::Vacant(slot) = nodes.entry(from) {
                     tracing::info!(%from, name = %node.name, "air bus: radio joined");
                     let sink = Arc::new(RemoteSink {
-                        socket: socket.clone(),
+                        socket: sender.clone(),
                         addr: from,
                     });
                     slot.insert(air.attach(node, sink));
                 }
-                send(&socket, from, &BusMsg::Welcome);
+                send(&sender, from, &BusMsg::Welcome);
             }
             BusMsg::Transmit { tx } => match nodes.get(&from) {
                 Some(port) => port.transmit(tx),
@@ -121,7 +131,7 @@ pub async fn serve(
 
 /// A radio's membership of a remote air. Dropping it leaves the air.
 pub struct BusClient {
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
     hub: SocketAddr,
     reader: JoinHandle<()>,
 }
@@ -139,11 +149,11 @@ impl BusClient {
             (std::net::Ipv6Addr::LOCALHOST, 0).into()
         };
         let io = |e: std::io::Error| RadioError::Io(format!("air bus {hub}: {e}"));
-        let socket = UdpSocket::bind(local).await.map_err(io)?;
+        let (socket, sender) = split(UdpSocket::bind(local).await.map_err(io)?).map_err(io)?;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut welcomed = false;
         for _ in 0..HELLO_TRIES {
-            send(&socket, hub, &BusMsg::Hello { node: spec.clone() });
+            send(&sender, hub, &BusMsg::Hello { node: spec.clone() });
             if let Ok(Ok((len, from))) =
                 tokio::time::timeout(HELLO_WAIT, socket.recv_from(&mut buf)).await
             {
@@ -159,12 +169,10 @@ impl BusClient {
                 "air bus hub at {hub} did not answer"
             )));
         }
-        let socket = Arc::new(socket);
-        let reader_socket = socket.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
-                let Ok((len, from)) = reader_socket.recv_from(&mut buf).await else {
+                let Ok((len, from)) = socket.recv_from(&mut buf).await else {
                     continue;
                 };
                 if from != hub {
@@ -179,7 +187,7 @@ impl BusClient {
             }
         });
         Ok(Self {
-            socket,
+            socket: sender,
             hub,
             reader,
         })
@@ -202,7 +210,7 @@ impl Drop for BusClient {
 }
 
 struct BusPort {
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
     hub: SocketAddr,
 }
 

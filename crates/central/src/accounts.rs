@@ -7,7 +7,7 @@ use super::downlink::{append_downlink, append_downlink_to_all, ensure_gateway};
 use super::{CentralError, Result};
 pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
-use gramgrid_core::civil::{from_ts, ts};
+use gramgrid_core::civil::{from_ts, ts, Month};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::{Category, TariffBook, TariffVersion};
 use gramgrid_proto::wire::{DownlinkEvent, MeterKeys};
@@ -39,10 +39,43 @@ pub struct Meter {
     pub installed_at: DateTime<Utc>,
     #[serde(default)]
     pub initial_register_wh: Option<i64>,
-    #[serde(default, skip_serializing)]
+    /// ABP session keys, written as LoRaWAN tools and meter manifests write them: `dev_addr` as 8
+    /// hex digits, the keys as 32 hex digits each.
+    #[serde(default, skip_serializing, deserialize_with = "keys_in_hex")]
     pub keys: Option<MeterKeys>,
     #[serde(default = "unknown_relay")]
     pub relay_state: String,
+}
+
+/// Reads `keys` with `dev_addr` in hex ("26011F2A"), the one format the manifest, the docs and
+/// LoRaWAN tools use.
+fn keys_in_hex<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<MeterKeys>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct HexKeys {
+        dev_addr: String,
+        nwk_skey: String,
+        app_skey: String,
+    }
+    let Some(keys) = Option::<HexKeys>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let dev_addr = (keys.dev_addr.len() == 8)
+        .then(|| u32::from_str_radix(&keys.dev_addr, 16).ok())
+        .flatten()
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "keys.dev_addr {:?} is not a DevAddr: write it as 8 hex digits, e.g. \"26011F2A\"",
+                keys.dev_addr
+            ))
+        })?;
+    Ok(Some(MeterKeys {
+        dev_addr,
+        nwk_skey: keys.nwk_skey,
+        app_skey: keys.app_skey,
+    }))
 }
 
 fn unknown_relay() -> String {
@@ -331,6 +364,10 @@ pub struct RechargeRequest {
 }
 
 /// What a recharge, adjustment or emergency credit did.
+///
+/// A repeat of the request (same idempotency key, same body) gets this receipt again, identical
+/// to the byte: `at` is the money event's stored time (whole UTC seconds, as the ledger keeps it
+/// and statements show it), and whether this call created the event is not part of the body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RechargeReceipt {
     pub event_id: String,
@@ -338,6 +375,9 @@ pub struct RechargeReceipt {
     pub amount_paise: i64,
     pub at: DateTime<Utc>,
     /// False when this key had already been used for the same request: nothing new was credited.
+    /// Not serialized (the API says it with the status: 201 created, 200 a repeat), so a repeat's
+    /// body is the first receipt's.
+    #[serde(skip)]
     pub created: bool,
 }
 
@@ -474,6 +514,10 @@ fn money_once(
     now: DateTime<Utc>,
 ) -> Result<RechargeReceipt> {
     check_id("idempotency_key", key)?;
+    // The ledger stores whole UTC seconds: the event, the receipt and every repeat of it carry the
+    // stored time, not a finer one only the first answer would have had.
+    let now = from_ts(ts(now));
+    let expires_at = expires_at.map(|at| from_ts(ts(at)));
     let json = serde_json::to_string(request).map_err(|e| CentralError::Invalid(e.to_string()))?;
     let body = format!("{}:{json}", kind.as_str());
     if let Some(row) = tx.query_opt(
@@ -606,9 +650,12 @@ pub struct Balance {
     /// Σ money events − Σ energy charges rated from the readings central has.
     pub balance_paise: i64,
     /// The balance is what central knew at this instant: the gateway's last sync (or now, for an
-    /// account with no gateway).
+    /// account with no gateway or whose gateway has never synced).
     pub valid_at: DateTime<Utc>,
-    /// "gateway:<id> last sync" or "central only".
+    /// Where the balance comes from: "gateway:<id> last sync" (central's figure as of that
+    /// gateway's last sync, `last_sync_at`), "central (gateway <id> has not synced yet)" (only
+    /// what was recorded at central: no reading or gateway-made charge has arrived), or "central
+    /// only" (the account has no gateway).
     pub source: String,
     pub gateway: Option<String>,
     pub last_sync_at: Option<DateTime<Utc>>,
@@ -617,7 +664,10 @@ pub struct Balance {
     pub stale: bool,
     /// Units (kWh) the balance buys at the average price of the last 7 days' consumption.
     pub estimated_units_left: Option<f64>,
-    /// Days the balance lasts at the last 7 days' average daily charge.
+    /// Days the balance lasts at the daily energy charge of the readings of the last 7 days, over
+    /// the time they actually cover; a history shorter than a day is topped up to a day at the
+    /// category's typical consumption (see [`estimate_days_left`]). None when nothing is being
+    /// charged (a whole day or more of readings with no consumption).
     pub estimated_days_left: Option<f64>,
     /// Relay state of the account's meter(s) as last reported ("connected", "disconnected", "unknown").
     pub relay_state: String,
@@ -637,12 +687,13 @@ pub fn balance_paise(tx: &mut dyn Tx, account: &str) -> Result<i64> {
     Ok(money - energy)
 }
 
-/// The balance report of one account at `now`.
+/// The balance report of one account at `now`, with the days left estimated against `book`.
 pub fn balance(
     tx: &mut dyn Tx,
     account_id: &str,
     now: DateTime<Utc>,
     stale_after: Duration,
+    book: &TariffBook,
 ) -> Result<Balance> {
     let account = self::account(tx, account_id)?;
     let balance_paise = balance_paise(tx, account_id)?;
@@ -656,18 +707,14 @@ pub fn balance(
             .map(from_ts),
         None => None,
     };
-    let week_ago = ts(now - Duration::days(7));
-    let usage = tx
-        .query_opt(
-            "SELECT CAST(SUM(r.charge_paise) AS BIGINT), MAX(r.register_wh) - MIN(r.register_wh) FROM readings r
-             JOIN meters m ON m.serial = r.meter WHERE m.account = $1 AND r.at >= $2",
-            &[account_id.into(), week_ago.into()],
-        )?
-        .map(|row| (row.opt_int(0).ok().flatten().unwrap_or(0), row.opt_int(1).ok().flatten().unwrap_or(0)))
-        .unwrap_or((0, 0));
-    let (charged, wh) = usage;
+    let usage = recent_usage(tx, account_id, now - Duration::days(USAGE_WINDOW_DAYS))?;
     let positive = balance_paise.max(0) as f64;
-    let estimated_days_left = (charged > 0).then(|| positive / (charged as f64 / 7.0));
+    let estimated_days_left = estimate_days_left(
+        balance_paise,
+        &usage,
+        typical_daily_paise(book, account.category, now),
+    );
+    let (charged, wh) = (usage.charged_paise, usage.energy_wh);
     let estimated_units_left =
         (charged > 0 && wh > 0).then(|| positive / (charged as f64 / (wh as f64 / 1000.0)));
     let states: Vec<String> = meters_of(tx, account_id)?
@@ -684,10 +731,7 @@ pub fn balance(
         account: account.id,
         balance_paise,
         valid_at: last_sync_at.unwrap_or(now),
-        source: match &account.gateway {
-            Some(gateway) => format!("gateway:{gateway} last sync"),
-            None => "central only".into(),
-        },
+        source: balance_source(account.gateway.as_deref(), last_sync_at.is_some()),
         gateway: account.gateway,
         last_sync_at,
         stale,
@@ -695,6 +739,112 @@ pub fn balance(
         estimated_days_left,
         relay_state,
     })
+}
+
+/// What a balance report says its figure rests on.
+fn balance_source(gateway: Option<&str>, synced: bool) -> String {
+    match (gateway, synced) {
+        (Some(gateway), true) => format!("gateway:{gateway} last sync"),
+        (Some(gateway), false) => format!("central (gateway {gateway} has not synced yet)"),
+        (None, _) => "central only".into(),
+    }
+}
+
+/// How far back the consumption behind the estimates looks.
+const USAGE_WINDOW_DAYS: i64 = 7;
+
+/// What an account's readings since `since` say about its consumption: the spans between each
+/// meter's first and last reading in the window (the first one's charge is for the span before
+/// the window, so it is left out).
+fn recent_usage(tx: &mut dyn Tx, account: &str, since: DateTime<Utc>) -> Result<RecentUsage> {
+    let per_meter = tx.query(
+        "SELECT MIN(r.at), MAX(r.at), MAX(r.register_wh) - MIN(r.register_wh) FROM readings r
+         JOIN meters m ON m.serial = r.meter WHERE m.account = $1 AND r.at >= $2 GROUP BY r.meter",
+        &[account.into(), ts(since).into()],
+    )?;
+    let (mut first, mut last, mut energy_wh) = (i64::MAX, i64::MIN, 0);
+    for row in &per_meter {
+        first = first.min(row.int(0)?);
+        last = last.max(row.int(1)?);
+        energy_wh += row.int(2)?.max(0);
+    }
+    let charged_paise = tx.query_int(
+        "SELECT CAST(SUM(r.charge_paise) AS BIGINT) FROM readings r
+         JOIN meters m ON m.serial = r.meter WHERE m.account = $1
+         AND r.at > (SELECT MIN(f.at) FROM readings f WHERE f.meter = r.meter AND f.at >= $2)",
+        &[account.into(), ts(since).into()],
+    )?;
+    Ok(RecentUsage {
+        span_seconds: if per_meter.is_empty() {
+            0
+        } else {
+            last - first
+        },
+        charged_paise,
+        energy_wh,
+    })
+}
+
+/// What the recent readings of an account say about its consumption.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentUsage {
+    /// Seconds from the first to the last reading (0 with one reading or none).
+    pub span_seconds: i64,
+    /// Energy charges (energy and duty) of that span, in paise.
+    pub charged_paise: i64,
+    /// Energy of that span, in Wh.
+    pub energy_wh: i64,
+}
+
+/// Readings covering less than this (seconds) are topped up to it at the category's typical rate
+/// before the days left are estimated. A day, because consumption follows the hour of the day
+/// (a household draws about 120 W at night and 900 W in the evening): a few hours of readings
+/// say more about which hours they were than about the household.
+pub const ESTIMATE_MIN_SPAN_SECONDS: i64 = 86_400;
+
+/// A typical day's consumption of a category, in Wh, for an account with (almost) no readings yet.
+///
+/// These are the means of the simulator's load profiles (`gramgrid_sim::meter::profile::
+/// mean_daily_wh`, which a test there keeps equal to these): a domestic household 8.94 kWh a
+/// day, a shop 17.54 kWh (1.5 kW through opening hours), a 5 hp irrigation pump 26.07 kWh (3.7 kW
+/// in its two supply windows). They are a starting estimate, replaced by the account's own
+/// readings as a day of them arrives.
+pub fn typical_daily_wh(category: Category) -> i64 {
+    match category {
+        Category::Domestic => 8_940,
+        Category::Commercial => 17_540,
+        Category::Agricultural => 26_070,
+    }
+}
+
+/// The energy charge and duty (paise) of a typical day of `category` in the month of `now`:
+/// [`typical_daily_wh`] every day of the month, quoted from `book`.
+pub fn typical_daily_paise(book: &TariffBook, category: Category, now: DateTime<Utc>) -> f64 {
+    let month = Month::containing(now);
+    let days = i64::from(month.days()).max(1);
+    let bill = book.quote(category, month, typical_daily_wh(category) * days);
+    (bill.energy_paise + bill.duty_paise) as f64 / days as f64
+}
+
+/// Days a balance lasts (pure: no clock, no I/O).
+///
+/// The daily charge is what `usage` charged over the time its readings cover. When they cover
+/// less than [`ESTIMATE_MIN_SPAN_SECONDS`], the rest of that span is filled at
+/// `typical_daily_paise`, so an account with no readings is estimated at its category's typical
+/// day and a few hours of readings move the estimate only as far as they count. A balance at or
+/// below zero has 0 days left; None when nothing is being charged (no estimate can be made).
+pub fn estimate_days_left(
+    balance_paise: i64,
+    usage: &RecentUsage,
+    typical_daily_paise: f64,
+) -> Option<f64> {
+    const DAY: f64 = 86_400.0;
+    let span = usage.span_seconds.max(0) as f64;
+    let floor = ESTIMATE_MIN_SPAN_SECONDS as f64;
+    let typical_part = typical_daily_paise.max(0.0) * (floor - span).max(0.0) / DAY;
+    let charged = usage.charged_paise.max(0) as f64 + typical_part;
+    let daily = charged / (span.max(floor) / DAY);
+    (daily.is_finite() && daily > 0.0).then(|| balance_paise.max(0) as f64 / daily)
 }
 
 /// Publishes a policy version (alert levels, disconnect windows, grace, holiday calendar, daily
@@ -778,4 +928,116 @@ pub fn publish_tariff(
     }
     append_downlink_to_all(tx, None, &DownlinkEvent::Tariff(version.into()))?;
     Ok(book)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600;
+
+    /// At one paisa per Wh, paise read as Wh: the issue's figures in kWh carry over directly.
+    fn usage(hours: i64, wh: i64) -> RecentUsage {
+        RecentUsage {
+            span_seconds: hours * HOUR,
+            charged_paise: wh,
+            energy_wh: wh,
+        }
+    }
+
+    #[test]
+    fn two_hours_of_readings_do_not_stretch_over_seven_days() {
+        // The issue: 2 h of readings, 0.865 kWh used, 134 kWh of credit left. Dividing by 7 days
+        // said 1,087 days (134 / (0.865 / 7)); the household lasts about 15 (14.8 here).
+        let typical = typical_daily_wh(Category::Domestic) as f64;
+        let days = estimate_days_left(134_000, &usage(2, 865), typical).unwrap();
+        assert!((14.0..16.0).contains(&days), "{days}");
+        // 2 h of the day at the measured rate, the other 22 h at the typical one.
+        let daily = 865.0 + typical * 22.0 / 24.0;
+        assert!((days - 134_000.0 / daily).abs() < 1e-9, "{days}");
+    }
+
+    #[test]
+    fn a_day_or_more_of_readings_is_the_household_s_own_rate() {
+        // 3 days covered, 30 kWh: 10 kWh a day, whatever the category's typical day.
+        let days = estimate_days_left(134_000, &usage(72, 30_000), 1.0).unwrap();
+        assert!((days - 13.4).abs() < 1e-9, "{days}");
+        // Exactly a day: no typical part left.
+        let days = estimate_days_left(20_000, &usage(24, 10_000), 99_999.0).unwrap();
+        assert!((days - 2.0).abs() < 1e-9, "{days}");
+        // A full week, as the old rule assumed.
+        let days = estimate_days_left(70_000, &usage(7 * 24, 70_000), 5.0).unwrap();
+        assert!((days - 7.0).abs() < 1e-9, "{days}");
+    }
+
+    #[test]
+    fn no_history_is_estimated_at_the_category_s_typical_day() {
+        let none = RecentUsage::default();
+        let days = estimate_days_left(89_400, &none, 8_940.0).unwrap();
+        assert!((days - 10.0).abs() < 1e-9, "{days}");
+        // One reading (a meter just installed): no span, still the typical day.
+        let one = RecentUsage {
+            span_seconds: 0,
+            charged_paise: 0,
+            energy_wh: 0,
+        };
+        assert_eq!(estimate_days_left(89_400, &one, 8_940.0), Some(10.0));
+    }
+
+    #[test]
+    fn the_estimate_moves_smoothly_from_typical_to_measured() {
+        let typical = 8_940.0;
+        let mut last = estimate_days_left(100_000, &usage(0, 0), typical).unwrap();
+        for hours in 1..=48 {
+            // A household using twice the typical rate.
+            let wh = (2.0 * typical * hours as f64 / 24.0) as i64;
+            let days = estimate_days_left(100_000, &usage(hours, wh), typical).unwrap();
+            assert!(days <= last + 1e-9, "{hours} h: {days} after {last}");
+            last = days;
+        }
+        let measured = 100_000.0 / (2.0 * typical);
+        assert!((last - measured).abs() < 0.01, "{last} vs {measured}");
+    }
+
+    #[test]
+    fn nothing_left_or_nothing_charged() {
+        assert_eq!(estimate_days_left(-500, &usage(2, 865), 8_940.0), Some(0.0));
+        assert_eq!(estimate_days_left(0, &usage(48, 1_000), 8_940.0), Some(0.0));
+        // Two days of readings and no consumption: the balance is not going down.
+        assert_eq!(estimate_days_left(10_000, &usage(48, 0), 8_940.0), None);
+        // No history and no typical price (a tariff that charges nothing).
+        assert_eq!(
+            estimate_days_left(10_000, &RecentUsage::default(), 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn typical_daily_charge_prices_the_typical_day_with_the_tariff() {
+        let book = TariffBook::builtin();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 15, 6, 0, 0).unwrap();
+        for category in Category::ALL {
+            let month = Month::containing(now);
+            let days = i64::from(month.days());
+            let bill = book.quote(category, month, typical_daily_wh(category) * days);
+            let daily = typical_daily_paise(&book, category, now);
+            assert!(daily > 0.0, "{category}");
+            assert!(
+                (daily - (bill.energy_paise + bill.duty_paise) as f64 / days as f64).abs() < 1e-9
+            );
+        }
+    }
+
+    #[test]
+    fn the_source_says_when_the_gateway_has_never_synced() {
+        assert_eq!(
+            balance_source(Some("village-a"), true),
+            "gateway:village-a last sync"
+        );
+        assert_eq!(
+            balance_source(Some("village-a"), false),
+            "central (gateway village-a has not synced yet)"
+        );
+        assert_eq!(balance_source(None, false), "central only");
+    }
 }

@@ -222,9 +222,10 @@ async fn balance(
 ) -> ApiResult<Json<accounts::Balance>> {
     let stale_after = Duration::from_std(central.config().stale_after).unwrap_or(Duration::MAX);
     let now = central.now();
+    let book = central.tariff_book();
     Ok(Json(
         run(&central, move |tx| {
-            accounts::balance(tx, &id, now, stale_after)
+            accounts::balance(tx, &id, now, stale_after, &book)
         })
         .await?,
     ))

@@ -10,6 +10,7 @@ pub mod db;
 pub mod downlink;
 pub mod export;
 pub mod flags;
+pub mod import;
 pub mod notify;
 pub mod readings;
 pub mod server;

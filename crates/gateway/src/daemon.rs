@@ -6,7 +6,8 @@ use crate::config::GatewayConfig;
 use crate::gateway::{Gateway, GatewayError, RelayLink};
 use crate::link::config::{AccessMode, LinkSection, RadioKind, RadioSection};
 use crate::link::{
-    CommandSender, Link, LinkBackend, LinkClock, LinkError, LinkRequest, RelayRequest,
+    CommandSender, Link, LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters,
+    RelayRequest,
 };
 use crate::local;
 use crate::store::{Fcnt, LinkSession, MeterReading, Store, StoreError};
@@ -59,7 +60,8 @@ pub async fn run(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if radio.kind != RadioKind::None {
-        let (sender, requests) = crate::link::command_channel();
+        let provisioned = ProvisionedMeters::default();
+        let (sender, requests) = crate::link::command_channel(provisioned.clone());
         gateway
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -68,7 +70,7 @@ pub async fn run(
             gateway.clone(),
             radio,
             link,
-            requests,
+            (requests, provisioned),
             stopping.clone(),
         ));
     }
@@ -90,10 +92,10 @@ async fn run_link(
     gateway: Arc<Mutex<Gateway>>,
     radio: RadioSection,
     link: LinkSection,
-    requests: mpsc::UnboundedReceiver<LinkRequest>,
+    commands: (mpsc::UnboundedReceiver<LinkRequest>, ProvisionedMeters),
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(error) = serve_gateway(gateway, radio, link, requests, stop).await {
+    if let Err(error) = serve_gateway(gateway, radio, link, commands, stop).await {
         tracing::error!(%error, "the meter link stopped: no readings are heard and relay commands wait in the store until it is fixed and the gateway restarted");
     }
 }
@@ -107,7 +109,7 @@ async fn serve_gateway(
     gateway: Arc<Mutex<Gateway>>,
     radio: RadioSection,
     link: LinkSection,
-    requests: mpsc::UnboundedReceiver<LinkRequest>,
+    (requests, provisioned): (mpsc::UnboundedReceiver<LinkRequest>, ProvisionedMeters),
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     if let Some(path) = &link.manifest {
@@ -122,7 +124,8 @@ async fn serve_gateway(
         link.timing(),
         radio.radio_config(),
         LinkClock::system(),
-    );
+    )
+    .with_provisioned(provisioned);
     match radio.kind {
         RadioKind::None => Ok(()),
         #[cfg(feature = "emulator")]
@@ -256,6 +259,14 @@ impl RelayLink for CommandSender {
             command_id: command_id.to_string(),
         })
     }
+
+    fn can_reach(&self, meter: i64) -> bool {
+        CommandSender::can_reach(self, meter)
+    }
+
+    fn meters_changed(&mut self) -> Result<(), String> {
+        self.request(LinkRequest::Reload)
+    }
 }
 
 impl SyncBackend for Gateway {
@@ -263,7 +274,11 @@ impl SyncBackend for Gateway {
         Gateway::store(self)
     }
     fn downlink_applied(&mut self) -> Result<(), StoreError> {
-        self.refresh_published()
+        self.refresh_published()?;
+        // Any record may have added, re-keyed, moved or removed a meter: the link reloads its
+        // sessions (one small query) rather than this guessing which.
+        self.meters_changed();
+        Ok(())
     }
 }
 

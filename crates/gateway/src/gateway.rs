@@ -42,6 +42,16 @@ pub trait RelayLink {
     ) -> Result<(), String>;
     /// Tells the radio that a command it was given is withdrawn: it must not be transmitted again.
     fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String>;
+    /// Whether the radio can address `meter` now (it has the meter's session keys). A command for
+    /// a meter it cannot reach stays queued in the store and is not counted as sent.
+    fn can_reach(&self, _meter: i64) -> bool {
+        true
+    }
+    /// Tells the radio that meters or their keys changed in the store (added, re-keyed, moved or
+    /// removed by sync or commissioning), so it takes them up at once.
+    fn meters_changed(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What one policy pass did.
@@ -53,6 +63,8 @@ pub struct PassReport {
     pub alerts: usize,
     pub commands_queued: usize,
     pub commands_sent: usize,
+    /// Commands due but waiting because the radio has no session keys for their meter yet.
+    pub commands_waiting_for_keys: usize,
     pub commands_timed_out: usize,
     /// Disconnects withdrawn before the meter confirmed them (recharged, window closed, ...).
     pub commands_withdrawn: usize,
@@ -96,6 +108,15 @@ impl Gateway {
     /// The store, for the sync client, the technician service and reports.
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Tells the meter link that meters or their keys changed in the store.
+    pub fn meters_changed(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            if let Err(error) = link.meters_changed() {
+                tracing::warn!(%error, "cannot tell the meter link about changed meters; it reloads them within 10 minutes");
+            }
+        }
     }
 
     /// Takes up tariff and policy versions published by the central server (they win over the config
@@ -436,6 +457,11 @@ impl Gateway {
                         tracing::debug!(command = %command.id, "no meter link attached; command stays queued");
                         continue;
                     };
+                    if !link.can_reach(command.meter) {
+                        tracing::debug!(command = %command.id, meter = command.meter, "the radio has no session keys for this meter yet; the command stays queued");
+                        report.commands_waiting_for_keys += 1;
+                        continue;
+                    }
                     match link.send(command.meter, &command.id, command.action, not_after) {
                         Ok(()) => {
                             self.store.mark_relay_sent(&command.id, now)?;

@@ -21,7 +21,11 @@ pub struct AccountStatus {
 pub struct GatewayStatus {
     pub accounts: Vec<AccountStatus>,
     pub open_relay_commands: usize,
-    pub unsent_alerts: usize,
+    /// Alerts made here still in the outbox: central has not acknowledged them yet.
+    pub alerts_awaiting_upload: u64,
+    /// Alerts central has acknowledged. Whether central has told the consumer yet does not come
+    /// back to the gateway.
+    pub alerts_uploaded: u64,
 }
 
 /// Collects the status of every account.
@@ -53,10 +57,12 @@ pub fn gateway_status(store: &Store) -> Result<GatewayStatus, StoreError> {
             open_command,
         });
     }
+    let alerts = store.alert_uploads()?;
     Ok(GatewayStatus {
         accounts,
         open_relay_commands: open.len(),
-        unsent_alerts: store.unsent_alerts()?.len(),
+        alerts_awaiting_upload: alerts.awaiting_upload,
+        alerts_uploaded: alerts.uploaded,
     })
 }
 
@@ -79,10 +85,82 @@ pub fn render_status(status: &GatewayStatus) -> String {
         ));
     }
     out.push_str(&format!(
-        "{} accounts, {} open relay commands, {} alerts waiting to be sent\n",
+        "{} accounts, {} open relay commands, alerts: {} not yet uploaded to central, {} uploaded\n",
         status.accounts.len(),
         status.open_relay_commands,
-        status.unsent_alerts
+        status.alerts_awaiting_upload,
+        status.alerts_uploaded
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Account, Alert, MeterInstall};
+    use chrono::{TimeZone, Utc};
+    use gramgrid_core::tariff::Category;
+
+    #[test]
+    fn alerts_count_as_uploaded_once_central_acknowledges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gateway.db")).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        store
+            .upsert_account(&Account {
+                id: "A1".into(),
+                consumer_name: "Asha".into(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: t0,
+            })
+            .unwrap();
+        store
+            .install_meter(&MeterInstall {
+                serial: "M-A1".into(),
+                account: "A1".into(),
+                installed_at: t0,
+                initial_register_wh: Some(0),
+            })
+            .unwrap();
+        let alert = |id: &str| Alert {
+            id: id.into(),
+            account: "A1".into(),
+            kind: "low_balance".into(),
+            created_at: t0,
+            message: "Balance is low".into(),
+        };
+        store.enqueue_alert(&alert("low-1")).unwrap();
+        store.enqueue_alert(&alert("low-2")).unwrap();
+        let status = gateway_status(&store).unwrap();
+        assert_eq!(
+            (status.alerts_awaiting_upload, status.alerts_uploaded),
+            (2, 0)
+        );
+        assert!(
+            render_status(&status).contains("alerts: 2 not yet uploaded to central, 0 uploaded"),
+            "{}",
+            render_status(&status)
+        );
+
+        // Central acknowledges the first alert's record: it has it, the second still waits.
+        let records = store.priority_after(0, 100).unwrap();
+        let first = records
+            .iter()
+            .find(|r| matches!(&r.event, gramgrid_proto::wire::UplinkEvent::Alert { id, .. } if id == "low-1"))
+            .unwrap()
+            .seq;
+        store.record_acks(first, 0).unwrap();
+        let status = gateway_status(&store).unwrap();
+        assert_eq!(
+            (status.alerts_awaiting_upload, status.alerts_uploaded),
+            (1, 1)
+        );
+        let text = render_status(&status);
+        assert!(
+            text.contains("alerts: 1 not yet uploaded to central, 1 uploaded"),
+            "{text}"
+        );
+        assert!(!text.contains("waiting to be sent"), "{text}");
+    }
 }

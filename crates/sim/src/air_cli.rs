@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Which path-loss model the air uses.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PathLossChoice {
-    /// Okumura-Hata suburban, 15 m mast, +10 dB building entry, sigma 8 dB (DESIGN.md default).
+    /// Okumura-Hata suburban, 15 m mast, +10 dB building entry, sigma 8 dB (the rural default: a substation mast in a village).
     Rural,
     /// LoRaSim log-distance (urban, low antennas).
     Urban,

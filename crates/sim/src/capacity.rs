@@ -240,6 +240,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
             fcnt_up: None,
             fcnt_down: None,
             last_reading_at: None,
+            installed_at: start - chrono::Duration::days(30),
         })
         .collect();
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -260,7 +261,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
         .collect();
     link.load_sessions(|m| sf_of.get(&m).copied().unwrap_or(RENDEZVOUS_SF))
         .map_err(|e| RadioError::Io(e.to_string()))?;
-    let (mut commands, requests) = link::command_channel();
+    let (mut commands, requests) = link::command_channel(link::ProvisionedMeters::default());
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     match mode {
         AccessMode::Scheduled => {

@@ -10,6 +10,9 @@ pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, DbErr
         })?;
     }
     let conn = rusqlite::Connection::open(path)?;
+    // Another process may hold the write lock for a moment (`central import-meters` beside a
+    // running `central serve`): wait for it rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Durable before acknowledged: every commit is fsynced (see ARCHITECTURE.md).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -21,7 +24,11 @@ pub(super) fn transaction<T, E: From<DbError>>(
     conn: &mut rusqlite::Connection,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
-    let tx = conn.transaction().map_err(DbError::from)?;
+    // IMMEDIATE takes the write lock at BEGIN (waiting up to the busy timeout), so a transaction
+    // never fails half-way on upgrading a read to a write when another process wrote meanwhile.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(DbError::from)?;
     let mut wrapped = SqliteTx(tx);
     let out = f(&mut wrapped)?;
     wrapped.0.commit().map_err(DbError::from)?;

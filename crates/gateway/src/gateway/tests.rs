@@ -538,3 +538,48 @@ fn a_technicians_disconnect_goes_out_at_any_hour_without_a_deadline() {
         .iter()
         .all(|(_, action, not_after)| *action == RelayAction::Disconnect && not_after.is_none()));
 }
+
+/// A meter link that has no session keys for any meter yet.
+struct LinkWithoutKeys;
+
+impl RelayLink for LinkWithoutKeys {
+    fn send(
+        &mut self,
+        _: i64,
+        id: &str,
+        _: RelayAction,
+        _: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        panic!("command {id} handed to a radio that cannot address its meter")
+    }
+    fn withdraw(&mut self, _: i64, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn can_reach(&self, _meter: i64) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_command_for_a_meter_the_radio_cannot_address_waits_queued_and_is_not_counted_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, "[policy]\nfirst_disconnect = \"0s\"\n");
+    gw.set_relay_link(Box::new(LinkWithoutKeys));
+    let decided = ist(2026, 12, 1, 11, 0);
+    let report = gw.policy_pass(decided, true).unwrap();
+    assert_eq!(report.commands_queued, 1);
+    assert_eq!(report.commands_sent, 0);
+    assert_eq!(report.commands_waiting_for_keys, 1);
+    let command = gw.store().latest_relay_command(meter).unwrap().unwrap();
+    assert_eq!(command.progress.state, CommandState::Queued);
+    // Keys arrive (the link can address the meter): the next pass sends it, once.
+    gw.set_relay_link(Box::new(link.clone()));
+    let report = gw
+        .policy_pass(decided + Duration::minutes(1), true)
+        .unwrap();
+    assert_eq!(
+        (report.commands_sent, report.commands_waiting_for_keys),
+        (1, 0)
+    );
+    assert_eq!(link.sends().len(), 1);
+}

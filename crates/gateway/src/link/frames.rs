@@ -45,8 +45,23 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Adds or replaces sessions as stored. Counters already in memory are kept if newer.
-    pub fn load(&mut self, stored: &[LinkSession]) {
+    /// Makes the sessions those stored: adds new meters, takes new keys (with the stored counters,
+    /// which the store resets on re-keying), and forgets meters no longer stored (removed or moved
+    /// away). Counters already in memory for unchanged keys are kept if newer. Returns the meters
+    /// forgotten.
+    pub fn load(&mut self, stored: &[LinkSession]) -> Vec<i64> {
+        let keep: std::collections::HashSet<i64> = stored.iter().map(|s| s.meter).collect();
+        let gone: Vec<i64> = self
+            .addr_of
+            .keys()
+            .copied()
+            .filter(|m| !keep.contains(m))
+            .collect();
+        for meter in &gone {
+            if let Some(addr) = self.addr_of.remove(meter) {
+                self.by_addr.remove(&addr);
+            }
+        }
         for s in stored {
             let (up, down) = match self.by_addr.get(&s.keys.dev_addr) {
                 Some(m) if m.keys == s.keys => {
@@ -69,6 +84,12 @@ impl Sessions {
                 },
             );
         }
+        gone
+    }
+
+    /// The meters that have session keys.
+    pub fn meters(&self) -> impl Iterator<Item = i64> + '_ {
+        self.addr_of.keys().copied()
     }
 
     pub fn contains(&self, meter: i64) -> bool {

@@ -86,24 +86,63 @@ pub enum LinkRequest {
     Send(RelayRequest),
     /// A command sent earlier is withdrawn: it must not be transmitted again.
     Withdraw { meter: i64, command_id: String },
+    /// Meters or their keys changed in the store (sync, commissioning): reload the sessions now.
+    Reload,
+}
+
+/// The meters the radio task has session keys for, shared with the policy loop's end of the
+/// command channel so that a command for a meter the radio cannot reach yet stays queued in the
+/// store (and is not counted as sent).
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionedMeters(Arc<std::sync::RwLock<std::collections::HashSet<i64>>>);
+
+impl ProvisionedMeters {
+    /// Whether the radio task can address `meter`.
+    pub fn contains(&self, meter: i64) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&meter)
+    }
+
+    fn replace(&self, meters: impl Iterator<Item = i64>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = meters.collect();
+    }
 }
 
 /// The policy loop's end of the command channel: never blocks.
-pub struct CommandSender(mpsc::UnboundedSender<LinkRequest>);
+pub struct CommandSender {
+    requests: mpsc::UnboundedSender<LinkRequest>,
+    provisioned: ProvisionedMeters,
+}
 
 impl CommandSender {
+    /// Whether the radio task has session keys for `meter` (a command for it would go on the air).
+    pub fn can_reach(&self, meter: i64) -> bool {
+        self.provisioned.contains(meter)
+    }
+
     /// Hands a request to the radio task; fails only once that task has stopped.
     pub fn request(&self, request: LinkRequest) -> Result<(), String> {
-        self.0
+        self.requests
             .send(request)
             .map_err(|_| "the radio task has stopped".to_string())
     }
 }
 
-/// A command channel: give the sender to the gateway, the receiver to the link task.
-pub fn command_channel() -> (CommandSender, mpsc::UnboundedReceiver<LinkRequest>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (CommandSender(tx), rx)
+/// A command channel: give the sender to the gateway, the receiver to the link task, and the same
+/// `provisioned` to the link ([`Link::with_provisioned`]).
+pub fn command_channel(
+    provisioned: ProvisionedMeters,
+) -> (CommandSender, mpsc::UnboundedReceiver<LinkRequest>) {
+    let (requests, rx) = mpsc::unbounded_channel();
+    (
+        CommandSender {
+            requests,
+            provisioned,
+        },
+        rx,
+    )
 }
 
 /// Wall-clock UTC derived from tokio's clock, so that a paused-time simulation has simulated UTC.

@@ -8,8 +8,8 @@
 use super::frames::{self, OpenedUplink, Sessions};
 use super::scheduler::{self, Errand, ScheduleTiming, Scheduler, Turn};
 use super::{
-    LinkBackend, LinkClock, LinkError, LinkRequest, RelayRequest, SharedStats, REPLY_DELAY,
-    RX1_DELAY,
+    LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters, RelayRequest, SharedStats,
+    REPLY_DELAY, RX1_DELAY,
 };
 use crate::store::Fcnt;
 use chrono::{DateTime, Utc};
@@ -80,6 +80,7 @@ pub struct Link<B: LinkBackend> {
     stats: SharedStats,
     commands: Vec<Pending>,
     relay_seen: HashMap<i64, RelayState>,
+    provisioned: ProvisionedMeters,
 }
 
 impl<B: LinkBackend> Link<B> {
@@ -95,7 +96,14 @@ impl<B: LinkBackend> Link<B> {
             stats: SharedStats::default(),
             commands: Vec::new(),
             relay_seen: HashMap::new(),
+            provisioned: ProvisionedMeters::default(),
         }
+    }
+
+    /// Publishes the meters this link can reach to `provisioned` (the command channel's view).
+    pub fn with_provisioned(mut self, provisioned: ProvisionedMeters) -> Self {
+        self.provisioned = provisioned;
+        self
     }
 
     pub fn stats(&self) -> SharedStats {
@@ -103,15 +111,28 @@ impl<B: LinkBackend> Link<B> {
     }
 
     /// Starts meters at `sf` instead of the rendezvous SF (commissioned fleets, the benchmark).
+    /// Called at start, on [`LinkRequest::Reload`] and every `RELOAD_EVERY` as a backstop: meters
+    /// added, re-keyed or removed since are taken up at once.
     pub fn load_sessions(&mut self, initial_sf: impl Fn(i64) -> u8) -> Result<(), LinkError> {
         let stored = self.backend.sessions()?;
-        self.sessions.load(&stored);
+        for meter in self.sessions.load(&stored) {
+            self.scheduler.remove(meter);
+            self.commands.retain(|p| p.request.meter != meter);
+            self.relay_seen.remove(&meter);
+            tracing::info!(
+                meter,
+                "meter no longer provisioned here; the link stops polling it"
+            );
+        }
+        self.provisioned.replace(self.sessions.meters());
         let now = self.clock.now();
         for s in &stored {
             if self.scheduler.sf(s.meter).is_none() {
+                // A new meter: the intervals of the last FIRST_POLL_LOOKBACK, but none from before
+                // it was installed here (they are not this account's, and refused anyway).
                 let since = s
                     .last_reading_at
-                    .unwrap_or_else(|| align_down(now - FIRST_POLL_LOOKBACK));
+                    .unwrap_or_else(|| align_down((now - FIRST_POLL_LOOKBACK).max(s.installed_at)));
                 self.scheduler.add(s.meter, initial_sf(s.meter), since, now);
             }
         }
@@ -456,6 +477,19 @@ impl<B: LinkBackend> Link<B> {
             LinkRequest::Withdraw { meter, command_id } => {
                 if self.remove_command(meter, &command_id) {
                     tracing::info!(meter, command = %command_id, "relay command withdrawn by the gateway; dropped");
+                }
+            }
+            LinkRequest::Reload => {
+                let before = self.scheduler.len();
+                match self.load_sessions(|_| scheduler::RENDEZVOUS_SF) {
+                    Ok(()) => tracing::info!(
+                        before,
+                        meters = self.scheduler.len(),
+                        "meter sessions reloaded"
+                    ),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot reload meter sessions; keeping the ones loaded")
+                    }
                 }
             }
         }

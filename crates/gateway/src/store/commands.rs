@@ -30,6 +30,16 @@ pub struct Alert {
     pub message: String,
 }
 
+/// Where the gateway's alerts are on their way to central, which relays them to consumers.
+/// Delivery itself is central's: whether a consumer was told does not come back to the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertUploads {
+    /// Alerts still in the outbox: not yet acknowledged by central.
+    pub awaiting_upload: u64,
+    /// Alerts central has acknowledged (they have left the outbox).
+    pub uploaded: u64,
+}
+
 /// A technician's manual override of the relay, with who and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverrideRecord {
@@ -298,7 +308,22 @@ impl Store {
         Ok(added)
     }
 
-    /// Alerts not yet handed to a sender, oldest first.
+    /// How many of the alerts made here central has acknowledged, and how many still wait in the
+    /// outbox.
+    pub fn alert_uploads(&self) -> Result<AlertUploads> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+        let awaiting_upload = self.alerts_in_outbox()?;
+        Ok(AlertUploads {
+            awaiting_upload,
+            uploaded: (total.max(0) as u64).saturating_sub(awaiting_upload),
+        })
+    }
+
+    /// Alerts whose `sent_at` is unset, oldest first. Nothing at the gateway sends alerts (central
+    /// relays them once uploaded) and nothing sets `sent_at`, so this is every alert enqueued
+    /// here; [`Store::alert_uploads`] says which of them central has.
     pub fn unsent_alerts(&self) -> Result<Vec<Alert>> {
         let mut statement = self.conn.prepare(
             "SELECT id, account, kind, created_at, message FROM alerts WHERE sent_at IS NULL ORDER BY created_at, id",

@@ -3,7 +3,7 @@
 use super::{from_ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
-use rusqlite::params;
+use rusqlite::{params, Transaction};
 
 /// One meter's LoRaWAN session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct LinkSession {
     pub fcnt_down: Option<u32>,
     /// The meter's latest stored reading, if any.
     pub last_reading_at: Option<DateTime<Utc>>,
+    /// When the meter was installed: intervals before it are not the account's to fetch.
+    pub installed_at: DateTime<Utc>,
 }
 
 /// Which counter of a session.
@@ -29,7 +31,7 @@ impl Store {
     /// Every meter in service that has session keys.
     pub fn link_sessions(&self) -> Result<Vec<LinkSession>> {
         let mut stmt = self.conn.prepare(
-            "SELECT k.meter, m.serial, k.dev_addr, k.nwk_skey, k.app_skey, c.fcnt_up, c.fcnt_down, r.at
+            "SELECT k.meter, m.serial, k.dev_addr, k.nwk_skey, k.app_skey, c.fcnt_up, c.fcnt_down, r.at, m.installed_at
              FROM meter_keys k JOIN meters m ON m.id = k.meter
              LEFT JOIN link_counters c ON c.meter = k.meter
              LEFT JOIN meter_cursor r ON r.meter = k.meter
@@ -45,11 +47,12 @@ impl Store {
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, Option<i64>>(7)?,
+                r.get::<_, i64>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (meter, serial, dev_addr, nwk, app, up, down, at) = row?;
+            let (meter, serial, dev_addr, nwk, app, up, down, at, installed) = row?;
             let key = |hex: &str| {
                 SessionKey::from_hex(hex).ok_or_else(|| {
                     StoreError::Encoding(format!(
@@ -69,6 +72,7 @@ impl Store {
                 fcnt_up: counter(up),
                 fcnt_down: counter(down),
                 last_reading_at: at.map(from_ts),
+                installed_at: from_ts(installed),
             });
         }
         Ok(out)
@@ -78,20 +82,7 @@ impl Store {
     /// mean a new session: its counters start again.
     pub fn set_meter_keys(&mut self, meter: i64, keys: &SessionKeys) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let changed = tx.execute(
-            "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4
-             WHERE dev_addr != ?2 OR nwk_skey != ?3 OR app_skey != ?4",
-            params![
-                meter,
-                i64::from(keys.dev_addr.0),
-                keys.nwk_skey.to_storage_hex(),
-                keys.app_skey.to_storage_hex()
-            ],
-        )?;
-        if changed > 0 {
-            tx.execute("DELETE FROM link_counters WHERE meter = ?1", [meter])?;
-        }
+        set_meter_keys_in(&tx, meter, keys)?;
         tx.commit()?;
         Ok(())
     }
@@ -112,4 +103,28 @@ impl Store {
         self.conn.execute(sql, params![meter, i64::from(fcnt)])?;
         Ok(())
     }
+}
+
+/// Stores a meter's session keys inside the caller's transaction; new keys (a re-keyed or replaced
+/// meter) start a new session, so the meter's frame counters start again.
+pub(super) fn set_meter_keys_in(
+    tx: &Transaction<'_>,
+    meter: i64,
+    keys: &SessionKeys,
+) -> Result<()> {
+    let changed = tx.execute(
+        "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4
+         WHERE dev_addr != ?2 OR nwk_skey != ?3 OR app_skey != ?4",
+        params![
+            meter,
+            i64::from(keys.dev_addr.0),
+            keys.nwk_skey.to_storage_hex(),
+            keys.app_skey.to_storage_hex()
+        ],
+    )?;
+    if changed > 0 {
+        tx.execute("DELETE FROM link_counters WHERE meter = ?1", [meter])?;
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ mod readings;
 mod schema;
 mod sync;
 
-pub use commands::{Alert, OverrideRecord, RelayCommand};
+pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use link::{Fcnt, LinkSession};
 pub use readings::{IngestReport, MeterReading};
 pub use sync::SyncCursors;

@@ -38,4 +38,23 @@ impl Store {
         }
         Ok(records)
     }
+
+    /// Alerts still in the outbox: made here and not yet acknowledged by central (a row leaves
+    /// the outbox in the transaction that records central's acknowledgement of it).
+    pub(super) fn alerts_in_outbox(&self) -> Result<u64> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT format, event FROM sync_outbox ORDER BY seq")?;
+        let mut rows = statement.query([])?;
+        let mut alerts = 0;
+        while let Some(row) = rows.next()? {
+            let body: Vec<u8> = row.get(1)?;
+            let event = outbox::decode(row.get(0)?, &body)
+                .map_err(|e| StoreError::Encoding(e.to_string()))?;
+            if matches!(event, UplinkEvent::Alert { .. }) {
+                alerts += 1;
+            }
+        }
+        Ok(alerts)
+    }
 }

@@ -4,6 +4,7 @@ use super::{ts, Account, MeterInstall, Result, Store, StoreError};
 use gramgrid_core::clock::ClockState;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::TariffVersion;
+use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
 use gramgrid_proto::wire::{
     DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
@@ -401,11 +402,15 @@ fn apply_one(
                 })?;
             let meter = super::install_meter_in(tx, &install, next_seq)?;
             if let Some(keys) = keys {
-                tx.execute(
-                    "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4",
-                    params![meter, keys.dev_addr, keys.nwk_skey, keys.app_skey],
-                )?;
+                match session_keys(keys) {
+                    Some(keys) => super::link::set_meter_keys_in(tx, meter, &keys)?,
+                    // Refusing the record would stop this gateway's sync for good; the meter waits
+                    // unprovisioned until central sends keys that parse.
+                    None => tracing::error!(
+                        %serial,
+                        "central sent radio keys that are not 32 hex digits; the meter stays unprovisioned"
+                    ),
+                }
             }
             Ok(Effect::Meter)
         }
@@ -447,4 +452,13 @@ fn apply_one(
             Ok(Effect::None)
         }
     }
+}
+
+/// Session keys as the link uses them, from the hex a downlink record carries.
+fn session_keys(keys: &gramgrid_proto::wire::MeterKeys) -> Option<SessionKeys> {
+    Some(SessionKeys {
+        dev_addr: DevAddr(keys.dev_addr),
+        nwk_skey: SessionKey::from_hex(&keys.nwk_skey)?,
+        app_skey: SessionKey::from_hex(&keys.app_skey)?,
+    })
 }

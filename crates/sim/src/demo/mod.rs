@@ -511,7 +511,8 @@ impl Running<'_> {
         side: &AirSide,
         stopping: watch::Receiver<bool>,
     ) -> Result<gramgrid_air::emulator::Sx126xEmulator, DemoError> {
-        let (commands, requests) = link::command_channel();
+        let provisioned = link::ProvisionedMeters::default();
+        let (commands, requests) = link::command_channel(provisioned.clone());
         self.village.with_gateway(|g| {
             g.set_relay_link(Box::new(commands));
             Ok(())
@@ -525,7 +526,8 @@ impl Running<'_> {
                 Default::default(),
             )
             .await?;
-            let gateway_link = Link::new(backend, timing, RadioConfig::gateway(), side.clock);
+            let gateway_link = Link::new(backend, timing, RadioConfig::gateway(), side.clock)
+                .with_provisioned(provisioned);
             let stop = stopping.clone();
             tokio::spawn(async move {
                 if let Err(error) = gateway_link.run_scheduled(radio, requests, stop).await {

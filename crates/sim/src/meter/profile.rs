@@ -68,4 +68,16 @@ mod tests {
         let wh = interval_wh(Category::Commercial, at_ist(12), &mut rng);
         assert!((262..=488).contains(&wh), "{wh}");
     }
+
+    #[test]
+    fn central_estimates_a_new_account_at_these_profiles_means() {
+        // Central's days-left estimate starts from a typical day per category; it is this.
+        for category in Category::ALL {
+            assert_eq!(
+                mean_daily_wh(category) as i64,
+                gramgrid_central::accounts::typical_daily_wh(category),
+                "{category}"
+            );
+        }
+    }
 }

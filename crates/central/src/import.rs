@@ -1,0 +1,91 @@
+//! Entering a meter manifest at central (`gramgrid central import-meters`): every meter of a
+//! vendor's (or the simulator's) manifest becomes a meter with its radio keys on an account of its
+//! own, assigned to one gateway, which receives them at its next sync.
+use super::accounts::{self, Account, Meter};
+use super::db::Tx;
+use super::{CentralError, Result};
+use chrono::{DateTime, Utc};
+use gramgrid_core::tariff::Category;
+use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::wire::MeterKeys;
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Meters entered for the first time (each on a new account).
+    pub added: usize,
+    /// Meters already known whose keys were replaced by the manifest's (re-keyed).
+    pub rekeyed: usize,
+}
+
+/// The account a manifest meter is entered on: one per meter, named after its serial, until the
+/// office attaches the household's details (`PUT /api/v1/accounts/{id}`).
+pub fn account_of(serial: &str) -> String {
+    format!("ACC-{serial}")
+}
+
+/// Enters every meter of `manifest` for `gateway`, installed at `installed_at`, in one transaction
+/// (all or nothing). Running it again with the same manifest changes nothing; with new keys for a
+/// known meter, it re-keys it.
+pub fn import_manifest(
+    tx: &mut dyn Tx,
+    manifest: &MeterManifest,
+    gateway: &str,
+    installed_at: DateTime<Utc>,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    for entry in &manifest.meters {
+        let category = match entry.category.as_deref() {
+            None => Category::Domestic,
+            Some(text) => Category::parse(text).ok_or_else(|| {
+                CentralError::Invalid(format!(
+                    "meter {}: category '{text}' is not domestic, commercial or agricultural",
+                    entry.serial
+                ))
+            })?,
+        };
+        let meter = Meter {
+            serial: entry.serial.clone(),
+            account: account_of(&entry.serial),
+            installed_at,
+            initial_register_wh: None,
+            keys: Some(MeterKeys {
+                dev_addr: entry.keys.dev_addr.0,
+                nwk_skey: entry.keys.nwk_skey.to_storage_hex(),
+                app_skey: entry.keys.app_skey.to_storage_hex(),
+            }),
+            relay_state: "unknown".into(),
+        };
+        let stored = tx.query_opt(
+            "SELECT dev_addr, nwk_skey, app_skey FROM meters WHERE serial = $1",
+            &[entry.serial.as_str().into()],
+        )?;
+        if let Some(row) = stored {
+            let same_keys = meter.keys.as_ref().is_some_and(|k| {
+                row.opt_int(0).ok().flatten() == Some(i64::from(k.dev_addr))
+                    && row.opt_text(1).ok().flatten().as_deref() == Some(k.nwk_skey.as_str())
+                    && row.opt_text(2).ok().flatten().as_deref() == Some(k.app_skey.as_str())
+            });
+            if !same_keys {
+                accounts::put_meter(tx, &meter, true)?;
+                report.rekeyed += 1;
+            }
+            continue;
+        }
+        accounts::put_account(
+            tx,
+            &Account {
+                id: meter.account.clone(),
+                consumer_name: format!("Meter {}", entry.serial),
+                category,
+                phone: None,
+                gateway: Some(gateway.to_string()),
+                created_at: installed_at,
+            },
+            false,
+        )?;
+        accounts::put_meter(tx, &meter, false)?;
+        report.added += 1;
+    }
+    Ok(report)
+}

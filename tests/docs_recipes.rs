@@ -1,0 +1,169 @@
+//! The commands the docs show, run as written: each `<!-- recipe: ... -->` block of docs/*.md and
+//! README.md runs line by line in an empty directory, with `gramgrid` on the PATH (a line ending in
+//! `&` runs in the background until the test ends), and must do what the text after it promises.
+use rusqlite::{Connection, OpenFlags};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The shell lines of the fenced block that follows `<!-- recipe: NAME -->` in `doc`.
+fn recipe(doc: &str, name: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let marker = format!("<!-- recipe: {name} -->");
+    let start = text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{doc} has no `{marker}`"));
+    let block = &text[start..];
+    let body = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(body, _)| body)
+        .unwrap_or_else(|| panic!("no ```sh block after `{marker}` in {doc}"));
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// Background processes of a recipe, stopped with SIGTERM when dropped.
+struct Background(Vec<Child>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // Each runs in its own process group (bash and what it started).
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
+        }
+        for child in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a recipe's lines in `dir`; returns the background processes and what the foreground
+/// lines printed.
+fn run_recipe(lines: &[String], dir: &Path) -> (Background, Vec<String>) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gramgrid"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let shell = |line: &str| {
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", line])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("RUST_LOG", "warn");
+        command
+    };
+    let mut background = Background(Vec::new());
+    let mut printed = Vec::new();
+    for line in lines {
+        if let Some(line) = line.strip_suffix('&') {
+            let log =
+                std::fs::File::create(dir.join(format!("bg-{}.log", background.0.len()))).unwrap();
+            let child = shell(line.trim())
+                .process_group(0)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            background.0.push(child);
+            // Give a server a moment to bind before the next line talks to it.
+            std::thread::sleep(Duration::from_millis(700));
+            continue;
+        }
+        // A line that talks to a server started just before may need a few tries.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = shell(line).output().unwrap();
+            if out.status.success() {
+                printed.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs: String = (0..background.0.len())
+                    .map(|i| {
+                        let log = std::fs::read_to_string(dir.join(format!("bg-{i}.log")));
+                        format!("\n--- background {i}:\n{}", log.unwrap_or_default())
+                    })
+                    .collect();
+                panic!(
+                    "`{line}` failed: {}{}{logs}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    (background, printed)
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_separate_process_village_of_docs_link_md_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/link.md", "village in separate processes");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    let import = printed.iter().find(|p| p.contains("meters added")).unwrap();
+    assert!(import.starts_with("5 meters added"), "{import}");
+    let receipt: serde_json::Value = serde_json::from_str(&printed[printed.len() - 2]).unwrap();
+    assert_eq!(receipt["account"], "ACC-SIM-00001");
+    assert_eq!(receipt["amount_paise"], 50000);
+    let balance: serde_json::Value = serde_json::from_str(printed.last().unwrap()).unwrap();
+    assert_eq!(balance["account"], "ACC-SIM-00001");
+    assert!(
+        balance["balance_paise"].as_i64().unwrap() <= 50000,
+        "{balance}"
+    );
+
+    // "Within a minute the gateway has the five accounts, their keys and their first readings."
+    let db = dir.path().join("gateway/gateway.db");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let accounts = count(&db, "SELECT COUNT(*) FROM accounts");
+        let keyed = count(&db, "SELECT COUNT(*) FROM meter_keys");
+        let read = count(&db, "SELECT COUNT(DISTINCT meter) FROM readings");
+        if accounts == 5 && keyed == 5 && read == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after two minutes: {accounts} accounts, {keyed} meters with keys, {read} meters read; gateway log:\n{}",
+            std::fs::read_to_string(dir.path().join("bg-3.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+        .args(["gateway", "status", "--config", "gateway.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("ACC-SIM-00005"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
