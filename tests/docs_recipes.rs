@@ -1,10 +1,11 @@
 //! The commands the docs show, run as written: each `<!-- recipe: ... -->` block of docs/*.md and
 //! README.md runs line by line in an empty directory, with `gramgrid` on the PATH (a line ending in
 //! `&` runs in the background until the test ends), and must do what the text after it promises.
+use crate::common::Proc;
 use rusqlite::{Connection, OpenFlags};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The shell lines of the fenced block that follows `<!-- recipe: NAME -->` in `doc`.
@@ -28,34 +29,9 @@ fn recipe(doc: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Background processes of a recipe, stopped with SIGTERM when dropped.
-struct Background(Vec<Child>);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            // Each runs in its own process group (bash and what it started).
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", child.id())])
-                .status();
-        }
-        for child in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Runs a recipe's lines in `dir`; returns the background processes and what the foreground
 /// lines printed.
-fn run_recipe(lines: &[String], dir: &Path) -> (Background, Vec<String>) {
+fn run_recipe(lines: &[String], dir: &Path) -> (Vec<Proc>, Vec<String>) {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_gramgrid"));
     let path = format!(
         "{}:{}",
@@ -71,19 +47,20 @@ fn run_recipe(lines: &[String], dir: &Path) -> (Background, Vec<String>) {
             .env("RUST_LOG", "warn");
         command
     };
-    let mut background = Background(Vec::new());
+    let mut background: Vec<Proc> = Vec::new();
     let mut printed = Vec::new();
     for line in lines {
         if let Some(line) = line.strip_suffix('&') {
             let log =
-                std::fs::File::create(dir.join(format!("bg-{}.log", background.0.len()))).unwrap();
+                std::fs::File::create(dir.join(format!("bg-{}.log", background.len()))).unwrap();
             let child = shell(line.trim())
                 .process_group(0)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            background.0.push(child);
+            // Each runs in its own process group: bash and what it started stop together.
+            background.push(Proc { child, group: true });
             // Give a server a moment to bind before the next line talks to it.
             std::thread::sleep(Duration::from_millis(700));
             continue;
@@ -97,7 +74,7 @@ fn run_recipe(lines: &[String], dir: &Path) -> (Background, Vec<String>) {
                 break;
             }
             if Instant::now() > deadline {
-                let logs: String = (0..background.0.len())
+                let logs: String = (0..background.len())
                     .map(|i| {
                         let log = std::fs::read_to_string(dir.join(format!("bg-{i}.log")));
                         format!("\n--- background {i}:\n{}", log.unwrap_or_default())

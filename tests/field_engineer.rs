@@ -3,57 +3,27 @@
 //! gateway is installed first; the meters are added at central while it runs, and are then read,
 //! cut at zero balance, recharged and reconnected with no restart anywhere. Every frame on the air
 //! is checked against the meters' keys with the `lorawan` crate.
-use crate::common::api_call;
+use crate::common::{api_call, Proc};
 use gramgrid_proto::manifest::MeterManifest;
 use rusqlite::{Connection, OpenFlags};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "field-test-token-0123456789";
 
-/// A child process, stopped with SIGTERM when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(args: &[&str], log: &Path) -> Proc {
-        let log = std::fs::File::create(log).unwrap();
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_gramgrid"))
-                .args(args)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn first_line(&mut self) -> String {
-        let mut line = String::new();
-        BufReader::new(self.0.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `gramgrid ARGS` with logs at info to `log`, stdout piped (for its first line).
+fn spawn(args: &[&str], log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc::new(
+        Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn run(args: &[&str]) -> String {
@@ -155,7 +125,7 @@ fn meters_added_at_central_while_the_gateway_runs_are_read_cut_and_reconnected_w
         ),
     )
     .unwrap();
-    let _central = Proc::spawn(
+    let _central = spawn(
         &["central", "serve", "--config", &path("central.toml")],
         &d.join("central.log"),
     );
@@ -176,7 +146,7 @@ fn meters_added_at_central_while_the_gateway_runs_are_read_cut_and_reconnected_w
     assert_eq!(status, 201, "{answer}");
 
     // The village: the shared air (with a capture), a fleet of two meters, the gateway daemon.
-    let mut hub = Proc::spawn(
+    let mut hub = spawn(
         &[
             "air-bus",
             "--listen",
@@ -195,7 +165,7 @@ fn meters_added_at_central_while_the_gateway_runs_are_read_cut_and_reconnected_w
         .next()
         .unwrap()
         .to_string();
-    let mut sim = Proc::spawn(
+    let mut sim = spawn(
         &[
             "sim",
             "--meters",
@@ -226,7 +196,7 @@ fn meters_added_at_central_while_the_gateway_runs_are_read_cut_and_reconnected_w
         ),
     )
     .unwrap();
-    let _gateway = Proc::spawn(
+    let _gateway = spawn(
         &["gateway", "--config", &path("gateway.toml")],
         &d.join("gateway.log"),
     );

@@ -1,66 +1,39 @@
 //! Three processes on loopback: `gramgrid air-bus`, `gramgrid sim` (a fleet of emulated meters) and
 //! `gramgrid gateway` (the daemon with an emulated radio). Readings land in the gateway database.
 
+use crate::common::Proc;
 use chrono::{Duration as Days, Utc};
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::store::{Account, MeterInstall, Store};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child process stopped with SIGTERM when dropped (the daemon and the hub shut down cleanly).
-struct Proc(Child);
+/// `gramgrid ARGS` with logs at warn; `(process, first stdout line)`.
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut proc = spawn_piped(args);
+    let line = proc.first_line();
+    (proc, line)
+}
 
-impl Proc {
-    fn start(args: &[&str]) -> (Proc, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+fn spawn_piped(args: &[&str]) -> Proc {
+    Proc::new(
+        Command::new(env!("CARGO_BIN_EXE_gramgrid"))
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (Proc(child), line)
-    }
-
-    fn spawn(args: &[&str]) -> Proc {
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_gramgrid"))
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .unwrap(),
+    )
 }
 
 #[test]
 fn sim_and_gateway_exchange_frames_over_the_air_bus_and_readings_land_in_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let (_hub, line) = Proc::start(&["air-bus", "--listen", "127.0.0.1:0", "--seed", "5"]);
+    let (_hub, line) = start(&["air-bus", "--listen", "127.0.0.1:0", "--seed", "5"]);
     let bus = line.trim().rsplit(' ').next().unwrap().to_string();
     let manifest = dir.path().join("meters.toml");
-    let (_sim, line) = Proc::start(&[
+    let (_sim, line) = start(&[
         "sim",
         "--meters",
         "2",
@@ -111,7 +84,7 @@ fn sim_and_gateway_exchange_frames_over_the_air_bus_and_readings_land_in_the_dat
                 .unwrap();
         }
     }
-    let _gateway = Proc::spawn(&["gateway", "--config", config_path.to_str().unwrap()]);
+    let _gateway = spawn_piped(&["gateway", "--config", config_path.to_str().unwrap()]);
 
     // Both meters start on SF12 (about 3.5 s per exchange), are moved to their own SF and polled.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -76,3 +76,54 @@ pub fn api_call(
         .unwrap_or_default();
     (status, body)
 }
+
+/// A child process of a test, stopped when dropped: SIGTERM to it (or, with `group`, to the process
+/// group it leads), up to five seconds to exit cleanly, then SIGKILL.
+pub struct Proc {
+    /// The child.
+    pub child: std::process::Child,
+    /// Whether the child leads its own process group (a shell line and what it started).
+    pub group: bool,
+}
+
+impl Proc {
+    /// Wraps a child that is stopped alone.
+    pub fn new(child: std::process::Child) -> Proc {
+        Proc {
+            child,
+            group: false,
+        }
+    }
+
+    /// The first line the child prints on stdout (servers print their address there).
+    pub fn first_line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(self.child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let target = if self.group {
+            format!("-{}", self.child.id())
+        } else {
+            self.child.id().to_string()
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &target])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,8 +11,9 @@ use std::fmt::Write;
 /// OBIS code of the cumulative active import energy register (IEC 62056-61).
 pub const OBIS_ACTIVE_IMPORT: &str = "1.0.1.8.0";
 
-/// Readings in `[from, to)` (optionally of one meter) as CSV: meter, OBIS code, UTC time, register
-/// in kWh with three decimals (exact: registers are whole Wh).
+/// Readings in `[from, to)` (optionally of one meter) as CSV: meter, OBIS code, `time_utc` (the end
+/// of the 15-minute interval whose register it is), register in kWh with three decimals (exact:
+/// registers are whole Wh).
 pub fn readings_csv(
     tx: &mut dyn Tx,
     meter: Option<&str>,
@@ -43,23 +44,36 @@ pub fn readings_csv(
 /// One line of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatementLine {
+    /// The money event's id.
     pub id: String,
+    /// When the event happened (UTC, whole seconds).
     pub at: DateTime<Utc>,
+    /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "adjustment" or
+    /// "emergency_credit".
     pub kind: String,
+    /// How the event moved the balance, in paise: positive credits, negative debits, zero for an
+    /// emergency credit (it lowers the disconnect threshold instead).
     pub effect_paise: i64,
 }
 
 /// An account's month: opening balance, money events, energy billed, closing balance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Statement {
+    /// The account id.
     pub account: String,
+    /// The Asia/Kolkata month, as `YYYY-MM`.
     pub month: String,
+    /// Balance at the start of the month (local midnight on the 1st), in paise.
     pub opening_paise: i64,
+    /// The month's money events, in time order.
     pub events: Vec<StatementLine>,
     /// Energy read in the month (billed in the month of the later reading, as the gateway does).
     pub units_wh: i64,
+    /// Energy charge of `units_wh`, in paise, duty excluded.
     pub energy_paise: i64,
+    /// Electricity duty on that energy, in paise.
     pub duty_paise: i64,
+    /// Balance at the end of the month, in paise: opening + events − energy − duty.
     pub closing_paise: i64,
 }
 

@@ -16,12 +16,21 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// `[gateway]`: this gateway's id, its data directory and the policy loop's schedule.
     pub gateway: GatewaySection,
+    /// `[store]`: reading group-commit limits (used by [`crate::gateway::ReadingBuffer`]; the
+    /// daemon's meter link commits each report on its own).
     pub store: StoreSection,
+    /// `[policy]`: alert levels, disconnect threshold (paise), disconnect windows and holidays
+    /// (Asia/Kolkata), grace and the daily message time. A policy central publishes replaces it.
     pub policy: PolicyConfig,
+    /// `[relay]`: how relay commands are re-sent until the meter confirms, and when they time out.
     pub relay: RetryPolicy,
+    /// `[sync]`: enrolment bundle, schedule (UTC), batch sizes, backoff and the clock-skew limit.
     pub sync: crate::sync::client::SyncConfig,
+    /// `[radio]`: which radio the meter link drives, its channel and transmit power.
     pub radio: crate::link::config::RadioSection,
+    /// `[link]`: how meters share the channel (scheduled polls or ALOHA), poll timing, manifest.
     pub link: crate::link::config::LinkSection,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The gateway could not open: data directory, tariff book in the config, or the store.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The sync transport could not be set up from the configured enrolment bundle.
     #[error(transparent)]
     Sync(#[from] SetupError),
 }
@@ -174,6 +176,8 @@ pub struct GatewayBackend {
 }
 
 impl GatewayBackend {
+    /// A backend over the gateway the daemon shares with the policy loop, the sync client and the
+    /// technician socket (each call takes its lock briefly).
     pub fn new(gateway: Arc<Mutex<Gateway>>) -> Self {
         Self { gateway }
     }

@@ -18,13 +18,18 @@ use gramgrid_core::tariff::{rupees, TariffBook};
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The data directory (`gateway.data_dir`) could not be created.
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
+        /// The directory from the config.
         path: std::path::PathBuf,
+        /// The I/O error from creating it.
         source: std::io::Error,
     },
+    /// The config's `[[tariff]]` versions do not form a valid tariff book.
     #[error("the tariff book in the config is invalid: {0}")]
     Tariff(#[from] gramgrid_core::tariff::TariffError),
+    /// The store failed: it could not be opened or migrated, or a query or write failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,14 +62,22 @@ pub trait RelayLink {
 /// What one policy pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
+    /// Accounts with a meter in service that the pass looked at (others are skipped).
     pub accounts: usize,
+    /// Fixed-charge events recorded (one per account and Asia/Kolkata day, never twice).
     pub fixed_charges: usize,
+    /// Minimum-charge top-ups recorded for the previous month (at most one per account and month).
     pub minimum_charges: usize,
+    /// Alerts newly enqueued (low balance, daily message); one already enqueued is not counted.
     pub alerts: usize,
+    /// Relay commands the policy decided and queued in the store in this pass.
     pub commands_queued: usize,
+    /// Relay commands handed to the meter link and marked sent (first sends and re-sends).
     pub commands_sent: usize,
     /// Commands due but waiting because the radio has no session keys for their meter yet.
     pub commands_waiting_for_keys: usize,
+    /// Commands closed as timed out: sent `relay.max_attempts` times and never confirmed by the
+    /// meter (an alert is raised).
     pub commands_timed_out: usize,
     /// Disconnects withdrawn before the meter confirmed them (recharged, window closed, ...).
     pub commands_withdrawn: usize,

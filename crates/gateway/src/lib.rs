@@ -12,6 +12,8 @@
 //! Architecture invariant: nothing here depends on the central server or the simulator; the
 //! emulated radio (feature `emulator`) is the only simulator piece the daemon can drive.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod daemon;
 pub mod gateway;

@@ -14,13 +14,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 #[serde(rename_all = "snake_case")]
 pub enum LocalRequest {
     /// Redeem an offline voucher code.
-    Redeem { code: String },
+    Redeem {
+        /// The voucher code as printed for the consumer.
+        code: String,
+    },
 }
 
 /// The daemon's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LocalResponse {
+    /// Whether the request was carried out (for a voucher: accepted and credited).
     pub ok: bool,
+    /// Text for the technician: the amount credited and the new balance in INR, or why not.
     pub message: String,
 }
 

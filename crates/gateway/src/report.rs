@@ -7,19 +7,28 @@ use serde::Serialize;
 /// One account's line in the status report.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountStatus {
+    /// The account id.
     pub account: String,
+    /// The consumer's name.
     pub consumer_name: String,
+    /// The tariff category: `domestic`, `commercial` or `agricultural`.
     pub category: String,
+    /// Serial of the meter in service; None when the account has none.
     pub meter: Option<String>,
+    /// The balance derived from money events and rated readings (paise; negative when overdrawn).
     pub balance_paise: i64,
+    /// The relay state the meter last reported (`unknown` without a meter or a report).
     pub relay_state: RelayState,
+    /// The meter's open (queued or sent) relay command as "action (state, N sends)", if any.
     pub open_command: Option<String>,
 }
 
 /// The gateway status report.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayStatus {
+    /// One line per account, by account id.
     pub accounts: Vec<AccountStatus>,
+    /// Relay commands queued or sent and not yet confirmed, over all meters.
     pub open_relay_commands: usize,
     /// Alerts made here still in the outbox: central has not acknowledged them yet.
     pub alerts_awaiting_upload: u64,

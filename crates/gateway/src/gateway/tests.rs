@@ -1,3 +1,6 @@
+//! Tests of the policy pass over a real store (fixed and minimum charges, alerts, the clock rule,
+//! relay commands through a recording [`RelayLink`]: windows, withdrawals, deadlines, time-outs)
+//! and of the [`ReadingBuffer`].
 use super::*;
 use crate::daemon::run;
 use crate::store::{MeterInstall, OverrideRecord};

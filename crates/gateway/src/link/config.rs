@@ -25,19 +25,23 @@ pub enum RadioKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RadioSection {
+    /// Which radio the meter link drives; `none` (the default) runs no meter link.
     pub kind: RadioKind,
     /// Emulator: the air bus hub's address.
     pub bus: SocketAddr,
     /// Emulator: where the gateway's antenna stands in the simulated village (metres).
     pub x_m: f64,
+    /// Emulator: the antenna's other coordinate in the simulated village (metres).
     pub y_m: f64,
     /// Emulator: gain of the mast antenna.
     pub antenna_gain_dbi: f64,
     /// The one channel (IN865: 865.0625, 865.4025 or 865.985 MHz).
     pub frequency_hz: u32,
+    /// The gateway's transmit power (dBm).
     pub tx_power_dbm: i8,
     /// ALOHA mode only: the spreading factor the gateway listens on (one SX1262 = one SF).
     pub aloha_spreading_factor: u8,
+    /// `[radio.hardware]`: the HAT's chip, SPI device and GPIO lines (for `kind = "hardware"`).
     pub hardware: HardwareRadioConfig,
 }
 
@@ -84,6 +88,7 @@ pub enum AccessMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LinkSection {
+    /// How meters share the channel: `scheduled` polling (the default) or `aloha`.
     pub mode: AccessMode,
     /// Scheduled mode: a meter that answered is polled again this long after.
     #[serde(with = "humantime_serde")]
@@ -108,6 +113,7 @@ impl Default for LinkSection {
 }
 
 impl LinkSection {
+    /// The scheduler's timing from `poll_period` and `retry_after`.
     pub fn timing(&self) -> ScheduleTiming {
         let d = |v: Duration| chrono::Duration::from_std(v).unwrap_or(chrono::Duration::MAX);
         ScheduleTiming {

@@ -22,18 +22,28 @@ struct MeterSession {
 /// payload does not decode (count that as `bad_payload`), so it cannot be replayed either.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenedUplink {
+    /// The meter whose session authenticated the frame (its id in the gateway store).
     pub meter: i64,
+    /// The frame's uplink counter, to commit before anything else.
     pub fcnt: u32,
+    /// The application payload decoded as a v1 meter report, or why it is not one.
     pub report: Result<MeterReport, DecodeError>,
 }
 
 /// Why a downlink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// The meter (store id) has no session keys loaded.
     #[error("meter {0} has no session keys; provision it (meter manifest or sync) first")]
     NoSession(i64),
+    /// The message or the frame could not be encoded.
     #[error("downlink to meter {meter} could not be encoded: {detail}")]
-    Encode { meter: i64, detail: String },
+    Encode {
+        /// The addressed meter (store id).
+        meter: i64,
+        /// The encoder's error.
+        detail: String,
+    },
 }
 
 /// All meter sessions the gateway knows, by DevAddr and by meter id.
@@ -92,6 +102,7 @@ impl Sessions {
         self.addr_of.keys().copied()
     }
 
+    /// Whether `meter` has session keys loaded.
     pub fn contains(&self, meter: i64) -> bool {
         self.addr_of.contains_key(&meter)
     }

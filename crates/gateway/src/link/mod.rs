@@ -36,17 +36,24 @@ pub const RX1_DELAY: Duration = Duration::from_secs(1);
 /// Why the link could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// The store failed (sessions, keys, frame counters, readings or relay states).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The radio could not be opened, configured, or failed to transmit or receive.
     #[error("the gateway radio failed: {0}; check the [radio] section (and the air bus or the HAT wiring)")]
     Radio(#[from] gramgrid_radio::RadioError),
+    /// The meter manifest in `[link] manifest` could not be read or parsed.
     #[error("cannot read the meter manifest {path}: {detail}")]
     Manifest {
+        /// The manifest file from the config.
         path: std::path::PathBuf,
+        /// What went wrong (I/O or parse error).
         detail: String,
     },
+    /// `[radio] kind = "hardware"` in a build without feature `hardware`.
     #[error("[radio] kind = \"hardware\" needs a gramgrid built with `--features hardware`")]
     NoHardwareSupport,
+    /// `[radio] kind = "emulator"` in a build without feature `emulator` (the Pi build).
     #[error("[radio] kind = \"emulator\" needs a gramgrid built with the simulator (the default build); this build is for a gateway with a radio HAT")]
     NoEmulatorSupport,
 }
@@ -71,8 +78,11 @@ pub trait LinkBackend {
 /// A relay command on its way from the policy loop to the radio task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayRequest {
+    /// The meter's id in the gateway store (`meters.id`, not its serial).
     pub meter: i64,
+    /// The store's relay command id; on the air it travels as [`task::wire_command_id`] of it.
     pub command_id: String,
+    /// Connect (close the relay) or disconnect (open it).
     pub action: RelayAction,
     /// The command is not transmitted if its transmission would end after this (a disconnect's
     /// window end; None for connects and a technician's disconnect).
@@ -85,7 +95,12 @@ pub enum LinkRequest {
     /// Carry a relay command to its meter.
     Send(RelayRequest),
     /// A command sent earlier is withdrawn: it must not be transmitted again.
-    Withdraw { meter: i64, command_id: String },
+    Withdraw {
+        /// The meter's id in the gateway store.
+        meter: i64,
+        /// The store's id of the withdrawn command.
+        command_id: String,
+    },
     /// Meters or their keys changed in the store (sync, commissioning): reload the sessions now.
     Reload,
 }
@@ -166,10 +181,13 @@ impl LinkClock {
         Self::starting_at(Utc::now())
     }
 
+    /// UTC now, on this clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.at(Instant::now())
     }
 
+    /// The UTC this clock reads at a tokio `instant` (an instant before the clock started reads as
+    /// its start).
     pub fn at(&self, instant: Instant) -> DateTime<Utc> {
         let elapsed = instant.saturating_duration_since(self.origin);
         self.origin_utc + chrono::Duration::from_std(elapsed).unwrap_or_default()
@@ -191,6 +209,7 @@ pub struct LinkStats {
     pub uplinks: u64,
     /// Turns the polled meter did not answer.
     pub silences: u64,
+    /// Readings from accepted uplinks that the backend took without error (duplicates included).
     pub readings: u64,
     /// Rejected uplinks per reason (`oversize`, `bad_mic`, `replayed_fcnt`, ...).
     #[serde(serialize_with = "serialize_rejects")]

@@ -34,16 +34,25 @@ pub struct ScheduleTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Errand {
     /// "Send your intervals from `since` on."
-    Poll { since: DateTime<Utc> },
+    Poll {
+        /// Start (UTC) of the oldest interval the gateway still lacks.
+        since: DateTime<Utc>,
+    },
     /// "From now on listen and answer at `sf`" (sent at the current SF).
-    Assign { sf: u8 },
+    Assign {
+        /// The new spreading factor (7 to 12).
+        sf: u8,
+    },
 }
 
 /// One exchange: talk to `meter` at `sf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Turn {
+    /// The meter's id in the gateway store.
     pub meter: i64,
+    /// The spreading factor of the exchange: the one the meter listens on now.
     pub sf: u8,
+    /// What the downlink asks.
     pub errand: Errand,
 }
 
@@ -68,6 +77,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// An empty plan with the given timing.
     pub fn new(timing: ScheduleTiming) -> Self {
         Self {
             timing,
@@ -92,6 +102,7 @@ impl Scheduler {
         self.queue.insert((due, meter));
     }
 
+    /// Stops planning turns for `meter` (nothing happens if it is not in the plan).
     pub fn remove(&mut self, meter: i64) {
         if let Some(slot) = self.slots.remove(&meter) {
             self.queue.remove(&(slot.due, meter));
@@ -103,10 +114,12 @@ impl Scheduler {
         self.timing.period.to_std().unwrap_or_default()
     }
 
+    /// How many meters the plan serves.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether the plan serves no meter.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

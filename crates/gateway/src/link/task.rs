@@ -106,6 +106,8 @@ impl<B: LinkBackend> Link<B> {
         self
     }
 
+    /// A handle on this link's counters; it stays readable while the link runs (see
+    /// [`super::read_stats`]).
     pub fn stats(&self) -> SharedStats {
         self.stats.clone()
     }

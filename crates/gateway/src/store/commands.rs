@@ -11,11 +11,18 @@ use rusqlite::{params, OptionalExtension, Transaction};
 /// A relay command and where it is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayCommand {
+    /// Unique id; the policy pass makes
+    /// `<gateway>:relay:<account>:<connect|disconnect>:<UTC seconds>`.
     pub id: String,
+    /// The meter's id in the store (`meters.id`).
     pub meter: i64,
+    /// Connect (close the relay) or disconnect (open it).
     pub action: RelayAction,
+    /// Why it was queued (e.g. `balance -12.50 INR`), as recorded in its history.
     pub reason: String,
+    /// When it was queued (UTC).
     pub created_at: DateTime<Utc>,
+    /// Its state, how many times it was sent, and when last.
     pub progress: CommandProgress,
 }
 
@@ -23,10 +30,16 @@ pub struct RelayCommand {
 /// twice keeps one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
+    /// Unique id, built from the account and what the alert is about (e.g.
+    /// `<account>:daily:<date>`).
     pub id: String,
+    /// The account it concerns.
     pub account: String,
+    /// `low_balance`, `daily_balance`, `disconnected`, `reconnected` or `relay_timeout`.
     pub kind: String,
+    /// When it was raised (UTC).
     pub created_at: DateTime<Utc>,
+    /// The text for the consumer (for `relay_timeout`, for the office); amounts in INR.
     pub message: String,
 }
 
@@ -43,12 +56,19 @@ pub struct AlertUploads {
 /// A technician's manual override of the relay, with who and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverrideRecord {
+    /// Unique id; recording the same id again changes nothing.
     pub id: String,
+    /// The account whose relay it overrides.
     pub account: String,
+    /// The relay action the technician imposes.
     pub action: RelayAction,
+    /// When the override lapses (UTC).
     pub until: DateTime<Utc>,
+    /// Who ordered it.
     pub technician: String,
+    /// Why.
     pub reason: String,
+    /// When it was recorded (UTC); it is in force from then, and the latest recorded one wins.
     pub created_at: DateTime<Utc>,
 }
 

@@ -8,11 +8,15 @@ use rusqlite::{params, Transaction};
 /// One meter's LoRaWAN session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSession {
+    /// The meter's id in the store.
     pub meter: i64,
+    /// The meter's serial number.
     pub serial: String,
+    /// DevAddr and ABP session keys (NwkSKey, AppSKey); never logged.
     pub keys: SessionKeys,
     /// Last uplink counter accepted, last downlink counter sent.
     pub fcnt_up: Option<u32>,
+    /// Last downlink counter committed; None before the session's first downlink.
     pub fcnt_down: Option<u32>,
     /// The meter's latest stored reading, if any.
     pub last_reading_at: Option<DateTime<Utc>>,
@@ -23,7 +27,9 @@ pub struct LinkSession {
 /// Which counter of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fcnt {
+    /// The uplink counter (meter to gateway): the last one accepted.
     Up,
+    /// The downlink counter (gateway to meter): the last one used.
     Down,
 }
 

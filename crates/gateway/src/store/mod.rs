@@ -35,45 +35,72 @@ use std::path::{Path, PathBuf};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database file could not be opened or set up (WAL, `synchronous = FULL`, foreign keys).
     #[error("cannot open the database {path}: {source}; check that the directory exists and is writable")]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The file was written by a newer gramgrid; it is left untouched.
     #[error("the database {path} has schema version {found}, newer than this gramgrid knows ({known}); run the gramgrid version that wrote it, or a newer one")]
     NewerSchema {
+        /// The database file.
         path: PathBuf,
+        /// Its schema version (`PRAGMA user_version`).
         found: i64,
+        /// The newest version this build knows (the number of migrations).
         known: i64,
     },
+    /// A migration failed `PRAGMA foreign_key_check` and was rolled back.
     #[error("schema migration {version} of {path} would leave {rows} rows referring to missing rows (first in table {table}); it was rolled back: keep the file and report this")]
     MigrationForeignKeys {
+        /// The database file.
         path: PathBuf,
+        /// The schema version the migration would have reached.
         version: i64,
+        /// How many rows refer to missing ones.
         rows: usize,
+        /// The table of the first such row.
         table: String,
     },
+    /// SQLite reported a full disk; the transaction was rolled back.
     #[error("the disk holding the database is full; nothing from the failed transaction was written: free space and retry")]
     DiskFull,
+    /// No account with this id in the store.
     #[error("no account '{0}'")]
     UnknownAccount(String),
+    /// No meter with this store id (`meters.id`), or none in service where one must be.
     #[error("no meter '{0}'")]
     UnknownMeter(String),
+    /// A money event id already stored with different content (ids are never reused).
     #[error(
         "event id '{0}' is already recorded with different content; an id must never be reused"
     )]
     EventIdConflict(String),
+    /// The voucher code does not verify against the published keys (malformed, bad signature,
+    /// unknown or revoked key, expired, ...).
     #[error("voucher refused: {0}")]
     VoucherRefused(#[from] gramgrid_proto::voucher::VoucherError),
+    /// The voucher was already redeemed; a voucher is spent once.
     #[error("voucher already redeemed {where_spent} at {at}; it cannot be used twice")]
     VoucherSpent {
+        /// `here` (redeemed at this gateway) or `elsewhere` (central revoked it after a redemption
+        /// at central or another gateway).
         where_spent: String,
+        /// When this gateway recorded it spent (UTC): the redemption here, or the arrival of
+        /// central's revocation.
         at: DateTime<Utc>,
     },
+    /// A stored or published record (outbox row, session keys, published config) could not be
+    /// encoded or decoded.
     #[error("cannot encode or decode a stored record: {0}")]
     Encoding(String),
+    /// Rating a reading against the tariff book failed.
     #[error("rating failed: {0}")]
     Rating(#[from] gramgrid_core::rating::RatingError),
+    /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
 }
@@ -93,18 +120,27 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A consumer account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The account id (as central knows it; alert and event ids contain it).
     pub id: String,
+    /// The consumer's name.
     pub consumer_name: String,
+    /// Tariff category: selects the tariff versions that rate its energy and fixed charges.
     pub category: Category,
+    /// The consumer's phone number, if known.
     pub phone: Option<String>,
+    /// When the account was opened (UTC); fixed charges start on its Asia/Kolkata day.
     pub created_at: DateTime<Utc>,
 }
 
 /// A meter being installed on an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterInstall {
+    /// The meter's serial number (unique in the store).
     pub serial: String,
+    /// The account it is installed on.
     pub account: String,
+    /// When it went into service (UTC): the account's previous meter is removed at this instant,
+    /// and readings from before it are refused.
     pub installed_at: DateTime<Utc>,
     /// The register read at installation, if known: it becomes the meter's first reading.
     pub initial_register_wh: Option<i64>,

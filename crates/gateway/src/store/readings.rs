@@ -10,8 +10,12 @@ use std::collections::HashMap;
 /// One interval reading as received from a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeterReading {
+    /// The meter's id in the store.
     pub meter: i64,
+    /// When the register was read (UTC; for a meter report, the end of the interval); stored to the
+    /// whole second.
     pub at: DateTime<Utc>,
+    /// The cumulative import energy register at `at` (Wh).
     pub register_wh: i64,
 }
 

@@ -54,8 +54,11 @@ fn set_state_in(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()> {
 /// How far sync has got: what central acknowledged and what the gateway applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncCursors {
+    /// Highest priority outbox sequence central has acknowledged (all up to it are acknowledged).
     pub priority_acked: u64,
+    /// Highest reading arrival sequence central has acknowledged (the bulk lane).
     pub readings_acked: u64,
+    /// Sequence of the last downlink record applied here; central sends from the next one.
     pub downlink_applied: u64,
 }
 

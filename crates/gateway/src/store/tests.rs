@@ -1,3 +1,6 @@
+//! Store tests on real SQLite files: migrations and upgrades, money events, ingest and rating
+//! (charges independent of arrival order, property-tested), relay commands, alerts, overrides,
+//! backup, and the sync side (outbox, acknowledgements, downlink records, vouchers).
 use super::*;
 use chrono::{Duration, TimeZone};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};

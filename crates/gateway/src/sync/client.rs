@@ -36,6 +36,8 @@ pub struct SyncConfig {
     /// First wait after a failed exchange; it doubles per failure, with jitter, up to `retry_max`.
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
+    /// Longest wait between retries: the backoff stops doubling here (with jitter, the wait is half
+    /// to all of it).
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// A clock further than this from central's is not trusted for disconnects.
@@ -60,6 +62,8 @@ impl Default for SyncConfig {
 
 /// Carries one exchange body to the central server and brings back its answer.
 pub trait Transport: Send + Sync {
+    /// Sends one encoded upload (`wire::encode` of an `UploadRequest`) and returns central's
+    /// encoded answer. The session puts `request_timeout` around it.
     fn exchange(
         &self,
         body: Vec<u8>,
@@ -69,10 +73,18 @@ pub trait Transport: Send + Sync {
 /// Why an exchange did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// No HTTP answer: connection, TLS or HTTP failure (the detail says which).
     #[error("central server unreachable: {0}")]
     Unreachable(String),
+    /// Central answered with a non-2xx status, e.g. 403 for a record about another gateway's data.
     #[error("central server refused the exchange (HTTP {status}): {message}")]
-    Refused { status: u16, message: String },
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body, usually central's explanation.
+        message: String,
+    },
+    /// No answer within this limit (`sync.request_timeout`).
     #[error("no answer from the central server within {0:?}")]
     Timeout(Duration),
 }
@@ -80,12 +92,17 @@ pub enum TransportError {
 /// Why a session stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The exchange got no usable answer from central.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The upload could not be encoded, or central's answer not decoded (or has another protocol
+    /// version).
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// Reading the upload from, or applying the answer to, the store failed.
     #[error("gateway store: {0}")]
     Store(#[from] StoreError),
+    /// The shared gateway's lock is poisoned: a task panicked while holding it.
     #[error("the gateway state is unavailable (a task panicked while holding it)")]
     Poisoned,
 }
@@ -93,11 +110,17 @@ pub enum SyncError {
 /// What one session moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SessionReport {
+    /// Request/answer round trips completed.
     pub exchanges: usize,
+    /// Encoded (compressed) bytes sent to central.
     pub bytes_up: usize,
+    /// Encoded (compressed) bytes received from central.
     pub bytes_down: usize,
+    /// Priority outbox records uploaded, summed over exchanges (one sent again counts again).
     pub priority_records: usize,
+    /// Readings uploaded, summed over exchanges (one sent again counts again).
     pub readings: usize,
+    /// Downlink records applied to the store (ones already applied are not counted).
     pub downlink_records: usize,
 }
 

@@ -16,8 +16,15 @@ pub struct HttpsTransport {
 /// Why the transport could not be set up from a bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// The bundle could not be read, its certificates and key not used, or the central URL (the
+    /// bundle's, or the one given instead) is not a usable `https://` URL.
     #[error("cannot load the enrolment bundle {path}: {reason}; run `gramgrid central add-gateway` at central and copy the bundle here")]
-    Bundle { path: String, reason: String },
+    Bundle {
+        /// The bundle file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl HttpsTransport {
