@@ -13,8 +13,10 @@ pub enum BenchCommand {
         /// sqlite:PATH or postgres://...; default: SQLite in a temporary directory.
         #[arg(long)]
         database_url: Option<String>,
+        /// Gateways uploading at once (each a task with its own accounts and meters).
         #[arg(long, default_value_t = 8)]
         gateways: usize,
+        /// Meters per gateway.
         #[arg(long, default_value_t = 200)]
         meters: usize,
         /// Total readings (whole days of every meter).
@@ -23,11 +25,13 @@ pub enum BenchCommand {
         /// PostgreSQL connections.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Bytes on the wire per reading and catch-up time after an outage, over a throttled link.
     Sync {
+        /// Households in the village.
         #[arg(long, default_value_t = 500)]
         meters: usize,
         /// Days the backhaul was down.
@@ -36,8 +40,10 @@ pub enum BenchCommand {
         /// Link bandwidth in each direction, kbit/s.
         #[arg(long, default_value_t = 64)]
         kbit: u64,
+        /// Seed of the households' load and the link's faults.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -45,8 +51,10 @@ pub enum BenchCommand {
     Capacity(gramgrid_sim::capacity::CapacityArgs),
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
+        /// Meters reporting.
         #[arg(long, default_value_t = 1000)]
         meters: usize,
+        /// Days of 15-minute readings per meter.
         #[arg(long, default_value_t = 7)]
         days: usize,
         /// Readings per transaction (the gateway's store.readings_commit_max).
@@ -55,6 +63,7 @@ pub enum BenchCommand {
         /// Directory for the benchmark database (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Seed of the load profiles.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Print JSON.

@@ -40,5 +40,5 @@ pub mod bus;
 pub mod capture;
 pub mod emulator;
 pub mod pathloss;
-pub mod reception;
+mod reception;
 pub mod sim;

@@ -19,14 +19,20 @@ pub const MAX_RECHARGE_PAISE: i64 = 10_000_000;
 /// A consumer account as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
+    /// The account id, chosen by the utility (1 to 64 characters without spaces).
     pub id: String,
+    /// The consumer's name as the office knows it (1 to 200 characters).
     pub consumer_name: String,
+    /// Tariff category: picks the tariff versions that rate the account's energy.
     pub category: Category,
+    /// The consumer's phone number, if known; sent to the gateway with the account.
     #[serde(default)]
     pub phone: Option<String>,
     /// The gateway that serves this account (and its meters); none until assigned.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// When the account was opened (the system clock's now when a request omits it); kept in whole
+    /// UTC seconds, never changed by an update.
     #[serde(default = "Utc::now")]
     pub created_at: DateTime<Utc>,
 }
@@ -34,15 +40,23 @@ pub struct Account {
 /// A meter as the API shows it (keys are write-only: never returned).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meter {
+    /// The meter's serial number, its id everywhere (1 to 64 characters without spaces).
     pub serial: String,
+    /// The account the meter is installed on; a meter never moves to another account.
     pub account: String,
+    /// When the meter was installed; readings before it are refused as anomalies. Set at creation
+    /// only (an update changes the keys alone).
     pub installed_at: DateTime<Utc>,
+    /// The register (cumulative Wh) at installation; when given, it is the meter's first reading,
+    /// charged nothing.
     #[serde(default)]
     pub initial_register_wh: Option<i64>,
     /// ABP session keys, written as LoRaWAN tools and meter manifests write them: `dev_addr` as 8
     /// hex digits, the keys as 32 hex digits each.
     #[serde(default, skip_serializing, deserialize_with = "keys_in_hex")]
     pub keys: Option<MeterKeys>,
+    /// Relay state as last reported by the gateway: "connected", "disconnected" or "unknown" (until
+    /// a report arrives). Ignored on input.
     #[serde(default = "unknown_relay")]
     pub relay_state: String,
 }
@@ -356,7 +370,9 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
 pub struct RechargeRequest {
     /// Chosen by the caller, unique per payment: sending the same request again credits once.
     pub idempotency_key: String,
+    /// The account to credit.
     pub account: String,
+    /// Amount paid, in paise (1 to [`MAX_RECHARGE_PAISE`]).
     pub amount_paise: i64,
     /// Payment reference (receipt number, UPI reference), kept for the statement.
     #[serde(default)]
@@ -370,9 +386,14 @@ pub struct RechargeRequest {
 /// and statements show it), and whether this call created the event is not part of the body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RechargeReceipt {
+    /// Id of the money event recorded (`central:<kind>:<uuid>`): the same on every repeat.
     pub event_id: String,
+    /// The account the event belongs to.
     pub account: String,
+    /// The request's amount, in paise (an adjustment's with its sign; an emergency credit's is the
+    /// credit line, which does not move the balance).
     pub amount_paise: i64,
+    /// When the money event was recorded, in whole UTC seconds.
     pub at: DateTime<Utc>,
     /// False when this key had already been used for the same request: nothing new was credited.
     /// Not serialized (the API says it with the status: 201 created, 200 a repeat), so a repeat's
@@ -429,7 +450,9 @@ pub fn recharge(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
+    /// Chosen by the caller, unique per correction: sending the same request again records it once.
     pub idempotency_key: String,
+    /// The account to correct.
     pub account: String,
     /// Positive credits the account, negative debits it.
     pub amount_paise: i64,
@@ -467,8 +490,11 @@ pub const MAX_EMERGENCY_DAYS: i64 = 30;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmergencyCreditRequest {
+    /// Chosen by the caller, unique per grant: sending the same request again grants once.
     pub idempotency_key: String,
+    /// The account to grant the credit line to.
     pub account: String,
+    /// Size of the credit line, in paise (1 to [`MAX_RECHARGE_PAISE`]).
     pub amount_paise: i64,
     /// Days the credit line runs (1 to 30).
     pub valid_days: i64,
@@ -646,18 +672,21 @@ fn central_events_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<LedgerEvent>>
 /// An account's balance and where it comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Balance {
+    /// The account id.
     pub account: String,
     /// Σ money events − Σ energy charges rated from the readings central has.
     pub balance_paise: i64,
     /// The balance is what central knew at this instant: the gateway's last sync (or now, for an
     /// account with no gateway or whose gateway has never synced).
     pub valid_at: DateTime<Utc>,
-    /// Where the balance comes from: "gateway:<id> last sync" (central's figure as of that
-    /// gateway's last sync, `last_sync_at`), "central (gateway <id> has not synced yet)" (only
+    /// Where the balance comes from: `"gateway:<id> last sync"` (central's figure as of that
+    /// gateway's last sync, `last_sync_at`), `"central (gateway <id> has not synced yet)"` (only
     /// what was recorded at central: no reading or gateway-made charge has arrived), or "central
     /// only" (the account has no gateway).
     pub source: String,
+    /// The gateway that serves the account, if any.
     pub gateway: Option<String>,
+    /// When that gateway last synced with central; none if it never has or there is no gateway.
     pub last_sync_at: Option<DateTime<Utc>>,
     /// True when the gateway has not synced for longer than `stale_after`: the true balance may be
     /// lower (consumption since) or higher (recharges at the gateway).
@@ -669,7 +698,8 @@ pub struct Balance {
     /// category's typical consumption (see [`estimate_days_left`]). None when nothing is being
     /// charged (a whole day or more of readings with no consumption).
     pub estimated_days_left: Option<f64>,
-    /// Relay state of the account's meter(s) as last reported ("connected", "disconnected", "unknown").
+    /// Relay state of the account's meter(s) as last reported: "connected", "disconnected",
+    /// "unknown", or "mixed" when its meters differ.
     pub relay_state: String,
 }
 

@@ -3,16 +3,23 @@
 //! `Central` is the library face (the HTTP API in `api` and the sync endpoint in `sync` are thin
 //! shells over it). Every state change is one database transaction that also appends, for each
 //! gateway concerned, the downlink record that tells it.
+//!
+//! Public: [`Central`] and [`CentralConfig`]; `server` (start and serve), `api` (routes), `sync`
+//! (the exchange), `accounts`, `vouchers`, `import`, `notify` and `db` (for the benchmarks, the
+//! simulator and the tests). Private: the downlink logs, flags, reading ingest and exports, which
+//! only the modules above reach.
+#![warn(missing_docs)]
+
 pub mod accounts;
 pub mod api;
-pub mod config;
+mod config;
 pub mod db;
-pub mod downlink;
-pub mod export;
-pub mod flags;
+mod downlink;
+mod export;
+mod flags;
 pub mod import;
 pub mod notify;
-pub mod readings;
+mod readings;
 pub mod server;
 pub mod sync;
 pub mod vouchers;
@@ -27,20 +34,30 @@ use std::sync::{Arc, RwLock};
 /// Why a central operation was refused or failed. The API maps each to an HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
+    /// The caller's input is not acceptable (an id, an amount, a range): 400.
     #[error("{0}")]
     Invalid(String),
+    /// No such account, meter, gateway or record: 404.
     #[error("{0}")]
     NotFound(String),
+    /// Clashes with what is stored (it already exists, an idempotency key was used for another
+    /// request, a voucher was already redeemed or cancelled): 409.
     #[error("{0}")]
     Conflict(String),
+    /// A gateway sent a record about an account or meter not assigned to it: 403.
     #[error("{0}")]
     Forbidden(String),
+    /// A voucher code or key was refused (malformed, unknown or revoked key, bad signature,
+    /// expired, another account): 422.
     #[error("voucher refused: {0}")]
     Voucher(#[from] gramgrid_proto::voucher::VoucherError),
+    /// Readings could not be rated (no tariff in force for their date): 422.
     #[error("rating failed: {0}")]
     Rating(#[from] gramgrid_core::rating::RatingError),
+    /// The database failed: 500 (a taken unique key: 409).
     #[error("storage: {0}")]
     Db(#[from] DbError),
+    /// A stored value cannot be read back (a bug or a hand-edited database): 500.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
 }

@@ -16,10 +16,17 @@ use std::sync::Arc;
 /// One message to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
+    /// Unique id: a notification is queued and sent once per id (a gateway alert's id, or
+    /// `recharge:<event id>`).
     pub id: String,
+    /// The account whose consumer is told.
     pub account: String,
+    /// What it is about: "recharge_received", "low_balance", "disconnected", "reconnected",
+    /// "daily_balance", ...
     pub kind: String,
+    /// The text for the consumer.
     pub message: String,
+    /// When it was decided (UTC, whole seconds), at the gateway or at central.
     pub created_at: DateTime<Utc>,
 }
 
@@ -33,6 +40,7 @@ pub trait Sender: Send + Sync {
 /// The default sender: appends one JSON line per notification to a log file.
 #[derive(Debug, Clone)]
 pub struct LogFileSender {
+    /// The log file (created with its directory when missing); `notifications_log` in the config.
     pub path: PathBuf,
 }
 

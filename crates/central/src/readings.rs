@@ -17,10 +17,15 @@ use std::collections::{BTreeSet, HashMap};
 /// What an ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestReport {
+    /// Readings newly stored and rated.
     pub stored: usize,
+    /// Readings whose meter and time were already stored: not stored or charged again (a different
+    /// register is recorded as a `conflicting_duplicate` anomaly; the stored one is kept).
     pub duplicates: usize,
     /// Refused (before the meter's installation) or billed nothing (register went back).
     pub anomalies: usize,
+    /// What the stored readings added to the charges (energy and duty), in paise; a late reading
+    /// can add a negative amount.
     pub charged_paise: i64,
     /// Accounts whose balance changed.
     pub accounts: BTreeSet<String>,
@@ -29,9 +34,13 @@ pub struct IngestReport {
 /// What rating needs to know about a meter.
 #[derive(Debug, Clone)]
 pub struct MeterInfo {
+    /// The account the meter is installed on.
     pub account: String,
+    /// The account's tariff category.
     pub category: Category,
+    /// When the meter was installed, in UTC seconds (storage time): earlier readings are refused.
     pub installed_at: i64,
+    /// The gateway the meter's account is assigned to, if any: only it may send the meter's data.
     pub gateway: Option<String>,
 }
 

@@ -57,14 +57,19 @@ pub async fn serve(
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The central PKI could not be loaded from `pki_dir` (not initialised, or unreadable).
     #[error(
         "central PKI: {0}; run `gramgrid central init` first, or set pki_dir in the central config"
     )]
     Pki(#[from] gramgrid_net::pki::PkiError),
+    /// The TLS server configuration could not be built from the PKI.
     #[error("TLS: {0}")]
     Tls(#[from] gramgrid_net::tls::TlsError),
+    /// Central could not open its database (see [`Central::open`]).
     #[error(transparent)]
     Central(#[from] CentralError),
+    /// The blocking task opening the storage failed (panicked or was cancelled), or the
+    /// listener's local address could not be read.
     #[error("the storage could not be opened: {0}")]
     Join(String),
 }

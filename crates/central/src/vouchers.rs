@@ -64,7 +64,9 @@ pub fn rotate(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<u16> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
+    /// The account the voucher is bound to: it credits no other.
     pub account: String,
+    /// Amount the voucher credits, in paise (1 to [`accounts::MAX_RECHARGE_PAISE`]).
     pub amount_paise: i64,
     /// Days until the voucher expires (1 to `voucher::MAX_LIFETIME_DAYS`).
     pub valid_days: i64,
@@ -73,12 +75,21 @@ pub struct IssueRequest {
 /// An issued voucher: the code to hand to the consumer, and its facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedVoucher {
+    /// The code to hand to the consumer (Crockford base32, Ed25519-signed); it is not stored at
+    /// central, so it cannot be shown again.
     pub code: String,
+    /// The voucher's id (`voucher:<key id>:<16 hex digits>`): the id of the recharge it makes, and
+    /// the id to cancel it with.
     pub redemption_id: String,
+    /// The signing key that signed it.
     pub key_id: u16,
+    /// The account the voucher is bound to.
     pub account: String,
+    /// Amount it credits, in paise.
     pub amount_paise: i64,
+    /// When it was issued (UTC, whole seconds).
     pub issued_at: DateTime<Utc>,
+    /// From this instant (UTC, `valid_days` after issue) the voucher is refused as expired.
     pub expires_at: DateTime<Utc>,
 }
 

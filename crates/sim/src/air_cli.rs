@@ -19,6 +19,7 @@ pub enum PathLossChoice {
 }
 
 impl PathLossChoice {
+    /// The path-loss model this choice names.
     pub fn model(self) -> PathLossModel {
         match self {
             Self::Rural => PathLossModel::rural(),
@@ -27,6 +28,7 @@ impl PathLossChoice {
     }
 }
 
+/// `gramgrid bench radio` options.
 #[derive(Debug, Args)]
 pub struct RadioBenchArgs {
     /// Simulated meters, placed uniformly within --radius-m of the gateway.
@@ -38,17 +40,21 @@ pub struct RadioBenchArgs {
     /// Uplink interval of each meter.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// Radius of the village in metres: meters are placed within it around the gateway.
     #[arg(long, default_value_t = 2000.0)]
     pub radius_m: f64,
+    /// Seed, path loss and capture of the air.
     #[command(flatten)]
     pub air: AirArgs,
 }
 
+/// `gramgrid air-bus` options.
 #[derive(Debug, Args)]
 pub struct AirBusArgs {
     /// UDP address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Seed, path loss and capture of the air.
     #[command(flatten)]
     pub air: AirArgs,
 }
@@ -59,6 +65,7 @@ pub struct AirArgs {
     /// Seed of everything random on the air (positions, shadowing, timing).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How the air attenuates signals over distance (the path-loss model).
     #[arg(long, value_enum, default_value = "rural")]
     pub path_loss: PathLossChoice,
     /// Write every frame on the air as a JSON line to this file.

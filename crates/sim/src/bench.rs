@@ -12,39 +12,55 @@ use std::time::Instant;
 /// Settings of the ledger benchmark.
 #[derive(Debug, Clone)]
 pub struct LedgerBench {
+    /// Meters (one account each) whose readings are ingested into a gateway store.
     pub meters: usize,
+    /// Days of 15-minute readings per meter (96 a day).
     pub days: usize,
     /// Readings per transaction (the gateway's `readings_commit_max`).
     pub batch: usize,
     /// Directory for the database (a temporary one when None).
     pub dir: Option<PathBuf>,
+    /// Seed of the simulated consumption.
     pub seed: u64,
+    /// Show a progress bar on the terminal.
     pub progress: bool,
 }
 
 /// What the ledger benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerFigures {
+    /// Meters simulated.
     pub meters: usize,
+    /// Days of readings per meter.
     pub days: usize,
+    /// Readings ingested and charged (meters × days × 96).
     pub readings: usize,
+    /// Readings per transaction.
     pub batch: usize,
+    /// Wall-clock time of the ingest in seconds, closing the store (WAL checkpoint) included.
     pub seconds: f64,
+    /// Readings ingested per wall-clock second.
     pub readings_per_second: f64,
     /// Bytes handed to write(2)/pwrite(2) by this process during ingest, WAL and checkpoints included.
     pub bytes_written: u64,
+    /// `bytes_written` divided by `readings`.
     pub bytes_per_reading: f64,
+    /// Size of the database file at the end (WAL checkpointed into it), in bytes.
     pub database_bytes: u64,
+    /// What the readings charged, energy plus duty, in paise.
     pub charged_paise: i64,
 }
 
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The gateway store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The benchmark directory could not be used, or `/proc/self/io` could not be read.
     #[error("cannot use the benchmark directory: {0}")]
     Io(#[from] std::io::Error),
+    /// Meters, days or batch was zero.
     #[error("the benchmark needs at least one meter, one day and a batch of at least one reading")]
     Empty,
 }
@@ -204,29 +220,42 @@ impl std::fmt::Display for LedgerFigures {
 /// Settings of the sync benchmark.
 #[derive(Debug, Clone)]
 pub struct SyncBench {
+    /// Households in the village (one meter each).
     pub meters: usize,
+    /// Days the backhaul was down: what the gateway has to catch up on.
     pub outage_days: i64,
     /// Link bandwidth in each direction, kbit/s.
     pub kbit_per_second: u64,
+    /// Seed of the simulated consumption.
     pub seed: u64,
+    /// Show a progress bar on the terminal.
     pub progress: bool,
 }
 
 /// What the sync benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncFigures {
+    /// Households in the village.
     pub meters: usize,
+    /// Days the backhaul was down.
     pub outage_days: i64,
+    /// Link bandwidth in each direction, kbit/s.
     pub kbit_per_second: u64,
+    /// Readings the catch-up session uploaded.
     pub readings: usize,
+    /// Priority-lane records (money events, relay commands and states, alerts, ...) it uploaded.
     pub priority_records: usize,
+    /// Request/answer exchanges the catch-up session took.
     pub exchanges: usize,
     /// Bytes through the link in both directions: TLS handshakes, records, HTTP and sync framing.
     pub wire_bytes: u64,
+    /// `wire_bytes` per reading uploaded.
     pub wire_bytes_per_reading: f64,
     /// Compressed sync bodies only (what the wire format itself costs).
     pub body_bytes_per_reading: f64,
+    /// Wall-clock time of the catch-up session, in seconds.
     pub catch_up_seconds: f64,
+    /// Whether every account has the same balance at the gateway and at central afterwards.
     pub balances_agree: bool,
 }
 

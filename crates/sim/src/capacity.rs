@@ -42,12 +42,17 @@ pub struct CapacityOptions {
     pub hours: f64,
     /// The first part of a run that is not measured (the first polls find empty meter logs).
     pub warmup_hours: f64,
+    /// Radius of the village in metres: meters are scattered uniformly over this disc around the
+    /// gateway.
     pub radius_m: f64,
+    /// Seed of everything random: fleet (positions, keys, loads), air (shadowing) and the relay
+    /// commands' targets.
     pub seed: u64,
     /// The search never goes above this many meters.
     pub max_meters: usize,
     /// Relay commands injected per scheduled run (latency figures).
     pub relay_commands: usize,
+    /// How the air attenuates signals over distance (the path-loss model).
     pub path_loss: PathLossModel,
     /// Simulate only this fleet size (no search).
     pub only: Option<usize>,
@@ -71,24 +76,35 @@ impl Default for CapacityOptions {
 /// One simulated fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
+    /// Fleet size.
     pub meters: usize,
     /// Meters not reachable even at SF12 (excluded from `delivery_percent`).
     pub unreachable: usize,
     /// Reachable meters per spreading factor, SF7..SF12.
     pub sf_mix: [usize; 6],
+    /// Readings of reachable meters whose interval ended in the measured window (after the
+    /// warm-up, and at least the 60-minute deadline before the end).
     pub readings_due: u64,
+    /// Of those, readings the gateway had within 60 minutes of their interval's end.
     pub readings_on_time: u64,
+    /// `readings_on_time` as a percentage of `readings_due` (0 when none was due).
     pub delivery_percent: f64,
     /// Share of the channel's time occupied by any transmission.
     pub channel_utilisation_percent: f64,
     /// Relay command latency (queued at the gateway → meter's acknowledgement heard), seconds.
     pub relay_latency_p50_s: Option<f64>,
+    /// 99th percentile of that latency, in seconds.
     pub relay_latency_p99_s: Option<f64>,
+    /// Relay commands whose acknowledgement the gateway heard (commands are injected in
+    /// scheduled runs only).
     pub relay_commands_acknowledged: usize,
+    /// Wall-clock time the run took, in seconds.
     pub wall_s: f64,
 }
 
 impl Run {
+    /// Whether the run met the delivery target: [`TARGET_PERCENT`] % of readings within 60
+    /// minutes.
     pub fn passes(&self) -> bool {
         self.delivery_percent >= TARGET_PERCENT
     }
@@ -101,16 +117,22 @@ pub struct ModeResult {
     pub max_meters: usize,
     /// The run at `max_meters`, if any.
     pub at_max: Option<Run>,
+    /// Every run of the search, in the order simulated.
     pub runs: Vec<Run>,
 }
 
 /// Both modes.
 #[derive(Debug, Clone, Serialize)]
 pub struct CapacityReport {
+    /// The gateway's scheduler polls the meters.
     pub scheduled: ModeResult,
+    /// The meters send on their own timers (LoRaWAN Class A style).
     pub aloha: ModeResult,
+    /// Simulated hours per run, warm-up included.
     pub hours: f64,
+    /// Radius of the village, in metres.
     pub radius_m: f64,
+    /// How the runs were simulated (channel, path loss, radios), for the report.
     pub method: &'static str,
 }
 
@@ -423,18 +445,22 @@ pub struct CapacityArgs {
     /// Simulated hours per fleet size (the first --warmup-hours are not measured).
     #[arg(long, default_value_t = 4.0)]
     pub hours: f64,
+    /// Hours at the start of each run that are not measured (the first polls find empty meter logs).
     #[arg(long, default_value_t = 1.5)]
     pub warmup_hours: f64,
     /// The search stops at this fleet size.
     #[arg(long, default_value_t = 12_000)]
     pub max_meters: usize,
+    /// Radius of the village in metres: meters are scattered uniformly within it around the gateway.
     #[arg(long, default_value_t = 2000.0)]
     pub radius_m: f64,
+    /// Seed of everything random: meter positions, keys and loads, shadowing, relay command targets.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Relay commands injected per scheduled run, for the latency figures.
     #[arg(long, default_value_t = 40)]
     pub relay_commands: usize,
+    /// How the air attenuates signals over distance (the path-loss model).
     #[arg(long, value_enum, default_value = "rural")]
     pub path_loss: crate::air_cli::PathLossChoice,
     /// Simulate only this fleet size in each mode (no search).
@@ -446,6 +472,7 @@ pub struct CapacityArgs {
 }
 
 impl CapacityArgs {
+    /// Checks the options and turns them into [`CapacityOptions`]; the error names the option to fix.
     pub fn options(&self) -> Result<CapacityOptions, String> {
         if self.hours <= self.warmup_hours + 1.0 || self.warmup_hours < 0.0 {
             return Err(

@@ -20,22 +20,32 @@ use std::time::Instant;
 pub struct IngestBench {
     /// `sqlite:PATH` or `postgres://...`; None: SQLite in a temporary directory.
     pub database_url: Option<String>,
+    /// Gateways uploading at once, each from its own task.
     pub gateways: usize,
+    /// Meters (one account each) per gateway.
     pub meters_per_gateway: usize,
     /// Total readings to upload (rounded down to whole days of every meter).
     pub readings: usize,
+    /// Database connections for PostgreSQL (SQLite always uses one).
     pub connections: usize,
 }
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestFigures {
+    /// The database backend: `sqlite` or `postgres`.
     pub backend: String,
+    /// Gateways that uploaded at once.
     pub gateways: usize,
+    /// Meters of all gateways.
     pub meters: usize,
+    /// Readings uploaded, stored and rated (whole days of every meter).
     pub readings: usize,
+    /// Sync exchanges: one per gateway and day of readings.
     pub exchanges: usize,
+    /// Wall-clock time of the uploads in seconds (setting up the accounts excluded).
     pub seconds: f64,
+    /// Readings central accepted per wall-clock second.
     pub readings_per_second: f64,
 }
 
@@ -52,18 +62,26 @@ impl std::fmt::Display for IngestFigures {
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// Central failed (opening the database, enrolling the households).
     #[error(transparent)]
     Central(#[from] CentralError),
+    /// The temporary directory could not be made.
     #[error("cannot make a temporary directory: {0}")]
     Io(#[from] std::io::Error),
+    /// Central answered an exchange with an error status.
     #[error("gateway {gateway}: the exchange answered {status}: {body}")]
     Exchange {
+        /// The gateway whose exchange was refused.
         gateway: String,
+        /// The HTTP status.
         status: u16,
+        /// The answer's body (the error message).
         body: String,
     },
+    /// A task panicked or was cancelled, or a request or answer could not be encoded or decoded.
     #[error("a gateway task failed: {0}")]
     Task(String),
+    /// Too few gateways, meters or readings for one whole day of every meter.
     #[error("the benchmark needs at least one gateway, one meter and one day of readings")]
     Empty,
 }

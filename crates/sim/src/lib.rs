@@ -4,8 +4,9 @@
 //! - [`meter`]: simulated meters (firmware, load profiles, fleet, a light radio, `gramgrid sim`);
 //! - [`village`]: central, one gateway and an emulated cellular link ([`netem`]) in one process;
 //! - [`demo`]: `gramgrid demo`, a whole village on simulated time;
-//! - [`capacity`], [`radio_bench`], [`central_bench`], [`bench`]: the `gramgrid bench` commands;
+//! - [`capacity`], [`radio_bench`], [`central_bench`], [`bench`](crate::bench): the `gramgrid bench` commands;
 //! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`.
+#![warn(missing_docs)]
 
 pub mod air_cli;
 pub mod bench;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// What happens to one relayed connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fault {
+    /// Relay the connection untouched.
     #[default]
     None,
     /// Close both sides after this many bytes from the client have been forwarded.
@@ -34,12 +35,15 @@ pub struct LinkPlan {
     pub latency: Duration,
     /// Faults for the next connections, in order; later connections get `default_fault`.
     pub faults: VecDeque<Fault>,
+    /// The fault of every connection once `faults` is empty.
     pub default_fault: Fault,
 }
 
 /// A running relay.
 pub struct Relay {
+    /// Where the relay listens (127.0.0.1, a free port): point the gateway here, not at central.
     pub addr: SocketAddr,
+    /// The link's properties: a change applies to the connections accepted after it.
     pub plan: Arc<Mutex<LinkPlan>>,
     /// Bytes carried (both directions), for the bytes-on-the-wire figure.
     pub bytes: Arc<AtomicU64>,

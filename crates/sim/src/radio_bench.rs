@@ -26,14 +26,21 @@ const JITTER: Duration = Duration::from_secs(5);
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct RadioBenchOptions {
+    /// Simulated meters, placed uniformly within `radius_m` of the gateway.
     pub meters: usize,
+    /// Simulated time.
     pub simulated: Duration,
+    /// Uplink interval of each meter.
     pub interval: Duration,
+    /// Seed of everything random on the air (positions, shadowing, timing).
     pub seed: u64,
+    /// Radius of the village around the gateway, in metres.
     pub radius_m: f64,
     /// PHYPayload length: LoRaWAN's 13 bytes plus the application payload.
     pub payload_len: usize,
+    /// How the air attenuates signals over distance (the path-loss model).
     pub path_loss: PathLossModel,
+    /// Write every frame on the air as a JSON line to this file.
     pub capture: Option<PathBuf>,
 }
 
@@ -56,19 +63,29 @@ impl Default for RadioBenchOptions {
 /// What happened, and how fast.
 #[derive(Clone, Debug, Serialize)]
 pub struct RadioBenchReport {
+    /// Meters simulated.
     pub meters: usize,
     /// Meters per spreading factor SF7..SF12 chosen with a 5 dB margin.
     pub meters_per_sf: [usize; 6],
     /// Meters no spreading factor reaches (they still try at SF12).
     pub unreachable_meters: usize,
+    /// Uplinks the meters transmitted.
     pub uplinks_sent: u64,
+    /// Uplinks received intact by the gateway's radios (one per spreading factor).
     pub uplinks_received: u64,
+    /// Receptions at the gateway that failed the payload CRC.
     pub crc_errors: u64,
+    /// Receptions at the gateway with an invalid LoRa header.
     pub header_errors: u64,
+    /// Driver calls that failed (setup, transmit, an unexpected receive error), meters and gateway.
     pub radio_errors: u64,
+    /// What the air did: frames carried and the verdict of every reception.
     pub air: AirStats,
+    /// Simulated time, in seconds.
     pub simulated_s: f64,
+    /// Wall-clock time of the run, in seconds.
     pub wall_s: f64,
+    /// Uplinks sent per wall-clock second: how fast the simulation runs.
     pub uplinks_per_wall_second: f64,
 }
 

@@ -19,20 +19,28 @@ use std::sync::{Arc, Mutex};
 /// Why a village could not be built or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum VillageError {
+    /// The central PKI could not be created, or the gateway not enrolled.
     #[error("central PKI: {0}")]
     Pki(#[from] gramgrid_net::pki::PkiError),
+    /// The central server could not start.
     #[error("central server: {0}")]
     Start(#[from] gramgrid_central::server::StartError),
+    /// A central operation failed.
     #[error("central: {0}")]
     Central(#[from] CentralError),
+    /// The gateway could not be opened or run its policy pass.
     #[error("gateway: {0}")]
     Gateway(#[from] GatewayError),
+    /// The gateway's store failed.
     #[error("gateway store: {0}")]
     Store(#[from] StoreError),
+    /// The gateway's HTTPS transport could not be set up.
     #[error("sync transport: {0}")]
     Transport(#[from] gramgrid_gateway::sync::https::SetupError),
+    /// A file, a socket or the link relay failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A task panicked while holding the gateway.
     #[error("the gateway state is unavailable (a task panicked while holding it)")]
     Poisoned,
 }
@@ -40,8 +48,11 @@ pub enum VillageError {
 /// One consumer of the village.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Household {
+    /// Account id.
     pub account: String,
+    /// Serial of its meter.
     pub meter: String,
+    /// Tariff category.
     pub category: Category,
 }
 
@@ -82,15 +93,21 @@ pub fn interval_energy(household: usize, category: Category, hour: u32, rng: &mu
 
 /// A village under test.
 pub struct Village {
+    /// The directory of central's and the gateway's files (databases, PKI, logs).
     pub dir: PathBuf,
+    /// The running central server.
     pub central: gramgrid_central::server::Running,
     /// The emulated cellular link between gateway and central (faults and bandwidth set here).
     pub link: Relay,
+    /// The gateway (store and policy pass), shared with whatever drives it.
     pub gateway: Arc<Mutex<Gateway>>,
     /// The configuration the gateway was opened with.
     pub gateway_config: GatewayConfig,
+    /// The gateway's HTTPS transport to central, through `link`.
     pub transport: HttpsTransport,
+    /// The gateway's sync settings.
     pub sync: SyncConfig,
+    /// Every household, in enrolment order.
     pub households: Vec<Household>,
     /// The API token the utility's systems use.
     pub api_token: String,

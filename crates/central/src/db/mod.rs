@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex};
 /// A parameter or a column value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
+    /// SQL `NULL`.
     Null,
+    /// An integer (`BIGINT`); times are stored as UTC seconds, money as paise.
     Int(i64),
+    /// Text.
     Text(String),
 }
 
@@ -97,23 +100,38 @@ impl Row {
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// `database_url` names neither a SQLite file (`sqlite:PATH`) nor a PostgreSQL server.
     #[error("database_url '{0}' is neither sqlite:PATH nor postgres://...; fix it in the central config")]
     BadUrl(String),
+    /// The SQLite backend failed.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL backend failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] ::postgres::Error),
+    /// The SQLite file's directory could not be created.
     #[error("cannot create the database directory {path}: {source}")]
     Dir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why it could not be created.
         source: std::io::Error,
     },
+    /// The database was migrated by a newer gramgrid; this one leaves it untouched.
     #[error("the database has schema version {found}, newer than this gramgrid knows ({known}); run a newer gramgrid")]
-    NewerSchema { found: i64, known: i64 },
+    NewerSchema {
+        /// The database's schema version (the highest migration in its `schema_migrations`).
+        found: i64,
+        /// The latest schema version this gramgrid knows.
+        known: i64,
+    },
+    /// A column is missing, NULL where a value is required, or of another type than read.
     #[error("unexpected column type: {0}")]
     Type(String),
+    /// The storage worker threads have ended (the server is shutting down).
     #[error("the storage workers have stopped (the server is shutting down)")]
     Stopped,
+    /// A unique key is already taken (on SQLite, any constraint violation); the API answers 409.
     #[error("a unique key is already taken: {0}")]
     Unique(String),
 }

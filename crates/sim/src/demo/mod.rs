@@ -91,21 +91,35 @@ pub struct DemoArgs {
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// The command-line options are out of range or do not fit together.
     #[error("{0}")]
     Options(String),
+    /// The demo's directory, or a file in it, could not be created or written.
     #[error("cannot use {path} for the demo's files: {detail}")]
-    Dir { path: PathBuf, detail: String },
+    Dir {
+        /// The directory or file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The real-time office runtime could not be started.
     #[error("cannot start the async runtimes: {0}")]
     Runtime(std::io::Error),
+    /// Building or driving the village failed.
     #[error(transparent)]
     Village(#[from] VillageError),
+    /// The emulated radio, or the paused-clock air runtime, failed.
     #[error("the emulated radio failed: {0}")]
     Radio(#[from] RadioError),
+    /// A sync the demo cannot go on without (at the start, or the last one) failed.
     #[error("sync with central failed {when}: {source}")]
     Sync {
+        /// Which sync failed, in words for the message (at the start, or at the end after retries).
         when: &'static str,
+        /// Why it failed.
         source: gramgrid_gateway::sync::client::SyncError,
     },
+    /// The summary could not be read from the databases.
     #[error(transparent)]
     Summary(#[from] summary::SummaryError),
 }
@@ -332,6 +346,7 @@ impl Demo {
         })
     }
 
+    /// The summary of the simulated days, read from the databases when they ended.
     pub fn summary(&self) -> &Summary {
         &self.summary
     }

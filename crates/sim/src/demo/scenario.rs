@@ -23,8 +23,12 @@ const VOUCHER_WHILE_DOWN: f64 = 0.6;
 /// One household: its account and meter as central enrols them, and its opening credit.
 #[derive(Debug, Clone)]
 pub struct Consumer {
+    /// The account as central enrols it, on the demo's gateway.
     pub account: Account,
+    /// Its meter, with radio keys and its register at installation.
     pub meter: Meter,
+    /// Opening credit in paise: a drawn number of days of the household's typical daily cost,
+    /// rounded up to whole ₹10 (at least ₹10).
     pub opening_paise: i64,
 }
 
@@ -41,20 +45,27 @@ pub enum Channel {
 /// A payment a consumer makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
+    /// The paying account.
     pub account: String,
+    /// When the consumer pays (simulated time, UTC).
     pub at: DateTime<Utc>,
+    /// Amount paid, in paise (whole ₹50 steps).
     pub amount_paise: i64,
+    /// Where the money is paid: at central or by voucher at the gateway.
     pub channel: Channel,
 }
 
 /// The backhaul outage: down from `from` until `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
+    /// First instant the backhaul is down.
     pub from: DateTime<Utc>,
+    /// First instant it is up again.
     pub to: DateTime<Utc>,
 }
 
 impl Outage {
+    /// Whether the backhaul is down at `at`.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
         self.from <= at && at < self.to
     }

@@ -11,34 +11,52 @@ use std::path::Path;
 /// Everything the demo claims at the end.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
+    /// The village's seed.
     pub seed: u64,
+    /// Meters (one household each) in the village.
     pub meters: usize,
+    /// Simulated days.
     pub days: u32,
     /// Simulated period, local time (Asia/Kolkata).
     pub from: String,
+    /// End of the simulated period, local time (Asia/Kolkata).
     pub to: String,
+    /// The backhaul outage, if there was one.
     pub outage: Option<OutageSummary>,
+    /// Readings from the meters to the gateway, and on to central.
     pub radio: RadioSummary,
+    /// Recharges taken at central, and whether each reached the gateway.
     pub recharges: RechargeSummary,
+    /// Vouchers issued at central and redeemed at the gateway.
     pub vouchers: VoucherSummary,
+    /// Supply cuts and reconnections.
     pub relay: RelaySummary,
+    /// Consumer alerts and the notifications central sent.
     pub alerts: AlertSummary,
+    /// What the sync sessions carried over the emulated cellular link.
     pub sync: SyncSummary,
+    /// Whether the gateway and central agree on every balance at the end.
     pub balances: BalanceSummary,
     /// Business events central flagged for the office (offline overdrafts, double redemptions).
     pub flags: i64,
     /// Where the databases are (kept only with `--dir` or `--serve`).
     pub dir: String,
+    /// Wall-clock time of the demo, in seconds (one decimal).
     pub wall_seconds: f64,
 }
 
+/// The backhaul outage, in local time.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OutageSummary {
+    /// When the backhaul went down, local time (Asia/Kolkata).
     pub from: String,
+    /// When it came back, local time.
     pub to: String,
+    /// How long it was down, in hours.
     pub hours: f64,
 }
 
+/// How the readings travelled: by radio to the gateway, by sync to central.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RadioSummary {
     /// Meters with at least one reading at the gateway.
@@ -48,34 +66,45 @@ pub struct RadioSummary {
     pub meters_not_heard: i64,
     /// 15-minute intervals the meters closed up to an hour before the end (the delivery deadline).
     pub readings_due: i64,
+    /// Readings of those intervals the gateway stored.
     pub readings_at_gateway: i64,
+    /// Readings of those intervals central stored.
     pub readings_at_central: i64,
     /// Readings at central out of those due from the meters that were heard.
     pub delivered_percent_of_heard: f64,
+    /// Readings at central out of those due from every meter, heard or not.
     pub delivered_percent_of_all: f64,
 }
 
+/// Recharges taken at central, and whether they reached the gateway.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RechargeSummary {
     /// Opening balances credited at central when the village went prepaid.
     pub opening: i64,
     /// Recharges taken at central after the start (counters, UPI).
     pub top_ups: i64,
+    /// Top-ups taken while the backhaul was down.
     pub top_ups_during_outage: i64,
     /// Central recharges found in the gateway's ledger (each id at most once: it is the key).
     pub applied_at_gateway: i64,
+    /// Central recharges the gateway's ledger lacks (zero when the village ran as it should).
     pub missing_at_gateway: i64,
 }
 
+/// Vouchers issued at central, redeemed at the gateway and credited back at central.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct VoucherSummary {
+    /// Vouchers central issued.
     pub issued: i64,
+    /// Vouchers typed in at the gateway.
     pub redeemed_at_gateway: i64,
+    /// Of those, vouchers redeemed while the backhaul was down.
     pub redeemed_during_outage: i64,
     /// Redeemed vouchers whose recharge central holds (after the sync brought them).
     pub credited_at_central: i64,
 }
 
+/// Supply cuts and reconnections, read from the gateway's relay commands.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RelaySummary {
     /// Disconnect commands the meters confirmed.
@@ -84,12 +113,16 @@ pub struct RelaySummary {
     pub disconnects_sent_outside_window: i64,
     /// Connect commands confirmed after a confirmed disconnect of the same meter.
     pub reconnects: i64,
+    /// Meters whose supply was still cut at the end (relay state `disconnected`).
     pub disconnected_at_end: i64,
 }
 
+/// Consumer alerts raised at the gateway, and notifications central delivered.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AlertSummary {
+    /// Alerts the gateway raised, of every kind.
     pub raised_at_gateway: i64,
+    /// Alerts per kind (`low_balance`, `disconnected`, `reconnected`, ...).
     pub by_kind: BTreeMap<String, i64>,
     /// Notifications central delivered (SMS stand-in: the notifications log).
     pub delivered_by_central: i64,
@@ -98,39 +131,57 @@ pub struct AlertSummary {
 /// What the demo measured on the emulated cellular link.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SyncSummary {
+    /// Sync sessions that succeeded.
     pub sessions: u64,
     /// Attempts refused while the backhaul was down.
     pub failed_attempts: u64,
     /// Bytes on the wire in both directions, TLS included.
     pub wire_bytes: u64,
+    /// Readings those sessions uploaded.
     pub readings_uploaded: u64,
+    /// `wire_bytes` per reading uploaded (two decimals).
     pub wire_bytes_per_reading: f64,
     /// The first session after the outage: readings it carried.
     pub catch_up_readings: u64,
 }
 
+/// Every account's balance at the gateway against central's, at the end.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BalanceSummary {
+    /// Accounts compared.
     pub accounts: usize,
+    /// Accounts whose balance is the same at both, to the paisa.
     pub agree: usize,
     /// (account, gateway paise, central paise) for every account that differs.
     pub disagreements: Vec<(String, i64, i64)>,
+    /// Sum of the gateway's balances, in paise.
     pub total_gateway_paise: i64,
 }
 
 /// The facts only the demo knows: its settings, and what it measured on the link.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The village's seed.
     pub seed: u64,
+    /// Meters in the village.
     pub meters: usize,
+    /// Simulated days.
     pub days: u32,
+    /// Start of the simulated period: 00:00 Asia/Kolkata on the first day.
     pub start: DateTime<Utc>,
+    /// End of the simulated period (`days` after `start`).
     pub end: DateTime<Utc>,
+    /// The backhaul outage, if any.
     pub outage: Option<super::scenario::Outage>,
+    /// The gateway's policy: its disconnect windows judge the disconnect commands sent.
     pub policy: PolicyConfig,
+    /// What the sync sessions carried.
     pub sync: SyncSummary,
+    /// The balances compared at the end.
     pub balances: BalanceSummary,
+    /// Where the databases are, as the summary reports it.
     pub dir: String,
+    /// Wall-clock time of the demo, in seconds.
     pub wall_seconds: f64,
 }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// `gramgrid sim` options.
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// How many meters to run (serials SIM-00001, SIM-00002, ...).
@@ -27,6 +28,7 @@ pub struct SimArgs {
     /// `--commissioned` spreading factors match the air.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Path-loss model that picks the `--commissioned` spreading factors; use the air bus's.
     #[arg(long, value_enum, default_value = "rural")]
     pub path_loss: PathLossChoice,
     /// Write the fleet's meter manifest (serials and ABP keys) here for the gateway's

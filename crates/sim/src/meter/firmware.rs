@@ -22,15 +22,19 @@ const LOST_CONTACT: Duration = Duration::hours(2);
 /// What survives a power cut (the meter's non-volatile memory).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nvm {
+    /// Cumulative active import register (OBIS 1.0.1.8.0), in Wh.
     pub register_wh: u64,
     /// Next uplink counter to use.
     pub fcnt_up: u32,
     /// Last downlink counter accepted.
     pub fcnt_down: Option<u32>,
+    /// The relay: connected (supply on) or disconnected (the register stands still).
     pub relay: RelayState,
     /// The spreading factor it listens and answers on.
     pub sf: u8,
+    /// How it gets air time: polled by the gateway (scheduled) or on its own timer (ALOHA).
     pub mode: AccessMode,
+    /// The load-profile log: one reading per 15-minute interval, oldest first, a week at most.
     pub log: VecDeque<IntervalReading>,
     /// The last relay command obeyed and its outcome (a re-sent command is only re-acknowledged).
     pub last_command: Option<RelayAck>,
@@ -41,6 +45,7 @@ pub struct Nvm {
 pub struct Firmware {
     keys: SessionKeys,
     category: Category,
+    /// What survives a power cut: register, frame counters, relay, listening SF, mode, log.
     pub nvm: Nvm,
     /// RAM: lost at a power cut.
     acks: Vec<RelayAck>,

@@ -27,12 +27,17 @@ const ALOHA_JITTER: Duration = Duration::from_secs(5);
 /// One meter of a planned fleet.
 #[derive(Debug, Clone)]
 pub struct PlannedMeter {
+    /// Serial number ([`serial`]: `SIM-00001`, ...).
     pub serial: String,
+    /// ABP session keys: DevAddr, NwkSKey, AppSKey.
     pub keys: SessionKeys,
+    /// Tariff category of its household, which shapes its load profile.
     pub category: Category,
+    /// Its position on the village map (metres) and its antenna.
     pub spec: NodeSpec,
     /// The SF its link budget allows with the ADR margin; `None` if not even SF12 reaches.
     pub sf: Option<u8>,
+    /// Seed of its firmware: load noise, clock offset and drift.
     pub seed: u64,
 }
 
