@@ -66,6 +66,18 @@ pub enum Command {
     Sim(gramgrid_sim::meter::cli::SimArgs),
 }
 
+/// An option value the command cannot work with (exit code 2, as for clap's own usage errors).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Runs a parsed command line and maps errors to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     // Long commands show a progress bar and a result: only errors interrupt them (the business
@@ -77,6 +89,10 @@ pub fn run(cli: Cli) -> ExitCode {
     init_tracing(if quiet { "error" } else { "info" });
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 //! the `gramgrid` binary in separate processes.
 
 mod central;
+mod cli_errors;
 mod common;
 mod demo;
 mod docs_recipes;

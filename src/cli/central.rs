@@ -32,8 +32,8 @@ pub enum CentralCommand {
         /// Gateway id: letters, digits, '-' and '_'.
         #[arg(long)]
         id: String,
-        /// Days the certificate is valid.
-        #[arg(long, default_value_t = 1825)]
+        /// Days the certificate is valid (1 to 3650).
+        #[arg(long, default_value_t = 1825, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
     },
     /// Enter every meter of a meter manifest (serials and radio keys, e.g. from `gramgrid sim
@@ -101,7 +101,9 @@ fn central_serve(config: Option<PathBuf>) -> Result<()> {
         "fix the central config (see docs/central.example.toml for every option), then start again",
     )?;
     if let Ok(token) = std::env::var("GRAMGRID_API_TOKEN") {
-        config.api_tokens.push(token);
+        config
+            .add_api_token(token)
+            .map_err(|problem| anyhow::anyhow!("GRAMGRID_API_TOKEN: {problem}"))?;
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -6,7 +6,6 @@ use gramgrid_gateway::config::GatewayConfig;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct GatewayArgs {
     /// Gateway config file (TOML); without it the embedded defaults are used.
     #[arg(long, short, global = true, env = "GRAMGRID_CONFIG")]
@@ -42,8 +41,21 @@ pub(super) fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfi
 }
 
 pub(super) fn run(args: GatewayArgs) -> Result<()> {
+    if args.check && args.action.is_some() {
+        return Err(super::UsageError(
+            "--check validates the daemon's config on its own; drop the subcommand".into(),
+        )
+        .into());
+    }
     let config = load_config(args.config.as_deref())?;
     if args.check {
+        let missing = config.missing_files();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the config names files that are not there:\n  {}",
+                missing.join("\n  ")
+            );
+        }
         print!(
             "{}",
             toml::to_string(&config).context("cannot print the config")?
@@ -58,7 +70,7 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             Ok(())
         }
         Some(GatewayAction::Status { json }) => {
-            let mut gateway = gramgrid_gateway::gateway::Gateway::open(config)?;
+            let mut gateway = open_existing(config)?;
             let status = gramgrid_gateway::report::gateway_status(gateway.store())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -83,7 +95,7 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             }
         }
         Some(GatewayAction::Verify) => {
-            let mut gateway = gramgrid_gateway::gateway::Gateway::open(config)?;
+            let mut gateway = open_existing(config)?;
             let book = gateway.tariff_book().clone();
             let problems = gateway.store().verify(&book)?;
             if problems.is_empty() {
@@ -98,4 +110,17 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             anyhow::bail!("{} problems found in the gateway database", problems.len())
         }
     }
+}
+
+/// Opens the gateway database for a command that only reads it; a missing database is a mistyped
+/// data directory, never a new empty gateway.
+fn open_existing(config: GatewayConfig) -> Result<gramgrid_gateway::gateway::Gateway> {
+    let path = config.database_path();
+    if !path.exists() {
+        anyhow::bail!(
+            "there is no gateway database at {}: is gateway.data_dir right? (the daemon creates it when it first starts)",
+            path.display()
+        );
+    }
+    Ok(gramgrid_gateway::gateway::Gateway::open(config)?)
 }

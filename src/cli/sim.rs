@@ -73,7 +73,13 @@ pub enum BenchCommand {
 }
 
 pub(super) fn demo(args: &gramgrid_sim::demo::DemoArgs) -> Result<()> {
-    let demo = gramgrid_sim::demo::Demo::run(args).context("the demo could not finish")?;
+    let demo = match gramgrid_sim::demo::Demo::run(args) {
+        Ok(demo) => demo,
+        Err(gramgrid_sim::demo::DemoError::Options(problem)) => {
+            return Err(super::UsageError(problem).into())
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("the demo could not finish")),
+    };
     let summary = demo.summary();
     if args.json {
         println!("{}", serde_json::to_string_pretty(summary)?);

@@ -96,7 +96,7 @@ pub mod hex_bytes {
 
     /// Hex (either case) back to bytes; an odd length or a non-hex pair is an error.
     pub fn decode(s: &str) -> Result<Vec<u8>, String> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(format!("odd-length hex string of {} characters", s.len()));
         }
         (0..s.len())

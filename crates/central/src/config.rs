@@ -72,21 +72,57 @@ impl CentralConfig {
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<CentralConfig, String> {
         let config: CentralConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        if config.api_tokens.iter().any(|t| t.len() < 16) {
-            return Err(
-                "api_tokens: each token must be at least 16 characters (use a random one)".into(),
-            );
+        for token in &config.api_tokens {
+            check_token(token).map_err(|problem| format!("api_tokens: {problem}"))?;
         }
         if config.database_connections == 0 {
             return Err("database_connections must be at least 1".into());
         }
+        if config.notify_every.is_zero() {
+            return Err(
+                "notify_every = \"0s\" would stop the notifier: give a period such as \"10s\""
+                    .into(),
+            );
+        }
         Ok(config)
     }
+
+    /// Adds an API token from outside the file (`GRAMGRID_API_TOKEN`), under the same rules.
+    pub fn add_api_token(&mut self, token: String) -> Result<(), String> {
+        check_token(&token)?;
+        self.api_tokens.push(token);
+        Ok(())
+    }
+}
+
+/// An API token must be long enough not to be guessed.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 {
+        return Err(
+            "each token must be at least 16 characters (use a random one, e.g. `openssl rand -hex 24`)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_token_and_a_zero_notify_period_are_refused_wherever_they_come_from() {
+        assert!(CentralConfig::parse("api_tokens = [\"x\"]\n")
+            .unwrap_err()
+            .contains("at least 16 characters"));
+        let mut config = CentralConfig::default();
+        assert!(config.add_api_token("x".into()).is_err());
+        assert!(config.api_tokens.is_empty());
+        assert!(config.add_api_token("0123456789abcdef".into()).is_ok());
+        assert!(CentralConfig::parse("notify_every = \"0s\"\n")
+            .unwrap_err()
+            .contains("notify_every"));
+    }
 
     #[test]
     fn the_example_file_documents_exactly_the_defaults() {

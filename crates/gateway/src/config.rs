@@ -161,11 +161,51 @@ impl GatewayConfig {
     pub fn database_path(&self) -> PathBuf {
         self.gateway.data_dir.join("gateway.db")
     }
+
+    /// The files this config names that do not exist: the sync bundle, the meter manifest, and,
+    /// for a hardware radio, its SPI and GPIO devices. (The data directory is created on start.)
+    pub fn missing_files(&self) -> Vec<String> {
+        let mut named: Vec<(&str, &Path)> = Vec::new();
+        if let Some(bundle) = &self.sync.bundle {
+            named.push(("[sync] bundle", bundle));
+        }
+        if let Some(manifest) = &self.link.manifest {
+            named.push(("[link] manifest", manifest));
+        }
+        if self.radio.kind == crate::link::config::RadioKind::Hardware {
+            named.push((
+                "[radio.hardware] spi_device",
+                &self.radio.hardware.spi_device,
+            ));
+            named.push(("[radio.hardware] gpio_chip", &self.radio.hardware.gpio_chip));
+        }
+        named
+            .into_iter()
+            .filter(|(_, path)| !path.exists())
+            .map(|(what, path)| format!("{what} = {:?} does not exist", path.display().to_string()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_names_every_file_the_config_points_at_that_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.toml");
+        let config = GatewayConfig::parse(&format!(
+            "[sync]\nbundle = {bundle:?}\n[link]\nmanifest = \"no-such-meters.toml\"\n"
+        ))
+        .unwrap();
+        let missing = config.missing_files();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].contains("[sync] bundle") && missing[1].contains("[link] manifest"));
+        std::fs::write(&bundle, "").unwrap();
+        assert_eq!(config.missing_files().len(), 1);
+        assert!(GatewayConfig::default().missing_files().is_empty());
+    }
 
     const EXAMPLE: &str = include_str!("../../../docs/gateway.example.toml");
 

@@ -31,6 +31,38 @@ pub enum DaemonError {
     /// The sync transport could not be set up from the configured enrolment bundle.
     #[error(transparent)]
     Sync(#[from] SetupError),
+    /// Another daemon already runs on this data directory (or its lock file cannot be made).
+    #[error("{0}")]
+    Locked(String),
+}
+
+/// Takes the data directory's lock for the daemon's lifetime (the lock goes with the returned file,
+/// also when the process dies), so that a second daemon on the same directory refuses to start
+/// instead of sharing the database and removing the first's technician socket.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    let path = dir.join("gateway.lock");
+    let cannot = |e: std::io::Error| {
+        DaemonError::Locked(format!(
+            "cannot create the lock file {}: {e}; check gateway.data_dir and its permissions",
+            path.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Locked(format!(
+            "another gramgrid gateway is already running on {} (it holds {}); stop it first, or give this one its own gateway.data_dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
+    }
 }
 
 /// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
@@ -40,6 +72,7 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let _lock = lock_data_dir(&config.gateway.data_dir)?;
     let transport = match &config.sync.bundle {
         Some(bundle) => Some(HttpsTransport::from_bundle(
             bundle,
@@ -378,5 +411,20 @@ async fn policy_loop(
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_daemon_on_the_same_data_directory_is_refused_until_the_first_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let refused = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("already running"), "{refused}");
+        drop(first);
+        assert!(lock_data_dir(dir.path()).is_ok());
     }
 }

@@ -158,7 +158,7 @@ impl DemoArgs {
         }
         if !(self.radius_m > 0.0 && self.radius_m <= 20_000.0) {
             return Err(DemoError::Options(
-                "--radius-m must be between 0 and 20000".into(),
+                "--radius-m must be more than 0 and at most 20000 (metres)".into(),
             ));
         }
         Ok(())
@@ -593,7 +593,7 @@ impl Running<'_> {
             for payment in payments.drain(..due) {
                 self.pay(&payment, t)?;
             }
-            if !down || step % PROBE_EVERY_STEPS == 0 {
+            if !down || step.is_multiple_of(PROBE_EVERY_STEPS) {
                 let catching_up = was_down && !down;
                 if self.sync_now(catching_up).is_ok() && catching_up {
                     was_down = false;

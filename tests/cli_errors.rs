@@ -1,0 +1,171 @@
+//! What a careless operator meets: each mistake gets one clear message, the exit code the README
+//! promises (1: the command failed, 2: the command line was wrong), and nothing is changed.
+use crate::common::Proc;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn gramgrid(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("GRAMGRID_API_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn wrong_option_values_exit_2_with_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gramgrid(&["demo", "--radius-m", "0"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("more than 0"), "{}", stderr(&out));
+    let out = gramgrid(&["demo", "--days", "1", "--outage", "30h"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    let pki = dir.path().join("pki");
+    let pki = pki.to_str().unwrap();
+    let out = gramgrid(
+        &[
+            "central",
+            "init",
+            "--dir",
+            pki,
+            "--url",
+            "https://127.0.0.1:1",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for days in ["0", "100000000"] {
+        let out = gramgrid(
+            &[
+                "central",
+                "add-gateway",
+                "--dir",
+                pki,
+                "--id",
+                "v",
+                "--days",
+                days,
+            ],
+            dir.path(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--days {days}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("1..=3650"), "{}", stderr(&out));
+    }
+    assert!(
+        !dir.path().join("pki/gateways/v").exists(),
+        "no certificate was written"
+    );
+}
+
+#[test]
+fn a_short_api_token_in_the_environment_is_refused_like_one_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+        .args(["central", "serve"])
+        .current_dir(dir.path())
+        .env("GRAMGRID_API_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("GRAMGRID_API_TOKEN") && message.contains("at least 16"),
+        "{message}"
+    );
+    // Said once, not repeated by every layer it went through.
+    assert_eq!(message.matches("at least 16").count(), 1, "{message}");
+}
+
+#[test]
+fn read_only_commands_refuse_a_data_directory_with_no_gateway_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[gateway]\ndata_dir = \"mistyped\"\n",
+    )
+    .unwrap();
+    for command in ["status", "verify"] {
+        let out = gramgrid(
+            &["gateway", command, "--config", "gateway.toml"],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("no gateway database"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!dir.path().join("mistyped").exists());
+}
+
+#[test]
+fn check_fails_on_a_bundle_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[sync]\nbundle = \"pki/gateways/village-a/bundle.toml\"\n",
+    )
+    .unwrap();
+    let out = gramgrid(
+        &["gateway", "--config", "gateway.toml", "--check"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("[sync] bundle"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_directory_refuses_to_start_and_leaves_the_first_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[gateway]\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+            .args(["gateway", "--config", "gateway.toml"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let _first = Proc::new(start());
+    let socket = dir.path().join("data/gateway.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the first daemon did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = start().wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(
+        socket.exists(),
+        "the first daemon's technician socket is still there"
+    );
+    let status = gramgrid(
+        &["gateway", "status", "--config", "gateway.toml"],
+        dir.path(),
+    );
+    assert!(status.status.success(), "{}", stderr(&status));
+}
