@@ -13,13 +13,14 @@ use gramgrid_core::relay::CommandState;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::daemon::GatewayBackend;
 use gramgrid_gateway::gateway::Gateway;
-use gramgrid_gateway::link::{self, Link, LinkClock, SharedStats};
-use gramgrid_gateway::store::{Account, MeterInstall};
+use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError, SharedStats};
+use gramgrid_gateway::store::{Account, Fcnt, LinkSession, MeterInstall, MeterReading, StoreError};
 use gramgrid_proto::frame;
 use gramgrid_proto::payload::{self, AccessMode, Downlink};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::{RadioConfig, RxFrame};
 use gramgrid_sim::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,6 +41,41 @@ struct Village {
     clock: LinkClock,
     stats: SharedStats,
     stop: watch::Sender<bool>,
+    /// Set above zero, that many of the next reading batches fail to store (a full disk).
+    store_failures: Arc<AtomicUsize>,
+}
+
+/// The daemon's backend, except that reading batches fail to store while `failures` is above zero.
+struct FlakyStore {
+    inner: GatewayBackend,
+    failures: Arc<AtomicUsize>,
+}
+
+impl LinkBackend for FlakyStore {
+    fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError> {
+        self.inner.sessions()
+    }
+    fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError> {
+        self.inner.commit_fcnt(meter, which, fcnt)
+    }
+    fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(LinkError::Store(StoreError::DiskFull));
+        }
+        self.inner.readings(batch)
+    }
+    fn relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError> {
+        self.inner.relay_state(meter, state, at)
+    }
 }
 
 /// A gateway and `n` meters within 300 m; the gateway config is `config_toml`.
@@ -93,13 +129,12 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
     let (radio, _chip) = radio_on_air(&air, fleet::gateway_spec(), PhyOptions::default())
         .await
         .unwrap();
-    let l = Link::new(
-        GatewayBackend::new(gateway.clone()),
-        timing,
-        RadioConfig::gateway(),
-        clock,
-    )
-    .with_provisioned(provisioned);
+    let store_failures = Arc::new(AtomicUsize::new(0));
+    let backend = FlakyStore {
+        inner: GatewayBackend::new(gateway.clone()),
+        failures: store_failures.clone(),
+    };
+    let l = Link::new(backend, timing, RadioConfig::gateway(), clock).with_provisioned(provisioned);
     let stats = l.stats();
     match mode {
         AccessMode::Scheduled => tokio::spawn(l.run_scheduled(radio, requests, stopping.clone())),
@@ -128,6 +163,7 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
         clock,
         stats,
         stop,
+        store_failures,
     }
 }
 
@@ -332,6 +368,38 @@ async fn intervals_whose_uplink_was_lost_are_fetched_again() {
         .collect();
     assert!(wanted.len() >= 14, "{}", wanted.len());
     assert_eq!(stats.readings as usize, wanted.len(), "{stats:?}");
+    v.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn readings_that_could_not_be_stored_are_fetched_again() {
+    let v = village(1, "").await;
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    let (meter, _, fw) = &v.meters[0];
+    // The disk is full for the next two reports the link tries to store.
+    v.store_failures.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(
+        v.store_failures.load(Ordering::SeqCst),
+        0,
+        "both failures happened"
+    );
+    let stats = v.stats();
+    // Every interval the meter captured up to the last one stored is in the store.
+    let log: Vec<_> = locked(fw).nvm.log.iter().copied().collect();
+    let sessions = v.gw().store().link_sessions().unwrap();
+    let last = sessions
+        .iter()
+        .find(|s| s.meter == *meter)
+        .unwrap()
+        .last_reading_at
+        .unwrap();
+    let wanted = log
+        .iter()
+        .filter(|i| i.interval_start + Days::minutes(15) <= last)
+        .count();
+    assert!(wanted >= 14, "{wanted}");
+    assert_eq!(stats.readings as usize, wanted, "{stats:?}");
     v.stop.send(true).unwrap();
 }
 

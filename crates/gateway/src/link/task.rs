@@ -253,7 +253,8 @@ impl<B: LinkBackend> Link<B> {
     }
 
     /// Handles one uplink heard outside an exchange (ALOHA, or a benchmark's extra receivers).
-    /// Returns the meter and its report if the frame was accepted.
+    /// Returns the meter and its report if the frame was accepted; a report whose readings could
+    /// not be stored comes back without them, so that no one counts them as fetched.
     pub fn on_uplink(&mut self, frame: &RxFrame) -> Option<(i64, MeterReport)> {
         let opened = match self.sessions.open_uplink(&frame.payload) {
             Ok(opened) => opened,
@@ -283,17 +284,27 @@ impl<B: LinkBackend> Link<B> {
                 return None;
             }
         };
-        self.apply(meter, &report);
+        let mut report = report;
+        if !self.apply(meter, &report) {
+            // Not stored (a full disk, an I/O error): the caller must not count these intervals as
+            // fetched, so the next poll asks for them again. The meter keeps a week of them.
+            report.intervals.clear();
+        }
         Some((meter, report))
     }
 
-    fn apply(&mut self, meter: i64, report: &MeterReport) {
+    /// Stores what a report says; false if its readings could not be stored.
+    fn apply(&mut self, meter: i64, report: &MeterReport) -> bool {
         let at = self.clock.now();
         let readings = frames::readings_of(meter, report);
+        let mut stored = true;
         if !readings.is_empty() {
             match self.backend.readings(&readings) {
                 Ok(()) => self.stats_mut(|s| s.readings += readings.len() as u64),
-                Err(error) => tracing::error!(%error, meter, "readings heard but not stored"),
+                Err(error) => {
+                    stored = false;
+                    tracing::error!(%error, meter, "readings heard but not stored; they will be fetched again")
+                }
             }
         }
         let now = Instant::now();
@@ -320,6 +331,7 @@ impl<B: LinkBackend> Link<B> {
                 Err(error) => tracing::error!(%error, meter, "relay state heard but not stored"),
             }
         }
+        stored
     }
 
     async fn scheduled_turn<R: Radio>(
