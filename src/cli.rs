@@ -90,14 +90,31 @@ pub fn run(cli: Cli) -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", say_once(&error));
             ExitCode::from(2)
         }
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", say_once(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a library error that already quotes its cause in its
+/// own message (`cannot read config file x: Is a directory`) is not followed by that cause again.
+fn say_once(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 fn init_tracing(default_level: &str) {

@@ -1135,3 +1135,20 @@ async fn meter_keys_are_written_in_hex_as_lorawan_tools_write_them() {
         )));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_refused_with_413_and_the_limit() {
+    for h in harnesses("oversized_body") {
+        let name = "x".repeat(1024 * 1024);
+        let body = json!({"id": "A1", "consumer_name": name, "category": "domestic"}).to_string();
+        let (status, answer) = h.call("POST", "/api/v1/accounts", Some(&body)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        let limit = gramgrid_central::api::MAX_API_BODY_BYTES.to_string();
+        assert!(
+            answer["error"].as_str().unwrap().contains(&limit),
+            "{answer}"
+        );
+        let (_, accounts) = h.call("GET", "/api/v1/accounts", None).await;
+        assert_eq!(accounts, json!([]), "nothing was written");
+    }
+}

@@ -169,3 +169,14 @@ fn a_second_daemon_on_the_same_data_directory_refuses_to_start_and_leaves_the_fi
     );
     assert!(status.status.success(), "{}", stderr(&status));
 }
+
+#[test]
+fn an_error_and_its_cause_are_each_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where a config file should be: the OS error appears once, not once per layer.
+    let out = gramgrid(&["gateway", "--check", "--config", "."], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(message.contains("cannot read config file"), "{message}");
+    assert_eq!(message.matches("os error").count(), 1, "{message}");
+}

@@ -24,6 +24,10 @@ use subtle::ConstantTimeEq;
 /// The OpenAPI document, as kept in docs/.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
+/// Largest request body an API route takes (the biggest real one, a policy with years of
+/// holidays, is a few kilobytes); a larger one is answered 413 with this limit.
+pub const MAX_API_BODY_BYTES: usize = 256 * 1024;
+
 /// Every API route (method, path), as documented in [`OPENAPI`].
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
@@ -61,6 +65,11 @@ impl From<CentralError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError(CentralError::TooLarge(format!(
+                "the request body is larger than the {MAX_API_BODY_BYTES} bytes an API request may have"
+            )));
+        }
         ApiError(CentralError::Invalid(format!(
             "the request body is not what this endpoint takes ({}); see /api/v1/openapi.json",
             rejection.body_text()
@@ -78,6 +87,7 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT
             }
             CentralError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CentralError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             CentralError::Voucher(_) | CentralError::Rating(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CentralError::Db(_) | CentralError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -119,7 +129,8 @@ pub fn router(central: Arc<Central>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
-        ));
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES));
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .merge(api)

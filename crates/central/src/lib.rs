@@ -47,6 +47,9 @@ pub enum CentralError {
     /// A gateway sent a record about an account or meter not assigned to it: 403.
     #[error("{0}")]
     Forbidden(String),
+    /// A request body over the size limit (the message says the limit): 413.
+    #[error("{0}")]
+    TooLarge(String),
     /// A voucher code or key was refused (malformed, unknown or revoked key, bad signature,
     /// expired, another account): 422.
     #[error("voucher refused: {0}")]

@@ -1,6 +1,7 @@
 //! The gateway's local entry point: a Unix socket in the data directory for technicians' commands
 //! (`gramgrid gateway redeem CODE`) against the running daemon. One JSON line in, one JSON line out.
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use gramgrid_net::wallclock::WallClock;
 use serde::{Deserialize, Serialize};
@@ -126,7 +127,13 @@ fn redeem(
         }
         Err(error) => LocalResponse {
             ok: false,
-            message: format!("Voucher refused: {error}"),
+            message: match error {
+                // The store's message already says "voucher refused" / "voucher already redeemed".
+                StoreError::VoucherRefused(_) | StoreError::VoucherSpent { .. } => {
+                    capitalised(&error.to_string())
+                }
+                other => format!("Voucher not redeemed: {other}"),
+            },
         },
     }
 }
@@ -141,4 +148,13 @@ pub async fn request(path: &Path, request: &LocalRequest) -> std::io::Result<Loc
     let mut answer = String::new();
     BufReader::new(read).read_line(&mut answer).await?;
     serde_json::from_str(&answer).map_err(std::io::Error::other)
+}
+
+/// A message's first letter in upper case, as a sentence shown to a technician starts.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
