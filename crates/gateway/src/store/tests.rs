@@ -610,6 +610,48 @@ mod sync {
     }
 
     #[test]
+    fn a_meter_rekeyed_by_central_starts_a_new_session_with_fresh_counters() {
+        let (_dir, mut store) = open_temp();
+        let meter_record = |seq: u64, nwk: &str| {
+            downlink(
+                seq,
+                DownlinkEvent::Meter {
+                    serial: "M-K".into(),
+                    account: "A1".into(),
+                    installed_at: t0(),
+                    initial_register_wh: None,
+                    keys: Some(gramgrid_proto::wire::MeterKeys {
+                        dev_addr: 0x2601_0001,
+                        nwk_skey: nwk.into(),
+                        app_skey: "DD50AD492DBB6BC997DB98528D2530D3".into(),
+                    }),
+                },
+            )
+        };
+        let old = "ABEC61DA682F4CBF30867EFB4D34B34D";
+        store
+            .apply_downlink(&[account_record(1, "A1"), meter_record(2, old)], t0())
+            .unwrap();
+        let meter = store.link_sessions().unwrap()[0].meter;
+        store.commit_fcnt(meter, Fcnt::Up, 500).unwrap();
+        store.commit_fcnt(meter, Fcnt::Down, 40).unwrap();
+        // The same keys again (a resent record) keep the session and its counters.
+        store.apply_downlink(&[meter_record(3, old)], t0()).unwrap();
+        let session = &store.link_sessions().unwrap()[0];
+        assert_eq!((session.fcnt_up, session.fcnt_down), (Some(500), Some(40)));
+        // New keys: a new session, whose counters start again (its first frames are not replays).
+        store
+            .apply_downlink(&[meter_record(4, "00112233445566778899AABBCCDDEEFF")], t0())
+            .unwrap();
+        let session = &store.link_sessions().unwrap()[0];
+        assert_eq!((session.fcnt_up, session.fcnt_down), (None, None));
+        assert_eq!(
+            session.keys.nwk_skey.to_storage_hex().to_uppercase(),
+            "00112233445566778899AABBCCDDEEFF"
+        );
+    }
+
+    #[test]
     fn local_events_queue_for_upload_and_acks_prune_them() {
         let (_dir, mut store) = open_temp();
         let meter = with_account(&mut store, "A1");
