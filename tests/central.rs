@@ -1152,3 +1152,17 @@ async fn an_oversized_body_is_refused_with_413_and_the_limit() {
         assert_eq!(accounts, json!([]), "nothing was written");
     }
 }
+
+#[test]
+fn the_central_database_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db/central.db");
+    let config = CentralConfig {
+        database_url: format!("sqlite:{}", path.display()),
+        ..CentralConfig::default()
+    };
+    drop(Central::open(config).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

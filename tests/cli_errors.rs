@@ -163,6 +163,15 @@ fn a_second_daemon_on_the_same_data_directory_refuses_to_start_and_leaves_the_fi
         socket.exists(),
         "the first daemon's technician socket is still there"
     );
+    // Meter keys and phone numbers: the database and the socket are the daemon user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["data/gateway.db", "data/gateway.sock"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
     let status = gramgrid(
         &["gateway", "status", "--config", "gateway.toml"],
         dir.path(),

@@ -50,8 +50,10 @@ impl Sender for LogFileSender {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        // Phone numbers and balances: not for every user of the machine.
+        gramgrid_net::files::ensure_private(&self.path, gramgrid_net::files::OWNER_AND_GROUP_READ)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut file = std::fs::OpenOptions::new()
-            .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
@@ -124,5 +126,32 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_notification_log_with_phone_numbers_is_not_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let sender = LogFileSender {
+            path: dir.path().join("logs/notifications.log"),
+        };
+        let notification = Notification {
+            id: "n1".into(),
+            account: "A1".into(),
+            kind: "low_balance".into(),
+            message: "Balance low".into(),
+            created_at: chrono::Utc::now(),
+        };
+        sender.send(&notification).unwrap();
+        let mode = std::fs::metadata(&sender.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
     }
 }

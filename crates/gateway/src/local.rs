@@ -47,6 +47,8 @@ pub async fn serve(
     // A socket left by a killed daemon would make bind fail; nothing else owns this path.
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
+    // Whoever may connect may redeem vouchers: the daemon's user only.
+    gramgrid_net::files::restrict(&path, gramgrid_net::files::OWNER_ONLY)?;
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

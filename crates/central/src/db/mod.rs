@@ -110,7 +110,7 @@ pub enum DbError {
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] ::postgres::Error),
     /// The SQLite file's directory could not be created.
-    #[error("cannot create the database directory {path}: {source}")]
+    #[error("cannot create the database directory or file {path}: {source}")]
     Dir {
         /// The directory.
         path: std::path::PathBuf,

@@ -9,6 +9,14 @@ pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, DbErr
             source,
         })?;
     }
+    // Voucher secrets, meter keys and phone numbers live here: owner only, before SQLite writes a
+    // byte (its -wal and -shm files take the database file's mode).
+    gramgrid_net::files::ensure_private(path, gramgrid_net::files::OWNER_ONLY).map_err(
+        |source| DbError::Dir {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
     let conn = rusqlite::Connection::open(path)?;
     // Another process may hold the write lock for a moment (`central import-meters` beside a
     // running `central serve`): wait for it rather than fail.

@@ -103,6 +103,16 @@ pub enum StoreError {
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// A database file could not be created or given its owner-only mode.
+    #[error(
+        "cannot create {path} owner-only: {detail}; check the data directory and its permissions"
+    )]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        detail: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -172,6 +182,16 @@ pub struct Store {
 
 pub(crate) use gramgrid_core::civil::{from_ts, ts};
 
+/// Creates a database file owner-only before SQLite opens it (or narrows an existing one).
+fn private_file(path: &Path) -> Result<()> {
+    gramgrid_net::files::ensure_private(path, gramgrid_net::files::OWNER_ONLY).map_err(|e| {
+        StoreError::File {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) a database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -179,6 +199,9 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // Meter keys and phone numbers live here: owner only, before SQLite writes a byte (its
+        // -wal and -shm files take the database file's mode).
+        private_file(path)?;
         let conn = Connection::open(path).map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
@@ -419,6 +442,7 @@ impl Store {
 
     /// Writes a consistent copy of the live database to `target` with SQLite's online backup API.
     pub fn backup_to(&self, target: &Path) -> Result<()> {
+        private_file(target)?;
         let mut destination = Connection::open(target)?;
         let backup = rusqlite::backup::Backup::new(&self.conn, &mut destination)?;
         backup.run_to_completion(256, std::time::Duration::from_millis(0), None)?;
