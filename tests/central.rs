@@ -1166,3 +1166,29 @@ fn the_central_database_is_created_owner_only() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_over_the_reading_limit_is_refused_whole_with_413() {
+    for h in harnesses("exchange_limit") {
+        h.customer("A1", "gw-a").await;
+        let (_, before) = h.call_raw("GET", "/api/v1/readings.csv", None).await;
+        let over = gramgrid_proto::wire::MAX_READINGS_PER_EXCHANGE as i64 + 1;
+        let request = upload(
+            vec![],
+            Some(ReadingBatch {
+                after_seq: 0,
+                through_seq: over as u64,
+                blocks: ReadingBlock::group(readings("M-A1", 1..over + 1)),
+            }),
+            0,
+        );
+        let (status, body) = h.exchange("gw-a", &request).await.unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            body.contains("100000") && body.contains("max_readings"),
+            "{body}"
+        );
+        let (_, after) = h.call_raw("GET", "/api/v1/readings.csv", None).await;
+        assert_eq!(before, after, "nothing was stored");
+    }
+}

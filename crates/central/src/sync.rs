@@ -34,6 +34,9 @@ pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Respon
     if let Err(error) = wire::check_version(request.protocol) {
         return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
     }
+    if let Err(too_large) = check_size(&request) {
+        return super::api::ApiError(too_large).into_response();
+    }
     let book = central.tariff_book();
     let now = central.now();
     let applied = central
@@ -48,6 +51,23 @@ pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Respon
         Ok(bytes) => ([(header::CONTENT_TYPE, wire::CONTENT_TYPE)], bytes).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
     }
+}
+
+/// Refuses an exchange bigger than central takes in one transaction (413, with the limits).
+fn check_size(request: &UploadRequest) -> Result<()> {
+    let readings: usize = request
+        .readings
+        .as_ref()
+        .map_or(0, |b| b.blocks.iter().map(|block| block.len()).sum());
+    let priority = request.priority.len();
+    if readings > wire::MAX_READINGS_PER_EXCHANGE || priority > wire::MAX_PRIORITY_PER_EXCHANGE {
+        return Err(CentralError::TooLarge(format!(
+            "this exchange carries {readings} readings and {priority} priority records; one may carry at most {} and {}: lower the gateway's [sync] max_readings / max_priority_records",
+            wire::MAX_READINGS_PER_EXCHANGE,
+            wire::MAX_PRIORITY_PER_EXCHANGE
+        )));
+    }
+    Ok(())
 }
 
 /// Who owns what, looked up once per request.

@@ -118,10 +118,16 @@ impl GatewayConfig {
                 self.sync.schedule
             )
         })?;
-        if self.sync.max_priority_records == 0 || self.sync.max_readings == 0 {
-            return Err(
-                "sync.max_priority_records and sync.max_readings must be at least 1".into(),
-            );
+        let (max_readings, max_priority) = (
+            gramgrid_proto::wire::MAX_READINGS_PER_EXCHANGE,
+            gramgrid_proto::wire::MAX_PRIORITY_PER_EXCHANGE,
+        );
+        if !(1..=max_readings).contains(&self.sync.max_readings)
+            || !(1..=max_priority).contains(&self.sync.max_priority_records)
+        {
+            return Err(format!(
+                "sync.max_readings must be 1 to {max_readings} and sync.max_priority_records 1 to {max_priority} (the most central takes in one exchange)"
+            ));
         }
         if self.store.readings_commit_max == 0 {
             return Err("store.readings_commit_max must be at least 1".into());
@@ -190,6 +196,13 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_batches_larger_than_central_takes_are_refused() {
+        let error = GatewayConfig::parse("[sync]\nmax_readings = 200000\n").unwrap_err();
+        assert!(error.contains("100000"), "{error}");
+        assert!(GatewayConfig::parse("[sync]\nmax_readings = 100000\n").is_ok());
+    }
 
     #[test]
     fn check_names_every_file_the_config_points_at_that_is_missing() {

@@ -22,6 +22,12 @@ pub const CONTENT_TYPE: &str = "application/x-gramgrid-sync-v1+zstd";
 pub const EXCHANGE_PATH: &str = "/sync/v1/exchange";
 /// Largest body either side accepts, compressed and uncompressed (a bound against hostile input).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Most readings one exchange may carry (central applies an exchange in one transaction; a
+/// gateway's `[sync] max_readings` may not exceed it). A week of 500 meters is 336,000: a
+/// catch-up takes a few exchanges, each a bounded transaction.
+pub const MAX_READINGS_PER_EXCHANGE: usize = 100_000;
+/// Most priority records one exchange may carry.
+pub const MAX_PRIORITY_PER_EXCHANGE: usize = 10_000;
 
 /// Upload lanes. Each has its own origin sequence and acknowledgement, so urgent records never wait
 /// behind bulk readings.
