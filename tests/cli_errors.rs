@@ -189,3 +189,51 @@ fn an_error_and_its_cause_are_each_said_once() {
     assert!(message.contains("cannot read config file"), "{message}");
     assert_eq!(message.matches("os error").count(), 1, "{message}");
 }
+
+#[test]
+fn a_gateway_id_that_is_not_the_certificates_is_refused_by_check_and_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| assert!(gramgrid(args, dir.path()).status.success(), "{args:?}");
+    ok(&[
+        "central",
+        "init",
+        "--dir",
+        "pki",
+        "--url",
+        "https://127.0.0.1:1",
+    ]);
+    ok(&[
+        "central",
+        "add-gateway",
+        "--dir",
+        "pki",
+        "--id",
+        "village-a",
+    ]);
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[gateway]\nid = \"village-b\"\ndata_dir = \"data\"\n[sync]\nbundle = \"pki/gateways/village-a/bundle.toml\"\n",
+    )
+    .unwrap();
+    let check = gramgrid(
+        &["gateway", "--check", "--config", "gateway.toml"],
+        dir.path(),
+    );
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).contains("is for gateway 'village-a'"),
+        "{}",
+        stderr(&check)
+    );
+    let daemon = gramgrid(&["gateway", "--config", "gateway.toml"], dir.path());
+    assert_eq!(daemon.status.code(), Some(1));
+    assert!(
+        stderr(&daemon).contains("is for gateway 'village-a'"),
+        "{}",
+        stderr(&daemon)
+    );
+    assert!(
+        !dir.path().join("data/gateway.db").exists(),
+        "nothing was started"
+    );
+}

@@ -56,6 +56,19 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
                 missing.join("\n  ")
             );
         }
+        if let Some(path) = &config.sync.bundle {
+            let bundle = gramgrid_net::pki::GatewayBundle::load(path).with_context(|| {
+                format!("the enrolment bundle {} is not usable", path.display())
+            })?;
+            anyhow::ensure!(
+                bundle.gateway_id == config.gateway.id,
+                "gateway.id is '{}' but the enrolment bundle {} is for gateway '{}'; set gateway.id = \"{}\"",
+                config.gateway.id,
+                path.display(),
+                bundle.gateway_id,
+                bundle.gateway_id
+            );
+        }
         print!(
             "{}",
             toml::to_string(&config).context("cannot print the config")?

@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// Another daemon already runs on this data directory (or its lock file cannot be made).
     #[error("{0}")]
     Locked(String),
+    /// The config's gateway id is not the one in the enrolment certificate.
+    #[error("{0}")]
+    Identity(String),
 }
 
 /// Takes the data directory's lock for the daemon's lifetime (the lock goes with the returned file,
@@ -74,10 +77,19 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let _lock = lock_data_dir(&config.gateway.data_dir)?;
     let transport = match &config.sync.bundle {
-        Some(bundle) => Some(HttpsTransport::from_bundle(
-            bundle,
-            config.sync.request_timeout,
-        )?),
+        Some(bundle) => {
+            let transport = HttpsTransport::from_bundle(bundle, config.sync.request_timeout)?;
+            if transport.gateway_id() != config.gateway.id {
+                return Err(DaemonError::Identity(format!(
+                    "gateway.id is '{}' but the enrolment bundle {} is for gateway '{}': the ids this gateway gives its events must be the certificate's; set gateway.id = \"{}\"",
+                    config.gateway.id,
+                    bundle.display(),
+                    transport.gateway_id(),
+                    transport.gateway_id()
+                )));
+            }
+            Some(transport)
+        }
         None => {
             tracing::warn!("no [sync] bundle configured: this gateway runs offline only");
             None

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub struct HttpsTransport {
     client: HttpsClient,
     timeout: Duration,
+    gateway_id: String,
 }
 
 /// Why the transport could not be set up from a bundle.
@@ -56,7 +57,16 @@ impl HttpsTransport {
         let config = client_config(&bundle).map_err(|e| failed(e.to_string()))?;
         let url = url.unwrap_or(&bundle.central_url);
         let client = HttpsClient::new(config, url).map_err(|e| failed(e.to_string()))?;
-        Ok(HttpsTransport { client, timeout })
+        Ok(HttpsTransport {
+            client,
+            timeout,
+            gateway_id: bundle.gateway_id,
+        })
+    }
+
+    /// The gateway id the bundle's certificate names (central knows this gateway by it alone).
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
     }
 }
 
