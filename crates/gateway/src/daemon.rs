@@ -68,15 +68,10 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     }
 }
 
-/// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
-/// client (when an enrolment bundle is configured) and the local technician socket, each a task that
-/// stops when told; the daemon returns once all have stopped.
-pub async fn run(
-    config: GatewayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DaemonError> {
-    let _lock = lock_data_dir(&config.gateway.data_dir)?;
-    let transport = match &config.sync.bundle {
+/// The sync client's transport from the enrolment bundle, if one is configured; its certificate
+/// must name this gateway's configured id.
+fn sync_transport(config: &GatewayConfig) -> Result<Option<HttpsTransport>, DaemonError> {
+    Ok(match &config.sync.bundle {
         Some(bundle) => {
             let transport = HttpsTransport::from_bundle(bundle, config.sync.request_timeout)?;
             if transport.gateway_id() != config.gateway.id {
@@ -94,7 +89,18 @@ pub async fn run(
             tracing::warn!("no [sync] bundle configured: this gateway runs offline only");
             None
         }
-    };
+    })
+}
+
+/// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
+/// client (when an enrolment bundle is configured) and the local technician socket, each a task that
+/// stops when told; the daemon returns once all have stopped.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let _lock = lock_data_dir(&config.gateway.data_dir)?;
+    let transport = sync_transport(&config)?;
     let services = Services {
         policy_schedule: config.policy_schedule(),
         socket: local::socket_path(&config.gateway.data_dir),
