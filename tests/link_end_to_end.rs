@@ -344,6 +344,23 @@ async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejecte
     assert_eq!(stats.uplinks, 0);
 }
 
+/// How many intervals the meter captured up to the latest reading the gateway stored of it.
+fn captured_up_to_last_stored(v: &Village, meter: i64, fw: &MeterHandle) -> usize {
+    let sessions = v.gw().store().link_sessions().unwrap();
+    let last = sessions
+        .iter()
+        .find(|s| s.meter == meter)
+        .unwrap()
+        .last_reading_at
+        .unwrap();
+    locked(fw)
+        .nvm
+        .log
+        .iter()
+        .filter(|i| i.interval_start + Days::minutes(15) <= last)
+        .count()
+}
+
 #[tokio::test(start_paused = true)]
 async fn intervals_whose_uplink_was_lost_are_fetched_again() {
     let v = village(1, "").await;
@@ -354,20 +371,9 @@ async fn intervals_whose_uplink_was_lost_are_fetched_again() {
     let stats = v.stats();
     assert!(stats.silences >= 2, "{stats:?}");
     // Every interval the meter captured is in the store, lost replies notwithstanding.
-    let log: Vec<_> = locked(fw).nvm.log.iter().copied().collect();
-    let sessions = v.gw().store().link_sessions().unwrap();
-    let last = sessions
-        .iter()
-        .find(|s| s.meter == *meter)
-        .unwrap()
-        .last_reading_at
-        .unwrap();
-    let wanted: Vec<_> = log
-        .iter()
-        .filter(|i| i.interval_start + Days::minutes(15) <= last)
-        .collect();
-    assert!(wanted.len() >= 14, "{}", wanted.len());
-    assert_eq!(stats.readings as usize, wanted.len(), "{stats:?}");
+    let wanted = captured_up_to_last_stored(&v, *meter, fw);
+    assert!(wanted >= 14, "{wanted}");
+    assert_eq!(stats.readings as usize, wanted, "{stats:?}");
     v.stop.send(true).unwrap();
 }
 
@@ -386,18 +392,7 @@ async fn readings_that_could_not_be_stored_are_fetched_again() {
     );
     let stats = v.stats();
     // Every interval the meter captured up to the last one stored is in the store.
-    let log: Vec<_> = locked(fw).nvm.log.iter().copied().collect();
-    let sessions = v.gw().store().link_sessions().unwrap();
-    let last = sessions
-        .iter()
-        .find(|s| s.meter == *meter)
-        .unwrap()
-        .last_reading_at
-        .unwrap();
-    let wanted = log
-        .iter()
-        .filter(|i| i.interval_start + Days::minutes(15) <= last)
-        .count();
+    let wanted = captured_up_to_last_stored(&v, *meter, fw);
     assert!(wanted >= 14, "{wanted}");
     assert_eq!(stats.readings as usize, wanted, "{stats:?}");
     v.stop.send(true).unwrap();
