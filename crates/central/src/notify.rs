@@ -51,12 +51,11 @@ impl Sender for LogFileSender {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         // Phone numbers and balances: not for every user of the machine.
-        gramgrid_net::files::ensure_private(&self.path, gramgrid_net::files::OWNER_AND_GROUP_READ)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mut file = gramgrid_net::files::open_private_append(
+            &self.path,
+            gramgrid_net::files::OWNER_AND_GROUP_READ,
+        )
+        .map_err(|e| format!("{}: {e}", self.path.display()))?;
         writeln!(file, "{line}").map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }

@@ -10,15 +10,30 @@ pub const OWNER_AND_GROUP_READ: u32 = 0o640;
 
 /// Makes sure `path` exists as a regular file with at most `mode` (creating it empty if missing).
 pub fn ensure_private(path: &Path, mode: u32) -> std::io::Result<()> {
+    open_private_append(path, mode).map(drop)
+}
+
+/// Opens `path` for appending, created with `mode` if missing and narrowed to it if wider: one
+/// open and one stat of the open file, for files appended to often (the notification log).
+pub fn open_private_append(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         options.mode(mode);
+        let file = options.open(path)?;
+        let current = file.metadata()?.permissions().mode() & 0o777;
+        if current & !mode != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(current & mode))?;
+        }
+        Ok(file)
     }
-    drop(options.open(path)?);
-    restrict(path, mode)
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        options.open(path)
+    }
 }
 
 /// Narrows an existing file (or socket) to `mode` if its permissions are wider.
