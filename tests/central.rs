@@ -428,10 +428,10 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
             }
         }
         let fixed = LedgerEvent {
-            id: "gw-a:fixed:A1:2026-10-25".into(),
+            id: "gw-a:minimum:A1:2026-09".into(),
             account: "A1".into(),
             at: t0() + Duration::hours(20),
-            kind: EventKind::FixedCharge,
+            kind: EventKind::MinimumCharge,
             amount_paise: 258,
             expires_at: None,
         };
@@ -520,42 +520,53 @@ async fn gateway_b_cannot_touch_gateway_a_data() {
         h.customer("A1", "gw-a").await;
         h.customer("B1", "gw-b").await;
         let theft = LedgerEvent {
-            id: "gw-b:x".into(),
+            id: "gw-b:fixed:A1:2026-10-25".into(),
             account: "A1".into(),
             at: t0(),
-            kind: EventKind::Recharge,
-            amount_paise: 1_000,
+            kind: EventKind::FixedCharge,
+            amount_paise: 100,
             expires_at: None,
         };
-        let request = upload(
-            vec![PriorityRecord {
-                seq: 1,
-                event: UplinkEvent::Ledger(theft.into()),
-            }],
-            None,
-            0,
-        );
-        let (status, body) = h.exchange("gw-b", &request).await.unwrap_err();
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(
-            body.contains("priority record seq 1") && body.contains("account 'A1'"),
-            "{body}"
-        );
         let readings = Some(ReadingBatch {
             after_seq: 0,
             through_seq: 3,
             blocks: ReadingBlock::group(readings("M-A1", 1..4)),
         });
-        let (status, body) = h
-            .exchange("gw-b", &upload(vec![], readings, 0))
-            .await
-            .unwrap_err();
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(body.contains("meter 'M-A1'"), "{body}");
+        let request = upload(
+            vec![PriorityRecord {
+                seq: 1,
+                event: UplinkEvent::Ledger(theft.into()),
+            }],
+            readings,
+            0,
+        );
+        // Refused record by record, acknowledged so B's lanes go on, and flagged.
+        let b = h.exchange("gw-b", &request).await.unwrap();
+        assert_eq!((b.priority_acked, b.readings_acked), (1, 3));
         assert_eq!(h.balance("A1").await, 0);
-        // Nothing of A's in B's downlink, and B's lanes did not move.
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        let foreign: Vec<&Value> = flags
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "foreign_record" && f["gateway"] == "gw-b")
+            .collect();
+        assert_eq!(foreign.len(), 2, "{flags}");
+        assert!(
+            foreign.iter().any(|f| f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("account 'A1' is assigned to gateway 'gw-a'")),
+            "{flags}"
+        );
+        assert!(
+            foreign
+                .iter()
+                .any(|f| f["detail"].as_str().unwrap().contains("meter 'M-A1'")),
+            "{flags}"
+        );
+        // Nothing of A's in B's downlink.
         let b = h.exchange("gw-b", &upload(vec![], None, 0)).await.unwrap();
-        assert_eq!((b.priority_acked, b.readings_acked), (0, 0));
         assert!(!format!("{:?}", b.downlink).contains("A1"));
     }
 }
@@ -568,10 +579,10 @@ async fn priority_lane_is_idempotent_and_stops_at_a_gap() {
             seq,
             event: UplinkEvent::Ledger(
                 LedgerEvent {
-                    id: format!("gw-a:fixed:{seq}"),
+                    id: format!("gw-a:minimum:A1:2026-{seq:02}"),
                     account: "A1".into(),
                     at: t0(),
-                    kind: EventKind::FixedCharge,
+                    kind: EventKind::MinimumCharge,
                     amount_paise: 100,
                     expires_at: None,
                 }
@@ -1191,4 +1202,254 @@ async fn an_exchange_over_the_reading_limit_is_refused_whole_with_413() {
         let (_, after) = h.call_raw("GET", "/api/v1/readings.csv", None).await;
         assert_eq!(before, after, "nothing was stored");
     }
+}
+
+/// A gateway holding a valid certificate (stolen, or a box tampered with) sends, over real mutual
+/// TLS, money it may not make, another gateway's records and absurd values between two honest
+/// records: central applies the honest ones, refuses each of the others alone with a flag naming
+/// the gateway, and the gateway's lanes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let pki = gramgrid_net::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
+    let bundle = pki.add_gateway("gw-b", 30).unwrap();
+    let config = CentralConfig {
+        database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+        pki_dir,
+        notifications_log: dir.path().join("notifications.log"),
+        api_tokens: vec![TOKEN.into()],
+        ..CentralConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::start(config, listener).await.unwrap();
+    let h = Harness {
+        router: server::router(Arc::clone(&running.central)),
+        central: Arc::clone(&running.central),
+        _dir: Arc::new(tempfile::tempdir().unwrap()),
+    };
+    h.customer("A1", "gw-a").await;
+    h.customer("B1", "gw-b").await;
+    h.ok("PUT", "/api/v1/accounts/B1", json!({"consumer_name": "Bina", "category": "commercial", "gateway": "gw-b"})).await;
+    let h = &h;
+    let voucher = |account: &'static str, amount: i64| async move {
+        let body = json!({"account": account, "amount_paise": amount, "valid_days": 30});
+        h.ok("POST", "/api/v1/vouchers", body).await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let b_code = voucher("B1", 30_000).await;
+    let a_code = voucher("A1", 40_000).await;
+    let mut forged_code = b_code.clone();
+    forged_code.replace_range(10..11, if &b_code[10..11] == "2" { "3" } else { "2" });
+    let money = |id: &str, account: &str, kind: EventKind, amount_paise: i64| {
+        UplinkEvent::Ledger(
+            LedgerEvent {
+                id: id.into(),
+                account: account.into(),
+                at: t0() + Duration::days(1),
+                kind,
+                amount_paise,
+                expires_at: None,
+            }
+            .into(),
+        )
+    };
+    let now = Utc::now();
+    let code = |code: &str| UplinkEvent::VoucherCode {
+        code: code.into(),
+        redeemed_at: now,
+    };
+    let forged_voucher = gramgrid_proto::voucher::Voucher {
+        key_id: 1,
+        voucher_id: 7,
+        account: "B1".into(),
+        amount_paise: 90_000,
+        issued_at: t0(),
+        expires_at: t0() + Duration::days(30),
+    };
+    // (record, the flag kind it must raise, or None for an honest record)
+    let records = vec![
+        (
+            money(
+                "gw-b:fixed:B1:2026-10-26",
+                "B1",
+                EventKind::FixedCharge,
+                484,
+            ),
+            None,
+        ),
+        (
+            money("gw-b:r", "B1", EventKind::Recharge, i64::MAX),
+            Some("forged_money"),
+        ),
+        (
+            money("gw-b:adj", "B1", EventKind::Adjustment, 50_000),
+            Some("forged_money"),
+        ),
+        (
+            money("gw-b:ec", "B1", EventKind::EmergencyCredit, 50_000),
+            Some("forged_money"),
+        ),
+        (
+            money("gw-b:charge", "B1", EventKind::Charge, -50_000),
+            Some("forged_money"),
+        ),
+        (
+            money(
+                "gw-b:fixed:B1:2026-10-27",
+                "B1",
+                EventKind::FixedCharge,
+                i64::MAX,
+            ),
+            Some("forged_money"),
+        ),
+        (
+            money(
+                "gw-a:fixed:B1:2026-10-28",
+                "B1",
+                EventKind::FixedCharge,
+                484,
+            ),
+            Some("forged_money"),
+        ),
+        (
+            money("gw-b:fixed:A1:2026-10-26", "A1", EventKind::FixedCharge, 1),
+            Some("foreign_record"),
+        ),
+        (
+            money(
+                &forged_voucher.redemption_id(),
+                "B1",
+                EventKind::Recharge,
+                90_000,
+            ),
+            Some("forged_money"),
+        ),
+        (
+            UplinkEvent::VoucherRedeemed {
+                voucher: forged_voucher,
+                redeemed_at: now,
+            },
+            Some("forged_voucher"),
+        ),
+        (code(&forged_code), Some("forged_voucher")),
+        (code("NOT-A-VOUCHER"), Some("forged_voucher")),
+        (code(&a_code), Some("foreign_record")),
+        (
+            UplinkEvent::Alert {
+                id: "x".into(),
+                account: "B1".into(),
+                kind: "low_balance".into(),
+                created_at: now,
+                message: "x".repeat(5_000),
+            },
+            Some("absurd_value"),
+        ),
+        (
+            UplinkEvent::RelayState {
+                meter: "M-B1".into(),
+                state: gramgrid_proto::wire::WireRelayState::Connected,
+                at: now + Duration::days(400),
+            },
+            Some("absurd_value"),
+        ),
+        (code(&b_code), None),
+    ];
+    let priority: Vec<PriorityRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (event, _))| PriorityRecord {
+            seq: i as u64 + 1,
+            event: event.clone(),
+        })
+        .collect();
+    let huge = ReadingBlock {
+        meter: "M-B1".into(),
+        first_at: (t0() + Duration::hours(1)).timestamp(),
+        interval_s: 900,
+        first_register_wh: 1_000,
+        register_deltas: vec![i64::MAX / 2, i64::MAX / 2],
+    };
+    let theirs = ReadingBlock {
+        meter: "M-A1".into(),
+        first_at: (t0() + Duration::hours(1)).timestamp(),
+        interval_s: 900,
+        first_register_wh: 1_000,
+        register_deltas: vec![],
+    };
+    let batch = ReadingBatch {
+        after_seq: 0,
+        through_seq: 5,
+        blocks: vec![huge, theirs],
+    };
+    let gateway = gramgrid_net::tls::HttpsClient::new(
+        gramgrid_net::tls::client_config(&bundle).unwrap(),
+        &format!("https://127.0.0.1:{}", running.addr.port()),
+    )
+    .unwrap();
+    let t = std::time::Duration::from_secs(10);
+    let body = wire::encode(&upload(priority, Some(batch), 0)).unwrap();
+    let (status, answer) = gateway
+        .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, t)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let answer: UploadResponse = wire::decode(&answer).unwrap();
+    assert_eq!(
+        (answer.priority_acked, answer.readings_acked),
+        (records.len() as u64, 5)
+    );
+    // Only the honest fixed charge and the genuine voucher of B's own account moved money.
+    assert_eq!(h.balance("B1").await, 30_000 - 484);
+    assert_eq!(h.balance("A1").await, 0);
+    let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+    let flags = flags.as_array().unwrap();
+    for (seq, (event, kind)) in records.iter().enumerate() {
+        let id = format!("refused:gw-b:{}", seq + 1);
+        let flag = flags.iter().find(|f| f["id"] == id.as_str());
+        match kind {
+            Some(kind) => {
+                let flag = flag.unwrap_or_else(|| panic!("no flag for {event:?}"));
+                assert_eq!(
+                    (flag["kind"].as_str(), flag["gateway"].as_str()),
+                    (Some(*kind), Some("gw-b")),
+                    "{event:?}: {flag}"
+                );
+            }
+            None => assert!(flag.is_none(), "honest record refused: {flag:?}"),
+        }
+    }
+    for meter in ["M-B1", "M-A1"] {
+        assert!(
+            flags
+                .iter()
+                .any(|f| f["id"] == format!("refused:gw-b:readings:5:{meter}")),
+            "{meter}: {flags:?}"
+        );
+    }
+    // The lane is not blocked: the next honest record is applied.
+    let next = PriorityRecord {
+        seq: records.len() as u64 + 1,
+        event: money(
+            "gw-b:fixed:B1:2026-10-29",
+            "B1",
+            EventKind::FixedCharge,
+            484,
+        ),
+    };
+    let body = wire::encode(&upload(vec![next], None, 0)).unwrap();
+    let (status, _) = gateway
+        .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, t)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.balance("B1").await, 30_000 - 2 * 484);
+    running.stop().await.unwrap();
 }

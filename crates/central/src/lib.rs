@@ -19,6 +19,7 @@ mod export;
 mod flags;
 pub mod import;
 pub mod notify;
+mod origin;
 mod readings;
 pub mod server;
 pub mod sync;

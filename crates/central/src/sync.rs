@@ -3,12 +3,14 @@
 //! One request is applied in one transaction (all or nothing; a resent request is harmless):
 //! priority records in origin-sequence order from the stored high-water mark, stopping at a gap;
 //! the readings batch when it continues the bulk lane; then the downlink records the gateway has
-//! not applied. A record about an account or meter that is not this gateway's refuses the whole
-//! request with 403. See docs/sync.md.
+//! not applied. Every record passes `origin`'s checks first: a record this gateway may not send
+//! (another gateway's account, forged money, an absurd value) is refused alone, acknowledged and
+//! flagged, and the rest of the exchange goes on. See docs/sync.md.
 use super::db::Tx;
 use super::downlink::ensure_gateway;
 use super::flags::flag;
-use super::readings::{self, MeterInfo};
+use super::origin::{Origin, Refusal};
+use super::readings;
 use super::{accounts, notify, vouchers, Central, CentralError, Result};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
@@ -17,10 +19,10 @@ use chrono::{DateTime, Utc};
 use gramgrid_core::civil::ts;
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::{
-    self, DownlinkRecord, PriorityRecord, UplinkEvent, UploadRequest, UploadResponse,
-    WireRelayState,
+    self, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
+    UploadResponse, WireRelayState,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Most downlink records in one answer; `more` tells the gateway to exchange again.
 pub const DOWNLINK_PAGE: usize = 500;
@@ -70,85 +72,6 @@ fn check_size(request: &UploadRequest) -> Result<()> {
     Ok(())
 }
 
-/// Who owns what, looked up once per request.
-#[derive(Default)]
-struct Owners {
-    accounts: HashMap<String, Option<String>>,
-    meters: HashMap<String, Option<MeterInfo>>,
-}
-
-impl Owners {
-    fn account(
-        &mut self,
-        tx: &mut dyn Tx,
-        gateway: &str,
-        account: &str,
-        record: &str,
-    ) -> Result<()> {
-        if !self.accounts.contains_key(account) {
-            let owner = tx
-                .query_opt(
-                    "SELECT gateway FROM accounts WHERE id = $1",
-                    &[account.into()],
-                )?
-                .and_then(|r| r.opt_text(0).ok().flatten());
-            self.accounts.insert(account.to_owned(), owner);
-        }
-        match self.accounts.get(account) {
-            Some(Some(owner)) if owner == gateway => Ok(()),
-            _ => Err(refused(gateway, record, &format!("account '{account}'"))),
-        }
-    }
-
-    fn meter(
-        &mut self,
-        tx: &mut dyn Tx,
-        gateway: &str,
-        meter: &str,
-        record: &str,
-    ) -> Result<MeterInfo> {
-        if !self.meters.contains_key(meter) {
-            let info = readings::meter_infos(tx, &[meter])?.remove(meter);
-            self.meters.insert(meter.to_owned(), info);
-        }
-        match self.meters.get(meter) {
-            Some(Some(info)) if info.gateway.as_deref() == Some(gateway) => Ok(info.clone()),
-            _ => Err(refused(gateway, record, &format!("meter '{meter}'"))),
-        }
-    }
-}
-
-fn refused(gateway: &str, record: &str, what: &str) -> CentralError {
-    CentralError::Forbidden(format!(
-        "{record} is about {what}, which is not assigned to gateway '{gateway}'; nothing from this request was applied"
-    ))
-}
-
-fn check_owner(
-    tx: &mut dyn Tx,
-    owners: &mut Owners,
-    gateway: &str,
-    record: &PriorityRecord,
-) -> Result<()> {
-    let name = format!("priority record seq {}", record.seq);
-    match &record.event {
-        UplinkEvent::Ledger(e) => owners.account(tx, gateway, &e.account, &name),
-        UplinkEvent::VoucherRedeemed { voucher, .. } => {
-            owners.account(tx, gateway, &voucher.account, &name)
-        }
-        UplinkEvent::Alert { account, .. } | UplinkEvent::Override { account, .. } => {
-            owners.account(tx, gateway, account, &name)
-        }
-        UplinkEvent::RelayCommand { meter, .. } | UplinkEvent::RelayState { meter, .. } => {
-            owners.meter(tx, gateway, meter, &name).map(drop)
-        }
-        UplinkEvent::Anomaly {
-            meter: Some(meter), ..
-        } => owners.meter(tx, gateway, meter, &name).map(drop),
-        UplinkEvent::Anomaly { meter: None, .. } | UplinkEvent::ClockSkew { .. } => Ok(()),
-    }
-}
-
 /// Applies one upload inside the caller's transaction and builds the answer.
 pub fn apply(
     tx: &mut dyn Tx,
@@ -168,24 +91,7 @@ pub fn apply(
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
     let (mut priority_acked, mut readings_acked) = (state.int(0)?, state.int(1)?);
-    let mut owners = Owners::default();
-    for record in &request.priority {
-        check_owner(tx, &mut owners, gateway, record)?;
-    }
-    let mut blocks = Vec::new();
-    if let Some(batch) = &request.readings {
-        let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
-        let infos = readings::meter_infos(tx, &serials)?;
-        for serial in serials {
-            owners
-                .meters
-                .insert(serial.to_owned(), infos.get(serial).cloned());
-        }
-        for block in &batch.blocks {
-            let record = format!("reading block of meter '{}'", block.meter);
-            blocks.push((owners.meter(tx, gateway, &block.meter, &record)?, block));
-        }
-    }
+    let mut origin = Origin::new(gateway, book, now);
     let mut touched = BTreeSet::new();
     let mut records: Vec<&PriorityRecord> = request.priority.iter().collect();
     records.sort_by_key(|r| r.seq);
@@ -197,13 +103,20 @@ pub fn apply(
         if seq != priority_acked + 1 {
             break;
         }
-        apply_record(tx, gateway, record, &mut touched)?;
+        let refused = match origin.check(tx, &record.event)? {
+            Ok(()) => apply_record(tx, &mut origin, record, &mut touched)?,
+            Err(refusal) => Some(refusal),
+        };
+        if let Some(refusal) = refused {
+            refusal.flag(tx, &format!("refused:{gateway}:{seq}"), gateway, now)?;
+        }
         priority_acked = seq;
     }
     if let Some(batch) = &request.readings {
         let after = i64::try_from(batch.after_seq).unwrap_or(i64::MAX);
         let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
         if after <= readings_acked && readings_acked < through {
+            let blocks = admitted_blocks(tx, &mut origin, batch, through)?;
             let report = readings::ingest(tx, book, gateway, &blocks)?;
             touched.extend(report.accounts);
             readings_acked = through;
@@ -244,6 +157,34 @@ pub fn apply(
     })
 }
 
+/// The blocks of a readings batch this gateway may send; each refused block is flagged (once per
+/// meter and batch) and left out, the rest are ingested.
+fn admitted_blocks<'b>(
+    tx: &mut dyn Tx,
+    origin: &mut Origin<'_>,
+    batch: &'b ReadingBatch,
+    through: i64,
+) -> Result<Vec<(readings::MeterInfo, &'b ReadingBlock)>> {
+    let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
+    origin.load_meters(tx, &serials)?;
+    let mut admitted = Vec::with_capacity(batch.blocks.len());
+    for block in &batch.blocks {
+        match origin.check_block(block) {
+            Ok(info) => admitted.push((info, block)),
+            Err(refusal) => refusal.flag(
+                tx,
+                &format!(
+                    "refused:{}:readings:{through}:{}",
+                    origin.gateway, block.meter
+                ),
+                origin.gateway,
+                origin.now,
+            )?,
+        }
+    }
+    Ok(admitted)
+}
+
 /// Flags (once a day per account) every account of this gateway whose balance is below zero after
 /// the sync: consumption on a negative balance while offline is a business event, not a conflict.
 fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result<()> {
@@ -275,12 +216,15 @@ fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result
     Ok(())
 }
 
+/// Applies one admitted record; returns a refusal found only while applying it (a voucher code
+/// that does not verify, a legacy redemption of a voucher central never issued).
 fn apply_record(
     tx: &mut dyn Tx,
-    gateway: &str,
+    checks: &mut Origin<'_>,
     record: &PriorityRecord,
     touched: &mut BTreeSet<String>,
-) -> Result<()> {
+) -> Result<Option<Refusal>> {
+    let gateway = checks.gateway;
     let origin = format!("{gateway}:{}", record.seq);
     match &record.event {
         UplinkEvent::Ledger(event) => {
@@ -306,7 +250,20 @@ fn apply_record(
             voucher,
             redeemed_at,
         } => {
-            vouchers::redeemed_at_gateway(tx, gateway, voucher, *redeemed_at)?;
+            let redemption =
+                vouchers::redeemed_at_gateway(tx, gateway, voucher, *redeemed_at, false)?;
+            if redemption == vouchers::Redemption::Unknown {
+                return Ok(Some(Refusal::forged_voucher(
+                    Some(&voucher.account),
+                    format!(
+                        "redemption of voucher {} names no voucher central issued",
+                        voucher.redemption_id()
+                    ),
+                )));
+            }
+        }
+        UplinkEvent::VoucherCode { code, redeemed_at } => {
+            return redeem_code(tx, checks, code, *redeemed_at, touched, &origin);
         }
         UplinkEvent::RelayCommand {
             id,
@@ -344,7 +301,9 @@ fn apply_record(
             created_at,
             message,
         } => {
-            notify::enqueue(tx, id, account, kind, message, *created_at)?;
+            // Namespaced by the certificate's gateway id: no gateway can pre-empt another's ids.
+            let id = format!("{gateway}/{id}");
+            notify::enqueue(tx, &id, account, kind, message, *created_at)?;
         }
         UplinkEvent::Override {
             id,
@@ -358,7 +317,7 @@ fn apply_record(
             tx.execute(
                 "INSERT INTO overrides (id, gateway, account, action, until, technician, reason, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                &[id.as_str().into(), gateway.into(), account.as_str().into(), format!("{action:?}").to_lowercase().into(),
+                &[format!("{gateway}/{id}").into(), gateway.into(), account.as_str().into(), format!("{action:?}").to_lowercase().into(),
                   ts(*until).into(), technician.as_str().into(), reason.as_str().into(), ts(*created_at).into()],
             )?;
         }
@@ -385,5 +344,48 @@ fn apply_record(
             )?;
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Verifies an uploaded voucher code, checks its account is this gateway's, and records it.
+fn redeem_code(
+    tx: &mut dyn Tx,
+    checks: &mut Origin<'_>,
+    code: &str,
+    redeemed_at: DateTime<Utc>,
+    touched: &mut BTreeSet<String>,
+    origin: &str,
+) -> Result<Option<Refusal>> {
+    let voucher = match vouchers::verify_gateway_code(tx, code, redeemed_at)? {
+        Ok(voucher) => voucher,
+        Err(refused) => {
+            return Ok(Some(Refusal::forged_voucher(
+                None,
+                format!("voucher code redeemed at {redeemed_at}: {refused}"),
+            )))
+        }
+    };
+    if let Err(refusal) = checks.account(tx, &voucher.account)? {
+        return Ok(Some(refusal));
+    }
+    let gateway = checks.gateway;
+    match vouchers::record_gateway_code(tx, gateway, &voucher, redeemed_at) {
+        Ok(_) => {
+            touched.insert(voucher.account);
+            Ok(None)
+        }
+        Err(CentralError::Conflict(detail)) => {
+            flag(
+                tx,
+                &format!("event_conflict:{origin}"),
+                "event_id_conflict",
+                Some(gateway),
+                Some(&voucher.account),
+                checks.now,
+                &detail,
+            )?;
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
 }

@@ -215,15 +215,31 @@ pub fn cancel(tx: &mut dyn Tx, redemption_id: &str) -> Result<()> {
     )
 }
 
+/// What central made of a gateway's report of an offline redemption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// The first redemption of an issued voucher: recorded, every other gateway told to refuse it.
+    First,
+    /// This gateway had already reported it (a resent record): nothing to do.
+    Repeat,
+    /// Already redeemed elsewhere or cancelled: flagged as a double redemption.
+    Double,
+    /// Central has no record of the voucher (a legacy report carries no signature to check).
+    Unknown,
+}
+
 /// A gateway reports an offline redemption. The first redemption wins and every other gateway is
 /// told to refuse the code; a later one (or one of a cancelled code) is a double redemption:
-/// flagged with both parties for the office, never silently dropped.
+/// flagged with both parties for the office, never silently dropped. With `genuine` (the signed
+/// code verified), a voucher central has no record of (issued before a restored backup) is
+/// recorded as redeemed; without it, it is left `Unknown` for the caller to refuse.
 pub fn redeemed_at_gateway(
     tx: &mut dyn Tx,
     gateway: &str,
     voucher: &Voucher,
     at: DateTime<Utc>,
-) -> Result<()> {
+    genuine: bool,
+) -> Result<Redemption> {
     let id = voucher.redemption_id();
     match state(tx, &id)? {
         Some((s, _)) if s == "issued" => {
@@ -232,15 +248,15 @@ pub fn redeemed_at_gateway(
                 &[id.as_str().into(), ts(at).into(), gateway.into()],
             )?;
         }
-        Some((_, Some(by))) if by == gateway => return Ok(()),
+        Some((_, Some(by))) if by == gateway => return Ok(Redemption::Repeat),
         Some((s, by)) => {
             let first = by.unwrap_or_else(|| "central".into());
             flag(tx, &format!("double_redemption:{id}:{gateway}"), "double_redemption", Some(gateway), Some(&voucher.account), at,
                 &format!("voucher {id} ({} paise) redeemed at gateway '{gateway}' at {at}, but it was already {s} by '{first}'", voucher.amount_paise))?;
-            return Ok(());
+            return Ok(Redemption::Double);
         }
+        None if !genuine => return Ok(Redemption::Unknown),
         None => {
-            // Issued before this database existed (e.g. restored from backup): record it.
             tx.execute(
                 "INSERT INTO vouchers (redemption_id, account, amount_paise, issued_at, expires_at, state, redeemed_at, redeemed_by)
                  VALUES ($1, $2, $3, $4, $5, 'redeemed', $6, $7)",
@@ -253,5 +269,46 @@ pub fn redeemed_at_gateway(
         tx,
         Some(gateway),
         &DownlinkEvent::VoucherRevoked { redemption_id: id },
+    )?;
+    Ok(Redemption::First)
+}
+
+/// Verifies a code a gateway redeemed offline at `redeemed_at`: signature, key window, and expiry
+/// at the redemption time (a code cannot be redeemed before it was issued either).
+pub fn verify_gateway_code(
+    tx: &mut dyn Tx,
+    code: &str,
+    redeemed_at: DateTime<Utc>,
+) -> Result<std::result::Result<Voucher, voucher::VoucherError>> {
+    Ok(
+        match voucher::verify(&published_keys(tx)?, code, redeemed_at) {
+            Ok(voucher) if voucher.issued_at > redeemed_at => {
+                Err(voucher::VoucherError::BadLifetime)
+            }
+            other => other,
+        },
     )
+}
+
+/// Records a verified offline redemption and, the first time, its recharge (id: the redemption
+/// id, at the redemption second, as the gateway recorded it).
+pub fn record_gateway_code(
+    tx: &mut dyn Tx,
+    gateway: &str,
+    voucher: &Voucher,
+    redeemed_at: DateTime<Utc>,
+) -> Result<Redemption> {
+    let redemption = redeemed_at_gateway(tx, gateway, voucher, redeemed_at, true)?;
+    if redemption == Redemption::First {
+        let recharge = LedgerEvent {
+            id: voucher.redemption_id(),
+            account: voucher.account.clone(),
+            at: seconds(redeemed_at),
+            kind: EventKind::Recharge,
+            amount_paise: voucher.amount_paise,
+            expires_at: None,
+        };
+        accounts::insert_ledger_event(tx, &recharge, gateway)?;
+    }
+    Ok(redemption)
 }

@@ -3,12 +3,15 @@
 //! previous version wrote.
 //!
 //! Format 1 is postcard of [`UplinkEvent`], exactly as gramgrid wrote outbox rows before rows had a
-//! format column (golden rows in `tests/data/wire-v1/` keep it that way). A new format gets a new
-//! number here and a decoder for every older one that may still sit in an outbox.
+//! format column (golden rows in `tests/data/wire-v1/` keep it that way). Format 2 is the same
+//! encoding with one more variant, [`UplinkEvent::VoucherCode`], appended (postcard numbers
+//! variants by position, so every format-1 row decodes unchanged); a gramgrid that reads only
+//! format 1 refuses a format-2 row instead of misreading it. A new format gets a new number here
+//! and a decoder for every older one that may still sit in an outbox.
 use crate::wire::UplinkEvent;
 
 /// The format new outbox rows are written in.
-pub const OUTBOX_FORMAT: u16 = 1;
+pub const OUTBOX_FORMAT: u16 = 2;
 
 /// Why an outbox row could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,7 @@ pub fn encode(event: &UplinkEvent) -> Result<Vec<u8>, OutboxError> {
 /// Decodes an outbox row written in `format`.
 pub fn decode(format: u16, body: &[u8]) -> Result<UplinkEvent, OutboxError> {
     match format {
-        1 => postcard::from_bytes(body).map_err(|e| OutboxError::Damaged {
+        1 | 2 => postcard::from_bytes(body).map_err(|e| OutboxError::Damaged {
             format,
             detail: e.to_string(),
         }),

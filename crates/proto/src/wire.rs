@@ -54,8 +54,8 @@ pub struct PriorityRecord {
 pub enum UplinkEvent {
     /// A money event made at the gateway (fixed charge, minimum charge, voucher recharge).
     Ledger(WireLedgerEvent),
-    /// A voucher was redeemed offline; the matching recharge travels as a `Ledger` event whose id is
-    /// the voucher's redemption id.
+    /// A voucher was redeemed offline (outbox format 1 only; see [`UplinkEvent::VoucherCode`]); the
+    /// matching recharge travelled as a `Ledger` event whose id is the voucher's redemption id.
     VoucherRedeemed {
         /// The verified voucher.
         voucher: Voucher,
@@ -133,6 +133,15 @@ pub enum UplinkEvent {
         gateway_time: DateTime<Utc>,
         /// Central's clock in the same exchange (UTC).
         central_time: DateTime<Utc>,
+    },
+    /// A voucher redeemed offline, with the signed code itself: central verifies the signature,
+    /// the key's window and single use, and records the recharge (id: the redemption id) on its
+    /// own. Replaces the pair `Ledger` + `VoucherRedeemed` that outbox format 1 queued.
+    VoucherCode {
+        /// The code as the gateway accepted it.
+        code: String,
+        /// When the gateway accepted it (gateway clock, UTC, whole seconds).
+        redeemed_at: DateTime<Utc>,
     },
 }
 

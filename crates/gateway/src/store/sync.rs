@@ -305,7 +305,8 @@ impl Store {
     /// Redeems an offline voucher: verifies it against the published keys, refuses it if it was
     /// spent here or elsewhere, then in one durable transaction marks it spent, credits the account
     /// (a recharge whose id is the voucher's redemption id, so central counts it once) and queues
-    /// both for upload.
+    /// the signed code for upload: central verifies it again and records the same recharge itself,
+    /// so a gateway can never credit money central did not sign for.
     pub fn redeem_voucher(
         &mut self,
         code: &str,
@@ -331,20 +332,22 @@ impl Store {
             "INSERT INTO vouchers_spent (redemption_id, where_spent, at) VALUES (?1, 'here', ?2)",
             params![redemption_id, ts(now)],
         )?;
+        // Whole seconds, as central records the same recharge from the uploaded code.
+        let redeemed_at = super::from_ts(ts(now));
         let recharge = LedgerEvent {
             id: redemption_id,
             account: voucher.account.clone(),
-            at: now,
+            at: redeemed_at,
             kind: EventKind::Recharge,
             amount_paise: voucher.amount_paise,
             expires_at: None,
         };
-        super::money::insert_events_in(&tx, std::slice::from_ref(&recharge), true)?;
+        super::money::insert_events_in(&tx, std::slice::from_ref(&recharge), false)?;
         super::outbox::append_outbox(
             &tx,
-            &UplinkEvent::VoucherRedeemed {
-                voucher: voucher.clone(),
-                redeemed_at: now,
+            &UplinkEvent::VoucherCode {
+                code: code.trim().to_owned(),
+                redeemed_at,
             },
         )?;
         tx.commit()?;

@@ -1,0 +1,402 @@
+//! What a gateway may originate. Every uplink record is checked against the certificate's gateway
+//! id, the accounts and meters assigned to it, and bounds central sets, before it is applied.
+//!
+//! A gateway makes: fixed and minimum charges (ids `<gateway>:fixed:…`, `<gateway>:minimum:…`,
+//! amounts no larger than the tariff allows), voucher redemptions (the signed code, verified here
+//! again), alerts, overrides, relay events, anomalies and readings of its own meters. Anything
+//! else, or anything out of bounds, is a [`Refusal`]: the exchange acknowledges the record (so it
+//! cannot block the lane), applies nothing of it, and flags it in `GET /api/v1/flags`.
+use super::db::Tx;
+use super::flags::flag;
+use super::readings::{self, MeterInfo};
+use super::{CentralError, Result};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use gramgrid_core::civil::Month;
+use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::tariff::{Category, TariffBook};
+use gramgrid_proto::wire::{ReadingBlock, UplinkEvent};
+use std::collections::HashMap;
+
+/// How far ahead of central's clock a gateway's timestamp may be (a gateway clock runs free while
+/// the backhaul is down; more than this is a wrong clock or a forgery).
+pub const MAX_AHEAD: Duration = Duration::days(1);
+/// Largest register a meter may report, in Wh (10 GWh: far above any household meter's rollover).
+pub const MAX_REGISTER_WH: i64 = 10_000_000_000;
+/// Largest power a single consumer may draw, in W: bounds a register's advance per interval.
+pub const MAX_POWER_W: i64 = 200_000;
+/// Longest text (alert message, anomaly detail, override reason) central stores from a gateway.
+pub const MAX_TEXT_BYTES: usize = 1_000;
+
+/// Why a record from a gateway was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The flag kind: `foreign_record`, `forged_money`, `forged_voucher` or `absurd_value`.
+    pub kind: &'static str,
+    /// The account concerned, when there is one.
+    pub account: Option<String>,
+    /// What was wrong, in the office's terms.
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, account: Option<&str>, detail: String) -> Refusal {
+        Refusal {
+            kind,
+            account: account.map(str::to_owned),
+            detail,
+        }
+    }
+
+    /// A voucher that does not verify, or that central never issued.
+    pub fn forged_voucher(account: Option<&str>, detail: String) -> Refusal {
+        Refusal::new("forged_voucher", account, detail)
+    }
+
+    /// Raises the refusal as a flag (once per `id`).
+    pub fn flag(&self, tx: &mut dyn Tx, id: &str, gateway: &str, at: DateTime<Utc>) -> Result<()> {
+        flag(
+            tx,
+            id,
+            self.kind,
+            Some(gateway),
+            self.account.as_deref(),
+            at,
+            &format!("refused from gateway '{gateway}': {}", self.detail),
+        )
+    }
+}
+
+/// The outcome of a check: `Ok(Ok(x))` admitted, `Ok(Err(refusal))` refused, `Err` a storage error.
+pub type Checked<T> = Result<std::result::Result<T, Refusal>>;
+
+/// What the checks know about the sending gateway, looked up once per exchange.
+pub struct Origin<'a> {
+    /// The gateway's id, from its client certificate.
+    pub gateway: &'a str,
+    /// Central's tariff book.
+    pub book: &'a TariffBook,
+    /// Central's clock.
+    pub now: DateTime<Utc>,
+    accounts: HashMap<String, Option<AccountFacts>>,
+    meters: HashMap<String, Option<MeterInfo>>,
+}
+
+#[derive(Debug, Clone)]
+struct AccountFacts {
+    gateway: Option<String>,
+    category: Category,
+}
+
+impl<'a> Origin<'a> {
+    /// Checks for one exchange of `gateway`.
+    pub fn new(gateway: &'a str, book: &'a TariffBook, now: DateTime<Utc>) -> Origin<'a> {
+        Origin {
+            gateway,
+            book,
+            now,
+            accounts: HashMap::new(),
+            meters: HashMap::new(),
+        }
+    }
+
+    /// Admits `account` when it is assigned to this gateway; returns its category.
+    pub fn account(&mut self, tx: &mut dyn Tx, account: &str) -> Checked<Category> {
+        if !self.accounts.contains_key(account) {
+            let facts = tx
+                .query_opt(
+                    "SELECT gateway, category FROM accounts WHERE id = $1",
+                    &[account.into()],
+                )?
+                .map(|row| -> Result<AccountFacts> {
+                    let category = row.text(1)?;
+                    Ok(AccountFacts {
+                        gateway: row.opt_text(0)?,
+                        category: Category::parse(&category).ok_or_else(|| {
+                            CentralError::Corrupt(format!("category '{category}'"))
+                        })?,
+                    })
+                })
+                .transpose()?;
+            self.accounts.insert(account.to_owned(), facts);
+        }
+        Ok(match self.accounts.get(account) {
+            Some(Some(facts)) if facts.gateway.as_deref() == Some(self.gateway) => {
+                Ok(facts.category)
+            }
+            Some(Some(facts)) => Err(self.foreign(
+                Some(account),
+                format!(
+                    "account '{account}' is assigned to {}",
+                    facts
+                        .gateway
+                        .as_deref()
+                        .map_or("no gateway".to_owned(), |g| format!("gateway '{g}'"))
+                ),
+            )),
+            _ => Err(self.foreign(Some(account), format!("account '{account}' is unknown"))),
+        })
+    }
+
+    /// Admits `meter` when its account is assigned to this gateway.
+    pub fn meter(&mut self, tx: &mut dyn Tx, meter: &str) -> Checked<MeterInfo> {
+        if !self.meters.contains_key(meter) {
+            let info = readings::meter_infos(tx, &[meter])?.remove(meter);
+            self.meters.insert(meter.to_owned(), info);
+        }
+        Ok(self.meter_known(meter))
+    }
+
+    /// Looks up many meters with one query each `IN` chunk (a readings batch).
+    pub fn load_meters(&mut self, tx: &mut dyn Tx, serials: &[&str]) -> Result<()> {
+        let infos = readings::meter_infos(tx, serials)?;
+        for serial in serials {
+            self.meters
+                .insert((*serial).to_owned(), infos.get(*serial).cloned());
+        }
+        Ok(())
+    }
+
+    fn meter_known(&self, meter: &str) -> std::result::Result<MeterInfo, Refusal> {
+        match self.meters.get(meter) {
+            Some(Some(info)) if info.gateway.as_deref() == Some(self.gateway) => Ok(info.clone()),
+            Some(Some(info)) => Err(self.foreign(
+                Some(&info.account),
+                format!(
+                    "meter '{meter}' belongs to account '{}', which is not assigned to this gateway",
+                    info.account
+                ),
+            )),
+            _ => Err(self.foreign(None, format!("meter '{meter}' is unknown"))),
+        }
+    }
+
+    fn foreign(&self, account: Option<&str>, detail: String) -> Refusal {
+        Refusal::new("foreign_record", account, detail)
+    }
+
+    /// Checks a record's ownership and bounds (a voucher code's signature is checked when it is
+    /// applied, against the keys in the same transaction).
+    pub fn check(&mut self, tx: &mut dyn Tx, event: &UplinkEvent) -> Checked<()> {
+        match event {
+            UplinkEvent::Ledger(event) => {
+                let event = LedgerEvent::from(event.clone());
+                let category = match self.account(tx, &event.account)? {
+                    Ok(category) => category,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                self.check_money(tx, &event, category)
+            }
+            UplinkEvent::VoucherRedeemed { voucher, .. } => {
+                Ok(self.account(tx, &voucher.account)?.map(drop))
+            }
+            UplinkEvent::VoucherCode { redeemed_at, .. } => Ok(self.not_ahead(*redeemed_at, None)),
+            UplinkEvent::Alert {
+                account,
+                message: text,
+                created_at: at,
+                ..
+            }
+            | UplinkEvent::Override {
+                account,
+                reason: text,
+                created_at: at,
+                ..
+            } => Ok(self.account(tx, account)?.and_then(|_| {
+                self.not_ahead(*at, Some(account))?;
+                short(text, Some(account))
+            })),
+            UplinkEvent::RelayCommand { meter, at, .. }
+            | UplinkEvent::RelayState { meter, at, .. } => Ok(self
+                .meter(tx, meter)?
+                .and_then(|_| self.not_ahead(*at, None))),
+            UplinkEvent::Anomaly { meter, detail, .. } => {
+                if let Some(meter) = meter {
+                    if let Err(refusal) = self.meter(tx, meter)? {
+                        return Ok(Err(refusal));
+                    }
+                }
+                Ok(short(detail, None))
+            }
+            UplinkEvent::ClockSkew { .. } => Ok(Ok(())),
+        }
+    }
+
+    fn not_ahead(
+        &self,
+        at: DateTime<Utc>,
+        account: Option<&str>,
+    ) -> std::result::Result<(), Refusal> {
+        if at > self.now + MAX_AHEAD {
+            return Err(Refusal::new(
+                "absurd_value",
+                account,
+                format!(
+                    "time {at} is more than a day ahead of central's clock ({})",
+                    self.now
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A gateway may charge fixed and minimum charges under its own ids, within the tariff's
+    /// amounts, and may repeat a voucher recharge central issued (outbox format 1).
+    fn check_money(&self, tx: &mut dyn Tx, event: &LedgerEvent, category: Category) -> Checked<()> {
+        let account = Some(event.account.as_str());
+        if let Err(refusal) = self.not_ahead(event.at, account) {
+            return Ok(Err(refusal));
+        }
+        let forged = |detail: String| Ok(Err(Refusal::new("forged_money", account, detail)));
+        // A day's share or a month's top-up is at most the monthly amount of some version of the
+        // category (the gateway may not hold central's newest version yet, so the exact amount is
+        // not required).
+        let ceiling = match event.kind {
+            EventKind::FixedCharge => {
+                if !self
+                    .own_id(event, "fixed")
+                    .is_some_and(|d| d.parse::<NaiveDate>().is_ok())
+                {
+                    return forged(format!(
+                        "fixed charge id '{}' is not {}:fixed:{}:<date>",
+                        event.id, self.gateway, event.account
+                    ));
+                }
+                max_of(self.book, category, |v| v.fixed_monthly_paise)
+            }
+            EventKind::MinimumCharge => {
+                if self
+                    .own_id(event, "minimum")
+                    .and_then(Month::parse)
+                    .is_none()
+                {
+                    return forged(format!(
+                        "minimum charge id '{}' is not {}:minimum:{}:<month>",
+                        event.id, self.gateway, event.account
+                    ));
+                }
+                max_of(self.book, category, |v| v.minimum_monthly_paise)
+            }
+            EventKind::Recharge if event.id.starts_with("voucher:") => {
+                return issued_voucher_recharge(tx, event);
+            }
+            other => {
+                return forged(format!(
+                    "a gateway may not originate a {} ({} paise, id '{}')",
+                    other.as_str(),
+                    event.amount_paise,
+                    event.id
+                ))
+            }
+        };
+        if event.amount_paise <= 0 || event.amount_paise > ceiling {
+            return forged(format!(
+                "{} of {} paise is outside 1 to {ceiling} paise, the most the tariff allows",
+                event.kind.as_str(),
+                event.amount_paise
+            ));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The tail of an id `<gateway>:<kind>:<account>:<tail>`, if the id has that form.
+    fn own_id<'e>(&self, event: &'e LedgerEvent, kind: &str) -> Option<&'e str> {
+        event
+            .id
+            .strip_prefix(self.gateway)?
+            .strip_prefix(':')?
+            .strip_prefix(kind)?
+            .strip_prefix(':')?
+            .strip_prefix(event.account.as_str())?
+            .strip_prefix(':')
+    }
+
+    /// Checks a readings block's meter and the plausibility of its registers.
+    pub fn check_block(&self, block: &ReadingBlock) -> std::result::Result<MeterInfo, Refusal> {
+        let info = self.meter_known(&block.meter)?;
+        let absurd =
+            |detail: String| Err(Refusal::new("absurd_value", Some(&info.account), detail));
+        if block.interval_s == 0 || block.interval_s > 86_400 {
+            return absurd(format!(
+                "meter '{}': reading interval {} s is not 1 s to 1 day",
+                block.meter, block.interval_s
+            ));
+        }
+        let last_at = i64::try_from(block.register_deltas.len())
+            .ok()
+            .and_then(|n| n.checked_mul(i64::from(block.interval_s)))
+            .and_then(|span| block.first_at.checked_add(span));
+        if last_at.is_none_or(|last| last > gramgrid_core::civil::ts(self.now + MAX_AHEAD)) {
+            return absurd(format!(
+                "meter '{}': readings reach beyond a day ahead of central's clock",
+                block.meter
+            ));
+        }
+        if !(0..=MAX_REGISTER_WH).contains(&block.first_register_wh) {
+            return absurd(format!(
+                "meter '{}': register {} Wh is outside 0 to {MAX_REGISTER_WH} Wh",
+                block.meter, block.first_register_wh
+            ));
+        }
+        let max_step = MAX_POWER_W * i64::from(block.interval_s) / 3600;
+        let mut register = block.first_register_wh;
+        for delta in &block.register_deltas {
+            register += delta.clamp(&-MAX_REGISTER_WH, &MAX_REGISTER_WH);
+            if *delta > max_step || !(0..=MAX_REGISTER_WH).contains(&register) {
+                return absurd(format!(
+                    "meter '{}': a register step of {delta} Wh in {} s (more than {MAX_POWER_W} W) or a register outside 0 to {MAX_REGISTER_WH} Wh",
+                    block.meter, block.interval_s
+                ));
+            }
+        }
+        Ok(info)
+    }
+}
+
+fn max_of(
+    book: &TariffBook,
+    category: Category,
+    field: impl Fn(&gramgrid_core::tariff::TariffVersion) -> i64,
+) -> i64 {
+    book.versions()
+        .iter()
+        .filter(|v| v.category == category)
+        .map(field)
+        .max()
+        .unwrap_or(0)
+}
+
+fn short(text: &str, account: Option<&str>) -> std::result::Result<(), Refusal> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Refusal::new(
+            "absurd_value",
+            account,
+            format!("a text of {} bytes (at most {MAX_TEXT_BYTES})", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A voucher recharge sent as a plain money event (outbox format 1) is admitted only when central
+/// issued that voucher, for that account and amount.
+fn issued_voucher_recharge(tx: &mut dyn Tx, event: &LedgerEvent) -> Checked<()> {
+    let issued = tx
+        .query_opt(
+            "SELECT account, amount_paise FROM vouchers WHERE redemption_id = $1",
+            &[event.id.as_str().into()],
+        )?
+        .map(|row| -> Result<(String, i64)> { Ok((row.text(0)?, row.int(1)?)) })
+        .transpose()?;
+    match issued {
+        Some((account, amount)) if account == event.account && amount == event.amount_paise => {
+            Ok(Ok(()))
+        }
+        _ => Ok(Err(Refusal::new(
+            "forged_money",
+            Some(&event.account),
+            format!(
+                "recharge '{}' of {} paise names no voucher central issued for this account and amount",
+                event.id, event.amount_paise
+            ),
+        ))),
+    }
+}
