@@ -1230,7 +1230,12 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
     };
     h.customer("A1", "gw-a").await;
     h.customer("B1", "gw-b").await;
-    h.ok("PUT", "/api/v1/accounts/B1", json!({"consumer_name": "Bina", "category": "commercial", "gateway": "gw-b"})).await;
+    h.ok(
+        "PUT",
+        "/api/v1/accounts/B1",
+        json!({"consumer_name": "Bina", "category": "commercial", "gateway": "gw-b"}),
+    )
+    .await;
     let h = &h;
     let voucher = |account: &'static str, amount: i64| async move {
         let body = json!({"account": account, "amount_paise": amount, "valid_days": 30});
@@ -1452,4 +1457,100 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.balance("B1").await, 30_000 - 2 * 484);
     running.stop().await.unwrap();
+}
+
+/// An account moved to another gateway while the old one still has records of it queued: both
+/// gateways keep syncing; the old one's records of the moved account are refused alone and
+/// flagged, its other records are applied, and the new one takes the account over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_account_moves_both_gateways_keep_syncing() {
+    for h in harnesses("account_move") {
+        h.customer("A1", "gw-a").await;
+        h.customer("A2", "gw-a").await;
+        h.ok("POST", "/api/v1/accounts", json!({"id": "B1", "consumer_name": "Bina", "category": "domestic", "gateway": "gw-b", "created_at": t0()})).await;
+        h.recharge("A1", "pay-1", 10_000).await;
+        h.ok(
+            "PUT",
+            "/api/v1/accounts/A1",
+            json!({"consumer_name": "Asha", "category": "domestic", "gateway": "gw-b"}),
+        )
+        .await;
+        let minimum = |seq: u64, gateway: &str, account: &str| PriorityRecord {
+            seq,
+            event: UplinkEvent::Ledger(
+                LedgerEvent {
+                    id: format!("{gateway}:minimum:{account}:2026-10"),
+                    account: account.into(),
+                    at: t0() + Duration::days(7),
+                    kind: EventKind::MinimumCharge,
+                    amount_paise: 4_000,
+                    expires_at: None,
+                }
+                .into(),
+            ),
+        };
+        let mut all = readings("M-A1", 1..4);
+        all.extend(readings("M-A2", 1..4));
+        let batch = ReadingBatch {
+            after_seq: 0,
+            through_seq: 6,
+            blocks: ReadingBlock::group(all),
+        };
+        let old = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    vec![minimum(1, "gw-a", "A1"), minimum(2, "gw-a", "A2")],
+                    Some(batch),
+                    0,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!((old.priority_acked, old.readings_acked), (2, 6));
+        assert_eq!(
+            h.balance("A1").await,
+            10_000,
+            "nothing of the old gateway's reaches a moved account"
+        );
+        assert!(
+            h.balance("A2").await < -4_000,
+            "the old gateway's own accounts are charged as usual"
+        );
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        let refused: Vec<&str> = flags
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["kind"] == "foreign_record" && f["gateway"] == "gw-a" && f["account"] == "A1"
+            })
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            refused,
+            ["refused:gw-a:1", "refused:gw-a:readings:6:M-A1"],
+            "{flags}"
+        );
+        // The old gateway's next exchange goes on from there; the new one has the account.
+        let again = h
+            .exchange(
+                "gw-a",
+                &upload(vec![], None, old.downlink.last().map_or(0, |r| r.seq)),
+            )
+            .await
+            .unwrap();
+        assert_eq!((again.priority_acked, again.readings_acked), (2, 6));
+        let new = h
+            .exchange("gw-b", &upload(vec![minimum(1, "gw-b", "B1")], None, 0))
+            .await
+            .unwrap();
+        assert_eq!(new.priority_acked, 1);
+        assert_eq!(h.balance("B1").await, -4_000);
+        assert!(new
+            .downlink
+            .iter()
+            .any(|r| matches!(&r.event, DownlinkEvent::Account { id, .. } if id == "A1")));
+        assert!(new.downlink.iter().any(|r| matches!(&r.event, DownlinkEvent::Ledger(e) if e.account == "A1" && e.amount_paise == 10_000)));
+    }
 }

@@ -57,7 +57,7 @@ pub enum BenchCommand {
         /// Days of 15-minute readings per meter.
         #[arg(long, default_value_t = 7)]
         days: usize,
-        /// Readings per transaction (the gateway's store.readings_commit_max).
+        /// Readings per transaction (the link commits each meter report, a few readings, on its own).
         #[arg(long, default_value_t = 5000)]
         batch: usize,
         /// Directory for the benchmark database (default: a temporary directory).

@@ -252,9 +252,9 @@ impl<'a> Origin<'a> {
         // not required).
         let ceiling = match event.kind {
             EventKind::FixedCharge => {
-                if !self
+                if self
                     .own_id(event, "fixed")
-                    .is_some_and(|d| d.parse::<NaiveDate>().is_ok())
+                    .is_none_or(|d| d.parse::<NaiveDate>().is_err())
                 {
                     return forged(format!(
                         "fixed charge id '{}' is not {}:fixed:{}:<date>",

@@ -10,7 +10,6 @@ pub use gramgrid_net::config_file::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -18,9 +17,6 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// `[gateway]`: this gateway's id, its data directory and the policy loop's schedule.
     pub gateway: GatewaySection,
-    /// `[store]`: reading group-commit limits (used by [`crate::gateway::ReadingBuffer`]; the
-    /// daemon's meter link commits each report on its own).
-    pub store: StoreSection,
     /// `[policy]`: alert levels, disconnect threshold (paise), disconnect windows and holidays
     /// (Asia/Kolkata), grace and the daily message time. A policy central publishes replaces it.
     pub policy: PolicyConfig,
@@ -55,27 +51,6 @@ impl Default for GatewaySection {
             id: "gateway-1".into(),
             data_dir: PathBuf::from("gramgrid-gateway"),
             policy_schedule: "0 * * * * *".into(),
-        }
-    }
-}
-
-/// Storage durability settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSection {
-    /// Readings are held in memory at most this long before they are committed together; this is
-    /// the most that a power cut can lose (meters keep their intervals and are asked again).
-    #[serde(with = "humantime_serde")]
-    pub readings_commit_interval: Duration,
-    /// ... or until this many readings are waiting, whichever comes first.
-    pub readings_commit_max: usize,
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        StoreSection {
-            readings_commit_interval: Duration::from_secs(5),
-            readings_commit_max: 5000,
         }
     }
 }
@@ -128,9 +103,6 @@ impl GatewayConfig {
             return Err(format!(
                 "sync.max_readings must be 1 to {max_readings} and sync.max_priority_records 1 to {max_priority} (the most central takes in one exchange)"
             ));
-        }
-        if self.store.readings_commit_max == 0 {
-            return Err("store.readings_commit_max must be at least 1".into());
         }
         if self.relay.max_attempts == 0 {
             return Err("relay.max_attempts must be at least 1".into());
@@ -252,9 +224,8 @@ mod tests {
             err.contains("disconnect_windows") && err.contains("cron"),
             "{err}"
         );
-        let err =
-            GatewayConfig::parse("[store]\nreadings_commit_interval = \"soon\"\n").unwrap_err();
-        assert!(err.contains("readings_commit_interval"), "{err}");
+        let err = GatewayConfig::parse("[sync]\nevery = \"soon\"\n").unwrap_err();
+        assert!(err.contains("every"), "{err}");
         let err = GatewayConfig::parse("[gateway]\nid = \"a b\"\n").unwrap_err();
         assert!(err.contains("gateway.id"), "{err}");
         let err = GatewayConfig::parse("[[tariff]]\nid = \"x\"\ncategory = \"domestic\"\neffective_from = \"2024-01-01\"\nslabs = []\n").unwrap_err();

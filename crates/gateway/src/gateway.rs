@@ -571,53 +571,5 @@ fn alerts_for(
     alerts
 }
 
-/// Holds readings in memory until they are due for a group commit: `readings_commit_max` of them, or
-/// the oldest has waited `readings_commit_interval`. What it holds is the loss window of a power cut.
-#[derive(Debug)]
-pub struct ReadingBuffer {
-    readings: Vec<MeterReading>,
-    oldest: Option<tokio::time::Instant>,
-    max: usize,
-    interval: std::time::Duration,
-}
-
-impl ReadingBuffer {
-    /// A buffer with the store settings of a config.
-    pub fn new(config: &GatewayConfig) -> ReadingBuffer {
-        ReadingBuffer {
-            readings: Vec::new(),
-            oldest: None,
-            max: config.store.readings_commit_max,
-            interval: config.store.readings_commit_interval,
-        }
-    }
-
-    /// Adds a reading; returns true when the buffer is due to be committed.
-    pub fn push(&mut self, reading: MeterReading, now: tokio::time::Instant) -> bool {
-        self.oldest.get_or_insert(now);
-        self.readings.push(reading);
-        self.is_due(now)
-    }
-
-    /// Whether the buffer should be committed now.
-    pub fn is_due(&self, now: tokio::time::Instant) -> bool {
-        self.readings.len() >= self.max
-            || self
-                .oldest
-                .is_some_and(|t| now.duration_since(t) >= self.interval)
-    }
-
-    /// When the buffer will be due by age, if it holds anything.
-    pub fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.oldest.map(|t| t + self.interval)
-    }
-
-    /// Takes the held readings for a commit.
-    pub fn take(&mut self) -> Vec<MeterReading> {
-        self.oldest = None;
-        std::mem::take(&mut self.readings)
-    }
-}
-
 #[cfg(test)]
 mod tests;

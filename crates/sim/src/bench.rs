@@ -16,7 +16,7 @@ pub struct LedgerBench {
     pub meters: usize,
     /// Days of 15-minute readings per meter (96 a day).
     pub days: usize,
-    /// Readings per transaction (the gateway's `readings_commit_max`).
+    /// Readings per transaction.
     pub batch: usize,
     /// Directory for the database (a temporary one when None).
     pub dir: Option<PathBuf>,

@@ -1,6 +1,5 @@
 //! Tests of the policy pass over a real store (fixed and minimum charges, alerts, the clock rule,
-//! relay commands through a recording [`RelayLink`]: windows, withdrawals, deadlines, time-outs)
-//! and of the [`ReadingBuffer`].
+//! relay commands through a recording [`RelayLink`]: windows, withdrawals, deadlines, time-outs).
 use super::*;
 use crate::daemon::run;
 use crate::store::{MeterInstall, OverrideRecord};
@@ -279,29 +278,6 @@ fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
         .count();
     assert!(timed_out >= 2, "{timed_out} commands timed out");
     assert_eq!(gw.store().alert_count("A1", "relay_timeout").unwrap(), 1);
-}
-
-#[test]
-fn reading_buffer_is_due_by_count_or_age() {
-    let mut config = GatewayConfig::default();
-    config.store.readings_commit_max = 3;
-    let mut buffer = ReadingBuffer::new(&config);
-    let t = tokio::time::Instant::now();
-    let r = MeterReading {
-        meter: 1,
-        at: ist(2026, 12, 1, 0, 0),
-        register_wh: 1,
-    };
-    assert!(!buffer.push(r, t));
-    assert!(!buffer.push(r, t));
-    assert!(buffer.push(r, t));
-    assert_eq!(buffer.take().len(), 3);
-    assert!(!buffer.push(r, t));
-    assert_eq!(
-        buffer.deadline(),
-        Some(t + std::time::Duration::from_secs(5))
-    );
-    assert!(buffer.is_due(t + std::time::Duration::from_secs(5)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,10 +6,9 @@
 //! - Money events (recharges, charges, adjustments, emergency credit), relay commands and their
 //!   state changes, overrides and alerts are committed before the method returns, one transaction
 //!   per call: nothing is acknowledged before it is durable.
-//! - Readings are group-committed: the caller (the gateway's reading buffer) passes a batch to
-//!   [`Store::ingest`], which stores and rates it in one transaction. The loss window after a power
-//!   cut is what the caller still held in memory: at most `store.readings_commit_interval` (5 s by
-//!   default). Meters keep their intervals, so lost readings are asked for again.
+//! - Readings: [`Store::ingest`] stores and rates a batch in one transaction. The meter link passes
+//!   each meter report as it arrives and advances its poll cursor only after the commit, so a power
+//!   cut loses nothing stored and the meter is asked again for what was not.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
 mod commands;
 mod link;
