@@ -25,6 +25,8 @@ pub enum CentralCommand {
         names: Vec<String>,
     },
     /// Issue a gateway's client certificate and write its bundle under DIR/gateways/NAME/.
+    /// With --csr the gateway's own key is used (`gramgrid gateway request-certificate`) and no
+    /// private key is written here; without it, the key is made here and is part of the bundle.
     AddGateway {
         /// The PKI directory `central init` created (it holds the CA key).
         #[arg(long)]
@@ -35,6 +37,19 @@ pub enum CentralCommand {
         /// Days the certificate is valid (1 to 3650).
         #[arg(long, default_value_t = 1825, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
+        /// The gateway's certificate signing request (gateway.csr from `gateway request-certificate`).
+        #[arg(long)]
+        csr: Option<PathBuf>,
+    },
+    /// Revoke a gateway's certificate (lost or stolen box): a running central refuses it at the
+    /// TLS handshake within seconds, no restart. Needs the CA key, like add-gateway.
+    RevokeGateway {
+        /// The PKI directory `central init` created (it holds the CA key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The gateway whose certificate (DIR/gateways/ID/gateway.pem) is revoked.
+        #[arg(long)]
+        id: String,
     },
     /// Enter every meter of a meter manifest (serials and radio keys, e.g. from `gramgrid sim
     /// --manifest-out`) at central, each on an account of its own (ACC-<serial>), assigned to a
@@ -82,15 +97,41 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             gateway,
             installed_at,
         } => import_meters(config, &manifest, gateway, installed_at),
-        CentralCommand::AddGateway { dir, id, days } => {
+        CentralCommand::AddGateway { dir, id, days, csr } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
-            let bundle = pki.add_gateway(&id, days)?;
+            let bundle = match &csr {
+                Some(path) => {
+                    let request = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the signing request {}", path.display())
+                    })?;
+                    pki.add_gateway_from_request(&id, &request, days)?
+                }
+                None => pki.add_gateway(&id, days)?,
+            };
             println!(
                 "gateway '{}' enrolled, certificate valid {days} days",
                 bundle.gateway_id
             );
             println!("  bundle: {}", pki.bundle_path(&id).display());
-            println!("  copy that directory to the gateway and point its config's sync bundle at bundle.toml");
+            if csr.is_some() {
+                println!("  copy gateway.pem, ca.pem and bundle.toml from there into the gateway's request directory (next to its gateway.key) and point its config's sync bundle at bundle.toml");
+            } else {
+                println!("  copy that directory to the gateway and point its config's sync bundle at bundle.toml");
+            }
+            Ok(())
+        }
+        CentralCommand::RevokeGateway { dir, id } => {
+            let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
+            let revoked = pki.revoke_gateway(&id)?;
+            println!(
+                "gateway '{id}' certificate {} revoked at {}",
+                revoked.serial, revoked.revoked_at
+            );
+            println!("  revocation list: {}", pki.crl_path().display());
+            println!(
+                "  a running central refuses it at the next handshake (within {} s)",
+                gramgrid_central::server::REVOCATION_CHECK.as_secs()
+            );
             Ok(())
         }
     }

@@ -32,6 +32,16 @@ pub enum GatewayAction {
         /// The voucher code as printed (dashes, spaces and letter case do not matter).
         code: String,
     },
+    /// Make this gateway's private key (it never leaves DIR) and a certificate signing request
+    /// for the office: `gramgrid central add-gateway --id ID --csr DIR/gateway.csr`.
+    RequestCertificate {
+        /// Directory for gateway.key (0600) and gateway.csr; the signed bundle goes here too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Gateway id to ask for: letters, digits, '-' and '_' (default: the config's gateway.id).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 pub(super) fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig> {
@@ -76,6 +86,24 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
         return Ok(());
     }
     match args.action {
+        Some(GatewayAction::RequestCertificate { dir, id }) => {
+            let id = id.unwrap_or_else(|| config.gateway.id.clone());
+            let csr = gramgrid_net::pki::request_certificate(&id, &dir)?;
+            println!(
+                "key and signing request for gateway '{id}' written to {}",
+                dir.display()
+            );
+            println!(
+                "  the key ({}) stays here; send only {}",
+                dir.join(gramgrid_net::pki::REQUEST_KEY).display(),
+                csr.display()
+            );
+            println!(
+                "  office: gramgrid central add-gateway --dir PKI --id {id} --csr gateway.csr"
+            );
+            println!("  then copy gateway.pem, ca.pem and bundle.toml from the office's PKI/gateways/{id}/ into {}", dir.display());
+            Ok(())
+        }
         None => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -5,7 +5,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use gramgrid_net::tls::RequireGateway;
+use gramgrid_net::pki::ListenerFiles;
+use gramgrid_net::tls::{RequireGateway, ServerTls};
 use gramgrid_net::wallclock::WallClock;
 use std::sync::Arc;
 
@@ -36,7 +37,13 @@ pub async fn serve(
     sender: Arc<dyn notify::Sender>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let tls = ServerTls::from(tls);
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut crl_stopped = stopped.clone();
+    let files = ListenerFiles::in_dir(&central.config().pki_dir);
+    let crl = tokio::spawn(watch_revocations(files, tls.clone(), async move {
+        let _ = crl_stopped.wait_for(|s| *s).await;
+    }));
     let every = central.config().notify_every;
     let mut outbox_stopped = stopped.clone();
     let outbox = tokio::spawn(notify::run(
@@ -50,21 +57,58 @@ pub async fn serve(
     let served = gramgrid_net::tls::serve(listener, tls, router(central), shutdown).await;
     let _ = stop.send(true);
     let _ = outbox.await;
+    let _ = crl.await;
     drop(stopped);
     served
+}
+
+/// How often the listener looks for a new revocation list (`central revoke-gateway`).
+pub const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the TLS settings whenever the revocation list changes, so a revoked gateway is refused
+/// at its next handshake without a restart. A list that does not load is logged and the settings
+/// in use are kept.
+async fn watch_revocations(
+    files: ListenerFiles,
+    tls: ServerTls,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let stamp = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut seen = stamp(&files.crl);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(REVOCATION_CHECK) => {}
+        }
+        let now = stamp(&files.crl);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match gramgrid_net::tls::server_config_from_files(&files) {
+            Ok(config) => {
+                tls.replace(config);
+                tracing::warn!(crl = %files.crl.display(), "revocation list reloaded: revoked gateways are refused from now on");
+            }
+            Err(error) => {
+                tracing::error!(%error, "the new revocation list does not load; the previous one stays in force")
+            }
+        }
+    }
 }
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The central PKI could not be loaded from `pki_dir` (not initialised, or unreadable).
-    #[error(
-        "central PKI: {0}; run `gramgrid central init` first, or set pki_dir in the central config"
-    )]
-    Pki(#[from] gramgrid_net::pki::PkiError),
-    /// The TLS server configuration could not be built from the PKI.
-    #[error("TLS: {0}")]
-    Tls(#[from] gramgrid_net::tls::TlsError),
+    /// The TLS settings could not be built from the PKI directory's listener files (not
+    /// initialised, unreadable or damaged).
+    #[error("TLS from the PKI directory {1}: {0}; run `gramgrid central init` first, or set pki_dir in the central config")]
+    Tls(gramgrid_net::tls::TlsError, String),
     /// Central could not open its database (see [`Central::open`]).
     #[error(transparent)]
     Central(#[from] CentralError),
@@ -108,8 +152,10 @@ pub async fn start_with_clock(
     listener: tokio::net::TcpListener,
     clock: WallClock,
 ) -> Result<Running, StartError> {
-    let pki = gramgrid_net::pki::CentralPki::load(&config.pki_dir)?;
-    let tls = gramgrid_net::tls::server_config(&pki)?;
+    // Only the listener's files: the CA key can stay offline.
+    let files = ListenerFiles::in_dir(&config.pki_dir);
+    let tls = gramgrid_net::tls::server_config_from_files(&files)
+        .map_err(|error| StartError::Tls(error, config.pki_dir.display().to_string()))?;
     let sender = Arc::new(notify::LogFileSender {
         path: config.notifications_log.clone(),
     });

@@ -5,9 +5,12 @@
 //!
 //! ```text
 //! DIR/pki.toml            central URL written into every gateway bundle
-//! DIR/ca.pem, ca.key      the CA (key 0600; keep it off the network if you can)
+//! DIR/ca.pem, ca.key      the CA; `central serve` never reads ca.key, so it can live offline
 //! DIR/server.pem, .key    the central HTTPS listener's certificate, signed by the CA
-//! DIR/gateways/<id>/      gateway.pem, gateway.key (0600), ca.pem, bundle.toml
+//! DIR/gateways/<id>/      gateway.pem, ca.pem, bundle.toml, and gateway.key (0600) unless the
+//!                         gateway enrolled with its own key (`add-gateway --csr`)
+//! DIR/revoked.toml        revoked gateway certificates (`central revoke-gateway`)
+//! DIR/crl.pem             the same as a CA-signed revocation list, checked at every handshake
 //! ```
 //!
 //! Keys are ECDSA P-256 made with `rcgen` on the `ring` backend. Nothing here logs key material.
@@ -19,6 +22,11 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod request;
+mod revocation;
+pub use request::{request_certificate, REQUEST_CSR, REQUEST_KEY};
+pub use revocation::{crl_path, Revoked, CRL_FILE};
 
 /// Prefix of the SAN URI that names a gateway: `urn:gramgrid:gateway:<id>`.
 pub const GATEWAY_URI_PREFIX: &str = "urn:gramgrid:gateway:";
@@ -122,6 +130,31 @@ pub enum PkiError {
 impl From<rcgen::Error> for PkiError {
     fn from(error: rcgen::Error) -> Self {
         PkiError::Rcgen(error)
+    }
+}
+
+/// The files the central listener reads from a PKI directory: never the CA key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerFiles {
+    /// The CA certificate, the trust anchor for client certificates.
+    pub ca: PathBuf,
+    /// The listener's certificate.
+    pub cert: PathBuf,
+    /// The listener's private key.
+    pub key: PathBuf,
+    /// The revocation list (absent until a gateway is revoked).
+    pub crl: PathBuf,
+}
+
+impl ListenerFiles {
+    /// The listener's files in PKI directory `dir`.
+    pub fn in_dir(dir: &Path) -> ListenerFiles {
+        ListenerFiles {
+            ca: dir.join(CA_CERT),
+            cert: dir.join(SERVER_CERT),
+            key: dir.join(SERVER_KEY),
+            crl: crl_path(dir),
+        }
     }
 }
 
@@ -303,19 +336,7 @@ impl CentralPki {
         write_new(&bundle.key, &key.serialize_pem(), true)?;
         write_new(&bundle.cert, &cert.pem(), false)?;
         write_new(&bundle.ca, &self.ca_cert_pem, false)?;
-        let file = BundleToml {
-            gateway_id: bundle.gateway_id.clone(),
-            central_url: bundle.central_url.clone(),
-            cert: "gateway.pem".into(),
-            key: "gateway.key".into(),
-            ca: "ca.pem".into(),
-        };
-        let text = toml::to_string(&file).map_err(|e| PkiError::Corrupt {
-            path: out.join(BUNDLE_TOML),
-            what: "gateway bundle",
-            reason: e.to_string(),
-        })?;
-        write_new(&out.join(BUNDLE_TOML), &text, false)?;
+        self.write_bundle_toml(&out, &bundle)?;
         tracing::info!(gateway = id, %not_after, dir = %out.display(), "gateway certificate issued");
         Ok(bundle)
     }
@@ -339,6 +360,10 @@ impl CentralPki {
     /// The server certificate's private key (`server.key`, mode 0600).
     pub fn server_key_path(&self) -> PathBuf {
         self.dir.join(SERVER_KEY)
+    }
+    /// The revocation list the listener checks (absent until a gateway is revoked).
+    pub fn crl_path(&self) -> PathBuf {
+        crl_path(&self.dir)
     }
     /// Where `add_gateway` writes the bundle of gateway `id`.
     pub fn bundle_path(&self, id: &str) -> PathBuf {
@@ -502,6 +527,19 @@ fn create_dir(dir: &Path) -> Result<(), PkiError> {
     std::fs::create_dir_all(dir).map_err(|error| PkiError::Io {
         action: "create directory",
         path: dir.to_path_buf(),
+        error,
+    })
+}
+
+/// Replaces a public file atomically (a temporary file renamed over it), so a reader never sees
+/// half of it.
+fn write_replace(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let temporary = path.with_extension("new");
+    let _ = std::fs::remove_file(&temporary);
+    write_new(&temporary, contents, false)?;
+    std::fs::rename(&temporary, path).map_err(|error| PkiError::Io {
+        action: "replace",
+        path: path.to_path_buf(),
         error,
     })
 }

@@ -1,6 +1,6 @@
 //! Server side: the rustls server config and the TLS accept loop that serves an axum router.
 use super::{load_certs, load_key, load_roots, provider, TlsError};
-use crate::pki::{validate_gateway_id, CentralPki, GATEWAY_URI_PREFIX};
+use crate::pki::{validate_gateway_id, CentralPki, ListenerFiles, GATEWAY_URI_PREFIX};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -49,25 +49,26 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireGateway {
 
 /// The central listener's TLS config from a PKI directory.
 pub fn server_config(pki: &CentralPki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    server_config_from_files(
-        &pki.ca_cert_path(),
-        &pki.server_cert_path(),
-        &pki.server_key_path(),
-    )
+    server_config_from_files(&ListenerFiles::in_dir(pki.dir()))
 }
 
-/// The central listener's TLS config from its files, for a server that should not hold the CA
-/// key: client certificates are optional, but a presented one must chain to `ca` and be in date.
+/// The central listener's TLS config from its files (never the CA key, which can stay offline):
+/// client certificates are optional, but a presented one must chain to the CA, be in date and not
+/// be on the revocation list (when there is one).
 pub fn server_config_from_files(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
+    files: &ListenerFiles,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let roots = load_roots(ca)?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .allow_unauthenticated()
+    let roots = load_roots(&files.ca)?;
+    let mut builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .allow_unauthenticated();
+    if let Some(crl) = load_crl(&files.crl)? {
+        builder = builder.with_crls([crl]);
+    }
+    let verifier = builder
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let (cert, key) = (&files.cert, &files.key);
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -77,6 +78,48 @@ pub fn server_config_from_files(
     // The accept loop speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The revocation list, or None when the file does not exist (nothing revoked).
+fn load_crl(
+    path: &Path,
+) -> Result<Option<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    if !path.exists() {
+        return Ok(None);
+    }
+    rustls::pki_types::CertificateRevocationListDer::from_pem_file(path)
+        .map(Some)
+        .map_err(|e| TlsError::Config(format!("revocation list {}: {e}", path.display())))
+}
+
+/// The listener's TLS settings; a replacement applies to connections accepted after it (a new
+/// revocation list takes effect without a restart).
+#[derive(Clone)]
+pub struct ServerTls(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl ServerTls {
+    /// The settings in use now.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.0.read() {
+            Ok(config) => Arc::clone(&config),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the settings for new connections.
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        match self.0.write() {
+            Ok(mut slot) => *slot = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
+impl From<Arc<rustls::ServerConfig>> for ServerTls {
+    fn from(config: Arc<rustls::ServerConfig>) -> Self {
+        ServerTls(Arc::new(std::sync::RwLock::new(config)))
+    }
 }
 
 /// The gateway id in a (already verified) client certificate: its SAN URI
@@ -99,11 +142,11 @@ pub fn gateway_id_from_cert(der: &[u8]) -> Option<String> {
 /// Each request carries [`PeerGateway`] and `ConnectInfo<SocketAddr>` in its extensions.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<ServerTls>,
     router: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tls: ServerTls = tls.into();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Tells connections still in their handshake to give up: `graceful` only knows connections
@@ -137,7 +180,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let router = router.clone();
         let watcher = graceful.watcher();
         let mut stopping = stopping.clone();
