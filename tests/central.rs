@@ -1554,3 +1554,16 @@ async fn after_an_account_moves_both_gateways_keep_syncing() {
         assert!(new.downlink.iter().any(|r| matches!(&r.event, DownlinkEvent::Ledger(e) if e.account == "A1" && e.amount_paise == 10_000)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flood_benchmark_runs_and_every_real_call_succeeds() {
+    let settings = gramgrid_sim::flood_bench::FloodBench {
+        connections: 150,
+        addresses: 2,
+        requests: 3,
+    };
+    let figures = gramgrid_sim::flood_bench::flood(&settings).await.unwrap();
+    assert_eq!(figures.requests, 3);
+    assert!(figures.connected > 0, "{figures}");
+    assert!(figures.to_string().contains("idle connections"));
+}

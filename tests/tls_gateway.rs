@@ -386,3 +386,66 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         .unwrap()
         .unwrap();
 }
+
+/// Silent connections from `addresses` source addresses (127.0.0.20 and up), `per_address` each.
+async fn silent_connections(
+    target: SocketAddr,
+    addresses: u8,
+    per_address: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for i in 0..per_address * usize::from(addresses) {
+        let source = SocketAddr::from(([127, 0, 0, 20 + (i % usize::from(addresses)) as u8], 0));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        open.push(socket.connect(target).await.unwrap());
+    }
+    open
+}
+
+/// How many of `streams` the server has closed by now (well before any handshake time-out).
+async fn closed_by_server(streams: &mut [tokio::net::TcpStream]) -> usize {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut byte = [0u8; 1];
+    streams
+        .iter_mut()
+        .filter(|stream| matches!(stream.try_read(&mut byte), Ok(0)))
+        .count()
+}
+
+/// An idle-connection flood: one address gets no more than its share of connections, a flood from
+/// many addresses has its oldest silent handshakes dropped, and a real gateway gets through.
+/// (`gramgrid bench flood` measures how long the real request takes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_flood_is_bounded_and_a_real_gateway_gets_through() {
+    let (_dir, pki) = new_pki();
+    let server = Server::start(&pki).await;
+    let bundle = pki.add_gateway("village-a", 30).unwrap();
+    let mut one_address = silent_connections(server.addr, 1, tls::MAX_PER_ADDRESS + 40).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closed = closed_by_server(&mut one_address).await;
+    assert!(
+        closed >= 40,
+        "only {closed} of the 40 connections beyond one address's share were closed"
+    );
+    drop(one_address);
+    let per_address = tls::MAX_PER_ADDRESS - 2;
+    let mut many = silent_connections(server.addr, 4, per_address).await;
+    let (status, _) = client_for(&bundle, &server.url())
+        .get("/whoami", T)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let closed = closed_by_server(&mut many).await;
+    // The real gateway's handshake took a place in the queue too, so one more silent one went.
+    assert!(
+        closed > 4 * per_address - tls::MAX_HANDSHAKES,
+        "only {closed} of {} silent handshakes were evicted at once",
+        4 * per_address - tls::MAX_HANDSHAKES
+    );
+    assert!(
+        closed < 4 * per_address,
+        "the newest silent handshakes wait for their time-out"
+    );
+    server.stop().await;
+}

@@ -29,6 +29,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How long a real API call takes while idle connections flood central's listener (loopback
+    /// only, from 127.0.0.10 and up), against the same call without the flood.
+    Flood {
+        /// Idle TCP connections to open.
+        #[arg(long, default_value_t = 600)]
+        connections: usize,
+        /// Source addresses they come from (1 to 200).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=200))]
+        addresses: u8,
+        /// Real API calls timed in each phase.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bytes on the wire per reading and catch-up time after an outage, over a throttled link.
     Sync {
         /// Households in the village.
@@ -160,6 +176,27 @@ pub(super) fn bench(what: BenchCommand) -> Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let figures = runtime.block_on(gramgrid_sim::central_bench::ingest(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
+            Ok(())
+        }
+        BenchCommand::Flood {
+            connections,
+            addresses,
+            requests,
+            json,
+        } => {
+            let settings = gramgrid_sim::flood_bench::FloodBench {
+                connections,
+                addresses,
+                requests,
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime.block_on(gramgrid_sim::flood_bench::flood(&settings))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {

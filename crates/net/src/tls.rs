@@ -11,10 +11,11 @@
 mod client;
 mod server;
 
-pub use client::{client_config, into_success, ClientError, HttpsClient};
+pub use client::{api_client_config, client_config, into_success, ClientError, HttpsClient};
 pub use server::{
     gateway_id_from_cert, serve, server_config, server_config_from_files, PeerGateway,
-    RequireGateway, ServerTls, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE,
+    RequireGateway, ServerTls, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS,
+    SHUTDOWN_GRACE,
 };
 
 use rustls::pki_types::pem::PemObject;

@@ -4,7 +4,8 @@
 //! - [`meter`]: simulated meters (firmware, load profiles, fleet, a light radio, `gramgrid sim`);
 //! - [`village`]: central, one gateway and an emulated cellular link ([`netem`]) in one process;
 //! - [`demo`]: `gramgrid demo`, a whole village on simulated time;
-//! - [`capacity`], [`radio_bench`], [`central_bench`], [`bench`](crate::bench): the `gramgrid bench` commands;
+//! - [`capacity`], [`radio_bench`], [`central_bench`], [`flood_bench`], [`bench`](crate::bench): the
+//!   `gramgrid bench` commands;
 //! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`.
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod capacity;
 pub mod central_bench;
 pub mod demo;
+pub mod flood_bench;
 pub mod meter;
 pub mod netem;
 pub mod radio_bench;

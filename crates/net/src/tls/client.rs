@@ -77,6 +77,18 @@ pub fn client_config(bundle: &GatewayBundle) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(config))
 }
 
+/// An API client's TLS config (the utility's systems): trusts only central's CA `ca`, presents
+/// no certificate.
+pub fn api_client_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(load_roots(ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Turns a non-2xx answer into [`ClientError::Status`]; returns the body of a 2xx one.
 pub fn into_success(response: (StatusCode, Vec<u8>)) -> Result<Vec<u8>, ClientError> {
     let (status, body) = response;

@@ -14,9 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+mod admission;
+use admission::Admission;
+pub use admission::{MAX_HANDSHAKES, MAX_PER_ADDRESS};
+
 /// A client that has not finished the TLS handshake by then is dropped, so slow or silent
-/// connections cannot hold a connection slot for long.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// connections cannot hold a connection slot for long (see also `admission`: a flood of them is
+/// evicted oldest first long before this).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; the accept loop waits for a free slot beyond that.
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long shutdown waits for requests in flight before dropping their connections.
@@ -149,6 +154,7 @@ pub async fn serve(
     let tls: ServerTls = tls.into();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::default();
     // Tells connections still in their handshake to give up: `graceful` only knows connections
     // that reached HTTP, and would otherwise wait for a silent client's handshake timeout.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -180,16 +186,26 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(admitted) = admission.admit(remote.ip()) else {
+            tracing::debug!(%remote, "connection refused: its address holds {MAX_PER_ADDRESS} connections already");
+            continue;
+        };
+        let handshaking = admission.handshake();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let router = router.clone();
         let watcher = graceful.watcher();
         let mut stopping = stopping.clone();
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            // Held for the connection's life: its drop frees the slot.
-            let _permit = permit;
+            // Held for the connection's life: their drop frees the slot and the address's share.
+            let (_permit, _admitted) = (permit, admitted);
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let mut handshaking = handshaking;
             let tls = tokio::select! {
+                _ = &mut handshaking.evicted => {
+                    tracing::debug!(%remote, "TLS handshake evicted to make room for newer connections");
+                    return;
+                }
                 outcome = handshake => match outcome {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
@@ -203,6 +219,7 @@ pub async fn serve(
                 },
                 _ = stopping.wait_for(|stop| *stop) => return,
             };
+            drop(handshaking);
             let peer = PeerGateway(
                 tls.get_ref()
                     .1
