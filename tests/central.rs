@@ -1567,3 +1567,61 @@ async fn the_flood_benchmark_runs_and_every_real_call_succeeds() {
     assert!(figures.connected > 0, "{figures}");
     assert!(figures.to_string().contains("idle connections"));
 }
+
+/// Numbers the office enters are bounded: a tariff cannot take effect in the past or today (readings
+/// already rated would differ between gateway and central), nor charge absurd rates, and one policy
+/// version cannot use up every later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tariffs_and_policies_out_of_bounds_are_refused() {
+    for h in harnesses("publish_bounds") {
+        let tomorrow = gramgrid_core::civil::local_date(Utc::now()) + Duration::days(1);
+        let tariff = |id: &str, from: chrono::NaiveDate, rate: i64| {
+            json!({"id": id, "category": "domestic", "effective_from": from, "slabs": [{"paise_per_kwh": rate}],
+                   "fixed_monthly_paise": 0, "minimum_monthly_paise": 0, "duty_percent": 0.0})
+        };
+        let (status, body) = h
+            .post(
+                "/api/v1/tariffs",
+                tariff("today", tomorrow - Duration::days(1), 500),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("from tomorrow"),
+            "{body}"
+        );
+        let (status, body) = h
+            .post("/api/v1/tariffs", tariff("absurd", tomorrow, i64::MAX))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("paise per kWh is outside"),
+            "{body}"
+        );
+        let (status, body) = h
+            .post("/api/v1/tariffs", tariff("next", tomorrow, 500))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let policy =
+            |version: u64| json!({"version": version, "policy": {"holidays": []}}).to_string();
+        let (status, body) = h
+            .call("PUT", "/api/v1/policy", Some(&policy(u64::MAX)))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("jumps too far"),
+            "{body}"
+        );
+        let (status, body) = h.call("PUT", "/api/v1/policy", Some(&policy(2))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, _) = h.call("PUT", "/api/v1/policy", Some(&policy(3))).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "a version within the step still publishes"
+        );
+    }
+}

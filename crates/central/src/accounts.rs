@@ -900,6 +900,13 @@ pub fn publish_policy(
             newest.unwrap_or_default()
         )));
     }
+    // A step bound, so one typo (or u64::MAX) cannot use up every later version number.
+    let highest = newest.unwrap_or(0).saturating_add(MAX_POLICY_VERSION_STEP);
+    if version > highest {
+        return Err(CentralError::Invalid(format!(
+            "policy version {version} jumps too far: the next version may be at most {highest} ({MAX_POLICY_VERSION_STEP} above the published one)"
+        )));
+    }
     let event = DownlinkEvent::Policy {
         version,
         policy: policy.into(),
@@ -911,6 +918,9 @@ pub fn publish_policy(
     )?;
     append_downlink_to_all(tx, None, &event)
 }
+
+/// How far above the published policy version a new one may be.
+pub const MAX_POLICY_VERSION_STEP: u64 = 1_000;
 
 /// The published tariff versions (the built-in book until the first publish).
 pub fn load_tariff_book(tx: &mut dyn Tx) -> Result<TariffBook> {
@@ -938,6 +948,15 @@ pub fn publish_tariff(
     now: DateTime<Utc>,
 ) -> Result<TariffBook> {
     check_id("tariff version id", &version.id)?;
+    let today = gramgrid_core::civil::local_date(now);
+    if version.effective_from <= today {
+        return Err(CentralError::Invalid(format!(
+            "tariff version '{}' takes effect on {}, but a new version may take effect from tomorrow ({}) at the earliest: readings already rated under the old one would be rated differently by gateways that learn of it later",
+            version.id,
+            version.effective_from,
+            today + chrono::Duration::days(1)
+        )));
+    }
     let mut versions = load_tariff_book(tx)?.versions().to_vec();
     if versions.iter().any(|v| v.id == version.id) {
         return Err(CentralError::Conflict(format!(

@@ -13,6 +13,7 @@ use super::{CentralError, Result};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use gramgrid_core::civil::Month;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::rating::MAX_REGISTER_WH;
 use gramgrid_core::tariff::{Category, TariffBook};
 use gramgrid_proto::wire::{ReadingBlock, UplinkEvent};
 use std::collections::HashMap;
@@ -20,8 +21,6 @@ use std::collections::HashMap;
 /// How far ahead of central's clock a gateway's timestamp may be (a gateway clock runs free while
 /// the backhaul is down; more than this is a wrong clock or a forgery).
 pub const MAX_AHEAD: Duration = Duration::days(1);
-/// Largest register a meter may report, in Wh (10 GWh: far above any household meter's rollover).
-pub const MAX_REGISTER_WH: i64 = 10_000_000_000;
 /// Largest power a single consumer may draw, in W: bounds a register's advance per interval.
 pub const MAX_POWER_W: i64 = 200_000;
 /// Longest text (alert message, anomaly detail, override reason) central stores from a gateway.

@@ -61,6 +61,10 @@ pub struct SegmentChange {
     pub delta_cost: Cost,
 }
 
+/// The largest register a meter may report, in Wh (10 GWh: far above any household meter's
+/// rollover). Gateway and central refuse readings beyond it, so no register arithmetic overflows.
+pub const MAX_REGISTER_WH: i64 = 10_000_000_000;
+
 /// The effect of one reading's arrival.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rated {
@@ -128,7 +132,7 @@ pub fn rate_arrival(
             })?
             .key();
         match changes.iter_mut().find(|c| c.key == key) {
-            Some(change) => change.delta_wh += delta_wh,
+            Some(change) => change.delta_wh = change.delta_wh.saturating_add(delta_wh),
             None => changes.push(SegmentChange {
                 key,
                 delta_wh,

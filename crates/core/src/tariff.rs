@@ -113,6 +113,11 @@ pub enum TariffError {
     MissingCategory(Category),
 }
 
+/// The highest slab rate a version may set, in paise per kWh (₹1,000/kWh, far above any order).
+pub const MAX_RATE_PAISE_PER_KWH: i64 = 100_000;
+/// The highest fixed or minimum monthly charge a version may set, in paise (₹1,00,000).
+pub const MAX_MONTHLY_PAISE: i64 = 10_000_000;
+
 /// All tariff versions the gateway knows, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TariffBook {
@@ -157,7 +162,7 @@ pub struct Cost {
 impl Cost {
     /// Energy charge plus duty.
     pub fn total(self) -> i64 {
-        self.energy_paise + self.duty_paise
+        self.energy_paise.saturating_add(self.duty_paise)
     }
 }
 
@@ -165,10 +170,16 @@ impl std::ops::Sub for Cost {
     type Output = Cost;
     fn sub(self, other: Cost) -> Cost {
         Cost {
-            energy_paise: self.energy_paise - other.energy_paise,
-            duty_paise: self.duty_paise - other.duty_paise,
+            energy_paise: self.energy_paise.saturating_sub(other.energy_paise),
+            duty_paise: self.duty_paise.saturating_sub(other.duty_paise),
         }
     }
+}
+
+/// Paise from an i128 amount, saturating instead of wrapping (bounded rates and registers never
+/// reach the limit; saturating keeps an absurd input from turning a charge into a credit).
+fn saturating_paise(amount: i128) -> i64 {
+    i64::try_from(amount).unwrap_or(if amount < 0 { i64::MIN } else { i64::MAX })
 }
 
 impl TariffBook {
@@ -346,7 +357,11 @@ impl TariffBook {
             .iter()
             .map(|s| s.version.minimum_monthly_paise * s.days() / i64::from(month.days()))
             .sum();
-        (minimum - billed_paise).max(0)
+        // Never more than the minimum itself, whatever was billed (a negative bill is an anomaly
+        // for the office, not a reason to charge beyond the minimum).
+        minimum
+            .saturating_sub(billed_paise)
+            .clamp(0, minimum.max(0))
     }
 
     /// A month's bill for a category when `units_wh` are consumed evenly over its days.
@@ -435,13 +450,22 @@ fn validate_version(version: &TariffVersion) -> Result<i64, TariffError> {
             }
         }
     }
-    if version.slabs.iter().any(|s| s.paise_per_kwh < 0) {
-        return Err(invalid("a slab rate is negative".into()));
+    if let Some(slab) = version
+        .slabs
+        .iter()
+        .find(|s| !(0..=MAX_RATE_PAISE_PER_KWH).contains(&s.paise_per_kwh))
+    {
+        return Err(invalid(format!(
+            "a slab rate of {} paise per kWh is outside 0 to {MAX_RATE_PAISE_PER_KWH} (₹1,000 per kWh)",
+            slab.paise_per_kwh
+        )));
     }
-    if version.fixed_monthly_paise < 0 || version.minimum_monthly_paise < 0 {
-        return Err(invalid(
-            "fixed and minimum charges cannot be negative".into(),
-        ));
+    if !(0..=MAX_MONTHLY_PAISE).contains(&version.fixed_monthly_paise)
+        || !(0..=MAX_MONTHLY_PAISE).contains(&version.minimum_monthly_paise)
+    {
+        return Err(invalid(format!(
+            "fixed and minimum monthly charges must be 0 to {MAX_MONTHLY_PAISE} paise (₹1,00,000)"
+        )));
     }
     let basis_points = version.duty_percent * 100.0;
     if !(0.0..=10_000.0).contains(&basis_points)
@@ -496,7 +520,7 @@ impl Segment<'_> {
                 return None;
             }
             let top = upper.map_or(wh, |u| u.min(wh));
-            let in_slab = (top - lower).max(0);
+            let in_slab = top.saturating_sub(lower).max(0);
             let row = (
                 lower,
                 upper,
@@ -510,16 +534,18 @@ impl Segment<'_> {
 
     /// Energy charge and duty for a month-to-date energy of `wh` in this segment.
     pub fn cost(&self, wh: i64) -> Cost {
-        let energy_paise = (self.energy_millipaise(wh) / 1000) as i64;
+        let energy_paise = saturating_paise(self.energy_millipaise(wh) / 1000);
         Cost {
             energy_paise,
-            duty_paise: energy_paise * self.duty_basis_points / 10_000,
+            duty_paise: saturating_paise(
+                i128::from(energy_paise) * i128::from(self.duty_basis_points) / 10_000,
+            ),
         }
     }
 
     /// The charge for `delta_wh` consumed on top of `segment_wh` already in this segment.
     pub fn charge(&self, segment_wh: i64, delta_wh: i64) -> Cost {
-        self.cost(segment_wh + delta_wh) - self.cost(segment_wh)
+        self.cost(segment_wh.saturating_add(delta_wh)) - self.cost(segment_wh)
     }
 
     fn slab_lines(&self, wh: i64) -> Vec<BillLine> {
@@ -528,15 +554,15 @@ impl Segment<'_> {
             .zip(&self.version.slabs)
             .filter(|((_, _, in_slab, _), _)| *in_slab > 0)
             .map(|((lower, upper, in_slab, mp), slab)| {
-                let before = (cumulative / 1000) as i64;
-                cumulative += mp;
+                let before = saturating_paise(cumulative / 1000);
+                cumulative = cumulative.saturating_add(mp);
                 BillLine {
                     version_id: self.version.id.clone(),
                     from_wh: lower,
                     to_wh: upper,
                     units_wh: in_slab,
                     paise_per_kwh: slab.paise_per_kwh,
-                    amount_paise: (cumulative / 1000) as i64 - before,
+                    amount_paise: saturating_paise(cumulative / 1000).saturating_sub(before),
                 }
             })
             .collect()

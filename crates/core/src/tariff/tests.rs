@@ -209,3 +209,61 @@ proptest! {
         prop_assert!(seg.cost(extra + 1).energy_paise >= seg.cost(extra).energy_paise);
     }
 }
+
+/// A domestic book whose domestic version has the given rate, charges and duty.
+fn book_with(rate: i64, monthly: i64, duty_basis_points: i64) -> Result<TariffBook, TariffError> {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    let domestic = versions
+        .iter_mut()
+        .find(|v| v.category == Category::Domestic)
+        .unwrap();
+    domestic.slabs = vec![
+        Slab {
+            up_to_units: Some(u32::MAX),
+            paise_per_kwh: rate,
+        },
+        Slab {
+            up_to_units: None,
+            paise_per_kwh: rate,
+        },
+    ];
+    domestic.fixed_monthly_paise = monthly;
+    domestic.minimum_monthly_paise = monthly;
+    domestic.duty_percent = duty_basis_points as f64 / 100.0;
+    TariffBook::new(versions)
+}
+
+#[test]
+fn rates_and_monthly_charges_beyond_the_bounds_are_refused() {
+    let err = book_with(i64::MAX, 0, 0).unwrap_err().to_string();
+    assert!(err.contains("paise per kWh is outside"), "{err}");
+    let err = book_with(500, i64::MAX, 0).unwrap_err().to_string();
+    assert!(err.contains("monthly charges must be 0 to"), "{err}");
+    assert!(book_with(MAX_RATE_PAISE_PER_KWH, MAX_MONTHLY_PAISE, 10_000).is_ok());
+}
+
+proptest! {
+    /// No tariff the book accepts and no energy, however absurd, makes a charge wrap: costs never
+    /// go negative, never decrease with energy, and charging never panics (debug builds check
+    /// every operation for overflow).
+    #[test]
+    fn no_accepted_tariff_and_no_energy_overflows(
+        rate in 0..=MAX_RATE_PAISE_PER_KWH,
+        monthly in 0..=MAX_MONTHLY_PAISE,
+        duty in 0i64..=10_000,
+        wh in any::<i64>(),
+        delta in any::<i64>(),
+        day in 1u32..=30,
+    ) {
+        let book = book_with(rate, monthly, duty).unwrap();
+        let seg = domestic_segment(&book);
+        let cost = seg.cost(wh);
+        prop_assert!(cost.energy_paise >= 0 && cost.duty_paise >= 0);
+        prop_assert!(seg.cost(wh.saturating_add(1)).total() >= cost.total() || cost.total() == i64::MAX);
+        let charge = seg.charge(wh.max(0), delta);
+        prop_assert!(delta < 0 || charge.energy_paise >= 0);
+        let fixed = book.fixed_charge_for_day(Category::Domestic, date(2026, 11, day));
+        prop_assert!((0..=monthly).contains(&fixed));
+        prop_assert!((0..=monthly).contains(&book.minimum_topup(Category::Domestic, month("2026-11"), -wh.abs().min(i64::MAX / 2))));
+    }
+}

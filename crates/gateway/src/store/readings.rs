@@ -81,6 +81,15 @@ impl Store {
                 )?;
                 continue;
             };
+            if !(0..=rating::MAX_REGISTER_WH).contains(&reading.register_wh) {
+                let why = format!(
+                    "register {} Wh is outside 0 to {} Wh: not a reading a meter can make",
+                    reading.register_wh,
+                    rating::MAX_REGISTER_WH
+                );
+                refuse(&tx, reading, "implausible_register", &why, &mut report)?;
+                continue;
+            }
             let at = ts(reading.at);
             if at < info.installed_at || info.removed_at.is_some_and(|removed| at > removed) {
                 refuse(

@@ -344,6 +344,7 @@ fn duplicates_conflicts_and_refused_readings_are_reported_not_charged() {
                 reading(meter, 1, 2_500),      // conflicting duplicate
                 reading(meter, -4, 500),       // before installation
                 reading(meter + 99, 3, 9_999), // unknown meter
+                reading(meter, 3, i64::MAX),   // a register no meter can report
             ],
         )
         .unwrap();
@@ -354,14 +355,14 @@ fn duplicates_conflicts_and_refused_readings_are_reported_not_charged() {
             report.conflicts,
             report.refused
         ),
-        (0, 1, 1, 2)
+        (0, 1, 1, 3)
     );
     assert_eq!(report.charged_paise, 0);
     let anomalies: i64 = store
         .conn
         .query_row("SELECT COUNT(*) FROM anomalies", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(anomalies, 3);
+    assert_eq!(anomalies, 4);
 }
 
 #[test]
