@@ -1625,3 +1625,84 @@ async fn tariffs_and_policies_out_of_bounds_are_refused() {
         );
     }
 }
+
+/// A bug that panics inside a storage transaction costs that request only: it is rolled back,
+/// answered with an error id, and the storage worker goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_transaction_is_rolled_back_and_storage_goes_on() {
+    for h in harnesses("panicking_transaction") {
+        h.customer("A1", "gw-a").await;
+        let failed: Result<(), gramgrid_central::CentralError> = h
+            .central
+            .db()
+            .transaction(|tx| {
+                tx.execute(
+                    "UPDATE accounts SET consumer_name = 'changed' WHERE id = $1",
+                    &["A1".into()],
+                )?;
+                panic!("a bug in a storage job");
+            })
+            .await;
+        let message = failed.unwrap_err().to_string();
+        assert!(
+            message.contains("internal error") && message.contains("rolled back"),
+            "{message}"
+        );
+        let accounts = h.ok("GET", "/api/v1/accounts", Value::Null).await;
+        assert_eq!(
+            accounts[0]["consumer_name"], "Asha",
+            "the panicking write was rolled back"
+        );
+        h.recharge("A1", "after-panic", 1_000).await;
+        assert_eq!(h.balance("A1").await, 1_000);
+    }
+}
+
+/// PostgreSQL drops central's connections (a server restart, a network cut): the storage workers
+/// reconnect and serve again; at most the request that met the drop fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_reconnects_after_postgresql_drops_its_connections() {
+    let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
+        return;
+    };
+    let h = harnesses("postgres_reconnect").pop().unwrap();
+    assert_eq!(h.central.db().backend(), "postgres");
+    h.customer("A1", "gw-a").await;
+    let database = h
+        .central
+        .config()
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        let dropped = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .unwrap();
+        assert!(
+            !dropped.is_empty(),
+            "central's connections were found and dropped"
+        );
+    })
+    .join()
+    .unwrap();
+    let mut failures = 0;
+    for attempt in 0..(2 * 4 + 2) {
+        let (status, _) = h.call("GET", "/api/v1/accounts/A1/balance", None).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        failures += 1;
+        assert!(attempt < 2 * 4 + 1, "central never recovered");
+    }
+    // Each worker (4 by default) fails at most the one request that met its dropped connection.
+    assert!(failures <= 4, "{failures} requests failed");
+    h.recharge("A1", "after-reconnect", 500).await;
+    assert_eq!(h.balance("A1").await, 500);
+}

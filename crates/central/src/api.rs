@@ -92,9 +92,12 @@ impl IntoResponse for ApiError {
             CentralError::Db(_) | CentralError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status.is_server_error() {
-            tracing::error!(error = %self.0, "request failed");
-            "the central server could not complete this request; it was not applied, retry later"
-                .to_owned()
+            let id = match &self.0 {
+                CentralError::Db(DbError::Panicked { id }) => id.clone(),
+                _ => uuid::Uuid::new_v4().simple().to_string(),
+            };
+            tracing::error!(error_id = %id, error = %self.0, "request failed");
+            format!("the central server could not complete this request (error id {id}); it was not applied, retry later")
         } else {
             self.0.to_string()
         };
@@ -490,4 +493,25 @@ async fn statement(
     Ok(Json(
         run(&central, move |tx| super::export::statement(tx, &id, month)).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DbError;
+
+    #[tokio::test]
+    async fn a_server_error_answers_500_with_the_error_id_the_log_has() {
+        let error = CentralError::Db(DbError::Panicked { id: "0f3c".into() });
+        let response = ApiError(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("error id 0f3c") && body.contains("not applied"),
+            "{body}"
+        );
+    }
 }

@@ -134,6 +134,13 @@ pub enum DbError {
     /// A unique key is already taken (on SQLite, any constraint violation); the API answers 409.
     #[error("a unique key is already taken: {0}")]
     Unique(String),
+    /// A bug panicked inside a transaction: it was rolled back and the worker goes on. The log has
+    /// the panic under the same id.
+    #[error("internal error {id}: the transaction was rolled back (the log has the details under this id)")]
+    Panicked {
+        /// The error id shared by the answer and the log line.
+        id: String,
+    },
 }
 
 /// Rows per multi-row `INSERT` (SQLite's bundled limit is 32,766 parameters).
@@ -209,13 +216,34 @@ enum Conn {
 }
 
 impl Conn {
+    /// Runs `f` in a transaction. A panic in it rolls the transaction back (the transaction's
+    /// drop during unwinding) and becomes [`DbError::Panicked`], so the worker and its
+    /// connection live on.
     fn transaction<T, E: From<DbError>>(
         &mut self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        match self {
+        let run = std::panic::AssertUnwindSafe(|| match self {
             Conn::Sqlite(conn) => sqlite::transaction(conn, f),
             Conn::Postgres(client) => postgres::transaction(client, f),
+        });
+        std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let panic = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(error_id = %id, panic, "a storage transaction panicked; rolled back");
+            Err(DbError::Panicked { id }.into())
+        })
+    }
+
+    /// Whether the connection is gone (a PostgreSQL server restarted or dropped it).
+    fn is_closed(&self) -> bool {
+        match self {
+            Conn::Sqlite(_) => false,
+            Conn::Postgres(client) => client.is_closed(),
         }
     }
 }
@@ -265,7 +293,7 @@ impl Db {
                 };
                 let _ = ready_tx.send(Ok(()));
                 drop(ready_tx);
-                worker(conn, &receiver);
+                worker(conn, &url, &receiver);
             });
         }
         drop(ready_tx);
@@ -326,16 +354,27 @@ fn connect(url: &str) -> Result<Conn, DbError> {
     }
 }
 
-fn worker(mut conn: Conn, jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(mut conn: Conn, url: &str, jobs: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // The lock is held only while waiting for the next job, never while running one.
         let job = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
             Err(_) => return,
         };
-        match job {
-            Ok(job) => job(&mut conn),
-            Err(_) => return,
+        let Ok(job) = job else { return };
+        // A dropped connection (server restart, network cut) is reopened before the next job;
+        // the job that met the drop has already failed and been answered.
+        if conn.is_closed() {
+            match connect(url) {
+                Ok(fresh) => {
+                    tracing::warn!("the database connection was lost; reconnected");
+                    conn = fresh;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the database connection was lost and cannot be reopened yet")
+                }
+            }
         }
+        job(&mut conn);
     }
 }

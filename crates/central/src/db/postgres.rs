@@ -18,6 +18,13 @@ pub(super) fn open(url: &str) -> Result<PgConn, DbError> {
     })
 }
 
+impl PgConn {
+    /// Whether the server dropped the connection.
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
 pub(super) fn transaction<T, E: From<DbError>>(
     conn: &mut PgConn,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
