@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use gramgrid_central::db::DbError;
-use gramgrid_central::{server, Central, CentralConfig};
+use gramgrid_central::{server, ApiToken, Central, CentralConfig, Scope};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::policy::RelayAction;
 use gramgrid_core::tariff::{Category, TariffBook};
@@ -62,7 +62,7 @@ fn harnesses(test: &str) -> Vec<Harness> {
         .map(|database_url| {
             let config = CentralConfig {
                 database_url,
-                api_tokens: vec![TOKEN.into()],
+                api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
                 ..CentralConfig::default()
             };
             let central = Arc::new(Central::open(config).unwrap());
@@ -939,7 +939,7 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
         pki_dir,
         notifications_log: dir.path().join("notifications.log"),
         notify_every: std::time::Duration::from_millis(50),
-        api_tokens: vec![TOKEN.into()],
+        api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
         ..CentralConfig::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1218,7 +1218,7 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
         database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
         pki_dir,
         notifications_log: dir.path().join("notifications.log"),
-        api_tokens: vec![TOKEN.into()],
+        api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
         ..CentralConfig::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1705,4 +1705,203 @@ async fn central_reconnects_after_postgresql_drops_its_connections() {
     assert!(failures <= 4, "{failures} requests failed");
     h.recharge("A1", "after-reconnect", 500).await;
     assert_eq!(h.balance("A1").await, 500);
+}
+/// One API call over HTTPS with `token`; the status and the JSON answer (null if not JSON).
+async fn https_call(
+    url: &str,
+    ca: &std::path::Path,
+    token: &'static str,
+    method: &'static str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (url, ca, path) = (url.to_owned(), ca.to_owned(), path.to_owned());
+    let body = body.map(|b| b.to_string());
+    let (status, answer) = tokio::task::spawn_blocking(move || {
+        crate::common::api_call(&url, &ca, token, method, &path, body.as_deref())
+    })
+    .await
+    .unwrap();
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_each_token_is_held_to_its_scope_and_the_audit_names_who_wrote() {
+    const OFFICE: &str = "office-token-0123456789";
+    const COUNTER: &str = "counter-token-0123456789";
+    const DASHBOARD: &str = "dashboard-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let pki = gramgrid_net::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
+    // The config file's forms: a plain (admin) token and scoped tables.
+    let text = format!(
+        "database_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\n\
+         api_tokens = [\"{OFFICE}\",\n  {{ name = \"counter-3\", token = \"{COUNTER}\", scope = \"recharge\" }},\n  \
+         {{ name = \"dashboard\", token = \"{DASHBOARD}\", scope = \"read\" }}]\n",
+        dir.path().join("central.db").display(),
+        pki_dir,
+        dir.path().join("notifications.log"),
+    );
+    let config = CentralConfig::parse(&text).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::start(config, listener).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", running.addr.port());
+    let ca = pki.ca_cert_path();
+    let call =
+        |token, method, path: &'static str, body| https_call(&url, &ca, token, method, path, body);
+    let account =
+        json!({"id": "A1", "consumer_name": "Asha", "category": "domestic", "created_at": t0()});
+    let (status, answer) = call(OFFICE, "POST", "/api/v1/accounts", Some(account)).await;
+    assert_eq!(status, 201, "{answer}");
+    let recharge =
+        |key: &str| json!({"idempotency_key": key, "account": "A1", "amount_paise": 5_000});
+    // A read token reads a balance but cannot recharge: 403 saying which scope is needed.
+    let (status, answer) = call(
+        DASHBOARD,
+        "POST",
+        "/api/v1/recharges",
+        Some(recharge("r-1")),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["needed_scope"], "recharge", "{answer}");
+    assert_eq!(answer["token_scope"], "read", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("'dashboard'"),
+        "{answer}"
+    );
+    let (status, answer) = call(DASHBOARD, "GET", "/api/v1/accounts/A1/balance", None).await;
+    assert_eq!(
+        (status, &answer["balance_paise"]),
+        (200, &json!(0)),
+        "{answer}"
+    );
+    // A recharge token recharges but cannot publish a tariff, nor read the audit.
+    let (status, answer) = call(COUNTER, "POST", "/api/v1/recharges", Some(recharge("r-1"))).await;
+    assert_eq!(status, 201, "{answer}");
+    let tariff = serde_json::to_value(TariffBook::builtin().versions()[0].clone()).unwrap();
+    let (status, answer) = call(COUNTER, "POST", "/api/v1/tariffs", Some(tariff)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["needed_scope"], "admin", "{answer}");
+    assert_eq!(answer["token_scope"], "recharge", "{answer}");
+    for token in [COUNTER, DASHBOARD] {
+        assert_eq!(call(token, "GET", "/api/v1/audit", None).await.0, 403);
+    }
+    let (_, answer) = call(DASHBOARD, "GET", "/api/v1/accounts/A1/balance", None).await;
+    assert_eq!(answer["balance_paise"], 5_000, "{answer}");
+    // The audit lists each write that was made, by token name; the refused ones wrote nothing.
+    let (status, audit) = call(OFFICE, "GET", "/api/v1/audit", None).await;
+    assert_eq!(status, 200, "{audit}");
+    let rows: Vec<(&str, &str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap();
+            (field("token"), field("method"), field("path"))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("token-1", "POST", "/api/v1/accounts"),
+            ("counter-3", "POST", "/api/v1/recharges")
+        ],
+        "{audit}"
+    );
+    let (_, later) = call(
+        OFFICE,
+        "GET",
+        "/api/v1/audit?since=2100-01-01T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(later, json!([]));
+    let (_, one) = call(OFFICE, "GET", "/api/v1/audit?limit=1", None).await;
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(
+        call(OFFICE, "GET", "/api/v1/audit?limit=0", None).await.0,
+        400
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_voucher_key_is_refused_at_central_and_sent_to_every_gateway() {
+    for h in harnesses("voucher_key_revocation") {
+        h.customer("A1", "gw-a").await;
+        h.customer("B1", "gw-b").await;
+        let voucher = json!({"account": "A1", "amount_paise": 20_000, "valid_days": 30});
+        let old = h.ok("POST", "/api/v1/vouchers", voucher.clone()).await;
+        assert_eq!(old["key_id"], 1);
+        // Revoking the current key starts a new one; a second revocation changes nothing.
+        let revoked = h
+            .ok("POST", "/api/v1/voucher-keys/1/revoke", Value::Null)
+            .await;
+        assert_eq!(
+            revoked,
+            json!({"key_id": 1, "newly_revoked": true, "current_key_id": 2})
+        );
+        let again = h
+            .ok("POST", "/api/v1/voucher-keys/1/revoke", Value::Null)
+            .await;
+        assert_eq!(again["newly_revoked"], false, "{again}");
+        let (status, answer) = h.post("/api/v1/voucher-keys/99/revoke", Value::Null).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        let (status, answer) = h.post("/api/v1/voucher-keys/one/revoke", Value::Null).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        // Central refuses a code of the revoked key, and credits nothing.
+        let (status, answer) = h
+            .post("/api/v1/vouchers/redeem", json!({"code": old["code"]}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("revoked"),
+            "{answer}"
+        );
+        assert_eq!(h.balance("A1").await, 0);
+        // Issuing goes on with the new key.
+        let new = h.ok("POST", "/api/v1/vouchers", voucher).await;
+        assert_eq!(new["key_id"], 2);
+        h.ok(
+            "POST",
+            "/api/v1/vouchers/redeem",
+            json!({"code": new["code"]}),
+        )
+        .await;
+        assert_eq!(h.balance("A1").await, 20_000);
+        // Revoking an old key leaves the current one current.
+        h.ok("POST", "/api/v1/voucher-keys/rotate", Value::Null)
+            .await;
+        let revoked = h
+            .ok("POST", "/api/v1/voucher-keys/2/revoke", Value::Null)
+            .await;
+        assert_eq!(revoked["current_key_id"], 3, "{revoked}");
+        // Every gateway's downlink carries the key set with the revocations.
+        for gateway in ["gw-a", "gw-b"] {
+            let sync = h.exchange(gateway, &upload(vec![], None, 0)).await.unwrap();
+            let last_keys = sync
+                .downlink
+                .iter()
+                .rev()
+                .find_map(|r| match &r.event {
+                    DownlinkEvent::VoucherKeys(keys) => Some(keys.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let revoked: Vec<(u16, bool)> =
+                last_keys.iter().map(|k| (k.key_id, k.revoked)).collect();
+            assert_eq!(revoked, [(1, true), (2, true), (3, false)], "{gateway}");
+        }
+        // The revocations are in the audit, by token name.
+        let audit = h.ok("GET", "/api/v1/audit", Value::Null).await;
+        let revocations = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().ends_with("/revoke"))
+            .inspect(|r| assert_eq!(r["token"], "test"))
+            .count();
+        assert_eq!(revocations, 3, "{audit}");
+    }
 }

@@ -68,7 +68,11 @@ fn central_config(dir: &Path, port: u16) -> CentralConfig {
         database_url: format!("sqlite:{}", dir.join("central.db").display()),
         pki_dir: dir.join("pki"),
         notifications_log: dir.join("notifications.log"),
-        api_tokens: vec!["kill-test-token-0123456789".into()],
+        api_tokens: vec![gramgrid_central::ApiToken::new(
+            "test",
+            "kill-test-token-0123456789",
+            gramgrid_central::Scope::Admin,
+        )],
         ..CentralConfig::default()
     }
 }

@@ -1,18 +1,26 @@
 //! The HTTP API for the utility's systems (bearer tokens) and the routes' OpenAPI document.
 //!
+//! Every route but the OpenAPI document wants a configured bearer token whose scope covers the
+//! route ([`required_scope`]): `read` every GET but the audit, `recharge` also recharges and
+//! vouchers, `admin` everything. Each write that commits is recorded in the audit with the
+//! token's name, in the write's own transaction.
+//!
 //! Handlers only parse, call one `Central` operation in one transaction, and map the result:
 //! refused input is a 4xx with a JSON `{"error": "..."}` that says what to fix, and nothing is
 //! written. The OpenAPI document is `docs/openapi.json`, served as is; a test keeps it and
 //! [`ROUTES`] in step.
 use super::accounts::{self, Account, Meter, RechargeRequest};
+use super::audit::{self, AuditEntry};
+use super::config::{ApiToken, Scope};
 use super::vouchers::{self, IssueRequest};
 use super::{Central, CentralError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use gramgrid_core::civil::from_ts;
@@ -46,12 +54,40 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/vouchers/{id}/cancel"),
     ("get", "/api/v1/voucher-keys"),
     ("post", "/api/v1/voucher-keys/rotate"),
+    ("post", "/api/v1/voucher-keys/{id}/revoke"),
     ("post", "/api/v1/tariffs"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/flags"),
     ("get", "/api/v1/readings.csv"),
     ("get", "/api/v1/accounts/{id}/statement"),
+    ("get", "/api/v1/audit"),
 ];
+
+/// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
+const RECHARGE_ROUTES: &[&str] = &[
+    "/api/v1/recharges",
+    "/api/v1/vouchers",
+    "/api/v1/vouchers/redeem",
+    "/api/v1/vouchers/{id}/cancel",
+];
+
+/// The GET routes only an `admin` token may call: the audit names the tokens and what they did.
+const ADMIN_READ_ROUTES: &[&str] = &["/api/v1/audit"];
+
+/// The scope a route (its path template, as in [`ROUTES`]) needs: `read` for every GET but the
+/// audit, `recharge` for recharges and vouchers, `admin` for the audit and every other write (and
+/// for anything unknown).
+pub fn required_scope(method: &Method, route: &str) -> Scope {
+    if ADMIN_READ_ROUTES.contains(&route) {
+        Scope::Admin
+    } else if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else if RECHARGE_ROUTES.contains(&route) {
+        Scope::Recharge
+    } else {
+        Scope::Admin
+    }
+}
 
 /// A central error as an HTTP answer.
 #[derive(Debug)]
@@ -124,11 +160,13 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/vouchers/{id}/cancel", post(cancel_voucher))
         .route("/api/v1/voucher-keys", get(voucher_keys))
         .route("/api/v1/voucher-keys/rotate", post(rotate_keys))
+        .route("/api/v1/voucher-keys/{id}/revoke", post(revoke_key))
         .route("/api/v1/tariffs", post(publish_tariff))
         .route("/api/v1/policy", put(publish_policy))
         .route("/api/v1/flags", get(flags))
         .route("/api/v1/readings.csv", get(readings_csv))
         .route("/api/v1/accounts/{id}/statement", get(statement))
+        .route("/api/v1/audit", get(audit_log))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -140,22 +178,56 @@ pub fn router(central: Arc<Central>) -> Router {
         .with_state(central)
 }
 
+/// The token a request was accepted with, and the request the audit records for a write.
+#[derive(Debug, Clone)]
+struct Caller {
+    token: String,
+    method: String,
+    path: String,
+}
+
 /// Accepts a request only with `Authorization: Bearer T` for a configured token T (compared in
-/// constant time; tokens are never logged).
-async fn require_token(State(central): Shared, request: Request, next: Next) -> Response {
+/// constant time; tokens are never logged) whose scope covers the route: 401 without a known
+/// token, 403 when its scope is too narrow. The accepted request carries its [`Caller`].
+async fn require_token(State(central): Shared, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let mut ok = subtle::Choice::from(0);
-    for token in &central.config().api_tokens {
-        ok |= token.as_bytes().ct_eq(presented.as_bytes());
+    let Some(token) = find_token(&central.config().api_tokens, presented) else {
+        return unauthorized();
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str());
+    let needed = required_scope(request.method(), route.unwrap_or(""));
+    if !token.scope.allows(needed) {
+        return forbidden(token, needed);
     }
-    if bool::from(ok) && !presented.is_empty() {
-        return next.run(request).await;
+    let caller = Caller {
+        token: token.name.clone(),
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The configured token equal to `presented`; every token is compared, each in constant time.
+fn find_token<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
+    let mut found = None;
+    for token in tokens {
+        if bool::from(token.token.as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(token);
+        }
     }
+    found.filter(|_| !presented.is_empty())
+}
+
+fn unauthorized() -> Response {
     let body = Json(serde_json::json!({
         "error": "missing or unknown bearer token: send Authorization: Bearer TOKEN with a token from the central config's api_tokens"
     }));
@@ -165,6 +237,18 @@ async fn require_token(State(central): Shared, request: Request, next: Next) -> 
         body,
     )
         .into_response()
+}
+
+fn forbidden(token: &ApiToken, needed: Scope) -> Response {
+    let body = Json(serde_json::json!({
+        "error": format!(
+            "this route needs a token of scope '{needed}', but token '{}' has scope '{}': use a token with that scope (api_tokens in the central config)",
+            token.name, token.scope
+        ),
+        "needed_scope": needed,
+        "token_scope": token.scope,
+    }));
+    (StatusCode::FORBIDDEN, body).into_response()
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -178,16 +262,34 @@ async fn run<T: Send + 'static>(
     Ok(central.db().transaction(f).await?)
 }
 
+/// As [`run`], for a write: the audit row naming the caller's token goes in the same transaction.
+async fn write<T: Send + 'static>(
+    central: &Central,
+    caller: Caller,
+    f: impl FnOnce(&mut dyn super::db::Tx) -> super::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let now = central.now();
+    run(central, move |tx| {
+        let done = f(tx)?;
+        audit::record(tx, &caller.token, &caller.method, &caller.path, now)?;
+        Ok(done)
+    })
+    .await
+}
+
+type Who = Extension<Caller>;
+
 async fn list_accounts(State(central): Shared) -> ApiResult<Json<Vec<Account>>> {
     Ok(Json(run(&central, accounts::list_accounts).await?))
 }
 
 async fn create_account(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<Account>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Account>)> {
     let Json(account) = body?;
-    let stored = run(&central, move |tx| {
+    let stored = write(&central, caller, move |tx| {
         accounts::put_account(tx, &account, false)?;
         accounts::account(tx, &account.id)
     })
@@ -209,12 +311,13 @@ struct AccountUpdate {
 
 async fn update_account(
     State(central): Shared,
+    Extension(caller): Who,
     Path(id): Path<String>,
     body: Result<Json<AccountUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Account>> {
     let Json(update) = body?;
     Ok(Json(
-        run(&central, move |tx| {
+        write(&central, caller, move |tx| {
             let current = accounts::account(tx, &id)?;
             let account = Account {
                 consumer_name: update.consumer_name,
@@ -251,16 +354,21 @@ async fn list_meters(State(central): Shared) -> ApiResult<Json<Vec<Meter>>> {
 
 async fn create_meter(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<Meter>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Meter>)> {
     let Json(meter) = body?;
     let echo = meter.clone();
-    run(&central, move |tx| accounts::put_meter(tx, &meter, false)).await?;
+    write(&central, caller, move |tx| {
+        accounts::put_meter(tx, &meter, false)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(echo)))
 }
 
 async fn update_meter(
     State(central): Shared,
+    Extension(caller): Who,
     Path(serial): Path<String>,
     body: Result<Json<Meter>, JsonRejection>,
 ) -> ApiResult<Json<Meter>> {
@@ -273,7 +381,10 @@ async fn update_meter(
         .into());
     }
     let echo = meter.clone();
-    run(&central, move |tx| accounts::put_meter(tx, &meter, true)).await?;
+    write(&central, caller, move |tx| {
+        accounts::put_meter(tx, &meter, true)
+    })
+    .await?;
     Ok(Json(echo))
 }
 
@@ -289,34 +400,43 @@ fn receipt(receipt: accounts::RechargeReceipt) -> Response {
 
 async fn recharge(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<RechargeRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
     let now = central.now();
     Ok(receipt(
-        run(&central, move |tx| accounts::recharge(tx, &request, now)).await?,
+        write(&central, caller, move |tx| {
+            accounts::recharge(tx, &request, now)
+        })
+        .await?,
     ))
 }
 
 async fn adjustment(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<accounts::AdjustmentRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
     let now = central.now();
     Ok(receipt(
-        run(&central, move |tx| accounts::adjust(tx, &request, now)).await?,
+        write(&central, caller, move |tx| {
+            accounts::adjust(tx, &request, now)
+        })
+        .await?,
     ))
 }
 
 async fn emergency_credit(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<accounts::EmergencyCreditRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
     let now = central.now();
     Ok(receipt(
-        run(&central, move |tx| {
+        write(&central, caller, move |tx| {
             accounts::emergency_credit(tx, &request, now)
         })
         .await?,
@@ -325,11 +445,15 @@ async fn emergency_credit(
 
 async fn issue_voucher(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<IssueRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<vouchers::IssuedVoucher>)> {
     let Json(request) = body?;
     let now = central.now();
-    let issued = run(&central, move |tx| vouchers::issue(tx, &request, now)).await?;
+    let issued = write(&central, caller, move |tx| {
+        vouchers::issue(tx, &request, now)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -342,20 +466,25 @@ struct RedeemRequest {
 
 async fn redeem_voucher(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<RedeemRequest>, JsonRejection>,
 ) -> ApiResult<Json<gramgrid_core::ledger::LedgerEvent>> {
     let Json(request) = body?;
     let now = central.now();
     Ok(Json(
-        run(&central, move |tx| {
+        write(&central, caller, move |tx| {
             vouchers::redeem_at_central(tx, &request.code, now)
         })
         .await?,
     ))
 }
 
-async fn cancel_voucher(State(central): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    run(&central, move |tx| vouchers::cancel(tx, &id)).await?;
+async fn cancel_voucher(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    write(&central, caller, move |tx| vouchers::cancel(tx, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -370,19 +499,64 @@ struct Rotated {
     key_id: u16,
 }
 
-async fn rotate_keys(State(central): Shared) -> ApiResult<Json<Rotated>> {
+async fn rotate_keys(State(central): Shared, Extension(caller): Who) -> ApiResult<Json<Rotated>> {
     let now = central.now();
-    let key_id = run(&central, move |tx| vouchers::rotate(tx, now)).await?;
+    let key_id = write(&central, caller, move |tx| vouchers::rotate(tx, now)).await?;
     Ok(Json(Rotated { key_id }))
+}
+
+async fn revoke_key(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Json<vouchers::Revoked>> {
+    let key_id: u16 = id.parse().map_err(|_| {
+        CentralError::Invalid(format!(
+            "voucher key id '{id}' is not a number from 1 to 65535 (see GET /api/v1/voucher-keys)"
+        ))
+    })?;
+    let now = central.now();
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            vouchers::revoke_key(tx, key_id, now)
+        })
+        .await?,
+    ))
+}
+
+/// `?since=&limit=` (RFC 3339 time, default: the beginning; 1 to 1000 rows, default 100).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    since: Option<chrono::DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn audit_log(
+    State(central): Shared,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?since=2026-11-01T00:00:00Z&limit=100",
+            e.body_text()
+        ))
+    })?;
+    let since = query.since.unwrap_or(chrono::DateTime::UNIX_EPOCH);
+    let limit = query.limit.unwrap_or(100);
+    Ok(Json(
+        run(&central, move |tx| audit::list(tx, since, limit)).await?,
+    ))
 }
 
 async fn publish_tariff(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<TariffVersion>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(version) = body?;
     let now = central.now();
-    let book = run(&central, move |tx| {
+    let book = write(&central, caller, move |tx| {
         accounts::publish_tariff(tx, &version, now)
     })
     .await?;
@@ -435,11 +609,12 @@ struct PolicyRequest {
 
 async fn publish_policy(
     State(central): Shared,
+    Extension(caller): Who,
     body: Result<Json<PolicyRequest>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(request) = body?;
     let now = central.now();
-    run(&central, move |tx| {
+    write(&central, caller, move |tx| {
         accounts::publish_policy(tx, request.version, &request.policy, now)
     })
     .await?;
@@ -513,5 +688,62 @@ mod tests {
             body.contains("error id 0f3c") && body.contains("not applied"),
             "{body}"
         );
+    }
+
+    fn method(name: &str) -> Method {
+        Method::from_bytes(name.to_uppercase().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn each_route_needs_the_scope_its_kind_of_work_needs() {
+        let recharge = [
+            "/api/v1/recharges",
+            "/api/v1/vouchers",
+            "/api/v1/vouchers/redeem",
+            "/api/v1/vouchers/{id}/cancel",
+        ];
+        for (name, route) in ROUTES {
+            let expected = if *route == "/api/v1/audit" {
+                Scope::Admin
+            } else if *name == "get" {
+                Scope::Read
+            } else if recharge.contains(route) {
+                Scope::Recharge
+            } else {
+                Scope::Admin
+            };
+            assert_eq!(
+                required_scope(&method(name), route),
+                expected,
+                "{name} {route}"
+            );
+        }
+        assert_eq!(required_scope(&Method::POST, "/unknown"), Scope::Admin);
+        assert_eq!(required_scope(&Method::POST, ""), Scope::Admin);
+    }
+
+    #[test]
+    fn the_openapi_document_names_the_scope_of_every_route() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        for (name, route) in ROUTES.iter().filter(|(_, r)| *r != "/api/v1/openapi.json") {
+            let documented = &document["paths"][route][name]["x-scope"];
+            assert_eq!(
+                documented.as_str(),
+                Some(required_scope(&method(name), route).as_str()),
+                "{name} {route}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_is_found_only_by_its_whole_secret() {
+        let tokens = [
+            ApiToken::new("a", "0123456789abcdef-a", Scope::Read),
+            ApiToken::new("b", "0123456789abcdef-b", Scope::Admin),
+        ];
+        assert_eq!(find_token(&tokens, "0123456789abcdef-b").unwrap().name, "b");
+        assert!(find_token(&tokens, "0123456789abcdef-").is_none());
+        assert!(find_token(&tokens, "").is_none());
+        assert!(find_token(&[ApiToken::new("e", "", Scope::Admin)], "").is_none());
     }
 }

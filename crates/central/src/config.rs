@@ -27,9 +27,149 @@ pub struct CentralConfig {
     /// How often queued notifications are handed to the sender.
     #[serde(with = "humantime_serde")]
     pub notify_every: Duration,
-    /// Bearer tokens accepted by the API (`Authorization: Bearer TOKEN`). Empty: the API refuses
-    /// every call, so set at least one (e.g. from a secrets manager via `GRAMGRID_API_TOKEN`).
-    pub api_tokens: Vec<String>,
+    /// Bearer tokens accepted by the API (`Authorization: Bearer TOKEN`), each with a name and a
+    /// [`Scope`]. Empty: the API refuses every call, so set at least one (e.g. from a secrets
+    /// manager via `GRAMGRID_API_TOKEN`).
+    ///
+    /// Two forms, which may be mixed in one list:
+    /// - a plain string, the form before scopes existed: an `admin` token named `token-N`, N its
+    ///   position in the list from 1, so existing configs keep working unchanged;
+    /// - a table `{ name, token, scope }` (`[[api_tokens]]`): `name` (1 to 64 characters, no
+    ///   spaces, unique) is recorded in the audit with every write the token makes; `scope` is
+    ///   `read` (every GET but the audit), `recharge` (read + recharges and vouchers: issue,
+    ///   redeem, cancel) or `admin` (everything, including the audit and voucher keys).
+    ///
+    /// `GRAMGRID_API_TOKEN` adds an `admin` token named `env`. Every token is at least 16
+    /// characters, and no two entries share a token.
+    #[serde(deserialize_with = "tokens::deserialize")]
+    pub api_tokens: Vec<ApiToken>,
+}
+
+/// What an API token may do; each scope includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every GET route but the audit.
+    Read,
+    /// `read`, plus recharges and vouchers (issue, redeem, cancel).
+    Recharge,
+    /// Everything: accounts, meters, adjustments, emergency credit, tariffs, policy, voucher keys.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name as the config and the API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Recharge => "recharge",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Whether a token of this scope may call a route that needs `needed`.
+    pub fn allows(self, needed: Scope) -> bool {
+        self >= needed
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One API token: its name (recorded with every write it makes), the secret and its scope.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    /// Recorded in the audit with every write the token makes.
+    pub name: String,
+    /// The bearer secret (at least 16 characters; never logged).
+    pub token: String,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+impl ApiToken {
+    /// A token with a name and a scope.
+    pub fn new(name: impl Into<String>, token: impl Into<String>, scope: Scope) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            token: token.into(),
+            scope,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is never in logs.
+        write!(f, "ApiToken({} {}, <redacted>)", self.name, self.scope)
+    }
+}
+
+/// The two forms of an `api_tokens` entry: a plain string or a `{ name, token, scope }` table.
+mod tokens {
+    use super::{ApiToken, Scope};
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    /// The table form.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        name: String,
+        token: String,
+        scope: Scope,
+    }
+
+    /// One entry as written.
+    enum Entry {
+        Plain(String),
+        Table(Table),
+    }
+
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Entry, D::Error> {
+            deserializer.deserialize_any(EntryVisitor)
+        }
+    }
+
+    struct EntryVisitor;
+
+    impl<'de> Visitor<'de> for EntryVisitor {
+        type Value = Entry;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a token string or a table { name = \"...\", token = \"...\", scope = \"read\" | \"recharge\" | \"admin\" }")
+        }
+
+        fn visit_str<E: de::Error>(self, token: &str) -> Result<Entry, E> {
+            Ok(Entry::Plain(token.to_owned()))
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Entry, M::Error> {
+            Table::deserialize(de::value::MapAccessDeserializer::new(map)).map(Entry::Table)
+        }
+    }
+
+    /// Reads the list; a plain string at position N (from 1) is an admin token named `token-N`.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<ApiToken>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(deserializer)
+            .map_err(|e| de::Error::custom(format!("api_tokens: {e}")))?;
+        Ok(entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| match entry {
+                Entry::Plain(token) => {
+                    ApiToken::new(format!("token-{}", i + 1), token, Scope::Admin)
+                }
+                Entry::Table(t) => ApiToken::new(t.name, t.token, t.scope),
+            })
+            .collect())
+    }
 }
 
 impl Default for CentralConfig {
@@ -72,9 +212,7 @@ impl CentralConfig {
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<CentralConfig, String> {
         let config: CentralConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        for token in &config.api_tokens {
-            check_token(token).map_err(|problem| format!("api_tokens: {problem}"))?;
-        }
+        check_tokens(&config.api_tokens).map_err(|problem| format!("api_tokens: {problem}"))?;
         if config.database_connections == 0 {
             return Err("database_connections must be at least 1".into());
         }
@@ -87,12 +225,47 @@ impl CentralConfig {
         Ok(config)
     }
 
-    /// Adds an API token from outside the file (`GRAMGRID_API_TOKEN`), under the same rules.
+    /// Adds an API token from outside the file (`GRAMGRID_API_TOKEN`): an `admin` token named
+    /// `env`, under the same rules as the file's.
     pub fn add_api_token(&mut self, token: String) -> Result<(), String> {
-        check_token(&token)?;
-        self.api_tokens.push(token);
+        let mut tokens = self.api_tokens.clone();
+        tokens.push(ApiToken::new(ENV_TOKEN_NAME, token, Scope::Admin));
+        check_tokens(&tokens)?;
+        self.api_tokens = tokens;
         Ok(())
     }
+}
+
+/// The name of the token given by `GRAMGRID_API_TOKEN`.
+pub const ENV_TOKEN_NAME: &str = "env";
+
+/// Every token long enough, well named, and names and secrets each used once.
+fn check_tokens(tokens: &[ApiToken]) -> Result<(), String> {
+    for (i, token) in tokens.iter().enumerate() {
+        check_name(&token.name)?;
+        check_token(&token.token)
+            .map_err(|problem| format!("token '{}': {problem}", token.name))?;
+        for earlier in &tokens[..i] {
+            if earlier.name == token.name {
+                return Err(format!(
+                    "two tokens are named '{}': give each a different name (plain strings are named token-1, token-2, ... by position; GRAMGRID_API_TOKEN is named '{ENV_TOKEN_NAME}')",
+                    token.name
+                ));
+            }
+            if earlier.token == token.token {
+                return Err(format!(
+                    "tokens '{}' and '{}' have the same secret: give each its own",
+                    earlier.name, token.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A token name is 1 to 64 printable characters without spaces.
+fn check_name(name: &str) -> Result<(), String> {
+    crate::check_id("token name", name).map_err(|e| e.to_string())
 }
 
 /// An API token must be long enough not to be guessed.
@@ -122,6 +295,99 @@ mod tests {
         assert!(CentralConfig::parse("notify_every = \"0s\"\n")
             .unwrap_err()
             .contains("notify_every"));
+    }
+
+    const A: &str = "0123456789abcdef-a";
+    const B: &str = "0123456789abcdef-b";
+
+    fn tokens(text: &str) -> Vec<ApiToken> {
+        CentralConfig::parse(text).unwrap().api_tokens
+    }
+
+    #[test]
+    fn plain_tokens_are_admin_tokens_named_by_position() {
+        assert_eq!(
+            tokens(&format!("api_tokens = [\"{A}\", \"{B}\"]")),
+            vec![
+                ApiToken::new("token-1", A, Scope::Admin),
+                ApiToken::new("token-2", B, Scope::Admin)
+            ]
+        );
+    }
+
+    #[test]
+    fn table_tokens_carry_their_name_and_scope_and_mix_with_plain_ones() {
+        let text = format!(
+            "[[api_tokens]]\nname = \"counter-3\"\ntoken = \"{A}\"\nscope = \"recharge\"\n\n\
+             [[api_tokens]]\nname = \"dashboard\"\ntoken = \"{B}\"\nscope = \"read\"\n"
+        );
+        assert_eq!(
+            tokens(&text),
+            vec![
+                ApiToken::new("counter-3", A, Scope::Recharge),
+                ApiToken::new("dashboard", B, Scope::Read)
+            ]
+        );
+        let mixed = format!(
+            "api_tokens = [\"{A}\", {{ name = \"ops\", token = \"{B}\", scope = \"admin\" }}]"
+        );
+        assert_eq!(
+            tokens(&mixed),
+            vec![
+                ApiToken::new("token-1", A, Scope::Admin),
+                ApiToken::new("ops", B, Scope::Admin)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_token_entry_is_refused_with_what_is_wrong() {
+        let table = |name: &str, token: &str, scope: &str| {
+            format!("[[api_tokens]]\nname = \"{name}\"\ntoken = \"{token}\"\nscope = \"{scope}\"\n")
+        };
+        let cases = [
+            (table("counter 3", A, "read"), "token name 'counter 3'"),
+            (table(&"n".repeat(65), A, "read"), "1 to 64 characters"),
+            (table("", A, "read"), "token name ''"),
+            (table("c", "short", "read"), "token 'c': each token must be at least 16"),
+            (table("c", A, "write"), "unknown variant `write`"),
+            (table("c", A, "write"), "recharge"),
+            (table("c", A, "read") + &table("c", B, "admin"), "two tokens are named 'c'"),
+            (table("c", A, "read") + &table("d", A, "admin"), "tokens 'c' and 'd' have the same secret"),
+            (format!("[[api_tokens]]\nname = \"c\"\ntoken = \"{A}\"\n"), "missing field `scope`"),
+            (table("c", A, "read") + "role = \"x\"\n", "unknown field `role`"),
+            (format!("api_tokens = [\"{A}\", {{ name = \"token-1\", token = \"{B}\", scope = \"read\" }}]"), "two tokens are named 'token-1'"),
+            ("api_tokens = [1]".to_owned(), "a token string or a table"),
+        ];
+        for (text, expected) in cases {
+            let error = CentralConfig::parse(&text).unwrap_err();
+            assert!(error.contains(expected), "{text}\n=> {error}");
+            assert!(error.contains("api_tokens"), "{text}\n=> {error}");
+        }
+    }
+
+    #[test]
+    fn the_environment_token_is_an_admin_token_named_env() {
+        let mut config = CentralConfig::parse(&format!("api_tokens = [\"{A}\"]")).unwrap();
+        config.add_api_token(B.into()).unwrap();
+        assert_eq!(config.api_tokens[1], ApiToken::new("env", B, Scope::Admin));
+        let mut config = CentralConfig::parse(&format!(
+            "[[api_tokens]]\nname = \"env\"\ntoken = \"{A}\"\nscope = \"read\"\n"
+        ))
+        .unwrap();
+        assert!(config
+            .add_api_token(B.into())
+            .unwrap_err()
+            .contains("two tokens are named 'env'"));
+        assert_eq!(config.api_tokens.len(), 1);
+    }
+
+    #[test]
+    fn scopes_include_the_narrower_ones() {
+        assert!(Scope::Admin.allows(Scope::Recharge) && Scope::Admin.allows(Scope::Read));
+        assert!(Scope::Recharge.allows(Scope::Read) && Scope::Recharge.allows(Scope::Recharge));
+        assert!(!Scope::Recharge.allows(Scope::Admin));
+        assert!(!Scope::Read.allows(Scope::Recharge));
     }
 
     #[test]
@@ -154,7 +420,7 @@ mod tests {
             "api_tokens = [\"0123456789abcdef-secret\"]\ndatabase_url = \"postgres://u:pw@h/db\"",
         )
         .unwrap();
-        let debug = format!("{config:?}");
+        let debug = format!("{config:?} {:?}", config.api_tokens);
         assert!(
             !debug.contains("secret") && !debug.contains("pw"),
             "{debug}"

@@ -4,14 +4,16 @@
 //! shells over it). Every state change is one database transaction that also appends, for each
 //! gateway concerned, the downlink record that tells it.
 //!
-//! Public: [`Central`] and [`CentralConfig`]; `server` (start and serve), `api` (routes), `sync`
-//! (the exchange), `accounts`, `vouchers`, `import`, `notify` and `db` (for the benchmarks, the
-//! simulator and the tests). Private: the downlink logs, flags, reading ingest and exports, which
-//! only the modules above reach.
+//! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
+//! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
+//! `import`, `notify` and `db` (for the benchmarks, the simulator and the tests). Private: the
+//! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
+//! reach.
 #![warn(missing_docs)]
 
 pub mod accounts;
 pub mod api;
+mod audit;
 mod config;
 pub mod db;
 mod downlink;
@@ -26,7 +28,7 @@ pub mod sync;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
-pub use config::CentralConfig;
+pub use config::{ApiToken, CentralConfig, Scope, ENV_TOKEN_NAME};
 use db::{Db, DbError};
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_net::wallclock::WallClock;

@@ -47,6 +47,13 @@ fn current_secret(tx: &mut dyn Tx) -> Result<SigningSecret> {
 /// Vouchers of the old key stay valid until they expire. Returns the new key id.
 pub fn rotate(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<u16> {
     let now = seconds(now);
+    let next = start_new_key(tx, now)?;
+    publish_keys(tx)?;
+    Ok(next)
+}
+
+/// Ends the issuing window of the current key and starts the next one; returns its id.
+fn start_new_key(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<u16> {
     let last = tx.query_int("SELECT MAX(key_id) FROM voucher_keys", &[])?;
     let next = u16::try_from(last + 1)
         .map_err(|_| CentralError::Conflict("voucher key ids are exhausted (65535)".into()))?;
@@ -55,9 +62,53 @@ pub fn rotate(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<u16> {
         &[ts(now).into()],
     )?;
     insert_key(tx, next, now)?;
-    let keys = published_keys(tx)?;
-    append_downlink_to_all(tx, None, &DownlinkEvent::VoucherKeys(keys))?;
     Ok(next)
+}
+
+/// Sends every gateway the whole key set.
+fn publish_keys(tx: &mut dyn Tx) -> Result<()> {
+    let keys = published_keys(tx)?;
+    append_downlink_to_all(tx, None, &DownlinkEvent::VoucherKeys(keys))
+}
+
+/// The outcome of a key revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The revoked key.
+    pub key_id: u16,
+    /// False when the key was already revoked (nothing changed).
+    pub newly_revoked: bool,
+    /// The key central issues with from now on (a new one when the revoked key was current).
+    pub current_key_id: u16,
+}
+
+/// Revokes a key (e.g. leaked): every code it signed is refused, at central and, once they have
+/// the key set this sends them, at every gateway, even codes issued before. Revoking the current
+/// key starts a new one in the same transaction, so issuing goes on. Revoking a revoked key
+/// changes nothing; an unknown key is `NotFound`.
+pub fn revoke_key(tx: &mut dyn Tx, key_id: u16, now: DateTime<Utc>) -> Result<Revoked> {
+    let row = tx
+        .query_opt(
+            "SELECT revoked, issue_until FROM voucher_keys WHERE key_id = $1",
+            &[i64::from(key_id).into()],
+        )?
+        .ok_or_else(|| CentralError::NotFound(format!("no voucher key {key_id}")))?;
+    let newly_revoked = row.int(0)? == 0;
+    if newly_revoked {
+        tx.execute(
+            "UPDATE voucher_keys SET revoked = 1 WHERE key_id = $1",
+            &[i64::from(key_id).into()],
+        )?;
+        if row.opt_int(1)?.is_none() {
+            start_new_key(tx, seconds(now))?;
+        }
+        publish_keys(tx)?;
+    }
+    Ok(Revoked {
+        key_id,
+        newly_revoked,
+        current_key_id: current_secret(tx)?.key_id,
+    })
 }
 
 /// A voucher asked for through the API.

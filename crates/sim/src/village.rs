@@ -4,7 +4,7 @@ use crate::netem::{self, LinkPlan, Relay};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_central::accounts::{self, RechargeReceipt, RechargeRequest};
 use gramgrid_central::vouchers::{self, IssueRequest, IssuedVoucher};
-use gramgrid_central::{CentralConfig, CentralError};
+use gramgrid_central::{ApiToken, CentralConfig, CentralError, Scope};
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::gateway::{Gateway, GatewayError};
@@ -170,7 +170,7 @@ impl Village {
             database_url: format!("sqlite:{}", dir.join("central.db").display()),
             pki_dir: dir.join("pki"),
             notifications_log: dir.join("notifications.log"),
-            api_tokens: vec![api_token.clone()],
+            api_tokens: vec![ApiToken::new("demo", api_token.clone(), Scope::Admin)],
             ..CentralConfig::default()
         };
         let central = gramgrid_central::server::start_with_clock(

@@ -162,6 +162,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, version)
     )
     "#,
+    // 2: the API audit, one row per write request that committed, with the name of its token.
+    r#"
+    CREATE TABLE api_audit (
+        id TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        token TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE INDEX api_audit_by_at ON api_audit(at, id)
+    "#,
 ];
 
 /// Applies the migrations this database has not seen yet, each in order.
