@@ -180,6 +180,7 @@ fn upload(
         priority,
         readings,
         downlink_applied,
+        identity: None,
     }
 }
 
@@ -1903,5 +1904,49 @@ async fn a_revoked_voucher_key_is_refused_at_central_and_sent_to_every_gateway()
             .inspect(|r| assert_eq!(r["token"], "test"))
             .count();
         assert_eq!(revocations, 3, "{audit}");
+    }
+}
+
+/// Central tells a replaced database (another instance) and a restored one (an exchange number it
+/// has seen) from a gateway that merely lost an answer (a higher number, the same marks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_or_restored_gateway_database_is_flagged_and_a_lost_answer_is_not() {
+    for h in harnesses("gateway_identity") {
+        h.customer("A1", "gw-a").await;
+        let exchange = |instance: u64, exchange: u64| {
+            let mut request = upload(vec![], None, 0);
+            request.identity = Some(wire::GatewayIdentity {
+                instance,
+                exchange,
+                priority_acked: 0,
+                readings_acked: 0,
+            });
+            request
+        };
+        let kinds = || async {
+            let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+            flags
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["kind"].as_str().unwrap().to_owned())
+                .filter(|k| k.starts_with("gateway_"))
+                .collect::<Vec<_>>()
+        };
+        for n in 1..=3 {
+            h.exchange("gw-a", &exchange(u64::MAX - 1, n))
+                .await
+                .unwrap();
+        }
+        // Exchange 4's answer was lost: the gateway goes on with 5.
+        h.exchange("gw-a", &exchange(u64::MAX - 1, 5))
+            .await
+            .unwrap();
+        assert!(kinds().await.is_empty());
+        h.exchange("gw-a", &exchange(7, 1)).await.unwrap();
+        assert_eq!(kinds().await, ["gateway_replaced"]);
+        h.exchange("gw-a", &exchange(7, 2)).await.unwrap();
+        h.exchange("gw-a", &exchange(7, 2)).await.unwrap();
+        assert_eq!(kinds().await, ["gateway_replaced", "gateway_restored"]);
     }
 }

@@ -199,3 +199,121 @@ async fn cut_requests_and_lost_answers_change_nothing() {
     }
     village.central.stop().await.unwrap();
 }
+
+/// Puts the gateway database back to `backup` (as a technician restoring an SD card would): the
+/// daemon's gateway is closed, the file replaced, and the gateway opened again.
+fn restore_gateway(village: &Village, backup: &std::path::Path) {
+    let mut gateway = village.gateway.lock().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut elsewhere = village.gateway_config.clone();
+    elsewhere.gateway.data_dir = scratch.path().to_path_buf();
+    drop(std::mem::replace(
+        &mut *gateway,
+        gramgrid_gateway::gateway::Gateway::open(elsewhere).unwrap(),
+    ));
+    let db = village.gateway_config.database_path();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(backup, &db).unwrap();
+    *gateway = gramgrid_gateway::gateway::Gateway::open(village.gateway_config.clone()).unwrap();
+}
+
+/// A gateway whose database is restored from a backup keeps syncing: central notices the stale
+/// database, flags it, takes the new records (whose sequence numbers it has seen before) and
+/// sends back what the backup lost, so the voucher redeemed after the backup is credited again and
+/// cannot be redeemed twice, and both sides agree to the paisa.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restored_from_a_backup_loses_nothing_and_redeems_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = start();
+    let village = Village::build(dir.path(), "gw-restore", 4, t0)
+        .await
+        .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    village.sync().await.unwrap();
+    for h in &village.households {
+        village
+            .recharge_at_central(&h.account, 40_000, &format!("opening-{}", h.account))
+            .await
+            .unwrap();
+    }
+    village
+        .consume(t0, t0 + Duration::hours(6), &mut rng)
+        .unwrap();
+    village.sync().await.unwrap();
+    let backup = dir.path().join("backup.db");
+    village
+        .with_gateway(|g| g.store().backup_to(&backup))
+        .unwrap();
+
+    // After the backup: a voucher redeemed offline and more readings, all synced.
+    let voucher = village.issue_voucher("ACC000001", 25_000).await.unwrap();
+    village
+        .with_gateway(|g| {
+            g.store()
+                .redeem_voucher(&voucher.code, Utc::now())
+                .map(|_| ())
+        })
+        .unwrap();
+    village
+        .consume(t0 + Duration::hours(6), t0 + Duration::hours(12), &mut rng)
+        .unwrap();
+    village.sync().await.unwrap();
+    let acked_before = village.with_gateway(|g| g.store().sync_cursors()).unwrap();
+
+    // The SD card is restored from the backup; the gateway records new things and syncs.
+    restore_gateway(&village, &backup);
+    let restored = village.with_gateway(|g| g.store().sync_cursors()).unwrap();
+    assert!(
+        restored.priority_acked < acked_before.priority_acked,
+        "the backup is older"
+    );
+    village
+        .consume(t0 + Duration::hours(12), t0 + Duration::hours(18), &mut rng)
+        .unwrap();
+    for _ in 0..3 {
+        village.sync().await.unwrap();
+    }
+    let flags = village
+        .central
+        .central
+        .db()
+        .transaction(|tx| {
+            tx.query(
+                "SELECT kind, gateway FROM flags WHERE kind = 'gateway_restored'",
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(flags.len(), 1, "the restore is flagged once");
+    assert_eq!(
+        village.with_gateway(|g| g.store().sync_backlog()).unwrap(),
+        (0, 0),
+        "everything recorded after the restore was taken"
+    );
+    // What the backup lost came back: the voucher's credit, and its refusal.
+    let credited = recharges_at_gateway(&village, "ACC000001");
+    assert!(
+        credited
+            .iter()
+            .any(|(id, amount)| *id == voucher.redemption_id && *amount == 25_000),
+        "{credited:?}"
+    );
+    let again = village.with_gateway(|g| {
+        g.store()
+            .redeem_voucher(&voucher.code, Utc::now())
+            .map(|_| ())
+    });
+    assert!(
+        again.is_err(),
+        "the restored gateway refuses the voucher it had already redeemed"
+    );
+    assert_eq!(
+        village.disagreements().await.unwrap(),
+        vec![],
+        "balances agree to the paisa"
+    );
+    village.central.stop().await.unwrap();
+}

@@ -132,7 +132,7 @@ fn outbox_rows_of_format_1_decode_to_the_events_that_were_queued() {
 
 #[test]
 fn a_previous_upload_request_decodes_with_every_record() {
-    let request: UploadRequest = wire::decode(&golden("upload-request.zst")).unwrap();
+    let request: UploadRequest = wire::decode_request(&golden("upload-request.zst")).unwrap();
     wire::check_version(request.protocol).unwrap();
     assert_eq!(request.sent_at, at());
     assert_eq!(request.downlink_applied, 7);

@@ -189,12 +189,12 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
         let stored = self::account(tx, &account.id)?;
         append_downlink(tx, gateway, &account_event(&stored))?;
         if previous_gateway.as_deref() != Some(gateway.as_str()) {
-            // A newly assigned gateway needs the account's meters and money history to derive
-            // the same balance.
+            // A newly assigned gateway needs the account's meters and money history (central's
+            // and the previous gateway's events) to derive the same balance.
             for meter in meters_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &meter_event(&meter))?;
             }
-            for event in central_events_of(tx, &account.id)? {
+            for event in events_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &DownlinkEvent::Ledger((&event).into()))?;
             }
         }
@@ -659,10 +659,30 @@ fn ledger_event(tx: &mut dyn Tx, id: &str) -> Result<LedgerEvent> {
     ledger_from_row(&row)
 }
 
-fn central_events_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<LedgerEvent>> {
+/// Every money event of an account, whoever made it (central, this or an earlier gateway).
+fn events_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<LedgerEvent>> {
     tx.query(
-        &format!("SELECT {LEDGER_COLUMNS} FROM ledger_events WHERE account = $1 AND source = 'central' ORDER BY at, id"),
+        &format!("SELECT {LEDGER_COLUMNS} FROM ledger_events WHERE account = $1 ORDER BY at, id"),
         &[account.into()],
+    )?
+    .iter()
+    .map(ledger_from_row)
+    .collect()
+}
+
+/// Every money event of the accounts assigned to `gateway`.
+pub(crate) fn events_of_gateway_accounts(
+    tx: &mut dyn Tx,
+    gateway: &str,
+) -> Result<Vec<LedgerEvent>> {
+    let columns = LEDGER_COLUMNS
+        .split(", ")
+        .map(|c| format!("l.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.query(
+        &format!("SELECT {columns} FROM ledger_events l JOIN accounts a ON a.id = l.account WHERE a.gateway = $1 ORDER BY l.at, l.id"),
+        &[gateway.into()],
     )?
     .iter()
     .map(ledger_from_row)

@@ -19,6 +19,7 @@ pub mod db;
 mod downlink;
 mod export;
 mod flags;
+mod identity;
 pub mod import;
 pub mod notify;
 mod origin;

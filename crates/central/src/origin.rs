@@ -76,6 +76,8 @@ pub struct Origin<'a> {
     pub book: &'a TariffBook,
     /// Central's clock.
     pub now: DateTime<Utc>,
+    /// The lane epoch (`identity`): 0 until the gateway's database was first resynchronised.
+    epoch: i64,
     accounts: HashMap<String, Option<AccountFacts>>,
     meters: HashMap<String, Option<MeterInfo>>,
 }
@@ -87,15 +89,36 @@ struct AccountFacts {
 }
 
 impl<'a> Origin<'a> {
-    /// Checks for one exchange of `gateway`.
-    pub fn new(gateway: &'a str, book: &'a TariffBook, now: DateTime<Utc>) -> Origin<'a> {
+    /// Checks for one exchange of `gateway` in lane epoch `epoch`.
+    pub fn new(
+        gateway: &'a str,
+        book: &'a TariffBook,
+        now: DateTime<Utc>,
+        epoch: i64,
+    ) -> Origin<'a> {
         Origin {
             gateway,
             book,
             now,
+            epoch,
             accounts: HashMap::new(),
             meters: HashMap::new(),
         }
+    }
+
+    /// The gateway's lanes as ids name them: `<gateway>`, or `<gateway>:<epoch>` after a
+    /// resynchronisation, so a restored database's reused sequence numbers make new ids.
+    pub fn lane_id(&self) -> String {
+        if self.epoch == 0 {
+            self.gateway.to_owned()
+        } else {
+            format!("{}:{}", self.gateway, self.epoch)
+        }
+    }
+
+    /// The origin id of priority record `seq`: unique per gateway database history.
+    pub fn record_id(&self, seq: u64) -> String {
+        format!("{}:{seq}", self.lane_id())
     }
 
     /// Admits `account` when it is assigned to this gateway; returns its category.

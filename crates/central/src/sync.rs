@@ -11,7 +11,7 @@ use super::downlink::ensure_gateway;
 use super::flags::flag;
 use super::origin::{Origin, Refusal};
 use super::readings;
-use super::{accounts, notify, vouchers, Central, CentralError, Result};
+use super::{accounts, identity, notify, vouchers, Central, CentralError, Result};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,7 @@ pub const DOWNLINK_PAGE: usize = 500;
 
 /// The HTTP face of an exchange: decodes the body, applies it, encodes the answer.
 pub async fn exchange(central: &Central, gateway: String, body: Bytes) -> Response {
-    let request: UploadRequest = match wire::decode(&body) {
+    let request: UploadRequest = match wire::decode_request(&body) {
         Ok(request) => request,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
@@ -86,12 +86,22 @@ pub fn apply(
     let state = tx
         .query_opt(
             "UPDATE gateways SET last_sync_at = $2, last_gateway_time = $3 WHERE id = $1
-             RETURNING priority_acked, readings_acked",
+             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange",
             &[gateway.into(), ts(now).into(), ts(request.sent_at).into()],
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
-    let (mut priority_acked, mut readings_acked) = (state.int(0)?, state.int(1)?);
-    let mut origin = Origin::new(gateway, book, now);
+    let known = identity::Known {
+        lanes: identity::Lanes {
+            priority_acked: state.int(0)?,
+            readings_acked: state.int(1)?,
+            epoch: state.int(2)?,
+        },
+        instance: state.opt_int(3)?.map(identity::from_stored),
+        last_exchange: identity::from_stored(state.int(4)?),
+    };
+    let lanes = identity::check(tx, gateway, known, request.identity, now)?;
+    let (mut priority_acked, mut readings_acked) = (lanes.priority_acked, lanes.readings_acked);
+    let mut origin = Origin::new(gateway, book, now, lanes.epoch);
     let mut touched = BTreeSet::new();
     let mut records: Vec<&PriorityRecord> = request.priority.iter().collect();
     records.sort_by_key(|r| r.seq);
@@ -108,7 +118,12 @@ pub fn apply(
             Err(refusal) => Some(refusal),
         };
         if let Some(refusal) = refused {
-            refusal.flag(tx, &format!("refused:{gateway}:{seq}"), gateway, now)?;
+            refusal.flag(
+                tx,
+                &format!("refused:{}", origin.record_id(record.seq)),
+                gateway,
+                now,
+            )?;
         }
         priority_acked = seq;
     }
@@ -148,7 +163,8 @@ pub fn apply(
         });
     }
     Ok(UploadResponse {
-        protocol: wire::PROTOCOL_VERSION,
+        // Answered in the request's version, so an older gateway reads it.
+        protocol: request.protocol,
         central_time: now,
         priority_acked: u64::try_from(priority_acked).unwrap_or(0),
         readings_acked: u64::try_from(readings_acked).unwrap_or(0),
@@ -225,7 +241,7 @@ fn apply_record(
     touched: &mut BTreeSet<String>,
 ) -> Result<Option<Refusal>> {
     let gateway = checks.gateway;
-    let origin = format!("{gateway}:{}", record.seq);
+    let origin = checks.record_id(record.seq);
     match &record.event {
         UplinkEvent::Ledger(event) => {
             match accounts::insert_ledger_event(tx, &event.clone().into(), gateway) {

@@ -15,7 +15,12 @@ pub use model::{
 };
 
 /// Bumped on any incompatible change; a peer answers a version it does not speak with an error.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added [`UploadRequest::identity`] at the end of the request: central still takes
+/// version 1 from older gateways (and answers in the request's version); the answer is the same in
+/// both.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest version this gramgrid still speaks.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
 pub const CONTENT_TYPE: &str = "application/x-gramgrid-sync-v1+zstd";
 /// Path of the exchange endpoint on the central server.
@@ -192,6 +197,49 @@ pub struct UploadRequest {
     pub readings: Option<ReadingBatch>,
     /// The highest downlink sequence the gateway has applied.
     pub downlink_applied: u64,
+    /// Which database is talking and what it last heard (protocol 2; None from protocol 1).
+    pub identity: Option<GatewayIdentity>,
+}
+
+/// A gateway database's identity in an exchange: central tells from it a gateway whose database
+/// was replaced (another `instance`) or restored from a backup (an `exchange` number it has seen
+/// before), and resynchronises the lanes from the gateway's own marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayIdentity {
+    /// Random, made once when the database was created; kept by backups and restores.
+    pub instance: u64,
+    /// This exchange's number: the database counts its exchanges and stores the count before it
+    /// sends, so every exchange of one database history has a higher number than the last.
+    pub exchange: u64,
+    /// The priority-lane acknowledgement this database holds.
+    pub priority_acked: u64,
+    /// The readings-lane acknowledgement this database holds.
+    pub readings_acked: u64,
+}
+
+/// Protocol 1's request: [`UploadRequest`] without `identity` (an older gateway).
+#[derive(Deserialize)]
+struct UploadRequestV1 {
+    protocol: u16,
+    sent_at: DateTime<Utc>,
+    priority: Vec<PriorityRecord>,
+    readings: Option<ReadingBatch>,
+    downlink_applied: u64,
+}
+
+/// Decodes a request of protocol 1 or 2.
+pub fn decode_request(body: &[u8]) -> Result<UploadRequest, WireError> {
+    decode::<UploadRequest>(body).or_else(|error| {
+        let old: UploadRequestV1 = decode(body).map_err(|_| error)?;
+        Ok(UploadRequest {
+            protocol: old.protocol,
+            sent_at: old.sent_at,
+            priority: old.priority,
+            readings: old.readings,
+            downlink_applied: old.downlink_applied,
+            identity: None,
+        })
+    })
 }
 
 /// Something the central server tells a gateway.
@@ -305,8 +353,8 @@ pub enum WireError {
     /// The message could not be serialized.
     #[error("sync body does not encode: {0}")]
     Encode(postcard::Error),
-    /// The peer's protocol version differs from [`PROTOCOL_VERSION`].
-    #[error("peer speaks sync protocol {found}, this gramgrid speaks {PROTOCOL_VERSION}; upgrade the older side")]
+    /// The peer's protocol version is not one this gramgrid speaks.
+    #[error("peer speaks sync protocol {found}, this gramgrid speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the older side")]
     Version {
         /// The version the peer sent.
         found: u16,
@@ -349,7 +397,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireErro
 
 /// Checks the protocol version of a decoded message.
 pub fn check_version(found: u16) -> Result<(), WireError> {
-    if found == PROTOCOL_VERSION {
+    if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&found) {
         Ok(())
     } else {
         Err(WireError::Version { found })
@@ -587,12 +635,19 @@ mod tests {
                 ]),
             }),
             downlink_applied: 7,
+            identity: Some(GatewayIdentity {
+                instance: u64::MAX - 3,
+                exchange: 1 << 63,
+                priority_acked: 9,
+                readings_acked: 3,
+            }),
         };
         let body = encode(&request).unwrap();
-        assert_eq!(decode::<UploadRequest>(&body).unwrap(), request);
+        assert_eq!(decode_request(&body).unwrap(), request);
+        assert!(check_version(1).is_ok() && check_version(2).is_ok());
         assert!(matches!(
-            check_version(2),
-            Err(WireError::Version { found: 2 })
+            check_version(3),
+            Err(WireError::Version { found: 3 })
         ));
         assert!(matches!(
             decode::<UploadRequest>(b"not zstd"),

@@ -204,6 +204,7 @@ async fn upload(
                 blocks,
             }),
             downlink_applied: u64::MAX >> 1,
+            identity: None,
         };
         let body = wire::encode(&request).map_err(|e| BenchError::Task(e.to_string()))?;
         let response =

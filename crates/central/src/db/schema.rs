@@ -173,6 +173,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_audit_by_at ON api_audit(at, id)
     "#,
+    // 3: each gateway database's identity (`identity`): its instance, the highest exchange number
+    // seen from it, and the lane epoch, raised at each resynchronisation so records of a restored
+    // database get fresh origin ids.
+    r#"
+    ALTER TABLE gateways ADD COLUMN instance BIGINT;
+    ALTER TABLE gateways ADD COLUMN last_exchange BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE gateways ADD COLUMN lane_epoch BIGINT NOT NULL DEFAULT 0
+    "#,
 ];
 
 /// Applies the migrations this database has not seen yet, each in order.

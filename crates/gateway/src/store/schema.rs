@@ -247,4 +247,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sync_outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 8: the database's identity in sync (`gramgrid_proto::wire::GatewayIdentity`): a random
+    // instance made once, here, and the count of exchanges. A backup keeps both, so central tells
+    // a restored database by an exchange number it has seen before.
+    r#"
+    INSERT INTO sync_state (key, value) VALUES ('instance', random());
+    INSERT INTO sync_state (key, value) VALUES ('exchange', 0);
+    "#,
 ];

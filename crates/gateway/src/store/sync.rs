@@ -15,6 +15,8 @@ use rusqlite::{params, OptionalExtension, Transaction};
 const PRIORITY_ACKED: &str = "priority_acked";
 const READINGS_ACKED: &str = "readings_acked";
 const DOWNLINK_APPLIED: &str = "downlink_applied";
+const INSTANCE: &str = "instance";
+const EXCHANGE: &str = "exchange";
 /// Every reading not yet acknowledged by central has `at` at or after this (Unix seconds): the bulk
 /// lane scans the readings' primary key from here instead of keeping an index on arrival order.
 const READINGS_UNACKED_FROM: &str = "readings_unacked_from";
@@ -45,6 +47,15 @@ fn state_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
     Ok(value.unwrap_or(0).max(0) as u64)
 }
 
+/// A 64-bit word stored bit for bit (the instance, the token): any value, unlike the cursors.
+fn word_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
+    let value: Option<i64> = tx
+        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(u64::from_ne_bytes(value.unwrap_or(0).to_ne_bytes()))
+}
+
 fn set_state_in(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()> {
     tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
         .execute(params![key, value as i64])?;
@@ -60,6 +71,10 @@ pub struct SyncCursors {
     pub readings_acked: u64,
     /// Sequence of the last downlink record applied here; central sends from the next one.
     pub downlink_applied: u64,
+    /// This database's random instance (made when it was created).
+    pub instance: u64,
+    /// The number of the last exchange started from this database.
+    pub exchange: u64,
 }
 
 impl Store {
@@ -70,6 +85,8 @@ impl Store {
             priority_acked: state_in(&tx, PRIORITY_ACKED)?,
             readings_acked: state_in(&tx, READINGS_ACKED)?,
             downlink_applied: state_in(&tx, DOWNLINK_APPLIED)?,
+            instance: word_in(&tx, INSTANCE)?,
+            exchange: state_in(&tx, EXCHANGE)?,
         };
         tx.commit()?;
         Ok(cursors)
@@ -113,6 +130,16 @@ impl Store {
             through_seq: through,
             blocks: ReadingBlock::group(readings),
         }))
+    }
+
+    /// Counts a new exchange and stores the count before the exchange is sent, so each exchange of
+    /// this database has a higher number than every one before (`GatewayIdentity::exchange`).
+    pub fn next_exchange(&mut self) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let next = state_in(&tx, EXCHANGE)? + 1;
+        set_state_in(&tx, EXCHANGE, next)?;
+        tx.commit()?;
+        Ok(next)
     }
 
     /// Records what central acknowledged; acknowledged outbox rows are dropped (their facts stay in

@@ -147,6 +147,7 @@ fn build_request(
     now: DateTime<Utc>,
 ) -> Result<UploadRequest, SyncError> {
     let store = gateway.store();
+    let exchange = store.next_exchange()?;
     let cursors = store.sync_cursors()?;
     Ok(UploadRequest {
         protocol: wire::PROTOCOL_VERSION,
@@ -154,6 +155,12 @@ fn build_request(
         priority: store.priority_after(cursors.priority_acked, config.max_priority_records)?,
         readings: store.readings_after(cursors.readings_acked, config.max_readings)?,
         downlink_applied: cursors.downlink_applied,
+        identity: Some(wire::GatewayIdentity {
+            instance: cursors.instance,
+            exchange,
+            priority_acked: cursors.priority_acked,
+            readings_acked: cursors.readings_acked,
+        }),
     })
 }
 
