@@ -62,6 +62,7 @@ fn harnesses(test: &str) -> Vec<Harness> {
         .map(|database_url| {
             let config = CentralConfig {
                 database_url,
+                secrets_key_file: dir.path().join("secrets.key"),
                 api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
                 ..CentralConfig::default()
             };
@@ -937,6 +938,7 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
     let bundle = pki.add_gateway("gw-a", 30).unwrap();
     let config = CentralConfig {
         database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+        secrets_key_file: dir.path().join("secrets.key"),
         pki_dir,
         notifications_log: dir.path().join("notifications.log"),
         notify_every: std::time::Duration::from_millis(50),
@@ -1172,6 +1174,7 @@ fn the_central_database_is_created_owner_only() {
     let path = dir.path().join("db/central.db");
     let config = CentralConfig {
         database_url: format!("sqlite:{}", path.display()),
+        secrets_key_file: dir.path().join("secrets.key"),
         ..CentralConfig::default()
     };
     drop(Central::open(config).unwrap());
@@ -1217,6 +1220,7 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
     let bundle = pki.add_gateway("gw-b", 30).unwrap();
     let config = CentralConfig {
         database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+        secrets_key_file: dir.path().join("secrets.key"),
         pki_dir,
         notifications_log: dir.path().join("notifications.log"),
         api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
@@ -1736,12 +1740,13 @@ async fn over_https_each_token_is_held_to_its_scope_and_the_audit_names_who_wrot
     let pki = gramgrid_net::pki::CentralPki::init(&pki_dir, "https://127.0.0.1:8443", &[]).unwrap();
     // The config file's forms: a plain (admin) token and scoped tables.
     let text = format!(
-        "database_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\n\
+        "database_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\n\
          api_tokens = [\"{OFFICE}\",\n  {{ name = \"counter-3\", token = \"{COUNTER}\", scope = \"recharge\" }},\n  \
          {{ name = \"dashboard\", token = \"{DASHBOARD}\", scope = \"read\" }}]\n",
         dir.path().join("central.db").display(),
         pki_dir,
         dir.path().join("notifications.log"),
+        dir.path().join("secrets.key"),
     );
     let config = CentralConfig::parse(&text).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1949,4 +1954,96 @@ async fn a_replaced_or_restored_gateway_database_is_flagged_and_a_lost_answer_is
         h.exchange("gw-a", &exchange(7, 2)).await.unwrap();
         assert_eq!(kinds().await, ["gateway_replaced", "gateway_restored"]);
     }
+}
+
+/// Voucher signing secrets and meter session keys are sealed in the database under the key file:
+/// a copy of the database shows none of them; secrets stored in the clear by an older central are
+/// sealed at the next start; a central started with another key file refuses to start.
+#[test]
+fn secrets_at_rest_are_sealed_under_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("central.db");
+    let config = |key: &str| CentralConfig {
+        database_url: format!("sqlite:{}", db.display()),
+        secrets_key_file: dir.path().join(key),
+        ..CentralConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let central = Central::open(config("secrets.key")).unwrap();
+    runtime.block_on(async {
+        central
+            .db()
+            .transaction(|tx| {
+                let account = gramgrid_central::accounts::Account {
+                    id: "A1".into(),
+                    consumer_name: "Asha".into(),
+                    category: Category::Domestic,
+                    phone: None,
+                    gateway: Some("gw-a".into()),
+                    created_at: t0(),
+                };
+                gramgrid_central::accounts::put_account(tx, &account, false)?;
+                let meter = gramgrid_central::accounts::Meter {
+                    serial: "M1".into(),
+                    account: "A1".into(),
+                    installed_at: t0(),
+                    initial_register_wh: Some(0),
+                    keys: Some(gramgrid_proto::wire::MeterKeys {
+                        dev_addr: 0x2601_1F2A,
+                        nwk_skey: "00112233445566778899aabbccddeeff".into(),
+                        app_skey: "ffeeddccbbaa99887766554433221100".into(),
+                    }),
+                    relay_state: "unknown".into(),
+                };
+                gramgrid_central::accounts::put_meter(tx, &meter, false)
+            })
+            .await
+            .unwrap();
+    });
+    drop(central);
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let stored: (String, String, String) = raw
+        .query_row(
+            "SELECT m.nwk_skey, m.app_skey, k.secret_hex FROM meters m, voucher_keys k",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(
+        stored.0.starts_with("sealed1:") && !stored.0.contains("00112233"),
+        "{stored:?}"
+    );
+    assert!(stored.1.starts_with("sealed1:") && stored.2.starts_with("sealed1:"));
+    // An older central stored them in the clear: the next start seals them, and the keys still
+    // reach the gateway unchanged.
+    raw.execute(
+        "UPDATE meters SET nwk_skey = '00112233445566778899aabbccddeeff', app_skey = 'ffeeddccbbaa99887766554433221100'",
+        [],
+    )
+    .unwrap();
+    let central = Central::open(config("secrets.key")).unwrap();
+    let sealed: String = raw
+        .query_row("SELECT nwk_skey FROM meters", [], |r| r.get(0))
+        .unwrap();
+    assert!(sealed.starts_with("sealed1:"));
+    let meters = runtime
+        .block_on(
+            central
+                .db()
+                .transaction(|tx| gramgrid_central::accounts::list_meters(tx)),
+        )
+        .unwrap();
+    assert_eq!(
+        meters[0].keys.as_ref().unwrap().nwk_skey,
+        "00112233445566778899aabbccddeeff"
+    );
+    drop(central);
+    let error = Central::open(config("another.key"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("does not open with this secrets key file"),
+        "{error}"
+    );
 }

@@ -118,10 +118,11 @@ fn meters_added_at_central_while_the_gateway_runs_are_read_cut_and_reconnected_w
     std::fs::write(
         d.join("central.toml"),
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n",
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n",
             path("central.db"),
             path("pki"),
             path("notifications.log"),
+            path("secrets.key"),
         ),
     )
     .unwrap();

@@ -67,6 +67,7 @@ fn central_config(dir: &Path, port: u16) -> CentralConfig {
         listen: format!("127.0.0.1:{port}"),
         database_url: format!("sqlite:{}", dir.join("central.db").display()),
         pki_dir: dir.join("pki"),
+        secrets_key_file: dir.join("secrets.key"),
         notifications_log: dir.join("notifications.log"),
         api_tokens: vec![gramgrid_central::ApiToken::new(
             "test",

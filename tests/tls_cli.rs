@@ -131,8 +131,8 @@ async fn a_gateway_enrols_by_signing_request_and_a_revoked_one_is_refused_at_the
     std::fs::write(
         d.join("central.toml"),
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\napi_tokens = [\"enrolment-test-token-0123\"]\n",
-            path("central.db"), path("server"), path("notifications.log")
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\napi_tokens = [\"enrolment-test-token-0123\"]\n",
+            path("central.db"), path("server"), path("notifications.log"), path("secrets.key")
         ),
     )
     .unwrap();

@@ -4,6 +4,7 @@
 //! A change a gateway must know is appended to that gateway's downlink log in the same transaction.
 use super::db::{Tx, Value};
 use super::downlink::{append_downlink, append_downlink_to_all, ensure_gateway};
+use super::secrets::Sealer;
 use super::{CentralError, Result};
 pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
@@ -225,18 +226,62 @@ fn meter_event(meter: &Meter) -> DownlinkEvent {
 const METER_COLUMNS: &str =
     "serial, account, installed_at, initial_register_wh, dev_addr, nwk_skey, app_skey, relay_state";
 
-fn meter_from_row(row: &super::db::Row) -> Result<Meter> {
-    let keys = match (row.opt_int(4)?, row.opt_text(5)?, row.opt_text(6)?) {
-        (Some(dev_addr), Some(nwk_skey), Some(app_skey)) => Some(MeterKeys {
-            dev_addr: u32::try_from(dev_addr)
-                .map_err(|_| CentralError::Corrupt(format!("dev_addr {dev_addr}")))?,
-            nwk_skey,
-            app_skey,
-        }),
-        _ => None,
+/// Where a meter's sealed session key belongs (`secrets`): `which` is `nwk` or `app`.
+fn key_context(serial: &str, which: &str) -> String {
+    format!("meter:{serial}:{which}")
+}
+
+/// A meter's stored session keys, opened; None if it has none.
+pub(crate) fn stored_keys(
+    sealer: &Sealer,
+    serial: &str,
+    dev_addr: Option<i64>,
+    nwk: Option<String>,
+    app: Option<String>,
+) -> Result<Option<MeterKeys>> {
+    let (Some(dev_addr), Some(nwk), Some(app)) = (dev_addr, nwk, app) else {
+        return Ok(None);
     };
+    Ok(Some(MeterKeys {
+        dev_addr: u32::try_from(dev_addr)
+            .map_err(|_| CentralError::Corrupt(format!("dev_addr {dev_addr}")))?,
+        nwk_skey: sealer.open(&nwk, &key_context(serial, "nwk"))?,
+        app_skey: sealer.open(&app, &key_context(serial, "app"))?,
+    }))
+}
+
+/// Seals meter session keys stored in the clear by a gramgrid before sealing existed.
+pub(crate) fn seal_stored_meter_keys(tx: &mut dyn Tx) -> Result<()> {
+    let rows = tx.query(
+        "SELECT serial, nwk_skey, app_skey FROM meters WHERE nwk_skey IS NOT NULL",
+        &[],
+    )?;
+    for row in rows {
+        let (serial, nwk, app) = (row.text(0)?, row.text(1)?, row.text(2)?);
+        if Sealer::is_sealed(&nwk) {
+            continue;
+        }
+        let nwk = tx.sealer().seal(&nwk, &key_context(&serial, "nwk"));
+        let app = tx.sealer().seal(&app, &key_context(&serial, "app"));
+        tx.execute(
+            "UPDATE meters SET nwk_skey = $2, app_skey = $3 WHERE serial = $1",
+            &[serial.as_str().into(), nwk.into(), app.into()],
+        )?;
+    }
+    Ok(())
+}
+
+fn meter_from_row(sealer: &Sealer, row: &super::db::Row) -> Result<Meter> {
+    let serial = row.text(0)?;
+    let keys = stored_keys(
+        sealer,
+        &serial,
+        row.opt_int(4)?,
+        row.opt_text(5)?,
+        row.opt_text(6)?,
+    )?;
     Ok(Meter {
-        serial: row.text(0)?,
+        serial,
         account: row.text(1)?,
         installed_at: from_ts(row.int(2)?),
         initial_register_wh: row.opt_int(3)?,
@@ -251,7 +296,7 @@ fn meters_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<Meter>> {
         &[account.into()],
     )?
     .iter()
-    .map(meter_from_row)
+    .map(|row| meter_from_row(tx.sealer(), row))
     .collect()
 }
 
@@ -262,7 +307,7 @@ pub fn list_meters(tx: &mut dyn Tx) -> Result<Vec<Meter>> {
         &[],
     )?
     .iter()
-    .map(meter_from_row)
+    .map(|row| meter_from_row(tx.sealer(), row))
     .collect()
 }
 
@@ -307,8 +352,12 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
     let (dev_addr, nwk, app) = match &meter.keys {
         Some(k) => (
             Value::Int(i64::from(k.dev_addr)),
-            k.nwk_skey.as_str().into(),
-            k.app_skey.as_str().into(),
+            tx.sealer()
+                .seal(&k.nwk_skey, &key_context(&meter.serial, "nwk"))
+                .into(),
+            tx.sealer()
+                .seal(&k.app_skey, &key_context(&meter.serial, "app"))
+                .into(),
         ),
         None => (Value::Null, Value::Null, Value::Null),
     };

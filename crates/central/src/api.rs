@@ -125,7 +125,9 @@ impl IntoResponse for ApiError {
             CentralError::Forbidden(_) => StatusCode::FORBIDDEN,
             CentralError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             CentralError::Voucher(_) | CentralError::Rating(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CentralError::Db(_) | CentralError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CentralError::Db(_) | CentralError::Corrupt(_) | CentralError::Secrets(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         let message = if status.is_server_error() {
             let id = match &self.0 {

@@ -19,6 +19,10 @@ pub struct CentralConfig {
     pub database_connections: usize,
     /// Directory of the central CA and server certificate (`gramgrid central init`).
     pub pki_dir: PathBuf,
+    /// Key that seals the secrets stored in the database (voucher signing keys, meter session
+    /// keys); made (0600) at the first start if missing. Back it up apart from the database:
+    /// without it those secrets cannot be read.
+    pub secrets_key_file: PathBuf,
     /// A balance is flagged stale when its gateway has not synced for longer than this.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
@@ -179,6 +183,7 @@ impl Default for CentralConfig {
             database_url: "sqlite:gramgrid-central/central.db".into(),
             database_connections: 4,
             pki_dir: PathBuf::from("gramgrid-central/pki"),
+            secrets_key_file: PathBuf::from("gramgrid-central/secrets.key"),
             stale_after: Duration::from_secs(6 * 3600),
             notifications_log: PathBuf::from("gramgrid-central/notifications.log"),
             notify_every: Duration::from_secs(10),

@@ -61,11 +61,14 @@ pub fn import_manifest(
             &[entry.serial.as_str().into()],
         )?;
         if let Some(row) = stored {
-            let same_keys = meter.keys.as_ref().is_some_and(|k| {
-                row.opt_int(0).ok().flatten() == Some(i64::from(k.dev_addr))
-                    && row.opt_text(1).ok().flatten().as_deref() == Some(k.nwk_skey.as_str())
-                    && row.opt_text(2).ok().flatten().as_deref() == Some(k.app_skey.as_str())
-            });
+            let keys = accounts::stored_keys(
+                tx.sealer(),
+                &entry.serial,
+                row.opt_int(0)?,
+                row.opt_text(1)?,
+                row.opt_text(2)?,
+            )?;
+            let same_keys = keys.is_some() && keys == meter.keys;
             if !same_keys {
                 accounts::put_meter(tx, &meter, true)?;
                 report.rekeyed += 1;

@@ -24,6 +24,7 @@ pub mod import;
 pub mod notify;
 mod origin;
 mod readings;
+pub mod secrets;
 pub mod server;
 pub mod sync;
 pub mod vouchers;
@@ -67,6 +68,9 @@ pub enum CentralError {
     /// A stored value cannot be read back (a bug or a hand-edited database): 500.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// The secrets key file is missing, unreadable or not the one the secrets were sealed with: 500.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// Result alias for central operations.
@@ -95,7 +99,15 @@ impl Central {
 
     /// As [`Central::open`], reading "now" from `clock` (the demo runs central on simulated time).
     pub fn open_with_clock(config: CentralConfig, clock: WallClock) -> Result<Central> {
-        let db = Db::open(&config.database_url, config.database_connections)?;
+        let sealer = Arc::new(secrets::Sealer::load_or_create(&config.secrets_key_file)?);
+        let db = Db::open(&config.database_url, config.database_connections, sealer)?;
+        // Secrets stored before sealing existed are sealed now; then one is opened, so a wrong
+        // key file stops central here rather than at the first voucher.
+        db.blocking(|tx| {
+            accounts::seal_stored_meter_keys(tx)?;
+            vouchers::seal_stored_secrets(tx)?;
+            vouchers::check_secrets_open(tx)
+        })?;
         let book = db.blocking(|tx| accounts::load_tariff_book(tx))?;
         let now = clock.now();
         db.blocking(move |tx| vouchers::ensure_key(tx, now))?;

@@ -25,11 +25,42 @@ pub fn ensure_key(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<()> {
 
 fn insert_key(tx: &mut dyn Tx, key_id: u16, now: DateTime<Utc>) -> Result<()> {
     let secret = SigningSecret::generate(key_id);
+    let sealed = tx.sealer().seal(&secret.to_hex(), &key_context(key_id));
     tx.execute(
         "INSERT INTO voucher_keys (key_id, secret_hex, public_key, issue_from, issue_until, revoked) VALUES ($1, $2, $3, $4, NULL, 0)",
-        &[i64::from(key_id).into(), secret.to_hex().into(), secret.public_key_hex().into(), ts(now).into()],
+        &[i64::from(key_id).into(), sealed.into(), secret.public_key_hex().into(), ts(now).into()],
     )?;
     Ok(())
+}
+
+/// Where a signing key's sealed secret belongs (`secrets`).
+fn key_context(key_id: u16) -> String {
+    format!("voucher_key:{key_id}")
+}
+
+/// Seals signing secrets stored in the clear by a gramgrid before sealing existed.
+pub(crate) fn seal_stored_secrets(tx: &mut dyn Tx) -> Result<()> {
+    for row in tx.query("SELECT key_id, secret_hex FROM voucher_keys", &[])? {
+        let (key_id, stored) = (row.int(0)?, row.text(1)?);
+        if crate::secrets::Sealer::is_sealed(&stored) {
+            continue;
+        }
+        let key_id = u16::try_from(key_id).map_err(|e| CentralError::Corrupt(e.to_string()))?;
+        let sealed = tx.sealer().seal(&stored, &key_context(key_id));
+        tx.execute(
+            "UPDATE voucher_keys SET secret_hex = $2 WHERE key_id = $1",
+            &[i64::from(key_id).into(), sealed.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Opens the current signing secret, if there is one: a wrong secrets key file is found at start.
+pub(crate) fn check_secrets_open(tx: &mut dyn Tx) -> Result<()> {
+    match current_secret(tx) {
+        Ok(_) | Err(CentralError::Conflict(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
 }
 
 fn current_secret(tx: &mut dyn Tx) -> Result<SigningSecret> {
@@ -40,7 +71,8 @@ fn current_secret(tx: &mut dyn Tx) -> Result<SigningSecret> {
         )?
         .ok_or_else(|| CentralError::Conflict("no current voucher key: rotate to create one".into()))?;
     let key_id = u16::try_from(row.int(0)?).map_err(|e| CentralError::Corrupt(e.to_string()))?;
-    Ok(SigningSecret::from_hex(key_id, &row.text(1)?)?)
+    let secret = tx.sealer().open(&row.text(1)?, &key_context(key_id))?;
+    Ok(SigningSecret::from_hex(key_id, &secret)?)
 }
 
 /// Ends the current key's issuing window and starts a new key; every gateway is sent the key set.

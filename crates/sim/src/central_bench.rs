@@ -103,6 +103,7 @@ pub async fn ingest(settings: &IngestBench) -> Result<IngestFigures, BenchError>
     let config = CentralConfig {
         database_url,
         database_connections: settings.connections,
+        secrets_key_file: dir.path().join("secrets.key"),
         ..CentralConfig::default()
     };
     let central = Arc::new(

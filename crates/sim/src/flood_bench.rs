@@ -87,6 +87,7 @@ pub async fn flood(settings: &FloodBench) -> Result<FloodFigures, FloodError> {
     let config = CentralConfig {
         database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
         pki_dir: pki.dir().to_path_buf(),
+        secrets_key_file: dir.path().join("secrets.key"),
         notifications_log: dir.path().join("notifications.log"),
         ..CentralConfig::default()
     };

@@ -169,6 +169,7 @@ impl Village {
         let config = CentralConfig {
             database_url: format!("sqlite:{}", dir.join("central.db").display()),
             pki_dir: dir.join("pki"),
+            secrets_key_file: dir.join("secrets.key"),
             notifications_log: dir.join("notifications.log"),
             api_tokens: vec![ApiToken::new("demo", api_token.clone(), Scope::Admin)],
             ..CentralConfig::default()

@@ -11,6 +11,7 @@ mod postgres;
 mod schema;
 mod sqlite;
 
+use crate::secrets::Sealer;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -152,6 +153,8 @@ pub trait Tx {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
     /// Runs a query and returns every row.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
+    /// Seals and opens the secrets stored in the database (`secrets`).
+    fn sealer(&self) -> &Sealer;
 
     /// The first row of a query, if any.
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
@@ -221,11 +224,12 @@ impl Conn {
     /// connection live on.
     fn transaction<T, E: From<DbError>>(
         &mut self,
+        sealer: &Sealer,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         let run = std::panic::AssertUnwindSafe(|| match self {
-            Conn::Sqlite(conn) => sqlite::transaction(conn, f),
-            Conn::Postgres(client) => postgres::transaction(client, f),
+            Conn::Sqlite(conn) => sqlite::transaction(conn, sealer, f),
+            Conn::Postgres(client) => postgres::transaction(client, sealer, f),
         });
         std::panic::catch_unwind(run).unwrap_or_else(|payload| {
             let id = uuid::Uuid::new_v4().simple().to_string();
@@ -248,7 +252,7 @@ impl Conn {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+type Job = Box<dyn FnOnce(&mut Conn, &Sealer) + Send>;
 
 /// The database: a pool of worker threads, each owning one connection.
 #[derive(Clone)]
@@ -265,8 +269,8 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Opens `sqlite:PATH` (one connection: SQLite has one writer) or `postgres://...` (`connections`
-    /// connections), and brings the schema up to date.
-    pub fn open(url: &str, connections: usize) -> Result<Db, DbError> {
+    /// connections), and brings the schema up to date. Secrets are sealed with `sealer`.
+    pub fn open(url: &str, connections: usize, sealer: Arc<Sealer>) -> Result<Db, DbError> {
         let (backend, workers) = if url.starts_with("sqlite:") {
             ("sqlite", 1)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -281,6 +285,7 @@ impl Db {
             let receiver = Arc::clone(&receiver);
             let ready_tx = ready_tx.clone();
             let url = url.to_owned();
+            let sealer = Arc::clone(&sealer);
             // Each worker connects on its own thread: the sync PostgreSQL client runs its own
             // runtime, which must never be created or dropped inside an async task.
             std::thread::spawn(move || {
@@ -293,7 +298,7 @@ impl Db {
                 };
                 let _ = ready_tx.send(Ok(()));
                 drop(ready_tx);
-                worker(conn, &url, &receiver);
+                worker(conn, &url, &sealer, &receiver);
             });
         }
         drop(ready_tx);
@@ -321,8 +326,8 @@ impl Db {
     {
         let (done, result) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn: &mut Conn| {
-                let _ = done.send(conn.transaction(f));
+            .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
+                let _ = done.send(conn.transaction(sealer, f));
             }))
             .map_err(|_| DbError::Stopped)?;
         result.await.map_err(|_| DbError::Stopped)?
@@ -339,8 +344,8 @@ impl Db {
     {
         let (done, result) = mpsc::channel();
         self.jobs
-            .send(Box::new(move |conn: &mut Conn| {
-                let _ = done.send(conn.transaction(f));
+            .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
+                let _ = done.send(conn.transaction(sealer, f));
             }))
             .map_err(|_| DbError::Stopped)?;
         result.recv().map_err(|_| DbError::Stopped)?
@@ -354,7 +359,7 @@ fn connect(url: &str) -> Result<Conn, DbError> {
     }
 }
 
-fn worker(mut conn: Conn, url: &str, jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(mut conn: Conn, url: &str, sealer: &Sealer, jobs: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // The lock is held only while waiting for the next job, never while running one.
         let job = match jobs.lock() {
@@ -375,6 +380,6 @@ fn worker(mut conn: Conn, url: &str, jobs: &Mutex<mpsc::Receiver<Job>>) {
                 }
             }
         }
-        job(&mut conn);
+        job(&mut conn, sealer);
     }
 }

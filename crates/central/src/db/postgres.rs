@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: the synchronous `postgres` client on a storage worker thread.
 use super::{DbError, Row, Tx, Value};
+use crate::secrets::Sealer;
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use ::postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
@@ -27,12 +28,14 @@ impl PgConn {
 
 pub(super) fn transaction<T, E: From<DbError>>(
     conn: &mut PgConn,
+    sealer: &Sealer,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
     let tx = conn.client.transaction().map_err(DbError::from)?;
     let mut wrapped = PgTx {
         tx,
         statements: &mut conn.statements,
+        sealer,
     };
     let out = f(&mut wrapped)?;
     wrapped.tx.commit().map_err(DbError::from)?;
@@ -42,6 +45,7 @@ pub(super) fn transaction<T, E: From<DbError>>(
 struct PgTx<'a> {
     tx: ::postgres::Transaction<'a>,
     statements: &'a mut HashMap<String, Statement>,
+    sealer: &'a Sealer,
 }
 
 impl PgTx<'_> {
@@ -97,6 +101,10 @@ enum Column {
 }
 
 impl Tx for PgTx<'_> {
+    fn sealer(&self) -> &Sealer {
+        self.sealer
+    }
+
     /// One `INSERT ... SELECT * FROM UNNEST($1::bigint[], ...)` per call: a single short statement
     /// however many rows, instead of parsing a statement with thousands of placeholders.
     fn insert_many(

@@ -1,5 +1,6 @@
 //! The SQLite backend: one connection (SQLite has one writer), WAL with `synchronous = FULL`.
 use super::{DbError, Row, Tx, Value};
+use crate::secrets::Sealer;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, DbError> {
@@ -30,6 +31,7 @@ pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, DbErr
 
 pub(super) fn transaction<T, E: From<DbError>>(
     conn: &mut rusqlite::Connection,
+    sealer: &Sealer,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
     // IMMEDIATE takes the write lock at BEGIN (waiting up to the busy timeout), so a transaction
@@ -37,13 +39,13 @@ pub(super) fn transaction<T, E: From<DbError>>(
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(DbError::from)?;
-    let mut wrapped = SqliteTx(tx);
+    let mut wrapped = SqliteTx(tx, sealer);
     let out = f(&mut wrapped)?;
     wrapped.0.commit().map_err(DbError::from)?;
     Ok(out)
 }
 
-struct SqliteTx<'a>(rusqlite::Transaction<'a>);
+struct SqliteTx<'a>(rusqlite::Transaction<'a>, &'a Sealer);
 
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -68,6 +70,10 @@ fn unique(error: rusqlite::Error) -> DbError {
 }
 
 impl Tx for SqliteTx<'_> {
+    fn sealer(&self) -> &Sealer {
+        self.1
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut statement = self.0.prepare_cached(&dialect(sql))?;
         let changed = statement
