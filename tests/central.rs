@@ -1513,6 +1513,14 @@ async fn after_an_account_moves_both_gateways_keep_syncing() {
             .await
             .unwrap();
         assert_eq!((old.priority_acked, old.readings_acked), (2, 6));
+        assert!(
+            old.downlink.iter().any(|r| r.event
+                == DownlinkEvent::AccountRemoved {
+                    id: "A1".into(),
+                    to_gateway: Some("gw-b".into())
+                }),
+            "the old gateway is told to stop serving the account"
+        );
         assert_eq!(
             h.balance("A1").await,
             10_000,

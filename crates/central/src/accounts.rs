@@ -186,6 +186,20 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
         )?;
     }
     let previous_gateway = existing.and_then(|row| row.opt_text(0).ok().flatten());
+    if let Some(previous) = previous_gateway
+        .as_deref()
+        .filter(|p| account.gateway.as_deref() != Some(*p))
+    {
+        // The old gateway stops serving the account (and can no longer cut its meter).
+        append_downlink(
+            tx,
+            previous,
+            &DownlinkEvent::AccountRemoved {
+                id: account.id.clone(),
+                to_gateway: account.gateway.clone(),
+            },
+        )?;
+    }
     if let Some(gateway) = &account.gateway {
         let stored = self::account(tx, &account.id)?;
         append_downlink(tx, gateway, &account_event(&stored))?;

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use gramgrid_core::civil::ts;
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::{
-    self, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
-    UploadResponse, WireRelayState,
+    self, DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
+    UploadRequest, UploadResponse, WireRelayState,
 };
 use std::collections::BTreeSet;
 
@@ -156,10 +156,15 @@ pub fn apply(
     let more = rows.len() > DOWNLINK_PAGE;
     let mut downlink = Vec::with_capacity(rows.len().min(DOWNLINK_PAGE));
     for row in rows.iter().take(DOWNLINK_PAGE) {
+        let event: DownlinkEvent = serde_json::from_str(&row.text(1)?)
+            .map_err(|e| CentralError::Corrupt(e.to_string()))?;
+        // A protocol-1 gateway cannot decode this record; it skips its sequence number instead.
+        if request.protocol < 2 && matches!(event, DownlinkEvent::AccountRemoved { .. }) {
+            continue;
+        }
         downlink.push(DownlinkRecord {
             seq: u64::try_from(row.int(0)?).unwrap_or(0),
-            event: serde_json::from_str(&row.text(1)?)
-                .map_err(|e| CentralError::Corrupt(e.to_string()))?,
+            event,
         });
     }
     Ok(UploadResponse {

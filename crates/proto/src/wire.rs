@@ -289,6 +289,15 @@ pub enum DownlinkEvent {
         /// [`Voucher::redemption_id`] of the voucher.
         redemption_id: String,
     },
+    /// The account was moved to another gateway (or unassigned): stop serving it here. Its meters
+    /// leave service and its open relay commands are withdrawn; its history stays. Sent only to
+    /// protocol-2 gateways (appended after protocol 1, which cannot decode it).
+    AccountRemoved {
+        /// The account id.
+        id: String,
+        /// The gateway that serves it now, if any.
+        to_gateway: Option<String>,
+    },
 }
 
 /// LoRaWAN ABP session keys of one meter, hex.

@@ -124,6 +124,27 @@ fn log_state(
     append_outbox(tx, &event)
 }
 
+/// Withdraws every open relay command of an account's meters (the account left this gateway).
+pub(super) fn withdraw_account_commands_in(
+    tx: &Transaction<'_>,
+    account: &str,
+    at: DateTime<Utc>,
+    detail: &str,
+) -> Result<()> {
+    let open: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT c.id, c.state FROM relay_commands c JOIN meters m ON m.id = c.meter WHERE m.account = ?1",
+        )?
+        .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, state) in open {
+        if parse_state(&state).is_open() {
+            set_state(tx, &id, CommandState::Withdrawn, at, detail)?;
+        }
+    }
+    Ok(())
+}
+
 fn set_state(
     tx: &Transaction<'_>,
     id: &str,

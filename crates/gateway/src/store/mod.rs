@@ -336,10 +336,10 @@ impl Store {
         Ok(())
     }
 
-    /// All accounts, by id.
+    /// The accounts served here (not moved to another gateway), by id.
     pub fn accounts(&self) -> Result<Vec<Account>> {
         let mut statement = self.conn.prepare(
-            "SELECT id, consumer_name, category, phone, created_at FROM accounts ORDER BY id",
+            "SELECT id, consumer_name, category, phone, created_at FROM accounts WHERE removed_at IS NULL ORDER BY id",
         )?;
         let rows = statement.query_map([], |r| {
             let category: String = r.get(2)?;
@@ -453,7 +453,7 @@ impl Store {
 fn upsert_account_in(tx: &rusqlite::Transaction<'_>, account: &Account) -> Result<()> {
     tx.execute(
         "INSERT INTO accounts (id, consumer_name, category, phone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET consumer_name = ?2, category = ?3, phone = ?4",
+         ON CONFLICT (id) DO UPDATE SET consumer_name = ?2, category = ?3, phone = ?4, removed_at = NULL",
         params![account.id, account.consumer_name, account.category.as_str(), account.phone, ts(account.created_at)],
     )?;
     Ok(())

@@ -254,4 +254,8 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO sync_state (key, value) VALUES ('instance', random());
     INSERT INTO sync_state (key, value) VALUES ('exchange', 0);
     "#,
+    // 9: an account central moved to another gateway stays with its history but is served no more.
+    r#"
+    ALTER TABLE accounts ADD COLUMN removed_at INTEGER;
+    "#,
 ];

@@ -484,6 +484,25 @@ fn apply_one(
             )?;
             Ok(Effect::None)
         }
+        DownlinkEvent::AccountRemoved { id, to_gateway } => {
+            let to = to_gateway.as_deref().unwrap_or("no gateway");
+            super::commands::withdraw_account_commands_in(
+                tx,
+                id,
+                now,
+                &format!("account moved to {to}"),
+            )?;
+            tx.execute(
+                "UPDATE meters SET removed_at = ?2 WHERE account = ?1 AND removed_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            tx.execute(
+                "UPDATE accounts SET removed_at = ?2 WHERE id = ?1",
+                params![id, ts(now)],
+            )?;
+            tracing::warn!(account = %id, to, "account moved away: no longer served here");
+            Ok(Effect::Meter)
+        }
     }
 }
 

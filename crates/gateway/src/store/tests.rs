@@ -751,6 +751,53 @@ mod sync {
     }
 
     #[test]
+    fn an_account_moved_away_is_served_no_more_and_its_open_commands_are_withdrawn() {
+        let (_dir, mut store) = open_temp();
+        let meter = with_account(&mut store, "A1");
+        with_account(&mut store, "A2");
+        store
+            .queue_relay_command(
+                "c1",
+                meter,
+                RelayAction::Disconnect,
+                "balance exhausted",
+                t0(),
+            )
+            .unwrap();
+        let moved = DownlinkEvent::AccountRemoved {
+            id: "A1".into(),
+            to_gateway: Some("gw-b".into()),
+        };
+        store.apply_downlink(&[downlink(1, moved)], t0()).unwrap();
+        let served: Vec<String> = store
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(served, ["A2"]);
+        assert_eq!(
+            store.account_in_service(meter),
+            None,
+            "its meter left service"
+        );
+        let history = store.relay_commands_of(meter).unwrap();
+        assert_eq!(history[0].progress.state, CommandState::Withdrawn);
+        let report = store
+            .ingest(&TariffBook::builtin(), &[reading(meter, 8, 5_000)])
+            .unwrap();
+        assert_eq!(
+            report.stored, 0,
+            "readings of its meter are not charged here any more"
+        );
+        // Moved back later: served again.
+        store
+            .apply_downlink(&[account_record(2, "A1")], t0())
+            .unwrap();
+        assert_eq!(store.accounts().unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_voucher_is_redeemed_once_and_refused_after_a_revocation() {
         let (_dir, mut store) = open_temp();
         with_account(&mut store, "A1");
