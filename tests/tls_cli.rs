@@ -203,12 +203,19 @@ async fn a_gateway_enrols_by_signing_request_and_a_revoked_one_is_refused_at_the
             break;
         }
     }
-    match refused {
-        Some(gramgrid_net::tls::ClientError::TlsHandshake { reason, .. }) => {
-            assert!(reason.to_lowercase().contains("revoked"), "{reason}")
-        }
-        other => panic!("the revoked gateway was not refused at the handshake: {other:?}"),
-    }
+    // With TLS 1.3 the server's verdict on a client certificate reaches the client as an alert
+    // during the handshake or, depending on timing, as a connection closed on the first read; the
+    // listener's log says why.
+    assert!(
+        refused.is_some(),
+        "the revoked gateway was not refused within 10 s"
+    );
+    let log = std::fs::read_to_string(d.join("central.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TLS handshake refused") && l.to_lowercase().contains("revoked")),
+        "{log}"
+    );
     assert_eq!(exchange(&b).await.unwrap().0, 200, "other gateways go on");
     // Revoking again changes nothing; an unknown gateway is a clear error.
     ok(&[

@@ -4,13 +4,13 @@
 //! A change a gateway must know is appended to that gateway's downlink log in the same transaction.
 use super::db::{Tx, Value};
 use super::downlink::{append_downlink, append_downlink_to_all, ensure_gateway};
-use super::secrets::Sealer;
 use super::{CentralError, Result};
 pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts, Month};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::{Category, TariffBook, TariffVersion};
+use gramgrid_net::secrets::Sealer;
 use gramgrid_proto::wire::{DownlinkEvent, MeterKeys};
 use serde::{Deserialize, Serialize};
 

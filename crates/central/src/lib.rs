@@ -24,7 +24,6 @@ pub mod import;
 pub mod notify;
 mod origin;
 mod readings;
-pub mod secrets;
 pub mod server;
 pub mod sync;
 pub mod vouchers;
@@ -70,7 +69,7 @@ pub enum CentralError {
     Corrupt(String),
     /// The secrets key file is missing, unreadable or not the one the secrets were sealed with: 500.
     #[error(transparent)]
-    Secrets(#[from] secrets::SecretsError),
+    Secrets(#[from] gramgrid_net::secrets::SecretsError),
 }
 
 /// Result alias for central operations.
@@ -99,7 +98,9 @@ impl Central {
 
     /// As [`Central::open`], reading "now" from `clock` (the demo runs central on simulated time).
     pub fn open_with_clock(config: CentralConfig, clock: WallClock) -> Result<Central> {
-        let sealer = Arc::new(secrets::Sealer::load_or_create(&config.secrets_key_file)?);
+        let sealer = Arc::new(gramgrid_net::secrets::Sealer::load_or_create(
+            &config.secrets_key_file,
+        )?);
         let db = Db::open(&config.database_url, config.database_connections, sealer)?;
         // Secrets stored before sealing existed are sealed now; then one is opened, so a wrong
         // key file stops central here rather than at the first voucher.

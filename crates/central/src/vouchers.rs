@@ -42,7 +42,7 @@ fn key_context(key_id: u16) -> String {
 pub(crate) fn seal_stored_secrets(tx: &mut dyn Tx) -> Result<()> {
     for row in tx.query("SELECT key_id, secret_hex FROM voucher_keys", &[])? {
         let (key_id, stored) = (row.int(0)?, row.text(1)?);
-        if crate::secrets::Sealer::is_sealed(&stored) {
+        if gramgrid_net::secrets::Sealer::is_sealed(&stored) {
             continue;
         }
         let key_id = u16::try_from(key_id).map_err(|e| CentralError::Corrupt(e.to_string()))?;

@@ -11,7 +11,7 @@ mod postgres;
 mod schema;
 mod sqlite;
 
-use crate::secrets::Sealer;
+use gramgrid_net::secrets::Sealer;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 

@@ -1,8 +1,8 @@
 //! The PostgreSQL backend: the synchronous `postgres` client on a storage worker thread.
 use super::{DbError, Row, Tx, Value};
-use crate::secrets::Sealer;
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use ::postgres::{Client, NoTls, Statement};
+use gramgrid_net::secrets::Sealer;
 use std::collections::HashMap;
 
 /// A connection and its prepared statements: the central's SQL is a small fixed set, so each is

@@ -1,6 +1,6 @@
 //! The SQLite backend: one connection (SQLite has one writer), WAL with `synchronous = FULL`.
 use super::{DbError, Row, Tx, Value};
-use crate::secrets::Sealer;
+use gramgrid_net::secrets::Sealer;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, DbError> {

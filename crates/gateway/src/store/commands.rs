@@ -1,6 +1,6 @@
 //! Relay commands, alerts and technician overrides in the store.
 use super::outbox::append_outbox;
-use super::sync::serial_of;
+use super::serial_of;
 use super::{from_ts, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::{Override, RelayAction, RelayState};

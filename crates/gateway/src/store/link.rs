@@ -2,8 +2,9 @@
 
 use super::{from_ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
+use gramgrid_net::secrets::Sealer;
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 /// One meter's LoRaWAN session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +60,9 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (meter, serial, dev_addr, nwk, app, up, down, at, installed) = row?;
-            let key = |hex: &str| {
-                SessionKey::from_hex(hex).ok_or_else(|| {
+            let key = |sealed: &str, which: &str| -> Result<SessionKey> {
+                let hex = self.sealer.open(sealed, &key_context(meter, which))?;
+                SessionKey::from_hex(&hex).ok_or_else(|| {
                     StoreError::Encoding(format!(
                         "the stored session keys of meter {serial} are not 32 hex digits; re-provision it"
                     ))
@@ -71,8 +73,8 @@ impl Store {
                 meter,
                 keys: SessionKeys {
                     dev_addr: DevAddr(u32::try_from(dev_addr).unwrap_or_default()),
-                    nwk_skey: key(&nwk)?,
-                    app_skey: key(&app)?,
+                    nwk_skey: key(&nwk, "nwk")?,
+                    app_skey: key(&app, "app")?,
                 },
                 serial,
                 fcnt_up: counter(up),
@@ -88,7 +90,7 @@ impl Store {
     /// mean a new session: its counters start again.
     pub fn set_meter_keys(&mut self, meter: i64, keys: &SessionKeys) -> Result<()> {
         let tx = self.conn.transaction()?;
-        set_meter_keys_in(&tx, meter, keys)?;
+        set_meter_keys_in(&tx, &self.sealer, meter, keys)?;
         tx.commit()?;
         Ok(())
     }
@@ -115,22 +117,71 @@ impl Store {
 /// meter) start a new session, so the meter's frame counters start again.
 pub(super) fn set_meter_keys_in(
     tx: &Transaction<'_>,
+    sealer: &Sealer,
     meter: i64,
     keys: &SessionKeys,
 ) -> Result<()> {
-    let changed = tx.execute(
+    let stored: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT dev_addr, nwk_skey, app_skey FROM meter_keys WHERE meter = ?1",
+            [meter],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (nwk, app) = (
+        keys.nwk_skey.to_storage_hex(),
+        keys.app_skey.to_storage_hex(),
+    );
+    if let Some((dev_addr, stored_nwk, stored_app)) = stored {
+        let same = dev_addr == i64::from(keys.dev_addr.0)
+            && sealer.open(&stored_nwk, &key_context(meter, "nwk"))? == nwk
+            && sealer.open(&stored_app, &key_context(meter, "app"))? == app;
+        if same {
+            return Ok(());
+        }
+    }
+    tx.execute(
         "INSERT INTO meter_keys (meter, dev_addr, nwk_skey, app_skey) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4
-         WHERE dev_addr != ?2 OR nwk_skey != ?3 OR app_skey != ?4",
+         ON CONFLICT (meter) DO UPDATE SET dev_addr = ?2, nwk_skey = ?3, app_skey = ?4",
         params![
             meter,
             i64::from(keys.dev_addr.0),
-            keys.nwk_skey.to_storage_hex(),
-            keys.app_skey.to_storage_hex()
+            sealer.seal(&nwk, &key_context(meter, "nwk")),
+            sealer.seal(&app, &key_context(meter, "app"))
         ],
     )?;
-    if changed > 0 {
-        tx.execute("DELETE FROM link_counters WHERE meter = ?1", [meter])?;
-    }
+    // New keys (a re-keyed or replaced meter) start a new session: the frame counters start again.
+    tx.execute("DELETE FROM link_counters WHERE meter = ?1", [meter])?;
     Ok(())
+}
+
+/// Where a meter's sealed session key belongs: `which` is `nwk` or `app`.
+fn key_context(meter: i64, which: &str) -> String {
+    format!("meter_keys:{meter}:{which}")
+}
+
+impl Store {
+    /// Seals session keys stored in the clear by a gramgrid before sealing existed.
+    pub(super) fn seal_stored_keys(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let stored: Vec<(i64, String, String)> = tx
+            .prepare("SELECT meter, nwk_skey, app_skey FROM meter_keys")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let clear = stored
+            .into_iter()
+            .filter(|(_, nwk, _)| !Sealer::is_sealed(nwk));
+        for (meter, nwk, app) in clear {
+            tx.execute(
+                "UPDATE meter_keys SET nwk_skey = ?2, app_skey = ?3 WHERE meter = ?1",
+                params![
+                    meter,
+                    self.sealer.seal(&nwk, &key_context(meter, "nwk")),
+                    self.sealer.seal(&app, &key_context(meter, "app"))
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }

@@ -34,6 +34,9 @@ use std::path::{Path, PathBuf};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The key file sealing the meter session keys is missing, unreadable or another one.
+    #[error(transparent)]
+    Secrets(#[from] gramgrid_net::secrets::SecretsError),
     /// The database file could not be opened or set up (WAL, `synchronous = FULL`, foreign keys).
     #[error("cannot open the database {path}: {source}; check that the directory exists and is writable")]
     Open {
@@ -177,9 +180,26 @@ pub struct Store {
     versions: HashMap<String, i64>,
     /// Arrival sequence the next stored reading gets (the bulk upload lane's origin sequence).
     next_reading_seq: i64,
+    /// Seals the meter session keys at rest, with the key in `secrets.key` beside the database.
+    sealer: gramgrid_net::secrets::Sealer,
+}
+
+/// The file beside a gateway database that holds the key sealing its meter session keys: a copy
+/// of the database alone (a backup) reveals no key.
+pub fn secrets_key_path(database: &Path) -> PathBuf {
+    database.with_file_name("secrets.key")
 }
 
 pub(crate) use gramgrid_core::civil::{from_ts, ts};
+
+/// The serial of a meter id (for events that leave the gateway).
+fn serial_of(tx: &rusqlite::Transaction<'_>, meter: i64) -> Result<String> {
+    Ok(tx
+        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
+        .query_row([meter], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| format!("#{meter}")))
+}
 
 /// Creates a database file owner-only before SQLite opens it (or narrows an existing one).
 fn private_file(path: &Path) -> Result<()> {
@@ -210,7 +230,9 @@ impl Store {
             .map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_error)?;
+        let sealer = gramgrid_net::secrets::Sealer::load_or_create(&secrets_key_path(path))?;
         let mut store = Store {
+            sealer,
             conn,
             path: path.to_path_buf(),
             meters: HashMap::new(),
@@ -220,6 +242,7 @@ impl Store {
             next_reading_seq: 1,
         };
         store.migrate()?;
+        store.seal_stored_keys()?;
         store.load_caches()?;
         Ok(store)
     }

@@ -30,15 +30,6 @@ pub(super) fn note_unacked_reading(tx: &Transaction<'_>, at: i64) -> Result<()> 
     Ok(())
 }
 
-/// The serial of a meter id (for events that leave the gateway).
-pub(super) fn serial_of(tx: &Transaction<'_>, meter: i64) -> Result<String> {
-    Ok(tx
-        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
-        .query_row([meter], |r| r.get(0))
-        .optional()?
-        .unwrap_or_else(|| format!("#{meter}")))
-}
-
 fn state_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
     let value: Option<i64> = tx
         .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
@@ -192,7 +183,7 @@ impl Store {
             if record.seq <= state_in(&tx, DOWNLINK_APPLIED)? {
                 continue;
             }
-            let effect = apply_one(&tx, &record.event, now)?;
+            let effect = apply_one(&tx, &self.sealer, &record.event, now)?;
             set_state_in(&tx, DOWNLINK_APPLIED, record.seq)?;
             tx.commit()?;
             self.after_downlink(effect)?;
@@ -395,6 +386,7 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String> {
 
 fn apply_one(
     tx: &Transaction<'_>,
+    sealer: &gramgrid_net::secrets::Sealer,
     event: &DownlinkEvent,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Effect> {
@@ -436,7 +428,7 @@ fn apply_one(
             let meter = super::install_meter_in(tx, &install, next_seq)?;
             if let Some(keys) = keys {
                 match session_keys(keys) {
-                    Some(keys) => super::link::set_meter_keys_in(tx, meter, &keys)?,
+                    Some(keys) => super::link::set_meter_keys_in(tx, sealer, meter, &keys)?,
                     // Refusing the record would stop this gateway's sync for good; the meter waits
                     // unprovisioned until central sends keys that parse.
                     None => tracing::error!(

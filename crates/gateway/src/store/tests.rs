@@ -650,6 +650,19 @@ mod sync {
             session.keys.nwk_skey.to_storage_hex().to_uppercase(),
             "00112233445566778899AABBCCDDEEFF"
         );
+        // At rest the keys are sealed under secrets.key beside the database: a backup of the
+        // database alone holds no key, and opens none without that file.
+        let stored: String = store
+            .conn
+            .query_row("SELECT nwk_skey FROM meter_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(stored.starts_with("sealed1:") && !stored.to_uppercase().contains("00112233"));
+        let elsewhere = tempfile::tempdir().unwrap();
+        store
+            .backup_to(&elsewhere.path().join("gateway.db"))
+            .unwrap();
+        let copy = Store::open(&elsewhere.path().join("gateway.db")).unwrap();
+        assert!(matches!(copy.link_sessions(), Err(StoreError::Secrets(_))));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Secrets at rest: voucher signing keys and meter session keys are stored sealed
-//! (XChaCha20-Poly1305) under a key kept in a file outside the database (`secrets_key_file`), so a
+//! Secrets at rest: voucher signing keys (central) and meter session keys (central and gateway)
+//! are stored sealed (XChaCha20-Poly1305) under a key kept in a file outside the database, so a
 //! copy of the database (a backup, a dump) reveals none of them.
 //!
 //! A sealed value is `sealed1:` and the hex of a random 24-byte nonce and the ciphertext. Each
