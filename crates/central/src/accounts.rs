@@ -208,11 +208,47 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
             // and the previous gateway's events) to derive the same balance.
             for meter in meters_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &meter_event(&meter))?;
+                hand_over_readings(tx, gateway, &meter.serial)?;
             }
             for event in events_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &DownlinkEvent::Ledger((&event).into()))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Records that an account left gateway `from` at `at`: that gateway's readings of the account's
+/// meters from before then are still taken and handed to the new gateway.
+pub fn note_move(tx: &mut dyn Tx, account: &str, from: &str, at: DateTime<Utc>) -> Result<()> {
+    tx.execute(
+        "UPDATE accounts SET moved_from = $2, moved_at = $3 WHERE id = $1",
+        &[account.into(), from.into(), ts(at).into()],
+    )?;
+    Ok(())
+}
+
+/// Readings per `DownlinkEvent::Readings` record of a handed-over meter's history.
+const READINGS_PER_RECORD: usize = 10_000;
+
+/// Sends a newly assigned gateway the readings central holds of a meter, so it rates the meter's
+/// history (as late readings) exactly as central did, instead of from the installation reading.
+pub(crate) fn hand_over_readings(tx: &mut dyn Tx, gateway: &str, serial: &str) -> Result<()> {
+    let rows = tx.query(
+        "SELECT at, register_wh FROM readings WHERE meter = $1 ORDER BY at",
+        &[serial.into()],
+    )?;
+    let readings = rows
+        .iter()
+        .map(|r| Ok((serial.to_owned(), r.int(0)?, r.int(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if readings.len() <= 1 {
+        // Only the installation reading, which the `Meter` record carries already.
+        return Ok(());
+    }
+    for chunk in readings.chunks(READINGS_PER_RECORD) {
+        let blocks = gramgrid_proto::wire::ReadingBlock::group(chunk.to_vec());
+        append_downlink(tx, gateway, &DownlinkEvent::Readings { blocks })?;
     }
     Ok(())
 }

@@ -318,9 +318,11 @@ async fn update_account(
     body: Result<Json<AccountUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Account>> {
     let Json(update) = body?;
+    let now = central.now();
     Ok(Json(
         write(&central, caller, move |tx| {
             let current = accounts::account(tx, &id)?;
+            let previous = current.gateway.clone();
             let account = Account {
                 consumer_name: update.consumer_name,
                 category: update.category,
@@ -329,6 +331,9 @@ async fn update_account(
                 ..current
             };
             accounts::put_account(tx, &account, true)?;
+            if let Some(previous) = previous.filter(|p| account.gateway.as_ref() != Some(p)) {
+                accounts::note_move(tx, &id, &previous, now)?;
+            }
             accounts::account(tx, &id)
         })
         .await?,

@@ -335,6 +335,38 @@ impl<'a> Origin<'a> {
     /// Checks a readings block's meter and the plausibility of its registers.
     pub fn check_block(&self, block: &ReadingBlock) -> std::result::Result<MeterInfo, Refusal> {
         let info = self.meter_known(&block.meter)?;
+        self.check_bounds(block, &info)?;
+        Ok(info)
+    }
+
+    /// For a meter whose account was moved away from this gateway: the readings of `block` taken
+    /// before the move (plausible ones only), the meter, and the gateway that serves it now. These
+    /// are still taken, and handed to the new gateway.
+    pub fn moved_away_part(
+        &self,
+        block: &ReadingBlock,
+    ) -> Option<(MeterInfo, String, Vec<ReadingBlock>)> {
+        let Some(Some(info)) = self.meters.get(&block.meter) else {
+            return None;
+        };
+        let (from, moved_at) = info.moved_from.as_ref()?;
+        let to = info.gateway.clone()?;
+        if from != self.gateway || to == self.gateway || self.check_bounds(block, info).is_err() {
+            return None;
+        }
+        let before: Vec<(String, i64, i64)> = block
+            .readings()
+            .filter(|(at, _)| at <= moved_at)
+            .map(|(at, register)| (block.meter.clone(), at, register))
+            .collect();
+        (!before.is_empty()).then(|| (info.clone(), to, ReadingBlock::group(before)))
+    }
+
+    fn check_bounds(
+        &self,
+        block: &ReadingBlock,
+        info: &MeterInfo,
+    ) -> std::result::Result<(), Refusal> {
         let absurd =
             |detail: String| Err(Refusal::new("absurd_value", Some(&info.account), detail));
         if block.interval_s == 0 || block.interval_s > 86_400 {
@@ -370,7 +402,7 @@ impl<'a> Origin<'a> {
                 ));
             }
         }
-        Ok(info)
+        Ok(())
     }
 }
 

@@ -42,6 +42,9 @@ pub struct MeterInfo {
     pub installed_at: i64,
     /// The gateway the meter's account is assigned to, if any: only it may send the meter's data.
     pub gateway: Option<String>,
+    /// The gateway the account was last moved from, and when (UTC seconds): that gateway's
+    /// readings from before then are still taken.
+    pub moved_from: Option<(String, i64)>,
 }
 
 /// The account, category, installation time and gateway of each known serial (unknown ones are absent).
@@ -49,7 +52,7 @@ pub fn meter_infos(tx: &mut dyn Tx, serials: &[&str]) -> Result<HashMap<String, 
     let mut out = HashMap::with_capacity(serials.len());
     for chunk in serials.chunks(IN_CHUNK) {
         let sql = format!(
-            "SELECT m.serial, a.id, a.category, m.installed_at, a.gateway FROM meters m JOIN accounts a ON a.id = m.account
+            "SELECT m.serial, a.id, a.category, m.installed_at, a.gateway, a.moved_from, a.moved_at FROM meters m JOIN accounts a ON a.id = m.account
              WHERE m.serial IN ({})",
             placeholders(1, chunk.len())
         );
@@ -62,6 +65,7 @@ pub fn meter_infos(tx: &mut dyn Tx, serials: &[&str]) -> Result<HashMap<String, 
                     .ok_or_else(|| CentralError::Corrupt(format!("category '{category}'")))?,
                 installed_at: row.int(3)?,
                 gateway: row.opt_text(4)?,
+                moved_from: row.opt_text(5)?.zip(row.opt_int(6)?),
             };
             out.insert(row.text(0)?, info);
         }

@@ -7,7 +7,7 @@
 //! (another gateway's account, forged money, an absurd value) is refused alone, acknowledged and
 //! flagged, and the rest of the exchange goes on. See docs/sync.md.
 use super::db::Tx;
-use super::downlink::ensure_gateway;
+use super::downlink::{append_downlink, ensure_gateway};
 use super::flags::flag;
 use super::origin::{Origin, Refusal};
 use super::readings;
@@ -131,8 +131,8 @@ pub fn apply(
         let after = i64::try_from(batch.after_seq).unwrap_or(i64::MAX);
         let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
         if after <= readings_acked && readings_acked < through {
-            let blocks = admitted_blocks(tx, &mut origin, batch, through)?;
-            let report = readings::ingest(tx, book, gateway, &blocks)?;
+            let admitted = admitted_blocks(tx, &mut origin, batch, through)?;
+            let report = readings::ingest(tx, book, gateway, &admitted.all())?;
             touched.extend(report.accounts);
             readings_acked = through;
         }
@@ -159,7 +159,12 @@ pub fn apply(
         let event: DownlinkEvent = serde_json::from_str(&row.text(1)?)
             .map_err(|e| CentralError::Corrupt(e.to_string()))?;
         // A protocol-1 gateway cannot decode this record; it skips its sequence number instead.
-        if request.protocol < 2 && matches!(event, DownlinkEvent::AccountRemoved { .. }) {
+        if request.protocol < 2
+            && matches!(
+                event,
+                DownlinkEvent::AccountRemoved { .. } | DownlinkEvent::Readings { .. }
+            )
+        {
             continue;
         }
         downlink.push(DownlinkRecord {
@@ -178,29 +183,67 @@ pub fn apply(
     })
 }
 
+/// Admitted readings of a batch: blocks of the gateway's own meters as sent, and the parts taken
+/// before a move of meters that moved away from it (handed to their new gateway).
+struct Admitted<'b> {
+    own: Vec<(readings::MeterInfo, &'b ReadingBlock)>,
+    handed_over: Vec<(readings::MeterInfo, ReadingBlock)>,
+}
+
+impl Admitted<'_> {
+    fn all(&self) -> Vec<(readings::MeterInfo, &ReadingBlock)> {
+        let handed = self
+            .handed_over
+            .iter()
+            .map(|(info, block)| (info.clone(), block));
+        self.own.iter().cloned().chain(handed).collect()
+    }
+}
+
 /// The blocks of a readings batch this gateway may send; each refused block is flagged (once per
-/// meter and batch) and left out, the rest are ingested.
+/// meter and batch) and left out. Of a meter that moved away from this gateway, the readings taken
+/// before the move are kept and sent on to the new gateway (`DownlinkEvent::Readings`).
 fn admitted_blocks<'b>(
     tx: &mut dyn Tx,
     origin: &mut Origin<'_>,
     batch: &'b ReadingBatch,
     through: i64,
-) -> Result<Vec<(readings::MeterInfo, &'b ReadingBlock)>> {
+) -> Result<Admitted<'b>> {
     let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
     origin.load_meters(tx, &serials)?;
-    let mut admitted = Vec::with_capacity(batch.blocks.len());
+    let mut admitted = Admitted {
+        own: Vec::with_capacity(batch.blocks.len()),
+        handed_over: Vec::new(),
+    };
     for block in &batch.blocks {
-        match origin.check_block(block) {
-            Ok(info) => admitted.push((info, block)),
-            Err(refusal) => refusal.flag(
+        let refusal = match origin.check_block(block) {
+            Ok(info) => {
+                admitted.own.push((info, block));
+                continue;
+            }
+            Err(refusal) => refusal,
+        };
+        let mut taken = 0;
+        if let Some((info, to, blocks)) = origin.moved_away_part(block) {
+            taken = blocks.iter().map(ReadingBlock::len).sum();
+            append_downlink(
                 tx,
-                &format!(
-                    "refused:{}:readings:{through}:{}",
-                    origin.gateway, block.meter
-                ),
-                origin.gateway,
-                origin.now,
-            )?,
+                &to,
+                &DownlinkEvent::Readings {
+                    blocks: blocks.clone(),
+                },
+            )?;
+            admitted
+                .handed_over
+                .extend(blocks.into_iter().map(|b| (info.clone(), b)));
+        }
+        if taken < block.len() {
+            let id = format!(
+                "refused:{}:readings:{through}:{}",
+                origin.lane_id(),
+                block.meter
+            );
+            refusal.flag(tx, &id, origin.gateway, origin.now)?;
         }
     }
     Ok(admitted)

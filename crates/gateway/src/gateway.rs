@@ -147,6 +147,15 @@ impl Gateway {
         if let Some(policy) = self.store.published_policy()? {
             self.config.policy = policy;
         }
+        // A meter handed over from another gateway brings its history: rated here as late
+        // readings with the book now in force, as central rated it.
+        let handed_over = self.store.ingest_handed_over(&self.book)?;
+        if handed_over > 0 {
+            tracing::info!(
+                readings = handed_over,
+                "history of meters handed over from another gateway rated"
+            );
+        }
         Ok(())
     }
 

@@ -298,6 +298,13 @@ pub enum DownlinkEvent {
         /// The gateway that serves it now, if any.
         to_gateway: Option<String>,
     },
+    /// Readings central holds of a meter handed over from another gateway: the gateway ingests them
+    /// as late readings, so it rates the meter's history exactly as central did. Sent only to
+    /// protocol-2 gateways.
+    Readings {
+        /// The readings, one block per run of regular readings of a meter.
+        blocks: Vec<ReadingBlock>,
+    },
 }
 
 /// LoRaWAN ABP session keys of one meter, hex.

@@ -181,6 +181,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE gateways ADD COLUMN last_exchange BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE gateways ADD COLUMN lane_epoch BIGINT NOT NULL DEFAULT 0
     "#,
+    // 4: where an account was moved from, and when: that gateway's readings of its meter taken
+    // before the move are still taken and handed to the new gateway (`origin`).
+    r#"
+    ALTER TABLE accounts ADD COLUMN moved_from TEXT;
+    ALTER TABLE accounts ADD COLUMN moved_at BIGINT
+    "#,
 ];
 
 /// Applies the migrations this database has not seen yet, each in order.

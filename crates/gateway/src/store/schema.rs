@@ -258,4 +258,14 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN removed_at INTEGER;
     "#,
+    // 10: readings of a meter handed over from another gateway (`DownlinkEvent::Readings`), kept
+    // until the gateway ingests them with its tariff book.
+    r#"
+    CREATE TABLE handed_over_readings (
+        serial TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        register_wh INTEGER NOT NULL,
+        PRIMARY KEY (serial, at)
+    );
+    "#,
 ];

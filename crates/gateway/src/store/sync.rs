@@ -1,6 +1,6 @@
 //! The gateway's side of sync in the store: the priority outbox, upload slices, acknowledgements,
 //! and applying downlink records with the cursor in the same transaction.
-use super::{ts, Account, MeterInstall, Result, Store, StoreError};
+use super::{ts, Account, MeterInstall, MeterReading, Result, Store, StoreError};
 use gramgrid_core::clock::ClockState;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::TariffVersion;
@@ -168,6 +168,37 @@ impl Store {
         )?;
         let readings = (self.next_reading_seq as u64).saturating_sub(cursors.readings_acked + 1);
         Ok((priority as u64, readings))
+    }
+
+    /// Ingests the readings handed over by central (`DownlinkEvent::Readings`) with `book`, as
+    /// late readings, then forgets them; returns how many were new. Ingesting twice is harmless.
+    pub fn ingest_handed_over(
+        &mut self,
+        book: &gramgrid_core::tariff::TariffBook,
+    ) -> Result<usize> {
+        let rows: Vec<(i64, i64, i64)> = self
+            .conn
+            .prepare(
+                "SELECT m.id, h.at, h.register_wh FROM handed_over_readings h JOIN meters m ON m.serial = h.serial
+                 ORDER BY h.at",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let batch: Vec<MeterReading> = rows
+            .into_iter()
+            .map(|(meter, at, register_wh)| MeterReading {
+                meter,
+                at: super::from_ts(at),
+                register_wh,
+            })
+            .collect();
+        let stored = if batch.is_empty() {
+            0
+        } else {
+            self.ingest(book, &batch)?.stored
+        };
+        self.conn.execute("DELETE FROM handed_over_readings", [])?;
+        Ok(stored)
     }
 
     /// Applies downlink records in order, each in one transaction with the download cursor, so a
@@ -474,6 +505,18 @@ fn apply_one(
                  ON CONFLICT (redemption_id) DO NOTHING",
                 params![redemption_id, ts(now)],
             )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::Readings { blocks } => {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO handed_over_readings (serial, at, register_wh) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (serial, at) DO NOTHING",
+            )?;
+            for block in blocks {
+                for (at, register) in block.readings() {
+                    insert.execute(params![block.meter, at, register])?;
+                }
+            }
             Ok(Effect::None)
         }
         DownlinkEvent::AccountRemoved { id, to_gateway } => {
