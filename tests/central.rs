@@ -928,6 +928,181 @@ async fn exports_statements_and_policy_publishing() {
     }
 }
 
+/// One GET of the readings export: status, the Link rel="next" target, the X-Next-Cursor, body.
+async fn export_page(
+    h: &Harness,
+    uri: &str,
+) -> (StatusCode, Option<String>, Option<String>, String) {
+    let request = Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = h.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let next = header("link").map(|link| {
+        let target = link
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+            .unwrap_or_else(|| panic!("Link header {link}"));
+        target.to_owned()
+    });
+    let cursor = header("x-next-cursor");
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        next,
+        cursor,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// Follows the export's `next` links from `first`; every page is a whole CSV of at most `limit`
+/// rows. Returns the data lines of all pages in order and the number of pages.
+async fn export_all_pages(h: &Harness, first: &str, limit: usize) -> (Vec<String>, usize) {
+    let mut rows = Vec::new();
+    let mut pages = 0;
+    let mut uri = Some(first.to_owned());
+    while let Some(current) = uri.take() {
+        pages += 1;
+        assert!(pages < 1000, "the export never ends");
+        let (status, next, cursor, csv) = export_page(h, &current).await;
+        assert_eq!(status, StatusCode::OK, "{current}: {csv}");
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("meter,obis,time_utc,value,unit"),
+            "{current}"
+        );
+        let page: Vec<String> = lines.map(String::from).collect();
+        assert!(page.len() <= limit, "{current}: {} rows", page.len());
+        match (&next, &cursor) {
+            (Some(next), Some(cursor)) => {
+                assert!(
+                    next.ends_with(&format!("cursor={cursor}")),
+                    "{next} {cursor}"
+                );
+                assert_eq!(page.len(), limit, "a page before the last one is full");
+            }
+            (None, None) => {}
+            other => panic!("Link and X-Next-Cursor come together: {other:?}"),
+        }
+        rows.extend(page);
+        uri = next;
+    }
+    (rows, pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readings_export_pages_by_cursor_and_every_reading_comes_once() {
+    for h in harnesses("export_pages") {
+        h.customer("A1", "gw-a").await;
+        h.customer("A2", "gw-a").await;
+        let mut all = readings("M-A1", 1..24);
+        all.extend(readings("M-A2", 1..24));
+        let batch = ReadingBatch {
+            after_seq: 0,
+            through_seq: all.len() as u64,
+            blocks: ReadingBlock::group(all.clone()),
+        };
+        h.exchange("gw-a", &upload(vec![], Some(batch), 0))
+            .await
+            .unwrap();
+        // One page holds everything: the reference, ordered by meter then time.
+        let (status, next, cursor, whole) =
+            export_page(&h, "/api/v1/readings.csv?limit=100000").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!((next, cursor), (None, None), "one page, nothing follows");
+        let reference: Vec<String> = whole.lines().skip(1).map(String::from).collect();
+        // Each meter: its installation reading and 23 hourly ones.
+        assert_eq!(reference.len(), 48);
+        let mut keys: Vec<(String, String)> = reference
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_owned(), f[2].to_owned())
+            })
+            .collect();
+        let sorted = {
+            let mut k = keys.clone();
+            k.sort();
+            k
+        };
+        assert_eq!(keys, sorted, "ordered by meter, then time");
+        keys.dedup();
+        assert_eq!(keys.len(), 48);
+
+        // Pages of 7 (the last one short), of 24 (one meter each) and of 1.
+        for (limit, pages) in [(7, 7), (24, 2), (1, 48)] {
+            let (rows, counted) =
+                export_all_pages(&h, &format!("/api/v1/readings.csv?limit={limit}"), limit).await;
+            assert_eq!(
+                rows, reference,
+                "limit {limit}: every reading once, in order"
+            );
+            assert_eq!(counted, pages, "limit {limit}");
+        }
+        // Exactly one page's worth: no next page is announced.
+        let (_, next, _, _) = export_page(&h, "/api/v1/readings.csv?limit=48").await;
+        assert_eq!(next, None);
+        // The default limit (10,000) holds this export whole.
+        let (_, next, _, csv) = export_page(&h, "/api/v1/readings.csv").await;
+        assert_eq!((next, csv), (None, whole.clone()));
+
+        // The next link keeps the meter and the time range (an offset time included).
+        let from = "2026-10-25T10:30:00%2B05:30"; // 05:00 UTC
+        let to = "2026-10-25T20:00:00Z";
+        let (rows, pages) = export_all_pages(
+            &h,
+            &format!("/api/v1/readings.csv?meter=M-A2&from={from}&to={to}&limit=4"),
+            4,
+        )
+        .await;
+        let expected: Vec<String> = reference
+            .iter()
+            .filter(|l| l.starts_with("M-A2,"))
+            .filter(|l| {
+                let time = l.split(',').nth(2).unwrap();
+                ("2026-10-25T05:00:00Z".."2026-10-25T20:00:00Z").contains(&time)
+            })
+            .cloned()
+            .collect();
+        assert_eq!(expected.len(), 15);
+        assert_eq!(rows, expected);
+        assert_eq!(pages, 4);
+
+        // Bad limits and cursors are refused with what to send instead.
+        for query in ["limit=0", "limit=100001", "limit=-3", "limit=ten", "limit="] {
+            let (status, answer) = h
+                .call("GET", &format!("/api/v1/readings.csv?{query}"), None)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
+            let error = answer["error"].as_str().unwrap();
+            assert!(error.contains("1 to 100000"), "{query}: {error}");
+        }
+        for cursor in ["garbage!", "AAAA", "cjE6eDpNLUEx", ""] {
+            let (status, answer) = h
+                .call(
+                    "GET",
+                    &format!("/api/v1/readings.csv?cursor={cursor}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{cursor}: {answer}");
+            let error = answer["error"].as_str().unwrap();
+            assert!(error.contains("X-Next-Cursor"), "{cursor}: {error}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();
