@@ -59,20 +59,26 @@ fn harnesses(test: &str) -> Vec<Harness> {
         ),
     }
     urls.into_iter()
-        .map(|database_url| {
-            let config = CentralConfig {
-                database_url,
-                api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
-                ..CentralConfig::default()
-            };
-            let central = Arc::new(Central::open(config).unwrap());
-            Harness {
-                router: server::router(Arc::clone(&central)),
-                central,
-                _dir: Arc::clone(&dir),
-            }
-        })
+        .map(|database_url| harness(database_url, &dir).unwrap())
         .collect()
+}
+
+/// A central server on `database_url`, or why it could not open.
+fn harness(
+    database_url: String,
+    dir: &Arc<tempfile::TempDir>,
+) -> Result<Harness, gramgrid_central::CentralError> {
+    let config = CentralConfig {
+        database_url,
+        api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
+        ..CentralConfig::default()
+    };
+    let central = Arc::new(Central::open(config)?);
+    Ok(Harness {
+        router: server::router(Arc::clone(&central)),
+        central,
+        _dir: Arc::clone(dir),
+    })
 }
 
 impl Harness {
@@ -2078,5 +2084,122 @@ async fn a_revoked_voucher_key_is_refused_at_central_and_sent_to_every_gateway()
             .inspect(|r| assert_eq!(r["token"], "test"))
             .count();
         assert_eq!(revocations, 3, "{audit}");
+    }
+}
+
+/// Whether this connection of central's is encrypted, as the server sees it (`pg_stat_ssl`),
+/// and with which protocol.
+async fn central_connection_tls(h: &Harness) -> (bool, String) {
+    h.central
+        .db()
+        .transaction(|tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT CASE WHEN ssl THEN 1 ELSE 0 END, COALESCE(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .expect("pg_stat_ssl has a row for every backend");
+            Ok::<_, gramgrid_central::CentralError>((row.int(0)? == 1, row.text(1)?))
+        })
+        .await
+        .unwrap()
+}
+
+/// `sslmode=require` in database_url: central's connections to PostgreSQL are TLS (the server
+/// says so in pg_stat_ssl, for every one of them) and work as plain ones do; with the cluster's
+/// CA (`GRAMGRID_TEST_POSTGRES_CA`, set by tests/run) `verify-full` and `verify-ca` connect and
+/// another CA is refused at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_reaches_postgresql_over_tls_when_the_url_asks() {
+    let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
+        return;
+    };
+    let admin_check = admin.clone();
+    let ssl_on = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin_check, postgres::NoTls).unwrap();
+        let row = client.query_one("SHOW ssl", &[]).unwrap();
+        row.get::<_, String>(0) == "on"
+    })
+    .join()
+    .unwrap();
+    if !ssl_on {
+        eprintln!(
+            "SKIP: the PostgreSQL server of GRAMGRID_TEST_POSTGRES_URL has ssl = off (tests/run turns it on)"
+        );
+        return;
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = format!("{}?sslmode=require", fresh_postgres(&admin));
+    let h = harness(url.clone(), &dir).unwrap();
+    assert_eq!(h.central.db().backend(), "postgres");
+    h.customer("A1", "gw-a").await;
+    h.recharge("A1", "over-tls", 2_500).await;
+    assert_eq!(h.balance("A1").await, 2_500);
+    let (ssl, version) = central_connection_tls(&h).await;
+    assert!(ssl, "central's connection is not encrypted");
+    assert!(version.starts_with("TLSv1."), "{version}");
+    // Every one of central's connections, seen from the admin connection.
+    let database = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin_count = admin.clone();
+    let (encrypted, plain) = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin_count, postgres::NoTls).unwrap();
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.datname = $1",
+                &[&database],
+            )
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        (encrypted, plain),
+        (CentralConfig::default().database_connections as i64, 0),
+        "every connection of central's is TLS"
+    );
+    drop(h);
+    // Without sslmode, as before: plain TCP.
+    let plain = harness(fresh_postgres(&admin), &dir).unwrap();
+    assert!(!central_connection_tls(&plain).await.0);
+    drop(plain);
+
+    let Ok(ca) = std::env::var("GRAMGRID_TEST_POSTGRES_CA") else {
+        eprintln!("SKIP verify-full: GRAMGRID_TEST_POSTGRES_CA is not set (tests/run sets it)");
+        return;
+    };
+    for mode in ["verify-full", "verify-ca"] {
+        let url = format!("{}?sslmode={mode}&sslrootcert={ca}", fresh_postgres(&admin));
+        let h = harness(url, &dir).unwrap();
+        h.customer("A1", "gw-a").await;
+        assert_eq!(h.balance("A1").await, 0);
+        assert!(central_connection_tls(&h).await.0, "{mode}");
+    }
+    // A CA that did not sign the server's certificate: no connection, and the error says why.
+    let other_ca = dir.path().join("other-pki");
+    gramgrid_net::pki::CentralPki::init(&other_ca, "https://127.0.0.1:8443", &[]).unwrap();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let url = format!(
+            "{}?sslmode={mode}&sslrootcert={}",
+            fresh_postgres(&admin),
+            other_ca.join("ca.pem").display()
+        );
+        let Err(error) = harness(url, &dir) else {
+            panic!("{mode}: connected to a server whose certificate the CA did not sign");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("TLS handshake") && error.contains("UnknownIssuer"),
+            "{mode}: {error}"
+        );
     }
 }

@@ -109,6 +109,10 @@ pub enum DbError {
     /// The PostgreSQL backend failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] ::postgres::Error),
+    /// TLS to PostgreSQL cannot be set up as `database_url` asks (`sslmode`, `sslrootcert`), or
+    /// the server does not offer TLS where it is required.
+    #[error("PostgreSQL TLS: {0}")]
+    PostgresTls(String),
     /// The SQLite file's directory could not be created.
     #[error("cannot create the database directory or file {path}: {source}")]
     Dir {
