@@ -628,32 +628,110 @@ async fn publish_policy(
     Ok(StatusCode::CREATED)
 }
 
-/// `?meter=&from=&to=` (RFC 3339 times; default: everything).
+/// `?meter=&from=&to=&limit=&cursor=` (RFC 3339 times, default: everything; 1 to
+/// [`MAX_EXPORT_LIMIT`](super::export::MAX_EXPORT_LIMIT) rows per page; the previous page's
+/// `X-Next-Cursor`). `limit` is read as text so that a bad one is answered with the range.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     meter: Option<String>,
     from: Option<chrono::DateTime<Utc>>,
     to: Option<chrono::DateTime<Utc>>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
+
+/// The response header that carries the next page's cursor.
+const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 async fn readings_csv(
     State(central): Shared,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    use super::export::{ExportCursor, ReadingsExport, DEFAULT_EXPORT_LIMIT, MAX_EXPORT_LIMIT};
     let Query(query) = query.map_err(|e| {
         CentralError::Invalid(format!(
-            "{}; use ?meter=SERIAL&from=2026-11-01T00:00:00Z&to=...",
+            "{}; use ?meter=SERIAL&from=2026-11-01T00:00:00Z&to=...&limit=10000&cursor=...",
             e.body_text()
         ))
     })?;
-    let from = query.from.unwrap_or(chrono::DateTime::UNIX_EPOCH);
-    let to = query.to.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-    let csv = run(&central, move |tx| {
-        super::export::readings_csv(tx, query.meter.as_deref(), from, to)
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_EXPORT_LIMIT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_EXPORT_LIMIT).contains(n))
+            .ok_or_else(|| {
+                CentralError::Invalid(format!(
+                    "limit '{}' is not a number of rows from 1 to {MAX_EXPORT_LIMIT} (default {DEFAULT_EXPORT_LIMIT})",
+                    text.chars().take(40).collect::<String>()
+                ))
+            })?,
+    };
+    let after = query
+        .cursor
+        .as_deref()
+        .map(ExportCursor::decode)
+        .transpose()?;
+    let request = ReadingsExport {
+        meter: query.meter.clone().filter(|m| !m.is_empty()),
+        from: query.from.unwrap_or(chrono::DateTime::UNIX_EPOCH),
+        to: query.to.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+        after,
+        limit,
+    };
+    let page = run(&central, move |tx| {
+        super::export::readings_csv(tx, &request)
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        page.csv,
+    )
+        .into_response();
+    if let Some(next) = page.next {
+        let token = next.encode();
+        // The same query with the next cursor (relative to this request's URI, RFC 8288).
+        let mut params = Vec::new();
+        if let Some(meter) = &query.meter {
+            params.push(format!("meter={}", percent_encode(meter)));
+        }
+        for (name, time) in [("from", query.from), ("to", query.to)] {
+            if let Some(time) = time {
+                let text = time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                params.push(format!("{name}={}", percent_encode(&text)));
+            }
+        }
+        if query.limit.is_some() {
+            params.push(format!("limit={limit}"));
+        }
+        params.push(format!("cursor={token}"));
+        let link = format!("</api/v1/readings.csv?{}>; rel=\"next\"", params.join("&"));
+        // Both are built from URL-safe characters only, so they are always valid header values;
+        // were one not, the page must fail rather than look like the last one.
+        let value = |text: &str| {
+            header::HeaderValue::from_str(text).map_err(|_| {
+                CentralError::Corrupt(format!("a next-page header is not a header value: {text}"))
+            })
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::LINK, value(&link)?);
+        headers.insert(NEXT_CURSOR_HEADER, value(&token)?);
+    }
+    Ok(response)
+}
+
+/// `text` with every byte but RFC 3986's unreserved characters percent-encoded (for a query value).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `?month=YYYY-MM`.

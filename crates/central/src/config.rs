@@ -13,7 +13,10 @@ use std::time::Duration;
 pub struct CentralConfig {
     /// Address the HTTPS listener binds.
     pub listen: String,
-    /// `sqlite:PATH` (embedded, the default) or `postgres://user:password@host:port/database`.
+    /// `sqlite:PATH` (embedded, the default) or `postgres://user:password@host:port/database`,
+    /// optionally with `?sslmode=disable|prefer|require|verify-ca|verify-full` and
+    /// `&sslrootcert=PATH` for TLS to PostgreSQL (libpq's meanings; `require` encrypts without
+    /// checking the certificate unless `sslrootcert` is given; see docs/central.example.toml).
     pub database_url: String,
     /// PostgreSQL connections (storage worker threads); SQLite always uses one.
     pub database_connections: usize,

@@ -11,34 +11,144 @@ use std::fmt::Write;
 /// OBIS code of the cumulative active import energy register (IEC 62056-61).
 pub const OBIS_ACTIVE_IMPORT: &str = "1.0.1.8.0";
 
-/// Readings in `[from, to)` (optionally of one meter) as CSV: meter, OBIS code, `time_utc` (the end
-/// of the 15-minute interval whose register it is), register in kWh with three decimals (exact:
-/// registers are whole Wh).
-pub fn readings_csv(
-    tx: &mut dyn Tx,
-    meter: Option<&str>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<String> {
-    let rows = tx.query(
-        "SELECT meter, at, register_wh FROM readings WHERE at >= $1 AND at < $2 AND ($3 = '' OR meter = $3)
-         ORDER BY meter, at",
-        &[ts(from).into(), ts(to).into(), meter.unwrap_or("").into()],
-    )?;
+/// Rows in one page of the readings export when the caller names no `limit`.
+pub const DEFAULT_EXPORT_LIMIT: i64 = 10_000;
+
+/// Most rows one page of the readings export may hold (`limit` is 1 to this): a page is built in
+/// memory, so this bounds what one request can cost.
+pub const MAX_EXPORT_LIMIT: i64 = 100_000;
+
+/// Where a page of the readings export ended: the last (meter, time) it returned. The next page
+/// continues strictly after it (rows are ordered by meter, then time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// The last row's meter serial.
+    pub meter: String,
+    /// The last row's time (storage seconds, UTC).
+    pub at: i64,
+}
+
+/// Version tag inside a cursor token, so that the format can change without misreading old ones.
+const CURSOR_VERSION: &str = "r1";
+
+impl ExportCursor {
+    /// The opaque token a client sends back as `?cursor=` (URL-safe base64, no padding).
+    pub fn encode(&self) -> String {
+        let raw = format!("{CURSOR_VERSION}:{}:{}", self.at, self.meter);
+        data_encoding::BASE64URL_NOPAD.encode(raw.as_bytes())
+    }
+
+    /// Reads a token made by [`ExportCursor::encode`]; anything else is [`CentralError::Invalid`].
+    pub fn decode(token: &str) -> Result<ExportCursor> {
+        let invalid = || {
+            CentralError::Invalid(format!(
+                "cursor '{}' is not one this server gave: pass the X-Next-Cursor (or the Link rel=\"next\") of the previous page unchanged",
+                token.chars().take(100).collect::<String>()
+            ))
+        };
+        let raw = data_encoding::BASE64URL_NOPAD
+            .decode(token.as_bytes())
+            .map_err(|_| invalid())?;
+        let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+        let mut parts = raw.splitn(3, ':');
+        let (Some(CURSOR_VERSION), Some(at), Some(meter)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let at = at.parse::<i64>().map_err(|_| invalid())?;
+        if meter.is_empty() {
+            return Err(invalid());
+        }
+        Ok(ExportCursor {
+            meter: meter.to_owned(),
+            at,
+        })
+    }
+}
+
+/// What one page of the readings export asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingsExport {
+    /// One meter, or every meter.
+    pub meter: Option<String>,
+    /// First interval end included.
+    pub from: DateTime<Utc>,
+    /// Interval ends before this are included.
+    pub to: DateTime<Utc>,
+    /// Continue strictly after this row (the previous page's last); `None` for the first page.
+    pub after: Option<ExportCursor>,
+    /// Most rows in the page, 1 to [`MAX_EXPORT_LIMIT`].
+    pub limit: i64,
+}
+
+/// One page of the readings export: a whole CSV file (header line included) and, when more rows
+/// follow, where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvPage {
+    /// The CSV text.
+    pub csv: String,
+    /// The last row of this page when at least one more row exists; `None` on the last page.
+    pub next: Option<ExportCursor>,
+}
+
+/// One page of the readings in `[from, to)` (optionally of one meter) as CSV: meter, OBIS code,
+/// `time_utc` (the end of the 15-minute interval whose register it is), register in kWh with three
+/// decimals (exact: registers are whole Wh). Rows are ordered by meter, then time; at most
+/// `limit` of them, read with a keyset query (strictly after `after`), so a page costs the same
+/// however deep into the export it is.
+pub fn readings_csv(tx: &mut dyn Tx, request: &ReadingsExport) -> Result<CsvPage> {
+    if !(1..=MAX_EXPORT_LIMIT).contains(&request.limit) {
+        return Err(CentralError::Invalid(format!(
+            "limit {} is out of range: give 1 to {MAX_EXPORT_LIMIT} rows per page (default {DEFAULT_EXPORT_LIMIT})",
+            request.limit
+        )));
+    }
+    let meter = request.meter.as_deref().unwrap_or("");
+    // One row more than the page holds tells whether another page follows.
+    let fetch = request.limit + 1;
+    let rows = match &request.after {
+        None => tx.query(
+            "SELECT meter, at, register_wh FROM readings WHERE at >= $1 AND at < $2 AND ($3 = '' OR meter = $3)
+             ORDER BY meter, at LIMIT $4",
+            &[ts(request.from).into(), ts(request.to).into(), meter.into(), fetch.into()],
+        )?,
+        Some(after) => tx.query(
+            "SELECT meter, at, register_wh FROM readings WHERE at >= $1 AND at < $2 AND ($3 = '' OR meter = $3)
+             AND (meter > $4 OR (meter = $4 AND at > $5))
+             ORDER BY meter, at LIMIT $6",
+            &[
+                ts(request.from).into(),
+                ts(request.to).into(),
+                meter.into(),
+                after.meter.as_str().into(),
+                after.at.into(),
+                fetch.into(),
+            ],
+        )?,
+    };
+    let more = rows.len() as i64 > request.limit;
     let mut csv = String::from("meter,obis,time_utc,value,unit\n");
-    for row in rows {
+    let mut last = None;
+    for row in rows.iter().take(request.limit as usize) {
         let wh = row.int(2)?;
-        let time = from_ts(row.int(1)?).to_rfc3339_opts(SecondsFormat::Secs, true);
+        let at = row.int(1)?;
+        let time = from_ts(at).to_rfc3339_opts(SecondsFormat::Secs, true);
+        let meter = row.text(0)?;
         // Meter serials are checked ids (no spaces, commas are the only CSV hazard left).
-        let serial = row.text(0)?.replace(',', "_");
+        let serial = meter.replace(',', "_");
         let _ = writeln!(
             csv,
             "{serial},{OBIS_ACTIVE_IMPORT},{time},{}.{:03},kWh",
             wh.div_euclid(1000),
             wh.rem_euclid(1000)
         );
+        last = Some(ExportCursor { meter, at });
     }
-    Ok(csv)
+    Ok(CsvPage {
+        csv,
+        next: if more { last } else { None },
+    })
 }
 
 /// One line of a statement.
@@ -142,4 +252,42 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         duty_paise: energy.2,
         closing_paise,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_it_was_written() {
+        for meter in ["M-1", "a:b:c", "x/y?&#=%", "मीटर"] {
+            let cursor = ExportCursor {
+                meter: meter.into(),
+                at: -5,
+            };
+            let token = cursor.encode();
+            assert!(token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            assert_eq!(ExportCursor::decode(&token).unwrap(), cursor);
+        }
+    }
+
+    #[test]
+    fn a_cursor_not_made_here_is_refused() {
+        let forged = |raw: &str| data_encoding::BASE64URL_NOPAD.encode(raw.as_bytes());
+        for token in [
+            String::new(),
+            "not base64!".into(),
+            forged("r1:12"),
+            forged("r1:x:M-1"),
+            forged("r1:12:"),
+            forged("r0:12:M-1"),
+        ] {
+            assert!(
+                matches!(ExportCursor::decode(&token), Err(CentralError::Invalid(_))),
+                "{token}"
+            );
+        }
+    }
 }

@@ -110,6 +110,10 @@ pub enum DbError {
     /// The PostgreSQL backend failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] ::postgres::Error),
+    /// TLS to PostgreSQL cannot be set up as `database_url` asks (`sslmode`, `sslrootcert`), or
+    /// the server does not offer TLS where it is required.
+    #[error("PostgreSQL TLS: {0}")]
+    PostgresTls(String),
     /// The SQLite file's directory could not be created.
     #[error("cannot create the database directory or file {path}: {source}")]
     Dir {
@@ -244,10 +248,10 @@ impl Conn {
     }
 
     /// Whether the connection is gone (a PostgreSQL server restarted or dropped it).
-    fn is_closed(&self) -> bool {
+    fn is_closed(&mut self) -> bool {
         match self {
             Conn::Sqlite(_) => false,
-            Conn::Postgres(client) => client.is_closed(),
+            Conn::Postgres(client) => !client.is_usable(),
         }
     }
 }
@@ -367,8 +371,8 @@ fn worker(mut conn: Conn, url: &str, sealer: &Sealer, jobs: &Mutex<mpsc::Receive
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        // A dropped connection (server restart, network cut) is reopened before the next job;
-        // the job that met the drop has already failed and been answered.
+        // A dropped connection (server restart, network cut) is found by a ping and reopened
+        // before the job runs on it.
         if conn.is_closed() {
             match connect(url) {
                 Ok(fresh) => {
