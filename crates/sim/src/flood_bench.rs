@@ -48,10 +48,14 @@ pub struct FloodFigures {
 
 impl std::fmt::Display for FloodFigures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addresses = match self.addresses {
+            1 => "1 address".to_owned(),
+            n => format!("{n} addresses"),
+        };
         write!(
             f,
-            "{} idle connections from {} addresses ({} connected): a real API call took {:.1} ms median, {:.1} ms at most (without the flood: {:.1} ms, {:.1} ms), {} calls each",
-            self.connections, self.addresses, self.connected, self.flooded.median_ms, self.flooded.max_ms,
+            "{} idle connections from {addresses} ({} connected): a real API call took {:.1} ms median, {:.1} ms at most (without the flood: {:.1} ms, {:.1} ms), {} calls each",
+            self.connections, self.connected, self.flooded.median_ms, self.flooded.max_ms,
             self.quiet.median_ms, self.quiet.max_ms, self.requests
         )
     }
