@@ -292,23 +292,16 @@ fn apply_record(
     let origin = checks.record_id(record.seq);
     match &record.event {
         UplinkEvent::Ledger(event) => {
-            match accounts::insert_ledger_event(tx, &event.clone().into(), gateway) {
-                Ok(_) => {
-                    touched.insert(event.account.clone());
-                }
-                Err(CentralError::Conflict(detail)) => {
-                    flag(
-                        tx,
-                        &format!("event_conflict:{origin}"),
-                        "event_id_conflict",
-                        Some(gateway),
-                        Some(&event.account),
-                        event.at,
-                        &detail,
-                    )?;
-                }
-                Err(other) => return Err(other),
-            }
+            let inserted = accounts::insert_ledger_event(tx, &event.clone().into(), gateway);
+            money_recorded(
+                tx,
+                inserted,
+                gateway,
+                &origin,
+                &event.account,
+                event.at,
+                touched,
+            )?;
         }
         UplinkEvent::VoucherRedeemed {
             voucher,
@@ -433,23 +426,44 @@ fn redeem_code(
         return Ok(Some(refusal));
     }
     let gateway = checks.gateway;
-    match vouchers::record_gateway_code(tx, gateway, &voucher, redeemed_at) {
+    let recorded = vouchers::record_gateway_code(tx, gateway, &voucher, redeemed_at);
+    money_recorded(
+        tx,
+        recorded,
+        gateway,
+        origin,
+        &voucher.account,
+        checks.now,
+        touched,
+    )?;
+    Ok(None)
+}
+
+/// The outcome of recording a gateway's money event: the account's balance changed, or the
+/// event's id was already taken by other content, which is flagged (the first is kept).
+fn money_recorded<T>(
+    tx: &mut dyn Tx,
+    recorded: Result<T>,
+    gateway: &str,
+    origin: &str,
+    account: &str,
+    at: DateTime<Utc>,
+    touched: &mut BTreeSet<String>,
+) -> Result<()> {
+    match recorded {
         Ok(_) => {
-            touched.insert(voucher.account);
-            Ok(None)
+            touched.insert(account.to_owned());
+            Ok(())
         }
-        Err(CentralError::Conflict(detail)) => {
-            flag(
-                tx,
-                &format!("event_conflict:{origin}"),
-                "event_id_conflict",
-                Some(gateway),
-                Some(&voucher.account),
-                checks.now,
-                &detail,
-            )?;
-            Ok(None)
-        }
+        Err(CentralError::Conflict(detail)) => flag(
+            tx,
+            &format!("event_conflict:{origin}"),
+            "event_id_conflict",
+            Some(gateway),
+            Some(account),
+            at,
+            &detail,
+        ),
         Err(other) => Err(other),
     }
 }
