@@ -10,14 +10,18 @@
 //! - [`ledger`]: money events and the balance derived from them;
 //! - [`policy`]: alerts and the disconnect/reconnect decision under windows, holidays and grace;
 //! - [`relay`]: the relay command lifecycle (retries, time-outs, confirmation);
-//! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?).
+//! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?);
+//! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
+//! - [`decision`]: a relay decision's recorded facts, in words, replayable.
 //!
 //! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
 //! (`tests/run` checks `cargo tree -p gramgrid-core`).
 
 #![warn(missing_docs)]
 
+pub mod breaker;
 pub mod civil;
+pub mod decision;
 pub mod clock;
 pub mod ledger;
 pub mod policy;

@@ -9,11 +9,17 @@
 //!   on a clock the gateway trusts. A disconnect that is due but held back says why. A disconnect
 //!   already in flight that these rules no longer want (recharged, window closed) is withdrawn, and
 //!   one that is sent carries the end of its run of allowed minutes as its deadline.
-//! - **Manual override** by a technician (an audited event) wins over both until it expires.
+//! - **Protected accounts** (life support, a health centre, the village water pump) are never
+//!   disconnected automatically; the gateway tells the office instead.
+//! - **Partial payment**: after a cut, a payment of at least a configured share of the debt reconnects
+//!   and gives a configured number of days to pay the rest before the next disconnect
+//!   ([`PartialPaymentRule`], effective-dated; tiers by share paid).
+//! - **Manual override** by a technician (an audited event) wins over all of these until it expires.
 //! - **Alerts** when the balance falls to each configured share of the last recharge (30 %, 10 %,
 //!   0 % by default), each at most once per recharge, plus a daily balance message.
+use crate::breaker::BreakerConfig;
 use crate::civil;
-use crate::ledger::LastRecharge;
+use crate::ledger::{ArrearsRule, LastRecharge};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -35,6 +41,65 @@ pub struct PolicyConfig {
     pub holidays: Vec<NaiveDate>,
     /// Local time of day at which the daily balance message is due.
     pub daily_message_at: NaiveTime,
+    /// The disconnection circuit breaker.
+    pub breaker: BreakerConfig,
+    /// How arrears carried over from post-paid are recovered from recharges (effective-dated).
+    pub arrears: Vec<ArrearsRule>,
+    /// Reconnection after a partial payment of the debt (effective-dated tiers; none: off).
+    pub partial_payment: Vec<PartialPaymentRule>,
+}
+
+/// A tier of the partial-payment rule: a payment of at least `min_paid_percent` of the debt at the
+/// cut reconnects, and the rest is due within `days_to_pay_rest` days of the payment. Of the rules
+/// with the latest `effective_from` on or before the payment's date, the tier with the most days
+/// that the payment reaches applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialPaymentRule {
+    /// First local date the tier applies.
+    pub effective_from: NaiveDate,
+    /// Share of the debt that must be paid, in percent (1 to 100).
+    pub min_paid_percent: u8,
+    /// Days from the payment to pay the rest before the next disconnect.
+    pub days_to_pay_rest: u16,
+}
+
+/// An account whose supply was cut with a debt, and what it has paid since (facts for the
+/// partial-payment rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrangement {
+    /// How far below the disconnect threshold the balance was when the supply was cut (paise).
+    pub debt_paise: i64,
+    /// Recharges since the cut, as credit (after any arrears share), in paise.
+    pub paid_paise: i64,
+    /// The latest of those recharges, if any.
+    pub last_paid_at: Option<DateTime<Utc>>,
+}
+
+/// The end of the time to pay the rest granted by a partial payment, if the payment reaches a tier.
+pub fn partial_payment_until(
+    rules: &[PartialPaymentRule],
+    arrangement: &Arrangement,
+) -> Option<DateTime<Utc>> {
+    let paid_at = arrangement.last_paid_at?;
+    if arrangement.debt_paise <= 0 || arrangement.paid_paise <= 0 {
+        return None;
+    }
+    let date = civil::local_date(paid_at);
+    let in_force = rules
+        .iter()
+        .filter(|r| r.effective_from <= date)
+        .map(|r| r.effective_from)
+        .max()?;
+    rules
+        .iter()
+        .filter(|r| r.effective_from == in_force)
+        .filter(|r| {
+            i128::from(arrangement.paid_paise) * 100
+                >= i128::from(arrangement.debt_paise) * i128::from(r.min_paid_percent)
+        })
+        .map(|r| paid_at + Duration::days(i64::from(r.days_to_pay_rest)))
+        .max()
 }
 
 impl Default for PolicyConfig {
@@ -59,20 +124,38 @@ impl Default for PolicyConfig {
                 .filter_map(|(y, m, d)| NaiveDate::from_ymd_opt(*y, *m, *d))
                 .collect(),
             daily_message_at: NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+            breaker: BreakerConfig::default(),
+            arrears: ArrearsRule::default_rules(),
+            partial_payment: Vec::new(),
         }
     }
 }
+
+/// The highest disconnect threshold a policy may set: a cut while 1,000 INR are left.
+pub const MAX_THRESHOLD_PAISE: i64 = 100_000;
 
 /// Working days (Monday to Saturday), 10:00 to 13:59 local time.
 const DEFAULT_WINDOW: &str = "0 * 10-13 * * Mon-Sat";
 
 impl PolicyConfig {
-    /// Checks what serde cannot: thresholds and levels in range.
+    /// Checks what serde cannot: thresholds, levels, shares and tiers in range.
     pub fn validate(&self) -> Result<(), String> {
-        if self.disconnect_threshold_paise > 0 {
+        if self.disconnect_threshold_paise > MAX_THRESHOLD_PAISE {
             return Err(format!(
-                "policy.disconnect_threshold_paise = {} must be zero or negative (the emergency credit allowed before a cut)",
+                "policy.disconnect_threshold_paise = {} is above the most allowed, {MAX_THRESHOLD_PAISE} (1,000 INR)",
                 self.disconnect_threshold_paise
+            ));
+        }
+        self.breaker.validate()?;
+        ArrearsRule::validate(&self.arrears)?;
+        if let Some(rule) = self
+            .partial_payment
+            .iter()
+            .find(|r| r.min_paid_percent == 0 || r.min_paid_percent > 100)
+        {
+            return Err(format!(
+                "policy.partial_payment from {}: min_paid_percent = {} must be 1 to 100",
+                rule.effective_from, rule.min_paid_percent
             ));
         }
         if let Some(level) = self.alert_levels_percent.iter().find(|l| **l > 100) {
@@ -208,7 +291,7 @@ impl RelayAction {
 }
 
 /// A technician's manual override, in force until `until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Override {
     /// The relay action the technician imposed.
     pub action: RelayAction,
@@ -216,13 +299,14 @@ pub struct Override {
     pub until: DateTime<Utc>,
 }
 
-/// Everything the policy looks at for one account.
-#[derive(Debug, Clone, Copy)]
-pub struct AccountFacts<'a> {
+/// Everything the policy looks at for one account (stored with every relay decision, so the
+/// decision can be replayed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountFacts {
     /// Current balance, in paise (see [`crate::ledger::Position`]).
     pub balance_paise: i64,
     /// The latest recharge: the base of the low-balance alert levels.
-    pub last_recharge: Option<&'a LastRecharge>,
+    pub last_recharge: Option<LastRecharge>,
     /// Emergency credit in force now, in paise; lowers the threshold.
     pub emergency_credit_paise: i64,
     /// Average charges per day over the recent past, in paise, if known.
@@ -237,10 +321,16 @@ pub struct AccountFacts<'a> {
     pub manual_override: Option<Override>,
     /// False while the gateway doubts its clock (e.g. after a power cut with no backhaul).
     pub clock_trusted: bool,
+    /// Never disconnected automatically (life support, health centre, water pump).
+    #[serde(default)]
+    pub protected: bool,
+    /// The supply was cut with a debt: what has been paid since (partial-payment rule).
+    #[serde(default)]
+    pub arrangement: Option<Arrangement>,
 }
 
 /// Why a due disconnect was not carried out now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
     /// Now is in no disconnect window.
@@ -256,6 +346,13 @@ pub enum Hold {
     ClockUntrusted,
     /// A technician's connect override is in force.
     ManualOverride,
+    /// The account is protected: never disconnected automatically.
+    Protected,
+    /// A partial payment reconnected the supply; the rest is due by `until`.
+    PartialPayment {
+        /// The end of the time to pay the rest (UTC).
+        until: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -266,6 +363,10 @@ impl std::fmt::Display for Hold {
             Hold::Grace { until } => write!(f, "in the grace period until {until}"),
             Hold::ClockUntrusted => write!(f, "the clock is not trusted"),
             Hold::ManualOverride => write!(f, "a technician's connect override"),
+            Hold::Protected => write!(f, "a protected account (never cut automatically)"),
+            Hold::PartialPayment { until } => {
+                write!(f, "a partial payment; the rest is due by {until}")
+            }
         }
     }
 }
@@ -358,7 +459,7 @@ pub fn disconnect_deadline(
 }
 
 /// Decides alerts and the relay action for one account.
-pub fn decide(config: &PolicyConfig, facts: &AccountFacts<'_>, now: DateTime<Utc>) -> Decision {
+pub fn decide(config: &PolicyConfig, facts: &AccountFacts, now: DateTime<Utc>) -> Decision {
     let threshold = config.disconnect_threshold_paise - facts.emergency_credit_paise.max(0);
     let exhausted = facts.balance_paise <= threshold;
     let below_threshold_since = exhausted.then(|| facts.below_threshold_since.unwrap_or(now));
@@ -382,7 +483,7 @@ pub fn decide(config: &PolicyConfig, facts: &AccountFacts<'_>, now: DateTime<Utc
 /// The relay state the rules want now, and why a wanted disconnect is held back.
 fn wanted_relay(
     config: &PolicyConfig,
-    facts: &AccountFacts<'_>,
+    facts: &AccountFacts,
     below_threshold_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> (Option<RelayAction>, Option<Hold>) {
@@ -394,6 +495,15 @@ fn wanted_relay(
     let Some(crossed) = below_threshold_since else {
         return (Some(RelayAction::Connect), None);
     };
+    if facts.protected {
+        return (None, Some(Hold::Protected));
+    }
+    let paid_until = facts
+        .arrangement
+        .and_then(|a| partial_payment_until(&config.partial_payment, &a));
+    if let Some(until) = paid_until.filter(|until| now < *until) {
+        return (Some(RelayAction::Connect), Some(Hold::PartialPayment { until }));
+    }
     let earliest = config.first_disconnect.earliest(crossed);
     let check = if !facts.clock_trusted {
         Err(Hold::ClockUntrusted)
@@ -408,8 +518,8 @@ fn wanted_relay(
     }
 }
 
-fn low_balance(config: &PolicyConfig, facts: &AccountFacts<'_>) -> Vec<LowBalance> {
-    let Some(recharge) = facts.last_recharge else {
+fn low_balance(config: &PolicyConfig, facts: &AccountFacts) -> Vec<LowBalance> {
+    let Some(recharge) = &facts.last_recharge else {
         return Vec::new();
     };
     config

@@ -18,10 +18,10 @@ fn recharge(amount_paise: i64) -> LastRecharge {
     }
 }
 
-fn facts(balance_paise: i64, last: Option<&LastRecharge>) -> AccountFacts<'_> {
+fn facts(balance_paise: i64, last: Option<&LastRecharge>) -> AccountFacts {
     AccountFacts {
         balance_paise,
-        last_recharge: last,
+        last_recharge: last.cloned(),
         emergency_credit_paise: 0,
         daily_consumption_paise: None,
         relay: RelayState::Connected,
@@ -29,6 +29,8 @@ fn facts(balance_paise: i64, last: Option<&LastRecharge>) -> AccountFacts<'_> {
         below_threshold_since: None,
         manual_override: None,
         clock_trusted: true,
+        protected: false,
+        arrangement: None,
     }
 }
 
@@ -187,10 +189,116 @@ fn bad_settings_are_refused_with_guidance() {
         .unwrap_err()
         .contains("next-day"));
     let config = PolicyConfig {
-        disconnect_threshold_paise: 100,
+        disconnect_threshold_paise: MAX_THRESHOLD_PAISE + 1,
         ..PolicyConfig::default()
     };
-    assert!(config.validate().unwrap_err().contains("zero or negative"));
+    assert!(config.validate().unwrap_err().contains("above the most allowed"));
+    let config = PolicyConfig {
+        partial_payment: vec![PartialPaymentRule {
+            effective_from: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            min_paid_percent: 0,
+            days_to_pay_rest: 3,
+        }],
+        ..PolicyConfig::default()
+    };
+    assert!(config.validate().unwrap_err().contains("1 to 100"));
+}
+
+#[test]
+fn a_protected_account_is_never_cut_automatically() {
+    let config = PolicyConfig::default();
+    // Monday 11:00, two days after crossing: every other rule would cut.
+    let now = ist(2026, 11, 30, 11, 0);
+    let mut f = facts(-5_000, None);
+    f.below_threshold_since = Some(ist(2026, 11, 27, 9, 0));
+    assert_eq!(decide(&config, &f, now).relay, Some(RelayAction::Disconnect));
+    f.protected = true;
+    let d = decide(&config, &f, now);
+    assert_eq!((d.relay, d.hold), (None, Some(Hold::Protected)));
+    f.pending = Some(RelayAction::Disconnect);
+    assert!(decide(&config, &f, now).withdraw_disconnect);
+    // A technician's disconnect override is not automatic.
+    f.pending = None;
+    f.manual_override = Some(Override {
+        action: RelayAction::Disconnect,
+        until: now + Duration::hours(1),
+    });
+    assert_eq!(decide(&config, &f, now).relay, Some(RelayAction::Disconnect));
+}
+
+/// UPPCL-style tiers: half the debt buys 3 days, three quarters 7 days.
+fn tiers() -> Vec<PartialPaymentRule> {
+    let from = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+    vec![
+        PartialPaymentRule {
+            effective_from: from,
+            min_paid_percent: 50,
+            days_to_pay_rest: 3,
+        },
+        PartialPaymentRule {
+            effective_from: from,
+            min_paid_percent: 75,
+            days_to_pay_rest: 7,
+        },
+    ]
+}
+
+#[test]
+fn paying_half_the_debt_reconnects_with_days_to_pay_the_rest() {
+    let config = PolicyConfig {
+        partial_payment: tiers(),
+        ..PolicyConfig::default()
+    };
+    let paid_at = ist(2026, 11, 30, 9, 0);
+    let mut f = facts(-1_000, None);
+    f.relay = RelayState::Disconnected;
+    f.below_threshold_since = Some(ist(2026, 11, 20, 9, 0));
+    // Cut at -2,000 paise, 1,000 paid: half the debt.
+    f.arrangement = Some(Arrangement {
+        debt_paise: 2_000,
+        paid_paise: 1_000,
+        last_paid_at: Some(paid_at),
+    });
+    let until = paid_at + Duration::days(3);
+    let d = decide(&config, &f, paid_at + Duration::minutes(1));
+    assert_eq!(d.relay, Some(RelayAction::Connect));
+    assert_eq!(d.hold, Some(Hold::PartialPayment { until }));
+    // Back on supply and in the window, but inside the three days: no cut.
+    f.relay = RelayState::Connected;
+    assert_eq!(decide(&config, &f, ist(2026, 12, 2, 11, 0)).relay, None);
+    // After them, with the rest unpaid, the usual rules cut again (Thursday 11:00).
+    assert_eq!(
+        decide(&config, &f, ist(2026, 12, 3, 11, 0)).relay,
+        Some(RelayAction::Disconnect)
+    );
+    // Three quarters buys seven days; less than half buys nothing.
+    f.arrangement = Some(Arrangement {
+        debt_paise: 2_000,
+        paid_paise: 1_500,
+        last_paid_at: Some(paid_at),
+    });
+    assert_eq!(
+        decide(&config, &f, ist(2026, 12, 3, 11, 0)).hold,
+        Some(Hold::PartialPayment {
+            until: paid_at + Duration::days(7)
+        })
+    );
+    f.arrangement = Some(Arrangement {
+        debt_paise: 2_000,
+        paid_paise: 999,
+        last_paid_at: Some(paid_at),
+    });
+    assert_eq!(
+        decide(&config, &f, ist(2026, 12, 1, 11, 0)).relay,
+        Some(RelayAction::Disconnect)
+    );
+    // Before the rule took effect it did not exist.
+    f.arrangement = Some(Arrangement {
+        debt_paise: 2_000,
+        paid_paise: 1_500,
+        last_paid_at: Some(ist(2026, 3, 31, 9, 0)),
+    });
+    assert_eq!(partial_payment_until(&tiers(), &f.arrangement.unwrap()), None);
 }
 
 #[test]
