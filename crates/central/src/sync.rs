@@ -158,13 +158,8 @@ pub fn apply(
     for row in rows.iter().take(DOWNLINK_PAGE) {
         let event: DownlinkEvent = serde_json::from_str(&row.text(1)?)
             .map_err(|e| CentralError::Corrupt(e.to_string()))?;
-        // A protocol-1 gateway cannot decode this record; it skips its sequence number instead.
-        if request.protocol < 2
-            && matches!(
-                event,
-                DownlinkEvent::AccountRemoved { .. } | DownlinkEvent::Readings { .. }
-            )
-        {
+        // An older gateway cannot decode this record; it skips its sequence number instead.
+        if request.protocol < event.min_protocol() {
             continue;
         }
         downlink.push(DownlinkRecord {

@@ -10,15 +10,19 @@ use serde::{Deserialize, Serialize};
 
 pub mod model;
 pub use model::{
-    ModelError, WireCategory, WireEventKind, WireLedgerEvent, WirePolicy, WireRelayAction,
+    ModelError, WireCategory, WireEventKind, WireLedgerEvent, WirePolicy, WirePolicyRules, WireRelayAction,
     WireRelayState, WireSlab, WireTariffVersion,
 };
 
 /// Bumped on any incompatible change; a peer answers a version it does not speak with an error.
 /// Version 2 added [`UploadRequest::identity`] at the end of the request: central still takes
 /// version 1 from older gateways (and answers in the request's version); the answer is the same in
-/// both.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// both. Version 3 appended the guardrail records (arrears events, [`DownlinkEvent::PolicyRules`],
+/// [`DownlinkEvent::AccountProtection`], [`DownlinkEvent::BreakerRelease`],
+/// [`DownlinkEvent::DatabaseRestored`]; [`UplinkEvent::Decision`], [`UplinkEvent::BreakerHeld`],
+/// [`UplinkEvent::BreakerReleased`]):
+/// central sends none of them to an older gateway ([`DownlinkEvent::min_protocol`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -147,6 +151,40 @@ pub enum UplinkEvent {
         code: String,
         /// When the gateway accepted it (gateway clock, UTC, whole seconds).
         redeemed_at: DateTime<Utc>,
+    },
+    /// A relay decision with the facts it was made from (protocol 3).
+    Decision {
+        /// Unique at the gateway (the relay command's id, or the hold's for a held disconnect).
+        id: String,
+        /// The account decided for.
+        account: String,
+        /// When it was decided (gateway clock, UTC).
+        at: DateTime<Utc>,
+        /// `gramgrid_core::decision::DecisionRecord` as JSON: the record both sides store and
+        /// replay (its own format, versioned with the core's policy).
+        record: String,
+    },
+    /// The disconnection breaker held a pass's disconnections (protocol 3).
+    BreakerHeld {
+        /// The hold's id; a supervisor releases it by this id.
+        id: String,
+        /// When (gateway clock, UTC).
+        at: DateTime<Utc>,
+        /// The accounts whose disconnection was held.
+        accounts: Vec<String>,
+        /// Why, in words (`gramgrid_core::breaker::Trip`).
+        reasons: Vec<String>,
+    },
+    /// A supervisor released a breaker hold at the gateway itself (protocol 3; audit).
+    BreakerReleased {
+        /// The hold released.
+        hold_id: String,
+        /// Who released it.
+        by: String,
+        /// Why, as the supervisor wrote it.
+        reason: String,
+        /// When (gateway clock, UTC).
+        at: DateTime<Utc>,
     },
 }
 
@@ -305,6 +343,53 @@ pub enum DownlinkEvent {
         /// The readings, one block per run of regular readings of a meter.
         blocks: Vec<ReadingBlock>,
     },
+    /// The guardrails of a published policy, sent right after its [`DownlinkEvent::Policy`] record.
+    PolicyRules {
+        /// The policy version they belong to.
+        version: u64,
+        /// The rules.
+        rules: model::WirePolicyRules,
+    },
+    /// An account's protection changed: a protected account is never disconnected automatically.
+    AccountProtection {
+        /// The account id.
+        id: String,
+        /// Why it is protected (e.g. "life support"); None: no longer protected.
+        protected: Option<String>,
+    },
+    /// A supervisor released a hold of the disconnection breaker: its accounts may be disconnected
+    /// in the next pass, once.
+    BreakerRelease {
+        /// The hold released.
+        hold_id: String,
+        /// Who released it (the API token's name).
+        by: String,
+        /// Why, as the supervisor wrote it.
+        reason: String,
+        /// When (central clock, UTC).
+        at: DateTime<Utc>,
+    },
+    /// Central found this gateway's database restored from a backup or replaced: the gateway
+    /// holds disconnections for a while.
+    DatabaseRestored {
+        /// When central found it (UTC).
+        at: DateTime<Utc>,
+    },
+}
+
+impl DownlinkEvent {
+    /// The oldest protocol that can decode this record; central skips it for older gateways.
+    pub fn min_protocol(&self) -> u16 {
+        match self {
+            DownlinkEvent::AccountRemoved { .. } | DownlinkEvent::Readings { .. } => 2,
+            DownlinkEvent::Ledger(event) if event.kind == WireEventKind::Arrears => 3,
+            DownlinkEvent::PolicyRules { .. }
+            | DownlinkEvent::AccountProtection { .. }
+            | DownlinkEvent::BreakerRelease { .. }
+            | DownlinkEvent::DatabaseRestored { .. } => 3,
+            _ => 1,
+        }
+    }
 }
 
 /// LoRaWAN ABP session keys of one meter, hex.

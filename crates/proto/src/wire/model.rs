@@ -6,8 +6,11 @@
 //! (bump [`super::PROTOCOL_VERSION`] and [`crate::outbox::OUTBOX_FORMAT`], keep a decoder for the
 //! old one, and add golden files under `tests/data/`).
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use gramgrid_core::ledger::{EventKind, LedgerEvent};
-use gramgrid_core::policy::{Grace, PolicyConfig, RelayAction, RelayState, Window};
+use gramgrid_core::breaker::BreakerConfig;
+use gramgrid_core::ledger::{ArrearsRule, EventKind, LedgerEvent};
+use gramgrid_core::policy::{
+    Grace, PartialPaymentRule, PolicyConfig, RelayAction, RelayState, Window,
+};
 use gramgrid_core::tariff::{Category, Slab, TariffVersion};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +42,8 @@ pub enum WireEventKind {
     MinimumCharge,
     Adjustment,
     EmergencyCredit,
+    /// Protocol 3: arrears carried over from post-paid (never sent to an older gateway).
+    Arrears,
 }
 
 /// A consumer category on the wire; the variant order is the format.
@@ -76,7 +81,7 @@ pub enum WireRelayState {
 pub struct WirePolicy {
     /// Alert levels, percent of the last recharge.
     pub alert_levels_percent: Vec<u8>,
-    /// Disconnect threshold in paise (zero or negative).
+    /// Disconnect threshold in paise (at most `policy::MAX_THRESHOLD_PAISE`).
     pub disconnect_threshold_paise: i64,
     /// Disconnect windows as cron expressions (Asia/Kolkata).
     pub disconnect_windows: Vec<String>,
@@ -146,7 +151,8 @@ same_variants!(
     FixedCharge,
     MinimumCharge,
     Adjustment,
-    EmergencyCredit
+    EmergencyCredit,
+    Arrears
 );
 same_variants!(Category, WireCategory, Domestic, Commercial, Agricultural);
 same_variants!(RelayAction, WireRelayAction, Connect, Disconnect);
@@ -218,6 +224,8 @@ impl TryFrom<WirePolicy> for PolicyConfig {
             first_disconnect: Grace::try_from(p.first_disconnect).map_err(ModelError)?,
             holidays: p.holidays,
             daily_message_at: p.daily_message_at,
+            // The defaults until the version's `PolicyRules` record (protocol 3) sets them.
+            ..PolicyConfig::default()
         };
         policy.validate().map_err(ModelError)?;
         Ok(policy)
@@ -290,5 +298,80 @@ mod tests {
         let mut wire = WirePolicy::from(&PolicyConfig::default());
         wire.disconnect_windows = vec!["every day at ten".into()];
         assert!(PolicyConfig::try_from(wire).is_err());
+    }
+}
+
+/// The policy's guardrails on the wire (protocol 3): the breaker, arrears recovery and the
+/// partial-payment tiers. Sent beside [`WirePolicy`] with the same version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePolicyRules {
+    /// `BreakerConfig::max_share_percent`.
+    pub max_share_percent: u8,
+    /// `BreakerConfig::always_allowed`.
+    pub always_allowed: u32,
+    /// `BreakerConfig::baseline_factor`.
+    pub baseline_factor: u32,
+    /// `BreakerConfig::hold_after_change`, in seconds.
+    pub hold_after_change_s: u64,
+    /// `BreakerConfig::max_sync_gap`, in seconds.
+    pub max_sync_gap_s: u64,
+    /// Arrears recovery versions: (effective from, percent, cap per recharge in paise).
+    pub arrears: Vec<(NaiveDate, u8, i64)>,
+    /// Partial-payment tiers: (effective from, minimum share paid in percent, days to pay the rest).
+    pub partial_payment: Vec<(NaiveDate, u8, u16)>,
+}
+
+impl From<&PolicyConfig> for WirePolicyRules {
+    fn from(p: &PolicyConfig) -> Self {
+        WirePolicyRules {
+            max_share_percent: p.breaker.max_share_percent,
+            always_allowed: p.breaker.always_allowed,
+            baseline_factor: p.breaker.baseline_factor,
+            hold_after_change_s: p.breaker.hold_after_change.as_secs(),
+            max_sync_gap_s: p.breaker.max_sync_gap.as_secs(),
+            arrears: p
+                .arrears
+                .iter()
+                .map(|r| (r.effective_from, r.recovery_percent, r.max_per_recharge_paise))
+                .collect(),
+            partial_payment: p
+                .partial_payment
+                .iter()
+                .map(|r| (r.effective_from, r.min_paid_percent, r.days_to_pay_rest))
+                .collect(),
+        }
+    }
+}
+
+impl WirePolicyRules {
+    /// Sets these rules on `policy` (which came as a [`WirePolicy`]) and checks the result.
+    pub fn apply_to(&self, mut policy: PolicyConfig) -> Result<PolicyConfig, ModelError> {
+        policy.breaker = BreakerConfig {
+            max_share_percent: self.max_share_percent,
+            always_allowed: self.always_allowed,
+            baseline_factor: self.baseline_factor,
+            hold_after_change: std::time::Duration::from_secs(self.hold_after_change_s),
+            max_sync_gap: std::time::Duration::from_secs(self.max_sync_gap_s),
+        };
+        policy.arrears = self
+            .arrears
+            .iter()
+            .map(|(effective_from, recovery_percent, max_per_recharge_paise)| ArrearsRule {
+                effective_from: *effective_from,
+                recovery_percent: *recovery_percent,
+                max_per_recharge_paise: *max_per_recharge_paise,
+            })
+            .collect();
+        policy.partial_payment = self
+            .partial_payment
+            .iter()
+            .map(|(effective_from, min_paid_percent, days_to_pay_rest)| PartialPaymentRule {
+                effective_from: *effective_from,
+                min_paid_percent: *min_paid_percent,
+                days_to_pay_rest: *days_to_pay_rest,
+            })
+            .collect();
+        policy.validate().map_err(ModelError)?;
+        Ok(policy)
     }
 }
