@@ -25,8 +25,38 @@ pub enum GatewayAction {
         #[arg(long)]
         json: bool,
     },
-    /// Check the database: SQLite integrity, and derived charges against the stored readings.
+    /// Check the database: SQLite integrity, and derived charges against the stored readings. The
+    /// result is kept: while the last check found a problem, the breaker holds disconnections.
     Verify,
+    /// Show an account's relay decisions in words, with the facts each was made from, and replay
+    /// each through the policy (a replay that disagrees is flagged to the office).
+    Explain {
+        /// The account id.
+        account: String,
+        /// Only the decision in force at this time (RFC 3339, e.g. 2026-11-30T11:00:00+05:30).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// At most this many decisions, newest first.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print the stored records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the disconnection breaker's holds, newest first.
+    Holds,
+    /// Release a breaker hold (a supervisor's decision, audited and sent to central): its held
+    /// disconnections go ahead in the next policy pass, once.
+    Release {
+        /// The hold's id, as `gramgrid gateway holds` shows it.
+        hold: String,
+        /// Who releases it (recorded in the audit).
+        #[arg(long)]
+        by: String,
+        /// Why the disconnections are right (recorded in the audit).
+        #[arg(long)]
+        reason: String,
+    },
     /// Redeem an offline voucher code at this gateway (talks to the running daemon).
     Redeem {
         /// The voucher code as printed (dashes, spaces and letter case do not matter).
@@ -112,7 +142,8 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
         }
         Some(GatewayAction::Status { json }) => {
             let mut gateway = open_existing(config)?;
-            let status = gramgrid_gateway::report::gateway_status(gateway.store())?;
+            let policy = gateway.policy().clone();
+            let status = gramgrid_gateway::report::gateway_status(gateway.store(), &policy)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -139,6 +170,9 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             let mut gateway = open_existing(config)?;
             let book = gateway.tariff_book().clone();
             let problems = gateway.store().verify(&book)?;
+            gateway
+                .store()
+                .note_ledger_check(problems.is_empty(), chrono::Utc::now())?;
             if problems.is_empty() {
                 println!(
                     "ok: database intact; every meter's charges match its readings and the tariff"
@@ -148,9 +182,100 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             for problem in &problems {
                 println!("{problem}");
             }
-            anyhow::bail!("{} problems found in the gateway database", problems.len())
+            anyhow::bail!("{} problems found in the gateway database; the breaker holds disconnections until `gramgrid gateway verify` passes", problems.len())
+        }
+        Some(GatewayAction::Explain {
+            account,
+            at,
+            limit,
+            json,
+        }) => explain(open_existing(config)?, &account, at, limit, json),
+        Some(GatewayAction::Holds) => {
+            let mut gateway = open_existing(config)?;
+            let holds = gateway.store().holds(100)?;
+            if holds.is_empty() {
+                println!("no breaker holds");
+            }
+            for hold in holds {
+                let state = match (&hold.released, hold.used_at) {
+                    (None, _) => "OPEN".to_string(),
+                    (Some((by, reason, at)), used) => format!(
+                        "released by {by} at {at} ({reason}){}",
+                        if used.is_some() { ", used" } else { "" }
+                    ),
+                };
+                println!(
+                    "{}  {}  {} accounts  {}\n  reasons: {}\n  accounts: {}",
+                    hold.id,
+                    hold.at,
+                    hold.accounts.len(),
+                    state,
+                    hold.reasons.join("; "),
+                    hold.accounts.join(" ")
+                );
+            }
+            Ok(())
+        }
+        Some(GatewayAction::Release { hold, by, reason }) => {
+            anyhow::ensure!(
+                !by.trim().is_empty() && !reason.trim().is_empty(),
+                super::UsageError(
+                    "--by and --reason must say who releases the hold and why".into()
+                )
+            );
+            let mut gateway = open_existing(config)?;
+            gateway
+                .store()
+                .release_hold(&hold, &by, &reason, chrono::Utc::now())?;
+            println!("hold {hold} released by {by}: its disconnections go ahead in the next policy pass (once)");
+            Ok(())
         }
     }
+}
+
+/// `gramgrid gateway explain`: the decisions in words, each replayed.
+fn explain(
+    mut gateway: gramgrid_gateway::gateway::Gateway,
+    account: &str,
+    at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    let at = at.map(|t| t.with_timezone(&chrono::Utc));
+    let decisions = gateway.store().decisions(account, at, limit)?;
+    if decisions.is_empty() {
+        anyhow::bail!(
+            "no relay decisions recorded for account '{account}'{}",
+            at.map(|t| format!(" at or before {t}")).unwrap_or_default()
+        );
+    }
+    let mut disagreeing = 0;
+    for (id, record) in &decisions {
+        if !record.replays() {
+            disagreeing += 1;
+            let detail = format!(
+                "recorded {:?}, replay gives {:?}",
+                record.outcome,
+                record.replay()
+            );
+            gateway
+                .store()
+                .flag_replay_mismatch(id, &detail, chrono::Utc::now())?;
+        }
+        if json {
+            println!("{}", serde_json::to_string(record)?);
+        } else {
+            println!("decision {id}");
+            for line in record.explain() {
+                println!("  {line}");
+            }
+        }
+    }
+    anyhow::ensure!(
+        disagreeing == 0,
+        "{disagreeing} decisions no longer replay to what was decided; flagged to the office"
+    );
+    Ok(())
 }
 
 /// Opens the gateway database for a command that only reads it; a missing database is a mistyped

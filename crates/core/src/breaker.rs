@@ -45,6 +45,9 @@ impl Default for BreakerConfig {
 /// Days of history the baseline rule needs before it applies.
 pub const MIN_BASELINE_DAYS: usize = 7;
 
+/// Complete days before today that make the baseline (at most).
+pub const BASELINE_DAYS: i64 = 14;
+
 impl BreakerConfig {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {

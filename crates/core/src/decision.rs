@@ -153,8 +153,16 @@ impl DecisionRecord {
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "from the config file".into()),
                 self.tariff_version.as_deref().unwrap_or("unknown"),
-                if f.clock_trusted { "trusted" } else { "NOT trusted" },
-                if f.protected { "; protected account" } else { "" }
+                if f.clock_trusted {
+                    "trusted"
+                } else {
+                    "NOT trusted"
+                },
+                if f.protected {
+                    "; protected account"
+                } else {
+                    ""
+                }
             ),
         ];
         if let Some(hold) = &self.breaker {
@@ -261,10 +269,19 @@ mod tests {
         assert!(back.replays());
         let words = back.explain().join("\n");
         assert!(words.contains("disconnect command issued"), "{words}");
-        assert!(words.contains("balance -25.00 INR at or below the threshold 0.00 INR"), "{words}");
+        assert!(
+            words.contains("balance -25.00 INR at or below the threshold 0.00 INR"),
+            "{words}"
+        );
         assert!(words.contains("2026-11-28 11:00 IST"), "{words}");
-        assert!(words.contains("policy version 3; tariff domestic-2026; clock trusted"), "{words}");
-        assert!(words.contains("replay: the policy decides the same"), "{words}");
+        assert!(
+            words.contains("policy version 3; tariff domestic-2026; clock trusted"),
+            "{words}"
+        );
+        assert!(
+            words.contains("replay: the policy decides the same"),
+            "{words}"
+        );
     }
 
     #[test]

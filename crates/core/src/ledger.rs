@@ -173,7 +173,10 @@ impl ArrearsRule {
             .filter(|r| r.effective_from <= date)
             .max_by_key(|r| r.effective_from)
             .map(|r| {
-                let share = amount_paise.max(0).saturating_mul(i64::from(r.recovery_percent)) / 100;
+                let share = amount_paise
+                    .max(0)
+                    .saturating_mul(i64::from(r.recovery_percent))
+                    / 100;
                 share.min(r.max_per_recharge_paise)
             })
             .unwrap_or(0)
@@ -445,7 +448,11 @@ mod tests {
         assert_eq!(p.balance_paise, 440_000 - 85_000);
         assert_eq!(
             arrears_by_recharge(&events, &rules),
-            vec![("e2".into(), 10_000), ("e3".into(), 50_000), ("e4".into(), 25_000)]
+            vec![
+                ("e2".into(), 10_000),
+                ("e3".into(), 50_000),
+                ("e4".into(), 25_000)
+            ]
         );
     }
 }

@@ -21,8 +21,8 @@
 
 pub mod breaker;
 pub mod civil;
-pub mod decision;
 pub mod clock;
+pub mod decision;
 pub mod ledger;
 pub mod policy;
 pub mod rating;

@@ -502,7 +502,10 @@ fn wanted_relay(
         .arrangement
         .and_then(|a| partial_payment_until(&config.partial_payment, &a));
     if let Some(until) = paid_until.filter(|until| now < *until) {
-        return (Some(RelayAction::Connect), Some(Hold::PartialPayment { until }));
+        return (
+            Some(RelayAction::Connect),
+            Some(Hold::PartialPayment { until }),
+        );
     }
     let earliest = config.first_disconnect.earliest(crossed);
     let check = if !facts.clock_trusted {

@@ -10,7 +10,7 @@
 //! Version changes: a month in which a new version takes effect is rated piecewise. Each part (a
 //! *segment*: one month under one version) gets the version's slabs scaled by the share of the month's
 //! days it covers (limits floored to whole Wh), the pro-rata practice of Indian tariff orders.
-use crate::civil::Month;
+use crate::civil::{self, Month};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -276,6 +276,20 @@ impl TariffBook {
             .filter(|(_, v)| v.category == category && v.effective_from <= date)
             .map(|(i, _)| i)
             .next_back()
+    }
+
+    /// When the newest tariff change took effect at or before `now`: the start (local midnight) of
+    /// the latest version that replaced an earlier one of its category. A category's first version
+    /// is not a change.
+    pub fn last_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let today = civil::local_date(now);
+        self.versions
+            .windows(2)
+            .filter(|pair| pair[0].category == pair[1].category)
+            .map(|pair| pair[1].effective_from)
+            .filter(|from| *from <= today)
+            .max()
+            .map(civil::start_of_local_day)
     }
 
     /// The version in force for a category on a local date.

@@ -3,15 +3,19 @@
 //! Each pass, for every account with a meter in service: charge the fixed charge of each local day
 //! not yet charged, top up last month's minimum charge, then let the policy decide alerts and relay
 //! commands, and move open relay commands along their retry schedule. A disconnect the policy no
-//! longer wants, or that may not be carried out now, is withdrawn, never re-sent. The radio (meter
-//! link) plugs in through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through
-//! the store.
+//! longer wants, or that may not be carried out now, is withdrawn, never re-sent. The disconnects a
+//! pass decides go through the disconnection breaker (`guard`) before any is queued; every relay
+//! command is stored with the record of the decision that made it. The radio (meter link) plugs in
+//! through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through the store.
+mod guard;
+
 use crate::config::GatewayConfig;
 use crate::store::{Account, Alert, IngestReport, MeterReading, RelayCommand, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
+use gramgrid_core::decision::{DecisionRecord, Outcome};
 use gramgrid_core::ledger::{self, EventKind, LedgerEvent};
-use gramgrid_core::policy::{self, AccountFacts, RelayAction, RelayState};
+use gramgrid_core::policy::{self, AccountFacts, Arrangement, RelayAction, RelayState};
 use gramgrid_core::relay::{CommandState, Step};
 use gramgrid_core::tariff::{rupees, TariffBook};
 
@@ -81,13 +85,18 @@ pub struct PassReport {
     pub commands_timed_out: usize,
     /// Disconnects withdrawn before the meter confirmed them (recharged, window closed, ...).
     pub commands_withdrawn: usize,
-    /// Disconnects that were due but held back (outside a window, holiday, grace, clock).
+    /// Disconnects that were due but held back (outside a window, holiday, grace, clock,
+    /// protected account, partial payment).
     pub disconnects_held: usize,
+    /// Disconnects the policy decided but the disconnection breaker held (see `breaker`).
+    pub disconnects_breaker_held: usize,
 }
 
 /// A gateway: its config, tariff book and store.
 pub struct Gateway {
     config: GatewayConfig,
+    /// The published policy's version (None while the config file's policy is in force).
+    policy_version: Option<u64>,
     book: TariffBook,
     store: Store,
     link: Option<Box<dyn RelayLink + Send>>,
@@ -105,6 +114,7 @@ impl Gateway {
         let store = Store::open(&config.database_path())?;
         let mut gateway = Gateway {
             config,
+            policy_version: None,
             book,
             store,
             link: None,
@@ -144,8 +154,9 @@ impl Gateway {
                 }
             }
         }
-        if let Some(policy) = self.store.published_policy()? {
+        if let Some((version, policy)) = self.store.published_policy()? {
             self.config.policy = policy;
+            self.policy_version = Some(version);
         }
         // A meter handed over from another gateway brings its history: rated here as late
         // readings with the book now in force, as central rated it.
@@ -170,14 +181,34 @@ impl Gateway {
     }
 
     /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
-    /// high-water mark.
+    /// high-water mark. A clock seen going backwards is noted: the breaker holds disconnections for
+    /// a while after it.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
         let trusted = self.clock_trusted(now)?;
+        let went_back = self
+            .store
+            .clock_state()?
+            .high_water
+            .is_some_and(|hw| now < hw - gramgrid_core::clock::BACKWARDS_TOLERANCE);
+        if went_back
+            && self
+                .store
+                .guard_marks()?
+                .clock_jumped_at
+                .is_none_or(|at| at < now)
+        {
+            self.store.note_clock_jump(now)?;
+        }
         let report = self.policy_pass(now, trusted)?;
         if trusted {
             self.store.raise_clock_high_water(now)?;
         }
         Ok(report)
+    }
+
+    /// The policy in force (published by central, else the config file's).
+    pub fn policy(&self) -> &gramgrid_core::policy::PolicyConfig {
+        &self.config.policy
     }
 
     /// The tariff book in force.
@@ -235,6 +266,7 @@ impl Gateway {
         clock_trusted: bool,
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
+        let mut cuts = Vec::new();
         for account in self.store.accounts()? {
             let Some((meter, _serial)) = self.store.active_meter(&account.id)? else {
                 continue;
@@ -242,8 +274,9 @@ impl Gateway {
             report.accounts += 1;
             report.fixed_charges += self.charge_fixed_days(&account, now)?;
             report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
-            self.decide_account(&account, meter, now, clock_trusted, &mut report)?;
+            cuts.extend(self.decide_account(&account, meter, now, clock_trusted, &mut report)?);
         }
+        self.guard_cuts(cuts, now, clock_trusted, &mut report)?;
         self.advance_relay_commands(now, clock_trusted, &mut report)?;
         Ok(report)
     }
@@ -341,6 +374,111 @@ impl Gateway {
         Ok(Some(charged / days))
     }
 
+    /// The facts the policy decides an account on, read from the store.
+    fn account_facts(
+        &mut self,
+        account: &Account,
+        meter: i64,
+        now: DateTime<Utc>,
+        clock_trusted: bool,
+    ) -> Result<AccountFacts, StoreError> {
+        let position = self
+            .store
+            .position(&account.id, &self.config.policy.arrears)?;
+        let credits = self.store.emergency_credits(&account.id)?;
+        let pending = self
+            .store
+            .latest_relay_command(meter)?
+            .filter(|c| self.config.relay.blocks_reissue(c.progress, now))
+            .map(|c| c.action);
+        let emergency_credit_paise = ledger::active_emergency_credit(
+            &credits,
+            position.last_recharge.as_ref().map(|r| r.at),
+            now,
+        );
+        let relay = self.store.relay_state(meter)?;
+        let arrangement = self.arrangement(
+            account,
+            relay,
+            position.balance_paise,
+            self.config.policy.disconnect_threshold_paise - emergency_credit_paise.max(0),
+            now,
+        )?;
+        Ok(AccountFacts {
+            balance_paise: position.balance_paise,
+            last_recharge: position.last_recharge,
+            emergency_credit_paise,
+            daily_consumption_paise: self.daily_consumption(account, now)?,
+            relay,
+            pending,
+            below_threshold_since: self.store.below_threshold_since(&account.id)?,
+            manual_override: self.store.active_override(&account.id, now)?,
+            clock_trusted,
+            protected: self.store.protection(&account.id)?.is_some(),
+            arrangement,
+        })
+    }
+
+    /// The debt of a supply cut and what has been paid since (the partial-payment rule's facts).
+    /// The cut is noted when the meter is first seen disconnected with the balance at or below
+    /// the threshold, and forgotten once the balance is above it again.
+    fn arrangement(
+        &mut self,
+        account: &Account,
+        relay: RelayState,
+        balance_paise: i64,
+        threshold_paise: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Arrangement>, StoreError> {
+        let cut = self.store.cut(&account.id)?;
+        let cut = match (cut, balance_paise <= threshold_paise) {
+            (Some(_), false) => {
+                self.store.set_cut(&account.id, None)?;
+                None
+            }
+            (None, true) if relay == RelayState::Disconnected => {
+                let cut = (now, threshold_paise - balance_paise);
+                self.store.set_cut(&account.id, Some(cut))?;
+                Some(cut)
+            }
+            (cut, _) => cut,
+        };
+        let Some((cut_at, debt_paise)) = cut else {
+            return Ok(None);
+        };
+        let (paid_paise, last_paid_at) = self.store.recharged_since(&account.id, cut_at)?;
+        Ok(Some(Arrangement {
+            debt_paise,
+            paid_paise,
+            last_paid_at,
+        }))
+    }
+
+    /// The record of a decision, for the store, central and `gateway explain`.
+    fn decision_record(
+        &self,
+        account: &Account,
+        facts: AccountFacts,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            account: account.id.clone(),
+            at: now,
+            policy: self.config.policy.clone(),
+            policy_version: self.policy_version,
+            tariff_version: self
+                .book
+                .version_on(account.category, civil::local_date(now))
+                .map(|v| v.id.clone()),
+            facts,
+            outcome,
+            breaker: None,
+        }
+    }
+
+    /// Decides one account: alerts, withdrawals and connects at once; a disconnect is returned for
+    /// the breaker to judge with the pass's others.
     fn decide_account(
         &mut self,
         account: &Account,
@@ -348,70 +486,115 @@ impl Gateway {
         now: DateTime<Utc>,
         clock_trusted: bool,
         report: &mut PassReport,
-    ) -> Result<(), StoreError> {
-        let position = self.store.position(&account.id)?;
-        let credits = self.store.emergency_credits(&account.id)?;
-        let pending = self
-            .store
-            .latest_relay_command(meter)?
-            .filter(|c| self.config.relay.blocks_reissue(c.progress, now))
-            .map(|c| c.action);
-        let facts = AccountFacts {
-            balance_paise: position.balance_paise,
-            last_recharge: position.last_recharge.as_ref(),
-            emergency_credit_paise: ledger::active_emergency_credit(
-                &credits,
-                position.last_recharge.as_ref().map(|r| r.at),
-                now,
-            ),
-            daily_consumption_paise: self.daily_consumption(account, now)?,
-            relay: self.store.relay_state(meter)?,
-            pending,
-            below_threshold_since: self.store.below_threshold_since(&account.id)?,
-            manual_override: self.store.active_override(&account.id, now)?,
-            clock_trusted,
-        };
+    ) -> Result<Option<guard::PlannedCommand>, StoreError> {
+        let facts = self.account_facts(account, meter, now, clock_trusted)?;
         let decision = policy::decide(&self.config.policy, &facts, now);
         if decision.below_threshold_since != facts.below_threshold_since {
             self.store
                 .set_below_threshold_since(&account.id, decision.below_threshold_since)?;
         }
-        for alert in alerts_for(account, &decision, position.balance_paise, now) {
+        for alert in alerts_for(account, &decision, facts.balance_paise, now) {
             report.alerts += usize::from(self.store.enqueue_alert(&alert)?);
         }
         if decision.hold.is_some() && facts.relay != RelayState::Disconnected {
             report.disconnects_held += 1;
+        }
+        if decision.hold == Some(policy::Hold::Protected) {
+            self.tell_office_of_protected(account, &facts, &decision, now)?;
         }
         if decision.withdraw_disconnect {
             let why = match decision.hold {
                 Some(hold) => hold.to_string(),
                 None => format!(
                     "balance {} INR is above the disconnect threshold",
-                    rupees(position.balance_paise)
+                    rupees(facts.balance_paise)
                 ),
             };
-            for command in self.store.open_relay_commands()? {
-                if command.meter == meter && command.action == RelayAction::Disconnect {
-                    self.withdraw(&command, now, &why, report)?;
-                }
+            self.withdraw_disconnects_of(meter, now, &why, report)?;
+        }
+        let Some(action) = decision.relay else {
+            return Ok(None);
+        };
+        let verb = match action {
+            RelayAction::Connect => "connect",
+            RelayAction::Disconnect => "disconnect",
+        };
+        let id = format!(
+            "{}:relay:{}:{verb}:{}",
+            self.config.gateway.id,
+            account.id,
+            now.timestamp()
+        );
+        let reason = format!("balance {} INR", rupees(facts.balance_paise));
+        let record = self.decision_record(account, facts, Outcome::from(&decision), now);
+        let command = guard::PlannedCommand {
+            id,
+            meter,
+            reason,
+            record,
+        };
+        match action {
+            RelayAction::Disconnect => Ok(Some(command)),
+            RelayAction::Connect => {
+                self.queue(&command, report)?;
+                Ok(None)
             }
         }
-        if let Some(action) = decision.relay {
-            let verb = match action {
-                RelayAction::Connect => "connect",
-                RelayAction::Disconnect => "disconnect",
-            };
-            let id = format!(
-                "{}:relay:{}:{verb}:{}",
-                self.config.gateway.id,
-                account.id,
-                now.timestamp()
-            );
-            let reason = format!("balance {} INR", rupees(position.balance_paise));
-            tracing::info!(account = %account.id, meter, action = verb, %reason, "relay command queued");
-            self.store
-                .queue_relay_command(&id, meter, action, &reason, now)?;
-            report.commands_queued += 1;
+    }
+
+    /// Queues a decided relay command with its record.
+    fn queue(
+        &mut self,
+        command: &guard::PlannedCommand,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let record = &command.record;
+        let action = record.outcome.relay.unwrap_or(RelayAction::Connect);
+        tracing::info!(account = %record.account, meter = command.meter, ?action, reason = %command.reason, rule = %record.rule(), "relay command queued");
+        self.store.queue_relay_command(
+            &command.id,
+            command.meter,
+            action,
+            &command.reason,
+            record.at,
+            Some(record),
+        )?;
+        report.commands_queued += 1;
+        Ok(())
+    }
+
+    /// A protected account at or below the threshold is not cut; the office is told once per
+    /// episode (a decision record central flags).
+    fn tell_office_of_protected(
+        &mut self,
+        account: &Account,
+        facts: &AccountFacts,
+        decision: &policy::Decision,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let since = decision.below_threshold_since.unwrap_or(now);
+        let id = format!(
+            "{}:protected:{}:{}",
+            self.config.gateway.id,
+            account.id,
+            since.timestamp()
+        );
+        let record = self.decision_record(account, facts.clone(), Outcome::from(decision), now);
+        self.store.record_decision(&id, &record)
+    }
+
+    /// Withdraws the open disconnects of a meter.
+    fn withdraw_disconnects_of(
+        &mut self,
+        meter: i64,
+        now: DateTime<Utc>,
+        why: &str,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        for command in self.store.open_relay_commands()? {
+            if command.meter == meter && command.action == RelayAction::Disconnect {
+                self.withdraw(&command, now, why, report)?;
+            }
         }
         Ok(())
     }

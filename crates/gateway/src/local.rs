@@ -108,13 +108,14 @@ fn redeem(
             message: "the gateway is not in a state to take requests; restart it".into(),
         };
     };
+    let arrears_rules = gateway.policy().arrears.clone();
     match gateway.store().redeem_voucher(code, now) {
         Ok(voucher) => {
             redeemed.notify_one();
             tracing::info!(account = %voucher.account, amount_paise = voucher.amount_paise, "voucher redeemed");
             let balance = gateway
                 .store()
-                .position(&voucher.account)
+                .position(&voucher.account, &arrears_rules)
                 .map(|p| p.balance_paise)
                 .unwrap_or_default();
             LocalResponse {

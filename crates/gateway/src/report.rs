@@ -1,6 +1,6 @@
 //! Read-only reports over a gateway database, for technicians and the office.
 use crate::store::{Store, StoreError};
-use gramgrid_core::policy::RelayState;
+use gramgrid_core::policy::{PolicyConfig, RelayState};
 use gramgrid_core::tariff::rupees;
 use serde::Serialize;
 
@@ -17,6 +17,10 @@ pub struct AccountStatus {
     pub meter: Option<String>,
     /// The balance derived from money events and rated readings (paise; negative when overdrawn).
     pub balance_paise: i64,
+    /// Arrears from post-paid still to be recovered from recharges (paise).
+    pub arrears_outstanding_paise: i64,
+    /// Why the account is protected (never cut automatically), if it is.
+    pub protected: Option<String>,
     /// The relay state the meter last reported (`unknown` without a meter or a report).
     pub relay_state: RelayState,
     /// The meter's open (queued or sent) relay command as "action (state, N sends)", if any.
@@ -35,10 +39,25 @@ pub struct GatewayStatus {
     /// Alerts central has acknowledged. Whether central has told the consumer yet does not come
     /// back to the gateway.
     pub alerts_uploaded: u64,
+    /// Breaker holds not yet released, newest first.
+    pub open_holds: Vec<OpenHold>,
 }
 
-/// Collects the status of every account.
-pub fn gateway_status(store: &Store) -> Result<GatewayStatus, StoreError> {
+/// A breaker hold waiting for a supervisor.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenHold {
+    /// The hold's id (release it by this id).
+    pub id: String,
+    /// When the breaker tripped (UTC).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// How many accounts' disconnection it holds.
+    pub accounts: usize,
+    /// Why.
+    pub reasons: Vec<String>,
+}
+
+/// Collects the status of every account under `policy` (its arrears rules).
+pub fn gateway_status(store: &Store, policy: &PolicyConfig) -> Result<GatewayStatus, StoreError> {
     let open = store.open_relay_commands()?;
     let mut accounts = Vec::new();
     for account in store.accounts()? {
@@ -56,8 +75,11 @@ pub fn gateway_status(store: &Store) -> Result<GatewayStatus, StoreError> {
                     c.action, c.progress.state, c.progress.attempts
                 )
             });
+        let position = store.position(&account.id, &policy.arrears)?;
         accounts.push(AccountStatus {
-            balance_paise: store.position(&account.id)?.balance_paise,
+            balance_paise: position.balance_paise,
+            arrears_outstanding_paise: position.arrears.outstanding_paise(),
+            protected: store.protection(&account.id)?,
             account: account.id,
             consumer_name: account.consumer_name,
             category: account.category.to_string(),
@@ -72,25 +94,62 @@ pub fn gateway_status(store: &Store) -> Result<GatewayStatus, StoreError> {
         open_relay_commands: open.len(),
         alerts_awaiting_upload: alerts.awaiting_upload,
         alerts_uploaded: alerts.uploaded,
+        open_holds: store
+            .holds(OPEN_HOLDS_SHOWN)?
+            .into_iter()
+            .filter(|h| h.released.is_none())
+            .map(|h| OpenHold {
+                id: h.id,
+                at: h.at,
+                accounts: h.accounts.len(),
+                reasons: h.reasons,
+            })
+            .collect(),
     })
 }
+
+/// How many recent holds the status report looks at.
+const OPEN_HOLDS_SHOWN: usize = 20;
 
 /// Renders the status report as a table.
 pub fn render_status(status: &GatewayStatus) -> String {
     let mut out = format!(
-        "{:<12} {:<24} {:<13} {:<12} {:>12} {:<13} {}\n",
-        "ACCOUNT", "CONSUMER", "CATEGORY", "METER", "BALANCE INR", "RELAY", "OPEN COMMAND"
+        "{:<12} {:<24} {:<13} {:<12} {:>12} {:>12} {:<13} {}\n",
+        "ACCOUNT",
+        "CONSUMER",
+        "CATEGORY",
+        "METER",
+        "BALANCE INR",
+        "ARREARS INR",
+        "RELAY",
+        "OPEN COMMAND"
     );
     for a in &status.accounts {
+        let relay = format!("{:?}", a.relay_state).to_lowercase();
         out.push_str(&format!(
-            "{:<12} {:<24} {:<13} {:<12} {:>12} {:<13} {}\n",
+            "{:<12} {:<24} {:<13} {:<12} {:>12} {:>12} {:<13} {}{}\n",
             a.account,
             a.consumer_name,
             a.category,
             a.meter.as_deref().unwrap_or("-"),
             rupees(a.balance_paise),
-            format!("{:?}", a.relay_state).to_lowercase(),
-            a.open_command.as_deref().unwrap_or("-")
+            rupees(a.arrears_outstanding_paise),
+            relay,
+            a.open_command.as_deref().unwrap_or("-"),
+            a.protected
+                .as_deref()
+                .map(|why| format!("  [protected: {why}]"))
+                .unwrap_or_default()
+        ));
+    }
+    for hold in &status.open_holds {
+        out.push_str(&format!(
+            "BREAKER HOLD {} since {}: {} disconnections held ({}); release: gramgrid gateway release {} --by NAME --reason TEXT\n",
+            hold.id,
+            hold.at,
+            hold.accounts,
+            hold.reasons.join("; "),
+            hold.id
         ));
     }
     out.push_str(&format!(
@@ -141,7 +200,7 @@ mod tests {
         };
         store.enqueue_alert(&alert("low-1")).unwrap();
         store.enqueue_alert(&alert("low-2")).unwrap();
-        let status = gateway_status(&store).unwrap();
+        let status = gateway_status(&store, &PolicyConfig::default()).unwrap();
         assert_eq!(
             (status.alerts_awaiting_upload, status.alerts_uploaded),
             (2, 0)
@@ -160,7 +219,7 @@ mod tests {
             .unwrap()
             .seq;
         store.record_acks(first, 0).unwrap();
-        let status = gateway_status(&store).unwrap();
+        let status = gateway_status(&store, &PolicyConfig::default()).unwrap();
         assert_eq!(
             (status.alerts_awaiting_upload, status.alerts_uploaded),
             (1, 1)

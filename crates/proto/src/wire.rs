@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod model;
 pub use model::{
-    ModelError, WireCategory, WireEventKind, WireLedgerEvent, WirePolicy, WirePolicyRules, WireRelayAction,
-    WireRelayState, WireSlab, WireTariffVersion,
+    ModelError, WireCategory, WireEventKind, WireLedgerEvent, WirePolicy, WirePolicyRules,
+    WireRelayAction, WireRelayState, WireSlab, WireTariffVersion,
 };
 
 /// Bumped on any incompatible change; a peer answers a version it does not speak with an error.

@@ -43,9 +43,13 @@ fn a_tenth_of_the_village_may_go_in_a_day_and_no_more() {
         disconnected_today: 18,
         ..calm(200)
     };
-    assert!(!admit(&config, &later, &ids(0..3), None, now()).trips.is_empty());
+    assert!(!admit(&config, &later, &ids(0..3), None, now())
+        .trips
+        .is_empty());
     // A small village may always lose a few.
-    assert!(admit(&config, &calm(12), &ids(0..3), None, now()).trips.is_empty());
+    assert!(admit(&config, &calm(12), &ids(0..3), None, now())
+        .trips
+        .is_empty());
 }
 
 #[test]
@@ -56,7 +60,9 @@ fn a_jump_above_the_recent_average_trips() {
         ..calm(1_000)
     };
     // 4 × 1 a day: the fifth trips, far below the 100 the share would allow.
-    assert!(admit(&config, &facts, &ids(0..4), None, now()).trips.is_empty());
+    assert!(admit(&config, &facts, &ids(0..4), None, now())
+        .trips
+        .is_empty());
     let held = admit(&config, &facts, &ids(0..5), None, now());
     assert_eq!(
         held.trips,
@@ -71,7 +77,9 @@ fn a_jump_above_the_recent_average_trips() {
         recent_days: vec![0; 3],
         ..calm(1_000)
     };
-    assert!(admit(&config, &young, &ids(0..50), None, now()).trips.is_empty());
+    assert!(admit(&config, &young, &ids(0..50), None, now())
+        .trips
+        .is_empty());
 }
 
 #[test]
@@ -142,7 +150,9 @@ fn changes_that_make_a_wrong_cut_likely_hold_for_a_day() {
         last_sync_at: None,
         ..calm(100)
     };
-    assert!(admit(&config, &old, &ids(0..1), None, now()).trips.is_empty());
+    assert!(admit(&config, &old, &ids(0..1), None, now())
+        .trips
+        .is_empty());
 }
 
 #[test]

@@ -192,7 +192,10 @@ fn bad_settings_are_refused_with_guidance() {
         disconnect_threshold_paise: MAX_THRESHOLD_PAISE + 1,
         ..PolicyConfig::default()
     };
-    assert!(config.validate().unwrap_err().contains("above the most allowed"));
+    assert!(config
+        .validate()
+        .unwrap_err()
+        .contains("above the most allowed"));
     let config = PolicyConfig {
         partial_payment: vec![PartialPaymentRule {
             effective_from: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
@@ -211,7 +214,10 @@ fn a_protected_account_is_never_cut_automatically() {
     let now = ist(2026, 11, 30, 11, 0);
     let mut f = facts(-5_000, None);
     f.below_threshold_since = Some(ist(2026, 11, 27, 9, 0));
-    assert_eq!(decide(&config, &f, now).relay, Some(RelayAction::Disconnect));
+    assert_eq!(
+        decide(&config, &f, now).relay,
+        Some(RelayAction::Disconnect)
+    );
     f.protected = true;
     let d = decide(&config, &f, now);
     assert_eq!((d.relay, d.hold), (None, Some(Hold::Protected)));
@@ -223,7 +229,10 @@ fn a_protected_account_is_never_cut_automatically() {
         action: RelayAction::Disconnect,
         until: now + Duration::hours(1),
     });
-    assert_eq!(decide(&config, &f, now).relay, Some(RelayAction::Disconnect));
+    assert_eq!(
+        decide(&config, &f, now).relay,
+        Some(RelayAction::Disconnect)
+    );
 }
 
 /// UPPCL-style tiers: half the debt buys 3 days, three quarters 7 days.
@@ -298,7 +307,10 @@ fn paying_half_the_debt_reconnects_with_days_to_pay_the_rest() {
         paid_paise: 1_500,
         last_paid_at: Some(ist(2026, 3, 31, 9, 0)),
     });
-    assert_eq!(partial_payment_until(&tiers(), &f.arrangement.unwrap()), None);
+    assert_eq!(
+        partial_payment_until(&tiers(), &f.arrangement.unwrap()),
+        None
+    );
 }
 
 #[test]

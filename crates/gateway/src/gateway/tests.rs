@@ -239,7 +239,7 @@ fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
     assert_eq!((first.fixed_charges, first.minimum_charges), (1, 1));
     assert_eq!((second.fixed_charges, second.minimum_charges), (0, 0));
     assert_eq!(
-        gw.store().position("A1").unwrap().balance_paise,
+        gw.store().position("A1", &[]).unwrap().balance_paise,
         -(6_000 + 4_000 + 6_000 / 31)
     );
 }
@@ -396,7 +396,7 @@ fn an_open_disconnect_outside_the_window_is_withdrawn_by_the_resend_check_itself
     // Queued and sent by an earlier pass; the policy's own decision is not consulted here.
     let sent_at = ist(2026, 12, 1, 13, 58);
     gw.store()
-        .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", sent_at)
+        .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", sent_at, None)
         .unwrap();
     gw.store().mark_relay_sent("c1", sent_at).unwrap();
     let mut report = PassReport::default();
@@ -410,7 +410,7 @@ fn an_open_disconnect_outside_the_window_is_withdrawn_by_the_resend_check_itself
     assert_eq!(link.withdrawals(), vec!["c1".to_string()]);
     // Inside a window but on an untrusted clock: withdrawn too.
     gw.store()
-        .queue_relay_command("c2", meter, RelayAction::Disconnect, "test", sent_at)
+        .queue_relay_command("c2", meter, RelayAction::Disconnect, "test", sent_at, None)
         .unwrap();
     gw.advance_relay_commands(ist(2026, 12, 2, 11, 0), false, &mut report)
         .unwrap();
@@ -561,4 +561,333 @@ fn a_command_for_a_meter_the_radio_cannot_address_waits_queued_and_is_not_counte
         (1, 0)
     );
     assert_eq!(link.sends().len(), 1);
+}
+
+/// A village of `n` more accounts (B0..) beside A1, every one connected with nothing paid: all at
+/// the threshold, so every one is due for a disconnect.
+fn village(gw: &mut Gateway, n: usize) -> Vec<i64> {
+    let created = ist(2026, 11, 1, 0, 0);
+    (0..n)
+        .map(|i| {
+            let id = format!("B{i}");
+            gw.store()
+                .upsert_account(&Account {
+                    id: id.clone(),
+                    consumer_name: format!("Household {i}"),
+                    category: Category::Domestic,
+                    phone: None,
+                    created_at: created,
+                })
+                .unwrap();
+            let meter = gw
+                .store()
+                .install_meter(&MeterInstall {
+                    serial: format!("MB{i}"),
+                    account: id,
+                    installed_at: created,
+                    initial_register_wh: Some(0),
+                })
+                .unwrap();
+            gw.on_relay_report(meter, RelayState::Connected, created)
+                .unwrap();
+            meter
+        })
+        .collect()
+}
+
+const NO_GRACE: &str = "[policy]\nfirst_disconnect = \"0s\"\n";
+
+fn disconnect_sends(link: &RecordingLink) -> usize {
+    link.sends()
+        .iter()
+        .filter(|s| s.1 == RelayAction::Disconnect)
+        .count()
+}
+
+#[test]
+fn a_mass_cut_is_held_until_a_supervisor_releases_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    village(&mut gw, 39); // 40 accounts: a day may lose max(3, 10 %) = 4
+    let monday = ist(2026, 11, 30, 10, 0);
+    let pass = gw.policy_pass(monday, true).unwrap();
+    assert_eq!(pass.disconnects_breaker_held, 40);
+    assert_eq!(pass.commands_queued, 0);
+    assert_eq!(disconnect_sends(&link), 0, "no household goes dark");
+    let holds = gw.store().holds(10).unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].accounts.len(), 40);
+    assert!(holds[0].reasons[0].contains("40 disconnections today would exceed the limit of 4"));
+    // Central hears of it, with a decision record per held account.
+    let uplinks = gw.store().priority_after(0, 10_000).unwrap();
+    assert!(uplinks.iter().any(
+        |r| matches!(&r.event, UplinkEvent::BreakerHeld { accounts, .. } if accounts.len() == 40)
+    ));
+    let held = gw.store().decisions("B7", None, 10).unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].1.replays());
+    assert_eq!(
+        held[0].1.breaker.as_ref().map(|b| b.hold_id.as_str()),
+        Some(holds[0].id.as_str())
+    );
+
+    // The next passes say nothing new: the open hold already holds them.
+    gw.policy_pass(monday + Duration::minutes(1), true).unwrap();
+    assert_eq!(gw.store().holds(10).unwrap().len(), 1);
+
+    // Reconnections are never held: A1 pays and its (already cut) supply comes back.
+    gw.on_relay_report(1, RelayState::Disconnected, monday + Duration::minutes(2))
+        .unwrap();
+    gw.store()
+        .record_event(&recharge("r1", 50_000, monday + Duration::minutes(2)))
+        .unwrap();
+    gw.policy_pass(monday + Duration::minutes(3), true).unwrap();
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Connect);
+
+    // A supervisor releases the hold: its 39 remaining disconnections go, once.
+    let release_at = monday + Duration::minutes(5);
+    gw.store()
+        .release_hold(
+            &holds[0].id,
+            "supervisor Verma",
+            "checked the ledger",
+            release_at,
+        )
+        .unwrap();
+    let released = gw.policy_pass(release_at, true).unwrap();
+    assert_eq!(released.commands_queued, 39);
+    assert_eq!(disconnect_sends(&link), 39);
+    assert!(matches!(
+        gw.store()
+            .release_hold(&holds[0].id, "someone", "again", release_at),
+        Err(StoreError::HoldAlreadyReleased { .. })
+    ));
+    // The release was for that pass only: a new household due today is held again.
+    village_more(&mut gw, "C", 1);
+    let after = gw
+        .policy_pass(release_at + Duration::minutes(1), true)
+        .unwrap();
+    assert_eq!(
+        (after.commands_queued, after.disconnects_breaker_held),
+        (0, 1)
+    );
+    assert_eq!(gw.store().holds(10).unwrap().len(), 2);
+}
+
+/// `n` more accounts named `prefix`0.. at the threshold.
+fn village_more(gw: &mut Gateway, prefix: &str, n: usize) {
+    let created = ist(2026, 11, 1, 0, 0);
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        gw.store()
+            .upsert_account(&Account {
+                id: id.clone(),
+                consumer_name: id.clone(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: created,
+            })
+            .unwrap();
+        let meter = gw
+            .store()
+            .install_meter(&MeterInstall {
+                serial: format!("M{id}"),
+                account: id,
+                installed_at: created,
+                initial_register_wh: Some(0),
+            })
+            .unwrap();
+        gw.on_relay_report(meter, RelayState::Connected, created)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_few_cuts_go_ahead_and_each_is_recorded_with_the_facts_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    // 1 of 40 accounts is due: well within the day's limit.
+    for i in 0..39 {
+        gw.store()
+            .upsert_account(&Account {
+                id: format!("P{i}"),
+                consumer_name: "paid".into(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: ist(2026, 11, 1, 0, 0),
+            })
+            .unwrap();
+    }
+    let monday = ist(2026, 11, 30, 10, 0);
+    let pass = gw.policy_pass(monday, true).unwrap();
+    assert_eq!(
+        (pass.commands_queued, pass.disconnects_breaker_held),
+        (1, 0)
+    );
+    assert_eq!(disconnect_sends(&link), 1);
+    let decisions = gw.store().decisions("A1", None, 10).unwrap();
+    let (id, record) = &decisions[0];
+    assert_eq!(
+        id,
+        &link.sends()[0].0,
+        "the decision is stored under the command's id"
+    );
+    assert_eq!(record.outcome.relay, Some(RelayAction::Disconnect));
+    assert_eq!(record.facts.balance_paise, 0);
+    assert!(record.replays());
+    assert!(
+        record.rule().contains("at or below the threshold"),
+        "{}",
+        record.rule()
+    );
+    // `--at` finds the decision in force then; before it there was none.
+    assert_eq!(
+        gw.store().decisions("A1", Some(monday), 10).unwrap().len(),
+        1
+    );
+    assert!(gw
+        .store()
+        .decisions("A1", Some(monday - Duration::seconds(1)), 10)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_protected_account_is_left_on_and_the_office_is_told_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    gw.store()
+        .set_protection("A1", Some("life support"))
+        .unwrap();
+    let monday = ist(2026, 11, 30, 10, 0);
+    for minute in 0..3 {
+        let pass = gw
+            .policy_pass(monday + Duration::minutes(minute), true)
+            .unwrap();
+        assert_eq!(pass.commands_queued, 0);
+    }
+    assert_eq!(disconnect_sends(&link), 0);
+    let decisions = gw.store().decisions("A1", None, 10).unwrap();
+    assert_eq!(decisions.len(), 1, "one record per episode, not per pass");
+    assert_eq!(decisions[0].1.outcome.hold, Some(policy::Hold::Protected));
+    let told = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| matches!(&r.event, UplinkEvent::Decision { account, .. } if account == "A1"))
+        .count();
+    assert_eq!(told, 1);
+}
+
+#[test]
+fn a_policy_change_holds_disconnections_for_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    let policy = |version| gramgrid_proto::wire::DownlinkRecord {
+        seq: version,
+        event: gramgrid_proto::wire::DownlinkEvent::Policy {
+            version,
+            policy: (&GatewayConfig::parse(NO_GRACE).unwrap().policy).into(),
+        },
+    };
+    let sunday = ist(2026, 11, 29, 12, 0);
+    gw.store().apply_downlink(&[policy(1)], sunday).unwrap();
+    gw.refresh_published().unwrap();
+    assert_eq!(
+        gw.store().guard_marks().unwrap().policy_changed_at,
+        None,
+        "a first policy is no change"
+    );
+    gw.store().apply_downlink(&[policy(2)], sunday).unwrap();
+    gw.refresh_published().unwrap();
+    let monday = ist(2026, 11, 30, 10, 0);
+    let pass = gw.policy_pass(monday, true).unwrap();
+    assert_eq!(pass.disconnects_breaker_held, 1);
+    assert!(gw.store().holds(1).unwrap()[0].reasons[0].contains("a new policy took effect"));
+    // A day after the change the cut goes ahead.
+    let tuesday = ist(2026, 12, 1, 12, 1);
+    assert_eq!(gw.policy_pass(tuesday, true).unwrap().commands_queued, 1);
+    assert_eq!(disconnect_sends(&link), 1);
+}
+
+#[test]
+fn paying_half_the_debt_reconnects_and_the_rest_is_due_in_three_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[policy]\nfirst_disconnect = \"0s\"\n[[policy.partial_payment]]\neffective_from = \"2026-04-01\"\nmin_paid_percent = 50\ndays_to_pay_rest = 3\n";
+    let (mut gw, meter, link) = gateway(&dir, toml);
+    // 100 kWh at 3.70 INR: a debt of 370 INR.
+    gw.ingest_readings(&[MeterReading {
+        meter,
+        at: ist(2026, 11, 30, 9, 0),
+        register_wh: 100_000,
+    }])
+    .unwrap();
+    let monday = ist(2026, 11, 30, 10, 0);
+    gw.policy_pass(monday, true).unwrap();
+    assert_eq!(disconnect_sends(&link), 1);
+    gw.on_relay_report(
+        meter,
+        RelayState::Disconnected,
+        monday + Duration::minutes(1),
+    )
+    .unwrap();
+    gw.policy_pass(monday + Duration::minutes(2), true).unwrap();
+    assert_eq!(
+        gw.store().cut("A1").unwrap().map(|c| c.1),
+        Some(37_000),
+        "the debt at the cut"
+    );
+    // Half of it paid: supply back although the balance is still below zero.
+    gw.store()
+        .record_event(&recharge("r1", 18_500, monday + Duration::hours(1)))
+        .unwrap();
+    gw.policy_pass(monday + Duration::hours(1), true).unwrap();
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Connect);
+    let (_, record) = &gw.store().decisions("A1", None, 1).unwrap()[0];
+    assert!(
+        record.rule().contains("partial payment"),
+        "{}",
+        record.rule()
+    );
+    gw.on_relay_report(meter, RelayState::Connected, monday + Duration::hours(2))
+        .unwrap();
+    // Inside the three days no cut; after them, the rest unpaid, the usual rule cuts again.
+    assert_eq!(
+        gw.policy_pass(ist(2026, 12, 2, 11, 0), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+    assert_eq!(
+        gw.policy_pass(ist(2026, 12, 3, 11, 0), true)
+            .unwrap()
+            .commands_queued,
+        1
+    );
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Disconnect);
+}
+
+#[test]
+fn arrears_take_their_share_of_each_recharge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, _link) = gateway(&dir, "");
+    let arrears = LedgerEvent {
+        id: "arrears-A1".into(),
+        account: "A1".into(),
+        at: ist(2026, 11, 1, 0, 0),
+        kind: EventKind::Arrears,
+        amount_paise: 120_000,
+        expires_at: None,
+    };
+    gw.store().record_event(&arrears).unwrap();
+    gw.store()
+        .record_event(&recharge("r1", 40_000, ist(2026, 11, 2, 9, 0)))
+        .unwrap();
+    let rules = gw.policy().arrears.clone();
+    let position = gw.store().position("A1", &rules).unwrap();
+    // 25 % of 400 INR to the arrears, 300 INR credit.
+    assert_eq!(position.balance_paise, 30_000);
+    assert_eq!(position.arrears.recovered_paise, 10_000);
+    assert_eq!(position.arrears.outstanding_paise(), 110_000);
 }

@@ -161,8 +161,9 @@ fn set_state(
 }
 
 impl Store {
-    /// Queues a relay command durably. An open command for the same meter with the other action is
-    /// closed as failed ("superseded"): the newest decision wins.
+    /// Queues a relay command durably, with the record of the decision that made it (stored and
+    /// queued for central in the same transaction). An open command for the same meter with the
+    /// other action is closed as failed ("superseded"): the newest decision wins.
     pub fn queue_relay_command(
         &mut self,
         id: &str,
@@ -170,6 +171,7 @@ impl Store {
         action: RelayAction,
         reason: &str,
         now: DateTime<Utc>,
+        decision: Option<&gramgrid_core::decision::DecisionRecord>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         let superseded: Vec<String> = tx
@@ -194,6 +196,9 @@ impl Store {
             _ => e.into(),
         })?;
         log_state(&tx, id, CommandState::Queued, now, reason)?;
+        if let Some(record) = decision {
+            super::guard::record_decision_in(&tx, id, record)?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -11,6 +11,7 @@
 //!   cut loses nothing stored and the meter is asked again for what was not.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
 mod commands;
+mod guard;
 mod link;
 mod money;
 mod outbox;
@@ -19,6 +20,7 @@ mod schema;
 mod sync;
 
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
+pub use guard::{GuardMarks, HeldPass};
 pub use link::{Fcnt, LinkSession};
 pub use readings::{IngestReport, MeterReading};
 pub use sync::SyncCursors;
@@ -30,6 +32,20 @@ use gramgrid_core::tariff::Category;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// A signed value of `sync_state` (a time, a skew), if set.
+fn signed_state_in(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_signed_state_in(tx: &rusqlite::Transaction<'_>, key: &str, value: i64) -> Result<()> {
+    tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+        .execute(params![key, value])?;
+    Ok(())
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +118,19 @@ pub enum StoreError {
     /// Rating a reading against the tariff book failed.
     #[error("rating failed: {0}")]
     Rating(#[from] gramgrid_core::rating::RatingError),
+    /// No breaker hold with this id.
+    #[error("no breaker hold '{0}'; `gramgrid gateway holds` lists them")]
+    UnknownHold(String),
+    /// The hold was released before; a release is used once.
+    #[error("breaker hold '{id}' was already released by {by} at {at}")]
+    HoldAlreadyReleased {
+        /// The hold.
+        id: String,
+        /// Who released it.
+        by: String,
+        /// When (UTC).
+        at: DateTime<Utc>,
+    },
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),

@@ -2,7 +2,7 @@
 use super::{from_ts, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::Month;
-use gramgrid_core::ledger::{EventKind, LastRecharge, LedgerEvent, Position};
+use gramgrid_core::ledger::{self, ArrearsRule, EventKind, LastRecharge, LedgerEvent, Position};
 use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension};
 
@@ -78,8 +78,9 @@ impl Store {
         Ok(at.map(from_ts))
     }
 
-    /// The account's balance and last recharge, derived from its events and rated readings.
-    pub fn position(&self, account: &str) -> Result<Position> {
+    /// The account's balance, last recharge and arrears, derived from its events and rated
+    /// readings; arrears are recovered from recharges by `rules`.
+    pub fn position(&self, account: &str, rules: &[ArrearsRule]) -> Result<Position> {
         let events: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(effect_paise), 0) FROM ledger_events WHERE account = ?1",
             [account],
@@ -100,10 +101,22 @@ impl Store {
                 },
             )
             .optional()?;
+        let arrears = ledger::arrears(&self.arrears_and_recharges(account)?, rules);
         Ok(Position {
-            balance_paise: events - self.energy_charges(account, None)?,
+            balance_paise: events - self.energy_charges(account, None)? - arrears.recovered_paise,
             last_recharge,
+            arrears,
         })
+    }
+
+    /// The account's arrears events and recharges (what arrears recovery is derived from).
+    fn arrears_and_recharges(&self, account: &str) -> Result<Vec<LedgerEvent>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, account, at, kind, amount_paise, expires_at FROM ledger_events
+             WHERE account = ?1 AND kind IN ('arrears', 'recharge') ORDER BY seq",
+        )?;
+        let rows = statement.query_map([account], event_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Emergency credit events of an account.

@@ -268,4 +268,47 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (serial, at)
     );
     "#,
+    // 11: guardrails. Money event kind 'arrears' (carried over from post-paid; the CHECK is
+    // rebuilt); protected accounts (never cut automatically); the cut that opened a debt (for the
+    // partial-payment rule); the disconnection breaker's holds and their releases; every relay
+    // decision with the facts it was made from (`gramgrid_core::decision`, JSON).
+    r#"
+    CREATE TABLE ledger_events_v11 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('recharge', 'charge', 'fixed_charge', 'minimum_charge', 'adjustment', 'emergency_credit', 'arrears')),
+        amount_paise INTEGER NOT NULL,
+        effect_paise INTEGER NOT NULL,
+        expires_at INTEGER,
+        note TEXT
+    );
+    INSERT INTO ledger_events_v11 (seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note)
+        SELECT seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note FROM ledger_events;
+    DROP TABLE ledger_events;
+    ALTER TABLE ledger_events_v11 RENAME TO ledger_events;
+    CREATE INDEX ledger_by_account ON ledger_events(account, kind, at);
+    ALTER TABLE accounts ADD COLUMN protected TEXT;
+    ALTER TABLE accounts ADD COLUMN cut_at INTEGER;
+    ALTER TABLE accounts ADD COLUMN cut_debt_paise INTEGER;
+    CREATE TABLE breaker_holds (
+        id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        accounts TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        released_by TEXT,
+        released_reason TEXT,
+        released_at INTEGER,
+        used_at INTEGER
+    );
+    CREATE TABLE relay_decisions (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX relay_decisions_by_account ON relay_decisions(account, at);
+    "#,
 ];

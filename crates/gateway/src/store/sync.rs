@@ -1,6 +1,9 @@
 //! The gateway's side of sync in the store: the priority outbox, upload slices, acknowledgements,
 //! and applying downlink records with the cursor in the same transaction.
-use super::{ts, Account, MeterInstall, MeterReading, Result, Store, StoreError};
+use super::{
+    set_signed_state_in, signed_state_in, ts, Account, MeterInstall, MeterReading, Result, Store,
+    StoreError,
+};
 use gramgrid_core::clock::ClockState;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::tariff::TariffVersion;
@@ -8,7 +11,7 @@ use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
 use gramgrid_proto::wire::{
     DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
-    WireTariffVersion,
+    WirePolicyRules, WireTariffVersion,
 };
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -243,15 +246,43 @@ impl Store {
         Ok(versions.into_iter().map(TariffVersion::from).collect())
     }
 
-    /// The newest policy published by central, if any.
-    pub fn published_policy(&self) -> Result<Option<gramgrid_core::policy::PolicyConfig>> {
-        let newest: Option<WirePolicy> = self.published("policy")?.pop();
-        newest
-            .map(|policy| {
-                gramgrid_core::policy::PolicyConfig::try_from(policy)
-                    .map_err(|e| StoreError::Encoding(e.to_string()))
-            })
-            .transpose()
+    /// The newest policy published by central, if any, with its version and its guardrails
+    /// (`PolicyRules` of the same version; the defaults if central sent none).
+    pub fn published_policy(&self) -> Result<Option<(u64, gramgrid_core::policy::PolicyConfig)>> {
+        let Some((version, policy)) = self.published_versions::<WirePolicy>("policy")?.pop() else {
+            return Ok(None);
+        };
+        let encoding = |e: gramgrid_proto::wire::ModelError| StoreError::Encoding(e.to_string());
+        let mut config = gramgrid_core::policy::PolicyConfig::try_from(policy).map_err(encoding)?;
+        let rules = self
+            .published_versions::<WirePolicyRules>("policy_rules")?
+            .into_iter()
+            .find(|(v, _)| *v == version);
+        if let Some((_, rules)) = rules {
+            config = rules.apply_to(config).map_err(encoding)?;
+        }
+        Ok(Some((version, config)))
+    }
+
+    /// Published records of a kind whose versions are numbers, with their version, oldest first.
+    fn published_versions<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(u64, T)>> {
+        let mut statement = self.conn.prepare(
+            "SELECT version, body FROM published_config WHERE kind = ?1 ORDER BY CAST(version AS INTEGER)",
+        )?;
+        let rows = statement.query_map([kind], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, body) = row?;
+            let value =
+                serde_json::from_str(&body).map_err(|e| StoreError::Encoding(e.to_string()))?;
+            out.push((version.parse().unwrap_or(0), value));
+        }
+        Ok(out)
     }
 
     fn published<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
@@ -287,19 +318,6 @@ impl Store {
 const CLOCK_HIGH_WATER: &str = "clock_high_water";
 const CLOCK_SKEW_MS: &str = "clock_skew_ms";
 
-fn signed_state_in(tx: &Transaction<'_>, key: &str) -> Result<Option<i64>> {
-    Ok(tx
-        .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()?)
-}
-
-fn set_signed_state_in(tx: &Transaction<'_>, key: &str, value: i64) -> Result<()> {
-    tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
-        .execute(params![key, value])?;
-    Ok(())
-}
-
 impl Store {
     /// What the gateway remembers about its clock (see `sync::clock`).
     pub fn clock_state(&mut self) -> Result<ClockState> {
@@ -331,6 +349,7 @@ impl Store {
         max_skew: chrono::Duration,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
+        super::guard::note_sync_in(&tx, gateway_time)?;
         set_signed_state_in(&tx, CLOCK_SKEW_MS, skew.num_milliseconds())?;
         if skew.abs() > max_skew {
             tracing::warn!(
@@ -483,11 +502,45 @@ fn apply_one(
             Ok(Effect::None)
         }
         DownlinkEvent::Policy { version, policy } => {
+            super::guard::note_policy_change_in(tx, now)?;
             tx.execute(
                 "INSERT INTO published_config (kind, version, body) VALUES ('policy', ?1, ?2)
                  ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
                 params![version.to_string(), json(policy)?],
             )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::PolicyRules { version, rules } => {
+            tx.execute(
+                "INSERT INTO published_config (kind, version, body) VALUES ('policy_rules', ?1, ?2)
+                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
+                params![version.to_string(), json(rules)?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::AccountProtection { id, protected } => {
+            super::guard::set_protection_in(tx, id, protected.as_deref())?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::BreakerRelease {
+            hold_id,
+            by,
+            reason,
+            at,
+        } => {
+            // A release of a hold this database does not know (restored from an older backup) or
+            // released here already changes nothing; refusing it would stop sync for good.
+            match super::guard::release_in(tx, hold_id, by, reason, *at) {
+                Err(StoreError::UnknownHold(_) | StoreError::HoldAlreadyReleased { .. }) => {
+                    tracing::warn!(hold = %hold_id, %by, "central released a breaker hold this gateway does not hold open; ignored");
+                }
+                other => other?,
+            }
+            Ok(Effect::None)
+        }
+        DownlinkEvent::DatabaseRestored { at } => {
+            tracing::warn!(%at, "central found this database restored or replaced: disconnections are held for a while");
+            super::guard::note_restored_in(tx, now)?;
             Ok(Effect::None)
         }
         DownlinkEvent::VoucherKeys(keys) => {

@@ -295,7 +295,7 @@ fn a_recharge_credits_once_and_a_reused_id_is_refused() {
     with_account(&mut store, "A1");
     assert!(store.record_event(&recharge("r-1", "A1", 50_000)).unwrap());
     assert!(!store.record_event(&recharge("r-1", "A1", 50_000)).unwrap());
-    assert_eq!(store.position("A1").unwrap().balance_paise, 50_000);
+    assert_eq!(store.position("A1", &[]).unwrap().balance_paise, 50_000);
     let err = store
         .record_event(&recharge("r-1", "A1", 90_000))
         .unwrap_err();
@@ -304,7 +304,7 @@ fn a_recharge_credits_once_and_a_reused_id_is_refused() {
         .record_event(&recharge("r-2", "nobody", 100))
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownAccount(_)), "{err}");
-    assert_eq!(store.position("A1").unwrap().balance_paise, 50_000);
+    assert_eq!(store.position("A1", &[]).unwrap().balance_paise, 50_000);
 }
 
 #[test]
@@ -322,7 +322,7 @@ fn readings_are_charged_by_the_tariff_and_reduce_the_balance() {
     // 100 kWh × 3.70 + 50 kWh × 3.90 = 565.00 INR
     assert_eq!(report.charged_paise, 56_500);
     assert_eq!(
-        store.position("A1").unwrap().balance_paise,
+        store.position("A1", &[]).unwrap().balance_paise,
         100_000 - 56_500
     );
     assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
@@ -413,6 +413,7 @@ fn relay_commands_are_acknowledged_only_by_the_reported_state() {
             RelayAction::Disconnect,
             "balance exhausted",
             t0(),
+            None,
         )
         .unwrap();
     store.mark_relay_sent("c1", t0()).unwrap();
@@ -430,10 +431,10 @@ fn relay_commands_are_acknowledged_only_by_the_reported_state() {
     assert_eq!(history[0].progress.attempts, 1);
 
     store
-        .queue_relay_command("c2", meter, RelayAction::Disconnect, "again", t0())
+        .queue_relay_command("c2", meter, RelayAction::Disconnect, "again", t0(), None)
         .unwrap();
     store
-        .queue_relay_command("c3", meter, RelayAction::Connect, "recharged", t0())
+        .queue_relay_command("c3", meter, RelayAction::Connect, "recharged", t0(), None)
         .unwrap();
     let states: Vec<_> = store
         .relay_commands_of(meter)
@@ -450,7 +451,7 @@ fn relay_commands_are_acknowledged_only_by_the_reported_state() {
         ]
     );
     assert!(matches!(
-        store.queue_relay_command("c4", 999, RelayAction::Connect, "x", t0()),
+        store.queue_relay_command("c4", 999, RelayAction::Connect, "x", t0(), None),
         Err(StoreError::UnknownMeter(_))
     ));
 }
@@ -466,6 +467,7 @@ fn a_withdrawn_command_is_closed_with_its_reason_and_queued_for_upload() {
             RelayAction::Disconnect,
             "balance 0.00 INR",
             t0(),
+            None,
         )
         .unwrap();
     store.mark_relay_sent("c1", t0()).unwrap();
@@ -548,7 +550,7 @@ fn backup_copies_a_consistent_database() {
     let copy = dir.path().join("backup.db");
     store.backup_to(&copy).unwrap();
     let restored = Store::open(&copy).unwrap();
-    assert_eq!(restored.position("A1").unwrap().balance_paise, 12_345);
+    assert_eq!(restored.position("A1", &[]).unwrap().balance_paise, 12_345);
 }
 
 proptest! {
@@ -582,7 +584,7 @@ proptest! {
         for batch in arrivals.chunks(batch_size) {
             shuffled.ingest(&book, batch).unwrap();
         }
-        prop_assert_eq!(shuffled.position("A1").unwrap(), ordered.position("A1").unwrap());
+        prop_assert_eq!(shuffled.position("A1", &[]).unwrap(), ordered.position("A1", &[]).unwrap());
         prop_assert_eq!(shuffled.verify(&book).unwrap(), Vec::<String>::new());
         prop_assert_eq!(ordered.verify(&book).unwrap(), Vec::<String>::new());
     }
@@ -671,7 +673,7 @@ mod sync {
         let meter = with_account(&mut store, "A1");
         store.record_event(&recharge("local-1", "A1", 100)).unwrap();
         store
-            .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", t0())
+            .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", t0(), None)
             .unwrap();
         store
             .record_relay_state(meter, RelayState::Disconnected, t0())
@@ -750,7 +752,7 @@ mod sync {
         assert_eq!(store.apply_downlink(&records, t0()).unwrap(), 3);
         assert_eq!(store.apply_downlink(&records, t0()).unwrap(), 0);
         assert_eq!(store.sync_cursors().unwrap().downlink_applied, 3);
-        assert_eq!(store.position("A9").unwrap().balance_paise, 70_000);
+        assert_eq!(store.position("A9", &[]).unwrap().balance_paise, 70_000);
         assert!(store.active_meter("A9").unwrap().is_some());
         assert!(
             store.priority_after(0, 10).unwrap().is_empty(),
@@ -775,6 +777,7 @@ mod sync {
                 RelayAction::Disconnect,
                 "balance exhausted",
                 t0(),
+                None,
             )
             .unwrap();
         let moved = DownlinkEvent::AccountRemoved {
@@ -851,7 +854,7 @@ mod sync {
             store.redeem_voucher(&code, now),
             Err(StoreError::VoucherSpent { .. })
         ));
-        assert_eq!(store.position("A1").unwrap().balance_paise, 25_000);
+        assert_eq!(store.position("A1", &[]).unwrap().balance_paise, 25_000);
         let revoked = Voucher {
             key_id: 4,
             voucher_id: 2,
@@ -876,7 +879,7 @@ mod sync {
             .unwrap_err()
             .to_string();
         assert!(err.contains("elsewhere"), "{err}");
-        assert_eq!(store.position("A1").unwrap().balance_paise, 25_000);
+        assert_eq!(store.position("A1", &[]).unwrap().balance_paise, 25_000);
         let uploads: Vec<_> = store
             .priority_after(0, 10)
             .unwrap()

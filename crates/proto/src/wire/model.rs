@@ -332,7 +332,13 @@ impl From<&PolicyConfig> for WirePolicyRules {
             arrears: p
                 .arrears
                 .iter()
-                .map(|r| (r.effective_from, r.recovery_percent, r.max_per_recharge_paise))
+                .map(|r| {
+                    (
+                        r.effective_from,
+                        r.recovery_percent,
+                        r.max_per_recharge_paise,
+                    )
+                })
                 .collect(),
             partial_payment: p
                 .partial_payment
@@ -356,20 +362,24 @@ impl WirePolicyRules {
         policy.arrears = self
             .arrears
             .iter()
-            .map(|(effective_from, recovery_percent, max_per_recharge_paise)| ArrearsRule {
-                effective_from: *effective_from,
-                recovery_percent: *recovery_percent,
-                max_per_recharge_paise: *max_per_recharge_paise,
-            })
+            .map(
+                |(effective_from, recovery_percent, max_per_recharge_paise)| ArrearsRule {
+                    effective_from: *effective_from,
+                    recovery_percent: *recovery_percent,
+                    max_per_recharge_paise: *max_per_recharge_paise,
+                },
+            )
             .collect();
         policy.partial_payment = self
             .partial_payment
             .iter()
-            .map(|(effective_from, min_paid_percent, days_to_pay_rest)| PartialPaymentRule {
-                effective_from: *effective_from,
-                min_paid_percent: *min_paid_percent,
-                days_to_pay_rest: *days_to_pay_rest,
-            })
+            .map(
+                |(effective_from, min_paid_percent, days_to_pay_rest)| PartialPaymentRule {
+                    effective_from: *effective_from,
+                    min_paid_percent: *min_paid_percent,
+                    days_to_pay_rest: *days_to_pay_rest,
+                },
+            )
             .collect();
         policy.validate().map_err(ModelError)?;
         Ok(policy)
