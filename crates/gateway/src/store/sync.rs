@@ -315,7 +315,7 @@ impl Store {
     }
 }
 
-const CLOCK_HIGH_WATER: &str = "clock_high_water";
+const CLOCK_HIGH_WATER: &str = super::guard::CLOCK_HIGH_WATER;
 const CLOCK_SKEW_MS: &str = "clock_skew_ms";
 
 impl Store {
