@@ -461,7 +461,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
                 )
                 .unwrap();
         }
-        let gateway_balance = store.position("A1").unwrap().balance_paise;
+        let gateway_balance = store.position("A1", &[]).unwrap().balance_paise;
         // Upload as the gateway does: priority records, and the bulk lane in two slices sent in
         // arrival order, the second slice twice (a resend after a lost answer).
         let on_time: Vec<_> = on_time.into_iter().map(|(_, r)| r).collect();
@@ -2339,7 +2339,7 @@ async fn a_moved_account_brings_its_meter_history_and_the_balances_agree() {
             }
         }
         assert!(store.ingest_handed_over(&TariffBook::builtin()).unwrap() >= 290);
-        assert_eq!(store.position("A1").unwrap().balance_paise, charged);
+        assert_eq!(store.position("A1", &[]).unwrap().balance_paise, charged);
         assert_eq!(h.balance("A1").await, charged);
     }
 }

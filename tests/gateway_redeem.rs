@@ -106,7 +106,7 @@ fn a_voucher_is_redeemed_once_through_the_running_daemon() {
     assert_eq!(second.status.code(), Some(1));
     assert!(second_out.contains("already redeemed here"), "{second_out}");
     let store = Store::open(&data.join("gateway.db")).unwrap();
-    assert_eq!(store.position("ACC7").unwrap().balance_paise, 30_000);
+    assert_eq!(store.position("ACC7", &[]).unwrap().balance_paise, 30_000);
 }
 
 #[test]

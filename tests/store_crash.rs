@@ -130,7 +130,7 @@ fn kill_mid_transaction_loses_no_acknowledged_recharge() {
         .filter(|e| e.kind == EventKind::Recharge)
         .map(|e| e.amount_paise)
         .sum();
-    let position = store.position("A1").unwrap();
+    let position = store.position("A1", &[]).unwrap();
     assert_eq!(
         position.balance_paise,
         recharged - store.energy_charges("A1", None).unwrap()

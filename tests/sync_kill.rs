@@ -218,7 +218,7 @@ fn balances(paths: &Paths, dir: &Path) -> Vec<(String, i64, i64)> {
     (0..METERS)
         .map(|i| {
             let id = format!("ACC{i:03}");
-            let at_gateway = gateway.position(&id).unwrap().balance_paise;
+            let at_gateway = gateway.position(&id, &[]).unwrap().balance_paise;
             let account = id.clone();
             let at_central = block(
                 central

@@ -360,7 +360,12 @@ impl Village {
 
     /// The balance the gateway derives for an account.
     pub fn gateway_balance(&self, account: &str) -> Result<i64, VillageError> {
-        self.with_gateway(|g| g.store().position(account).map(|p| p.balance_paise))
+        self.with_gateway(|g| {
+            let rules = g.policy().arrears.clone();
+            g.store()
+                .position(account, &rules)
+                .map(|p| p.balance_paise)
+        })
     }
 
     /// Every account's balance at the gateway and at central: (account, gateway, central).
