@@ -4,18 +4,22 @@ use crate::meter::fleet::PlannedMeter;
 use crate::meter::profile;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_central::accounts::{Account, Meter};
-use gramgrid_core::civil::Month;
+use gramgrid_core::civil::{self, Month};
+use gramgrid_core::policy::{self, PolicyConfig};
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::MeterKeys;
 use rand::Rng;
 
 /// Share of households that start with under two days of credit (alerts, cuts and reconnections
 /// happen within the demo's days).
-const SHORT_OF_CREDIT: f64 = 0.3;
+const SHORT_OF_CREDIT: f64 = 0.08;
 /// Share of households that top up once at central during the demo, whatever their balance.
 const ROUTINE_TOP_UP: f64 = 0.12;
 /// Share of cut-off households that pay within the demo.
 const PAYS_AFTER_CUT: f64 = 0.85;
+/// Share of households that move from post-paid owing arrears; each tops up once during the demo,
+/// and a share of that recharge goes to the arrears.
+const WITH_ARREARS: f64 = 0.04;
 /// While the backhaul is down, the share of payers who buy a voucher (typed in at the gateway)
 /// rather than pay at a counter (credited at central, reaching the gateway when the link returns).
 const VOUCHER_WHILE_DOWN: f64 = 0.6;
@@ -196,6 +200,74 @@ pub fn payment_after_cut(
     })
 }
 
+/// Households that bring arrears from post-paid: (account, arrears in paise, ₹300 to ₹2,000 in
+/// ₹50 steps), each with a top-up at central between `from` and `until` so the recovery shows.
+pub fn arrears(
+    consumers: &[Consumer],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> (Vec<(String, i64)>, Vec<Payment>) {
+    let span = (until - from).num_seconds().max(1);
+    let mut owed = Vec::new();
+    let mut top_ups = Vec::new();
+    for c in consumers {
+        if rng.random_bool(WITH_ARREARS) {
+            owed.push((c.account.id.clone(), rupees_in_fifties(300, 2_000, rng)));
+            top_ups.push(Payment {
+                account: c.account.id.clone(),
+                at: from + Duration::seconds(rng.random_range(0..span)),
+                amount_paise: rupees_in_fifties(400, 1_500, rng),
+                channel: Channel::Central,
+            });
+        }
+    }
+    (owed, top_ups)
+}
+
+/// The household the demo protects (a health centre): the first one that starts short of credit,
+/// so that it runs out during the demo and shows that it is left on.
+pub fn protected<'a>(consumers: &'a [Consumer], book: &TariffBook) -> Option<&'a Consumer> {
+    consumers
+        .iter()
+        .find(|c| c.opening_paise < daily_cost_paise(book, &c.account, c.account.created_at))
+}
+
+/// The policy a tired office engineer publishes by mistake: a disconnect threshold of 1,000 INR,
+/// above nearly every household's balance.
+pub fn bad_policy(good: &PolicyConfig) -> PolicyConfig {
+    PolicyConfig {
+        disconnect_threshold_paise: policy::MAX_THRESHOLD_PAISE,
+        ..good.clone()
+    }
+}
+
+/// When the office publishes the bad policy: 09:45 IST on the last day of the run whose 10:00 is
+/// in a disconnect window, with the backhaul up from then until the correction two hours later
+/// (so the gateway receives both). None when no day qualifies (the demo then skips it).
+pub fn bad_publish_at(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    outage: Option<Outage>,
+    policy: &PolicyConfig,
+) -> Option<DateTime<Utc>> {
+    let first = civil::local_date(start);
+    let last = civil::local_date(end - Duration::seconds(1));
+    first
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .map(|day| civil::start_of_local_day(day) + Duration::minutes(9 * 60 + 45))
+        .filter(|at| *at >= start && *at + BAD_POLICY_IN_FORCE < end)
+        .filter(|at| policy::disconnect_allowed(policy, *at + Duration::minutes(15)).is_ok())
+        .filter(|at| {
+            outage.is_none_or(|o| o.to <= *at || o.from >= *at + BAD_POLICY_IN_FORCE)
+        })
+        .last()
+}
+
+/// How long the bad policy is in force before the office publishes the correction.
+pub const BAD_POLICY_IN_FORCE: Duration = Duration::hours(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,13 +304,39 @@ mod tests {
             .iter()
             .filter(|c| c.opening_paise < 2 * daily_cost_paise(&book, &c.account, start()))
             .count();
-        assert!((30..=90).contains(&short), "{short} of 200 short of credit");
+        assert!((8..=30).contains(&short), "{short} of 200 short of credit");
         assert!(consumers
             .iter()
             .all(|c| c.opening_paise >= 1_000 && c.opening_paise % 1_000 == 0));
         assert!(consumers
             .iter()
             .all(|c| c.meter.keys.is_some() && c.meter.initial_register_wh == Some(1_000)));
+    }
+
+    #[test]
+    fn the_bad_publish_comes_on_the_last_working_morning_with_the_backhaul_up() {
+        let policy = PolicyConfig::default();
+        // Tuesday 1 to Friday 4 December 2026 (00:00 IST).
+        let start = start();
+        let end = start + Duration::days(3);
+        let thursday = start + Duration::days(2) + Duration::minutes(9 * 60 + 45);
+        assert_eq!(bad_publish_at(start, end, None, &policy), Some(thursday));
+        // Backhaul down over Thursday morning: Wednesday's.
+        let down = Outage {
+            from: thursday - Duration::hours(1),
+            to: thursday + Duration::hours(1),
+        };
+        assert_eq!(
+            bad_publish_at(start, end, Some(down), &policy),
+            Some(thursday - Duration::days(1))
+        );
+        // A single Sunday has no window.
+        let sunday = start - Duration::days(2);
+        assert_eq!(bad_publish_at(sunday, sunday + Duration::days(1), None, &policy), None);
+        assert_eq!(
+            bad_policy(&policy).disconnect_threshold_paise,
+            policy::MAX_THRESHOLD_PAISE
+        );
     }
 
     proptest! {
