@@ -6,7 +6,9 @@
 //!
 //! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
-//! `import`, `notify` and `db` (for the benchmarks, the simulator and the tests). Private: the
+//! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
+//! mistake), `import`, `notify` and `db` (for the command line, the benchmarks, the simulator and
+//! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
 #![warn(missing_docs)]
@@ -16,9 +18,11 @@ pub mod api;
 mod audit;
 mod config;
 pub mod db;
+pub mod decisions;
 mod downlink;
 mod export;
 mod flags;
+pub mod holds;
 mod identity;
 pub mod import;
 pub mod notify;
@@ -143,6 +147,23 @@ impl Central {
         }
     }
 
+    /// Runs an office write made outside the API (the `gramgrid central` commands) in one
+    /// transaction with its audit row: `who` stands where the API records a token's name (e.g.
+    /// `cli:asha`), `what` where it records the path (the command).
+    pub fn write_as<T: Send + 'static>(
+        &self,
+        who: &str,
+        what: &str,
+        f: impl FnOnce(&mut dyn db::Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (who, what, now) = (who.to_owned(), what.to_owned(), self.now());
+        self.db.blocking(move |tx| {
+            let done = f(tx)?;
+            audit::record(tx, &who, "CLI", &what, now)?;
+            Ok(done)
+        })
+    }
+
     fn set_tariff_book(&self, book: TariffBook) {
         let mut slot = match self.book.write() {
             Ok(slot) => slot,
@@ -150,6 +171,20 @@ impl Central {
         };
         *slot = Arc::new(book);
     }
+}
+
+/// Longest reason or note accepted from a caller (a protection, a release, an arrears note), in
+/// bytes.
+pub const MAX_REASON_BYTES: usize = 500;
+
+/// Checks a reason or note given by a caller: not blank, at most [`MAX_REASON_BYTES`].
+pub fn check_reason(what: &str, text: &str) -> Result<()> {
+    if text.trim().is_empty() || text.len() > MAX_REASON_BYTES {
+        return Err(CentralError::Invalid(format!(
+            "{what} must be 1 to {MAX_REASON_BYTES} bytes of text, not blank"
+        )));
+    }
+    Ok(())
 }
 
 /// Longest id accepted from a caller (accounts, meters, gateways, idempotency keys).
