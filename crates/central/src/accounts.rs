@@ -1017,7 +1017,8 @@ pub(crate) fn gateway_balances(
 /// rules (the defaults of the rules for a version published without them), or, before any publish,
 /// `PolicyConfig::default()` and no version.
 pub fn policy_in_force(tx: &mut dyn Tx) -> Result<(Option<u64>, PolicyConfig)> {
-    let corrupt = |e: &dyn std::fmt::Display| CentralError::Corrupt(format!("published policy: {e}"));
+    let corrupt =
+        |e: &dyn std::fmt::Display| CentralError::Corrupt(format!("published policy: {e}"));
     let Some(row) = tx.query_opt(
         "SELECT version, body FROM published WHERE kind = 'policy' ORDER BY version DESC LIMIT 1",
         &[],
@@ -1221,21 +1222,32 @@ pub fn publish_policy(
 ) -> Result<()> {
     check_policy(tx, version, policy)?;
     let events = [
-        ("policy", DownlinkEvent::Policy {
-            version,
-            policy: policy.into(),
-        }),
-        ("policy_rules", DownlinkEvent::PolicyRules {
-            version,
-            rules: WirePolicyRules::from(policy),
-        }),
+        (
+            "policy",
+            DownlinkEvent::Policy {
+                version,
+                policy: policy.into(),
+            },
+        ),
+        (
+            "policy_rules",
+            DownlinkEvent::PolicyRules {
+                version,
+                rules: WirePolicyRules::from(policy),
+            },
+        ),
     ];
     for (kind, event) in &events {
         let body =
             serde_json::to_string(event).map_err(|e| CentralError::Invalid(e.to_string()))?;
         tx.execute(
             "INSERT INTO published (kind, version, body, published_at) VALUES ($1, $2, $3, $4)",
-            &[(*kind).into(), format!("{version:020}").into(), body.into(), ts(now).into()],
+            &[
+                (*kind).into(),
+                format!("{version:020}").into(),
+                body.into(),
+                ts(now).into(),
+            ],
         )?;
         append_downlink_to_all(tx, None, event)?;
     }
@@ -1439,5 +1451,193 @@ mod tests {
             "central (gateway village-a has not synced yet)"
         );
         assert_eq!(balance_source(None, false), "central only");
+    }
+
+    use crate::testing::{central, TestCentral};
+    use chrono::TimeZone;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap() + Duration::minutes(minute)
+    }
+
+    fn arrears(
+        t: &TestCentral,
+        id: &str,
+        amount_paise: i64,
+        minute: i64,
+    ) -> Result<RechargeReceipt> {
+        let request = ArrearsRequest {
+            id: id.into(),
+            amount_paise,
+            note: Some("post-paid bill 2026-10".into()),
+        };
+        t.tx(move |tx| record_arrears(tx, "A1", &request, at(minute)))
+    }
+
+    fn pay(t: &TestCentral, key: &str, amount_paise: i64, minute: i64) {
+        let request = RechargeRequest {
+            idempotency_key: key.into(),
+            account: "A1".into(),
+            amount_paise,
+            reference: None,
+        };
+        t.tx(move |tx| recharge(tx, &request, at(minute))).unwrap();
+    }
+
+    fn report(t: &TestCentral) -> Balance {
+        t.tx(|tx| balance(tx, "A1", at(60), Duration::hours(6), &TariffBook::builtin()))
+            .unwrap()
+    }
+
+    #[test]
+    fn arrears_are_recorded_once_per_id_and_sent_to_the_gateway() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        let first = arrears(&t, "postpaid-A1", 120_000, 0).unwrap();
+        assert!(first.created);
+        let again = arrears(&t, "postpaid-A1", 120_000, 5).unwrap();
+        assert!(!again.created);
+        assert_eq!(
+            (again.event_id.as_str(), again.at),
+            (first.event_id.as_str(), first.at)
+        );
+        assert!(matches!(
+            arrears(&t, "postpaid-A1", 99_000, 5),
+            Err(CentralError::Conflict(_))
+        ));
+        // An id is one request whatever its kind: a recharge under it is refused too.
+        let recharge_request = RechargeRequest {
+            idempotency_key: "postpaid-A1".into(),
+            account: "A1".into(),
+            amount_paise: 120_000,
+            reference: None,
+        };
+        assert!(matches!(
+            t.tx(move |tx| recharge(tx, &recharge_request, at(6))),
+            Err(CentralError::Conflict(_))
+        ));
+        assert!(matches!(
+            arrears(&t, "bad id", 1, 0),
+            Err(CentralError::Invalid(_))
+        ));
+        assert!(matches!(
+            arrears(&t, "zero", 0, 0),
+            Err(CentralError::Invalid(_))
+        ));
+        let sent: Vec<DownlinkEvent> = t
+            .downlink("gw-a")
+            .into_iter()
+            .filter(|e| matches!(e, DownlinkEvent::Ledger(_)))
+            .collect();
+        assert_eq!(sent.len(), 1);
+        let DownlinkEvent::Ledger(event) = &sent[0] else {
+            unreachable!()
+        };
+        assert_eq!(event.kind, gramgrid_proto::wire::WireEventKind::Arrears);
+        assert_eq!(event.amount_paise, 120_000);
+        // Arrears do not move the balance by themselves.
+        assert_eq!(report(&t).balance_paise, 0);
+    }
+
+    #[test]
+    fn central_takes_arrears_recovered_off_the_balance_as_the_gateway_does() {
+        // The worked example of `ledger`: 1,200 INR of arrears, 25 % of each recharge, at most
+        // 500 INR of one.
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        arrears(&t, "postpaid-A1", 120_000, 0).unwrap();
+        pay(&t, "r1", 40_000, 10);
+        pay(&t, "r2", 300_000, 20);
+        pay(&t, "r3", 100_000, 30);
+        let b = report(&t);
+        assert_eq!(
+            b.arrears,
+            ArrearsReport {
+                opening_paise: 120_000,
+                recovered_paise: 85_000,
+                outstanding_paise: 35_000
+            }
+        );
+        assert_eq!(b.balance_paise, 440_000 - 85_000);
+        // The gateway's position over the same events, under the same rules.
+        let events = t.tx(|tx| events_of(tx, "A1")).unwrap();
+        let rules = PolicyConfig::default().arrears;
+        assert_eq!(
+            ledger::position(&events, &rules).balance_paise,
+            b.balance_paise
+        );
+        assert_eq!(t.tx(|tx| balance_paise(tx, "A1")).unwrap(), b.balance_paise);
+        let all = t.tx(move |tx| gateway_balances(tx, None, &rules)).unwrap();
+        assert_eq!(all, [("gw-a".to_owned(), "A1".to_owned(), b.balance_paise)]);
+        // A published policy's arrears rules are the ones central applies.
+        let mut policy = PolicyConfig::default();
+        policy.arrears[0].recovery_percent = 10;
+        t.tx(move |tx| publish_policy(tx, 1, &policy, at(40)))
+            .unwrap();
+        // 10 % of each: 40 + 300 + 100 INR = 440 INR.
+        assert_eq!(report(&t).arrears.recovered_paise, 44_000);
+        assert_eq!(report(&t).balance_paise, 440_000 - 44_000);
+    }
+
+    #[test]
+    fn a_protected_account_s_gateway_is_told_and_so_is_its_next_one() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        t.account("A2", None);
+        let protect = |id: &'static str, reason: Option<&'static str>| {
+            t.tx(move |tx| set_protection(tx, id, reason))
+        };
+        let view = protect("A1", Some("life support")).unwrap();
+        assert_eq!(view.protected.as_deref(), Some("life support"));
+        assert_eq!(view.account.gateway.as_deref(), Some("gw-a"));
+        assert!(matches!(
+            protect("A1", Some("  ")),
+            Err(CentralError::Invalid(_))
+        ));
+        assert!(matches!(
+            protect("A9", Some("pump")),
+            Err(CentralError::NotFound(_))
+        ));
+        // An account with no gateway is protected at central only until it gets one.
+        protect("A2", Some("health centre")).unwrap();
+        let protection = |gateway: &str| -> Vec<(String, Option<String>)> {
+            t.downlink(gateway)
+                .into_iter()
+                .filter_map(|e| match e {
+                    DownlinkEvent::AccountProtection { id, protected } => Some((id, protected)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            protection("gw-a"),
+            [("A1".into(), Some("life support".into()))]
+        );
+        // Moved to gw-b: the new gateway learns it with the account.
+        let mut moved = t.tx(|tx| account(tx, "A1")).unwrap();
+        moved.gateway = Some("gw-b".into());
+        t.tx(move |tx| put_account(tx, &moved, true)).unwrap();
+        assert_eq!(
+            protection("gw-b"),
+            [("A1".into(), Some("life support".into()))]
+        );
+        let view = protect("A1", None).unwrap();
+        assert_eq!(view.protected, None);
+        assert_eq!(
+            protection("gw-b"),
+            [
+                ("A1".into(), Some("life support".into())),
+                ("A1".into(), None)
+            ]
+        );
+        let listed = t.tx(list_accounts).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|v| (v.account.id.as_str(), v.protected.as_deref()))
+                .collect::<Vec<_>>(),
+            [("A1", None), ("A2", Some("health centre"))]
+        );
+        assert_eq!(report(&t).protected, None);
     }
 }

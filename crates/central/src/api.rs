@@ -191,7 +191,10 @@ pub fn router(central: Arc<Central>) -> Router {
             post(release_gateway_hold),
         )
         .route("/api/v1/policy/holds", get(policy_holds))
-        .route("/api/v1/policy/holds/{id}/release", post(release_policy_hold))
+        .route(
+            "/api/v1/policy/holds/{id}/release",
+            post(release_policy_hold),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,

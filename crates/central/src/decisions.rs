@@ -126,3 +126,60 @@ pub fn of_account(
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{central, decision};
+    use chrono::{Duration, TimeZone};
+
+    #[test]
+    fn the_decision_in_force_at_a_time_is_the_latest_made_by_then() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        // 11:00 IST on a Monday (a cut), then 15:00 (outside the window), then a day later.
+        let first = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
+        let times = [first, first + Duration::hours(4), first + Duration::days(1)];
+        for (i, at) in times.into_iter().enumerate() {
+            let record = decision("A1", at, -2_500);
+            let text = serde_json::to_string(&record).unwrap();
+            t.tx(move |tx| super::record(tx, "gw-a", &format!("d{i}"), at, &record, &text, at))
+                .unwrap();
+        }
+        let list =
+            |at: Option<DateTime<Utc>>, limit: i64| t.tx(move |tx| of_account(tx, "A1", at, limit));
+        let ids = |found: Vec<Decision>| found.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        assert_eq!(ids(list(None, 100).unwrap()), ["d2", "d1", "d0"]);
+        assert_eq!(ids(list(None, 2).unwrap()), ["d2", "d1"]);
+        assert_eq!(
+            ids(list(Some(times[1] + Duration::hours(1)), 100).unwrap()),
+            ["d1"]
+        );
+        assert_eq!(ids(list(Some(times[0]), 100).unwrap()), ["d0"]);
+        assert!(list(Some(times[0] - Duration::seconds(1)), 100)
+            .unwrap()
+            .is_empty());
+        let cut = list(Some(times[0]), 1).unwrap().remove(0);
+        assert_eq!(cut.action, Some(RelayAction::Disconnect));
+        assert_eq!(cut.gateway, "gw-a");
+        assert!(cut.replays && cut.replayed_on_receipt);
+        assert!(
+            cut.rule.contains("at or below the threshold"),
+            "{}",
+            cut.rule
+        );
+        assert!(
+            cut.words[0].contains("disconnect command issued"),
+            "{:?}",
+            cut.words
+        );
+        let held = list(Some(times[1]), 1).unwrap().remove(0);
+        assert_eq!(held.action, None);
+        assert!(held.rule.contains("no disconnect"), "{}", held.rule);
+        assert!(matches!(list(None, 0), Err(CentralError::Invalid(_))));
+        assert!(matches!(
+            t.tx(|tx| of_account(tx, "A9", None, 10)),
+            Err(CentralError::NotFound(_))
+        ));
+    }
+}

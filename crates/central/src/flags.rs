@@ -25,7 +25,13 @@ pub(crate) fn flag(
         &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into(), i64::from(urgent).into()],
     )?;
     if new == 1 && urgent {
-        tracing::error!(kind, gateway, account, detail, "urgent business event flagged");
+        tracing::error!(
+            kind,
+            gateway,
+            account,
+            detail,
+            "urgent business event flagged"
+        );
     } else if new == 1 {
         tracing::warn!(kind, gateway, account, detail, "business event flagged");
     }

@@ -336,7 +336,7 @@ pub enum Publish {
     /// The policy was published and sent to every gateway.
     Published,
     /// Central's breaker held it: nothing was published; the hold waits for a release.
-    Held(PolicyHold),
+    Held(Box<PolicyHold>),
 }
 
 /// Publishes a policy version unless central's breaker holds it: counts each gateway's accounts
@@ -399,7 +399,7 @@ pub fn publish_policy(
             by.into(),
         ],
     )?;
-    Ok(Publish::Held(hold))
+    Ok(Publish::Held(Box::new(hold)))
 }
 
 /// Policy holds are released at central only: the place is a constant.

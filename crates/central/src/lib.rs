@@ -202,3 +202,138 @@ pub fn check_id(what: &str, id: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// What the unit tests share: a central on a fresh SQLite file, and the records they look at.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::db::Tx;
+    use super::{accounts, Central, CentralConfig, Result};
+    use chrono::{DateTime, Duration, Utc};
+    use gramgrid_core::decision::{DecisionRecord, Outcome};
+    use gramgrid_core::policy::{self, AccountFacts, PolicyConfig, RelayState};
+    use gramgrid_core::tariff::Category;
+    use gramgrid_proto::wire::DownlinkEvent;
+
+    /// A central server on a database of its own, removed with it.
+    pub(crate) struct TestCentral {
+        pub(crate) central: Central,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A flag as the tests read it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct SeenFlag {
+        pub(crate) id: String,
+        pub(crate) kind: String,
+        pub(crate) gateway: Option<String>,
+        pub(crate) account: Option<String>,
+        pub(crate) detail: String,
+        pub(crate) urgent: bool,
+    }
+
+    /// A fresh central.
+    pub(crate) fn central() -> TestCentral {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CentralConfig {
+            database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+            secrets_key_file: dir.path().join("secrets.key"),
+            ..CentralConfig::default()
+        };
+        TestCentral {
+            central: Central::open(config).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    impl TestCentral {
+        /// Runs `f` in one transaction.
+        pub(crate) fn tx<T: Send + 'static>(
+            &self,
+            f: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+        ) -> Result<T> {
+            self.central.db().blocking(f)
+        }
+
+        /// Opens account `id` (domestic), assigned to `gateway` if given.
+        pub(crate) fn account(&self, id: &str, gateway: Option<&str>) {
+            let account = accounts::Account {
+                id: id.into(),
+                consumer_name: "Asha".into(),
+                category: Category::Domestic,
+                phone: None,
+                gateway: gateway.map(str::to_owned),
+                created_at: Utc::now(),
+            };
+            self.tx(move |tx| accounts::put_account(tx, &account, false))
+                .unwrap();
+        }
+
+        /// Every record of `gateway`'s downlink log, in order.
+        pub(crate) fn downlink(&self, gateway: &str) -> Vec<DownlinkEvent> {
+            let gateway = gateway.to_owned();
+            self.tx(move |tx| {
+                Ok(tx
+                    .query(
+                        "SELECT event FROM downlink WHERE gateway = $1 ORDER BY seq",
+                        &[gateway.into()],
+                    )?
+                    .iter()
+                    .map(|row| serde_json::from_str(&row.text(0).unwrap()).unwrap())
+                    .collect())
+            })
+            .unwrap()
+        }
+
+        /// Every flag, by id.
+        pub(crate) fn flags(&self) -> Vec<SeenFlag> {
+            self.tx(|tx| {
+                Ok(tx
+                    .query(
+                        "SELECT id, kind, gateway, account, detail, urgent FROM flags ORDER BY id",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| SeenFlag {
+                        id: r.text(0).unwrap(),
+                        kind: r.text(1).unwrap(),
+                        gateway: r.opt_text(2).unwrap(),
+                        account: r.opt_text(3).unwrap(),
+                        detail: r.text(4).unwrap(),
+                        urgent: r.int(5).unwrap() != 0,
+                    })
+                    .collect())
+            })
+            .unwrap()
+        }
+    }
+
+    /// A decision for `account` at `at` with `balance_paise`, under the default policy, below the
+    /// threshold for two days: a disconnect inside a window, nothing outside one.
+    pub(crate) fn decision(account: &str, at: DateTime<Utc>, balance_paise: i64) -> DecisionRecord {
+        let facts = AccountFacts {
+            balance_paise,
+            last_recharge: None,
+            emergency_credit_paise: 0,
+            daily_consumption_paise: None,
+            relay: RelayState::Connected,
+            pending: None,
+            below_threshold_since: Some(at - Duration::days(2)),
+            manual_override: None,
+            clock_trusted: true,
+            protected: false,
+            arrangement: None,
+        };
+        let policy = PolicyConfig::default();
+        let outcome = Outcome::from(&policy::decide(&policy, &facts, at));
+        DecisionRecord {
+            account: account.into(),
+            at,
+            policy,
+            policy_version: Some(1),
+            tariff_version: None,
+            facts,
+            outcome,
+            breaker: None,
+        }
+    }
+}

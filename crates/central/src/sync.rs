@@ -11,7 +11,9 @@ use super::downlink::{append_downlink, ensure_gateway};
 use super::flags::flag;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
-use super::{accounts, decisions, holds, identity, notify, vouchers, Central, CentralError, Result};
+use super::{
+    accounts, decisions, holds, identity, notify, vouchers, Central, CentralError, Result,
+};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -481,3 +483,6 @@ fn money_recorded<T>(
         Err(other) => Err(other),
     }
 }
+
+#[cfg(test)]
+mod tests;
