@@ -836,7 +836,10 @@ async fn the_openapi_document_is_served_and_documents_every_route() {
             "{method} {path} is not documented"
         );
         // Routed: anything but 404/405 for the documented method.
-        let uri = path.replace("{id}", "X").replace("{serial}", "X");
+        let uri = path
+            .replace("{id}", "X")
+            .replace("{serial}", "X")
+            .replace("{hold}", "X");
         let (status, _) = h.call(&method.to_uppercase(), &uri, Some("{}")).await;
         assert!(
             status != StatusCode::NOT_FOUND || uri.contains("/X"),

@@ -8,10 +8,11 @@ use super::{CentralError, Result};
 pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts, Month};
-use gramgrid_core::ledger::{EventKind, LedgerEvent};
+use gramgrid_core::ledger::{self, ArrearsRule, EventKind, LedgerEvent};
+use gramgrid_core::policy::PolicyConfig;
 use gramgrid_core::tariff::{Category, TariffBook, TariffVersion};
 use gramgrid_net::secrets::Sealer;
-use gramgrid_proto::wire::{DownlinkEvent, MeterKeys};
+use gramgrid_proto::wire::{DownlinkEvent, MeterKeys, WirePolicyRules};
 use serde::{Deserialize, Serialize};
 
 /// The largest single recharge accepted (₹1,00,000): anything above is a typo, not a payment.
@@ -123,15 +124,68 @@ pub fn account(tx: &mut dyn Tx, id: &str) -> Result<Account> {
     account_from_row(&row)
 }
 
-/// Every account, by id.
-pub fn list_accounts(tx: &mut dyn Tx) -> Result<Vec<Account>> {
+/// An account as the accounts list shows it: its details and whether it is protected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The account's details.
+    #[serde(flatten)]
+    pub account: Account,
+    /// Why the account is never disconnected automatically (e.g. "life support"); None when it
+    /// is not protected. Set with `PUT /api/v1/accounts/{id}/protection`.
+    pub protected: Option<String>,
+}
+
+fn account_view_from_row(row: &super::db::Row) -> Result<AccountView> {
+    Ok(AccountView {
+        account: account_from_row(row)?,
+        protected: row.opt_text(6)?,
+    })
+}
+
+/// One account with its protection, or `NotFound`.
+pub fn account_view(tx: &mut dyn Tx, id: &str) -> Result<AccountView> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {ACCOUNT_COLUMNS}, protected FROM accounts WHERE id = $1"),
+            &[id.into()],
+        )?
+        .ok_or_else(|| CentralError::NotFound(format!("no account '{id}'")))?;
+    account_view_from_row(&row)
+}
+
+/// Every account with its protection, by id.
+pub fn list_accounts(tx: &mut dyn Tx) -> Result<Vec<AccountView>> {
     tx.query(
-        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"),
+        &format!("SELECT {ACCOUNT_COLUMNS}, protected FROM accounts ORDER BY id"),
         &[],
     )?
     .iter()
-    .map(account_from_row)
+    .map(account_view_from_row)
     .collect()
+}
+
+/// Protects an account (`reason`, e.g. "life support": never disconnected automatically) or, with
+/// None, ends its protection. Its gateway is told.
+pub fn set_protection(tx: &mut dyn Tx, id: &str, reason: Option<&str>) -> Result<AccountView> {
+    if let Some(reason) = reason {
+        crate::check_reason("the protection's reason", reason)?;
+    }
+    let account = self::account(tx, id)?;
+    tx.execute(
+        "UPDATE accounts SET protected = $2 WHERE id = $1",
+        &[id.into(), reason.into()],
+    )?;
+    if let Some(gateway) = &account.gateway {
+        append_downlink(
+            tx,
+            gateway,
+            &DownlinkEvent::AccountProtection {
+                id: id.to_owned(),
+                protected: reason.map(str::to_owned),
+            },
+        )?;
+    }
+    account_view(tx, id)
 }
 
 /// Creates an account (or, with `update`, replaces an existing one's details). When it is (or
@@ -212,6 +266,16 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
             }
             for event in events_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &DownlinkEvent::Ledger((&event).into()))?;
+            }
+            if let Some(reason) = account_view(tx, &account.id)?.protected {
+                append_downlink(
+                    tx,
+                    gateway,
+                    &DownlinkEvent::AccountProtection {
+                        id: account.id.clone(),
+                        protected: Some(reason),
+                    },
+                )?;
             }
         }
     }
@@ -625,6 +689,51 @@ pub fn emergency_credit(
     )
 }
 
+/// Arrears carried over from post-paid, entered when an account moves to prepaid. They are not part
+/// of the balance: each later recharge pays a share into them (the policy's arrears rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrearsRequest {
+    /// Chosen by the caller, unique per entry (an idempotency key, like a recharge's): the same
+    /// request again records once; another request under the same id is refused.
+    pub id: String,
+    /// The arrears, in paise (1 to [`MAX_RECHARGE_PAISE`]).
+    pub amount_paise: i64,
+    /// Where the figure comes from (the post-paid bill), for the office.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Records an account's arrears once per request id; its gateway is sent the money event.
+pub fn record_arrears(
+    tx: &mut dyn Tx,
+    account: &str,
+    request: &ArrearsRequest,
+    now: DateTime<Utc>,
+) -> Result<RechargeReceipt> {
+    check_amount(request.amount_paise)?;
+    if let Some(note) = &request.note {
+        crate::check_reason("the arrears note", note)?;
+    }
+    /// What the id stands for: the request and the account it was made for.
+    #[derive(Serialize)]
+    struct Stored<'a> {
+        account: &'a str,
+        #[serde(flatten)]
+        request: &'a ArrearsRequest,
+    }
+    money_once(
+        tx,
+        &request.id,
+        &Stored { account, request },
+        account,
+        EventKind::Arrears,
+        request.amount_paise,
+        None,
+        now,
+    )
+}
+
 /// Records one central money event per idempotency key: the key stores the request (with its
 /// kind), so a repeat returns the first receipt and a different request under the key is refused.
 #[allow(clippy::too_many_arguments)]
@@ -759,7 +868,7 @@ fn ledger_event(tx: &mut dyn Tx, id: &str) -> Result<LedgerEvent> {
 }
 
 /// Every money event of an account, whoever made it (central, this or an earlier gateway).
-fn events_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<LedgerEvent>> {
+pub(crate) fn events_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<LedgerEvent>> {
     tx.query(
         &format!("SELECT {LEDGER_COLUMNS} FROM ledger_events WHERE account = $1 ORDER BY at, id"),
         &[account.into()],
@@ -820,10 +929,47 @@ pub struct Balance {
     /// Relay state of the account's meter(s) as last reported: "connected", "disconnected",
     /// "unknown", or "mixed" when its meters differ.
     pub relay_state: String,
+    /// Arrears carried over from post-paid and their recovery from recharges (all zero when the
+    /// account has none).
+    pub arrears: ArrearsReport,
+    /// Why the account is protected (never disconnected automatically), if it is.
+    pub protected: Option<String>,
 }
 
-/// Σ money events − Σ energy charges, in paise.
+/// An account's arrears from post-paid, in paise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrearsReport {
+    /// Arrears recorded.
+    pub opening_paise: i64,
+    /// Recovered from recharges so far (already taken off the balance).
+    pub recovered_paise: i64,
+    /// Still to be recovered: opening − recovered.
+    pub outstanding_paise: i64,
+}
+
+impl From<ledger::Arrears> for ArrearsReport {
+    fn from(a: ledger::Arrears) -> Self {
+        ArrearsReport {
+            opening_paise: a.opening_paise,
+            recovered_paise: a.recovered_paise,
+            outstanding_paise: a.outstanding_paise(),
+        }
+    }
+}
+
+/// Σ money events − arrears recovered − Σ energy charges, in paise, under the arrears rules of the
+/// policy in force: the gateway's `ledger::position` less its energy charges.
 pub fn balance_paise(tx: &mut dyn Tx, account: &str) -> Result<i64> {
+    let (_, policy) = policy_in_force(tx)?;
+    Ok(balance_and_arrears(tx, account, &policy.arrears)?.0)
+}
+
+/// An account's balance (as [`balance_paise`]) and its arrears, under `rules`.
+fn balance_and_arrears(
+    tx: &mut dyn Tx,
+    account: &str,
+    rules: &[ArrearsRule],
+) -> Result<(i64, ledger::Arrears)> {
     let money = tx.query_int(
         "SELECT CAST(SUM(effect_paise) AS BIGINT) FROM ledger_events WHERE account = $1",
         &[account.into()],
@@ -833,7 +979,71 @@ pub fn balance_paise(tx: &mut dyn Tx, account: &str) -> Result<i64> {
          JOIN meters m ON m.serial = s.meter WHERE m.account = $1",
         &[account.into()],
     )?;
-    Ok(money - energy)
+    let arrears = ledger::arrears(&events_of(tx, account)?, rules);
+    Ok((money - arrears.recovered_paise - energy, arrears))
+}
+
+/// The balance of every account assigned to a gateway (to `gateway` only, when given), as
+/// [`balance_paise`] derives it under `rules`: `(gateway, account, balance)`, by gateway and account.
+pub(crate) fn gateway_balances(
+    tx: &mut dyn Tx,
+    gateway: Option<&str>,
+    rules: &[ArrearsRule],
+) -> Result<Vec<(String, String, i64)>> {
+    // Correlated sums over the accounts asked for (both are index lookups).
+    let rows = tx.query(
+        "SELECT a.gateway, a.id,
+           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
+           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
+           (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
+         FROM accounts a WHERE a.gateway IS NOT NULL AND ($1 = '' OR a.gateway = $1)
+         ORDER BY a.gateway, a.id",
+        &[gateway.unwrap_or("").into()],
+    )?;
+    let mut balances = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (gateway, account, mut balance) = (row.text(0)?, row.text(1)?, row.int(2)?);
+        // Only accounts with arrears have anything recovered: their events are read.
+        if row.int(3)? > 0 {
+            balance -= ledger::arrears(&events_of(tx, &account)?, rules).recovered_paise;
+        }
+        balances.push((gateway, account, balance));
+    }
+    Ok(balances)
+}
+
+/// The policy in force at central, as the gateways hold it: the newest published version with its
+/// rules (the defaults of the rules for a version published without them), or, before any publish,
+/// `PolicyConfig::default()` and no version.
+pub fn policy_in_force(tx: &mut dyn Tx) -> Result<(Option<u64>, PolicyConfig)> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| CentralError::Corrupt(format!("published policy: {e}"));
+    let Some(row) = tx.query_opt(
+        "SELECT version, body FROM published WHERE kind = 'policy' ORDER BY version DESC LIMIT 1",
+        &[],
+    )?
+    else {
+        return Ok((None, PolicyConfig::default()));
+    };
+    let stored_version = row.text(0)?;
+    let event: DownlinkEvent = serde_json::from_str(&row.text(1)?).map_err(|e| corrupt(&e))?;
+    let DownlinkEvent::Policy { version, policy } = event else {
+        return Err(corrupt(&"not a policy record"));
+    };
+    let mut config = PolicyConfig::try_from(policy).map_err(|e| corrupt(&e))?;
+    if let Some(rules) = tx.query_opt(
+        "SELECT body FROM published WHERE kind = 'policy_rules' AND version = $1",
+        &[stored_version.into()],
+    )? {
+        let event: DownlinkEvent =
+            serde_json::from_str(&rules.text(0)?).map_err(|e| corrupt(&e))?;
+        let DownlinkEvent::PolicyRules { rules, .. } = event else {
+            return Err(corrupt(&"not a policy rules record"));
+        };
+        config = rules.apply_to(config).map_err(|e| corrupt(&e))?;
+    }
+    Ok((Some(version), config))
 }
 
 /// The balance report of one account at `now`, with the days left estimated against `book`.
@@ -844,8 +1054,10 @@ pub fn balance(
     stale_after: Duration,
     book: &TariffBook,
 ) -> Result<Balance> {
-    let account = self::account(tx, account_id)?;
-    let balance_paise = balance_paise(tx, account_id)?;
+    let account = account_view(tx, account_id)?;
+    let (protected, account) = (account.protected, account.account);
+    let (_, policy) = policy_in_force(tx)?;
+    let (balance_paise, arrears) = balance_and_arrears(tx, account_id, &policy.arrears)?;
     let last_sync_at = match &account.gateway {
         Some(gateway) => tx
             .query_opt(
@@ -887,6 +1099,8 @@ pub fn balance(
         estimated_units_left,
         estimated_days_left,
         relay_state,
+        arrears: arrears.into(),
+        protected,
     })
 }
 
@@ -997,13 +1211,52 @@ pub fn estimate_days_left(
 }
 
 /// Publishes a policy version (alert levels, disconnect windows, grace, holiday calendar, daily
-/// message time): stored and sent to every gateway. Versions only go up.
+/// message time, and its rules: breaker, arrears recovery, partial payment): stored and sent to
+/// every gateway, the `Policy` record followed by its `PolicyRules`. Versions only go up. This is
+/// the publish itself: `holds::publish_policy` guards it.
 pub fn publish_policy(
     tx: &mut dyn Tx,
     version: u64,
-    policy: &gramgrid_core::policy::PolicyConfig,
+    policy: &PolicyConfig,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    check_policy(tx, version, policy)?;
+    let events = [
+        (
+            "policy",
+            DownlinkEvent::Policy {
+                version,
+                policy: policy.into(),
+            },
+        ),
+        (
+            "policy_rules",
+            DownlinkEvent::PolicyRules {
+                version,
+                rules: WirePolicyRules::from(policy),
+            },
+        ),
+    ];
+    for (kind, event) in &events {
+        let body =
+            serde_json::to_string(event).map_err(|e| CentralError::Invalid(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO published (kind, version, body, published_at) VALUES ($1, $2, $3, $4)",
+            &[
+                (*kind).into(),
+                format!("{version:020}").into(),
+                body.into(),
+                ts(now).into(),
+            ],
+        )?;
+        append_downlink_to_all(tx, None, event)?;
+    }
+    Ok(())
+}
+
+/// Checks that `policy` may be published as `version`: valid, newer than the published one, and
+/// not too far above it.
+pub fn check_policy(tx: &mut dyn Tx, version: u64, policy: &PolicyConfig) -> Result<()> {
     policy.validate().map_err(CentralError::Invalid)?;
     // Versions are stored zero-padded, so the text maximum is the numeric one.
     let newest = tx
@@ -1026,16 +1279,7 @@ pub fn publish_policy(
             "policy version {version} jumps too far: the next version may be at most {highest} ({MAX_POLICY_VERSION_STEP} above the published one)"
         )));
     }
-    let event = DownlinkEvent::Policy {
-        version,
-        policy: policy.into(),
-    };
-    let body = serde_json::to_string(&event).map_err(|e| CentralError::Invalid(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO published (kind, version, body, published_at) VALUES ('policy', $1, $2, $3)",
-        &[format!("{version:020}").into(), body.into(), ts(now).into()],
-    )?;
-    append_downlink_to_all(tx, None, &event)
+    Ok(())
 }
 
 /// How far above the published policy version a new one may be.
@@ -1207,5 +1451,193 @@ mod tests {
             "central (gateway village-a has not synced yet)"
         );
         assert_eq!(balance_source(None, false), "central only");
+    }
+
+    use crate::testing::{central, TestCentral};
+    use chrono::TimeZone;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap() + Duration::minutes(minute)
+    }
+
+    fn arrears(
+        t: &TestCentral,
+        id: &str,
+        amount_paise: i64,
+        minute: i64,
+    ) -> Result<RechargeReceipt> {
+        let request = ArrearsRequest {
+            id: id.into(),
+            amount_paise,
+            note: Some("post-paid bill 2026-10".into()),
+        };
+        t.tx(move |tx| record_arrears(tx, "A1", &request, at(minute)))
+    }
+
+    fn pay(t: &TestCentral, key: &str, amount_paise: i64, minute: i64) {
+        let request = RechargeRequest {
+            idempotency_key: key.into(),
+            account: "A1".into(),
+            amount_paise,
+            reference: None,
+        };
+        t.tx(move |tx| recharge(tx, &request, at(minute))).unwrap();
+    }
+
+    fn report(t: &TestCentral) -> Balance {
+        t.tx(|tx| balance(tx, "A1", at(60), Duration::hours(6), &TariffBook::builtin()))
+            .unwrap()
+    }
+
+    #[test]
+    fn arrears_are_recorded_once_per_id_and_sent_to_the_gateway() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        let first = arrears(&t, "postpaid-A1", 120_000, 0).unwrap();
+        assert!(first.created);
+        let again = arrears(&t, "postpaid-A1", 120_000, 5).unwrap();
+        assert!(!again.created);
+        assert_eq!(
+            (again.event_id.as_str(), again.at),
+            (first.event_id.as_str(), first.at)
+        );
+        assert!(matches!(
+            arrears(&t, "postpaid-A1", 99_000, 5),
+            Err(CentralError::Conflict(_))
+        ));
+        // An id is one request whatever its kind: a recharge under it is refused too.
+        let recharge_request = RechargeRequest {
+            idempotency_key: "postpaid-A1".into(),
+            account: "A1".into(),
+            amount_paise: 120_000,
+            reference: None,
+        };
+        assert!(matches!(
+            t.tx(move |tx| recharge(tx, &recharge_request, at(6))),
+            Err(CentralError::Conflict(_))
+        ));
+        assert!(matches!(
+            arrears(&t, "bad id", 1, 0),
+            Err(CentralError::Invalid(_))
+        ));
+        assert!(matches!(
+            arrears(&t, "zero", 0, 0),
+            Err(CentralError::Invalid(_))
+        ));
+        let sent: Vec<DownlinkEvent> = t
+            .downlink("gw-a")
+            .into_iter()
+            .filter(|e| matches!(e, DownlinkEvent::Ledger(_)))
+            .collect();
+        assert_eq!(sent.len(), 1);
+        let DownlinkEvent::Ledger(event) = &sent[0] else {
+            unreachable!()
+        };
+        assert_eq!(event.kind, gramgrid_proto::wire::WireEventKind::Arrears);
+        assert_eq!(event.amount_paise, 120_000);
+        // Arrears do not move the balance by themselves.
+        assert_eq!(report(&t).balance_paise, 0);
+    }
+
+    #[test]
+    fn central_takes_arrears_recovered_off_the_balance_as_the_gateway_does() {
+        // The worked example of `ledger`: 1,200 INR of arrears, 25 % of each recharge, at most
+        // 500 INR of one.
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        arrears(&t, "postpaid-A1", 120_000, 0).unwrap();
+        pay(&t, "r1", 40_000, 10);
+        pay(&t, "r2", 300_000, 20);
+        pay(&t, "r3", 100_000, 30);
+        let b = report(&t);
+        assert_eq!(
+            b.arrears,
+            ArrearsReport {
+                opening_paise: 120_000,
+                recovered_paise: 85_000,
+                outstanding_paise: 35_000
+            }
+        );
+        assert_eq!(b.balance_paise, 440_000 - 85_000);
+        // The gateway's position over the same events, under the same rules.
+        let events = t.tx(|tx| events_of(tx, "A1")).unwrap();
+        let rules = PolicyConfig::default().arrears;
+        assert_eq!(
+            ledger::position(&events, &rules).balance_paise,
+            b.balance_paise
+        );
+        assert_eq!(t.tx(|tx| balance_paise(tx, "A1")).unwrap(), b.balance_paise);
+        let all = t.tx(move |tx| gateway_balances(tx, None, &rules)).unwrap();
+        assert_eq!(all, [("gw-a".to_owned(), "A1".to_owned(), b.balance_paise)]);
+        // A published policy's arrears rules are the ones central applies.
+        let mut policy = PolicyConfig::default();
+        policy.arrears[0].recovery_percent = 10;
+        t.tx(move |tx| publish_policy(tx, 1, &policy, at(40)))
+            .unwrap();
+        // 10 % of each: 40 + 300 + 100 INR = 440 INR.
+        assert_eq!(report(&t).arrears.recovered_paise, 44_000);
+        assert_eq!(report(&t).balance_paise, 440_000 - 44_000);
+    }
+
+    #[test]
+    fn a_protected_account_s_gateway_is_told_and_so_is_its_next_one() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        t.account("A2", None);
+        let protect = |id: &'static str, reason: Option<&'static str>| {
+            t.tx(move |tx| set_protection(tx, id, reason))
+        };
+        let view = protect("A1", Some("life support")).unwrap();
+        assert_eq!(view.protected.as_deref(), Some("life support"));
+        assert_eq!(view.account.gateway.as_deref(), Some("gw-a"));
+        assert!(matches!(
+            protect("A1", Some("  ")),
+            Err(CentralError::Invalid(_))
+        ));
+        assert!(matches!(
+            protect("A9", Some("pump")),
+            Err(CentralError::NotFound(_))
+        ));
+        // An account with no gateway is protected at central only until it gets one.
+        protect("A2", Some("health centre")).unwrap();
+        let protection = |gateway: &str| -> Vec<(String, Option<String>)> {
+            t.downlink(gateway)
+                .into_iter()
+                .filter_map(|e| match e {
+                    DownlinkEvent::AccountProtection { id, protected } => Some((id, protected)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            protection("gw-a"),
+            [("A1".into(), Some("life support".into()))]
+        );
+        // Moved to gw-b: the new gateway learns it with the account.
+        let mut moved = t.tx(|tx| account(tx, "A1")).unwrap();
+        moved.gateway = Some("gw-b".into());
+        t.tx(move |tx| put_account(tx, &moved, true)).unwrap();
+        assert_eq!(
+            protection("gw-b"),
+            [("A1".into(), Some("life support".into()))]
+        );
+        let view = protect("A1", None).unwrap();
+        assert_eq!(view.protected, None);
+        assert_eq!(
+            protection("gw-b"),
+            [
+                ("A1".into(), Some("life support".into())),
+                ("A1".into(), None)
+            ]
+        );
+        let listed = t.tx(list_accounts).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|v| (v.account.id.as_str(), v.protected.as_deref()))
+                .collect::<Vec<_>>(),
+            [("A1", None), ("A2", Some("health centre"))]
+        );
+        assert_eq!(report(&t).protected, None);
     }
 }

@@ -9,9 +9,11 @@
 //! refused input is a 4xx with a JSON `{"error": "..."}` that says what to fix, and nothing is
 //! written. The OpenAPI document is `docs/openapi.json`, served as is; a test keeps it and
 //! [`ROUTES`] in step.
-use super::accounts::{self, Account, Meter, RechargeRequest};
+use super::accounts::{self, Account, AccountView, Meter, RechargeRequest};
 use super::audit::{self, AuditEntry};
 use super::config::{ApiToken, Scope};
+use super::decisions::{self, Decision};
+use super::holds::{self, BreakerHold, PolicyHold, Publish};
 use super::vouchers::{self, IssueRequest};
 use super::{Central, CentralError};
 use axum::extract::rejection::JsonRejection;
@@ -61,6 +63,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/readings.csv"),
     ("get", "/api/v1/accounts/{id}/statement"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/accounts/{id}/decisions"),
+    ("put", "/api/v1/accounts/{id}/protection"),
+    ("delete", "/api/v1/accounts/{id}/protection"),
+    ("post", "/api/v1/accounts/{id}/arrears"),
+    ("get", "/api/v1/gateways/{id}/holds"),
+    ("post", "/api/v1/gateways/{id}/holds/{hold}/release"),
+    ("get", "/api/v1/policy/holds"),
+    ("post", "/api/v1/policy/holds/{id}/release"),
 ];
 
 /// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
@@ -169,6 +179,22 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/readings.csv", get(readings_csv))
         .route("/api/v1/accounts/{id}/statement", get(statement))
         .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/accounts/{id}/decisions", get(account_decisions))
+        .route(
+            "/api/v1/accounts/{id}/protection",
+            put(protect_account).delete(unprotect_account),
+        )
+        .route("/api/v1/accounts/{id}/arrears", post(arrears))
+        .route("/api/v1/gateways/{id}/holds", get(gateway_holds))
+        .route(
+            "/api/v1/gateways/{id}/holds/{hold}/release",
+            post(release_gateway_hold),
+        )
+        .route("/api/v1/policy/holds", get(policy_holds))
+        .route(
+            "/api/v1/policy/holds/{id}/release",
+            post(release_policy_hold),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -281,7 +307,7 @@ async fn write<T: Send + 'static>(
 
 type Who = Extension<Caller>;
 
-async fn list_accounts(State(central): Shared) -> ApiResult<Json<Vec<Account>>> {
+async fn list_accounts(State(central): Shared) -> ApiResult<Json<Vec<AccountView>>> {
     Ok(Json(run(&central, accounts::list_accounts).await?))
 }
 
@@ -580,13 +606,14 @@ struct Flag {
     account: Option<String>,
     at: chrono::DateTime<Utc>,
     detail: String,
+    urgent: bool,
 }
 
 async fn flags(State(central): Shared) -> ApiResult<Json<Vec<Flag>>> {
     Ok(Json(
         run(&central, |tx| {
             tx.query(
-                "SELECT id, kind, gateway, account, at, detail FROM flags ORDER BY at, id",
+                "SELECT id, kind, gateway, account, at, detail, urgent FROM flags ORDER BY at, id",
                 &[],
             )?
             .iter()
@@ -598,6 +625,7 @@ async fn flags(State(central): Shared) -> ApiResult<Json<Vec<Flag>>> {
                     account: r.opt_text(3)?,
                     at: from_ts(r.int(4)?),
                     detail: r.text(5)?,
+                    urgent: r.int(6)? != 0,
                 })
             })
             .collect()
@@ -614,19 +642,163 @@ struct PolicyRequest {
     policy: gramgrid_core::policy::PolicyConfig,
 }
 
+/// 201 when published; 409 with the hold (`hold_id`, each gateway's count and limit) when
+/// central's breaker held it. The hold is stored (and audited) either way.
 async fn publish_policy(
     State(central): Shared,
     Extension(caller): Who,
     body: Result<Json<PolicyRequest>, JsonRejection>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let Json(request) = body?;
     let now = central.now();
-    write(&central, caller, move |tx| {
-        accounts::publish_policy(tx, request.version, &request.policy, now)
+    let by = caller.token.clone();
+    let published = write(&central, caller, move |tx| {
+        holds::publish_policy(tx, request.version, &request.policy, &by, now)
     })
     .await?;
-    Ok(StatusCode::CREATED)
+    Ok(match published {
+        Publish::Published => StatusCode::CREATED.into_response(),
+        Publish::Held(hold) => {
+            let body = serde_json::json!({
+                "error": hold.explain(),
+                "hold_id": hold.id,
+                "version": hold.version,
+                "gateways": hold.gateways,
+            });
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+    })
 }
+
+async fn policy_holds(State(central): Shared) -> ApiResult<Json<Vec<PolicyHold>>> {
+    Ok(Json(run(&central, holds::policy_holds).await?))
+}
+
+/// A reason given for a protection or a release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+async fn release_policy_hold(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, JsonRejection>,
+) -> ApiResult<Json<PolicyHold>> {
+    let Json(body) = body?;
+    let now = central.now();
+    let by = caller.token.clone();
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            holds::release_policy_hold(tx, &id, &by, &body.reason, now)
+        })
+        .await?,
+    ))
+}
+
+async fn gateway_holds(
+    State(central): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<BreakerHold>>> {
+    Ok(Json(
+        run(&central, move |tx| holds::breaker_holds(tx, Some(&id))).await?,
+    ))
+}
+
+async fn release_gateway_hold(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path((gateway, hold)): Path<(String, String)>,
+    body: Result<Json<Reason>, JsonRejection>,
+) -> ApiResult<Json<BreakerHold>> {
+    let Json(body) = body?;
+    let now = central.now();
+    let by = caller.token.clone();
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            holds::release_breaker_hold(tx, &gateway, &hold, &by, &body.reason, now)
+        })
+        .await?,
+    ))
+}
+
+async fn protect_account(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, JsonRejection>,
+) -> ApiResult<Json<AccountView>> {
+    let Json(body) = body?;
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            accounts::set_protection(tx, &id, Some(&body.reason))
+        })
+        .await?,
+    ))
+}
+
+async fn unprotect_account(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountView>> {
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            accounts::set_protection(tx, &id, None)
+        })
+        .await?,
+    ))
+}
+
+async fn arrears(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Result<Json<accounts::ArrearsRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    let now = central.now();
+    Ok(receipt(
+        write(&central, caller, move |tx| {
+            accounts::record_arrears(tx, &id, &request, now)
+        })
+        .await?,
+    ))
+}
+
+/// `?at=&limit=` (RFC 3339 time: the decision in force then; default: the latest `limit`, 1 to
+/// 1000, default 100).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionsQuery {
+    at: Option<chrono::DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn account_decisions(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<DecisionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<Decision>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?at=2026-11-30T11:00:00Z or ?limit=100",
+            e.body_text()
+        ))
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_DECISIONS_LIMIT);
+    Ok(Json(
+        run(&central, move |tx| {
+            decisions::of_account(tx, &id, query.at, limit)
+        })
+        .await?,
+    ))
+}
+
+/// Decisions one listing returns when the request does not say.
+const DEFAULT_DECISIONS_LIMIT: i64 = 100;
 
 /// `?meter=&from=&to=&limit=&cursor=` (RFC 3339 times, default: everything; 1 to
 /// [`MAX_EXPORT_LIMIT`](super::export::MAX_EXPORT_LIMIT) rows per page; the previous page's

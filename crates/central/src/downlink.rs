@@ -40,7 +40,7 @@ pub(crate) fn append_downlink_to_all(
 }
 
 /// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff
-/// versions and the policy in force.
+/// versions and the policies with their rules.
 pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
     crate::check_id("gateway id", gateway)?;
     let created = tx.execute(
@@ -53,7 +53,8 @@ pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
     let keys = published_keys(tx)?;
     append_downlink(tx, gateway, &DownlinkEvent::VoucherKeys(keys))?;
     for row in tx.query(
-        "SELECT kind, body FROM published ORDER BY published_at, version",
+        // A policy's rules follow the policy ('policy' < 'policy_rules').
+        "SELECT kind, body FROM published ORDER BY published_at, version, kind",
         &[],
     )? {
         let body = row.text(1)?;

@@ -1,11 +1,13 @@
 //! Read-only exports for the office: readings as CSV with OBIS codes, monthly account statements.
-use super::accounts;
+use super::accounts::{self, ArrearsReport};
 use super::db::Tx;
 use super::{CentralError, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use gramgrid_core::civil::{from_ts, ts};
 use gramgrid_core::civil::{start_of_local_day, Month};
+use gramgrid_core::ledger::{self, LedgerEvent};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// OBIS code of the cumulative active import energy register (IEC 62056-61).
@@ -158,12 +160,16 @@ pub struct StatementLine {
     pub id: String,
     /// When the event happened (UTC, whole seconds).
     pub at: DateTime<Utc>,
-    /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "adjustment" or
-    /// "emergency_credit".
+    /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "adjustment",
+    /// "emergency_credit" or "arrears".
     pub kind: String,
     /// How the event moved the balance, in paise: positive credits, negative debits, zero for an
-    /// emergency credit (it lowers the disconnect threshold instead).
+    /// emergency credit (it lowers the disconnect threshold instead) and for arrears (recovered
+    /// from recharges instead).
     pub effect_paise: i64,
+    /// The part of a recharge that went to the arrears instead of the balance, in paise (zero for
+    /// other events).
+    pub arrears_paise: i64,
 }
 
 /// An account's month: opening balance, money events, energy billed, closing balance.
@@ -183,7 +189,17 @@ pub struct Statement {
     pub energy_paise: i64,
     /// Electricity duty on that energy, in paise.
     pub duty_paise: i64,
-    /// Balance at the end of the month, in paise: opening + events − energy − duty.
+    /// Arrears recovered in the month, in paise: the lines' `arrears_paise` plus
+    /// `arrears_from_earlier_recharges_paise`.
+    pub arrears_recovered_paise: i64,
+    /// Arrears recovered in the month from recharges of earlier months: when arrears are recorded
+    /// after recharges that paid their full share into arrears already cleared, those shares go to
+    /// the new arrears.
+    pub arrears_from_earlier_recharges_paise: i64,
+    /// The account's arrears at the end of the month: recorded, recovered, outstanding.
+    pub arrears: ArrearsReport,
+    /// Balance at the end of the month, in paise: opening + events − arrears recovered − energy −
+    /// duty.
     pub closing_paise: i64,
 }
 
@@ -199,6 +215,17 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         .first_day()
         .map(start_of_local_day)
         .ok_or_else(|| CentralError::Invalid(format!("month {month} is out of range")))?;
+    // Arrears recovered by the start and by the end of the month, under the policy in force, from
+    // the money events known then: what the gateway's balance would have taken off.
+    let (_, policy) = accounts::policy_in_force(tx)?;
+    let all = accounts::events_of(tx, account)?;
+    let until = |t: DateTime<Utc>| all.iter().filter(move |e: &&LedgerEvent| e.at < t);
+    let arrears_start = ledger::arrears(until(start), &policy.arrears);
+    let arrears_end = ledger::arrears(until(end), &policy.arrears);
+    let by_recharge: HashMap<String, i64> =
+        ledger::arrears_by_recharge(until(end), &policy.arrears)
+            .into_iter()
+            .collect();
     let money_before = tx.query_int(
         "SELECT CAST(SUM(effect_paise) AS BIGINT) FROM ledger_events WHERE account = $1 AND at < $2",
         &[account.into(), ts(start).into()],
@@ -216,8 +243,10 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         )?
         .iter()
         .map(|r| {
+            let id = r.text(0)?;
             Ok(StatementLine {
-                id: r.text(0)?,
+                arrears_paise: by_recharge.get(&id).copied().unwrap_or(0),
+                id,
                 at: from_ts(r.int(1)?),
                 kind: r.text(2)?,
                 effect_paise: r.int(3)?,
@@ -239,9 +268,13 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         })
         .transpose()?
         .unwrap_or_default();
-    let opening_paise = money_before - energy_before;
-    let closing_paise =
-        opening_paise + events.iter().map(|e| e.effect_paise).sum::<i64>() - energy.1 - energy.2;
+    let opening_paise = money_before - arrears_start.recovered_paise - energy_before;
+    let recovered = arrears_end.recovered_paise - arrears_start.recovered_paise;
+    let recovered_by_lines: i64 = events.iter().map(|e| e.arrears_paise).sum();
+    let closing_paise = opening_paise + events.iter().map(|e| e.effect_paise).sum::<i64>()
+        - recovered
+        - energy.1
+        - energy.2;
     Ok(Statement {
         account: account.to_owned(),
         month: month.to_string(),
@@ -250,6 +283,9 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         units_wh: energy.0,
         energy_paise: energy.1,
         duty_paise: energy.2,
+        arrears_recovered_paise: recovered,
+        arrears_from_earlier_recharges_paise: recovered - recovered_by_lines,
+        arrears: arrears_end.into(),
         closing_paise,
     })
 }
@@ -289,5 +325,75 @@ mod tests {
                 "{token}"
             );
         }
+    }
+
+    #[test]
+    fn a_statement_shows_what_each_recharge_paid_into_the_arrears() {
+        use crate::accounts::{recharge, record_arrears, ArrearsRequest, RechargeRequest};
+        use chrono::TimeZone;
+        let t = crate::testing::central();
+        t.account("A1", Some("gw-a"));
+        let at = |month: u32, day: u32| Utc.with_ymd_and_hms(2026, month, day, 6, 0, 0).unwrap();
+        let arrears = ArrearsRequest {
+            id: "postpaid-A1".into(),
+            amount_paise: 120_000,
+            note: None,
+        };
+        t.tx(move |tx| record_arrears(tx, "A1", &arrears, at(10, 20)))
+            .unwrap();
+        for (key, amount, when) in [
+            ("r1", 40_000, at(10, 25)),
+            ("r2", 300_000, at(11, 5)),
+            ("r3", 100_000, at(11, 20)),
+        ] {
+            let request = RechargeRequest {
+                idempotency_key: key.into(),
+                account: "A1".into(),
+                amount_paise: amount,
+                reference: None,
+            };
+            t.tx(move |tx| recharge(tx, &request, when)).unwrap();
+        }
+        let october = t
+            .tx(|tx| statement(tx, "A1", Month::parse("2026-10").unwrap()))
+            .unwrap();
+        let november = t
+            .tx(|tx| statement(tx, "A1", Month::parse("2026-11").unwrap()))
+            .unwrap();
+        // 100 INR of the 400 INR recharge in October; 500 (the cap) and 250 in November.
+        assert_eq!(
+            october
+                .events
+                .iter()
+                .map(|e| (e.kind.as_str(), e.arrears_paise))
+                .collect::<Vec<_>>(),
+            [("arrears", 0), ("recharge", 10_000)]
+        );
+        assert_eq!(october.arrears_recovered_paise, 10_000);
+        assert_eq!(october.closing_paise, 30_000);
+        assert_eq!(
+            november
+                .events
+                .iter()
+                .map(|e| e.arrears_paise)
+                .collect::<Vec<_>>(),
+            [50_000, 25_000]
+        );
+        assert_eq!(november.opening_paise, october.closing_paise);
+        assert_eq!(november.arrears_recovered_paise, 75_000);
+        assert_eq!(november.arrears_from_earlier_recharges_paise, 0);
+        assert_eq!(
+            november.arrears,
+            ArrearsReport {
+                opening_paise: 120_000,
+                recovered_paise: 85_000,
+                outstanding_paise: 35_000
+            }
+        );
+        assert_eq!(november.closing_paise, 440_000 - 85_000);
+        assert_eq!(
+            november.closing_paise,
+            t.tx(|tx| accounts::balance_paise(tx, "A1")).unwrap()
+        );
     }
 }

@@ -1,11 +1,15 @@
 //! Business events for the office (`GET /api/v1/flags`): offline overdrafts, double redemptions,
-//! refused records. Recorded once per id.
+//! refused records, decisions that do not replay, breaker holds. Recorded once per id; the kinds in
+//! [`URGENT_KINDS`] are marked urgent (someone must act: disconnections wait for a release).
 use super::db::Tx;
 use super::Result;
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::ts;
 
-/// Records a business event for the office (once per id).
+/// Flag kinds that are urgent: a gateway's breaker holds disconnections until someone releases them.
+pub(crate) const URGENT_KINDS: &[&str] = &["breaker_held"];
+
+/// Records a business event for the office (once per id); a kind in [`URGENT_KINDS`] is urgent.
 pub(crate) fn flag(
     tx: &mut dyn Tx,
     id: &str,
@@ -15,11 +19,20 @@ pub(crate) fn flag(
     at: DateTime<Utc>,
     detail: &str,
 ) -> Result<()> {
+    let urgent = URGENT_KINDS.contains(&kind);
     let new = tx.execute(
-        "INSERT INTO flags (id, kind, gateway, account, at, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into()],
+        "INSERT INTO flags (id, kind, gateway, account, at, detail, urgent) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into(), i64::from(urgent).into()],
     )?;
-    if new == 1 {
+    if new == 1 && urgent {
+        tracing::error!(
+            kind,
+            gateway,
+            account,
+            detail,
+            "urgent business event flagged"
+        );
+    } else if new == 1 {
         tracing::warn!(kind, gateway, account, detail, "business event flagged");
     }
     Ok(())

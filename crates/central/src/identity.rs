@@ -8,7 +8,8 @@
 //! Resynchronising takes the lanes' marks from the gateway's own (its outbox starts there; what
 //! central already has is applied again idempotently), raises the lane epoch (so reused sequence
 //! numbers make fresh origin ids), and sends the gateway back every money event of its accounts and
-//! a refusal of every voucher it redeemed, which a restored database lost.
+//! a refusal of every voucher it redeemed, which a restored database lost, and `DatabaseRestored`,
+//! on which its disconnection breaker holds every cut for a while.
 use super::db::Tx;
 use super::downlink::append_downlink;
 use super::flags::flag;
@@ -107,11 +108,12 @@ fn resync(
         None,
         now,
         &format!(
-            "gateway '{gateway}': {what}; lanes resynchronised from the gateway's marks (priority {} → {}, readings {} → {}) and its money events and redeemed vouchers sent back to it",
+            "gateway '{gateway}': {what}; lanes resynchronised from the gateway's marks (priority {} → {}, readings {} → {}) and its money events and redeemed vouchers sent back to it; its disconnections are held for a while",
             known.lanes.priority_acked, lanes.priority_acked, known.lanes.readings_acked, lanes.readings_acked
         ),
     )?;
     send_back(tx, gateway)?;
+    append_downlink(tx, gateway, &DownlinkEvent::DatabaseRestored { at: now })?;
     Ok(lanes)
 }
 

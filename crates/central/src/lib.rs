@@ -6,7 +6,9 @@
 //!
 //! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
-//! `import`, `notify` and `db` (for the benchmarks, the simulator and the tests). Private: the
+//! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
+//! mistake), `import`, `notify` and `db` (for the command line, the benchmarks, the simulator and
+//! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
 #![warn(missing_docs)]
@@ -16,9 +18,11 @@ pub mod api;
 mod audit;
 mod config;
 pub mod db;
+pub mod decisions;
 mod downlink;
 mod export;
 mod flags;
+pub mod holds;
 mod identity;
 pub mod import;
 pub mod notify;
@@ -143,6 +147,23 @@ impl Central {
         }
     }
 
+    /// Runs an office write made outside the API (the `gramgrid central` commands) in one
+    /// transaction with its audit row: `who` stands where the API records a token's name (e.g.
+    /// `cli:asha`), `what` where it records the path (the command).
+    pub fn write_as<T: Send + 'static>(
+        &self,
+        who: &str,
+        what: &str,
+        f: impl FnOnce(&mut dyn db::Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (who, what, now) = (who.to_owned(), what.to_owned(), self.now());
+        self.db.blocking(move |tx| {
+            let done = f(tx)?;
+            audit::record(tx, &who, "CLI", &what, now)?;
+            Ok(done)
+        })
+    }
+
     fn set_tariff_book(&self, book: TariffBook) {
         let mut slot = match self.book.write() {
             Ok(slot) => slot,
@@ -150,6 +171,20 @@ impl Central {
         };
         *slot = Arc::new(book);
     }
+}
+
+/// Longest reason or note accepted from a caller (a protection, a release, an arrears note), in
+/// bytes.
+pub const MAX_REASON_BYTES: usize = 500;
+
+/// Checks a reason or note given by a caller: not blank, at most [`MAX_REASON_BYTES`].
+pub fn check_reason(what: &str, text: &str) -> Result<()> {
+    if text.trim().is_empty() || text.len() > MAX_REASON_BYTES {
+        return Err(CentralError::Invalid(format!(
+            "{what} must be 1 to {MAX_REASON_BYTES} bytes of text, not blank"
+        )));
+    }
+    Ok(())
 }
 
 /// Longest id accepted from a caller (accounts, meters, gateways, idempotency keys).
@@ -166,4 +201,139 @@ pub fn check_id(what: &str, id: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// What the unit tests share: a central on a fresh SQLite file, and the records they look at.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::db::Tx;
+    use super::{accounts, Central, CentralConfig, Result};
+    use chrono::{DateTime, Duration, Utc};
+    use gramgrid_core::decision::{DecisionRecord, Outcome};
+    use gramgrid_core::policy::{self, AccountFacts, PolicyConfig, RelayState};
+    use gramgrid_core::tariff::Category;
+    use gramgrid_proto::wire::DownlinkEvent;
+
+    /// A central server on a database of its own, removed with it.
+    pub(crate) struct TestCentral {
+        pub(crate) central: Central,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A flag as the tests read it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct SeenFlag {
+        pub(crate) id: String,
+        pub(crate) kind: String,
+        pub(crate) gateway: Option<String>,
+        pub(crate) account: Option<String>,
+        pub(crate) detail: String,
+        pub(crate) urgent: bool,
+    }
+
+    /// A fresh central.
+    pub(crate) fn central() -> TestCentral {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CentralConfig {
+            database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
+            secrets_key_file: dir.path().join("secrets.key"),
+            ..CentralConfig::default()
+        };
+        TestCentral {
+            central: Central::open(config).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    impl TestCentral {
+        /// Runs `f` in one transaction.
+        pub(crate) fn tx<T: Send + 'static>(
+            &self,
+            f: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+        ) -> Result<T> {
+            self.central.db().blocking(f)
+        }
+
+        /// Opens account `id` (domestic), assigned to `gateway` if given.
+        pub(crate) fn account(&self, id: &str, gateway: Option<&str>) {
+            let account = accounts::Account {
+                id: id.into(),
+                consumer_name: "Asha".into(),
+                category: Category::Domestic,
+                phone: None,
+                gateway: gateway.map(str::to_owned),
+                created_at: Utc::now(),
+            };
+            self.tx(move |tx| accounts::put_account(tx, &account, false))
+                .unwrap();
+        }
+
+        /// Every record of `gateway`'s downlink log, in order.
+        pub(crate) fn downlink(&self, gateway: &str) -> Vec<DownlinkEvent> {
+            let gateway = gateway.to_owned();
+            self.tx(move |tx| {
+                Ok(tx
+                    .query(
+                        "SELECT event FROM downlink WHERE gateway = $1 ORDER BY seq",
+                        &[gateway.into()],
+                    )?
+                    .iter()
+                    .map(|row| serde_json::from_str(&row.text(0).unwrap()).unwrap())
+                    .collect())
+            })
+            .unwrap()
+        }
+
+        /// Every flag, by id.
+        pub(crate) fn flags(&self) -> Vec<SeenFlag> {
+            self.tx(|tx| {
+                Ok(tx
+                    .query(
+                        "SELECT id, kind, gateway, account, detail, urgent FROM flags ORDER BY id",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| SeenFlag {
+                        id: r.text(0).unwrap(),
+                        kind: r.text(1).unwrap(),
+                        gateway: r.opt_text(2).unwrap(),
+                        account: r.opt_text(3).unwrap(),
+                        detail: r.text(4).unwrap(),
+                        urgent: r.int(5).unwrap() != 0,
+                    })
+                    .collect())
+            })
+            .unwrap()
+        }
+    }
+
+    /// A decision for `account` at `at` with `balance_paise`, under the default policy, below the
+    /// threshold for two days: a disconnect inside a window, nothing outside one.
+    pub(crate) fn decision(account: &str, at: DateTime<Utc>, balance_paise: i64) -> DecisionRecord {
+        let facts = AccountFacts {
+            balance_paise,
+            last_recharge: None,
+            emergency_credit_paise: 0,
+            daily_consumption_paise: None,
+            relay: RelayState::Connected,
+            pending: None,
+            below_threshold_since: Some(at - Duration::days(2)),
+            manual_override: None,
+            clock_trusted: true,
+            protected: false,
+            arrangement: None,
+        };
+        let policy = PolicyConfig::default();
+        let outcome = Outcome::from(&policy::decide(&policy, &facts, at));
+        DecisionRecord {
+            account: account.into(),
+            at,
+            policy,
+            policy_version: Some(1),
+            tariff_version: None,
+            facts,
+            outcome,
+            breaker: None,
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! A gateway makes: fixed and minimum charges (ids `<gateway>:fixed:…`, `<gateway>:minimum:…`,
 //! amounts no larger than the tariff allows), voucher redemptions (the signed code, verified here
-//! again), alerts, overrides, relay events, anomalies and readings of its own meters. Anything
-//! else, or anything out of bounds, is a [`Refusal`]: the exchange acknowledges the record (so it
+//! again), alerts, overrides, relay events and decisions, breaker holds and their releases,
+//! anomalies and readings of its own meters. Anything else, or anything out of bounds, is a
+//! [`Refusal`]: the exchange acknowledges the record (so it
 //! cannot block the lane), applies nothing of it, and flags it in `GET /api/v1/flags`.
 use super::db::Tx;
 use super::flags::flag;
@@ -12,6 +13,7 @@ use super::readings::{self, MeterInfo};
 use super::{CentralError, Result};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use gramgrid_core::civil::Month;
+use gramgrid_core::decision::DecisionRecord;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::rating::MAX_REGISTER_WH;
 use gramgrid_core::tariff::{Category, TariffBook};
@@ -25,6 +27,14 @@ pub const MAX_AHEAD: Duration = Duration::days(1);
 pub const MAX_POWER_W: i64 = 200_000;
 /// Longest text (alert message, anomaly detail, override reason) central stores from a gateway.
 pub const MAX_TEXT_BYTES: usize = 1_000;
+/// Longest id of a gateway's decision or breaker hold, and longest name of who released a hold.
+pub const MAX_RECORD_ID_BYTES: usize = 200;
+/// Longest decision record (JSON) central stores: it carries the policy with its holidays.
+pub const MAX_DECISION_BYTES: usize = 64 * 1024;
+/// Most accounts one breaker hold may name, and most reasons it may give.
+pub const MAX_HOLD_ACCOUNTS: usize = 20_000;
+/// Most reasons one breaker hold may give.
+pub const MAX_HOLD_REASONS: usize = 32;
 
 /// Why a record from a gateway was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +250,75 @@ impl<'a> Origin<'a> {
                 Ok(short(detail, None))
             }
             UplinkEvent::ClockSkew { .. } => Ok(Ok(())),
+            UplinkEvent::Decision {
+                id,
+                account,
+                at,
+                record,
+            } => Ok(self.account(tx, account)?.and_then(|_| {
+                self.not_ahead(*at, Some(account))?;
+                bounded("a decision id", id, MAX_RECORD_ID_BYTES, Some(account))?;
+                decision_record(account, record).map(drop)
+            })),
+            UplinkEvent::BreakerHeld {
+                id,
+                at,
+                accounts,
+                reasons,
+            } => {
+                if accounts.is_empty() || accounts.len() > MAX_HOLD_ACCOUNTS {
+                    return Ok(Err(Refusal::new(
+                        "absurd_value",
+                        None,
+                        format!(
+                            "breaker hold '{}' names {} accounts (1 to {MAX_HOLD_ACCOUNTS})",
+                            id.chars().take(MAX_RECORD_ID_BYTES).collect::<String>(),
+                            accounts.len()
+                        ),
+                    )));
+                }
+                for account in accounts {
+                    if let Err(refusal) = self.account(tx, account)? {
+                        return Ok(Err(refusal));
+                    }
+                }
+                Ok(self.not_ahead(*at, None).and_then(|()| {
+                    bounded("a breaker hold id", id, MAX_RECORD_ID_BYTES, None)?;
+                    if reasons.len() > MAX_HOLD_REASONS {
+                        return Err(Refusal::new(
+                            "absurd_value",
+                            None,
+                            format!(
+                                "breaker hold '{id}' gives {} reasons (at most {MAX_HOLD_REASONS})",
+                                reasons.len()
+                            ),
+                        ));
+                    }
+                    reasons.iter().try_for_each(|r| short(r, None))
+                }))
+            }
+            UplinkEvent::BreakerReleased {
+                hold_id,
+                by,
+                reason,
+                at,
+            } => {
+                let bounds = self.not_ahead(*at, None).and_then(|()| {
+                    bounded("a breaker hold id", hold_id, MAX_RECORD_ID_BYTES, None)?;
+                    bounded("who released a hold", by, MAX_RECORD_ID_BYTES, None)?;
+                    short(reason, None)
+                });
+                if let Err(refusal) = bounds {
+                    return Ok(Err(refusal));
+                }
+                if !super::holds::is_breaker_hold(tx, self.gateway, hold_id)? {
+                    return Ok(Err(self.foreign(
+                        None,
+                        format!("breaker hold '{hold_id}' released at the gateway is not a hold of this gateway"),
+                    )));
+                }
+                Ok(Ok(()))
+            }
         }
     }
 
@@ -420,14 +499,48 @@ fn max_of(
 }
 
 fn short(text: &str, account: Option<&str>) -> std::result::Result<(), Refusal> {
-    if text.len() > MAX_TEXT_BYTES {
+    bounded("a text", text, MAX_TEXT_BYTES, account)
+}
+
+/// Refuses `what` longer than `max` bytes.
+fn bounded(
+    what: &str,
+    text: &str,
+    max: usize,
+    account: Option<&str>,
+) -> std::result::Result<(), Refusal> {
+    if text.len() > max {
         return Err(Refusal::new(
             "absurd_value",
             account,
-            format!("a text of {} bytes (at most {MAX_TEXT_BYTES})", text.len()),
+            format!("{what} of {} bytes (at most {max})", text.len()),
         ));
     }
     Ok(())
+}
+
+/// A gateway's decision record for `account`: at most [`MAX_DECISION_BYTES`], a
+/// [`DecisionRecord`] in JSON, about that account.
+pub fn decision_record(account: &str, text: &str) -> std::result::Result<DecisionRecord, Refusal> {
+    bounded("a decision record", text, MAX_DECISION_BYTES, Some(account))?;
+    let record: DecisionRecord = serde_json::from_str(text).map_err(|e| {
+        Refusal::new(
+            "absurd_value",
+            Some(account),
+            format!("a decision record that is not one: {e}"),
+        )
+    })?;
+    if record.account != account {
+        return Err(Refusal::new(
+            "foreign_record",
+            Some(account),
+            format!(
+                "a decision sent for account '{account}' records account '{}'",
+                record.account
+            ),
+        ));
+    }
+    Ok(record)
 }
 
 /// A voucher recharge sent as a plain money event (outbox format 1) is admitted only when central

@@ -9,9 +9,11 @@
 use super::db::Tx;
 use super::downlink::{append_downlink, ensure_gateway};
 use super::flags::flag;
-use super::origin::{Origin, Refusal};
+use super::origin::{self, Origin, Refusal};
 use super::readings;
-use super::{accounts, identity, notify, vouchers, Central, CentralError, Result};
+use super::{
+    accounts, decisions, holds, identity, notify, vouchers, Central, CentralError, Result,
+};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -247,18 +249,9 @@ fn admitted_blocks<'b>(
 /// Flags (once a day per account) every account of this gateway whose balance is below zero after
 /// the sync: consumption on a negative balance while offline is a business event, not a conflict.
 fn flag_overdrafts(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Result<()> {
-    // Correlated sums over this gateway's accounts only (both are index lookups).
-    let rows = tx.query(
-        "SELECT a.id,
-           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
-           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
-                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0)
-         FROM accounts a WHERE a.gateway = $1",
-        &[gateway.into()],
-    )?;
+    let (_, policy) = accounts::policy_in_force(tx)?;
     let day = gramgrid_core::civil::local_date(now);
-    for row in rows {
-        let (account, balance) = (row.text(0)?, row.int(1)?);
+    for (_, account, balance) in accounts::gateway_balances(tx, Some(gateway), &policy.arrears)? {
         if balance >= 0 {
             continue;
         }
@@ -395,6 +388,34 @@ fn apply_record(
                 &format!("gateway clock said {gateway_time} when central's said {central_time}"),
             )?;
         }
+        UplinkEvent::Decision {
+            id,
+            account,
+            at,
+            record,
+        } => {
+            let parsed = match origin::decision_record(account, record) {
+                Ok(parsed) => parsed,
+                Err(refusal) => return Ok(Some(refusal)),
+            };
+            decisions::record(tx, gateway, id, *at, &parsed, record, checks.now)?;
+        }
+        UplinkEvent::BreakerHeld {
+            id,
+            at,
+            accounts,
+            reasons,
+        } => {
+            holds::record_breaker_hold(tx, gateway, id, *at, accounts, reasons, checks.now)?;
+        }
+        UplinkEvent::BreakerReleased {
+            hold_id,
+            by,
+            reason,
+            at,
+        } => {
+            holds::record_gateway_release(tx, gateway, hold_id, by, reason, *at)?;
+        }
     }
     Ok(None)
 }
@@ -462,3 +483,6 @@ fn money_recorded<T>(
         Err(other) => Err(other),
     }
 }
+
+#[cfg(test)]
+mod tests;

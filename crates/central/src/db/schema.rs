@@ -187,6 +187,49 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN moved_from TEXT;
     ALTER TABLE accounts ADD COLUMN moved_at BIGINT
     "#,
+    // 5: guardrails. Why an account is protected (never cut automatically), or NULL. Urgent flags.
+    // The gateways' relay decisions with their facts (`relay_decisions`, replayed on receipt), the
+    // holds of their disconnection breakers and who released them (at the gateway or here), and
+    // policy publishes central's own breaker held until an admin releases them (`policy_holds`).
+    r#"
+    ALTER TABLE accounts ADD COLUMN protected TEXT;
+    ALTER TABLE flags ADD COLUMN urgent BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE relay_decisions (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        replays BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (gateway, id)
+    );
+    CREATE INDEX relay_decisions_by_account ON relay_decisions(account, at);
+    CREATE TABLE breaker_holds (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        accounts TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        received_at BIGINT NOT NULL,
+        released_by TEXT,
+        released_at BIGINT,
+        release_reason TEXT,
+        released_where TEXT,
+        PRIMARY KEY (gateway, id)
+    );
+    CREATE TABLE policy_holds (
+        id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        policy TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        held_at BIGINT NOT NULL,
+        held_by TEXT NOT NULL,
+        released_by TEXT,
+        released_at BIGINT,
+        release_reason TEXT
+    )
+    "#,
 ];
 
 /// Applies the migrations this database has not seen yet, each in order.

@@ -1,0 +1,275 @@
+//! The guardrail records of an exchange: checked like every other record, then applied.
+use super::*;
+use crate::holds;
+use crate::testing::{central, decision, TestCentral};
+use chrono::{Duration, TimeZone};
+use gramgrid_proto::wire::{GatewayIdentity, PROTOCOL_VERSION};
+
+/// 11:00 IST on a Monday: inside the default disconnect window.
+fn monday_morning() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap()
+}
+
+/// Applies `events` as priority records `first_seq`, `first_seq + 1`, ... of `gateway` at `now`.
+fn exchange(
+    t: &TestCentral,
+    gateway: &str,
+    first_seq: u64,
+    events: Vec<UplinkEvent>,
+    identity: Option<GatewayIdentity>,
+    now: DateTime<Utc>,
+) -> UploadResponse {
+    let request = UploadRequest {
+        protocol: PROTOCOL_VERSION,
+        sent_at: now,
+        priority: events
+            .into_iter()
+            .zip(first_seq..)
+            .map(|(event, seq)| PriorityRecord { seq, event })
+            .collect(),
+        readings: None,
+        downlink_applied: 0,
+        identity,
+    };
+    let gateway = gateway.to_owned();
+    t.tx(move |tx| apply(tx, &TariffBook::builtin(), &gateway, &request, now))
+        .unwrap()
+}
+
+fn decision_event(
+    id: &str,
+    account: &str,
+    record: &gramgrid_core::decision::DecisionRecord,
+) -> UplinkEvent {
+    UplinkEvent::Decision {
+        id: id.into(),
+        account: account.into(),
+        at: record.at,
+        record: serde_json::to_string(record).unwrap(),
+    }
+}
+
+fn stored_decisions(t: &TestCentral) -> Vec<(String, String, bool)> {
+    t.tx(|tx| {
+        Ok(tx
+            .query(
+                "SELECT gateway, id, replays FROM relay_decisions ORDER BY gateway, id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    r.text(0).unwrap(),
+                    r.text(1).unwrap(),
+                    r.int(2).unwrap() != 0,
+                )
+            })
+            .collect())
+    })
+    .unwrap()
+}
+
+fn breaker_holds(t: &TestCentral, gateway: Option<&str>) -> Vec<holds::BreakerHold> {
+    let gateway = gateway.map(str::to_owned);
+    t.tx(move |tx| holds::breaker_holds(tx, gateway.as_deref()))
+        .unwrap()
+}
+
+#[test]
+fn a_decision_is_stored_once_and_one_that_does_not_replay_is_flagged() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    t.account("A2", Some("gw-a"));
+    let now = monday_morning();
+    let honest = decision("A1", now, -2_500);
+    let mut altered = decision("A2", now, -2_500);
+    // The recorded outcome claims a connect the facts never allowed.
+    altered.outcome.relay = Some(gramgrid_core::policy::RelayAction::Connect);
+    let events = vec![
+        decision_event("cmd-1", "A1", &honest),
+        decision_event("cmd-2", "A2", &altered),
+    ];
+    let answer = exchange(&t, "gw-a", 1, events.clone(), None, now);
+    assert_eq!(answer.priority_acked, 2);
+    // The same records again under new sequence numbers (a restored outbox): stored once.
+    exchange(&t, "gw-a", 3, events, None, now);
+    assert_eq!(
+        stored_decisions(&t),
+        [
+            ("gw-a".into(), "cmd-1".into(), true),
+            ("gw-a".into(), "cmd-2".into(), false)
+        ]
+    );
+    let flags = t.flags();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    let flag = &flags[0];
+    assert_eq!(flag.kind, "replay_mismatch");
+    assert_eq!(flag.gateway.as_deref(), Some("gw-a"));
+    assert_eq!(flag.account.as_deref(), Some("A2"));
+    assert!(flag.detail.contains("replay DISAGREES"), "{}", flag.detail);
+    assert!(!flag.urgent);
+}
+
+#[test]
+fn guardrail_records_a_gateway_may_not_send_are_refused_alone_and_flagged() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    t.account("B1", Some("gw-b"));
+    let now = monday_morning();
+    let ahead = now + Duration::days(2);
+    let record = decision("A1", now, -2_500);
+    let mut huge = record.clone();
+    huge.policy.holidays = vec![chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(); 10_000];
+    let held = |id: &str, accounts: &[&str], at| UplinkEvent::BreakerHeld {
+        id: id.into(),
+        at,
+        accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+        reasons: vec!["too many".into()],
+    };
+    // (record, the flag kind it raises)
+    let refused = vec![
+        (
+            decision_event("d-foreign", "B1", &decision("B1", now, -2_500)),
+            "foreign_record",
+        ),
+        (
+            decision_event("d-other", "A1", &decision("B1", now, -2_500)),
+            "foreign_record",
+        ),
+        (
+            UplinkEvent::Decision {
+                id: "d-garbled".into(),
+                account: "A1".into(),
+                at: now,
+                record: "{\"not\": \"a decision\"}".into(),
+            },
+            "absurd_value",
+        ),
+        (decision_event("d-huge", "A1", &huge), "absurd_value"),
+        (
+            UplinkEvent::Decision {
+                id: "d-ahead".into(),
+                account: "A1".into(),
+                at: ahead,
+                record: serde_json::to_string(&record).unwrap(),
+            },
+            "absurd_value",
+        ),
+        (
+            decision_event(&"x".repeat(300), "A1", &record),
+            "absurd_value",
+        ),
+        (held("h-foreign", &["A1", "B1"], now), "foreign_record"),
+        (held("h-empty", &[], now), "absurd_value"),
+        (held("h-ahead", &["A1"], ahead), "absurd_value"),
+        (
+            UplinkEvent::BreakerReleased {
+                hold_id: "h-never".into(),
+                by: "supervisor".into(),
+                reason: "checked".into(),
+                at: now,
+            },
+            "foreign_record",
+        ),
+    ];
+    let kinds: Vec<&str> = refused.iter().map(|(_, kind)| *kind).collect();
+    let events: Vec<UplinkEvent> = refused.into_iter().map(|(event, _)| event).collect();
+    let answer = exchange(&t, "gw-a", 1, events, None, now);
+    // Every record is acknowledged, none applied, each flagged by its sequence number.
+    assert_eq!(answer.priority_acked, kinds.len() as u64);
+    assert!(stored_decisions(&t).is_empty());
+    assert!(breaker_holds(&t, None).is_empty());
+    let flags = t.flags();
+    for (seq, kind) in (1..).zip(&kinds) {
+        let flag = flags
+            .iter()
+            .find(|f| f.id == format!("refused:gw-a:{seq}"))
+            .unwrap_or_else(|| panic!("record {seq} was not flagged: {flags:?}"));
+        assert_eq!(flag.kind, *kind, "record {seq}: {}", flag.detail);
+    }
+    assert_eq!(flags.len(), kinds.len(), "{flags:?}");
+}
+
+#[test]
+fn a_breaker_hold_is_an_urgent_flag_and_a_release_at_the_gateway_is_kept() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    t.account("A2", Some("gw-a"));
+    let now = monday_morning();
+    let held = UplinkEvent::BreakerHeld {
+        id: "hold-7".into(),
+        at: now,
+        accounts: vec!["A1".into(), "A2".into()],
+        reasons: vec!["12 disconnections today would exceed the limit of 3 for 20 accounts".into()],
+    };
+    let released = |by: &str| UplinkEvent::BreakerReleased {
+        hold_id: "hold-7".into(),
+        by: by.into(),
+        reason: "checked the list".into(),
+        at: now + Duration::minutes(5),
+    };
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![held.clone(), released("ravi")],
+        None,
+        now,
+    );
+    // A later, second release of the same hold keeps the first.
+    exchange(
+        &t,
+        "gw-a",
+        3,
+        vec![held, released("someone else")],
+        None,
+        now,
+    );
+    let flags = t.flags();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0].kind, "breaker_held");
+    assert!(flags[0].urgent);
+    assert!(
+        flags[0].detail.contains("holds 2 disconnection(s)"),
+        "{}",
+        flags[0].detail
+    );
+    assert!(
+        flags[0].detail.contains("exceed the limit of 3"),
+        "{}",
+        flags[0].detail
+    );
+    let holds = breaker_holds(&t, Some("gw-a"));
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].accounts, ["A1", "A2"]);
+    let release = holds[0].released.clone().unwrap();
+    assert_eq!(
+        (release.by.as_str(), release.place.as_str()),
+        ("ravi", "gateway")
+    );
+}
+
+#[test]
+fn a_restored_gateway_database_is_told_so_in_the_same_exchange() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    let now = monday_morning();
+    let identity = |exchange| GatewayIdentity {
+        instance: 7,
+        exchange,
+        priority_acked: 0,
+        readings_acked: 0,
+    };
+    exchange(&t, "gw-a", 1, vec![], Some(identity(5)), now);
+    assert!(!t
+        .downlink("gw-a")
+        .iter()
+        .any(|e| matches!(e, DownlinkEvent::DatabaseRestored { .. })));
+    // Exchange 3 after 5: a backup.
+    let later = now + Duration::hours(1);
+    let answer = exchange(&t, "gw-a", 1, vec![], Some(identity(3)), later);
+    assert!(answer
+        .downlink
+        .iter()
+        .any(|r| r.event == DownlinkEvent::DatabaseRestored { at: later }));
+}
