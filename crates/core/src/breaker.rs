@@ -146,6 +146,13 @@ pub enum Trip {
     LedgerInconsistent,
 }
 
+/// A time as the office reads it: Asia/Kolkata.
+fn ist(at: &DateTime<Utc>) -> String {
+    crate::civil::local(*at)
+        .format("%Y-%m-%d %H:%M IST")
+        .to_string()
+}
+
 impl std::fmt::Display for Trip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -167,14 +174,14 @@ impl std::fmt::Display for Trip {
                 average_tenths / 10,
                 average_tenths % 10
             ),
-            Trip::PolicyChanged { at } => write!(f, "a new policy took effect at {at}"),
-            Trip::TariffChanged { at } => write!(f, "a new tariff took effect at {at}"),
+            Trip::PolicyChanged { at } => write!(f, "a new policy took effect at {}", ist(at)),
+            Trip::TariffChanged { at } => write!(f, "a new tariff took effect at {}", ist(at)),
             Trip::ClockUntrusted => write!(f, "the clock is not trusted"),
-            Trip::ClockJumped { at } => write!(f, "the clock jumped at {at}"),
+            Trip::ClockJumped { at } => write!(f, "the clock went back at {}", ist(at)),
             Trip::DatabaseRestored { at } => {
-                write!(f, "the database was restored or replaced (found at {at})")
+                write!(f, "the database was restored or replaced (found at {})", ist(at))
             }
-            Trip::SyncGap { last } => write!(f, "no sync with central since {last}"),
+            Trip::SyncGap { last } => write!(f, "no sync with central since {}", ist(last)),
             Trip::LedgerInconsistent => write!(f, "the ledger check found an inconsistency"),
         }
     }

@@ -124,7 +124,7 @@ impl Gateway {
         }
         let id = format!("{}:hold:{}", self.config.gateway.id, now.timestamp());
         let reasons: Vec<String> = trips.iter().map(ToString::to_string).collect();
-        tracing::error!(
+        tracing::warn!(
             hold = %id,
             accounts = accounts.len(),
             reasons = %reasons.join("; "),

@@ -8,6 +8,7 @@
 //! cellular link and the TLS sync. Between steps the air stands still while the demo plays the
 //! consumers' payments, syncs and runs the gateway's policy pass, all stamped with the simulated
 //! time that a [`SimulatedClock`] gives central and the sync client alike.
+pub mod guardrails;
 pub mod scenario;
 pub mod summary;
 
@@ -295,12 +296,21 @@ impl Demo {
             outage,
             sync: SyncSummary::default(),
             meter_ids: HashMap::new(),
+            scenes: guardrails::Scenes::default(),
+            bad_publish: None,
         };
         run.open_accounts(&consumers, start)?;
         let (stop, stopping) = watch::channel(false);
         let chip = run.start_radio(&air_side, stopping)?;
-        let top_ups =
+        let mut top_ups =
             scenario::routine_top_ups(&consumers, start + Duration::hours(1), end, &mut rng);
+        let (arrears, arrears_top_ups) =
+            scenario::arrears(&consumers, start + Duration::hours(1), end, &mut rng);
+        top_ups.extend(arrears_top_ups);
+        run.enter_guardrails(&consumers, arrears, start)?;
+        let good_policy = village.gateway_config.policy.clone();
+        run.bad_publish = scenario::bad_publish_at(start, end, outage, &good_policy)
+            .map(|at| (at, good_policy));
         let bar = progress_bar(
             u64::try_from((end - start).num_minutes() / STEP.num_minutes()).unwrap_or(0),
             args.json,
@@ -309,6 +319,7 @@ impl Demo {
         bar.finish_and_clear();
         run.settle()?;
         let sync = run.sync.clone();
+        let scenes = run.scenes.clone();
         let balances = office.block_on(balances(&village))?;
         let gateway_db = village.with_gateway(|g| Ok(g.store().path().to_path_buf()))?;
         let summary = summary::read(
@@ -324,6 +335,7 @@ impl Demo {
                 policy: village.gateway_config.policy.clone(),
                 sync,
                 balances,
+                scenes,
                 dir: match (&workspace, args.serve) {
                     (Workspace::Temporary(_), false) => {
                         "a temporary directory (removed; keep them with --dir)".into()
@@ -485,6 +497,10 @@ struct Running<'a> {
     sync: SyncSummary,
     /// Gateway meter id per account (known after the first sync).
     meter_ids: HashMap<String, i64>,
+    /// What the office did to show the guardrails.
+    scenes: guardrails::Scenes,
+    /// When the bad policy goes out, and the policy it corrects back to.
+    bad_publish: Option<(DateTime<Utc>, gramgrid_core::policy::PolicyConfig)>,
 }
 
 impl Running<'_> {
@@ -517,6 +533,52 @@ impl Running<'_> {
                 .collect()
         })?;
         self.village.with_gateway(|g| g.tick(start).map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Enters the arrears and the protected household at central, a minute after the opening
+    /// credit (which is not a recharge the arrears take a share of).
+    fn enter_guardrails(
+        &mut self,
+        consumers: &[Consumer],
+        arrears: Vec<(String, i64)>,
+        start: DateTime<Utc>,
+    ) -> Result<(), DemoError> {
+        let protected = scenario::protected(consumers, &TariffBook::builtin())
+            .map(|c| c.account.id.clone());
+        self.clock.set(start + Duration::minutes(1));
+        self.office.block_on(guardrails::enter_at_central(
+            self.village,
+            &arrears,
+            protected.as_deref(),
+        ))?;
+        self.scenes.arrears = arrears;
+        self.scenes.protected = protected;
+        Ok(())
+    }
+
+    /// The office's policy publishes: the bad one at its time, the correction after it.
+    fn office_publishes(&mut self, now: DateTime<Utc>) -> Result<(), DemoError> {
+        let Some((at, good)) = self.bad_publish.clone() else {
+            return Ok(());
+        };
+        if now == at {
+            let bad = scenario::bad_policy(&good);
+            let central_hold = self
+                .office
+                .block_on(guardrails::publish(self.village, &bad))?;
+            self.scenes.bad_publish = Some(guardrails::BadPublish {
+                at,
+                threshold_paise: bad.disconnect_threshold_paise,
+                central_hold,
+                corrected_at: None,
+            });
+        } else if now == at + scenario::BAD_POLICY_IN_FORCE {
+            self.office.block_on(guardrails::publish(self.village, &good))?;
+            if let Some(bad) = self.scenes.bad_publish.as_mut() {
+                bad.corrected_at = Some(now);
+            }
+        }
         Ok(())
     }
 
@@ -585,6 +647,7 @@ impl Running<'_> {
             self.air
                 .block_on(async move { tokio::time::sleep_until(until).await });
             self.clock.set(t);
+            self.office_publishes(t)?;
             let down = self.outage.is_some_and(|o| o.contains(t));
             self.set_backhaul(down);
             payments.extend(self.households_newly_cut(&mut cut, t, rng)?);

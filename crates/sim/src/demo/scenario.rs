@@ -11,15 +11,22 @@ use gramgrid_proto::wire::MeterKeys;
 use rand::Rng;
 
 /// Share of households that start with under two days of credit (alerts, cuts and reconnections
-/// happen within the demo's days).
+/// happen within the demo's days), rounded, at least one. Below the breaker's 10 % a day, so that
+/// the ordinary cuts go ahead and only the bad publish trips it.
 const SHORT_OF_CREDIT: f64 = 0.08;
 /// Share of households that top up once at central during the demo, whatever their balance.
 const ROUTINE_TOP_UP: f64 = 0.12;
 /// Share of cut-off households that pay within the demo.
 const PAYS_AFTER_CUT: f64 = 0.85;
-/// Share of households that move from post-paid owing arrears; each tops up once during the demo,
-/// and a share of that recharge goes to the arrears.
+/// Share of households that move from post-paid owing arrears (rounded, at least one); each tops
+/// up once during the demo, and a share of that recharge goes to the arrears.
 const WITH_ARREARS: f64 = 0.04;
+
+/// `share` of `n` households, rounded, at least one (none of none), drawn at random.
+fn some_of(n: usize, share: f64, rng: &mut impl Rng) -> std::collections::HashSet<usize> {
+    let k = ((n as f64 * share).round() as usize).clamp(n.min(1), n);
+    rand::seq::index::sample(rng, n, k).into_iter().collect()
+}
 /// While the backhaul is down, the share of payers who buy a voucher (typed in at the gateway)
 /// rather than pay at a counter (credited at central, reaching the gateway when the link returns).
 const VOUCHER_WHILE_DOWN: f64 = 0.6;
@@ -91,6 +98,7 @@ pub fn consumers(
     book: &TariffBook,
     rng: &mut impl Rng,
 ) -> Vec<Consumer> {
+    let short = some_of(plan.len(), SHORT_OF_CREDIT, rng);
     plan.iter()
         .zip(registers_wh)
         .enumerate()
@@ -115,7 +123,7 @@ pub fn consumers(
                 }),
                 relay_state: "unknown".into(),
             };
-            let days_of_credit = if rng.random_bool(SHORT_OF_CREDIT) {
+            let days_of_credit = if short.contains(&i) {
                 rng.random_range(0.1..1.2)
             } else {
                 rng.random_range(4.0..25.0)
@@ -209,10 +217,11 @@ pub fn arrears(
     rng: &mut impl Rng,
 ) -> (Vec<(String, i64)>, Vec<Payment>) {
     let span = (until - from).num_seconds().max(1);
+    let chosen = some_of(consumers.len(), WITH_ARREARS, rng);
     let mut owed = Vec::new();
     let mut top_ups = Vec::new();
-    for c in consumers {
-        if rng.random_bool(WITH_ARREARS) {
+    for (i, c) in consumers.iter().enumerate() {
+        if chosen.contains(&i) {
             owed.push((c.account.id.clone(), rupees_in_fifties(300, 2_000, rng)));
             top_ups.push(Payment {
                 account: c.account.id.clone(),
@@ -233,18 +242,21 @@ pub fn protected<'a>(consumers: &'a [Consumer], book: &TariffBook) -> Option<&'a
         .find(|c| c.opening_paise < daily_cost_paise(book, &c.account, c.account.created_at))
 }
 
-/// The policy a tired office engineer publishes by mistake: a disconnect threshold of 1,000 INR,
-/// above nearly every household's balance.
+/// The policy a tired office engineer publishes by mistake (a test policy): a disconnect threshold
+/// of 1,000 INR, above nearly every household's balance, and no grace after crossing it, so that
+/// nearly every household is due for a cut in the next window.
 pub fn bad_policy(good: &PolicyConfig) -> PolicyConfig {
     PolicyConfig {
         disconnect_threshold_paise: policy::MAX_THRESHOLD_PAISE,
+        first_disconnect: policy::Grace::After(std::time::Duration::ZERO),
         ..good.clone()
     }
 }
 
-/// When the office publishes the bad policy: 09:45 IST on the last day of the run whose 10:00 is
-/// in a disconnect window, with the backhaul up from then until the correction two hours later
-/// (so the gateway receives both). None when no day qualifies (the demo then skips it).
+/// When the office publishes the bad policy: 11:45 IST on the last day of the run whose 12:00 is
+/// in a disconnect window (after the morning's ordinary cuts), with the backhaul up from then
+/// until the correction two hours later (so the gateway receives both). None when no day
+/// qualifies (the demo then skips it).
 pub fn bad_publish_at(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -256,7 +268,7 @@ pub fn bad_publish_at(
     first
         .iter_days()
         .take_while(|day| *day <= last)
-        .map(|day| civil::start_of_local_day(day) + Duration::minutes(9 * 60 + 45))
+        .map(|day| civil::start_of_local_day(day) + Duration::minutes(11 * 60 + 45))
         .filter(|at| *at >= start && *at + BAD_POLICY_IN_FORCE < end)
         .filter(|at| policy::disconnect_allowed(policy, *at + Duration::minutes(15)).is_ok())
         .filter(|at| {
@@ -304,7 +316,7 @@ mod tests {
             .iter()
             .filter(|c| c.opening_paise < 2 * daily_cost_paise(&book, &c.account, start()))
             .count();
-        assert!((8..=30).contains(&short), "{short} of 200 short of credit");
+        assert!((12..=20).contains(&short), "{short} of 200 short of credit");
         assert!(consumers
             .iter()
             .all(|c| c.opening_paise >= 1_000 && c.opening_paise % 1_000 == 0));
@@ -319,7 +331,7 @@ mod tests {
         // Tuesday 1 to Friday 4 December 2026 (00:00 IST).
         let start = start();
         let end = start + Duration::days(3);
-        let thursday = start + Duration::days(2) + Duration::minutes(9 * 60 + 45);
+        let thursday = start + Duration::days(2) + Duration::minutes(11 * 60 + 45);
         assert_eq!(bad_publish_at(start, end, None, &policy), Some(thursday));
         // Backhaul down over Thursday morning: Wednesday's.
         let down = Outage {

@@ -1,5 +1,9 @@
 //! The demo's closing summary, read from central's and the gateway's SQLite files (not from the
 //! demo's own counters, except the sync traffic it measured on the link), as text or JSON.
+mod guardrails;
+
+pub use guardrails::GuardrailSummary;
+
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil;
 use gramgrid_core::policy::PolicyConfig;
@@ -37,6 +41,8 @@ pub struct Summary {
     pub sync: SyncSummary,
     /// Whether the gateway and central agree on every balance at the end.
     pub balances: BalanceSummary,
+    /// The breakers, the protected household and the arrears.
+    pub guardrails: GuardrailSummary,
     /// Business events central flagged for the office (offline overdrafts, double redemptions).
     pub flags: i64,
     /// Where the databases are (kept only with `--dir` or `--serve`).
@@ -179,6 +185,8 @@ pub struct Run {
     pub sync: SyncSummary,
     /// The balances compared at the end.
     pub balances: BalanceSummary,
+    /// The guardrail scenes the office played.
+    pub scenes: super::guardrails::Scenes,
     /// Where the databases are, as the summary reports it.
     pub dir: String,
     /// Wall-clock time of the demo, in seconds.
@@ -224,6 +232,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let relay = relay(&gateway, &run.policy).map_err(failed(gateway_db))?;
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
+    let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
     Ok(Summary {
         seed: run.seed,
         meters: run.meters,
@@ -242,6 +251,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         alerts,
         sync: run.sync,
         balances: run.balances,
+        guardrails,
         flags,
         dir: run.dir,
         wall_seconds: run.wall_seconds,
@@ -447,6 +457,20 @@ impl Summary {
                 self.vouchers.redeemed_at_gateway, self.vouchers.credited_at_central
             ));
         }
+        if let Some(bad) = &self.guardrails.bad_publish {
+            if bad.disconnects_under_it > 0 {
+                problems.push(format!(
+                    "{} disconnects were queued under the bad policy",
+                    bad.disconnects_under_it
+                ));
+            }
+        }
+        if let Some(p) = self.guardrails.protected.as_ref().filter(|p| p.disconnects > 0) {
+            problems.push(format!(
+                "the protected household {} was sent {} disconnects",
+                p.account, p.disconnects
+            ));
+        }
         if self.relay.disconnects_sent_outside_window > 0 {
             problems.push(format!(
                 "{} disconnect commands were sent outside an allowed window",
@@ -455,6 +479,52 @@ impl Summary {
         }
         problems
     }
+}
+
+/// The guardrail section's lines.
+fn guardrail_lines(g: &GuardrailSummary) -> Vec<String> {
+    use gramgrid_core::tariff::rupees;
+    let mut lines = Vec::new();
+    if let Some(bad) = &g.bad_publish {
+        let central = match bad.central_held {
+            Some((newly, limit)) => format!(
+                "central held it ({newly} accounts newly at or below the threshold, limit {limit}), an engineer released it anyway; "
+            ),
+            None => String::new(),
+        };
+        lines.push(format!(
+            "  bad policy         threshold {} INR published {}: {central}the gateway's breaker held {} disconnections ({}); {} households cut under it; corrected {}",
+            rupees(bad.threshold_paise),
+            bad.at,
+            bad.gateway_held_accounts,
+            bad.gateway_reasons.join("; "),
+            bad.disconnects_under_it,
+            bad.corrected_at.as_deref().unwrap_or("never")
+        ));
+    }
+    if let Some(p) = &g.protected {
+        lines.push(format!(
+            "  protected          {} (health centre): {}; {} disconnects",
+            p.account,
+            if p.reached_threshold {
+                "reached the threshold and was left on, the office told"
+            } else {
+                "never reached the threshold"
+            },
+            p.disconnects
+        ));
+    }
+    let a = &g.arrears;
+    if a.households > 0 {
+        lines.push(format!(
+            "  arrears            {} households brought {} INR from post-paid; {} INR recovered from their recharges, {} INR outstanding",
+            a.households,
+            rupees(a.opening_paise),
+            rupees(a.recovered_paise),
+            rupees(a.outstanding_paise)
+        ));
+    }
+    lines
 }
 
 /// The summary as the terminal shows it.
@@ -541,6 +611,9 @@ pub fn render(s: &Summary) -> String {
             b.accounts,
             b.disagreements
         ));
+    }
+    for text in guardrail_lines(&s.guardrails) {
+        line(text);
     }
     if s.flags > 0 {
         line(format!(
