@@ -565,6 +565,23 @@ pub struct RechargeReceipt {
     pub created: bool,
 }
 
+/// Reads an amount in rupees as people write it ("1200", "1200.5", "1200.00") into paise,
+/// exactly (no floating point); None for anything else (a sign, more than two decimals, an
+/// amount that does not fit).
+pub fn parse_rupees(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 2 {
+        return None;
+    }
+    let paise_part = format!("{fraction:0<2}").parse::<i64>().ok()?;
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(paise_part)
+}
+
 /// Checks a money amount given by a caller.
 pub fn check_amount(amount_paise: i64) -> Result<()> {
     if amount_paise <= 0 || amount_paise > MAX_RECHARGE_PAISE {
@@ -1487,6 +1504,28 @@ mod tests {
     fn report(t: &TestCentral) -> Balance {
         t.tx(|tx| balance(tx, "A1", at(60), Duration::hours(6), &TariffBook::builtin()))
             .unwrap()
+    }
+
+    #[test]
+    fn rupees_are_read_into_paise_exactly() {
+        assert_eq!(parse_rupees("1200.00"), Some(120_000));
+        assert_eq!(parse_rupees("1200"), Some(120_000));
+        assert_eq!(parse_rupees("1200.5"), Some(120_050));
+        assert_eq!(parse_rupees("0.07"), Some(7));
+        assert_eq!(parse_rupees("12."), Some(1_200));
+        for bad in [
+            "",
+            ".5",
+            "-5",
+            "+5",
+            "1.234",
+            "1,200",
+            "12e3",
+            "1.2.3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_rupees(bad), None, "{bad}");
+        }
     }
 
     #[test]
