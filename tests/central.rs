@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+use crate::common::fresh_postgres;
+
 const TOKEN: &str = "test-token-0123456789";
 
 /// A central server on a fresh database of each available backend.
@@ -26,23 +28,6 @@ struct Harness {
     router: axum::Router,
     central: Arc<Central>,
     _dir: Arc<tempfile::TempDir>,
-}
-
-fn fresh_postgres(admin_url: &str) -> String {
-    let name = format!("gg_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin_url.to_owned();
-    let create = name.clone();
-    // The sync client runs its own runtime: keep it off the test's.
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {create}"))
-            .unwrap();
-    })
-    .join()
-    .unwrap();
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    format!("{base}/{name}")
 }
 
 /// SQLite always; PostgreSQL when GRAMGRID_TEST_POSTGRES_URL is set (tests/run sets it).

@@ -91,8 +91,10 @@ fn cut(account: &str, at: DateTime<Utc>) -> DecisionRecord {
     }
 }
 
+/// Central on `database_url` with its PKI and config in `d`, running as its own process.
 fn start(
     d: &Path,
+    database_url: &str,
 ) -> (
     crate::common::Proc,
     Office,
@@ -110,9 +112,8 @@ fn start(
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\n\
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{database_url}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\n\
              api_tokens = [\"{OFFICE}\", {{ name = \"dashboard\", token = \"{DASHBOARD}\", scope = \"read\" }}]\n",
-            d.join("central.db").display(),
             d.join("pki"),
             d.join("notifications.log"),
             d.join("secrets.key"),
@@ -180,10 +181,29 @@ async fn exchange(
     answer.downlink.into_iter().map(|r| r.event).collect()
 }
 
+/// SQLite always; PostgreSQL too when GRAMGRID_TEST_POSTGRES_URL is set (tests/run sets it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guardrails_over_https_and_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (_central, office, bundle) = start(dir.path());
+    let mut urls = vec![format!(
+        "sqlite:{}",
+        dir.path().join("central.db").display()
+    )];
+    match std::env::var("GRAMGRID_TEST_POSTGRES_URL") {
+        Ok(admin) => urls.push(crate::common::fresh_postgres(&admin)),
+        Err(_) => eprintln!(
+            "SKIP guardrails on PostgreSQL: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)"
+        ),
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let d = dir.path().join(format!("backend-{i}"));
+        std::fs::create_dir(&d).unwrap();
+        guardrails(&d, url).await;
+    }
+}
+
+async fn guardrails(d: &Path, database_url: &str) {
+    let (_central, office, bundle) = start(d, database_url);
     for id in ["A1", "A2", "A3", "A4", "A5"] {
         office.ok(
             "POST",

@@ -1007,16 +1007,21 @@ pub(crate) fn gateway_balances(
     gateway: Option<&str>,
     rules: &[ArrearsRule],
 ) -> Result<Vec<(String, String, i64)>> {
-    // Correlated sums over the accounts asked for (both are index lookups).
+    let (which, params) = match gateway {
+        Some(gateway) => ("a.gateway = $1", vec![gateway.into()]),
+        None => ("a.gateway IS NOT NULL", Vec::new()),
+    };
+    // Correlated sums over the accounts asked for (index lookups).
     let rows = tx.query(
-        "SELECT a.gateway, a.id,
-           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
-           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
-                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
-           (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
-         FROM accounts a WHERE a.gateway IS NOT NULL AND ($1 = '' OR a.gateway = $1)
-         ORDER BY a.gateway, a.id",
-        &[gateway.unwrap_or("").into()],
+        &format!(
+            "SELECT a.gateway, a.id,
+               COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
+               - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+                           JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
+               (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
+             FROM accounts a WHERE {which} ORDER BY a.gateway, a.id"
+        ),
+        &params,
     )?;
     let mut balances = Vec::with_capacity(rows.len());
     for row in rows {
