@@ -1,6 +1,7 @@
 //! Central server end to end, on real SQLite files and (with GRAMGRID_TEST_POSTGRES_URL) a real
 //! PostgreSQL server: API validation, idempotent recharges, balances equal to the gateway's after a
 //! sync, gateway isolation, vouchers single use everywhere, lanes and downlink.
+use crate::common::fresh_postgres;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -18,8 +19,6 @@ use gramgrid_proto::wire::{
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
-
-use crate::common::fresh_postgres;
 
 const TOKEN: &str = "test-token-0123456789";
 
