@@ -1,6 +1,7 @@
 //! Central server end to end, on real SQLite files and (with GRAMGRID_TEST_POSTGRES_URL) a real
 //! PostgreSQL server: API validation, idempotent recharges, balances equal to the gateway's after a
 //! sync, gateway isolation, vouchers single use everywhere, lanes and downlink.
+use crate::common::fresh_postgres;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -26,23 +27,6 @@ struct Harness {
     router: axum::Router,
     central: Arc<Central>,
     _dir: Arc<tempfile::TempDir>,
-}
-
-fn fresh_postgres(admin_url: &str) -> String {
-    let name = format!("gg_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin_url.to_owned();
-    let create = name.clone();
-    // The sync client runs its own runtime: keep it off the test's.
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {create}"))
-            .unwrap();
-    })
-    .join()
-    .unwrap();
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    format!("{base}/{name}")
 }
 
 /// SQLite always; PostgreSQL when GRAMGRID_TEST_POSTGRES_URL is set (tests/run sets it).

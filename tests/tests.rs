@@ -9,6 +9,7 @@ mod demo;
 mod docs_recipes;
 mod field_engineer;
 mod gateway_redeem;
+mod guardrails_central;
 mod layering;
 mod link_end_to_end;
 mod link_processes;

@@ -1,8 +1,21 @@
-//! `gramgrid central`: the certificate authority, gateway enrolment and the central server.
+//! `gramgrid central`: the certificate authority, gateway enrolment, the central server, and the
+//! office's guardrail commands (protected accounts, arrears, breaker and policy holds, decisions),
+//! which work on central's database directly, as `import-meters` does, each write audited as
+//! `cli:<user>`.
 use super::shutdown_signal;
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use gramgrid_central::{accounts, decisions, holds, Central};
 use std::path::PathBuf;
+
+/// The central config of a command that opens central's database.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Central config file (TOML), as for `central serve`.
+    #[arg(long, short, env = "GRAMGRID_CENTRAL_CONFIG")]
+    config: Option<PathBuf>,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum CentralCommand {
@@ -70,6 +83,87 @@ pub enum CentralCommand {
         #[arg(long, value_parser = parse_utc)]
         installed_at: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Protect an account: never disconnected automatically (life support, a health centre, the
+    /// village water pump); or end its protection with --off. Its gateway is told at its next sync.
+    Protect {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account.
+        account: String,
+        /// Why it is protected (e.g. "life support").
+        #[arg(long, required_unless_present = "off", conflicts_with = "off")]
+        reason: Option<String>,
+        /// End the account's protection.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Record arrears carried over from post-paid, once per --id (the same command again records
+    /// nothing; another amount under the same id is refused). Each later recharge pays a share of
+    /// them (the policy's arrears rules); the account's gateway is told at its next sync.
+    Arrears {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account.
+        account: String,
+        /// Unique id of this entry (e.g. the post-paid bill number).
+        #[arg(long)]
+        id: String,
+        /// The arrears in rupees, e.g. 1200.00.
+        #[arg(long, value_parser = parse_inr, required_unless_present = "amount_paise", conflicts_with = "amount_paise")]
+        amount_inr: Option<i64>,
+        /// The arrears in paise, e.g. 120000.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        amount_paise: Option<i64>,
+        /// Where the figure comes from, for the office.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List the gateways' disconnection breaker holds (newest first) and, without --gateway, the
+    /// policy publishes central's breaker held.
+    Holds {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this gateway's holds.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Release a gateway's breaker hold: its accounts may be disconnected in the gateway's next
+    /// pass, once. The gateway is told at its next sync.
+    Release {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The hold's id (see `central holds`).
+        hold: String,
+        /// The gateway that holds.
+        #[arg(long)]
+        gateway: String,
+        /// Why, for the audit and the gateway.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Publish a policy central's breaker held (see `central holds`), as it would have been.
+    ReleasePolicy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The policy hold's id.
+        hold: String,
+        /// Why, for the audit.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print an account's relay decisions in words: the one in force at --at, or the latest ones.
+    Decisions {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account.
+        account: String,
+        /// The decision in force at this time (RFC 3339, e.g. 2026-11-30T11:00:00+05:30).
+        #[arg(long, value_parser = parse_utc)]
+        at: Option<DateTime<Utc>>,
+        /// Without --at, at most this many, newest first.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=decisions::MAX_DECISIONS_LIMIT))]
+        limit: i64,
+    },
 }
 
 pub(super) fn run(what: CentralCommand) -> Result<()> {
@@ -120,6 +214,146 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             }
             Ok(())
         }
+        CentralCommand::Protect {
+            config,
+            account,
+            reason,
+            off: _,
+        } => {
+            let central = open_central(config)?;
+            let what = format!("central protect {account}");
+            let view = central
+                .write_as(&who(), &what, move |tx| {
+                    accounts::set_protection(tx, &account, reason.as_deref())
+                })
+                .context("the protection was not changed")?;
+            let told = told(view.account.gateway.as_deref());
+            match view.protected {
+                Some(reason) => println!(
+                    "account {} protected ({reason}): never disconnected automatically{told}",
+                    view.account.id
+                ),
+                None => println!("account {} is no longer protected{told}", view.account.id),
+            }
+            Ok(())
+        }
+        CentralCommand::Arrears {
+            config,
+            account,
+            id,
+            amount_inr,
+            amount_paise,
+            note,
+        } => {
+            let request = accounts::ArrearsRequest {
+                id,
+                amount_paise: amount_inr.or(amount_paise).unwrap_or_default(),
+                note,
+            };
+            let central = open_central(config)?;
+            let now = central.now();
+            let what = format!("central arrears {account} --id {}", request.id);
+            let receipt = central
+                .write_as(&who(), &what, move |tx| {
+                    accounts::record_arrears(tx, &account, &request, now)
+                })
+                .context("no arrears were recorded")?;
+            let amount = gramgrid_core::tariff::rupees(receipt.amount_paise);
+            if receipt.created {
+                println!(
+                    "arrears of Rs {amount} recorded for {} (event {}); each later recharge pays a share of them",
+                    receipt.account, receipt.event_id
+                );
+            } else {
+                println!(
+                    "arrears of Rs {amount} were already recorded for {} under this id (event {}): nothing new",
+                    receipt.account, receipt.event_id
+                );
+            }
+            Ok(())
+        }
+        CentralCommand::Holds { config, gateway } => {
+            let central = open_central(config)?;
+            let all = gateway.is_none();
+            let (breaker, policy) = central.db().blocking(move |tx| {
+                let breaker = holds::breaker_holds(tx, gateway.as_deref())?;
+                let policy = if all {
+                    holds::policy_holds(tx)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, gramgrid_central::CentralError>((breaker, policy))
+            })?;
+            print_holds(&breaker, &policy, all);
+            Ok(())
+        }
+        CentralCommand::Release {
+            config,
+            hold,
+            gateway,
+            reason,
+        } => {
+            let central = open_central(config)?;
+            let (now, by) = (central.now(), who());
+            let what = format!("central release {hold} --gateway {gateway}");
+            let released = central
+                .write_as(&by.clone(), &what, move |tx| {
+                    holds::release_breaker_hold(tx, &gateway, &hold, &by, &reason, now)
+                })
+                .context("the hold was not released")?;
+            println!(
+                "hold {} of gateway {} released ({} account(s)); the gateway may disconnect them in its first pass after its next sync",
+                released.id,
+                released.gateway,
+                released.accounts.len()
+            );
+            Ok(())
+        }
+        CentralCommand::ReleasePolicy {
+            config,
+            hold,
+            reason,
+        } => {
+            let central = open_central(config)?;
+            let (now, by) = (central.now(), who());
+            let what = format!("central release-policy {hold}");
+            let released = central
+                .write_as(&by.clone(), &what, move |tx| {
+                    holds::release_policy_hold(tx, &hold, &by, &reason, now)
+                })
+                .context("the policy was not published")?;
+            println!(
+                "policy version {} published (hold {} released); every gateway takes it at its next sync",
+                released.version, released.id
+            );
+            Ok(())
+        }
+        CentralCommand::Decisions {
+            config,
+            account,
+            at,
+            limit,
+        } => {
+            let central = open_central(config)?;
+            let name = account.clone();
+            let found = central
+                .db()
+                .blocking(move |tx| decisions::of_account(tx, &account, at, limit))?;
+            if found.is_empty() {
+                let when = at.map(|at| format!(" at {at}")).unwrap_or_default();
+                println!("no relay decision recorded for {name}{when}");
+            }
+            for (i, decision) in found.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("decision {} of gateway {}", decision.id, decision.gateway);
+                for line in &decision.words {
+                    println!("  {line}");
+                }
+            }
+            Ok(())
+        }
         CentralCommand::RevokeGateway { dir, id } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let revoked = pki.revoke_gateway(&id)?;
@@ -167,15 +401,96 @@ fn parse_utc(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, S
         .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
 }
 
+/// Who the audit names for a write made on this command line: `cli:<login name>` ($USER, else
+/// $LOGNAME).
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// When the account's gateway hears of a change.
+fn told(gateway: Option<&str>) -> String {
+    gateway
+        .map(|g| format!("; gateway {g} is told at its next sync"))
+        .unwrap_or_default()
+}
+
+fn parse_inr(text: &str) -> std::result::Result<i64, String> {
+    gramgrid_central::accounts::parse_rupees(text)
+        .filter(|paise| *paise > 0)
+        .ok_or_else(|| format!("'{text}' is not an amount in rupees such as 1200.00"))
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<gramgrid_central::CentralConfig> {
+    gramgrid_central::CentralConfig::load(path).context(
+        "fix the central config (see docs/central.example.toml for every option), then try again",
+    )
+}
+
+/// Central on the database the config names (the server may be running on it too).
+fn open(config: gramgrid_central::CentralConfig) -> Result<Central> {
+    Central::open(config).context("cannot open central's database (is database_url right?)")
+}
+
+fn open_central(config: ConfigArg) -> Result<Central> {
+    open(load_config(config.config.as_deref())?)
+}
+
+fn print_holds(breaker: &[holds::BreakerHold], policy: &[holds::PolicyHold], all: bool) {
+    if breaker.is_empty() {
+        println!("no breaker holds");
+    }
+    for hold in breaker {
+        let state = match &hold.released {
+            None => "HELD".to_owned(),
+            Some(r) => format!(
+                "released by {} at {} ({}): {}",
+                r.by, r.at, r.place, r.reason
+            ),
+        };
+        println!(
+            "{} {} at {}: {} account(s), {state}",
+            hold.gateway,
+            hold.id,
+            hold.at,
+            hold.accounts.len()
+        );
+        println!("  why: {}", hold.reasons.join("; "));
+        println!("  accounts: {}", hold.accounts.join(" "));
+    }
+    if !all {
+        return;
+    }
+    if policy.is_empty() {
+        println!("no held policy publishes");
+    }
+    for hold in policy {
+        let state = match &hold.released {
+            None => "HELD".to_owned(),
+            Some(r) => format!("published: released by {} at {}: {}", r.by, r.at, r.reason),
+        };
+        println!(
+            "policy hold {}: version {}, asked by {} at {}, {state}",
+            hold.id, hold.version, hold.held_by, hold.held_at
+        );
+        for g in &hold.gateways {
+            println!(
+                "  gateway {}: {} newly at or below the threshold, limit {} of {} accounts",
+                g.gateway, g.newly_cut, g.limit, g.accounts
+            );
+        }
+    }
+}
+
 fn import_meters(
     config: Option<PathBuf>,
     manifest_path: &std::path::Path,
     gateway: String,
     installed_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<()> {
-    let config = gramgrid_central::CentralConfig::load(config.as_deref()).context(
-        "fix the central config (see docs/central.example.toml for every option), then try again",
-    )?;
+    let config = load_config(config.as_deref())?;
     let text = std::fs::read_to_string(manifest_path)
         .with_context(|| format!("cannot read the meter manifest {}", manifest_path.display()))?;
     let manifest = gramgrid_proto::manifest::MeterManifest::parse(&text).with_context(|| {
@@ -184,8 +499,7 @@ fn import_meters(
             manifest_path.display()
         )
     })?;
-    let central = gramgrid_central::Central::open(config)
-        .context("cannot open central's database (is database_url right?)")?;
+    let central = open(config)?;
     let installed_at = installed_at.unwrap_or_else(|| central.now());
     let report = central
         .db()

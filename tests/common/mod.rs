@@ -18,6 +18,25 @@ pub fn exact_air() -> Air {
     })
 }
 
+/// A new, empty PostgreSQL database on the server of `admin_url` (a URL with rights to create
+/// databases); its URL.
+pub fn fresh_postgres(admin_url: &str) -> String {
+    let name = format!("gg_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin_url.to_owned();
+    let create = name.clone();
+    // The sync client runs its own runtime: keep it off the test's.
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
 /// One HTTPS request to a central server, trusting its CA (`ca`, PEM) and sending the API token;
 /// returns the status code and the body. Blocking, one connection per call.
 pub fn api_call(

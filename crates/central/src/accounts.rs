@@ -565,6 +565,23 @@ pub struct RechargeReceipt {
     pub created: bool,
 }
 
+/// Reads an amount in rupees as people write it ("1200", "1200.5", "1200.00") into paise,
+/// exactly (no floating point); None for anything else (a sign, more than two decimals, an
+/// amount that does not fit).
+pub fn parse_rupees(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 2 {
+        return None;
+    }
+    let paise_part = format!("{fraction:0<2}").parse::<i64>().ok()?;
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(paise_part)
+}
+
 /// Checks a money amount given by a caller.
 pub fn check_amount(amount_paise: i64) -> Result<()> {
     if amount_paise <= 0 || amount_paise > MAX_RECHARGE_PAISE {
@@ -990,16 +1007,21 @@ pub(crate) fn gateway_balances(
     gateway: Option<&str>,
     rules: &[ArrearsRule],
 ) -> Result<Vec<(String, String, i64)>> {
-    // Correlated sums over the accounts asked for (both are index lookups).
+    let (which, params) = match gateway {
+        Some(gateway) => ("a.gateway = $1", vec![gateway.into()]),
+        None => ("a.gateway IS NOT NULL", Vec::new()),
+    };
+    // Correlated sums over the accounts asked for (index lookups).
     let rows = tx.query(
-        "SELECT a.gateway, a.id,
-           COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
-           - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
-                       JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
-           (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
-         FROM accounts a WHERE a.gateway IS NOT NULL AND ($1 = '' OR a.gateway = $1)
-         ORDER BY a.gateway, a.id",
-        &[gateway.unwrap_or("").into()],
+        &format!(
+            "SELECT a.gateway, a.id,
+               COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
+               - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+                           JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
+               (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
+             FROM accounts a WHERE {which} ORDER BY a.gateway, a.id"
+        ),
+        &params,
     )?;
     let mut balances = Vec::with_capacity(rows.len());
     for row in rows {
@@ -1487,6 +1509,28 @@ mod tests {
     fn report(t: &TestCentral) -> Balance {
         t.tx(|tx| balance(tx, "A1", at(60), Duration::hours(6), &TariffBook::builtin()))
             .unwrap()
+    }
+
+    #[test]
+    fn rupees_are_read_into_paise_exactly() {
+        assert_eq!(parse_rupees("1200.00"), Some(120_000));
+        assert_eq!(parse_rupees("1200"), Some(120_000));
+        assert_eq!(parse_rupees("1200.5"), Some(120_050));
+        assert_eq!(parse_rupees("0.07"), Some(7));
+        assert_eq!(parse_rupees("12."), Some(1_200));
+        for bad in [
+            "",
+            ".5",
+            "-5",
+            "+5",
+            "1.234",
+            "1,200",
+            "12e3",
+            "1.2.3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_rupees(bad), None, "{bad}");
+        }
     }
 
     #[test]

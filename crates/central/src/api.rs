@@ -928,6 +928,9 @@ async fn statement(
 }
 
 #[cfg(test)]
+mod guardrail_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::DbError;

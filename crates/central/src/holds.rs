@@ -151,20 +151,21 @@ pub(crate) fn record_gateway_release(
 
 /// The breaker holds of `gateway` (of every gateway when None), newest first.
 pub fn breaker_holds(tx: &mut dyn Tx, gateway: Option<&str>) -> Result<Vec<BreakerHold>> {
-    if let Some(gateway) = gateway {
-        if tx
-            .query_opt("SELECT 1 FROM gateways WHERE id = $1", &[gateway.into()])?
-            .is_none()
-        {
-            return Err(CentralError::NotFound(format!("no gateway '{gateway}'")));
+    let (which, params) = match gateway {
+        Some(gateway) => {
+            if tx
+                .query_opt("SELECT 1 FROM gateways WHERE id = $1", &[gateway.into()])?
+                .is_none()
+            {
+                return Err(CentralError::NotFound(format!("no gateway '{gateway}'")));
+            }
+            ("WHERE gateway = $1", vec![gateway.into()])
         }
-    }
+        None => ("", Vec::new()),
+    };
     tx.query(
-        &format!(
-            "SELECT {HOLD_COLUMNS} FROM breaker_holds WHERE ($1 = '' OR gateway = $1)
-             ORDER BY at DESC, gateway, id"
-        ),
-        &[gateway.unwrap_or("").into()],
+        &format!("SELECT {HOLD_COLUMNS} FROM breaker_holds {which} ORDER BY at DESC, gateway, id"),
+        &params,
     )?
     .iter()
     .map(hold_from_row)

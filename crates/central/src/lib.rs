@@ -216,7 +216,7 @@ pub(crate) mod testing {
 
     /// A central server on a database of its own, removed with it.
     pub(crate) struct TestCentral {
-        pub(crate) central: Central,
+        pub(crate) central: std::sync::Arc<Central>,
         _dir: tempfile::TempDir,
     }
 
@@ -233,14 +233,20 @@ pub(crate) mod testing {
 
     /// A fresh central.
     pub(crate) fn central() -> TestCentral {
+        central_with_tokens(Vec::new())
+    }
+
+    /// A fresh central that takes these API tokens.
+    pub(crate) fn central_with_tokens(api_tokens: Vec<super::ApiToken>) -> TestCentral {
         let dir = tempfile::tempdir().unwrap();
         let config = CentralConfig {
             database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
             secrets_key_file: dir.path().join("secrets.key"),
+            api_tokens,
             ..CentralConfig::default()
         };
         TestCentral {
-            central: Central::open(config).unwrap(),
+            central: std::sync::Arc::new(Central::open(config).unwrap()),
             _dir: dir,
         }
     }

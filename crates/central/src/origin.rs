@@ -31,7 +31,7 @@ pub const MAX_TEXT_BYTES: usize = 1_000;
 pub const MAX_RECORD_ID_BYTES: usize = 200;
 /// Longest decision record (JSON) central stores: it carries the policy with its holidays.
 pub const MAX_DECISION_BYTES: usize = 64 * 1024;
-/// Most accounts one breaker hold may name, and most reasons it may give.
+/// Most accounts one breaker hold may name.
 pub const MAX_HOLD_ACCOUNTS: usize = 20_000;
 /// Most reasons one breaker hold may give.
 pub const MAX_HOLD_REASONS: usize = 32;
