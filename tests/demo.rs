@@ -37,8 +37,32 @@ fn int(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// account → balance: money events minus the charges of every reading of the account's meters.
+/// account → arrears recovered, by the default rule read independently of `ledger`: 25 % of each
+/// recharge made since the arrears were recorded, at most 500 INR of one, never more than owed.
+fn arrears_recovered(conn: &Connection) -> HashMap<String, i64> {
+    let mut owed = conn
+        .prepare("SELECT account, SUM(amount_paise), MIN(at) FROM ledger_events WHERE kind = 'arrears' GROUP BY account")
+        .unwrap();
+    let owed: Vec<(String, i64, i64)> = owed
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    owed.into_iter()
+        .map(|(account, opening, since)| {
+            let shares = int(
+                conn,
+                &format!("SELECT COALESCE(SUM(MIN(amount_paise * 25 / 100, 50000)), 0) FROM ledger_events WHERE account = '{account}' AND kind = 'recharge' AND at >= {since}"),
+            );
+            (account, shares.min(opening))
+        })
+        .collect()
+}
+
+/// account → balance: money events minus the charges of every reading of the account's meters,
+/// minus arrears recovered.
 fn balances(conn: &Connection, meter_key: &str) -> HashMap<String, i64> {
+    let recovered = arrears_recovered(conn);
     let sql = format!(
         "SELECT a.id,
             COALESCE((SELECT SUM(effect_paise) FROM ledger_events l WHERE l.account = a.id), 0)
@@ -48,9 +72,13 @@ fn balances(conn: &Connection, meter_key: &str) -> HashMap<String, i64> {
     );
     let mut statement = conn.prepare(&sql).unwrap();
     statement
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
         .unwrap()
         .map(Result::unwrap)
+        .map(|(account, balance)| {
+            let recovered = recovered.get(&account).copied().unwrap_or(0);
+            (account, balance - recovered)
+        })
         .collect()
 }
 
@@ -70,15 +98,17 @@ fn inside_default_window(utc_seconds: i64) -> bool {
 fn a_small_village_runs_and_its_summary_matches_the_databases() {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("village");
+    // The outage covers Wednesday's and Thursday's windows (vouchers bought offline), so the bad
+    // policy comes on Tuesday, the one morning with the backhaul up.
     let summary = demo_json(&[
         "--meters",
-        "50",
+        "100",
         "--days",
-        "2",
+        "3",
         "--outage",
-        "26h",
+        "40h",
         "--outage-after",
-        "18h",
+        "30h",
         "--seed",
         "3",
         "--dir",
@@ -90,9 +120,9 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     // Balances agree, account by account, and match the summary's total.
     let at_gateway = balances(&gateway, "id");
     let at_central = balances(&central, "serial");
-    assert_eq!(at_gateway.len(), 50);
+    assert_eq!(at_gateway.len(), 100);
     assert_eq!(at_gateway, at_central);
-    assert_eq!(summary["balances"]["agree"], 50);
+    assert_eq!(summary["balances"]["agree"], 100);
     assert_eq!(
         summary["balances"]["total_gateway_paise"],
         at_gateway.values().sum::<i64>()
@@ -138,9 +168,14 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     let requests = int(&central, "SELECT COUNT(*) FROM recharge_requests");
     let made_at_central = summary["recharges"]["opening"].as_i64().unwrap()
         + summary["recharges"]["top_ups"].as_i64().unwrap();
+    let arrears_entered = int(
+        &central,
+        "SELECT COUNT(*) FROM ledger_events WHERE kind = 'arrears'",
+    );
     assert_eq!(
-        requests, made_at_central,
-        "one recharge per payment request"
+        requests,
+        made_at_central + arrears_entered,
+        "one recharge per payment request (arrears are entered under a request id too)"
     );
     assert_eq!(summary["recharges"]["missing_at_gateway"], 0);
     assert!(
@@ -173,7 +208,7 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         .and_utc()
         .timestamp()
         - 19_800;
-    let due_until = start + 2 * 86_400 - 3_600;
+    let due_until = start + 3 * 86_400 - 3_600;
     let window = format!("WHERE at > {start} AND at <= {due_until}");
     let readings_central = int(&central, &format!("SELECT COUNT(*) FROM readings {window}"));
     assert_eq!(
@@ -222,6 +257,86 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         ),
         confirmed,
         "one alert per confirmed disconnect"
+    );
+
+    guardrails_held(&summary, &gateway, &central, start);
+}
+
+/// The bad policy (Tuesday 11:45 to 13:45 IST) cut no one: central held it, and when an engineer
+/// released it the gateway's breaker held the mass cut; the protected household was never cut;
+/// arrears were recovered by the rule, as the databases show.
+fn guardrails_held(summary: &Value, gateway: &Connection, central: &Connection, start: i64) {
+    let (bad_at, corrected_at) = (start + 11 * 3_600 + 45 * 60, start + 13 * 3_600 + 45 * 60);
+    let g = &summary["guardrails"];
+    assert_eq!(
+        int(
+            central,
+            "SELECT COUNT(*) FROM policy_holds WHERE released_by = 'office engineer'"
+        ),
+        1,
+        "central held the bad publish until it was released"
+    );
+    let window = format!("created_at >= {bad_at} AND created_at < {corrected_at}");
+    assert_eq!(
+        int(
+            gateway,
+            &format!(
+                "SELECT COUNT(*) FROM relay_commands WHERE action = 'disconnect' AND {window}"
+            )
+        ),
+        0,
+        "no disconnect under the bad policy"
+    );
+    assert_eq!(g["bad_publish"]["disconnects_under_it"], 0);
+    let held = int(
+        gateway,
+        &format!("SELECT MAX(json_array_length(accounts)) FROM breaker_holds WHERE at >= {bad_at} AND at < {corrected_at}"),
+    );
+    assert!(held > 10, "the breaker held the mass cut ({held} accounts)");
+    assert_eq!(g["bad_publish"]["gateway_held_accounts"], held);
+    assert_eq!(
+        int(
+            central,
+            "SELECT COUNT(*) FROM flags WHERE kind = 'breaker_held' AND urgent = 1"
+        ),
+        int(gateway, "SELECT COUNT(*) FROM breaker_holds"),
+        "central flagged every hold as urgent"
+    );
+
+    let protected: String = central
+        .query_row(
+            "SELECT id FROM accounts WHERE protected IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(g["protected"]["account"], protected.as_str());
+    let cut = int(
+        gateway,
+        &format!("SELECT COUNT(*) FROM relay_commands c JOIN meters m ON m.id = c.meter WHERE m.account = '{protected}' AND c.action = 'disconnect'"),
+    );
+    assert_eq!(cut, 0, "the protected household was never cut");
+    assert!(
+        int(
+            gateway,
+            &format!("SELECT COUNT(*) FROM relay_decisions WHERE account = '{protected}' AND id LIKE '%:protected:%'")
+        ) > 0,
+        "it ran out and the gateway recorded leaving it on"
+    );
+
+    // Arrears: recovered by the rule, and the same at both ends.
+    let recovered = arrears_recovered(gateway);
+    assert!(!recovered.is_empty(), "some households brought arrears");
+    assert_eq!(recovered, arrears_recovered(central));
+    let recovered_total: i64 = recovered.values().sum();
+    assert!(recovered_total > 0, "recharges paid into the arrears");
+    assert_eq!(g["arrears"]["recovered_paise"], recovered_total);
+    assert_eq!(
+        g["arrears"]["opening_paise"],
+        int(
+            gateway,
+            "SELECT SUM(amount_paise) FROM ledger_events WHERE kind = 'arrears'"
+        )
     );
 }
 

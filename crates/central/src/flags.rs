@@ -25,7 +25,7 @@ pub(crate) fn flag(
         &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into(), i64::from(urgent).into()],
     )?;
     if new == 1 && urgent {
-        tracing::error!(
+        tracing::warn!(
             kind,
             gateway,
             account,

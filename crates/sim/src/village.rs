@@ -362,9 +362,7 @@ impl Village {
     pub fn gateway_balance(&self, account: &str) -> Result<i64, VillageError> {
         self.with_gateway(|g| {
             let rules = g.policy().arrears.clone();
-            g.store()
-                .position(account, &rules)
-                .map(|p| p.balance_paise)
+            g.store().position(account, &rules).map(|p| p.balance_paise)
         })
     }
 

@@ -309,8 +309,8 @@ impl Demo {
         top_ups.extend(arrears_top_ups);
         run.enter_guardrails(&consumers, arrears, start)?;
         let good_policy = village.gateway_config.policy.clone();
-        run.bad_publish = scenario::bad_publish_at(start, end, outage, &good_policy)
-            .map(|at| (at, good_policy));
+        run.bad_publish =
+            scenario::bad_publish_at(start, end, outage, &good_policy).map(|at| (at, good_policy));
         let bar = progress_bar(
             u64::try_from((end - start).num_minutes() / STEP.num_minutes()).unwrap_or(0),
             args.json,
@@ -544,8 +544,8 @@ impl Running<'_> {
         arrears: Vec<(String, i64)>,
         start: DateTime<Utc>,
     ) -> Result<(), DemoError> {
-        let protected = scenario::protected(consumers, &TariffBook::builtin())
-            .map(|c| c.account.id.clone());
+        let protected =
+            scenario::protected(consumers, &TariffBook::builtin()).map(|c| c.account.id.clone());
         self.clock.set(start + Duration::minutes(1));
         self.office.block_on(guardrails::enter_at_central(
             self.village,
@@ -574,7 +574,8 @@ impl Running<'_> {
                 corrected_at: None,
             });
         } else if now == at + scenario::BAD_POLICY_IN_FORCE {
-            self.office.block_on(guardrails::publish(self.village, &good))?;
+            self.office
+                .block_on(guardrails::publish(self.village, &good))?;
             if let Some(bad) = self.scenes.bad_publish.as_mut() {
                 bad.corrected_at = Some(now);
             }

@@ -271,9 +271,7 @@ pub fn bad_publish_at(
         .map(|day| civil::start_of_local_day(day) + Duration::minutes(11 * 60 + 45))
         .filter(|at| *at >= start && *at + BAD_POLICY_IN_FORCE < end)
         .filter(|at| policy::disconnect_allowed(policy, *at + Duration::minutes(15)).is_ok())
-        .filter(|at| {
-            outage.is_none_or(|o| o.to <= *at || o.from >= *at + BAD_POLICY_IN_FORCE)
-        })
+        .filter(|at| outage.is_none_or(|o| o.to <= *at || o.from >= *at + BAD_POLICY_IN_FORCE))
         .last()
 }
 
@@ -344,7 +342,10 @@ mod tests {
         );
         // A single Sunday has no window.
         let sunday = start - Duration::days(2);
-        assert_eq!(bad_publish_at(sunday, sunday + Duration::days(1), None, &policy), None);
+        assert_eq!(
+            bad_publish_at(sunday, sunday + Duration::days(1), None, &policy),
+            None
+        );
         assert_eq!(
             bad_policy(&policy).disconnect_threshold_paise,
             policy::MAX_THRESHOLD_PAISE

@@ -465,7 +465,12 @@ impl Summary {
                 ));
             }
         }
-        if let Some(p) = self.guardrails.protected.as_ref().filter(|p| p.disconnects > 0) {
+        if let Some(p) = self
+            .guardrails
+            .protected
+            .as_ref()
+            .filter(|p| p.disconnects > 0)
+        {
             problems.push(format!(
                 "the protected household {} was sent {} disconnects",
                 p.account, p.disconnects

@@ -73,7 +73,9 @@ pub fn read(gateway: &Connection, run: &Run) -> rusqlite::Result<GuardrailSummar
                 "SELECT accounts, reasons FROM breaker_holds WHERE at >= ?1 AND at < ?2 ORDER BY at",
             )?;
             let held: Vec<(Vec<String>, Vec<String>)> = holds
-                .query_map(window, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .query_map(window, |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
                 .map(|row| {
                     row.map(|(accounts, reasons)| {
                         (
