@@ -144,3 +144,36 @@ fn the_separate_process_village_of_docs_link_md_runs_as_written() {
         String::from_utf8_lossy(&status.stdout)
     );
 }
+
+#[test]
+fn the_guardrails_of_docs_guardrails_md_show_on_the_demo_village() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/guardrails.md", "guardrails on the demo village");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    let [summary, holds, explain, status] = &printed[..] else {
+        panic!("four commands, four outputs: {printed:?}");
+    };
+    for line in ["bad policy", "protected", "arrears"] {
+        assert!(summary.contains(&format!("  {line}")), "{summary}");
+    }
+    assert!(summary.contains("0 households cut under it"), "{summary}");
+    // The mass cut of Tuesday noon, and Wednesday's cut held after the correction.
+    assert!(
+        holds.contains("85 accounts  OPEN")
+            && holds
+                .contains("85 disconnections today would exceed the limit of 10 for 100 accounts"),
+        "{holds}"
+    );
+    assert!(holds.contains("a new policy took effect"), "{holds}");
+    assert!(explain.contains("CG-000009"), "{explain}");
+    assert!(
+        explain.contains("a protected account (never cut automatically)")
+            && explain.contains("replay: the policy decides the same today"),
+        "{explain}"
+    );
+    assert!(status.contains("[protected: health centre]"), "{status}");
+    assert!(
+        status.contains("release: gramgrid gateway release gw-village-1:hold:"),
+        "{status}"
+    );
+}

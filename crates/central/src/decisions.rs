@@ -2,7 +2,8 @@
 //! rule or its breaker holds back, arrives with the facts and rules it was made from
 //! (`gramgrid_core::decision::DecisionRecord`). Central stores each once, replays it on receipt
 //! (the pure policy run again on the recorded facts) and flags one that does not replay
-//! (`replay_mismatch`): a reason for every cut, checkable by the office.
+//! (`replay_mismatch`): a reason for every cut, checkable by the office. A protected account left
+//! on at the threshold is flagged too (`protected_exhausted`): the office acts instead of the relay.
 use super::db::Tx;
 use super::flags::flag;
 use super::{accounts, CentralError, Result};
@@ -17,7 +18,8 @@ pub const MAX_DECISIONS_LIMIT: i64 = 1_000;
 
 /// Stores a gateway's decision, made at `at` (the uplink record's time, which the sync checked),
 /// once per (gateway, id), with whether it replayed on receipt; a new one that does not replay is
-/// flagged `replay_mismatch`.
+/// flagged `replay_mismatch`; one that left a protected account on at the threshold is flagged
+/// `protected_exhausted`.
 pub(crate) fn record(
     tx: &mut dyn Tx,
     gateway: &str,
@@ -41,6 +43,21 @@ pub(crate) fn record(
             ts(now).into(),
         ],
     )?;
+    if new == 1 && record.outcome.hold == Some(gramgrid_core::policy::Hold::Protected) {
+        flag(
+            tx,
+            &format!("protected_exhausted:{gateway}:{id}"),
+            "protected_exhausted",
+            Some(gateway),
+            Some(&record.account),
+            now,
+            &format!(
+                "protected account '{}' is at or below the disconnect threshold ({}); it is not cut: arrange payment or support",
+                record.account,
+                record.rule()
+            ),
+        )?;
+    }
     if new == 1 && !replays {
         let words = record.explain();
         flag(

@@ -111,6 +111,37 @@ fn a_decision_is_stored_once_and_one_that_does_not_replay_is_flagged() {
 }
 
 #[test]
+fn a_protected_account_left_on_at_the_threshold_is_flagged_for_the_office() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    let now = monday_morning();
+    let mut left_on = decision("A1", now, -2_500);
+    left_on.facts.protected = true;
+    left_on.outcome = left_on.replay();
+    assert_eq!(
+        left_on.outcome.hold,
+        Some(gramgrid_core::policy::Hold::Protected)
+    );
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![decision_event("gw-a:protected:A1:1", "A1", &left_on)],
+        None,
+        now,
+    );
+    let flags = t.flags();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0].kind, "protected_exhausted");
+    assert_eq!(flags[0].account.as_deref(), Some("A1"));
+    assert!(
+        flags[0].detail.contains("it is not cut"),
+        "{}",
+        flags[0].detail
+    );
+}
+
+#[test]
 fn guardrail_records_a_gateway_may_not_send_are_refused_alone_and_flagged() {
     let t = central();
     t.account("A1", Some("gw-a"));

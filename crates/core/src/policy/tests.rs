@@ -599,3 +599,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A payment short of the lowest tier never reconnects early; paying more never buys fewer days;
+    /// and the time to pay the rest is always one of the tiers' days from the payment.
+    #[test]
+    fn partial_payment_tiers_are_monotonic(
+        debt in 1i64..10_000_000,
+        paid in 0i64..10_000_000,
+        more in 0i64..1_000_000,
+        hours in 0i64..24 * 400,
+    ) {
+        let rules = tiers();
+        let paid_at = ist(2026, 4, 1, 0, 0) + Duration::hours(hours);
+        let arrangement = |paid_paise| Arrangement { debt_paise: debt, paid_paise, last_paid_at: Some(paid_at) };
+        let until = partial_payment_until(&rules, &arrangement(paid));
+        if i128::from(paid) * 100 < i128::from(debt) * 50 {
+            prop_assert_eq!(until, None);
+        } else {
+            let days = until.map(|u| (u - paid_at).num_days());
+            prop_assert!(days == Some(3) || days == Some(7), "{:?}", days);
+        }
+        let more_until = partial_payment_until(&rules, &arrangement(paid + more));
+        prop_assert!(more_until >= until);
+    }
+}

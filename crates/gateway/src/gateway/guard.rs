@@ -29,11 +29,15 @@ impl Gateway {
         clock_trusted: bool,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
+        // A release serves the next pass only, whatever that pass wants: never a standing switch.
+        let release = self.store.unused_release()?;
+        if let Some(release) = &release {
+            self.store.use_release(&release.hold_id, now)?;
+        }
         if cuts.is_empty() {
             return Ok(());
         }
         let facts = self.pass_facts(report.accounts, now, clock_trusted)?;
-        let release = self.store.unused_release()?;
         let wanted: Vec<String> = cuts.iter().map(|c| c.record.account.clone()).collect();
         let admission = breaker::admit(
             &self.config.policy.breaker,
@@ -44,7 +48,6 @@ impl Gateway {
         );
         if let Some(release) = release.filter(|_| admission.release_used) {
             tracing::warn!(hold = %release.hold_id, "disconnections of a released breaker hold go ahead");
-            self.store.use_release(&release.hold_id, now)?;
         }
         let admitted: BTreeSet<&String> = admission.admitted.iter().collect();
         let (go, held): (Vec<PlannedCommand>, Vec<PlannedCommand>) = cuts

@@ -792,12 +792,16 @@ fn a_policy_change_holds_disconnections_for_a_day() {
         },
     };
     let sunday = ist(2026, 11, 29, 12, 0);
+    // A new gateway's first policy comes before its accounts: no change.
+    let mut fresh = Store::open(&dir.path().join("fresh.db")).unwrap();
+    fresh.apply_downlink(&[policy(1)], sunday).unwrap();
+    assert_eq!(fresh.guard_marks().unwrap().policy_changed_at, None);
+    // Here it replaces the config file's policy over an account: a change.
     gw.store().apply_downlink(&[policy(1)], sunday).unwrap();
     gw.refresh_published().unwrap();
     assert_eq!(
         gw.store().guard_marks().unwrap().policy_changed_at,
-        None,
-        "a first policy is no change"
+        Some(sunday)
     );
     gw.store().apply_downlink(&[policy(2)], sunday).unwrap();
     gw.refresh_published().unwrap();
@@ -890,4 +894,27 @@ fn arrears_take_their_share_of_each_recharge() {
     assert_eq!(position.balance_paise, 30_000);
     assert_eq!(position.arrears.recovered_paise, 10_000);
     assert_eq!(position.arrears.outstanding_paise(), 110_000);
+}
+
+#[test]
+fn a_release_the_next_pass_cannot_use_is_spent_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    village(&mut gw, 19);
+    let monday = ist(2026, 11, 30, 10, 0);
+    gw.policy_pass(monday, true).unwrap();
+    let hold = gw.store().holds(1).unwrap().remove(0);
+    // Released after the window closed: the next pass may not cut, and uses the release up.
+    let late = ist(2026, 11, 30, 14, 30);
+    gw.store()
+        .release_hold(&hold.id, "supervisor", "checked", late)
+        .unwrap();
+    gw.policy_pass(late + Duration::minutes(1), true).unwrap();
+    assert!(gw.store().holds(1).unwrap()[0].used_at.is_some());
+    assert_eq!(gw.store().unused_release().unwrap(), None);
+    // Tuesday's window: held again, as a new hold, until someone releases that one.
+    let tuesday = gw.policy_pass(ist(2026, 12, 1, 10, 0), true).unwrap();
+    assert_eq!(tuesday.disconnects_breaker_held, 20);
+    assert_eq!(disconnect_sends(&link), 0);
+    assert_eq!(gw.store().holds(10).unwrap().len(), 2);
 }

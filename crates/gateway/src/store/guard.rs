@@ -16,8 +16,6 @@ const CLOCK_JUMPED_AT: &str = "clock_jumped_at";
 const LAST_SYNC_AT: &str = "last_sync_at";
 /// The time of the last ledger check that failed; 0 after one that passed.
 const LEDGER_INCONSISTENT_AT: &str = "ledger_inconsistent_at";
-/// Kept by `sync` (the clock rule); set once the gateway has run a policy pass on a trusted clock.
-pub(super) const CLOCK_HIGH_WATER: &str = "clock_high_water";
 
 /// Events the breaker looks at (see `gramgrid_core::breaker::PassFacts`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,15 +55,15 @@ pub(super) fn mark_in(tx: &Transaction<'_>, key: &str, at: DateTime<Utc>) -> Res
 
 /// Notes that a published policy changed the policy in force (called when a policy record is
 /// applied): it replaces an earlier published one, or the config file's on a gateway that has
-/// been enforcing (its clock high-water mark is set). A new gateway's first policy is no change.
+/// accounts to enforce it on. A new gateway's first policy (sent before its accounts) is no change.
 pub(super) fn note_policy_change_in(tx: &Transaction<'_>, at: DateTime<Utc>) -> Result<()> {
-    let earlier: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM published_config WHERE kind = 'policy'",
+    let (earlier, accounts): (i64, i64) = tx.query_row(
+        "SELECT (SELECT COUNT(*) FROM published_config WHERE kind = 'policy'),
+                (SELECT COUNT(*) FROM accounts)",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let enforcing = signed_state_in(tx, CLOCK_HIGH_WATER)?.is_some();
-    if earlier > 0 || enforcing {
+    if earlier > 0 || accounts > 0 {
         mark_in(tx, POLICY_CHANGED_AT, at)?;
     }
     Ok(())

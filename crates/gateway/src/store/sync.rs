@@ -315,7 +315,7 @@ impl Store {
     }
 }
 
-const CLOCK_HIGH_WATER: &str = super::guard::CLOCK_HIGH_WATER;
+const CLOCK_HIGH_WATER: &str = "clock_high_water";
 const CLOCK_SKEW_MS: &str = "clock_skew_ms";
 
 impl Store {
@@ -584,8 +584,9 @@ fn apply_one(
                 "UPDATE meters SET removed_at = ?2 WHERE account = ?1 AND removed_at IS NULL",
                 params![id, ts(now)],
             )?;
+            // Its protection and debt go with it: central sends them again if it ever comes back.
             tx.execute(
-                "UPDATE accounts SET removed_at = ?2 WHERE id = ?1",
+                "UPDATE accounts SET removed_at = ?2, protected = NULL, cut_at = NULL, cut_debt_paise = NULL WHERE id = ?1",
                 params![id, ts(now)],
             )?;
             tracing::warn!(account = %id, to, "account moved away: no longer served here");

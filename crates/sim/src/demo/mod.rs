@@ -345,7 +345,7 @@ impl Demo {
                 wall_seconds: (wall.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             },
         )?;
-        Ok(Demo {
+        let demo = Demo {
             office,
             air_runtime,
             village,
@@ -355,7 +355,13 @@ impl Demo {
             summary,
             workspace,
             _gateway_chip: chip,
-        })
+        };
+        // Kept files come with a config, so `gramgrid gateway --config DIR/gateway.toml status`
+        // (holds, explain, ...) reads the village's gateway.
+        if matches!(demo.workspace, Workspace::Kept(_)) {
+            demo.write_gateway_config()?;
+        }
+        Ok(demo)
     }
 
     /// The summary of the simulated days, read from the databases when they ended.
@@ -424,7 +430,7 @@ impl Demo {
         let config = &self.village.gateway_config;
         let path = self.workspace.path().join("gateway.toml");
         let text = format!(
-            "# Written by `gramgrid demo --serve`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
+            "# Written by `gramgrid demo`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
             config.gateway.id,
             config.gateway.data_dir.display().to_string()
         );
