@@ -82,7 +82,7 @@ pub struct PassFacts {
     pub tariff_changed_at: Option<DateTime<Utc>>,
     /// False while the gateway doubts its clock.
     pub clock_trusted: bool,
-    /// When the clock was last seen to jump (forward past the gap the policy loop allows).
+    /// When the clock was last set right after it had gone backwards.
     pub clock_jumped_at: Option<DateTime<Utc>>,
     /// When central last found this database restored from a backup or replaced.
     pub database_restored_at: Option<DateTime<Utc>>,
@@ -127,9 +127,9 @@ pub enum Trip {
     },
     /// The gateway does not trust its clock.
     ClockUntrusted,
-    /// The clock jumped recently.
+    /// The clock went back, and was set right recently.
     ClockJumped {
-        /// When the jump was seen.
+        /// When it was right again.
         at: DateTime<Utc>,
     },
     /// The database was restored from a backup or replaced recently.
@@ -177,7 +177,9 @@ impl std::fmt::Display for Trip {
             Trip::PolicyChanged { at } => write!(f, "a new policy took effect at {}", ist(at)),
             Trip::TariffChanged { at } => write!(f, "a new tariff took effect at {}", ist(at)),
             Trip::ClockUntrusted => write!(f, "the clock is not trusted"),
-            Trip::ClockJumped { at } => write!(f, "the clock went back at {}", ist(at)),
+            Trip::ClockJumped { at } => {
+                write!(f, "the clock went back (right again at {})", ist(at))
+            }
             Trip::DatabaseRestored { at } => {
                 write!(f, "the database was restored or replaced (found at {})", ist(at))
             }

@@ -182,7 +182,7 @@ impl Gateway {
 
     /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
     /// high-water mark. A clock seen going backwards is noted: the breaker holds disconnections for
-    /// a while after it.
+    /// a while after it is right again.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
         let trusted = self.clock_trusted(now)?;
         let went_back = self
@@ -190,14 +190,10 @@ impl Gateway {
             .clock_state()?
             .high_water
             .is_some_and(|hw| now < hw - gramgrid_core::clock::BACKWARDS_TOLERANCE);
-        if went_back
-            && self
-                .store
-                .guard_marks()?
-                .clock_jumped_at
-                .is_none_or(|at| at < now)
-        {
-            self.store.note_clock_jump(now)?;
+        if went_back {
+            self.store.note_clock_went_back()?;
+        } else if trusted {
+            self.store.note_clock_trusted(now)?;
         }
         let report = self.policy_pass(now, trusted)?;
         if trusted {

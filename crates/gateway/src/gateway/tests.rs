@@ -307,8 +307,12 @@ fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
     let report = gw.tick(rebooted_at).unwrap();
     assert_eq!((report.commands_queued, report.disconnects_held), (0, 1));
     assert!(link.sends().is_empty());
-    // Once the clock is right again (NTP, or a sync measured it), the disconnect goes ahead.
+    // Once the clock is right again (NTP, or a sync measured it), the breaker still holds the
+    // cut for a day, saying why; then it goes ahead.
     let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
+    assert_eq!((report.commands_queued, report.disconnects_breaker_held), (0, 1));
+    assert!(gw.store().holds(1).unwrap()[0].reasons[0].contains("the clock went back"));
+    let report = gw.tick(ist(2026, 12, 3, 10, 31)).unwrap();
     assert_eq!(report.commands_queued, 1);
 }
 
@@ -917,4 +921,43 @@ fn a_release_the_next_pass_cannot_use_is_spent_all_the_same() {
     assert_eq!(tuesday.disconnects_breaker_held, 20);
     assert_eq!(disconnect_sends(&link), 0);
     assert_eq!(gw.store().holds(10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_restored_database_a_clock_that_went_back_and_a_failed_check_each_hold_cuts() {
+    let monday = ist(2026, 11, 30, 10, 0);
+    let reason_of = |gw: &mut Gateway| gw.store().holds(1).unwrap()[0].reasons.join("; ");
+
+    // Central found this database restored from a backup.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    let restored = gramgrid_proto::wire::DownlinkRecord {
+        seq: 1,
+        event: gramgrid_proto::wire::DownlinkEvent::DatabaseRestored { at: monday },
+    };
+    gw.store()
+        .apply_downlink(&[restored], monday - Duration::hours(1))
+        .unwrap();
+    assert_eq!(gw.tick(monday).unwrap().disconnects_breaker_held, 1);
+    assert!(reason_of(&mut gw).contains("restored or replaced"));
+    assert_eq!(disconnect_sends(&link), 0);
+
+    // The clock went back (a Pi booted at an old saved time) and came right again.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    gw.tick(ist(2026, 11, 30, 9, 0)).unwrap();
+    gw.tick(ist(2026, 11, 29, 9, 0)).unwrap();
+    assert_eq!(gw.tick(monday).unwrap().disconnects_breaker_held, 1);
+    assert!(reason_of(&mut gw).contains("the clock went back"));
+    assert_eq!(disconnect_sends(&link), 0);
+
+    // The last ledger check failed; once one passes, the cut goes ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
+    gw.store().note_ledger_check(false, monday).unwrap();
+    assert_eq!(gw.tick(monday).unwrap().disconnects_breaker_held, 1);
+    assert!(reason_of(&mut gw).contains("ledger check"));
+    gw.store().note_ledger_check(true, monday).unwrap();
+    gw.tick(monday + Duration::minutes(1)).unwrap();
+    assert_eq!(disconnect_sends(&link), 1);
 }

@@ -13,6 +13,8 @@ use rusqlite::{params, OptionalExtension, Transaction};
 const POLICY_CHANGED_AT: &str = "policy_changed_at";
 const DATABASE_RESTORED_AT: &str = "database_restored_at";
 const CLOCK_JUMPED_AT: &str = "clock_jumped_at";
+/// 1 while a clock that went back has not been trusted again.
+const CLOCK_WENT_BACK: &str = "clock_went_back";
 const LAST_SYNC_AT: &str = "last_sync_at";
 /// The time of the last ledger check that failed; 0 after one that passed.
 const LEDGER_INCONSISTENT_AT: &str = "ledger_inconsistent_at";
@@ -24,7 +26,7 @@ pub struct GuardMarks {
     pub policy_changed_at: Option<DateTime<Utc>>,
     /// Central found this database restored or replaced.
     pub database_restored_at: Option<DateTime<Utc>>,
-    /// The clock was last seen to go backwards.
+    /// The clock was last set right after it had gone backwards.
     pub clock_jumped_at: Option<DateTime<Utc>>,
     /// The last exchange with central.
     pub last_sync_at: Option<DateTime<Utc>>,
@@ -177,11 +179,25 @@ impl Store {
         Ok(marks)
     }
 
-    /// Notes that the clock was seen to go backwards at `at` (local reading).
-    pub fn note_clock_jump(&mut self, at: DateTime<Utc>) -> Result<()> {
+    /// Notes that the clock reads before its high-water mark: it went back (a Pi booted at an old
+    /// saved time). The mark the breaker reads is set when the clock is right again.
+    pub fn note_clock_went_back(&mut self) -> Result<()> {
         let tx = self.conn.transaction()?;
-        mark_in(&tx, CLOCK_JUMPED_AT, at)?;
+        set_signed_state_in(&tx, CLOCK_WENT_BACK, 1)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// On a trusted clock reading `now`: if it had gone back, it is right again from now, and the
+    /// breaker holds disconnections for a while from this instant (a wrong clock's own readings
+    /// cannot date it).
+    pub fn note_clock_trusted(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if signed_state_in(&tx, CLOCK_WENT_BACK)? == Some(1) {
+            set_signed_state_in(&tx, CLOCK_WENT_BACK, 0)?;
+            mark_in(&tx, CLOCK_JUMPED_AT, now)?;
+            tx.commit()?;
+        }
         Ok(())
     }
 
