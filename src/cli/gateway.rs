@@ -19,7 +19,8 @@ pub struct GatewayArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayAction {
-    /// Print every account's balance, relay state and open commands from the gateway database.
+    /// Print every account's balance, arrears, protection, relay state and open commands, and the
+    /// breaker's open holds, from the gateway database.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]

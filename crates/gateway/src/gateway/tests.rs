@@ -310,7 +310,10 @@ fn no_disconnect_on_a_clock_that_went_back_after_a_power_cut() {
     // Once the clock is right again (NTP, or a sync measured it), the breaker still holds the
     // cut for a day, saying why; then it goes ahead.
     let report = gw.tick(ist(2026, 12, 2, 10, 30)).unwrap();
-    assert_eq!((report.commands_queued, report.disconnects_breaker_held), (0, 1));
+    assert_eq!(
+        (report.commands_queued, report.disconnects_breaker_held),
+        (0, 1)
+    );
     assert!(gw.store().holds(1).unwrap()[0].reasons[0].contains("the clock went back"));
     let report = gw.tick(ist(2026, 12, 3, 10, 31)).unwrap();
     assert_eq!(report.commands_queued, 1);
