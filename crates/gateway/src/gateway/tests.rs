@@ -570,36 +570,33 @@ fn a_command_for_a_meter_the_radio_cannot_address_waits_queued_and_is_not_counte
     assert_eq!(link.sends().len(), 1);
 }
 
-/// A village of `n` more accounts (B0..) beside A1, every one connected with nothing paid: all at
-/// the threshold, so every one is due for a disconnect.
-fn village(gw: &mut Gateway, n: usize) -> Vec<i64> {
+/// A village of `n` more accounts (`prefix`0..) beside A1, every one connected with nothing paid:
+/// all at the threshold, so every one is due for a disconnect.
+fn village(gw: &mut Gateway, prefix: &str, n: usize) {
     let created = ist(2026, 11, 1, 0, 0);
-    (0..n)
-        .map(|i| {
-            let id = format!("B{i}");
-            gw.store()
-                .upsert_account(&Account {
-                    id: id.clone(),
-                    consumer_name: format!("Household {i}"),
-                    category: Category::Domestic,
-                    phone: None,
-                    created_at: created,
-                })
-                .unwrap();
-            let meter = gw
-                .store()
-                .install_meter(&MeterInstall {
-                    serial: format!("MB{i}"),
-                    account: id,
-                    installed_at: created,
-                    initial_register_wh: Some(0),
-                })
-                .unwrap();
-            gw.on_relay_report(meter, RelayState::Connected, created)
-                .unwrap();
-            meter
-        })
-        .collect()
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        gw.store()
+            .upsert_account(&Account {
+                id: id.clone(),
+                consumer_name: id.clone(),
+                category: Category::Domestic,
+                phone: None,
+                created_at: created,
+            })
+            .unwrap();
+        let meter = gw
+            .store()
+            .install_meter(&MeterInstall {
+                serial: format!("M{id}"),
+                account: id,
+                installed_at: created,
+                initial_register_wh: Some(0),
+            })
+            .unwrap();
+        gw.on_relay_report(meter, RelayState::Connected, created)
+            .unwrap();
+    }
 }
 
 const NO_GRACE: &str = "[policy]\nfirst_disconnect = \"0s\"\n";
@@ -615,7 +612,7 @@ fn disconnect_sends(link: &RecordingLink) -> usize {
 fn a_mass_cut_is_held_until_a_supervisor_releases_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
-    village(&mut gw, 39); // 40 accounts: a day may lose max(3, 10 %) = 4
+    village(&mut gw, "B", 39); // 40 accounts: a day may lose max(3, 10 %) = 4
     let monday = ist(2026, 11, 30, 10, 0);
     let pass = gw.policy_pass(monday, true).unwrap();
     assert_eq!(pass.disconnects_breaker_held, 40);
@@ -670,7 +667,7 @@ fn a_mass_cut_is_held_until_a_supervisor_releases_it_once() {
         Err(StoreError::HoldAlreadyReleased { .. })
     ));
     // The release was for that pass only: a new household due today is held again.
-    village_more(&mut gw, "C", 1);
+    village(&mut gw, "C", 1);
     let after = gw
         .policy_pass(release_at + Duration::minutes(1), true)
         .unwrap();
@@ -679,34 +676,6 @@ fn a_mass_cut_is_held_until_a_supervisor_releases_it_once() {
         (0, 1)
     );
     assert_eq!(gw.store().holds(10).unwrap().len(), 2);
-}
-
-/// `n` more accounts named `prefix`0.. at the threshold.
-fn village_more(gw: &mut Gateway, prefix: &str, n: usize) {
-    let created = ist(2026, 11, 1, 0, 0);
-    for i in 0..n {
-        let id = format!("{prefix}{i}");
-        gw.store()
-            .upsert_account(&Account {
-                id: id.clone(),
-                consumer_name: id.clone(),
-                category: Category::Domestic,
-                phone: None,
-                created_at: created,
-            })
-            .unwrap();
-        let meter = gw
-            .store()
-            .install_meter(&MeterInstall {
-                serial: format!("M{id}"),
-                account: id,
-                installed_at: created,
-                initial_register_wh: Some(0),
-            })
-            .unwrap();
-        gw.on_relay_report(meter, RelayState::Connected, created)
-            .unwrap();
-    }
 }
 
 #[test]
@@ -907,7 +876,7 @@ fn arrears_take_their_share_of_each_recharge() {
 fn a_release_the_next_pass_cannot_use_is_spent_all_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let (mut gw, _meter, link) = gateway(&dir, NO_GRACE);
-    village(&mut gw, 19);
+    village(&mut gw, "B", 19);
     let monday = ist(2026, 11, 30, 10, 0);
     gw.policy_pass(monday, true).unwrap();
     let hold = gw.store().holds(1).unwrap().remove(0);
