@@ -27,11 +27,15 @@ pub struct ClockState {
 
 /// Whether the clock reading `now` can be trusted.
 pub fn trusted(state: ClockState, now: DateTime<Utc>, max_skew: Duration) -> bool {
-    let went_backwards = state
-        .high_water
-        .is_some_and(|hw| now < hw - BACKWARDS_TOLERANCE);
     let skewed = state.last_skew.is_some_and(|s| s.abs() > max_skew);
-    !went_backwards && !skewed
+    !went_back(state, now) && !skewed
+}
+
+/// Whether the clock reading `now` is more than [`BACKWARDS_TOLERANCE`] before the high-water mark.
+pub fn went_back(state: ClockState, now: DateTime<Utc>) -> bool {
+    state
+        .high_water
+        .is_some_and(|hw| now < hw - BACKWARDS_TOLERANCE)
 }
 
 /// The skew measured by one exchange: the gateway's midpoint between sending and receiving minus

@@ -172,25 +172,24 @@ impl Gateway {
 
     /// Whether the clock can be trusted at `now` (see `sync::clock`).
     pub fn clock_trusted(&mut self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let max_skew = Duration::from_std(self.config.sync.max_clock_skew).unwrap_or(Duration::MAX);
         Ok(gramgrid_core::clock::trusted(
             self.store.clock_state()?,
             now,
-            max_skew,
+            self.max_clock_skew(),
         ))
+    }
+
+    fn max_clock_skew(&self) -> Duration {
+        Duration::from_std(self.config.sync.max_clock_skew).unwrap_or(Duration::MAX)
     }
 
     /// One scheduled tick: judge the clock, run a policy pass, and on a trusted clock raise its
     /// high-water mark. A clock seen going backwards is noted: the breaker holds disconnections for
     /// a while after it is right again.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<PassReport, StoreError> {
-        let trusted = self.clock_trusted(now)?;
-        let went_back = self
-            .store
-            .clock_state()?
-            .high_water
-            .is_some_and(|hw| now < hw - gramgrid_core::clock::BACKWARDS_TOLERANCE);
-        if went_back {
+        let state = self.store.clock_state()?;
+        let trusted = gramgrid_core::clock::trusted(state, now, self.max_clock_skew());
+        if gramgrid_core::clock::went_back(state, now) {
             self.store.note_clock_went_back()?;
         } else if trusted {
             self.store.note_clock_trusted(now)?;
