@@ -242,20 +242,23 @@ impl Store {
 
     /// Tariff versions published by central (empty when none were).
     pub fn published_tariffs(&self) -> Result<Vec<TariffVersion>> {
-        let versions: Vec<WireTariffVersion> = self.published("tariff")?;
-        Ok(versions.into_iter().map(TariffVersion::from).collect())
+        let versions: Vec<(u64, WireTariffVersion)> = self.published("tariff")?;
+        Ok(versions
+            .into_iter()
+            .map(|(_, version)| TariffVersion::from(version))
+            .collect())
     }
 
     /// The newest policy published by central, if any, with its version and its guardrails
     /// (`PolicyRules` of the same version; the defaults if central sent none).
     pub fn published_policy(&self) -> Result<Option<(u64, gramgrid_core::policy::PolicyConfig)>> {
-        let Some((version, policy)) = self.published_versions::<WirePolicy>("policy")?.pop() else {
+        let Some((version, policy)) = self.published::<WirePolicy>("policy")?.pop() else {
             return Ok(None);
         };
         let encoding = |e: gramgrid_proto::wire::ModelError| StoreError::Encoding(e.to_string());
         let mut config = gramgrid_core::policy::PolicyConfig::try_from(policy).map_err(encoding)?;
         let rules = self
-            .published_versions::<WirePolicyRules>("policy_rules")?
+            .published::<WirePolicyRules>("policy_rules")?
             .into_iter()
             .find(|(v, _)| *v == version);
         if let Some((_, rules)) = rules {
@@ -264,13 +267,11 @@ impl Store {
         Ok(Some((version, config)))
     }
 
-    /// Published records of a kind whose versions are numbers, with their version, oldest first.
-    fn published_versions<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &str,
-    ) -> Result<Vec<(u64, T)>> {
+    /// Published records of a kind with their version, oldest first (numeric versions in number
+    /// order; a version that is not a number, such as a tariff id, reads as 0).
+    fn published<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<(u64, T)>> {
         let mut statement = self.conn.prepare(
-            "SELECT version, body FROM published_config WHERE kind = ?1 ORDER BY CAST(version AS INTEGER)",
+            "SELECT version, body FROM published_config WHERE kind = ?1 ORDER BY CAST(version AS INTEGER), version",
         )?;
         let rows = statement.query_map([kind], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -281,20 +282,6 @@ impl Store {
             let value =
                 serde_json::from_str(&body).map_err(|e| StoreError::Encoding(e.to_string()))?;
             out.push((version.parse().unwrap_or(0), value));
-        }
-        Ok(out)
-    }
-
-    fn published<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT body FROM published_config WHERE kind = ?1 ORDER BY CAST(version AS INTEGER), version")?;
-        let rows = statement.query_map([kind], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            out.push(
-                serde_json::from_str(&body?).map_err(|e| StoreError::Encoding(e.to_string()))?,
-            );
         }
         Ok(out)
     }
