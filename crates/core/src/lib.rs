@@ -12,7 +12,8 @@
 //! - [`relay`]: the relay command lifecycle (retries, time-outs, confirmation);
 //! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?);
 //! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
-//! - [`decision`]: a relay decision's recorded facts, in words, replayable.
+//! - [`decision`]: a relay decision's recorded facts, in words, replayable;
+//! - [`message`]: consumer messages: kinds, languages, templates, SMS parts, quiet hours.
 //!
 //! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
 //! (`tests/run` checks `cargo tree -p gramgrid-core`).
@@ -24,6 +25,7 @@ pub mod civil;
 pub mod clock;
 pub mod decision;
 pub mod ledger;
+pub mod message;
 pub mod policy;
 pub mod rating;
 pub mod relay;
