@@ -10,7 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts, Month};
 use gramgrid_core::ledger::{self, ArrearsRule, EventKind, LedgerEvent};
 use gramgrid_core::policy::PolicyConfig;
-use gramgrid_core::tariff::{Category, TariffBook, TariffVersion};
+use gramgrid_core::message::Language;
+use gramgrid_core::tariff::{rupees, Category, TariffBook, TariffVersion};
 use gramgrid_net::secrets::Sealer;
 use gramgrid_proto::wire::{DownlinkEvent, MeterKeys, WirePolicyRules};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,9 @@ pub struct Account {
     /// The gateway that serves this account (and its meters); none until assigned.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The language of the consumer's messages: `en` (the default) or `hi`.
+    #[serde(default)]
+    pub language: Language,
     /// When the account was opened (the system clock's now when a request omits it); kept in whole
     /// UTC seconds, never changed by an update.
     #[serde(default = "Utc::now")]
@@ -108,10 +112,11 @@ fn account_from_row(row: &super::db::Row) -> Result<Account> {
         phone: row.opt_text(3)?,
         gateway: row.opt_text(4)?,
         created_at: from_ts(row.int(5)?),
+        language: Language::parse(&row.text(6)?).unwrap_or_default(),
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, consumer_name, category, phone, gateway, created_at";
+const ACCOUNT_COLUMNS: &str = "id, consumer_name, category, phone, gateway, created_at, language";
 
 /// One account, or `NotFound`.
 pub fn account(tx: &mut dyn Tx, id: &str) -> Result<Account> {
@@ -138,7 +143,7 @@ pub struct AccountView {
 fn account_view_from_row(row: &super::db::Row) -> Result<AccountView> {
     Ok(AccountView {
         account: account_from_row(row)?,
-        protected: row.opt_text(6)?,
+        protected: row.opt_text(7)?,
     })
 }
 
@@ -226,16 +231,17 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
         account.category.as_str().into(),
         account.phone.clone().into(),
         account.gateway.clone().into(),
+        account.language.code().into(),
         ts(account.created_at).into(),
     ];
     if update {
         tx.execute(
-            "UPDATE accounts SET consumer_name = $2, category = $3, phone = $4, gateway = $5 WHERE id = $1",
-            &params[..5],
+            "UPDATE accounts SET consumer_name = $2, category = $3, phone = $4, gateway = $5, language = $6 WHERE id = $1",
+            &params[..6],
         )?;
     } else {
         tx.execute(
-            &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $7, $6)"),
             &params,
         )?;
     }
@@ -257,6 +263,14 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
     if let Some(gateway) = &account.gateway {
         let stored = self::account(tx, &account.id)?;
         append_downlink(tx, gateway, &account_event(&stored))?;
+        append_downlink(
+            tx,
+            gateway,
+            &DownlinkEvent::AccountLanguage {
+                account: stored.id.clone(),
+                language: stored.language.code().into(),
+            },
+        )?;
         if previous_gateway.as_deref() != Some(gateway.as_str()) {
             // A newly assigned gateway needs the account's meters and money history (central's
             // and the previous gateway's events) to derive the same balance.
@@ -611,15 +625,20 @@ pub fn recharge(
         now,
     )?;
     if receipt.created {
+        let amount = rupees(receipt.amount_paise);
+        let balance = rupees(balance_paise(tx, &receipt.account)?);
         super::notify::enqueue(
             tx,
             &format!("recharge:{}", receipt.event_id),
             &receipt.account,
             "recharge_received",
-            &format!(
-                "Recharge of Rs {} received.",
-                gramgrid_core::tariff::rupees(receipt.amount_paise)
-            ),
+            &format!("Recharge of Rs {amount} received."),
+            &[
+                ("amount".to_string(), amount),
+                ("balance".to_string(), balance),
+            ]
+            .into_iter()
+            .collect(),
             now,
         )?;
     }

@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/accounts/{id}/statement"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/accounts/{id}/decisions"),
+    ("get", "/api/v1/accounts/{id}/messages"),
     ("put", "/api/v1/accounts/{id}/protection"),
     ("delete", "/api/v1/accounts/{id}/protection"),
     ("post", "/api/v1/accounts/{id}/arrears"),
@@ -180,6 +181,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/accounts/{id}/statement", get(statement))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/accounts/{id}/decisions", get(account_decisions))
+        .route("/api/v1/accounts/{id}/messages", get(account_messages))
         .route(
             "/api/v1/accounts/{id}/protection",
             put(protect_account).delete(unprotect_account),
@@ -335,6 +337,9 @@ struct AccountUpdate {
     phone: Option<String>,
     #[serde(default)]
     gateway: Option<String>,
+    /// Unchanged when absent.
+    #[serde(default)]
+    language: Option<gramgrid_core::message::Language>,
 }
 
 async fn update_account(
@@ -354,6 +359,7 @@ async fn update_account(
                 category: update.category,
                 phone: update.phone,
                 gateway: update.gateway,
+                language: update.language.unwrap_or(current.language),
                 ..current
             };
             accounts::put_account(tx, &account, true)?;
@@ -792,6 +798,32 @@ async fn account_decisions(
     Ok(Json(
         run(&central, move |tx| {
             decisions::of_account(tx, &id, query.at, limit)
+        })
+        .await?,
+    ))
+}
+
+/// `?limit=` (1 to 1000, default 100).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<i64>,
+}
+
+async fn account_messages(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<super::notify::MessageRecord>>> {
+    let Query(query) = query
+        .map_err(|e| CentralError::Invalid(format!("{}; use ?limit=100", e.body_text())))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(CentralError::Invalid(format!("limit={limit}: give 1 to 1000")).into());
+    }
+    Ok(Json(
+        run(&central, move |tx| {
+            super::notify::account_messages(tx, &id, limit)
         })
         .await?,
     ))

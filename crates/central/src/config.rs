@@ -50,6 +50,9 @@ pub struct CentralConfig {
     /// characters, and no two entries share a token.
     #[serde(deserialize_with = "tokens::deserialize")]
     pub api_tokens: Vec<ApiToken>,
+    /// `[sms]`: send consumer messages through an HTTP SMS provider (docs/sms.md). Absent: they
+    /// are appended to `notifications_log`.
+    pub sms: Option<crate::notify::sms::SmsConfig>,
 }
 
 /// What an API token may do; each scope includes the ones before it.
@@ -191,6 +194,7 @@ impl Default for CentralConfig {
             notifications_log: PathBuf::from("gramgrid-central/notifications.log"),
             notify_every: Duration::from_secs(10),
             api_tokens: Vec::new(),
+            sms: None,
         }
     }
 }
@@ -223,6 +227,9 @@ impl CentralConfig {
         check_tokens(&config.api_tokens).map_err(|problem| format!("api_tokens: {problem}"))?;
         if config.database_connections == 0 {
             return Err("database_connections must be at least 1".into());
+        }
+        if let Some(sms) = &config.sms {
+            sms.check()?;
         }
         if config.notify_every.is_zero() {
             return Err(

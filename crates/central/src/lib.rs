@@ -85,6 +85,8 @@ pub struct Central {
     config: Arc<CentralConfig>,
     book: RwLock<Arc<TariffBook>>,
     clock: WallClock,
+    /// The SMS provider's secret for delivery receipts (`[sms] receipt_token_file`).
+    receipt_token: Option<String>,
 }
 
 impl std::fmt::Debug for Central {
@@ -114,6 +116,11 @@ impl Central {
             vouchers::check_secrets_open(tx)
         })?;
         let book = db.blocking(|tx| accounts::load_tariff_book(tx))?;
+        let receipt_token = match &config.sms {
+            Some(sms) => notify::sms::receipt_token(sms)
+                .map_err(|e| CentralError::Invalid(e.to_string()))?,
+            None => None,
+        };
         let now = clock.now();
         db.blocking(move |tx| vouchers::ensure_key(tx, now))?;
         Ok(Central {
@@ -121,6 +128,16 @@ impl Central {
             config: Arc::new(config),
             book: RwLock::new(Arc::new(book)),
             clock,
+            receipt_token,
+        })
+    }
+
+    /// Whether `presented` is the SMS provider's receipt secret (compared in constant time; false
+    /// when none is configured).
+    pub fn receipt_token_matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.receipt_token.as_deref().is_some_and(|token| {
+            !presented.is_empty() && bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
         })
     }
 
@@ -268,6 +285,7 @@ pub(crate) mod testing {
                 category: Category::Domestic,
                 phone: None,
                 gateway: gateway.map(str::to_owned),
+                language: Default::default(),
                 created_at: Utc::now(),
             };
             self.tx(move |tx| accounts::put_account(tx, &account, false))

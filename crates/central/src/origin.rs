@@ -222,7 +222,33 @@ impl<'a> Origin<'a> {
                 Ok(self.account(tx, &voucher.account)?.map(drop))
             }
             UplinkEvent::VoucherCode { redeemed_at, .. } => Ok(self.not_ahead(*redeemed_at, None)),
+            UplinkEvent::Notice {
+                account,
+                message: text,
+                created_at: at,
+                vars,
+                ..
+            } if vars.len() > MAX_NOTICE_VARS
+                || vars.iter().any(|(k, v)| k.len() + v.len() > 200) =>
+            {
+                Ok(self.account(tx, account)?.and_then(|_| {
+                    Err(Refusal::new(
+                        "absurd_value",
+                        Some(account),
+                        format!(
+                            "a notice at {at} ('{}') carries more than {MAX_NOTICE_VARS} variables or one over 200 bytes",
+                            text.chars().take(40).collect::<String>()
+                        ),
+                    ))
+                }))
+            }
             UplinkEvent::Alert {
+                account,
+                message: text,
+                created_at: at,
+                ..
+            }
+            | UplinkEvent::Notice {
                 account,
                 message: text,
                 created_at: at,
@@ -497,6 +523,9 @@ fn max_of(
         .max()
         .unwrap_or(0)
 }
+
+/// Most variables a notice may carry (the richest template has two).
+const MAX_NOTICE_VARS: usize = 8;
 
 fn short(text: &str, account: Option<&str>) -> std::result::Result<(), Refusal> {
     bounded("a text", text, MAX_TEXT_BYTES, account)

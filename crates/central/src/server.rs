@@ -17,7 +17,70 @@ pub fn router(central: Arc<Central>) -> Router {
         .route(gramgrid_proto::wire::EXCHANGE_PATH, post(exchange))
         .layer(DefaultBodyLimit::max(gramgrid_proto::wire::MAX_BODY_BYTES))
         .with_state(Arc::clone(&central));
-    api::router(central).merge(sync)
+    let receipts = Router::new()
+        .route(RECEIPTS_PATH, post(sms_receipt))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(Arc::clone(&central));
+    api::router(central).merge(sync).merge(receipts)
+}
+
+/// Where the SMS provider posts delivery receipts.
+pub const RECEIPTS_PATH: &str = "/sms/v1/receipts";
+
+/// A delivery receipt as the provider posts it: the `ref` central gave with the message, and the
+/// provider's status (`delivered`, or anything else: `failed`, `undelivered`, `expired`, ...).
+#[derive(Debug, serde::Deserialize)]
+struct Receipt {
+    #[serde(rename = "ref")]
+    reference: String,
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReceiptQuery {
+    token: Option<String>,
+}
+
+async fn sms_receipt(
+    State(central): State<Arc<Central>>,
+    axum::extract::Query(query): axum::extract::Query<ReceiptQuery>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or(query.token)
+        .unwrap_or_default();
+    let reply = |status: StatusCode, message: String| {
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    if !central.receipt_token_matches(&presented) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "unknown receipt token: the provider must present [sms] receipt_token_file's secret".into(),
+        );
+    }
+    let receipt: Receipt = match serde_json::from_slice(&body) {
+        Ok(receipt) => receipt,
+        Err(error) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("a receipt is JSON {{\"ref\": ID, \"status\": \"delivered\"|\"failed\", \"error\": TEXT}}: {error}"),
+            )
+        }
+    };
+    let delivered = receipt.status.eq_ignore_ascii_case("delivered");
+    match notify::record_receipt(&central, &receipt.reference, delivered, receipt.error).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => api::ApiError(error).into_response(),
+    }
 }
 
 async fn exchange(
@@ -35,6 +98,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     sender: Arc<dyn notify::Sender>,
+    rendering: notify::Rendering,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tls = ServerTls::from(tls);
@@ -49,6 +113,7 @@ pub async fn serve(
     let outbox = tokio::spawn(notify::run(
         Arc::clone(&central),
         sender,
+        rendering,
         every,
         async move {
             let _ = outbox_stopped.wait_for(|s| *s).await;
@@ -116,6 +181,9 @@ pub enum StartError {
     /// listener's local address could not be read.
     #[error("the storage could not be opened: {0}")]
     Join(String),
+    /// The SMS provider could not be set up from `[sms]`.
+    #[error(transparent)]
+    Sms(#[from] notify::sms::SetupError),
 }
 
 /// A central server running in this process.
@@ -156,9 +224,8 @@ pub async fn start_with_clock(
     let files = ListenerFiles::in_dir(&config.pki_dir);
     let tls = gramgrid_net::tls::server_config_from_files(&files)
         .map_err(|error| StartError::Tls(error, config.pki_dir.display().to_string()))?;
-    let sender = Arc::new(notify::LogFileSender {
-        path: config.notifications_log.clone(),
-    });
+    let (sender, rendering) =
+        notify::sms::sender_for(config.sms.as_ref(), config.notifications_log.clone())?;
     let central = tokio::task::spawn_blocking(move || Central::open_with_clock(config, clock))
         .await
         .map_err(|e| StartError::Join(e.to_string()))??;
@@ -172,6 +239,7 @@ pub async fn start_with_clock(
         listener,
         tls,
         sender,
+        rendering,
         async move {
             let _ = stopped.await;
         },

@@ -348,7 +348,23 @@ fn apply_record(
         } => {
             // Namespaced by the certificate's gateway id: no gateway can pre-empt another's ids.
             let id = format!("{gateway}/{id}");
-            notify::enqueue(tx, &id, account, kind, message, *created_at)?;
+            notify::enqueue(tx, &id, account, kind, message, &Default::default(), *created_at)?;
+        }
+        UplinkEvent::Notice {
+            id,
+            account,
+            kind,
+            created_at,
+            message,
+            vars,
+            sent_by_gateway_at,
+        } => {
+            let id = format!("{gateway}/{id}");
+            let vars = vars.iter().cloned().collect();
+            notify::enqueue(tx, &id, account, kind, message, &vars, *created_at)?;
+            if let Some(at) = sent_by_gateway_at {
+                notify::record_sent_by_gateway(tx, gateway, &id, message, *at)?;
+            }
         }
         UplinkEvent::Override {
             id,

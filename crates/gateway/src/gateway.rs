@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
 use gramgrid_core::decision::{DecisionRecord, Outcome};
 use gramgrid_core::ledger::{self, EventKind, LedgerEvent};
+use gramgrid_core::message::{Kind, Vars};
 use gramgrid_core::policy::{self, AccountFacts, Arrangement, RelayAction, RelayState};
 use gramgrid_core::relay::{CommandState, Step};
 use gramgrid_core::tariff::{rupees, TariffBook};
@@ -243,6 +244,7 @@ impl Gateway {
                 kind: kind.into(),
                 created_at: at,
                 message: message.into(),
+                vars: Vars::new(),
             })?;
         }
         Ok(())
@@ -691,6 +693,7 @@ impl Gateway {
                         kind: "relay_timeout".into(),
                         created_at: now,
                         message,
+                        vars: Vars::new(),
                     };
                     self.store.close_relay_command(
                         &command.id,
@@ -721,41 +724,63 @@ fn alerts_for(
     let mut alerts: Vec<Alert> = decision
         .low_balance
         .iter()
-        .map(|low| Alert {
-            id: format!(
-                "{}:low{}:{}",
-                account.id, low.level_percent, low.recharge_id
-            ),
-            account: account.id.clone(),
-            kind: "low_balance".into(),
-            created_at: now,
-            message: if low.level_percent == 0 {
-                format!(
-                    "Your balance is exhausted ({} INR). Recharge to avoid disconnection.",
-                    rupees(balance_paise)
+        .map(|low| {
+            let balance = rupees(balance_paise);
+            // Level 0 is the balance exhausted: the notice that a disconnection is coming.
+            let (kind, message, vars) = if low.level_percent == 0 {
+                (
+                    Kind::DisconnectNotice,
+                    format!("Your balance is exhausted ({balance} INR). Recharge to avoid disconnection."),
+                    vars(&[("balance", balance.clone())]),
                 )
             } else {
-                format!(
-                    "Your balance is {} INR, {} % or less of your last recharge.{days_left}",
-                    rupees(balance_paise),
-                    low.level_percent
+                (
+                    Kind::LowBalance,
+                    format!(
+                        "Your balance is {balance} INR, {} % or less of your last recharge.{days_left}",
+                        low.level_percent
+                    ),
+                    vars(&[("balance", balance.clone()), ("percent", low.level_percent.to_string())]),
                 )
-            },
+            };
+            Alert {
+                id: format!(
+                    "{}:low{}:{}",
+                    account.id, low.level_percent, low.recharge_id
+                ),
+                account: account.id.clone(),
+                kind: kind.as_str().into(),
+                created_at: now,
+                message,
+                vars,
+            }
         })
         .collect();
     if let Some(date) = decision.daily_message {
         alerts.push(Alert {
             id: format!("{}:daily:{date}", account.id),
             account: account.id.clone(),
-            kind: "daily_balance".into(),
+            kind: Kind::DailyBalance.as_str().into(),
             created_at: now,
             message: format!(
                 "Balance on {date}: {} INR.{days_left}",
                 rupees(balance_paise)
             ),
+            vars: vars(&[
+                ("date", date.format("%d-%m-%Y").to_string()),
+                ("balance", rupees(balance_paise)),
+            ]),
         });
     }
     alerts
+}
+
+/// Template variables from name/value pairs.
+fn vars(pairs: &[(&str, String)]) -> Vars {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -197,6 +197,7 @@ mod tests {
             kind: "low_balance".into(),
             created_at: t0,
             message: "Balance is low".into(),
+            vars: Default::default(),
         };
         store.enqueue_alert(&alert("low-1")).unwrap();
         store.enqueue_alert(&alert("low-2")).unwrap();
@@ -215,7 +216,7 @@ mod tests {
         let records = store.priority_after(0, 100).unwrap();
         let first = records
             .iter()
-            .find(|r| matches!(&r.event, gramgrid_proto::wire::UplinkEvent::Alert { id, .. } if id == "low-1"))
+            .find(|r| matches!(&r.event, gramgrid_proto::wire::UplinkEvent::Notice { id, .. } if id == "low-1"))
             .unwrap()
             .seq;
         store.record_acks(first, 0).unwrap();

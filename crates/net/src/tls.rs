@@ -11,7 +11,9 @@
 mod client;
 mod server;
 
-pub use client::{api_client_config, client_config, into_success, ClientError, HttpsClient};
+pub use client::{
+    api_client_config, client_config, into_success, system_client_config, ClientError, HttpsClient,
+};
 pub use server::{
     gateway_id_from_cert, serve, server_config, server_config_from_files, PeerGateway,
     RequireGateway, ServerTls, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS,

@@ -22,7 +22,9 @@ pub use model::{
 /// [`DownlinkEvent::DatabaseRestored`]; [`UplinkEvent::Decision`], [`UplinkEvent::BreakerHeld`],
 /// [`UplinkEvent::BreakerReleased`]):
 /// central sends none of them to an older gateway ([`DownlinkEvent::min_protocol`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4 appended consumer messages as kind and variables ([`UplinkEvent::Notice`], which
+/// also says when the gateway sent one through its modem) and [`DownlinkEvent::AccountLanguage`].
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -185,6 +187,26 @@ pub enum UplinkEvent {
         reason: String,
         /// When (gateway clock, UTC).
         at: DateTime<Utc>,
+    },
+    /// A message for a consumer as a kind and variables (protocol 4; replaces [`UplinkEvent::Alert`]
+    /// for consumer messages): central renders it from the registered template in the consumer's
+    /// language, unless the gateway sent it through its own modem already.
+    Notice {
+        /// Unique id: central queues each notice once.
+        id: String,
+        /// The consumer's account.
+        account: String,
+        /// A `gramgrid_core::message::Kind` name, or `relay_timeout` (for the office).
+        kind: String,
+        /// When the gateway decided it (UTC).
+        created_at: DateTime<Utc>,
+        /// The gateway's own text (for the office, and kinds without a template).
+        message: String,
+        /// The template's variables (`balance` → `"12.50"`).
+        vars: Vec<(String, String)>,
+        /// When the gateway sent it through its modem (backhaul down), if it did: central then
+        /// records it as sent and never sends it again.
+        sent_by_gateway_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -375,6 +397,14 @@ pub enum DownlinkEvent {
         /// When central found it (UTC).
         at: DateTime<Utc>,
     },
+    /// The language the account's consumer reads (protocol 4), for messages the gateway sends
+    /// itself: `en` or `hi`.
+    AccountLanguage {
+        /// The account.
+        account: String,
+        /// ISO 639-1 code.
+        language: String,
+    },
 }
 
 impl DownlinkEvent {
@@ -387,6 +417,7 @@ impl DownlinkEvent {
             | DownlinkEvent::AccountProtection { .. }
             | DownlinkEvent::BreakerRelease { .. }
             | DownlinkEvent::DatabaseRestored { .. } => 3,
+            DownlinkEvent::AccountLanguage { .. } => 4,
             _ => 1,
         }
     }

@@ -230,6 +230,25 @@ const MIGRATIONS: &[&str] = &[
         release_reason TEXT
     )
     "#,
+    // 6: messages that reach people. The consumer's language; each notification's variables (the
+    // text is rendered from a template when sent), its state (queued, retrying, sent, delivered,
+    // failed, office), who sent it (`sms_provider`, `gateway_modem`, `log`), attempts and the next
+    // one, the provider's id, billed parts, the last error and the delivery receipt's time.
+    r#"
+    ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    ALTER TABLE notifications ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT 'queued';
+    ALTER TABLE notifications ADD COLUMN channel TEXT;
+    ALTER TABLE notifications ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE notifications ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE notifications ADD COLUMN provider_id TEXT;
+    ALTER TABLE notifications ADD COLUMN parts BIGINT;
+    ALTER TABLE notifications ADD COLUMN last_error TEXT;
+    ALTER TABLE notifications ADD COLUMN delivered_at BIGINT;
+    UPDATE notifications SET state = 'sent', channel = 'log' WHERE sent_at IS NOT NULL;
+    CREATE INDEX notifications_due ON notifications(state, next_attempt_at);
+    CREATE INDEX notifications_by_account ON notifications(account, created_at)
+    "#,
 ];
 
 /// Applies the migrations this database has not seen yet, each in order.

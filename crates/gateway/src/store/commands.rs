@@ -1,5 +1,5 @@
 //! Relay commands, alerts and technician overrides in the store.
-use super::outbox::append_outbox;
+use super::outbox::{append_outbox, append_outbox_seq};
 use super::serial_of;
 use super::{from_ts, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -41,6 +41,8 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
     /// The text for the consumer (for `relay_timeout`, for the office); amounts in INR.
     pub message: String,
+    /// The variables of the message's template (`gramgrid_core::message`), e.g. `balance`.
+    pub vars: gramgrid_core::message::Vars,
 }
 
 /// Where the gateway's alerts are on their way to central, which relays them to consumers.
@@ -367,12 +369,12 @@ impl Store {
         })
     }
 
-    /// Alerts whose `sent_at` is unset, oldest first. Nothing at the gateway sends alerts (central
-    /// relays them once uploaded) and nothing sets `sent_at`, so this is every alert enqueued
-    /// here; [`Store::alert_uploads`] says which of them central has.
+    /// Alerts whose `sent_at` is unset, oldest first: every alert enqueued here but those the
+    /// gateway's modem sent (central relays the rest once uploaded); [`Store::alert_uploads`]
+    /// says which of them central has.
     pub fn unsent_alerts(&self) -> Result<Vec<Alert>> {
         let mut statement = self.conn.prepare(
-            "SELECT id, account, kind, created_at, message FROM alerts WHERE sent_at IS NULL ORDER BY created_at, id",
+            "SELECT id, account, kind, created_at, message, vars FROM alerts WHERE sent_at IS NULL ORDER BY created_at, id",
         )?;
         let rows = statement.query_map([], |r| {
             Ok(Alert {
@@ -381,6 +383,7 @@ impl Store {
                 kind: r.get(2)?,
                 created_at: from_ts(r.get(3)?),
                 message: r.get(4)?,
+                vars: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -454,20 +457,25 @@ impl Store {
 }
 
 fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
+    let vars = serde_json::to_string(&alert.vars).map_err(|e| StoreError::Encoding(e.to_string()))?;
     let added = tx
         .prepare_cached(
-            "INSERT INTO alerts (id, account, kind, created_at, message) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO alerts (id, account, kind, created_at, message, vars) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
         )?
-        .execute(params![alert.id, alert.account, alert.kind, ts(alert.created_at), alert.message])?;
+        .execute(params![alert.id, alert.account, alert.kind, ts(alert.created_at), alert.message, vars])?;
     if added == 1 {
-        let event = UplinkEvent::Alert {
+        let event = UplinkEvent::Notice {
             id: alert.id.clone(),
             account: alert.account.clone(),
             kind: alert.kind.clone(),
             created_at: alert.created_at,
             message: alert.message.clone(),
+            vars: alert.vars.clone().into_iter().collect(),
+            sent_by_gateway_at: None,
         };
-        append_outbox(tx, &event)?;
+        let seq = append_outbox_seq(tx, &event)?;
+        tx.prepare_cached("UPDATE alerts SET outbox_seq = ?2 WHERE id = ?1")?
+            .execute(params![alert.id, seq])?;
     }
     Ok(added == 1)
 }

@@ -13,6 +13,7 @@
 mod commands;
 mod guard;
 mod link;
+mod messages;
 mod money;
 mod outbox;
 mod readings;
@@ -22,6 +23,7 @@ mod sync;
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use guard::{GuardMarks, HeldPass};
 pub use link::{Fcnt, LinkSession};
+pub use messages::ModemMessage;
 pub use readings::{IngestReport, MeterReading};
 pub use sync::SyncCursors;
 
@@ -211,6 +213,9 @@ pub struct Store {
     next_reading_seq: i64,
     /// Seals the meter session keys at rest, with the key in `secrets.key` beside the database.
     sealer: gramgrid_net::secrets::Sealer,
+    /// While the gateway's modem sends a message, the outbox is not offered to central from this
+    /// sequence on (`messages`): the notice is amended to say it was sent before anyone sees it.
+    outbox_hold: Option<u64>,
 }
 
 /// The file beside a gateway database that holds the key sealing its meter session keys: a copy
@@ -269,6 +274,7 @@ impl Store {
             segments: HashMap::new(),
             versions: HashMap::new(),
             next_reading_seq: 1,
+            outbox_hold: None,
         };
         store.migrate()?;
         store.seal_stored_keys()?;

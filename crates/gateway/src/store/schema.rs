@@ -311,4 +311,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX relay_decisions_by_account ON relay_decisions(account, at);
     "#,
+    // 12: messages that reach people. The consumer's language (from central); each alert's template
+    // variables and the outbox row of its notice (amended when the gateway's modem sends it).
+    r#"
+    ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    ALTER TABLE alerts ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE alerts ADD COLUMN outbox_seq INTEGER;
+    "#,
 ];

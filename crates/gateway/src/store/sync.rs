@@ -33,7 +33,7 @@ pub(super) fn note_unacked_reading(tx: &Transaction<'_>, at: i64) -> Result<()> 
     Ok(())
 }
 
-fn state_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
+pub(super) fn state_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
     let value: Option<i64> = tx
         .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -50,7 +50,7 @@ fn word_in(tx: &Transaction<'_>, key: &str) -> Result<u64> {
     Ok(u64::from_ne_bytes(value.unwrap_or(0).to_ne_bytes()))
 }
 
-fn set_state_in(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()> {
+pub(super) fn set_state_in(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()> {
     tx.prepare_cached("INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
         .execute(params![key, value as i64])?;
     Ok(())
@@ -502,6 +502,13 @@ fn apply_one(
                 "INSERT INTO published_config (kind, version, body) VALUES ('policy_rules', ?1, ?2)
                  ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
                 params![version.to_string(), json(rules)?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::AccountLanguage { account, language } => {
+            tx.execute(
+                "UPDATE accounts SET language = ?2 WHERE id = ?1",
+                rusqlite::params![account, language],
             )?;
             Ok(Effect::None)
         }

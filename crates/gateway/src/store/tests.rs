@@ -507,10 +507,76 @@ fn each_alert_is_enqueued_once() {
         kind: "low_balance".into(),
         created_at: t0(),
         message: "Balance is 30 % of your last recharge".into(),
+        vars: Default::default(),
     };
     assert!(store.enqueue_alert(&alert).unwrap());
     assert!(!store.enqueue_alert(&alert).unwrap());
     assert_eq!(store.unsent_alerts().unwrap().len(), 1);
+}
+
+#[test]
+fn the_modem_sends_only_notices_central_was_never_offered_and_marks_them_sent() {
+    use gramgrid_core::message::{Kind, Language};
+    let (_dir, mut store) = open_temp();
+    store
+        .upsert_account(&Account {
+            id: "A1".into(),
+            consumer_name: "Asha".into(),
+            category: Category::Domestic,
+            phone: Some("+919800000001".into()),
+            created_at: t0(),
+        })
+        .unwrap();
+    let notice = |id: &str, kind: Kind| Alert {
+        id: id.into(),
+        account: "A1".into(),
+        kind: kind.as_str().into(),
+        created_at: t0(),
+        message: "text".into(),
+        vars: [("balance".to_string(), "-3.00".to_string())].into_iter().collect(),
+    };
+    // Offered to central before the backhaul went down: central may have it; not the modem's.
+    store.enqueue_alert(&notice("n-offered", Kind::Disconnected)).unwrap();
+    let offered = store.priority_after(0, 100).unwrap();
+    store.note_offered(offered.last().unwrap().seq).unwrap();
+    // Raised during the outage: the urgent one is the modem's, the daily balance waits for central.
+    store.enqueue_alert(&notice("n-urgent", Kind::DisconnectNotice)).unwrap();
+    store.enqueue_alert(&notice("n-daily", Kind::DailyBalance)).unwrap();
+    let messages = store.modem_messages(10).unwrap();
+    assert_eq!(
+        messages.iter().map(|m| m.alert_id.as_str()).collect::<Vec<_>>(),
+        ["n-urgent"]
+    );
+    let message = &messages[0];
+    assert_eq!(message.language, Language::English);
+    assert_eq!(message.vars["balance"], "-3.00");
+
+    // While the modem sends, sync offers nothing from that notice on.
+    store.hold_outbox_from(message.outbox_seq);
+    assert!(store
+        .priority_after(0, 100)
+        .unwrap()
+        .iter()
+        .all(|r| (r.seq as i64) < message.outbox_seq));
+    store
+        .record_sent_by_modem(message, "Balance exhausted", t0() + Duration::minutes(1))
+        .unwrap();
+    store.release_outbox_hold();
+
+    let records = store.priority_after(0, 100).unwrap();
+    let sent = records
+        .iter()
+        .find_map(|r| match &r.event {
+            UplinkEvent::Notice { id, sent_by_gateway_at, message, .. } if id == "n-urgent" => {
+                Some((*sent_by_gateway_at, message.clone()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sent, (Some(t0() + Duration::minutes(1)), "Balance exhausted".to_string()));
+    assert!(store.modem_messages(10).unwrap().is_empty(), "sent once");
+    let unsent: Vec<String> = store.unsent_alerts().unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(unsent, ["n-offered", "n-daily"]);
 }
 
 #[test]

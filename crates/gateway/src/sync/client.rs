@@ -149,10 +149,15 @@ fn build_request(
     let store = gateway.store();
     let exchange = store.next_exchange()?;
     let cursors = store.sync_cursors()?;
+    let priority = store.priority_after(cursors.priority_acked, config.max_priority_records)?;
+    if let Some(last) = priority.last() {
+        // Before it leaves: the gateway's modem must not send a message central may have.
+        store.note_offered(last.seq)?;
+    }
     Ok(UploadRequest {
         protocol: wire::PROTOCOL_VERSION,
         sent_at: now,
-        priority: store.priority_after(cursors.priority_acked, config.max_priority_records)?,
+        priority,
         readings: store.readings_after(cursors.readings_acked, config.max_readings)?,
         downlink_applied: cursors.downlink_applied,
         identity: Some(wire::GatewayIdentity {

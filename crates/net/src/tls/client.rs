@@ -89,6 +89,42 @@ pub fn api_client_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfi
     Ok(Arc::new(config))
 }
 
+/// Where Debian and other systems keep the CA bundle, in the order tried after `SSL_CERT_FILE`.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// A client config for a public HTTPS service (e.g. an SMS provider): trusts the system CA bundle
+/// (`SSL_CERT_FILE`, else the distribution's bundle), presents no certificate.
+pub fn system_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_CA_BUNDLES.iter().map(std::path::PathBuf::from));
+    let mut roots = rustls::RootCertStore::empty();
+    for path in candidates {
+        if let Ok(certs) = load_certs(&path, "CA bundle") {
+            roots.add_parsable_certificates(certs);
+            break;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Config(format!(
+            "no system CA bundle found (SSL_CERT_FILE, {}): install ca-certificates or give a CA file",
+            SYSTEM_CA_BUNDLES.join(", ")
+        )));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Turns a non-2xx answer into [`ClientError::Status`]; returns the body of a 2xx one.
 pub fn into_success(response: (StatusCode, Vec<u8>)) -> Result<Vec<u8>, ClientError> {
     let (status, body) = response;
@@ -167,7 +203,20 @@ impl HttpsClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        self.request(Method::POST, path, Some(content_type), body, timeout)
+        self.request(Method::POST, path, &[], Some(content_type), body, timeout)
+            .await
+    }
+
+    /// As [`HttpsClient::post`], with extra request headers (e.g. a provider's API key).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.request(Method::POST, path, headers, Some(content_type), body, timeout)
             .await
     }
 
@@ -177,7 +226,7 @@ impl HttpsClient {
         path: &str,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        self.request(Method::GET, path, None, Vec::new(), timeout)
+        self.request(Method::GET, path, &[], None, Vec::new(), timeout)
             .await
     }
 
@@ -185,11 +234,15 @@ impl HttpsClient {
         &self,
         method: Method,
         path: &str,
+        headers: &[(&str, &str)],
         content_type: Option<&str>,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        tokio::time::timeout(timeout, self.exchange(method, path, content_type, body))
+        tokio::time::timeout(
+            timeout,
+            self.exchange(method, path, headers, content_type, body),
+        )
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
@@ -198,6 +251,7 @@ impl HttpsClient {
         &self,
         method: Method,
         path: &str,
+        headers: &[(&str, &str)],
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
@@ -245,6 +299,9 @@ impl HttpsClient {
             .header(hyper::header::HOST, authority);
         if let Some(content_type) = content_type {
             builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))

@@ -798,11 +798,12 @@ impl Running<'_> {
                 / 100.0
         };
         let central = self.village.central.central.clone();
-        let sender = Arc::new(notify::LogFileSender {
+        let sender = notify::LogFileSender {
             path: self.village.dir.join("notifications.log"),
-        });
+        };
+        let rendering = notify::Rendering::built_in();
         self.office
-            .block_on(notify::deliver(&central, sender, i64::MAX))
+            .block_on(notify::deliver(&central, &sender, &rendering, i64::MAX))
             .map_err(VillageError::from)?;
         Ok(())
     }

@@ -1,0 +1,444 @@
+//! The SMS provider: central's `[sms]` config (provider URL, auth header, body template, DLT
+//! sender and template ids, quiet hours, retries) and the HTTPS sender behind the outbox.
+use super::{Notification, Outcome, Rendering, SendFuture, Sender};
+use gramgrid_core::message::{self, Kind, Language, QuietHours};
+use gramgrid_net::tls::{api_client_config, system_client_config, ClientError, HttpsClient};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[sms]`: how central hands consumer messages to an HTTP SMS gateway.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// The provider's send endpoint, `https://host[:port]/path`.
+    pub url: String,
+    /// PEM file of the CA that signed the provider's certificate; empty: the system CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// The header that carries the provider's credential.
+    pub auth_header: String,
+    /// File holding the header's value (e.g. `Bearer 5f2...` or a bare API key); keep it 0600.
+    pub auth_value_file: Option<PathBuf>,
+    /// Content type of the request body.
+    pub content_type: String,
+    /// The request body, with `{to}`, `{text}`, `{sender}`, `{entity_id}`, `{template_id}` and
+    /// `{ref}` (the message id, which the provider echoes in its delivery receipts). Values are
+    /// escaped for JSON when `content_type` is JSON, else URL-encoded.
+    pub body: String,
+    /// The DLT header (sender id) registered for the utility: 6 letters, e.g. `GRMGRD`.
+    pub sender_id: String,
+    /// The utility's DLT principal entity id.
+    pub entity_id: String,
+    /// DLT template id per `kind.language` (e.g. `"low_balance.hi" = "1107161234567890123"`),
+    /// one for every consumer message kind in English and Hindi.
+    pub dlt_template_ids: BTreeMap<String, String>,
+    /// The registered text per `kind.language`, when it differs from the built-in one. Each must
+    /// use exactly the kind's variables.
+    pub texts: BTreeMap<String, String>,
+    /// Local hours (Asia/Kolkata) when non-urgent messages wait, `"HH:MM-HH:MM"`; empty: none.
+    pub quiet_hours: String,
+    /// Attempts before a message is given up as failed.
+    pub max_attempts: u32,
+    /// First retry delay, doubled per attempt.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Time allowed for one request to the provider.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// File holding the secret the provider presents when it posts delivery receipts to
+    /// `POST /sms/v1/receipts` (`Authorization: Bearer SECRET` or `?token=SECRET`).
+    pub receipt_token_file: Option<PathBuf>,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            url: String::new(),
+            ca_file: None,
+            auth_header: "Authorization".into(),
+            auth_value_file: None,
+            content_type: "application/json".into(),
+            body: r#"{"to":"{to}","text":"{text}","sender":"{sender}","entity_id":"{entity_id}","template_id":"{template_id}","ref":"{ref}"}"#.into(),
+            sender_id: String::new(),
+            entity_id: String::new(),
+            dlt_template_ids: BTreeMap::new(),
+            texts: BTreeMap::new(),
+            quiet_hours: "21:00-07:00".into(),
+            max_attempts: 8,
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+            receipt_token_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("url", &self.url)
+            .field("sender_id", &self.sender_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(kind: Kind, language: Language) -> String {
+    format!("{}.{}", kind.as_str(), language.code())
+}
+
+impl SmsConfig {
+    /// Checks the table: a usable URL, a DLT sender id, every template id, texts that use their
+    /// kinds' variables, quiet hours that parse.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.url.starts_with("https://") {
+            return Err(format!(
+                "[sms] url = '{}': give the provider's https:// send endpoint",
+                self.url
+            ));
+        }
+        if self.sender_id.len() != 6 || !self.sender_id.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(format!(
+                "[sms] sender_id = '{}': the DLT header is 6 letters (e.g. \"GRMGRD\")",
+                self.sender_id
+            ));
+        }
+        if !self.quiet_hours.is_empty() && QuietHours::parse(&self.quiet_hours).is_none() {
+            return Err(format!(
+                "[sms] quiet_hours = '{}': write \"HH:MM-HH:MM\", e.g. \"21:00-07:00\", or \"\" for none",
+                self.quiet_hours
+            ));
+        }
+        let wanted: Vec<String> = Kind::ALL
+            .into_iter()
+            .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
+            .collect();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|k| self.dlt_template_ids.get(*k).is_none_or(|id| id.trim().is_empty()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "[sms.dlt_template_ids] has no DLT template id for {}: register each text (docs/sms.md) and give its id",
+                missing.join(", ")
+            ));
+        }
+        for name in self.dlt_template_ids.keys().chain(self.texts.keys()) {
+            if !wanted.contains(name) {
+                return Err(format!(
+                    "[sms] '{name}' is not a message: use kind.language with kind one of {} and language en or hi",
+                    Kind::ALL.map(Kind::as_str).join(", ")
+                ));
+            }
+        }
+        self.rendering().map(|_| ())
+    }
+
+    /// Templates, quiet hours and retries for the outbox.
+    pub fn rendering(&self) -> Result<Rendering, String> {
+        let mut rendering = Rendering::built_in();
+        for kind in Kind::ALL {
+            for language in Language::ALL {
+                let name = key(kind, language);
+                let text = self
+                    .texts
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| message::default_template(kind, language).to_string());
+                message::check_template(kind, &text)
+                    .map_err(|e| format!("[sms.texts] '{name}': {e}"))?;
+                rendering.templates.insert(
+                    (kind, language),
+                    (self.dlt_template_ids.get(&name).cloned(), text),
+                );
+            }
+        }
+        rendering.quiet_hours = QuietHours::parse(&self.quiet_hours);
+        rendering.max_attempts = self.max_attempts.max(1);
+        rendering.retry_initial = self.retry_initial;
+        rendering.retry_max = self.retry_max.max(self.retry_initial);
+        Ok(rendering)
+    }
+}
+
+/// Why the SMS sender could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A secret or CA file could not be read.
+    #[error("[sms] cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O or PEM error.
+        error: String,
+    },
+    /// The URL or CA is not usable.
+    #[error("[sms] {0}")]
+    Config(String),
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String, SetupError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| SetupError::Read {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })
+}
+
+/// The secret the provider must present with delivery receipts, if configured.
+pub fn receipt_token(config: &SmsConfig) -> Result<Option<String>, SetupError> {
+    config
+        .receipt_token_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()
+}
+
+/// Sends through the provider's HTTPS endpoint.
+pub struct ProviderSender {
+    client: HttpsClient,
+    path: String,
+    auth: Option<(String, String)>,
+    config: SmsConfig,
+}
+
+impl ProviderSender {
+    /// A sender for `config` (reads the auth value and CA files now).
+    pub fn new(config: &SmsConfig) -> Result<ProviderSender, SetupError> {
+        let tls = match &config.ca_file {
+            Some(ca) => api_client_config(ca)
+                .map_err(|e| SetupError::Config(format!("ca_file: {e}")))?,
+            None => system_client_config()
+                .map_err(|e| SetupError::Config(e.to_string()))?,
+        };
+        let uri: axum::http::Uri = config
+            .url
+            .parse()
+            .map_err(|e| SetupError::Config(format!("url '{}': {e}", config.url)))?;
+        let base = format!(
+            "https://{}",
+            uri.authority()
+                .ok_or_else(|| SetupError::Config(format!("url '{}' has no host", config.url)))?
+        );
+        let client = HttpsClient::new(tls, &base)
+            .map_err(|e| SetupError::Config(e.to_string()))?;
+        let auth = config
+            .auth_value_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?
+            .map(|value| (config.auth_header.clone(), value));
+        Ok(ProviderSender {
+            client,
+            path: uri
+                .path_and_query()
+                .map_or("/".into(), |p| p.as_str().to_string()),
+            auth,
+            config: config.clone(),
+        })
+    }
+
+    fn body(&self, notification: &Notification) -> Result<String, String> {
+        let json = self.config.content_type.contains("json");
+        let escape = |value: &str| {
+            if json {
+                let quoted = serde_json::Value::String(value.to_string()).to_string();
+                quoted[1..quoted.len() - 1].to_string()
+            } else {
+                form_encode(value)
+            }
+        };
+        let vars: message::Vars = [
+            ("to", notification.to.as_str()),
+            ("text", notification.message.as_str()),
+            ("sender", self.config.sender_id.as_str()),
+            ("entity_id", self.config.entity_id.as_str()),
+            (
+                "template_id",
+                notification.dlt_template_id.as_deref().unwrap_or(""),
+            ),
+            ("ref", notification.id.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), escape(v)))
+        .collect();
+        message::render(&self.config.body, &vars).map_err(|e| format!("[sms] body: {e}"))
+    }
+
+    async fn post(&self, notification: &Notification) -> Outcome {
+        let body = match self.body(notification) {
+            Ok(body) => body,
+            Err(error) => return Outcome::Failed { error },
+        };
+        let headers: Vec<(&str, &str)> = self
+            .auth
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let answer = self
+            .client
+            .post_with_headers(
+                &self.path,
+                &headers,
+                &self.config.content_type,
+                body.into_bytes(),
+                self.config.timeout,
+            )
+            .await;
+        match answer {
+            Ok((status, body)) => outcome_of(status.as_u16(), &body),
+            Err(error) => Outcome::Retry {
+                error: describe(&error, &self.config.url),
+                throttled: false,
+            },
+        }
+    }
+}
+
+impl Sender for ProviderSender {
+    fn channel(&self) -> &'static str {
+        "sms_provider"
+    }
+
+    fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
+        Box::pin(self.post(notification))
+    }
+}
+
+/// What a provider's answer means: 2xx accepted (its `id` or `message_id` kept), 429 throttled,
+/// 5xx try later, any other 4xx refused for good.
+fn outcome_of(status: u16, body: &[u8]) -> Outcome {
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    match status {
+        200..=299 => {
+            let provider_id = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| {
+                    ["id", "message_id", "messageId"]
+                        .iter()
+                        .find_map(|k| v.get(*k).map(|id| id.as_str().map_or(id.to_string(), str::to_string)))
+                });
+            Outcome::Sent { provider_id }
+        }
+        429 => Outcome::Retry {
+            error: format!("the provider is throttling (429): {text}"),
+            throttled: true,
+        },
+        500..=599 | 408 => Outcome::Retry {
+            error: format!("the provider answered {status}: {text}"),
+            throttled: false,
+        },
+        _ => Outcome::Failed {
+            error: format!("the provider refused the message ({status}): {text}"),
+        },
+    }
+}
+
+/// The client's error in the provider's terms (its messages speak of central).
+fn describe(error: &ClientError, url: &str) -> String {
+    match error {
+        ClientError::ConnectRefused { .. } => {
+            format!("the SMS provider at {url} refused the connection")
+        }
+        ClientError::Connect { error, .. } => format!("cannot reach the SMS provider at {url}: {error}"),
+        ClientError::TlsHandshake { reason, .. } => format!(
+            "TLS with the SMS provider at {url} failed: {reason}; check [sms] ca_file"
+        ),
+        ClientError::Timeout(limit) => format!("no answer from the SMS provider within {limit:?}"),
+        other => format!("SMS provider at {url}: {other}"),
+    }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// The sender central uses: the provider when `[sms]` is set, else the log file.
+pub fn sender_for(
+    sms: Option<&SmsConfig>,
+    log: PathBuf,
+) -> Result<(Arc<dyn Sender>, Rendering), SetupError> {
+    match sms {
+        Some(config) => {
+            let rendering = config.rendering().map_err(SetupError::Config)?;
+            Ok((Arc::new(ProviderSender::new(config)?), rendering))
+        }
+        None => Ok((
+            Arc::new(super::LogFileSender { path: log }),
+            Rendering::built_in(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_answer_is_read_as_sent_retry_or_refused() {
+        assert_eq!(
+            outcome_of(202, br#"{"message_id":"p-17"}"#),
+            Outcome::Sent {
+                provider_id: Some("p-17".into())
+            }
+        );
+        assert!(matches!(
+            outcome_of(429, b"slow down"),
+            Outcome::Retry { throttled: true, .. }
+        ));
+        assert!(matches!(
+            outcome_of(503, b""),
+            Outcome::Retry { throttled: false, .. }
+        ));
+        assert!(matches!(outcome_of(400, b"template mismatch"), Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn a_config_without_every_dlt_template_id_is_refused_with_the_missing_ones_named() {
+        let mut config = SmsConfig {
+            url: "https://sms.example/send".into(),
+            sender_id: "GRMGRD".into(),
+            ..SmsConfig::default()
+        };
+        let error = config.check().unwrap_err();
+        assert!(error.contains("low_balance.hi"), "{error}");
+        for kind in Kind::ALL {
+            for language in Language::ALL {
+                config
+                    .dlt_template_ids
+                    .insert(key(kind, language), "1107000000000000001".into());
+            }
+        }
+        config.check().unwrap();
+        config
+            .texts
+            .insert("low_balance.en".into(), "Balance low".into());
+        let error = config.check().unwrap_err();
+        assert!(error.contains("low_balance.en") && error.contains("{balance}"), "{error}");
+        config.texts.clear();
+        config.sender_id = "GRAMGRID".into();
+        assert!(config.check().unwrap_err().contains("6 letters"));
+    }
+
+    #[test]
+    fn values_are_escaped_for_the_body_they_go_into() {
+        assert_eq!(form_encode("a b&c=₹"), "a+b%26c%3D%E2%82%B9");
+    }
+}
