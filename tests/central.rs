@@ -1154,7 +1154,7 @@ async fn over_real_tls_a_gateway_syncs_with_its_certificate_and_nothing_else_doe
             gramgrid_central::accounts::put_account(
                 tx,
                 &gramgrid_central::accounts::Account {
-language: Default::default(),
+                    language: Default::default(),
                     id: "A1".into(),
                     consumer_name: "Asha".into(),
                     category: gramgrid_core::tariff::Category::Domestic,
@@ -2214,7 +2214,7 @@ fn secrets_at_rest_are_sealed_under_the_key_file() {
             .db()
             .transaction(|tx| {
                 let account = gramgrid_central::accounts::Account {
-language: Default::default(),
+                    language: Default::default(),
                     id: "A1".into(),
                     consumer_name: "Asha".into(),
                     category: Category::Domestic,

@@ -96,7 +96,7 @@ fn prepare(dir: &Path) -> Paths {
         for i in 0..METERS {
             let id = format!("ACC{i:03}");
             let account = Account {
-language: Default::default(),
+                language: Default::default(),
                 id: id.clone(),
                 consumer_name: format!("Household {i}"),
                 category: if i % 5 == 0 {

@@ -20,6 +20,7 @@ mod radio_bus;
 mod radio_emulator;
 mod radio_phy;
 mod radio_trace;
+mod sms_provider;
 mod store_crash;
 mod sync_end_to_end;
 mod sync_kill;

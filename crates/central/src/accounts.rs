@@ -9,8 +9,8 @@ pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts, Month};
 use gramgrid_core::ledger::{self, ArrearsRule, EventKind, LedgerEvent};
-use gramgrid_core::policy::PolicyConfig;
 use gramgrid_core::message::Language;
+use gramgrid_core::policy::PolicyConfig;
 use gramgrid_core::tariff::{rupees, Category, TariffBook, TariffVersion};
 use gramgrid_net::secrets::Sealer;
 use gramgrid_proto::wire::{DownlinkEvent, MeterKeys, WirePolicyRules};
@@ -241,7 +241,9 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
         )?;
     } else {
         tx.execute(
-            &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $7, $6)"),
+            &format!(
+                "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $7, $6)"
+            ),
             &params,
         )?;
     }

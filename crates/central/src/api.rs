@@ -815,8 +815,8 @@ async fn account_messages(
     Path(id): Path<String>,
     query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<super::notify::MessageRecord>>> {
-    let Query(query) = query
-        .map_err(|e| CentralError::Invalid(format!("{}; use ?limit=100", e.body_text())))?;
+    let Query(query) =
+        query.map_err(|e| CentralError::Invalid(format!("{}; use ?limit=100", e.body_text())))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(CentralError::Invalid(format!("limit={limit}: give 1 to 1000")).into());

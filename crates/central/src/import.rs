@@ -78,7 +78,7 @@ pub fn import_manifest(
         accounts::put_account(
             tx,
             &Account {
-language: Default::default(),
+                language: Default::default(),
                 id: meter.account.clone(),
                 consumer_name: format!("Meter {}", entry.serial),
                 category,

@@ -117,8 +117,9 @@ impl Central {
         })?;
         let book = db.blocking(|tx| accounts::load_tariff_book(tx))?;
         let receipt_token = match &config.sms {
-            Some(sms) => notify::sms::receipt_token(sms)
-                .map_err(|e| CentralError::Invalid(e.to_string()))?,
+            Some(sms) => {
+                notify::sms::receipt_token(sms).map_err(|e| CentralError::Invalid(e.to_string()))?
+            }
             None => None,
         };
         let now = clock.now();

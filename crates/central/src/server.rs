@@ -64,7 +64,8 @@ async fn sms_receipt(
     if !central.receipt_token_matches(&presented) {
         return reply(
             StatusCode::UNAUTHORIZED,
-            "unknown receipt token: the provider must present [sms] receipt_token_file's secret".into(),
+            "unknown receipt token: the provider must present [sms] receipt_token_file's secret"
+                .into(),
         );
     }
     let receipt: Receipt = match serde_json::from_slice(&body) {

@@ -348,7 +348,15 @@ fn apply_record(
         } => {
             // Namespaced by the certificate's gateway id: no gateway can pre-empt another's ids.
             let id = format!("{gateway}/{id}");
-            notify::enqueue(tx, &id, account, kind, message, &Default::default(), *created_at)?;
+            notify::enqueue(
+                tx,
+                &id,
+                account,
+                kind,
+                message,
+                &Default::default(),
+                *created_at,
+            )?;
         }
         UplinkEvent::Notice {
             id,

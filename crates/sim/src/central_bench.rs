@@ -133,7 +133,7 @@ pub async fn ingest(settings: &IngestBench) -> Result<IngestFigures, BenchError>
             .transaction(move |tx| {
                 for serial in &meters {
                     let account = Account {
-language: Default::default(),
+                        language: Default::default(),
                         id: format!("acct-{serial}"),
                         consumer_name: "bench".into(),
                         category: Category::Domestic,

@@ -18,4 +18,5 @@ pub mod flood_bench;
 pub mod meter;
 pub mod netem;
 pub mod radio_bench;
+pub mod sms_standin;
 pub mod village;

@@ -129,7 +129,7 @@ impl Village {
         let enrolments = (0..households)
             .map(|i| {
                 let account = accounts::Account {
-language: Default::default(),
+                    language: Default::default(),
                     id: format!("ACC{i:06}"),
                     consumer_name: format!("Household {i}"),
                     category: category_of(i),

@@ -132,7 +132,8 @@ pub fn enqueue(
     vars: &Vars,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let vars = serde_json::to_string(vars).map_err(|e| super::CentralError::Corrupt(e.to_string()))?;
+    let vars =
+        serde_json::to_string(vars).map_err(|e| super::CentralError::Corrupt(e.to_string()))?;
     // Kinds that are not consumer messages (a relay time-out) are for the office: kept, not sent.
     let state = if Kind::parse(kind).is_some() {
         "queued"
@@ -287,7 +288,13 @@ pub async fn deliver(
             }
         };
         let outcome = sender.send(&notification).await;
-        let throttled = matches!(outcome, Outcome::Retry { throttled: true, .. });
+        let throttled = matches!(
+            outcome,
+            Outcome::Retry {
+                throttled: true,
+                ..
+            }
+        );
         let next = match outcome {
             Outcome::Sent { provider_id } => {
                 round.sent += 1;
@@ -302,7 +309,10 @@ pub async fn deliver(
                 round.retrying += 1;
                 tracing::warn!(id = message.id, %error, "notification not sent; will retry");
                 let delay = rendering.retry_delay(message.attempts + 1);
-                Update::Retry(error, now + chrono::Duration::from_std(delay).unwrap_or_default())
+                Update::Retry(
+                    error,
+                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                )
             }
             Outcome::Retry { error, .. } | Outcome::Failed { error } => {
                 round.failed += 1;
@@ -356,7 +366,13 @@ fn render(message: &Due, rendering: &Rendering) -> std::result::Result<Notificat
     let (dlt_template_id, template) = rendering
         .templates
         .get(&(kind, message.language))
-        .ok_or_else(|| format!("no template for {} in '{}'", kind.as_str(), message.language.code()))?;
+        .ok_or_else(|| {
+            format!(
+                "no template for {} in '{}'",
+                kind.as_str(),
+                message.language.code()
+            )
+        })?;
     let text = message::render(template, &message.vars).map_err(|e| e.to_string())?;
     Ok(Notification {
         id: message.id.clone(),

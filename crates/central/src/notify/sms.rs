@@ -119,7 +119,11 @@ impl SmsConfig {
             .collect();
         let missing: Vec<&str> = wanted
             .iter()
-            .filter(|k| self.dlt_template_ids.get(*k).is_none_or(|id| id.trim().is_empty()))
+            .filter(|k| {
+                self.dlt_template_ids
+                    .get(*k)
+                    .is_none_or(|id| id.trim().is_empty())
+            })
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
@@ -212,10 +216,10 @@ impl ProviderSender {
     /// A sender for `config` (reads the auth value and CA files now).
     pub fn new(config: &SmsConfig) -> Result<ProviderSender, SetupError> {
         let tls = match &config.ca_file {
-            Some(ca) => api_client_config(ca)
-                .map_err(|e| SetupError::Config(format!("ca_file: {e}")))?,
-            None => system_client_config()
-                .map_err(|e| SetupError::Config(e.to_string()))?,
+            Some(ca) => {
+                api_client_config(ca).map_err(|e| SetupError::Config(format!("ca_file: {e}")))?
+            }
+            None => system_client_config().map_err(|e| SetupError::Config(e.to_string()))?,
         };
         let uri: axum::http::Uri = config
             .url
@@ -226,8 +230,7 @@ impl ProviderSender {
             uri.authority()
                 .ok_or_else(|| SetupError::Config(format!("url '{}' has no host", config.url)))?
         );
-        let client = HttpsClient::new(tls, &base)
-            .map_err(|e| SetupError::Config(e.to_string()))?;
+        let client = HttpsClient::new(tls, &base).map_err(|e| SetupError::Config(e.to_string()))?;
         let auth = config
             .auth_value_file
             .as_deref()
@@ -268,7 +271,7 @@ impl ProviderSender {
         .into_iter()
         .map(|(k, v)| (k.to_string(), escape(v)))
         .collect();
-        message::render(&self.config.body, &vars).map_err(|e| format!("[sms] body: {e}"))
+        Ok(fill_body(&self.config.body, &vars))
     }
 
     async fn post(&self, notification: &Notification) -> Outcome {
@@ -320,9 +323,10 @@ fn outcome_of(status: u16, body: &[u8]) -> Outcome {
             let provider_id = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| {
-                    ["id", "message_id", "messageId"]
-                        .iter()
-                        .find_map(|k| v.get(*k).map(|id| id.as_str().map_or(id.to_string(), str::to_string)))
+                    ["id", "message_id", "messageId"].iter().find_map(|k| {
+                        v.get(*k)
+                            .map(|id| id.as_str().map_or(id.to_string(), str::to_string))
+                    })
                 });
             Outcome::Sent { provider_id }
         }
@@ -346,13 +350,41 @@ fn describe(error: &ClientError, url: &str) -> String {
         ClientError::ConnectRefused { .. } => {
             format!("the SMS provider at {url} refused the connection")
         }
-        ClientError::Connect { error, .. } => format!("cannot reach the SMS provider at {url}: {error}"),
-        ClientError::TlsHandshake { reason, .. } => format!(
-            "TLS with the SMS provider at {url} failed: {reason}; check [sms] ca_file"
-        ),
+        ClientError::Connect { error, .. } => {
+            format!("cannot reach the SMS provider at {url}: {error}")
+        }
+        ClientError::TlsHandshake { reason, .. } => {
+            format!("TLS with the SMS provider at {url} failed: {reason}; check [sms] ca_file")
+        }
         ClientError::Timeout(limit) => format!("no answer from the SMS provider within {limit:?}"),
         other => format!("SMS provider at {url}: {other}"),
     }
+}
+
+/// Replaces each `{name}` of `vars` in `body` in one pass (a JSON body's own braces, and braces
+/// inside the values, stay as they are).
+fn fill_body(body: &str, vars: &message::Vars) -> String {
+    let mut out = String::with_capacity(body.len() + 256);
+    let mut rest = body;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let known = after
+            .find('}')
+            .and_then(|close| vars.get(&after[..close]).map(|value| (close, value)));
+        match known {
+            Some((close, value)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `application/x-www-form-urlencoded` value encoding.
@@ -401,13 +433,22 @@ mod tests {
         );
         assert!(matches!(
             outcome_of(429, b"slow down"),
-            Outcome::Retry { throttled: true, .. }
+            Outcome::Retry {
+                throttled: true,
+                ..
+            }
         ));
         assert!(matches!(
             outcome_of(503, b""),
-            Outcome::Retry { throttled: false, .. }
+            Outcome::Retry {
+                throttled: false,
+                ..
+            }
         ));
-        assert!(matches!(outcome_of(400, b"template mismatch"), Outcome::Failed { .. }));
+        assert!(matches!(
+            outcome_of(400, b"template mismatch"),
+            Outcome::Failed { .. }
+        ));
     }
 
     #[test]
@@ -431,7 +472,10 @@ mod tests {
             .texts
             .insert("low_balance.en".into(), "Balance low".into());
         let error = config.check().unwrap_err();
-        assert!(error.contains("low_balance.en") && error.contains("{balance}"), "{error}");
+        assert!(
+            error.contains("low_balance.en") && error.contains("{balance}"),
+            "{error}"
+        );
         config.texts.clear();
         config.sender_id = "GRAMGRID".into();
         assert!(config.check().unwrap_err().contains("6 letters"));
@@ -440,5 +484,13 @@ mod tests {
     #[test]
     fn values_are_escaped_for_the_body_they_go_into() {
         assert_eq!(form_encode("a b&c=₹"), "a+b%26c%3D%E2%82%B9");
+        let vars: message::Vars = [("to", "+91 1"), ("text", "say \"{ref}\"")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            fill_body(r#"{"to":"{to}","text":"{text}","x":{}}"#, &vars),
+            r#"{"to":"+91 1","text":"say "{ref}"","x":{}}"#
+        );
     }
 }

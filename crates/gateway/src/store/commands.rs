@@ -457,7 +457,8 @@ impl Store {
 }
 
 fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
-    let vars = serde_json::to_string(&alert.vars).map_err(|e| StoreError::Encoding(e.to_string()))?;
+    let vars =
+        serde_json::to_string(&alert.vars).map_err(|e| StoreError::Encoding(e.to_string()))?;
     let added = tx
         .prepare_cached(
             "INSERT INTO alerts (id, account, kind, created_at, message, vars) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",

@@ -78,7 +78,10 @@ impl Store {
             let body: Vec<u8> = row.get(1)?;
             let event = outbox::decode(row.get(0)?, &body)
                 .map_err(|e| StoreError::Encoding(e.to_string()))?;
-            if matches!(event, UplinkEvent::Alert { .. } | UplinkEvent::Notice { .. }) {
+            if matches!(
+                event,
+                UplinkEvent::Alert { .. } | UplinkEvent::Notice { .. }
+            ) {
                 alerts += 1;
             }
         }

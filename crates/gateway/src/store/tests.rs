@@ -533,18 +533,29 @@ fn the_modem_sends_only_notices_central_was_never_offered_and_marks_them_sent() 
         kind: kind.as_str().into(),
         created_at: t0(),
         message: "text".into(),
-        vars: [("balance".to_string(), "-3.00".to_string())].into_iter().collect(),
+        vars: [("balance".to_string(), "-3.00".to_string())]
+            .into_iter()
+            .collect(),
     };
     // Offered to central before the backhaul went down: central may have it; not the modem's.
-    store.enqueue_alert(&notice("n-offered", Kind::Disconnected)).unwrap();
+    store
+        .enqueue_alert(&notice("n-offered", Kind::Disconnected))
+        .unwrap();
     let offered = store.priority_after(0, 100).unwrap();
     store.note_offered(offered.last().unwrap().seq).unwrap();
     // Raised during the outage: the urgent one is the modem's, the daily balance waits for central.
-    store.enqueue_alert(&notice("n-urgent", Kind::DisconnectNotice)).unwrap();
-    store.enqueue_alert(&notice("n-daily", Kind::DailyBalance)).unwrap();
+    store
+        .enqueue_alert(&notice("n-urgent", Kind::DisconnectNotice))
+        .unwrap();
+    store
+        .enqueue_alert(&notice("n-daily", Kind::DailyBalance))
+        .unwrap();
     let messages = store.modem_messages(10).unwrap();
     assert_eq!(
-        messages.iter().map(|m| m.alert_id.as_str()).collect::<Vec<_>>(),
+        messages
+            .iter()
+            .map(|m| m.alert_id.as_str())
+            .collect::<Vec<_>>(),
         ["n-urgent"]
     );
     let message = &messages[0];
@@ -567,15 +578,29 @@ fn the_modem_sends_only_notices_central_was_never_offered_and_marks_them_sent() 
     let sent = records
         .iter()
         .find_map(|r| match &r.event {
-            UplinkEvent::Notice { id, sent_by_gateway_at, message, .. } if id == "n-urgent" => {
-                Some((*sent_by_gateway_at, message.clone()))
-            }
+            UplinkEvent::Notice {
+                id,
+                sent_by_gateway_at,
+                message,
+                ..
+            } if id == "n-urgent" => Some((*sent_by_gateway_at, message.clone())),
             _ => None,
         })
         .unwrap();
-    assert_eq!(sent, (Some(t0() + Duration::minutes(1)), "Balance exhausted".to_string()));
+    assert_eq!(
+        sent,
+        (
+            Some(t0() + Duration::minutes(1)),
+            "Balance exhausted".to_string()
+        )
+    );
     assert!(store.modem_messages(10).unwrap().is_empty(), "sent once");
-    let unsent: Vec<String> = store.unsent_alerts().unwrap().into_iter().map(|a| a.id).collect();
+    let unsent: Vec<String> = store
+        .unsent_alerts()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
     assert_eq!(unsent, ["n-offered", "n-daily"]);
 }
 

@@ -216,8 +216,15 @@ impl HttpsClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        self.request(Method::POST, path, headers, Some(content_type), body, timeout)
-            .await
+        self.request(
+            Method::POST,
+            path,
+            headers,
+            Some(content_type),
+            body,
+            timeout,
+        )
+        .await
     }
 
     /// GETs `path` (below the base URL); see [`HttpsClient::post`].
@@ -226,7 +233,17 @@ impl HttpsClient {
         path: &str,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        self.request(Method::GET, path, &[], None, Vec::new(), timeout)
+        self.get_with_headers(path, &[], timeout).await
+    }
+
+    /// As [`HttpsClient::get`], with extra request headers (e.g. `authorization`).
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.request(Method::GET, path, headers, None, Vec::new(), timeout)
             .await
     }
 
@@ -243,8 +260,8 @@ impl HttpsClient {
             timeout,
             self.exchange(method, path, headers, content_type, body),
         )
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
     }
 
     async fn exchange(

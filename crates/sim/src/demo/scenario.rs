@@ -104,7 +104,7 @@ pub fn consumers(
         .enumerate()
         .map(|(i, (m, register))| {
             let account = Account {
-language: Default::default(),
+                language: Default::default(),
                 id: account_id(i),
                 consumer_name: format!("Household {}", i + 1),
                 category: m.category,
