@@ -35,7 +35,7 @@ pub struct Notification {
     pub message: String,
     /// When it was decided (UTC, whole seconds), at the gateway or at central.
     pub created_at: DateTime<Utc>,
-    /// The consumer's phone number.
+    /// The consumer's phone number (empty if the account has none).
     pub to: String,
     /// The language of `message`.
     pub language: Language,
@@ -234,6 +234,7 @@ struct Due {
     id: String,
     account: String,
     kind: String,
+    message: String,
     created_at: DateTime<Utc>,
     vars: Vars,
     phone: Option<String>,
@@ -278,15 +279,7 @@ pub async fn deliver(
             update(central, &message.id, Update::Defer(at)).await?;
             continue;
         }
-        let notification = match render(&message, rendering) {
-            Ok(notification) => notification,
-            Err(error) => {
-                round.failed += 1;
-                tracing::warn!(id = message.id, %error, "notification cannot be sent");
-                update(central, &message.id, Update::Failed(error)).await?;
-                continue;
-            }
-        };
+        let notification = render(&message, rendering);
         let outcome = sender.send(&notification).await;
         let throttled = matches!(
             outcome,
@@ -330,7 +323,7 @@ pub async fn deliver(
 
 fn due_notifications(tx: &mut dyn Tx, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
     let rows = tx.query(
-        "SELECT n.id, n.account, n.kind, n.created_at, n.vars, a.phone, a.language, n.attempts
+        "SELECT n.id, n.account, n.kind, n.created_at, n.vars, a.phone, a.language, n.attempts, n.message
          FROM notifications n LEFT JOIN accounts a ON a.id = n.account
          WHERE n.state IN ('queued', 'retrying') AND n.next_attempt_at <= $1
          ORDER BY n.created_at, n.id LIMIT $2",
@@ -350,41 +343,35 @@ fn due_notifications(tx: &mut dyn Tx, now: DateTime<Utc>, limit: i64) -> Result<
                     .and_then(|code| Language::parse(&code))
                     .unwrap_or_default(),
                 attempts: row.int(7)?.clamp(0, i64::from(u32::MAX)) as u32,
+                message: row.text(8)?,
             })
         })
         .collect()
 }
 
-/// The message in the consumer's language from its template, or why it cannot be sent.
-fn render(message: &Due, rendering: &Rendering) -> std::result::Result<Notification, String> {
-    let to = message
-        .phone
-        .clone()
-        .filter(|p| !p.trim().is_empty())
-        .ok_or("the account has no phone number")?;
-    let kind = Kind::parse(&message.kind).ok_or("not a consumer message")?;
-    let (dlt_template_id, template) = rendering
-        .templates
-        .get(&(kind, message.language))
-        .ok_or_else(|| {
-            format!(
-                "no template for {} in '{}'",
-                kind.as_str(),
-                message.language.code()
-            )
-        })?;
-    let text = message::render(template, &message.vars).map_err(|e| e.to_string())?;
-    Ok(Notification {
+/// The message in the consumer's language from its template. A message from an older gateway
+/// carries no variables: it keeps the gateway's own text and no DLT template (a provider that
+/// needs one refuses it).
+fn render(message: &Due, rendering: &Rendering) -> Notification {
+    let template = Kind::parse(&message.kind)
+        .and_then(|kind| rendering.templates.get(&(kind, message.language)));
+    let rendered = template.and_then(|(dlt_template_id, template)| {
+        message::render(template, &message.vars)
+            .ok()
+            .map(|text| (dlt_template_id.clone(), text))
+    });
+    let (dlt_template_id, text) = rendered.unwrap_or((None, message.message.clone()));
+    Notification {
         id: message.id.clone(),
         account: message.account.clone(),
         kind: message.kind.clone(),
         parts: message::sms_parts(&text).parts,
         message: text,
         created_at: message.created_at,
-        to,
+        to: message.phone.clone().unwrap_or_default(),
         language: message.language,
-        dlt_template_id: dlt_template_id.clone(),
-    })
+        dlt_template_id,
+    }
 }
 
 enum Update {
@@ -488,7 +475,14 @@ pub struct MessageRecord {
 
 /// An account's messages, newest first (at most `limit`).
 pub fn account_messages(tx: &mut dyn Tx, account: &str, limit: i64) -> Result<Vec<MessageRecord>> {
-    super::accounts::account(tx, account)?;
+    if tx
+        .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[account.into()])?
+        .is_none()
+    {
+        return Err(super::CentralError::NotFound(format!(
+            "no account '{account}'"
+        )));
+    }
     let rows = tx.query(
         "SELECT id, kind, state, channel, message, parts, attempts, last_error, created_at, sent_at, delivered_at
          FROM notifications WHERE account = $1 ORDER BY created_at DESC, id DESC LIMIT $2",

@@ -275,6 +275,16 @@ impl ProviderSender {
     }
 
     async fn post(&self, notification: &Notification) -> Outcome {
+        if notification.to.trim().is_empty() {
+            return Outcome::Failed {
+                error: "the account has no phone number".into(),
+            };
+        }
+        if notification.dlt_template_id.is_none() {
+            return Outcome::Failed {
+                error: "no DLT template matches this text (a message from a gateway older than protocol 4)".into(),
+            };
+        }
         let body = match self.body(notification) {
             Ok(body) => body,
             Err(error) => return Outcome::Failed { error },

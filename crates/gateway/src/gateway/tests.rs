@@ -160,7 +160,12 @@ fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnec
 
     let monday = gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap();
     assert_eq!((monday.commands_queued, monday.disconnects_held), (0, 1));
-    assert_eq!(gw.store().alert_count("A1", "low_balance").unwrap(), 3); // 30 %, 10 %, 0 %
+    assert_eq!(gw.store().alert_count("A1", "low_balance").unwrap(), 2); // 30 %, 10 %
+                                                                         // 0 %: the notice that the supply will be cut.
+    assert_eq!(
+        gw.store().alert_count("A1", "disconnect_notice").unwrap(),
+        1
+    );
     assert_eq!(
         gw.policy_pass(ist(2026, 12, 1, 9, 59), true)
             .unwrap()

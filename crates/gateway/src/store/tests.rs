@@ -601,7 +601,7 @@ fn the_modem_sends_only_notices_central_was_never_offered_and_marks_them_sent() 
         .into_iter()
         .map(|a| a.id)
         .collect();
-    assert_eq!(unsent, ["n-offered", "n-daily"]);
+    assert_eq!(unsent, ["n-daily", "n-offered"]);
 }
 
 #[test]
