@@ -822,7 +822,13 @@ pub(crate) fn record_central_event(
     if let Some(gateway) = &account.gateway {
         append_downlink(tx, gateway, &DownlinkEvent::Ledger(event.into()))?;
     }
-    Ok(())
+    crate::mqtt::balances_changed(
+        tx,
+        std::slice::from_ref(&account.id),
+        event.kind.as_str(),
+        Some(&event.id),
+        event.at,
+    )
 }
 
 /// Inserts a money event by id. Returns false when the same event was already stored; an id

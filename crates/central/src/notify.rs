@@ -69,10 +69,20 @@ pub fn enqueue(
     message: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    tx.execute(
+    let new = tx.execute(
         "INSERT INTO notifications (id, account, kind, message, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         &[id.into(), account.into(), kind.into(), message.into(), ts(at).into()],
     )?;
+    if new == 1 {
+        let event = crate::mqtt::Event::Alert {
+            account: account.to_owned(),
+            notification: id.to_owned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            created_at: crate::mqtt::rfc3339(at),
+        };
+        crate::mqtt::enqueue(tx, event, at)?;
+    }
     Ok(())
 }
 
