@@ -205,6 +205,51 @@ fn rows(t: &TestCentral) -> Vec<(String, String, Option<i64>)> {
     .unwrap()
 }
 
+/// A fresh PostgreSQL database under GRAMGRID_TEST_POSTGRES_URL's server, if it is set.
+fn fresh_postgres() -> Option<String> {
+    let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP the PostgreSQL variant: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
+        return None;
+    };
+    let name = format!("gg_mqtt_{}", uuid::Uuid::new_v4().simple());
+    let create = name.clone();
+    let url = admin.clone();
+    // The sync PostgreSQL client runs its own runtime: keep it on a thread of its own.
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+}
+
+#[test]
+fn the_outbox_and_the_gateway_up_down_rule_work_on_postgresql_too() {
+    let Some(url) = fresh_postgres() else { return };
+    let t = central_configured(|c| {
+        c.database_url = url;
+        c.mqtt = Some(mqtt_config(1883));
+    });
+    assert_eq!(t.central.db().backend(), "postgres");
+    up_down_and_up(&t);
+    // The publisher's reads and marks, in seq order.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let queued = unpublished(&t.central, 3).await.unwrap();
+        let seqs: Vec<i64> = queued.iter().map(|q| q.seq).collect();
+        assert_eq!(seqs.len(), 3);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        mark_published(&t.central, seqs.clone()).await.unwrap();
+        let rest = unpublished(&t.central, 100).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].seq > seqs[2]);
+    });
+    assert_eq!(rows(&t).iter().filter(|r| r.2.is_some()).count(), 3);
+}
+
 #[test]
 fn without_mqtt_nothing_is_queued_and_with_it_a_gateway_goes_up_down_and_up() {
     let off = central_configured(|_| {});
@@ -212,28 +257,32 @@ fn without_mqtt_nothing_is_queued_and_with_it_a_gateway_goes_up_down_and_up() {
     off.account("A1", Some("gw-a"));
     exchange(&off, "gw-a", 1, vec![], None, now);
     assert!(rows(&off).is_empty());
+    up_down_and_up(&central_configured(|c| c.mqtt = Some(mqtt_config(1883))));
+}
 
-    let t = central_configured(|c| c.mqtt = Some(mqtt_config(1883)));
+/// A gateway's exchanges and silences, on a central with `[mqtt]`: up, down, up, up.
+fn up_down_and_up(t: &TestCentral) {
+    let now = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
     t.account("A1", Some("gw-a"));
     let topics = |t: &TestCentral| -> Vec<String> { rows(t).into_iter().map(|r| r.1).collect() };
-    exchange(&t, "gw-a", 1, vec![], None, now);
-    assert_eq!(topics(&t), ["gateway/gw-a/up"]);
+    exchange(t, "gw-a", 1, vec![], None, now);
+    assert_eq!(topics(t), ["gateway/gw-a/up"]);
     // Another exchange within gateway_down_after: nothing new.
-    exchange(&t, "gw-a", 1, vec![], None, now + Span::minutes(10));
+    exchange(t, "gw-a", 1, vec![], None, now + Span::minutes(10));
     let down = |at: DateTime<Utc>| t.tx(move |tx| check_gateways(tx, at)).unwrap();
     assert_eq!(down(now + Span::minutes(20)), 0);
-    assert_eq!(topics(&t).len(), 1);
+    assert_eq!(topics(t).len(), 1);
     // 15 minutes after the last exchange: down, once.
     assert_eq!(down(now + Span::minutes(26)), 1);
     assert_eq!(down(now + Span::minutes(40)), 0);
-    exchange(&t, "gw-a", 1, vec![], None, now + Span::minutes(41));
+    exchange(t, "gw-a", 1, vec![], None, now + Span::minutes(41));
     assert_eq!(
-        topics(&t),
+        topics(t),
         ["gateway/gw-a/up", "gateway/gw-a/down", "gateway/gw-a/up"]
     );
     // Back after a silence the check did not see (central was stopped): up again.
-    exchange(&t, "gw-a", 1, vec![], None, now + Span::minutes(90));
-    assert_eq!(topics(&t).len(), 4);
+    exchange(t, "gw-a", 1, vec![], None, now + Span::minutes(90));
+    assert_eq!(topics(t).len(), 4);
     let payloads: Vec<Message> = t
         .tx(|tx| {
             Ok(tx
