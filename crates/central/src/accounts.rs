@@ -843,7 +843,14 @@ pub(crate) fn record_central_event(
     if let Some(gateway) = &account.gateway {
         append_downlink(tx, gateway, &DownlinkEvent::Ledger(event.into()))?;
     }
-    Ok(())
+    crate::mqtt::balances_changed(
+        tx,
+        balance_paise,
+        std::slice::from_ref(&account.id),
+        event.kind.as_str(),
+        Some(&event.id),
+        event.at,
+    )
 }
 
 /// Inserts a money event by id. Returns false when the same event was already stored; an id

@@ -52,7 +52,89 @@ pub struct CentralConfig {
     pub api_tokens: Vec<ApiToken>,
     /// `[sms]`: send consumer messages through an HTTP SMS provider (docs/sms.md). Absent: they
     /// are appended to `notifications_log`.
-    pub sms: Option<crate::notify::sms::SmsConfig>,
+    pub sms: Option<crate::sms_config::SmsConfig>,
+    /// Integration events published to an MQTT broker (docs/mqtt.md). Absent (the default): no
+    /// events are queued or published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// `[mqtt]`: where central publishes its integration events (docs/mqtt.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The broker's host name or address (required).
+    pub host: String,
+    /// The broker's TCP port (plain MQTT; TLS to the broker is not supported yet).
+    pub port: u16,
+    /// The client id central connects with. The broker keeps central's session under it (clean
+    /// session off), so two central servers must not share one.
+    pub client_id: String,
+    /// The first level of every topic: `{topic_prefix}/gateway/{id}/up`, ...
+    pub topic_prefix: String,
+    /// MQTT keep-alive: the broker drops central after 1.5 times this without a packet.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// A gateway is announced down (`gateway/{id}/down`) when it has completed no exchange for
+    /// longer than this, and up again at its next exchange.
+    #[serde(with = "humantime_serde")]
+    pub gateway_down_after: Duration,
+    /// User name for the broker, if it asks for one.
+    pub username: Option<String>,
+    /// A file holding the broker password (its first line); needs `username`.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: String::new(),
+            port: 1883,
+            client_id: "gramgrid-central".into(),
+            topic_prefix: "gramgrid".into(),
+            keep_alive: Duration::from_secs(30),
+            gateway_down_after: Duration::from_secs(15 * 60),
+            username: None,
+            password_file: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Checks the values a broker or the event rules could not work with.
+    pub fn check(&self) -> Result<(), String> {
+        if self.host.trim().is_empty() {
+            return Err("[mqtt] host is missing: name the broker, e.g. host = \"127.0.0.1\" (or remove the [mqtt] table to publish no events)".into());
+        }
+        if self.port == 0 {
+            return Err("[mqtt] port 0 is not a port: the broker's is usually 1883".into());
+        }
+        crate::check_id("[mqtt] client_id", &self.client_id).map_err(|e| e.to_string())?;
+        let prefix = &self.topic_prefix;
+        if prefix.is_empty()
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(['+', '#', '\0'])
+            || prefix.contains("//")
+        {
+            return Err(format!(
+                "[mqtt] topic_prefix '{prefix}' is not usable: give one or more topic levels such as \"gramgrid\" or \"utility/gramgrid\", without '+', '#' or a leading, trailing or doubled '/'"
+            ));
+        }
+        if !(5..=65_535).contains(&self.keep_alive.as_secs()) {
+            return Err(format!(
+                "[mqtt] keep_alive {} is out of range: give 5s to 65535s, e.g. \"30s\"",
+                humantime_serde::re::humantime::format_duration(self.keep_alive)
+            ));
+        }
+        if self.gateway_down_after < Duration::from_secs(60) {
+            return Err("[mqtt] gateway_down_after must be at least 1 minute (gateways sync every few minutes at best), e.g. \"15m\"".into());
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            return Err("[mqtt] password_file is set without a username: add username".into());
+        }
+        Ok(())
+    }
 }
 
 /// What an API token may do; each scope includes the ones before it.
@@ -195,6 +277,7 @@ impl Default for CentralConfig {
             notify_every: Duration::from_secs(10),
             api_tokens: Vec::new(),
             sms: None,
+            mqtt: None,
         }
     }
 }
@@ -207,6 +290,7 @@ impl std::fmt::Debug for CentralConfig {
             .field("database", &self.database_url.split('@').next_back())
             .field("pki_dir", &self.pki_dir)
             .field("stale_after", &self.stale_after)
+            .field("mqtt", &self.mqtt)
             .field(
                 "api_tokens",
                 &format!("<{} redacted>", self.api_tokens.len()),
@@ -236,6 +320,9 @@ impl CentralConfig {
                 "notify_every = \"0s\" would stop the notifier: give a period such as \"10s\""
                     .into(),
             );
+        }
+        if let Some(mqtt) = &config.mqtt {
+            mqtt.check()?;
         }
         Ok(config)
     }
@@ -420,6 +507,64 @@ mod tests {
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
                 "{key} is not documented"
             );
+        }
+    }
+
+    #[test]
+    fn the_mqtt_table_is_optional_takes_its_defaults_and_refuses_what_cannot_work() {
+        assert_eq!(CentralConfig::parse("").unwrap().mqtt, None);
+        let config = CentralConfig::parse("[mqtt]\nhost = \"broker.local\"\n").unwrap();
+        assert_eq!(
+            config.mqtt,
+            Some(MqttConfig {
+                host: "broker.local".into(),
+                ..MqttConfig::default()
+            })
+        );
+        let mqtt = config.mqtt.unwrap();
+        assert_eq!(
+            (
+                mqtt.port,
+                mqtt.client_id.as_str(),
+                mqtt.topic_prefix.as_str()
+            ),
+            (1883, "gramgrid-central", "gramgrid")
+        );
+        assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(mqtt.gateway_down_after, Duration::from_secs(900));
+        let full = "[mqtt]\nhost = \"10.0.0.5\"\nport = 1884\nclient_id = \"central-2\"\ntopic_prefix = \"utility/grid\"\nkeep_alive = \"1m\"\ngateway_down_after = \"1h\"\nusername = \"central\"\npassword_file = \"/etc/pw\"\n";
+        let mqtt = CentralConfig::parse(full).unwrap().mqtt.unwrap();
+        assert_eq!(mqtt.password_file.as_deref(), Some(Path::new("/etc/pw")));
+        let cases = [
+            ("[mqtt]\n", "host is missing"),
+            ("[mqtt]\nhost = \"h\"\nport = 0\n", "port 0"),
+            ("[mqtt]\nhost = \"h\"\nclient_id = \"a b\"\n", "client_id"),
+            (
+                "[mqtt]\nhost = \"h\"\ntopic_prefix = \"a/#\"\n",
+                "topic_prefix",
+            ),
+            (
+                "[mqtt]\nhost = \"h\"\ntopic_prefix = \"/a\"\n",
+                "topic_prefix",
+            ),
+            (
+                "[mqtt]\nhost = \"h\"\ntopic_prefix = \"\"\n",
+                "topic_prefix",
+            ),
+            ("[mqtt]\nhost = \"h\"\nkeep_alive = \"1s\"\n", "keep_alive"),
+            (
+                "[mqtt]\nhost = \"h\"\ngateway_down_after = \"10s\"\n",
+                "gateway_down_after",
+            ),
+            (
+                "[mqtt]\nhost = \"h\"\npassword_file = \"/p\"\n",
+                "without a username",
+            ),
+            ("[mqtt]\nhost = \"h\"\nqos = 2\n", "unknown field `qos`"),
+        ];
+        for (text, expected) in cases {
+            let error = CentralConfig::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}\n=> {error}");
         }
     }
 

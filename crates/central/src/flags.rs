@@ -24,6 +24,18 @@ pub(crate) fn flag(
         "INSERT INTO flags (id, kind, gateway, account, at, detail, urgent) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         &[id.into(), kind.into(), gateway.into(), account.into(), ts(at).into(), detail.into(), i64::from(urgent).into()],
     )?;
+    if new == 1 {
+        let event = crate::mqtt::Event::Flag {
+            flag: id.to_owned(),
+            kind: kind.to_owned(),
+            gateway: gateway.map(str::to_owned),
+            account: account.map(str::to_owned),
+            urgent,
+            detail: detail.to_owned(),
+            at: crate::mqtt::rfc3339(at),
+        };
+        crate::mqtt::enqueue(tx, event, at)?;
+    }
     if new == 1 && urgent {
         tracing::warn!(
             kind,

@@ -7,7 +7,7 @@
 //! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
 //! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
-//! mistake), `import`, `notify` and `db` (for the command line, the benchmarks, the simulator and
+//! mistake), `import`, `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
 //! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
@@ -25,15 +25,17 @@ mod flags;
 pub mod holds;
 mod identity;
 pub mod import;
+pub mod mqtt;
 pub mod notify;
 mod origin;
 mod readings;
 pub mod server;
+mod sms_config;
 pub mod sync;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
-pub use config::{ApiToken, CentralConfig, Scope, ENV_TOKEN_NAME};
+pub use config::{ApiToken, CentralConfig, MqttConfig, Scope, ENV_TOKEN_NAME};
 use db::{Db, DbError};
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_net::wallclock::WallClock;
@@ -107,7 +109,8 @@ impl Central {
         let sealer = Arc::new(gramgrid_net::secrets::Sealer::load_or_create(
             &config.secrets_key_file,
         )?);
-        let db = Db::open(&config.database_url, config.database_connections, sealer)?;
+        let mut db = Db::open(&config.database_url, config.database_connections, sealer)?;
+        db.set_events(config.mqtt.as_ref().map(mqtt::outbox_of));
         // Secrets stored before sealing existed are sealed now; then one is opened, so a wrong
         // key file stops central here rather than at the first voucher.
         db.blocking(|tx| {
@@ -256,13 +259,19 @@ pub(crate) mod testing {
 
     /// A fresh central that takes these API tokens.
     pub(crate) fn central_with_tokens(api_tokens: Vec<super::ApiToken>) -> TestCentral {
+        central_configured(|config| config.api_tokens = api_tokens)
+    }
+
+    /// A fresh central with its config changed by `change` (the database and secrets key stay
+    /// in the central's own directory).
+    pub(crate) fn central_configured(change: impl FnOnce(&mut CentralConfig)) -> TestCentral {
         let dir = tempfile::tempdir().unwrap();
-        let config = CentralConfig {
+        let mut config = CentralConfig {
             database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
             secrets_key_file: dir.path().join("secrets.key"),
-            api_tokens,
             ..CentralConfig::default()
         };
+        change(&mut config);
         TestCentral {
             central: std::sync::Arc::new(Central::open(config).unwrap()),
             _dir: dir,

@@ -1,5 +1,6 @@
-//! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop.
-use super::{api, notify, sync, Central, CentralConfig, CentralError};
+//! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop
+//! and, with `[mqtt]` configured, the MQTT event publisher (`mqtt::run`).
+use super::{api, mqtt, notify, sync, Central, CentralConfig, CentralError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
@@ -120,9 +121,14 @@ pub async fn serve(
             let _ = outbox_stopped.wait_for(|s| *s).await;
         },
     ));
+    let mut mqtt_stopped = stopped.clone();
+    let mqtt = tokio::spawn(mqtt::run(Arc::clone(&central), async move {
+        let _ = mqtt_stopped.wait_for(|s| *s).await;
+    }));
     let served = gramgrid_net::tls::serve(listener, tls, router(central), shutdown).await;
     let _ = stop.send(true);
     let _ = outbox.await;
+    let _ = mqtt.await;
     let _ = crl.await;
     drop(stopped);
     served

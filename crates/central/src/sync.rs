@@ -12,7 +12,7 @@ use super::flags::flag;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
 use super::{
-    accounts, decisions, holds, identity, notify, vouchers, Central, CentralError, Result,
+    accounts, decisions, holds, identity, mqtt, notify, vouchers, Central, CentralError, Result,
 };
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
@@ -22,7 +22,7 @@ use gramgrid_core::civil::ts;
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::{
     self, DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
-    UploadRequest, UploadResponse, WireRelayState,
+    UploadRequest, UploadResponse, WireRelayAction, WireRelayState,
 };
 use std::collections::BTreeSet;
 
@@ -101,6 +101,7 @@ pub fn apply(
         instance: state.opt_int(3)?.map(identity::from_stored),
         last_exchange: identity::from_stored(state.int(4)?),
     };
+    mqtt::gateway_exchanged(tx, gateway, now)?;
     let lanes = identity::check(tx, gateway, known, request.identity, now)?;
     let (mut priority_acked, mut readings_acked) = (lanes.priority_acked, lanes.readings_acked);
     let mut origin = Origin::new(gateway, book, now, lanes.epoch);
@@ -134,13 +135,17 @@ pub fn apply(
         let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
         if after <= readings_acked && readings_acked < through {
             let admitted = admitted_blocks(tx, &mut origin, batch, through)?;
-            let report = readings::ingest(tx, book, gateway, &admitted.all())?;
+            let all = admitted.all();
+            let report = readings::ingest(tx, book, gateway, &all)?;
+            readings_event(tx, gateway, &all, report.stored, now)?;
             touched.extend(report.accounts);
             readings_acked = through;
         }
     }
     if !touched.is_empty() {
         flag_overdrafts(tx, gateway, now)?;
+        let touched: Vec<String> = touched.into_iter().collect();
+        mqtt::balances_changed(tx, accounts::balance_paise, &touched, "sync", None, now)?;
     }
     let applied = i64::try_from(request.downlink_applied).unwrap_or(i64::MAX);
     tx.execute(
@@ -323,6 +328,18 @@ fn apply_record(
                 &[origin.as_str().into(), gateway.into(), meter.as_str().into(),
                   format!("command {id} {action:?} {state}").into(), ts(*at).into(), detail.as_str().into()],
             )?;
+            let action = match action {
+                WireRelayAction::Connect => "connect",
+                WireRelayAction::Disconnect => "disconnect",
+            };
+            let report = RelayReport {
+                meter,
+                command: Some((id.as_str(), action)),
+                state,
+                at: *at,
+                detail,
+            };
+            relay_event(tx, gateway, report, checks.now)?;
         }
         UplinkEvent::RelayState { meter, state, at } => {
             let state = match state {
@@ -338,6 +355,14 @@ fn apply_record(
                 "INSERT INTO relay_events (id, gateway, meter, what, at, detail) VALUES ($1, $2, $3, $4, $5, '') ON CONFLICT DO NOTHING",
                 &[origin.as_str().into(), gateway.into(), meter.as_str().into(), format!("state {state}").into(), ts(*at).into()],
             )?;
+            let report = RelayReport {
+                meter,
+                command: None,
+                state,
+                at: *at,
+                detail: "",
+            };
+            relay_event(tx, gateway, report, checks.now)?;
         }
         UplinkEvent::Alert {
             id,
@@ -442,6 +467,83 @@ fn apply_record(
         }
     }
     Ok(None)
+}
+
+/// A relay report of a gateway, as `account/{id}/relay` tells it.
+struct RelayReport<'a> {
+    meter: &'a str,
+    /// The command's id and action, for a command's progress.
+    command: Option<(&'a str, &'a str)>,
+    state: &'a str,
+    at: DateTime<Utc>,
+    detail: &'a str,
+}
+
+/// Queues `account/{id}/relay` for a relay report (a meter of no account is left out: the
+/// origin checks refuse those before).
+fn relay_event(
+    tx: &mut dyn Tx,
+    gateway: &str,
+    report: RelayReport<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if tx.events().is_none() {
+        return Ok(());
+    }
+    let Some(row) = tx.query_opt(
+        "SELECT account FROM meters WHERE serial = $1",
+        &[report.meter.into()],
+    )?
+    else {
+        return Ok(());
+    };
+    let event = mqtt::Event::Relay {
+        account: row.text(0)?,
+        gateway: gateway.to_owned(),
+        meter: report.meter.to_owned(),
+        report: if report.command.is_some() {
+            "command"
+        } else {
+            "state"
+        }
+        .to_owned(),
+        command: report.command.map(|(id, _)| id.to_owned()),
+        action: report.command.map(|(_, action)| action.to_owned()),
+        state: report.state.to_owned(),
+        at: mqtt::rfc3339(report.at),
+        detail: report.detail.to_owned(),
+    };
+    mqtt::enqueue(tx, event, now)
+}
+
+/// Queues `gateway/{id}/readings` for the readings an exchange took in.
+fn readings_event(
+    tx: &mut dyn Tx,
+    gateway: &str,
+    blocks: &[(readings::MeterInfo, &ReadingBlock)],
+    stored: usize,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let count: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+    if tx.events().is_none() || count == 0 {
+        return Ok(());
+    }
+    let nonempty = || blocks.iter().map(|(_, b)| *b).filter(|b| !b.is_empty());
+    let first = nonempty().map(|b| b.first_at).min().unwrap_or_default();
+    let last = nonempty()
+        .map(|b| b.first_at + i64::from(b.interval_s) * (b.len() as i64 - 1))
+        .max()
+        .unwrap_or_default();
+    let meters: BTreeSet<&str> = nonempty().map(|b| b.meter.as_str()).collect();
+    let event = mqtt::Event::Readings {
+        gateway: gateway.to_owned(),
+        count: count as u64,
+        stored: stored as u64,
+        meters: meters.into_iter().map(str::to_owned).collect(),
+        first_interval_end: mqtt::rfc3339(gramgrid_core::civil::from_ts(first)),
+        last_interval_end: mqtt::rfc3339(gramgrid_core::civil::from_ts(last)),
+    };
+    mqtt::enqueue(tx, event, now)
 }
 
 /// Verifies an uploaded voucher code, checks its account is this gateway's, and records it.

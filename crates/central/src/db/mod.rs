@@ -15,6 +15,14 @@ use gramgrid_net::secrets::Sealer;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+/// What the transactions need to know about MQTT when `[mqtt]` is configured (`mqtt::enqueue`
+/// queues events only then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOutbox {
+    /// `[mqtt] gateway_down_after`, in seconds.
+    pub gateway_down_after_s: i64,
+}
+
 /// A parameter or a column value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -159,6 +167,14 @@ pub trait Tx {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
     /// Seals and opens the secrets stored in the database (`secrets`).
     fn sealer(&self) -> &Sealer;
+    /// The MQTT event outbox's settings when `[mqtt]` is configured: events are queued only then
+    /// (`mqtt::enqueue`). `None` by default.
+    fn events(&self) -> Option<&EventOutbox> {
+        None
+    }
+
+    /// "sqlite" or "postgres" (for the few statements the two spell differently: migrations).
+    fn backend(&self) -> &'static str;
 
     /// The first row of a query, if any.
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
@@ -229,8 +245,13 @@ impl Conn {
     fn transaction<T, E: From<DbError>>(
         &mut self,
         sealer: &Sealer,
+        events: Option<&EventOutbox>,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
+        let f = |tx: &mut dyn Tx| match events {
+            None => f(tx),
+            Some(events) => f(&mut WithEvents { tx, events }),
+        };
         let run = std::panic::AssertUnwindSafe(|| match self {
             Conn::Sqlite(conn) => sqlite::transaction(conn, sealer, f),
             Conn::Postgres(client) => postgres::transaction(client, sealer, f),
@@ -256,6 +277,40 @@ impl Conn {
     }
 }
 
+/// A backend's transaction with the MQTT event outbox switched on ([`Tx::events`]).
+struct WithEvents<'a> {
+    tx: &'a mut dyn Tx,
+    events: &'a EventOutbox,
+}
+
+impl Tx for WithEvents<'_> {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.tx.execute(sql, params)
+    }
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.tx.query(sql, params)
+    }
+    fn sealer(&self) -> &Sealer {
+        self.tx.sealer()
+    }
+    fn events(&self) -> Option<&EventOutbox> {
+        Some(self.events)
+    }
+    fn insert_many(
+        &mut self,
+        table_and_columns: &str,
+        width: usize,
+        rows: &[Vec<Value>],
+        suffix: &str,
+    ) -> Result<u64, DbError> {
+        // The backend's own (PostgreSQL's is faster than the default).
+        self.tx.insert_many(table_and_columns, width, rows, suffix)
+    }
+    fn backend(&self) -> &'static str {
+        self.tx.backend()
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Conn, &Sealer) + Send>;
 
 /// The database: a pool of worker threads, each owning one connection.
@@ -263,6 +318,7 @@ type Job = Box<dyn FnOnce(&mut Conn, &Sealer) + Send>;
 pub struct Db {
     jobs: mpsc::Sender<Job>,
     backend: &'static str,
+    events: Option<Arc<EventOutbox>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -309,7 +365,11 @@ impl Db {
         for _ in 0..workers {
             ready.recv().map_err(|_| DbError::Stopped)??;
         }
-        let db = Db { jobs, backend };
+        let db = Db {
+            jobs,
+            backend,
+            events: None,
+        };
         db.blocking(schema::migrate)?;
         Ok(db)
     }
@@ -317,6 +377,12 @@ impl Db {
     /// "sqlite" or "postgres".
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// Switches the MQTT event outbox on (`Some`) for the transactions of this handle and of its
+    /// clones made afterwards.
+    pub(crate) fn set_events(&mut self, events: Option<EventOutbox>) {
+        self.events = events.map(Arc::new);
     }
 
     /// Runs `f` in one transaction on a worker: committed when it returns `Ok`, rolled back otherwise.
@@ -329,9 +395,10 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let (done, result) = tokio::sync::oneshot::channel();
+        let events = self.events.clone();
         self.jobs
             .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
-                let _ = done.send(conn.transaction(sealer, f));
+                let _ = done.send(conn.transaction(sealer, events.as_deref(), f));
             }))
             .map_err(|_| DbError::Stopped)?;
         result.await.map_err(|_| DbError::Stopped)?
@@ -347,9 +414,10 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let (done, result) = mpsc::channel();
+        let events = self.events.clone();
         self.jobs
             .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
-                let _ = done.send(conn.transaction(sealer, f));
+                let _ = done.send(conn.transaction(sealer, events.as_deref(), f));
             }))
             .map_err(|_| DbError::Stopped)?;
         result.recv().map_err(|_| DbError::Stopped)?

@@ -516,6 +516,10 @@ impl Tx for PgTx<'_> {
         self.sealer
     }
 
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     /// One `INSERT ... SELECT * FROM UNNEST($1::bigint[], ...)` per call: a single short statement
     /// however many rows, instead of parsing a statement with thousands of placeholders.
     fn insert_many(

@@ -1,6 +1,7 @@
 //! Central schema migrations, one text for both backends, recorded in `schema_migrations`.
 //!
-//! Append new migrations at the end; never edit one that has shipped. Times are UTC seconds, money
+//! Append new migrations at the end; never edit one that has shipped. `{AUTO_SEQ}` stands for a
+//! database-numbered integer primary key (SQLite and PostgreSQL spell it differently). Times are UTC seconds, money
 //! integer paise, energy integer Wh.
 use super::{DbError, Tx, Value};
 
@@ -249,7 +250,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX notifications_due ON notifications(state, next_attempt_at);
     CREATE INDEX notifications_by_account ON notifications(account, created_at)
     "#,
+    // 7: the MQTT event outbox (`mqtt`): one row per integration event, queued in the transaction
+    // of the change and marked published when the broker acknowledged it. `topic` is the topic
+    // below `[mqtt] topic_prefix`; `payload` the JSON published. `mqtt_gateways` is whether each
+    // gateway was last announced up or down, and when it last completed an exchange.
+    r#"
+    CREATE TABLE mqtt_events (
+        seq {AUTO_SEQ},
+        id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        published_at BIGINT
+    );
+    CREATE INDEX mqtt_events_unpublished ON mqtt_events(published_at, seq);
+    CREATE TABLE mqtt_gateways (
+        gateway TEXT PRIMARY KEY,
+        up BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL
+    )
+    "#,
 ];
+
+/// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database
+/// (the one column type the two backends spell differently).
+fn auto_seq(backend: &str) -> &'static str {
+    match backend {
+        "postgres" => "BIGSERIAL PRIMARY KEY",
+        _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
+    }
+}
 
 /// Applies the migrations this database has not seen yet, each in order.
 pub(super) fn migrate(tx: &mut dyn Tx) -> Result<(), DbError> {
@@ -263,6 +293,7 @@ pub(super) fn migrate(tx: &mut dyn Tx) -> Result<(), DbError> {
         return Err(DbError::NewerSchema { found, known });
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let migration = migration.replace("{AUTO_SEQ}", auto_seq(tx.backend()));
         for statement in migration.split(';').filter(|s| !s.trim().is_empty()) {
             tx.execute(statement, &[])?;
         }

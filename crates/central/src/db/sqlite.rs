@@ -74,6 +74,10 @@ impl Tx for SqliteTx<'_> {
         self.1
     }
 
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut statement = self.0.prepare_cached(&dialect(sql))?;
         let changed = statement

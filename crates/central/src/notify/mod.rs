@@ -140,10 +140,20 @@ pub fn enqueue(
     } else {
         "office"
     };
-    tx.execute(
+    let new = tx.execute(
         "INSERT INTO notifications (id, account, kind, message, created_at, vars, state, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $5) ON CONFLICT DO NOTHING",
         &[id.into(), account.into(), kind.into(), message.into(), ts(at).into(), vars.into(), state.into()],
     )?;
+    if new == 1 {
+        let event = crate::mqtt::Event::Alert {
+            account: account.to_owned(),
+            notification: id.to_owned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            created_at: crate::mqtt::rfc3339(at),
+        };
+        crate::mqtt::enqueue(tx, event, at)?;
+    }
     Ok(())
 }
 
