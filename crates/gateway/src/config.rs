@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub radio: crate::link::config::RadioSection,
     /// `[link]`: how meters share the channel (scheduled polls or ALOHA), poll timing, manifest.
     pub link: crate::link::config::LinkSection,
+    /// `[modem]`: urgent consumer messages through the cellular modem while the backhaul is down.
+    pub modem: crate::modem::ModemConfig,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,

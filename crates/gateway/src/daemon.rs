@@ -105,6 +105,7 @@ pub async fn run(
         policy_schedule: config.policy_schedule(),
         socket: local::socket_path(&config.gateway.data_dir),
         sync: transport.map(|t| (t, config.sync.clone())),
+        modem: Some(config.modem.clone()).filter(|m| m.enabled),
         clock: WallClock::System,
     };
     let (radio, link) = (config.radio.clone(), config.link.clone());
@@ -350,6 +351,8 @@ pub struct Services {
     pub socket: std::path::PathBuf,
     /// The sync client's transport and settings; `None` runs offline.
     pub sync: Option<(HttpsTransport, SyncConfig)>,
+    /// `[modem]` when enabled: urgent messages by SMS while the backhaul is down.
+    pub modem: Option<crate::modem::ModemConfig>,
     /// Where the policy loop, the socket and the sync client read "now".
     pub clock: WallClock,
 }
@@ -382,6 +385,14 @@ impl Services {
                 tracing::error!(%error, "the local technician socket failed; `gramgrid gateway redeem` will not work");
             }
         });
+        if let Some(modem) = self.modem {
+            tasks.spawn(modem_loop(
+                gateway.clone(),
+                modem,
+                self.clock.clone(),
+                stopped(stopping.clone()),
+            ));
+        }
         if let Some((transport, config)) = self.sync {
             tasks.spawn(sync_client::run(
                 gateway.clone(),
@@ -393,6 +404,43 @@ impl Services {
             ));
         }
     }
+}
+
+/// How often the modem loop looks for messages to send while the backhaul is down.
+const MODEM_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects to ModemManager (retrying while it is not there: the modem may come up after the
+/// daemon), then sends urgent messages through it while the backhaul is down.
+async fn modem_loop(
+    gateway: Arc<Mutex<Gateway>>,
+    config: crate::modem::ModemConfig,
+    clock: WallClock,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let bus = config.bus_address();
+    let modem = loop {
+        match crate::modem::ModemManager::connect(&bus).await {
+            Ok(modem) => break modem,
+            Err(error) => {
+                tracing::warn!(%error, "no modem for SMS yet; trying again in a minute");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = &mut shutdown => return,
+                }
+            }
+        }
+    };
+    tracing::info!(%bus, "modem ready: urgent messages go by SMS while the backhaul is down");
+    crate::outage_sms::run(
+        gateway,
+        Arc::new(modem),
+        config.send_after_backhaul_down,
+        MODEM_ROUND,
+        clock,
+        shutdown,
+    )
+    .await;
 }
 
 /// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes.

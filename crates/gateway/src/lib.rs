@@ -5,6 +5,7 @@
 //! - [`link`]: the meter link that owns the radio (scheduled polls or ALOHA);
 //! - [`sync`]: the sync client and its mutual-TLS transport;
 //! - [`local`]: the technician socket in the data directory;
+//! - [`modem`]: SMS through the cellular modem (ModemManager over D-Bus);
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
@@ -19,6 +20,8 @@ pub mod daemon;
 pub mod gateway;
 pub mod link;
 pub mod local;
+pub mod modem;
+pub mod outage_sms;
 pub mod report;
 pub mod store;
 pub mod sync;

@@ -6,7 +6,9 @@
 //! - [`demo`]: `gramgrid demo`, a whole village on simulated time;
 //! - [`capacity`], [`radio_bench`], [`central_bench`], [`flood_bench`], [`bench`](crate::bench): the
 //!   `gramgrid bench` commands;
-//! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`.
+//! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`;
+//! - [`modem_standin`]: a ModemManager stand-in on D-Bus that sends SMS into a list, and a
+//!   private `dbus-daemon` ([`modem_standin::PrivateBus`]) to serve it on.
 #![warn(missing_docs)]
 
 pub mod air_cli;
@@ -16,6 +18,7 @@ pub mod central_bench;
 pub mod demo;
 pub mod flood_bench;
 pub mod meter;
+pub mod modem_standin;
 pub mod netem;
 pub mod radio_bench;
 pub mod sms_standin;

@@ -413,6 +413,7 @@ impl Demo {
             policy_schedule: config.policy_schedule(),
             socket: local::socket_path(&config.gateway.data_dir),
             sync: Some((village.transport.clone(), village.sync.clone())),
+            modem: None,
             clock: village.clock.clone(),
         };
         office.block_on(async {
