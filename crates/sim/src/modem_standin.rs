@@ -606,3 +606,38 @@ mod tests {
         assert!(SMS_PATH_PREFIX.starts_with(MANAGER_PATH));
     }
 }
+
+/// A modem inside the process, for the demo (no D-Bus needed): it records what it sends.
+#[derive(Debug, Default)]
+pub struct InProcessModem {
+    sent: Mutex<Vec<SentSms>>,
+}
+
+impl InProcessModem {
+    /// Every message sent so far.
+    pub fn sent(&self) -> Vec<SentSms> {
+        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl gramgrid_gateway::modem::SmsModem for InProcessModem {
+    fn send<'a>(
+        &'a self,
+        number: &'a str,
+        text: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), gramgrid_gateway::modem::ModemError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(SentSms {
+                number: number.to_string(),
+                text: text.to_string(),
+            });
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -167,3 +167,26 @@ async fn send(
     )
         .into_response()
 }
+
+/// An `[sms]` config for this stand-in: every DLT template id (made up), no quiet hours (the demo
+/// hands central's messages over at the end of its simulated days).
+pub fn demo_config(standin: &SmsStandIn) -> gramgrid_central::notify::sms::SmsConfig {
+    use gramgrid_core::message::{Kind, Language};
+    let mut config = gramgrid_central::notify::sms::SmsConfig {
+        url: standin.url(),
+        ca_file: Some(standin.ca_file().to_path_buf()),
+        sender_id: "GRMGRD".into(),
+        entity_id: "1101000000000001".into(),
+        quiet_hours: String::new(),
+        ..Default::default()
+    };
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        for (j, language) in Language::ALL.into_iter().enumerate() {
+            config.dlt_template_ids.insert(
+                format!("{}.{}", kind.as_str(), language.code()),
+                format!("11070000000000{i:02}{j}"),
+            );
+        }
+    }
+    config
+}

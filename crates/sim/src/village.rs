@@ -149,7 +149,15 @@ impl Village {
             })
             .collect();
         let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::build_with(dir, gateway_id, enrolments, WallClock::System, any_port).await
+        Self::build_with(
+            dir,
+            gateway_id,
+            enrolments,
+            WallClock::System,
+            any_port,
+            None,
+        )
+        .await
     }
 
     /// Builds a village in `dir` whose central (listening on `central_addr`) and gateway read "now"
@@ -161,6 +169,7 @@ impl Village {
         enrolments: Vec<(accounts::Account, accounts::Meter)>,
         clock: WallClock,
         central_addr: std::net::SocketAddr,
+        sms: Option<gramgrid_central::notify::sms::SmsConfig>,
     ) -> Result<Village, VillageError> {
         std::fs::create_dir_all(dir)?;
         let pki =
@@ -173,6 +182,7 @@ impl Village {
             secrets_key_file: dir.join("secrets.key"),
             notifications_log: dir.join("notifications.log"),
             api_tokens: vec![ApiToken::new("demo", api_token.clone(), Scope::Admin)],
+            sms,
             ..CentralConfig::default()
         };
         let central = gramgrid_central::server::start_with_clock(

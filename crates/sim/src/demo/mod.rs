@@ -109,6 +109,9 @@ pub enum DemoError {
     /// Building or driving the village failed.
     #[error(transparent)]
     Village(#[from] VillageError),
+    /// The messages to consumers could not be sent (the modem round or the SMS provider stand-in).
+    #[error("messages to consumers: {0}")]
+    Messages(String),
     /// The emulated radio, or the paused-clock air runtime, failed.
     #[error("the emulated radio failed: {0}")]
     Radio(#[from] RadioError),
@@ -280,12 +283,20 @@ impl Demo {
             .iter()
             .map(|c| (c.account.clone(), c.meter.clone()))
             .collect();
+        // Central sends its messages through an SMS provider: a stand-in on loopback, over HTTPS.
+        let provider = office
+            .block_on(crate::sms_standin::SmsStandIn::start(
+                &workspace.path().join("sms-provider"),
+            ))
+            .map_err(|e| DemoError::Messages(e.to_string()))?;
+        let sms = crate::sms_standin::demo_config(&provider);
         let village = office.block_on(Village::build_with(
             workspace.path(),
             GATEWAY_ID,
             enrolments,
             WallClock::from(clock.clone()),
             SocketAddr::from(([127, 0, 0, 1], args.port)),
+            Some(sms.clone()),
         ))?;
         let mut run = Running {
             office: &office,
@@ -298,6 +309,9 @@ impl Demo {
             meter_ids: HashMap::new(),
             scenes: guardrails::Scenes::default(),
             bad_publish: None,
+            modem: crate::modem_standin::InProcessModem::default(),
+            sms,
+            _provider: provider,
         };
         run.open_accounts(&consumers, start)?;
         let (stop, stopping) = watch::channel(false);
@@ -508,6 +522,12 @@ struct Running<'a> {
     scenes: guardrails::Scenes,
     /// When the bad policy goes out, and the policy it corrects back to.
     bad_publish: Option<(DateTime<Utc>, gramgrid_core::policy::PolicyConfig)>,
+    /// The gateway's cellular modem: urgent messages by SMS while the backhaul is down.
+    modem: crate::modem_standin::InProcessModem,
+    /// Central's `[sms]`.
+    sms: notify::sms::SmsConfig,
+    /// The provider stand-in `sms` points at, kept running while the demo does.
+    _provider: crate::sms_standin::SmsStandIn,
 }
 
 impl Running<'_> {
@@ -672,6 +692,9 @@ impl Running<'_> {
             }
             was_down |= down;
             self.village.with_gateway(|g| g.tick(t).map(|_| ()))?;
+            if down {
+                self.modem_round(t)?;
+            }
             bar.set_message(format!(
                 "{}{}",
                 gramgrid_core::civil::local(t).format("%a %d %b %H:%M IST"),
@@ -798,11 +821,30 @@ impl Running<'_> {
             (100.0 * self.sync.wire_bytes as f64 / self.sync.readings_uploaded as f64).round()
                 / 100.0
         };
+        self.deliver_messages()
+    }
+
+    /// While the backhaul is down, the gateway's modem sends the urgent messages central cannot.
+    fn modem_round(&self, now: DateTime<Utc>) -> Result<(), DemoError> {
+        let after = gramgrid_gateway::modem::ModemConfig::default().send_after_backhaul_down;
+        self.office
+            .block_on(gramgrid_gateway::outage_sms::send_round(
+                &self.village.gateway,
+                &self.modem,
+                after,
+                now,
+            ))
+            .map_err(|e| DemoError::Messages(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The last of central's queued messages to the SMS provider (its notifier sends them as they
+    /// come; this flushes the ones queued by the last sync).
+    fn deliver_messages(&self) -> Result<(), DemoError> {
+        let sender = notify::sms::ProviderSender::new(&self.sms)
+            .map_err(|e| DemoError::Messages(e.to_string()))?;
+        let rendering = notify::sms::rendering(&self.sms).map_err(DemoError::Messages)?;
         let central = self.village.central.central.clone();
-        let sender = notify::LogFileSender {
-            path: self.village.dir.join("notifications.log"),
-        };
-        let rendering = notify::Rendering::built_in();
         self.office
             .block_on(notify::deliver(&central, &sender, &rendering, i64::MAX))
             .map_err(VillageError::from)?;

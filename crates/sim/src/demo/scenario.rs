@@ -104,7 +104,12 @@ pub fn consumers(
         .enumerate()
         .map(|(i, (m, register))| {
             let account = Account {
-                language: Default::default(),
+                // Every fifth household reads its messages in Hindi.
+                language: if i % 5 == 4 {
+                    gramgrid_core::message::Language::Hindi
+                } else {
+                    gramgrid_core::message::Language::English
+                },
                 id: account_id(i),
                 consumer_name: format!("Household {}", i + 1),
                 category: m.category,

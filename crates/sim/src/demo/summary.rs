@@ -130,8 +130,14 @@ pub struct AlertSummary {
     pub raised_at_gateway: i64,
     /// Alerts per kind (`low_balance`, `disconnected`, `reconnected`, ...).
     pub by_kind: BTreeMap<String, i64>,
-    /// Notifications central delivered (SMS stand-in: the notifications log).
+    /// Messages central handed to the SMS provider (the stand-in on loopback).
     pub delivered_by_central: i64,
+    /// Urgent messages the gateway's modem sent while the backhaul was down.
+    pub sent_by_gateway_modem: i64,
+    /// Messages sent by both (flagged `message_sent_twice`; must be 0).
+    pub sent_twice: i64,
+    /// Messages the provider refused or that could not be sent.
+    pub failed: i64,
 }
 
 /// What the demo measured on the emulated cellular link.
@@ -429,7 +435,22 @@ fn alerts(gateway: &Connection, central: &Connection) -> rusqlite::Result<AlertS
         by_kind,
         delivered_by_central: count(
             central,
-            "SELECT COUNT(*) FROM notifications WHERE sent_at IS NOT NULL",
+            "SELECT COUNT(*) FROM notifications WHERE sent_at IS NOT NULL AND channel = 'sms_provider'",
+            [],
+        )?,
+        sent_by_gateway_modem: count(
+            central,
+            "SELECT COUNT(*) FROM notifications WHERE channel = 'gateway_modem'",
+            [],
+        )?,
+        sent_twice: count(
+            central,
+            "SELECT COUNT(*) FROM flags WHERE kind = 'message_sent_twice'",
+            [],
+        )?,
+        failed: count(
+            central,
+            "SELECT COUNT(*) FROM notifications WHERE state = 'failed'",
             [],
         )?,
     })
@@ -449,6 +470,12 @@ impl Summary {
             problems.push(format!(
                 "{} recharges taken at central never reached the gateway",
                 self.recharges.missing_at_gateway
+            ));
+        }
+        if self.alerts.sent_twice > 0 {
+            problems.push(format!(
+                "{} messages were sent both by central and by the gateway's modem",
+                self.alerts.sent_twice
             ));
         }
         if self.vouchers.credited_at_central != self.vouchers.redeemed_at_gateway {
@@ -593,10 +620,16 @@ pub fn render(s: &Summary) -> String {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     line(format!(
-        "  alerts             {} raised at the gateway ({}); central sent {} notifications (these and recharge receipts)",
+        "  alerts             {} raised at the gateway ({})",
         s.alerts.raised_at_gateway,
         kinds.join(", "),
-        s.alerts.delivered_by_central
+    ));
+    line(format!(
+        "  messages           {} to the SMS provider (stand-in), {} by the gateway's modem during the outage, {} sent twice, {} failed",
+        s.alerts.delivered_by_central,
+        s.alerts.sent_by_gateway_modem,
+        s.alerts.sent_twice,
+        s.alerts.failed
     ));
     let y = &s.sync;
     line(format!(
