@@ -681,6 +681,10 @@ mod tests {
             DownlinkEvent::VoucherRevoked {
                 redemption_id: voucher.redemption_id(),
             },
+            DownlinkEvent::AccountLanguage {
+                account: "A1".into(),
+                language: "hi".into(),
+            },
         ];
         let uplink: Vec<UplinkEvent> = vec![
             UplinkEvent::Ledger((&ledger).into()),
@@ -726,6 +730,15 @@ mod tests {
             UplinkEvent::ClockSkew {
                 gateway_time: at,
                 central_time: at,
+            },
+            UplinkEvent::Notice {
+                id: "n".into(),
+                account: "A1".into(),
+                kind: "disconnect_notice".into(),
+                created_at: at,
+                message: "बैलेंस समाप्त".into(),
+                vars: vec![("balance".into(), "-1.50".into())],
+                sent_by_gateway_at: Some(at),
             },
         ];
         for event in downlink {
@@ -776,10 +789,10 @@ mod tests {
         };
         let body = encode(&request).unwrap();
         assert_eq!(decode_request(&body).unwrap(), request);
-        assert!(check_version(1).is_ok() && check_version(2).is_ok() && check_version(3).is_ok());
+        assert!((1..=4).all(|v| check_version(v).is_ok()));
         assert!(matches!(
-            check_version(4),
-            Err(WireError::Version { found: 4 })
+            check_version(5),
+            Err(WireError::Version { found: 5 })
         ));
         assert!(matches!(
             decode::<UploadRequest>(b"not zstd"),

@@ -304,3 +304,63 @@ fn a_restored_gateway_database_is_told_so_in_the_same_exchange() {
         .iter()
         .any(|r| r.event == DownlinkEvent::DatabaseRestored { at: later }));
 }
+
+#[test]
+fn a_message_the_gateways_modem_sent_is_recorded_so_and_a_double_is_flagged() {
+    let t = central();
+    t.account("A1", Some("gw-a"));
+    let now = monday_morning();
+    let notice = |id: &str, sent_by_gateway_at| UplinkEvent::Notice {
+        id: id.into(),
+        account: "A1".into(),
+        kind: "disconnected".into(),
+        created_at: now,
+        message: "Electricity supply disconnected".into(),
+        vars: vec![],
+        sent_by_gateway_at,
+    };
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![notice("n1", Some(now)), notice("n2", None)],
+        None,
+        now,
+    );
+    let states = |t: &TestCentral| {
+        let mut messages = t
+            .tx(|tx| crate::notify::account_messages(tx, "A1", 10))
+            .unwrap();
+        messages.sort_by(|a, b| a.id.cmp(&b.id));
+        messages
+            .into_iter()
+            .map(|m| (m.id, m.state, m.channel))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(&t),
+        [
+            (
+                "gw-a/n1".into(),
+                "sent".into(),
+                Some("gateway_modem".into())
+            ),
+            ("gw-a/n2".into(), "queued".into(), None),
+        ]
+    );
+    assert!(t.flags().is_empty());
+    // Central sends n2; should the gateway's modem ever say it sent n2 as well, the office hears.
+    t.tx(|tx| {
+        tx.execute(
+            "UPDATE notifications SET state = 'sent', channel = 'sms_provider' WHERE id = 'gw-a/n2'",
+            &[],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    exchange(&t, "gw-a", 3, vec![notice("n2", Some(now))], None, now);
+    let flags = t.flags();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0].kind, "message_sent_twice");
+    assert_eq!(flags[0].account.as_deref(), Some("A1"));
+}
