@@ -1,5 +1,5 @@
-//! SPI traffic shows at tracing's trace level. Its own test binary: a scoped subscriber must not
-//! race other tests for tracing's per-callsite interest cache.
+//! SPI traffic shows at tracing's trace level, seen through a subscriber scoped to this test (the
+//! interest cache is rebuilt so other tests' threads cannot hide the callsites from it).
 
 use gramgrid_air::emulator::{Fault, Sx126xEmulator};
 use gramgrid_air::sim::emulated_radio;
@@ -30,6 +30,9 @@ async fn spi_traffic_is_traced() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test thread may have hit these callsites first, with no subscriber that wants trace
+    // events, and cached "never": ask every callsite again now that this one is in place.
+    tracing::callsite::rebuild_interest_cache();
     let chip = Sx126xEmulator::new(Fault::None);
     emulated_radio(&chip, PhyOptions::default()).await.unwrap();
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();

@@ -1,9 +1,9 @@
 //! Urgent consumer messages sent through the gateway's own modem while the backhaul is down.
 //!
 //! When no sync has succeeded for longer than `[modem] send_after_backhaul_down`, the gateway
-//! sends the urgent messages (disconnect notice, disconnected, reconnected) that central has never
-//! been offered, in the consumer's language, and amends each notice in the outbox to say so: central
-//! records it as sent by the gateway and never sends it again. Each message goes once, from
+//! sends the urgent messages (disconnect notice, disconnected, reconnected, voucher redeemed) that
+//! central has never been offered, in the consumer's language, and amends each notice in the
+//! outbox to say so: central records it as sent by the gateway and never sends it again. Each message goes once, from
 //! whichever side has it first. While the modem sends, sync offers nothing from the first of those
 //! notices on, so central cannot receive one the modem is about to send.
 use crate::gateway::Gateway;

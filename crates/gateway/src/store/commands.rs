@@ -456,7 +456,7 @@ impl Store {
     }
 }
 
-fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
+pub(super) fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> {
     let vars =
         serde_json::to_string(&alert.vars).map_err(|e| StoreError::Encoding(e.to_string()))?;
     let added = tx

@@ -405,6 +405,22 @@ impl Store {
                 redeemed_at,
             },
         )?;
+        // The household hears that its voucher counted (by the gateway's modem if the backhaul is
+        // down, else through central).
+        let amount = gramgrid_core::tariff::rupees(voucher.amount_paise);
+        super::commands::insert_alert(
+            &tx,
+            &super::Alert {
+                id: format!("{}:voucher_redeemed:{}", voucher.account, recharge.id),
+                account: voucher.account.clone(),
+                kind: gramgrid_core::message::Kind::VoucherRedeemed
+                    .as_str()
+                    .into(),
+                created_at: redeemed_at,
+                message: format!("Voucher of {amount} INR added to your account."),
+                vars: [("amount".to_string(), amount)].into_iter().collect(),
+            },
+        )?;
         tx.commit()?;
         Ok(voucher)
     }

@@ -977,9 +977,17 @@ mod sync {
             .into_iter()
             .map(|r| r.event)
             .collect();
-        // Only the signed code goes up: central makes the recharge from it after verifying it.
+        // Only the signed code goes up as money (central makes the recharge from it after
+        // verifying it), with the household's message that the voucher counted.
         assert!(
-            matches!(uploads.as_slice(), [UplinkEvent::VoucherCode { code: sent, .. }] if *sent == code),
+            matches!(
+                uploads.as_slice(),
+                [
+                    UplinkEvent::VoucherCode { code: sent, .. },
+                    UplinkEvent::Notice { kind, vars, .. },
+                ] if *sent == code && kind == "voucher_redeemed"
+                    && vars == &[("amount".to_string(), "250.00".to_string())]
+            ),
             "{uploads:?}"
         );
     }
