@@ -13,6 +13,7 @@ mod server;
 
 pub use client::{
     api_client_config, client_config, into_success, system_client_config, ClientError, HttpsClient,
+    SYSTEM_CA_BUNDLES,
 };
 pub use server::{
     gateway_id_from_cert, serve, server_config, server_config_from_files, PeerGateway,

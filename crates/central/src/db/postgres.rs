@@ -16,6 +16,7 @@ use super::{DbError, Row, Tx, Value};
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use ::postgres::{Client, NoTls, Statement};
 use gramgrid_net::secrets::Sealer;
+use gramgrid_net::tls::SYSTEM_CA_BUNDLES;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -263,14 +264,6 @@ fn tls_config(
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
 }
-
-/// Common places of the system's CA bundle (Debian/Ubuntu, Fedora/RHEL, SUSE, Alpine).
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
 
 fn roots(root: &RootCert) -> Result<RootCertStore, DbError> {
     let mut store = RootCertStore::empty();

@@ -89,10 +89,12 @@ pub fn api_client_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfi
     Ok(Arc::new(config))
 }
 
-/// Where Debian and other systems keep the CA bundle, in the order tried after `SSL_CERT_FILE`.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
+/// Where Debian and other systems keep the CA bundle, in the order tried after `SSL_CERT_FILE`
+/// (also by central's PostgreSQL client).
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
 
