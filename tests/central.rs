@@ -823,7 +823,8 @@ async fn the_openapi_document_is_served_and_documents_every_route() {
         let uri = path
             .replace("{id}", "X")
             .replace("{serial}", "X")
-            .replace("{hold}", "X");
+            .replace("{hold}", "X")
+            .replace("{name}", "X");
         let (status, _) = h.call(&method.to_uppercase(), &uri, Some("{}")).await;
         assert!(
             status != StatusCode::NOT_FOUND || uri.contains("/X"),

@@ -237,3 +237,44 @@ fn a_gateway_id_that_is_not_the_certificates_is_refused_by_check_and_by_the_daem
         "nothing was started"
     );
 }
+
+#[test]
+fn a_technician_with_a_bad_name_or_a_short_password_is_refused_saying_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str| {
+        gramgrid(
+            &[
+                "central",
+                "technician",
+                "set",
+                name,
+                "--full-name",
+                "Asha Verma",
+                "--role",
+                "technician",
+                "--password-file",
+                "asha.pass",
+            ],
+            dir.path(),
+        )
+    };
+    std::fs::write(dir.path().join("asha.pass"), "short\n").unwrap();
+    let out = set("Asha Verma");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lowercase letters"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.path().join("gramgrid-central").exists(),
+        "nothing was opened or written"
+    );
+    let out = set("asha.verma");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the password is too short: give at least 8 characters"),
+        "{}",
+        stderr(&out)
+    );
+}

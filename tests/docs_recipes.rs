@@ -177,3 +177,48 @@ fn the_guardrails_of_docs_guardrails_md_show_on_the_demo_village() {
         "{status}"
     );
 }
+
+#[test]
+fn the_technician_commands_of_the_readme_run_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("README.md", "technicians at central");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    assert!(
+        printed[1].starts_with("technician asha.verma created (Asha Verma, technician, active)"),
+        "{printed:?}"
+    );
+    assert!(
+        printed[2].starts_with("technician ravi.kumar created (Ravi Kumar, viewer, active)"),
+        "{printed:?}"
+    );
+    assert!(printed[4].contains("changed") && printed[4].contains("disabled"));
+    let list: Vec<&str> = printed.last().unwrap().lines().collect();
+    assert_eq!(list.len(), 2, "{list:?}");
+    for (line, words) in list.iter().zip([
+        ["asha.verma", "supervisor", "active", "Asha Verma"],
+        ["ravi.kumar", "viewer", "disabled", "Ravi Kumar"],
+    ]) {
+        assert!(words.iter().all(|w| line.contains(w)), "{line}");
+    }
+    // Both stored as Argon2id hashes; neither password is anywhere in central's files.
+    let db = dir.path().join("gramgrid-central/central.db");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM technicians WHERE password_hash LIKE '$argon2id$%'"
+        ),
+        2
+    );
+    for file in ["central.db", "central.db-wal"] {
+        let bytes =
+            std::fs::read(dir.path().join("gramgrid-central").join(file)).unwrap_or_default();
+        for password in ["kothi-7-transformer", "feeder-3-pump-house"] {
+            assert!(
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
+                "{password} in {file}"
+            );
+        }
+    }
+}

@@ -317,3 +317,92 @@ async fn a_gateway_restored_from_a_backup_loses_nothing_and_redeems_nothing_twic
     );
     village.central.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_set_at_central_reaches_the_gateway_and_their_actions_come_back_in_one_exchange_each(
+) {
+    use gramgrid_central::technicians::{self, TechnicianChange};
+    const PASSWORD: &str = "kothi-7-transformer";
+    let dir = tempfile::tempdir().unwrap();
+    let village = Village::build(dir.path(), "gw-tech", 2, start())
+        .await
+        .unwrap();
+    village.sync().await.unwrap();
+    assert_eq!(
+        village
+            .with_gateway(|g| g.store().technician_count())
+            .unwrap(),
+        0
+    );
+
+    let change = TechnicianChange {
+        full_name: "Asha Verma".into(),
+        role: "technician".into(),
+        password: Some(PASSWORD.into()),
+        active: None,
+    };
+    let now = Utc::now();
+    village
+        .central
+        .central
+        .db()
+        .transaction(move |tx| technicians::set_technician(tx, "asha.v", &change, now))
+        .await
+        .unwrap();
+    let report = village.sync().await.unwrap();
+    assert_eq!(report.exchanges, 1, "{report:?}");
+    let account = village
+        .with_gateway(|g| g.store().technician("asha.v"))
+        .unwrap()
+        .expect("the gateway has the technician after one exchange");
+    assert_eq!(
+        (
+            account.full_name.as_str(),
+            account.role.as_str(),
+            account.active
+        ),
+        ("Asha Verma", "technician", true)
+    );
+    assert!(account.password_matches(PASSWORD));
+
+    let action = gramgrid_gateway::store::TechnicianAction {
+        id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+        technician: "asha.v".into(),
+        action: "override".into(),
+        subject: Some(village.households[0].account.clone()),
+        detail: "reconnect until 2026-11-30 10:00 IST".into(),
+        reason: Some("medical equipment in the house".into()),
+        at: Utc::now(),
+    };
+    let recorded = action.clone();
+    village
+        .with_gateway(move |g| g.store().record_technician_action(&recorded))
+        .unwrap();
+    let report = village.sync().await.unwrap();
+    assert_eq!(
+        (report.exchanges, report.priority_records),
+        (1, 1),
+        "{report:?}"
+    );
+    let stored = village
+        .central
+        .central
+        .db()
+        .transaction(|tx| technicians::technician_actions(tx, None, Some("asha.v"), 10))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].id, action.id);
+    assert_eq!(stored[0].gateway, "gw-tech", "the certificate's gateway");
+    assert_eq!(stored[0].subject, action.subject);
+    assert_eq!(stored[0].reason, action.reason);
+    assert_eq!(
+        village
+            .with_gateway(|g| g.store().sync_backlog())
+            .unwrap()
+            .0,
+        0,
+        "acknowledged, out of the outbox"
+    );
+    village.central.stop().await.unwrap();
+}

@@ -1,12 +1,12 @@
 //! `gramgrid central`: the certificate authority, gateway enrolment, the central server, and the
-//! office's guardrail commands (protected accounts, arrears, breaker and policy holds, decisions),
-//! which work on central's database directly, as `import-meters` does, each write audited as
-//! `cli:<user>`.
+//! office's guardrail and technician commands (protected accounts, arrears, breaker and policy
+//! holds, decisions, technician accounts), which work on central's database directly, as
+//! `import-meters` does, each write audited as `cli:<user>`.
 use super::shutdown_signal;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use gramgrid_central::{accounts, decisions, holds, Central};
+use gramgrid_central::{accounts, decisions, holds, technicians, Central};
 use std::path::PathBuf;
 
 /// The central config of a command that opens central's database.
@@ -163,6 +163,46 @@ pub enum CentralCommand {
         /// Without --at, at most this many, newest first.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=decisions::MAX_DECISIONS_LIMIT))]
         limit: i64,
+    },
+    /// Technician accounts for the gateways' local web app: every gateway holds them all (sent at
+    /// its next sync), so technicians log in with no backhaul.
+    Technician {
+        #[command(subcommand)]
+        what: TechnicianCommand,
+    },
+}
+
+/// `gramgrid central technician ...`.
+#[derive(Debug, Subcommand)]
+pub enum TechnicianCommand {
+    /// Create or change a technician. The password comes from --password-file (its first line)
+    /// or, for a new technician without one, from standard input; never from the command line. It
+    /// is stored only as an Argon2id hash. A change without a password keeps the current one.
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Login name: 3 to 32 of lowercase letters a-z, digits, '.', '-' and '_' (e.g. asha.verma).
+        name: String,
+        /// The person's name, as pages and the audit show it.
+        #[arg(long)]
+        full_name: String,
+        /// What the technician may do at a gateway.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(technicians::ROLES.iter().copied()))]
+        role: String,
+        /// A file whose first line is the password (at least 8 characters).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Refuse the technician's logins at every gateway.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Allow the technician's logins again (a new technician is enabled).
+        #[arg(long)]
+        enable: bool,
+    },
+    /// List the technicians (never their passwords or hashes).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -354,6 +394,7 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             }
             Ok(())
         }
+        CentralCommand::Technician { what } => technician(what),
         CentralCommand::RevokeGateway { dir, id } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let revoked = pki.revoke_gateway(&id)?;
@@ -369,6 +410,106 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn technician(what: TechnicianCommand) -> Result<()> {
+    match what {
+        TechnicianCommand::Set {
+            config,
+            name,
+            full_name,
+            role,
+            password_file,
+            disable,
+            enable,
+        } => {
+            // A bad name is a wrong command line: said before a password is asked for.
+            technicians::check_name(&name).map_err(|e| super::UsageError(e.to_string()))?;
+            let central = open_central(config)?;
+            let password = match &password_file {
+                Some(path) => Some(password_from_file(path)?),
+                None => {
+                    let known = name.clone();
+                    let exists = central
+                        .db()
+                        .blocking(move |tx| match technicians::technician(tx, &known) {
+                            Ok(_) => Ok(true),
+                            Err(gramgrid_central::CentralError::NotFound(_)) => Ok(false),
+                            Err(other) => Err(other),
+                        })?;
+                    if exists {
+                        None
+                    } else {
+                        Some(password_from_stdin(&name)?)
+                    }
+                }
+            };
+            let change = technicians::TechnicianChange {
+                full_name,
+                role,
+                password,
+                active: (disable || enable).then_some(enable),
+            };
+            let now = central.now();
+            let what = format!("central technician set {name}");
+            let saved = central
+                .write_as(&who(), &what, move |tx| {
+                    technicians::set_technician(tx, &name, &change, now)
+                })
+                .context("the technician was not saved")?;
+            let t = &saved.technician;
+            println!(
+                "technician {} {} ({}, {}, {}); {} gateway(s) are told at their next sync",
+                t.name,
+                if saved.created { "created" } else { "changed" },
+                t.full_name,
+                t.role,
+                if t.active { "active" } else { "disabled" },
+                saved.gateways
+            );
+            Ok(())
+        }
+        TechnicianCommand::List { config } => {
+            let central = open_central(config)?;
+            let all = central.db().blocking(technicians::list_technicians)?;
+            if all.is_empty() {
+                println!("no technicians");
+            }
+            for t in all {
+                println!(
+                    "{:<32} {:<10} {:<8} {} (changed {})",
+                    t.name,
+                    t.role,
+                    if t.active { "active" } else { "disabled" },
+                    t.full_name,
+                    t.updated_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The first line of `path` (without its line end): a password given in a file.
+fn password_from_file(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// The first line of standard input: the password of a new technician given no file.
+fn password_from_stdin(name: &str) -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("password for new technician {name} (at least 8 characters; shown as typed, or use --password-file), then Enter:");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn central_serve(config: Option<PathBuf>) -> Result<()> {

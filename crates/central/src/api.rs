@@ -14,6 +14,7 @@ use super::audit::{self, AuditEntry};
 use super::config::{ApiToken, Scope};
 use super::decisions::{self, Decision};
 use super::holds::{self, BreakerHold, PolicyHold, Publish};
+use super::technicians::{self, Technician, TechnicianAction, TechnicianChange};
 use super::vouchers::{self, IssueRequest};
 use super::{Central, CentralError};
 use axum::extract::rejection::JsonRejection;
@@ -72,6 +73,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/gateways/{id}/holds/{hold}/release"),
     ("get", "/api/v1/policy/holds"),
     ("post", "/api/v1/policy/holds/{id}/release"),
+    ("get", "/api/v1/technicians"),
+    ("put", "/api/v1/technicians/{name}"),
+    ("get", "/api/v1/technician-actions"),
 ];
 
 /// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
@@ -197,6 +201,9 @@ pub fn router(central: Arc<Central>) -> Router {
             "/api/v1/policy/holds/{id}/release",
             post(release_policy_hold),
         )
+        .route("/api/v1/technicians", get(list_technicians))
+        .route("/api/v1/technicians/{name}", put(set_technician))
+        .route("/api/v1/technician-actions", get(technician_actions))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -956,6 +963,85 @@ async fn statement(
         .ok_or_else(|| CentralError::Invalid(format!("month '{}' is not YYYY-MM", query.month)))?;
     Ok(Json(
         run(&central, move |tx| super::export::statement(tx, &id, month)).await?,
+    ))
+}
+
+async fn list_technicians(State(central): Shared) -> ApiResult<Json<Vec<Technician>>> {
+    Ok(Json(run(&central, technicians::list_technicians).await?))
+}
+
+/// A technician account as `PUT /api/v1/technicians/{name}` takes it. The password is never
+/// echoed, logged or printed (`Debug` leaves it out).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TechnicianBody {
+    full_name: String,
+    role: String,
+    /// Absent: keep the current password (a new technician needs one).
+    #[serde(default)]
+    password: Option<String>,
+    /// Absent: active.
+    #[serde(default)]
+    active: Option<bool>,
+}
+
+async fn set_technician(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(name): Path<String>,
+    body: Result<Json<TechnicianBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Technician>)> {
+    let Json(body) = body?;
+    let change = TechnicianChange {
+        full_name: body.full_name,
+        role: body.role,
+        password: body.password,
+        active: Some(body.active.unwrap_or(true)),
+    };
+    let now = central.now();
+    let saved = write(&central, caller, move |tx| {
+        technicians::set_technician(tx, &name, &change, now)
+    })
+    .await?;
+    let status = if saved.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(saved.technician)))
+}
+
+/// `?gateway=&technician=&limit=` (only that gateway's, only that technician's; 1 to 1000 rows,
+/// default 100, newest first).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TechnicianActionsQuery {
+    gateway: Option<String>,
+    technician: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn technician_actions(
+    State(central): Shared,
+    query: Result<Query<TechnicianActionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<TechnicianAction>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?gateway=village-a&technician=asha.verma&limit=100",
+            e.body_text()
+        ))
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    Ok(Json(
+        run(&central, move |tx| {
+            technicians::technician_actions(
+                tx,
+                query.gateway.as_deref(),
+                query.technician.as_deref(),
+                limit,
+            )
+        })
+        .await?,
     ))
 }
 

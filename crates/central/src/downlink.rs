@@ -40,11 +40,11 @@ pub(crate) fn append_downlink_to_all(
 }
 
 /// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff
-/// versions and the policies with their rules.
+/// versions, the policies with their rules, and every technician account.
 pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
     crate::check_id("gateway id", gateway)?;
     let created = tx.execute(
-        "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        "INSERT INTO gateways (id, technicians_resend) VALUES ($1, 0) ON CONFLICT DO NOTHING",
         &[gateway.into()],
     )?;
     if created == 0 {
@@ -66,7 +66,30 @@ pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
         };
         append_downlink(tx, gateway, &event)?;
     }
+    for event in technician_events(tx)? {
+        append_downlink(tx, gateway, &event)?;
+    }
     Ok(())
+}
+
+/// Every technician account as the record that tells a gateway of it, by name.
+pub(crate) fn technician_events(tx: &mut dyn Tx) -> Result<Vec<DownlinkEvent>> {
+    tx.query(
+        "SELECT name, full_name, role, password_hash, active, updated_at FROM technicians ORDER BY name",
+        &[],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(DownlinkEvent::Technician {
+            name: row.text(0)?,
+            full_name: row.text(1)?,
+            role: row.text(2)?,
+            password_hash: row.text(3)?,
+            active: row.int(4)? != 0,
+            updated_at: from_ts(row.int(5)?),
+        })
+    })
+    .collect()
 }
 
 /// Every key's public half and issuing window.

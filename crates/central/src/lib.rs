@@ -7,7 +7,8 @@
 //! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
 //! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
-//! mistake), `import`, `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
+//! mistake), `technicians` (accounts for the gateways' local web app, and what technicians did
+//! there), `import`, `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
 //! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
@@ -32,6 +33,7 @@ mod readings;
 pub mod server;
 mod sms_config;
 pub mod sync;
+pub mod technicians;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
@@ -339,6 +341,28 @@ pub(crate) mod testing {
             })
             .unwrap()
         }
+    }
+
+    /// A fresh PostgreSQL database (named `prefix` and a random suffix) under
+    /// GRAMGRID_TEST_POSTGRES_URL's server, if it is set.
+    pub(crate) fn fresh_postgres(prefix: &str) -> Option<String> {
+        let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
+            eprintln!("SKIP the PostgreSQL variant: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
+            return None;
+        };
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let create = name.clone();
+        let url = admin.clone();
+        // The sync PostgreSQL client runs its own runtime: keep it on a thread of its own.
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .batch_execute(&format!("CREATE DATABASE {create}"))
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+        Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
     }
 
     /// A decision for `account` at `at` with `balance_paise`, under the default policy, below the

@@ -4,8 +4,8 @@
 //! A gateway makes: fixed and minimum charges (ids `<gateway>:fixed:…`, `<gateway>:minimum:…`,
 //! amounts no larger than the tariff allows), voucher redemptions (the signed code, verified here
 //! again), alerts, overrides, relay events and decisions, breaker holds and their releases,
-//! anomalies and readings of its own meters. Anything else, or anything out of bounds, is a
-//! [`Refusal`]: the exchange acknowledges the record (so it
+//! anomalies, readings of its own meters, and the audit of its technicians' actions. Anything
+//! else, or anything out of bounds, is a [`Refusal`]: the exchange acknowledges the record (so it
 //! cannot block the lane), applies nothing of it, and flags it in `GET /api/v1/flags`.
 use super::db::Tx;
 use super::flags::flag;
@@ -39,7 +39,8 @@ pub const MAX_HOLD_REASONS: usize = 32;
 /// Why a record from a gateway was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The flag kind: `foreign_record`, `forged_money`, `forged_voucher` or `absurd_value`.
+    /// The flag kind: `foreign_record`, `forged_money`, `forged_voucher`, `absurd_value` or
+    /// `event_id_conflict`.
     pub kind: &'static str,
     /// The account concerned, when there is one.
     pub account: Option<String>,
@@ -54,6 +55,12 @@ impl Refusal {
             account: account.map(str::to_owned),
             detail,
         }
+    }
+
+    /// A record whose id is already stored with other content (`event_id_conflict`): ids are
+    /// never reused.
+    pub fn id_conflict(account: Option<&str>, detail: String) -> Refusal {
+        Refusal::new("event_id_conflict", account, detail)
     }
 
     /// A voucher that does not verify, or that central never issued.
@@ -276,6 +283,33 @@ impl<'a> Origin<'a> {
                 Ok(short(detail, None))
             }
             UplinkEvent::ClockSkew { .. } => Ok(Ok(())),
+            // Audit of what happened at the gateway: kept whatever it concerned (a technician
+            // may have tried a meter of another gateway), within bounds.
+            UplinkEvent::TechnicianAction {
+                id,
+                technician,
+                action,
+                subject,
+                detail,
+                reason,
+                at,
+            } => Ok(self.not_ahead(*at, None).and_then(|()| {
+                if id.is_empty() {
+                    return Err(Refusal::new(
+                        "absurd_value",
+                        None,
+                        "a technician action without an id".into(),
+                    ));
+                }
+                bounded("a technician action id", id, MAX_RECORD_ID_BYTES, None)?;
+                bounded("a technician's name", technician, MAX_RECORD_ID_BYTES, None)?;
+                bounded("a technician action", action, MAX_RECORD_ID_BYTES, None)?;
+                if let Some(subject) = subject {
+                    bounded("a technician action's subject", subject, MAX_RECORD_ID_BYTES, None)?;
+                }
+                short(detail, None)?;
+                reason.as_deref().map_or(Ok(()), |reason| short(reason, None))
+            })),
             UplinkEvent::Decision {
                 id,
                 account,

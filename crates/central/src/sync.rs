@@ -12,7 +12,8 @@ use super::flags::flag;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
 use super::{
-    accounts, decisions, holds, identity, mqtt, notify, vouchers, Central, CentralError, Result,
+    accounts, decisions, holds, identity, mqtt, notify, technicians, vouchers, Central,
+    CentralError, Result,
 };
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
@@ -88,7 +89,7 @@ pub fn apply(
     let state = tx
         .query_opt(
             "UPDATE gateways SET last_sync_at = $2, last_gateway_time = $3 WHERE id = $1
-             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange",
+             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange, technicians_resend",
             &[gateway.into(), ts(now).into(), ts(request.sent_at).into()],
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
@@ -103,6 +104,7 @@ pub fn apply(
     };
     mqtt::gateway_exchanged(tx, gateway, now)?;
     let lanes = identity::check(tx, gateway, known, request.identity, now)?;
+    technicians::keep_gateway_current(tx, gateway, request.protocol, state.int(5)? != 0)?;
     let (mut priority_acked, mut readings_acked) = (lanes.priority_acked, lanes.readings_acked);
     let mut origin = Origin::new(gateway, book, now, lanes.epoch);
     let mut touched = BTreeSet::new();
@@ -464,6 +466,34 @@ fn apply_record(
             at,
         } => {
             holds::record_gateway_release(tx, gateway, hold_id, by, reason, *at)?;
+        }
+        UplinkEvent::TechnicianAction {
+            id,
+            technician,
+            action,
+            subject,
+            detail,
+            reason,
+            at,
+        } => {
+            let action = technicians::TechnicianAction {
+                id: id.clone(),
+                gateway: gateway.to_owned(),
+                technician: technician.clone(),
+                action: action.clone(),
+                subject: subject.clone(),
+                detail: detail.clone(),
+                reason: reason.clone(),
+                at: *at,
+                received_at: checks.now,
+            };
+            match technicians::record_action(tx, &action) {
+                Ok(_) => {}
+                Err(CentralError::Conflict(detail)) => {
+                    return Ok(Some(Refusal::id_conflict(subject.as_deref(), detail)))
+                }
+                Err(other) => return Err(other),
+            }
         }
     }
     Ok(None)

@@ -24,7 +24,9 @@ pub use model::{
 /// central sends none of them to an older gateway ([`DownlinkEvent::min_protocol`]).
 /// Version 4 appended consumer messages as kind and variables ([`UplinkEvent::Notice`], which
 /// also says when the gateway sent one through its modem) and [`DownlinkEvent::AccountLanguage`].
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5 appended technician accounts ([`DownlinkEvent::Technician`], sent to every gateway)
+/// and the technicians' actions audited at the gateway ([`UplinkEvent::TechnicianAction`]).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -207,6 +209,26 @@ pub enum UplinkEvent {
         /// When the gateway sent it through its modem (backhaul down), if it did: central then
         /// records it as sent and never sends it again.
         sent_by_gateway_at: Option<DateTime<Utc>>,
+    },
+    /// Something a technician did at the gateway, or tried to (protocol 5; audit): central stores
+    /// each once, by id, with the gateway of the certificate.
+    TechnicianAction {
+        /// Unique id (uuid v7 string).
+        id: String,
+        /// The gateway login name (or the name tried, for a failed login).
+        technician: String,
+        /// What happened: `login`, `login_failed`, `locked_out`, `logout`, `override`, `redeem`,
+        /// `sync_now`, `diagnostics`, `commission`, `replace` (free text at the wire; central
+        /// stores it as given).
+        action: String,
+        /// The account or meter it concerned, if any.
+        subject: Option<String>,
+        /// What was done, in words (e.g. "reconnect until 2026-11-30 10:00 IST").
+        detail: String,
+        /// Why, as the technician wrote it, where the action asks for a reason.
+        reason: Option<String>,
+        /// When (gateway clock, UTC).
+        at: DateTime<Utc>,
     },
 }
 
@@ -405,6 +427,22 @@ pub enum DownlinkEvent {
         /// ISO 639-1 code.
         language: String,
     },
+    /// A technician account, created or changed at central (protocol 5): sent to every gateway, so
+    /// technicians can log in to the gateway's local web app with no backhaul.
+    Technician {
+        /// Login name: 3–32 chars of lowercase ASCII letters, digits, '.', '-', '_'.
+        name: String,
+        /// The person's name as shown on pages and in the audit.
+        full_name: String,
+        /// `viewer`, `technician` or `supervisor`.
+        role: String,
+        /// Argon2id hash in PHC string form (never the password).
+        password_hash: String,
+        /// false: disabled (logins refused at the gateway).
+        active: bool,
+        /// When central last changed it (UTC).
+        updated_at: DateTime<Utc>,
+    },
 }
 
 impl DownlinkEvent {
@@ -418,6 +456,7 @@ impl DownlinkEvent {
             | DownlinkEvent::BreakerRelease { .. }
             | DownlinkEvent::DatabaseRestored { .. } => 3,
             DownlinkEvent::AccountLanguage { .. } => 4,
+            DownlinkEvent::Technician { .. } => 5,
             _ => 1,
         }
     }
@@ -685,6 +724,14 @@ mod tests {
                 account: "A1".into(),
                 language: "hi".into(),
             },
+            DownlinkEvent::Technician {
+                name: "asha.v".into(),
+                full_name: "Asha Verma".into(),
+                role: "technician".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                active: false,
+                updated_at: at,
+            },
         ];
         let uplink: Vec<UplinkEvent> = vec![
             UplinkEvent::Ledger((&ledger).into()),
@@ -740,6 +787,24 @@ mod tests {
                 vars: vec![("balance".into(), "-1.50".into())],
                 sent_by_gateway_at: Some(at),
             },
+            UplinkEvent::TechnicianAction {
+                id: "0193a1b2-0000-7000-8000-000000000001".into(),
+                technician: "asha.v".into(),
+                action: "login_failed".into(),
+                subject: None,
+                detail: "wrong password".into(),
+                reason: None,
+                at,
+            },
+            UplinkEvent::TechnicianAction {
+                id: "0193a1b2-0000-7000-8000-000000000002".into(),
+                technician: "asha.v".into(),
+                action: "override".into(),
+                subject: Some("A1".into()),
+                detail: "reconnect until 2026-11-30 10:00 IST".into(),
+                reason: Some("medical equipment".into()),
+                at,
+            },
         ];
         for event in downlink {
             let record = DownlinkRecord { seq: 1, event };
@@ -789,10 +854,10 @@ mod tests {
         };
         let body = encode(&request).unwrap();
         assert_eq!(decode_request(&body).unwrap(), request);
-        assert!((1..=4).all(|v| check_version(v).is_ok()));
+        assert!((1..=5).all(|v| check_version(v).is_ok()));
         assert!(matches!(
-            check_version(5),
-            Err(WireError::Version { found: 5 })
+            check_version(6),
+            Err(WireError::Version { found: 6 })
         ));
         assert!(matches!(
             decode::<UploadRequest>(b"not zstd"),

@@ -270,6 +270,37 @@ const MIGRATIONS: &[&str] = &[
         last_seen BIGINT NOT NULL
     )
     "#,
+    // 8: technicians (`technicians`). The accounts technicians log in to gateways with (an Argon2id
+    // hash, never the password), sent to every gateway; what they did there, as the gateways
+    // audited it (`technician_actions`, by the gateway's id for each action, and when it arrived).
+    // `technicians_resend`: the gateway spoke a protocol too old for technician records since it
+    // was last sent them all, so it gets them all again when it speaks a newer one (1 for the
+    // gateways enrolled before this migration, 0 for a gateway enrolled with them).
+    r#"
+    CREATE TABLE technicians (
+        name TEXT PRIMARY KEY,
+        full_name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        active BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE technician_actions (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        technician TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT,
+        detail TEXT NOT NULL,
+        reason TEXT,
+        at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL
+    );
+    CREATE INDEX technician_actions_by_at ON technician_actions(at, id);
+    CREATE INDEX technician_actions_by_gateway ON technician_actions(gateway, at);
+    CREATE INDEX technician_actions_by_technician ON technician_actions(technician, at);
+    ALTER TABLE gateways ADD COLUMN technicians_resend BIGINT NOT NULL DEFAULT 1
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

@@ -2,7 +2,7 @@
 //! killed and restarted in the middle.
 use super::*;
 use crate::accounts::{self, Account, RechargeRequest};
-use crate::testing::{central_configured, TestCentral};
+use crate::testing::{central_configured, fresh_postgres, TestCentral};
 use chrono::{Duration as Span, TimeZone};
 use gramgrid_core::tariff::{Category, TariffBook};
 use gramgrid_proto::wire::{
@@ -205,30 +205,11 @@ fn rows(t: &TestCentral) -> Vec<(String, String, Option<i64>)> {
     .unwrap()
 }
 
-/// A fresh PostgreSQL database under GRAMGRID_TEST_POSTGRES_URL's server, if it is set.
-fn fresh_postgres() -> Option<String> {
-    let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
-        eprintln!("SKIP the PostgreSQL variant: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
-        return None;
-    };
-    let name = format!("gg_mqtt_{}", uuid::Uuid::new_v4().simple());
-    let create = name.clone();
-    let url = admin.clone();
-    // The sync PostgreSQL client runs its own runtime: keep it on a thread of its own.
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {create}"))
-            .unwrap();
-    })
-    .join()
-    .unwrap();
-    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
-}
-
 #[test]
 fn the_outbox_and_the_gateway_up_down_rule_work_on_postgresql_too() {
-    let Some(url) = fresh_postgres() else { return };
+    let Some(url) = fresh_postgres("gg_mqtt") else {
+        return;
+    };
     let t = central_configured(|c| {
         c.database_url = url;
         c.mqtt = Some(mqtt_config(1883));

@@ -4,8 +4,8 @@
 //! - The database runs in WAL mode with `synchronous = FULL`, so every commit is fsynced: once a
 //!   method here returns `Ok`, what it wrote survives a power cut.
 //! - Money events (recharges, charges, adjustments, emergency credit), relay commands and their
-//!   state changes, overrides and alerts are committed before the method returns, one transaction
-//!   per call: nothing is acknowledged before it is durable.
+//!   state changes, overrides, alerts and technicians' actions are committed before the method
+//!   returns, one transaction per call: nothing is acknowledged before it is durable.
 //! - Readings: [`Store::ingest`] stores and rates a batch in one transaction. The meter link passes
 //!   each meter report as it arrives and advances its poll cursor only after the commit, so a power
 //!   cut loses nothing stored and the meter is asked again for what was not.
@@ -19,6 +19,7 @@ mod outbox;
 mod readings;
 mod schema;
 mod sync;
+mod technicians;
 
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use guard::{GuardMarks, HeldPass};
@@ -26,6 +27,7 @@ pub use link::{Fcnt, LinkSession};
 pub use messages::ModemMessage;
 pub use readings::{IngestReport, MeterReading};
 pub use sync::SyncCursors;
+pub use technicians::{TechnicianAccount, TechnicianAction};
 
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;

@@ -318,4 +318,33 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE alerts ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE alerts ADD COLUMN outbox_seq INTEGER;
     "#,
+    // 13: technicians. The accounts they log in to the local web app with, as central sent them
+    // (`DownlinkEvent::Technician`: an Argon2id hash, never a password; `updated_at` is central's
+    // time, NULL for one put here), failed logins and lock-outs per name, and what they did here
+    // (each action also queued for central in the priority outbox).
+    r#"
+    CREATE TABLE technicians (
+        name TEXT PRIMARY KEY,
+        full_name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        updated_at INTEGER
+    );
+    CREATE TABLE technician_logins (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        locked_until INTEGER
+    );
+    CREATE TABLE technician_actions (
+        id TEXT PRIMARY KEY,
+        technician TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT,
+        detail TEXT NOT NULL,
+        reason TEXT,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX technician_actions_by_at ON technician_actions(at);
+    "#,
 ];

@@ -521,6 +521,24 @@ fn apply_one(
             )?;
             Ok(Effect::None)
         }
+        DownlinkEvent::Technician {
+            name,
+            full_name,
+            role,
+            password_hash,
+            active,
+            updated_at,
+        } => {
+            let account = super::TechnicianAccount {
+                name: name.clone(),
+                full_name: full_name.clone(),
+                role: role.clone(),
+                password_hash: password_hash.clone(),
+                active: *active,
+            };
+            super::technicians::put_technician_in(tx, &account, Some(*updated_at))?;
+            Ok(Effect::None)
+        }
         DownlinkEvent::AccountLanguage { account, language } => {
             tx.execute(
                 "UPDATE accounts SET language = ?2 WHERE id = ?1",

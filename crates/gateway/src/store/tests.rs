@@ -992,3 +992,178 @@ mod sync {
         );
     }
 }
+
+mod technicians {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::Argon2;
+    use gramgrid_proto::wire::{DownlinkEvent, DownlinkRecord};
+
+    fn hash(password: &str) -> String {
+        let salt = SaltString::encode_b64(b"a salt of 16 byt").unwrap();
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    fn technician_record(
+        seq: u64,
+        role: &str,
+        password_hash: &str,
+        active: bool,
+    ) -> DownlinkRecord {
+        DownlinkRecord {
+            seq,
+            event: DownlinkEvent::Technician {
+                name: "asha.v".into(),
+                full_name: "Asha Verma".into(),
+                role: role.into(),
+                password_hash: password_hash.into(),
+                active,
+                updated_at: t0(),
+            },
+        }
+    }
+
+    fn action(id: &str, detail: &str) -> TechnicianAction {
+        TechnicianAction {
+            id: id.into(),
+            technician: "asha.v".into(),
+            action: "override".into(),
+            subject: Some("A1".into()),
+            detail: detail.into(),
+            reason: Some("medical equipment in the house".into()),
+            at: t0() + Duration::milliseconds(1_500),
+        }
+    }
+
+    #[test]
+    fn a_technician_from_central_is_stored_and_a_later_record_replaces_it() {
+        let (_dir, mut store) = open_temp();
+        assert_eq!(store.technician("asha.v").unwrap(), None);
+        let first = hash("kothi-7-transformer");
+        store
+            .apply_downlink(&[technician_record(1, "technician", &first, true)], t0())
+            .unwrap();
+        let account = store.technician("asha.v").unwrap().unwrap();
+        assert_eq!(
+            (
+                account.full_name.as_str(),
+                account.role.as_str(),
+                account.active
+            ),
+            ("Asha Verma", "technician", true)
+        );
+        assert!(account.password_matches("kothi-7-transformer"));
+        assert!(!account.password_matches("kothi-7-transformeR"));
+        assert!(
+            !format!("{account:?}").contains(&first),
+            "the hash is not printed"
+        );
+
+        store
+            .apply_downlink(&[technician_record(2, "supervisor", &first, false)], t0())
+            .unwrap();
+        let account = store.technician("asha.v").unwrap().unwrap();
+        assert_eq!(
+            (account.role.as_str(), account.active),
+            ("supervisor", false)
+        );
+        assert_eq!(store.technician_count().unwrap(), 1);
+
+        // Seeded here (the demo, a test): replaced the same way.
+        store
+            .put_technician(&TechnicianAccount {
+                name: "ravi.k".into(),
+                full_name: "Ravi Kumar".into(),
+                role: "viewer".into(),
+                password_hash: "not a hash".into(),
+                active: true,
+            })
+            .unwrap();
+        assert_eq!(store.technician_count().unwrap(), 2);
+        let ravi = store.technician("ravi.k").unwrap().unwrap();
+        assert!(
+            !ravi.password_matches("not a hash"),
+            "a bad hash matches nothing"
+        );
+    }
+
+    #[test]
+    fn an_action_is_recorded_once_and_queued_for_central_until_acknowledged() {
+        let (_dir, mut store) = open_temp();
+        store
+            .record_technician_action(&action("act-1", "reconnect until 10:00"))
+            .unwrap();
+        // The same action again (a retried request) is not queued twice; other content is refused.
+        store
+            .record_technician_action(&action("act-1", "reconnect until 10:00"))
+            .unwrap();
+        assert!(matches!(
+            store.record_technician_action(&action("act-1", "disconnect")),
+            Err(StoreError::EventIdConflict(id)) if id == "act-1"
+        ));
+        let pending = store.priority_after(0, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        match &pending[0].event {
+            UplinkEvent::TechnicianAction {
+                id,
+                technician,
+                action,
+                subject,
+                detail,
+                reason,
+                at,
+            } => {
+                assert_eq!(
+                    (
+                        id.as_str(),
+                        technician.as_str(),
+                        action.as_str(),
+                        detail.as_str()
+                    ),
+                    ("act-1", "asha.v", "override", "reconnect until 10:00")
+                );
+                assert_eq!(subject.as_deref(), Some("A1"));
+                assert!(reason.is_some());
+                assert_eq!(*at, t0() + Duration::seconds(1), "to the second");
+            }
+            other => panic!("{other:?}"),
+        }
+        let recorded = store.technician_actions(10).unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].at, t0() + Duration::seconds(1));
+
+        // Uploaded and acknowledged: it leaves the outbox, its row stays.
+        store.record_acks(pending[0].seq, 0).unwrap();
+        assert!(store.priority_after(0, 10).unwrap().is_empty());
+        store
+            .record_technician_action(&TechnicianAction {
+                at: t0() + Duration::minutes(5),
+                ..action("act-2", "sync now")
+            })
+            .unwrap();
+        let ids: Vec<String> = store
+            .technician_actions(10)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["act-2", "act-1"], "newest first");
+        assert_eq!(store.technician_actions(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failed_logins_and_lock_outs_are_kept_per_name() {
+        let (_dir, mut store) = open_temp();
+        assert_eq!(store.login_failures("asha.v").unwrap(), (0, None));
+        store.set_login_failures("asha.v", 3, None).unwrap();
+        let until = t0() + Duration::minutes(15);
+        store.set_login_failures("asha.v", 5, Some(until)).unwrap();
+        assert_eq!(store.login_failures("asha.v").unwrap(), (5, Some(until)));
+        assert_eq!(store.login_failures("ravi.k").unwrap(), (0, None));
+        store.set_login_failures("asha.v", 0, None).unwrap();
+        assert_eq!(store.login_failures("asha.v").unwrap(), (0, None));
+    }
+}
