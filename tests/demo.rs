@@ -424,17 +424,23 @@ fn api_get(url: &str, ca: &Path, token: &str, path: &str) -> String {
 fn serve_keeps_central_answering_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("village");
+    let technician_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = gramgrid()
         .args([
             "demo", "--meters", "5", "--days", "1", "--outage", "0s", "--serve", "--dir",
         ])
         .arg(&files)
+        .args(["--technician-port", &technician_port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut token) = (None, None);
+    let (mut url, mut token, mut technician) = (None, None, None);
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("Central API:") {
@@ -447,12 +453,44 @@ fn serve_keeps_central_answering_until_interrupted() {
         if let Some(rest) = line.strip_prefix("Token:") {
             token = Some(rest.trim().to_string());
         }
+        if let Some(rest) = line.strip_prefix("Technician app:") {
+            technician = Some(rest.to_string());
+        }
         if line.contains("Ctrl-C") {
             break;
         }
     }
     let (url, token) = (url.unwrap(), token.unwrap());
+    // The technician app on the living village, with the printed login.
+    let technician = technician.unwrap();
+    let base = format!("https://127.0.0.1:{technician_port}");
+    assert!(technician.contains(&format!("{base}/")), "{technician}");
+    let (login, password) = gramgrid_sim::demo::DEMO_TECHNICIAN;
+    assert!(
+        technician.contains(&format!("{login} / {password}")),
+        "{technician}"
+    );
     let ca = files.join("pki").join("ca.pem");
+    // The app starts once the demo's login has synced to the gateway, a moment after the text.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", technician_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the technician app never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let session = crate::common::technician_login(&base, &ca, login, password);
+    let (status, page) = crate::common::https_request(
+        &base,
+        &ca,
+        "GET",
+        "/meters",
+        &[("Cookie", &format!("gg_session={session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("CG-000001"), "{page}");
     let answer = api_get(&url, &ca, &token, "/api/v1/accounts/CG-000001/balance");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("balance_paise"), "{answer}");

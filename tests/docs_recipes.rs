@@ -179,6 +179,49 @@ fn the_guardrails_of_docs_guardrails_md_show_on_the_demo_village() {
 }
 
 #[test]
+fn the_technician_app_of_docs_technician_md_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/technician.md", "technician app");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    let cert = printed.last().unwrap();
+    let issued = dir.path().join("pki/gateways/village-t/technician.pem");
+    let fingerprint = gramgrid_net::pki::fingerprint(&issued).unwrap();
+    assert!(
+        cert.contains(&fingerprint) && cert.contains("the central CA"),
+        "{cert}"
+    );
+
+    // "Within seconds the login has reached the gateway; open https://127.0.0.1:9444/ and log in."
+    let db = dir.path().join("gateway/gateway.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&db, "SELECT COUNT(*) FROM technicians") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the login never reached the gateway; gateway log:\n{}",
+            std::fs::read_to_string(dir.path().join("bg-1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ca = dir.path().join("pki/ca.pem");
+    let base = "https://127.0.0.1:9444";
+    let password = std::fs::read_to_string(dir.path().join("asha.password")).unwrap();
+    let session = crate::common::technician_login(base, &ca, "asha", password.trim());
+    let (status, page) = crate::common::https_request(
+        base,
+        &ca,
+        "GET",
+        "/",
+        &[("Cookie", &format!("gg_session={session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Asha Verma") && page.contains("Last sync"),
+        "{page}"
+    );
+}
+
+#[test]
 fn the_technician_commands_of_the_readme_run_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let lines = recipe("README.md", "technicians at central");

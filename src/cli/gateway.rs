@@ -63,6 +63,10 @@ pub enum GatewayAction {
         /// The voucher code as printed (dashes, spaces and letter case do not matter).
         code: String,
     },
+    /// Print the technician app's HTTPS certificate: its file, the SHA-256 fingerprint to print on
+    /// the enclosure label (technicians compare it with the one their browser shows), the
+    /// addresses it is valid for and its expiry. A gateway without one gets a self-signed one now.
+    Cert,
     /// Make this gateway's private key (it never leaves DIR) and a certificate signing request
     /// for the office: `gramgrid central add-gateway --id ID --csr DIR/gateway.csr`.
     RequestCertificate {
@@ -141,6 +145,7 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             runtime.block_on(gramgrid_gateway::daemon::run(config, shutdown_signal()))?;
             Ok(())
         }
+        Some(GatewayAction::Cert) => technician_cert(&config),
         Some(GatewayAction::Status { json }) => {
             let mut gateway = open_existing(config)?;
             let policy = gateway.policy().clone();
@@ -232,6 +237,41 @@ pub(super) fn run(args: GatewayArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `gramgrid gateway cert`: the technician certificate the daemon serves, for the label.
+fn technician_cert(config: &GatewayConfig) -> Result<()> {
+    let bundle =
+        match &config.sync.bundle {
+            Some(path) => Some(gramgrid_net::pki::GatewayBundle::load(path).with_context(
+                || format!("the enrolment bundle {} is not usable", path.display()),
+            )?),
+            None => None,
+        };
+    let (cert, _) = gramgrid_gateway::technician::certificate(
+        &config.technician,
+        bundle.as_ref(),
+        &config.gateway.data_dir,
+        &config.gateway.id,
+    )?;
+    let info = gramgrid_net::pki::certificate_info(&cert)?;
+    println!("certificate: {}", cert.display());
+    println!(
+        "SHA-256 fingerprint (for the enclosure label):\n  {}",
+        info.fingerprint
+    );
+    println!("valid for:   {}", info.names.join(", "));
+    println!("expires:     {}", info.not_after.format("%Y-%m-%d"));
+    println!(
+        "issued by:   {}",
+        if info.self_signed {
+            "itself (self-signed: this gateway's bundle has no technician certificate)"
+        } else {
+            "the central CA (at enrolment)"
+        }
+    );
+    println!("served at:   https://{}/", config.technician.listen);
+    Ok(())
 }
 
 /// `gramgrid gateway explain`: the decisions in words, each replayed.

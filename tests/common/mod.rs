@@ -1,4 +1,6 @@
-//! Helpers shared by the radio integration tests.
+//! Helpers shared by the integration tests.
+
+pub mod village;
 
 use gramgrid_air::air::{Air, AirConfig};
 use gramgrid_air::pathloss::PathLossModel;
@@ -47,6 +49,52 @@ pub fn api_call(
     path: &str,
     json_body: Option<&str>,
 ) -> (u16, String) {
+    let authorization = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", authorization.as_str())];
+    if json_body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    https_request(url, ca, method, path, &headers, json_body.unwrap_or(""))
+}
+
+/// One HTTPS request to `url` (`https://HOST:PORT`) trusting only the CA in `ca` (PEM), with
+/// `headers` and `body`; returns the status code and the body. Blocking, one connection per call.
+pub fn https_request(
+    url: &str,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let addr = url.trim_start_matches("https://").trim_end_matches('/');
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let answer = https_exchange(
+        url,
+        ca,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) over TLS to `url`, trusting
+/// only the CA in `ca`; the whole answer, headers included.
+pub fn https_exchange(url: &str, ca: &std::path::Path, request: &str) -> String {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     use std::io::{Read, Write};
@@ -70,30 +118,43 @@ pub fn api_call(
     .unwrap();
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
-    let body = json_body.unwrap_or("");
-    let content_type = if json_body.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split(' ')
+    answer
+}
+
+/// Logs in to a technician app at `base` with a plain HTTPS client (no browser): the login form's
+/// token, then the form; the session cookie's value.
+pub fn technician_login(base: &str, ca: &std::path::Path, name: &str, password: &str) -> String {
+    let (status, page) = https_request(base, ca, "GET", "/login", &[], "");
+    assert_eq!(status, 200, "{page}");
+    let token = page
+        .split("name=\"csrf\" value=\"")
         .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a login token in the form")
+        .to_string();
+    let body = format!("csrf={token}&name={name}&password={password}");
+    let answer = https_exchange(
+        base,
+        ca,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\nCookie: gg_login={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            base.trim_start_matches("https://"),
+            body.len()
+        ),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 303"),
+        "login refused: {answer}"
+    );
+    answer
+        .split("gg_session=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session cookie")
+        .to_string()
 }
 
 /// A child process of a test, stopped when dropped: SIGTERM to it (or, with `group`, to the process

@@ -30,6 +30,8 @@ pub struct GatewayConfig {
     pub link: crate::link::config::LinkSection,
     /// `[modem]`: urgent consumer messages through the cellular modem while the backhaul is down.
     pub modem: crate::modem::ModemConfig,
+    /// `[technician]`: the technician web app on the village Wi-Fi (HTTPS).
+    pub technician: crate::technician::TechnicianConfig,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,

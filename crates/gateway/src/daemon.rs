@@ -7,12 +7,13 @@ use crate::gateway::{Gateway, GatewayError, RelayLink};
 use crate::link::config::{AccessMode, LinkSection, RadioKind, RadioSection};
 use crate::link::{
     CommandSender, Link, LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters,
-    RelayRequest,
+    RelayRequest, SharedStats,
 };
 use crate::local;
 use crate::store::{Fcnt, LinkSession, MeterReading, Store, StoreError};
 use crate::sync::client::{self as sync_client, SyncBackend, SyncConfig};
 use crate::sync::https::{HttpsTransport, SetupError};
+use crate::technician;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil;
 use gramgrid_core::policy::{RelayAction, RelayState};
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// The config's gateway id is not the one in the enrolment certificate.
     #[error("{0}")]
     Identity(String),
+    /// The technician app's certificate could not be found or made.
+    #[error("technician app certificate: {0}; set [technician] cert and key, or enabled = false")]
+    TechnicianCertificate(#[from] gramgrid_net::pki::PkiError),
 }
 
 /// Takes the data directory's lock for the daemon's lifetime (the lock goes with the returned file,
@@ -92,6 +96,51 @@ fn sync_transport(config: &GatewayConfig) -> Result<Option<HttpsTransport>, Daem
     })
 }
 
+/// What the technician app needs to start, if `[technician]` enables it: its certificate (the
+/// configured one, the bundle's, or a self-signed one made now) and the config to show.
+pub fn technician_launch(
+    config: &GatewayConfig,
+    link_stats: Option<SharedStats>,
+) -> Result<Option<TechnicianLaunch>, DaemonError> {
+    if !config.technician.enabled {
+        return Ok(None);
+    }
+    let bundle = match &config.sync.bundle {
+        Some(path) => Some(gramgrid_net::pki::GatewayBundle::load(path)?),
+        None => None,
+    };
+    let certificate = technician::certificate(
+        &config.technician,
+        bundle.as_ref(),
+        &config.gateway.data_dir,
+        &config.gateway.id,
+    )?;
+    Ok(Some(TechnicianLaunch {
+        config: config.technician.clone(),
+        certificate,
+        gateway_id: config.gateway.id.clone(),
+        data_dir: config.gateway.data_dir.clone(),
+        config_toml: toml::to_string(config).unwrap_or_default(),
+        link_stats,
+    }))
+}
+
+/// The technician app's settings, ready to serve.
+pub struct TechnicianLaunch {
+    /// `[technician]`.
+    pub config: technician::TechnicianConfig,
+    /// Its certificate and key files.
+    pub certificate: (std::path::PathBuf, std::path::PathBuf),
+    /// The gateway's id.
+    pub gateway_id: String,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
+    /// The config as TOML, for the diagnostics bundle.
+    pub config_toml: String,
+    /// The meter link's counters, when a radio runs.
+    pub link_stats: Option<SharedStats>,
+}
+
 /// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
 /// client (when an enrolment bundle is configured) and the local technician socket, each a task that
 /// stops when told; the daemon returns once all have stopped.
@@ -101,11 +150,13 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let _lock = lock_data_dir(&config.gateway.data_dir)?;
     let transport = sync_transport(&config)?;
+    let link_stats = SharedStats::default();
     let services = Services {
         policy_schedule: config.policy_schedule(),
         socket: local::socket_path(&config.gateway.data_dir),
         sync: transport.map(|t| (t, config.sync.clone())),
         modem: Some(config.modem.clone()).filter(|m| m.enabled),
+        technician: technician_launch(&config, Some(link_stats.clone()))?,
         clock: WallClock::System,
     };
     let (radio, link) = (config.radio.clone(), config.link.clone());
@@ -124,7 +175,7 @@ pub async fn run(
             gateway.clone(),
             radio,
             link,
-            (requests, provisioned),
+            (requests, provisioned, link_stats),
             stopping.clone(),
         ));
     }
@@ -146,7 +197,11 @@ async fn run_link(
     gateway: Arc<Mutex<Gateway>>,
     radio: RadioSection,
     link: LinkSection,
-    commands: (mpsc::UnboundedReceiver<LinkRequest>, ProvisionedMeters),
+    commands: (
+        mpsc::UnboundedReceiver<LinkRequest>,
+        ProvisionedMeters,
+        SharedStats,
+    ),
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if let Err(error) = serve_gateway(gateway, radio, link, commands, stop).await {
@@ -163,7 +218,11 @@ async fn serve_gateway(
     gateway: Arc<Mutex<Gateway>>,
     radio: RadioSection,
     link: LinkSection,
-    (requests, provisioned): (mpsc::UnboundedReceiver<LinkRequest>, ProvisionedMeters),
+    (requests, provisioned, stats): (
+        mpsc::UnboundedReceiver<LinkRequest>,
+        ProvisionedMeters,
+        SharedStats,
+    ),
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     if let Some(path) = &link.manifest {
@@ -179,7 +238,8 @@ async fn serve_gateway(
         radio.radio_config(),
         LinkClock::system(),
     )
-    .with_provisioned(provisioned);
+    .with_provisioned(provisioned)
+    .with_stats(stats);
     match radio.kind {
         RadioKind::None => Ok(()),
         #[cfg(feature = "emulator")]
@@ -353,6 +413,8 @@ pub struct Services {
     pub sync: Option<(HttpsTransport, SyncConfig)>,
     /// `[modem]` when enabled: urgent messages by SMS while the backhaul is down.
     pub modem: Option<crate::modem::ModemConfig>,
+    /// The technician web app, when enabled.
+    pub technician: Option<TechnicianLaunch>,
     /// Where the policy loop, the socket and the sync client read "now".
     pub clock: WallClock,
 }
@@ -367,12 +429,31 @@ impl Services {
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) {
         let wake_sync = Arc::new(tokio::sync::Notify::new());
+        let policy_health = technician::PolicyHealth::default();
         tasks.spawn(policy_loop(
             gateway.clone(),
-            self.policy_schedule,
+            (self.policy_schedule, policy_health.clone()),
             self.clock.clone(),
             stopped(stopping.clone()),
         ));
+        if let Some(launch) = self.technician {
+            let app = technician::TechnicianApp {
+                gateway: gateway.clone(),
+                gateway_id: launch.gateway_id,
+                clock: self.clock.clone(),
+                wake_sync: wake_sync.clone(),
+                link_stats: launch.link_stats,
+                policy_health,
+                config: launch.config,
+                data_dir: launch.data_dir,
+                config_toml: launch.config_toml,
+            };
+            tasks.spawn(serve_technician(
+                app,
+                launch.certificate,
+                stopped(stopping.clone()),
+            ));
+        }
         let local_socket = local::serve(
             self.socket,
             gateway.clone(),
@@ -443,10 +524,31 @@ async fn modem_loop(
     .await;
 }
 
-/// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes.
+/// Binds the technician app's address and serves it until `shutdown`; a failure is logged and
+/// leaves the rest of the daemon running.
+async fn serve_technician(
+    app: technician::TechnicianApp,
+    certificate: (std::path::PathBuf, std::path::PathBuf),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let listen = app.config.listen;
+    let served = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => {
+            tracing::info!(url = %format!("https://{listen}/"), "technician app up");
+            technician::serve(app, listener, certificate, shutdown).await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = served {
+        tracing::error!(%error, %listen, "the technician app is not served: check [technician] listen and the certificate; the gateway goes on without it");
+    }
+}
+
+/// Runs a tick at start, then on the schedule (Asia/Kolkata), until `shutdown` completes; each
+/// pass's outcome is left in `health` for the technician's status page.
 async fn policy_loop(
     gateway: Arc<Mutex<Gateway>>,
-    schedule: cron::Schedule,
+    (schedule, health): (cron::Schedule, technician::PolicyHealth),
     clock: WallClock,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -460,13 +562,19 @@ async fn policy_loop(
                 return;
             }
         };
-        match outcome {
-            Ok(report) => tracing::info!(?report, "policy pass"),
+        let error = match outcome {
+            Ok(report) => {
+                tracing::info!(?report, "policy pass");
+                None
+            }
             // A failed pass (e.g. a full disk) is logged and retried at the next tick, never fatal.
             Err(error) => {
-                tracing::error!(%error, "policy pass failed; retrying at the next scheduled time")
+                tracing::error!(%error, "policy pass failed; retrying at the next scheduled time");
+                Some(error.to_string())
             }
-        }
+        };
+        *health.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(technician::LastPass { at: now, error });
         let next = schedule
             .after(&civil::local(now))
             .next()

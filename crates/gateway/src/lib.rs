@@ -6,6 +6,7 @@
 //! - [`sync`]: the sync client and its mutual-TLS transport;
 //! - [`local`]: the technician socket in the data directory;
 //! - [`modem`]: SMS through the cellular modem (ModemManager over D-Bus);
+//! - [`technician`]: the technician web app (HTTPS on the village Wi-Fi);
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
@@ -25,3 +26,4 @@ pub mod outage_sms;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod technician;

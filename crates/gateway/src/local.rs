@@ -96,48 +96,69 @@ async fn answer(
     write.write_all(&out).await
 }
 
-fn redeem(
+/// A voucher credited at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    /// The account credited.
+    pub account: String,
+    /// The amount credited (paise).
+    pub amount_paise: i64,
+    /// The account's balance after it (paise).
+    pub balance_paise: i64,
+}
+
+/// Redeems `code` at `now` and wakes the sync client (`redeemed`) so central hears at once; the
+/// error is a sentence for the technician.
+pub fn redeem_voucher(
     gateway: &Mutex<Gateway>,
     code: &str,
     now: DateTime<Utc>,
     redeemed: &tokio::sync::Notify,
-) -> LocalResponse {
+) -> Result<Redeemed, String> {
     let Ok(mut gateway) = gateway.lock() else {
-        return LocalResponse {
-            ok: false,
-            message: "the gateway is not in a state to take requests; restart it".into(),
-        };
+        return Err("the gateway is not in a state to take requests; restart it".into());
     };
     let arrears_rules = gateway.policy().arrears.clone();
     match gateway.store().redeem_voucher(code, now) {
         Ok(voucher) => {
             redeemed.notify_one();
             tracing::info!(account = %voucher.account, amount_paise = voucher.amount_paise, "voucher redeemed");
-            let balance = gateway
+            let balance_paise = gateway
                 .store()
                 .position(&voucher.account, &arrears_rules)
                 .map(|p| p.balance_paise)
                 .unwrap_or_default();
-            LocalResponse {
-                ok: true,
-                message: format!(
-                    "Voucher accepted: {} INR credited to account {}. Balance now {} INR.",
-                    gramgrid_core::tariff::rupees(voucher.amount_paise),
-                    voucher.account,
-                    gramgrid_core::tariff::rupees(balance)
-                ),
-            }
+            Ok(Redeemed {
+                account: voucher.account,
+                amount_paise: voucher.amount_paise,
+                balance_paise,
+            })
         }
-        Err(error) => LocalResponse {
-            ok: false,
-            message: match error {
-                // The store's message already says "voucher refused" / "voucher already redeemed".
-                StoreError::VoucherRefused(_) | StoreError::VoucherSpent { .. } => {
-                    capitalised(&error.to_string())
-                }
-                other => format!("Voucher not redeemed: {other}"),
-            },
+        // The store's message already says "voucher refused" / "voucher already redeemed".
+        Err(error @ (StoreError::VoucherRefused(_) | StoreError::VoucherSpent { .. })) => {
+            Err(capitalised(&error.to_string()))
+        }
+        Err(other) => Err(format!("Voucher not redeemed: {other}")),
+    }
+}
+
+fn redeem(
+    gateway: &Mutex<Gateway>,
+    code: &str,
+    now: DateTime<Utc>,
+    redeemed: &tokio::sync::Notify,
+) -> LocalResponse {
+    match redeem_voucher(gateway, code, now, redeemed) {
+        Ok(credited) => LocalResponse {
+            ok: true,
+            message: format!(
+                "Voucher accepted: {} INR credited to account {}. Balance now {} INR.",
+                gramgrid_core::tariff::rupees(credited.amount_paise),
+                credited.account,
+                gramgrid_core::tariff::rupees(credited.balance_paise)
+            ),
         },
+        Err(message) => LocalResponse { ok: false, message },
     }
 }
 

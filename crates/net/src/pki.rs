@@ -8,7 +8,8 @@
 //! DIR/ca.pem, ca.key      the CA; `central serve` never reads ca.key, so it can live offline
 //! DIR/server.pem, .key    the central HTTPS listener's certificate, signed by the CA
 //! DIR/gateways/<id>/      gateway.pem, ca.pem, bundle.toml, and gateway.key (0600) unless the
-//!                         gateway enrolled with its own key (`add-gateway --csr`)
+//!                         gateway enrolled with its own key (`add-gateway --csr`); technician.pem
+//!                         and technician.key: the technician app's HTTPS certificate
 //! DIR/revoked.toml        revoked gateway certificates (`central revoke-gateway`)
 //! DIR/crl.pem             the same as a CA-signed revocation list, checked at every handshake
 //! ```
@@ -25,8 +26,13 @@ use std::path::{Path, PathBuf};
 
 mod request;
 mod revocation;
+mod technician;
 pub use request::{request_certificate, REQUEST_CSR, REQUEST_KEY};
 pub use revocation::{crl_path, Revoked, CRL_FILE};
+pub use technician::{
+    certificate_info, fingerprint, self_signed_technician, spki_hash, CertificateInfo,
+    TECHNICIAN_CERT, TECHNICIAN_KEY, TECHNICIAN_NAMES,
+};
 
 /// Prefix of the SAN URI that names a gateway: `urn:gramgrid:gateway:<id>`.
 pub const GATEWAY_URI_PREFIX: &str = "urn:gramgrid:gateway:";
@@ -336,6 +342,7 @@ impl CentralPki {
         write_new(&bundle.key, &key.serialize_pem(), true)?;
         write_new(&bundle.cert, &cert.pem(), false)?;
         write_new(&bundle.ca, &self.ca_cert_pem, false)?;
+        self.issue_technician(id, &out, not_before, not_after)?;
         self.write_bundle_toml(&out, &bundle)?;
         tracing::info!(gateway = id, %not_after, dir = %out.display(), "gateway certificate issued");
         Ok(bundle)

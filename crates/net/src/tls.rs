@@ -16,9 +16,9 @@ pub use client::{
     SYSTEM_CA_BUNDLES,
 };
 pub use server::{
-    gateway_id_from_cert, serve, server_config, server_config_from_files, PeerGateway,
-    RequireGateway, ServerTls, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS,
-    SHUTDOWN_GRACE,
+    gateway_id_from_cert, serve, server_config, server_config_from_files,
+    server_config_without_client_auth, PeerGateway, RequireGateway, ServerTls, HANDSHAKE_TIMEOUT,
+    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, SHUTDOWN_GRACE,
 };
 
 use rustls::pki_types::pem::PemObject;

@@ -218,6 +218,76 @@ pub struct LinkStats {
     pub relay_latencies: Vec<Duration>,
     /// Time the gateway's own transmissions occupied the channel.
     pub downlink_airtime: Duration,
+    /// Each meter's radio health as the link last saw it (for the technician's pages; in memory
+    /// only, so it starts empty after a restart).
+    #[serde(skip)]
+    pub meters: std::collections::HashMap<i64, MeterLinkHealth>,
+}
+
+/// One meter's radio health: how it was last heard, and its last exchanges.
+#[derive(Debug, Clone, Default)]
+pub struct MeterLinkHealth {
+    /// When it was last heard (UTC).
+    pub last_heard: Option<DateTime<Utc>>,
+    /// Signal strength and quality of the last frame heard from it.
+    pub rssi_dbm: Option<i16>,
+    /// Signal-to-noise ratio of the last frame heard from it (dB).
+    pub snr_db: Option<i16>,
+    /// The spreading factor of its last exchange.
+    pub sf: Option<u8>,
+    /// Frames heard from it since the link started.
+    pub heard: u64,
+    /// Polls it did not answer since the link started.
+    pub silences: u64,
+    /// Its last [`LINK_HISTORY`] exchanges, oldest first.
+    pub history: std::collections::VecDeque<LinkEvent>,
+}
+
+/// How many exchanges [`MeterLinkHealth::history`] keeps per meter.
+pub const LINK_HISTORY: usize = 20;
+
+/// One exchange with a meter, as the technician's link history shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkEvent {
+    /// When (UTC).
+    pub at: DateTime<Utc>,
+    /// At which spreading factor.
+    pub sf: Option<u8>,
+    /// Heard (with its signal), or silent.
+    pub heard: Option<(i16, i16)>,
+}
+
+impl MeterLinkHealth {
+    /// Notes a frame heard from the meter.
+    pub fn note_heard(&mut self, at: DateTime<Utc>, sf: Option<u8>, rssi_dbm: i16, snr_db: i16) {
+        self.last_heard = Some(at);
+        (self.rssi_dbm, self.snr_db) = (Some(rssi_dbm), Some(snr_db));
+        self.sf = sf.or(self.sf);
+        self.heard += 1;
+        self.push(LinkEvent {
+            at,
+            sf,
+            heard: Some((rssi_dbm, snr_db)),
+        });
+    }
+
+    /// Notes a poll the meter did not answer.
+    pub fn note_silent(&mut self, at: DateTime<Utc>, sf: u8) {
+        self.sf = Some(sf);
+        self.silences += 1;
+        self.push(LinkEvent {
+            at,
+            sf: Some(sf),
+            heard: None,
+        });
+    }
+
+    fn push(&mut self, event: LinkEvent) {
+        if self.history.len() == LINK_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
+    }
 }
 
 fn serialize_rejects<S: serde::Serializer>(c: &RejectCounters, s: S) -> Result<S::Ok, S::Error> {

@@ -106,6 +106,12 @@ impl<B: LinkBackend> Link<B> {
         self
     }
 
+    /// Counts into `stats` (shared with whoever shows them, e.g. the technician's pages).
+    pub fn with_stats(mut self, stats: SharedStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// A handle on this link's counters; it stays readable while the link runs (see
     /// [`super::read_stats`]).
     pub fn stats(&self) -> SharedStats {
@@ -274,7 +280,12 @@ impl<B: LinkBackend> Link<B> {
             return None;
         }
         self.sessions.accepted_up(meter, fcnt);
-        self.stats_mut(|s| s.uplinks += 1);
+        let (at, sf) = (self.clock.now(), self.scheduler.sf(meter));
+        self.stats_mut(|s| {
+            s.uplinks += 1;
+            let health = s.meters.entry(meter).or_default();
+            health.note_heard(at, sf, frame.rssi_dbm, frame.snr_db);
+        });
         let report = match report {
             Ok(report) => report,
             Err(error) => {
@@ -359,7 +370,7 @@ impl<B: LinkBackend> Link<B> {
                 self.scheduler.heard(&turn, now, since, best);
             }
             None => {
-                self.stats_mut(|s| s.silences += 1);
+                self.note_silence(turn.meter, turn.sf, now);
                 self.scheduler.silent(&turn, now);
             }
         }
@@ -380,7 +391,7 @@ impl<B: LinkBackend> Link<B> {
             return Ok(());
         }
         if self.reply_from(radio, meter, sf).await?.is_none() {
-            self.stats_mut(|s| s.silences += 1);
+            self.note_silence(meter, sf, self.clock.now());
         }
         Ok(())
     }
@@ -582,6 +593,14 @@ impl<B: LinkBackend> Link<B> {
         for (reason, n) in stats.rejects.iter().filter(|(_, n)| *n > 0) {
             tracing::info!(reason = reason.as_str(), count = n, "uplinks rejected");
         }
+    }
+
+    /// Counts a turn the addressed meter did not answer.
+    fn note_silence(&self, meter: i64, sf: u8, at: DateTime<Utc>) {
+        self.stats_mut(|s| {
+            s.silences += 1;
+            s.meters.entry(meter).or_default().note_silent(at, sf);
+        });
     }
 
     fn stats_mut(&self, f: impl FnOnce(&mut super::LinkStats)) {

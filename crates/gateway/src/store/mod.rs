@@ -20,6 +20,7 @@ mod readings;
 mod schema;
 mod sync;
 mod technicians;
+mod views;
 
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use guard::{GuardMarks, HeldPass};

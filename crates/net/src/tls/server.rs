@@ -85,6 +85,22 @@ pub fn server_config_from_files(
     Ok(Arc::new(config))
 }
 
+/// A listener's TLS config that asks for no client certificate: the technician app, whose people
+/// log in with a password over the village Wi-Fi.
+pub fn server_config_without_client_auth(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert, "server certificate")?, load_key(key)?)
+        .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The revocation list, or None when the file does not exist (nothing revoked).
 fn load_crl(
     path: &Path,

@@ -22,7 +22,7 @@ use gramgrid_air::pathloss::PathLossModel;
 use gramgrid_central::notify;
 use gramgrid_core::policy::RelayState;
 use gramgrid_core::tariff::TariffBook;
-use gramgrid_gateway::daemon::{GatewayBackend, Services};
+use gramgrid_gateway::daemon::{technician_launch, GatewayBackend, Services};
 use gramgrid_gateway::link::{self, Link, LinkClock};
 use gramgrid_gateway::local;
 use gramgrid_net::wallclock::{SimulatedClock, WallClock};
@@ -87,6 +87,9 @@ pub struct DemoArgs {
     /// Central's port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// With --serve, the technician app's HTTPS port on 127.0.0.1.
+    #[arg(long, default_value_t = 9443)]
+    pub technician_port: u16,
 }
 
 /// Why the demo could not run.
@@ -109,6 +112,9 @@ pub enum DemoError {
     /// Building or driving the village failed.
     #[error(transparent)]
     Village(#[from] VillageError),
+    /// The technician app could not be set up for `--serve` (its certificate or the demo login).
+    #[error("the technician app: {0}")]
+    Technician(String),
     /// The messages to consumers could not be sent (the modem round or the SMS provider stand-in).
     #[error("messages to consumers: {0}")]
     Messages(String),
@@ -359,6 +365,9 @@ impl Demo {
                 wall_seconds: (wall.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             },
         )?;
+        let mut village = village;
+        village.gateway_config.technician.listen =
+            SocketAddr::from(([127, 0, 0, 1], args.technician_port));
         let demo = Demo {
             office,
             air_runtime,
@@ -394,7 +403,11 @@ impl Demo {
              CA certificate: {ca}\n\
              Try:           curl --cacert {ca} -H 'Authorization: Bearer {token}' {url}/api/v1/accounts/{account}/balance\n\
              Gateway:       gramgrid gateway status --config {config}\n\
+             Technician app: https://{technician}/  (log in as {login} / {password}, a supervisor; its certificate is issued under the CA above, fingerprint: gramgrid gateway cert --config {config})\n\
              Simulated time now runs at real speed from {end}. Ctrl-C stops everything.",
+            technician = self.village.gateway_config.technician.listen,
+            login = DEMO_TECHNICIAN.0,
+            password = DEMO_TECHNICIAN.1,
             token = self.village.api_token,
             ca = ca.display(),
             account = scenario::account_id(0),
@@ -428,8 +441,11 @@ impl Demo {
             socket: local::socket_path(&config.gateway.data_dir),
             sync: Some((village.transport.clone(), village.sync.clone())),
             modem: None,
+            technician: technician_launch(config, None)
+                .map_err(|e| DemoError::Technician(e.to_string()))?,
             clock: village.clock.clone(),
         };
+        office.block_on(add_demo_technician(&village))?;
         office.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             services.spawn(&village.gateway, &mut tasks, &stop.subscribe());
@@ -444,16 +460,52 @@ impl Demo {
     fn write_gateway_config(&self) -> Result<(), DemoError> {
         let config = &self.village.gateway_config;
         let path = self.workspace.path().join("gateway.toml");
+        let bundle = config
+            .sync
+            .bundle
+            .as_ref()
+            .map(|b| format!("[sync]\nbundle = {:?}\n", b.display().to_string()))
+            .unwrap_or_default();
         let text = format!(
-            "# Written by `gramgrid demo`: the demo gateway's identity and data directory.\n[gateway]\nid = {:?}\ndata_dir = {:?}\n",
+            "# Written by `gramgrid demo`: the demo gateway's identity, data directory, enrolment bundle\n# and technician app, for the read-only gateway commands (status, explain, cert).\n[gateway]\nid = {:?}\ndata_dir = {:?}\n{bundle}[technician]\nlisten = \"{}\"\n",
             config.gateway.id,
-            config.gateway.data_dir.display().to_string()
+            config.gateway.data_dir.display().to_string(),
+            config.technician.listen,
         );
         std::fs::write(&path, text).map_err(|e| DemoError::Dir {
             path,
             detail: e.to_string(),
         })
     }
+}
+
+/// The supervisor login `gramgrid demo --serve` makes at central for its technician app.
+pub const DEMO_TECHNICIAN: (&str, &str) = ("demo", "demo-technician-2026");
+
+/// Makes the demo's technician login at central and syncs once, so it is at the gateway before
+/// the app starts (the same path a utility's logins take).
+async fn add_demo_technician(village: &Village) -> Result<(), DemoError> {
+    let change = gramgrid_central::technicians::TechnicianChange {
+        full_name: "Demo Technician".into(),
+        role: "supervisor".into(),
+        password: Some(DEMO_TECHNICIAN.1.into()),
+        active: Some(true),
+    };
+    let now = village.clock.now();
+    village
+        .central
+        .central
+        .db()
+        .transaction(move |tx| {
+            gramgrid_central::technicians::set_technician(tx, DEMO_TECHNICIAN.0, &change, now)
+        })
+        .await
+        .map_err(|e| DemoError::Technician(e.to_string()))?;
+    village
+        .sync()
+        .await
+        .map_err(|e| DemoError::Technician(e.to_string()))?;
+    Ok(())
 }
 
 /// Plans the fleet and builds each meter's firmware, on the air runtime's clock.

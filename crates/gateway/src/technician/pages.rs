@@ -1,0 +1,376 @@
+//! The app's HTML: one function per page, plain server-rendered forms, no script. Mobile first,
+//! large type and high contrast for a phone in sunlight.
+use super::auth::{Role, Session};
+use super::i18n::{inr, kwh, span, when, Lang};
+use crate::link::MeterLinkHealth;
+use crate::report::AccountStatus;
+use chrono::{DateTime, Utc};
+use gramgrid_core::policy::RelayState;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+/// The style sheet, inline in every page (one request per page on a slow phone).
+const STYLE: &str = include_str!("style.css");
+
+/// What every page's frame needs.
+pub struct Frame<'a> {
+    /// The page's language.
+    pub lang: Lang,
+    /// The page's own path (for the language switch to come back to).
+    pub path: &'a str,
+    /// The logged-in technician, if any.
+    pub session: Option<&'a Session>,
+    /// The gateway's id.
+    pub gateway: &'a str,
+}
+
+/// A message at the top of a page.
+pub enum Notice {
+    /// Something done.
+    Done(String),
+    /// Something refused, and why.
+    Refused(String),
+}
+
+/// Wraps `body` in the page frame: title, navigation, language switch, notice.
+pub fn page(frame: &Frame<'_>, title: &str, notice: Option<&Notice>, body: Markup) -> Markup {
+    let lang = frame.lang;
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (frame.gateway) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { (lang.tr("Gateway")) " " (frame.gateway) }
+                    a.lang href=(format!("/lang/{}?back={}", lang.other().code(), frame.path)) {
+                        @if lang == Lang::En { "हिन्दी" } @else { "English" }
+                    }
+                    @if let Some(session) = frame.session {
+                        nav {
+                            a href="/" { (lang.tr("Status")) }
+                            a href="/meters" { (lang.tr("Meters")) }
+                            a href="/redeem" { (lang.tr("Redeem voucher")) }
+                        }
+                        form.logout method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            span { (lang.tr("Logged in as")) " " (session.full_name) " (" (lang.tr(session.role.as_str())) ")" }
+                            button type="submit" { (lang.tr("Log out")) }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    @match notice {
+                        Some(Notice::Done(text)) => p.done role="status" { (text) },
+                        Some(Notice::Refused(text)) => p.refused role="alert" { (text) },
+                        None => {},
+                    }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// The login form; `login_csrf` goes back in the form and in a cookie.
+pub fn login(lang: Lang, login_csrf: &str, name: &str) -> Markup {
+    html! {
+        form.card method="post" action="/login" {
+            input type="hidden" name="csrf" value=(login_csrf);
+            label { (lang.tr("Name")) input name="name" value=(name) autocomplete="username" autocapitalize="none" required; }
+            label { (lang.tr("Password")) input name="password" type="password" autocomplete="current-password" required; }
+            button type="submit" { (lang.tr("Log in")) }
+        }
+    }
+}
+
+/// What the status page shows.
+pub struct StatusView {
+    /// When central last answered a sync (None: never).
+    pub last_sync: Option<DateTime<Utc>>,
+    /// Records and readings waiting for upload.
+    pub backlog: (u64, u64),
+    /// When the oldest reading not yet uploaded was taken.
+    pub oldest_unsent: Option<DateTime<Utc>>,
+    /// Whether the clock is trusted, and the skew central measured (seconds).
+    pub clock: (bool, Option<i64>),
+    /// Free and total bytes on the data directory's file system.
+    pub disk: Option<(u64, u64)>,
+    /// The link's counters, when a radio runs.
+    pub radio: Option<RadioHealth>,
+    /// The last policy pass: when, and its error if it failed.
+    pub policy: Option<(DateTime<Utc>, Option<String>)>,
+    /// Seconds since the daemon started.
+    pub uptime: i64,
+    /// Breaker holds waiting for a supervisor: (id, accounts, reasons).
+    pub holds: Vec<(String, usize, Vec<String>)>,
+}
+
+/// The meter link's counters, as the status page shows them.
+pub struct RadioHealth {
+    /// Authentic frames heard.
+    pub heard: u64,
+    /// Polls no meter answered.
+    pub silent: u64,
+    /// Rejected frames per reason (only reasons that occurred).
+    pub rejects: Vec<(String, u64)>,
+}
+
+/// The status page body.
+pub fn status(lang: Lang, session: &Session, view: &StatusView, now: DateTime<Utc>) -> Markup {
+    let ago = |at: DateTime<Utc>| {
+        format!(
+            "{} ({} {})",
+            when(at),
+            span((now - at).num_seconds()),
+            lang.tr("ago")
+        )
+    };
+    html! {
+        dl.status {
+            dt { (lang.tr("Backhaul")) " · " (lang.tr("Last sync")) }
+            dd { @match view.last_sync { Some(at) => (ago(at)), None => (lang.tr("never")) } }
+            dt { (lang.tr("Waiting to upload")) }
+            dd { (view.backlog.0) " " (lang.tr("records")) ", " (view.backlog.1) " " (lang.tr("readings")) }
+            dt { (lang.tr("Oldest unsent reading")) }
+            dd { @match view.oldest_unsent { Some(at) => (ago(at)), None => (lang.tr("none")) } }
+            dt { (lang.tr("Clock")) }
+            dd {
+                @if view.clock.0 { (lang.tr("trusted")) } @else { strong.bad { (lang.tr("not trusted")) } }
+                @if let Some(skew) = view.clock.1 { ", " (lang.tr("skew")) " " (skew) " s" }
+            }
+            dt { (lang.tr("Disk")) }
+            dd { @match view.disk {
+                Some((free, total)) => { (mib(free)) " MiB " (lang.tr("free")) " / " (mib(total)) " MiB" },
+                None => (lang.tr("unknown")),
+            } }
+            dt { (lang.tr("Radio")) }
+            dd { @match &view.radio {
+                Some(radio) => {
+                    (radio.heard) " " (lang.tr("frames heard")) ", " (radio.silent) " " (lang.tr("unanswered polls"))
+                    @for (reason, n) in &radio.rejects { ", " (n) " " (lang.tr("rejected")) " (" (reason) ")" }
+                },
+                None => (lang.tr("none")),
+            } }
+            dt { (lang.tr("Policy loop")) }
+            dd { @match &view.policy {
+                Some((at, None)) => { (lang.tr("last pass")) " " (ago(*at)) },
+                Some((at, Some(error))) => { strong.bad { (lang.tr("failed")) } " " (ago(*at)) ": " (error) },
+                None => (lang.tr("not run yet")),
+            } }
+            dt { (lang.tr("Uptime")) }
+            dd { (span(view.uptime)) }
+            dt { (lang.tr("Version")) }
+            dd { (env!("CARGO_PKG_VERSION")) }
+        }
+        @if !view.holds.is_empty() {
+            h2 { (lang.tr("Breaker holds waiting for a supervisor")) }
+            ul { @for (id, accounts, reasons) in &view.holds { li { code { (id) } ": " (accounts) " · " (reasons.join("; ")) } } }
+        }
+        @if session.role.may(Role::Technician) {
+            form method="post" action="/sync" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                button type="submit" { (lang.tr("Sync now")) }
+            }
+            p { a.button href="/diagnostics" download { (lang.tr("Download diagnostics")) } }
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    super::i18n::group_indian(bytes / (1024 * 1024))
+}
+
+/// One row of the meters page.
+pub struct MeterRow {
+    /// The account's status line (balance, relay, open command).
+    pub status: AccountStatus,
+    /// The meter's latest reading.
+    pub last_reading: Option<(DateTime<Utc>, i64)>,
+    /// How the radio last heard it.
+    pub health: Option<MeterLinkHealth>,
+    /// Its latest alerts (kind).
+    pub alerts: Vec<String>,
+}
+
+/// The meters page body: search, then one card per meter.
+pub fn meters(lang: Lang, query: &str, rows: &[MeterRow]) -> Markup {
+    html! {
+        form.search method="get" action="/meters" {
+            input name="q" value=(query) placeholder=(lang.tr("serial, account or name")) aria-label=(lang.tr("Search"));
+            button type="submit" { (lang.tr("Search")) }
+        }
+        table.meters {
+            thead { tr {
+                th { (lang.tr("Meter")) } th { (lang.tr("Account")) } th { (lang.tr("Consumer")) }
+                th { (lang.tr("Balance")) } th { (lang.tr("Relay")) } th { (lang.tr("Signal")) }
+                th { (lang.tr("Last reading")) } th { (lang.tr("Open command")) } th { (lang.tr("Alerts")) }
+            } }
+            tbody {
+                @for row in rows {
+                    @let s = &row.status;
+                    tr data-account=(s.account) {
+                        td { @match &s.meter { Some(serial) => a href=(format!("/meters/{serial}")) { (serial) }, None => "—" } }
+                        td { a href=(format!("/accounts/{}/why", s.account)) { (s.account) } br; small { (lang.tr(category_text(&s.category))) } }
+                        td { (s.consumer_name) }
+                        td.num { (inr(s.balance_paise)) }
+                        td { (relay(lang, s.relay_state)) }
+                        td { (signal(row.health.as_ref())) }
+                        td { @match row.last_reading { Some((at, wh)) => { (when(at)) br; small { (kwh(wh)) " kWh" } }, None => "—" } }
+                        td { (s.open_command.as_deref().unwrap_or("—")) }
+                        td { (row.alerts.join(", ")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn category_text(category: &str) -> &'static str {
+    match category {
+        "domestic" => "domestic",
+        "commercial" => "commercial",
+        _ => "agricultural",
+    }
+}
+
+/// A relay state in words.
+pub fn relay(lang: Lang, state: RelayState) -> &'static str {
+    match state {
+        RelayState::Connected => lang.tr("connected"),
+        RelayState::Disconnected => lang.tr("disconnected"),
+        RelayState::Unknown => lang.tr("unknown"),
+    }
+}
+
+fn signal(health: Option<&MeterLinkHealth>) -> String {
+    match health {
+        Some(MeterLinkHealth {
+            rssi_dbm: Some(rssi),
+            snr_db: Some(snr),
+            sf,
+            ..
+        }) => format!(
+            "SF{} {rssi} dBm {snr} dB",
+            sf.map_or("?".to_string(), |sf| sf.to_string())
+        ),
+        _ => "—".into(),
+    }
+}
+
+/// What the meter page shows.
+pub struct MeterView {
+    /// The meter's row (account, balance, relay, ...).
+    pub row: MeterRow,
+    /// Its load over the last 7 days: kWh per hour, oldest first, with day labels.
+    pub chart: Markup,
+}
+
+/// The meter page body.
+pub fn meter(lang: Lang, view: &MeterView) -> Markup {
+    let s = &view.row.status;
+    html! {
+        dl.status {
+            dt { (lang.tr("Account")) } dd { a href=(format!("/accounts/{}/why", s.account)) { (s.account) } " · " (s.consumer_name) }
+            dt { (lang.tr("Category")) } dd { (lang.tr(category_text(&s.category))) }
+            dt { (lang.tr("Balance")) } dd { (inr(s.balance_paise)) }
+            dt { (lang.tr("Relay")) } dd { (relay(lang, s.relay_state)) }
+            dt { (lang.tr("Open command")) } dd { (s.open_command.as_deref().unwrap_or("—")) }
+            dt { (lang.tr("Signal")) } dd { (signal(view.row.health.as_ref())) }
+            dt { (lang.tr("Last reading")) } dd { @match view.row.last_reading { Some((at, wh)) => { (when(at)) " · " (kwh(wh)) " kWh" }, None => "—" } }
+            dt { (lang.tr("Alerts")) } dd { @if view.row.alerts.is_empty() { (lang.tr("none")) } @else { (view.row.alerts.join(", ")) } }
+        }
+        h2 { (lang.tr("Load, last 7 days (kWh per hour)")) }
+        (view.chart)
+        h2 { (lang.tr("Link history")) }
+        @match &view.row.health {
+            Some(health) if !health.history.is_empty() => {
+                ol.history reversed {
+                    @for event in health.history.iter().rev() {
+                        li {
+                            (when(event.at)) " · SF" (event.sf.map_or("?".into(), |sf| sf.to_string())) " · "
+                            @match event.heard {
+                                Some((rssi, snr)) => { (lang.tr("heard")) " " (rssi) " dBm " (snr) " dB" },
+                                None => (lang.tr("silent")),
+                            }
+                        }
+                    }
+                }
+            },
+            _ => p { (lang.tr("none")) },
+        }
+    }
+}
+
+/// One decision on the "why" page.
+pub struct DecisionView {
+    /// The decision's id.
+    pub id: String,
+    /// Its explanation, line by line.
+    pub lines: Vec<String>,
+    /// Whether replaying the pure policy on its facts gives the same outcome.
+    pub replays: bool,
+}
+
+/// What the "why" page shows besides the decisions.
+pub struct WhyView {
+    /// The account's status line.
+    pub status: AccountStatus,
+    /// The override in force: action, until, by whom, why.
+    pub active_override: Option<String>,
+    /// The latest decisions, newest first.
+    pub decisions: Vec<DecisionView>,
+    /// The longest override a supervisor may set, in hours.
+    pub override_max_hours: u64,
+}
+
+/// The "why is this household off or on" page body, with the override form for supervisors.
+pub fn why(lang: Lang, session: &Session, view: &WhyView) -> Markup {
+    let s = &view.status;
+    html! {
+        dl.status {
+            dt { (lang.tr("Consumer")) } dd { (s.consumer_name) }
+            dt { (lang.tr("Meter")) } dd { (s.meter.as_deref().unwrap_or("—")) }
+            dt { (lang.tr("Balance")) } dd { (inr(s.balance_paise)) }
+            dt { (lang.tr("Relay")) } dd.relay { (relay(lang, s.relay_state)) }
+            dt { (lang.tr("Open command")) } dd { (s.open_command.as_deref().unwrap_or("—")) }
+            dt { (lang.tr("Active override")) } dd { (view.active_override.as_deref().unwrap_or(lang.tr("none"))) }
+        }
+        h2 { (lang.tr("Decisions")) }
+        @if view.decisions.is_empty() { p { (lang.tr("No relay decision recorded yet.")) } }
+        @for decision in &view.decisions {
+            section.decision {
+                @for line in &decision.lines { p { (line) } }
+                p { small { code { (decision.id) } " · "
+                    @if decision.replays { (lang.tr("replays to the same outcome")) }
+                    @else { strong.bad { (lang.tr("DOES NOT replay to the same outcome: flagged to the office")) } }
+                } }
+            }
+        }
+        @if session.role.may(Role::Supervisor) {
+            h2 { (lang.tr("Override")) }
+            form.card method="post" action=(format!("/accounts/{}/override", s.account)) {
+                input type="hidden" name="csrf" value=(session.csrf);
+                p { (lang.tr("Keep connected (reconnects now if off)")) }
+                label { (lang.tr("Hours")) input name="hours" type="number" min="1" max=(view.override_max_hours) value="4" required; }
+                label { (lang.tr("Reason")) input name="reason" required maxlength="200"; }
+                button type="submit" { (lang.tr("Override")) }
+            }
+        }
+    }
+}
+
+/// The voucher form.
+pub fn redeem(lang: Lang, session: &Session) -> Markup {
+    html! {
+        form.card method="post" action="/redeem" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label { (lang.tr("Voucher code")) input name="code" autocomplete="off" autocapitalize="characters" required; }
+            button type="submit" { (lang.tr("Redeem")) }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The technician app in a real browser: Debian's chromium driven through chromedriver (WebDriver,
+//! the `fantoccini` client) against a real gateway daemon synced to a real central, with a
+//! simulated fleet on the emulated radio, every part its own process. A phone viewport (360×740)
+//! and a desktop one; a screenshot of each page goes to `target/test-artefacts/technician/`.
+use crate::common::village::{count, free_port, run, wait_for, Village, GATEWAY_ID};
+use crate::common::{https_request, technician_login, Proc};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const SUPERVISOR: (&str, &str) = ("asha", "asha-supervises-2026");
+const VIEWER: (&str, &str) = ("ravi", "ravi-only-looks-2026");
+
+/// chromedriver, or `None` (with a loud message) when it is not installed outside CI.
+fn chromedriver() -> Option<PathBuf> {
+    let path = PathBuf::from(CHROMEDRIVER);
+    if path.exists() && Path::new(CHROMIUM).exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{CHROMEDRIVER} or {CHROMIUM} is missing in CI: tests/run installs the `chromium` and `chromium-driver` packages");
+    }
+    eprintln!(
+        "\n!!!!! SKIPPED: chromium and chromedriver are not installed, so the technician app was NOT tested in a browser (apt-get install chromium chromium-driver) !!!!!\n"
+    );
+    None
+}
+
+/// Starts chromedriver on a free port and a headless chromium session that trusts only the
+/// technician certificate's key (`spki`, as a technician trusts the fingerprint on the label).
+async fn browser(driver: &Path, spki: &str, profile: &Path) -> (Proc, Client) {
+    let port = free_port();
+    let process = Proc::new(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let args = [
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        format!("--user-data-dir={}", profile.display()),
+        format!("--ignore-certificate-errors-spki-list={spki}"),
+    ];
+    let capabilities = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a chromium session");
+    (process, client)
+}
+
+/// Where screenshots go: kept after the run for a person to look at.
+fn artefacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/technician");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(artefacts().join(format!("{name}.png")), png).unwrap();
+}
+
+/// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
+async fn text(client: &Client) -> String {
+    for _ in 0..50 {
+        if let Ok(body) = client.find(Locator::Css("body")).await {
+            if let Ok(text) = body.text().await {
+                return text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page never settled");
+}
+
+async fn log_in(client: &Client, base: &str, (name, password): (&str, &str)) -> String {
+    client.goto(&format!("{base}/login")).await.unwrap();
+    let form = client.form(Locator::Css("form.card")).await.unwrap();
+    form.set_by_name("name", name).await.unwrap();
+    form.set_by_name("password", password).await.unwrap();
+    form.submit().await.unwrap();
+    text(client).await
+}
+
+async fn log_out(client: &Client) {
+    client
+        .find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Reloads `url` until its text contains `wanted` (each load keeps the session alive).
+async fn page_until(
+    client: &Client,
+    url: &str,
+    wanted: &str,
+    limit: Duration,
+    logs: &Path,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        client.goto(url).await.unwrap();
+        let page = text(client).await;
+        if page.contains(wanted) {
+            return page;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{url} never showed {wanted:?}; last page:\n{page}{}",
+                crate::common::village::log_tails(logs)
+            );
+        }
+        // Not faster: chromium and the page cost CPU that the emulated radio's reply windows need.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+fn set_technician(village: &Village, name: &str, full_name: &str, role: &str, password: &str) {
+    let (status, answer) = village.central.call(
+        "PUT",
+        &format!("/api/v1/technicians/{name}"),
+        Some(&format!(
+            r#"{{"full_name": "{full_name}", "role": "{role}", "password": "{password}"}}"#
+        )),
+    );
+    assert!(status == 200 || status == 201, "{status} {answer}");
+}
+
+#[test]
+fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeems_a_voucher() {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let port = free_port();
+    let village = Village::start(
+        2,
+        &format!("[technician]\nlisten = \"127.0.0.1:{port}\"\nsession_idle = \"20s\"\n"),
+    );
+    let d = village.path().to_path_buf();
+    // The office creates the logins; they reach the gateway with the next sync.
+    set_technician(
+        &village,
+        SUPERVISOR.0,
+        "Asha Verma",
+        "supervisor",
+        SUPERVISOR.1,
+    );
+    set_technician(&village, VIEWER.0, "Ravi Kumar", "viewer", VIEWER.1);
+    village.install_meters();
+    wait_for(
+        "the logins to reach the gateway",
+        Duration::from_secs(30),
+        &d,
+        || count(&village.gateway_db, "SELECT COUNT(*) FROM technicians") == 2,
+    );
+    // No credit: both households are cut and the meters confirm.
+    wait_for(
+        "both disconnects confirmed",
+        Duration::from_secs(90),
+        &d,
+        || village.acknowledged("disconnect") == 2,
+    );
+
+    // The label's fingerprint is the certificate the daemon serves (issued at enrolment).
+    let cert = d.join(format!("pki/gateways/{GATEWAY_ID}/technician.pem"));
+    let printed = run(&[
+        "gateway",
+        "cert",
+        "--config",
+        d.join("gateway.toml").to_str().unwrap(),
+    ]);
+    let fingerprint = gramgrid_net::pki::fingerprint(&cert).unwrap();
+    assert!(printed.contains(&fingerprint), "{printed}");
+    assert!(printed.contains("the central CA"), "{printed}");
+    let spki = gramgrid_net::pki::spki_hash(&cert).unwrap();
+
+    let base = format!("https://127.0.0.1:{port}");
+    let voucher = village.central.post(
+        "/api/v1/vouchers",
+        r#"{"account": "ACC-1", "amount_paise": 20000, "valid_days": 7}"#,
+    );
+    let voucher: serde_json::Value = serde_json::from_str(&voucher).unwrap();
+    let code = voucher["code"].as_str().unwrap().to_string();
+    let meter_0 = village.manifest.meters[0].serial.clone();
+    let profile = tempfile::tempdir().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (_driver, client) = browser(&driver, &spki, profile.path()).await;
+        client.set_window_size(360, 740).await.unwrap();
+
+        // A wrong password: refused, nothing else said.
+        let page = log_in(&client, &base, (SUPERVISOR.0, "not-the-password")).await;
+        assert!(page.contains("Wrong name or password."), "{page}");
+        screenshot(&client, "login-refused-phone").await;
+
+        // A viewer may look but not act.
+        let page = log_in(&client, &base, VIEWER).await;
+        assert!(page.contains("Ravi Kumar"), "{page}");
+        client.goto(&format!("{base}/redeem")).await.unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains("Your role does not allow this. Nothing was changed."),
+            "{page}"
+        );
+        client
+            .goto(&format!("{base}/accounts/ACC-0/why"))
+            .await
+            .unwrap();
+        assert!(
+            client.find(Locator::Css("form.card")).await.is_err(),
+            "no override form for a viewer"
+        );
+        log_out(&client).await;
+
+        // The supervisor: status, meters, a meter, why a household is off.
+        let page = log_in(&client, &base, SUPERVISOR).await;
+        assert!(
+            page.contains("Last sync") && page.contains("frames heard"),
+            "{page}"
+        );
+        screenshot(&client, "status-phone").await;
+        client
+            .find(Locator::LinkText("Meters"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let page = text(&client).await;
+        for meter in &village.manifest.meters {
+            assert!(page.contains(&meter.serial), "{page}");
+        }
+        screenshot(&client, "meters-phone").await;
+        client
+            .find(Locator::LinkText(&meter_0))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains("ACC-0") && page.contains("Link history"),
+            "{page}"
+        );
+        assert!(
+            client.find(Locator::Css("svg.chart rect")).await.is_ok(),
+            "the load chart"
+        );
+        screenshot(&client, "meter-phone").await;
+        client
+            .find(Locator::LinkText("ACC-0"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("disconnected"), "{page}");
+        assert!(page.contains("replays to the same outcome"), "{page}");
+        screenshot(&client, "why-phone").await;
+
+        // Reconnect with a reason: the relay command reaches the simulated meter, whose report
+        // turns the relay state on the page to connected.
+        let form = client.form(Locator::Css("form.card")).await.unwrap();
+        form.set_by_name("hours", "2").await.unwrap();
+        form.set_by_name("reason", "patient on oxygen at home")
+            .await
+            .unwrap();
+        form.submit().await.unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("Override recorded."), "{page}");
+        let why = format!("{base}/accounts/ACC-0/why");
+        let page = page_until(
+            &client,
+            &why,
+            "Relay\nconnected",
+            Duration::from_secs(90),
+            &d,
+        )
+        .await;
+        assert!(page.contains("Connect until"), "{page}");
+        screenshot(&client, "why-reconnected-phone").await;
+
+        // A voucher issued at central, redeemed here: credited once, refused the second time.
+        client
+            .find(Locator::LinkText("Redeem voucher"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        for expected in ["Voucher accepted", "Voucher refused"] {
+            let form = client.form(Locator::Css("form.card")).await.unwrap();
+            form.set_by_name("code", &code).await.unwrap();
+            form.submit().await.unwrap();
+            let page = text(&client).await;
+            assert!(page.contains(expected), "{page}");
+        }
+        screenshot(&client, "redeem-phone").await;
+
+        // Hindi, then the desktop.
+        client
+            .find(Locator::LinkText("हिन्दी"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("वाउचर भुनाएँ"), "{page}");
+        screenshot(&client, "redeem-hindi-phone").await;
+        client
+            .find(Locator::LinkText("English"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client.set_window_size(1280, 800).await.unwrap();
+        for (path, name) in [
+            ("/", "status"),
+            ("/meters", "meters"),
+            (&*format!("/meters/{meter_0}"), "meter"),
+        ] {
+            client.goto(&format!("{base}{path}")).await.unwrap();
+            screenshot(&client, &format!("{name}-desktop")).await;
+        }
+        // Idle longer than the session allows: back to the login, told why.
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        client.goto(&format!("{base}/meters")).await.unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains("Your session has expired. Please log in again."),
+            "{page}"
+        );
+
+        // Five wrong passwords lock the viewer out; the right one is refused while locked.
+        for _ in 0..5 {
+            log_in(&client, &base, (VIEWER.0, "guess")).await;
+        }
+        let page = log_in(&client, &base, VIEWER).await;
+        assert!(page.contains("this account is locked until"), "{page}");
+        screenshot(&client, "locked-out-phone").await;
+        client.close().await.unwrap();
+    });
+
+    // A form with a wrong CSRF token (posted from elsewhere with a live session cookie): refused,
+    // and no override recorded.
+    let ca = d.join("pki/ca.pem");
+    let overrides = || count(&village.gateway_db, "SELECT COUNT(*) FROM overrides");
+    let before = overrides();
+    let fresh = technician_login(&base, &ca, SUPERVISOR.0, SUPERVISOR.1);
+    let (status, body) = https_request(
+        &base,
+        &ca,
+        "POST",
+        "/accounts/ACC-1/override",
+        &[
+            ("Cookie", &format!("gg_session={fresh}")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        "csrf=0000&hours=2&reason=forged",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("The form was out of date or not from this app"),
+        "{body}"
+    );
+    assert_eq!(overrides(), before, "nothing changed");
+
+    // Every action reached central with the next sync, with who, what and why.
+    wait_for(
+        "the technicians' actions at central",
+        Duration::from_secs(30),
+        &d,
+        || {
+            let (_, actions) = village.central.call(
+                "GET",
+                &format!("/api/v1/technician-actions?gateway={GATEWAY_ID}"),
+                None,
+            );
+            [
+                "\"override\"",
+                "patient on oxygen at home",
+                "\"redeem\"",
+                "\"login_failed\"",
+                "\"locked_out\"",
+            ]
+            .iter()
+            .all(|wanted| actions.contains(wanted))
+        },
+    );
+    assert_eq!(
+        count(
+            &village.gateway_db,
+            "SELECT COUNT(*) FROM ledger_events WHERE account = 'ACC-1' AND kind = 'recharge'"
+        ),
+        1,
+        "the voucher credited once"
+    );
+}
