@@ -31,7 +31,7 @@ pub struct GatewayConfig {
     /// `[modem]`: urgent consumer messages through the cellular modem while the backhaul is down.
     pub modem: crate::modem::ModemConfig,
     /// `[technician]`: the technician web app on the village Wi-Fi (HTTPS).
-    pub technician: crate::technician::TechnicianConfig,
+    pub technician: crate::technician_config::TechnicianConfig,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,

@@ -6,7 +6,8 @@
 //! - [`sync`]: the sync client and its mutual-TLS transport;
 //! - [`local`]: the technician socket in the data directory;
 //! - [`modem`]: SMS through the cellular modem (ModemManager over D-Bus);
-//! - [`technician`]: the technician web app (HTTPS on the village Wi-Fi);
+//! - [`technician`]: the technician web app (HTTPS on the village Wi-Fi), configured by
+//!   [`technician_config`];
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
@@ -27,3 +28,4 @@ pub mod report;
 pub mod store;
 pub mod sync;
 pub mod technician;
+pub mod technician_config;

@@ -5,16 +5,16 @@
 //!
 //! - `auth`: roles, password check, sessions, lockout rule, CSRF tokens;
 //! - `pages`: the HTML (maud, no script), `chart`: the load chart (inline SVG);
-//! - `i18n`: English and Hindi, Indian formats; `config`: `[technician]`.
+//! - `i18n`: English and Hindi, Indian formats; `[technician]` is `crate::technician_config` (a
+//!   leaf, so that the gateway config can name it without importing the app).
 
 mod auth;
 mod chart;
-mod config;
 mod i18n;
 mod pages;
 
+pub use crate::technician_config::TechnicianConfig;
 pub use auth::Role;
-pub use config::TechnicianConfig;
 
 use crate::gateway::Gateway;
 use crate::link::SharedStats;
