@@ -87,6 +87,17 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(artefacts().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Follows the link whose text is `text`.
+async fn click_link(client: &Client, text: &str) {
+    client
+        .find(Locator::LinkText(text))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
 async fn text(client: &Client) -> String {
     for _ in 0..50 {
@@ -250,25 +261,13 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
             "{page}"
         );
         screenshot(&client, "status-phone").await;
-        client
-            .find(Locator::LinkText("Meters"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, "Meters").await;
         let page = text(&client).await;
         for meter in &village.manifest.meters {
             assert!(page.contains(&meter.serial), "{page}");
         }
         screenshot(&client, "meters-phone").await;
-        client
-            .find(Locator::LinkText(&meter_0))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, &meter_0).await;
         let page = text(&client).await;
         assert!(
             page.contains("ACC-0") && page.contains("Link history"),
@@ -279,13 +278,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
             "the load chart"
         );
         screenshot(&client, "meter-phone").await;
-        client
-            .find(Locator::LinkText("ACC-0"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, "ACC-0").await;
         let page = text(&client).await;
         assert!(page.contains("disconnected"), "{page}");
         assert!(page.contains("replays to the same outcome"), "{page}");
@@ -314,13 +307,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
         screenshot(&client, "why-reconnected-phone").await;
 
         // A voucher issued at central, redeemed here: credited once, refused the second time.
-        client
-            .find(Locator::LinkText("Redeem voucher"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, "Redeem voucher").await;
         for expected in ["Voucher accepted", "Voucher refused"] {
             let form = client.form(Locator::Css("form.card")).await.unwrap();
             form.set_by_name("code", &code).await.unwrap();
@@ -331,23 +318,11 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
         screenshot(&client, "redeem-phone").await;
 
         // Hindi, then the desktop.
-        client
-            .find(Locator::LinkText("हिन्दी"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, "हिन्दी").await;
         let page = text(&client).await;
         assert!(page.contains("वाउचर भुनाएँ"), "{page}");
         screenshot(&client, "redeem-hindi-phone").await;
-        client
-            .find(Locator::LinkText("English"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_link(&client, "English").await;
         client.set_window_size(1280, 800).await.unwrap();
         for (path, name) in [
             ("/", "status"),

@@ -83,7 +83,7 @@ pub struct Saved {
 /// Something a technician did (or tried) at a gateway, as the gateway audited it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TechnicianAction {
-    /// Unique id made by the gateway (a UUIDv7).
+    /// Unique id made by the gateway (`tech-<gateway>-<random hex>`).
     pub id: String,
     /// The gateway it happened at (its certificate's id).
     pub gateway: String,

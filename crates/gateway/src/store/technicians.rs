@@ -56,7 +56,7 @@ impl TechnicianAccount {
 /// Something a technician did (or tried) at this gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TechnicianAction {
-    /// Unique id (a UUIDv7 string).
+    /// Unique id made by the gateway (`tech-<gateway>-<random hex>`).
     pub id: String,
     /// The login name (or the name tried, for a failed login).
     pub technician: String,
