@@ -168,13 +168,15 @@ fn set_technician(village: &Village, name: &str, full_name: &str, role: &str, pa
 }
 
 #[test]
-fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeems_a_voucher() {
+fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_voucher_and_installs_meters(
+) {
     let Some(driver) = chromedriver() else {
         return;
     };
     let port = free_port();
+    // Four meters on the air: two on accounts, two spares in the gateway's stock.
     let village = Village::start(
-        2,
+        4,
         &format!("[technician]\nlisten = \"127.0.0.1:{port}\"\nsession_idle = \"20s\"\n"),
     );
     let d = village.path().to_path_buf();
@@ -187,7 +189,13 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
         SUPERVISOR.1,
     );
     set_technician(&village, VIEWER.0, "Ravi Kumar", "viewer", VIEWER.1);
-    village.install_meters();
+    village.install_first_meters(2);
+    village.stock_meters_from(2);
+    // A new connection waiting for its meter.
+    village.central.post(
+        "/api/v1/accounts",
+        &format!(r#"{{"id": "ACC-2", "consumer_name": "Household 2", "category": "domestic", "gateway": "{GATEWAY_ID}"}}"#),
+    );
     wait_for(
         "the logins to reach the gateway",
         Duration::from_secs(30),
@@ -222,7 +230,21 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
     );
     let voucher: serde_json::Value = serde_json::from_str(&voucher).unwrap();
     let code = voucher["code"].as_str().unwrap().to_string();
-    let meter_0 = village.manifest.meters[0].serial.clone();
+    let serials: Vec<String> = village
+        .manifest
+        .meters
+        .iter()
+        .map(|m| m.serial.clone())
+        .collect();
+    let meter_0 = serials[0].clone();
+    let (meter_1, spare_a, spare_b) = (&serials[1], &serials[2], &serials[3]);
+    // What the technician reads on meter 1's display: a little more than its last report.
+    let last_register_1 = || {
+        count(
+            &village.gateway_db,
+            &format!("SELECT r.register_wh FROM readings r JOIN meters m ON m.id = r.meter WHERE m.serial = '{meter_1}' ORDER BY r.at DESC LIMIT 1"),
+        )
+    };
     let profile = tempfile::tempdir().unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -263,9 +285,8 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
         screenshot(&client, "status-phone").await;
         click_link(&client, "Meters").await;
         let page = text(&client).await;
-        for meter in &village.manifest.meters {
-            assert!(page.contains(&meter.serial), "{page}");
-        }
+        assert!(page.contains(&meter_0) && page.contains(meter_1.as_str()), "{page}");
+        assert!(!page.contains(spare_a.as_str()), "a spare is on no account: {page}");
         screenshot(&client, "meters-phone").await;
         click_link(&client, &meter_0).await;
         let page = text(&client).await;
@@ -316,6 +337,74 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
             assert!(page.contains(expected), "{page}");
         }
         screenshot(&client, "redeem-phone").await;
+
+        // Commission a spare on the new connection: its nameplate's QR code opens the form with
+        // the serial filled in; the first register is left blank (display unreadable).
+        client
+            .goto(&format!("{base}/install?serial={spare_a}"))
+            .await
+            .unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains("Spare meters in stock") && page.contains(spare_b.as_str()),
+            "{page}"
+        );
+        let form = client.form(Locator::Css("form.install")).await.unwrap();
+        form.set_by_name("account", "ACC-2").await.unwrap();
+        form.submit().await.unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains(&format!("Meter installed {spare_a}")),
+            "{page}"
+        );
+        screenshot(&client, "install-phone").await;
+        // The same spare again: refused with the reason, nothing changed.
+        client.goto(&format!("{base}/install")).await.unwrap();
+        let form = client.form(Locator::Css("form.install")).await.unwrap();
+        form.set_by_name("serial", &format!("MAKE:Sim;SN:{spare_a}"))
+            .await
+            .unwrap();
+        form.set_by_name("account", "ACC-0").await.unwrap();
+        form.submit().await.unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("is not in this gateway's stock"), "{page}");
+
+        // Replace meter 1 (household ACC-1) by the other spare, from the meter's page.
+        client
+            .goto(&format!("{base}/meters/{meter_1}"))
+            .await
+            .unwrap();
+        let final_kwh = format!("{:.3}", (last_register_1() + 1_500) as f64 / 1000.0);
+        let form = client.form(Locator::Css("form.replace")).await.unwrap();
+        form.set_by_name("final_register", &final_kwh)
+            .await
+            .unwrap();
+        form.set_by_name("serial", spare_b).await.unwrap();
+        form.set_by_name("reason", "display dead after a storm")
+            .await
+            .unwrap();
+        form.submit().await.unwrap();
+        let page = text(&client).await;
+        assert!(
+            page.contains(&format!("Meter installed {spare_b}")),
+            "{page}"
+        );
+        // The new meters are polled at once: their reports reach the pages.
+        for spare in [spare_a, spare_b] {
+            let page = page_until(
+                &client,
+                &format!("{base}/meters/{spare}"),
+                "heard",
+                Duration::from_secs(90),
+                &d,
+            )
+            .await;
+            assert!(
+                page.contains(if spare == spare_a { "ACC-2" } else { "ACC-1" }),
+                "{page}"
+            );
+        }
+        screenshot(&client, "replaced-meter-phone").await;
 
         // Hindi, then the desktop.
         click_link(&client, "हिन्दी").await;
@@ -392,6 +481,8 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
                 "\"redeem\"",
                 "\"login_failed\"",
                 "\"locked_out\"",
+                "\"commission\"",
+                "display dead after a storm",
             ]
             .iter()
             .all(|wanted| actions.contains(wanted))
@@ -404,5 +495,29 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_and_redeem
         ),
         1,
         "the voucher credited once"
+    );
+    // Central installed both spares where the technician did, the replacement billed on in the
+    // old meter's slabs; the old meter's final register is its last reading, and the old meter
+    // is heard no more.
+    let central_db = d.join("central.db");
+    wait_for(
+        "the installations at central",
+        Duration::from_secs(30),
+        &d,
+        || {
+            count(&central_db, &format!("SELECT COUNT(*) FROM meters WHERE serial = '{spare_a}' AND account = 'ACC-2' AND billing_serial IS NULL")) == 1
+            && count(&central_db, &format!("SELECT COUNT(*) FROM meters WHERE serial = '{spare_b}' AND account = 'ACC-1' AND billing_serial = '{meter_1}'")) == 1
+        },
+    );
+    assert_eq!(
+        count(
+            &village.gateway_db,
+            &format!("SELECT COUNT(*) FROM readings r JOIN meters m ON m.id = r.meter WHERE m.serial = '{meter_1}' AND r.at > m.removed_at")
+        ),
+        0
+    );
+    assert_eq!(
+        count(&village.gateway_db, "SELECT COUNT(*) FROM stock_meters"),
+        0
     );
 }

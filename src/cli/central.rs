@@ -80,8 +80,12 @@ pub enum CentralCommand {
         gateway: String,
         /// When the meters were installed (RFC 3339, e.g. 2026-11-01T00:00:00Z); readings from
         /// before it are not billed. Default: now.
-        #[arg(long, value_parser = parse_utc)]
+        #[arg(long, value_parser = parse_utc, conflicts_with = "stock")]
         installed_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Enter the meters as spares in the gateway's stock, on no account: its technicians
+        /// commission them on new connections or swap them for failed meters (docs/technician.md).
+        #[arg(long)]
+        stock: bool,
     },
     /// Protect an account: never disconnected automatically (life support, a health centre, the
     /// village water pump); or end its protection with --off. Its gateway is told at its next sync.
@@ -230,7 +234,15 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             manifest,
             gateway,
             installed_at,
-        } => import_meters(config, &manifest, gateway, installed_at),
+            stock,
+        } => {
+            let target = if stock {
+                ImportTarget::Stock
+            } else {
+                ImportTarget::Accounts { installed_at }
+            };
+            import_meters(config, &manifest, gateway, target)
+        }
         CentralCommand::AddGateway { dir, id, days, csr } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let bundle = match &csr {
@@ -625,11 +637,21 @@ fn print_holds(breaker: &[holds::BreakerHold], policy: &[holds::PolicyHold], all
     }
 }
 
+/// Where `import-meters` puts a manifest's meters.
+enum ImportTarget {
+    /// Each on an account of its own, installed then (default: now).
+    Accounts {
+        installed_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Into the gateway's stock of spares.
+    Stock,
+}
+
 fn import_meters(
     config: Option<PathBuf>,
     manifest_path: &std::path::Path,
     gateway: String,
-    installed_at: Option<chrono::DateTime<chrono::Utc>>,
+    target: ImportTarget,
 ) -> Result<()> {
     let config = load_config(config.as_deref())?;
     let text = std::fs::read_to_string(manifest_path)
@@ -641,7 +663,23 @@ fn import_meters(
         )
     })?;
     let central = open(config)?;
-    let installed_at = installed_at.unwrap_or_else(|| central.now());
+    let installed_at = match target {
+        ImportTarget::Accounts { installed_at } => installed_at.unwrap_or_else(|| central.now()),
+        ImportTarget::Stock => {
+            let now = central.now();
+            let report = central
+                .db()
+                .blocking(move |tx| {
+                    gramgrid_central::stock::add_to_stock(tx, &manifest, &gateway, now)
+                })
+                .context("nothing was put in stock")?;
+            println!(
+                "{} spare meters added to the stock, {} re-keyed, {} unchanged; the gateway takes them up at its next sync",
+                report.added, report.rekeyed, report.unchanged
+            );
+            return Ok(());
+        }
+    };
     let report = central
         .db()
         .blocking(move |tx| {

@@ -273,8 +273,48 @@ impl Village {
     /// Enters every meter of the fleet at central, on account `ACC-i` (installed a day ago, keys
     /// as the manifest has them), and waits until the gateway has readings from all of them.
     pub fn install_meters(&self) {
+        self.install_first_meters(self.manifest.meters.len());
+    }
+
+    /// Puts the fleet's meters from the `first`th on into the gateway's stock of spares
+    /// (`central import-meters --stock`, as the office does), and waits until the gateway has them.
+    pub fn stock_meters_from(&self, first: usize) {
+        let manifest = std::fs::read_to_string(self.path().join("meters.toml")).unwrap();
+        let mut entries = manifest.split("\n[[meter]]");
+        let header = entries.next().unwrap();
+        let spares: Vec<&str> = entries.skip(first).collect();
+        let text = format!("{header}\n[[meter]]{}", spares.join("\n[[meter]]"));
+        let path = self.path().join("spares.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = self.path().join("central.toml");
+        let out = run(&[
+            "central",
+            "import-meters",
+            "--stock",
+            "--config",
+            config.to_str().unwrap(),
+            "--manifest",
+            path.to_str().unwrap(),
+            "--gateway",
+            GATEWAY_ID,
+        ]);
+        assert!(
+            out.contains(&format!("{} spare meters added", spares.len())),
+            "{out}"
+        );
+        wait_for(
+            "the spares to reach the gateway",
+            Duration::from_secs(30),
+            self.path(),
+            || count(&self.gateway_db, "SELECT COUNT(*) FROM stock_meters") == spares.len() as i64,
+        );
+    }
+
+    /// Enters the fleet's first `n` meters at central as [`Village::install_meters`] does, and waits
+    /// for readings from each.
+    pub fn install_first_meters(&self, n: usize) {
         let installed = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
-        for (i, meter) in self.manifest.meters.iter().enumerate() {
+        for (i, meter) in self.manifest.meters.iter().enumerate().take(n) {
             let account = format!("ACC-{i}");
             self.central.post(
                 "/api/v1/accounts",
@@ -293,7 +333,7 @@ impl Village {
                 ),
             );
         }
-        let all = self.manifest.meters.len() as i64;
+        let all = n as i64;
         wait_for(
             "readings from every meter",
             Duration::from_secs(90),

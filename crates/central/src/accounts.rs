@@ -420,7 +420,7 @@ fn meter_from_row(sealer: &Sealer, row: &super::db::Row) -> Result<Meter> {
     })
 }
 
-fn meters_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<Meter>> {
+pub(crate) fn meters_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<Meter>> {
     tx.query(
         &format!("SELECT {METER_COLUMNS} FROM meters WHERE account = $1 ORDER BY serial"),
         &[account.into()],

@@ -32,6 +32,7 @@ mod origin;
 mod readings;
 pub mod server;
 mod sms_config;
+pub mod stock;
 pub mod sync;
 pub mod technicians;
 pub mod vouchers;

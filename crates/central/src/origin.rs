@@ -63,6 +63,11 @@ impl Refusal {
         Refusal::new("event_id_conflict", account, detail)
     }
 
+    /// A meter installation that does not match central's stock (`foreign_record`).
+    pub fn foreign_meter(account: &str, detail: String) -> Refusal {
+        Refusal::new("foreign_record", Some(account), detail)
+    }
+
     /// A voucher that does not verify, or that central never issued.
     pub fn forged_voucher(account: Option<&str>, detail: String) -> Refusal {
         Refusal::new("forged_voucher", account, detail)
@@ -309,6 +314,33 @@ impl<'a> Origin<'a> {
                 }
                 short(detail, None)?;
                 reason.as_deref().map_or(Ok(()), |reason| short(reason, None))
+            })),
+            UplinkEvent::MeterInstalled {
+                id,
+                serial,
+                account,
+                installed_at,
+                first_register_wh,
+                replaces,
+                technician,
+            } => Ok(self.account(tx, account)?.and_then(|_| {
+                self.not_ahead(*installed_at, Some(account))?;
+                bounded("an installation id", id, MAX_RECORD_ID_BYTES, Some(account))?;
+                bounded("a meter serial", serial, MAX_RECORD_ID_BYTES, Some(account))?;
+                bounded("a technician's name", technician, MAX_RECORD_ID_BYTES, Some(account))?;
+                if let Some(old) = replaces {
+                    bounded("a meter serial", old, MAX_RECORD_ID_BYTES, Some(account))?;
+                }
+                if let Some(register) = first_register_wh {
+                    if !(0..=gramgrid_core::rating::MAX_REGISTER_WH).contains(register) {
+                        return Err(Refusal::new(
+                            "absurd_value",
+                            Some(account),
+                            format!("meter {serial} installed with a register of {register} Wh"),
+                        ));
+                    }
+                }
+                Ok(())
             })),
             UplinkEvent::Decision {
                 id,

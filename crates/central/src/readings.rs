@@ -45,6 +45,9 @@ pub struct MeterInfo {
     /// The gateway the account was last moved from, and when (UTC seconds): that gateway's
     /// readings from before then are still taken.
     pub moved_from: Option<(String, i64)>,
+    /// The meter whose slabs this one is billed in: itself, or for a replacement a technician
+    /// installed, the meter it replaced.
+    pub billing: String,
 }
 
 /// The account, category, installation time and gateway of each known serial (unknown ones are absent).
@@ -52,7 +55,8 @@ pub fn meter_infos(tx: &mut dyn Tx, serials: &[&str]) -> Result<HashMap<String, 
     let mut out = HashMap::with_capacity(serials.len());
     for chunk in serials.chunks(IN_CHUNK) {
         let sql = format!(
-            "SELECT m.serial, a.id, a.category, m.installed_at, a.gateway, a.moved_from, a.moved_at FROM meters m JOIN accounts a ON a.id = m.account
+            "SELECT m.serial, a.id, a.category, m.installed_at, a.gateway, a.moved_from, a.moved_at, COALESCE(m.billing_serial, m.serial)
+             FROM meters m JOIN accounts a ON a.id = m.account
              WHERE m.serial IN ({})",
             placeholders(1, chunk.len())
         );
@@ -66,6 +70,7 @@ pub fn meter_infos(tx: &mut dyn Tx, serials: &[&str]) -> Result<HashMap<String, 
                 installed_at: row.int(3)?,
                 gateway: row.opt_text(4)?,
                 moved_from: row.opt_text(5)?.zip(row.opt_int(6)?),
+                billing: row.text(7)?,
             };
             out.insert(row.text(0)?, info);
         }
@@ -337,7 +342,11 @@ pub fn ingest(
             for end in std::iter::once(reading.at).chain(neighbours.next.map(|n| n.at)) {
                 if let Some(segment) = book.segment_at(info.category, end) {
                     let key = segment.key();
-                    let row = (meter.to_owned(), key.month.index(), key.version_id.clone());
+                    let row = (
+                        info.billing.clone(),
+                        key.month.index(),
+                        key.version_id.clone(),
+                    );
                     if !rows.iter().any(|(_, r)| *r == row) {
                         rows.push((key, row));
                     }

@@ -11,6 +11,7 @@ use super::downlink::{append_downlink, ensure_gateway};
 use super::flags::flag;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
+use super::stock;
 use super::{
     accounts, decisions, holds, identity, mqtt, notify, technicians, vouchers, Central,
     CentralError, Result,
@@ -494,6 +495,27 @@ fn apply_record(
                 }
                 Err(other) => return Err(other),
             }
+        }
+        UplinkEvent::MeterInstalled {
+            serial,
+            account,
+            installed_at,
+            first_register_wh,
+            replaces,
+            ..
+        } => {
+            let installation = stock::Installation {
+                gateway,
+                serial,
+                account,
+                installed_at: *installed_at,
+                first_register_wh: *first_register_wh,
+                replaces: replaces.as_deref(),
+            };
+            if let Err(why) = stock::record_installation(tx, &installation)? {
+                return Ok(Some(Refusal::foreign_meter(account, why)));
+            }
+            touched.insert(account.clone());
         }
     }
     Ok(None)

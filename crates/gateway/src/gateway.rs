@@ -10,7 +10,10 @@
 mod guard;
 
 use crate::config::GatewayConfig;
-use crate::store::{Account, Alert, IngestReport, MeterReading, RelayCommand, Store, StoreError};
+use crate::store::{
+    Account, Alert, IngestReport, MeterReading, MeterSwap, RelayCommand, Store, StoreError,
+    TechnicianAction,
+};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
 use gramgrid_core::decision::{DecisionRecord, Outcome};
@@ -215,6 +218,59 @@ impl Gateway {
     /// Stores and rates a batch of readings (one durable transaction).
     pub fn ingest_readings(&mut self, batch: &[MeterReading]) -> Result<IngestReport, StoreError> {
         self.store.ingest(&self.book, batch)
+    }
+
+    /// Installs a spare meter from the stock on an account (a technician's commissioning, or the
+    /// swap of a failed meter), audited as `action`. For a swap, the old meter's final register is
+    /// stored and charged first, as its last reading; the new meter is billed on in the old one's
+    /// slabs, so the account's charges run on across the swap. The link takes the new meter up at
+    /// once. Returns the new meter's id.
+    pub fn install_spare(
+        &mut self,
+        swap: &MeterSwap,
+        action: &TechnicianAction,
+    ) -> Result<i64, StoreError> {
+        let refused = |why: String| Err(StoreError::InstallRefused(why));
+        if !self
+            .store
+            .stock_meters()?
+            .iter()
+            .any(|spare| spare.serial == swap.serial)
+        {
+            return refused(format!(
+                "meter {} is not in this gateway's stock; check the serial on its nameplate, or ask the office to add it to the stock",
+                swap.serial
+            ));
+        }
+        if let Some(final_wh) = swap.final_register_wh {
+            let Some((old, serial)) = self.store.active_meter(&swap.account)? else {
+                return refused(format!(
+                    "account {} has no meter in service to replace: commission the new meter instead",
+                    swap.account
+                ));
+            };
+            if let Some((last_at, last_wh)) = self.store.last_reading(old)? {
+                if final_wh < last_wh {
+                    return refused(format!(
+                        "the final register {final_wh} Wh of meter {serial} is below its last reading ({last_wh} Wh): read the display again"
+                    ));
+                }
+                if last_at > swap.at {
+                    return refused(format!(
+                        "meter {serial} has a reading after now ({last_at}); check the gateway's clock"
+                    ));
+                }
+            }
+            let final_reading = MeterReading {
+                meter: old,
+                at: swap.at,
+                register_wh: final_wh,
+            };
+            self.store.ingest(&self.book, &[final_reading])?;
+        }
+        let meter = self.store.install_spare(swap, action)?;
+        self.meters_changed();
+        Ok(meter)
     }
 
     /// Records a relay state reported by a meter; a confirmed disconnect, or a reconnect after one,

@@ -26,7 +26,9 @@ pub use model::{
 /// also says when the gateway sent one through its modem) and [`DownlinkEvent::AccountLanguage`].
 /// Version 5 appended technician accounts ([`DownlinkEvent::Technician`], sent to every gateway)
 /// and the technicians' actions audited at the gateway ([`UplinkEvent::TechnicianAction`]).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version 6 appended spare meters in a gateway's stock ([`DownlinkEvent::StockMeter`]) and the
+/// meters technicians commissioned or swapped from it ([`UplinkEvent::MeterInstalled`]).
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -229,6 +231,27 @@ pub enum UplinkEvent {
         reason: Option<String>,
         /// When (gateway clock, UTC).
         at: DateTime<Utc>,
+    },
+    /// A technician installed a spare meter from the gateway's stock on an account (protocol 6):
+    /// a new connection, or the replacement of the account's failed meter. The old meter's final
+    /// register travels as its last reading on the bulk lane; central installs the new one with
+    /// the stock's keys, and the account's slabs continue across the swap.
+    MeterInstalled {
+        /// Unique id (`tech-<gateway>-<hex>`, the technician action's).
+        id: String,
+        /// The new meter's serial (one of this gateway's stock).
+        serial: String,
+        /// The account it now serves.
+        account: String,
+        /// When it was installed (gateway clock, UTC); its first register is read then.
+        installed_at: DateTime<Utc>,
+        /// Its register at installation in Wh, from its display; None when it could not be read
+        /// (the meter's first report is then its baseline).
+        first_register_wh: Option<i64>,
+        /// The meter it replaced, if any (it leaves service at `installed_at`).
+        replaces: Option<String>,
+        /// Who installed it (the gateway login name).
+        technician: String,
     },
 }
 
@@ -443,6 +466,14 @@ pub enum DownlinkEvent {
         /// When central last changed it (UTC).
         updated_at: DateTime<Utc>,
     },
+    /// A spare meter in this gateway's stock (protocol 6): on no account yet, with its radio
+    /// keys, so a technician can commission it or swap it for a failed one with no backhaul.
+    StockMeter {
+        /// The serial on its nameplate.
+        serial: String,
+        /// Its ABP session keys.
+        keys: MeterKeys,
+    },
 }
 
 impl DownlinkEvent {
@@ -457,6 +488,7 @@ impl DownlinkEvent {
             | DownlinkEvent::DatabaseRestored { .. } => 3,
             DownlinkEvent::AccountLanguage { .. } => 4,
             DownlinkEvent::Technician { .. } => 5,
+            DownlinkEvent::StockMeter { .. } => 6,
             _ => 1,
         }
     }
@@ -732,6 +764,14 @@ mod tests {
                 active: false,
                 updated_at: at,
             },
+            DownlinkEvent::StockMeter {
+                serial: "M9".into(),
+                keys: MeterKeys {
+                    dev_addr: 0x2601_0009,
+                    nwk_skey: "00112233445566778899aabbccddeeff".into(),
+                    app_skey: "ffeeddccbbaa99887766554433221100".into(),
+                },
+            },
         ];
         let uplink: Vec<UplinkEvent> = vec![
             UplinkEvent::Ledger((&ledger).into()),
@@ -796,6 +836,15 @@ mod tests {
                 reason: None,
                 at,
             },
+            UplinkEvent::MeterInstalled {
+                id: "tech-gw-1-00ff".into(),
+                serial: "M9".into(),
+                account: "A1".into(),
+                installed_at: at,
+                first_register_wh: Some(12),
+                replaces: Some("M1".into()),
+                technician: "asha.v".into(),
+            },
             UplinkEvent::TechnicianAction {
                 id: "0193a1b2-0000-7000-8000-000000000002".into(),
                 technician: "asha.v".into(),
@@ -854,10 +903,11 @@ mod tests {
         };
         let body = encode(&request).unwrap();
         assert_eq!(decode_request(&body).unwrap(), request);
-        assert!((1..=5).all(|v| check_version(v).is_ok()));
+        assert!((1..=PROTOCOL_VERSION).all(|v| check_version(v).is_ok()));
+        let next = PROTOCOL_VERSION + 1;
         assert!(matches!(
-            check_version(6),
-            Err(WireError::Version { found: 6 })
+            check_version(next),
+            Err(WireError::Version { found }) if found == next
         ));
         assert!(matches!(
             decode::<UploadRequest>(b"not zstd"),

@@ -301,6 +301,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX technician_actions_by_technician ON technician_actions(technician, at);
     ALTER TABLE gateways ADD COLUMN technicians_resend BIGINT NOT NULL DEFAULT 1
     "#,
+    // 9: spare meters (`stock`). Meters entered into a gateway's stock with their radio keys
+    // (sealed like `meters`' keys), on no account until a technician installs one there; then the
+    // account and time it went to. A meter that replaced another is billed in the slabs of the meter
+    // it replaced (`billing_serial`, NULL: its own).
+    r#"
+    CREATE TABLE stock_meters (
+        serial TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL REFERENCES gateways(id),
+        dev_addr BIGINT NOT NULL,
+        nwk_skey TEXT NOT NULL,
+        app_skey TEXT NOT NULL,
+        added_at BIGINT NOT NULL,
+        installed_account TEXT,
+        installed_at BIGINT
+    );
+    CREATE INDEX stock_meters_by_gateway ON stock_meters(gateway, serial);
+    ALTER TABLE meters ADD COLUMN billing_serial TEXT
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

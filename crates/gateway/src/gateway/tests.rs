@@ -938,3 +938,155 @@ fn a_restored_database_a_clock_that_went_back_and_a_failed_check_each_hold_cuts(
     gw.tick(monday + Duration::minutes(1)).unwrap();
     assert_eq!(disconnect_sends(&link), 1);
 }
+
+/// Puts a spare meter in the gateway's stock the way central does (a downlink record).
+fn stock_spare(gw: &mut Gateway, serial: &str, dev_addr: u32, seq: u64) {
+    let record = gramgrid_proto::wire::DownlinkRecord {
+        seq,
+        event: gramgrid_proto::wire::DownlinkEvent::StockMeter {
+            serial: serial.into(),
+            keys: gramgrid_proto::wire::MeterKeys {
+                dev_addr,
+                nwk_skey: "00112233445566778899aabbccddeeff".into(),
+                app_skey: "ffeeddccbbaa99887766554433221100".into(),
+            },
+        },
+    };
+    gw.store().apply_downlink(&[record], Utc::now()).unwrap();
+}
+
+fn installed_by(
+    technician: &str,
+    action: &str,
+    subject: &str,
+    at: DateTime<Utc>,
+) -> TechnicianAction {
+    TechnicianAction {
+        id: format!("tech-gw-{action}-{subject}"),
+        technician: technician.into(),
+        action: action.into(),
+        subject: Some(subject.into()),
+        detail: format!("{action} {subject}"),
+        reason: None,
+        at,
+    }
+}
+
+#[test]
+fn a_swapped_meter_bills_on_in_the_old_meters_slabs_and_central_hears_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, old, _) = gateway(&dir, "");
+    stock_spare(&mut gw, "M2", 0x2601_0002, 1);
+    assert_eq!(gw.store().stock_meters().unwrap()[0].serial, "M2");
+    // 150 kWh on the old meter by the 15th, then the swap: 60 kWh more on the old meter's
+    // register (read from its display) and 50 kWh on the new one by the 20th.
+    let mid = ist(2026, 11, 15, 10, 0);
+    gw.ingest_readings(&[MeterReading {
+        meter: old,
+        at: mid,
+        register_wh: 150_000,
+    }])
+    .unwrap();
+    let swap_at = ist(2026, 11, 16, 11, 0);
+    let swap = MeterSwap {
+        account: "A1".into(),
+        serial: "M2".into(),
+        first_register_wh: Some(7_000),
+        final_register_wh: Some(210_000),
+        at: swap_at,
+    };
+    let new = gw
+        .install_spare(&swap, &installed_by("asha.v", "replace", "A1", swap_at))
+        .unwrap();
+    gw.ingest_readings(&[MeterReading {
+        meter: new,
+        at: ist(2026, 11, 20, 10, 0),
+        register_wh: 57_000,
+    }])
+    .unwrap();
+    // 260 kWh in the month, one household: 100 at 3.70, 100 at 3.90, 60 at 5.30 (plus duty),
+    // exactly what one meter reading 260 kWh is charged; a fresh first slab for the new meter
+    // would have charged 50 kWh at 3.70 instead of 5.30.
+    let book = gw.tariff_book().clone();
+    let one_meter = book
+        .segment_at(Category::Domestic, swap_at)
+        .unwrap()
+        .cost(260_000)
+        .total();
+    assert_eq!(gw.store().energy_charges("A1", None).unwrap(), one_meter);
+    assert!(gw.store().verify(&book).unwrap().is_empty());
+    assert_eq!(
+        gw.store().active_meter("A1").unwrap(),
+        Some((new, "M2".into()))
+    );
+    assert!(gw.store().stock_meters().unwrap().is_empty());
+    // The old meter's readings after the swap are refused; central hears of the swap once.
+    let late = gw
+        .ingest_readings(&[MeterReading {
+            meter: old,
+            at: ist(2026, 11, 17, 0, 0),
+            register_wh: 211_000,
+        }])
+        .unwrap();
+    assert_eq!(late.refused, 1);
+    let installed: Vec<_> = gw
+        .store()
+        .priority_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::MeterInstalled {
+                serial,
+                replaces,
+                first_register_wh,
+                ..
+            } => Some((serial, replaces, first_register_wh)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        installed,
+        vec![("M2".to_string(), Some("M1".to_string()), Some(7_000))]
+    );
+}
+
+#[test]
+fn a_swap_is_refused_with_a_reason_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, old, _) = gateway(&dir, "");
+    stock_spare(&mut gw, "M2", 0x2601_0002, 1);
+    let at = ist(2026, 11, 16, 11, 0);
+    gw.ingest_readings(&[MeterReading {
+        meter: old,
+        at: ist(2026, 11, 15, 0, 0),
+        register_wh: 90_000,
+    }])
+    .unwrap();
+    let swap = |serial: &str, final_register_wh| MeterSwap {
+        account: "A1".into(),
+        serial: serial.into(),
+        first_register_wh: Some(0),
+        final_register_wh,
+        at,
+    };
+    let refusals = [
+        (swap("M9", Some(95_000)), "not in this gateway's stock"),
+        (
+            swap("M2", Some(80_000)),
+            "below its last reading (90000 Wh)",
+        ),
+        (swap("M2", None), "already has meter M1 in service"),
+    ];
+    for (swap, why) in refusals {
+        let error = gw
+            .install_spare(&swap, &installed_by("asha.v", "replace", &swap.serial, at))
+            .unwrap_err();
+        assert!(error.to_string().contains(why), "{error}");
+    }
+    assert_eq!(
+        gw.store().active_meter("A1").unwrap(),
+        Some((old, "M1".into()))
+    );
+    assert_eq!(gw.store().stock_meters().unwrap().len(), 1);
+    assert_eq!(gw.store().last_reading(old).unwrap().unwrap().1, 90_000);
+}

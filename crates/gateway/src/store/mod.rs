@@ -18,6 +18,7 @@ mod money;
 mod outbox;
 mod readings;
 mod schema;
+mod stock;
 mod sync;
 mod technicians;
 mod views;
@@ -27,6 +28,7 @@ pub use guard::{GuardMarks, HeldPass};
 pub use link::{Fcnt, LinkSession};
 pub use messages::ModemMessage;
 pub use readings::{IngestReport, MeterReading};
+pub use stock::{MeterSwap, StockMeter};
 pub use sync::SyncCursors;
 pub use technicians::{TechnicianAccount, TechnicianAction};
 
@@ -123,6 +125,10 @@ pub enum StoreError {
     /// Rating a reading against the tariff book failed.
     #[error("rating failed: {0}")]
     Rating(#[from] gramgrid_core::rating::RatingError),
+    /// A technician's commissioning or replacement cannot be done as asked (the meter is not in
+    /// stock, the account has no meter to replace, the final register went back, ...).
+    #[error("meter installation refused: {0}")]
+    InstallRefused(String),
     /// No breaker hold with this id.
     #[error("no breaker hold '{0}'; `gramgrid gateway holds` lists them")]
     UnknownHold(String),
@@ -199,6 +205,9 @@ struct MeterInfo {
     category: Category,
     installed_at: i64,
     removed_at: Option<i64>,
+    /// The meter whose slabs this one is billed in: itself, or for a replacement the meter it
+    /// replaced (so the account's month continues across the swap).
+    billing: i64,
 }
 
 /// The gateway database.
@@ -344,7 +353,8 @@ impl Store {
 
     fn load_caches(&mut self) -> Result<()> {
         let mut meters = self.conn.prepare(
-            "SELECT m.id, m.account, a.category, m.installed_at, m.removed_at FROM meters m JOIN accounts a ON a.id = m.account",
+            "SELECT m.id, m.account, a.category, m.installed_at, m.removed_at, COALESCE(m.billing_meter, m.id)
+             FROM meters m JOIN accounts a ON a.id = m.account",
         )?;
         self.meters = meters
             .query_map([], |r| {
@@ -356,6 +366,7 @@ impl Store {
                         category: Category::parse(&category).unwrap_or(Category::Domestic),
                         installed_at: r.get(3)?,
                         removed_at: r.get(4)?,
+                        billing: r.get(5)?,
                     },
                 ))
             })?

@@ -36,7 +36,8 @@ pub struct IngestReport {
     pub charged_paise: i64,
 }
 
-/// Key of a `segment_energy` row: (month index, version id, meter).
+/// Key of a `segment_energy` row: (month index, version id, billing meter: the meter itself, or
+/// for a replacement the meter it replaced).
 pub(super) type SegmentRow = (i64, i64, i64);
 
 /// Energy and cost accumulated in one segment by one meter.
@@ -196,7 +197,7 @@ impl Store {
     }
 
     /// Checks the database file (SQLite `quick_check`) and the derived tables against the readings
-    /// they are derived from: for every meter, the
+    /// they are derived from: for every billing meter (a meter and its replacements), the
     /// charges stored with its readings add up to its segment totals, and each segment's stored cost
     /// is the tariff's cost of its energy. Returns the problems found (empty when consistent).
     pub fn verify(&self, book: &TariffBook) -> Result<Vec<String>> {
@@ -211,7 +212,8 @@ impl Store {
         }
         let mut sums = self.conn.prepare(
             "SELECT r.meter, r.total, COALESCE(s.total, 0) FROM
-               (SELECT meter, SUM(charge_paise) AS total FROM readings GROUP BY meter) r
+               (SELECT COALESCE(m.billing_meter, m.id) AS meter, SUM(r.charge_paise) AS total
+                FROM readings r JOIN meters m ON m.id = r.meter GROUP BY 1) r
              LEFT JOIN (SELECT meter, SUM(energy_paise + duty_paise) AS total FROM segment_energy GROUP BY meter) s
                ON s.meter = r.meter WHERE r.total != COALESCE(s.total, 0)",
         )?;
@@ -368,7 +370,7 @@ fn segment_rows(
         let Some(version) = versions.get(&key.version_id) else {
             continue;
         };
-        let row = (key.month.index(), *version, reading.meter);
+        let row = (key.month.index(), *version, info.billing);
         if !rows.iter().any(|(_, r)| *r == row) {
             rows.push((key, row));
         }

@@ -347,4 +347,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX technician_actions_by_at ON technician_actions(at);
     "#,
+    // 14: spare meters. Meters central sent into this gateway's stock (`DownlinkEvent::StockMeter`,
+    // keys sealed like `meter_keys`) until a technician installs one; a meter that replaces another
+    // is billed in the slabs of the meter it replaced (`billing_meter`, NULL: its own).
+    r#"
+    CREATE TABLE stock_meters (
+        serial TEXT PRIMARY KEY,
+        dev_addr INTEGER NOT NULL,
+        nwk_skey TEXT NOT NULL,
+        app_skey TEXT NOT NULL
+    );
+    ALTER TABLE meters ADD COLUMN billing_meter INTEGER REFERENCES meters(id);
+    "#,
 ];

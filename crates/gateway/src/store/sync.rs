@@ -539,6 +539,17 @@ fn apply_one(
             super::technicians::put_technician_in(tx, &account, Some(*updated_at))?;
             Ok(Effect::None)
         }
+        DownlinkEvent::StockMeter { serial, keys } => {
+            match session_keys(keys) {
+                Some(keys) => super::stock::put_stock_meter_in(tx, sealer, serial, &keys)?,
+                // As for a meter's keys: refusing the record would stop this gateway's sync.
+                None => tracing::error!(
+                    %serial,
+                    "central sent a spare meter whose radio keys are not 32 hex digits; it is not put in stock"
+                ),
+            }
+            Ok(Effect::None)
+        }
         DownlinkEvent::AccountLanguage { account, language } => {
             tx.execute(
                 "UPDATE accounts SET language = ?2 WHERE id = ?1",

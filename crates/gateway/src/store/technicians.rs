@@ -181,48 +181,8 @@ impl Store {
     /// one transaction. The same action again (same id and content) changes nothing; the same id
     /// with other content is [`StoreError::EventIdConflict`].
     pub fn record_technician_action(&mut self, action: &TechnicianAction) -> Result<()> {
-        let at = from_ts(ts(action.at));
         let tx = self.conn.transaction()?;
-        let added = tx
-            .prepare_cached(&format!(
-                "INSERT INTO technician_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (id) DO NOTHING"
-            ))?
-            .execute(params![
-                action.id,
-                action.technician,
-                action.action,
-                action.subject,
-                action.detail,
-                action.reason,
-                ts(at)
-            ])?;
-        if added == 0 {
-            let stored = tx
-                .prepare_cached(&format!(
-                    "SELECT {ACTION_COLUMNS} FROM technician_actions WHERE id = ?1"
-                ))?
-                .query_row([&action.id], action_from_row)?;
-            if stored
-                != (TechnicianAction {
-                    at,
-                    ..action.clone()
-                })
-            {
-                return Err(StoreError::EventIdConflict(action.id.clone()));
-            }
-            return Ok(());
-        }
-        let event = UplinkEvent::TechnicianAction {
-            id: action.id.clone(),
-            technician: action.technician.clone(),
-            action: action.action.clone(),
-            subject: action.subject.clone(),
-            detail: action.detail.clone(),
-            reason: action.reason.clone(),
-            at,
-        };
-        append_outbox(&tx, &event)?;
+        record_action_in(&tx, action)?;
         tx.commit()?;
         Ok(())
     }
@@ -238,4 +198,51 @@ impl Store {
             .query_map([limit], action_from_row)?
             .collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// Records a technician's action and queues its `UplinkEvent::TechnicianAction` inside the
+/// caller's transaction; false if it was recorded before (same id and content).
+pub(super) fn record_action_in(tx: &Transaction<'_>, action: &TechnicianAction) -> Result<bool> {
+    let at = from_ts(ts(action.at));
+    let added = tx
+        .prepare_cached(&format!(
+            "INSERT INTO technician_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO NOTHING"
+        ))?
+        .execute(params![
+            action.id,
+            action.technician,
+            action.action,
+            action.subject,
+            action.detail,
+            action.reason,
+            ts(at)
+        ])?;
+    if added == 0 {
+        let stored = tx
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS} FROM technician_actions WHERE id = ?1"
+            ))?
+            .query_row([&action.id], action_from_row)?;
+        if stored
+            != (TechnicianAction {
+                at,
+                ..action.clone()
+            })
+        {
+            return Err(StoreError::EventIdConflict(action.id.clone()));
+        }
+        return Ok(false);
+    }
+    let event = UplinkEvent::TechnicianAction {
+        id: action.id.clone(),
+        technician: action.technician.clone(),
+        action: action.action.clone(),
+        subject: action.subject.clone(),
+        detail: action.detail.clone(),
+        reason: action.reason.clone(),
+        at,
+    };
+    append_outbox(tx, &event)?;
+    Ok(true)
 }

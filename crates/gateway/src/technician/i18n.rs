@@ -51,6 +51,44 @@ impl Lang {
 /// Every text the pages show, in English and Hindi. A test checks that every literal the
 /// technician module passes to [`Lang::tr`] is here.
 pub const TEXTS: &[(&str, &str)] = &[
+    ("Install a meter", "मीटर लगाएँ"),
+    ("Meter installed", "मीटर लगाया गया"),
+    ("Install", "लगाएँ"),
+    ("Replace", "बदलें"),
+    ("Replace this meter", "यह मीटर बदलें"),
+    (
+        "Meter serial (nameplate or QR code)",
+        "मीटर सीरियल (नेमप्लेट या QR कोड)",
+    ),
+    (
+        "New meter serial (nameplate or QR code)",
+        "नए मीटर का सीरियल (नेमप्लेट या QR कोड)",
+    ),
+    (
+        "Final register of this meter (kWh)",
+        "इस मीटर की अंतिम रीडिंग (kWh)",
+    ),
+    (
+        "First register (kWh, blank if unreadable)",
+        "पहली रीडिंग (kWh, न पढ़ी जा सके तो खाली छोड़ें)",
+    ),
+    (
+        "First register of the new meter (kWh, blank if unreadable)",
+        "नए मीटर की पहली रीडिंग (kWh, न पढ़ी जा सके तो खाली छोड़ें)",
+    ),
+    ("Spare meters in stock", "स्टॉक में अतिरिक्त मीटर"),
+    (
+        "No spare meters in stock: ask the office to add some.",
+        "स्टॉक में कोई अतिरिक्त मीटर नहीं: कार्यालय से मँगवाएँ।",
+    ),
+    (
+        "A register is a number of kWh as the display shows it, e.g. 1234.5.",
+        "रीडिंग kWh की संख्या है, जैसी डिस्प्ले पर दिखे, जैसे 1234.5।",
+    ),
+    (
+        "The old meter's final register is required.",
+        "पुराने मीटर की अंतिम रीडिंग ज़रूरी है।",
+    ),
     ("Gateway", "गेटवे"),
     ("Status", "स्थिति"),
     ("Meters", "मीटर"),

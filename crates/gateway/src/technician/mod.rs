@@ -11,6 +11,7 @@
 mod auth;
 mod chart;
 mod i18n;
+mod install;
 mod pages;
 
 pub use crate::technician_config::TechnicianConfig;
@@ -19,7 +20,7 @@ pub use auth::Role;
 use crate::gateway::Gateway;
 use crate::link::SharedStats;
 use crate::report::{gateway_status, AccountStatus};
-use crate::store::{OverrideRecord, Store, StoreError, TechnicianAction};
+use crate::store::{MeterSwap, OverrideRecord, Store, StoreError, TechnicianAction};
 use auth::{Session, SessionRefused, Sessions};
 use axum::extract::{Form, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -102,6 +103,7 @@ pub fn router(app: TechnicianApp) -> Router {
         .route("/accounts/{id}/why", get(why_page))
         .route("/accounts/{id}/override", post(override_relay))
         .route("/redeem", get(redeem_page).post(redeem))
+        .route("/install", get(install_page).post(install))
         .route("/sync", post(sync_now))
         .route("/diagnostics", get(diagnostics))
         .with_state(state)
@@ -272,7 +274,20 @@ impl AppState {
         detail: String,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let record = TechnicianAction {
+        let record = self.action(technician, action, subject, detail, reason);
+        self.lock().store().record_technician_action(&record)
+    }
+
+    /// A new audit record of an action done now, with a fresh id.
+    fn action(
+        &self,
+        technician: &str,
+        action: &str,
+        subject: Option<&str>,
+        detail: String,
+        reason: Option<&str>,
+    ) -> TechnicianAction {
+        TechnicianAction {
             id: format!(
                 "tech-{}-{}",
                 self.app.gateway_id,
@@ -284,8 +299,7 @@ impl AppState {
             detail,
             reason: reason.map(str::to_string),
             at: self.now(),
-        };
-        self.lock().store().record_technician_action(&record)
+        }
     }
 }
 
@@ -727,7 +741,7 @@ async fn meter_page(
     });
     match found {
         Ok(Some((row, chart))) => {
-            let body = pages::meter(ctx.lang, &pages::MeterView { row, chart });
+            let body = pages::meter(ctx.lang, &ctx.session, &pages::MeterView { row, chart });
             s.render(
                 &ctx,
                 &format!("{} {serial}", ctx.lang.tr("Meter")),
@@ -908,6 +922,131 @@ async fn override_relay(
         &account,
         Some(Notice::Done(ctx.lang.tr("Override recorded.").into())),
     )
+}
+
+#[derive(Deserialize)]
+struct InstallQuery {
+    #[serde(default)]
+    serial: String,
+    #[serde(default)]
+    account: String,
+}
+
+/// The commissioning form and the stock. `?serial=` fills the serial in, so a QR code on the
+/// nameplate that holds this page's address opens it ready to submit.
+async fn install_page(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<InstallQuery>,
+) -> Response {
+    let ctx = match s.authorise(&headers, "/install", Role::Technician) {
+        Ok(ctx) => ctx,
+        Err(response) => return *response,
+    };
+    let serial = install::serial_from_scan(&query.serial);
+    install_form(
+        &s,
+        &ctx,
+        StatusCode::OK,
+        None,
+        (&serial, query.account.trim()),
+    )
+}
+
+fn install_form(
+    s: &AppState,
+    ctx: &Ctx,
+    status: StatusCode,
+    notice: Option<Notice>,
+    (serial, account): (&str, &str),
+) -> Response {
+    let spares = match s.lock().store().stock_meters() {
+        Ok(spares) => spares,
+        Err(error) => return internal(error),
+    };
+    let view = pages::InstallView {
+        spares,
+        serial,
+        account,
+    };
+    let body = pages::install(ctx.lang, &ctx.session, &view);
+    let title = ctx.lang.tr("Install a meter");
+    (status, s.render(ctx, title, notice, body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct InstallForm {
+    csrf: String,
+    account: String,
+    serial: String,
+    #[serde(default)]
+    first_register: String,
+    /// Present (the meter page's form) for a replacement.
+    final_register: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Commissions a spare on an account with no meter, or (with `final_register`) swaps one for the
+/// account's meter in service; audited and reported to central in the same transaction.
+async fn install(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<InstallForm>,
+) -> Response {
+    let ctx = match s.authorise_form(&headers, "/install", Role::Technician, &form.csrf) {
+        Ok(ctx) => ctx,
+        Err(response) => return *response,
+    };
+    let lang = ctx.lang;
+    let account = form.account.trim();
+    let serial = install::serial_from_scan(&form.serial);
+    let refuse = |text: String| {
+        install_form(
+            &s,
+            &ctx,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(Notice::Refused(text)),
+            (&serial, account),
+        )
+    };
+    let request = match install::InstallRequest::parse(
+        &form.first_register,
+        form.final_register.as_deref(),
+        form.reason.trim(),
+    ) {
+        Ok(request) => request,
+        Err(problem) => return refuse(lang.tr(problem.text()).to_string()),
+    };
+    let swap = MeterSwap {
+        account: account.to_string(),
+        serial: serial.clone(),
+        first_register_wh: request.first_register_wh,
+        final_register_wh: request.final_register_wh,
+        at: s.now(),
+    };
+    let (action, detail) = request.describe(&serial);
+    let record = s.action(
+        &ctx.session.name,
+        action,
+        Some(account),
+        detail,
+        request.reason,
+    );
+    let installed = s.lock().install_spare(&swap, &record);
+    match installed {
+        Ok(_) => {
+            let text = format!(
+                "{} {serial} · {} {account}.",
+                lang.tr("Meter installed"),
+                lang.tr("Account")
+            );
+            install_form(&s, &ctx, StatusCode::OK, Some(Notice::Done(text)), ("", ""))
+        }
+        Err(StoreError::InstallRefused(why)) => refuse(why),
+        Err(StoreError::UnknownAccount(_)) => refuse(lang.tr("No such account.").to_string()),
+        Err(error) => internal(error),
+    }
 }
 
 async fn redeem_page(State(s): State<Shared>, headers: HeaderMap) -> Response {

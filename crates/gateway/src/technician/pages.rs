@@ -54,6 +54,7 @@ pub fn page(frame: &Frame<'_>, title: &str, notice: Option<&Notice>, body: Marku
                             a href="/" { (lang.tr("Status")) }
                             a href="/meters" { (lang.tr("Meters")) }
                             a href="/redeem" { (lang.tr("Redeem voucher")) }
+                            a href="/install" { (lang.tr("Install a meter")) }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(session.csrf);
@@ -270,8 +271,8 @@ pub struct MeterView {
     pub chart: Markup,
 }
 
-/// The meter page body.
-pub fn meter(lang: Lang, view: &MeterView) -> Markup {
+/// The meter page body, with the replacement form for technicians.
+pub fn meter(lang: Lang, session: &Session, view: &MeterView) -> Markup {
     let s = &view.row.status;
     html! {
         dl.status {
@@ -302,6 +303,48 @@ pub fn meter(lang: Lang, view: &MeterView) -> Markup {
                 }
             },
             _ => p { (lang.tr("none")) },
+        }
+        @if session.role.may(Role::Technician) {
+            h2 { (lang.tr("Replace this meter")) }
+            form.card.replace method="post" action="/install" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                input type="hidden" name="account" value=(s.account);
+                label { (lang.tr("Final register of this meter (kWh)")) input name="final_register" inputmode="decimal" autocomplete="off" required; }
+                label { (lang.tr("New meter serial (nameplate or QR code)")) input name="serial" autocomplete="off" autocapitalize="characters" required; }
+                label { (lang.tr("First register of the new meter (kWh, blank if unreadable)")) input name="first_register" inputmode="decimal" autocomplete="off"; }
+                label { (lang.tr("Reason")) input name="reason" required maxlength="200"; }
+                button type="submit" { (lang.tr("Replace")) }
+            }
+        }
+    }
+}
+
+/// What the installation page shows.
+pub struct InstallView<'a> {
+    /// The spares in stock.
+    pub spares: Vec<crate::store::StockMeter>,
+    /// The serial to fill in (from a QR code's link, or the form sent back).
+    pub serial: &'a str,
+    /// The account to fill in.
+    pub account: &'a str,
+}
+
+/// The commissioning form (a spare on an account with no meter) and the stock.
+pub fn install(lang: Lang, session: &Session, view: &InstallView<'_>) -> Markup {
+    html! {
+        form.card.install method="post" action="/install" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label { (lang.tr("Meter serial (nameplate or QR code)")) input name="serial" value=(view.serial) list="spares" autocomplete="off" autocapitalize="characters" required; }
+            label { (lang.tr("Account")) input name="account" value=(view.account) autocomplete="off" required; }
+            label { (lang.tr("First register (kWh, blank if unreadable)")) input name="first_register" inputmode="decimal" autocomplete="off"; }
+            button type="submit" { (lang.tr("Install")) }
+        }
+        datalist #spares { @for spare in &view.spares { option value=(spare.serial); } }
+        h2 { (lang.tr("Spare meters in stock")) }
+        @if view.spares.is_empty() {
+            p { (lang.tr("No spare meters in stock: ask the office to add some.")) }
+        } @else {
+            ul.stock { @for spare in &view.spares { li { (spare.serial) " · DevAddr " (format!("{:08X}", spare.dev_addr)) } } }
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Spares go to their gateway's stock once; an installation the gateway reports puts the spare on
+//! the account with the stock's keys, bills a replacement in the old meter's slabs exactly as the
+//! gateway does, is applied once, and is refused (and flagged) when it does not match the stock.
+use super::*;
+use crate::downlink::ensure_gateway;
+use crate::testing::{central, TestCentral};
+use chrono::TimeZone;
+use gramgrid_core::tariff::{Category, TariffBook};
+use gramgrid_proto::wire::{
+    PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
+};
+
+fn ist(d: u32, h: u32) -> DateTime<Utc> {
+    gramgrid_core::civil::ist()
+        .with_ymd_and_hms(2026, 11, d, h, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn manifest(serials: &[(&str, u32)]) -> MeterManifest {
+    let mut text = String::from("version = 1\n");
+    for (serial, dev_addr) in serials {
+        text += &format!(
+            "[[meter]]\nserial = \"{serial}\"\ndev_addr = \"{dev_addr:08X}\"\nnwk_skey = \"00112233445566778899aabbccddeeff\"\napp_skey = \"ffeeddccbbaa99887766554433221100\"\n"
+        );
+    }
+    MeterManifest::parse(&text).unwrap()
+}
+
+fn stock(t: &TestCentral, gateway: &str, serials: &[(&str, u32)]) -> Result<StockReport> {
+    let (manifest, gateway) = (manifest(serials), gateway.to_owned());
+    t.tx(move |tx| add_to_stock(tx, &manifest, &gateway, ist(2, 0)))
+}
+
+fn installed(serial: &str, account: &str, replaces: Option<&str>) -> UplinkEvent {
+    UplinkEvent::MeterInstalled {
+        id: format!("tech-gw-a-{serial}"),
+        serial: serial.into(),
+        account: account.into(),
+        installed_at: ist(16, 11),
+        first_register_wh: Some(7_000),
+        replaces: replaces.map(str::to_owned),
+        technician: "asha.v".into(),
+    }
+}
+
+/// One exchange of `gateway`: priority records from `first_seq`, then readings.
+fn exchange(
+    t: &TestCentral,
+    gateway: &str,
+    first_seq: u64,
+    events: Vec<UplinkEvent>,
+    readings: Vec<(String, i64, i64)>,
+) {
+    let request = UploadRequest {
+        protocol: gramgrid_proto::wire::PROTOCOL_VERSION,
+        sent_at: ist(25, 0),
+        priority: events
+            .into_iter()
+            .zip(first_seq..)
+            .map(|(event, seq)| PriorityRecord { seq, event })
+            .collect(),
+        readings: (!readings.is_empty()).then(|| ReadingBatch {
+            after_seq: 0,
+            through_seq: readings.len() as u64,
+            blocks: ReadingBlock::group(readings),
+        }),
+        downlink_applied: 0,
+        identity: None,
+    };
+    let gateway = gateway.to_owned();
+    t.tx(move |tx| crate::sync::apply(tx, &TariffBook::builtin(), &gateway, &request, ist(25, 0)))
+        .unwrap();
+}
+
+fn energy_charges(t: &TestCentral, account: &str) -> i64 {
+    let account = account.to_owned();
+    t.tx(move |tx| {
+        tx.query_int(
+            "SELECT COALESCE(CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT), 0) FROM segment_energy s
+             JOIN meters m ON m.serial = s.meter WHERE m.account = $1",
+            &[account.into()],
+        )
+        .map_err(Into::into)
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central() {
+    let t = central();
+    t.tx(|tx| {
+        ensure_gateway(tx, "gw-a")?;
+        ensure_gateway(tx, "gw-b")
+    })
+    .unwrap();
+    t.account("A1", Some("gw-a"));
+    t.account("B1", Some("gw-b"));
+    t.tx(|tx| {
+        accounts::put_meter(
+            tx,
+            &Meter {
+                serial: "M1".into(),
+                account: "A1".into(),
+                installed_at: ist(1, 0),
+                initial_register_wh: Some(0),
+                keys: None,
+                relay_state: "unknown".into(),
+            },
+            false,
+        )
+    })
+    .unwrap();
+
+    // Into gw-a's stock once; the gateway is sent each spare with its keys.
+    let report = stock(&t, "gw-a", &[("M2", 0x2601_0002), ("M3", 0x2601_0003)]).unwrap();
+    assert_eq!((report.added, report.unchanged), (2, 0));
+    assert_eq!(
+        stock(&t, "gw-a", &[("M2", 0x2601_0002)]).unwrap().unchanged,
+        1
+    );
+    let spares: Vec<String> = t
+        .downlink("gw-a")
+        .into_iter()
+        .filter_map(|event| match event {
+            DownlinkEvent::StockMeter { serial, keys } => {
+                assert!(keys
+                    .nwk_skey
+                    .eq_ignore_ascii_case("00112233445566778899aabbccddeeff"));
+                Some(serial)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spares, ["M2", "M3"]);
+    for (gateway, serial, why) in [
+        ("gw-a", "M1", "already installed on account A1"),
+        ("gw-b", "M2", "in the stock of gateway gw-a"),
+        ("gw-x", "M9", "no gateway 'gw-x'"),
+    ] {
+        let error = stock(&t, gateway, &[(serial, 0x2601_0009)]).unwrap_err();
+        assert!(error.to_string().contains(why), "{error}");
+    }
+
+    // gw-a swaps M2 for M1 on the 16th: M1's final register and M2's first report come up on the
+    // bulk lane in the same exchange as the news.
+    let (swap, later) = (ist(16, 11).timestamp(), ist(20, 10).timestamp());
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![installed("M2", "A1", Some("M1"))],
+        vec![
+            ("M1".into(), ist(15, 10).timestamp(), 150_000),
+            ("M1".into(), swap, 210_000),
+            ("M2".into(), swap, 7_000),
+            ("M2".into(), later, 57_000),
+        ],
+    );
+    let one_meter = TariffBook::builtin()
+        .segment_at(Category::Domestic, ist(16, 11))
+        .unwrap()
+        .cost(260_000)
+        .total();
+    assert_eq!(energy_charges(&t, "A1"), one_meter);
+    let meters = t.tx(|tx| accounts::meters_of(tx, "A1")).unwrap();
+    let m2 = meters.iter().find(|m| m.serial == "M2").unwrap();
+    assert_eq!(m2.keys.as_ref().unwrap().dev_addr, 0x2601_0002);
+    assert_eq!(m2.initial_register_wh, Some(7_000));
+
+    // The same news again changes nothing; news that does not match the stock is refused and
+    // flagged: a spare of another gateway, or a meter already installed elsewhere.
+    exchange(
+        &t,
+        "gw-a",
+        2,
+        vec![installed("M2", "A1", Some("M1"))],
+        vec![],
+    );
+    assert_eq!(energy_charges(&t, "A1"), one_meter);
+    exchange(&t, "gw-b", 1, vec![installed("M3", "B1", None)], vec![]);
+    exchange(&t, "gw-a", 3, vec![installed("M9", "A1", None)], vec![]);
+    let refused: Vec<String> = t
+        .flags()
+        .into_iter()
+        .filter(|f| f.kind == "foreign_record")
+        .map(|f| f.detail)
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for why in [
+        "gw-b': meter M3 is in the stock of gateway gw-a",
+        "gw-a': meter M9 is not in any gateway's stock",
+    ] {
+        assert!(refused.iter().any(|f| f.contains(why)), "{refused:?}");
+    }
+    assert_eq!(t.tx(|tx| accounts::meters_of(tx, "B1")).unwrap().len(), 0);
+}
