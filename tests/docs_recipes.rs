@@ -219,6 +219,25 @@ fn the_technician_app_of_docs_technician_md_runs_as_written() {
         page.contains("Asha Verma") && page.contains("Last sync"),
         "{page}"
     );
+    // "the spare is under "Install a meter"."
+    assert!(
+        printed[printed.len() - 2].contains("1 spare meters added to the stock"),
+        "{printed:?}"
+    );
+    while count(&db, "SELECT COUNT(*) FROM stock_meters") != 1 {
+        assert!(Instant::now() < deadline, "the spare never reached the gateway");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, page) = crate::common::https_request(
+        base,
+        &ca,
+        "GET",
+        "/install",
+        &[("Cookie", &format!("gg_session={session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("SPARE-0001"), "{page}");
 }
 
 #[test]
