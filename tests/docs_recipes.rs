@@ -225,7 +225,10 @@ fn the_technician_app_of_docs_technician_md_runs_as_written() {
         "{printed:?}"
     );
     while count(&db, "SELECT COUNT(*) FROM stock_meters") != 1 {
-        assert!(Instant::now() < deadline, "the spare never reached the gateway");
+        assert!(
+            Instant::now() < deadline,
+            "the spare never reached the gateway"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let (status, page) = crate::common::https_request(

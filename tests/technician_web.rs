@@ -285,8 +285,14 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         screenshot(&client, "status-phone").await;
         click_link(&client, "Meters").await;
         let page = text(&client).await;
-        assert!(page.contains(&meter_0) && page.contains(meter_1.as_str()), "{page}");
-        assert!(!page.contains(spare_a.as_str()), "a spare is on no account: {page}");
+        assert!(
+            page.contains(&meter_0) && page.contains(meter_1.as_str()),
+            "{page}"
+        );
+        assert!(
+            !page.contains(spare_a.as_str()),
+            "a spare is on no account: {page}"
+        );
         screenshot(&client, "meters-phone").await;
         click_link(&client, &meter_0).await;
         let page = text(&client).await;
@@ -463,6 +469,32 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         "{body}"
     );
     assert_eq!(overrides(), before, "nothing changed");
+
+    // The diagnostics bundle: the store's self-check, the daemon's latest log lines, no secret.
+    let (status, bundle) = https_request(
+        &base,
+        &ca,
+        "GET",
+        "/diagnostics",
+        &[("Cookie", &format!("gg_session={fresh}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{bundle}");
+    let json: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    assert_eq!(json["verify"]["consistent"], true, "{bundle}");
+    let logs = json["recent_logs"].as_array().unwrap();
+    assert!(
+        logs.iter()
+            .any(|line| line.as_str().unwrap().contains("INFO")),
+        "{logs:?}"
+    );
+    for meter in &village.manifest.meters {
+        let key = meter.keys.nwk_skey.to_storage_hex();
+        assert!(
+            !bundle.to_lowercase().contains(&key.to_lowercase()),
+            "a key in the bundle"
+        );
+    }
 
     // Every action reached central with the next sync, with who, what and why.
     wait_for(

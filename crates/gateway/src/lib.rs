@@ -10,6 +10,7 @@
 //!   [`technician_config`];
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
+//! - [`recent_logs`]: the latest log lines, kept for the diagnostics bundle;
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
 //!
 //! Architecture invariant: nothing here depends on the central server or the simulator; the
@@ -24,6 +25,7 @@ pub mod link;
 pub mod local;
 pub mod modem;
 pub mod outage_sms;
+pub mod recent_logs;
 pub mod report;
 pub mod store;
 pub mod sync;

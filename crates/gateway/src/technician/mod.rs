@@ -1227,6 +1227,7 @@ fn diagnostics_bundle(s: &AppState, now: DateTime<Utc>) -> Result<String, StoreE
         },
         "verify": { "consistent": problems.is_empty(), "problems": problems },
         "technician_actions": actions,
+        "recent_logs": crate::recent_logs::lines(),
     });
     Ok(serde_json::to_string_pretty(&bundle).unwrap_or_default())
 }
