@@ -422,7 +422,11 @@ fn meter_from_row(sealer: &Sealer, row: &super::db::Row) -> Result<Meter> {
 
 pub(crate) fn meters_of(tx: &mut dyn Tx, account: &str) -> Result<Vec<Meter>> {
     tx.query(
-        &format!("SELECT {METER_COLUMNS} FROM meters WHERE account = $1 ORDER BY serial"),
+        // In installation order: a gateway the account moves to installs them in this order, and
+        // each installation takes the one before out of service, so the latest stays in service.
+        &format!(
+            "SELECT {METER_COLUMNS} FROM meters WHERE account = $1 ORDER BY installed_at, serial"
+        ),
         &[account.into()],
     )?
     .iter()

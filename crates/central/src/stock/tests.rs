@@ -195,3 +195,54 @@ fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central()
     }
     assert_eq!(t.tx(|tx| accounts::meters_of(tx, "B1")).unwrap().len(), 0);
 }
+
+#[test]
+fn a_gateway_an_account_moves_to_gets_its_meters_in_installation_order() {
+    let t = central();
+    t.tx(|tx| {
+        ensure_gateway(tx, "gw-a")?;
+        ensure_gateway(tx, "gw-b")
+    })
+    .unwrap();
+    t.account("A1", Some("gw-a"));
+    t.tx(|tx| {
+        accounts::put_meter(
+            tx,
+            &Meter {
+                serial: "Z1".into(),
+                account: "A1".into(),
+                installed_at: ist(1, 0),
+                initial_register_wh: Some(0),
+                keys: None,
+                relay_state: "unknown".into(),
+            },
+            false,
+        )
+    })
+    .unwrap();
+    // The spare sorts before the old meter: the order must come from the installation times.
+    stock(&t, "gw-a", &[("A2", 0x2601_0002)]).unwrap();
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![installed("A2", "A1", Some("Z1"))],
+        vec![],
+    );
+    t.tx(|tx| {
+        let mut account = accounts::account(tx, "A1")?;
+        account.gateway = Some("gw-b".into());
+        accounts::put_account(tx, &account, true)
+    })
+    .unwrap();
+    let meters: Vec<String> = t
+        .downlink("gw-b")
+        .into_iter()
+        .filter_map(|event| match event {
+            DownlinkEvent::Meter { serial, .. } => Some(serial),
+            _ => None,
+        })
+        .collect();
+    // Each installation at a gateway takes the one before out of service: the last one stays.
+    assert_eq!(meters, ["Z1", "A2"]);
+}
