@@ -416,7 +416,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         click_link(&client, "हिन्दी").await;
         let page = text(&client).await;
         assert!(page.contains("वाउचर भुनाएँ"), "{page}");
-        screenshot(&client, "redeem-hindi-phone").await;
+        screenshot(&client, "meter-hindi-phone").await;
         click_link(&client, "English").await;
         client.set_window_size(1280, 800).await.unwrap();
         for (path, name) in [
