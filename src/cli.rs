@@ -120,13 +120,19 @@ fn say_once(error: &anyhow::Error) -> String {
 fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Standard error, and the latest lines kept for the technician's diagnostics bundle.
         .with_writer(|| gramgrid_gateway::recent_logs::Tee)
         // Colours only on a terminal: a log file or the journal gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd, standard error goes to the journal (which sets JOURNAL_STREAM), and the
+    // journal stamps each line itself: `journalctl -u gramgrid-gateway` shows one time, not two.
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

@@ -25,6 +25,7 @@ mod sms_provider;
 mod store_crash;
 mod sync_end_to_end;
 mod sync_kill;
+mod systemd;
 mod technician_web;
 mod tls_cli;
 mod tls_gateway;

@@ -125,13 +125,53 @@ pub async fn serve(
     let mqtt = tokio::spawn(mqtt::run(Arc::clone(&central), async move {
         let _ = mqtt_stopped.wait_for(|s| *s).await;
     }));
+    let mut watchdog_stopped = stopped.clone();
+    let watchdog = tokio::spawn(systemd_watchdog(Arc::clone(&central), async move {
+        let _ = watchdog_stopped.wait_for(|s| *s).await;
+    }));
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     let served = gramgrid_net::tls::serve(listener, tls, router(central), shutdown).await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop.send(true);
+    let _ = watchdog.await;
     let _ = outbox.await;
     let _ = mqtt.await;
     let _ = crl.await;
     drop(stopped);
     served
+}
+
+/// Tells systemd (`Type=notify`) how the server stands; a no-op outside systemd.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(false, state) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
+}
+
+/// How long the database may take to answer the watchdog's query.
+const DATABASE_ANSWER: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Pings systemd's watchdog (`WatchdogSec=`) every half period while the database answers a query
+/// in time, so a server whose database hangs is restarted; returns at once without a watchdog.
+async fn systemd_watchdog(central: Arc<Central>, stop: impl std::future::Future<Output = ()>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = std::time::Duration::from_micros(usec) / 2;
+    tokio::pin!(stop);
+    loop {
+        let query = central.db().transaction(|tx| tx.query_int("SELECT 1", &[]));
+        match tokio::time::timeout(DATABASE_ANSWER, query).await {
+            Ok(Ok(_)) => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+            Ok(Err(error)) => tracing::error!(%error, "the database does not answer: not pinging systemd's watchdog"),
+            Err(_) => tracing::error!("the database did not answer within {DATABASE_ANSWER:?}: not pinging systemd's watchdog"),
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// How often the listener looks for a new revocation list (`central revoke-gateway`).

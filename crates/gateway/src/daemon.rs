@@ -160,10 +160,12 @@ pub async fn run(
         clock: WallClock::System,
     };
     let (radio, link) = (config.radio.clone(), config.link.clone());
+    let watchdog_limits = crate::watchdog::limits_for(&services.policy_schedule, Utc::now());
     let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
     tracing::info!(socket = %services.socket.display(), "gateway started");
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let watched_link = (radio.kind != RadioKind::None).then(|| link_stats.clone());
     if radio.kind != RadioKind::None {
         let provisioned = ProvisionedMeters::default();
         let (sender, requests) = crate::link::command_channel(provisioned.clone());
@@ -179,8 +181,16 @@ pub async fn run(
             stopping.clone(),
         ));
     }
-    services.spawn(&gateway, &mut tasks, &stopping);
+    let heartbeats = services.spawn(&gateway, &mut tasks, &stopping);
+    tasks.spawn(crate::watchdog::run(
+        gateway.clone(),
+        (heartbeats, watched_link),
+        watchdog_limits,
+        stopping.clone(),
+    ));
+    crate::watchdog::ready();
     shutdown.await;
+    crate::watchdog::stopping();
     let _ = stop.send(true);
     while let Some(finished) = tasks.join_next().await {
         if let Err(error) = finished {
@@ -421,18 +431,23 @@ pub struct Services {
 
 impl Services {
     /// Spawns the policy loop, the local technician socket and the sync client on `tasks`; each
-    /// stops when `stopping` turns true.
+    /// stops when `stopping` turns true. Returns the policy loop's heartbeats (for the watchdog).
     pub fn spawn(
         self,
         gateway: &Arc<Mutex<Gateway>>,
         tasks: &mut tokio::task::JoinSet<()>,
         stopping: &tokio::sync::watch::Receiver<bool>,
-    ) {
+    ) -> crate::watchdog::Heartbeats {
         let wake_sync = Arc::new(tokio::sync::Notify::new());
         let policy_health = technician::PolicyHealth::default();
+        let heartbeats = crate::watchdog::Heartbeats::default();
         tasks.spawn(policy_loop(
             gateway.clone(),
-            (self.policy_schedule, policy_health.clone()),
+            (
+                self.policy_schedule,
+                policy_health.clone(),
+                heartbeats.clone(),
+            ),
             self.clock.clone(),
             stopped(stopping.clone()),
         ));
@@ -484,6 +499,7 @@ impl Services {
                 stopped(stopping.clone()),
             ));
         }
+        heartbeats
     }
 }
 
@@ -548,7 +564,11 @@ async fn serve_technician(
 /// pass's outcome is left in `health` for the technician's status page.
 async fn policy_loop(
     gateway: Arc<Mutex<Gateway>>,
-    (schedule, health): (cron::Schedule, technician::PolicyHealth),
+    (schedule, health, heartbeats): (
+        cron::Schedule,
+        technician::PolicyHealth,
+        crate::watchdog::Heartbeats,
+    ),
     clock: WallClock,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -575,6 +595,7 @@ async fn policy_loop(
         };
         *health.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(technician::LastPass { at: now, error });
+        heartbeats.policy_pass();
         let next = schedule
             .after(&civil::local(now))
             .next()

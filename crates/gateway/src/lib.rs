@@ -11,6 +11,7 @@
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
 //! - [`recent_logs`]: the latest log lines, kept for the diagnostics bundle;
+//! - [`watchdog`]: systemd readiness and the watchdog that pings only while every loop is alive;
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
 //!
 //! Architecture invariant: nothing here depends on the central server or the simulator; the
@@ -31,3 +32,4 @@ pub mod store;
 pub mod sync;
 pub mod technician;
 pub mod technician_config;
+pub mod watchdog;

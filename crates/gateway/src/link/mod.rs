@@ -222,6 +222,9 @@ pub struct LinkStats {
     /// only, so it starts empty after a restart).
     #[serde(skip)]
     pub meters: std::collections::HashMap<i64, MeterLinkHealth>,
+    /// When the link's loop last turned (the watchdog's sign that it is alive).
+    #[serde(skip)]
+    pub last_turn: Option<std::time::Instant>,
 }
 
 /// One meter's radio health: how it was last heard, and its last exchanges.
@@ -301,6 +304,9 @@ fn serialize_rejects<S: serde::Serializer>(c: &RejectCounters, s: S) -> Result<S
 
 /// Shared view of a running link's stats.
 pub type SharedStats = Arc<Mutex<LinkStats>>;
+
+/// The link's loop turns at least this often, even with nothing to do (the watchdog counts on it).
+pub const IDLE_TURN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reads shared stats even if a panicking task left the lock poisoned (counters stay usable).
 pub fn read_stats(stats: &SharedStats) -> LinkStats {

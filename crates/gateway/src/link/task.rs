@@ -162,6 +162,7 @@ impl<B: LinkBackend> Link<B> {
             "meter link started (scheduled mode)"
         );
         while !*stop.borrow() {
+            self.note_turn();
             self.take_requests(&mut requests);
             let now = Instant::now();
             if now >= reload_at {
@@ -179,7 +180,12 @@ impl<B: LinkBackend> Link<B> {
                 None => match self.scheduler.next(self.clock.now()) {
                     Some(turn) => self.scheduled_turn(&mut radio, turn).await,
                     None => {
-                        let wake = self.next_wake().min(reload_at).min(summary_at);
+                        // Wakes at least every IDLE_TURN, so the watchdog sees the loop alive.
+                        let wake = self
+                            .next_wake()
+                            .min(reload_at)
+                            .min(summary_at)
+                            .min(now + super::IDLE_TURN);
                         tokio::select! {
                             _ = tokio::time::sleep_until(wake) => {}
                             Some(request) = requests.recv() => self.handle(request),
@@ -213,6 +219,7 @@ impl<B: LinkBackend> Link<B> {
         );
         radio.configure(self.radio).await?;
         while !*stop.borrow() {
+            self.note_turn();
             self.take_requests(&mut requests);
             let heard = tokio::select! {
                 heard = radio.receive(Duration::from_secs(1)) => heard,
@@ -605,6 +612,11 @@ impl<B: LinkBackend> Link<B> {
 
     fn stats_mut(&self, f: impl FnOnce(&mut super::LinkStats)) {
         f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Marks the loop alive for the watchdog.
+    fn note_turn(&self) {
+        self.stats_mut(|s| s.last_turn = Some(std::time::Instant::now()));
     }
 }
 
