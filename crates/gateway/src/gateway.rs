@@ -231,24 +231,9 @@ impl Gateway {
         action: &TechnicianAction,
     ) -> Result<i64, StoreError> {
         let refused = |why: String| Err(StoreError::InstallRefused(why));
-        if !self
-            .store
-            .stock_meters()?
-            .iter()
-            .any(|spare| spare.serial == swap.serial)
-        {
-            return refused(format!(
-                "meter {} is not in this gateway's stock; check the serial on its nameplate, or ask the office to add it to the stock",
-                swap.serial
-            ));
-        }
-        if let Some(final_wh) = swap.final_register_wh {
-            let Some((old, serial)) = self.store.active_meter(&swap.account)? else {
-                return refused(format!(
-                    "account {} has no meter in service to replace: commission the new meter instead",
-                    swap.account
-                ));
-            };
+        // Checked before the final reading is stored, so a refused swap stores nothing.
+        let replaced = self.store.check_swap(swap)?;
+        if let (Some((old, serial)), Some(final_wh)) = (replaced, swap.final_register_wh) {
             if let Some((last_at, last_wh)) = self.store.last_reading(old)? {
                 if final_wh < last_wh {
                     return refused(format!(

@@ -86,8 +86,9 @@ fn energy_charges(t: &TestCentral, account: &str) -> i64 {
     .unwrap()
 }
 
-#[test]
-fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central() {
+/// A central with gateways gw-a and gw-b, and account A1 on gw-a with meter `serial` installed on
+/// the 1st (register 0).
+fn two_gateways_and_a_meter_on_a1(serial: &str) -> TestCentral {
     let t = central();
     t.tx(|tx| {
         ensure_gateway(tx, "gw-a")?;
@@ -95,22 +96,23 @@ fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central()
     })
     .unwrap();
     t.account("A1", Some("gw-a"));
+    let meter = Meter {
+        serial: serial.into(),
+        account: "A1".into(),
+        installed_at: ist(1, 0),
+        initial_register_wh: Some(0),
+        keys: None,
+        relay_state: "unknown".into(),
+    };
+    t.tx(move |tx| accounts::put_meter(tx, &meter, false))
+        .unwrap();
+    t
+}
+
+#[test]
+fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central() {
+    let t = two_gateways_and_a_meter_on_a1("M1");
     t.account("B1", Some("gw-b"));
-    t.tx(|tx| {
-        accounts::put_meter(
-            tx,
-            &Meter {
-                serial: "M1".into(),
-                account: "A1".into(),
-                installed_at: ist(1, 0),
-                initial_register_wh: Some(0),
-                keys: None,
-                relay_state: "unknown".into(),
-            },
-            false,
-        )
-    })
-    .unwrap();
 
     // Into gw-a's stock once; the gateway is sent each spare with its keys.
     let report = stock(&t, "gw-a", &[("M2", 0x2601_0002), ("M3", 0x2601_0003)]).unwrap();
@@ -198,28 +200,7 @@ fn a_spare_swapped_in_at_a_gateway_bills_on_in_the_old_meters_slabs_at_central()
 
 #[test]
 fn a_gateway_an_account_moves_to_gets_its_meters_in_installation_order() {
-    let t = central();
-    t.tx(|tx| {
-        ensure_gateway(tx, "gw-a")?;
-        ensure_gateway(tx, "gw-b")
-    })
-    .unwrap();
-    t.account("A1", Some("gw-a"));
-    t.tx(|tx| {
-        accounts::put_meter(
-            tx,
-            &Meter {
-                serial: "Z1".into(),
-                account: "A1".into(),
-                installed_at: ist(1, 0),
-                initial_register_wh: Some(0),
-                keys: None,
-                relay_state: "unknown".into(),
-            },
-            false,
-        )
-    })
-    .unwrap();
+    let t = two_gateways_and_a_meter_on_a1("Z1");
     // The spare sorts before the old meter: the order must come from the installation times.
     stock(&t, "gw-a", &[("A2", 0x2601_0002)]).unwrap();
     exchange(

@@ -75,6 +75,12 @@ pub(super) fn put_stock_meter_in(
     Ok(())
 }
 
+fn not_in_stock(serial: &str) -> StoreError {
+    StoreError::InstallRefused(format!(
+        "meter {serial} is not in this gateway's stock; check the serial on its nameplate, or ask the office to add it to the stock"
+    ))
+}
+
 /// Takes a spare out of the stock inside the caller's transaction, with its keys opened.
 fn take_from_stock(tx: &Transaction<'_>, sealer: &Sealer, serial: &str) -> Result<SessionKeys> {
     let row: Option<(i64, String, String)> = tx
@@ -85,9 +91,7 @@ fn take_from_stock(tx: &Transaction<'_>, sealer: &Sealer, serial: &str) -> Resul
         )
         .optional()?;
     let Some((dev_addr, nwk, app)) = row else {
-        return Err(StoreError::InstallRefused(format!(
-            "meter {serial} is not in this gateway's stock; check the serial on its nameplate, or ask the office to add it to the stock"
-        )));
+        return Err(not_in_stock(serial));
     };
     let key = |sealed: &str, which: &str| -> Result<SessionKey> {
         SessionKey::from_hex(&sealer.open(sealed, &key_context(serial, which))?)
@@ -120,6 +124,31 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Checks that `swap` can be done: its spare is in stock, and the account has a meter in
+    /// service exactly when `swap` replaces one. Returns that meter (id and serial), if any.
+    pub fn check_swap(&self, swap: &MeterSwap) -> Result<Option<(i64, String)>> {
+        let in_stock = self
+            .conn
+            .prepare_cached("SELECT 1 FROM stock_meters WHERE serial = ?1")?
+            .query_row([&swap.serial], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !in_stock {
+            return Err(not_in_stock(&swap.serial));
+        }
+        match (self.active_meter(&swap.account)?, swap.final_register_wh) {
+            (replaced @ Some(_), Some(_)) | (replaced @ None, None) => Ok(replaced),
+            (Some((_, serial)), None) => Err(StoreError::InstallRefused(format!(
+                "account {} already has meter {serial} in service: replace it instead",
+                swap.account
+            ))),
+            (None, Some(_)) => Err(StoreError::InstallRefused(format!(
+                "account {} has no meter in service to replace: commission the new meter instead",
+                swap.account
+            ))),
+        }
+    }
+
     /// Installs a spare on an account as `action` (the technician's audit record) says, in one
     /// transaction: the spare leaves the stock with its keys, the account's meter in service (for a
     /// replacement) leaves service at `swap.at`, the new meter's first register becomes its first
@@ -130,23 +159,7 @@ impl Store {
     /// new meter's id.
     pub fn install_spare(&mut self, swap: &MeterSwap, action: &TechnicianAction) -> Result<i64> {
         let at = from_ts(ts(swap.at));
-        let replaced = self.active_meter(&swap.account)?;
-        let replaces = match (&replaced, swap.final_register_wh) {
-            (Some((id, serial)), Some(_)) => Some((*id, serial.clone())),
-            (None, None) => None,
-            (Some((_, serial)), None) => {
-                return Err(StoreError::InstallRefused(format!(
-                    "account {} already has meter {serial} in service: replace it instead",
-                    swap.account
-                )))
-            }
-            (None, Some(_)) => {
-                return Err(StoreError::InstallRefused(format!(
-                "account {} has no meter in service to replace: commission the new meter instead",
-                swap.account
-            )))
-            }
-        };
+        let replaces = self.check_swap(swap)?;
         let tx = self.conn.transaction()?;
         let keys = take_from_stock(&tx, &self.sealer, &swap.serial)?;
         let install = MeterInstall {
