@@ -247,9 +247,10 @@ pub fn retry_delay(failures: u32, initial: Duration, max: Duration, random: f64)
     capped / 2 + capped.mul_f64(random.clamp(0.0, 1.0) / 2.0)
 }
 
-/// Runs sessions on the schedule until `shutdown` completes. After a failure it retries with
-/// backoff instead of waiting for the schedule, so the first probe after the link returns starts a
-/// catch-up; `wake` starts a session at once (e.g. after a voucher redemption).
+/// Runs a session at once, then on the schedule until `shutdown` completes: a gateway back from a
+/// power cut or an update tells central at once. After a failure it retries with backoff instead
+/// of waiting for the schedule, so the first probe after the link returns starts a catch-up;
+/// `wake` starts a session at once (e.g. after a voucher redemption).
 pub async fn run<B: SyncBackend, T: Transport>(
     gateway: Arc<Mutex<B>>,
     transport: T,
@@ -261,8 +262,12 @@ pub async fn run<B: SyncBackend, T: Transport>(
     let schedule = sync_schedule(&config);
     tokio::pin!(shutdown);
     let mut failures = 0u32;
+    let mut first = true;
     loop {
-        let wait = if failures > 0 {
+        let wait = if first {
+            first = false;
+            Duration::ZERO
+        } else if failures > 0 {
             retry_delay(
                 failures,
                 config.retry_initial,
