@@ -154,10 +154,9 @@ fn prepare(dir: &Path) -> Paths {
     wait_until(
         dir,
         || {
-            Store::open(&paths.gateway_db)
-                .ok()
-                .and_then(|s| s.meter_id(&format!("MTR{:03}", METERS - 1)).ok().flatten())
-                .is_some()
+            let store = Store::open(&paths.gateway_db).map_err(|e| e.to_string())?;
+            let meter = store.meter_id(&format!("MTR{:03}", METERS - 1));
+            Ok(meter.map_err(|e| e.to_string())?.is_some())
         },
         "first sync",
     );
@@ -185,10 +184,16 @@ fn prepare(dir: &Path) -> Paths {
     paths
 }
 
-/// Waits for `done`, or fails showing the processes' logs in `dir`.
-fn wait_until(dir: &Path, mut done: impl FnMut() -> bool, what: &str) {
+/// Waits for `done`, or fails showing its last error and the processes' logs in `dir`.
+fn wait_until(dir: &Path, mut done: impl FnMut() -> Result<bool, String>, what: &str) {
     let started = Instant::now();
-    while !done() {
+    let mut last_error = String::new();
+    loop {
+        match done() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => last_error = error,
+        }
         if started.elapsed() > std::time::Duration::from_secs(120) {
             let logs: String = ["central.log", "gateway.log"]
                 .iter()
@@ -199,16 +204,16 @@ fn wait_until(dir: &Path, mut done: impl FnMut() -> bool, what: &str) {
                     )
                 })
                 .collect();
-            panic!("timed out waiting for {what}\n{logs}");
+            panic!("timed out waiting for {what} (last error: {last_error:?})\n{logs}");
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
-fn backlog(paths: &Paths) -> (u64, u64) {
+fn backlog(paths: &Paths) -> Result<(u64, u64), String> {
     Store::open(&paths.gateway_db)
         .and_then(|mut s| s.sync_backlog())
-        .unwrap_or((u64::MAX, u64::MAX))
+        .map_err(|e| e.to_string())
 }
 
 /// Balances per account at the gateway and at central (processes stopped).
@@ -236,7 +241,7 @@ fn balances(paths: &Paths, dir: &Path) -> Vec<(String, i64, i64)> {
 fn kill_9_of_either_side_mid_sync_then_restart_reaches_the_same_end_state() {
     let dir = tempfile::tempdir().unwrap();
     let paths = prepare(dir.path());
-    let readings_waiting = backlog(&paths).1;
+    let readings_waiting = backlog(&paths).unwrap().1;
     assert!(
         readings_waiting > 8_000,
         "{readings_waiting} readings waiting"
@@ -247,23 +252,23 @@ fn kill_9_of_either_side_mid_sync_then_restart_reaches_the_same_end_state() {
     // Kill the gateway once it has started catching up, and restart it.
     wait_until(
         dir.path(),
-        || backlog(&paths).1 < readings_waiting,
+        || Ok(backlog(&paths)?.1 < readings_waiting),
         "the catch-up to start",
     );
     kill(&mut daemon);
-    let after_gateway_kill = backlog(&paths).1;
+    let after_gateway_kill = backlog(&paths).unwrap().1;
     daemon = spawn(&["gateway"], &paths.gateway_config);
     // Kill central in the middle of the rest, and restart it.
     wait_until(
         dir.path(),
-        || backlog(&paths).1 < after_gateway_kill,
+        || Ok(backlog(&paths)?.1 < after_gateway_kill),
         "the catch-up to resume",
     );
     kill(&mut central);
     central = spawn(&["central", "serve"], &paths.central_config);
     wait_until(
         dir.path(),
-        || backlog(&paths) == (0, 0),
+        || Ok(backlog(&paths)? == (0, 0)),
         "the catch-up to finish",
     );
     // One more sync tick for the downlink, then stop both.

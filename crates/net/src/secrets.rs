@@ -35,24 +35,27 @@ pub enum SecretsError {
     WrongKey(String),
 }
 
-/// Writes a new random key to `path` (0600), unless another process made one first.
+/// Writes a new random key to `path` (0600), unless another process made one first. The key is
+/// written to a private temporary file and linked into place, so no process reads a half-written
+/// key file.
 fn create_key_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = match options.open(path) {
-        Ok(file) => file,
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".secrets-key-")
+        .tempfile_in(dir)?;
+    let key: [u8; 32] = rand::random();
+    staged.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+    staged.as_file().sync_all()?;
+    match std::fs::hard_link(staged.path(), path) {
+        Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(error) => return Err(error),
-    };
-    let key: [u8; 32] = rand::random();
-    file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
-    file.sync_all()?;
+    }
     tracing::info!(path = %path.display(), "secrets key file created: back it up apart from the database");
     Ok(())
 }

@@ -257,6 +257,23 @@ fn private_file(path: &Path) -> Result<()> {
     })
 }
 
+/// Switches a connection to write-ahead logging. Two processes making a new file at once can both
+/// try; SQLite answers the loser "busy" at once, without calling the busy handler, so it waits here.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) a database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -270,8 +287,7 @@ impl Store {
         let conn = Connection::open(path).map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
+        enable_wal(&conn).map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -321,16 +337,24 @@ impl Store {
         }
         // The pragma is a no-op inside a transaction: it is switched off around them all.
         self.conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let migrated = self.apply_migrations(found);
+        let migrated = self.apply_migrations();
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         migrated
     }
 
-    /// Applies the migrations after version `found`, each in its own transaction, committed only
-    /// when no row refers to a missing one.
-    fn apply_migrations(&mut self, found: i64) -> Result<()> {
-        for (version, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction()?;
+    /// Applies the missing migrations, each in its own transaction, committed only when no row
+    /// refers to a missing one. Each takes the write lock before it reads the version: another
+    /// process opening the same file at the same time (the daemon and a technician's command at
+    /// first boot) waits, then finds the step done instead of applying it twice.
+    fn apply_migrations(&mut self) -> Result<()> {
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let Some(sql) = schema::MIGRATIONS.get(version as usize) else {
+                return Ok(());
+            };
             tx.execute_batch(sql)?;
             let dangling: Vec<String> = tx
                 .prepare("PRAGMA foreign_key_check")?
@@ -339,16 +363,15 @@ impl Store {
             if let Some(table) = dangling.first() {
                 return Err(StoreError::MigrationForeignKeys {
                     path: self.path.clone(),
-                    version: version as i64 + 1,
+                    version: version + 1,
                     rows: dangling.len(),
                     table: table.clone(),
                 });
             }
-            tx.pragma_update(None, "user_version", version as i64 + 1)?;
+            tx.pragma_update(None, "user_version", version + 1)?;
             tx.commit()?;
             tracing::info!(version = version + 1, path = %self.path.display(), "applied schema migration");
         }
-        Ok(())
     }
 
     fn load_caches(&mut self) -> Result<()> {

@@ -88,6 +88,32 @@ fn migrations_run_from_empty_and_reopen_is_a_no_op() {
     );
 }
 
+#[test]
+fn processes_opening_a_new_database_at_once_all_succeed() {
+    // The daemon and a technician's command can open the same new file together at first boot:
+    // each migration step and the secrets key must be made once, and nobody may see them half made.
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let start = std::sync::Barrier::new(6);
+        let versions: Vec<std::result::Result<i64, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        let store = Store::open(&path).map_err(|e| e.to_string())?;
+                        store.schema_version().map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for version in versions {
+            assert_eq!(version, Ok(schema::MIGRATIONS.len() as i64));
+        }
+    }
+}
+
 /// A database as gramgrid left it at schema version 4, with one account and meter (id 1), relay
 /// commands `(id, state, created_at offset in seconds)` and one event per command.
 fn version_4_database(path: &std::path::Path, commands: &[(&str, &str, i64)]) -> Connection {
