@@ -79,6 +79,10 @@ pub struct MqttConfig {
     /// longer than this, and up again at its next exchange.
     #[serde(with = "humantime_serde")]
     pub gateway_down_after: Duration,
+    /// Published events are deleted from the outbox this long after the broker acknowledged them
+    /// (the broker and the subscribers have them; central's database does not keep growing).
+    #[serde(with = "humantime_serde")]
+    pub keep_published: Duration,
     /// User name for the broker, if it asks for one.
     pub username: Option<String>,
     /// A file holding the broker password (its first line); needs `username`.
@@ -94,6 +98,7 @@ impl Default for MqttConfig {
             topic_prefix: "gramgrid".into(),
             keep_alive: Duration::from_secs(30),
             gateway_down_after: Duration::from_secs(15 * 60),
+            keep_published: Duration::from_secs(7 * 24 * 3600),
             username: None,
             password_file: None,
         }
@@ -532,9 +537,14 @@ mod tests {
         );
         assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
         assert_eq!(mqtt.gateway_down_after, Duration::from_secs(900));
-        let full = "[mqtt]\nhost = \"10.0.0.5\"\nport = 1884\nclient_id = \"central-2\"\ntopic_prefix = \"utility/grid\"\nkeep_alive = \"1m\"\ngateway_down_after = \"1h\"\nusername = \"central\"\npassword_file = \"/etc/pw\"\n";
+        let full = "[mqtt]\nhost = \"10.0.0.5\"\nport = 1884\nclient_id = \"central-2\"\ntopic_prefix = \"utility/grid\"\nkeep_alive = \"1m\"\ngateway_down_after = \"1h\"\nkeep_published = \"2days\"\nusername = \"central\"\npassword_file = \"/etc/pw\"\n";
         let mqtt = CentralConfig::parse(full).unwrap().mqtt.unwrap();
         assert_eq!(mqtt.password_file.as_deref(), Some(Path::new("/etc/pw")));
+        assert_eq!(mqtt.keep_published, Duration::from_secs(2 * 86_400));
+        assert_eq!(
+            MqttConfig::default().keep_published,
+            Duration::from_secs(7 * 86_400)
+        );
         let cases = [
             ("[mqtt]\n", "host is missing"),
             ("[mqtt]\nhost = \"h\"\nport = 0\n", "port 0"),

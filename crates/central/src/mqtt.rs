@@ -440,7 +440,16 @@ pub async fn run(central: Arc<Central>, shutdown: impl std::future::Future<Outpu
     tokio::join!(publisher, watcher, stopper);
 }
 
-/// Runs [`check_gateways`] every quarter of `gateway_down_after` (at most every minute).
+/// Deletes the events the broker acknowledged before `before`; returns how many.
+pub fn prune_published(tx: &mut dyn Tx, before: DateTime<Utc>) -> Result<u64> {
+    Ok(tx.execute(
+        "DELETE FROM mqtt_events WHERE published_at IS NOT NULL AND published_at < $1",
+        &[ts(before).into()],
+    )?)
+}
+
+/// Runs [`check_gateways`] every quarter of `gateway_down_after` (at most every minute), and
+/// [`prune_published`] with `keep_published`.
 async fn watch_gateways(
     central: Arc<Central>,
     config: &MqttConfig,
@@ -448,6 +457,7 @@ async fn watch_gateways(
 ) {
     let every =
         (config.gateway_down_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let keep = chrono::Duration::from_std(config.keep_published).unwrap_or(chrono::Duration::MAX);
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -461,6 +471,16 @@ async fn watch_gateways(
             .await
         {
             tracing::warn!(%error, "the gateway up/down check failed; will retry");
+        }
+        let before = now
+            .checked_sub_signed(keep)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        if let Err(error) = central
+            .db()
+            .transaction(move |tx| prune_published(tx, before))
+            .await
+        {
+            tracing::warn!(%error, "deleting published MQTT events failed; will retry");
         }
     }
 }

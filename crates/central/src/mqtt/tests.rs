@@ -241,6 +241,48 @@ fn without_mqtt_nothing_is_queued_and_with_it_a_gateway_goes_up_down_and_up() {
     up_down_and_up(&central_configured(|c| c.mqtt = Some(mqtt_config(1883))));
 }
 
+#[test]
+fn published_events_are_deleted_after_keep_published_and_unpublished_ones_never() {
+    let t = central_configured(|c| c.mqtt = Some(mqtt_config(1883)));
+    let now = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
+    up_down_and_up(&t);
+    let seqs: Vec<i64> = t
+        .tx(|tx| {
+            Ok(tx
+                .query("SELECT seq FROM mqtt_events ORDER BY seq", &[])?
+                .iter()
+                .map(|r| r.int(0).unwrap())
+                .collect())
+        })
+        .unwrap();
+    assert_eq!(seqs.len(), 4);
+    // Acknowledged 8 days ago, 6 days ago, just now; the fourth never.
+    for (seq, published) in seqs
+        .iter()
+        .zip([now - Span::days(8), now - Span::days(6), now])
+    {
+        let (seq, published) = (*seq, ts(published));
+        t.tx(move |tx| {
+            Ok(tx.execute(
+                "UPDATE mqtt_events SET published_at = $1 WHERE seq = $2",
+                &[published.into(), seq.into()],
+            )?)
+        })
+        .unwrap();
+    }
+    let keep = Span::from_std(MqttConfig::default().keep_published).unwrap();
+    assert_eq!(t.tx(move |tx| prune_published(tx, now - keep)).unwrap(), 1);
+    let left: Vec<Option<i64>> = rows(&t).into_iter().map(|r| r.2).collect();
+    assert_eq!(left, [Some(ts(now - Span::days(6))), Some(ts(now)), None]);
+    // Long after: everything published goes, the unpublished event stays for the publisher.
+    assert_eq!(
+        t.tx(move |tx| prune_published(tx, now + Span::days(30)))
+            .unwrap(),
+        2
+    );
+    assert_eq!(rows(&t).len(), 1);
+}
+
 /// A gateway's exchanges and silences, on a central with `[mqtt]`: up, down, up, up.
 fn up_down_and_up(t: &TestCentral) {
     let now = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
