@@ -76,6 +76,7 @@ fn cut(account: &str, at: DateTime<Utc>) -> DecisionRecord {
         clock_trusted: true,
         protected: false,
         arrangement: None,
+        outages: Vec::new(),
     };
     let policy = PolicyConfig::default();
     let outcome = Outcome::from(&policy::decide(&policy, &facts, at));

@@ -16,7 +16,7 @@ use gramgrid_gateway::gateway::Gateway;
 use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError, SharedStats};
 use gramgrid_gateway::store::{Account, Fcnt, LinkSession, MeterInstall, MeterReading, StoreError};
 use gramgrid_proto::frame;
-use gramgrid_proto::payload::{self, AccessMode, Downlink};
+use gramgrid_proto::payload::{self, AccessMode, Downlink, MeterEvent};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::{RadioConfig, RxFrame};
 use gramgrid_sim::meter::fleet::{self, locked, MeterHandle, PlannedMeter};
@@ -67,6 +67,14 @@ impl LinkBackend for FlakyStore {
             return Err(LinkError::Store(StoreError::DiskFull));
         }
         self.inner.readings(batch)
+    }
+    fn events(
+        &mut self,
+        meter: i64,
+        events: &[MeterEvent],
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError> {
+        self.inner.events(meter, events, at)
     }
     fn relay_state(
         &mut self,

@@ -13,6 +13,7 @@ mod guardrails_central;
 mod layering;
 mod link_end_to_end;
 mod link_processes;
+mod meter_events;
 mod modem_outage;
 mod protocol_end_to_end;
 mod protocol_vectors;

@@ -135,6 +135,11 @@ impl Village {
     /// air with a capture in `air.jsonl`, `meters` simulated meters and the gateway daemon (with
     /// `gateway_extra` appended to its config), and waits for the gateway's first sync.
     pub fn start(meters: usize, gateway_extra: &str) -> Village {
+        Village::start_with(meters, gateway_extra, &[])
+    }
+
+    /// As [`Village::start`], with `sim_extra` appended to `gramgrid sim`'s arguments.
+    pub fn start_with(meters: usize, gateway_extra: &str, sim_extra: &[&str]) -> Village {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let path = |name: &str| d.join(name).to_str().unwrap().to_string();
@@ -202,25 +207,24 @@ impl Village {
             .next()
             .unwrap()
             .to_string();
-        let meters_arg = meters.to_string();
-        let mut sim = spawn(
-            &[
-                "sim",
-                "--meters",
-                &meters_arg,
-                "--bus",
-                &bus,
-                "--radius-m",
-                "150",
-                "--seed",
-                "5",
-                "--history-hours",
-                "2",
-                "--manifest-out",
-                &path("meters.toml"),
-            ],
-            &d.join("sim.log"),
-        );
+        let (meters_arg, manifest_out) = (meters.to_string(), path("meters.toml"));
+        let mut sim_args = vec![
+            "sim",
+            "--meters",
+            &meters_arg,
+            "--bus",
+            &bus,
+            "--radius-m",
+            "150",
+            "--seed",
+            "5",
+            "--history-hours",
+            "2",
+            "--manifest-out",
+            &manifest_out,
+        ];
+        sim_args.extend_from_slice(sim_extra);
+        let mut sim = spawn(&sim_args, &d.join("sim.log"));
         assert!(sim
             .first_line()
             .starts_with(&format!("sim running {meters} meters")));

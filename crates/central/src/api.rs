@@ -13,6 +13,7 @@ use super::accounts::{self, Account, AccountView, Meter, RechargeRequest};
 use super::audit::{self, AuditEntry};
 use super::config::{ApiToken, Scope};
 use super::decisions::{self, Decision};
+use super::events;
 use super::holds::{self, BreakerHold, PolicyHold, Publish};
 use super::technicians::{self, Technician, TechnicianAction, TechnicianChange};
 use super::vouchers::{self, IssueRequest};
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::from_ts;
 use gramgrid_core::tariff::TariffVersion;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/technicians"),
     ("put", "/api/v1/technicians/{name}"),
     ("get", "/api/v1/technician-actions"),
+    ("get", "/api/v1/meters/{serial}/events"),
+    ("get", "/api/v1/outages"),
 ];
 
 /// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
@@ -204,6 +207,8 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/technicians", get(list_technicians))
         .route("/api/v1/technicians/{name}", put(set_technician))
         .route("/api/v1/technician-actions", get(technician_actions))
+        .route("/api/v1/meters/{serial}/events", get(meter_events))
+        .route("/api/v1/outages", get(outages))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -1040,6 +1045,52 @@ async fn technician_actions(
                 query.technician.as_deref(),
                 limit,
             )
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/v1/meters/{serial}/events?limit=`: at most `limit` (default 100), newest first.
+async fn meter_events(
+    State(central): Shared,
+    Path(serial): Path<String>,
+    query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<events::MeterEventRow>>> {
+    let Query(query) =
+        query.map_err(|e| CentralError::Invalid(format!("{}; use ?limit=100", e.body_text())))?;
+    let limit = query.limit.unwrap_or(100);
+    Ok(Json(
+        run(&central, move |tx| events::meter_events(tx, &serial, limit)).await?,
+    ))
+}
+
+/// `GET /api/v1/outages?gateway=&since=&limit=`: outages that started at or after `since`
+/// (RFC 3339; default 30 days ago), newest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutagesQuery {
+    gateway: Option<String>,
+    since: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn outages(
+    State(central): Shared,
+    query: Result<Query<OutagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<events::OutageRow>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?gateway=village-a&since=2026-11-01T00:00:00Z&limit=100",
+            e.body_text()
+        ))
+    })?;
+    let since = query
+        .since
+        .unwrap_or_else(|| central.now() - Duration::days(30));
+    let limit = query.limit.unwrap_or(100);
+    Ok(Json(
+        run(&central, move |tx| {
+            events::outages(tx, query.gateway.as_deref(), since, limit)
         })
         .await?,
     ))

@@ -21,6 +21,7 @@ mod config;
 pub mod db;
 pub mod decisions;
 mod downlink;
+pub mod events;
 mod export;
 mod flags;
 pub mod holds;
@@ -236,7 +237,31 @@ pub(crate) mod testing {
     use gramgrid_core::decision::{DecisionRecord, Outcome};
     use gramgrid_core::policy::{self, AccountFacts, PolicyConfig, RelayState};
     use gramgrid_core::tariff::Category;
-    use gramgrid_proto::wire::DownlinkEvent;
+    use gramgrid_core::tariff::TariffBook;
+    use gramgrid_proto::wire::{
+        DownlinkEvent, PriorityRecord, UplinkEvent, UploadRequest, UploadResponse, PROTOCOL_VERSION,
+    };
+
+    /// An upload in this gramgrid's protocol, sent at `now`, carrying `events` as priority records
+    /// `first_seq`, `first_seq + 1`, ... and nothing else (set the other fields as a test needs).
+    pub(crate) fn priority_upload(
+        first_seq: u64,
+        events: Vec<UplinkEvent>,
+        now: DateTime<Utc>,
+    ) -> UploadRequest {
+        UploadRequest {
+            protocol: PROTOCOL_VERSION,
+            sent_at: now,
+            priority: events
+                .into_iter()
+                .zip(first_seq..)
+                .map(|(event, seq)| PriorityRecord { seq, event })
+                .collect(),
+            readings: None,
+            downlink_applied: 0,
+            identity: None,
+        }
+    }
 
     /// A central server on a database of its own, removed with it.
     pub(crate) struct TestCentral {
@@ -288,6 +313,21 @@ pub(crate) mod testing {
             f: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
         ) -> Result<T> {
             self.central.db().blocking(f)
+        }
+
+        /// Applies `request` as an exchange of `gateway` at `now` (the sync endpoint's work,
+        /// without the HTTP).
+        pub(crate) fn upload(
+            &self,
+            gateway: &str,
+            request: UploadRequest,
+            now: DateTime<Utc>,
+        ) -> UploadResponse {
+            let gateway = gateway.to_owned();
+            self.tx(move |tx| {
+                crate::sync::apply(tx, &TariffBook::builtin(), &gateway, &request, now)
+            })
+            .unwrap()
         }
 
         /// Opens account `id` (domestic), assigned to `gateway` if given.
@@ -381,6 +421,7 @@ pub(crate) mod testing {
             clock_trusted: true,
             protected: false,
             arrangement: None,
+            outages: Vec::new(),
         };
         let policy = PolicyConfig::default();
         let outcome = Outcome::from(&policy::decide(&policy, &facts, at));

@@ -35,6 +35,8 @@ pub const MAX_DECISION_BYTES: usize = 64 * 1024;
 pub const MAX_HOLD_ACCOUNTS: usize = 20_000;
 /// Most reasons one breaker hold may give.
 pub const MAX_HOLD_REASONS: usize = 32;
+/// Most meters one supply outage may name.
+pub const MAX_OUTAGE_METERS: usize = 20_000;
 
 /// Why a record from a gateway was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +344,43 @@ impl<'a> Origin<'a> {
                 }
                 Ok(())
             })),
+            UplinkEvent::MeterEvent {
+                id, meter, kind, at, ..
+            } => Ok(self.meter(tx, meter)?.and_then(|_| {
+                self.not_ahead(*at, None)?;
+                bounded("a meter event id", id, MAX_RECORD_ID_BYTES, None)?;
+                bounded("a meter event kind", kind, MAX_RECORD_ID_BYTES, None)
+            })),
+            UplinkEvent::SupplyOutage {
+                id,
+                started_at,
+                ended_at,
+                meters,
+            } => {
+                if meters.len() > MAX_OUTAGE_METERS {
+                    return Ok(Err(Refusal::new(
+                        "absurd_value",
+                        None,
+                        format!("an outage of {} meters", meters.len()),
+                    )));
+                }
+                for meter in meters {
+                    if let Err(refusal) = self.meter(tx, meter)? {
+                        return Ok(Err(refusal));
+                    }
+                }
+                Ok(self.not_ahead(*started_at, None).and_then(|()| {
+                    bounded("an outage id", id, MAX_RECORD_ID_BYTES, None)?;
+                    match ended_at {
+                        Some(end) if end < started_at => Err(Refusal::new(
+                            "absurd_value",
+                            None,
+                            format!("outage {id} ends at {end}, before it started at {started_at}"),
+                        )),
+                        _ => Ok(()),
+                    }
+                }))
+            }
             UplinkEvent::Decision {
                 id,
                 account,

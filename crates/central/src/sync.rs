@@ -13,7 +13,7 @@ use super::origin::{self, Origin, Refusal};
 use super::readings;
 use super::stock;
 use super::{
-    accounts, decisions, holds, identity, mqtt, notify, technicians, vouchers, Central,
+    accounts, decisions, events, holds, identity, mqtt, notify, technicians, vouchers, Central,
     CentralError, Result,
 };
 use axum::body::Bytes;
@@ -516,6 +516,40 @@ fn apply_record(
                 return Ok(Some(Refusal::foreign_meter(account, why)));
             }
             touched.insert(account.clone());
+        }
+        UplinkEvent::MeterEvent {
+            id,
+            meter,
+            kind,
+            at,
+            command_id,
+        } => {
+            let account = checks.meter(tx, meter)?.ok().map(|info| info.account);
+            let event = events::ReportedEvent {
+                gateway,
+                id,
+                meter,
+                account: account.as_deref(),
+                kind,
+                at: *at,
+                command_id: *command_id,
+            };
+            events::record_event(tx, &event, checks.now)?;
+        }
+        UplinkEvent::SupplyOutage {
+            id,
+            started_at,
+            ended_at,
+            meters,
+        } => {
+            let outage = events::OutageRow {
+                id: id.clone(),
+                gateway: gateway.to_owned(),
+                started_at: *started_at,
+                ended_at: *ended_at,
+                meters: meters.clone(),
+            };
+            events::record_outage(tx, &outage, checks.now)?;
         }
     }
     Ok(None)

@@ -165,6 +165,20 @@ impl DecisionRecord {
                 }
             ),
         ];
+        if !f.outages.is_empty() {
+            let spans: Vec<String> = f
+                .outages
+                .iter()
+                .map(|o| match o.end {
+                    Some(end) => format!("{} to {}", local(o.start), local(end)),
+                    None => format!("since {}, going on", local(o.start)),
+                })
+                .collect();
+            lines.push(format!(
+                "supply outages (not counted in the grace): {}",
+                spans.join("; ")
+            ));
+        }
         if let Some(hold) = &self.breaker {
             lines.push(format!(
                 "held by the disconnection breaker (hold {}): {}",
@@ -244,6 +258,7 @@ mod tests {
             clock_trusted: true,
             protected: false,
             arrangement: None,
+            outages: Vec::new(),
         };
         let policy = PolicyConfig::default();
         let outcome = Outcome::from(&policy::decide(&policy, &facts, at));

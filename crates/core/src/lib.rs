@@ -9,6 +9,7 @@
 //! - [`rating`]: cumulative register readings → energy and charges per tariff segment;
 //! - [`ledger`]: money events and the balance derived from them;
 //! - [`policy`]: alerts and the disconnect/reconnect decision under windows, holidays and grace;
+//! - [`outage`]: supply outages found in meters' power events, and the grace they add;
 //! - [`relay`]: the relay command lifecycle (retries, time-outs, confirmation);
 //! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?);
 //! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod decision;
 pub mod ledger;
 pub mod message;
+pub mod outage;
 pub mod policy;
 pub mod rating;
 pub mod relay;

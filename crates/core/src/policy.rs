@@ -20,6 +20,7 @@
 use crate::breaker::BreakerConfig;
 use crate::civil;
 use crate::ledger::{ArrearsRule, LastRecharge};
+use crate::outage::{self, OutageSpan};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -327,6 +328,11 @@ pub struct AccountFacts {
     /// The supply was cut with a debt: what has been paid since (partial-payment rule).
     #[serde(default)]
     pub arrangement: Option<Arrangement>,
+    /// Supply outages of the transformer or feeder since the threshold was crossed (or going on):
+    /// their hours do not count towards the grace, and none is disconnected while one lasts
+    /// ([`crate::outage`]).
+    #[serde(default)]
+    pub outages: Vec<OutageSpan>,
 }
 
 /// Why a due disconnect was not carried out now.
@@ -353,6 +359,8 @@ pub enum Hold {
         /// The end of the time to pay the rest (UTC).
         until: DateTime<Utc>,
     },
+    /// A supply outage of the transformer or feeder is going on: the meters are dark.
+    SupplyOutage,
 }
 
 impl std::fmt::Display for Hold {
@@ -367,6 +375,7 @@ impl std::fmt::Display for Hold {
             Hold::PartialPayment { until } => {
                 write!(f, "a partial payment; the rest is due by {until}")
             }
+            Hold::SupplyOutage => write!(f, "a supply outage on the transformer or feeder"),
         }
     }
 }
@@ -507,13 +516,17 @@ fn wanted_relay(
             Some(Hold::PartialPayment { until }),
         );
     }
-    let earliest = config.first_disconnect.earliest(crossed);
-    let check = if !facts.clock_trusted {
-        Err(Hold::ClockUntrusted)
-    } else if now < earliest {
-        Err(Hold::Grace { until: earliest })
-    } else {
-        disconnect_allowed(config, now)
+    let supply_out = facts
+        .outages
+        .iter()
+        .any(|o| o.start <= now && o.end.is_none_or(|end| end > now));
+    let grace = config.first_disconnect.earliest(crossed);
+    let check = match outage::grace_end(crossed, grace, &facts.outages) {
+        _ if !facts.clock_trusted => Err(Hold::ClockUntrusted),
+        None => Err(Hold::SupplyOutage),
+        _ if supply_out => Err(Hold::SupplyOutage),
+        Some(earliest) if now < earliest => Err(Hold::Grace { until: earliest }),
+        Some(_) => disconnect_allowed(config, now),
     };
     match check {
         Ok(()) => (Some(RelayAction::Disconnect), None),

@@ -32,6 +32,8 @@ pub struct GatewayConfig {
     pub modem: crate::modem::ModemConfig,
     /// `[technician]`: the technician web app on the village Wi-Fi (HTTPS).
     pub technician: crate::technician_config::TechnicianConfig,
+    /// `[outage]`: when meters losing power together count as a supply outage.
+    pub outage: gramgrid_core::outage::OutageRule,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,

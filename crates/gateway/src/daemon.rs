@@ -19,6 +19,7 @@ use gramgrid_core::civil;
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_net::wallclock::WallClock;
 use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::payload::MeterEvent;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -323,6 +324,14 @@ impl LinkBackend for GatewayBackend {
     }
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
         self.with(|g| g.ingest_readings(batch).map(|_| ()))
+    }
+    fn events(
+        &mut self,
+        meter: i64,
+        events: &[MeterEvent],
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError> {
+        self.with(|g| g.on_meter_events(meter, events, at).map(drop))
     }
     fn relay_state(
         &mut self,

@@ -7,6 +7,7 @@
 //! pass decides go through the disconnection breaker (`guard`) before any is queued; every relay
 //! command is stored with the record of the decision that made it. The radio (meter link) plugs in
 //! through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through the store.
+mod events;
 mod guard;
 
 use crate::config::GatewayConfig;
@@ -442,6 +443,7 @@ impl Gateway {
             self.config.policy.disconnect_threshold_paise - emergency_credit_paise.max(0),
             now,
         )?;
+        let below_threshold_since = self.store.below_threshold_since(&account.id)?;
         Ok(AccountFacts {
             balance_paise: position.balance_paise,
             last_recharge: position.last_recharge,
@@ -449,11 +451,12 @@ impl Gateway {
             daily_consumption_paise: self.daily_consumption(account, now)?,
             relay,
             pending,
-            below_threshold_since: self.store.below_threshold_since(&account.id)?,
+            below_threshold_since,
             manual_override: self.store.active_override(&account.id, now)?,
             clock_trusted,
             protected: self.store.protection(&account.id)?.is_some(),
             arrangement,
+            outages: self.outage_spans(below_threshold_since.unwrap_or(now))?,
         })
     }
 

@@ -44,11 +44,26 @@ pub enum RelayState {
     ReadyForReconnection = 2,
 }
 
+/// Which tamper the meter detected (IS 15959 "other/tamper" event log occurrences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tamper {
+    /// A tamper the meter does not name (code 1).
+    Unspecified,
+    /// A strong magnet near the meter (code 6).
+    Magnet,
+    /// The meter's cover was opened (code 7).
+    CoverOpen,
+    /// Neutral missing or disturbed (code 8).
+    NeutralDisturbance,
+    /// Current flowing in reverse through an import-only meter (code 9).
+    ReverseCurrent,
+}
+
 /// What happened at the meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// Tamper detected, e.g. a magnet or the cover opened (code 1).
-    Tamper,
+    /// Tamper detected (codes 1 and 6 to 9, by [`Tamper`]).
+    Tamper(Tamper),
     /// Mains supply failed (code 2).
     PowerFail,
     /// Mains supply restored (code 3).
@@ -60,6 +75,38 @@ pub enum EventKind {
     },
     /// The meter's real-time clock was set (code 5).
     ClockSet,
+}
+
+impl EventKind {
+    /// The kind's stable name, as the store, the sync wire and the office see it
+    /// (`tamper_magnet`, `power_fail`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Tamper(Tamper::Unspecified) => "tamper",
+            EventKind::Tamper(Tamper::Magnet) => "tamper_magnet",
+            EventKind::Tamper(Tamper::CoverOpen) => "tamper_cover_open",
+            EventKind::Tamper(Tamper::NeutralDisturbance) => "tamper_neutral",
+            EventKind::Tamper(Tamper::ReverseCurrent) => "tamper_reverse_current",
+            EventKind::PowerFail => "power_fail",
+            EventKind::PowerRestore => "power_restore",
+            EventKind::RelayOperated { .. } => "relay_operated",
+            EventKind::ClockSet => "clock_set",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            EventKind::Tamper(Tamper::Unspecified) => 1,
+            EventKind::PowerFail => 2,
+            EventKind::PowerRestore => 3,
+            EventKind::RelayOperated { .. } => 4,
+            EventKind::ClockSet => 5,
+            EventKind::Tamper(Tamper::Magnet) => 6,
+            EventKind::Tamper(Tamper::CoverOpen) => 7,
+            EventKind::Tamper(Tamper::NeutralDisturbance) => 8,
+            EventKind::Tamper(Tamper::ReverseCurrent) => 9,
+        }
+    }
 }
 
 /// A meter event and when it happened (meter clock, whole seconds).
@@ -356,17 +403,10 @@ impl MeterReport {
             let age = meter_secs
                 .checked_sub(at)
                 .ok_or(EncodeError::EventAfterMeterTime)?;
-            let (code, command_id) = match event.kind {
-                EventKind::Tamper => (1, None),
-                EventKind::PowerFail => (2, None),
-                EventKind::PowerRestore => (3, None),
-                EventKind::RelayOperated { command_id } => (4, Some(command_id)),
-                EventKind::ClockSet => (5, None),
-            };
-            w.push(code);
+            w.push(event.kind.code());
             put_varint(&mut w, u64::from(age));
-            if let Some(id) = command_id {
-                put_varint(&mut w, u64::from(id));
+            if let EventKind::RelayOperated { command_id } = event.kind {
+                put_varint(&mut w, u64::from(command_id));
             }
         }
         put_len(&mut w, self.acks.len());
@@ -405,7 +445,11 @@ impl MeterReport {
             let code = r.u8("event.kind")?;
             let age = r.varint_u32("event.age")?;
             let kind = match code {
-                1 => EventKind::Tamper,
+                1 => EventKind::Tamper(Tamper::Unspecified),
+                6 => EventKind::Tamper(Tamper::Magnet),
+                7 => EventKind::Tamper(Tamper::CoverOpen),
+                8 => EventKind::Tamper(Tamper::NeutralDisturbance),
+                9 => EventKind::Tamper(Tamper::ReverseCurrent),
                 2 => EventKind::PowerFail,
                 3 => EventKind::PowerRestore,
                 4 => EventKind::RelayOperated {
@@ -852,6 +896,39 @@ mod tests {
     }
 
     #[test]
+    fn event_codes_are_the_documented_ones_and_an_unknown_code_is_refused() {
+        let codes = [
+            (EventKind::Tamper(Tamper::Unspecified), 1),
+            (EventKind::PowerFail, 2),
+            (EventKind::PowerRestore, 3),
+            (EventKind::ClockSet, 5),
+            (EventKind::Tamper(Tamper::Magnet), 6),
+            (EventKind::Tamper(Tamper::CoverOpen), 7),
+            (EventKind::Tamper(Tamper::NeutralDisturbance), 8),
+            (EventKind::Tamper(Tamper::ReverseCurrent), 9),
+        ];
+        for (kind, code) in codes {
+            let mut r = report(0, 0);
+            r.events = vec![MeterEvent {
+                kind,
+                at: r.meter_time,
+            }];
+            let bytes = Uplink::MeterReport(r).encode().unwrap();
+            // Header, time, power, voltage, relay, no intervals; then 1 event: its code, age 0.
+            assert_eq!(&bytes[12..15], [0x01, code, 0x00], "{kind:?}");
+            let mut unknown = bytes.clone();
+            unknown[13] = 10;
+            assert!(matches!(
+                Uplink::decode(&unknown),
+                Err(DecodeError::InvalidValue {
+                    field: "event.kind",
+                    value: 10
+                })
+            ));
+        }
+    }
+
+    #[test]
     fn downlink_bytes_match_the_documented_layout() {
         let cases = [
             (
@@ -1031,7 +1108,7 @@ mod tests {
         );
         let mut r = report(0, 0);
         r.events.push(MeterEvent {
-            kind: EventKind::Tamper,
+            kind: EventKind::Tamper(Tamper::Unspecified),
             at: r.meter_time + chrono::Duration::seconds(1),
         });
         assert_eq!(
@@ -1125,7 +1202,11 @@ mod tests {
 
     fn event_kind() -> impl Strategy<Value = EventKind> {
         prop_oneof![
-            Just(EventKind::Tamper),
+            Just(EventKind::Tamper(Tamper::Unspecified)),
+            Just(EventKind::Tamper(Tamper::Magnet)),
+            Just(EventKind::Tamper(Tamper::CoverOpen)),
+            Just(EventKind::Tamper(Tamper::NeutralDisturbance)),
+            Just(EventKind::Tamper(Tamper::ReverseCurrent)),
             Just(EventKind::PowerFail),
             Just(EventKind::PowerRestore),
             any::<u32>().prop_map(|command_id| EventKind::RelayOperated { command_id }),

@@ -28,7 +28,10 @@ pub use model::{
 /// and the technicians' actions audited at the gateway ([`UplinkEvent::TechnicianAction`]).
 /// Version 6 appended spare meters in a gateway's stock ([`DownlinkEvent::StockMeter`]) and the
 /// meters technicians commissioned or swapped from it ([`UplinkEvent::MeterInstalled`]).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// Version 7 appended what meters report besides readings ([`UplinkEvent::MeterEvent`]: tamper,
+/// power fail and restore, relay operated, clock set) and the supply outages the gateway found in
+/// them ([`UplinkEvent::SupplyOutage`]).
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -252,6 +255,34 @@ pub enum UplinkEvent {
         replaces: Option<String>,
         /// Who installed it (the gateway login name).
         technician: String,
+    },
+    /// Something a meter reported in its event log (protocol 7; docs/events.md). A meter that
+    /// reports the same event again makes the same id, so central stores it once.
+    MeterEvent {
+        /// `ev-<serial>-<kind>-<unix seconds>`.
+        id: String,
+        /// The reporting meter's serial.
+        meter: String,
+        /// `gramgrid_proto::payload::EventKind::name`: `tamper_magnet`, `power_fail`, ...
+        kind: String,
+        /// When it happened, by the meter's clock (UTC, whole seconds).
+        at: DateTime<Utc>,
+        /// For `relay_operated`: the gateway's wire command id that moved the relay (0: moved at
+        /// the meter).
+        command_id: Option<u32>,
+    },
+    /// A supply outage on the gateway's transformer or feeder (protocol 7): many meters lost power
+    /// together. Sent when the gateway finds it and again whenever it learns more (its end, more
+    /// meters); the latest record for an id is the outage.
+    SupplyOutage {
+        /// `outage-<gateway>-<unix seconds of the first power failure>`.
+        id: String,
+        /// The first of the meters' power failures (meter clocks, UTC).
+        started_at: DateTime<Utc>,
+        /// When supply came back to most of them; None while it has not.
+        ended_at: Option<DateTime<Utc>>,
+        /// Serials of the meters that lost power together.
+        meters: Vec<String>,
     },
 }
 
@@ -853,6 +884,19 @@ mod tests {
                 detail: "reconnect until 2026-11-30 10:00 IST".into(),
                 reason: Some("medical equipment".into()),
                 at,
+            },
+            UplinkEvent::MeterEvent {
+                id: "ev-M1-tamper_magnet-1795845617".into(),
+                meter: "M1".into(),
+                kind: "tamper_magnet".into(),
+                at,
+                command_id: None,
+            },
+            UplinkEvent::SupplyOutage {
+                id: "outage-gw-1-1795845617".into(),
+                started_at: at,
+                ended_at: None,
+                meters: vec!["M1".into(), "M2".into()],
             },
         ];
         for event in downlink {

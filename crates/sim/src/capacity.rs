@@ -20,7 +20,7 @@ use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_gateway::link::scheduler::RENDEZVOUS_SF;
 use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError};
 use gramgrid_gateway::store::{Fcnt, LinkSession, MeterReading};
-use gramgrid_proto::payload::AccessMode;
+use gramgrid_proto::payload::{AccessMode, MeterEvent};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::{Radio, RadioConfig, RadioError};
 use rand::{Rng, SeedableRng};
@@ -219,6 +219,9 @@ impl LinkBackend for BenchBackend {
         for r in batch {
             tally.arrivals.entry((r.meter, r.at)).or_insert(now);
         }
+        Ok(())
+    }
+    fn events(&mut self, _: i64, _: &[MeterEvent], _: DateTime<Utc>) -> Result<(), LinkError> {
         Ok(())
     }
     fn relay_state(&mut self, _: i64, _: RelayState, _: DateTime<Utc>) -> Result<(), LinkError> {

@@ -1,10 +1,10 @@
 //! The guardrail routes through the router, with scoped tokens: statuses, bodies and the audit.
 use super::*;
-use crate::testing::{central_with_tokens, decision, TestCentral};
+use crate::testing::{central_with_tokens, decision, priority_upload, TestCentral};
 use axum::body::Body;
 use chrono::TimeZone;
 use gramgrid_net::tls::PeerGateway;
-use gramgrid_proto::wire::{self, DownlinkEvent, PriorityRecord, UplinkEvent, UploadRequest};
+use gramgrid_proto::wire::{self, DownlinkEvent, UplinkEvent};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -57,18 +57,7 @@ impl Api {
 
     /// Sends `events` as gateway `gateway`'s priority records from `first_seq` on.
     async fn exchange(&self, gateway: &str, first_seq: u64, events: Vec<UplinkEvent>) {
-        let request = UploadRequest {
-            protocol: wire::PROTOCOL_VERSION,
-            sent_at: Utc::now(),
-            priority: events
-                .into_iter()
-                .zip(first_seq..)
-                .map(|(event, seq)| PriorityRecord { seq, event })
-                .collect(),
-            readings: None,
-            downlink_applied: 0,
-            identity: None,
-        };
+        let request = priority_upload(first_seq, events, Utc::now());
         let mut http = axum::http::Request::builder()
             .method("POST")
             .uri(wire::EXCHANGE_PATH)

@@ -319,6 +319,32 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX stock_meters_by_gateway ON stock_meters(gateway, serial);
     ALTER TABLE meters ADD COLUMN billing_serial TEXT
     "#,
+    // 10: what meters report besides readings (`events`): their event log as each gateway sent it,
+    // once per gateway and id, and the supply outages gateways found in it (`meters`: a JSON array
+    // of serials; each row the gateway's latest word on the outage).
+    r#"
+    CREATE TABLE meter_events (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        meter TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        command_id BIGINT,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (gateway, id)
+    );
+    CREATE INDEX meter_events_by_meter ON meter_events(meter, at);
+    CREATE TABLE supply_outages (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        meters TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (gateway, id)
+    );
+    CREATE INDEX supply_outages_by_start ON supply_outages(started_at)
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

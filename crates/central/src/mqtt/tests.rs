@@ -2,12 +2,11 @@
 //! killed and restarted in the middle.
 use super::*;
 use crate::accounts::{self, Account, RechargeRequest};
-use crate::testing::{central_configured, fresh_postgres, TestCentral};
+use crate::testing::{central_configured, fresh_postgres, priority_upload, TestCentral};
 use chrono::{Duration as Span, TimeZone};
-use gramgrid_core::tariff::{Category, TariffBook};
+use gramgrid_core::tariff::Category;
 use gramgrid_proto::wire::{
-    PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest, WireRelayAction,
-    WireRelayState, PROTOCOL_VERSION,
+    ReadingBatch, ReadingBlock, UplinkEvent, WireRelayAction, WireRelayState,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -341,21 +340,9 @@ fn exchange(
     readings: Option<ReadingBatch>,
     now: DateTime<Utc>,
 ) {
-    let request = UploadRequest {
-        protocol: PROTOCOL_VERSION,
-        sent_at: now,
-        priority: events
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(event, seq)| PriorityRecord { seq, event })
-            .collect(),
-        readings,
-        downlink_applied: 0,
-        identity: None,
-    };
-    let gateway = gateway.to_owned();
-    t.tx(move |tx| crate::sync::apply(tx, &TariffBook::builtin(), &gateway, &request, now))
-        .unwrap();
+    let mut request = priority_upload(first_seq, events, now);
+    request.readings = readings;
+    t.upload(gateway, request, now);
 }
 
 // ---- against a real broker ----

@@ -3,12 +3,10 @@
 //! gateway does, is applied once, and is refused (and flagged) when it does not match the stock.
 use super::*;
 use crate::downlink::ensure_gateway;
-use crate::testing::{central, TestCentral};
+use crate::testing::{central, priority_upload, TestCentral};
 use chrono::TimeZone;
 use gramgrid_core::tariff::{Category, TariffBook};
-use gramgrid_proto::wire::{
-    PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
-};
+use gramgrid_proto::wire::{ReadingBatch, ReadingBlock, UplinkEvent};
 
 fn ist(d: u32, h: u32) -> DateTime<Utc> {
     gramgrid_core::civil::ist()
@@ -52,25 +50,13 @@ fn exchange(
     events: Vec<UplinkEvent>,
     readings: Vec<(String, i64, i64)>,
 ) {
-    let request = UploadRequest {
-        protocol: gramgrid_proto::wire::PROTOCOL_VERSION,
-        sent_at: ist(25, 0),
-        priority: events
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(event, seq)| PriorityRecord { seq, event })
-            .collect(),
-        readings: (!readings.is_empty()).then(|| ReadingBatch {
-            after_seq: 0,
-            through_seq: readings.len() as u64,
-            blocks: ReadingBlock::group(readings),
-        }),
-        downlink_applied: 0,
-        identity: None,
-    };
-    let gateway = gateway.to_owned();
-    t.tx(move |tx| crate::sync::apply(tx, &TariffBook::builtin(), &gateway, &request, ist(25, 0)))
-        .unwrap();
+    let mut request = priority_upload(first_seq, events, ist(25, 0));
+    request.readings = (!readings.is_empty()).then(|| ReadingBatch {
+        after_seq: 0,
+        through_seq: readings.len() as u64,
+        blocks: ReadingBlock::group(readings),
+    });
+    t.upload(gateway, request, ist(25, 0));
 }
 
 fn energy_charges(t: &TestCentral, account: &str) -> i64 {

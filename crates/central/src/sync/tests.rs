@@ -1,9 +1,9 @@
 //! The guardrail records of an exchange: checked like every other record, then applied.
 use super::*;
 use crate::holds;
-use crate::testing::{central, decision, TestCentral};
+use crate::testing::{central, decision, priority_upload, TestCentral};
 use chrono::{Duration, TimeZone};
-use gramgrid_proto::wire::{GatewayIdentity, PROTOCOL_VERSION};
+use gramgrid_proto::wire::GatewayIdentity;
 
 /// 11:00 IST on a Monday: inside the default disconnect window.
 fn monday_morning() -> DateTime<Utc> {
@@ -19,21 +19,9 @@ fn exchange(
     identity: Option<GatewayIdentity>,
     now: DateTime<Utc>,
 ) -> UploadResponse {
-    let request = UploadRequest {
-        protocol: PROTOCOL_VERSION,
-        sent_at: now,
-        priority: events
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(event, seq)| PriorityRecord { seq, event })
-            .collect(),
-        readings: None,
-        downlink_applied: 0,
-        identity,
-    };
-    let gateway = gateway.to_owned();
-    t.tx(move |tx| apply(tx, &TariffBook::builtin(), &gateway, &request, now))
-        .unwrap()
+    let mut request = priority_upload(first_seq, events, now);
+    request.identity = identity;
+    t.upload(gateway, request, now)
 }
 
 fn decision_event(

@@ -4,13 +4,13 @@
 use super::*;
 use crate::downlink::ensure_gateway;
 use crate::testing::{
-    central, central_configured, central_with_tokens, fresh_postgres, TestCentral,
+    central, central_configured, central_with_tokens, fresh_postgres, priority_upload, TestCentral,
 };
 use crate::{ApiToken, Scope};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use chrono::TimeZone;
 use gramgrid_core::tariff::TariffBook;
-use gramgrid_proto::wire::{PriorityRecord, UplinkEvent, UploadRequest, UploadResponse};
+use gramgrid_proto::wire::{UplinkEvent, UploadRequest, UploadResponse};
 
 const PASSWORD: &str = "kothi-7-transformer";
 
@@ -63,21 +63,9 @@ fn exchange(
     first_seq: u64,
     events: Vec<UplinkEvent>,
 ) -> UploadResponse {
-    let request = UploadRequest {
-        protocol,
-        sent_at: now(),
-        priority: events
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(event, seq)| PriorityRecord { seq, event })
-            .collect(),
-        readings: None,
-        downlink_applied: 0,
-        identity: None,
-    };
-    let gateway = gateway.to_owned();
-    t.tx(move |tx| crate::sync::apply(tx, &TariffBook::builtin(), &gateway, &request, now()))
-        .unwrap()
+    let mut request = priority_upload(first_seq, events, now());
+    request.protocol = protocol;
+    t.upload(gateway, request, now())
 }
 
 fn action(id: &str, detail: &str) -> UplinkEvent {
@@ -513,14 +501,7 @@ mod api {
                     "gw-a",
                     &UploadRequest {
                         protocol: PROTOCOL,
-                        sent_at: now(),
-                        priority: vec![PriorityRecord {
-                            seq: 1,
-                            event: action("act-1", "reconnect"),
-                        }],
-                        readings: None,
-                        downlink_applied: 0,
-                        identity: None,
+                        ..priority_upload(1, vec![action("act-1", "reconnect")], now())
                     },
                     now(),
                 )

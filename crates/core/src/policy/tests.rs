@@ -1,4 +1,5 @@
 use super::*;
+use crate::outage::OutageSpan;
 use chrono::{Datelike, TimeZone, Weekday};
 use proptest::prelude::*;
 
@@ -31,6 +32,7 @@ fn facts(balance_paise: i64, last: Option<&LastRecharge>) -> AccountFacts {
         clock_trusted: true,
         protected: false,
         arrangement: None,
+        outages: Vec::new(),
     }
 }
 
@@ -89,6 +91,52 @@ fn disconnect_waits_for_the_next_days_window() {
     assert_eq!(
         (untrusted.relay, untrusted.hold),
         (None, Some(Hold::ClockUntrusted))
+    );
+}
+
+#[test]
+fn a_supply_outage_holds_the_cut_and_its_hours_move_the_grace_on() {
+    let config = PolicyConfig::default();
+    let crossed = ist(2026, 11, 30, 10, 30); // Monday; the grace ends at midnight
+    let mut f = facts(-10, None);
+    f.below_threshold_since = Some(crossed);
+    // The feeder was out from 18:00 to 22:00 that evening, and the supply is out again now.
+    f.outages = vec![
+        OutageSpan {
+            start: ist(2026, 11, 30, 18, 0),
+            end: Some(ist(2026, 11, 30, 22, 0)),
+        },
+        OutageSpan {
+            start: ist(2026, 12, 1, 10, 0),
+            end: None,
+        },
+    ];
+    let dark = decide(&config, &f, ist(2026, 12, 1, 10, 5));
+    assert_eq!((dark.relay, dark.hold), (None, Some(Hold::SupplyOutage)));
+    // Power back at 10:30: the four evening hours moved the grace to 04:00; the cut may go now.
+    f.outages[1].end = Some(ist(2026, 12, 1, 10, 30));
+    assert_eq!(
+        decide(&config, &f, ist(2026, 12, 1, 10, 31)).relay,
+        Some(RelayAction::Disconnect)
+    );
+    // The same evening outage with a ten-hour grace from 10:30: due at 20:30 without it, at
+    // 00:30 with it.
+    let ten_hours = PolicyConfig {
+        first_disconnect: Grace::After(std::time::Duration::from_secs(10 * 3600)),
+        disconnect_windows: vec![Window::try_from("0 * * * * *".to_string()).unwrap()],
+        ..PolicyConfig::default()
+    };
+    f.outages.truncate(1);
+    let hold = decide(&ten_hours, &f, ist(2026, 11, 30, 23, 0)).hold;
+    assert_eq!(
+        hold,
+        Some(Hold::Grace {
+            until: ist(2026, 12, 1, 0, 30)
+        })
+    );
+    assert_eq!(
+        decide(&ten_hours, &f, ist(2026, 12, 1, 0, 30)).relay,
+        Some(RelayAction::Disconnect)
     );
 }
 

@@ -1090,3 +1090,129 @@ fn a_swap_is_refused_with_a_reason_and_changes_nothing() {
     assert_eq!(gw.store().stock_meters().unwrap().len(), 1);
     assert_eq!(gw.store().last_reading(old).unwrap().unwrap().1, 90_000);
 }
+
+/// Power fail and restore events of `meters`, the n-th a second after the one before.
+fn power_events(
+    gw: &mut Gateway,
+    meters: &[i64],
+    failed: DateTime<Utc>,
+    restored: Option<DateTime<Utc>>,
+    heard: DateTime<Utc>,
+) {
+    use gramgrid_proto::payload::{EventKind as MeterEventKind, MeterEvent};
+    for (n, meter) in (0..).zip(meters) {
+        let mut events = vec![MeterEvent {
+            kind: MeterEventKind::PowerFail,
+            at: failed + Duration::seconds(n),
+        }];
+        events.extend(restored.map(|at| MeterEvent {
+            kind: MeterEventKind::PowerRestore,
+            at: at + Duration::seconds(n),
+        }));
+        // Reported twice (a meter may repeat its log): stored once.
+        for _ in 0..2 {
+            gw.on_meter_events(*meter, &events, heard).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[policy]\nfirst_disconnect = \"10h\"\ndisconnect_windows = [\"0 * * * * *\"]\n";
+    let (mut gw, meter, link) = gateway(&dir, config);
+    village(&mut gw, "V", 5);
+    for i in 0..5 {
+        gw.store()
+            .record_event(&LedgerEvent {
+                account: format!("V{i}"),
+                ..recharge(&format!("rv{i}"), 50_000, ist(2026, 11, 1, 9, 0))
+            })
+            .unwrap();
+    }
+    let neighbours: Vec<i64> = (0..3)
+        .map(|i| gw.store().meter_id(&format!("MV{i}")).unwrap().unwrap())
+        .collect();
+    gw.store()
+        .record_event(&recharge("r1", 37_000, ist(2026, 11, 1, 9, 0)))
+        .unwrap();
+    gw.ingest_readings(&[MeterReading {
+        meter,
+        at: ist(2026, 11, 30, 10, 15),
+        register_wh: 100_000,
+    }])
+    .unwrap();
+    gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap(); // crossed: grace to 20:30
+
+    // The feeder is out from 18:00 to 22:00: A1 and three neighbours report it afterwards.
+    let mut dark = vec![meter];
+    dark.extend(&neighbours);
+    power_events(
+        &mut gw,
+        &dark,
+        ist(2026, 11, 30, 18, 0),
+        Some(ist(2026, 11, 30, 22, 0)),
+        ist(2026, 11, 30, 22, 5),
+    );
+    let outages = gw.store().outages_since(ist(2026, 11, 30, 0, 0)).unwrap();
+    assert_eq!(outages.len(), 1, "{outages:?}");
+    let outage = &outages[0];
+    assert_eq!(
+        outage.id,
+        format!("outage-gateway-1-{}", ist(2026, 11, 30, 18, 0).timestamp())
+    );
+    assert_eq!(outage.meters, ["M1", "MV0", "MV1", "MV2"]);
+    // Restorations 22:00:00 to 22:00:03: the lower median of four is the second.
+    assert_eq!(
+        outage.ended_at,
+        Some(ist(2026, 11, 30, 22, 0) + Duration::seconds(1))
+    );
+    let uplinked: Vec<UplinkEvent> = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    let meter_events = uplinked
+        .iter()
+        .filter(|e| matches!(e, UplinkEvent::MeterEvent { .. }))
+        .count();
+    assert_eq!(meter_events, 8, "each event once");
+    let last_word = uplinked.iter().rev().find_map(|e| match e {
+        UplinkEvent::SupplyOutage {
+            meters, ended_at, ..
+        } => Some((meters.len(), *ended_at)),
+        _ => None,
+    });
+    assert_eq!(last_word, Some((4, outage.ended_at)));
+
+    // Four hours without supply moved the grace from 20:30 to 00:31 (the median restoration).
+    let before = gw.policy_pass(ist(2026, 11, 30, 23, 0), true).unwrap();
+    assert_eq!((before.commands_queued, disconnect_sends(&link)), (0, 0));
+
+    // Another outage from 00:10, reported by the meters' last gasp: nothing is cut while it lasts.
+    power_events(
+        &mut gw,
+        &dark,
+        ist(2026, 12, 1, 0, 10),
+        None,
+        ist(2026, 12, 1, 0, 11),
+    );
+    let dark_pass = gw.policy_pass(ist(2026, 12, 1, 0, 35), true).unwrap();
+    assert_eq!(disconnect_sends(&link), 0, "no disconnect to a dark meter");
+    assert_eq!(dark_pass.disconnects_held, 1);
+
+    // Power back at 00:40: thirty more minutes of grace, to 01:01.
+    power_events(
+        &mut gw,
+        &dark,
+        ist(2026, 12, 1, 0, 10),
+        Some(ist(2026, 12, 1, 0, 40)),
+        ist(2026, 12, 1, 0, 41),
+    );
+    gw.policy_pass(ist(2026, 12, 1, 0, 45), true).unwrap();
+    assert_eq!(disconnect_sends(&link), 0);
+    gw.policy_pass(ist(2026, 12, 1, 1, 2), true).unwrap();
+    assert_eq!(disconnect_sends(&link), 1);
+}

@@ -18,6 +18,7 @@ pub mod task;
 use crate::store::{Fcnt, LinkSession, MeterReading, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::{RelayAction, RelayState};
+use gramgrid_proto::payload::MeterEvent;
 use gramgrid_proto::security::RejectCounters;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,14 @@ pub trait LinkBackend {
     fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError>;
     /// Readings heard from a meter.
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError>;
+    /// Events a meter reported (tamper, power fail and restore, relay operated, clock set), heard
+    /// at `at`; a meter may report one again.
+    fn events(
+        &mut self,
+        meter: i64,
+        events: &[MeterEvent],
+        at: DateTime<Utc>,
+    ) -> Result<(), LinkError>;
     /// A relay state a meter reported (it confirms relay commands).
     fn relay_state(
         &mut self,

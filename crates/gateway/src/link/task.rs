@@ -325,6 +325,11 @@ impl<B: LinkBackend> Link<B> {
                 }
             }
         }
+        if !report.events.is_empty() {
+            if let Err(error) = self.backend.events(meter, &report.events, at) {
+                tracing::error!(%error, meter, "meter events heard but not stored");
+            }
+        }
         let now = Instant::now();
         let mut acked = false;
         for ack in &report.acks {

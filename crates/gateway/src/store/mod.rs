@@ -11,6 +11,7 @@
 //!   cut loses nothing stored and the meter is asked again for what was not.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
 mod commands;
+mod events;
 mod guard;
 mod link;
 mod messages;
@@ -24,6 +25,7 @@ mod technicians;
 mod views;
 
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
+pub use events::{StoredMeterEvent, SupplyOutage};
 pub use guard::{GuardMarks, HeldPass};
 pub use link::{Fcnt, LinkSession};
 pub use messages::ModemMessage;

@@ -359,4 +359,25 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE meters ADD COLUMN billing_meter INTEGER REFERENCES meters(id);
     "#,
+    // 15: what meters report besides readings (`store::events`): their event log, once per
+    // (meter, kind, meter time), and the supply outages found in the power events (`meters`: a
+    // JSON array of serials).
+    r#"
+    CREATE TABLE meter_events (
+        id TEXT PRIMARY KEY,
+        meter INTEGER NOT NULL REFERENCES meters(id),
+        kind TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        command_id INTEGER,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX meter_events_by_meter ON meter_events(meter, at);
+    CREATE INDEX meter_events_by_at ON meter_events(at);
+    CREATE TABLE supply_outages (
+        id TEXT PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        meters TEXT NOT NULL
+    );
+    "#,
 ];

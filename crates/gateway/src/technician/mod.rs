@@ -737,11 +737,13 @@ async fn meter_page(
         let Some(meter) = store.meter_id(&serial)? else {
             return Ok(None);
         };
-        Ok(Some((row, load_chart(store, meter, now)?)))
+        let events = store.meter_events(meter, METER_PAGE_EVENTS)?;
+        Ok(Some((row, load_chart(store, meter, now)?, events)))
     });
     match found {
-        Ok(Some((row, chart))) => {
-            let body = pages::meter(ctx.lang, &ctx.session, &pages::MeterView { row, chart });
+        Ok(Some((row, chart, events))) => {
+            let view = pages::MeterView { row, chart, events };
+            let body = pages::meter(ctx.lang, &ctx.session, &view);
             s.render(
                 &ctx,
                 &format!("{} {serial}", ctx.lang.tr("Meter")),
@@ -753,6 +755,9 @@ async fn meter_page(
         Err(error) => internal(error),
     }
 }
+
+/// How many of a meter's latest events its page lists.
+const METER_PAGE_EVENTS: usize = 30;
 
 /// The meter's last 7 days as kWh per hour, labelled at each local midnight.
 fn load_chart(store: &Store, meter: i64, now: DateTime<Utc>) -> Result<Markup, StoreError> {

@@ -269,6 +269,23 @@ pub struct MeterView {
     pub row: MeterRow,
     /// Its load over the last 7 days: kWh per hour, oldest first, with day labels.
     pub chart: Markup,
+    /// Its latest events, newest first.
+    pub events: Vec<crate::store::StoredMeterEvent>,
+}
+
+/// A meter event's kind in words (`EventKind::name` → an i18n text).
+fn event_text(kind: &str) -> &'static str {
+    match kind {
+        "tamper_magnet" => "Magnet tamper",
+        "tamper_cover_open" => "Cover opened",
+        "tamper_neutral" => "Neutral disturbance",
+        "tamper_reverse_current" => "Reverse current",
+        "power_fail" => "Power failed",
+        "power_restore" => "Power restored",
+        "relay_operated" => "Relay operated",
+        "clock_set" => "Clock set",
+        _ => "Tamper",
+    }
 }
 
 /// The meter page body, with the replacement form for technicians.
@@ -303,6 +320,24 @@ pub fn meter(lang: Lang, session: &Session, view: &MeterView) -> Markup {
                 }
             },
             _ => p { (lang.tr("none")) },
+        }
+        h2 { (lang.tr("Meter events (meter clock)")) }
+        @if view.events.is_empty() { p { (lang.tr("none")) } }
+        @else {
+            ol.events reversed {
+                @for event in &view.events {
+                    li {
+                        (when(event.at)) " · "
+                        @if event.is_tamper() { strong.bad { (lang.tr(event_text(&event.kind))) } }
+                        @else { (lang.tr(event_text(&event.kind))) }
+                        @match event.command_id {
+                            Some(0) => { " (" (lang.tr("at the meter")) ")" },
+                            Some(id) => { " (" (lang.tr("command")) " " (id) ")" },
+                            None => {},
+                        }
+                    }
+                }
+            }
         }
         @if session.role.may(Role::Technician) {
             h2 { (lang.tr("Replace this meter")) }

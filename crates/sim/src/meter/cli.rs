@@ -5,7 +5,7 @@ use crate::air_cli::PathLossChoice;
 use clap::Args;
 use gramgrid_air::sim::radio_on_bus;
 use gramgrid_gateway::link::LinkClock;
-use gramgrid_proto::payload::AccessMode;
+use gramgrid_proto::payload::{AccessMode, EventKind, Tamper};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::RadioError;
 use std::net::SocketAddr;
@@ -45,6 +45,14 @@ pub struct SimArgs {
     /// Each meter starts with this many hours of load profile already recorded.
     #[arg(long, default_value_t = 24)]
     pub history_hours: usize,
+    /// The fleet starts as the supply comes back after a feeder outage of this many minutes:
+    /// every meter's event log has the power failure and the restoration, and no load profile
+    /// for the dark intervals.
+    #[arg(long)]
+    pub outage_minutes: Option<u32>,
+    /// The first this many meters report a magnet tamper five minutes before the start.
+    #[arg(long, default_value_t = 0)]
+    pub tampered: usize,
 }
 
 /// Runs the fleet until `shutdown` completes. Meters run the real lora-phy driver on emulated chips.
@@ -72,12 +80,20 @@ pub async fn sim(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut memberships = Vec::new();
-    for m in &plan {
+    let start = clock.now();
+    for (n, m) in plan.iter().enumerate() {
         let (radio, membership) =
             radio_on_bus(args.bus, m.spec.clone(), PhyOptions::default()).await?;
         memberships.push(membership);
         let mut firmware = fleet::firmware(m, mode, args.commissioned, &clock);
-        firmware.backfill(clock.now(), args.history_hours * 4);
+        firmware.backfill(start, args.history_hours * 4);
+        if let Some(minutes) = args.outage_minutes {
+            firmware.power_cycle(start - chrono::Duration::minutes(minutes.into()), start);
+        }
+        if n < args.tampered {
+            let magnet = EventKind::Tamper(Tamper::Magnet);
+            firmware.record_event(magnet, start - chrono::Duration::minutes(5));
+        }
         let fw: MeterHandle = Arc::new(Mutex::new(firmware));
         let serial = m.serial.clone();
         let stop = stopping.clone();

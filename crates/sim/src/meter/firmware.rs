@@ -40,6 +40,10 @@ pub struct Nvm {
     pub last_command: Option<RelayAck>,
 }
 
+/// How many reports carry each event: a report lost on the air does not lose it, and the gateway
+/// stores each (meter, kind, time) once.
+pub const EVENT_REPEATS: u8 = 3;
+
 /// One meter.
 #[derive(Debug, Clone)]
 pub struct Firmware {
@@ -49,7 +53,8 @@ pub struct Firmware {
     pub nvm: Nvm,
     /// RAM: lost at a power cut.
     acks: Vec<RelayAck>,
-    events: Vec<MeterEvent>,
+    /// Events not yet sent [`EVENT_REPEATS`] times, with the sends left.
+    events: Vec<(MeterEvent, u8)>,
     last_downlink: Option<DateTime<Utc>>,
     /// Fault injection: this many replies are built and counted but never reach the air.
     replies_to_lose: u32,
@@ -172,16 +177,25 @@ impl Firmware {
     /// A power cut from `off` to `on`: RAM is lost, the intervals in between were never captured,
     /// and the event log says so.
     pub fn power_cycle(&mut self, off: DateTime<Utc>, on: DateTime<Utc>) {
+        let (dark_from, dark_to) = (self.meter_time(off), self.meter_time(on));
+        // A log filled in advance (`backfill`) loses the intervals that began in the dark.
+        self.nvm
+            .log
+            .retain(|i| i.interval_start < dark_from || i.interval_start >= dark_to);
         self.acks.clear();
         self.events.clear();
-        self.events.push(MeterEvent {
-            kind: EventKind::PowerFail,
-            at: self.meter_time(off),
-        });
-        self.events.push(MeterEvent {
-            kind: EventKind::PowerRestore,
-            at: self.meter_time(on),
-        });
+        self.record_event(EventKind::PowerFail, off);
+        self.record_event(EventKind::PowerRestore, on);
+    }
+
+    /// Something happened at the meter at `at` (true time): its event log says so in the next
+    /// reports.
+    pub fn record_event(&mut self, kind: EventKind, at: DateTime<Utc>) {
+        let event = MeterEvent {
+            kind,
+            at: self.meter_time(at),
+        };
+        self.events.push((event, EVENT_REPEATS));
     }
 
     /// Fault injection (tests, simulations): the next `n` replies are lost on their way, as if an
@@ -238,10 +252,7 @@ impl Firmware {
             }
             Downlink::TimeSync(t) => {
                 self.clock_offset += t.utc - self.meter_time(now);
-                self.events.push(MeterEvent {
-                    kind: EventKind::ClockSet,
-                    at: t.utc,
-                });
+                self.record_event(EventKind::ClockSet, now);
                 Vec::new()
             }
             Downlink::DisplayUpdate(_) => Vec::new(),
@@ -286,10 +297,7 @@ impl Firmware {
         };
         if self.nvm.relay != target {
             self.nvm.relay = target;
-            self.events.push(MeterEvent {
-                kind: EventKind::RelayOperated { command_id },
-                at: self.meter_time(now),
-            });
+            self.record_event(EventKind::RelayOperated { command_id }, now);
         }
         let ack = RelayAck {
             command_id,
@@ -315,9 +323,13 @@ impl Firmware {
             },
             voltage_dv: 2300,
             relay_state: self.nvm.relay,
-            events: std::mem::take(&mut self.events),
+            events: self.events.iter().map(|(event, _)| *event).collect(),
             acks: std::mem::take(&mut self.acks),
         };
+        for (_, left) in &mut self.events {
+            *left -= 1;
+        }
+        self.events.retain(|(_, left)| *left > 0);
         let max = gramgrid_proto::frame::in865_max_frm_payload(sf)?;
         let (body, _) = report.encode_fitting(max).ok()?;
         debug_assert!(Uplink::decode(&body).is_ok());
@@ -355,6 +367,31 @@ mod tests {
             command_id: id,
             action: RelayAction::Disconnect,
         })
+    }
+
+    /// The events of the report in an uplink the meter sent with counter `fcnt`.
+    fn reported_events(keys: &SessionKeys, phy: &[u8], fcnt: u32) -> Vec<MeterEvent> {
+        let body = gramgrid_proto::frame::open_data_frame(keys, phy, fcnt).unwrap();
+        let Uplink::MeterReport(report) = Uplink::decode(&body).unwrap();
+        report.events
+    }
+
+    #[test]
+    fn an_event_rides_in_three_reports_so_one_lost_on_the_air_loses_nothing() {
+        let k = keys(0x2601_0001, 7);
+        let mut fw = Firmware::new(k.clone(), Category::Domestic, 7, 1, t0());
+        fw.record_event(
+            EventKind::Tamper(gramgrid_proto::payload::Tamper::Magnet),
+            t0(),
+        );
+        let poll = Downlink::Poll(Poll { since: t0() });
+        let counts: Vec<usize> = (0..4)
+            .map(|n| {
+                let phy = fw.on_downlink(&downlink(&k, n, &poll), t0()).unwrap();
+                reported_events(&k, &phy, n).len()
+            })
+            .collect();
+        assert_eq!(counts, [1, 1, 1, 0]);
     }
 
     #[test]
