@@ -513,3 +513,42 @@ async fn a_withdrawn_command_is_not_transmitted_in_scheduled_mode() {
 async fn a_withdrawn_command_is_not_transmitted_in_aloha_mode() {
     withdrawn_before_it_goes_out(AccessMode::Aloha).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_meter_clock_that_ran_off_is_set_on_a_trusted_clock_and_the_display_shows_the_balance() {
+    let v = village(1, "").await;
+    let (meter, _, fw) = &v.meters[0];
+    locked(fw).skew_clock(Days::minutes(7));
+    // Until the gateway tells the link its clock is trusted, the meter's is left alone.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let off = locked(fw).meter_time(v.clock.now()) - v.clock.now();
+    assert!(off > Days::minutes(6), "{off}");
+
+    // A recharge, and a policy tick on a clock the gateway trusts: the next turns set the
+    // meter's clock and put the balance on its display.
+    v.gw()
+        .store()
+        .record_event(&LedgerEvent {
+            id: "r1".into(),
+            account: "A0".into(),
+            at: v.clock.now(),
+            kind: EventKind::Recharge,
+            amount_paise: 50_000,
+            expires_at: None,
+        })
+        .unwrap();
+    v.gw().tick(v.clock.now()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1200)).await;
+    let off = locked(fw).meter_time(v.clock.now()) - v.clock.now();
+    assert!(off.abs() < Days::seconds(2), "{off}");
+    let clock_set = v.gw().store().meter_events(*meter, 10).unwrap();
+    assert!(
+        clock_set.iter().any(|e| e.kind == "clock_set"),
+        "{clock_set:?}"
+    );
+    let balance = v.gw().store().position("A0", &[]).unwrap().balance_paise;
+    let display = locked(fw).display().expect("the display was sent");
+    assert_eq!(display.balance_paise, balance);
+    assert_eq!(display.status, payload::CreditStatus::Normal);
+    v.stop.send(true).unwrap();
+}

@@ -19,7 +19,7 @@ use gramgrid_core::civil;
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_net::wallclock::WallClock;
 use gramgrid_proto::manifest::MeterManifest;
-use gramgrid_proto::payload::MeterEvent;
+use gramgrid_proto::payload::{DisplayUpdate, MeterEvent};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -401,6 +401,14 @@ impl RelayLink for CommandSender {
 
     fn meters_changed(&mut self) -> Result<(), String> {
         self.request(LinkRequest::Reload)
+    }
+
+    fn clock_trusted(&mut self, trusted: bool) -> Result<(), String> {
+        self.request(LinkRequest::ClockTrusted(trusted))
+    }
+
+    fn show(&mut self, meter: i64, update: DisplayUpdate) -> Result<(), String> {
+        self.request(LinkRequest::Display { meter, update })
     }
 }
 

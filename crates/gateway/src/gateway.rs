@@ -7,6 +7,7 @@
 //! pass decides go through the disconnection breaker (`guard`) before any is queued; every relay
 //! command is stored with the record of the decision that made it. The radio (meter link) plugs in
 //! through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through the store.
+mod display;
 mod events;
 mod guard;
 
@@ -23,6 +24,7 @@ use gramgrid_core::message::{Kind, Vars};
 use gramgrid_core::policy::{self, AccountFacts, Arrangement, RelayAction, RelayState};
 use gramgrid_core::relay::{CommandState, Step};
 use gramgrid_core::tariff::{rupees, TariffBook};
+use gramgrid_proto::payload::DisplayUpdate;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,15 @@ pub trait RelayLink {
     fn meters_changed(&mut self) -> Result<(), String> {
         Ok(())
     }
+    /// Tells the radio whether the gateway trusts its clock now: only then may it set meters'
+    /// clocks to it.
+    fn clock_trusted(&mut self, _trusted: bool) -> Result<(), String> {
+        Ok(())
+    }
+    /// Shows a balance on a meter's display (in the meter's next turn).
+    fn show(&mut self, _meter: i64, _update: DisplayUpdate) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What one policy pass did.
@@ -105,6 +116,8 @@ pub struct Gateway {
     book: TariffBook,
     store: Store,
     link: Option<Box<dyn RelayLink + Send>>,
+    /// What each meter's display was last sent (kept in memory: after a restart each is sent once).
+    shown: std::collections::HashMap<i64, display::Shown>,
 }
 
 impl Gateway {
@@ -123,6 +136,7 @@ impl Gateway {
             book,
             store,
             link: None,
+            shown: Default::default(),
         };
         gateway.refresh_published()?;
         Ok(gateway)
@@ -198,6 +212,11 @@ impl Gateway {
             self.store.note_clock_went_back()?;
         } else if trusted {
             self.store.note_clock_trusted(now)?;
+        }
+        if let Some(link) = self.link.as_mut() {
+            if let Err(error) = link.clock_trusted(trusted) {
+                tracing::warn!(%error, "cannot tell the link whether the clock is trusted");
+            }
         }
         let report = self.policy_pass(now, trusted)?;
         if trusted {
@@ -530,6 +549,7 @@ impl Gateway {
     ) -> Result<Option<guard::PlannedCommand>, StoreError> {
         let facts = self.account_facts(account, meter, now, clock_trusted)?;
         let decision = policy::decide(&self.config.policy, &facts, now);
+        self.refresh_display(meter, &facts, &decision, now);
         if decision.below_threshold_since != facts.below_threshold_since {
             self.store
                 .set_below_threshold_since(&account.id, decision.below_threshold_since)?;

@@ -200,7 +200,13 @@ pub struct DisplayUpdate {
     pub balance_paise: i64,
     /// The status indicator shown next to the balance.
     pub status: CreditStatus,
+    /// Days the balance lasts at the recent rate of use, if known (at most
+    /// [`DAYS_LEFT_MAX`]: "that many or more").
+    pub days_left: Option<u8>,
 }
+
+/// The most days left a [`DisplayUpdate`] can say (wire value 255 is "unknown").
+pub const DAYS_LEFT_MAX: u8 = 254;
 
 /// Sets the meter clock (whole seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,6 +554,7 @@ impl Downlink {
                 w = header(MSG_DISPLAY_UPDATE);
                 put_varint(&mut w, zigzag(d.balance_paise));
                 w.push(d.status as u8);
+                w.push(d.days_left.map_or(u8::MAX, |days| days.min(DAYS_LEFT_MAX)));
             }
             Downlink::TimeSync(t) => {
                 w = header(MSG_TIME_SYNC);
@@ -591,6 +598,7 @@ impl Downlink {
             MSG_DISPLAY_UPDATE => Downlink::DisplayUpdate(DisplayUpdate {
                 balance_paise: unzigzag(r.varint("balance_paise")?),
                 status: r.code("credit_status", CreditStatus::from_code)?,
+                days_left: Some(r.u8("days_left")?).filter(|&days| days != u8::MAX),
             }),
             MSG_TIME_SYNC => Downlink::TimeSync(TimeSync {
                 utc: time(r.u32_le("utc")?),
@@ -942,8 +950,17 @@ mod tests {
                 Downlink::DisplayUpdate(DisplayUpdate {
                     balance_paise: -15_000,
                     status: CreditStatus::Exhausted,
+                    days_left: None,
                 }),
-                vec![0x01, 0x82, 0xAF, 0xEA, 0x01, 0x02],
+                vec![0x01, 0x82, 0xAF, 0xEA, 0x01, 0x02, 0xFF],
+            ),
+            (
+                Downlink::DisplayUpdate(DisplayUpdate {
+                    balance_paise: 12_345,
+                    status: CreditStatus::Low,
+                    days_left: Some(3),
+                }),
+                vec![0x01, 0x82, 0xF2, 0xC0, 0x01, 0x01, 0x03],
             ),
             (Downlink::TimeSync(TimeSync { utc: t(DAY) }), {
                 let mut v = vec![0x01, 0x83];
@@ -1303,14 +1320,16 @@ mod tests {
                     Just(CreditStatus::Low),
                     Just(CreditStatus::Exhausted),
                     Just(CreditStatus::Disconnected)
-                ]
+                ],
+                proptest::option::of(0u8..=DAYS_LEFT_MAX)
             )
-                .prop_map(|(balance_paise, status)| Downlink::DisplayUpdate(
-                    DisplayUpdate {
+                .prop_map(
+                    |(balance_paise, status, days_left)| Downlink::DisplayUpdate(DisplayUpdate {
                         balance_paise,
-                        status
-                    }
-                )),
+                        status,
+                        days_left
+                    })
+                ),
             whole_seconds().prop_map(|utc| Downlink::TimeSync(TimeSync { utc })),
             (0u32..=u32::MAX).prop_map(|s| Downlink::Poll(Poll {
                 since: t(i64::from(s) * 900)

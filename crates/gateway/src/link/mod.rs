@@ -18,7 +18,7 @@ pub mod task;
 use crate::store::{Fcnt, LinkSession, MeterReading, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::{RelayAction, RelayState};
-use gramgrid_proto::payload::MeterEvent;
+use gramgrid_proto::payload::{DisplayUpdate, MeterEvent};
 use gramgrid_proto::security::RejectCounters;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,21 @@ pub enum LinkRequest {
     },
     /// Meters or their keys changed in the store (sync, commissioning): reload the sessions now.
     Reload,
+    /// Whether the gateway trusts its clock now (`gramgrid_core::clock`): only then does the link
+    /// set meters' clocks to it.
+    ClockTrusted(bool),
+    /// Show a balance on a meter's display in its next turn.
+    Display {
+        /// The meter's id in the gateway store.
+        meter: i64,
+        /// What to show.
+        update: DisplayUpdate,
+    },
 }
+
+/// A meter whose report's `meter_time` is further than this from the gateway's (trusted) clock has
+/// its clock set in its next turn.
+pub const MAX_METER_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The meters the radio task has session keys for, shared with the policy loop's end of the
 /// command channel so that a command for a meter the radio cannot reach yet stays queued in the

@@ -8,6 +8,7 @@
 //! round-robin whose cycle is the sum of the exchange times.
 
 use chrono::{DateTime, Duration, Utc};
+use gramgrid_proto::payload::DisplayUpdate;
 use gramgrid_radio::{toa, Modulation};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +44,10 @@ pub enum Errand {
         /// The new spreading factor (7 to 12).
         sf: u8,
     },
+    /// "Set your clock to the gateway's" (the time is taken as the downlink goes out).
+    SetClock,
+    /// "Show this balance."
+    Display(DisplayUpdate),
 }
 
 /// One exchange: talk to `meter` at `sf`.
@@ -65,6 +70,10 @@ struct Slot {
     silences: u32,
     /// An SF change to announce in the meter's next turn.
     assign: Option<u8>,
+    /// The meter's clock is to be set in a coming turn.
+    set_clock: bool,
+    /// A balance to show on the meter's display in a coming turn (the latest replaces an older).
+    display: Option<DisplayUpdate>,
 }
 
 /// The scheduler's state for every meter it serves.
@@ -97,6 +106,8 @@ impl Scheduler {
                 since,
                 silences: 0,
                 assign: None,
+                set_clock: false,
+                display: None,
             },
         );
         self.queue.insert((due, meter));
@@ -141,9 +152,13 @@ impl Scheduler {
             return None;
         }
         let slot = self.slots.get(&meter)?;
-        let errand = match slot.assign {
-            Some(sf) => Errand::Assign { sf },
-            None => Errand::Poll { since: slot.since },
+        // An SF change first (the meter may be unreachable otherwise), then what the meter must
+        // be told, then readings.
+        let errand = match (slot.assign, slot.set_clock, slot.display) {
+            (Some(sf), _, _) => Errand::Assign { sf },
+            (None, true, _) => Errand::SetClock,
+            (None, false, Some(update)) => Errand::Display(update),
+            (None, false, None) => Errand::Poll { since: slot.since },
         };
         Some(Turn {
             meter,
@@ -174,15 +189,21 @@ impl Scheduler {
                     slot.assign = None;
                     slot.due = now;
                 }
+                Errand::SetClock | Errand::Display(_) => {
+                    // Told; its readings are asked for at once.
+                    if turn.errand == Errand::SetClock {
+                        slot.set_clock = false;
+                    } else if slot.display.map(Errand::Display) == Some(turn.errand) {
+                        slot.display = None;
+                    }
+                    slot.due = now;
+                }
                 Errand::Poll { .. } => {
                     slot.assign = best_sf.filter(|&sf| sf != slot.sf);
                     // Replies older than the last two intervals were cut to fit: more is waiting.
                     let more = next_since.is_some_and(|s| s < now - Duration::minutes(30));
-                    slot.due = if slot.assign.is_some() || more {
-                        now
-                    } else {
-                        now + period
-                    };
+                    let to_tell = slot.assign.is_some() || slot.set_clock || slot.display.is_some();
+                    slot.due = if to_tell || more { now } else { now + period };
                 }
             }
         });
@@ -206,6 +227,24 @@ impl Scheduler {
                     .min(MAX_BACKOFF_PERIODS);
                 now + timing.period * periods
             };
+        });
+    }
+
+    /// Sets `meter`'s clock in its next turn, which falls due at once (nothing if it is not in
+    /// the plan).
+    pub fn set_clock(&mut self, meter: i64, now: DateTime<Utc>) {
+        self.update(meter, |slot| {
+            slot.set_clock = true;
+            slot.due = slot.due.min(now);
+        });
+    }
+
+    /// Shows `update` on `meter`'s display in its next turn, which falls due at once, instead of
+    /// any update not yet shown (nothing if it is not in the plan).
+    pub fn show(&mut self, meter: i64, update: DisplayUpdate, now: DateTime<Utc>) {
+        self.update(meter, |slot| {
+            slot.display = Some(update);
+            slot.due = slot.due.min(now);
         });
     }
 
@@ -339,6 +378,35 @@ mod tests {
         assert_eq!(sf_for_reply(-112, 5), Some(7));
         assert_eq!(sf_for_reply(-80, 15), Some(7));
         assert_eq!(sf_for_reply(-117, -18), None);
+    }
+
+    #[test]
+    fn a_clock_to_set_and_a_display_go_before_the_poll_and_the_newest_display_wins() {
+        use gramgrid_proto::payload::CreditStatus;
+        let display = |balance_paise| DisplayUpdate {
+            balance_paise,
+            status: CreditStatus::Normal,
+            days_left: None,
+        };
+        let mut s = Scheduler::new(timing());
+        s.add(1, 7, t0(), t0() + Duration::minutes(10));
+        let now = t0();
+        s.show(1, display(100), now);
+        s.show(1, display(200), now);
+        s.set_clock(1, now);
+        // Due at once, not in ten minutes.
+        let turn = s.next(now).unwrap();
+        assert_eq!(turn.errand, Errand::SetClock);
+        s.heard(&turn, now, None, Some(7));
+        let turn = s.next(now).unwrap();
+        assert_eq!(turn.errand, Errand::Display(display(200)));
+        // A newer balance arrives before the reply: it is still to be shown.
+        s.show(1, display(300), now);
+        s.heard(&turn, now, None, Some(7));
+        assert_eq!(s.next(now).unwrap().errand, Errand::Display(display(300)));
+        let turn = s.next(now).unwrap();
+        s.heard(&turn, now, None, Some(7));
+        assert_eq!(s.next(now).unwrap().errand, Errand::Poll { since: t0() });
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::store::Fcnt;
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
 use gramgrid_proto::payload::{
-    AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign,
+    AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign, TimeSync,
 };
 use gramgrid_proto::security::RejectReason;
 use gramgrid_radio::{toa, Radio, RadioConfig, RadioError, RxFrame};
@@ -81,6 +81,8 @@ pub struct Link<B: LinkBackend> {
     commands: Vec<Pending>,
     relay_seen: HashMap<i64, RelayState>,
     provisioned: ProvisionedMeters,
+    /// Whether meters' clocks may be set to the gateway's ([`LinkRequest::ClockTrusted`]).
+    clock_trusted: bool,
 }
 
 impl<B: LinkBackend> Link<B> {
@@ -97,6 +99,7 @@ impl<B: LinkBackend> Link<B> {
             commands: Vec::new(),
             relay_seen: HashMap::new(),
             provisioned: ProvisionedMeters::default(),
+            clock_trusted: false,
         }
     }
 
@@ -314,6 +317,15 @@ impl<B: LinkBackend> Link<B> {
     /// Stores what a report says; false if its readings could not be stored.
     fn apply(&mut self, meter: i64, report: &MeterReport) -> bool {
         let at = self.clock.now();
+        let skew = report.meter_time - at;
+        if self.clock_trusted && skew.abs() > super::MAX_METER_CLOCK_SKEW {
+            tracing::info!(
+                meter,
+                skew_s = skew.num_seconds(),
+                "meter clock off; setting it in its next turn"
+            );
+            self.scheduler.set_clock(meter, at);
+        }
         let readings = frames::readings_of(meter, report);
         let mut stored = true;
         if !readings.is_empty() {
@@ -370,6 +382,11 @@ impl<B: LinkBackend> Link<B> {
                 period_ms: u32::try_from(self.timing_period_ms()).unwrap_or(u32::MAX),
                 spreading_factor: sf,
             }),
+            // Whole seconds, rounded up: the frame reaches the meter a little after it is built.
+            Errand::SetClock => Downlink::TimeSync(TimeSync {
+                utc: whole_second_after(self.clock.now()),
+            }),
+            Errand::Display(update) => Downlink::DisplayUpdate(update),
         };
         self.send(radio, turn.meter, turn.sf, &message, None)
             .await?;
@@ -516,6 +533,10 @@ impl<B: LinkBackend> Link<B> {
                     tracing::info!(meter, command = %command_id, "relay command withdrawn by the gateway; dropped");
                 }
             }
+            LinkRequest::ClockTrusted(trusted) => self.clock_trusted = trusted,
+            LinkRequest::Display { meter, update } => {
+                self.scheduler.show(meter, update, self.clock.now())
+            }
             LinkRequest::Reload => {
                 let before = self.scheduler.len();
                 match self.load_sessions(|_| scheduler::RENDEZVOUS_SF) {
@@ -643,6 +664,12 @@ pub fn wire_command_id(command_id: &str) -> u32 {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     h.max(1)
+}
+
+/// The first whole second at or after `t`.
+fn whole_second_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    let second = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+    DateTime::from_timestamp(second, 0).unwrap_or(t)
 }
 
 fn align_down(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::tariff::Category;
 use gramgrid_proto::frame::{seal_v1, Direction, SessionKeys};
 use gramgrid_proto::payload::{
-    AccessMode, AckOutcome, Downlink, EventKind, IntervalReading, MeterEvent, MeterReport,
-    RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
+    AccessMode, AckOutcome, DisplayUpdate, Downlink, EventKind, IntervalReading, MeterEvent,
+    MeterReport, RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
 };
 use gramgrid_proto::security::{FrameFilter, Session};
 use rand::{Rng, SeedableRng};
@@ -56,6 +56,8 @@ pub struct Firmware {
     /// Events not yet sent [`EVENT_REPEATS`] times, with the sends left.
     events: Vec<(MeterEvent, u8)>,
     last_downlink: Option<DateTime<Utc>>,
+    /// What the display shows, as the gateway last sent it.
+    display: Option<DisplayUpdate>,
     /// Fault injection: this many replies are built and counted but never reach the air.
     replies_to_lose: u32,
     rng: ChaCha8Rng,
@@ -94,6 +96,7 @@ impl Firmware {
             acks: Vec::new(),
             events: Vec::new(),
             last_downlink: None,
+            display: None,
             replies_to_lose: 0,
             rng,
             clock_offset,
@@ -198,6 +201,17 @@ impl Firmware {
         self.events.push((event, EVENT_REPEATS));
     }
 
+    /// What the display shows (None until the gateway sends it something).
+    pub fn display(&self) -> Option<DisplayUpdate> {
+        self.display
+    }
+
+    /// Fault injection (tests, simulations): the meter's clock jumps by `by` (a flat RTC
+    /// battery, a clock set by hand).
+    pub fn skew_clock(&mut self, by: Duration) {
+        self.clock_offset += by;
+    }
+
     /// Fault injection (tests, simulations): the next `n` replies are lost on their way, as if an
     /// interferer had hit them at the gateway.
     pub fn lose_next_replies(&mut self, n: u32) {
@@ -255,7 +269,10 @@ impl Firmware {
                 self.record_event(EventKind::ClockSet, now);
                 Vec::new()
             }
-            Downlink::DisplayUpdate(_) => Vec::new(),
+            Downlink::DisplayUpdate(update) => {
+                self.display = Some(update);
+                Vec::new()
+            }
         };
         if self.nvm.mode == AccessMode::Aloha {
             // Class A answers in its next scheduled uplink.
