@@ -617,6 +617,79 @@ async fn priority_lane_is_idempotent_and_stops_at_a_gap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_and_an_outage_are_stored_once_listed_and_flagged() {
+    for h in harnesses("meter_events") {
+        for id in ["A1", "A2", "A3"] {
+            h.customer(id, "gw-a").await;
+        }
+        let event = |seq: u64, meter: &str, kind: &str| PriorityRecord {
+            seq,
+            event: UplinkEvent::MeterEvent {
+                id: format!("ev-{meter}-{kind}-{}", t0().timestamp()),
+                meter: meter.into(),
+                kind: kind.into(),
+                at: t0(),
+                command_id: None,
+            },
+        };
+        let outage = |seq: u64, ended: Option<DateTime<Utc>>| PriorityRecord {
+            seq,
+            event: UplinkEvent::SupplyOutage {
+                id: "outage-gw-a-1".into(),
+                started_at: t0(),
+                ended_at: ended,
+                meters: vec!["M-A1".into(), "M-A2".into(), "M-A3".into()],
+            },
+        };
+        let first = vec![
+            event(1, "M-A1", "tamper_cover_open"),
+            event(2, "M-A2", "power_fail"),
+            outage(3, None),
+        ];
+        h.exchange("gw-a", &upload(first, None, 0)).await.unwrap();
+        // The same event again (a meter repeats its log), and the outage's end.
+        let again = vec![
+            event(4, "M-A1", "tamper_cover_open"),
+            outage(5, Some(t0() + Duration::hours(1))),
+        ];
+        h.exchange("gw-a", &upload(again, None, 0)).await.unwrap();
+        let events = h.ok("GET", "/api/v1/meters/M-A1/events", Value::Null).await;
+        assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+        assert_eq!(events[0]["kind"], "tamper_cover_open");
+        let since = (t0() - Duration::days(1)).to_rfc3339().replace('+', "%2B");
+        let outages = h
+            .ok(
+                "GET",
+                &format!("/api/v1/outages?gateway=gw-a&since={since}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(outages.as_array().unwrap().len(), 1, "{outages}");
+        assert_eq!(outages[0]["meters"].as_array().unwrap().len(), 3);
+        assert!(!outages[0]["ended_at"].is_null(), "{outages}");
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        let kinds: Vec<&str> = flags
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "meter_tamper").count(),
+            1,
+            "{flags}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "supply_outage").count(),
+            1,
+            "{flags}"
+        );
+        let (status, _) = h.call("GET", "/api/v1/outages?limit=0", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_relay_command_is_stored_with_its_reason() {
     for h in harnesses("withdrawn_relay_command") {
         h.customer("A1", "gw-a").await;
