@@ -552,3 +552,52 @@ async fn a_meter_clock_that_ran_off_is_set_on_a_trusted_clock_and_the_display_sh
     assert_eq!(display.status, payload::CreditStatus::Normal);
     v.stop.send(true).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn meters_dark_in_a_feeder_outage_are_sent_no_disconnect_and_report_the_outage_after() {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village(4, config).await;
+    // Households 1 to 3 have credit; household 0 has none.
+    for i in 1..4 {
+        v.gw()
+            .store()
+            .record_event(&LedgerEvent {
+                id: format!("r{i}"),
+                account: format!("A{i}"),
+                at: v.clock.now(),
+                kind: EventKind::Recharge,
+                amount_paise: 100_000,
+                expires_at: None,
+            })
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    // The feeder trips: every meter goes dark, and misses its turns.
+    let off = v.clock.now();
+    for (_, _, fw) in &v.meters {
+        locked(fw).power_off(off);
+    }
+    tokio::time::sleep(Duration::from_secs(25 * 60)).await;
+    let dark = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(
+        (dark.commands_queued, dark.disconnects_held),
+        (0, 1),
+        "{dark:?}"
+    );
+
+    // Power back: the meters answer again and report the outage from their logs; the cut waits
+    // out the outage's hours (no grace here, so they are over) and goes.
+    let on = v.clock.now();
+    for (_, _, fw) in &v.meters {
+        locked(fw).power_on(on);
+    }
+    tokio::time::sleep(Duration::from_secs(45 * 60)).await;
+    let outages = v.gw().store().outages_since(off - Days::hours(1)).unwrap();
+    assert_eq!(outages.len(), 1, "{outages:?}");
+    assert_eq!(outages[0].meters.len(), 4);
+    let ended = outages[0].ended_at.unwrap();
+    assert!((ended - on).num_seconds().abs() < 60, "{outages:?}");
+    let after = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(after.commands_queued, 1, "{after:?}");
+    v.stop.send(true).unwrap();
+}

@@ -2,8 +2,10 @@
 //! the transformer's outage, not a household's event.
 //!
 //! Pure: [`detect`] reads the meters' power-off spans (from their power fail and restore events)
-//! and finds the outages; [`grace_end`] moves a disconnect's grace past the outage hours, so no
-//! household is cut for time it had no supply. The result depends on the set of spans only, never
+//! and finds the outages; [`suspected`] sees one going on in meters that stopped answering
+//! together (meters that cannot send a last gasp report their power failure only once it is
+//! back); [`grace_end`] moves a disconnect's grace past the outage hours, so no household is cut
+//! for time it had no supply. The result depends on the set of spans only, never
 //! on the order they arrived in (property-tested).
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,20 @@ pub struct OutageRule {
     /// and a feeder trips in stages).
     #[serde(with = "humantime_serde")]
     pub together_within: std::time::Duration,
+    /// Meters that stopped answering the gateway within this long of each other count as dark
+    /// together (the gateway polls each meter in turn, so they fall silent over a poll period).
+    #[serde(with = "humantime_serde")]
+    pub silent_together_within: std::time::Duration,
+}
+
+impl OutageRule {
+    /// How many meters of `meters_total` an outage takes: [`Self::min_meters`] and
+    /// [`Self::min_share_percent`] of them, and at least one.
+    fn meters_needed(&self, meters_total: usize) -> usize {
+        self.min_meters
+            .max((meters_total * usize::from(self.min_share_percent)).div_ceil(100))
+            .max(1)
+    }
 }
 
 impl Default for OutageRule {
@@ -28,6 +44,7 @@ impl Default for OutageRule {
             min_meters: 3,
             min_share_percent: 30,
             together_within: std::time::Duration::from_secs(120),
+            silent_together_within: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -120,10 +137,7 @@ pub fn detect<M: Ord + Clone>(
     let mut sorted: Vec<&DarkSpan<M>> = spans.iter().collect();
     sorted.sort();
     let within = Duration::from_std(rule.together_within).unwrap_or(Duration::MAX);
-    let needed = rule
-        .min_meters
-        .max((meters_total * usize::from(rule.min_share_percent)).div_ceil(100))
-        .max(1);
+    let needed = rule.meters_needed(meters_total);
     let mut outages = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
@@ -160,6 +174,28 @@ fn median_restoration<M: Ord>(group: &[&DarkSpan<M>]) -> Option<DateTime<Utc>> {
     // The lower median of all the group's meters, counting one not restored as later than any:
     // a restoration once at least half have one.
     restored.get(latest.len().div_ceil(2) - 1).copied()
+}
+
+/// An outage going on now, as the radio sees it: when enough meters (by the same rule as
+/// [`detect`]) stopped answering within [`OutageRule::silent_together_within`] of each other, it
+/// began when the first of them did. `silent_since` holds when each silent meter's run of
+/// unanswered turns began. It is not an outage on record: it holds disconnects while it lasts, and
+/// the meters' power events say afterwards what it was.
+pub fn suspected(
+    silent_since: &[DateTime<Utc>],
+    meters_total: usize,
+    rule: &OutageRule,
+) -> Option<OutageSpan> {
+    let mut starts = silent_since.to_vec();
+    starts.sort();
+    let within = Duration::from_std(rule.silent_together_within).unwrap_or(Duration::MAX);
+    let needed = rule.meters_needed(meters_total);
+    (0..starts.len())
+        .find(|&i| starts[i..].partition_point(|s| *s <= starts[i] + within) >= needed)
+        .map(|i| OutageSpan {
+            start: starts[i],
+            end: None,
+        })
 }
 
 /// The end of a disconnect's grace that would end at `grace_end`, for a threshold crossed at

@@ -410,6 +410,10 @@ impl RelayLink for CommandSender {
     fn show(&mut self, meter: i64, update: DisplayUpdate) -> Result<(), String> {
         self.request(LinkRequest::Display { meter, update })
     }
+
+    fn silent_since(&self) -> std::collections::HashMap<i64, DateTime<Utc>> {
+        CommandSender::silent_since(self)
+    }
 }
 
 impl SyncBackend for Gateway {

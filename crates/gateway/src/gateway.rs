@@ -25,6 +25,7 @@ use gramgrid_core::policy::{self, AccountFacts, Arrangement, RelayAction, RelayS
 use gramgrid_core::relay::{CommandState, Step};
 use gramgrid_core::tariff::{rupees, TariffBook};
 use gramgrid_proto::payload::DisplayUpdate;
+use std::collections::HashMap;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,18 @@ pub trait RelayLink {
     fn show(&mut self, _meter: i64, _update: DisplayUpdate) -> Result<(), String> {
         Ok(())
     }
+    /// The meters that stopped answering the radio, and when each first missed its turn.
+    fn silent_since(&self) -> HashMap<i64, DateTime<Utc>> {
+        HashMap::new()
+    }
+}
+
+/// What holds for every account of one policy pass.
+struct PassFacts {
+    now: DateTime<Utc>,
+    clock_trusted: bool,
+    /// A supply outage the radio sees going on (meters silent together), if any.
+    dark: Option<gramgrid_core::outage::OutageSpan>,
 }
 
 /// What one policy pass did.
@@ -117,7 +130,9 @@ pub struct Gateway {
     store: Store,
     link: Option<Box<dyn RelayLink + Send>>,
     /// What each meter's display was last sent (kept in memory: after a restart each is sent once).
-    shown: std::collections::HashMap<i64, display::Shown>,
+    shown: HashMap<i64, display::Shown>,
+    /// The supply outage the radio saw going on at the last pass (to log its start once).
+    dark: Option<gramgrid_core::outage::OutageSpan>,
 }
 
 impl Gateway {
@@ -137,6 +152,7 @@ impl Gateway {
             store,
             link: None,
             shown: Default::default(),
+            dark: None,
         };
         gateway.refresh_published()?;
         Ok(gateway)
@@ -325,6 +341,7 @@ impl Gateway {
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         let mut cuts = Vec::new();
+        let dark = self.suspected_outage();
         for account in self.store.accounts()? {
             let Some((meter, _serial)) = self.store.active_meter(&account.id)? else {
                 continue;
@@ -332,7 +349,12 @@ impl Gateway {
             report.accounts += 1;
             report.fixed_charges += self.charge_fixed_days(&account, now)?;
             report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
-            cuts.extend(self.decide_account(&account, meter, now, clock_trusted, &mut report)?);
+            let pass = PassFacts {
+                now,
+                clock_trusted,
+                dark,
+            };
+            cuts.extend(self.decide_account(&account, meter, &pass, &mut report)?);
         }
         self.guard_cuts(cuts, now, clock_trusted, &mut report)?;
         self.advance_relay_commands(now, clock_trusted, &mut report)?;
@@ -437,9 +459,9 @@ impl Gateway {
         &mut self,
         account: &Account,
         meter: i64,
-        now: DateTime<Utc>,
-        clock_trusted: bool,
+        pass: &PassFacts,
     ) -> Result<AccountFacts, StoreError> {
+        let (now, clock_trusted) = (pass.now, pass.clock_trusted);
         let position = self
             .store
             .position(&account.id, &self.config.policy.arrears)?;
@@ -475,7 +497,11 @@ impl Gateway {
             clock_trusted,
             protected: self.store.protection(&account.id)?.is_some(),
             arrangement,
-            outages: self.outage_spans(below_threshold_since.unwrap_or(now))?,
+            outages: self
+                .outage_spans(below_threshold_since.unwrap_or(now))?
+                .into_iter()
+                .chain(pass.dark)
+                .collect(),
         })
     }
 
@@ -543,11 +569,11 @@ impl Gateway {
         &mut self,
         account: &Account,
         meter: i64,
-        now: DateTime<Utc>,
-        clock_trusted: bool,
+        pass: &PassFacts,
         report: &mut PassReport,
     ) -> Result<Option<guard::PlannedCommand>, StoreError> {
-        let facts = self.account_facts(account, meter, now, clock_trusted)?;
+        let now = pass.now;
+        let facts = self.account_facts(account, meter, pass)?;
         let decision = policy::decide(&self.config.policy, &facts, now);
         self.refresh_display(meter, &facts, &decision, now);
         if decision.below_threshold_since != facts.below_threshold_since {

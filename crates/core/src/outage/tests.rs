@@ -78,6 +78,27 @@ fn too_few_meters_or_too_small_a_share_is_no_outage() {
 }
 
 #[test]
+fn meters_falling_silent_together_are_a_suspected_outage_and_old_silences_are_not() {
+    let rule = OutageRule::default();
+    // Ten meters; three went quiet over a poll period this evening; two have been silent for days.
+    let silent = [t(-5000), t(-4000), t(600), t(610), t(614)];
+    assert_eq!(
+        suspected(&silent, 10, &rule),
+        Some(OutageSpan {
+            start: t(600),
+            end: None
+        })
+    );
+    assert_eq!(suspected(&silent[..4], 10, &rule), None, "two of ten");
+    assert_eq!(
+        suspected(&silent, 11, &rule),
+        None,
+        "three of eleven is under 30 %"
+    );
+    assert_eq!(suspected(&[], 10, &rule), None);
+}
+
+#[test]
 fn events_pair_into_spans_per_meter() {
     let events = vec![
         ("b", t(5), false),

@@ -87,6 +87,22 @@ impl Gateway {
         Ok(changed)
     }
 
+    /// An outage going on as the radio sees it: enough meters silent together
+    /// (`gramgrid_core::outage::suspected`). Logged when first seen.
+    pub(super) fn suspected_outage(&mut self) -> Option<OutageSpan> {
+        let silent: Vec<DateTime<Utc>> = self.link.as_ref()?.silent_since().into_values().collect();
+        let dark = outage::suspected(&silent, self.store.meters_in_service(), &self.config.outage);
+        if dark.is_some() && self.dark.is_none() {
+            tracing::warn!(
+                silent = silent.len(),
+                since = ?dark.map(|d| d.start),
+                "many meters stopped answering together: a supply outage is taken to be going on; no disconnect is sent until they answer"
+            );
+        }
+        self.dark = dark;
+        dark
+    }
+
     /// The outages the policy must allow for from `since` on (going on, or ended after it).
     pub(super) fn outage_spans(&self, since: DateTime<Utc>) -> Result<Vec<OutageSpan>, StoreError> {
         Ok(self

@@ -128,23 +128,40 @@ pub enum LinkRequest {
 /// its clock set in its next turn.
 pub const MAX_METER_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
 
-/// The meters the radio task has session keys for, shared with the policy loop's end of the
-/// command channel so that a command for a meter the radio cannot reach yet stays queued in the
-/// store (and is not counted as sent).
+/// The meters the radio task has session keys for, and those that stopped answering, shared with
+/// the policy loop's end of the command channel: a command for a meter the radio cannot reach yet
+/// stays queued in the store (and is not counted as sent), and many meters falling silent together
+/// is a supply outage going on.
 #[derive(Debug, Clone, Default)]
-pub struct ProvisionedMeters(Arc<std::sync::RwLock<std::collections::HashSet<i64>>>);
+pub struct ProvisionedMeters {
+    keys: Arc<std::sync::RwLock<std::collections::HashSet<i64>>>,
+    silent: Arc<std::sync::RwLock<std::collections::HashMap<i64, DateTime<Utc>>>>,
+}
 
 impl ProvisionedMeters {
     /// Whether the radio task can address `meter`.
     pub fn contains(&self, meter: i64) -> bool {
-        self.0
+        self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&meter)
     }
 
+    /// The meters that missed their last [`scheduler::SILENCES_FOR_DARK`] turns or more, and when
+    /// each first went unanswered.
+    pub fn silent_since(&self) -> std::collections::HashMap<i64, DateTime<Utc>> {
+        self.silent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn replace(&self, meters: impl Iterator<Item = i64>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = meters.collect();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = meters.collect();
+    }
+
+    fn set_silent(&self, silent: std::collections::HashMap<i64, DateTime<Utc>>) {
+        *self.silent.write().unwrap_or_else(|p| p.into_inner()) = silent;
     }
 }
 
@@ -158,6 +175,11 @@ impl CommandSender {
     /// Whether the radio task has session keys for `meter` (a command for it would go on the air).
     pub fn can_reach(&self, meter: i64) -> bool {
         self.provisioned.contains(meter)
+    }
+
+    /// The meters that stopped answering, and since when ([`ProvisionedMeters::silent_since`]).
+    pub fn silent_since(&self) -> std::collections::HashMap<i64, DateTime<Utc>> {
+        self.provisioned.silent_since()
     }
 
     /// Hands a request to the radio task; fails only once that task has stopped.

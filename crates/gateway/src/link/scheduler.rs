@@ -21,6 +21,9 @@ const SILENCES_BEFORE_RENDEZVOUS: u32 = 2;
 const QUICK_RETRIES: u32 = 3;
 /// Silent meters are never left longer than this many periods between attempts.
 const MAX_BACKOFF_PERIODS: i32 = 8;
+/// Consecutive unanswered turns after which a meter counts as silent (dark, or out of reach) for
+/// the policy's outage rule.
+pub const SILENCES_FOR_DARK: u32 = 2;
 
 /// Timing of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ struct Slot {
     /// Start of the oldest interval the gateway still wants.
     since: DateTime<Utc>,
     silences: u32,
+    /// When the meter's current run of unanswered turns began.
+    silent_since: Option<DateTime<Utc>>,
     /// An SF change to announce in the meter's next turn.
     assign: Option<u8>,
     /// The meter's clock is to be set in a coming turn.
@@ -105,6 +110,7 @@ impl Scheduler {
                 due,
                 since,
                 silences: 0,
+                silent_since: None,
                 assign: None,
                 set_clock: false,
                 display: None,
@@ -179,6 +185,7 @@ impl Scheduler {
         let period = self.timing.period;
         self.update(turn.meter, |slot| {
             slot.silences = 0;
+            slot.silent_since = None;
             if let Some(since) = next_since {
                 slot.since = slot.since.max(since);
             }
@@ -214,6 +221,7 @@ impl Scheduler {
         let timing = self.timing;
         self.update(turn.meter, |slot| {
             slot.silences += 1;
+            slot.silent_since.get_or_insert(now);
             if slot.silences >= SILENCES_BEFORE_RENDEZVOUS && slot.sf < RENDEZVOUS_SF {
                 // It may have missed an assignment, or lost contact and gone back to SF12.
                 slot.sf = RENDEZVOUS_SF;
@@ -246,6 +254,16 @@ impl Scheduler {
             slot.display = Some(update);
             slot.due = slot.due.min(now);
         });
+    }
+
+    /// Meters that missed their last [`SILENCES_FOR_DARK`] turns or more, and when each run of
+    /// silence began.
+    pub fn silent_meters(&self) -> std::collections::HashMap<i64, DateTime<Utc>> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.silences >= SILENCES_FOR_DARK)
+            .filter_map(|(&m, s)| Some((m, s.silent_since?)))
+            .collect()
     }
 
     /// Meters that did not answer their last few turns (still tried, less often).

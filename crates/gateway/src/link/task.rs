@@ -403,6 +403,7 @@ impl<B: LinkBackend> Link<B> {
                 self.scheduler.silent(&turn, now);
             }
         }
+        self.provisioned.set_silent(self.scheduler.silent_meters());
         Ok(())
     }
 

@@ -58,6 +58,9 @@ pub struct Firmware {
     last_downlink: Option<DateTime<Utc>>,
     /// What the display shows, as the gateway last sent it.
     display: Option<DisplayUpdate>,
+    /// Since when the meter has had no supply ([`Firmware::power_off`]): it neither captures nor
+    /// hears nor sends.
+    dark_since: Option<DateTime<Utc>>,
     /// Fault injection: this many replies are built and counted but never reach the air.
     replies_to_lose: u32,
     rng: ChaCha8Rng,
@@ -97,6 +100,7 @@ impl Firmware {
             events: Vec::new(),
             last_downlink: None,
             display: None,
+            dark_since: None,
             replies_to_lose: 0,
             rng,
             clock_offset,
@@ -134,6 +138,9 @@ impl Firmware {
 
     /// Closes the interval that just ended on the meter's clock (call at `next_capture`).
     pub fn capture(&mut self, now: DateTime<Utc>) {
+        if self.dark_since.is_some() {
+            return;
+        }
         let step = i64::from(INTERVAL_SECS);
         // Round to the nearest boundary: the caller wakes at it, give or take a millisecond.
         let end = (self.meter_time(now).timestamp() + step / 2).div_euclid(step) * step;
@@ -187,8 +194,27 @@ impl Firmware {
             .retain(|i| i.interval_start < dark_from || i.interval_start >= dark_to);
         self.acks.clear();
         self.events.clear();
+        // A rebooted scheduled meter waits for the gateway at the rendezvous SF: the gateway
+        // looks for it there once it has missed two turns.
+        self.last_downlink = None;
+        if self.nvm.mode == AccessMode::Scheduled {
+            self.nvm.sf = gramgrid_gateway::link::scheduler::RENDEZVOUS_SF;
+        }
         self.record_event(EventKind::PowerFail, off);
         self.record_event(EventKind::PowerRestore, on);
+    }
+
+    /// The supply fails at `at` (a feeder or transformer outage): the meter goes dark until
+    /// [`Firmware::power_on`]. It has no last gasp: its log reports the failure once power is back.
+    pub fn power_off(&mut self, at: DateTime<Utc>) {
+        self.dark_since.get_or_insert(at);
+    }
+
+    /// The supply is back at `at`: the meter runs again, as after [`Firmware::power_cycle`].
+    pub fn power_on(&mut self, at: DateTime<Utc>) {
+        if let Some(off) = self.dark_since.take() {
+            self.power_cycle(off, at);
+        }
     }
 
     /// Something happened at the meter at `at` (true time): its event log says so in the next
@@ -231,6 +257,9 @@ impl Firmware {
     /// Handles a received frame; the reply (a sealed uplink) to send (after `link::REPLY_DELAY`), if any. Frames for
     /// other meters, forged or replayed ones are dropped silently, as a meter must.
     pub fn on_downlink(&mut self, phy: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
+        if self.dark_since.is_some() {
+            return None;
+        }
         let session = Session {
             keys: self.keys.clone(),
             last_fcnt: self.nvm.fcnt_down,
@@ -289,6 +318,9 @@ impl Firmware {
 
     /// ALOHA mode: the uplink for the interval just captured.
     pub fn aloha_uplink(&mut self, now: DateTime<Utc>) -> Option<Vec<u8>> {
+        if self.dark_since.is_some() {
+            return None;
+        }
         let latest: Vec<IntervalReading> = self.nvm.log.back().copied().into_iter().collect();
         let sf = self.nvm.sf;
         self.report(latest, now, sf)
