@@ -1,6 +1,7 @@
 //! Three processes on loopback: `gramgrid air-bus`, `gramgrid sim` (a fleet of emulated meters) and
 //! `gramgrid gateway` (the daemon with an emulated radio). Readings land in the gateway database.
 
+use crate::common::village::sim_args;
 use crate::common::Proc;
 use chrono::{Duration as Days, Utc};
 use gramgrid_core::tariff::Category;
@@ -33,21 +34,7 @@ fn sim_and_gateway_exchange_frames_over_the_air_bus_and_readings_land_in_the_dat
     let (_hub, line) = start(&["air-bus", "--listen", "127.0.0.1:0", "--seed", "5"]);
     let bus = line.trim().rsplit(' ').next().unwrap().to_string();
     let manifest = dir.path().join("meters.toml");
-    let (_sim, line) = start(&[
-        "sim",
-        "--meters",
-        "2",
-        "--bus",
-        &bus,
-        "--radius-m",
-        "150",
-        "--seed",
-        "5",
-        "--history-hours",
-        "2",
-        "--manifest-out",
-        manifest.to_str().unwrap(),
-    ]);
+    let (_sim, line) = start(&sim_args("2", &bus, manifest.to_str().unwrap()));
     assert!(line.starts_with("sim running 2 meters"), "{line}");
 
     let config_path = dir.path().join("gateway.toml");

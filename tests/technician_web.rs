@@ -111,13 +111,27 @@ async fn text(client: &Client) -> String {
     panic!("the page never settled");
 }
 
+/// Submits `form` and returns the text of the page it leads to. WebDriver may answer before the
+/// browser has replaced the page, so the text is read again until it is not the form's page.
+async fn submit(client: &Client, form: fantoccini::elements::Form) -> String {
+    let before = text(client).await;
+    form.submit().await.unwrap();
+    for _ in 0..100 {
+        let after = text(client).await;
+        if after != before {
+            return after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page did not change after submitting its form:\n{before}");
+}
+
 async fn log_in(client: &Client, base: &str, (name, password): (&str, &str)) -> String {
     client.goto(&format!("{base}/login")).await.unwrap();
     let form = client.form(Locator::Css("form.card")).await.unwrap();
     form.set_by_name("name", name).await.unwrap();
     form.set_by_name("password", password).await.unwrap();
-    form.submit().await.unwrap();
-    text(client).await
+    submit(client, form).await
 }
 
 async fn log_out(client: &Client) {
@@ -318,8 +332,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         form.set_by_name("reason", "patient on oxygen at home")
             .await
             .unwrap();
-        form.submit().await.unwrap();
-        let page = text(&client).await;
+        let page = submit(&client, form).await;
         assert!(page.contains("Override recorded."), "{page}");
         let why = format!("{base}/accounts/ACC-0/why");
         let page = page_until(
@@ -338,8 +351,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         for expected in ["Voucher accepted", "Voucher refused"] {
             let form = client.form(Locator::Css("form.card")).await.unwrap();
             form.set_by_name("code", &code).await.unwrap();
-            form.submit().await.unwrap();
-            let page = text(&client).await;
+            let page = submit(&client, form).await;
             assert!(page.contains(expected), "{page}");
         }
         screenshot(&client, "redeem-phone").await;
@@ -357,8 +369,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         );
         let form = client.form(Locator::Css("form.install")).await.unwrap();
         form.set_by_name("account", "ACC-2").await.unwrap();
-        form.submit().await.unwrap();
-        let page = text(&client).await;
+        let page = submit(&client, form).await;
         assert!(
             page.contains(&format!("Meter installed {spare_a}")),
             "{page}"
@@ -371,8 +382,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             .await
             .unwrap();
         form.set_by_name("account", "ACC-0").await.unwrap();
-        form.submit().await.unwrap();
-        let page = text(&client).await;
+        let page = submit(&client, form).await;
         assert!(page.contains("is not in this gateway's stock"), "{page}");
 
         // Replace meter 1 (household ACC-1) by the other spare, from the meter's page.
@@ -389,8 +399,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         form.set_by_name("reason", "display dead after a storm")
             .await
             .unwrap();
-        form.submit().await.unwrap();
-        let page = text(&client).await;
+        let page = submit(&client, form).await;
         assert!(
             page.contains(&format!("Meter installed {spare_b}")),
             "{page}"

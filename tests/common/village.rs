@@ -14,6 +14,26 @@ pub const TOKEN: &str = "field-test-token-0123456789";
 /// The gateway's id.
 pub const GATEWAY_ID: &str = "village-a";
 
+/// `gramgrid sim` for the test villages: `meters` meters within 150 m (seed 5, two hours of load
+/// profile) on `bus`, their manifest written to `manifest_out`.
+pub fn sim_args<'a>(meters: &'a str, bus: &'a str, manifest_out: &'a str) -> Vec<&'a str> {
+    vec![
+        "sim",
+        "--meters",
+        meters,
+        "--bus",
+        bus,
+        "--radius-m",
+        "150",
+        "--seed",
+        "5",
+        "--history-hours",
+        "2",
+        "--manifest-out",
+        manifest_out,
+    ]
+}
+
 /// `gramgrid ARGS` with logs at info to `log`, stdout piped (for its first line).
 pub fn spawn(args: &[&str], log: &Path) -> Proc {
     let log = std::fs::File::create(log).unwrap();
@@ -208,23 +228,9 @@ impl Village {
             .unwrap()
             .to_string();
         let (meters_arg, manifest_out) = (meters.to_string(), path("meters.toml"));
-        let mut sim_args = vec![
-            "sim",
-            "--meters",
-            &meters_arg,
-            "--bus",
-            &bus,
-            "--radius-m",
-            "150",
-            "--seed",
-            "5",
-            "--history-hours",
-            "2",
-            "--manifest-out",
-            &manifest_out,
-        ];
-        sim_args.extend_from_slice(sim_extra);
-        let mut sim = spawn(&sim_args, &d.join("sim.log"));
+        let mut args = sim_args(&meters_arg, &bus, &manifest_out);
+        args.extend_from_slice(sim_extra);
+        let mut sim = spawn(&args, &d.join("sim.log"));
         assert!(sim
             .first_line()
             .starts_with(&format!("sim running {meters} meters")));

@@ -51,11 +51,12 @@ impl Gateway {
         let stored = self.store.outages_since(since)?;
         let mut changed = Vec::new();
         for outage in found {
-            let meters = outage
+            let mut meters = outage
                 .meters
                 .iter()
                 .map(|m| self.store.meter_serial(*m))
                 .collect::<Result<Vec<_>, _>>()?;
+            meters.sort();
             let id = stored
                 .iter()
                 .find(|s| overlaps(s, outage.started_at, outage.ended_at))
