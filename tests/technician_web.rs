@@ -314,6 +314,15 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             page.contains("ACC-0") && page.contains("Link history"),
             "{page}"
         );
+        // Readings 15 minutes apart give the month's maximum demand.
+        let demand = client
+            .find(Locator::Css("dd.demand"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(demand.contains(" kW · "), "{demand}");
         assert!(
             client.find(Locator::Css("svg.chart rect")).await.is_ok(),
             "the load chart"

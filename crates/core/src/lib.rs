@@ -14,6 +14,7 @@
 //! - [`clock`]: the clock-trust rule (may this gateway's clock be believed for a disconnect?);
 //! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
 //! - [`decision`]: a relay decision's recorded facts, in words, replayable;
+//! - [`demand`]: maximum demand (average power over 15-minute intervals) from register readings;
 //! - [`message`]: consumer messages: kinds, languages, templates, SMS parts, quiet hours.
 //!
 //! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
@@ -25,6 +26,7 @@ pub mod breaker;
 pub mod civil;
 pub mod clock;
 pub mod decision;
+pub mod demand;
 pub mod ledger;
 pub mod message;
 pub mod outage;

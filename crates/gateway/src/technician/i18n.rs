@@ -162,6 +162,7 @@ pub const TEXTS: &[(&str, &str)] = &[
         "लोड, पिछले 7 दिन (kWh प्रति घंटा)",
     ),
     ("Link history", "लिंक इतिहास"),
+    ("Maximum demand this month", "इस महीने की अधिकतम मांग"),
     ("heard", "सुना"),
     ("silent", "चुप"),
     ("Meter events (meter clock)", "मीटर की घटनाएँ (मीटर की घड़ी)"),

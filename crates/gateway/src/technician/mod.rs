@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::policy::RelayAction;
+use gramgrid_core::rating::RegisterReading;
 use gramgrid_net::wallclock::WallClock;
 use i18n::Lang;
 use maud::Markup;
@@ -738,11 +739,22 @@ async fn meter_page(
             return Ok(None);
         };
         let events = store.meter_events(meter, METER_PAGE_EVENTS)?;
-        Ok(Some((row, load_chart(store, meter, now)?, events)))
+        let max_demand = month_max_demand(store, meter, now)?;
+        Ok(Some((
+            row,
+            load_chart(store, meter, now)?,
+            events,
+            max_demand,
+        )))
     });
     match found {
-        Ok(Some((row, chart, events))) => {
-            let view = pages::MeterView { row, chart, events };
+        Ok(Some((row, chart, events, max_demand))) => {
+            let view = pages::MeterView {
+                row,
+                chart,
+                events,
+                max_demand,
+            };
             let body = pages::meter(ctx.lang, &ctx.session, &view);
             s.render(
                 &ctx,
@@ -758,6 +770,25 @@ async fn meter_page(
 
 /// How many of a meter's latest events its page lists.
 const METER_PAGE_EVENTS: usize = 30;
+
+/// The meter's maximum demand in the local month of `now` (`gramgrid_core::demand`).
+fn month_max_demand(
+    store: &Store,
+    meter: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
+    let month = gramgrid_core::civil::Month::containing(now);
+    let Some(first_day) = month.first_day() else {
+        return Ok(None);
+    };
+    let start = gramgrid_core::civil::start_of_local_day(first_day);
+    let readings: Vec<RegisterReading> = store
+        .meter_readings(meter, start, now + Duration::hours(1))?
+        .into_iter()
+        .map(|(at, register_wh)| RegisterReading { at, register_wh })
+        .collect();
+    Ok(gramgrid_core::demand::maximum(&readings))
+}
 
 /// The meter's last 7 days as kWh per hour, labelled at each local midnight.
 fn load_chart(store: &Store, meter: i64, now: DateTime<Utc>) -> Result<Markup, StoreError> {

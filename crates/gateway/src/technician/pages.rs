@@ -271,6 +271,8 @@ pub struct MeterView {
     pub chart: Markup,
     /// Its latest events, newest first.
     pub events: Vec<crate::store::StoredMeterEvent>,
+    /// This month's maximum demand: the 15-minute interval's end and its average power in W.
+    pub max_demand: Option<(DateTime<Utc>, i64)>,
 }
 
 /// A meter event's kind in words (`EventKind::name` → an i18n text).
@@ -300,6 +302,7 @@ pub fn meter(lang: Lang, session: &Session, view: &MeterView) -> Markup {
             dt { (lang.tr("Open command")) } dd { (s.open_command.as_deref().unwrap_or("—")) }
             dt { (lang.tr("Signal")) } dd { (signal(view.row.health.as_ref())) }
             dt { (lang.tr("Last reading")) } dd { @match view.row.last_reading { Some((at, wh)) => { (when(at)) " · " (kwh(wh)) " kWh" }, None => "—" } }
+            dt { (lang.tr("Maximum demand this month")) } dd.demand { @match view.max_demand { Some((at, w)) => { (kwh(w)) " kW · " (when(at)) }, None => "—" } }
             dt { (lang.tr("Alerts")) } dd { @if view.row.alerts.is_empty() { (lang.tr("none")) } @else { (view.row.alerts.join(", ")) } }
         }
         h2 { (lang.tr("Load, last 7 days (kWh per hour)")) }
