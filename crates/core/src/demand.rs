@@ -76,11 +76,7 @@ mod tests {
             let expected = maximum(&readings);
             let mut shuffled = readings.clone();
             shuffled.extend(readings.iter().take(3).copied());
-            let mut state = seed;
-            for i in (1..shuffled.len()).rev() {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                shuffled.swap(i, (state >> 33) as usize % (i + 1));
-            }
+            crate::testing::shuffle(&mut shuffled, seed);
             prop_assert_eq!(maximum(&shuffled), expected);
         }
     }

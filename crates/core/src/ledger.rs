@@ -356,11 +356,7 @@ mod tests {
             if !events.is_empty() {
                 log.extend(duplicates.iter().map(|i| i.get(&events).clone()));
             }
-            let mut rng = shuffle;
-            for i in (1..log.len()).rev() {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                log.swap(i, (rng >> 33) as usize % (i + 1));
-            }
+            crate::testing::shuffle(&mut log, shuffle);
             let position = position(&log, &ArrearsRule::default_rules());
             prop_assert_eq!(position.balance_paise, recharged - charged);
             let expected_last = events.iter().filter(|e| e.kind == EventKind::Recharge).max_by_key(|e| (e.at, e.id.clone())).map(|e| e.id.clone());
@@ -410,11 +406,7 @@ mod tests {
             }];
             let mut log = events.clone();
             log.extend(events.iter().take(3).cloned());
-            let mut rng = shuffle;
-            for i in (1..log.len()).rev() {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                log.swap(i, (rng >> 33) as usize % (i + 1));
-            }
+            crate::testing::shuffle(&mut log, shuffle);
             let paid: i64 = recharges.iter().map(|(a, _)| a).sum();
             let opening: i64 = arrears_paise.iter().sum();
             let p = position(&log, &rules);

@@ -34,3 +34,19 @@ pub mod policy;
 pub mod rating;
 pub mod relay;
 pub mod tariff;
+
+/// Helpers of this crate's property tests.
+#[cfg(test)]
+mod testing {
+    /// Shuffles `items` by a permutation drawn from `seed` (Fisher-Yates over a 64-bit LCG), so a
+    /// failing case replays with the same order.
+    pub(crate) fn shuffle<T>(items: &mut [T], seed: u64) {
+        let mut state = seed;
+        for i in (1..items.len()).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            items.swap(i, (state >> 33) as usize % (i + 1));
+        }
+    }
+}

@@ -81,16 +81,6 @@ pub struct Outage<M> {
     pub meters: Vec<M>,
 }
 
-impl<M> Outage<M> {
-    /// The outage as a span of time.
-    pub fn span(&self) -> OutageSpan {
-        OutageSpan {
-            start: self.started_at,
-            end: self.ended_at,
-        }
-    }
-}
-
 /// Pairs each meter's power failures with its next restoration. `events` are
 /// `(meter, at, failed)`: `failed` true for a power failure, false for a restoration, in any order.
 /// A restoration with no failure before it is ignored (the failure was reported before the

@@ -191,12 +191,7 @@ proptest! {
     ) {
         let rule = OutageRule::default();
         let mut shuffled = spans.clone();
-        // A deterministic shuffle from the seed.
-        let mut state = seed;
-        for i in (1..shuffled.len()).rev() {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            shuffled.swap(i, (state >> 33) as usize % (i + 1));
-        }
+        crate::testing::shuffle(&mut shuffled, seed);
         prop_assert_eq!(detect(&spans, total, &rule), detect(&shuffled, total, &rule));
     }
 
