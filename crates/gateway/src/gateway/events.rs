@@ -39,9 +39,7 @@ impl Gateway {
     /// outage keeps the id it was first stored with while later events move its start or end.
     pub fn refresh_outages(&mut self, now: DateTime<Utc>) -> Result<Vec<SupplyOutage>, StoreError> {
         let since = now - Duration::days(OUTAGE_LOOKBACK_DAYS);
-        let power = self
-            .store
-            .events_since(&["power_fail", "power_restore"], since)?;
+        let power = self.store.power_events_since(since)?;
         let events: Vec<(i64, DateTime<Utc>, bool)> = power
             .iter()
             .map(|e| (e.meter, e.at, e.kind == "power_fail"))

@@ -196,11 +196,14 @@ impl Scheduler {
                     slot.assign = None;
                     slot.due = now;
                 }
-                Errand::SetClock | Errand::Display(_) => {
-                    // Told; its readings are asked for at once.
-                    if turn.errand == Errand::SetClock {
-                        slot.set_clock = false;
-                    } else if slot.display.map(Errand::Display) == Some(turn.errand) {
+                // Told; its readings are asked for at once.
+                Errand::SetClock => {
+                    slot.set_clock = false;
+                    slot.due = now;
+                }
+                Errand::Display(shown) => {
+                    // A newer update that came in meanwhile is still to be shown.
+                    if slot.display == Some(shown) {
                         slot.display = None;
                     }
                     slot.due = now;

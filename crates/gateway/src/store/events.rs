@@ -112,25 +112,14 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every meter's events of the kinds named, from `since` on, oldest first.
-    pub fn events_since(
-        &self,
-        kinds: &[&str],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<StoredMeterEvent>> {
+    /// Every meter's power fail and restore events from `since` on, oldest first.
+    pub fn power_events_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredMeterEvent>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT meter, kind, at, command_id FROM meter_events WHERE at >= ?1
-             ORDER BY at, meter, kind",
+            "SELECT meter, kind, at, command_id FROM meter_events
+             WHERE at >= ?1 AND kind IN ('power_fail', 'power_restore') ORDER BY at, meter, kind",
         )?;
         let rows = statement.query_map([ts(since)], stored_event)?;
-        let mut events = Vec::new();
-        for row in rows {
-            let event = row?;
-            if kinds.contains(&event.kind.as_str()) {
-                events.push(event);
-            }
-        }
-        Ok(events)
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A meter's serial.
