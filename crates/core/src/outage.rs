@@ -191,16 +191,15 @@ pub fn suspected(
 /// The end of a disconnect's grace that would end at `grace_end`, for a threshold crossed at
 /// `crossed`, with the outage hours after the crossing added: every outage that starts before the
 /// (moved) end pushes it on by the part of its length after the crossing. None while an outage
-/// that started before the end is still going on.
+/// that started before the end is still going on. Overlapping outages (one outage recorded from
+/// the meters' silence and again from their power events) count their shared hours once.
 pub fn grace_end(
     crossed: DateTime<Utc>,
     grace_end: DateTime<Utc>,
     outages: &[OutageSpan],
 ) -> Option<DateTime<Utc>> {
-    let mut sorted = outages.to_vec();
-    sorted.sort_by_key(|o| o.start);
     let mut end = grace_end;
-    for outage in sorted {
+    for outage in merged(outages) {
         if outage.start >= end {
             break;
         }
@@ -211,6 +210,25 @@ pub fn grace_end(
         }
     }
     Some(end)
+}
+
+/// The union of outage spans as disjoint spans in time order (an open end runs on for ever).
+fn merged(outages: &[OutageSpan]) -> Vec<OutageSpan> {
+    let mut sorted = outages.to_vec();
+    sorted.sort_by_key(|o| o.start);
+    let mut union: Vec<OutageSpan> = Vec::with_capacity(sorted.len());
+    for outage in sorted {
+        match union.last_mut() {
+            Some(last) if last.end.is_none_or(|end| outage.start <= end) => {
+                last.end = match (last.end, outage.end) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            _ => union.push(outage),
+        }
+    }
+    union
 }
 
 #[cfg(test)]

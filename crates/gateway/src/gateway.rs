@@ -131,8 +131,12 @@ pub struct Gateway {
     link: Option<Box<dyn RelayLink + Send>>,
     /// What each meter's display was last sent (kept in memory: after a restart each is sent once).
     shown: HashMap<i64, display::Shown>,
-    /// The supply outage the radio saw going on at the last pass (to log its start once).
-    dark: Option<gramgrid_core::outage::OutageSpan>,
+    /// The supply outage the radio saw going on at the last pass, with every meter silent in it
+    /// (to log its start once and record it when the meters answer again).
+    dark: Option<(
+        gramgrid_core::outage::OutageSpan,
+        std::collections::BTreeSet<i64>,
+    )>,
 }
 
 impl Gateway {
@@ -341,7 +345,7 @@ impl Gateway {
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         let mut cuts = Vec::new();
-        let dark = self.suspected_outage();
+        let dark = self.suspected_outage(now)?;
         for account in self.store.accounts()? {
             let Some((meter, _serial)) = self.store.active_meter(&account.id)? else {
                 continue;

@@ -170,6 +170,24 @@ fn outage_hours_after_the_crossing_move_the_grace_on() {
     assert_eq!(grace_end(crossed, end, &[going_on]), None);
 }
 
+#[test]
+fn one_outage_recorded_twice_moves_the_grace_once() {
+    let (crossed, end) = (t(0), t(600));
+    // Seen first as the meters' silence, then from their power events, a little wider.
+    let from_silence = OutageSpan {
+        start: t(100),
+        end: Some(t(200)),
+    };
+    let from_events = OutageSpan {
+        start: t(95),
+        end: Some(t(190)),
+    };
+    assert_eq!(
+        grace_end(crossed, end, &[from_silence, from_events]),
+        Some(t(705))
+    );
+}
+
 fn spans() -> impl Strategy<Value = Vec<DarkSpan<u32>>> {
     proptest::collection::vec(
         (0u32..12, 0i64..600, proptest::option::of(1i64..300)),
@@ -222,5 +240,9 @@ proptest! {
             let total: i64 = raw.iter().filter_map(|&(_, l)| l).sum();
             prop_assert!(end <= t(grace + total));
         }
+        // The same outage on record twice moves the grace no further than once.
+        let mut twice = outages.clone();
+        twice.extend(outages.iter().copied());
+        prop_assert_eq!(grace_end(t(0), t(grace), &twice), grace_end(t(0), t(grace), &outages));
     }
 }

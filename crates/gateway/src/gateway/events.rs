@@ -5,6 +5,7 @@ use crate::store::{StoreError, StoredMeterEvent, SupplyOutage};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::outage::{self, OutageSpan};
 use gramgrid_proto::payload::MeterEvent;
+use std::collections::BTreeSet;
 
 /// How far back power events are read to find outages: a meter unheard for longer reports its
 /// failure too late to change a decision.
@@ -86,20 +87,71 @@ impl Gateway {
         Ok(changed)
     }
 
-    /// An outage going on as the radio sees it: enough meters silent together
-    /// (`gramgrid_core::outage::suspected`). Logged when first seen.
-    pub(super) fn suspected_outage(&mut self) -> Option<OutageSpan> {
-        let silent: Vec<DateTime<Utc>> = self.link.as_ref()?.silent_since().into_values().collect();
-        let dark = outage::suspected(&silent, self.store.meters_in_service(), &self.config.outage);
-        if dark.is_some() && self.dark.is_none() {
-            tracing::warn!(
-                silent = silent.len(),
-                since = ?dark.map(|d| d.start),
-                "many meters stopped answering together: a supply outage is taken to be going on; no disconnect is sent until they answer"
-            );
+    /// An outage going on as the radio sees it at `now`: enough meters silent together
+    /// (`gramgrid_core::outage::suspected`). Logged when first seen. When the meters answer again
+    /// it is recorded as an outage up to `now`, unless their power events told of it already, so
+    /// its hours count for every household even when meters report no power events.
+    pub(super) fn suspected_outage(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OutageSpan>, StoreError> {
+        let silent = self
+            .link
+            .as_ref()
+            .map(|link| link.silent_since())
+            .unwrap_or_default();
+        let starts: Vec<DateTime<Utc>> = silent.values().copied().collect();
+        let dark = outage::suspected(&starts, self.store.meters_in_service(), &self.config.outage);
+        match (dark, self.dark.take()) {
+            (Some(span), None) => {
+                tracing::warn!(
+                    silent = silent.len(),
+                    since = %span.start,
+                    "many meters stopped answering together: a supply outage is taken to be going on; no disconnect is sent until they answer"
+                );
+                self.dark = Some((span, silent.into_keys().collect()));
+            }
+            (Some(span), Some((_, mut meters))) => {
+                meters.extend(silent.into_keys());
+                self.dark = Some((span, meters));
+            }
+            (None, Some((span, meters))) => self.record_silent_outage(span.start, now, meters)?,
+            (None, None) => {}
         }
-        self.dark = dark;
-        dark
+        Ok(dark)
+    }
+
+    /// Records the outage the meters' silence showed from `start` to `now`, unless one on record
+    /// (from their power events) overlaps it.
+    fn record_silent_outage(
+        &mut self,
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+        meters: BTreeSet<i64>,
+    ) -> Result<(), StoreError> {
+        if self
+            .store
+            .outages_since(start)?
+            .iter()
+            .any(|stored| overlaps(stored, start, Some(now)))
+        {
+            return Ok(());
+        }
+        let mut serials = meters
+            .iter()
+            .map(|m| self.store.meter_serial(*m))
+            .collect::<Result<Vec<_>, _>>()?;
+        serials.sort();
+        let outage = SupplyOutage {
+            id: format!("outage-{}-{}", self.config.gateway.id, start.timestamp()),
+            started_at: start,
+            ended_at: Some(now),
+            meters: serials,
+        };
+        tracing::warn!(id = %outage.id, started_at = %start, ended_at = %now, meters = outage.meters.len(),
+            "meters answer again after a supply outage seen in their silence; recorded");
+        self.store.put_outage(&outage)?;
+        Ok(())
     }
 
     /// The outages the policy must allow for from `since` on (going on, or ended after it).

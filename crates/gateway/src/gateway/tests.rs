@@ -1116,11 +1116,16 @@ fn power_events(
     }
 }
 
-#[test]
-fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
+/// A1 and a village of five with credit, behind `link`, with ten hours' grace and a window every
+/// minute; A1's balance crossed the threshold at 10:30 on 30 November (grace to 20:30). Returns
+/// the gateway and the meters of A1 and three neighbours.
+fn village_with_a_ten_hour_grace(
+    dir: &tempfile::TempDir,
+    link: Box<dyn RelayLink + Send>,
+) -> (Gateway, Vec<i64>) {
     let config = "[policy]\nfirst_disconnect = \"10h\"\ndisconnect_windows = [\"0 * * * * *\"]\n";
-    let (mut gw, meter, link) = gateway(&dir, config);
+    let (mut gw, meter, _) = gateway(dir, config);
+    gw.set_relay_link(link);
     village(&mut gw, "V", 5);
     for i in 0..5 {
         gw.store()
@@ -1130,9 +1135,6 @@ fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
             })
             .unwrap();
     }
-    let neighbours: Vec<i64> = (0..3)
-        .map(|i| gw.store().meter_id(&format!("MV{i}")).unwrap().unwrap())
-        .collect();
     gw.store()
         .record_event(&recharge("r1", 37_000, ist(2026, 11, 1, 9, 0)))
         .unwrap();
@@ -1142,11 +1144,19 @@ fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
         register_wh: 100_000,
     }])
     .unwrap();
-    gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap(); // crossed: grace to 20:30
+    gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap();
+    let mut meters = vec![meter];
+    meters.extend((0..3).map(|i| gw.store().meter_id(&format!("MV{i}")).unwrap().unwrap()));
+    (gw, meters)
+}
+
+#[test]
+fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = RecordingLink::default();
+    let (mut gw, dark) = village_with_a_ten_hour_grace(&dir, Box::new(link.clone()));
 
     // The feeder is out from 18:00 to 22:00: A1 and three neighbours report it afterwards.
-    let mut dark = vec![meter];
-    dark.extend(&neighbours);
     power_events(
         &mut gw,
         &dark,
@@ -1215,4 +1225,77 @@ fn a_feeder_outage_holds_the_cut_while_it_lasts_and_its_hours_move_the_grace() {
     assert_eq!(disconnect_sends(&link), 0);
     gw.policy_pass(ist(2026, 12, 1, 1, 2), true).unwrap();
     assert_eq!(disconnect_sends(&link), 1);
+}
+
+/// A meter link whose meters stop answering when the test says (and records what it is told).
+#[derive(Clone, Default)]
+struct SilentLink {
+    told: RecordingLink,
+    silent: Arc<Mutex<HashMap<i64, DateTime<Utc>>>>,
+}
+
+impl RelayLink for SilentLink {
+    fn send(
+        &mut self,
+        meter: i64,
+        command_id: &str,
+        action: RelayAction,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        self.told.send(meter, command_id, action, not_after)
+    }
+
+    fn withdraw(&mut self, meter: i64, command_id: &str) -> Result<(), String> {
+        self.told.withdraw(meter, command_id)
+    }
+
+    fn silent_since(&self) -> HashMap<i64, DateTime<Utc>> {
+        self.silent.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn an_outage_seen_only_in_the_meters_silence_is_recorded_and_moves_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = SilentLink::default();
+    let (mut gw, dark) = village_with_a_ten_hour_grace(&dir, Box::new(link.clone()));
+
+    // From 18:00 A1 and three neighbours miss their turns; they report no power events at all.
+    let off = ist(2026, 11, 30, 18, 0);
+    *link.silent.lock().unwrap() = dark.iter().map(|m| (*m, off)).collect();
+    let held = gw.policy_pass(ist(2026, 11, 30, 21, 0), true).unwrap();
+    assert_eq!(held.disconnects_held, 1, "{held:?}");
+
+    // They answer again; the pass at 22:00 records the outage up to then.
+    link.silent.lock().unwrap().clear();
+    gw.policy_pass(ist(2026, 11, 30, 22, 0), true).unwrap();
+    let outages = gw.store().outages_since(off - Duration::hours(1)).unwrap();
+    assert_eq!(outages.len(), 1, "{outages:?}");
+    assert_eq!(outages[0].started_at, off);
+    assert_eq!(outages[0].ended_at, Some(ist(2026, 11, 30, 22, 0)));
+    assert_eq!(outages[0].meters, ["M1", "MV0", "MV1", "MV2"]);
+    let uplinked = gw.store().priority_after(0, 10_000).unwrap();
+    assert!(uplinked
+        .iter()
+        .any(|r| matches!(&r.event, UplinkEvent::SupplyOutage { id, .. } if *id == outages[0].id)));
+
+    // Four dark hours moved the grace from 20:30 to 00:30.
+    gw.policy_pass(ist(2026, 12, 1, 0, 20), true).unwrap();
+    assert_eq!(disconnect_sends(&link.told), 0);
+    gw.policy_pass(ist(2026, 12, 1, 0, 31), true).unwrap();
+    assert_eq!(disconnect_sends(&link.told), 1);
+    // The meters' power events arrive later: the same outage, refined, under its first id.
+    power_events(
+        &mut gw,
+        &dark,
+        off,
+        Some(ist(2026, 11, 30, 21, 50)),
+        ist(2026, 12, 1, 1, 0),
+    );
+    let outages = gw.store().outages_since(off - Duration::hours(1)).unwrap();
+    assert_eq!(outages.len(), 1, "{outages:?}");
+    assert_eq!(
+        outages[0].ended_at,
+        Some(ist(2026, 11, 30, 21, 50) + Duration::seconds(1))
+    );
 }
