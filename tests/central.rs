@@ -12,6 +12,7 @@ use gramgrid_core::policy::RelayAction;
 use gramgrid_core::tariff::{Category, TariffBook};
 use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, Store};
 use gramgrid_net::tls::PeerGateway;
+use gramgrid_net::wallclock::{SimulatedClock, WallClock};
 use gramgrid_proto::wire::{
     self, DownlinkEvent, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent, UploadRequest,
     UploadResponse,
@@ -31,6 +32,11 @@ struct Harness {
 
 /// SQLite always; PostgreSQL when GRAMGRID_TEST_POSTGRES_URL is set (tests/run sets it).
 fn harnesses(test: &str) -> Vec<Harness> {
+    harnesses_on(test, &WallClock::System)
+}
+
+/// As [`harnesses`], with central reading "now" from `clock`.
+fn harnesses_on(test: &str, clock: &WallClock) -> Vec<Harness> {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut urls = vec![format!(
         "sqlite:{}",
@@ -43,7 +49,7 @@ fn harnesses(test: &str) -> Vec<Harness> {
         ),
     }
     urls.into_iter()
-        .map(|database_url| harness(database_url, &dir).unwrap())
+        .map(|database_url| harness(database_url, &dir, clock.clone()).unwrap())
         .collect()
 }
 
@@ -51,6 +57,7 @@ fn harnesses(test: &str) -> Vec<Harness> {
 fn harness(
     database_url: String,
     dir: &Arc<tempfile::TempDir>,
+    clock: WallClock,
 ) -> Result<Harness, gramgrid_central::CentralError> {
     let config = CentralConfig {
         database_url,
@@ -58,7 +65,7 @@ fn harness(
         api_tokens: vec![ApiToken::new("test", TOKEN, Scope::Admin)],
         ..CentralConfig::default()
     };
-    let central = Arc::new(Central::open(config)?);
+    let central = Arc::new(Central::open_with_clock(config, clock)?);
     Ok(Harness {
         router: server::router(Arc::clone(&central)),
         central,
@@ -503,6 +510,111 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
             .await;
         assert_eq!(report["stale"], false);
         assert_eq!(report["source"], "gateway:gw-a last sync");
+    }
+}
+
+/// A time-of-day tariff published at central reaches the gateway with its slots, and 15-minute
+/// readings across the evening peak and the solar hours charge the same at both, to the paisa,
+/// whatever order the gateway received them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
+    // Central's clock stands on t0 for the publish, then moves past the two days of readings (a
+    // reading more than a day ahead of central's clock is refused).
+    let clock = SimulatedClock::stopped_at(t0());
+    for h in harnesses_on("time_of_day", &WallClock::Simulated(clock.clone())) {
+        clock.set(t0());
+        h.customer("A1", "gw-a").await;
+        h.recharge("A1", "pay-1", 500_000).await;
+        let tomorrow = gramgrid_core::civil::local_date(t0()) + Duration::days(1);
+        let mut version = TariffBook::builtin().versions()[0].clone();
+        version.id = "domestic-tod".into();
+        version.effective_from = tomorrow;
+        version.duty_percent = 8.0;
+        let mut body = serde_json::to_value(&version).unwrap();
+        body["tod"] = json!([
+            {"name": "peak", "from": "18:00", "to": "22:00", "percent": 25.0},
+            {"name": "solar", "from": "09:00", "to": "16:00", "percent": -20.0}
+        ]);
+        let (status, answer) = h.post("/api/v1/tariffs", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gateway.db")).unwrap();
+        clock.set(t0() + Duration::days(4));
+        let first = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        store.apply_downlink(&first.downlink, t0()).unwrap();
+        let mut versions = store.published_tariffs().unwrap();
+        versions.retain(|v| v.id == "domestic-tod");
+        let slots: Vec<(String, String, f64)> = versions[0]
+            .tod
+            .iter()
+            .map(|s| (s.name.clone(), format!("{}-{}", s.from, s.to), s.percent))
+            .collect();
+        assert_eq!(
+            slots,
+            vec![
+                ("peak".to_string(), "18:00-22:00".to_string(), 25.0),
+                ("solar".to_string(), "09:00-16:00".to_string(), -20.0)
+            ]
+        );
+        let book = TariffBook::new(store.published_tariffs().unwrap()).unwrap();
+
+        // Two local days of 15-minute readings from tomorrow's local midnight, more in the evening.
+        let start = gramgrid_core::civil::start_of_local_day(tomorrow);
+        let mut register = 0;
+        let all: Vec<(String, i64, i64)> = (0..192)
+            .map(|i| {
+                let at = start + Duration::minutes(15 * i);
+                let hour = (i / 4) % 24;
+                register += if (18..22).contains(&hour) { 400 } else { 90 };
+                ("M-A1".to_string(), at.timestamp(), register)
+            })
+            .collect();
+        let meter = store.meter_id("M-A1").unwrap().unwrap();
+        // The gateway hears every fifth reading late.
+        let (late, on_time): (Vec<_>, Vec<_>) =
+            all.iter().enumerate().partition(|(i, _)| i % 5 == 2);
+        for (_, (_, at, register_wh)) in on_time.iter().chain(late.iter()) {
+            store
+                .ingest(
+                    &book,
+                    &[MeterReading {
+                        meter,
+                        at: DateTime::from_timestamp(*at, 0).unwrap(),
+                        register_wh: *register_wh,
+                    }],
+                )
+                .unwrap();
+        }
+        assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+        let gateway_balance = store.position("A1", &[]).unwrap().balance_paise;
+        let answer = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    vec![],
+                    Some(ReadingBatch {
+                        after_seq: 0,
+                        through_seq: all.len() as u64,
+                        blocks: ReadingBlock::group(all.clone()),
+                    }),
+                    first.downlink.last().unwrap().seq,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.readings_acked, all.len() as u64);
+        assert_eq!(h.balance("A1").await, gateway_balance);
+        // The peak's surcharge outweighs the solar rebate with this much evening use.
+        let month = gramgrid_core::civil::Month::of(tomorrow);
+        let statement = h
+            .ok(
+                "GET",
+                &format!("/api/v1/accounts/A1/statement?month={month}"),
+                Value::Null,
+            )
+            .await;
+        assert!(statement["tod_paise"].as_i64().unwrap() > 0, "{statement}");
     }
 }
 
@@ -2451,7 +2563,7 @@ async fn central_reaches_postgresql_over_tls_when_the_url_asks() {
     }
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let url = format!("{}?sslmode=require", fresh_postgres(&admin));
-    let h = harness(url.clone(), &dir).unwrap();
+    let h = harness(url.clone(), &dir, WallClock::System).unwrap();
     assert_eq!(h.central.db().backend(), "postgres");
     h.customer("A1", "gw-a").await;
     h.recharge("A1", "over-tls", 2_500).await;
@@ -2489,7 +2601,7 @@ async fn central_reaches_postgresql_over_tls_when_the_url_asks() {
     );
     drop(h);
     // Without sslmode, as before: plain TCP.
-    let plain = harness(fresh_postgres(&admin), &dir).unwrap();
+    let plain = harness(fresh_postgres(&admin), &dir, WallClock::System).unwrap();
     assert!(!central_connection_tls(&plain).await.0);
     drop(plain);
 
@@ -2499,7 +2611,7 @@ async fn central_reaches_postgresql_over_tls_when_the_url_asks() {
     };
     for mode in ["verify-full", "verify-ca"] {
         let url = format!("{}?sslmode={mode}&sslrootcert={ca}", fresh_postgres(&admin));
-        let h = harness(url, &dir).unwrap();
+        let h = harness(url, &dir, WallClock::System).unwrap();
         h.customer("A1", "gw-a").await;
         assert_eq!(h.balance("A1").await, 0);
         assert!(central_connection_tls(&h).await.0, "{mode}");
@@ -2513,7 +2625,7 @@ async fn central_reaches_postgresql_over_tls_when_the_url_asks() {
             fresh_postgres(&admin),
             other_ca.join("ca.pem").display()
         );
-        let Err(error) = harness(url, &dir) else {
+        let Err(error) = harness(url, &dir, WallClock::System) else {
             panic!("{mode}: connected to a server whose certificate the CA did not sign");
         };
         let error = error.to_string();

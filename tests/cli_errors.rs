@@ -278,3 +278,49 @@ fn a_technician_with_a_bad_name_or_a_short_password_is_refused_saying_what_to_gi
         stderr(&out)
     );
 }
+
+/// A quote on a tariff with time-of-day slots shows each slot's surcharge or rebate; units for a
+/// slot the tariff does not have are refused with the slots it does have.
+#[test]
+fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = gramgrid(&["tariff", "show"], dir.path());
+    let book = String::from_utf8(book.stdout).unwrap();
+    let with_tod = book.replacen(
+        "duty_percent = 0.0\n",
+        "duty_percent = 0.0\ntod = [{ name = \"peak\", from = \"18:00\", to = \"22:00\", percent = 25.0 },\n       { name = \"solar\", from = \"09:00\", to = \"16:00\", percent = -20.0 }]\n",
+        1,
+    );
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, with_tod).unwrap();
+    let config = config.to_str().unwrap();
+    let quote = |extra: &[&str]| {
+        let mut args = vec![
+            "tariff", "quote", "--config", config, "--month", "2026-11", "--units", "250",
+        ];
+        args.extend_from_slice(extra);
+        gramgrid(&args, dir.path())
+    };
+    let out = quote(&["--slot-units", "peak=60", "--slot-units", "solar=40"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("time of day peak     18:00-22:00"), "{text}");
+    assert!(text.contains("+25.00 % =      61.50"), "{text}");
+    assert!(text.contains("-20.00 % =     -32.80"), "{text}");
+    assert!(text.contains("time-of-day adjustment     28.70"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  total (INR)") && l.ends_with(" 1053.70")),
+        "{text}"
+    );
+    let out = quote(&["--slot-units", "night=10"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has a time-of-day slot named 'night'; its slots: peak, solar"),
+        "{}",
+        stderr(&out)
+    );
+    let out = quote(&["--slot-units", "peak"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not SLOT=KWH"), "{}", stderr(&out));
+}

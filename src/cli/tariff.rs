@@ -34,6 +34,10 @@ pub enum TariffCommand {
         /// Units (kWh) consumed in the month; decimals allowed.
         #[arg(long)]
         units: f64,
+        /// Units (kWh) of the month used in a time-of-day slot, as SLOT=KWH (repeatable), e.g.
+        /// `--slot-units peak=60`. Slots not named share the rest by their hours of the day.
+        #[arg(long = "slot-units", value_name = "SLOT=KWH", value_parser = parse_slot_units)]
+        slot_units: Vec<(String, f64)>,
         /// Month to price (YYYY-MM); default: the current month in Asia/Kolkata.
         #[arg(long, value_parser = parse_month)]
         month: Option<Month>,
@@ -51,6 +55,21 @@ pub enum TariffCommand {
     },
 }
 
+fn parse_slot_units(text: &str) -> std::result::Result<(String, f64), String> {
+    let bad = || format!("'{text}' is not SLOT=KWH; write e.g. peak=60");
+    let (slot, units) = text.split_once('=').ok_or_else(bad)?;
+    let units: f64 = units.trim().parse().map_err(|_| bad())?;
+    if slot.trim().is_empty() || !units.is_finite() || units < 0.0 {
+        return Err(bad());
+    }
+    Ok((slot.trim().to_string(), units))
+}
+
+/// kWh as typed to whole Wh.
+fn to_wh(kwh: f64) -> i64 {
+    (kwh * 1000.0).round() as i64
+}
+
 fn parse_month(text: &str) -> std::result::Result<Month, String> {
     Month::parse(text)
         .ok_or_else(|| format!("'{text}' is not a month; write it as YYYY-MM, e.g. 2026-11"))
@@ -61,6 +80,7 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
         TariffCommand::Quote {
             category,
             units,
+            slot_units,
             month,
             config,
             json,
@@ -70,7 +90,11 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
             }
             let book = load_config(config.as_deref())?.tariff_book()?;
             let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now()));
-            let bill = book.quote(category.into(), month, (units * 1000.0).round() as i64);
+            let slot_units: Vec<(String, i64)> = slot_units
+                .into_iter()
+                .map(|(slot, kwh)| (slot, to_wh(kwh)))
+                .collect();
+            let bill = book.quote_with_slots(category.into(), month, to_wh(units), &slot_units)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&bill)?);
             } else {

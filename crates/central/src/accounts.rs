@@ -1024,7 +1024,7 @@ fn balance_and_arrears(
         &[account.into()],
     )?;
     let energy = tx.query_int(
-        "SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+        "SELECT CAST(SUM(s.energy_paise + s.tod_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
          JOIN meters m ON m.serial = s.meter WHERE m.account = $1",
         &[account.into()],
     )?;
@@ -1048,7 +1048,7 @@ pub(crate) fn gateway_balances(
         &format!(
             "SELECT a.gateway, a.id,
                COALESCE((SELECT CAST(SUM(l.effect_paise) AS BIGINT) FROM ledger_events l WHERE l.account = a.id), 0)
-               - COALESCE((SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+               - COALESCE((SELECT CAST(SUM(s.energy_paise + s.tod_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
                            JOIN meters m ON m.serial = s.meter WHERE m.account = a.id), 0),
                (SELECT COUNT(*) FROM ledger_events r WHERE r.account = a.id AND r.kind = 'arrears')
              FROM accounts a WHERE {which} ORDER BY a.gateway, a.id"
@@ -1240,7 +1240,7 @@ pub fn typical_daily_paise(book: &TariffBook, category: Category, now: DateTime<
     let month = Month::containing(now);
     let days = i64::from(month.days()).max(1);
     let bill = book.quote(category, month, typical_daily_wh(category) * days);
-    (bill.energy_paise + bill.duty_paise) as f64 / days as f64
+    (bill.energy_paise + bill.tod_paise + bill.duty_paise) as f64 / days as f64
 }
 
 /// Days a balance lasts (pure: no clock, no I/O).
@@ -1384,15 +1384,20 @@ pub fn publish_tariff(
     versions.push(version.clone());
     let book =
         TariffBook::new(versions.clone()).map_err(|e| CentralError::Invalid(e.to_string()))?;
-    // The first publish also stores the built-in versions, so the book stays whole.
+    // The first publish also stores the built-in versions, so the book stays whole, and sends them
+    // too: a gateway builds its book from what central published alone.
     for v in &versions {
         let body = serde_json::to_string(v).map_err(|e| CentralError::Invalid(e.to_string()))?;
-        tx.execute(
+        let stored = tx.execute(
             "INSERT INTO published (kind, version, body, published_at) VALUES ('tariff', $1, $2, $3) ON CONFLICT DO NOTHING",
             &[v.id.as_str().into(), body.into(), ts(now).into()],
         )?;
+        if stored > 0 {
+            for event in crate::downlink::tariff_events(v) {
+                append_downlink_to_all(tx, None, &event)?;
+            }
+        }
     }
-    append_downlink_to_all(tx, None, &DownlinkEvent::Tariff(version.into()))?;
     Ok(book)
 }
 

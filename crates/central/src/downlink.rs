@@ -3,6 +3,7 @@
 use super::db::Tx;
 use super::{CentralError, Result};
 use gramgrid_core::civil::from_ts;
+use gramgrid_core::tariff::TariffVersion;
 use gramgrid_proto::voucher::PublishedKey;
 use gramgrid_proto::wire::DownlinkEvent;
 
@@ -58,18 +59,31 @@ pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
         &[],
     )? {
         let body = row.text(1)?;
-        let event = match row.text(0)?.as_str() {
-            "tariff" => DownlinkEvent::Tariff(
-                serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
-            ),
-            _ => serde_json::from_str(&body).map_err(|e| CentralError::Corrupt(e.to_string()))?,
+        let corrupt = |e: serde_json::Error| CentralError::Corrupt(e.to_string());
+        let events = match row.text(0)?.as_str() {
+            "tariff" => tariff_events(&serde_json::from_str(&body).map_err(corrupt)?),
+            _ => vec![serde_json::from_str(&body).map_err(corrupt)?],
         };
-        append_downlink(tx, gateway, &event)?;
+        for event in &events {
+            append_downlink(tx, gateway, event)?;
+        }
     }
     for event in technician_events(tx)? {
         append_downlink(tx, gateway, &event)?;
     }
     Ok(())
+}
+
+/// The records that publish a tariff version: the version, then its time-of-day slots if it has any.
+pub(crate) fn tariff_events(version: &TariffVersion) -> Vec<DownlinkEvent> {
+    let mut events = vec![DownlinkEvent::Tariff(version.into())];
+    if !version.tod.is_empty() {
+        events.push(DownlinkEvent::TariffTimeOfDay {
+            version_id: version.id.clone(),
+            slots: version.tod.iter().map(Into::into).collect(),
+        });
+    }
+    events
 }
 
 /// Every technician account as the record that tells a gateway of it, by name.

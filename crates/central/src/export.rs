@@ -187,7 +187,9 @@ pub struct Statement {
     pub units_wh: i64,
     /// Energy charge of `units_wh`, in paise, duty excluded.
     pub energy_paise: i64,
-    /// Electricity duty on that energy, in paise.
+    /// Time-of-day surcharges less rebates on that energy charge, in paise.
+    pub tod_paise: i64,
+    /// Electricity duty on the energy charge and its time-of-day adjustment, in paise.
     pub duty_paise: i64,
     /// Arrears recovered in the month, in paise: the lines' `arrears_paise` plus
     /// `arrears_from_earlier_recharges_paise`.
@@ -231,7 +233,7 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         &[account.into(), ts(start).into()],
     )?;
     let energy_before = tx.query_int(
-        "SELECT CAST(SUM(s.energy_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
+        "SELECT CAST(SUM(s.energy_paise + s.tod_paise + s.duty_paise) AS BIGINT) FROM segment_energy s
          JOIN meters m ON m.serial = s.meter WHERE m.account = $1 AND s.month < $2",
         &[account.into(), month.index().into()],
     )?;
@@ -255,15 +257,17 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         .collect::<Result<Vec<_>>>()?;
     let energy = tx
         .query_opt(
-            "SELECT CAST(SUM(s.energy_wh) AS BIGINT), CAST(SUM(s.energy_paise) AS BIGINT), CAST(SUM(s.duty_paise) AS BIGINT)
+            "SELECT CAST(SUM(s.energy_wh) AS BIGINT), CAST(SUM(s.energy_paise) AS BIGINT), CAST(SUM(s.duty_paise) AS BIGINT),
+               CAST(SUM(s.tod_paise) AS BIGINT)
              FROM segment_energy s JOIN meters m ON m.serial = s.meter WHERE m.account = $1 AND s.month = $2",
             &[account.into(), month.index().into()],
         )?
-        .map(|r| -> Result<(i64, i64, i64)> {
+        .map(|r| -> Result<(i64, i64, i64, i64)> {
             Ok((
                 r.opt_int(0)?.unwrap_or(0),
                 r.opt_int(1)?.unwrap_or(0),
                 r.opt_int(2)?.unwrap_or(0),
+                r.opt_int(3)?.unwrap_or(0),
             ))
         })
         .transpose()?
@@ -274,7 +278,8 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
     let closing_paise = opening_paise + events.iter().map(|e| e.effect_paise).sum::<i64>()
         - recovered
         - energy.1
-        - energy.2;
+        - energy.2
+        - energy.3;
     Ok(Statement {
         account: account.to_owned(),
         month: month.to_string(),
@@ -282,6 +287,7 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         events,
         units_wh: energy.0,
         energy_paise: energy.1,
+        tod_paise: energy.3,
         duty_paise: energy.2,
         arrears_recovered_paise: recovered,
         arrears_from_earlier_recharges_paise: recovered - recovered_by_lines,

@@ -4,13 +4,13 @@
 //! the gateway's, so both sides derive the same energy charges to the paisa whatever the arrival
 //! order. Readings arriving in time order (the usual case) are rated from each meter's cursor and
 //! written with multi-row inserts; a late reading asks the database for its neighbours.
-use super::db::{placeholders, Tx, Value, IN_CHUNK};
+use super::db::{placeholders, Row, Tx, Value, IN_CHUNK};
 use super::{CentralError, Result};
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::Month;
 use gramgrid_core::civil::{from_ts, ts};
 use gramgrid_core::rating::{self, Neighbours, RegisterReading};
-use gramgrid_core::tariff::{Category, SegmentKey, TariffBook};
+use gramgrid_core::tariff::{Category, Cost, SegmentEnergy, SegmentKey, TariffBook};
 use gramgrid_proto::wire::ReadingBlock;
 use std::collections::{BTreeSet, HashMap};
 
@@ -101,9 +101,26 @@ type SegmentRow = (String, i64, String);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Totals {
-    energy_wh: i64,
-    energy_paise: i64,
-    duty_paise: i64,
+    energy: SegmentEnergy,
+    cost: Cost,
+}
+
+impl Totals {
+    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise` from
+    /// column `first` on.
+    fn from_row(r: &Row, first: usize) -> Result<Totals> {
+        Ok(Totals {
+            energy: SegmentEnergy {
+                wh: r.int(first)?,
+                tod_weight: r.int(first + 1)?,
+            },
+            cost: Cost {
+                energy_paise: r.int(first + 2)?,
+                tod_paise: r.int(first + 3)?,
+                duty_paise: r.int(first + 4)?,
+            },
+        })
+    }
 }
 
 /// Writes accumulated in the transaction, flushed in bulk.
@@ -153,18 +170,21 @@ impl Pending {
                     meter.into(),
                     month.into(),
                     version.into(),
-                    t.energy_wh.into(),
-                    t.energy_paise.into(),
-                    t.duty_paise.into(),
+                    t.energy.wh.into(),
+                    t.energy.tod_weight.into(),
+                    t.cost.energy_paise.into(),
+                    t.cost.tod_paise.into(),
+                    t.cost.duty_paise.into(),
                 ]
             })
             .collect();
         tx.insert_many(
-            "segment_energy (meter, month, version, energy_wh, energy_paise, duty_paise)",
-            6,
+            "segment_energy (meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise)",
+            8,
             &segments,
             "ON CONFLICT (meter, month, version) DO UPDATE SET energy_wh = excluded.energy_wh,
-             energy_paise = excluded.energy_paise, duty_paise = excluded.duty_paise",
+             tod_weight = excluded.tod_weight, energy_paise = excluded.energy_paise,
+             tod_paise = excluded.tod_paise, duty_paise = excluded.duty_paise",
         )?;
         Ok(())
     }
@@ -192,18 +212,14 @@ impl Pending {
                 pending.cursors.insert(r.text(0)?, Some(reading));
             }
             let sql = format!(
-                "SELECT meter, month, version, energy_wh, energy_paise, duty_paise FROM segment_energy
-                 WHERE month >= $1 AND meter IN ({})",
+                "SELECT meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise
+                 FROM segment_energy WHERE month >= $1 AND meter IN ({})",
                 placeholders(2, chunk.len())
             );
             let mut params = vec![Value::Int(first_month)];
             params.extend(keys);
             for r in tx.query(&sql, &params)? {
-                let totals = Totals {
-                    energy_wh: r.int(3)?,
-                    energy_paise: r.int(4)?,
-                    duty_paise: r.int(5)?,
-                };
+                let totals = Totals::from_row(&r, 3)?;
                 pending
                     .segments
                     .insert((r.text(0)?, r.int(1)?, r.text(2)?), totals);
@@ -221,12 +237,11 @@ impl Pending {
         }
         let totals = tx
             .query_opt(
-                "SELECT energy_wh, energy_paise, duty_paise FROM segment_energy WHERE meter = $1 AND month = $2 AND version = $3",
+                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise FROM segment_energy
+                 WHERE meter = $1 AND month = $2 AND version = $3",
                 &[row.0.as_str().into(), row.1.into(), row.2.as_str().into()],
             )?
-            .map(|r| -> Result<Totals> {
-                Ok(Totals { energy_wh: r.int(0)?, energy_paise: r.int(1)?, duty_paise: r.int(2)? })
-            })
+            .map(|r| Totals::from_row(&r, 0))
             .transpose()?
             .unwrap_or_default();
         self.segments.insert(row.clone(), totals);
@@ -354,20 +369,19 @@ pub fn ingest(
             }
             let mut energy = Vec::with_capacity(rows.len());
             for (key, row) in &rows {
-                energy.push((key.clone(), pending.segment(tx, row)?.energy_wh));
+                energy.push((key.clone(), pending.segment(tx, row)?.energy));
             }
             let rated = rating::rate_arrival(book, info.category, neighbours, reading, |key| {
                 energy
                     .iter()
                     .find(|(k, _)| k == key)
-                    .map_or(0, |(_, wh)| *wh)
+                    .map_or(SegmentEnergy::default(), |(_, energy)| *energy)
             })?;
             for change in &rated.changes {
                 if let Some((_, row)) = rows.iter().find(|(k, _)| *k == change.key) {
                     let totals = pending.segments.entry(row.clone()).or_default();
-                    totals.energy_wh += change.delta_wh;
-                    totals.energy_paise += change.delta_cost.energy_paise;
-                    totals.duty_paise += change.delta_cost.duty_paise;
+                    totals.energy = totals.energy + change.delta;
+                    totals.cost = totals.cost + change.delta_cost;
                 }
             }
             for anomaly in &rated.anomalies {

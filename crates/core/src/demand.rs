@@ -5,10 +5,8 @@
 //! longer span after missed readings says nothing about any one interval), so the result depends
 //! on the set of readings only.
 use crate::rating::RegisterReading;
+use crate::tariff::INTERVAL_SECS;
 use chrono::{DateTime, Utc};
-
-/// The demand interval of Indian prepaid smart meters (IS 16444): 15 minutes.
-pub const INTERVAL_SECS: i64 = 900;
 
 /// The highest demand among `readings` (any order): the interval's end and its average power in W.
 /// None when no two readings are exactly one interval apart.

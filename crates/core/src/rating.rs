@@ -14,10 +14,14 @@
 //! - **Register went back** (a reset, a swapped meter not recorded as such, a corrupt value): that span
 //!   is billed nothing and reported as an anomaly; the lower value becomes the new baseline. The office
 //!   decides, never a guess.
+//! - **Time of day.** A span's energy takes the time-of-day slot of its *earlier* reading's local
+//!   time when the span is at most one 15-minute interval; a longer span (readings were missed) is
+//!   charged at the slab rates until a late reading splits it. Each segment keeps the ToD weight
+//!   of its spans beside its energy, so the weight too is a function of the set of readings.
 //! - **Meter replacement.** Each meter has its own readings. A meter installed with a known register
 //!   value gets that value as its first reading (the baseline); otherwise its first reading is the
 //!   baseline. Readings before installation or after removal are refused by the store.
-use crate::tariff::{Category, Cost, SegmentKey, TariffBook};
+use crate::tariff::{Category, Cost, SegmentEnergy, SegmentKey, TariffBook};
 use chrono::{DateTime, Utc};
 
 /// One cumulative import register value of one meter.
@@ -55,8 +59,9 @@ pub enum Anomaly {
 pub struct SegmentChange {
     /// The segment (month × tariff version) whose total moves.
     pub key: SegmentKey,
-    /// Change of the segment's energy, in Wh (negative when a late reading moves energy out).
-    pub delta_wh: i64,
+    /// Change of the segment's energy (negative when a late reading moves energy out) and of its
+    /// time-of-day weight.
+    pub delta: SegmentEnergy,
     /// Change of the segment's energy charge and duty, in paise.
     pub delta_cost: Cost,
 }
@@ -100,62 +105,76 @@ fn span_energy(from: RegisterReading, to: RegisterReading, anomalies: &mut Vec<A
     }
 }
 
-/// Rates the arrival of `reading` given its neighbours and the current energy of any segment
-/// (`segment_wh`). The caller applies the returned changes to its segment totals.
+/// Rates the arrival of `reading` given its neighbours and what any segment holds now
+/// (`segment_energy`). The caller applies the returned changes to its segment totals.
 pub fn rate_arrival(
     book: &TariffBook,
     category: Category,
     neighbours: Neighbours,
     reading: RegisterReading,
-    segment_wh: impl Fn(&SegmentKey) -> i64,
+    segment_energy: impl Fn(&SegmentKey) -> SegmentEnergy,
 ) -> Result<Rated, RatingError> {
     let mut anomalies = Vec::new();
-    // (segment of the span's later reading, energy moved) for each span that appears or disappears.
-    let mut moves: Vec<(RegisterReading, i64)> = Vec::with_capacity(3);
+    // Each span that appears (+1) or disappears (−1): its readings and its energy.
+    let mut spans: Vec<(RegisterReading, RegisterReading, i64, i64)> = Vec::with_capacity(3);
     if let Some(previous) = neighbours.previous {
-        moves.push((reading, span_energy(previous, reading, &mut anomalies)));
+        spans.push((
+            previous,
+            reading,
+            span_energy(previous, reading, &mut anomalies),
+            1,
+        ));
     }
     if let Some(next) = neighbours.next {
-        moves.push((next, span_energy(reading, next, &mut anomalies)));
+        spans.push((reading, next, span_energy(reading, next, &mut anomalies), 1));
         if let Some(previous) = neighbours.previous {
             // The span previous → next is replaced; its anomaly (if any) was reported when it appeared.
-            moves.push((next, -span_energy(previous, next, &mut Vec::new())));
+            spans.push((
+                previous,
+                next,
+                span_energy(previous, next, &mut Vec::new()),
+                -1,
+            ));
         }
     }
-    let mut changes: Vec<SegmentChange> = Vec::with_capacity(moves.len());
-    for (end, delta_wh) in moves {
-        let key = book
-            .segment_at(category, end.at)
-            .ok_or(RatingError::NoTariff {
-                category,
-                at: end.at,
-            })?
-            .key();
-        match changes.iter_mut().find(|c| c.key == key) {
-            Some(change) => change.delta_wh = change.delta_wh.saturating_add(delta_wh),
-            None => changes.push(SegmentChange {
-                key,
-                delta_wh,
-                delta_cost: Cost::default(),
-            }),
-        }
-    }
-    changes.retain(|c| c.delta_wh != 0);
-    let mut charge = Cost::default();
-    for change in &mut changes {
+    let mut changes: Vec<(SegmentChange, crate::tariff::Segment<'_>)> =
+        Vec::with_capacity(spans.len());
+    for (from, to, wh, sign) in spans {
+        // Energy is billed in the segment of the span's later reading.
         let segment = book
-            .segment(category, &change.key)
+            .segment_at(category, to.at)
             .ok_or(RatingError::NoTariff {
                 category,
-                at: reading.at,
+                at: to.at,
             })?;
-        change.delta_cost = segment.charge(segment_wh(&change.key), change.delta_wh);
-        charge.energy_paise += change.delta_cost.energy_paise;
-        charge.duty_paise += change.delta_cost.duty_paise;
+        let energy = segment.energy_of_span(from.at, to.at, wh);
+        let delta = if sign < 0 { -energy } else { energy };
+        let key = segment.key();
+        match changes.iter_mut().find(|(c, _)| c.key == key) {
+            Some((change, _)) => change.delta = change.delta + delta,
+            None => changes.push((
+                SegmentChange {
+                    key,
+                    delta,
+                    delta_cost: Cost::default(),
+                },
+                segment,
+            )),
+        }
+    }
+    let mut charge = Cost::default();
+    let mut rated_changes = Vec::with_capacity(changes.len());
+    for (mut change, segment) in changes {
+        if change.delta == SegmentEnergy::default() {
+            continue;
+        }
+        change.delta_cost = segment.charge(segment_energy(&change.key), change.delta);
+        charge = charge + change.delta_cost;
+        rated_changes.push(change);
     }
     Ok(Rated {
         charge,
-        changes,
+        changes: rated_changes,
         anomalies,
     })
 }

@@ -1,11 +1,18 @@
-//! Tariffs: telescopic monthly slabs, fixed and minimum charges and duty, priced in integer paise.
+//! Tariffs: telescopic monthly slabs, time-of-day slots, fixed and minimum charges and duty, priced in
+//! integer paise.
 //!
 //! Everything here is a pure function of a tariff book, energy (Wh) and local dates.
 //!
 //! Rounding rule: the energy charge of a segment holding `E` Wh is `floor(Σ rate × Wh / 1000)` paise
-//! and its duty is `floor(energy × duty / 100)`. An interval is charged the *difference* of those two
-//! floors before and after its energy, so the charges of a month always add up, to the paisa, to the
-//! bill of the whole month however the energy was split into intervals.
+//! and its duty is `floor((energy + time-of-day adjustment) × duty / 100)`. An interval is charged the
+//! *difference* of those floors before and after its energy, so the charges of a month always add up,
+//! to the paisa, to the bill of the whole month however the energy was split into intervals.
+//!
+//! Time of day: a version may list daily slots (local time) with a percentage on the energy charge,
+//! e.g. +20 % in the evening peak and −20 % in solar hours. The slab charge of the segment is spread
+//! over its energy at its average rate, and each slot's energy gets the slot's percentage of it:
+//! adjustment = `floor(energy charge × Σ(slot Wh × slot percent) / (E × 100))`. A segment therefore
+//! keeps one more total besides its energy, the ToD weight `Σ Wh × basis points` ([`SegmentEnergy`]).
 //!
 //! Version changes: a month in which a new version takes effect is rated piecewise. Each part (a
 //! *segment*: one month under one version) gets the version's slabs scaled by the share of the month's
@@ -67,6 +74,88 @@ pub struct Slab {
     pub paise_per_kwh: i64,
 }
 
+/// A local time of day to the minute, written `HH:MM` in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClockTime(u16);
+
+impl ClockTime {
+    /// Minutes after local midnight (0 to 1439).
+    pub fn minutes(self) -> u16 {
+        self.0
+    }
+
+    /// The time `minutes` after local midnight; None from 1440 on.
+    pub fn from_minutes(minutes: u16) -> Option<ClockTime> {
+        (minutes < 24 * 60).then_some(ClockTime(minutes))
+    }
+}
+
+impl TryFrom<String> for ClockTime {
+    type Error = String;
+    fn try_from(text: String) -> Result<ClockTime, String> {
+        let bad = || format!("'{text}' is not a time of day; write it as HH:MM, e.g. 18:00");
+        let (hours, minutes) = text.split_once(':').ok_or_else(bad)?;
+        let hours: u16 = hours.parse().map_err(|_| bad())?;
+        let minutes: u16 = minutes.parse().map_err(|_| bad())?;
+        if hours > 23 || minutes > 59 {
+            return Err(bad());
+        }
+        Ok(ClockTime(hours * 60 + minutes))
+    }
+}
+
+impl From<ClockTime> for String {
+    fn from(time: ClockTime) -> String {
+        time.to_string()
+    }
+}
+
+impl fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+/// A daily time-of-day slot: energy used from `from` (inclusive) to `to` (exclusive), local time, is
+/// charged `percent` more (negative: less) than the slab charge. A slot with `to` before `from` runs
+/// past midnight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TodSlot {
+    /// Short name shown on bills and accepted by `gramgrid tariff quote --slot-units`, e.g. `peak`.
+    pub name: String,
+    /// Local start of the slot.
+    pub from: ClockTime,
+    /// Local end of the slot (exclusive).
+    pub to: ClockTime,
+    /// Surcharge (positive) or rebate (negative) on the energy charge, in percent with at most two
+    /// decimals, from −100 to +200.
+    pub percent: f64,
+}
+
+impl TodSlot {
+    /// The slot's percentage in basis points (validated to be whole).
+    fn basis_points(&self) -> i64 {
+        (self.percent * 100.0).round() as i64
+    }
+
+    /// Whether a local minute of the day falls in the slot.
+    fn contains(&self, minute: u16) -> bool {
+        let (from, to) = (self.from.0, self.to.0);
+        if from < to {
+            (from..to).contains(&minute)
+        } else {
+            minute >= from || minute < to
+        }
+    }
+
+    /// Minutes per day in the slot.
+    fn minutes_per_day(&self) -> i64 {
+        (i64::from(self.to.0) - i64::from(self.from.0)).rem_euclid(24 * 60)
+    }
+}
+
 /// One effective-dated tariff for one category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +178,9 @@ pub struct TariffVersion {
     /// Electricity duty on the energy charge, in percent with at most two decimals.
     #[serde(default)]
     pub duty_percent: f64,
+    /// Time-of-day slots (none: every hour at the slab rates). Hours outside every slot are normal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tod: Vec<TodSlot>,
 }
 
 /// Why a tariff book was refused.
@@ -112,6 +204,10 @@ pub enum TariffError {
     #[error("no tariff version for category '{0}'; add one with `category = \"{0}\"`")]
     MissingCategory(Category),
 }
+
+/// The metering interval of Indian prepaid smart meters (IS 16444): 15 minutes. Time of use and
+/// maximum demand are measured over it.
+pub const INTERVAL_SECS: i64 = 900;
 
 /// The highest slab rate a version may set, in paise per kWh (₹1,000/kWh, far above any order).
 pub const MAX_RATE_PAISE_PER_KWH: i64 = 100_000;
@@ -150,19 +246,70 @@ pub struct Segment<'a> {
     pub last_day: NaiveDate,
 }
 
-/// Energy charge and duty, in paise.
+/// What a segment has accumulated: its energy and its time-of-day weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SegmentEnergy {
+    /// Energy, in Wh.
+    pub wh: i64,
+    /// `Σ Wh × slot basis points` over the energy used inside time-of-day slots (0 without slots).
+    pub tod_weight: i64,
+}
+
+impl SegmentEnergy {
+    /// Energy with no time-of-day weight (a version without slots, or hours outside them).
+    pub fn flat(wh: i64) -> SegmentEnergy {
+        SegmentEnergy { wh, tod_weight: 0 }
+    }
+}
+
+impl std::ops::Add for SegmentEnergy {
+    type Output = SegmentEnergy;
+    fn add(self, other: SegmentEnergy) -> SegmentEnergy {
+        SegmentEnergy {
+            wh: self.wh.saturating_add(other.wh),
+            tod_weight: self.tod_weight.saturating_add(other.tod_weight),
+        }
+    }
+}
+
+impl std::ops::Neg for SegmentEnergy {
+    type Output = SegmentEnergy;
+    fn neg(self) -> SegmentEnergy {
+        SegmentEnergy {
+            wh: self.wh.saturating_neg(),
+            tod_weight: self.tod_weight.saturating_neg(),
+        }
+    }
+}
+
+/// Energy charge, time-of-day adjustment and duty, in paise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Cost {
     /// Energy charge from the slabs, in paise.
     pub energy_paise: i64,
-    /// Electricity duty on the energy charge, in paise.
+    /// Time-of-day surcharge (positive) or rebate (negative) on the energy charge, in paise.
+    pub tod_paise: i64,
+    /// Electricity duty on the energy charge and its time-of-day adjustment, in paise.
     pub duty_paise: i64,
 }
 
 impl Cost {
-    /// Energy charge plus duty.
+    /// Energy charge, time-of-day adjustment and duty.
     pub fn total(self) -> i64 {
-        self.energy_paise.saturating_add(self.duty_paise)
+        self.energy_paise
+            .saturating_add(self.tod_paise)
+            .saturating_add(self.duty_paise)
+    }
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, other: Cost) -> Cost {
+        Cost {
+            energy_paise: self.energy_paise.saturating_add(other.energy_paise),
+            tod_paise: self.tod_paise.saturating_add(other.tod_paise),
+            duty_paise: self.duty_paise.saturating_add(other.duty_paise),
+        }
     }
 }
 
@@ -171,6 +318,7 @@ impl std::ops::Sub for Cost {
     fn sub(self, other: Cost) -> Cost {
         Cost {
             energy_paise: self.energy_paise.saturating_sub(other.energy_paise),
+            tod_paise: self.tod_paise.saturating_sub(other.tod_paise),
             duty_paise: self.duty_paise.saturating_sub(other.duty_paise),
         }
     }
@@ -240,6 +388,7 @@ impl TariffBook {
                 fixed_monthly_paise: 0,
                 minimum_monthly_paise: 4000,
                 duty_percent: 0.0,
+                tod: Vec::new(),
             },
             TariffVersion {
                 id: "sample-commercial".into(),
@@ -249,6 +398,7 @@ impl TariffBook {
                 fixed_monthly_paise: 15000,
                 minimum_monthly_paise: 20000,
                 duty_percent: 12.0,
+                tod: Vec::new(),
             },
             TariffVersion {
                 id: "sample-agricultural".into(),
@@ -258,6 +408,7 @@ impl TariffBook {
                 fixed_monthly_paise: 10000,
                 minimum_monthly_paise: 0,
                 duty_percent: 0.0,
+                tod: Vec::new(),
             },
         ];
         // The built-in versions are valid by construction; the unit tests check it.
@@ -378,33 +529,98 @@ impl TariffBook {
             .clamp(0, minimum.max(0))
     }
 
-    /// A month's bill for a category when `units_wh` are consumed evenly over its days.
+    /// A month's bill for a category when `units_wh` are consumed evenly over its days and hours.
     pub fn quote(&self, category: Category, month: Month, units_wh: i64) -> Bill {
+        // No named slots: nothing can be refused.
+        self.quote_with_slots(category, month, units_wh, &[])
+            .unwrap_or_else(|e| unreachable!("a quote without named slots: {e}"))
+    }
+
+    /// A month's bill for `units_wh`, of which `slot_units` (slot name, Wh) were used in the named
+    /// time-of-day slots; the rest is spread evenly over the other hours of the day. Every part is
+    /// spread over the month's days in proportion.
+    pub fn quote_with_slots(
+        &self,
+        category: Category,
+        month: Month,
+        units_wh: i64,
+        slot_units: &[(String, i64)],
+    ) -> Result<Bill, QuoteError> {
         let segments = self.segments_of(category, month);
-        let covered_days: i64 = segments.iter().map(Segment::days).sum();
-        let mut remaining = units_wh;
-        let mut parts = Vec::with_capacity(segments.len());
-        for (i, segment) in segments.iter().enumerate() {
-            let share = if i + 1 == segments.len() {
-                remaining
-            } else {
-                units_wh * segment.days() / covered_days.max(1)
-            };
-            remaining -= share;
-            parts.push((*segment, share));
+        for (name, _) in slot_units {
+            if !segments
+                .iter()
+                .any(|s| s.version.tod.iter().any(|slot| slot.name == *name))
+            {
+                let mut known: Vec<String> = segments
+                    .iter()
+                    .flat_map(|s| s.version.tod.iter().map(|slot| slot.name.clone()))
+                    .collect();
+                known.dedup();
+                return Err(QuoteError::UnknownSlot {
+                    name: name.clone(),
+                    known,
+                });
+            }
         }
-        self.bill(category, month, &parts)
+        let named_wh: i64 = slot_units.iter().map(|(_, wh)| wh).sum();
+        if named_wh > units_wh {
+            return Err(QuoteError::SlotsExceedTotal);
+        }
+        let days: Vec<i64> = segments.iter().map(Segment::days).collect();
+        let per_segment = split_by_days(units_wh, &days);
+        let named: Vec<(&String, Vec<i64>)> = slot_units
+            .iter()
+            .map(|(name, wh)| (name, split_by_days(*wh, &days)))
+            .collect();
+        let parts = segments
+            .iter()
+            .enumerate()
+            .map(|(i, segment)| {
+                let mut slot_wh: Vec<Option<i64>> = segment
+                    .version
+                    .tod
+                    .iter()
+                    .map(|slot| {
+                        named
+                            .iter()
+                            .find(|(name, _)| **name == slot.name)
+                            .map(|(_, split)| split[i])
+                    })
+                    .collect();
+                let named_here: i64 = slot_wh.iter().flatten().sum();
+                let rest = per_segment[i] - named_here;
+                let named_minutes: i64 = segment
+                    .version
+                    .tod
+                    .iter()
+                    .zip(&slot_wh)
+                    .filter(|(_, wh)| wh.is_some())
+                    .map(|(slot, _)| slot.minutes_per_day())
+                    .sum();
+                let free_minutes = (24 * 60 - named_minutes).max(1);
+                for (slot, wh) in segment.version.tod.iter().zip(&mut slot_wh) {
+                    wh.get_or_insert(rest * slot.minutes_per_day() / free_minutes);
+                }
+                SegmentUse {
+                    segment: *segment,
+                    wh: per_segment[i],
+                    slot_wh: slot_wh.into_iter().flatten().collect(),
+                }
+            })
+            .collect::<Vec<_>>();
+        Ok(self.bill(category, month, &parts))
     }
 
     /// A month's bill for the energy attributed to each of its segments.
-    pub fn bill(&self, category: Category, month: Month, parts: &[(Segment<'_>, i64)]) -> Bill {
+    pub fn bill(&self, category: Category, month: Month, parts: &[SegmentUse<'_>]) -> Bill {
         let mut lines = Vec::new();
+        let mut tod_lines = Vec::new();
         let mut cost = Cost::default();
-        for (segment, wh) in parts {
-            lines.extend(segment.slab_lines(*wh));
-            let part = segment.cost(*wh);
-            cost.energy_paise += part.energy_paise;
-            cost.duty_paise += part.duty_paise;
+        for part in parts {
+            lines.extend(part.segment.slab_lines(part.wh));
+            tod_lines.extend(part.tod_lines());
+            cost = cost + part.segment.cost_of(part.energy());
         }
         let fixed_paise: i64 = month
             .first_day()
@@ -412,20 +628,124 @@ impl TariffBook {
             .flat_map(|first| first.iter_days().take(month.days() as usize))
             .map(|day| self.fixed_charge_for_day(category, day))
             .sum();
-        let minimum_topup_paise =
-            self.minimum_topup(category, month, cost.energy_paise + fixed_paise);
+        let minimum_topup_paise = self.minimum_topup(
+            category,
+            month,
+            cost.energy_paise + cost.tod_paise + fixed_paise,
+        );
         Bill {
             month: month.to_string(),
             category,
             month_days: month.days(),
-            units_wh: parts.iter().map(|(_, wh)| wh).sum(),
+            units_wh: parts.iter().map(|p| p.wh).sum(),
             lines,
+            tod_lines,
             energy_paise: cost.energy_paise,
+            tod_paise: cost.tod_paise,
             fixed_paise,
             duty_paise: cost.duty_paise,
             minimum_topup_paise,
             total_paise: cost.total() + fixed_paise + minimum_topup_paise,
         }
+    }
+}
+
+/// `total` split over parts in proportion to their days (the last part takes the remainder).
+fn split_by_days(total: i64, days: &[i64]) -> Vec<i64> {
+    let all_days: i64 = days.iter().sum::<i64>().max(1);
+    let mut remaining = total;
+    days.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let share = if i + 1 == days.len() {
+                remaining
+            } else {
+                total * d / all_days
+            };
+            remaining -= share;
+            share
+        })
+        .collect()
+}
+
+/// Why a quote could not be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QuoteError {
+    /// Units were given for a slot that no version of the month has.
+    #[error("no tariff in force this month has a time-of-day slot named '{name}'; its slots: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownSlot {
+        /// The name given.
+        name: String,
+        /// The slots the month's versions have.
+        known: Vec<String>,
+    },
+    /// The units given for slots add up to more than the month's units.
+    #[error("the units given for time-of-day slots add up to more than the month's units")]
+    SlotsExceedTotal,
+}
+
+/// Energy attributed to one segment of a month, with its part in each time-of-day slot.
+#[derive(Debug, Clone)]
+pub struct SegmentUse<'a> {
+    /// The segment.
+    pub segment: Segment<'a>,
+    /// All energy in the segment, in Wh.
+    pub wh: i64,
+    /// Wh in each of the version's slots, in the version's order (the rest is outside every slot).
+    pub slot_wh: Vec<i64>,
+}
+
+impl SegmentUse<'_> {
+    /// The segment's accumulated energy and time-of-day weight.
+    fn energy(&self) -> SegmentEnergy {
+        SegmentEnergy {
+            wh: self.wh,
+            tod_weight: self.weights().sum(),
+        }
+    }
+
+    fn weights(&self) -> impl Iterator<Item = i64> + '_ {
+        self.segment
+            .version
+            .tod
+            .iter()
+            .zip(&self.slot_wh)
+            .map(|(slot, wh)| wh.saturating_mul(slot.basis_points()))
+    }
+
+    /// One line per slot used; the lines add up to the segment's adjustment (cumulative floors).
+    fn tod_lines(&self) -> Vec<TodLine> {
+        let mut weight = 0;
+        let mut before = 0;
+        self.segment
+            .version
+            .tod
+            .iter()
+            .zip(&self.slot_wh)
+            .zip(self.weights().collect::<Vec<_>>())
+            .filter(|((_, wh), _)| **wh != 0)
+            .map(|((slot, wh), slot_weight)| {
+                weight += slot_weight;
+                let upto = self
+                    .segment
+                    .cost_of(SegmentEnergy {
+                        wh: self.wh,
+                        tod_weight: weight,
+                    })
+                    .tod_paise;
+                let line = TodLine {
+                    version_id: self.segment.version.id.clone(),
+                    slot: slot.name.clone(),
+                    from: slot.from,
+                    to: slot.to,
+                    units_wh: *wh,
+                    percent: slot.percent,
+                    amount_paise: upto - before,
+                };
+                before = upto;
+                line
+            })
+            .collect()
     }
 }
 
@@ -490,7 +810,49 @@ fn validate_version(version: &TariffVersion) -> Result<i64, TariffError> {
             version.duty_percent
         )));
     }
+    validate_tod(&version.tod).map_err(invalid)?;
     Ok(basis_points.round() as i64)
+}
+
+/// Checks the time-of-day slots of one version: named once each, non-empty, not overlapping, and
+/// a whole number of basis points from −100 % to +200 %.
+fn validate_tod(slots: &[TodSlot]) -> Result<(), String> {
+    let mut owner: Vec<Option<&str>> = vec![None; 24 * 60];
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.name.trim().is_empty() {
+            return Err("a time-of-day slot has no name".into());
+        }
+        if slots[..i].iter().any(|s| s.name == slot.name) {
+            return Err(format!("two time-of-day slots are named '{}'", slot.name));
+        }
+        if slot.from == slot.to {
+            return Err(format!(
+                "time-of-day slot '{}' starts and ends at {}; give it a length",
+                slot.name, slot.from
+            ));
+        }
+        let basis_points = slot.percent * 100.0;
+        if !(-10_000.0..=20_000.0).contains(&basis_points)
+            || (basis_points - basis_points.round()).abs() > 1e-6
+        {
+            return Err(format!(
+                "time-of-day slot '{}': percent = {} is not from -100 to 200 with at most two decimals",
+                slot.name, slot.percent
+            ));
+        }
+        for minute in 0..24 * 60 {
+            if slot.contains(minute) {
+                if let Some(other) = owner[usize::from(minute)].replace(&slot.name) {
+                    return Err(format!(
+                        "time-of-day slots '{other}' and '{}' overlap at {}",
+                        slot.name,
+                        ClockTime(minute)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Segment<'_> {
@@ -546,20 +908,59 @@ impl Segment<'_> {
         })
     }
 
-    /// Energy charge and duty for a month-to-date energy of `wh` in this segment.
+    /// Energy charge and duty for a month-to-date energy of `wh` in this segment, all of it outside
+    /// any time-of-day slot.
     pub fn cost(&self, wh: i64) -> Cost {
-        let energy_paise = saturating_paise(self.energy_millipaise(wh) / 1000);
+        self.cost_of(SegmentEnergy::flat(wh))
+    }
+
+    /// Energy charge, time-of-day adjustment and duty for what this segment has accumulated.
+    pub fn cost_of(&self, energy: SegmentEnergy) -> Cost {
+        let energy_paise = saturating_paise(self.energy_millipaise(energy.wh) / 1000);
+        let tod_paise = if energy.wh > 0 {
+            saturating_paise(
+                (i128::from(energy_paise) * i128::from(energy.tod_weight))
+                    .div_euclid(i128::from(energy.wh) * 10_000),
+            )
+        } else {
+            0
+        };
+        let dutiable = i128::from(energy_paise) + i128::from(tod_paise);
         Cost {
             energy_paise,
+            tod_paise,
             duty_paise: saturating_paise(
-                i128::from(energy_paise) * i128::from(self.duty_basis_points) / 10_000,
+                (dutiable * i128::from(self.duty_basis_points)).div_euclid(10_000),
             ),
         }
     }
 
-    /// The charge for `delta_wh` consumed on top of `segment_wh` already in this segment.
-    pub fn charge(&self, segment_wh: i64, delta_wh: i64) -> Cost {
-        self.cost(segment_wh.saturating_add(delta_wh)) - self.cost(segment_wh)
+    /// The charge for `delta` consumed on top of `before` already in this segment.
+    pub fn charge(&self, before: SegmentEnergy, delta: SegmentEnergy) -> Cost {
+        self.cost_of(before + delta) - self.cost_of(before)
+    }
+
+    /// What `wh` used between `from` and `to` adds to this segment. Its time-of-day slot is the one
+    /// holding `from` (local time); a span longer than one demand interval (readings were missed)
+    /// has no known time of use and is charged at the slab rates.
+    pub fn energy_of_span(&self, from: DateTime<Utc>, to: DateTime<Utc>, wh: i64) -> SegmentEnergy {
+        let basis_points = if (to - from).num_seconds() <= INTERVAL_SECS {
+            self.slot_at(from).map_or(0, TodSlot::basis_points)
+        } else {
+            0
+        };
+        SegmentEnergy {
+            wh,
+            tod_weight: wh.saturating_mul(basis_points),
+        }
+    }
+
+    /// The time-of-day slot holding a UTC instant, if any.
+    fn slot_at(&self, at: DateTime<Utc>) -> Option<&TodSlot> {
+        let local = civil::local(at).time();
+        let minute = chrono::Timelike::hour(&local) * 60 + chrono::Timelike::minute(&local);
+        let minute = u16::try_from(minute).unwrap_or(0);
+        self.version.tod.iter().find(|slot| slot.contains(minute))
     }
 
     fn slab_lines(&self, wh: i64) -> Vec<BillLine> {
@@ -600,6 +1001,26 @@ pub struct BillLine {
     pub amount_paise: i64,
 }
 
+/// One time-of-day slot's part of a bill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TodLine {
+    /// The tariff version whose slot this is.
+    pub version_id: String,
+    /// The slot's name.
+    pub slot: String,
+    /// Local start of the slot.
+    pub from: ClockTime,
+    /// Local end of the slot.
+    pub to: ClockTime,
+    /// Energy used in the slot, in Wh.
+    pub units_wh: i64,
+    /// The slot's percentage on the energy charge.
+    pub percent: f64,
+    /// Surcharge (positive) or rebate (negative), in paise (the lines of a segment add up to its
+    /// floored adjustment).
+    pub amount_paise: i64,
+}
+
 /// A month's bill broken down by slab and component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bill {
@@ -613,15 +1034,19 @@ pub struct Bill {
     pub units_wh: i64,
     /// Slab-by-slab breakdown of the energy charge, segment by segment.
     pub lines: Vec<BillLine>,
+    /// Time-of-day slots used, segment by segment (empty without slots).
+    pub tod_lines: Vec<TodLine>,
     /// Energy charge, in paise.
     pub energy_paise: i64,
+    /// Time-of-day surcharges less rebates, in paise.
+    pub tod_paise: i64,
     /// Fixed charges of the month's days, in paise.
     pub fixed_paise: i64,
     /// Electricity duty, in paise.
     pub duty_paise: i64,
     /// Top-up to the minimum monthly charge, in paise (zero when the minimum is met).
     pub minimum_topup_paise: i64,
-    /// Everything above: energy + duty + fixed + minimum top-up, in paise.
+    /// Everything above: energy + time of day + duty + fixed + minimum top-up, in paise.
     pub total_paise: i64,
 }
 
@@ -660,6 +1085,22 @@ impl fmt::Display for Bill {
             "  energy charge        {:>12}",
             rupees(self.energy_paise)
         )?;
+        for line in &self.tod_lines {
+            writeln!(
+                f,
+                "  time of day {:<8} {}-{}  {:>10} kWh  {:>+7.2} % = {:>10}   [{}]",
+                line.slot,
+                line.from,
+                line.to,
+                kwh(line.units_wh),
+                line.percent,
+                rupees(line.amount_paise),
+                line.version_id
+            )?;
+        }
+        if !self.tod_lines.is_empty() {
+            writeln!(f, "  time-of-day adjustment{:>10}", rupees(self.tod_paise))?;
+        }
         writeln!(f, "  fixed charge         {:>12}", rupees(self.fixed_paise))?;
         writeln!(f, "  electricity duty     {:>12}", rupees(self.duty_paise))?;
         writeln!(
@@ -672,4 +1113,4 @@ impl fmt::Display for Bill {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -31,7 +31,10 @@ pub use model::{
 /// Version 7 appended what meters report besides readings ([`UplinkEvent::MeterEvent`]: tamper,
 /// power fail and restore, relay operated, clock set) and the supply outages the gateway found in
 /// them ([`UplinkEvent::SupplyOutage`]).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// Version 8 appended the time-of-day slots of a tariff version ([`DownlinkEvent::TariffTimeOfDay`]).
+/// A gateway older than that bills a time-of-day version at its slab rates only, so upgrade the
+/// gateways before publishing one.
+pub const PROTOCOL_VERSION: u16 = 8;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -505,6 +508,14 @@ pub enum DownlinkEvent {
         /// Its ABP session keys.
         keys: MeterKeys,
     },
+    /// The time-of-day slots of a published tariff version (protocol 8), sent right after its
+    /// [`DownlinkEvent::Tariff`] record; a version without slots has none.
+    TariffTimeOfDay {
+        /// The tariff version's id.
+        version_id: String,
+        /// Its slots.
+        slots: Vec<model::WireTodSlot>,
+    },
 }
 
 impl DownlinkEvent {
@@ -520,6 +531,7 @@ impl DownlinkEvent {
             DownlinkEvent::AccountLanguage { .. } => 4,
             DownlinkEvent::Technician { .. } => 5,
             DownlinkEvent::StockMeter { .. } => 6,
+            DownlinkEvent::TariffTimeOfDay { .. } => 8,
             _ => 1,
         }
     }
@@ -802,6 +814,15 @@ mod tests {
                     nwk_skey: "00112233445566778899aabbccddeeff".into(),
                     app_skey: "ffeeddccbbaa99887766554433221100".into(),
                 },
+            },
+            DownlinkEvent::TariffTimeOfDay {
+                version_id: "tod-2026".into(),
+                slots: vec![model::WireTodSlot {
+                    name: "peak".into(),
+                    from_minute: 1_080,
+                    to_minute: 1_320,
+                    percent: 25.0,
+                }],
             },
         ];
         let uplink: Vec<UplinkEvent> = vec![

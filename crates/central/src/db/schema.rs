@@ -345,6 +345,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX supply_outages_by_start ON supply_outages(started_at)
     "#,
+    // 11: time-of-day tariffs. Each segment keeps its ToD weight (Σ Wh × slot basis points) beside
+    // its energy, and its surcharge less rebates (`gramgrid_core::tariff::SegmentEnergy`).
+    r#"
+    ALTER TABLE segment_energy ADD COLUMN tod_weight BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE segment_energy ADD COLUMN tod_paise BIGINT NOT NULL DEFAULT 0
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

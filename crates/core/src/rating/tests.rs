@@ -23,7 +23,7 @@ fn reading(i: i64, register_wh: i64) -> RegisterReading {
 #[derive(Default)]
 struct Meter {
     readings: BTreeMap<DateTime<Utc>, i64>,
-    segments: HashMap<SegmentKey, i64>,
+    segments: HashMap<SegmentKey, SegmentEnergy>,
     charged: Cost,
     anomalies: usize,
 }
@@ -42,57 +42,81 @@ impl Meter {
             next: self.readings.range(r.at..).next().map(as_reading),
         };
         let rated = rate_arrival(book, Category::Domestic, neighbours, r, |k| {
-            self.segments.get(k).copied().unwrap_or(0)
+            self.segments.get(k).copied().unwrap_or_default()
         })
         .unwrap();
         for change in rated.changes {
-            *self.segments.entry(change.key).or_default() += change.delta_wh;
+            let totals = self.segments.entry(change.key).or_default();
+            *totals = *totals + change.delta;
         }
-        self.charged.energy_paise += rated.charge.energy_paise;
-        self.charged.duty_paise += rated.charge.duty_paise;
+        self.charged = self.charged + rated.charge;
         self.anomalies += rated.anomalies.len();
         self.readings.insert(r.at, r.register_wh);
     }
 }
 
-/// The specification: sort the set, walk consecutive spans, bill each in its later reading's segment.
+/// The time-of-day basis points of `book()` at a UTC instant, written out by hand: IST is UTC+5:30;
+/// 18:00–22:00 is +25 %, 09:00–16:00 is −20 %.
+fn reference_basis_points(at: DateTime<Utc>) -> i64 {
+    let minute = (at.timestamp().rem_euclid(86_400) / 60 + 330) % 1_440;
+    match minute {
+        1_080..1_320 => 2_500,
+        540..960 => -2_000,
+        _ => 0,
+    }
+}
+
+/// The specification: sort the set, walk consecutive spans, bill each in its later reading's
+/// segment, weighted by the time-of-day slot of its start when it is one interval long.
 fn reference_segments(
     book: &TariffBook,
     set: &BTreeMap<DateTime<Utc>, i64>,
-) -> BTreeMap<SegmentKey, i64> {
-    let mut totals = BTreeMap::new();
+) -> BTreeMap<SegmentKey, SegmentEnergy> {
+    let mut totals: BTreeMap<SegmentKey, SegmentEnergy> = BTreeMap::new();
     let points: Vec<_> = set.iter().collect();
     for pair in points.windows(2) {
         let energy = (pair[1].1 - pair[0].1).max(0);
+        let one_interval = (*pair[1].0 - *pair[0].0).num_minutes() <= 15;
+        let basis_points = if one_interval {
+            reference_basis_points(*pair[0].0)
+        } else {
+            0
+        };
         let key = book
             .segment_at(Category::Domestic, *pair[1].0)
             .unwrap()
             .key();
-        *totals.entry(key).or_insert(0) += energy;
+        let totals = totals.entry(key).or_default();
+        totals.wh += energy;
+        totals.tod_weight += energy * basis_points;
     }
-    totals.retain(|_, wh| *wh != 0);
+    totals.retain(|_, e| *e != SegmentEnergy::default());
     totals
 }
 
+/// The built-in book with duty and time-of-day slots on the domestic tariff.
 fn book() -> TariffBook {
     let mut versions = TariffBook::builtin().versions().to_vec();
     versions[0].duty_percent = 8.0;
+    versions[0].tod = vec![
+        crate::tariff::tests::slot("peak", "18:00", "22:00", 25.0),
+        crate::tariff::tests::slot("solar", "09:00", "16:00", -20.0),
+    ];
     TariffBook::new(versions).unwrap()
 }
 
-fn cost_of(book: &TariffBook, segments: &BTreeMap<SegmentKey, i64>) -> Cost {
-    segments.iter().fold(Cost::default(), |acc, (key, wh)| {
-        let c = book.segment(Category::Domestic, key).unwrap().cost(*wh);
-        Cost {
-            energy_paise: acc.energy_paise + c.energy_paise,
-            duty_paise: acc.duty_paise + c.duty_paise,
-        }
+fn cost_of(book: &TariffBook, segments: &BTreeMap<SegmentKey, SegmentEnergy>) -> Cost {
+    segments.iter().fold(Cost::default(), |acc, (key, energy)| {
+        acc + book
+            .segment(Category::Domestic, key)
+            .unwrap()
+            .cost_of(*energy)
     })
 }
 
-fn sorted(m: &Meter) -> BTreeMap<SegmentKey, i64> {
+fn sorted(m: &Meter) -> BTreeMap<SegmentKey, SegmentEnergy> {
     let mut s: BTreeMap<_, _> = m.segments.clone().into_iter().collect();
-    s.retain(|_, wh| *wh != 0);
+    s.retain(|_, e| *e != SegmentEnergy::default());
     s
 }
 
@@ -108,7 +132,7 @@ fn first_reading_is_a_baseline_and_gaps_lose_nothing() {
         .segment_at(Category::Domestic, at_interval(1))
         .unwrap()
         .key();
-    assert_eq!(m.segments[&october], 2_400);
+    assert_eq!(m.segments[&october].wh, 2_400);
     assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
 }
 
@@ -127,10 +151,10 @@ fn a_late_reading_across_a_month_boundary_moves_energy_to_its_own_month() {
         .unwrap()
         .key();
     assert_eq!(m.segments.get(&october), None);
-    assert_eq!(m.segments[&november], 30_000);
+    assert_eq!(m.segments[&november].wh, 30_000);
     m.arrive(&book, reading(20, 21_000)); // 31 Oct 22:30 IST, arrives late
-    assert_eq!(m.segments[&october], 21_000);
-    assert_eq!(m.segments[&november], 9_000);
+    assert_eq!(m.segments[&october].wh, 21_000);
+    assert_eq!(m.segments[&november].wh, 9_000);
     assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
 }
 
@@ -142,7 +166,7 @@ fn a_register_that_goes_back_bills_nothing_and_is_reported() {
     m.arrive(&book, reading(1, 10)); // reset
     m.arrive(&book, reading(2, 510));
     assert_eq!(m.anomalies, 1);
-    assert_eq!(m.segments.values().sum::<i64>(), 500);
+    assert_eq!(m.segments.values().map(|e| e.wh).sum::<i64>(), 500);
 }
 
 #[test]
@@ -159,26 +183,65 @@ fn no_tariff_in_force_is_an_error_naming_the_category() {
         }),
         next: None,
     };
-    let err = rate_arrival(&book, Category::Domestic, neighbours, old, |_| 0).unwrap_err();
+    let err = rate_arrival(&book, Category::Domestic, neighbours, old, |_| {
+        SegmentEnergy::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("no domestic tariff"), "{err}");
 }
 
-/// A meter's life: unique interval indices with register values that mostly rise and sometimes reset.
+/// A meter's life: readings mostly one interval apart (so time-of-day slots count), with gaps, and
+/// register values that mostly rise and sometimes reset.
 fn readings_strategy() -> impl Strategy<Value = Vec<RegisterReading>> {
-    proptest::collection::btree_map(0i64..3_200, (0i64..2_000, 0u8..50), 1..60).prop_map(|points| {
+    let step = (
+        prop_oneof![4 => Just(1i64), 1 => 2i64..12],
+        0i64..2_000,
+        0u8..50,
+    );
+    (0i64..3_000, proptest::collection::vec(step, 1..80)).prop_map(|(first, steps)| {
+        let mut index = first;
         let mut register = 0;
-        points
+        steps
             .into_iter()
-            .map(|(i, (increase, reset_roll))| {
+            .map(|(gap, increase, reset_roll)| {
+                index += gap;
                 register = if reset_roll == 0 {
                     increase
                 } else {
                     register + increase
                 };
-                reading(i, register)
+                reading(index, register)
             })
             .collect()
     })
+}
+
+#[test]
+fn an_evening_interval_pays_the_peak_surcharge_and_a_gap_pays_the_slab_rate() {
+    let book = book();
+    let mut m = Meter::default();
+    // Interval 2 starts 2026-10-31 18:00 IST: the peak slot.
+    m.arrive(&book, reading(2, 0));
+    m.arrive(&book, reading(3, 1_000));
+    // 1 kWh at ₹3.70 = 370 paise; +25 % = 92.5 → 92; duty 8 % of 462 = 36.96 → 36.
+    assert_eq!(
+        m.charged,
+        Cost {
+            energy_paise: 370,
+            tod_paise: 92,
+            duty_paise: 36
+        }
+    );
+    // Seven intervals missed: 1 kWh of unknown time of use at the slab rate.
+    m.arrive(&book, reading(10, 2_000));
+    assert_eq!(m.charged.energy_paise, 740);
+    assert_eq!(m.charged.tod_paise, 92);
+    // The missing readings arrive: the hour from 18:15 is peak too, and the charge follows.
+    for (i, register) in (4..10).zip((1_100..).step_by(100)) {
+        m.arrive(&book, reading(i, register));
+    }
+    assert_eq!(m.charged.tod_paise, 185); // 370 × 2,000 Wh × 25 % / 2,000 Wh = 185
+    assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
 }
 
 proptest! {

@@ -9,6 +9,16 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
 }
 
+/// A time-of-day slot from its config spelling.
+pub(crate) fn slot(name: &str, from: &str, to: &str, percent: f64) -> TodSlot {
+    TodSlot {
+        name: name.into(),
+        from: ClockTime::try_from(from.to_string()).unwrap(),
+        to: ClockTime::try_from(to.to_string()).unwrap(),
+        percent,
+    }
+}
+
 fn domestic_segment(book: &TariffBook) -> Segment<'_> {
     book.segment_on(Category::Domestic, date(2026, 11, 10))
         .unwrap()
@@ -44,6 +54,111 @@ fn quote_with_fixed_charge_and_duty() {
     assert_eq!(bill.duty_paise, 8_200); // 8 % of ₹1,025.00
     assert_eq!(bill.fixed_paise, 6_000);
     assert_eq!(bill.total_paise, 116_700);
+}
+
+/// The built-in book with an evening peak (+25 %) and a solar-hours rebate (−20 %) on domestic.
+fn book_with_tod() -> TariffBook {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    let domestic = versions
+        .iter_mut()
+        .find(|v| v.category == Category::Domestic)
+        .unwrap();
+    domestic.tod = vec![
+        slot("peak", "18:00", "22:00", 25.0),
+        slot("solar", "09:00", "16:00", -20.0),
+    ];
+    TariffBook::new(versions).unwrap()
+}
+
+#[test]
+fn quote_with_units_in_time_of_day_slots() {
+    let book = book_with_tod();
+    let bill = book
+        .quote_with_slots(
+            Category::Domestic,
+            month("2026-11"),
+            250_000,
+            &[("peak".into(), 60_000), ("solar".into(), 40_000)],
+        )
+        .unwrap();
+    assert_eq!(bill.energy_paise, 102_500);
+    // Average rate ₹4.10/kWh: 60 kWh × 4.10 × 25 % = ₹61.50; 40 kWh × 4.10 × −20 % = −₹32.80.
+    let lines: Vec<(&str, i64, i64)> = bill
+        .tod_lines
+        .iter()
+        .map(|l| (l.slot.as_str(), l.units_wh, l.amount_paise))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![("peak", 60_000, 6_150), ("solar", 40_000, -3_280)]
+    );
+    assert_eq!(bill.tod_paise, 2_870);
+    assert_eq!(bill.total_paise, 105_370);
+    let text = bill.to_string();
+    assert!(text.contains("time of day peak"), "{text}");
+    assert!(text.contains("time-of-day adjustment     28.70"), "{text}");
+}
+
+#[test]
+fn an_even_quote_spreads_units_over_the_slots_hours() {
+    let bill = book_with_tod().quote(Category::Domestic, month("2026-11"), 250_000);
+    // 4 of 24 hours peak: 41,666 Wh; 7 of 24 solar: 72,916 Wh.
+    let units: Vec<i64> = bill.tod_lines.iter().map(|l| l.units_wh).collect();
+    assert_eq!(units, vec![41_666, 72_916]);
+    // 102,500 × (41,666 × 2,500 − 72,916 × 2,000) / (250,000 × 10,000) = −1,708.3 → −1,709.
+    assert_eq!(bill.tod_paise, -1_709);
+    assert_eq!(
+        bill.tod_lines.iter().map(|l| l.amount_paise).sum::<i64>(),
+        -1_709
+    );
+}
+
+#[test]
+fn quote_refuses_an_unknown_slot_or_more_slot_units_than_the_month() {
+    let book = book_with_tod();
+    let err = book
+        .quote_with_slots(
+            Category::Domestic,
+            month("2026-11"),
+            10_000,
+            &[("night".into(), 1)],
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no tariff in force this month has a time-of-day slot named 'night'; its slots: peak, solar");
+    let err = book
+        .quote_with_slots(
+            Category::Domestic,
+            month("2026-11"),
+            10_000,
+            &[("peak".into(), 10_001)],
+        )
+        .unwrap_err();
+    assert_eq!(err, QuoteError::SlotsExceedTotal);
+}
+
+#[test]
+fn overlapping_or_empty_slots_are_refused_with_the_reason() {
+    let mut versions = book_with_tod().versions().to_vec();
+    versions[0].tod.push(slot("late", "21:00", "23:00", 10.0));
+    let err = TariffBook::new(versions.clone()).unwrap_err().to_string();
+    assert!(err.contains("'peak' and 'late' overlap at 21:00"), "{err}");
+    versions[0].tod.pop();
+    versions[0].tod.push(slot("night", "23:00", "23:00", 10.0));
+    let err = TariffBook::new(versions.clone()).unwrap_err().to_string();
+    assert!(err.contains("starts and ends at 23:00"), "{err}");
+    versions[0].tod.pop();
+    versions[0]
+        .tod
+        .push(slot("night", "23:00", "05:00", -100.5));
+    let err = TariffBook::new(versions).unwrap_err().to_string();
+    assert!(err.contains("percent = -100.5"), "{err}");
+    assert!(ClockTime::try_from("24:00".to_string()).is_err());
+    assert_eq!(
+        ClockTime::try_from("06:05".to_string())
+            .unwrap()
+            .to_string(),
+        "06:05"
+    );
 }
 
 #[test]
@@ -182,10 +297,9 @@ proptest! {
         let mut cumulative = 0;
         let mut charged = Cost::default();
         for delta in &deltas {
-            let c = seg.charge(cumulative, *delta);
+            let c = seg.charge(SegmentEnergy::flat(cumulative), SegmentEnergy::flat(*delta));
             prop_assert!(c.energy_paise >= 0 && c.duty_paise >= 0);
-            charged.energy_paise += c.energy_paise;
-            charged.duty_paise += c.duty_paise;
+            charged = charged + c;
             cumulative += delta;
         }
         prop_assert_eq!(charged, seg.cost(cumulative));
@@ -207,6 +321,29 @@ proptest! {
             }
         }
         prop_assert!(seg.cost(extra + 1).energy_paise >= seg.cost(extra).energy_paise);
+    }
+}
+
+proptest! {
+    /// With time-of-day weights, interval charges still add up to the month's cost, and the
+    /// adjustment never exceeds the slots' percentages of the energy charge.
+    #[test]
+    fn time_of_day_charges_telescope_and_stay_in_bounds(
+        intervals in proptest::collection::vec((0i64..5_000, -10_000i64..=20_000), 0..300),
+    ) {
+        let book = book_with_fixed_and_duty();
+        let seg = domestic_segment(&book);
+        let mut before = SegmentEnergy::default();
+        let mut charged = Cost::default();
+        for (wh, basis_points) in &intervals {
+            let delta = SegmentEnergy { wh: *wh, tod_weight: wh * basis_points };
+            charged = charged + seg.charge(before, delta);
+            before = before + delta;
+        }
+        let cost = seg.cost_of(before);
+        prop_assert_eq!(charged, cost);
+        prop_assert!(cost.tod_paise >= -cost.energy_paise && cost.tod_paise <= 2 * cost.energy_paise);
+        prop_assert!(cost.duty_paise >= 0);
     }
 }
 
@@ -260,7 +397,7 @@ proptest! {
         let cost = seg.cost(wh);
         prop_assert!(cost.energy_paise >= 0 && cost.duty_paise >= 0);
         prop_assert!(seg.cost(wh.saturating_add(1)).total() >= cost.total() || cost.total() == i64::MAX);
-        let charge = seg.charge(wh.max(0), delta);
+        let charge = seg.charge(SegmentEnergy::flat(wh.max(0)), SegmentEnergy::flat(delta));
         prop_assert!(delta < 0 || charge.energy_paise >= 0);
         let fixed = book.fixed_charge_for_day(Category::Domestic, date(2026, 11, day));
         prop_assert!((0..=monthly).contains(&fixed));

@@ -32,21 +32,23 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Energy charges (energy plus duty) of all of an account's meters, from the segment totals.
+    /// Energy charges (energy, time-of-day adjustment and duty) of all of an account's meters, from
+    /// the segment totals.
     pub fn energy_charges(&self, account: &str, months: Option<(Month, Month)>) -> Result<i64> {
         let (from, to) = months.map_or((i64::MIN, i64::MAX), |(a, b)| (a.index(), b.index()));
         Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(s.energy_paise + s.duty_paise), 0) FROM segment_energy s JOIN meters m ON m.id = s.meter
+            "SELECT COALESCE(SUM(s.energy_paise + s.tod_paise + s.duty_paise), 0) FROM segment_energy s JOIN meters m ON m.id = s.meter
              WHERE m.account = ?1 AND s.month BETWEEN ?2 AND ?3",
             params![account, from, to],
             |r| r.get(0),
         )?)
     }
 
-    /// Energy charge (without duty) of an account in one month: what the minimum charge is measured against.
+    /// Energy charge with its time-of-day adjustment (without duty) of an account in one month: what
+    /// the minimum charge is measured against.
     pub fn energy_charge_in(&self, account: &str, month: Month) -> Result<i64> {
         Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(s.energy_paise), 0) FROM segment_energy s JOIN meters m ON m.id = s.meter
+            "SELECT COALESCE(SUM(s.energy_paise + s.tod_paise), 0) FROM segment_energy s JOIN meters m ON m.id = s.meter
              WHERE m.account = ?1 AND s.month = ?2",
             params![account, month.index()],
             |r| r.get(0),

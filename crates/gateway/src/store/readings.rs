@@ -2,7 +2,7 @@
 use super::{from_ts, ts, MeterInfo, Result, Store};
 use chrono::{DateTime, Utc};
 use gramgrid_core::rating::{self, Neighbours, RegisterReading};
-use gramgrid_core::tariff::{SegmentKey, TariffBook};
+use gramgrid_core::tariff::{Cost, SegmentEnergy, SegmentKey, TariffBook};
 use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -43,9 +43,26 @@ pub(super) type SegmentRow = (i64, i64, i64);
 /// Energy and cost accumulated in one segment by one meter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct SegmentTotals {
-    energy_wh: i64,
-    energy_paise: i64,
-    duty_paise: i64,
+    energy: SegmentEnergy,
+    cost: Cost,
+}
+
+impl SegmentTotals {
+    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise` from
+    /// column `first` on.
+    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SegmentTotals> {
+        Ok(SegmentTotals {
+            energy: SegmentEnergy {
+                wh: r.get(first)?,
+                tod_weight: r.get(first + 1)?,
+            },
+            cost: Cost {
+                energy_paise: r.get(first + 2)?,
+                tod_paise: r.get(first + 3)?,
+                duty_paise: r.get(first + 4)?,
+            },
+        })
+    }
 }
 
 /// Changes made inside the open transaction; merged into the store's caches only after commit.
@@ -133,16 +150,15 @@ impl Store {
                 rows.iter()
                     .find(|(k, _)| k == key)
                     .and_then(|(_, row)| overlay.segments.get(row))
-                    .map_or(0, |t| t.energy_wh)
+                    .map_or(SegmentEnergy::default(), |t| t.energy)
             })?;
             for change in &rated.changes {
                 let Some((_, row)) = rows.iter().find(|(k, _)| *k == change.key) else {
                     continue;
                 };
                 let totals = overlay.segments.entry(*row).or_default();
-                totals.energy_wh += change.delta_wh;
-                totals.energy_paise += change.delta_cost.energy_paise;
-                totals.duty_paise += change.delta_cost.duty_paise;
+                totals.energy = totals.energy + change.delta;
+                totals.cost = totals.cost + change.delta_cost;
             }
             for anomaly in &rated.anomalies {
                 record_anomaly(&tx, reading, "register_went_back", &format!("{anomaly:?}"))?;
@@ -214,7 +230,7 @@ impl Store {
             "SELECT r.meter, r.total, COALESCE(s.total, 0) FROM
                (SELECT COALESCE(m.billing_meter, m.id) AS meter, SUM(r.charge_paise) AS total
                 FROM readings r JOIN meters m ON m.id = r.meter GROUP BY 1) r
-             LEFT JOIN (SELECT meter, SUM(energy_paise + duty_paise) AS total FROM segment_energy GROUP BY meter) s
+             LEFT JOIN (SELECT meter, SUM(energy_paise + tod_paise + duty_paise) AS total FROM segment_energy GROUP BY meter) s
                ON s.meter = r.meter WHERE r.total != COALESCE(s.total, 0)",
         )?;
         for row in sums.query_map([], |r| {
@@ -230,41 +246,26 @@ impl Store {
             ));
         }
         let mut segments = self.conn.prepare(
-            "SELECT s.month, v.name, s.meter, s.energy_wh, s.energy_paise, s.duty_paise FROM segment_energy s
-             JOIN tariff_versions v ON v.id = s.version",
+            "SELECT s.month, v.name, s.meter, s.energy_wh, s.tod_weight, s.energy_paise, s.tod_paise, s.duty_paise
+             FROM segment_energy s JOIN tariff_versions v ON v.id = s.version",
         )?;
         let rows = segments.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
+            let key = SegmentKey {
+                month: gramgrid_core::civil::Month::from_index(r.get(0)?),
+                version_id: r.get(1)?,
+            };
+            Ok((key, r.get::<_, i64>(2)?, SegmentTotals::from_row(r, 3)?))
         })?;
         for row in rows {
-            let (month, version_id, meter, energy_wh, energy_paise, duty_paise): (
-                i64,
-                String,
-                i64,
-                i64,
-                i64,
-                i64,
-            ) = row?;
-            let key = SegmentKey {
-                month: gramgrid_core::civil::Month::from_index(month),
-                version_id,
-            };
+            let (key, meter, totals) = row?;
             let category = self.meters.get(&meter).map(|m| m.category);
             let expected = category
                 .and_then(|c| book.segment(c, &key))
-                .map(|s| s.cost(energy_wh));
-            if expected.is_none_or(|c| (c.energy_paise, c.duty_paise) != (energy_paise, duty_paise))
-            {
+                .map(|s| s.cost_of(totals.energy));
+            if expected != Some(totals.cost) {
                 problems.push(format!(
-                    "meter {meter} {} {}: stored cost does not match {energy_wh} Wh",
-                    key.month, key.version_id
+                    "meter {meter} {} {}: stored cost does not match {} Wh",
+                    key.month, key.version_id, totals.energy.wh
                 ));
             }
         }
@@ -392,15 +393,10 @@ fn load_segment(
         Some(totals) => *totals,
         None => tx
             .prepare_cached(
-                "SELECT energy_wh, energy_paise, duty_paise FROM segment_energy WHERE month = ?1 AND version = ?2 AND meter = ?3",
+                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise FROM segment_energy
+                 WHERE month = ?1 AND version = ?2 AND meter = ?3",
             )?
-            .query_row(params![row.0, row.1, row.2], |r| {
-                Ok(SegmentTotals {
-                    energy_wh: r.get(0)?,
-                    energy_paise: r.get(1)?,
-                    duty_paise: r.get(2)?,
-                })
-            })
+            .query_row(params![row.0, row.1, row.2], |r| SegmentTotals::from_row(r, 0))
             .optional()?
             .unwrap_or_default(),
     };
@@ -420,17 +416,21 @@ fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
         cursor.execute(params![meter, ts(reading.at), reading.register_wh])?;
     }
     let mut segment = tx.prepare_cached(
-        "INSERT INTO segment_energy (month, version, meter, energy_wh, energy_paise, duty_paise) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (month, version, meter) DO UPDATE SET energy_wh = ?4, energy_paise = ?5, duty_paise = ?6",
+        "INSERT INTO segment_energy (month, version, meter, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (month, version, meter) DO UPDATE SET
+           energy_wh = ?4, tod_weight = ?5, energy_paise = ?6, tod_paise = ?7, duty_paise = ?8",
     )?;
     for ((month, version, meter), totals) in &overlay.segments {
         segment.execute(params![
             month,
             version,
             meter,
-            totals.energy_wh,
-            totals.energy_paise,
-            totals.duty_paise
+            totals.energy.wh,
+            totals.energy.tod_weight,
+            totals.cost.energy_paise,
+            totals.cost.tod_paise,
+            totals.cost.duty_paise
         ])?;
     }
     Ok(())

@@ -380,4 +380,10 @@ pub const MIGRATIONS: &[&str] = &[
         meters TEXT NOT NULL
     );
     "#,
+    // 16: time-of-day tariffs. Each segment keeps its ToD weight (Σ Wh × slot basis points) beside
+    // its energy, and its surcharge less rebates (`gramgrid_core::tariff::SegmentEnergy`).
+    r#"
+    ALTER TABLE segment_energy ADD COLUMN tod_weight INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE segment_energy ADD COLUMN tod_paise INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

@@ -6,14 +6,16 @@ use super::{
 };
 use gramgrid_core::clock::ClockState;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
-use gramgrid_core::tariff::TariffVersion;
+use gramgrid_core::tariff::{TariffVersion, TodSlot};
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
+use gramgrid_proto::wire::model::WireTodSlot;
 use gramgrid_proto::wire::{
     DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
     WirePolicyRules, WireTariffVersion,
 };
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::HashMap;
 
 const PRIORITY_ACKED: &str = "priority_acked";
 const READINGS_ACKED: &str = "readings_acked";
@@ -240,13 +242,28 @@ impl Store {
         }
     }
 
-    /// Tariff versions published by central (empty when none were).
+    /// Tariff versions published by central (empty when none were), each with its time-of-day
+    /// slots (`TariffTimeOfDay`, stored under the version's id).
     pub fn published_tariffs(&self) -> Result<Vec<TariffVersion>> {
         let versions: Vec<(u64, WireTariffVersion)> = self.published("tariff")?;
-        Ok(versions
+        let mut slots: HashMap<String, Vec<WireTodSlot>> = self
+            .published::<(String, Vec<WireTodSlot>)>("tariff_tod")?
             .into_iter()
-            .map(|(_, version)| TariffVersion::from(version))
-            .collect())
+            .map(|(_, by_version)| by_version)
+            .collect();
+        versions
+            .into_iter()
+            .map(|(_, wire)| {
+                let tod = slots.remove(&wire.id).unwrap_or_default();
+                let mut version = TariffVersion::from(wire);
+                version.tod = tod
+                    .into_iter()
+                    .map(TodSlot::try_from)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| StoreError::Encoding(e.to_string()))?;
+                Ok(version)
+            })
+            .collect()
     }
 
     /// The newest policy published by central, if any, with its version and its guardrails
@@ -501,6 +518,14 @@ fn apply_one(
                 "INSERT INTO published_config (kind, version, body) VALUES ('tariff', ?1, ?2)
                  ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
                 params![version.id, json(version)?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::TariffTimeOfDay { version_id, slots } => {
+            tx.execute(
+                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_tod', ?1, ?2)
+                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
+                params![version_id, json(&(version_id, slots))?],
             )?;
             Ok(Effect::None)
         }

@@ -11,7 +11,7 @@ use gramgrid_core::ledger::{ArrearsRule, EventKind, LedgerEvent};
 use gramgrid_core::policy::{
     Grace, PartialPaymentRule, PolicyConfig, RelayAction, RelayState, Window,
 };
-use gramgrid_core::tariff::{Category, Slab, TariffVersion};
+use gramgrid_core::tariff::{Category, ClockTime, Slab, TariffVersion, TodSlot};
 use serde::{Deserialize, Serialize};
 
 /// A money event on the wire (see `gramgrid_core::ledger::LedgerEvent`).
@@ -110,6 +110,50 @@ pub struct WireTariffVersion {
     pub minimum_monthly_paise: i64,
     /// Duty on the energy charge, percent.
     pub duty_percent: f64,
+}
+
+/// One time-of-day slot on the wire (see `gramgrid_core::tariff::TodSlot`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireTodSlot {
+    /// The slot's name.
+    pub name: String,
+    /// Local start, minutes after midnight.
+    pub from_minute: u16,
+    /// Local end (exclusive), minutes after midnight.
+    pub to_minute: u16,
+    /// Surcharge (positive) or rebate (negative) on the energy charge, percent.
+    pub percent: f64,
+}
+
+impl From<&TodSlot> for WireTodSlot {
+    fn from(slot: &TodSlot) -> Self {
+        WireTodSlot {
+            name: slot.name.clone(),
+            from_minute: slot.from.minutes(),
+            to_minute: slot.to.minutes(),
+            percent: slot.percent,
+        }
+    }
+}
+
+impl TryFrom<WireTodSlot> for TodSlot {
+    type Error = ModelError;
+    fn try_from(slot: WireTodSlot) -> Result<Self, ModelError> {
+        let time = |minute: u16| {
+            ClockTime::from_minutes(minute).ok_or_else(|| {
+                ModelError(format!(
+                    "slot '{}': minute {minute} is not a time of day",
+                    slot.name
+                ))
+            })
+        };
+        Ok(TodSlot {
+            from: time(slot.from_minute)?,
+            to: time(slot.to_minute)?,
+            name: slot.name.clone(),
+            percent: slot.percent,
+        })
+    }
 }
 
 /// One slab on the wire.
@@ -270,6 +314,8 @@ impl From<WireTariffVersion> for TariffVersion {
             fixed_monthly_paise: t.fixed_monthly_paise,
             minimum_monthly_paise: t.minimum_monthly_paise,
             duty_percent: t.duty_percent,
+            // Slots travel in their own record (`DownlinkEvent::TariffTimeOfDay`, protocol 8).
+            tod: Vec::new(),
         }
     }
 }
