@@ -513,9 +513,10 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
     }
 }
 
-/// A time-of-day tariff published at central reaches the gateway with its slots, and 15-minute
-/// readings across the evening peak and the solar hours charge the same at both, to the paisa,
-/// whatever order the gateway received them in.
+/// A time-of-day tariff with a demand charge published at central reaches the gateway with its
+/// slots and rate, and 15-minute readings across the evening peak and the solar hours charge the
+/// same at both, to the paisa, whatever order the gateway received them in; so does the gateway's
+/// demand charge on the month's maximum demand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
     // Central's clock stands on t0 for the publish, then moves past the two days of readings (a
@@ -530,6 +531,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
         version.id = "domestic-tod".into();
         version.effective_from = tomorrow;
         version.duty_percent = 8.0;
+        version.demand_paise_per_kw = 5_000;
         let mut body = serde_json::to_value(&version).unwrap();
         body["tod"] = json!([
             {"name": "peak", "from": "18:00", "to": "22:00", "percent": 25.0},
@@ -557,6 +559,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
                 ("solar".to_string(), "09:00-16:00".to_string(), -20.0)
             ]
         );
+        assert_eq!(versions[0].demand_paise_per_kw, 5_000);
         let book = TariffBook::new(store.published_tariffs().unwrap()).unwrap();
 
         // Two local days of 15-minute readings from tomorrow's local midnight, more in the evening.
@@ -587,12 +590,33 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
                 .unwrap();
         }
         assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+        // The evening intervals draw 400 Wh in 15 minutes: 1.6 kW, at ₹50 per kW, pro-rated by
+        // the version's days in its month.
+        let month = gramgrid_core::civil::Month::of(tomorrow);
+        let (_, max_demand_w) = store
+            .max_demand(meter, start, start + Duration::days(2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(max_demand_w, 1_600);
+        let demand = LedgerEvent {
+            id: format!("gw-a:demand:A1:{month}"),
+            account: "A1".into(),
+            at: start + Duration::days(2),
+            kind: EventKind::DemandCharge,
+            amount_paise: book.demand_charge(Category::Domestic, month, max_demand_w),
+            expires_at: None,
+        };
+        assert!(demand.amount_paise > 0);
+        store.record_event(&demand).unwrap();
         let gateway_balance = store.position("A1", &[]).unwrap().balance_paise;
         let answer = h
             .exchange(
                 "gw-a",
                 &upload(
-                    vec![],
+                    vec![PriorityRecord {
+                        seq: 1,
+                        event: UplinkEvent::Ledger(demand.into()),
+                    }],
                     Some(ReadingBatch {
                         after_seq: 0,
                         through_seq: all.len() as u64,
@@ -603,10 +627,12 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
             )
             .await
             .unwrap();
-        assert_eq!(answer.readings_acked, all.len() as u64);
+        assert_eq!(
+            (answer.priority_acked, answer.readings_acked),
+            (1, all.len() as u64)
+        );
         assert_eq!(h.balance("A1").await, gateway_balance);
         // The peak's surcharge outweighs the solar rebate with this much evening use.
-        let month = gramgrid_core::civil::Month::of(tomorrow);
         let statement = h
             .ok(
                 "GET",
@@ -1734,6 +1760,15 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
         (
             money("gw-b:fixed:A1:2026-10-26", "A1", EventKind::FixedCharge, 1),
             Some("foreign_record"),
+        ),
+        // The commercial tariff has no demand charge; and a demand charge names its month.
+        (
+            money("gw-b:demand:B1:2026-10", "B1", EventKind::DemandCharge, 500),
+            Some("forged_money"),
+        ),
+        (
+            money("gw-b:demand:B1:october", "B1", EventKind::DemandCharge, 1),
+            Some("forged_money"),
         ),
         (
             money(

@@ -279,8 +279,9 @@ fn a_technician_with_a_bad_name_or_a_short_password_is_refused_saying_what_to_gi
     );
 }
 
-/// A quote on a tariff with time-of-day slots shows each slot's surcharge or rebate; units for a
-/// slot the tariff does not have are refused with the slots it does have.
+/// A quote on a tariff with time-of-day slots and a demand charge shows each slot's surcharge or
+/// rebate and the demand charge; units for a slot the tariff does not have are refused with the
+/// slots it does have.
 #[test]
 fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +289,7 @@ fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
     let book = String::from_utf8(book.stdout).unwrap();
     let with_tod = book.replacen(
         "duty_percent = 0.0\n",
-        "duty_percent = 0.0\ntod = [{ name = \"peak\", from = \"18:00\", to = \"22:00\", percent = 25.0 },\n       { name = \"solar\", from = \"09:00\", to = \"16:00\", percent = -20.0 }]\n",
+        "duty_percent = 0.0\ndemand_paise_per_kw = 10000\ntod = [{ name = \"peak\", from = \"18:00\", to = \"22:00\", percent = 25.0 },\n       { name = \"solar\", from = \"09:00\", to = \"16:00\", percent = -20.0 }]\n",
         1,
     );
     let config = dir.path().join("gateway.toml");
@@ -301,7 +302,14 @@ fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
         args.extend_from_slice(extra);
         gramgrid(&args, dir.path())
     };
-    let out = quote(&["--slot-units", "peak=60", "--slot-units", "solar=40"]);
+    let out = quote(&[
+        "--slot-units",
+        "peak=60",
+        "--slot-units",
+        "solar=40",
+        "--max-demand-kw",
+        "2.5",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains("time of day peak     18:00-22:00"), "{text}");
@@ -309,8 +317,12 @@ fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
     assert!(text.contains("-20.00 % =     -32.80"), "{text}");
     assert!(text.contains("time-of-day adjustment     28.70"), "{text}");
     assert!(
+        text.contains("250.00   [2.500 kW maximum demand]"),
+        "{text}"
+    );
+    assert!(
         text.lines()
-            .any(|l| l.starts_with("  total (INR)") && l.ends_with(" 1053.70")),
+            .any(|l| l.starts_with("  total (INR)") && l.ends_with(" 1303.70")),
         "{text}"
     );
     let out = quote(&["--slot-units", "night=10"]);

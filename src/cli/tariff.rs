@@ -3,7 +3,7 @@ use super::gateway::load_config;
 use anyhow::Result;
 use clap::Subcommand;
 use gramgrid_core::civil::Month;
-use gramgrid_core::tariff::Category;
+use gramgrid_core::tariff::{Category, Usage};
 use std::path::PathBuf;
 
 /// A consumer category on the command line (the core's `Category` knows nothing of clap).
@@ -38,6 +38,10 @@ pub enum TariffCommand {
         /// `--slot-units peak=60`. Slots not named share the rest by their hours of the day.
         #[arg(long = "slot-units", value_name = "SLOT=KWH", value_parser = parse_slot_units)]
         slot_units: Vec<(String, f64)>,
+        /// The month's maximum demand in kW (highest 15-minute average), for a tariff with a
+        /// demand charge.
+        #[arg(long = "max-demand-kw", default_value_t = 0.0)]
+        max_demand_kw: f64,
         /// Month to price (YYYY-MM); default: the current month in Asia/Kolkata.
         #[arg(long, value_parser = parse_month)]
         month: Option<Month>,
@@ -65,7 +69,7 @@ fn parse_slot_units(text: &str) -> std::result::Result<(String, f64), String> {
     Ok((slot.trim().to_string(), units))
 }
 
-/// kWh as typed to whole Wh.
+/// kWh (or kW) as typed to whole Wh (or W).
 fn to_wh(kwh: f64) -> i64 {
     (kwh * 1000.0).round() as i64
 }
@@ -81,6 +85,7 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
             category,
             units,
             slot_units,
+            max_demand_kw,
             month,
             config,
             json,
@@ -90,11 +95,18 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
             }
             let book = load_config(config.as_deref())?.tariff_book()?;
             let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now()));
-            let slot_units: Vec<(String, i64)> = slot_units
-                .into_iter()
-                .map(|(slot, kwh)| (slot, to_wh(kwh)))
-                .collect();
-            let bill = book.quote_with_slots(category.into(), month, to_wh(units), &slot_units)?;
+            if !max_demand_kw.is_finite() || !(0.0..=200.0).contains(&max_demand_kw) {
+                anyhow::bail!("--max-demand-kw {max_demand_kw} is not a household's demand; give kW from 0 to 200, such as 3.5");
+            }
+            let usage = Usage {
+                units_wh: to_wh(units),
+                slot_units: slot_units
+                    .into_iter()
+                    .map(|(slot, kwh)| (slot, to_wh(kwh)))
+                    .collect(),
+                max_demand_w: to_wh(max_demand_kw),
+            };
+            let bill = book.quote_usage(category.into(), month, &usage)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&bill)?);
             } else {

@@ -74,13 +74,15 @@ pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
     Ok(())
 }
 
-/// The records that publish a tariff version: the version, then its time-of-day slots if it has any.
+/// The records that publish a tariff version: the version, then its time-of-day slots and demand
+/// charge if it has either.
 pub(crate) fn tariff_events(version: &TariffVersion) -> Vec<DownlinkEvent> {
     let mut events = vec![DownlinkEvent::Tariff(version.into())];
-    if !version.tod.is_empty() {
-        events.push(DownlinkEvent::TariffTimeOfDay {
+    if !version.tod.is_empty() || version.demand_paise_per_kw != 0 {
+        events.push(DownlinkEvent::TariffDetails {
             version_id: version.id.clone(),
-            slots: version.tod.iter().map(Into::into).collect(),
+            tod: version.tod.iter().map(Into::into).collect(),
+            demand_paise_per_kw: version.demand_paise_per_kw,
         });
     }
     events

@@ -160,8 +160,8 @@ pub struct StatementLine {
     pub id: String,
     /// When the event happened (UTC, whole seconds).
     pub at: DateTime<Utc>,
-    /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "adjustment",
-    /// "emergency_credit" or "arrears".
+    /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "demand_charge",
+    /// "adjustment", "emergency_credit" or "arrears".
     pub kind: String,
     /// How the event moved the balance, in paise: positive credits, negative debits, zero for an
     /// emergency credit (it lowers the disconnect threshold instead) and for arrears (recovered

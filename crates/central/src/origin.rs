@@ -471,8 +471,8 @@ impl<'a> Origin<'a> {
         Ok(())
     }
 
-    /// A gateway may charge fixed and minimum charges under its own ids, within the tariff's
-    /// amounts, and may repeat a voucher recharge central issued (outbox format 1).
+    /// A gateway may charge fixed, minimum and demand charges under its own ids, within the
+    /// tariff's amounts, and may repeat a voucher recharge central issued (outbox format 1).
     fn check_money(&self, tx: &mut dyn Tx, event: &LedgerEvent, category: Category) -> Checked<()> {
         let account = Some(event.account.as_str());
         if let Err(refusal) = self.not_ahead(event.at, account) {
@@ -507,6 +507,21 @@ impl<'a> Origin<'a> {
                     ));
                 }
                 max_of(self.book, category, |v| v.minimum_monthly_paise)
+            }
+            EventKind::DemandCharge => {
+                if self
+                    .own_id(event, "demand")
+                    .and_then(Month::parse)
+                    .is_none()
+                {
+                    return forged(format!(
+                        "demand charge id '{}' is not {}:demand:{}:<month>",
+                        event.id, self.gateway, event.account
+                    ));
+                }
+                // At most the highest rate on the most power a consumer may draw.
+                max_of(self.book, category, |v| v.demand_paise_per_kw)
+                    .saturating_mul(MAX_POWER_W / 1000)
             }
             EventKind::Recharge if event.id.starts_with("voucher:") => {
                 return issued_voucher_recharge(tx, event);

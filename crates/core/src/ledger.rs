@@ -33,6 +33,8 @@ pub enum EventKind {
     /// Arrears carried over when the account moved from post-paid: not part of the balance, but
     /// recovered from later recharges by the [`ArrearsRule`] in force.
     Arrears,
+    /// The demand charge on a month's maximum demand, after the month ends.
+    DemandCharge,
 }
 
 impl EventKind {
@@ -46,6 +48,7 @@ impl EventKind {
             EventKind::Adjustment => "adjustment",
             EventKind::EmergencyCredit => "emergency_credit",
             EventKind::Arrears => "arrears",
+            EventKind::DemandCharge => "demand_charge",
         }
     }
 
@@ -59,6 +62,7 @@ impl EventKind {
             EventKind::Adjustment,
             EventKind::EmergencyCredit,
             EventKind::Arrears,
+            EventKind::DemandCharge,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
@@ -90,9 +94,10 @@ impl LedgerEvent {
     pub fn balance_effect(&self) -> i64 {
         match self.kind {
             EventKind::Recharge | EventKind::Adjustment => self.amount_paise,
-            EventKind::Charge | EventKind::FixedCharge | EventKind::MinimumCharge => {
-                -self.amount_paise
-            }
+            EventKind::Charge
+            | EventKind::FixedCharge
+            | EventKind::MinimumCharge
+            | EventKind::DemandCharge => -self.amount_paise,
             EventKind::EmergencyCredit | EventKind::Arrears => 0,
         }
     }
@@ -329,6 +334,7 @@ mod tests {
             Just(EventKind::Charge),
             Just(EventKind::FixedCharge),
             Just(EventKind::MinimumCharge),
+            Just(EventKind::DemandCharge),
             Just(EventKind::EmergencyCredit),
         ]
     }
@@ -349,7 +355,7 @@ mod tests {
             let recharged: i64 = events.iter().filter(|e| e.kind == EventKind::Recharge).map(|e| e.amount_paise).sum();
             let charged: i64 = events
                 .iter()
-                .filter(|e| matches!(e.kind, EventKind::Charge | EventKind::FixedCharge | EventKind::MinimumCharge))
+                .filter(|e| matches!(e.kind, EventKind::Charge | EventKind::FixedCharge | EventKind::MinimumCharge | EventKind::DemandCharge))
                 .map(|e| e.amount_paise)
                 .sum();
             let mut log = events.clone();

@@ -181,6 +181,14 @@ pub struct TariffVersion {
     /// Time-of-day slots (none: every hour at the slab rates). Hours outside every slot are normal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tod: Vec<TodSlot>,
+    /// Demand charge per kW of the month's maximum demand (highest 15-minute average power), in
+    /// paise, charged after the month ends; 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub demand_paise_per_kw: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// Why a tariff book was refused.
@@ -213,6 +221,8 @@ pub const INTERVAL_SECS: i64 = 900;
 pub const MAX_RATE_PAISE_PER_KWH: i64 = 100_000;
 /// The highest fixed or minimum monthly charge a version may set, in paise (₹1,00,000).
 pub const MAX_MONTHLY_PAISE: i64 = 10_000_000;
+/// The highest demand charge a version may set, in paise per kW per month (₹10,000).
+pub const MAX_DEMAND_PAISE_PER_KW: i64 = 1_000_000;
 
 /// All tariff versions the gateway knows, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -389,6 +399,7 @@ impl TariffBook {
                 minimum_monthly_paise: 4000,
                 duty_percent: 0.0,
                 tod: Vec::new(),
+                demand_paise_per_kw: 0,
             },
             TariffVersion {
                 id: "sample-commercial".into(),
@@ -399,6 +410,7 @@ impl TariffBook {
                 minimum_monthly_paise: 20000,
                 duty_percent: 12.0,
                 tod: Vec::new(),
+                demand_paise_per_kw: 0,
             },
             TariffVersion {
                 id: "sample-agricultural".into(),
@@ -409,6 +421,7 @@ impl TariffBook {
                 minimum_monthly_paise: 0,
                 duty_percent: 0.0,
                 tod: Vec::new(),
+                demand_paise_per_kw: 0,
             },
         ];
         // The built-in versions are valid by construction; the unit tests check it.
@@ -529,23 +542,52 @@ impl TariffBook {
             .clamp(0, minimum.max(0))
     }
 
+    /// The demand charge of a month whose maximum demand was `max_demand_w`: each version's rate per
+    /// kW pro-rated by its segment's days, `floor(W × rate × days / (1000 × month days))` per
+    /// segment.
+    pub fn demand_charge(&self, category: Category, month: Month, max_demand_w: i64) -> i64 {
+        let month_days = i128::from(month.days());
+        self.segments_of(category, month)
+            .iter()
+            .map(|s| {
+                saturating_paise(
+                    i128::from(max_demand_w.max(0))
+                        * i128::from(s.version.demand_paise_per_kw)
+                        * i128::from(s.days())
+                        / (1000 * month_days),
+                )
+            })
+            .fold(0, i64::saturating_add)
+    }
+
+    /// Whether a version in force in the month charges for demand.
+    pub fn has_demand_charge(&self, category: Category, month: Month) -> bool {
+        self.segments_of(category, month)
+            .iter()
+            .any(|s| s.version.demand_paise_per_kw > 0)
+    }
+
     /// A month's bill for a category when `units_wh` are consumed evenly over its days and hours.
     pub fn quote(&self, category: Category, month: Month, units_wh: i64) -> Bill {
+        let usage = Usage {
+            units_wh,
+            ..Usage::default()
+        };
         // No named slots: nothing can be refused.
-        self.quote_with_slots(category, month, units_wh, &[])
+        self.quote_usage(category, month, &usage)
             .unwrap_or_else(|e| unreachable!("a quote without named slots: {e}"))
     }
 
-    /// A month's bill for `units_wh`, of which `slot_units` (slot name, Wh) were used in the named
-    /// time-of-day slots; the rest is spread evenly over the other hours of the day. Every part is
-    /// spread over the month's days in proportion.
-    pub fn quote_with_slots(
+    /// A month's bill for a month's [`Usage`]: the units not named for a time-of-day slot are
+    /// spread evenly over the other hours of the day, and every part over the month's days in
+    /// proportion.
+    pub fn quote_usage(
         &self,
         category: Category,
         month: Month,
-        units_wh: i64,
-        slot_units: &[(String, i64)],
+        usage: &Usage,
     ) -> Result<Bill, QuoteError> {
+        let (units_wh, slot_units) = (usage.units_wh, &usage.slot_units);
         let segments = self.segments_of(category, month);
         for (name, _) in slot_units {
             if !segments
@@ -609,11 +651,17 @@ impl TariffBook {
                 }
             })
             .collect::<Vec<_>>();
-        Ok(self.bill(category, month, &parts))
+        Ok(self.bill(category, month, &parts, usage.max_demand_w))
     }
 
-    /// A month's bill for the energy attributed to each of its segments.
-    pub fn bill(&self, category: Category, month: Month, parts: &[SegmentUse<'_>]) -> Bill {
+    /// A month's bill for the energy attributed to each of its segments and its maximum demand.
+    pub fn bill(
+        &self,
+        category: Category,
+        month: Month,
+        parts: &[SegmentUse<'_>],
+        max_demand_w: i64,
+    ) -> Bill {
         let mut lines = Vec::new();
         let mut tod_lines = Vec::new();
         let mut cost = Cost::default();
@@ -633,6 +681,7 @@ impl TariffBook {
             month,
             cost.energy_paise + cost.tod_paise + fixed_paise,
         );
+        let demand_paise = self.demand_charge(category, month, max_demand_w);
         Bill {
             month: month.to_string(),
             category,
@@ -645,9 +694,22 @@ impl TariffBook {
             fixed_paise,
             duty_paise: cost.duty_paise,
             minimum_topup_paise,
-            total_paise: cost.total() + fixed_paise + minimum_topup_paise,
+            max_demand_w,
+            demand_paise,
+            total_paise: cost.total() + fixed_paise + minimum_topup_paise + demand_paise,
         }
     }
+}
+
+/// What a household used in a month, as a quote takes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// All energy of the month, in Wh.
+    pub units_wh: i64,
+    /// Wh used in named time-of-day slots (slot name, Wh); the rest spreads over the other hours.
+    pub slot_units: Vec<(String, i64)>,
+    /// The month's maximum demand (highest 15-minute average power), in W.
+    pub max_demand_w: i64,
 }
 
 /// `total` split over parts in proportion to their days (the last part takes the remainder).
@@ -808,6 +870,12 @@ fn validate_version(version: &TariffVersion) -> Result<i64, TariffError> {
         return Err(invalid(format!(
             "duty_percent = {} is not a percentage between 0 and 100 with at most two decimals",
             version.duty_percent
+        )));
+    }
+    if !(0..=MAX_DEMAND_PAISE_PER_KW).contains(&version.demand_paise_per_kw) {
+        return Err(invalid(format!(
+            "demand_paise_per_kw = {} is outside 0 to {MAX_DEMAND_PAISE_PER_KW} (₹10,000 per kW)",
+            version.demand_paise_per_kw
         )));
     }
     validate_tod(&version.tod).map_err(invalid)?;
@@ -1046,7 +1114,11 @@ pub struct Bill {
     pub duty_paise: i64,
     /// Top-up to the minimum monthly charge, in paise (zero when the minimum is met).
     pub minimum_topup_paise: i64,
-    /// Everything above: energy + time of day + duty + fixed + minimum top-up, in paise.
+    /// The month's maximum demand, in W (the demand charge's basis).
+    pub max_demand_w: i64,
+    /// Demand charge on the maximum demand, in paise (zero where the tariff has none).
+    pub demand_paise: i64,
+    /// Everything above: energy + time of day + duty + fixed + minimum top-up + demand, in paise.
     pub total_paise: i64,
 }
 
@@ -1108,6 +1180,14 @@ impl fmt::Display for Bill {
             "  minimum-charge top-up{:>12}",
             rupees(self.minimum_topup_paise)
         )?;
+        if self.demand_paise != 0 {
+            writeln!(
+                f,
+                "  demand charge        {:>12}   [{} kW maximum demand]",
+                rupees(self.demand_paise),
+                kwh(self.max_demand_w)
+            )?;
+        }
         write!(f, "  total (INR)          {:>12}", rupees(self.total_paise))
     }
 }

@@ -101,6 +101,8 @@ pub struct PassReport {
     pub fixed_charges: usize,
     /// Minimum-charge top-ups recorded for the previous month (at most one per account and month).
     pub minimum_charges: usize,
+    /// Demand charges recorded (first pass of a month, tariffs with a demand charge).
+    pub demand_charges: usize,
     /// Alerts newly enqueued (low balance, daily message); one already enqueued is not counted.
     pub alerts: usize,
     /// Relay commands the policy decided and queued in the store in this pass.
@@ -353,6 +355,7 @@ impl Gateway {
             report.accounts += 1;
             report.fixed_charges += self.charge_fixed_days(&account, now)?;
             report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
+            report.demand_charges += self.charge_last_months_demand(&account, meter, now)?;
             let pass = PassFacts {
                 now,
                 clock_trusted,
@@ -431,6 +434,45 @@ impl Gateway {
             at: end,
             kind: EventKind::MinimumCharge,
             amount_paise: topup,
+            expires_at: None,
+        }])
+    }
+
+    /// At the first pass of a month, charges last month's demand charge on the meter's maximum
+    /// demand in it, where the tariff has one. Readings of last month that arrive after this do not
+    /// revise it.
+    fn charge_last_months_demand(
+        &mut self,
+        account: &Account,
+        meter: i64,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let month = Month::containing(now).previous();
+        let (Some(first), Some(next)) = (month.first_day(), month.next().first_day()) else {
+            return Ok(0);
+        };
+        let (start, end) = (
+            civil::start_of_local_day(first),
+            civil::start_of_local_day(next),
+        );
+        if account.created_at >= end || !self.book.has_demand_charge(account.category, month) {
+            return Ok(0);
+        }
+        let Some((_, max_demand_w)) = self.store.max_demand(meter, start, end)? else {
+            return Ok(0);
+        };
+        let amount = self
+            .book
+            .demand_charge(account.category, month, max_demand_w);
+        if amount == 0 {
+            return Ok(0);
+        }
+        self.store.record_events(&[LedgerEvent {
+            id: format!("{}:demand:{}:{month}", self.config.gateway.id, account.id),
+            account: account.id.clone(),
+            at: end,
+            kind: EventKind::DemandCharge,
+            amount_paise: amount,
             expires_at: None,
         }])
     }

@@ -31,9 +31,10 @@ pub use model::{
 /// Version 7 appended what meters report besides readings ([`UplinkEvent::MeterEvent`]: tamper,
 /// power fail and restore, relay operated, clock set) and the supply outages the gateway found in
 /// them ([`UplinkEvent::SupplyOutage`]).
-/// Version 8 appended the time-of-day slots of a tariff version ([`DownlinkEvent::TariffTimeOfDay`]).
-/// A gateway older than that bills a time-of-day version at its slab rates only, so upgrade the
-/// gateways before publishing one.
+/// Version 8 appended the time-of-day slots and demand charge of a tariff version
+/// ([`DownlinkEvent::TariffDetails`]) and the gateway's demand charges (ledger kind
+/// `DemandCharge`). A gateway older than that bills such a version at its slab rates only, so
+/// upgrade the gateways before publishing one.
 pub const PROTOCOL_VERSION: u16 = 8;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -508,13 +509,15 @@ pub enum DownlinkEvent {
         /// Its ABP session keys.
         keys: MeterKeys,
     },
-    /// The time-of-day slots of a published tariff version (protocol 8), sent right after its
-    /// [`DownlinkEvent::Tariff`] record; a version without slots has none.
-    TariffTimeOfDay {
+    /// What a published tariff version has beyond [`DownlinkEvent::Tariff`] (protocol 8): its
+    /// time-of-day slots and demand charge, sent right after it; a version with neither has none.
+    TariffDetails {
         /// The tariff version's id.
         version_id: String,
-        /// Its slots.
-        slots: Vec<model::WireTodSlot>,
+        /// Its time-of-day slots.
+        tod: Vec<model::WireTodSlot>,
+        /// Its demand charge, paise per kW of the month's maximum demand.
+        demand_paise_per_kw: i64,
     },
 }
 
@@ -524,6 +527,7 @@ impl DownlinkEvent {
         match self {
             DownlinkEvent::AccountRemoved { .. } | DownlinkEvent::Readings { .. } => 2,
             DownlinkEvent::Ledger(event) if event.kind == WireEventKind::Arrears => 3,
+            DownlinkEvent::Ledger(event) if event.kind == WireEventKind::DemandCharge => 8,
             DownlinkEvent::PolicyRules { .. }
             | DownlinkEvent::AccountProtection { .. }
             | DownlinkEvent::BreakerRelease { .. }
@@ -531,7 +535,7 @@ impl DownlinkEvent {
             DownlinkEvent::AccountLanguage { .. } => 4,
             DownlinkEvent::Technician { .. } => 5,
             DownlinkEvent::StockMeter { .. } => 6,
-            DownlinkEvent::TariffTimeOfDay { .. } => 8,
+            DownlinkEvent::TariffDetails { .. } => 8,
             _ => 1,
         }
     }
@@ -815,14 +819,15 @@ mod tests {
                     app_skey: "ffeeddccbbaa99887766554433221100".into(),
                 },
             },
-            DownlinkEvent::TariffTimeOfDay {
+            DownlinkEvent::TariffDetails {
                 version_id: "tod-2026".into(),
-                slots: vec![model::WireTodSlot {
+                tod: vec![model::WireTodSlot {
                     name: "peak".into(),
                     from_minute: 1_080,
                     to_minute: 1_320,
                     percent: 25.0,
                 }],
+                demand_paise_per_kw: 12_000,
             },
         ];
         let uplink: Vec<UplinkEvent> = vec![

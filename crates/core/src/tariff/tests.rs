@@ -74,11 +74,14 @@ fn book_with_tod() -> TariffBook {
 fn quote_with_units_in_time_of_day_slots() {
     let book = book_with_tod();
     let bill = book
-        .quote_with_slots(
+        .quote_usage(
             Category::Domestic,
             month("2026-11"),
-            250_000,
-            &[("peak".into(), 60_000), ("solar".into(), 40_000)],
+            &Usage {
+                units_wh: 250_000,
+                slot_units: vec![("peak".into(), 60_000), ("solar".into(), 40_000)],
+                max_demand_w: 0,
+            },
         )
         .unwrap();
     assert_eq!(bill.energy_paise, 102_500);
@@ -113,24 +116,81 @@ fn an_even_quote_spreads_units_over_the_slots_hours() {
     );
 }
 
+fn slots(units_wh: i64, slot: &str, slot_wh: i64) -> Usage {
+    Usage {
+        units_wh,
+        slot_units: vec![(slot.into(), slot_wh)],
+        max_demand_w: 0,
+    }
+}
+
+#[test]
+fn a_demand_charge_is_pro_rated_by_the_days_of_each_version() {
+    let mut versions = TariffBook::builtin().versions().to_vec();
+    let commercial = versions
+        .iter()
+        .position(|v| v.category == Category::Commercial)
+        .unwrap();
+    versions[commercial].demand_paise_per_kw = 10_000; // ₹100 per kW
+    let mut higher = versions[commercial].clone();
+    higher.id = "commercial-from-the-21st".into();
+    higher.effective_from = date(2026, 11, 21);
+    higher.demand_paise_per_kw = 16_000;
+    versions.push(higher);
+    let book = TariffBook::new(versions).unwrap();
+    // 4.5 kW: 20 days at ₹100 and 10 at ₹160 of 30: 300.00 + 240.00.
+    assert_eq!(
+        book.demand_charge(Category::Commercial, month("2026-11"), 4_500),
+        54_000
+    );
+    let bill = book
+        .quote_usage(
+            Category::Commercial,
+            month("2026-11"),
+            &Usage {
+                units_wh: 100_000,
+                slot_units: Vec::new(),
+                max_demand_w: 4_500,
+            },
+        )
+        .unwrap();
+    assert_eq!(bill.demand_paise, 54_000);
+    assert_eq!(
+        bill.total_paise,
+        bill.energy_paise + bill.duty_paise + bill.fixed_paise + bill.minimum_topup_paise + 54_000
+    );
+    assert!(
+        bill.to_string()
+            .contains("demand charge              540.00   [4.500 kW maximum demand]"),
+        "{bill}"
+    );
+    // The domestic tariff has no demand charge.
+    assert_eq!(
+        book.demand_charge(Category::Domestic, month("2026-11"), 4_500),
+        0
+    );
+    let mut versions = book.versions().to_vec();
+    versions[0].demand_paise_per_kw = -1;
+    let err = TariffBook::new(versions).unwrap_err().to_string();
+    assert!(err.contains("demand_paise_per_kw = -1 is outside"), "{err}");
+}
+
 #[test]
 fn quote_refuses_an_unknown_slot_or_more_slot_units_than_the_month() {
     let book = book_with_tod();
     let err = book
-        .quote_with_slots(
+        .quote_usage(
             Category::Domestic,
             month("2026-11"),
-            10_000,
-            &[("night".into(), 1)],
+            &slots(10_000, "night", 1),
         )
         .unwrap_err();
     assert_eq!(err.to_string(), "no tariff in force this month has a time-of-day slot named 'night'; its slots: peak, solar");
     let err = book
-        .quote_with_slots(
+        .quote_usage(
             Category::Domestic,
             month("2026-11"),
-            10_000,
-            &[("peak".into(), 10_001)],
+            &slots(10_000, "peak", 10_001),
         )
         .unwrap_err();
     assert_eq!(err, QuoteError::SlotsExceedTotal);

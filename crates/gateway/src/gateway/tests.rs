@@ -250,6 +250,72 @@ fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
 }
 
 #[test]
+fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    // ₹120 per kW of the month's maximum demand on domestic, nothing else.
+    let toml = r#"
+        [[tariff]]
+        id = "dom"
+        category = "domestic"
+        effective_from = "2023-04-01"
+        demand_paise_per_kw = 12000
+        slabs = [{ paise_per_kwh = 0 }]
+        [[tariff]]
+        id = "com"
+        category = "commercial"
+        effective_from = "2023-04-01"
+        slabs = [{ paise_per_kwh = 700 }]
+        [[tariff]]
+        id = "agr"
+        category = "agricultural"
+        effective_from = "2023-04-01"
+        slabs = [{ paise_per_kwh = 300 }]
+    "#;
+    let (mut gw, meter, _link) = gateway(&dir, toml);
+    // November's evening of 15-minute readings: the highest interval draws 800 Wh (3.2 kW).
+    let start = ist(2026, 11, 20, 18, 0);
+    let draws = [300, 500, 800, 450, 200];
+    let mut register = 10_000;
+    let mut readings = vec![MeterReading {
+        meter,
+        at: start,
+        register_wh: register,
+    }];
+    for (i, wh) in (1..).zip(draws) {
+        register += wh;
+        readings.push(MeterReading {
+            meter,
+            at: start + Duration::minutes(15 * i),
+            register_wh: register,
+        });
+    }
+    // Two hours missed, then 2 kWh: not one interval, so no demand is read from it.
+    readings.push(MeterReading {
+        meter,
+        at: start + Duration::minutes(15 * 5 + 120),
+        register_wh: register + 2_000,
+    });
+    gw.ingest_readings(&readings).unwrap();
+    let november = gw.policy_pass(ist(2026, 11, 30, 23, 0), true).unwrap();
+    assert_eq!(november.demand_charges, 0, "the month is not over");
+    let first = gw.policy_pass(ist(2026, 12, 1, 0, 1), true).unwrap();
+    let second = gw.policy_pass(ist(2026, 12, 1, 0, 2), true).unwrap();
+    assert_eq!((first.demand_charges, second.demand_charges), (1, 0));
+    // 3,200 W × ₹120 per kW = ₹384.00.
+    assert_eq!(
+        gw.store()
+            .sum_of(
+                "A1",
+                EventKind::DemandCharge,
+                ist(2026, 11, 1, 0, 0),
+                ist(2026, 12, 2, 0, 0)
+            )
+            .unwrap(),
+        38_400
+    );
+}
+
+#[test]
 fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
     let dir = tempfile::tempdir().unwrap();
     let (mut gw, meter, link) = gateway(

@@ -386,4 +386,25 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE segment_energy ADD COLUMN tod_weight INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE segment_energy ADD COLUMN tod_paise INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 17: demand charges. Money event kind 'demand_charge' (the CHECK is rebuilt, as in 11).
+    r#"
+    CREATE TABLE ledger_events_v17 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('recharge', 'charge', 'fixed_charge', 'minimum_charge', 'adjustment', 'emergency_credit', 'arrears',
+             'demand_charge')),
+        amount_paise INTEGER NOT NULL,
+        effect_paise INTEGER NOT NULL,
+        expires_at INTEGER,
+        note TEXT
+    );
+    INSERT INTO ledger_events_v17 (seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note)
+        SELECT seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note FROM ledger_events;
+    DROP TABLE ledger_events;
+    ALTER TABLE ledger_events_v17 RENAME TO ledger_events;
+    CREATE INDEX ledger_by_account ON ledger_events(account, kind, at);
+    "#,
 ];

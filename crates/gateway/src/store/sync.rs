@@ -243,19 +243,20 @@ impl Store {
     }
 
     /// Tariff versions published by central (empty when none were), each with its time-of-day
-    /// slots (`TariffTimeOfDay`, stored under the version's id).
+    /// slots and demand charge (`TariffDetails`, stored under the version's id).
     pub fn published_tariffs(&self) -> Result<Vec<TariffVersion>> {
         let versions: Vec<(u64, WireTariffVersion)> = self.published("tariff")?;
-        let mut slots: HashMap<String, Vec<WireTodSlot>> = self
-            .published::<(String, Vec<WireTodSlot>)>("tariff_tod")?
+        let mut details: HashMap<String, (Vec<WireTodSlot>, i64)> = self
+            .published::<(String, Vec<WireTodSlot>, i64)>("tariff_details")?
             .into_iter()
-            .map(|(_, by_version)| by_version)
+            .map(|(_, (id, tod, demand))| (id, (tod, demand)))
             .collect();
         versions
             .into_iter()
             .map(|(_, wire)| {
-                let tod = slots.remove(&wire.id).unwrap_or_default();
+                let (tod, demand) = details.remove(&wire.id).unwrap_or_default();
                 let mut version = TariffVersion::from(wire);
+                version.demand_paise_per_kw = demand;
                 version.tod = tod
                     .into_iter()
                     .map(TodSlot::try_from)
@@ -521,11 +522,15 @@ fn apply_one(
             )?;
             Ok(Effect::None)
         }
-        DownlinkEvent::TariffTimeOfDay { version_id, slots } => {
+        DownlinkEvent::TariffDetails {
+            version_id,
+            tod,
+            demand_paise_per_kw,
+        } => {
             tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_tod', ?1, ?2)
+                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_details', ?1, ?2)
                  ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![version_id, json(&(version_id, slots))?],
+                params![version_id, json(&(version_id, tod, demand_paise_per_kw))?],
             )?;
             Ok(Effect::None)
         }

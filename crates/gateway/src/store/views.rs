@@ -21,6 +21,22 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The meter's maximum demand between two instants (`gramgrid_core::demand::maximum` over its
+    /// readings from `from` to `to`, both included): when, and the average power in W.
+    pub fn max_demand(
+        &self,
+        meter: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<(DateTime<Utc>, i64)>> {
+        let readings: Vec<gramgrid_core::rating::RegisterReading> = self
+            .meter_readings(meter, from, to)?
+            .into_iter()
+            .map(|(at, register_wh)| gramgrid_core::rating::RegisterReading { at, register_wh })
+            .collect();
+        Ok(gramgrid_core::demand::maximum(&readings))
+    }
+
     /// The meter's latest reading `(at, register Wh)`, if it has one.
     pub fn last_reading(&self, meter: i64) -> Result<Option<(DateTime<Utc>, i64)>> {
         Ok(self

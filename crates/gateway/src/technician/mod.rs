@@ -29,7 +29,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::policy::RelayAction;
-use gramgrid_core::rating::RegisterReading;
 use gramgrid_net::wallclock::WallClock;
 use i18n::Lang;
 use maud::Markup;
@@ -782,12 +781,7 @@ fn month_max_demand(
         return Ok(None);
     };
     let start = gramgrid_core::civil::start_of_local_day(first_day);
-    let readings: Vec<RegisterReading> = store
-        .meter_readings(meter, start, now + Duration::hours(1))?
-        .into_iter()
-        .map(|(at, register_wh)| RegisterReading { at, register_wh })
-        .collect();
-    Ok(gramgrid_core::demand::maximum(&readings))
+    store.max_demand(meter, start, now + Duration::hours(1))
 }
 
 /// The meter's last 7 days as kWh per hour, labelled at each local midnight.

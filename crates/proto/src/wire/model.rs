@@ -44,6 +44,8 @@ pub enum WireEventKind {
     EmergencyCredit,
     /// Protocol 3: arrears carried over from post-paid (never sent to an older gateway).
     Arrears,
+    /// Protocol 8: a month's demand charge (made by protocol-8 gateways only).
+    DemandCharge,
 }
 
 /// A consumer category on the wire; the variant order is the format.
@@ -196,7 +198,8 @@ same_variants!(
     MinimumCharge,
     Adjustment,
     EmergencyCredit,
-    Arrears
+    Arrears,
+    DemandCharge
 );
 same_variants!(Category, WireCategory, Domestic, Commercial, Agricultural);
 same_variants!(RelayAction, WireRelayAction, Connect, Disconnect);
@@ -314,8 +317,9 @@ impl From<WireTariffVersion> for TariffVersion {
             fixed_monthly_paise: t.fixed_monthly_paise,
             minimum_monthly_paise: t.minimum_monthly_paise,
             duty_percent: t.duty_percent,
-            // Slots travel in their own record (`DownlinkEvent::TariffTimeOfDay`, protocol 8).
+            // These travel in their own record (`DownlinkEvent::TariffDetails`, protocol 8).
             tod: Vec::new(),
+            demand_paise_per_kw: 0,
         }
     }
 }
