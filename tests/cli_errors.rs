@@ -27,6 +27,31 @@ fn wrong_option_values_exit_2_with_what_to_give() {
     assert!(stderr(&out).contains("more than 0"), "{}", stderr(&out));
     let out = gramgrid(&["demo", "--days", "1", "--outage", "30h"], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = gramgrid(&["demo", "--feeder-cut", "10m"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("whole quarter-hours"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gramgrid(
+        &[
+            "demo",
+            "--days",
+            "1",
+            "--outage",
+            "0s",
+            "--feeder-cut-after",
+            "23h",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the feeder cut (1h, starting 23h in) must end"),
+        "{}",
+        stderr(&out)
+    );
 
     let pki = dir.path().join("pki");
     let pki = pki.to_str().unwrap();

@@ -209,7 +209,12 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         .timestamp()
         - 19_800;
     let due_until = start + 3 * 86_400 - 3_600;
-    let window = format!("WHERE at > {start} AND at <= {due_until}");
+    // The feeder is cut on Wednesday 11:00 to 12:00 (the default): the summary counts no interval
+    // ending from a quarter-hour before it to a quarter-hour after.
+    let (cut_from, cut_to) = (start + 35 * 3_600 - 900, start + 36 * 3_600 + 900);
+    let window = format!(
+        "WHERE at > {start} AND at <= {due_until} AND NOT (at > {cut_from} AND at <= {cut_to})"
+    );
     let readings_central = int(&central, &format!("SELECT COUNT(*) FROM readings {window}"));
     assert_eq!(
         readings_central,
@@ -222,6 +227,42 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
             .unwrap()
             > 99.0
     );
+
+    // The feeder cut is on record at both as one supply outage over (nearly) every meter, from
+    // around the cut's start to around its end, and no dark meter confirmed a disconnect in it.
+    let cut = &summary["feeder_cut"];
+    let id = cut["recorded_id"].as_str().expect("the cut is on record");
+    let (started, ended): (i64, i64) = gateway
+        .query_row(
+            "SELECT started_at, ended_at FROM supply_outages WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!((started - (start + 35 * 3_600)).abs() <= 1_800, "{cut}");
+    assert!((ended - (start + 36 * 3_600)).abs() <= 1_800, "{cut}");
+    assert_eq!(
+        int(
+            &central,
+            &format!("SELECT COUNT(*) FROM supply_outages WHERE id = '{id}'")
+        ),
+        1
+    );
+    assert_eq!(cut["at_central"], true);
+    assert!(cut["meters_dark"].as_u64().unwrap() >= 90, "{cut}");
+    assert_eq!(
+        int(
+            &gateway,
+            &format!(
+                "SELECT COUNT(*) FROM relay_commands WHERE action = 'disconnect' AND state = 'acknowledged'
+                 AND closed_at >= {} AND closed_at < {}",
+                start + 35 * 3_600,
+                start + 36 * 3_600
+            )
+        ),
+        0
+    );
+    assert_eq!(cut["disconnects_confirmed_during"], 0);
 
     // Messages reached the consumers: central's through the SMS provider stand-in, the urgent ones
     // decided during the outage through the gateway's modem; none by both, none lost.

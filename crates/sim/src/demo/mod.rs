@@ -49,6 +49,9 @@ const PROBE_EVERY_STEPS: usize = 4;
 /// Sync attempts at the end before the demo gives up on agreeing balances.
 const FINAL_SYNC_TRIES: usize = 5;
 
+/// When the feeder cut begins by default: Wednesday 11:00 of a run from Tuesday 00:00.
+const DEFAULT_FEEDER_CUT_AFTER: std::time::Duration = std::time::Duration::from_secs(35 * 3_600);
+
 /// `gramgrid demo` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -64,6 +67,14 @@ pub struct DemoArgs {
     /// When the outage begins, counted from the start.
     #[arg(long, default_value = "20h", value_parser = humantime::parse_duration)]
     pub outage_after: std::time::Duration,
+    /// How long the village's feeder is cut: every meter goes dark ("0s": no cut). Whole
+    /// quarter-hours.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub feeder_cut: std::time::Duration,
+    /// When the feeder cut begins, counted from the start; whole quarter-hours. Default: 35h
+    /// (Wednesday 11:00, inside a disconnect window) when the run is long enough, else no cut.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub feeder_cut_after: Option<std::time::Duration>,
     /// First simulated day (Asia/Kolkata), YYYY-MM-DD.
     #[arg(long, default_value = "2026-12-01")]
     pub start: NaiveDate,
@@ -136,25 +147,68 @@ pub enum DemoError {
 
 impl DemoArgs {
     fn outage(&self, start: DateTime<Utc>) -> Result<Option<Outage>, DemoError> {
-        let length = Duration::from_std(self.outage).unwrap_or(Duration::MAX);
-        if length.is_zero() {
+        self.span(
+            start,
+            self.outage_after,
+            self.outage,
+            "the outage",
+            "--outage",
+        )
+    }
+
+    fn feeder_cut(&self, start: DateTime<Utc>) -> Result<Option<Outage>, DemoError> {
+        let after = self.feeder_cut_after.unwrap_or(DEFAULT_FEEDER_CUT_AFTER);
+        let whole_quarters =
+            |d: std::time::Duration| d.subsec_nanos() == 0 && d.as_secs().is_multiple_of(900);
+        if !whole_quarters(self.feeder_cut) || !whole_quarters(after) {
+            return Err(DemoError::Options(
+                "--feeder-cut and --feeder-cut-after must be whole quarter-hours, such as 1h or 35h15m"
+                    .into(),
+            ));
+        }
+        let span = self.span(
+            start,
+            after,
+            self.feeder_cut,
+            "the feeder cut",
+            "--feeder-cut",
+        );
+        match span {
+            // The default cut is left out of a run too short for it.
+            Err(_) if self.feeder_cut_after.is_none() => Ok(None),
+            span => span,
+        }
+    }
+
+    /// The span `length` long from `after` into the run (None when `length` is zero); it must end
+    /// an hour before the run does, so that the gateway can catch up.
+    fn span(
+        &self,
+        start: DateTime<Utc>,
+        after: std::time::Duration,
+        length: std::time::Duration,
+        what: &str,
+        option: &str,
+    ) -> Result<Option<Outage>, DemoError> {
+        let duration = Duration::from_std(length).unwrap_or(Duration::MAX);
+        if duration.is_zero() {
             return Ok(None);
         }
-        let from = start + Duration::from_std(self.outage_after).unwrap_or(Duration::MAX);
-        let outage = Outage {
+        let from = start + Duration::from_std(after).unwrap_or(Duration::MAX);
+        let span = Outage {
             from,
-            to: from + length,
+            to: from + duration,
         };
         let end = start + Duration::days(i64::from(self.days));
-        if outage.to > end - Duration::hours(1) {
+        if span.to > end - Duration::hours(1) {
             return Err(DemoError::Options(format!(
-                "the outage ({}, starting {} in) must end at least an hour before the {}-day run does, so that the gateway can catch up; shorten --outage or --outage-after, or add --days",
-                humantime::format_duration(self.outage),
-                humantime::format_duration(self.outage_after),
+                "{what} ({}, starting {} in) must end at least an hour before the {}-day run does, so that the gateway can catch up; shorten {option} or {option}-after, or add --days",
+                humantime::format_duration(length),
+                humantime::format_duration(after),
                 self.days
             )));
         }
-        Ok(Some(outage))
+        Ok(Some(span))
     }
 
     fn check(&self) -> Result<(), DemoError> {
@@ -262,6 +316,7 @@ impl Demo {
         let start = gramgrid_core::civil::start_of_local_day(args.start);
         let end = start + Duration::days(i64::from(args.days));
         let outage = args.outage(start)?;
+        let feeder_cut = args.feeder_cut(start)?;
         let workspace = Workspace::new(args.dir.as_deref())?;
         let office = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -311,6 +366,8 @@ impl Demo {
             air: &air_runtime,
             link_clock: air_side.clock,
             outage,
+            feeder_cut,
+            meters: air_side.meters.clone(),
             sync: SyncSummary::default(),
             meter_ids: HashMap::new(),
             scenes: guardrails::Scenes::default(),
@@ -352,6 +409,7 @@ impl Demo {
                 start,
                 end,
                 outage,
+                feeder_cut,
                 policy: village.gateway_config.policy.clone(),
                 sync,
                 balances,
@@ -567,6 +625,10 @@ struct Running<'a> {
     clock: &'a SimulatedClock,
     link_clock: LinkClock,
     outage: Option<Outage>,
+    /// When every meter is dark (the feeder is cut), if ever.
+    feeder_cut: Option<Outage>,
+    /// The simulated meters, to cut their supply.
+    meters: Vec<MeterHandle>,
     sync: SyncSummary,
     /// Gateway meter id per account (known after the first sync).
     meter_ids: HashMap<String, i64>,
@@ -727,6 +789,7 @@ impl Running<'_> {
             self.air
                 .block_on(async move { tokio::time::sleep_until(until).await });
             self.clock.set(t);
+            self.cut_the_feeder(t);
             self.office_publishes(t)?;
             let down = self.outage.is_some_and(|o| o.contains(t));
             self.set_backhaul(down);
@@ -755,6 +818,21 @@ impl Running<'_> {
             bar.inc(1);
         }
         Ok(())
+    }
+
+    /// At the feeder cut's start every meter goes dark; at its end the supply is back.
+    fn cut_the_feeder(&self, t: DateTime<Utc>) {
+        let Some(cut) = self.feeder_cut else {
+            return;
+        };
+        for meter in &self.meters {
+            let mut firmware = fleet::locked(meter);
+            if t == cut.from {
+                firmware.power_off(t);
+            } else if t == cut.to {
+                firmware.power_on(t);
+            }
+        }
     }
 
     fn set_backhaul(&self, down: bool) {

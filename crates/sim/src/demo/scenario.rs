@@ -66,17 +66,17 @@ pub struct Payment {
     pub channel: Channel,
 }
 
-/// The backhaul outage: down from `from` until `to`.
+/// A span of the run: the backhaul outage, or the feeder cut; down from `from` until `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
-    /// First instant the backhaul is down.
+    /// First instant the backhaul (or the feeder) is down.
     pub from: DateTime<Utc>,
     /// First instant it is up again.
     pub to: DateTime<Utc>,
 }
 
 impl Outage {
-    /// Whether the backhaul is down at `at`.
+    /// Whether the backhaul (or the feeder) is down at `at`.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
         self.from <= at && at < self.to
     }

@@ -27,6 +27,8 @@ pub struct Summary {
     pub to: String,
     /// The backhaul outage, if there was one.
     pub outage: Option<OutageSummary>,
+    /// The feeder cut (every meter dark), and what the gateway made of it.
+    pub feeder_cut: Option<FeederCutSummary>,
     /// Readings from the meters to the gateway, and on to central.
     pub radio: RadioSummary,
     /// Recharges taken at central, and whether each reached the gateway.
@@ -60,6 +62,32 @@ pub struct OutageSummary {
     pub to: String,
     /// How long it was down, in hours.
     pub hours: f64,
+}
+
+/// The feeder cut: when the supply was off, and the supply outage the gateway recorded from the
+/// meters' silence and power events.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FeederCutSummary {
+    /// When the supply went off, local time.
+    pub from: String,
+    /// When it came back, local time.
+    pub to: String,
+    /// The outage on record at the gateway overlapping the cut: its id, if there is one.
+    pub recorded_id: Option<String>,
+    /// Its start, local time.
+    pub recorded_from: Option<String>,
+    /// Its end, local time.
+    pub recorded_to: Option<String>,
+    /// Meters it lists.
+    pub meters_dark: usize,
+    /// Whether central holds the same outage (by id) after the sync.
+    pub at_central: bool,
+    /// Disconnect commands the meters confirmed while the feeder was cut (a dark meter confirms
+    /// nothing; must be 0).
+    pub disconnects_confirmed_during: i64,
+    /// Disconnect commands withdrawn because of the outage (sent before it was seen, not wanted
+    /// while it lasted).
+    pub disconnects_withdrawn: i64,
 }
 
 /// How the readings travelled: by radio to the gateway, by sync to central.
@@ -185,6 +213,8 @@ pub struct Run {
     pub end: DateTime<Utc>,
     /// The backhaul outage, if any.
     pub outage: Option<super::scenario::Outage>,
+    /// The feeder cut, if any.
+    pub feeder_cut: Option<super::scenario::Outage>,
     /// The gateway's policy: its disconnect windows judge the disconnect commands sent.
     pub policy: PolicyConfig,
     /// What the sync sessions carried.
@@ -239,6 +269,11 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
+    let feeder_cut = run
+        .feeder_cut
+        .map(|cut| feeder_cut(&gateway, &central, cut))
+        .transpose()
+        .map_err(failed(gateway_db))?;
     Ok(Summary {
         seed: run.seed,
         meters: run.meters,
@@ -250,6 +285,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
             to: local(o.to),
             hours: (o.to - o.from).num_minutes() as f64 / 60.0,
         }),
+        feeder_cut,
         radio,
         recharges,
         vouchers,
@@ -264,11 +300,79 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     })
 }
 
-/// Readings are due for intervals ending up to an hour before the end (the delivery deadline).
+/// The outage the gateway recorded over the feeder cut, and what became of disconnects during it.
+fn feeder_cut(
+    gateway: &Connection,
+    central: &Connection,
+    cut: super::scenario::Outage,
+) -> rusqlite::Result<FeederCutSummary> {
+    let (from, to) = (cut.from.timestamp(), cut.to.timestamp());
+    let recorded: Option<(String, i64, Option<i64>, String)> = gateway
+        .query_row(
+            "SELECT id, started_at, ended_at, meters FROM supply_outages
+             WHERE started_at < ?2 AND (ended_at IS NULL OR ended_at > ?1) ORDER BY started_at LIMIT 1",
+            [from, to],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let at = |seconds: i64| local(DateTime::from_timestamp(seconds, 0).unwrap_or_default());
+    let at_central = match &recorded {
+        Some((id, ..)) => {
+            count(
+                central,
+                "SELECT COUNT(*) FROM supply_outages WHERE id = ?1",
+                [id],
+            )? > 0
+        }
+        None => false,
+    };
+    Ok(FeederCutSummary {
+        from: local(cut.from),
+        to: local(cut.to),
+        recorded_from: recorded.as_ref().map(|r| at(r.1)),
+        recorded_to: recorded.as_ref().and_then(|r| r.2).map(at),
+        meters_dark: recorded
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<Vec<String>>(&r.3).ok())
+            .map_or(0, |m| m.len()),
+        recorded_id: recorded.map(|r| r.0),
+        at_central,
+        disconnects_confirmed_during: count(
+            gateway,
+            "SELECT COUNT(*) FROM relay_commands WHERE action = 'disconnect' AND state = 'acknowledged'
+             AND closed_at >= ?1 AND closed_at < ?2",
+            [from, to],
+        )?,
+        disconnects_withdrawn: count(
+            gateway,
+            "SELECT COUNT(*) FROM relay_command_events e JOIN relay_commands c ON c.id = e.command
+             WHERE c.action = 'disconnect' AND e.state = 'withdrawn' AND e.detail LIKE '%supply outage%'",
+            [],
+        )?,
+    })
+}
+
+/// Readings are due for intervals ending up to an hour before the end (the delivery deadline),
+/// except around the feeder cut: a meter without supply captures nothing, and meters' clocks
+/// differ by minutes, so neither what is due nor what arrived is counted from a quarter-hour before
+/// the cut to a quarter-hour after it.
 fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Result<RadioSummary> {
     let due_until = run.end - chrono::Duration::hours(1);
-    let window = (run.start.timestamp(), due_until.timestamp());
-    let intervals = (due_until - run.start).num_minutes() / 15;
+    let margin = chrono::Duration::minutes(15);
+    let (dark_from, dark_to) = run.feeder_cut.map_or((0, 0), |cut| {
+        (
+            (cut.from - margin).timestamp(),
+            (cut.to + margin).min(due_until).timestamp(),
+        )
+    });
+    let window = (
+        run.start.timestamp(),
+        due_until.timestamp(),
+        dark_from,
+        dark_to,
+    );
+    let dark = (dark_to - dark_from).max(0) / 900;
+    let intervals = (due_until - run.start).num_minutes() / 15 - dark;
     let meters = i64::try_from(run.meters).unwrap_or(i64::MAX);
     // A meter's installation register is stored as its first reading: heard means read since.
     let heard = count(
@@ -276,16 +380,10 @@ fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Res
         "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1",
         [run.start.timestamp()],
     )?;
-    let at_gateway = count(
-        gateway,
-        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2",
-        window,
-    )?;
-    let at_central = count(
-        central,
-        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2",
-        window,
-    )?;
+    let due =
+        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2 AND NOT (at > ?3 AND at <= ?4)";
+    let at_gateway = count(gateway, due, window)?;
+    let at_central = count(central, due, window)?;
     let percent = |of: i64| {
         if of == 0 {
             0.0
@@ -503,6 +601,17 @@ impl Summary {
                 p.account, p.disconnects
             ));
         }
+        if let Some(f) = &self.feeder_cut {
+            if f.recorded_id.is_none() || !f.at_central {
+                problems.push("the feeder cut is not on record as a supply outage at the gateway and at central".into());
+            }
+            if f.disconnects_confirmed_during > 0 {
+                problems.push(format!(
+                    "{} disconnects were confirmed while the feeder was cut",
+                    f.disconnects_confirmed_during
+                ));
+            }
+        }
         if self.relay.disconnects_sent_outside_window > 0 {
             problems.push(format!(
                 "{} disconnect commands were sent outside an allowed window",
@@ -576,6 +685,27 @@ pub fn render(s: &Summary) -> String {
             o.hours, o.from, o.to
         )),
         None => line("  backhaul outage    none".into()),
+    }
+    if let Some(f) = &s.feeder_cut {
+        let recorded = match (&f.recorded_from, &f.recorded_to) {
+            (Some(from), Some(to)) => format!(
+                "the gateway recorded a supply outage {from} to {to} over {} meters ({}); ",
+                f.meters_dark,
+                if f.at_central {
+                    "central has it"
+                } else {
+                    "central LACKS it"
+                }
+            ),
+            (Some(from), None) => {
+                format!("the gateway recorded a supply outage from {from}, still open; ")
+            }
+            _ => "the gateway recorded NO supply outage; ".into(),
+        };
+        line(format!(
+            "  feeder cut         {} to {}: {recorded}{} disconnects confirmed during it, {} withdrawn for it",
+            f.from, f.to, f.disconnects_confirmed_during, f.disconnects_withdrawn
+        ));
     }
     let r = &s.radio;
     line(format!(
