@@ -264,6 +264,25 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     );
     assert_eq!(cut["disconnects_confirmed_during"], 0);
 
+    // The shops on the time-of-day tariff: its slots' net is the same at both, as the summary says.
+    let tod = |conn: &Connection, sql: &str| int(conn, sql);
+    let at_gateway_tod = tod(
+        &gateway,
+        "SELECT COALESCE(SUM(s.tod_paise), 0) FROM segment_energy s JOIN tariff_versions v ON v.id = s.version
+         WHERE v.name = 'demo-commercial-tod'",
+    );
+    let at_central_tod = tod(
+        &central,
+        "SELECT COALESCE(SUM(tod_paise), 0) FROM segment_energy WHERE version = 'demo-commercial-tod'",
+    );
+    assert_ne!(
+        at_gateway_tod, 0,
+        "the shops' slots should add or take off something"
+    );
+    assert_eq!(at_gateway_tod, at_central_tod);
+    assert_eq!(summary["time_of_day"]["gateway_paise"], at_gateway_tod);
+    assert!(summary["time_of_day"]["households"].as_i64().unwrap() > 0);
+
     // Messages reached the consumers: central's through the SMS provider stand-in, the urgent ones
     // decided during the outage through the gateway's modem; none by both, none lost.
     let by_provider = int(

@@ -189,6 +189,22 @@ impl Central {
         })
     }
 
+    /// Publishes a tariff version (`accounts::publish_tariff`, decided as at `now`) as an office
+    /// write outside the API, audited as [`Central::write_as`] does, and rates with the new book
+    /// from then on.
+    pub fn publish_tariff_as(
+        &self,
+        who: &str,
+        version: gramgrid_core::tariff::TariffVersion,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let book = self.write_as(who, "publish tariff", move |tx| {
+            accounts::publish_tariff(tx, &version, now)
+        })?;
+        self.set_tariff_book(book);
+        Ok(())
+    }
+
     fn set_tariff_book(&self, book: TariffBook) {
         let mut slot = match self.book.write() {
             Ok(slot) => slot,

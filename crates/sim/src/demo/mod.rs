@@ -652,6 +652,7 @@ impl Running<'_> {
         consumers: &[Consumer],
         start: DateTime<Utc>,
     ) -> Result<(), DemoError> {
+        self.publish_time_of_day(start)?;
         for c in consumers {
             self.office.block_on(self.village.recharge_at_central(
                 &c.account.id,
@@ -674,6 +675,22 @@ impl Running<'_> {
                 .collect()
         })?;
         self.village.with_gateway(|g| g.tick(start).map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The evening before the first day, the office puts the shops on a time-of-day tariff from
+    /// the first day; the gateway learns it at its first sync.
+    fn publish_time_of_day(&self, start: DateTime<Utc>) -> Result<(), DemoError> {
+        let first_day = gramgrid_core::civil::local_date(start);
+        let Some(version) = scenario::time_of_day_tariff(&TariffBook::builtin(), first_day) else {
+            return Ok(());
+        };
+        let evening_before = start - Duration::minutes(1);
+        self.village
+            .central
+            .central
+            .publish_tariff_as("demo:office", version, evening_before)
+            .map_err(VillageError::from)?;
         Ok(())
     }
 

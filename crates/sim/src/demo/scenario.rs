@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use gramgrid_central::accounts::{Account, Meter};
 use gramgrid_core::civil::{self, Month};
 use gramgrid_core::policy::{self, PolicyConfig};
-use gramgrid_core::tariff::TariffBook;
+use gramgrid_core::tariff::{Category, ClockTime, TariffBook, TariffVersion, TodSlot};
 use gramgrid_proto::wire::MeterKeys;
 use rand::Rng;
 
@@ -283,6 +283,34 @@ pub fn bad_publish_at(
 
 /// How long the bad policy is in force before the office publishes the correction.
 pub const BAD_POLICY_IN_FORCE: Duration = Duration::hours(2);
+
+/// The id of the time-of-day tariff the office puts the village's shops on from the first day.
+pub const TOD_TARIFF: &str = "demo-commercial-tod";
+
+/// The commercial tariff with time-of-day slots, as India's 2023 consumer rules set them for
+/// commercial consumers: the evening peak 20 % dearer, solar hours 20 % cheaper; in force from
+/// `first_day`.
+pub fn time_of_day_tariff(
+    book: &TariffBook,
+    first_day: chrono::NaiveDate,
+) -> Option<TariffVersion> {
+    let mut version = book.version_on(Category::Commercial, first_day)?.clone();
+    version.id = TOD_TARIFF.into();
+    version.effective_from = first_day;
+    let slot = |name: &str, from: &str, to: &str, percent: f64| -> Option<TodSlot> {
+        Some(TodSlot {
+            name: name.into(),
+            from: ClockTime::try_from(from.to_string()).ok()?,
+            to: ClockTime::try_from(to.to_string()).ok()?,
+            percent,
+        })
+    };
+    version.tod = vec![
+        slot("peak", "18:00", "22:00", 20.0)?,
+        slot("solar", "09:00", "17:00", -20.0)?,
+    ];
+    Some(version)
+}
 
 #[cfg(test)]
 mod tests {

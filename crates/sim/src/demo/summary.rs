@@ -31,6 +31,8 @@ pub struct Summary {
     pub feeder_cut: Option<FeederCutSummary>,
     /// Readings from the meters to the gateway, and on to central.
     pub radio: RadioSummary,
+    /// The shops on the time-of-day tariff, and what its slots added or took off.
+    pub time_of_day: TimeOfDaySummary,
     /// Recharges taken at central, and whether each reached the gateway.
     pub recharges: RechargeSummary,
     /// Vouchers issued at central and redeemed at the gateway.
@@ -88,6 +90,19 @@ pub struct FeederCutSummary {
     /// Disconnect commands withdrawn because of the outage (sent before it was seen, not wanted
     /// while it lasted).
     pub disconnects_withdrawn: i64,
+}
+
+/// The time-of-day tariff's effect, read from the segment totals at both ends.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimeOfDaySummary {
+    /// The tariff version with the slots.
+    pub tariff: String,
+    /// Households billed under it.
+    pub households: i64,
+    /// Peak surcharges less solar-hour rebates at the gateway, in paise.
+    pub gateway_paise: i64,
+    /// The same at central, rated by central from the same readings (must equal the gateway's).
+    pub central_paise: i64,
 }
 
 /// How the readings travelled: by radio to the gateway, by sync to central.
@@ -266,6 +281,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let recharges = recharges(&gateway, &central, &run).map_err(failed(central_db))?;
     let vouchers = vouchers(&gateway, &central, &run).map_err(failed(central_db))?;
     let relay = relay(&gateway, &run.policy).map_err(failed(gateway_db))?;
+    let time_of_day = time_of_day(&gateway, &central).map_err(failed(gateway_db))?;
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
@@ -287,6 +303,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         }),
         feeder_cut,
         radio,
+        time_of_day,
         recharges,
         vouchers,
         relay,
@@ -297,6 +314,27 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         flags,
         dir: run.dir,
         wall_seconds: run.wall_seconds,
+    })
+}
+
+/// Households billed under the time-of-day tariff, and the net of its slots at both ends.
+fn time_of_day(gateway: &Connection, central: &Connection) -> rusqlite::Result<TimeOfDaySummary> {
+    let tariff = super::scenario::TOD_TARIFF;
+    let (households, gateway_paise) = gateway.query_row(
+        "SELECT COUNT(DISTINCT s.meter), COALESCE(SUM(s.tod_paise), 0) FROM segment_energy s
+         JOIN tariff_versions v ON v.id = s.version WHERE v.name = ?1",
+        [tariff],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(TimeOfDaySummary {
+        tariff: tariff.into(),
+        households,
+        gateway_paise,
+        central_paise: count(
+            central,
+            "SELECT COALESCE(SUM(tod_paise), 0) FROM segment_energy WHERE version = ?1",
+            [tariff],
+        )?,
     })
 }
 
@@ -601,6 +639,12 @@ impl Summary {
                 p.account, p.disconnects
             ));
         }
+        if self.time_of_day.gateway_paise != self.time_of_day.central_paise {
+            problems.push(format!(
+                "the time-of-day adjustments differ: {} paise at the gateway, {} at central",
+                self.time_of_day.gateway_paise, self.time_of_day.central_paise
+            ));
+        }
         if let Some(f) = &self.feeder_cut {
             if f.recorded_id.is_none() || !f.at_central {
                 problems.push("the feeder cut is not on record as a supply outage at the gateway and at central".into());
@@ -707,6 +751,14 @@ pub fn render(s: &Summary) -> String {
             f.from, f.to, f.disconnects_confirmed_during, f.disconnects_withdrawn
         ));
     }
+    let t = &s.time_of_day;
+    line(format!(
+        "  time of day        {} shops on {} (evening peak +20 %, solar hours -20 %): net {} INR at the gateway, {} INR at central",
+        t.households,
+        t.tariff,
+        gramgrid_core::tariff::rupees(t.gateway_paise),
+        gramgrid_core::tariff::rupees(t.central_paise)
+    ));
     let r = &s.radio;
     line(format!(
         "  readings           {} of {} due reached central ({:.2} %; {:.2} % of the {} meters heard)",
