@@ -644,6 +644,89 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
     }
 }
 
+/// The office records a connection's sanctioned load; the gateway is told, and its report of a
+/// month over it becomes one flag for the office. Out-of-range loads and bad months are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sanctioned_load_reaches_the_gateway_and_its_excess_is_flagged() {
+    for h in harnesses("sanctioned_load") {
+        h.customer("A1", "gw-a").await;
+        let path = "/api/v1/accounts/A1/sanctioned-load";
+        let (status, body) = h.call("PUT", path, Some(r#"{"watts": 50}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("outside 100 to 200000 W"),
+            "{body}"
+        );
+        let (status, body) = h.call("PUT", path, Some(r#"{"watts": 2000}"#)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sanctioned_load_w"], 2000);
+        let first = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        assert!(first.downlink.iter().any(|r| r.event
+            == DownlinkEvent::AccountSanctionedLoad {
+                id: "A1".into(),
+                watts: Some(2000),
+            }));
+        let excess = |seq: u64, month: &str| PriorityRecord {
+            seq,
+            event: UplinkEvent::SanctionedLoadExceeded {
+                id: format!("gw-a:overload:A1:{month}"),
+                account: "A1".into(),
+                month: month.into(),
+                intervals: 4,
+                max_demand_w: 2_800,
+                sanctioned_w: 2_000,
+                at: Utc::now(),
+            },
+        };
+        let answer = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    vec![
+                        excess(1, "2026-11"),
+                        excess(2, "November"),
+                        excess(3, "2026-11"),
+                    ],
+                    None,
+                    first.downlink.last().unwrap().seq,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.priority_acked, 3);
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        let kinds = |kind: &str| {
+            flags
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["kind"] == kind)
+                .cloned()
+                .collect::<Vec<Value>>()
+        };
+        let exceeded = kinds("sanctioned_load_exceeded");
+        assert_eq!(exceeded.len(), 1, "{flags}");
+        assert_eq!(exceeded[0]["account"], "A1");
+        assert!(
+            exceeded[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("2000 W in 4"),
+            "{flags}"
+        );
+        assert!(kinds("absurd_value").iter().any(|f| f["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'November' is not a month")));
+        let (status, body) = h.call("DELETE", path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sanctioned_load_w"], Value::Null);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_b_cannot_touch_gateway_a_data() {
     for h in harnesses("gateway_isolation") {

@@ -138,20 +138,27 @@ pub struct AccountView {
     /// Why the account is never disconnected automatically (e.g. "life support"); None when it
     /// is not protected. Set with `PUT /api/v1/accounts/{id}/protection`.
     pub protected: Option<String>,
+    /// The load the connection is sanctioned for, in W; None when not recorded. Set with
+    /// `PUT /api/v1/accounts/{id}/sanctioned-load`.
+    pub sanctioned_load_w: Option<i64>,
 }
 
 fn account_view_from_row(row: &super::db::Row) -> Result<AccountView> {
     Ok(AccountView {
         account: account_from_row(row)?,
         protected: row.opt_text(7)?,
+        sanctioned_load_w: row.opt_int(8)?,
     })
 }
+
+/// The smallest and largest sanctioned load the office may record, in W.
+pub const SANCTIONED_LOAD_W: std::ops::RangeInclusive<i64> = 100..=200_000;
 
 /// One account with its protection, or `NotFound`.
 pub fn account_view(tx: &mut dyn Tx, id: &str) -> Result<AccountView> {
     let row = tx
         .query_opt(
-            &format!("SELECT {ACCOUNT_COLUMNS}, protected FROM accounts WHERE id = $1"),
+            &format!("SELECT {ACCOUNT_COLUMNS}, protected, sanctioned_load_w FROM accounts WHERE id = $1"),
             &[id.into()],
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no account '{id}'")))?;
@@ -161,12 +168,42 @@ pub fn account_view(tx: &mut dyn Tx, id: &str) -> Result<AccountView> {
 /// Every account with its protection, by id.
 pub fn list_accounts(tx: &mut dyn Tx) -> Result<Vec<AccountView>> {
     tx.query(
-        &format!("SELECT {ACCOUNT_COLUMNS}, protected FROM accounts ORDER BY id"),
+        &format!(
+            "SELECT {ACCOUNT_COLUMNS}, protected, sanctioned_load_w FROM accounts ORDER BY id"
+        ),
         &[],
     )?
     .iter()
     .map(account_view_from_row)
     .collect()
+}
+
+/// Records the load an account's connection is sanctioned for (W), or with None forgets it. Its
+/// gateway is told, and flags the months the household draws more in several intervals.
+pub fn set_sanctioned_load(tx: &mut dyn Tx, id: &str, watts: Option<i64>) -> Result<AccountView> {
+    if let Some(watts) = watts.filter(|w| !SANCTIONED_LOAD_W.contains(w)) {
+        return Err(CentralError::Invalid(format!(
+            "a sanctioned load of {watts} W is outside {} to {} W",
+            SANCTIONED_LOAD_W.start(),
+            SANCTIONED_LOAD_W.end()
+        )));
+    }
+    let account = self::account(tx, id)?;
+    tx.execute(
+        "UPDATE accounts SET sanctioned_load_w = $2 WHERE id = $1",
+        &[id.into(), watts.into()],
+    )?;
+    if let Some(gateway) = &account.gateway {
+        append_downlink(tx, gateway, &sanctioned_load_event(id, watts))?;
+    }
+    account_view(tx, id)
+}
+
+fn sanctioned_load_event(id: &str, watts: Option<i64>) -> DownlinkEvent {
+    DownlinkEvent::AccountSanctionedLoad {
+        id: id.to_owned(),
+        watts,
+    }
 }
 
 /// Protects an account (`reason`, e.g. "life support": never disconnected automatically) or, with
@@ -283,7 +320,8 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
             for event in events_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &DownlinkEvent::Ledger((&event).into()))?;
             }
-            if let Some(reason) = account_view(tx, &account.id)?.protected {
+            let view = account_view(tx, &account.id)?;
+            if let Some(reason) = view.protected {
                 append_downlink(
                     tx,
                     gateway,
@@ -291,6 +329,13 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
                         id: account.id.clone(),
                         protected: Some(reason),
                     },
+                )?;
+            }
+            if let Some(watts) = view.sanctioned_load_w {
+                append_downlink(
+                    tx,
+                    gateway,
+                    &sanctioned_load_event(&account.id, Some(watts)),
                 )?;
             }
         }

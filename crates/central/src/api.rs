@@ -68,6 +68,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/accounts/{id}/decisions"),
     ("get", "/api/v1/accounts/{id}/messages"),
     ("put", "/api/v1/accounts/{id}/protection"),
+    ("put", "/api/v1/accounts/{id}/sanctioned-load"),
+    ("delete", "/api/v1/accounts/{id}/sanctioned-load"),
     ("delete", "/api/v1/accounts/{id}/protection"),
     ("post", "/api/v1/accounts/{id}/arrears"),
     ("get", "/api/v1/gateways/{id}/holds"),
@@ -189,6 +191,10 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/accounts/{id}/decisions", get(account_decisions))
         .route("/api/v1/accounts/{id}/messages", get(account_messages))
+        .route(
+            "/api/v1/accounts/{id}/sanctioned-load",
+            put(set_sanctioned_load).delete(forget_sanctioned_load),
+        )
         .route(
             "/api/v1/accounts/{id}/protection",
             put(protect_account).delete(unprotect_account),
@@ -752,6 +758,41 @@ async fn protect_account(
     Ok(Json(
         write(&central, caller, move |tx| {
             accounts::set_protection(tx, &id, Some(&body.reason))
+        })
+        .await?,
+    ))
+}
+
+/// A sanctioned load as the office enters it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SanctionedLoad {
+    watts: i64,
+}
+
+async fn set_sanctioned_load(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Result<Json<SanctionedLoad>, JsonRejection>,
+) -> ApiResult<Json<AccountView>> {
+    let Json(body) = body?;
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            accounts::set_sanctioned_load(tx, &id, Some(body.watts))
+        })
+        .await?,
+    ))
+}
+
+async fn forget_sanctioned_load(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountView>> {
+    Ok(Json(
+        write(&central, caller, move |tx| {
+            accounts::set_sanctioned_load(tx, &id, None)
         })
         .await?,
     ))

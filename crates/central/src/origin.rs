@@ -381,6 +381,24 @@ impl<'a> Origin<'a> {
                     }
                 }))
             }
+            UplinkEvent::SanctionedLoadExceeded {
+                id,
+                account,
+                month,
+                at,
+                ..
+            } => Ok(self.account(tx, account)?.and_then(|_| {
+                self.not_ahead(*at, Some(account))?;
+                bounded("an overload id", id, MAX_RECORD_ID_BYTES, Some(account))?;
+                match Month::parse(month) {
+                    Some(_) => Ok(()),
+                    None => Err(Refusal::new(
+                        "absurd_value",
+                        Some(account),
+                        format!("'{month}' is not a month (YYYY-MM)"),
+                    )),
+                }
+            })),
             UplinkEvent::Decision {
                 id,
                 account,

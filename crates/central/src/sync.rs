@@ -551,6 +551,28 @@ fn apply_record(
             };
             events::record_outage(tx, &outage, checks.now)?;
         }
+        UplinkEvent::SanctionedLoadExceeded {
+            id,
+            account,
+            month,
+            intervals,
+            max_demand_w,
+            sanctioned_w,
+            at,
+        } => {
+            let detail = format!(
+                "in {month} the household drew more than its sanctioned load of {sanctioned_w} W in {intervals} 15-minute intervals (maximum {max_demand_w} W): check the connection, or revise the sanctioned load"
+            );
+            flag(
+                tx,
+                &format!("{gateway}:{id}"),
+                "sanctioned_load_exceeded",
+                Some(gateway),
+                Some(account),
+                *at,
+                &detail,
+            )?;
+        }
     }
     Ok(None)
 }

@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub technician: crate::technician_config::TechnicianConfig,
     /// `[outage]`: when meters losing power together count as a supply outage.
     pub outage: gramgrid_core::outage::OutageRule,
+    /// `[load]`: when drawing more than the sanctioned load is flagged for the office.
+    pub load: gramgrid_core::demand::LoadRule,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,

@@ -10,6 +10,7 @@
 mod display;
 mod events;
 mod guard;
+mod load;
 
 use crate::config::GatewayConfig;
 use crate::store::{
@@ -103,6 +104,8 @@ pub struct PassReport {
     pub minimum_charges: usize,
     /// Demand charges recorded (first pass of a month, tariffs with a demand charge).
     pub demand_charges: usize,
+    /// Months newly flagged for drawing more than the sanctioned load (first pass of a day).
+    pub overloads: usize,
     /// Alerts newly enqueued (low balance, daily message); one already enqueued is not counted.
     pub alerts: usize,
     /// Relay commands the policy decided and queued in the store in this pass.
@@ -139,6 +142,9 @@ pub struct Gateway {
         gramgrid_core::outage::OutageSpan,
         std::collections::BTreeSet<i64>,
     )>,
+    /// The local day whose sanctioned-load check has run (in memory: a restart checks once more,
+    /// and a month already flagged stays flagged once).
+    loads_checked_on: Option<chrono::NaiveDate>,
 }
 
 impl Gateway {
@@ -159,6 +165,7 @@ impl Gateway {
             link: None,
             shown: Default::default(),
             dark: None,
+            loads_checked_on: None,
         };
         gateway.refresh_published()?;
         Ok(gateway)
@@ -364,6 +371,7 @@ impl Gateway {
             cuts.extend(self.decide_account(&account, meter, &pass, &mut report)?);
         }
         self.guard_cuts(cuts, now, clock_trusted, &mut report)?;
+        report.overloads = self.check_sanctioned_loads(now)?;
         self.advance_relay_commands(now, clock_trusted, &mut report)?;
         Ok(report)
     }

@@ -32,8 +32,9 @@ pub use model::{
 /// power fail and restore, relay operated, clock set) and the supply outages the gateway found in
 /// them ([`UplinkEvent::SupplyOutage`]).
 /// Version 8 appended the time-of-day slots and demand charge of a tariff version
-/// ([`DownlinkEvent::TariffDetails`]) and the gateway's demand charges (ledger kind
-/// `DemandCharge`). A gateway older than that bills such a version at its slab rates only, so
+/// ([`DownlinkEvent::TariffDetails`]), the gateway's demand charges (ledger kind `DemandCharge`),
+/// accounts' sanctioned loads ([`DownlinkEvent::AccountSanctionedLoad`]) and the months a
+/// household exceeded it ([`UplinkEvent::SanctionedLoadExceeded`]). A gateway older than that bills such a version at its slab rates only, so
 /// upgrade the gateways before publishing one.
 pub const PROTOCOL_VERSION: u16 = 8;
 /// The oldest version this gramgrid still speaks.
@@ -288,6 +289,24 @@ pub enum UplinkEvent {
         /// Serials of the meters that lost power together.
         meters: Vec<String>,
     },
+    /// A household drew more than its sanctioned load in several 15-minute intervals of a local
+    /// month (protocol 8); sent once per account and month.
+    SanctionedLoadExceeded {
+        /// `<gateway>:overload:<account>:<YYYY-MM>`.
+        id: String,
+        /// The account.
+        account: String,
+        /// The local month, `YYYY-MM`.
+        month: String,
+        /// Intervals above the sanctioned load so far in the month.
+        intervals: u32,
+        /// The month's maximum demand so far, in W.
+        max_demand_w: i64,
+        /// The sanctioned load, in W.
+        sanctioned_w: i64,
+        /// When the gateway found it.
+        at: DateTime<Utc>,
+    },
 }
 
 /// Readings of one meter at a regular interval, delta-encoded: reading `i` was taken at
@@ -509,6 +528,13 @@ pub enum DownlinkEvent {
         /// Its ABP session keys.
         keys: MeterKeys,
     },
+    /// The load an account's connection is sanctioned for (protocol 8); None: not recorded.
+    AccountSanctionedLoad {
+        /// The account id.
+        id: String,
+        /// The sanctioned load, in W.
+        watts: Option<i64>,
+    },
     /// What a published tariff version has beyond [`DownlinkEvent::Tariff`] (protocol 8): its
     /// time-of-day slots and demand charge, sent right after it; a version with neither has none.
     TariffDetails {
@@ -535,7 +561,7 @@ impl DownlinkEvent {
             DownlinkEvent::AccountLanguage { .. } => 4,
             DownlinkEvent::Technician { .. } => 5,
             DownlinkEvent::StockMeter { .. } => 6,
-            DownlinkEvent::TariffDetails { .. } => 8,
+            DownlinkEvent::TariffDetails { .. } | DownlinkEvent::AccountSanctionedLoad { .. } => 8,
             _ => 1,
         }
     }
@@ -923,6 +949,15 @@ mod tests {
                 started_at: at,
                 ended_at: None,
                 meters: vec!["M1".into(), "M2".into()],
+            },
+            UplinkEvent::SanctionedLoadExceeded {
+                id: "gw-1:overload:A1:2026-11".into(),
+                account: "A1".into(),
+                month: "2026-11".into(),
+                intervals: 4,
+                max_demand_w: 3_200,
+                sanctioned_w: 2_000,
+                at,
             },
         ];
         for event in downlink {

@@ -351,6 +351,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE segment_energy ADD COLUMN tod_weight BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE segment_energy ADD COLUMN tod_paise BIGINT NOT NULL DEFAULT 0
     "#,
+    // 12: sanctioned load. The load each connection is sanctioned for (W), set by the office and
+    // sent to its gateway; the gateway reports months the household draws more.
+    r#"
+    ALTER TABLE accounts ADD COLUMN sanctioned_load_w BIGINT
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

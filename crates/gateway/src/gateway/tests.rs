@@ -316,6 +316,57 @@ fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
 }
 
 #[test]
+fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, _link) = gateway(&dir, "[load]\nalert_after_intervals = 3\n");
+    gw.store().set_sanctioned_load("A1", Some(2_000)).unwrap();
+    // An evening: 600 Wh in a quarter-hour is 2.4 kW, over the 2 kW sanctioned.
+    let start = ist(2026, 11, 20, 18, 0);
+    let mut register = 5_000;
+    let mut readings = vec![MeterReading {
+        meter,
+        at: start,
+        register_wh: register,
+    }];
+    for (i, wh) in (1..).zip([600, 300, 600, 450, 700]) {
+        register += wh;
+        readings.push(MeterReading {
+            meter,
+            at: start + Duration::minutes(15 * i),
+            register_wh: register,
+        });
+    }
+    gw.ingest_readings(&readings[..3]).unwrap();
+    // Two intervals over by the next morning: not yet repeated enough.
+    let first = gw.policy_pass(ist(2026, 11, 21, 0, 1), true).unwrap();
+    assert_eq!(first.overloads, 0);
+    gw.ingest_readings(&readings[3..]).unwrap();
+    let same_day = gw.policy_pass(ist(2026, 11, 21, 10, 0), true).unwrap();
+    assert_eq!(same_day.overloads, 0, "checked once a day");
+    let next_day = gw.policy_pass(ist(2026, 11, 22, 0, 1), true).unwrap();
+    assert_eq!(next_day.overloads, 1);
+    let again = gw.policy_pass(ist(2026, 11, 23, 0, 1), true).unwrap();
+    assert_eq!(again.overloads, 0, "once a month");
+    let flagged: Vec<(u32, i64, i64)> = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::SanctionedLoadExceeded {
+                intervals,
+                max_demand_w,
+                sanctioned_w,
+                month,
+                ..
+            } if month == "2026-11" => Some((intervals, max_demand_w, sanctioned_w)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flagged, vec![(3, 2_800, 2_000)]);
+}
+
+#[test]
 fn an_unconfirmed_command_is_retried_then_times_out_with_an_alert() {
     let dir = tempfile::tempdir().unwrap();
     let (mut gw, meter, link) = gateway(

@@ -407,4 +407,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger_events_v17 RENAME TO ledger_events;
     CREATE INDEX ledger_by_account ON ledger_events(account, kind, at);
     "#,
+    // 18: sanctioned loads (`store::load`): each account's, as central sent it, and the months a
+    // household drew more in several intervals (each once).
+    r#"
+    ALTER TABLE accounts ADD COLUMN sanctioned_load_w INTEGER;
+    CREATE TABLE overloads (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        month TEXT NOT NULL,
+        intervals INTEGER NOT NULL,
+        max_demand_w INTEGER NOT NULL,
+        sanctioned_w INTEGER NOT NULL,
+        at INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -591,6 +591,10 @@ fn apply_one(
             super::guard::set_protection_in(tx, id, protected.as_deref())?;
             Ok(Effect::None)
         }
+        DownlinkEvent::AccountSanctionedLoad { id, watts } => {
+            super::load::set_sanctioned_load_in(tx, id, *watts)?;
+            Ok(Effect::None)
+        }
         DownlinkEvent::BreakerRelease {
             hold_id,
             by,

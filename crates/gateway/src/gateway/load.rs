@@ -1,0 +1,72 @@
+//! Sanctioned loads: at the first pass of each local day, every account with a sanctioned load is
+//! checked against its 15-minute demands in the month of the day that ended; a month with enough
+//! intervals above it (`[load]`, `gramgrid_core::demand::LoadRule`) is recorded once and flagged at
+//! central.
+use super::Gateway;
+use crate::store::{Overload, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use gramgrid_core::civil::{self, Month};
+use gramgrid_core::rating::RegisterReading;
+
+impl Gateway {
+    /// Checks the accounts once per local day; returns how many months were newly flagged.
+    pub(super) fn check_sanctioned_loads(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let today = civil::local_date(now);
+        if self.loads_checked_on == Some(today) {
+            return Ok(0);
+        }
+        self.loads_checked_on = Some(today);
+        // The month of the day that ended: on the 1st, the whole of last month.
+        let month = Month::containing(now - Duration::days(1));
+        let Some(first_day) = month.first_day() else {
+            return Ok(0);
+        };
+        let start = civil::start_of_local_day(first_day);
+        let end = month
+            .next()
+            .first_day()
+            .map_or(now, civil::start_of_local_day)
+            .min(now);
+        let mut flagged = 0;
+        for account in self.store.accounts()? {
+            let Some(sanctioned_w) = self.store.sanctioned_load(&account.id)? else {
+                continue;
+            };
+            let id = format!("{}:overload:{}:{month}", self.config.gateway.id, account.id);
+            if self.store.has_overload(&id)? {
+                continue;
+            }
+            let Some((meter, _)) = self.store.active_meter(&account.id)? else {
+                continue;
+            };
+            let readings: Vec<RegisterReading> = self
+                .store
+                .meter_readings(meter, start, end)?
+                .into_iter()
+                .map(|(at, register_wh)| RegisterReading { at, register_wh })
+                .collect();
+            let Some(excess) = self.config.load.excess(&readings, sanctioned_w) else {
+                continue;
+            };
+            let overload = Overload {
+                id,
+                account: account.id.clone(),
+                month: month.to_string(),
+                intervals: u32::try_from(excess.intervals).unwrap_or(u32::MAX),
+                max_demand_w: excess.max_demand_w,
+                sanctioned_w,
+                at: now,
+            };
+            if self.store.record_overload(&overload)? {
+                tracing::warn!(account = %account.id, %month, intervals = excess.intervals,
+                    max_demand_w = excess.max_demand_w, sanctioned_w,
+                    "a household drew more than its sanctioned load repeatedly; flagged for the office");
+                flagged += 1;
+            }
+        }
+        Ok(flagged)
+    }
+}

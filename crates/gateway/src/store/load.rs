@@ -1,0 +1,107 @@
+//! Sanctioned loads: the load each account's connection is sanctioned for (from central), and the
+//! months in which a household drew more in several intervals, each recorded once and queued for
+//! central (`UplinkEvent::SanctionedLoadExceeded`) in the same transaction.
+use super::outbox::append_outbox;
+use super::{Result, Store};
+use chrono::{DateTime, Utc};
+use gramgrid_proto::wire::UplinkEvent;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// A month in which a household drew more than its sanctioned load in several intervals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overload {
+    /// `<gateway>:overload:<account>:<YYYY-MM>`.
+    pub id: String,
+    /// The account.
+    pub account: String,
+    /// The local month, `YYYY-MM`.
+    pub month: String,
+    /// Intervals above the sanctioned load when it was found.
+    pub intervals: u32,
+    /// The month's maximum demand then, in W.
+    pub max_demand_w: i64,
+    /// The sanctioned load, in W.
+    pub sanctioned_w: i64,
+    /// When the gateway found it.
+    pub at: DateTime<Utc>,
+}
+
+/// Stores an account's sanctioned load as central sent it (None: not recorded).
+pub(super) fn set_sanctioned_load_in(
+    tx: &Transaction<'_>,
+    account: &str,
+    watts: Option<i64>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE accounts SET sanctioned_load_w = ?2 WHERE id = ?1",
+        params![account, watts],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// The load an account's connection is sanctioned for, in W, if central recorded one.
+    pub fn sanctioned_load(&self, account: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sanctioned_load_w FROM accounts WHERE id = ?1",
+                [account],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Records an account's sanctioned load here (tests and the technician; central's records do
+    /// the same through sync).
+    pub fn set_sanctioned_load(&mut self, account: &str, watts: Option<i64>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        set_sanctioned_load_in(&tx, account, watts)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether the month's overload of an account is on record already.
+    pub fn has_overload(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM overloads WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Records a month's overload once and queues it for central; false when it was on record.
+    pub fn record_overload(&mut self, overload: &Overload) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let new = tx.execute(
+            "INSERT INTO overloads (id, account, month, intervals, max_demand_w, sanctioned_w, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            params![
+                overload.id,
+                overload.account,
+                overload.month,
+                overload.intervals,
+                overload.max_demand_w,
+                overload.sanctioned_w,
+                overload.at.timestamp()
+            ],
+        )? == 1;
+        if new {
+            append_outbox(
+                &tx,
+                &UplinkEvent::SanctionedLoadExceeded {
+                    id: overload.id.clone(),
+                    account: overload.account.clone(),
+                    month: overload.month.clone(),
+                    intervals: overload.intervals,
+                    max_demand_w: overload.max_demand_w,
+                    sanctioned_w: overload.sanctioned_w,
+                    at: overload.at,
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+}
