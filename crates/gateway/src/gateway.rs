@@ -106,6 +106,8 @@ pub struct PassReport {
     pub demand_charges: usize,
     /// Months newly flagged for drawing more than the sanctioned load (first pass of a day).
     pub overloads: usize,
+    /// Supply outages found or changed since the last pass, queued for central.
+    pub outages_sent: usize,
     /// Alerts newly enqueued (low balance, daily message); one already enqueued is not counted.
     pub alerts: usize,
     /// Relay commands the policy decided and queued in the store in this pass.
@@ -372,6 +374,7 @@ impl Gateway {
         }
         self.guard_cuts(cuts, now, clock_trusted, &mut report)?;
         report.overloads = self.check_sanctioned_loads(now)?;
+        report.outages_sent = self.store.queue_outage_updates()?;
         self.advance_relay_commands(now, clock_trusted, &mut report)?;
         Ok(report)
     }

@@ -2,9 +2,9 @@
 //! operated, clock set), and the supply outages the gateway finds in it.
 //!
 //! An event's id is made from the meter, the kind and the meter's time, so a meter that reports
-//! the same event twice stores it once. Each new event, and each new or changed outage, goes to
-//! the priority outbox in the transaction that stores it (`UplinkEvent::MeterEvent`,
-//! `UplinkEvent::SupplyOutage`).
+//! the same event twice stores it once. Each new event goes to the priority outbox in the
+//! transaction that stores it (`UplinkEvent::MeterEvent`); a new or changed outage is marked and
+//! queued by the next policy pass, its latest state once (`UplinkEvent::SupplyOutage`).
 use super::outbox::append_outbox;
 use super::{from_ts, serial_of, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -167,8 +167,8 @@ impl Store {
         Ok(outages)
     }
 
-    /// Stores an outage found or changed, and queues it for central, in one transaction. Returns
-    /// false (and writes nothing) when it is stored already exactly so.
+    /// Stores an outage found or changed and marks it for central ([`Store::queue_outage_updates`]
+    /// sends it). Returns false (and writes nothing) when it is stored already exactly so.
     pub fn put_outage(&mut self, outage: &SupplyOutage) -> Result<bool> {
         let meters = serde_json::to_string(&outage.meters)
             .map_err(|e| StoreError::Encoding(e.to_string()))?;
@@ -184,21 +184,52 @@ impl Store {
             return Ok(false);
         }
         tx.prepare_cached(
-            "INSERT INTO supply_outages (id, started_at, ended_at, meters) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET started_at = ?2, ended_at = ?3, meters = ?4",
+            "INSERT INTO supply_outages (id, started_at, ended_at, meters, uplink_pending) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (id) DO UPDATE SET started_at = ?2, ended_at = ?3, meters = ?4, uplink_pending = 1",
         )?
         .execute(params![outage.id, row.0, row.1, row.2])?;
-        append_outbox(
-            &tx,
-            &UplinkEvent::SupplyOutage {
-                id: outage.id.clone(),
-                started_at: outage.started_at,
-                ended_at: outage.ended_at,
-                meters: outage.meters.clone(),
-            },
-        )?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Queues for central, in one transaction, every outage stored or changed since the last call
+    /// (`UplinkEvent::SupplyOutage`, its latest state once). The policy pass calls it, so the
+    /// reports of a village's meters after a cut, each refining the outage, cost one record per
+    /// pass on the backhaul rather than one per meter. Returns how many were queued.
+    pub fn queue_outage_updates(&mut self) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let pending = tx
+            .prepare_cached(
+                "SELECT id, started_at, ended_at, meters FROM supply_outages WHERE uplink_pending = 1 ORDER BY started_at, id",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, started_at, ended_at, meters) in &pending {
+            let meters: Vec<String> = serde_json::from_str(meters)
+                .map_err(|e| StoreError::Encoding(format!("supply_outages.meters: {e}")))?;
+            append_outbox(
+                &tx,
+                &UplinkEvent::SupplyOutage {
+                    id: id.clone(),
+                    started_at: from_ts(*started_at),
+                    ended_at: ended_at.map(from_ts),
+                    meters,
+                },
+            )?;
+        }
+        tx.execute(
+            "UPDATE supply_outages SET uplink_pending = 0 WHERE uplink_pending = 1",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(pending.len())
     }
 }
 

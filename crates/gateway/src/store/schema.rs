@@ -421,4 +421,9 @@ pub const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL
     );
     "#,
+    // 19: an outage found or changed waits for the next policy pass to be queued for central
+    // (`Store::queue_outage_updates`), so a village's meters reporting one cut cost one record.
+    r#"
+    ALTER TABLE supply_outages ADD COLUMN uplink_pending INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
