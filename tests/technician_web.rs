@@ -210,11 +210,24 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         "/api/v1/accounts",
         &format!(r#"{{"id": "ACC-2", "consumer_name": "Household 2", "category": "domestic", "gateway": "{GATEWAY_ID}"}}"#),
     );
+    // The office records the first household's sanctioned load.
+    let (status, answer) = village.central.call(
+        "PUT",
+        "/api/v1/accounts/ACC-0/sanctioned-load",
+        Some(r#"{"watts": 2500}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
     wait_for(
-        "the logins to reach the gateway",
+        "the logins and the sanctioned load to reach the gateway",
         Duration::from_secs(30),
         &d,
-        || count(&village.gateway_db, "SELECT COUNT(*) FROM technicians") == 2,
+        || {
+            count(&village.gateway_db, "SELECT COUNT(*) FROM technicians") == 2
+                && count(
+                    &village.gateway_db,
+                    "SELECT COUNT(*) FROM accounts WHERE sanctioned_load_w = 2500",
+                ) == 1
+        },
     );
     // No credit: both households are cut and the meters confirm.
     wait_for(
@@ -323,6 +336,14 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             .await
             .unwrap();
         assert!(demand.contains(" kW · "), "{demand}");
+        let sanctioned = client
+            .find(Locator::Css("dd.sanctioned"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(sanctioned.starts_with("2.500 kW"), "{sanctioned}");
         assert!(
             client.find(Locator::Css("svg.chart rect")).await.is_ok(),
             "the load chart"

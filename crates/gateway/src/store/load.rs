@@ -62,6 +62,19 @@ impl Store {
         Ok(())
     }
 
+    /// The intervals over its sanctioned load an account was flagged for in a month (`YYYY-MM`), if
+    /// it was.
+    pub fn overload_in(&self, account: &str, month: &str) -> Result<Option<u32>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT intervals FROM overloads WHERE account = ?1 AND month = ?2",
+                [account, month],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Whether the month's overload of an account is on record already.
     pub fn has_overload(&self, id: &str) -> Result<bool> {
         Ok(self

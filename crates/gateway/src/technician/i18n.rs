@@ -163,6 +163,8 @@ pub const TEXTS: &[(&str, &str)] = &[
     ),
     ("Link history", "लिंक इतिहास"),
     ("Maximum demand this month", "इस महीने की अधिकतम मांग"),
+    ("Sanctioned load", "स्वीकृत भार"),
+    ("exceeded this month, intervals:", "इस महीने पार, अंतराल:"),
     ("heard", "सुना"),
     ("silent", "चुप"),
     ("Meter events (meter clock)", "मीटर की घटनाएँ (मीटर की घड़ी)"),

@@ -737,23 +737,20 @@ async fn meter_page(
         let Some(meter) = store.meter_id(&serial)? else {
             return Ok(None);
         };
-        let events = store.meter_events(meter, METER_PAGE_EVENTS)?;
-        let max_demand = month_max_demand(store, meter, now)?;
-        Ok(Some((
+        let account = row.status.account.clone();
+        let month = gramgrid_core::civil::Month::containing(now).to_string();
+        let view = pages::MeterView {
+            chart: load_chart(store, meter, now)?,
+            events: store.meter_events(meter, METER_PAGE_EVENTS)?,
+            max_demand: month_max_demand(store, meter, now)?,
+            sanctioned_load_w: store.sanctioned_load(&account)?,
+            overload_intervals: store.overload_in(&account, &month)?,
             row,
-            load_chart(store, meter, now)?,
-            events,
-            max_demand,
-        )))
+        };
+        Ok(Some(view))
     });
     match found {
-        Ok(Some((row, chart, events, max_demand))) => {
-            let view = pages::MeterView {
-                row,
-                chart,
-                events,
-                max_demand,
-            };
+        Ok(Some(view)) => {
             let body = pages::meter(ctx.lang, &ctx.session, &view);
             s.render(
                 &ctx,

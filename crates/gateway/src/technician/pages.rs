@@ -273,6 +273,10 @@ pub struct MeterView {
     pub events: Vec<crate::store::StoredMeterEvent>,
     /// This month's maximum demand: the 15-minute interval's end and its average power in W.
     pub max_demand: Option<(DateTime<Utc>, i64)>,
+    /// The load the connection is sanctioned for, in W, if central recorded one.
+    pub sanctioned_load_w: Option<i64>,
+    /// The intervals over it this month was flagged for, if it was.
+    pub overload_intervals: Option<u32>,
 }
 
 /// A meter event's kind in words (`EventKind::name` → an i18n text).
@@ -303,6 +307,10 @@ pub fn meter(lang: Lang, session: &Session, view: &MeterView) -> Markup {
             dt { (lang.tr("Signal")) } dd { (signal(view.row.health.as_ref())) }
             dt { (lang.tr("Last reading")) } dd { @match view.row.last_reading { Some((at, wh)) => { (when(at)) " · " (kwh(wh)) " kWh" }, None => "—" } }
             dt { (lang.tr("Maximum demand this month")) } dd.demand { @match view.max_demand { Some((at, w)) => { (kwh(w)) " kW · " (when(at)) }, None => "—" } }
+            dt { (lang.tr("Sanctioned load")) } dd.sanctioned {
+                @match view.sanctioned_load_w { Some(w) => { (kwh(w)) " kW" }, None => "—" }
+                @if let Some(n) = view.overload_intervals { " · " strong.bad { (lang.tr("exceeded this month, intervals:")) " " (n) } }
+            }
             dt { (lang.tr("Alerts")) } dd { @if view.row.alerts.is_empty() { (lang.tr("none")) } @else { (view.row.alerts.join(", ")) } }
         }
         h2 { (lang.tr("Load, last 7 days (kWh per hour)")) }
