@@ -144,9 +144,9 @@ pub struct Gateway {
         gramgrid_core::outage::OutageSpan,
         std::collections::BTreeSet<i64>,
     )>,
-    /// The local day whose sanctioned-load check has run (in memory: a restart checks once more,
-    /// and a month already flagged stays flagged once).
-    loads_checked_on: Option<chrono::NaiveDate>,
+    /// The local day whose sanctioned-load check has run, and the sanctioned loads it saw (in
+    /// memory: a restart checks once more, and a month already flagged stays flagged once).
+    loads_checked: Option<(chrono::NaiveDate, (i64, i64))>,
 }
 
 impl Gateway {
@@ -167,7 +167,7 @@ impl Gateway {
             link: None,
             shown: Default::default(),
             dark: None,
-            loads_checked_on: None,
+            loads_checked: None,
         };
         gateway.refresh_published()?;
         Ok(gateway)

@@ -1,7 +1,7 @@
-//! Sanctioned loads: at the first pass of each local day, every account with a sanctioned load is
-//! checked against its 15-minute demands in the month of the day that ended; a month with enough
-//! intervals above it (`[load]`, `gramgrid_core::demand::LoadRule`) is recorded once and flagged at
-//! central.
+//! Sanctioned loads: at the first pass of each local day (and again when central changes a
+//! sanctioned load), every account with one is checked against its 15-minute demands in the month
+//! of the day that ended; a month with enough intervals above it (`[load]`,
+//! `gramgrid_core::demand::LoadRule`) is recorded once and flagged at central.
 use super::Gateway;
 use crate::store::{Overload, StoreError};
 use chrono::{DateTime, Duration, Utc};
@@ -9,16 +9,20 @@ use gramgrid_core::civil::{self, Month};
 use gramgrid_core::rating::RegisterReading;
 
 impl Gateway {
-    /// Checks the accounts once per local day; returns how many months were newly flagged.
+    /// Checks the accounts once per local day, and again when the sanctioned loads changed;
+    /// returns how many months were newly flagged.
     pub(super) fn check_sanctioned_loads(
         &mut self,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let today = civil::local_date(now);
-        if self.loads_checked_on == Some(today) {
+        let checked = (
+            civil::local_date(now),
+            self.store.sanctioned_loads_digest()?,
+        );
+        if self.loads_checked == Some(checked) {
             return Ok(0);
         }
-        self.loads_checked_on = Some(today);
+        self.loads_checked = Some(checked);
         // The month of the day that ended: on the 1st, the whole of last month.
         let month = Month::containing(now - Duration::days(1));
         let Some(first_day) = month.first_day() else {

@@ -347,23 +347,43 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
     assert_eq!(next_day.overloads, 1);
     let again = gw.policy_pass(ist(2026, 11, 23, 0, 1), true).unwrap();
     assert_eq!(again.overloads, 0, "once a month");
-    let flagged: Vec<(u32, i64, i64)> = gw
+    // A household whose load central records in the day is checked at once, not the next day.
+    village(&mut gw, "V", 1);
+    let v0 = gw.store().meter_id("MV0").unwrap().unwrap();
+    let evening = [(0, 10_000), (15, 10_700), (30, 11_400), (45, 12_100)];
+    gw.ingest_readings(&evening.map(|(minutes, register_wh)| MeterReading {
+        meter: v0,
+        at: start + Duration::minutes(minutes),
+        register_wh,
+    }))
+    .unwrap();
+    gw.store().set_sanctioned_load("V0", Some(2_000)).unwrap();
+    let at_once = gw.policy_pass(ist(2026, 11, 23, 10, 0), true).unwrap();
+    assert_eq!(at_once.overloads, 1);
+    let flagged: Vec<(String, u32, i64, i64)> = gw
         .store()
         .priority_after(0, 10_000)
         .unwrap()
         .into_iter()
         .filter_map(|r| match r.event {
             UplinkEvent::SanctionedLoadExceeded {
+                account,
                 intervals,
                 max_demand_w,
                 sanctioned_w,
                 month,
                 ..
-            } if month == "2026-11" => Some((intervals, max_demand_w, sanctioned_w)),
+            } if month == "2026-11" => Some((account, intervals, max_demand_w, sanctioned_w)),
             _ => None,
         })
         .collect();
-    assert_eq!(flagged, vec![(3, 2_800, 2_000)]);
+    assert_eq!(
+        flagged,
+        vec![
+            ("A1".to_string(), 3, 2_800, 2_000),
+            ("V0".to_string(), 3, 2_800, 2_000)
+        ]
+    );
 }
 
 #[test]

@@ -53,6 +53,15 @@ impl Store {
             .flatten())
     }
 
+    /// How many accounts have a sanctioned load, and their sum in W: changes when central changes one.
+    pub fn sanctioned_loads_digest(&self) -> Result<(i64, i64)> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(sanctioned_load_w), COALESCE(SUM(sanctioned_load_w), 0) FROM accounts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Records an account's sanctioned load here (tests and the technician; central's records do
     /// the same through sync).
     pub fn set_sanctioned_load(&mut self, account: &str, watts: Option<i64>) -> Result<()> {
