@@ -3,8 +3,8 @@ use super::accounts::{self, ArrearsReport};
 use super::db::Tx;
 use super::{CentralError, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
+use gramgrid_core::civil::Month;
 use gramgrid_core::civil::{from_ts, ts};
-use gramgrid_core::civil::{start_of_local_day, Month};
 use gramgrid_core::ledger::{self, LedgerEvent};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -208,14 +208,8 @@ pub struct Statement {
 /// The statement of one account for one (Asia/Kolkata) month, from what central has.
 pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Statement> {
     accounts::account(tx, account)?;
-    let start = month
-        .first_day()
-        .map(start_of_local_day)
-        .ok_or_else(|| CentralError::Invalid(format!("month {month} is out of range")))?;
-    let end = month
-        .next()
-        .first_day()
-        .map(start_of_local_day)
+    let (start, end) = month
+        .span()
         .ok_or_else(|| CentralError::Invalid(format!("month {month} is out of range")))?;
     // Arrears recovered by the start and by the end of the month, under the policy in force, from
     // the money events known then: what the gateway's balance would have taken off.

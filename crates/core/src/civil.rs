@@ -71,6 +71,15 @@ impl Month {
         NaiveDate::from_ymd_opt(self.year, self.month, 1)
     }
 
+    /// The month as instants: its first local midnight and the next month's (UTC), or None for an
+    /// impossible month.
+    pub fn span(self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        Some((
+            start_of_local_day(self.first_day()?),
+            start_of_local_day(self.next().first_day()?),
+        ))
+    }
+
     /// The month after this one.
     pub fn next(self) -> Month {
         if self.month == 12 {

@@ -421,13 +421,9 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let month = Month::containing(now).previous();
-        let (Some(first), Some(next)) = (month.first_day(), month.next().first_day()) else {
+        let Some((start, end)) = month.span() else {
             return Ok(0);
         };
-        let (start, end) = (
-            civil::start_of_local_day(first),
-            civil::start_of_local_day(next),
-        );
         if account.created_at >= end {
             return Ok(0);
         }
@@ -459,13 +455,9 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let month = Month::containing(now).previous();
-        let (Some(first), Some(next)) = (month.first_day(), month.next().first_day()) else {
+        let Some((start, end)) = month.span() else {
             return Ok(0);
         };
-        let (start, end) = (
-            civil::start_of_local_day(first),
-            civil::start_of_local_day(next),
-        );
         if account.created_at >= end || !self.book.has_demand_charge(account.category, month) {
             return Ok(0);
         }

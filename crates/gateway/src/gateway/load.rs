@@ -25,15 +25,10 @@ impl Gateway {
         self.loads_checked = Some(checked);
         // The month of the day that ended: on the 1st, the whole of last month.
         let month = Month::containing(now - Duration::days(1));
-        let Some(first_day) = month.first_day() else {
+        let Some((start, next_month)) = month.span() else {
             return Ok(0);
         };
-        let start = civil::start_of_local_day(first_day);
-        let end = month
-            .next()
-            .first_day()
-            .map_or(now, civil::start_of_local_day)
-            .min(now);
+        let end = next_month.min(now);
         let mut flagged = 0;
         for account in self.store.accounts()? {
             let Some(sanctioned_w) = self.store.sanctioned_load(&account.id)? else {
