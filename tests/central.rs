@@ -163,6 +163,12 @@ impl Harness {
     }
 }
 
+/// The flags of `kind` in a `GET /api/v1/flags` answer.
+fn flags_of_kind(flags: &Value, kind: &str) -> Vec<Value> {
+    let all = flags.as_array().map(Vec::as_slice).unwrap_or_default();
+    all.iter().filter(|f| f["kind"] == kind).cloned().collect()
+}
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, 25, 0, 0, 0).unwrap()
 }
@@ -698,15 +704,7 @@ async fn a_sanctioned_load_reaches_the_gateway_and_its_excess_is_flagged() {
             .unwrap();
         assert_eq!(answer.priority_acked, 3);
         let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
-        let kinds = |kind: &str| {
-            flags
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|f| f["kind"] == kind)
-                .cloned()
-                .collect::<Vec<Value>>()
-        };
+        let kinds = |kind: &str| flags_of_kind(&flags, kind);
         let exceeded = kinds("sanctioned_load_exceeded");
         assert_eq!(exceeded.len(), 1, "{flags}");
         assert_eq!(exceeded[0]["account"], "A1");
@@ -724,6 +722,318 @@ async fn a_sanctioned_load_reaches_the_gateway_and_its_excess_is_flagged() {
         let (status, body) = h.call("DELETE", path, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["sanctioned_load_w"], Value::Null);
+    }
+}
+
+/// `gramgrid central ARGS --config C` on `h`'s database, with the config written in `dir`; the
+/// exit code and what it printed (stdout, then stderr).
+fn central_cli(h: &Harness, dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let config = dir.join("central.toml");
+    let settings = h.central.config();
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = {:?}\nsecrets_key_file = {:?}\n",
+            settings.database_url, settings.secrets_key_file
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gramgrid"))
+        .arg("central")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .env("USER", "asha")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), printed)
+}
+
+/// gw-a's audit of `transformer` on 2026-11-29, sent under `id_gateway`'s id: 10 kWh delivered,
+/// `consumers_wh` recorded, flagged, with `suspect` (meter, account) ranked first.
+fn energy_audit(
+    id_gateway: &str,
+    transformer: &str,
+    consumers_wh: i64,
+    suspect: (&str, &str),
+) -> UplinkEvent {
+    let mut losses = vec![Some((10_000 - consumers_wh) / 95); 95];
+    losses.insert(0, None);
+    UplinkEvent::EnergyAudit(wire::EnergyAuditDay {
+        id: format!("{id_gateway}:audit:{transformer}:2026-11-29"),
+        transformer: transformer.into(),
+        day: "2026-11-29".into(),
+        intervals_compared: 95,
+        meters: 2,
+        transformer_wh: 10_000,
+        consumers_wh,
+        allowance_wh: 500,
+        flagged: true,
+        interval_loss_wh: losses,
+        suspects: vec![wire::AuditSuspect {
+            meter: suspect.0.into(),
+            account: suspect.1.into(),
+            score: 80,
+            reasons: vec![
+                wire::AuditReason::Tamper {
+                    kinds: vec!["tamper_magnet".into()],
+                },
+                wire::AuditReason::FallsWithLoss {
+                    usual_wh: 4_200,
+                    recorded_wh: 150,
+                },
+            ],
+        }],
+        at: Utc.with_ymd_and_hms(2026, 11, 30, 1, 0, 0).unwrap(),
+    })
+}
+
+/// A distribution transformer's meter in a manifest goes to its gateway with its keys, on no
+/// account. The gateway's energy audit of a day is kept (a re-audit replaces it), listed per day
+/// and per village, flagged for the office and printed in words; an audit under another
+/// gateway's id, of a meter that is not this gateway's transformer, or naming another gateway's
+/// meter, is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformer_meter_reaches_its_gateway_and_its_energy_audit_is_kept_compared_and_flagged()
+{
+    let clock = SimulatedClock::stopped_at(Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap());
+    for h in harnesses_on("energy_audit", &WallClock::Simulated(clock.clone())) {
+        let dir = tempfile::tempdir().unwrap();
+        let village = |name: &str, meters: &[(&str, &str, &str)]| {
+            let mut text = String::from("version = 1\n");
+            for (serial, dev_addr, role) in meters {
+                text += &format!(
+                    "[[meter]]\nserial = \"{serial}\"\ndev_addr = \"{dev_addr}\"\nrole = \"{role}\"\nnwk_skey = \"00112233445566778899aabbccddeeff\"\napp_skey = \"ffeeddccbbaa99887766554433221100\"\n"
+                );
+            }
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let a = village(
+            "a.toml",
+            &[
+                ("DT-A", "26010100", "dt"),
+                ("M1", "26010001", "consumer"),
+                ("M2", "26010002", "consumer"),
+            ],
+        );
+        let b = village(
+            "b.toml",
+            &[("DT-B", "26010200", "dt"), ("N1", "26010003", "consumer")],
+        );
+        let import = |manifest: &str, gateway: &str| {
+            central_cli(
+                &h,
+                dir.path(),
+                &[
+                    "import-meters",
+                    "--manifest",
+                    manifest,
+                    "--gateway",
+                    gateway,
+                    "--installed-at",
+                    "2026-11-01T00:00:00Z",
+                ],
+            )
+        };
+        let (code, printed) = import(&a, "gw-a");
+        assert_eq!(code, 0, "{printed}");
+        assert!(
+            printed.contains("2 meters added") && printed.contains("1 transformer meters added"),
+            "{printed}"
+        );
+        assert_eq!(import(&b, "gw-b").0, 0);
+        let (code, printed) = import(&a, "gw-b");
+        assert_eq!(code, 1, "{printed}");
+        assert!(
+            printed.contains("DT-A is the transformer meter of gateway gw-a, not gw-b"),
+            "{printed}"
+        );
+        let (_, accounts) = h.call("GET", "/api/v1/accounts", None).await;
+        assert_eq!(
+            accounts.as_array().unwrap().len(),
+            3,
+            "no account for a transformer"
+        );
+
+        let first = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        let transformers: Vec<(String, u32, String)> = first
+            .downlink
+            .iter()
+            .filter_map(|r| match &r.event {
+                DownlinkEvent::TransformerMeter { serial, keys, .. } => {
+                    Some((serial.clone(), keys.dev_addr, keys.nwk_skey.to_lowercase()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            transformers,
+            [(
+                "DT-A".to_string(),
+                0x2601_0100,
+                "00112233445566778899aabbccddeeff".to_string()
+            )]
+        );
+
+        let records = |first_seq: u64, events: Vec<UplinkEvent>| {
+            events
+                .into_iter()
+                .zip(first_seq..)
+                .map(|(event, seq)| PriorityRecord { seq, event })
+                .collect::<Vec<_>>()
+        };
+        let applied = first.downlink.last().unwrap().seq;
+        let answer = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    records(
+                        1,
+                        vec![
+                            energy_audit("gw-a", "DT-A", 8_200, ("M1", "ACC-M1")),
+                            energy_audit("gw-b", "DT-B", 8_200, ("N1", "ACC-N1")),
+                            energy_audit("gw-a", "DT-B", 8_200, ("M1", "ACC-M1")),
+                            energy_audit("gw-a", "DT-X", 8_200, ("M1", "ACC-M1")),
+                            energy_audit("gw-a", "DT-A", 5_000, ("N1", "ACC-N1")),
+                        ],
+                    ),
+                    None,
+                    applied,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.priority_acked, 5);
+        // Late readings arrived: the gateway audits the day again.
+        let again = energy_audit("gw-a", "DT-A", 8_600, ("M1", "ACC-M1"));
+        // The transformer meter's own events are the gateway's to report; gateway B's are not.
+        let power_fail = |meter: &str| UplinkEvent::MeterEvent {
+            id: format!("ev-{meter}-power_fail-1796000000"),
+            meter: meter.into(),
+            kind: "power_fail".into(),
+            at: Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap(),
+            command_id: None,
+        };
+        let answer = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    records(6, vec![again, power_fail("DT-A"), power_fail("DT-B")]),
+                    None,
+                    applied,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.priority_acked, 8);
+        let events = h.ok("GET", "/api/v1/meters/DT-A/events", Value::Null).await;
+        assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+
+        let days = h
+            .ok(
+                "GET",
+                "/api/v1/energy-audits?gateway=gw-a&from=2026-11-01&to=2026-11-30",
+                Value::Null,
+            )
+            .await;
+        let days = days.as_array().unwrap();
+        assert_eq!(days.len(), 1, "{days:?}");
+        let day = &days[0];
+        assert_eq!(day["id"], "gw-a:audit:DT-A:2026-11-29");
+        assert_eq!(
+            (&day["consumers_wh"], &day["loss_wh"], &day["loss_permille"]),
+            (&json!(8_600), &json!(1_400), &json!(140))
+        );
+        assert_eq!(day["interval_loss_wh"].as_array().unwrap().len(), 96);
+        assert_eq!(day["interval_loss_wh"][0], Value::Null);
+        let suspect = &day["suspects"][0];
+        assert_eq!(
+            (&suspect["meter"], &suspect["score"]),
+            (&json!("M1"), &json!(80))
+        );
+        assert_eq!(
+            suspect["reasons"][0],
+            json!({"kind": "tamper", "events": ["tamper_magnet"]})
+        );
+        assert_eq!(
+            suspect["why"][1],
+            "recorded 0.15 kWh in the hours of most loss, against 4.20 kWh usually"
+        );
+        let all = h
+            .ok(
+                "GET",
+                "/api/v1/energy-audits?from=2026-11-01&to=2026-11-30",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            all.as_array().unwrap().len(),
+            1,
+            "nothing forged was stored"
+        );
+
+        let villages = h
+            .ok(
+                "GET",
+                "/api/v1/energy-audits/villages?from=2026-11-29&to=2026-11-29",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            villages,
+            json!([{"gateway": "gw-a", "days": 1, "flagged_days": 1, "transformer_wh": 10_000,
+                    "consumers_wh": 8_600, "loss_wh": 1_400, "loss_permille": 140, "allowance_wh": 500}])
+        );
+        for (query, says) in [
+            ("?from=2026-11-31", "from '2026-11-31' is not a date"),
+            ("?from=2026-11-30&to=2026-11-01", "is after to"),
+        ] {
+            for route in ["/api/v1/energy-audits", "/api/v1/energy-audits/villages"] {
+                let (status, body) = h.call("GET", &format!("{route}{query}"), None).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{route}{query}: {body}");
+                assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+            }
+        }
+
+        let flags = h.ok("GET", "/api/v1/flags", Value::Null).await;
+        let kinds = |kind: &str| flags_of_kind(&flags, kind);
+        let loss = kinds("energy_loss");
+        assert_eq!(loss.len(), 1, "{flags}");
+        assert_eq!(loss[0]["gateway"], "gw-a");
+        assert!(
+            loss[0]["detail"].as_str().unwrap().contains("2026-11-29"),
+            "{flags}"
+        );
+        assert_eq!(kinds("foreign_record").len(), 5, "{flags}");
+
+        let (code, printed) = central_cli(
+            &h,
+            dir.path(),
+            &["energy-audit", "--from", "2026-11-01", "--to", "2026-11-30"],
+        );
+        assert_eq!(code, 0, "{printed}");
+        for words in [
+            "loss 1.40 kWh (14.0%)",
+            "2026-11-29 gw-a transformer DT-A",
+            "1. meter M1 (account ACC-M1), score 80",
+            "- tamper events: tamper_magnet",
+            "- recorded 0.15 kWh in the hours of most loss, against 4.20 kWh usually",
+        ] {
+            assert!(printed.contains(words), "{words}:\n{printed}");
+        }
+        let (code, printed) = central_cli(
+            &h,
+            dir.path(),
+            &["energy-audit", "--from", "2026-11-30", "--to", "2026-11-01"],
+        );
+        assert_eq!(code, 2, "{printed}");
     }
 }
 

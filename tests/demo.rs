@@ -216,9 +216,16 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         "WHERE at > {start} AND at <= {due_until} AND NOT (at > {cut_from} AND at <= {cut_to})"
     );
     let readings_central = int(&central, &format!("SELECT COUNT(*) FROM readings {window}"));
+    // The transformer meter's readings stay at the gateway (its daily audit goes to central).
     assert_eq!(
         readings_central,
-        int(&gateway, &format!("SELECT COUNT(*) FROM readings {window}"))
+        int(
+            &gateway,
+            &format!(
+                "SELECT COUNT(*) FROM readings {window}
+                 AND meter IN (SELECT id FROM meters WHERE role = 'consumer')"
+            )
+        )
     );
     assert_eq!(summary["radio"]["readings_at_central"], readings_central);
     assert!(
@@ -282,6 +289,77 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     assert_eq!(at_gateway_tod, at_central_tod);
     assert_eq!(summary["time_of_day"]["gateway_paise"], at_gateway_tod);
     assert!(summary["time_of_day"]["households"].as_i64().unwrap() > 0);
+
+    // The transformer's energy audit: the first day within the allowance; the second, with two
+    // households on a hook from 18:00, flagged and pointing to exactly those two first. The
+    // gateway's figures are the databases', and central has the same days.
+    let audit = &summary["energy_audit"];
+    let mut bypassers: Vec<&str> = audit["bypassers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    bypassers.sort_unstable();
+    assert_eq!(bypassers.len(), 2, "{audit}");
+    let days = audit["days"].as_array().unwrap();
+    assert_eq!(
+        days.len(),
+        2,
+        "days 1 and 2 (the third ends with the run): {audit}"
+    );
+    assert_eq!(days[0]["flagged"], false, "{audit}");
+    assert_eq!(days[1]["flagged"], true, "{audit}");
+    let mut first_two: Vec<&str> = days[1]["suspects"].as_array().unwrap()[..2]
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    first_two.sort_unstable();
+    assert_eq!(first_two, bypassers, "{audit}");
+    for day in days {
+        let id = format!(
+            "gw-village-1:audit:SIM-DT-01:{}",
+            day["day"].as_str().unwrap()
+        );
+        let figures = |conn: &Connection, sql: &str| -> (i64, i64) {
+            conn.query_row(sql, [&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+        };
+        let at_central = figures(
+            &central,
+            "SELECT transformer_wh, consumers_wh FROM energy_audits WHERE id = ?1",
+        );
+        assert_eq!(
+            at_central,
+            (
+                day["transformer_wh"].as_i64().unwrap(),
+                day["consumers_wh"].as_i64().unwrap()
+            )
+        );
+        assert!(day["intervals_compared"].as_u64().unwrap() >= 90, "{day}");
+    }
+    // On the second evening the two meters stood still from 18:00 to 23:00 while their households
+    // drew through the hook.
+    let evening = start + 24 * 3_600 + 18 * 3_600;
+    for serial in &bypassers {
+        let register_at = |at: i64| {
+            int(
+                &gateway,
+                &format!(
+                    "SELECT r.register_wh FROM readings r JOIN meters m ON m.id = r.meter
+                     WHERE m.serial = '{serial}' AND r.at = {at}"
+                ),
+            )
+        };
+        assert_eq!(register_at(evening), register_at(evening + 5 * 3_600));
+    }
+    assert_eq!(
+        int(
+            &central,
+            "SELECT COUNT(*) FROM flags WHERE kind = 'energy_loss'"
+        ),
+        1
+    );
 
     // Messages reached the consumers: central's through the SMS provider stand-in, the urgent ones
     // decided during the outage through the gateway's modem; none by both, none lost.
@@ -551,6 +629,17 @@ fn serve_keeps_central_answering_until_interrupted() {
     );
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("CG-000001"), "{page}");
+    // The energy audit page answers (the one simulated day is audited two hours after it ends).
+    let (status, page) = crate::common::https_request(
+        &base,
+        &ca,
+        "GET",
+        "/audit",
+        &[("Cookie", &format!("gg_session={session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("No audit yet"), "{page}");
     let answer = api_get(&url, &ca, &token, "/api/v1/accounts/CG-000001/balance");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("balance_paise"), "{answer}");

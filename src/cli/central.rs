@@ -4,9 +4,9 @@
 //! `import-meters` does, each write audited as `cli:<user>`.
 use super::shutdown_signal;
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use gramgrid_central::{accounts, decisions, holds, technicians, Central};
+use gramgrid_central::{accounts, decisions, energy_audit, holds, technicians, Central};
 use std::path::PathBuf;
 
 /// The central config of a command that opens central's database.
@@ -67,7 +67,8 @@ pub enum CentralCommand {
     /// Enter every meter of a meter manifest (serials and radio keys, e.g. from `gramgrid sim
     /// --manifest-out`) at central, each on an account of its own (ACC-<serial>), assigned to a
     /// gateway; the gateway takes them up at its next sync, with no restart. Running it again
-    /// changes nothing; new keys for a known meter re-key it.
+    /// changes nothing; new keys for a known meter re-key it. A meter with `role = "dt"` is the
+    /// gateway's distribution-transformer meter: on no account, read for the energy audit.
     ImportMeters {
         /// Central config file (TOML), as for `central serve`.
         #[arg(long, short, env = "GRAMGRID_CENTRAL_CONFIG")]
@@ -166,6 +167,33 @@ pub enum CentralCommand {
         at: Option<DateTime<Utc>>,
         /// Without --at, at most this many, newest first.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=decisions::MAX_DECISIONS_LIMIT))]
+        limit: i64,
+    },
+    /// Compare the villages' energy losses, then list each audited day with its loss and, on a
+    /// flagged day, the meters the evidence points to.
+    ///
+    /// Every local day each gateway compares what its distribution transformer's meter delivered
+    /// with what its consumers' meters recorded, interval by interval (docs/energy-audit.md).
+    /// This prints one line per village (gateway) over the range, the largest share of loss
+    /// first, then each day, newest first, with its loss in kWh and as a share of what the
+    /// transformer delivered. On a flagged day (a loss beyond the technical allowance) it ranks
+    /// the meters the evidence points to, with the evidence in words: tamper events, almost
+    /// nothing recorded while connected, consumption that falls when the loss rises. That is
+    /// evidence for an inspection, never an accusation.
+    EnergyAudit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// List only this gateway's days (the comparison still shows every village).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The first local (IST) day, YYYY-MM-DD. Default: 29 days before --to.
+        #[arg(long, value_parser = parse_day)]
+        from: Option<NaiveDate>,
+        /// The last local (IST) day, YYYY-MM-DD. Default: today.
+        #[arg(long, value_parser = parse_day)]
+        to: Option<NaiveDate>,
+        /// List at most this many days, newest first.
+        #[arg(long, default_value_t = energy_audit::DEFAULT_AUDITS_LIMIT, value_parser = clap::value_parser!(i64).range(1..=energy_audit::MAX_AUDITS_LIMIT))]
         limit: i64,
     },
     /// Technician accounts for the gateways' local web app: every gateway holds them all (sent at
@@ -406,6 +434,26 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             }
             Ok(())
         }
+        CentralCommand::EnergyAudit {
+            config,
+            gateway,
+            from,
+            to,
+            limit,
+        } => {
+            let today = gramgrid_core::civil::local_date(Utc::now());
+            // A range that runs backwards or is too long is a wrong command line.
+            let range = energy_audit::DayRange::new(from, to, today)
+                .map_err(|e| super::UsageError(e.to_string()))?;
+            let central = open_central(config)?;
+            let (villages, days) = central.db().blocking(move |tx| {
+                let villages = energy_audit::villages(tx, range)?;
+                let days = energy_audit::audits(tx, gateway.as_deref(), range, limit)?;
+                Ok::<_, gramgrid_central::CentralError>((villages, days))
+            })?;
+            print_energy_audit(range, &villages, &days);
+            Ok(())
+        }
         CentralCommand::Technician { what } => technician(what),
         CentralCommand::RevokeGateway { dir, id } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
@@ -554,6 +602,11 @@ fn parse_utc(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, S
         .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
 }
 
+fn parse_day(text: &str) -> std::result::Result<NaiveDate, String> {
+    energy_audit::parse_day(text)
+        .ok_or_else(|| format!("'{text}' is not a day: write it YYYY-MM-DD, e.g. 2026-11-29"))
+}
+
 /// Who the audit names for a write made on this command line: `cli:<login name>` ($USER, else
 /// $LOGNAME).
 fn who() -> String {
@@ -637,6 +690,76 @@ fn print_holds(breaker: &[holds::BreakerHold], policy: &[holds::PolicyHold], all
     }
 }
 
+/// `loss_wh` of `delivered_wh` in kWh, with its share when there is one: "1.80 kWh (18.0%)".
+fn loss_words(loss_wh: i64, permille: Option<i64>) -> String {
+    let share = permille
+        .map(|p| format!(" ({})", energy_audit::percent(p)))
+        .unwrap_or_default();
+    format!("{} kWh{share}", energy_audit::kwh(loss_wh))
+}
+
+fn print_energy_audit(
+    range: energy_audit::DayRange,
+    villages: &[energy_audit::VillageLoss],
+    days: &[energy_audit::AuditDay],
+) {
+    use energy_audit::kwh;
+    if villages.is_empty() {
+        println!("no energy audits from {} to {}", range.from, range.to);
+        return;
+    }
+    println!(
+        "villages from {} to {}, the largest share of loss first:",
+        range.from, range.to
+    );
+    for v in villages {
+        println!(
+            "  {:<20} loss {:<22} delivered {} kWh, recorded {} kWh, allowance {} kWh; {} day(s) audited, {} flagged",
+            v.gateway,
+            loss_words(v.loss_wh, v.loss_permille),
+            kwh(v.transformer_wh),
+            kwh(v.consumers_wh),
+            kwh(v.allowance_wh),
+            v.days,
+            v.flagged_days
+        );
+    }
+    println!();
+    println!("days, newest first:");
+    if days.is_empty() {
+        println!("  none of this gateway's");
+    }
+    for day in days {
+        println!(
+            "  {} {} transformer {}: loss {} of {} kWh delivered (allowance {} kWh; {} intervals, {} meters){}",
+            day.day,
+            day.gateway,
+            day.transformer,
+            loss_words(day.loss_wh, day.loss_permille),
+            kwh(day.transformer_wh),
+            kwh(day.allowance_wh),
+            day.intervals_compared,
+            day.meters,
+            if day.flagged { " FLAGGED" } else { "" }
+        );
+        if day.flagged && day.suspects.is_empty() {
+            println!("    no meter stands out: check the feeder and unmetered connections");
+        }
+        for (rank, suspect) in day.suspects.iter().enumerate() {
+            println!(
+                "    {}. meter {} (account {}), score {}",
+                rank + 1,
+                suspect.meter,
+                suspect.account,
+                suspect.score
+            );
+            for why in &suspect.why {
+                println!("       - {why}");
+            }
+        }
+    }
+}
+
 /// Where `import-meters` puts a manifest's meters.
 enum ImportTarget {
     /// Each on an account of its own, installed then (default: now).
@@ -687,8 +810,8 @@ fn import_meters(
         })
         .context("nothing was imported")?;
     println!(
-        "{} meters added (each on its own account ACC-<serial>), {} re-keyed; the gateway takes them up at its next sync",
-        report.added, report.rekeyed
+        "{} meters added (each on its own account ACC-<serial>), {} re-keyed; {} transformer meters added, {} re-keyed; the gateway takes them up at its next sync",
+        report.added, report.rekeyed, report.transformers_added, report.transformers_rekeyed
     );
     Ok(())
 }

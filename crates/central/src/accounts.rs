@@ -4,6 +4,7 @@
 //! A change a gateway must know is appended to that gateway's downlink log in the same transaction.
 use super::db::{Tx, Value};
 use super::downlink::{append_downlink, append_downlink_to_all, ensure_gateway};
+use super::sealed_keys::{self, KeyHome};
 use super::{CentralError, Result};
 pub use crate::check_id;
 use chrono::{DateTime, Duration, Utc};
@@ -403,7 +404,7 @@ const METER_COLUMNS: &str =
 
 /// Where a meter's sealed session key belongs (`secrets`): `which` is `nwk` or `app`.
 fn key_context(serial: &str, which: &str) -> String {
-    format!("meter:{serial}:{which}")
+    sealed_keys::context(KeyHome::Meter, serial, which)
 }
 
 /// A meter's stored session keys, opened; None if it has none.
@@ -417,12 +418,7 @@ pub(crate) fn stored_keys(
     let (Some(dev_addr), Some(nwk), Some(app)) = (dev_addr, nwk, app) else {
         return Ok(None);
     };
-    Ok(Some(MeterKeys {
-        dev_addr: u32::try_from(dev_addr)
-            .map_err(|_| CentralError::Corrupt(format!("dev_addr {dev_addr}")))?,
-        nwk_skey: sealer.open(&nwk, &key_context(serial, "nwk"))?,
-        app_skey: sealer.open(&app, &key_context(serial, "app"))?,
-    }))
+    sealed_keys::open(sealer, KeyHome::Meter, serial, dev_addr, (&nwk, &app)).map(Some)
 }
 
 /// Seals meter session keys stored in the clear by a gramgrid before sealing existed.
@@ -529,15 +525,10 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
         &[meter.serial.as_str().into()],
     )?;
     let (dev_addr, nwk, app) = match &meter.keys {
-        Some(k) => (
-            Value::Int(i64::from(k.dev_addr)),
-            tx.sealer()
-                .seal(&k.nwk_skey, &key_context(&meter.serial, "nwk"))
-                .into(),
-            tx.sealer()
-                .seal(&k.app_skey, &key_context(&meter.serial, "app"))
-                .into(),
-        ),
+        Some(k) => {
+            let (nwk, app) = sealed_keys::seal(tx.sealer(), KeyHome::Meter, &meter.serial, k);
+            (Value::Int(i64::from(k.dev_addr)), nwk.into(), app.into())
+        }
         None => (Value::Null, Value::Null, Value::Null),
     };
     match (existing, update) {
@@ -565,6 +556,12 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
             )?;
         }
         (None, false) => {
+            if let Some(gateway) = super::transformers::gateway_of(tx, &meter.serial)? {
+                return Err(CentralError::Conflict(format!(
+                    "meter {} is the transformer meter of gateway {gateway} (role = \"dt\"); a household's meter must be a meter of its own",
+                    meter.serial
+                )));
+            }
             tx.execute(
                 &format!("INSERT INTO meters ({METER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'unknown')"),
                 &[

@@ -13,6 +13,7 @@ use super::accounts::{self, Account, AccountView, Meter, RechargeRequest};
 use super::audit::{self, AuditEntry};
 use super::config::{ApiToken, Scope};
 use super::decisions::{self, Decision};
+use super::energy_audit::{self, AuditDay, DayRange, VillageLoss};
 use super::events;
 use super::holds::{self, BreakerHold, PolicyHold, Publish};
 use super::technicians::{self, Technician, TechnicianAction, TechnicianChange};
@@ -81,6 +82,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/technician-actions"),
     ("get", "/api/v1/meters/{serial}/events"),
     ("get", "/api/v1/outages"),
+    ("get", "/api/v1/energy-audits"),
+    ("get", "/api/v1/energy-audits/villages"),
 ];
 
 /// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
@@ -215,6 +218,8 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/technician-actions", get(technician_actions))
         .route("/api/v1/meters/{serial}/events", get(meter_events))
         .route("/api/v1/outages", get(outages))
+        .route("/api/v1/energy-audits", get(energy_audits))
+        .route("/api/v1/energy-audits/villages", get(energy_audit_villages))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -1135,6 +1140,68 @@ async fn outages(
         })
         .await?,
     ))
+}
+
+/// `GET /api/v1/energy-audits?gateway=&from=&to=&limit=`: the audited days from `from` to `to`
+/// (local days, YYYY-MM-DD; default the last 30 days), newest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnergyAuditsQuery {
+    gateway: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn energy_audits(
+    State(central): Shared,
+    query: Result<Query<EnergyAuditsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<AuditDay>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?gateway=village-a&from=2026-11-01&to=2026-11-30&limit=100",
+            e.body_text()
+        ))
+    })?;
+    let range = audit_range(&central, query.from.as_deref(), query.to.as_deref())?;
+    let limit = query.limit.unwrap_or(energy_audit::DEFAULT_AUDITS_LIMIT);
+    Ok(Json(
+        run(&central, move |tx| {
+            energy_audit::audits(tx, query.gateway.as_deref(), range, limit)
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/v1/energy-audits/villages?from=&to=`: each gateway's losses over the range, the
+/// largest share first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaysQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn energy_audit_villages(
+    State(central): Shared,
+    query: Result<Query<DaysQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<VillageLoss>>> {
+    let Query(query) = query.map_err(|e| {
+        CentralError::Invalid(format!(
+            "{}; use ?from=2026-11-01&to=2026-11-30",
+            e.body_text()
+        ))
+    })?;
+    let range = audit_range(&central, query.from.as_deref(), query.to.as_deref())?;
+    Ok(Json(
+        run(&central, move |tx| energy_audit::villages(tx, range)).await?,
+    ))
+}
+
+/// The days a request asks for, today being central's local day.
+fn audit_range(central: &Central, from: Option<&str>, to: Option<&str>) -> ApiResult<DayRange> {
+    let today = gramgrid_core::civil::local_date(central.now());
+    Ok(DayRange::parse(from, to, today)?)
 }
 
 #[cfg(test)]

@@ -74,6 +74,46 @@ pub(crate) fn ensure_gateway(tx: &mut dyn Tx, gateway: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records a gateway skips while it speaks a sync protocol too old for them (it cannot decode
+/// them: `DownlinkEvent::min_protocol`), and the `gateways` column that remembers it owes them.
+pub(crate) struct Owed {
+    /// The column (1: owed).
+    pub column: &'static str,
+    /// The oldest protocol that carries the records.
+    pub needs: u16,
+}
+
+/// Called in every exchange with the protocol the gateway `speaks` and whether it was marked as
+/// `owed` the records: a gateway too old for them is marked; a marked gateway that speaks a
+/// protocol that carries them is sent every record `events` makes now (before this exchange's
+/// downlink page), and unmarked.
+pub(crate) fn resend_when_current(
+    tx: &mut dyn Tx,
+    (gateway, speaks, owed): (&str, u16, bool),
+    what: &Owed,
+    events: impl FnOnce(&mut dyn Tx) -> Result<Vec<DownlinkEvent>>,
+) -> Result<()> {
+    let mark = |value: i64| {
+        format!(
+            "UPDATE gateways SET {} = {value} WHERE id = $1",
+            what.column
+        )
+    };
+    if speaks < what.needs {
+        if !owed {
+            tx.execute(&mark(1), &[gateway.into()])?;
+        }
+        return Ok(());
+    }
+    if owed {
+        for event in events(tx)? {
+            append_downlink(tx, gateway, &event)?;
+        }
+        tx.execute(&mark(0), &[gateway.into()])?;
+    }
+    Ok(())
+}
+
 /// The records that publish a tariff version: the version, then its time-of-day slots and demand
 /// charge if it has either.
 pub(crate) fn tariff_events(version: &TariffVersion) -> Vec<DownlinkEvent> {

@@ -1,12 +1,15 @@
 //! Entering a meter manifest at central (`gramgrid central import-meters`): every meter of a
 //! vendor's (or the simulator's) manifest becomes a meter with its radio keys on an account of its
-//! own, assigned to one gateway, which receives them at its next sync.
+//! own, assigned to one gateway, which receives them at its next sync. A distribution
+//! transformer's meter (`role = "dt"`) goes on no account: it is the gateway's transformer meter
+//! (`transformers`).
 use super::accounts::{self, Account, Meter};
 use super::db::Tx;
+use super::transformers::{self, Entered};
 use super::{CentralError, Result};
 use chrono::{DateTime, Utc};
 use gramgrid_core::tariff::Category;
-use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::manifest::{MeterEntry, MeterManifest, MeterRole};
 use gramgrid_proto::wire::MeterKeys;
 
 /// What an import did.
@@ -16,6 +19,19 @@ pub struct ImportReport {
     pub added: usize,
     /// Meters already known whose keys were replaced by the manifest's (re-keyed).
     pub rekeyed: usize,
+    /// Transformer meters (`role = "dt"`) entered for the first time (on no account).
+    pub transformers_added: usize,
+    /// Transformer meters already known whose keys the manifest replaced.
+    pub transformers_rekeyed: usize,
+}
+
+/// A manifest entry's radio keys as central stores and sends them.
+pub(crate) fn manifest_keys(entry: &MeterEntry) -> MeterKeys {
+    MeterKeys {
+        dev_addr: entry.keys.dev_addr.0,
+        nwk_skey: entry.keys.nwk_skey.to_storage_hex(),
+        app_skey: entry.keys.app_skey.to_storage_hex(),
+    }
 }
 
 /// The account a manifest meter is entered on: one per meter, named after its serial, until the
@@ -26,7 +42,8 @@ pub fn account_of(serial: &str) -> String {
 
 /// Enters every meter of `manifest` for `gateway`, installed at `installed_at`, in one transaction
 /// (all or nothing). Running it again with the same manifest changes nothing; with new keys for a
-/// known meter, it re-keys it.
+/// known meter, it re-keys it. A transformer meter is entered as the gateway's (a serial that is
+/// a household's meter, or another gateway's transformer meter, is refused).
 pub fn import_manifest(
     tx: &mut dyn Tx,
     manifest: &MeterManifest,
@@ -35,6 +52,20 @@ pub fn import_manifest(
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     for entry in &manifest.meters {
+        if entry.role == MeterRole::Transformer {
+            match transformers::enter(
+                tx,
+                gateway,
+                &entry.serial,
+                installed_at,
+                &manifest_keys(entry),
+            )? {
+                Entered::Added => report.transformers_added += 1,
+                Entered::Rekeyed => report.transformers_rekeyed += 1,
+                Entered::Unchanged => {}
+            }
+            continue;
+        }
         let category = match entry.category.as_deref() {
             None => Category::Domestic,
             Some(text) => Category::parse(text).ok_or_else(|| {
@@ -49,11 +80,7 @@ pub fn import_manifest(
             account: account_of(&entry.serial),
             installed_at,
             initial_register_wh: None,
-            keys: Some(MeterKeys {
-                dev_addr: entry.keys.dev_addr.0,
-                nwk_skey: entry.keys.nwk_skey.to_storage_hex(),
-                app_skey: entry.keys.app_skey.to_storage_hex(),
-            }),
+            keys: Some(manifest_keys(entry)),
             relay_state: "unknown".into(),
         };
         let stored = tx.query_opt(

@@ -8,7 +8,8 @@
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
 //! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
 //! mistake), `technicians` (accounts for the gateways' local web app, and what technicians did
-//! there), `import`, `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
+//! there), `import` (with the transformer meters it enters), `energy_audit` (the gateways' daily
+//! audits of their transformers), `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
 //! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
@@ -21,6 +22,7 @@ mod config;
 pub mod db;
 pub mod decisions;
 mod downlink;
+pub mod energy_audit;
 pub mod events;
 mod export;
 mod flags;
@@ -31,11 +33,13 @@ pub mod mqtt;
 pub mod notify;
 mod origin;
 mod readings;
+mod sealed_keys;
 pub mod server;
 mod sms_config;
 pub mod stock;
 pub mod sync;
 pub mod technicians;
+mod transformers;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
@@ -279,6 +283,20 @@ pub(crate) mod testing {
         }
     }
 
+    /// A meter manifest of `(serial, dev_addr, role)` entries (`role`: `consumer` or `dt`), all
+    /// with the same keys.
+    pub(crate) fn manifest(
+        meters: &[(&str, u32, &str)],
+    ) -> gramgrid_proto::manifest::MeterManifest {
+        let mut text = String::from("version = 1\n");
+        for (serial, dev_addr, role) in meters {
+            text += &format!(
+                "[[meter]]\nserial = \"{serial}\"\ndev_addr = \"{dev_addr:08X}\"\nrole = \"{role}\"\nnwk_skey = \"00112233445566778899aabbccddeeff\"\napp_skey = \"ffeeddccbbaa99887766554433221100\"\n"
+            );
+        }
+        gramgrid_proto::manifest::MeterManifest::parse(&text).unwrap()
+    }
+
     /// A central server on a database of its own, removed with it.
     pub(crate) struct TestCentral {
         pub(crate) central: std::sync::Arc<Central>,
@@ -359,6 +377,17 @@ pub(crate) mod testing {
             };
             self.tx(move |tx| accounts::put_account(tx, &account, false))
                 .unwrap();
+        }
+
+        /// Imports `manifest` for `gateway`, installed at `at`.
+        pub(crate) fn import(
+            &self,
+            manifest: &gramgrid_proto::manifest::MeterManifest,
+            gateway: &str,
+            at: DateTime<Utc>,
+        ) -> Result<crate::import::ImportReport> {
+            let (manifest, gateway) = (manifest.clone(), gateway.to_owned());
+            self.tx(move |tx| crate::import::import_manifest(tx, &manifest, &gateway, at))
         }
 
         /// Every record of `gateway`'s downlink log, in order.

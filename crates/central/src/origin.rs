@@ -17,7 +17,7 @@ use gramgrid_core::decision::DecisionRecord;
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::rating::MAX_REGISTER_WH;
 use gramgrid_core::tariff::{Category, TariffBook};
-use gramgrid_proto::wire::{ReadingBlock, UplinkEvent};
+use gramgrid_proto::wire::{AuditReason, EnergyAuditDay, ReadingBlock, UplinkEvent};
 use std::collections::HashMap;
 
 /// How far ahead of central's clock a gateway's timestamp may be (a gateway clock runs free while
@@ -37,6 +37,12 @@ pub const MAX_HOLD_ACCOUNTS: usize = 20_000;
 pub const MAX_HOLD_REASONS: usize = 32;
 /// Most meters one supply outage may name.
 pub const MAX_OUTAGE_METERS: usize = 20_000;
+/// Most 15-minute intervals one local day has (India keeps no daylight saving time).
+pub const MAX_AUDIT_INTERVALS: usize = 96;
+/// Highest score a gateway may give a suspect of an energy audit.
+pub const MAX_AUDIT_SCORE: u32 = 100;
+/// Most reasons one suspect of an energy audit may have.
+pub const MAX_AUDIT_REASONS: usize = 8;
 
 /// Why a record from a gateway was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +196,19 @@ impl<'a> Origin<'a> {
             self.meters.insert(meter.to_owned(), info);
         }
         Ok(self.meter_known(meter))
+    }
+
+    /// A meter whose events and power this gateway may report: one of its accounts' meters, or
+    /// its transformer meter (which has no account).
+    fn reporting_meter(&mut self, tx: &mut dyn Tx, meter: &str) -> Checked<()> {
+        let household = self.meter(tx, meter)?;
+        if household.is_ok() {
+            return Ok(Ok(()));
+        }
+        match super::transformers::gateway_of(tx, meter)? {
+            Some(owner) if owner == self.gateway => Ok(Ok(())),
+            _ => Ok(household.map(drop)),
+        }
     }
 
     /// Looks up many meters with one query each `IN` chunk (a readings batch).
@@ -346,7 +365,7 @@ impl<'a> Origin<'a> {
             })),
             UplinkEvent::MeterEvent {
                 id, meter, kind, at, ..
-            } => Ok(self.meter(tx, meter)?.and_then(|_| {
+            } => Ok(self.reporting_meter(tx, meter)?.and_then(|()| {
                 self.not_ahead(*at, None)?;
                 bounded("a meter event id", id, MAX_RECORD_ID_BYTES, None)?;
                 bounded("a meter event kind", kind, MAX_RECORD_ID_BYTES, None)
@@ -365,7 +384,7 @@ impl<'a> Origin<'a> {
                     )));
                 }
                 for meter in meters {
-                    if let Err(refusal) = self.meter(tx, meter)? {
+                    if let Err(refusal) = self.reporting_meter(tx, meter)? {
                         return Ok(Err(refusal));
                     }
                 }
@@ -399,6 +418,7 @@ impl<'a> Origin<'a> {
                     )),
                 }
             })),
+            UplinkEvent::EnergyAudit(day) => self.energy_audit(tx, day),
             UplinkEvent::Decision {
                 id,
                 account,
@@ -469,6 +489,61 @@ impl<'a> Origin<'a> {
                 Ok(Ok(()))
             }
         }
+    }
+
+    /// An energy audit: of this gateway's own transformer meter, under its own id, of a real
+    /// day, within bounds, naming as suspects only meters of accounts this gateway serves.
+    fn energy_audit(&mut self, tx: &mut dyn Tx, day: &EnergyAuditDay) -> Checked<()> {
+        let own_id = format!("{}:audit:{}:{}", self.gateway, day.transformer, day.day);
+        if day.id != own_id {
+            return Ok(Err(self.foreign(
+                None,
+                format!(
+                    "energy audit id '{}' is not {own_id}",
+                    day.id.chars().take(MAX_RECORD_ID_BYTES).collect::<String>()
+                ),
+            )));
+        }
+        if let Err(refusal) = audit_bounds(day).and_then(|()| self.not_ahead(day.at, None)) {
+            return Ok(Err(refusal));
+        }
+        match super::transformers::gateway_of(tx, &day.transformer)? {
+            Some(owner) if owner == self.gateway => {}
+            Some(owner) => {
+                return Ok(Err(self.foreign(
+                    None,
+                    format!(
+                        "energy audit of transformer meter '{}', which is gateway '{owner}'s",
+                        day.transformer
+                    ),
+                )))
+            }
+            None => {
+                return Ok(Err(self.foreign(
+                    None,
+                    format!(
+                        "energy audit of '{}', which is not a transformer meter",
+                        day.transformer
+                    ),
+                )))
+            }
+        }
+        for suspect in &day.suspects {
+            let info = match self.meter(tx, &suspect.meter)? {
+                Ok(info) => info,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            if info.account != suspect.account {
+                return Ok(Err(self.foreign(
+                    Some(&info.account),
+                    format!(
+                        "energy audit {}: suspect meter '{}' is on account '{}', not '{}'",
+                        day.id, suspect.meter, info.account, suspect.account
+                    ),
+                )));
+            }
+        }
+        Ok(Ok(()))
     }
 
     fn not_ahead(
@@ -660,6 +735,97 @@ fn max_of(
         .map(field)
         .max()
         .unwrap_or(0)
+}
+
+/// The figures of an energy audit within bounds: a real day, at most a day's intervals, energies
+/// no meter could exceed, scores on their scale, texts and lists bounded.
+fn audit_bounds(day: &EnergyAuditDay) -> std::result::Result<(), Refusal> {
+    let absurd = |detail: String| Err(Refusal::new("absurd_value", None, detail));
+    let id = &day.id;
+    bounded("an energy audit id", id, MAX_RECORD_ID_BYTES, None)?;
+    if super::energy_audit::parse_day(&day.day).is_none() {
+        return absurd(format!(
+            "energy audit {id}: '{}' is not a day (YYYY-MM-DD)",
+            day.day
+        ));
+    }
+    let intervals = usize::try_from(day.intervals_compared).unwrap_or(usize::MAX);
+    if day.interval_loss_wh.len() > MAX_AUDIT_INTERVALS || intervals > MAX_AUDIT_INTERVALS {
+        return absurd(format!(
+            "energy audit {id}: {} interval losses and {intervals} intervals compared (a day has {MAX_AUDIT_INTERVALS})",
+            day.interval_loss_wh.len()
+        ));
+    }
+    let energy = (0..=MAX_REGISTER_WH).contains(&day.transformer_wh)
+        && (0..=MAX_REGISTER_WH).contains(&day.consumers_wh)
+        && (0..=MAX_REGISTER_WH).contains(&day.allowance_wh)
+        && day
+            .interval_loss_wh
+            .iter()
+            .flatten()
+            .all(|loss| loss.abs() <= MAX_REGISTER_WH);
+    if !energy {
+        return absurd(format!(
+            "energy audit {id}: an energy outside 0 to {MAX_REGISTER_WH} Wh"
+        ));
+    }
+    let meters = usize::try_from(day.meters).unwrap_or(usize::MAX);
+    if meters > MAX_OUTAGE_METERS || day.suspects.len() > MAX_OUTAGE_METERS {
+        return absurd(format!(
+            "energy audit {id}: {meters} meters and {} suspects (at most {MAX_OUTAGE_METERS} each)",
+            day.suspects.len()
+        ));
+    }
+    for suspect in &day.suspects {
+        bounded("a meter serial", &suspect.meter, MAX_RECORD_ID_BYTES, None)?;
+        bounded("an account id", &suspect.account, MAX_RECORD_ID_BYTES, None)?;
+        if suspect.score > MAX_AUDIT_SCORE || suspect.reasons.len() > MAX_AUDIT_REASONS {
+            return absurd(format!(
+                "energy audit {id}: suspect {} scored {} (0 to {MAX_AUDIT_SCORE}) with {} reasons (at most {MAX_AUDIT_REASONS})",
+                suspect.meter,
+                suspect.score,
+                suspect.reasons.len()
+            ));
+        }
+        for reason in &suspect.reasons {
+            match reason {
+                AuditReason::Tamper { kinds } => {
+                    if kinds.len() > MAX_AUDIT_REASONS {
+                        return absurd(format!(
+                            "energy audit {id}: suspect {} with {} tamper kinds",
+                            suspect.meter,
+                            kinds.len()
+                        ));
+                    }
+                    for kind in kinds {
+                        bounded("a meter event kind", kind, MAX_RECORD_ID_BYTES, None)?;
+                    }
+                }
+                AuditReason::NearZero { recorded_wh }
+                    if !(0..=MAX_REGISTER_WH).contains(recorded_wh) =>
+                {
+                    return absurd(format!(
+                        "energy audit {id}: suspect {} recorded {recorded_wh} Wh",
+                        suspect.meter
+                    ));
+                }
+                AuditReason::FallsWithLoss {
+                    usual_wh,
+                    recorded_wh,
+                } if ![usual_wh, recorded_wh]
+                    .iter()
+                    .all(|wh| (0..=MAX_REGISTER_WH).contains(*wh)) =>
+                {
+                    return absurd(format!(
+                        "energy audit {id}: suspect {} recorded {recorded_wh} Wh against {usual_wh} Wh usually",
+                        suspect.meter
+                    ));
+                }
+                AuditReason::NearZero { .. } | AuditReason::FallsWithLoss { .. } => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Most variables a notice may carry (the richest template has two).

@@ -6,12 +6,13 @@
 //! with the stock's keys; a replacement is billed in the slabs of the meter it replaced
 //! (`meters.billing_serial`), exactly as the gateway bills it.
 use super::accounts::{self, Meter};
-use super::db::Tx;
+use super::db::{Row, Tx};
 use super::downlink::append_downlink;
+use super::sealed_keys::{self, KeyHome};
 use super::{CentralError, Result};
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::{from_ts, ts};
-use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::manifest::{MeterManifest, MeterRole};
 use gramgrid_proto::wire::{DownlinkEvent, MeterKeys};
 
 /// What a stock import did.
@@ -23,11 +24,6 @@ pub struct StockReport {
     pub rekeyed: usize,
     /// Spares already in this gateway's stock with the same keys.
     pub unchanged: usize,
-}
-
-/// Where a spare's sealed session key belongs: `which` is `nwk` or `app`.
-fn key_context(serial: &str, which: &str) -> String {
-    format!("stock:{serial}:{which}")
 }
 
 /// Enters every meter of `manifest` into `gateway`'s stock, in one transaction (all or nothing),
@@ -60,11 +56,17 @@ pub fn add_to_stock(
                 row.text(0)?
             )));
         }
-        let keys = MeterKeys {
-            dev_addr: entry.keys.dev_addr.0,
-            nwk_skey: entry.keys.nwk_skey.to_storage_hex(),
-            app_skey: entry.keys.app_skey.to_storage_hex(),
-        };
+        if entry.role == MeterRole::Transformer {
+            return Err(CentralError::Invalid(format!(
+                "meter {serial} is a transformer meter (role = \"dt\"), never a spare: import it without --stock"
+            )));
+        }
+        if let Some(owner) = super::transformers::gateway_of(tx, serial)? {
+            return Err(CentralError::Conflict(format!(
+                "meter {serial} is the transformer meter of gateway {owner}; a spare must be a meter on no account"
+            )));
+        }
+        let keys = super::import::manifest_keys(entry);
         let stored = tx.query_opt(
             "SELECT gateway, dev_addr, nwk_skey, app_skey FROM stock_meters WHERE serial = $1",
             &[serial.into()],
@@ -76,17 +78,12 @@ pub fn add_to_stock(
                     "meter {serial} is in the stock of gateway {owner}, not {gateway}"
                 )));
             }
-            if stock_keys(tx, serial, row.int(1)?, &row.text(2)?, &row.text(3)?)? == keys {
+            if stock_keys(tx, serial, row)? == keys {
                 report.unchanged += 1;
                 continue;
             }
         }
-        let nwk = tx
-            .sealer()
-            .seal(&keys.nwk_skey, &key_context(serial, "nwk"));
-        let app = tx
-            .sealer()
-            .seal(&keys.app_skey, &key_context(serial, "app"));
+        let (nwk, app) = sealed_keys::seal(tx.sealer(), KeyHome::Stock, serial, &keys);
         tx.execute(
             "INSERT INTO stock_meters (serial, gateway, dev_addr, nwk_skey, app_skey, added_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (serial) DO UPDATE SET dev_addr = $3, nwk_skey = $4, app_skey = $5",
@@ -109,19 +106,16 @@ pub fn add_to_stock(
     Ok(report)
 }
 
-fn stock_keys(
-    tx: &mut dyn Tx,
-    serial: &str,
-    dev_addr: i64,
-    nwk: &str,
-    app: &str,
-) -> Result<MeterKeys> {
-    Ok(MeterKeys {
-        dev_addr: u32::try_from(dev_addr)
-            .map_err(|_| CentralError::Corrupt(format!("stock dev_addr {dev_addr}")))?,
-        nwk_skey: tx.sealer().open(nwk, &key_context(serial, "nwk"))?,
-        app_skey: tx.sealer().open(app, &key_context(serial, "app"))?,
-    })
+/// A spare's keys from its row (`gateway, dev_addr, nwk_skey, app_skey, ...`), opened.
+fn stock_keys(tx: &mut dyn Tx, serial: &str, row: &Row) -> Result<MeterKeys> {
+    let sealed = (row.text(2)?, row.text(3)?);
+    sealed_keys::open(
+        tx.sealer(),
+        KeyHome::Stock,
+        serial,
+        row.int(1)?,
+        (&sealed.0, &sealed.1),
+    )
 }
 
 /// A gateway's report that a technician installed one of its spares.
@@ -194,7 +188,7 @@ pub fn record_installation(
             Some(old_row.text(1)?)
         }
     };
-    let keys = stock_keys(tx, serial, row.int(1)?, &row.text(2)?, &row.text(3)?)?;
+    let keys = stock_keys(tx, serial, &row)?;
     let installed_at = from_ts(ts(installation.installed_at));
     accounts::put_meter(
         tx,

@@ -7,14 +7,14 @@
 //! (another gateway's account, forged money, an absurd value) is refused alone, acknowledged and
 //! flagged, and the rest of the exchange goes on. See docs/sync.md.
 use super::db::Tx;
-use super::downlink::{append_downlink, ensure_gateway};
+use super::downlink::{append_downlink, ensure_gateway, resend_when_current, technician_events};
 use super::flags::flag;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
 use super::stock;
 use super::{
-    accounts, decisions, events, holds, identity, mqtt, notify, technicians, vouchers, Central,
-    CentralError, Result,
+    accounts, decisions, energy_audit, events, holds, identity, mqtt, notify, technicians,
+    transformers, vouchers, Central, CentralError, Result,
 };
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
@@ -90,7 +90,7 @@ pub fn apply(
     let state = tx
         .query_opt(
             "UPDATE gateways SET last_sync_at = $2, last_gateway_time = $3 WHERE id = $1
-             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange, technicians_resend",
+             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange, technicians_resend, transformers_resend",
             &[gateway.into(), ts(now).into(), ts(request.sent_at).into()],
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
@@ -105,7 +105,14 @@ pub fn apply(
     };
     mqtt::gateway_exchanged(tx, gateway, now)?;
     let lanes = identity::check(tx, gateway, known, request.identity, now)?;
-    technicians::keep_gateway_current(tx, gateway, request.protocol, state.int(5)? != 0)?;
+    // A gateway that upgraded gets the records its older protocol skipped.
+    let spoken = |owed: bool| (gateway, request.protocol, owed);
+    resend_when_current(tx, spoken(state.int(5)? != 0), &technicians::OWED, |tx| {
+        technician_events(tx)
+    })?;
+    resend_when_current(tx, spoken(state.int(6)? != 0), &transformers::OWED, |tx| {
+        transformers::transformer_events(tx, gateway)
+    })?;
     let (mut priority_acked, mut readings_acked) = (lanes.priority_acked, lanes.readings_acked);
     let mut origin = Origin::new(gateway, book, now, lanes.epoch);
     let mut touched = BTreeSet::new();
@@ -550,6 +557,9 @@ fn apply_record(
                 meters: meters.clone(),
             };
             events::record_outage(tx, &outage, checks.now)?;
+        }
+        UplinkEvent::EnergyAudit(day) => {
+            energy_audit::record(tx, gateway, day, checks.now)?;
         }
         UplinkEvent::SanctionedLoadExceeded {
             id,

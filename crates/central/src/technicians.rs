@@ -4,10 +4,10 @@
 //! every gateway holds every account: a change is appended to every gateway's downlink log in its
 //! own transaction, and a gateway enrolled later is sent them all (`downlink::ensure_gateway`). A
 //! gateway that spoke a protocol too old for them gets them all again once it speaks a newer one
-//! ([`keep_gateway_current`]). What a technician did (or tried) at a gateway comes back as
+//! ([`OWED`]). What a technician did (or tried) at a gateway comes back as
 //! `UplinkEvent::TechnicianAction`, stored once by id with the gateway of the certificate.
 use super::db::{Row, Tx};
-use super::downlink::{append_downlink, append_downlink_to_all, technician_events};
+use super::downlink::{append_downlink_to_all, Owed};
 use super::{CentralError, Result};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
@@ -353,36 +353,13 @@ pub fn technician_actions(
     .collect()
 }
 
-/// Called in every exchange with the protocol the gateway speaks and whether it is marked as
-/// owed every technician record: a gateway too old for them is marked (it skips them), and a
-/// marked gateway that speaks a protocol that carries them is sent them all now (before this
-/// exchange's downlink page) and unmarked.
-pub(crate) fn keep_gateway_current(
-    tx: &mut dyn Tx,
-    gateway: &str,
-    protocol: u16,
-    owed: bool,
-) -> Result<()> {
-    if protocol < TECHNICIAN_PROTOCOL {
-        if !owed {
-            tx.execute(
-                "UPDATE gateways SET technicians_resend = 1 WHERE id = $1",
-                &[gateway.into()],
-            )?;
-        }
-        return Ok(());
-    }
-    if owed {
-        for event in technician_events(tx)? {
-            append_downlink(tx, gateway, &event)?;
-        }
-        tx.execute(
-            "UPDATE gateways SET technicians_resend = 0 WHERE id = $1",
-            &[gateway.into()],
-        )?;
-    }
-    Ok(())
-}
+/// A gateway speaking a protocol older than [`TECHNICIAN_PROTOCOL`] skips technician records, so
+/// it is owed them all (`technicians_resend`) until it speaks a newer one
+/// (`downlink::resend_when_current` with `technician_events`).
+pub(crate) const OWED: Owed = Owed {
+    column: "technicians_resend",
+    needs: TECHNICIAN_PROTOCOL,
+};
 
 #[cfg(test)]
 mod tests;

@@ -15,13 +15,15 @@
 //! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
 //! - [`decision`]: a relay decision's recorded facts, in words, replayable;
 //! - [`demand`]: maximum demand (average power over 15-minute intervals) from register readings;
-//! - [`message`]: consumer messages: kinds, languages, templates, SMS parts, quiet hours.
+//! - [`message`]: consumer messages: kinds, languages, templates, SMS parts, quiet hours;
+//! - [`audit`]: the transformer's energy audit: delivered against recorded, and the evidence.
 //!
 //! Architecture invariant: this crate depends on no async runtime, database, network or CLI crate
 //! (`tests/run` checks `cargo tree -p gramgrid-core`).
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod breaker;
 pub mod civil;
 pub mod clock;

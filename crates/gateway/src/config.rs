@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub outage: gramgrid_core::outage::OutageRule,
     /// `[load]`: when drawing more than the sanctioned load is flagged for the office.
     pub load: gramgrid_core::demand::LoadRule,
+    /// `[audit]`: the transformer's energy audit: the technical loss allowed, and when the rest
+    /// flags a day.
+    pub audit: gramgrid_core::audit::AuditRule,
     /// Tariff versions; when absent the built-in book is used (see `gramgrid tariff show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tariff: Vec<TariffVersion>,
@@ -122,6 +125,9 @@ impl GatewayConfig {
             return Err("link.poll_period and link.retry_after must be above zero".into());
         }
         self.policy.validate()?;
+        if let Some(problem) = self.audit.problem() {
+            return Err(format!("audit.{problem}"));
+        }
         self.tariff_book()
             .map(|_| ())
             .map_err(|e| format!("[[tariff]]: {e}"))

@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil;
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_net::wallclock::WallClock;
-use gramgrid_proto::manifest::MeterManifest;
+use gramgrid_proto::manifest::{MeterManifest, MeterRole};
 use gramgrid_proto::payload::{DisplayUpdate, MeterEvent};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -343,9 +343,10 @@ impl LinkBackend for GatewayBackend {
     }
 }
 
-/// Loads a meter manifest's keys into the store for the meters it knows (by serial).
-/// Returns how many were provisioned; entries for meters not installed here are skipped with a
-/// warning (the central server may not have synced them yet).
+/// Loads a meter manifest's keys into the store for the meters it knows (by serial), and installs
+/// its transformer meters (`role = "dt"`: they belong to no account, so they need nothing from
+/// central first). Returns how many were provisioned; entries for household meters not installed
+/// here are skipped with a warning (the central server may not have synced them yet).
 pub fn provision_from_manifest(
     store: &mut Store,
     path: &std::path::Path,
@@ -358,6 +359,11 @@ pub fn provision_from_manifest(
     let manifest = MeterManifest::parse(&text).map_err(|e| fail(e.to_string()))?;
     let mut provisioned = 0;
     for entry in &manifest.meters {
+        if entry.role == MeterRole::Transformer {
+            store.install_transformer_meter(&entry.serial, Utc::now(), &entry.keys)?;
+            provisioned += 1;
+            continue;
+        }
         match store.meter_id(&entry.serial)? {
             Some(meter) => {
                 store.set_meter_keys(meter, &entry.keys)?;

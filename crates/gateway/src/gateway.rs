@@ -7,6 +7,7 @@
 //! pass decides go through the disconnection breaker (`guard`) before any is queued; every relay
 //! command is stored with the record of the decision that made it. The radio (meter link) plugs in
 //! through [`RelayLink`] and [`Gateway::ingest_readings`]; the sync client through the store.
+mod audit;
 mod display;
 mod events;
 mod guard;
@@ -108,6 +109,8 @@ pub struct PassReport {
     pub overloads: usize,
     /// Supply outages found or changed since the last pass, queued for central.
     pub outages_sent: usize,
+    /// Days of transformer energy audit recorded and queued for central (two hours after a day).
+    pub energy_audits: usize,
     /// Alerts newly enqueued (low balance, daily message); one already enqueued is not counted.
     pub alerts: usize,
     /// Relay commands the policy decided and queued in the store in this pass.
@@ -375,6 +378,7 @@ impl Gateway {
         self.guard_cuts(cuts, now, clock_trusted, &mut report)?;
         report.overloads = self.check_sanctioned_loads(now)?;
         report.outages_sent = self.store.queue_outage_updates()?;
+        report.energy_audits = self.audit_transformers(now)?;
         self.advance_relay_commands(now, clock_trusted, &mut report)?;
         Ok(report)
     }

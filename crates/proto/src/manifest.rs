@@ -23,6 +23,38 @@ pub struct MeterEntry {
     pub keys: SessionKeys,
     /// Tariff category hint (e.g. "domestic"); the ledger's own account data is authoritative.
     pub category: Option<String>,
+    /// What the meter measures: a household's supply, or the distribution transformer's output.
+    pub role: MeterRole,
+}
+
+/// What a provisioned meter measures (`role` in the manifest; `consumer` when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MeterRole {
+    /// A household's (or shop's, or pump's) meter: it belongs to an account and is billed.
+    #[default]
+    Consumer,
+    /// The distribution transformer's meter (`role = "dt"`): no account, no bill; the gateway
+    /// compares its energy with the sum of the consumers' (docs/energy-audit.md).
+    Transformer,
+}
+
+impl MeterRole {
+    /// The name in the manifest and in storage: `consumer` or `dt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MeterRole::Consumer => "consumer",
+            MeterRole::Transformer => "dt",
+        }
+    }
+
+    /// The role of a name, if it is one.
+    pub fn parse(name: &str) -> Option<MeterRole> {
+        match name {
+            "consumer" => Some(MeterRole::Consumer),
+            "dt" => Some(MeterRole::Transformer),
+            _ => None,
+        }
+    }
 }
 
 /// All meters of one gateway, with unique serials and DevAddrs.
@@ -50,6 +82,8 @@ pub enum FieldProblem {
     },
     /// An all-zero key is a placeholder, never a provisioned key.
     AllZeroKey,
+    /// The field names a meter role other than `consumer` or `dt`.
+    UnknownRole,
 }
 
 impl fmt::Display for FieldProblem {
@@ -65,6 +99,7 @@ impl fmt::Display for FieldProblem {
                 write!(f, "has {got_digits} hex digits, expected {expected_digits}")
             }
             FieldProblem::AllZeroKey => f.write_str("is all zeros (a placeholder, not a key)"),
+            FieldProblem::UnknownRole => f.write_str("is not `consumer` or `dt`"),
         }
     }
 }
@@ -137,6 +172,7 @@ struct RawMeter {
     nwk_skey: Option<String>,
     app_skey: Option<String>,
     category: Option<String>,
+    role: Option<String>,
 }
 
 impl MeterManifest {
@@ -214,7 +250,14 @@ fn validate(index: usize, m: RawMeter) -> Result<MeterEntry, ManifestError> {
     };
     let nwk_skey = key("nwk_skey", m.nwk_skey.as_deref())?;
     let app_skey = key("app_skey", m.app_skey.as_deref())?;
+    let role = match m.role.as_deref().map(str::trim) {
+        None => MeterRole::Consumer,
+        Some(name) => {
+            MeterRole::parse(name).ok_or_else(|| fail("role", FieldProblem::UnknownRole))?
+        }
+    };
     Ok(MeterEntry {
+        role,
         keys: SessionKeys {
             dev_addr: DevAddr(u32::from_be_bytes(dev_addr)),
             nwk_skey,
@@ -302,6 +345,26 @@ mod tests {
         for secret in [NWK, APP, &NWK[..16], &APP[16..]] {
             assert!(!shown.contains(secret), "key material in: {shown}");
         }
+    }
+
+    #[test]
+    fn a_transformer_meter_is_marked_dt_and_a_misspelt_role_is_refused() {
+        let text = manifest(&format!(
+            "{}role = \"dt\"\n{}",
+            entry("DT-01", "26011F2A"),
+            entry("GG-0002", "26011f2b")
+        ));
+        let m = MeterManifest::parse(&text).unwrap();
+        assert_eq!(m.meters[0].role, MeterRole::Transformer);
+        assert_eq!(m.meters[1].role, MeterRole::Consumer);
+        let bad = manifest(&format!(
+            "{}role = \"transformer\"\n",
+            entry("DT-01", "26011F2A")
+        ));
+        assert_eq!(
+            MeterManifest::parse(&bad).unwrap_err().to_string(),
+            "meter entry 0 (DT-01): field `role` is not `consumer` or `dt`"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub use model::{
 /// accounts' sanctioned loads ([`DownlinkEvent::AccountSanctionedLoad`]) and the months a
 /// household exceeded it ([`UplinkEvent::SanctionedLoadExceeded`]). A gateway older than that bills such a version at its slab rates only, so
 /// upgrade the gateways before publishing one.
-pub const PROTOCOL_VERSION: u16 = 8;
+/// Version 9 appended distribution-transformer meters ([`DownlinkEvent::TransformerMeter`]) and the
+/// gateway's daily energy audit of each ([`UplinkEvent::EnergyAudit`]).
+pub const PROTOCOL_VERSION: u16 = 9;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -307,7 +309,59 @@ pub enum UplinkEvent {
         /// When the gateway found it.
         at: DateTime<Utc>,
     },
+    /// One local day's energy audit of a distribution transformer (protocol 9; docs/energy-audit.md).
+    /// Sent once per transformer meter and day, at the first pass after the day ends.
+    EnergyAudit(EnergyAuditDay),
 }
+
+/// A local day's comparison of what a transformer delivered with what its consumers' meters
+/// recorded, and the meters the evidence points to when the loss is above the allowance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnergyAuditDay {
+    /// `<gateway>:audit:<transformer serial>:<YYYY-MM-DD>`.
+    pub id: String,
+    /// The transformer meter's serial.
+    pub transformer: String,
+    /// The local (IST) day, `YYYY-MM-DD`.
+    pub day: String,
+    /// 15-minute intervals of the day in which the transformer and every consumer meter had
+    /// readings (or a gap they could be spread over); the day's figures cover these only.
+    pub intervals_compared: u32,
+    /// Consumer meters compared.
+    pub meters: u32,
+    /// Energy the transformer delivered in the compared intervals, in Wh.
+    pub transformer_wh: i64,
+    /// Energy the consumers' meters recorded in them, in Wh.
+    pub consumers_wh: i64,
+    /// The technical loss allowed for (the configured percentage of `transformer_wh`), in Wh.
+    pub allowance_wh: i64,
+    /// True when the loss beyond the allowance exceeds the configured threshold.
+    pub flagged: bool,
+    /// The loss (transformer minus consumers, Wh) of each of the day's 96 intervals in order;
+    /// `None` where the interval was not compared.
+    pub interval_loss_wh: Vec<Option<i64>>,
+    /// On a flagged day, the consumer meters the evidence points to, most likely first.
+    pub suspects: Vec<AuditSuspect>,
+    /// When the gateway made the audit (gateway clock, UTC).
+    pub at: DateTime<Utc>,
+}
+
+/// One meter the evidence points to on a flagged day: evidence, never an accusation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSuspect {
+    /// The meter's serial.
+    pub meter: String,
+    /// Its account.
+    pub account: String,
+    /// The ranking score, 0 to 100 (higher: more of the evidence points here).
+    pub score: u32,
+    /// Why, one entry per kind of evidence.
+    pub reasons: Vec<AuditReason>,
+}
+
+/// A kind of evidence against a meter on a flagged day: the pure audit's own type, which crosses
+/// the sync as it is (its variants are only ever appended).
+pub use gramgrid_core::audit::Evidence as AuditReason;
 
 /// Readings of one meter at a regular interval, delta-encoded: reading `i` was taken at
 /// `first_at + i × interval_s` and its register is `first_register_wh + Σ register_deltas[..i]`.
@@ -545,6 +599,16 @@ pub enum DownlinkEvent {
         /// Its demand charge, paise per kW of the month's maximum demand.
         demand_paise_per_kw: i64,
     },
+    /// The distribution transformer's meter at this gateway (protocol 9): read like a household's,
+    /// never billed; its readings feed the energy audit and stay at the gateway.
+    TransformerMeter {
+        /// The meter's serial.
+        serial: String,
+        /// When it was installed (UTC); readings before this are refused.
+        installed_at: DateTime<Utc>,
+        /// ABP session keys (hex) for the meter link.
+        keys: MeterKeys,
+    },
 }
 
 impl DownlinkEvent {
@@ -562,6 +626,7 @@ impl DownlinkEvent {
             DownlinkEvent::Technician { .. } => 5,
             DownlinkEvent::StockMeter { .. } => 6,
             DownlinkEvent::TariffDetails { .. } | DownlinkEvent::AccountSanctionedLoad { .. } => 8,
+            DownlinkEvent::TransformerMeter { .. } => 9,
             _ => 1,
         }
     }
@@ -855,6 +920,15 @@ mod tests {
                 }],
                 demand_paise_per_kw: 12_000,
             },
+            DownlinkEvent::TransformerMeter {
+                serial: "DT-01".into(),
+                installed_at: at,
+                keys: MeterKeys {
+                    dev_addr: 0x2601_0100,
+                    nwk_skey: "00112233445566778899aabbccddeeff".into(),
+                    app_skey: "ffeeddccbbaa99887766554433221100".into(),
+                },
+            },
         ];
         let uplink: Vec<UplinkEvent> = vec![
             UplinkEvent::Ledger((&ledger).into()),
@@ -959,6 +1033,34 @@ mod tests {
                 sanctioned_w: 2_000,
                 at,
             },
+            UplinkEvent::EnergyAudit(EnergyAuditDay {
+                id: "gw-1:audit:DT-01:2026-11-29".into(),
+                transformer: "DT-01".into(),
+                day: "2026-11-29".into(),
+                intervals_compared: 95,
+                meters: 2,
+                transformer_wh: 10_000,
+                consumers_wh: 9_000,
+                allowance_wh: 500,
+                flagged: true,
+                interval_loss_wh: vec![Some(10), None, Some(-3)],
+                suspects: vec![AuditSuspect {
+                    meter: "M1".into(),
+                    account: "A1".into(),
+                    score: 80,
+                    reasons: vec![
+                        AuditReason::Tamper {
+                            kinds: vec!["tamper_magnet".into()],
+                        },
+                        AuditReason::NearZero { recorded_wh: 12 },
+                        AuditReason::FallsWithLoss {
+                            usual_wh: 4_200,
+                            recorded_wh: 150,
+                        },
+                    ],
+                }],
+                at,
+            }),
         ];
         for event in downlink {
             let record = DownlinkRecord { seq: 1, event };

@@ -356,6 +356,43 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN sanctioned_load_w BIGINT
     "#,
+    // 13: distribution-transformer energy audit (`transformers`, `energy_audit`). The transformer
+    // meter of each gateway (no account, never billed; keys sealed like `meters`' keys), and the
+    // gateways' daily audits of each: the day's figures, each 15-minute interval's loss
+    // (`interval_loss_wh`, a JSON array of Wh or null) and the ranked suspects (`suspects`, JSON).
+    // A gateway may audit a day again when late readings arrive: the row is replaced, by id.
+    // `transformers_resend`: the gateway spoke a protocol too old for transformer meters, so it
+    // gets its transformer meters again when it speaks a newer one.
+    r#"
+    CREATE TABLE transformer_meters (
+        serial TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL REFERENCES gateways(id),
+        installed_at BIGINT NOT NULL,
+        dev_addr BIGINT NOT NULL,
+        nwk_skey TEXT NOT NULL,
+        app_skey TEXT NOT NULL
+    );
+    CREATE INDEX transformer_meters_by_gateway ON transformer_meters(gateway, serial);
+    CREATE TABLE energy_audits (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        transformer TEXT NOT NULL,
+        day TEXT NOT NULL,
+        intervals_compared BIGINT NOT NULL,
+        meters BIGINT NOT NULL,
+        transformer_wh BIGINT NOT NULL,
+        consumers_wh BIGINT NOT NULL,
+        allowance_wh BIGINT NOT NULL,
+        flagged BIGINT NOT NULL,
+        interval_loss_wh TEXT NOT NULL,
+        suspects TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL
+    );
+    CREATE INDEX energy_audits_by_day ON energy_audits(day, gateway);
+    CREATE INDEX energy_audits_by_gateway ON energy_audits(gateway, day);
+    ALTER TABLE gateways ADD COLUMN transformers_resend BIGINT NOT NULL DEFAULT 0
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

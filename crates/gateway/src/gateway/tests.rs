@@ -5,7 +5,7 @@ use crate::daemon::run;
 use crate::store::{MeterInstall, OverrideRecord};
 use chrono::TimeZone;
 use gramgrid_core::tariff::Category;
-use gramgrid_proto::wire::UplinkEvent;
+use gramgrid_proto::wire::{AuditReason, EnergyAuditDay, UplinkEvent};
 use std::sync::{Arc, Mutex};
 
 /// A UTC instant from Asia/Kolkata wall-clock time.
@@ -1441,4 +1441,141 @@ fn an_outage_seen_only_in_the_meters_silence_is_recorded_and_moves_the_grace() {
         outages[0].ended_at,
         Some(ist(2026, 11, 30, 21, 50) + Duration::seconds(1))
     );
+}
+
+/// What household meter `index` uses in interval `k` of a day: a base and a wobble, 100 to 200 Wh.
+fn household_wh(index: usize, k: usize) -> i64 {
+    100 + ((k * 7 + index * 13) % 11) as i64 * 10
+}
+
+#[test]
+fn the_transformer_audit_flags_the_day_a_meter_is_bypassed_and_points_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[audit]\ntechnical_loss_percent = 4.5\nflag_above_percent = 0.5\n";
+    let (mut gw, m1, _link) = gateway(&dir, config);
+    village(&mut gw, "V", 3);
+    let mut meters = vec![m1];
+    for i in 0..3 {
+        meters.push(gw.store().meter_id(&format!("MV{i}")).unwrap().unwrap());
+    }
+    let keys = gramgrid_proto::frame::SessionKeys {
+        dev_addr: gramgrid_proto::frame::DevAddr(0x2601_0100),
+        nwk_skey: gramgrid_proto::frame::SessionKey::new([7; 16]),
+        app_skey: gramgrid_proto::frame::SessionKey::new([9; 16]),
+    };
+    let day1 = ist(2026, 11, 20, 0, 0);
+    gw.store()
+        .install_transformer_meter("DT-1", day1, &keys)
+        .unwrap();
+    let dt = gw.store().meter_id("DT-1").unwrap().unwrap();
+    // Two days of quarter-hours. On the second, MV0 (index 1) is bypassed from 18:00: its meter
+    // records nothing while the transformer still delivers its load; the lines lose 4 %.
+    let mut registers = vec![0i64; meters.len()];
+    let mut dt_register = 1_000_000;
+    let mut readings = Vec::new();
+    for k in 0..=192 {
+        let at = day1 + Duration::minutes(15 * k as i64);
+        for (index, meter) in meters.iter().enumerate() {
+            readings.push(MeterReading {
+                meter: *meter,
+                at,
+                register_wh: registers[index],
+            });
+        }
+        readings.push(MeterReading {
+            meter: dt,
+            at,
+            register_wh: dt_register,
+        });
+        let delivered: i64 = (0..meters.len()).map(|i| household_wh(i, k % 96)).sum();
+        dt_register += delivered * 104 / 100;
+        for (index, register) in registers.iter_mut().enumerate() {
+            let bypassed = index == 1 && k >= 96 + 72;
+            if !bypassed {
+                *register += household_wh(index, k % 96);
+            }
+        }
+    }
+    let report = gw.ingest_readings(&readings).unwrap();
+    assert_eq!(report.refused, 0);
+    let day2 = day1 + Duration::days(1);
+    gw.on_meter_events(
+        meters[3],
+        &[gramgrid_proto::payload::MeterEvent {
+            kind: gramgrid_proto::payload::EventKind::Tamper(
+                gramgrid_proto::payload::Tamper::Magnet,
+            ),
+            at: day2 + Duration::hours(9),
+        }],
+        day2 + Duration::hours(10),
+    )
+    .unwrap();
+    // A day is audited two hours after it ends, once.
+    assert_eq!(
+        gw.policy_pass(day2 + Duration::minutes(90), true)
+            .unwrap()
+            .energy_audits,
+        0
+    );
+    assert_eq!(
+        gw.policy_pass(day2 + Duration::hours(3), true)
+            .unwrap()
+            .energy_audits,
+        1
+    );
+    assert_eq!(
+        gw.policy_pass(day2 + Duration::hours(27), true)
+            .unwrap()
+            .energy_audits,
+        1
+    );
+    assert_eq!(
+        gw.policy_pass(day2 + Duration::hours(28), true)
+            .unwrap()
+            .energy_audits,
+        0
+    );
+    let audits: Vec<EnergyAuditDay> = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::EnergyAudit(audit) => Some(audit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(audits.len(), 2);
+    let (calm, flagged) = (&audits[0], &audits[1]);
+    assert_eq!(calm.id, "gateway-1:audit:DT-1:2026-11-20");
+    assert_eq!((calm.intervals_compared, calm.meters), (96, 4));
+    let recorded: i64 = (0..96)
+        .flat_map(|k| (0..4).map(move |i| household_wh(i, k)))
+        .sum();
+    assert_eq!(calm.consumers_wh, recorded);
+    assert!(calm.transformer_wh > recorded && !calm.flagged, "{calm:?}");
+    assert!(calm.suspects.is_empty());
+    assert!(flagged.flagged, "{flagged:?}");
+    let listed: Vec<&str> = flagged.suspects.iter().map(|s| s.meter.as_str()).collect();
+    assert_eq!(listed, vec!["MV0", "MV2"], "{:?}", flagged.suspects);
+    assert!(matches!(
+        flagged.suspects[0].reasons[..],
+        [AuditReason::FallsWithLoss { recorded_wh: 0, usual_wh }] if usual_wh > 0
+    ));
+    assert_eq!(
+        flagged.suspects[1].reasons,
+        vec![AuditReason::Tamper {
+            kinds: vec!["tamper_magnet".into()]
+        }]
+    );
+    // The transformer meter is nobody's: not billed, not an account, its readings stay here.
+    assert_eq!(gw.store().accounts().unwrap().len(), 4);
+    let uploaded = gw.store().readings_after(0, 100_000).unwrap().unwrap();
+    assert!(uploaded.blocks.iter().all(|b| b.meter != "DT-1"));
+    assert!(gw
+        .store()
+        .verify(&TariffBook::builtin())
+        .unwrap()
+        .is_empty());
+    assert_eq!(gw.store().energy_audits(10).unwrap()[0], *flagged);
 }

@@ -10,6 +10,7 @@
 //!   each meter report as it arrives and advances its poll cursor only after the commit, so a power
 //!   cut loses nothing stored and the meter is asked again for what was not.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
+mod audit;
 mod commands;
 mod events;
 mod guard;
@@ -25,6 +26,7 @@ mod sync;
 mod technicians;
 mod views;
 
+pub use audit::{AuditInputs, ConsumerFacts, TransformerMeter};
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use events::{StoredMeterEvent, SupplyOutage};
 pub use guard::{GuardMarks, HeldPass};
@@ -219,6 +221,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     meters: HashMap<i64, MeterInfo>,
+    /// The transformer meters (role `dt`): installed and removed at (UTC seconds).
+    transformers: HashMap<i64, (i64, Option<i64>)>,
     /// Each meter's latest reading (mirror of `meter_cursor`).
     cursors: HashMap<i64, RegisterReading>,
     /// Segment totals read so far (mirror of rows of `segment_energy`).
@@ -302,6 +306,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             meters: HashMap::new(),
+            transformers: HashMap::new(),
             cursors: HashMap::new(),
             segments: HashMap::new(),
             versions: HashMap::new(),
@@ -397,6 +402,12 @@ impl Store {
                     },
                 ))
             })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut transformers = self
+            .conn
+            .prepare("SELECT id, installed_at, removed_at FROM meters WHERE role = 'dt'")?;
+        self.transformers = transformers
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
             .collect::<rusqlite::Result<_>>()?;
         let mut cursors = self
             .conn

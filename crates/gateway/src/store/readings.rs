@@ -74,6 +74,56 @@ struct Overlay {
     segments: HashMap<SegmentRow, SegmentTotals>,
 }
 
+/// What rating a consumer meter's reading needs besides the open transaction.
+struct Billing<'a> {
+    book: &'a TariffBook,
+    info: &'a MeterInfo,
+    versions: &'a HashMap<String, i64>,
+    segments: &'a HashMap<SegmentRow, SegmentTotals>,
+}
+
+impl Billing<'_> {
+    /// Rates a new reading between its neighbours into the overlay's segment totals; returns what
+    /// its arrival charged (energy plus duty).
+    fn rate(
+        &self,
+        tx: &Transaction<'_>,
+        overlay: &mut Overlay,
+        reading: &MeterReading,
+        neighbours: Neighbours,
+        report: &mut IngestReport,
+    ) -> Result<i64> {
+        let rows = segment_rows(self.book, self.info, self.versions, reading, neighbours);
+        for (_, row) in &rows {
+            load_segment(tx, self.segments, overlay, *row)?;
+        }
+        let register = RegisterReading {
+            at: reading.at,
+            register_wh: reading.register_wh,
+        };
+        let rated =
+            rating::rate_arrival(self.book, self.info.category, neighbours, register, |key| {
+                rows.iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, row)| overlay.segments.get(row))
+                    .map_or(SegmentEnergy::default(), |t| t.energy)
+            })?;
+        for change in &rated.changes {
+            let Some((_, row)) = rows.iter().find(|(k, _)| *k == change.key) else {
+                continue;
+            };
+            let totals = overlay.segments.entry(*row).or_default();
+            totals.energy = totals.energy + change.delta;
+            totals.cost = totals.cost + change.delta_cost;
+        }
+        for anomaly in &rated.anomalies {
+            record_anomaly(tx, reading, "register_went_back", &format!("{anomaly:?}"))?;
+            report.anomalies += 1;
+        }
+        Ok(rated.charge.total())
+    }
+}
+
 impl Store {
     /// Stores and rates a batch of readings in one durable transaction.
     pub fn ingest(&mut self, book: &TariffBook, batch: &[MeterReading]) -> Result<IngestReport> {
@@ -89,7 +139,11 @@ impl Store {
                 at: from_ts(ts(reading.at)),
                 ..*reading
             };
-            let Some(info) = self.meters.get(&reading.meter) else {
+            let info = self.meters.get(&reading.meter);
+            let Some(service) = info
+                .map(|i| (i.installed_at, i.removed_at))
+                .or_else(|| self.transformers.get(&reading.meter).copied())
+            else {
                 refuse(
                     &tx,
                     reading,
@@ -109,7 +163,8 @@ impl Store {
                 continue;
             }
             let at = ts(reading.at);
-            if at < info.installed_at || info.removed_at.is_some_and(|removed| at > removed) {
+            let (installed_at, removed_at) = service;
+            if at < installed_at || removed_at.is_some_and(|removed| at > removed) {
                 refuse(
                     &tx,
                     reading,
@@ -138,43 +193,34 @@ impl Store {
                     None => late_neighbours(&tx, reading)?,
                 },
             };
-            let rows = segment_rows(book, info, &self.versions, reading, neighbours);
-            for (_, row) in &rows {
-                load_segment(&tx, &self.segments, &mut overlay, *row)?;
-            }
             let register = RegisterReading {
                 at: reading.at,
                 register_wh: reading.register_wh,
             };
-            let rated = rating::rate_arrival(book, info.category, neighbours, register, |key| {
-                rows.iter()
-                    .find(|(k, _)| k == key)
-                    .and_then(|(_, row)| overlay.segments.get(row))
-                    .map_or(SegmentEnergy::default(), |t| t.energy)
-            })?;
-            for change in &rated.changes {
-                let Some((_, row)) = rows.iter().find(|(k, _)| *k == change.key) else {
-                    continue;
-                };
-                let totals = overlay.segments.entry(*row).or_default();
-                totals.energy = totals.energy + change.delta;
-                totals.cost = totals.cost + change.delta_cost;
-            }
-            for anomaly in &rated.anomalies {
-                record_anomaly(&tx, reading, "register_went_back", &format!("{anomaly:?}"))?;
-                report.anomalies += 1;
-            }
+            // A transformer meter's readings are stored for the energy audit, never billed.
+            let charge = match info {
+                Some(info) => {
+                    let billing = Billing {
+                        book,
+                        info,
+                        versions: &self.versions,
+                        segments: &self.segments,
+                    };
+                    billing.rate(&tx, &mut overlay, reading, neighbours, &mut report)?
+                }
+                None => 0,
+            };
             tx.prepare_cached(
                 "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![at, reading.meter, reading.register_wh, rated.charge.total(), next_seq])?;
+            .execute(params![at, reading.meter, reading.register_wh, charge, next_seq])?;
             next_seq += 1;
             overlay.earliest_stored = Some(overlay.earliest_stored.map_or(at, |e: i64| e.min(at)));
             if cursor.is_none_or(|c| c.at < reading.at) {
                 overlay.cursors.insert(reading.meter, register);
             }
             report.stored += 1;
-            report.charged_paise += rated.charge.total();
+            report.charged_paise += charge;
         }
         write_overlay(&tx, &overlay)?;
         tx.commit()?;

@@ -426,4 +426,36 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE supply_outages ADD COLUMN uplink_pending INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 20: the distribution transformer's meter (`store::audit`): a meter of role 'dt' belongs to no
+    // account, so `account` may be NULL for it (and only for it); and the daily energy audits.
+    // Foreign keys are off during migrations, so the rebuilt table keeps its ids and every row
+    // that refers to one.
+    r#"
+    CREATE TABLE meters_v20 (
+        id INTEGER PRIMARY KEY,
+        serial TEXT NOT NULL UNIQUE,
+        account TEXT REFERENCES accounts(id),
+        installed_at INTEGER NOT NULL,
+        removed_at INTEGER,
+        relay_state TEXT NOT NULL DEFAULT 'unknown'
+            CHECK (relay_state IN ('connected', 'disconnected', 'unknown')),
+        relay_state_at INTEGER,
+        billing_meter INTEGER REFERENCES meters(id),
+        role TEXT NOT NULL DEFAULT 'consumer' CHECK (role IN ('consumer', 'dt')),
+        CHECK ((role = 'dt') = (account IS NULL))
+    );
+    INSERT INTO meters_v20 (id, serial, account, installed_at, removed_at, relay_state, relay_state_at, billing_meter)
+        SELECT id, serial, account, installed_at, removed_at, relay_state, relay_state_at, billing_meter FROM meters;
+    DROP TABLE meters;
+    ALTER TABLE meters_v20 RENAME TO meters;
+    CREATE INDEX meters_by_account ON meters(account);
+    CREATE TABLE energy_audits (
+        id TEXT PRIMARY KEY,
+        transformer INTEGER NOT NULL REFERENCES meters(id),
+        day TEXT NOT NULL,
+        report TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        UNIQUE (transformer, day)
+    );
+    "#,
 ];

@@ -91,8 +91,9 @@ impl Store {
     /// Up to `limit` readings stored after arrival sequence `after`, as one batch.
     pub fn readings_after(&self, after: u64, limit: usize) -> Result<Option<ReadingBatch>> {
         let mut statement = self.conn.prepare_cached(
+            // A transformer meter's readings stay here: central gets its daily energy audit.
             "SELECT r.seq, m.serial, r.at, r.register_wh FROM readings r JOIN meters m ON m.id = r.meter
-             WHERE r.at >= ?3 AND r.seq > ?1 ORDER BY r.seq LIMIT ?2",
+             WHERE r.at >= ?3 AND r.seq > ?1 AND m.role = 'consumer' ORDER BY r.seq LIMIT ?2",
         )?;
         let from: i64 = self
             .conn
@@ -590,6 +591,23 @@ fn apply_one(
         DownlinkEvent::AccountProtection { id, protected } => {
             super::guard::set_protection_in(tx, id, protected.as_deref())?;
             Ok(Effect::None)
+        }
+        DownlinkEvent::TransformerMeter {
+            serial,
+            installed_at,
+            keys,
+        } => {
+            match session_keys(keys) {
+                Some(keys) => {
+                    super::audit::install_transformer_in(tx, sealer, serial, *installed_at, &keys)?
+                }
+                // As for a meter's keys: refusing the record would stop this gateway's sync.
+                None => tracing::error!(
+                    %serial,
+                    "central sent a transformer meter whose radio keys are not 32 hex digits; it is not installed"
+                ),
+            }
+            Ok(Effect::Meter)
         }
         DownlinkEvent::AccountSanctionedLoad { id, watts } => {
             super::load::set_sanctioned_load_in(tx, id, *watts)?;

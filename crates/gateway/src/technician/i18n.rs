@@ -51,6 +51,36 @@ impl Lang {
 /// Every text the pages show, in English and Hindi. A test checks that every literal the
 /// technician module passes to [`Lang::tr`] is here.
 pub const TEXTS: &[(&str, &str)] = &[
+    ("Energy audit", "ऊर्जा ऑडिट"),
+    (
+        "No audit yet: a day is audited two hours after it ends, when a transformer meter is installed.",
+        "अभी कोई ऑडिट नहीं: ट्रांसफ़ॉर्मर मीटर लगा हो तो हर दिन का ऑडिट दिन ख़त्म होने के दो घंटे बाद होता है।",
+    ),
+    ("Day", "दिन"),
+    ("Transformer", "ट्रांसफ़ॉर्मर"),
+    ("Intervals compared", "मिलाए गए अंतराल"),
+    ("Delivered", "दी गई बिजली"),
+    ("Recorded", "मीटरों में दर्ज"),
+    ("Loss", "हानि"),
+    ("Allowed", "स्वीकृत हानि"),
+    ("Flagged", "चिह्नित"),
+    ("yes", "हाँ"),
+    ("no", "नहीं"),
+    ("Where to look", "कहाँ देखें"),
+    (
+        "Evidence, not proof: check the meter and its service line with the household before any action.",
+        "यह सबूत है, दोष नहीं: कोई कदम उठाने से पहले परिवार के साथ मीटर और सर्विस लाइन जाँचें।",
+    ),
+    ("No meter stands out; look for a hook on the line.", "कोई मीटर अलग नहीं दिखता; लाइन पर कटिया देखें।"),
+    ("score", "अंक"),
+    ("tamper events", "छेड़छाड़ की घटनाएँ"),
+    ("recorded", "दर्ज"),
+    ("all day while connected", "पूरे दिन, जुड़े रहते हुए"),
+    (
+        "in the hours of most loss it recorded",
+        "सबसे ज़्यादा हानि के समय इसमें दर्ज हुआ",
+    ),
+    ("usually", "आम तौर पर"),
     ("Install a meter", "मीटर लगाएँ"),
     ("Meter installed", "मीटर लगाया गया"),
     ("Install", "लगाएँ"),

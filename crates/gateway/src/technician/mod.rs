@@ -104,6 +104,7 @@ pub fn router(app: TechnicianApp) -> Router {
         .route("/accounts/{id}/override", post(override_relay))
         .route("/redeem", get(redeem_page).post(redeem))
         .route("/install", get(install_page).post(install))
+        .route("/audit", get(audit_page))
         .route("/sync", post(sync_now))
         .route("/diagnostics", get(diagnostics))
         .with_state(state)
@@ -1171,6 +1172,20 @@ async fn sync_now(
         }
         Err(error) => internal(error),
     }
+}
+
+/// The transformer's energy audits of the last two weeks.
+async fn audit_page(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let ctx = match s.authorise(&headers, "/audit", Role::Viewer) {
+        Ok(ctx) => ctx,
+        Err(response) => return *response,
+    };
+    let audits = match s.lock().store().energy_audits(14) {
+        Ok(audits) => audits,
+        Err(error) => return internal(error),
+    };
+    let body = pages::energy_audit(ctx.lang, &audits);
+    s.render(&ctx, ctx.lang.tr("Energy audit"), None, body)
 }
 
 async fn diagnostics(State(s): State<Shared>, headers: HeaderMap) -> Response {

@@ -6,6 +6,7 @@ use crate::link::MeterLinkHealth;
 use crate::report::AccountStatus;
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
+use gramgrid_proto::wire::{AuditReason, EnergyAuditDay};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// The style sheet, inline in every page (one request per page on a slow phone).
@@ -55,6 +56,7 @@ pub fn page(frame: &Frame<'_>, title: &str, notice: Option<&Notice>, body: Marku
                             a href="/meters" { (lang.tr("Meters")) }
                             a href="/redeem" { (lang.tr("Redeem voucher")) }
                             a href="/install" { (lang.tr("Install a meter")) }
+                            a href="/audit" { (lang.tr("Energy audit")) }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(session.csrf);
@@ -228,6 +230,85 @@ pub fn meters(lang: Lang, query: &str, rows: &[MeterRow]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The transformer's energy audits, newest day first, with the meters a flagged day points to.
+pub fn energy_audit(lang: Lang, audits: &[EnergyAuditDay]) -> Markup {
+    html! {
+        @if audits.is_empty() {
+            p { (lang.tr("No audit yet: a day is audited two hours after it ends, when a transformer meter is installed.")) }
+        } @else {
+            table.audits {
+                thead { tr {
+                    th { (lang.tr("Day")) } th { (lang.tr("Transformer")) } th { (lang.tr("Intervals compared")) }
+                    th { (lang.tr("Delivered")) } th { (lang.tr("Recorded")) } th { (lang.tr("Loss")) }
+                    th { (lang.tr("Allowed")) } th { (lang.tr("Flagged")) }
+                } }
+                tbody {
+                    @for audit in audits {
+                        tr data-day=(audit.day) .flagged[audit.flagged] {
+                            td { (audit.day) } td { (audit.transformer) }
+                            td.num { (audit.intervals_compared) " / 96" }
+                            td.num { (kwh(audit.transformer_wh)) " kWh" }
+                            td.num { (kwh(audit.consumers_wh)) " kWh" }
+                            td.num { (kwh(audit.transformer_wh - audit.consumers_wh)) " kWh" br; small { (percent(audit.transformer_wh - audit.consumers_wh, audit.transformer_wh)) } }
+                            td.num { (kwh(audit.allowance_wh)) " kWh" }
+                            td { @if audit.flagged { strong { (lang.tr("yes")) } } @else { (lang.tr("no")) } }
+                        }
+                    }
+                }
+            }
+            @for audit in audits.iter().filter(|a| a.flagged) {
+                section.suspects data-day=(audit.day) {
+                    h2 { (lang.tr("Where to look")) ": " (audit.day) }
+                    p { (lang.tr("Evidence, not proof: check the meter and its service line with the household before any action.")) }
+                    @if audit.suspects.is_empty() {
+                        p { (lang.tr("No meter stands out; look for a hook on the line.")) }
+                    }
+                    ol {
+                        @for suspect in &audit.suspects {
+                            li data-meter=(suspect.meter) {
+                                a href=(format!("/meters/{}", suspect.meter)) { (suspect.meter) }
+                                " (" (suspect.account) "), " (lang.tr("score")) " " (suspect.score)
+                                ul { @for reason in &suspect.reasons { li { (audit_reason(lang, reason)) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn percent(part: i64, whole: i64) -> String {
+    if whole == 0 {
+        return "—".into();
+    }
+    format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+}
+
+fn audit_reason(lang: Lang, reason: &AuditReason) -> String {
+    match reason {
+        AuditReason::Tamper { kinds } => {
+            format!("{}: {}", lang.tr("tamper events"), kinds.join(", "))
+        }
+        AuditReason::NearZero { recorded_wh } => format!(
+            "{} {} kWh {}",
+            lang.tr("recorded"),
+            kwh(*recorded_wh),
+            lang.tr("all day while connected")
+        ),
+        AuditReason::FallsWithLoss {
+            usual_wh,
+            recorded_wh,
+        } => format!(
+            "{}: {} kWh, {} {} kWh",
+            lang.tr("in the hours of most loss it recorded"),
+            kwh(*recorded_wh),
+            lang.tr("usually"),
+            kwh(*usual_wh)
+        ),
     }
 }
 
@@ -461,5 +542,64 @@ pub fn redeem(lang: Lang, session: &Session) -> Markup {
             label { (lang.tr("Voucher code")) input name="code" autocomplete="off" autocapitalize="characters" required; }
             button type="submit" { (lang.tr("Redeem")) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gramgrid_proto::wire::AuditSuspect;
+
+    fn audit(day: &str, flagged: bool) -> EnergyAuditDay {
+        EnergyAuditDay {
+            id: format!("gw:audit:DT-1:{day}"),
+            transformer: "DT-1".into(),
+            day: day.into(),
+            intervals_compared: 96,
+            meters: 2,
+            transformer_wh: 100_000,
+            consumers_wh: 92_500,
+            allowance_wh: 4_000,
+            flagged,
+            interval_loss_wh: vec![Some(78); 96],
+            suspects: if flagged {
+                vec![AuditSuspect {
+                    meter: "M7".into(),
+                    account: "A7".into(),
+                    score: 60,
+                    reasons: vec![AuditReason::FallsWithLoss {
+                        usual_wh: 4_200,
+                        recorded_wh: 0,
+                    }],
+                }]
+            } else {
+                Vec::new()
+            },
+            at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_flagged_day_lists_where_to_look_with_the_reasons_in_either_language() {
+        let audits = [audit("2026-12-02", true), audit("2026-12-01", false)];
+        let english = energy_audit(Lang::En, &audits).into_string();
+        assert!(
+            english.contains("7.500 kWh") && english.contains("7.5 %"),
+            "{english}"
+        );
+        assert!(english.contains(r#"<section class="suspects" data-day="2026-12-02">"#));
+        assert!(!english.contains(r#"data-day="2026-12-01"><h2"#));
+        assert!(
+            english.contains(r#"<a href="/meters/M7">M7</a>"#),
+            "{english}"
+        );
+        assert!(
+            english.contains("in the hours of most loss it recorded: 0.000 kWh, usually 4.200 kWh")
+        );
+        let hindi = energy_audit(Lang::Hi, &audits).into_string();
+        assert!(hindi.contains("सबसे ज़्यादा हानि के समय इसमें दर्ज हुआ"), "{hindi}");
+        assert!(energy_audit(Lang::En, &[])
+            .into_string()
+            .contains("No audit yet"));
     }
 }

@@ -14,6 +14,7 @@ pub mod summary;
 
 use crate::meter::fleet::{self, MeterHandle, PlannedMeter};
 use crate::meter::light::LightRadio;
+use crate::meter::supply::{Feeder, Supply};
 use crate::netem::Fault;
 use crate::village::{Village, VillageError};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -26,6 +27,7 @@ use gramgrid_gateway::daemon::{technician_launch, GatewayBackend, Services};
 use gramgrid_gateway::link::{self, Link, LinkClock};
 use gramgrid_gateway::local;
 use gramgrid_net::wallclock::{SimulatedClock, WallClock};
+use gramgrid_proto::manifest::MeterRole;
 use gramgrid_proto::payload::AccessMode;
 use gramgrid_radio::{RadioConfig, RadioError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -274,7 +276,9 @@ impl Workspace {
 struct AirSide {
     clock: LinkClock,
     air: Air,
+    /// The households' meters, then the transformer's (the last).
     plan: Vec<PlannedMeter>,
+    /// Their firmware, in the same order.
     meters: Vec<MeterHandle>,
 }
 
@@ -332,13 +336,17 @@ impl Demo {
             .map(|m| fleet::locked(m).nvm.register_wh)
             .collect();
         let consumers = scenario::consumers(
-            &air_side.plan,
+            &air_side.plan[..args.meters],
             &registers,
             GATEWAY_ID,
             start,
             &TariffBook::builtin(),
             &mut rng,
         );
+        let bypassers = scenario::bypassers(&consumers);
+        for i in &bypassers {
+            fleet::locked(&air_side.meters[*i]).start_bypass(scenario::bypass(start));
+        }
         let clock = SimulatedClock::stopped_at(start);
         let enrolments = consumers
             .iter()
@@ -358,6 +366,11 @@ impl Demo {
             WallClock::from(clock.clone()),
             SocketAddr::from(([127, 0, 0, 1], args.port)),
             Some(sms.clone()),
+        ))?;
+        office.block_on(enter_transformer_meter(
+            &village,
+            &air_side.plan[args.meters..],
+            start,
         ))?;
         let mut run = Running {
             office: &office,
@@ -414,6 +427,10 @@ impl Demo {
                 sync,
                 balances,
                 scenes,
+                bypassers: bypassers
+                    .iter()
+                    .map(|i| consumers[*i].meter.serial.clone())
+                    .collect(),
                 dir: match (&workspace, args.serve) {
                     (Workspace::Temporary(_), false) => {
                         "a temporary directory (removed; keep them with --dir)".into()
@@ -582,15 +599,29 @@ async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
         &path_loss,
         &fleet::gateway_spec(),
     );
+    // The households' meters, then the transformer's: it reads what they all draw.
+    let feeder = Feeder::default();
+    let mut plan = plan;
+    plan.push(fleet::transformer_meter(
+        args.seed,
+        &path_loss,
+        &fleet::gateway_spec(),
+    ));
     let meters = plan
         .iter()
         .map(|m| {
-            Arc::new(Mutex::new(fleet::firmware(
-                m,
-                AccessMode::Scheduled,
-                false,
-                &clock,
-            )))
+            let supply = match m.role {
+                MeterRole::Consumer => Supply::Household {
+                    feeder: feeder.clone(),
+                    bypass: None,
+                },
+                MeterRole::Transformer => Supply::Transformer {
+                    feeder: feeder.clone(),
+                    loss_percent: scenario::LINE_LOSS_PERCENT,
+                },
+            };
+            let firmware = fleet::firmware(m, AccessMode::Scheduled, false, &clock);
+            Arc::new(Mutex::new(firmware.with_supply(supply)))
         })
         .collect();
     AirSide {
@@ -599,6 +630,28 @@ async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
         plan,
         meters,
     }
+}
+
+/// The office enters the transformer's meter at central from its manifest (`role = "dt"`); the
+/// gateway learns it, with its keys, at the first sync.
+async fn enter_transformer_meter(
+    village: &Village,
+    transformer: &[PlannedMeter],
+    at: DateTime<Utc>,
+) -> Result<(), DemoError> {
+    let manifest =
+        gramgrid_proto::manifest::MeterManifest::parse(&fleet::manifest_toml(transformer))
+            .map_err(|e| DemoError::Options(format!("the transformer meter's manifest: {e}")))?;
+    village
+        .central
+        .central
+        .db()
+        .transaction(move |tx| {
+            gramgrid_central::import::import_manifest(tx, &manifest, GATEWAY_ID, at)
+        })
+        .await
+        .map_err(VillageError::from)?;
+    Ok(())
 }
 
 /// Every account's balance at the gateway and at central.

@@ -1,7 +1,9 @@
 //! The demo's closing summary, read from central's and the gateway's SQLite files (not from the
 //! demo's own counters, except the sync traffic it measured on the link), as text or JSON.
+mod energy_audit;
 mod guardrails;
 
+pub use energy_audit::{AuditedDay, EnergyAuditSummary};
 pub use guardrails::GuardrailSummary;
 
 use chrono::{DateTime, Utc};
@@ -47,6 +49,8 @@ pub struct Summary {
     pub balances: BalanceSummary,
     /// The breakers, the protected household and the arrears.
     pub guardrails: GuardrailSummary,
+    /// The transformer's energy audit of each day, and the households on a hook.
+    pub energy_audit: EnergyAuditSummary,
     /// Business events central flagged for the office (offline overdrafts, double redemptions).
     pub flags: i64,
     /// Where the databases are (kept only with `--dir` or `--serve`).
@@ -238,6 +242,8 @@ pub struct Run {
     pub balances: BalanceSummary,
     /// The guardrail scenes the office played.
     pub scenes: super::guardrails::Scenes,
+    /// Meters whose households go around them from the second day.
+    pub bypassers: Vec<String>,
     /// Where the databases are, as the summary reports it.
     pub dir: String,
     /// Wall-clock time of the demo, in seconds.
@@ -285,6 +291,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
+    let energy_audit = energy_audit::read(&gateway, &central, &run).map_err(failed(gateway_db))?;
     let feeder_cut = run
         .feeder_cut
         .map(|cut| feeder_cut(&gateway, &central, cut))
@@ -311,6 +318,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         sync: run.sync,
         balances: run.balances,
         guardrails,
+        energy_audit,
         flags,
         dir: run.dir,
         wall_seconds: run.wall_seconds,
@@ -415,12 +423,16 @@ fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Res
     // A meter's installation register is stored as its first reading: heard means read since.
     let heard = count(
         gateway,
-        "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1",
+        "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1 AND meter IN (SELECT id FROM meters WHERE role = 'consumer')",
         [run.start.timestamp()],
     )?;
     let due =
         "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2 AND NOT (at > ?3 AND at <= ?4)";
-    let at_gateway = count(gateway, due, window)?;
+    let at_gateway = count(
+        gateway,
+        &format!("{due} AND meter IN (SELECT id FROM meters WHERE role = 'consumer')"),
+        window,
+    )?;
     let at_central = count(central, due, window)?;
     let percent = |of: i64| {
         if of == 0 {
@@ -833,6 +845,9 @@ pub fn render(s: &Summary) -> String {
         ));
     }
     for text in guardrail_lines(&s.guardrails) {
+        line(text);
+    }
+    for text in energy_audit::lines(&s.energy_audit) {
         line(text);
     }
     if s.flags > 0 {

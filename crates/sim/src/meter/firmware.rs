@@ -2,6 +2,7 @@
 //! intervals, opens authenticated downlinks only, obeys relay commands, and builds its replies.
 
 use super::profile;
+use super::supply::{Bypass, Supply};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::tariff::Category;
 use gramgrid_proto::frame::{seal_v1, Direction, SessionKeys};
@@ -68,6 +69,8 @@ pub struct Firmware {
     clock_offset: Duration,
     drift_ppm: f64,
     clock_origin: DateTime<Utc>,
+    /// How it is connected to the village's supply (None: on its own, as in the benchmarks).
+    supply: Option<Supply>,
 }
 
 impl Firmware {
@@ -106,6 +109,23 @@ impl Firmware {
             clock_offset,
             drift_ppm,
             clock_origin: now,
+            supply: None,
+        }
+    }
+
+    /// Connects the meter to a village's supply (a household's, or the transformer's).
+    pub fn with_supply(mut self, supply: Supply) -> Self {
+        self.supply = Some(supply);
+        self
+    }
+
+    /// The household starts going around this meter as `bypass` says (a household's meter only).
+    pub fn start_bypass(&mut self, bypass: Bypass) {
+        if let Some(Supply::Household {
+            bypass: current, ..
+        }) = &mut self.supply
+        {
+            *current = Some(bypass);
         }
     }
 
@@ -152,6 +172,10 @@ impl Firmware {
     /// Appends the interval starting at `start` (unless already logged), adding its consumption
     /// to the register if the supply was on.
     fn record(&mut self, start: DateTime<Utc>, supplied: bool) {
+        let start = self
+            .supply
+            .as_ref()
+            .map_or(start, |supply| supply.logged_interval(start));
         if self
             .nvm
             .log
@@ -161,7 +185,7 @@ impl Firmware {
             return;
         }
         if supplied {
-            self.nvm.register_wh += profile::interval_wh(self.category, start, &mut self.rng);
+            self.nvm.register_wh += self.metered_wh(start);
         }
         self.nvm.log.push_back(IntervalReading {
             interval_start: start,
@@ -169,6 +193,37 @@ impl Firmware {
         });
         while self.nvm.log.len() > LOG_CAPACITY {
             self.nvm.log.pop_front();
+        }
+    }
+
+    /// What the register counts for the interval starting at `start` (supply on): the household's
+    /// use unless it is bypassed (what it draws goes to the feeder either way), or for the
+    /// transformer what the households drew plus the loss (in this interval and any it did not
+    /// log).
+    fn metered_wh(&mut self, start: DateTime<Utc>) -> u64 {
+        if let Some(Supply::Transformer {
+            feeder,
+            loss_percent,
+        }) = &self.supply
+        {
+            // Its register runs on while it is dark or missed a capture: everything drawn since
+            // the interval it last logged counts, though only this interval is logged.
+            let after = self.nvm.log.back().map(|l| l.interval_start);
+            return feeder.drawn_between(after, start) * (100 + loss_percent) / 100;
+        }
+        let used = profile::interval_wh(self.category, start, &mut self.rng);
+        let Some(Supply::Household { feeder, bypass }) = &self.supply else {
+            return used;
+        };
+        match bypass.as_ref().filter(|b| b.covers(start)) {
+            Some(bypass) => {
+                feeder.draw(start, used + bypass.extra_wh);
+                0
+            }
+            None => {
+                feeder.draw(start, used);
+                used
+            }
         }
     }
 
@@ -423,6 +478,54 @@ mod tests {
         let body = gramgrid_proto::frame::open_data_frame(keys, phy, fcnt).unwrap();
         let Uplink::MeterReport(report) = Uplink::decode(&body).unwrap();
         report.events
+    }
+
+    #[test]
+    fn a_bypassed_household_records_nothing_and_the_transformer_sees_it_all() {
+        use crate::meter::supply::Feeder;
+        let feeder = Feeder::default();
+        let household = |seed, bypass| {
+            Firmware::new(keys(seed, 1), Category::Domestic, 7, u64::from(seed), t0()).with_supply(
+                Supply::Household {
+                    feeder: feeder.clone(),
+                    bypass,
+                },
+            )
+        };
+        let mut honest = household(1, None);
+        // t0 is 05:30 IST: bypassed from 05:00 to 07:00, with a 1 kWh-per-interval extra load.
+        let mut thief = household(
+            2,
+            Some(Bypass {
+                from: t0(),
+                hours: 5..7,
+                extra_wh: 1_000,
+            }),
+        );
+        let mut transformer = Firmware::new(keys(3, 5), Category::Domestic, 7, 3, t0())
+            .with_supply(Supply::Transformer {
+                feeder: feeder.clone(),
+                loss_percent: 4,
+            });
+        let (honest_before, thief_before, dt_before) = (
+            honest.nvm.register_wh,
+            thief.nvm.register_wh,
+            transformer.nvm.register_wh,
+        );
+        honest.record(t0(), true);
+        thief.record(t0(), true);
+        let honest_used = honest.nvm.register_wh - honest_before;
+        assert!(honest_used > 0);
+        assert_eq!(
+            thief.nvm.register_wh, thief_before,
+            "the bypassed meter records nothing"
+        );
+        let drawn = feeder.drawn_between(None, t0());
+        assert!(drawn > honest_used + 1_000, "{drawn}");
+        // The transformer's capture at the end of the next interval logs this one, with the loss.
+        transformer.record(t0() + Duration::minutes(15), true);
+        assert_eq!(transformer.nvm.register_wh - dt_before, drawn * 104 / 100);
+        assert_eq!(transformer.nvm.log.back().unwrap().interval_start, t0());
     }
 
     #[test]

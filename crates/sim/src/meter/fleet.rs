@@ -7,6 +7,7 @@ use gramgrid_air::pathloss::PathLossModel;
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::link::{LinkClock, REPLY_DELAY, RX1_DELAY};
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
+use gramgrid_proto::manifest::MeterRole;
 use gramgrid_proto::payload::AccessMode;
 use gramgrid_radio::budget::{choose_sf, GATEWAY_GAIN_DBI, METER_POWER_DBM};
 use gramgrid_radio::{Radio, RadioConfig, RadioError};
@@ -39,6 +40,8 @@ pub struct PlannedMeter {
     pub sf: Option<u8>,
     /// Seed of its firmware: load noise, clock offset and drift.
     pub seed: u64,
+    /// A household's meter, or the distribution transformer's.
+    pub role: MeterRole,
 }
 
 /// Serial number of fleet meter `i` (same in every process with the same plan).
@@ -92,9 +95,41 @@ pub fn plan(
                 spec,
                 sf: choose_sf(rx),
                 seed: rng.random(),
+                role: MeterRole::Consumer,
             }
         })
         .collect()
+}
+
+/// Serial of the village's distribution-transformer meter.
+pub const TRANSFORMER_SERIAL: &str = "SIM-DT-01";
+
+/// The transformer's meter: at the substation, a few metres from the gateway's mast, on the
+/// DevAddr just below the fleet's.
+pub fn transformer_meter(seed: u64, path_loss: &PathLossModel, gateway: &NodeSpec) -> PlannedMeter {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0064_746d_6574_6572);
+    let spec = NodeSpec::new(TRANSFORMER_SERIAL, gateway.x_m + 12.0, gateway.y_m + 5.0);
+    let rx = f64::from(METER_POWER_DBM) + gateway.antenna_gain_dbi
+        - link_loss_db(path_loss, seed, &spec, gateway);
+    let mut key = || {
+        let mut k = [0u8; 16];
+        rng.fill(&mut k);
+        k[0] |= 1;
+        SessionKey::new(k)
+    };
+    PlannedMeter {
+        serial: TRANSFORMER_SERIAL.to_owned(),
+        keys: SessionKeys {
+            dev_addr: DevAddr(FIRST_DEV_ADDR - 1),
+            nwk_skey: key(),
+            app_skey: key(),
+        },
+        category: Category::Domestic,
+        spec,
+        sf: choose_sf(rx),
+        seed: rng.random(),
+        role: MeterRole::Transformer,
+    }
 }
 
 /// The mast of the benchmark and the default simulation: origin, 3 dBi.
@@ -117,11 +152,12 @@ pub fn manifest_toml(meters: &[PlannedMeter]) -> String {
         };
         let _ = write!(
             out,
-            "\n[[meter]]\nserial = \"{}\"\ndev_addr = \"{}\"\nnwk_skey = \"{}\"\napp_skey = \"{}\"\ncategory = \"{category}\"\n",
+            "\n[[meter]]\nserial = \"{}\"\ndev_addr = \"{}\"\nnwk_skey = \"{}\"\napp_skey = \"{}\"\ncategory = \"{category}\"\nrole = \"{}\"\n",
             m.serial,
             m.keys.dev_addr,
             m.keys.nwk_skey.to_storage_hex(),
             m.keys.app_skey.to_storage_hex(),
+            m.role.name(),
         );
     }
     out

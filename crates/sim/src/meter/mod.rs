@@ -1,9 +1,11 @@
 //! Simulated meters: virtual firmware (`firmware`), load profiles (`profile`), a fleet scattered
 //! over a village (`fleet`), and a light radio for fleets too big for one chip emulator each
-//! (`light`); `cli` runs a fleet as its own process (`gramgrid sim`).
+//! (`light`), the village's supply as its transformer sees it (`supply`); `cli` runs a fleet as its
+//! own process (`gramgrid sim`).
 
 pub mod cli;
 pub mod firmware;
 pub mod fleet;
 pub mod light;
 pub mod profile;
+pub mod supply;

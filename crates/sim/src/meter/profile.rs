@@ -26,7 +26,8 @@ fn mean_w(category: Category, h: u32) -> u32 {
     }
 }
 
-fn local_hour(at: DateTime<Utc>) -> u32 {
+/// The local (IST) hour of `at`.
+pub fn local_hour(at: DateTime<Utc>) -> u32 {
     (at + Duration::minutes(330)).hour()
 }
 
