@@ -18,10 +18,12 @@ const LOOKBACK_DAYS: i64 = 7;
 const USUAL_DAYS: i64 = 7;
 
 impl Gateway {
-    /// Audits every day of every transformer meter that is due and not on record; returns how
-    /// many days were recorded.
+    /// Audits every day of every transformer meter that is due and not on record, and again a
+    /// day late readings of which arrived since the last pass; returns how many days were
+    /// recorded (new, or changed by the late readings).
     pub(super) fn audit_transformers(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut recorded = 0;
+        let late_from = self.store.take_stored_since_audit();
         for transformer in self.store.transformer_meters()? {
             let last_due = civil::local_date(now - AUDIT_DELAY) - Duration::days(1);
             let first = civil::local_date(transformer.installed_at)
@@ -31,7 +33,9 @@ impl Gateway {
                     "{}:audit:{}:{day}",
                     self.config.gateway.id, transformer.serial
                 );
-                if self.store.has_energy_audit(&id)? {
+                let day_end = civil::start_of_local_day(day) + Duration::days(1);
+                let late = late_from.is_some_and(|from| from <= day_end);
+                if !late && self.store.energy_audit(&id)?.is_some() {
                     continue;
                 }
                 let audit = self.audit_day(&transformer, day, id, now)?;

@@ -174,39 +174,54 @@ impl Store {
         })
     }
 
-    /// Whether the audit with this id is on record.
-    pub fn has_energy_audit(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .conn
+    /// The audit with this id, if it is on record.
+    pub fn energy_audit(&self, id: &str) -> Result<Option<EnergyAuditDay>> {
+        self.conn
             .query_row(
-                "SELECT 1 FROM energy_audits WHERE id = ?1",
+                "SELECT report FROM energy_audits WHERE id = ?1",
                 [id],
-                |_| Ok(()),
+                |r| r.get::<_, String>(0),
             )
             .optional()?
-            .is_some())
+            .map(|report| {
+                serde_json::from_str(&report).map_err(|e| StoreError::Encoding(e.to_string()))
+            })
+            .transpose()
     }
 
-    /// Records a day's audit of `transformer` once and queues it for central; false when it was
-    /// on record.
+    /// The earliest time of the readings stored since the last call (None: none), so that a day
+    /// already audited is audited again when late readings of it arrive.
+    pub fn take_stored_since_audit(&mut self) -> Option<DateTime<Utc>> {
+        self.stored_since_audit.take().map(from_ts)
+    }
+
+    /// Records a day's audit of `transformer` and queues it for central, both in one transaction:
+    /// a new day, or a day audited again whose figures changed (central replaces it by id).
+    /// Returns false when the same audit was on record.
     pub fn record_energy_audit(
         &mut self,
         transformer: i64,
         audit: &EnergyAuditDay,
     ) -> Result<bool> {
+        if self.energy_audit(&audit.id)?.is_some_and(|stored| {
+            EnergyAuditDay {
+                at: stored.at,
+                ..audit.clone()
+            } == stored
+        }) {
+            return Ok(false);
+        }
         let report =
             serde_json::to_string(audit).map_err(|e| StoreError::Encoding(e.to_string()))?;
         let tx = self.conn.transaction()?;
-        let new = tx.execute(
+        tx.execute(
             "INSERT INTO energy_audits (id, transformer, day, report, at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (id) DO UPDATE SET report = ?4, at = ?5",
             params![audit.id, transformer, audit.day, report, ts(audit.at)],
-        )? == 1;
-        if new {
-            append_outbox(&tx, &UplinkEvent::EnergyAudit(audit.clone()))?;
-        }
+        )?;
+        append_outbox(&tx, &UplinkEvent::EnergyAudit(audit.clone()))?;
         tx.commit()?;
-        Ok(new)
+        Ok(true)
     }
 
     /// The latest `limit` audits, newest day first.

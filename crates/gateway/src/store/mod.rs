@@ -229,6 +229,9 @@ pub struct Store {
     segments: HashMap<readings::SegmentRow, readings::SegmentTotals>,
     /// Tariff version name → small integer used in `segment_energy`.
     versions: HashMap<String, i64>,
+    /// The earliest reading time stored since the energy audit last asked (in memory): a day
+    /// already audited that it falls in is audited again.
+    stored_since_audit: Option<i64>,
     /// Arrival sequence the next stored reading gets (the bulk upload lane's origin sequence).
     next_reading_seq: i64,
     /// Seals the meter session keys at rest, with the key in `secrets.key` beside the database.
@@ -311,6 +314,7 @@ impl Store {
             segments: HashMap::new(),
             versions: HashMap::new(),
             next_reading_seq: 1,
+            stored_since_audit: None,
             outbox_hold: None,
         };
         store.migrate()?;

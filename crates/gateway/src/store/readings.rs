@@ -225,6 +225,9 @@ impl Store {
         write_overlay(&tx, &overlay)?;
         tx.commit()?;
         self.next_reading_seq = next_seq;
+        if let Some(at) = overlay.earliest_stored {
+            self.stored_since_audit = Some(self.stored_since_audit.map_or(at, |s| s.min(at)));
+        }
         self.cursors.extend(overlay.cursors);
         self.segments.extend(overlay.segments);
         Ok(report)
