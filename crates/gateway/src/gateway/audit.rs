@@ -69,7 +69,19 @@ impl Gateway {
             (start, end),
             (start - Duration::days(USUAL_DAYS) - margin, end + margin),
         )?;
-        let delivered = audit::interval_energy(&inputs.transformer, start, INTERVALS_PER_DAY);
+        let mut delivered = audit::interval_energy(&inputs.transformer, start, INTERVALS_PER_DAY);
+        // A supply outage is nobody's loss: its intervals are not compared, whatever a meter's
+        // register did across it.
+        for outage in self.store.outages_since(start)? {
+            let outage_end = outage.ended_at.unwrap_or(end);
+            for (k, wh) in delivered.iter_mut().enumerate() {
+                let from = start + Duration::seconds(INTERVAL_SECS * k as i64);
+                let to = from + Duration::seconds(INTERVAL_SECS);
+                if from < outage_end && outage.started_at < to {
+                    *wh = None;
+                }
+            }
+        }
         let consumers: Vec<ConsumerDay<usize>> = inputs
             .consumers
             .iter()
