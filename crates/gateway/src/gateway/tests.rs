@@ -1603,3 +1603,37 @@ fn the_transformer_audit_flags_the_day_a_meter_is_bypassed_and_points_to_it() {
         .is_empty());
     assert_eq!(gw.store().energy_audits(10).unwrap()[0], *flagged);
 }
+
+#[test]
+fn a_manifest_loaded_at_the_gateway_installs_its_transformer_meter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _m1, _link) = gateway(&dir, "");
+    let entry = |serial: &str, dev_addr: &str, role: &str| {
+        format!(
+            "[[meter]]\nserial = \"{serial}\"\ndev_addr = \"{dev_addr}\"\nnwk_skey = \"{}\"\napp_skey = \"{}\"\nrole = \"{role}\"\n",
+            "11".repeat(16),
+            "22".repeat(16)
+        )
+    };
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "version = 1\n{}{}",
+            entry("M1", "26010001", "consumer"),
+            entry("DT-1", "26010100", "dt")
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let provisioned = crate::daemon::provision_from_manifest(gw.store(), &manifest).unwrap();
+        assert_eq!(provisioned, 2);
+    }
+    let transformers = gw.store().transformer_meters().unwrap();
+    assert_eq!(transformers.len(), 1);
+    assert_eq!(transformers[0].serial, "DT-1");
+    // The radio polls it like any meter; it is nobody's account.
+    let sessions = gw.store().link_sessions().unwrap();
+    assert!(sessions.iter().any(|s| s.serial == "DT-1"));
+    assert_eq!(gw.store().accounts().unwrap().len(), 1);
+}
