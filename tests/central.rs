@@ -355,6 +355,7 @@ async fn a_balance_says_what_it_rests_on_and_lasts_as_long_as_its_readings_say()
             after_seq: 0,
             through_seq: 9,
             blocks: ReadingBlock::group(two_hours_to_now("M-A1")),
+            exports: Vec::new(),
         };
         h.exchange("gw-a", &upload(vec![], Some(batch), 0))
             .await
@@ -454,6 +455,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
                         meter,
                         at: DateTime::from_timestamp(*at, 0).unwrap(),
                         register_wh: *register,
+                        export_wh: 0,
                     }],
                 )
                 .unwrap();
@@ -476,6 +478,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
                         after_seq: 0,
                         through_seq: on_time.len() as u64,
                         blocks: ReadingBlock::group(on_time.clone()),
+                        exports: Vec::new(),
                     }),
                     first.downlink.last().unwrap().seq,
                 ),
@@ -490,6 +493,7 @@ async fn balance_after_sync_equals_the_gateways_to_the_paisa() {
             after_seq: on_time.len() as u64,
             through_seq: 399,
             blocks: ReadingBlock::group(late),
+            exports: Vec::new(),
         };
         for _ in 0..2 {
             let b = h
@@ -591,6 +595,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
                         meter,
                         at: DateTime::from_timestamp(*at, 0).unwrap(),
                         register_wh: *register_wh,
+                        export_wh: 0,
                     }],
                 )
                 .unwrap();
@@ -627,6 +632,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
                         after_seq: 0,
                         through_seq: all.len() as u64,
                         blocks: ReadingBlock::group(all.clone()),
+                        exports: Vec::new(),
                     }),
                     first.downlink.last().unwrap().seq,
                 ),
@@ -1054,6 +1060,7 @@ async fn gateway_b_cannot_touch_gateway_a_data() {
             after_seq: 0,
             through_seq: 3,
             blocks: ReadingBlock::group(readings("M-A1", 1..4)),
+            exports: Vec::new(),
         });
         let request = upload(
             vec![PriorityRecord {
@@ -1462,6 +1469,7 @@ async fn exports_statements_and_policy_publishing() {
             after_seq: 0,
             through_seq: 3,
             blocks: ReadingBlock::group(readings("M-A1", 1..4)),
+            exports: Vec::new(),
         };
         h.exchange("gw-a", &upload(vec![], Some(batch), 0))
             .await
@@ -1612,6 +1620,7 @@ async fn the_readings_export_pages_by_cursor_and_every_reading_comes_once() {
             after_seq: 0,
             through_seq: all.len() as u64,
             blocks: ReadingBlock::group(all.clone()),
+            exports: Vec::new(),
         };
         h.exchange("gw-a", &upload(vec![], Some(batch), 0))
             .await
@@ -1968,6 +1977,7 @@ async fn an_exchange_over_the_reading_limit_is_refused_whole_with_413() {
                 after_seq: 0,
                 through_seq: over as u64,
                 blocks: ReadingBlock::group(readings("M-A1", 1..over + 1)),
+                exports: Vec::new(),
             }),
             0,
         );
@@ -2228,6 +2238,7 @@ async fn a_gateway_with_a_valid_certificate_cannot_make_money_or_touch_others() 
         after_seq: 0,
         through_seq: 5,
         blocks: vec![huge, theirs],
+        exports: Vec::new(),
     };
     let gateway = gramgrid_net::tls::HttpsClient::new(
         gramgrid_net::tls::client_config(&bundle).unwrap(),
@@ -2334,6 +2345,7 @@ async fn after_an_account_moves_both_gateways_keep_syncing() {
             after_seq: 0,
             through_seq: 6,
             blocks: ReadingBlock::group(all),
+            exports: Vec::new(),
         };
         let old = h
             .exchange(
@@ -2914,6 +2926,7 @@ async fn a_moved_account_brings_its_meter_history_and_the_balances_agree() {
             after_seq: 0,
             through_seq: 300,
             blocks: ReadingBlock::group(readings("M-A1", 1..300)),
+            exports: Vec::new(),
         };
         h.exchange("gw-a", &upload(vec![], Some(batch), 0))
             .await

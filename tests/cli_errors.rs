@@ -350,6 +350,20 @@ fn a_time_of_day_quote_shows_its_slots_and_refuses_an_unknown_one() {
             .any(|l| l.starts_with("  total (INR)") && l.ends_with(" 1303.70")),
         "{text}"
     );
+    let out = quote(&["--export-units", "150"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("exported      150.000 kWh, net      100.000 kWh billed"),
+        "{text}"
+    );
+    let out = quote(&["--export-units=-5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--export-units -5 is not a month's export"),
+        "{}",
+        stderr(&out)
+    );
     let out = quote(&["--slot-units", "night=10"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

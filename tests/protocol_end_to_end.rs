@@ -87,6 +87,7 @@ fn report_up_command_down_and_replay_after_restart() {
             .map(|i| IntervalReading {
                 interval_start: t(day + 900 * i),
                 import_wh: 50_000 + 120 * i as u64,
+                export_wh: 0,
             })
             .collect(),
         power_w: 480,

@@ -61,6 +61,7 @@ fn crash_child_writer() {
                 meter,
                 at: start + Duration::minutes(15 * (i * 4_000 + k + 1)),
                 register_wh: (i * 4_000 + k + 1) * 10,
+                export_wh: 0,
             })
             .collect();
         store.ingest(&book, &batch).unwrap();

@@ -174,6 +174,7 @@ fn prepare(dir: &Path) -> Paths {
                     .unwrap(),
                 at,
                 register_wh: interval * (20 + i as i64 % 7) + (interval % 5) * i as i64,
+                export_wh: 0,
             })
             .collect();
         gateway.ingest_readings(&batch).unwrap();

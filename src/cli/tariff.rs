@@ -42,6 +42,10 @@ pub enum TariffCommand {
         /// demand charge.
         #[arg(long = "max-demand-kw", default_value_t = 0.0)]
         max_demand_kw: f64,
+        /// Units (kWh) a rooftop-solar home exported in the month (net metering: the slabs are on
+        /// the units imported less those exported, never below zero).
+        #[arg(long = "export-units", default_value_t = 0.0)]
+        export_units: f64,
         /// Month to price (YYYY-MM); default: the current month in Asia/Kolkata.
         #[arg(long, value_parser = parse_month)]
         month: Option<Month>,
@@ -86,12 +90,16 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
             units,
             slot_units,
             max_demand_kw,
+            export_units,
             month,
             config,
             json,
         } => {
             if !units.is_finite() || !(0.0..=1.0e9).contains(&units) {
                 anyhow::bail!("--units {units} is not a monthly consumption; give a number of kWh such as 250");
+            }
+            if !export_units.is_finite() || !(0.0..=1.0e9).contains(&export_units) {
+                anyhow::bail!("--export-units {export_units} is not a month's export; give a number of kWh such as 120");
             }
             let book = load_config(config.as_deref())?.tariff_book()?;
             let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now()));
@@ -105,6 +113,7 @@ pub(super) fn run(what: TariffCommand) -> Result<()> {
                     .map(|(slot, kwh)| (slot, to_wh(kwh)))
                     .collect(),
                 max_demand_w: to_wh(max_demand_kw),
+                export_wh: to_wh(export_units),
             };
             let bill = book.quote_usage(category.into(), month, &usage)?;
             if json {

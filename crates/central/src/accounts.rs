@@ -361,22 +361,32 @@ const READINGS_PER_RECORD: usize = 10_000;
 /// history (as late readings) exactly as central did, instead of from the installation reading.
 pub(crate) fn hand_over_readings(tx: &mut dyn Tx, gateway: &str, serial: &str) -> Result<()> {
     let rows = tx.query(
-        "SELECT at, register_wh FROM readings WHERE meter = $1 ORDER BY at",
+        "SELECT at, register_wh, export_wh FROM readings WHERE meter = $1 ORDER BY at",
         &[serial.into()],
     )?;
     let readings = rows
         .iter()
-        .map(|r| Ok((serial.to_owned(), r.int(0)?, r.int(1)?)))
+        .map(|r| Ok((serial.to_owned(), r.int(0)?, r.int(1)?, r.int(2)?)))
         .collect::<Result<Vec<_>>>()?;
     if readings.len() <= 1 {
         // Only the installation reading, which the `Meter` record carries already.
         return Ok(());
     }
     for chunk in readings.chunks(READINGS_PER_RECORD) {
-        let blocks = gramgrid_proto::wire::ReadingBlock::group(chunk.to_vec());
-        append_downlink(tx, gateway, &DownlinkEvent::Readings { blocks })?;
+        append_downlink(tx, gateway, &handover_record(chunk.to_vec()))?;
     }
     Ok(())
+}
+
+/// The record that hands readings over to a gateway: `Readings`, or `NetReadings` when one of them
+/// has an export register (so an import-only meter's handover still reaches an older gateway).
+pub(crate) fn handover_record(readings: Vec<gramgrid_proto::wire::NetReading>) -> DownlinkEvent {
+    let (blocks, exports) = gramgrid_proto::wire::group_net(readings);
+    if exports.is_empty() {
+        DownlinkEvent::Readings { blocks }
+    } else {
+        DownlinkEvent::NetReadings { blocks, exports }
+    }
 }
 
 fn account_event(account: &Account) -> DownlinkEvent {

@@ -106,13 +106,14 @@ struct Totals {
 }
 
 impl Totals {
-    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise` from
-    /// column `first` on.
+    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise,
+    /// export_wh` from column `first` on.
     fn from_row(r: &Row, first: usize) -> Result<Totals> {
         Ok(Totals {
             energy: SegmentEnergy {
                 wh: r.int(first)?,
                 tod_weight: r.int(first + 1)?,
+                export_wh: r.int(first + 5)?,
             },
             cost: Cost {
                 energy_paise: r.int(first + 2)?,
@@ -138,8 +139,8 @@ struct Pending {
 impl Pending {
     fn flush_readings(&mut self, tx: &mut dyn Tx) -> Result<()> {
         tx.insert_many(
-            "readings (meter, at, register_wh, charge_paise)",
-            4,
+            "readings (meter, at, register_wh, export_wh, charge_paise)",
+            5,
             &self.readings,
             "ON CONFLICT DO NOTHING",
         )?;
@@ -153,14 +154,22 @@ impl Pending {
             .cursors
             .into_iter()
             .filter_map(|(meter, r)| {
-                r.map(|r| vec![meter.into(), ts(r.at).into(), r.register_wh.into()])
+                r.map(|r| {
+                    vec![
+                        meter.into(),
+                        ts(r.at).into(),
+                        r.register_wh.into(),
+                        r.export_wh.into(),
+                    ]
+                })
             })
             .collect();
         tx.insert_many(
-            "meter_cursor (meter, at, register_wh)",
-            3,
+            "meter_cursor (meter, at, register_wh, export_wh)",
+            4,
             &cursors,
-            "ON CONFLICT (meter) DO UPDATE SET at = excluded.at, register_wh = excluded.register_wh",
+            "ON CONFLICT (meter) DO UPDATE SET at = excluded.at, register_wh = excluded.register_wh,
+             export_wh = excluded.export_wh",
         )?;
         let segments: Vec<Vec<Value>> = self
             .segments
@@ -175,16 +184,18 @@ impl Pending {
                     t.cost.energy_paise.into(),
                     t.cost.tod_paise.into(),
                     t.cost.duty_paise.into(),
+                    t.energy.export_wh.into(),
                 ]
             })
             .collect();
         tx.insert_many(
-            "segment_energy (meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise)",
-            8,
+            "segment_energy (meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise, export_wh)",
+            9,
             &segments,
             "ON CONFLICT (meter, month, version) DO UPDATE SET energy_wh = excluded.energy_wh,
              tod_weight = excluded.tod_weight, energy_paise = excluded.energy_paise,
-             tod_paise = excluded.tod_paise, duty_paise = excluded.duty_paise",
+             tod_paise = excluded.tod_paise, duty_paise = excluded.duty_paise,
+             export_wh = excluded.export_wh",
         )?;
         Ok(())
     }
@@ -201,18 +212,19 @@ impl Pending {
         for chunk in meters.chunks(IN_CHUNK) {
             let keys: Vec<Value> = chunk.iter().map(|s| (*s).into()).collect();
             let sql = format!(
-                "SELECT meter, at, register_wh FROM meter_cursor WHERE meter IN ({})",
+                "SELECT meter, at, register_wh, export_wh FROM meter_cursor WHERE meter IN ({})",
                 placeholders(1, chunk.len())
             );
             for r in tx.query(&sql, &keys)? {
                 let reading = RegisterReading {
                     at: from_ts(r.int(1)?),
                     register_wh: r.int(2)?,
+                    export_wh: r.int(3)?,
                 };
                 pending.cursors.insert(r.text(0)?, Some(reading));
             }
             let sql = format!(
-                "SELECT meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise
+                "SELECT meter, month, version, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise, export_wh
                  FROM segment_energy WHERE month >= $1 AND meter IN ({})",
                 placeholders(2, chunk.len())
             );
@@ -237,7 +249,7 @@ impl Pending {
         }
         let totals = tx
             .query_opt(
-                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise FROM segment_energy
+                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise, export_wh FROM segment_energy
                  WHERE meter = $1 AND month = $2 AND version = $3",
                 &[row.0.as_str().into(), row.1.into(), row.2.as_str().into()],
             )?
@@ -266,14 +278,14 @@ pub(crate) fn record_anomaly(
     Ok(())
 }
 
-fn register_at(tx: &mut dyn Tx, meter: &str, at: i64) -> Result<Option<i64>> {
-    Ok(tx
-        .query_opt(
-            "SELECT register_wh FROM readings WHERE meter = $1 AND at = $2",
-            &[meter.into(), at.into()],
-        )?
-        .map(|r| r.int(0))
-        .transpose()?)
+/// The import and export registers stored for the meter at `at`, if any.
+fn register_at(tx: &mut dyn Tx, meter: &str, at: i64) -> Result<Option<(i64, i64)>> {
+    tx.query_opt(
+        "SELECT register_wh, export_wh FROM readings WHERE meter = $1 AND at = $2",
+        &[meter.into(), at.into()],
+    )?
+    .map(|r| Ok((r.int(0)?, r.int(1)?)))
+    .transpose()
 }
 
 fn late_neighbours(tx: &mut dyn Tx, meter: &str, at: i64) -> Result<Neighbours> {
@@ -282,27 +294,30 @@ fn late_neighbours(tx: &mut dyn Tx, meter: &str, at: i64) -> Result<Neighbours> 
             Ok(RegisterReading {
                 at: from_ts(r.int(0)?),
                 register_wh: r.int(1)?,
+                export_wh: r.int(2)?,
             })
         })
         .transpose()
     };
     let previous = read(tx.query_opt(
-        "SELECT at, register_wh FROM readings WHERE meter = $1 AND at < $2 ORDER BY at DESC LIMIT 1",
+        "SELECT at, register_wh, export_wh FROM readings WHERE meter = $1 AND at < $2 ORDER BY at DESC LIMIT 1",
         &[meter.into(), at.into()],
     )?)?;
     let next = read(tx.query_opt(
-        "SELECT at, register_wh FROM readings WHERE meter = $1 AND at > $2 ORDER BY at LIMIT 1",
+        "SELECT at, register_wh, export_wh FROM readings WHERE meter = $1 AND at > $2 ORDER BY at LIMIT 1",
         &[meter.into(), at.into()],
     )?)?;
     Ok(Neighbours { previous, next })
 }
 
-/// Stores and rates blocks of readings from `gateway`, whose meters the caller has checked.
+/// Stores and rates blocks of readings from `gateway`, whose meters the caller has checked, with
+/// the export registers of those that have one (`exports`, by meter and time; absent means 0).
 pub fn ingest(
     tx: &mut dyn Tx,
     book: &TariffBook,
     gateway: &str,
     blocks: &[(MeterInfo, &ReadingBlock)],
+    exports: &HashMap<(&str, i64), i64>,
 ) -> Result<IngestReport> {
     let mut report = IngestReport::default();
     let meters: Vec<&str> = blocks.iter().map(|(_, b)| b.meter.as_str()).collect();
@@ -315,9 +330,11 @@ pub fn ingest(
     for (info, block) in blocks {
         let meter = block.meter.as_str();
         for (at, register_wh) in block.readings() {
+            let export_wh = exports.get(&(meter, at)).copied().unwrap_or(0);
             let reading = RegisterReading {
                 at: from_ts(at),
                 register_wh,
+                export_wh,
             };
             if at < info.installed_at {
                 record_anomaly(
@@ -342,11 +359,11 @@ pub fn ingest(
                 Some(_) => {
                     // A late or repeated reading: the database must see this batch's rows.
                     pending.flush_readings(tx)?;
-                    if let Some(stored) = register_at(tx, meter, at)? {
+                    if let Some((stored, stored_export)) = register_at(tx, meter, at)? {
                         report.duplicates += 1;
-                        if stored != register_wh {
-                            record_anomaly(tx, &format!("{meter}:{at}:conflicting_duplicate:{register_wh}"), gateway, Some(meter),
-                                "conflicting_duplicate", &format!("stored register {stored} Wh kept; a second reading said {register_wh} Wh"), reading.at)?;
+                        if (stored, stored_export) != (register_wh, export_wh) {
+                            record_anomaly(tx, &format!("{meter}:{at}:conflicting_duplicate:{register_wh}:{export_wh}"), gateway, Some(meter),
+                                "conflicting_duplicate", &format!("stored registers {stored} Wh in, {stored_export} Wh out kept; a second reading said {register_wh} Wh in, {export_wh} Wh out"), reading.at)?;
                         }
                         continue;
                     }
@@ -401,6 +418,7 @@ pub fn ingest(
                 meter.into(),
                 at.into(),
                 register_wh.into(),
+                export_wh.into(),
                 charge.into(),
             ]);
             if latest.is_none_or(|c| c.at < reading.at) {

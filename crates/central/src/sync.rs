@@ -26,7 +26,7 @@ use gramgrid_proto::wire::{
     self, DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
     UploadRequest, UploadResponse, WireRelayAction, WireRelayState,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Most downlink records in one answer; `more` tells the gateway to exchange again.
 pub const DOWNLINK_PAGE: usize = 500;
@@ -144,9 +144,10 @@ pub fn apply(
         let after = i64::try_from(batch.after_seq).unwrap_or(i64::MAX);
         let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
         if after <= readings_acked && readings_acked < through {
-            let admitted = admitted_blocks(tx, &mut origin, batch, through)?;
+            let exports = batch_exports(batch)?;
+            let admitted = admitted_blocks(tx, &mut origin, batch, &exports, through)?;
             let all = admitted.all();
-            let report = readings::ingest(tx, book, gateway, &all)?;
+            let report = readings::ingest(tx, book, gateway, &all, &exports)?;
             readings_event(tx, gateway, &all, report.stored, now)?;
             touched.extend(report.accounts);
             readings_acked = through;
@@ -195,6 +196,23 @@ pub fn apply(
     })
 }
 
+/// The export registers of a batch's readings, by meter and time; a batch whose exports name a
+/// reading it does not carry, or an export register no meter can show, is refused whole.
+fn batch_exports(batch: &ReadingBatch) -> Result<HashMap<(&str, i64), i64>> {
+    let exports = wire::exports_by_reading(&batch.blocks, &batch.exports)
+        .map_err(|e| CentralError::Invalid(e.to_string()))?;
+    if let Some(((meter, _), export)) = exports
+        .iter()
+        .find(|(_, export)| !(0..=gramgrid_core::rating::MAX_REGISTER_WH).contains(*export))
+    {
+        return Err(CentralError::Invalid(format!(
+            "meter '{meter}': export register {export} Wh is outside 0 to {} Wh; the gateway is broken",
+            gramgrid_core::rating::MAX_REGISTER_WH
+        )));
+    }
+    Ok(exports)
+}
+
 /// Admitted readings of a batch: blocks of the gateway's own meters as sent, and the parts taken
 /// before a move of meters that moved away from it (handed to their new gateway).
 struct Admitted<'b> {
@@ -219,6 +237,7 @@ fn admitted_blocks<'b>(
     tx: &mut dyn Tx,
     origin: &mut Origin<'_>,
     batch: &'b ReadingBatch,
+    exports: &HashMap<(&str, i64), i64>,
     through: i64,
 ) -> Result<Admitted<'b>> {
     let serials: Vec<&str> = batch.blocks.iter().map(|b| b.meter.as_str()).collect();
@@ -238,13 +257,15 @@ fn admitted_blocks<'b>(
         let mut taken = 0;
         if let Some((info, to, blocks)) = origin.moved_away_part(block) {
             taken = blocks.iter().map(ReadingBlock::len).sum();
-            append_downlink(
-                tx,
-                &to,
-                &DownlinkEvent::Readings {
-                    blocks: blocks.clone(),
-                },
-            )?;
+            let readings = blocks
+                .iter()
+                .flat_map(|b| b.readings().map(move |(at, r)| (b.meter.as_str(), at, r)))
+                .map(|(meter, at, register)| {
+                    let export = exports.get(&(meter, at)).copied().unwrap_or(0);
+                    (meter.to_owned(), at, register, export)
+                })
+                .collect();
+            append_downlink(tx, &to, &accounts::handover_record(readings))?;
             admitted
                 .handed_over
                 .extend(blocks.into_iter().map(|b| (info.clone(), b)));

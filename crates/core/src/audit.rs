@@ -94,14 +94,35 @@ pub fn interval_energy(
     start: DateTime<Utc>,
     n: usize,
 ) -> Vec<Option<i64>> {
+    register_intervals(readings, start, n, |r| r.register_wh)
+}
+
+/// The energy (Wh) a rooftop-solar home exported in each of the `n` intervals from `start`, from
+/// its export register, as [`interval_energy`] takes the import (all zero for a meter without one).
+pub fn interval_export(
+    readings: &[RegisterReading],
+    start: DateTime<Utc>,
+    n: usize,
+) -> Vec<Option<i64>> {
+    register_intervals(readings, start, n, |r| r.export_wh)
+}
+
+/// The rise of one cumulative `register` in each of the `n` intervals from `start`.
+fn register_intervals(
+    readings: &[RegisterReading],
+    start: DateTime<Utc>,
+    n: usize,
+    register: fn(&RegisterReading) -> i64,
+) -> Vec<Option<i64>> {
     let mut sorted = readings.to_vec();
-    sorted.sort_by_key(|r| (r.at, r.register_wh));
+    sorted.sort_by_key(|r| (r.at, register(r)));
     sorted.dedup_by_key(|r| r.at);
+    let values: Vec<(DateTime<Utc>, i64)> = sorted.iter().map(|r| (r.at, register(r))).collect();
     (0..n)
         .map(|k| {
             let from = start + Duration::seconds(INTERVAL_SECS * k as i64);
             let to = from + Duration::seconds(INTERVAL_SECS);
-            let wh = register_at(&sorted, to)? - register_at(&sorted, from)?;
+            let wh = register_at(&values, to)? - register_at(&values, from)?;
             (wh >= 0).then_some(wh)
         })
         .collect()
@@ -109,21 +130,21 @@ pub fn interval_energy(
 
 /// The register at `at`, between the consecutive readings around it (`sorted` by time, one per
 /// time); None outside the readings or inside a span too long to spread over.
-fn register_at(sorted: &[RegisterReading], at: DateTime<Utc>) -> Option<i64> {
-    let after = sorted.partition_point(|r| r.at < at);
-    let next = sorted.get(after)?;
-    if next.at == at {
-        return Some(next.register_wh);
+fn register_at(sorted: &[(DateTime<Utc>, i64)], at: DateTime<Utc>) -> Option<i64> {
+    let after = sorted.partition_point(|(t, _)| *t < at);
+    let (next_at, next) = *sorted.get(after)?;
+    if next_at == at {
+        return Some(next);
     }
-    let previous = sorted.get(after.checked_sub(1)?)?;
-    let span = (next.at - previous.at).num_seconds();
+    let (previous_at, previous) = *sorted.get(after.checked_sub(1)?)?;
+    let span = (next_at - previous_at).num_seconds();
     if span > MAX_SPREAD_SECS {
         return None;
     }
-    let rise = i128::from(next.register_wh - previous.register_wh);
-    let elapsed = i128::from((at - previous.at).num_seconds());
+    let rise = i128::from(next - previous);
+    let elapsed = i128::from((at - previous_at).num_seconds());
     let share = (rise * elapsed).div_euclid(i128::from(span));
-    Some(previous.register_wh + i64::try_from(share).ok()?)
+    Some(previous + i64::try_from(share).ok()?)
 }
 
 /// A meter's usual day: the mean energy of each interval over earlier days' `days` (each
@@ -146,8 +167,12 @@ pub fn usual_day(days: &[Vec<Option<i64>>]) -> Vec<Option<i64>> {
 pub struct ConsumerDay<M> {
     /// Whoever the caller knows the meter by.
     pub meter: M,
-    /// Its energy in each interval of the day ([`interval_energy`]).
+    /// Its energy in each interval of the day ([`interval_energy`]): what the household used
+    /// from the grid, which the evidence is about.
     pub energy: Vec<Option<i64>>,
+    /// What it exported in each interval ([`interval_export`]): a rooftop-solar home's feed into
+    /// the transformer's lines, taken off its energy in the balance (not in the evidence).
+    pub exported: Vec<Option<i64>>,
     /// Its usual day ([`usual_day`] of the days before), if it has history.
     pub usual: Option<Vec<Option<i64>>>,
     /// Whether its relay was connected all day (a disconnected meter recording little, or less
@@ -234,7 +259,10 @@ pub fn audit_day<M: Clone + Ord>(
             let delivered = delivered.filter(|wh| *wh > 0)?;
             let recorded: Option<i64> = consumers
                 .iter()
-                .map(|c| c.energy.get(k).copied().flatten())
+                .map(|c| {
+                    let used = c.energy.get(k).copied().flatten()?;
+                    Some(used - c.exported.get(k).copied().flatten()?)
+                })
                 .sum();
             Some(delivered - recorded?)
         })

@@ -94,10 +94,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn reading(minutes: i64, register_wh: i64) -> RegisterReading {
-        RegisterReading {
-            at: DateTime::from_timestamp(1_795_824_000 + minutes * 60, 0).unwrap(),
+        RegisterReading::import(
+            DateTime::from_timestamp(1_795_824_000 + minutes * 60, 0).unwrap(),
             register_wh,
-        }
+        )
     }
 
     #[test]

@@ -18,19 +18,39 @@
 //!   time when the span is at most one 15-minute interval; a longer span (readings were missed) is
 //!   charged at the slab rates until a late reading splits it. Each segment keeps the ToD weight
 //!   of its spans beside its energy, so the weight too is a function of the set of readings.
+//! - **Net metering.** A rooftop-solar home's meter also reads its export register. Each span's
+//!   export is accumulated in the same segment as its import, and the segment's energy charge is on
+//!   the net units (import − export, never below zero); a segment's surplus is not charged and is
+//!   reported (`SegmentEnergy::surplus_wh`). Time of day stays a property of the import: the net
+//!   units carry the import's average time-of-day rate. An export register that went back is an
+//!   anomaly like the import's.
 //! - **Meter replacement.** Each meter has its own readings. A meter installed with a known register
 //!   value gets that value as its first reading (the baseline); otherwise its first reading is the
 //!   baseline. Readings before installation or after removal are refused by the store.
 use crate::tariff::{Category, Cost, SegmentEnergy, SegmentKey, TariffBook};
 use chrono::{DateTime, Utc};
 
-/// One cumulative import register value of one meter.
+/// One reading of a meter's cumulative registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterReading {
     /// When the meter took the reading (UTC).
     pub at: DateTime<Utc>,
-    /// The cumulative import register, in Wh.
+    /// The cumulative import register (OBIS 1.0.1.8.0), in Wh.
     pub register_wh: i64,
+    /// The cumulative export register (OBIS 1.0.2.8.0), in Wh: what a rooftop-solar home fed into
+    /// the grid. Always 0 for a meter without one.
+    pub export_wh: i64,
+}
+
+impl RegisterReading {
+    /// A reading of a meter that only imports (its export register stays 0).
+    pub fn import(at: DateTime<Utc>, register_wh: i64) -> RegisterReading {
+        RegisterReading {
+            at,
+            register_wh,
+            export_wh: 0,
+        }
+    }
 }
 
 /// The readings of the same meter immediately before and after a new one.
@@ -50,6 +70,14 @@ pub enum Anomaly {
         /// The earlier reading (the higher register value).
         from: RegisterReading,
         /// The later reading, whose register is lower; it becomes the new baseline.
+        to: RegisterReading,
+    },
+    /// The export register was lower than the reading before it; the span credited no export
+    /// (its import is billed as usual).
+    ExportWentBack {
+        /// The earlier reading (the higher export register).
+        from: RegisterReading,
+        /// The later reading, whose export register is lower; it becomes the new baseline.
         to: RegisterReading,
     },
 }
@@ -95,14 +123,26 @@ pub enum RatingError {
     },
 }
 
-/// The energy of the span between two consecutive readings, or an anomaly.
-fn span_energy(from: RegisterReading, to: RegisterReading, anomalies: &mut Vec<Anomaly>) -> i64 {
-    if to.register_wh < from.register_wh {
+/// The energy imported and exported in the span between two consecutive readings; a register
+/// that went back counts nothing and is reported.
+fn span_energy(
+    from: RegisterReading,
+    to: RegisterReading,
+    anomalies: &mut Vec<Anomaly>,
+) -> (i64, i64) {
+    let import = if to.register_wh < from.register_wh {
         anomalies.push(Anomaly::RegisterWentBack { from, to });
         0
     } else {
         to.register_wh - from.register_wh
-    }
+    };
+    let export = if to.export_wh < from.export_wh {
+        anomalies.push(Anomaly::ExportWentBack { from, to });
+        0
+    } else {
+        to.export_wh - from.export_wh
+    };
+    (import, export)
 }
 
 /// Rates the arrival of `reading` given its neighbours and what any segment holds now
@@ -116,7 +156,7 @@ pub fn rate_arrival(
 ) -> Result<Rated, RatingError> {
     let mut anomalies = Vec::new();
     // Each span that appears (+1) or disappears (−1): its readings and its energy.
-    let mut spans: Vec<(RegisterReading, RegisterReading, i64, i64)> = Vec::with_capacity(3);
+    let mut spans: Vec<(RegisterReading, RegisterReading, (i64, i64), i64)> = Vec::with_capacity(3);
     if let Some(previous) = neighbours.previous {
         spans.push((
             previous,
@@ -139,7 +179,7 @@ pub fn rate_arrival(
     }
     let mut changes: Vec<(SegmentChange, crate::tariff::Segment<'_>)> =
         Vec::with_capacity(spans.len());
-    for (from, to, wh, sign) in spans {
+    for (from, to, (wh, export_wh), sign) in spans {
         // Energy is billed in the segment of the span's later reading.
         let segment = book
             .segment_at(category, to.at)
@@ -147,7 +187,7 @@ pub fn rate_arrival(
                 category,
                 at: to.at,
             })?;
-        let energy = segment.energy_of_span(from.at, to.at, wh);
+        let energy = segment.energy_of_span(from.at, to.at, wh, export_wh);
         let delta = if sign < 0 { -energy } else { energy };
         let key = segment.key();
         match changes.iter_mut().find(|(c, _)| c.key == key) {

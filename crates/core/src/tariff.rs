@@ -256,19 +256,36 @@ pub struct Segment<'a> {
     pub last_day: NaiveDate,
 }
 
-/// What a segment has accumulated: its energy and its time-of-day weight.
+/// What a segment has accumulated: its imported energy and time-of-day weight, and its export.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct SegmentEnergy {
-    /// Energy, in Wh.
+    /// Energy imported, in Wh.
     pub wh: i64,
     /// `Σ Wh × slot basis points` over the energy used inside time-of-day slots (0 without slots).
     pub tod_weight: i64,
+    /// Energy exported (net metering), in Wh; 0 for a meter without an export register.
+    pub export_wh: i64,
 }
 
 impl SegmentEnergy {
-    /// Energy with no time-of-day weight (a version without slots, or hours outside them).
+    /// Imported energy with no time-of-day weight (a version without slots, or hours outside them).
     pub fn flat(wh: i64) -> SegmentEnergy {
-        SegmentEnergy { wh, tod_weight: 0 }
+        SegmentEnergy {
+            wh,
+            tod_weight: 0,
+            export_wh: 0,
+        }
+    }
+
+    /// The units the energy charge is on: import less export, never below zero.
+    pub fn net_wh(self) -> i64 {
+        self.wh.saturating_sub(self.export_wh).max(0)
+    }
+
+    /// Export beyond the import (net metering's surplus), in Wh; not charged, and not credited
+    /// within the segment.
+    pub fn surplus_wh(self) -> i64 {
+        self.export_wh.saturating_sub(self.wh).max(0)
     }
 }
 
@@ -278,6 +295,7 @@ impl std::ops::Add for SegmentEnergy {
         SegmentEnergy {
             wh: self.wh.saturating_add(other.wh),
             tod_weight: self.tod_weight.saturating_add(other.tod_weight),
+            export_wh: self.export_wh.saturating_add(other.export_wh),
         }
     }
 }
@@ -288,6 +306,7 @@ impl std::ops::Neg for SegmentEnergy {
         SegmentEnergy {
             wh: self.wh.saturating_neg(),
             tod_weight: self.tod_weight.saturating_neg(),
+            export_wh: self.export_wh.saturating_neg(),
         }
     }
 }
@@ -611,6 +630,7 @@ impl TariffBook {
         }
         let days: Vec<i64> = segments.iter().map(Segment::days).collect();
         let per_segment = split_by_days(units_wh, &days);
+        let export_per_segment = split_by_days(usage.export_wh, &days);
         let named: Vec<(&String, Vec<i64>)> = slot_units
             .iter()
             .map(|(name, wh)| (name, split_by_days(*wh, &days)))
@@ -648,6 +668,7 @@ impl TariffBook {
                     segment: *segment,
                     wh: per_segment[i],
                     slot_wh: slot_wh.into_iter().flatten().collect(),
+                    export_wh: export_per_segment[i],
                 }
             })
             .collect::<Vec<_>>();
@@ -666,7 +687,7 @@ impl TariffBook {
         let mut tod_lines = Vec::new();
         let mut cost = Cost::default();
         for part in parts {
-            lines.extend(part.segment.slab_lines(part.wh));
+            lines.extend(part.segment.slab_lines(part.energy().net_wh()));
             tod_lines.extend(part.tod_lines());
             cost = cost + part.segment.cost_of(part.energy());
         }
@@ -687,6 +708,9 @@ impl TariffBook {
             category,
             month_days: month.days(),
             units_wh: parts.iter().map(|p| p.wh).sum(),
+            export_wh: parts.iter().map(|p| p.export_wh).sum(),
+            net_wh: parts.iter().map(|p| p.energy().net_wh()).sum(),
+            surplus_wh: parts.iter().map(|p| p.energy().surplus_wh()).sum(),
             lines,
             tod_lines,
             energy_paise: cost.energy_paise,
@@ -710,6 +734,8 @@ pub struct Usage {
     pub slot_units: Vec<(String, i64)>,
     /// The month's maximum demand (highest 15-minute average power), in W.
     pub max_demand_w: i64,
+    /// Energy exported in the month by a rooftop-solar home (net metering), in Wh.
+    pub export_wh: i64,
 }
 
 /// `total` split over parts in proportion to their days (the last part takes the remainder).
@@ -751,10 +777,12 @@ pub enum QuoteError {
 pub struct SegmentUse<'a> {
     /// The segment.
     pub segment: Segment<'a>,
-    /// All energy in the segment, in Wh.
+    /// All energy imported in the segment, in Wh.
     pub wh: i64,
     /// Wh in each of the version's slots, in the version's order (the rest is outside every slot).
     pub slot_wh: Vec<i64>,
+    /// Energy exported in the segment (net metering), in Wh.
+    pub export_wh: i64,
 }
 
 impl SegmentUse<'_> {
@@ -763,6 +791,7 @@ impl SegmentUse<'_> {
         SegmentEnergy {
             wh: self.wh,
             tod_weight: self.weights().sum(),
+            export_wh: self.export_wh,
         }
     }
 
@@ -793,6 +822,7 @@ impl SegmentUse<'_> {
                     .cost_of(SegmentEnergy {
                         wh: self.wh,
                         tod_weight: weight,
+                        export_wh: self.export_wh,
                     })
                     .tod_paise;
                 let line = TodLine {
@@ -982,10 +1012,12 @@ impl Segment<'_> {
         self.cost_of(SegmentEnergy::flat(wh))
     }
 
-    /// Energy charge, time-of-day adjustment and duty for what this segment has accumulated.
+    /// Energy charge, time-of-day adjustment and duty for what this segment has accumulated: the
+    /// slabs on the net units, and the import's average time-of-day rate on their charge.
     pub fn cost_of(&self, energy: SegmentEnergy) -> Cost {
-        let energy_paise = saturating_paise(self.energy_millipaise(energy.wh) / 1000);
-        let tod_paise = if energy.wh > 0 {
+        let net_wh = energy.net_wh();
+        let energy_paise = saturating_paise(self.energy_millipaise(net_wh) / 1000);
+        let tod_paise = if energy.wh > 0 && net_wh > 0 {
             saturating_paise(
                 (i128::from(energy_paise) * i128::from(energy.tod_weight))
                     .div_euclid(i128::from(energy.wh) * 10_000),
@@ -1008,10 +1040,17 @@ impl Segment<'_> {
         self.cost_of(before + delta) - self.cost_of(before)
     }
 
-    /// What `wh` used between `from` and `to` adds to this segment. Its time-of-day slot is the one
-    /// holding `from` (local time); a span longer than one demand interval (readings were missed)
-    /// has no known time of use and is charged at the slab rates.
-    pub fn energy_of_span(&self, from: DateTime<Utc>, to: DateTime<Utc>, wh: i64) -> SegmentEnergy {
+    /// What `wh` imported and `export_wh` exported between `from` and `to` add to this segment.
+    /// The import's time-of-day slot is the one holding `from` (local time); a span longer than one
+    /// demand interval (readings were missed) has no known time of use and is charged at the slab
+    /// rates.
+    pub fn energy_of_span(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        wh: i64,
+        export_wh: i64,
+    ) -> SegmentEnergy {
         let basis_points = if (to - from).num_seconds() <= INTERVAL_SECS {
             self.slot_at(from).map_or(0, TodSlot::basis_points)
         } else {
@@ -1020,6 +1059,7 @@ impl Segment<'_> {
         SegmentEnergy {
             wh,
             tod_weight: wh.saturating_mul(basis_points),
+            export_wh,
         }
     }
 
@@ -1098,8 +1138,14 @@ pub struct Bill {
     pub category: Category,
     /// Days in the month (28 to 31).
     pub month_days: u32,
-    /// Energy billed, in Wh.
+    /// Energy imported, in Wh.
     pub units_wh: i64,
+    /// Energy exported (net metering), in Wh.
+    pub export_wh: i64,
+    /// Units the energy charge is on (import less export, segment by segment), in Wh.
+    pub net_wh: i64,
+    /// Export beyond the import, not charged and not credited, in Wh.
+    pub surplus_wh: i64,
     /// Slab-by-slab breakdown of the energy charge, segment by segment.
     pub lines: Vec<BillLine>,
     /// Time-of-day slots used, segment by segment (empty without slots).
@@ -1139,6 +1185,15 @@ impl fmt::Display for Bill {
             self.month_days,
             kwh(self.units_wh)
         )?;
+        if self.export_wh != 0 {
+            writeln!(
+                f,
+                "  exported {:>12} kWh, net {:>12} kWh billed, surplus {} kWh not charged",
+                kwh(self.export_wh),
+                kwh(self.net_wh),
+                kwh(self.surplus_wh)
+            )?;
+        }
         for line in &self.lines {
             let upper = line.to_wh.map_or_else(|| "up".to_string(), kwh);
             writeln!(

@@ -300,10 +300,13 @@ impl Gateway {
                     ));
                 }
             }
+            // The technician reads the import register only; the export register is taken as
+            // it last read, so the final span credits no export rather than a guessed one.
             let final_reading = MeterReading {
                 meter: old,
                 at: swap.at,
                 register_wh: final_wh,
+                export_wh: self.store.last_export(old)?,
             };
             self.store.ingest(&self.book, &[final_reading])?;
         }

@@ -17,6 +17,7 @@ pub const FPORT: u8 = 1;
 pub const INTERVAL_SECS: u32 = 900;
 
 const MSG_METER_REPORT: u8 = 0x01;
+const MSG_NET_METER_REPORT: u8 = 0x02;
 const MSG_RELAY_COMMAND: u8 = 0x81;
 const MSG_DISPLAY_UPDATE: u8 = 0x82;
 const MSG_TIME_SYNC: u8 = 0x83;
@@ -24,13 +25,16 @@ const MSG_POLL: u8 = 0x84;
 const MSG_SCHEDULE_ASSIGN: u8 = 0x85;
 const MSG_RESEND_REQUEST: u8 = 0x86;
 
-/// One 15-minute interval: the cumulative import register (OBIS 1.0.1.8.0) at the interval's end.
+/// One 15-minute interval: the cumulative import register (OBIS 1.0.1.8.0) at the interval's end,
+/// and for a net meter (rooftop solar) the cumulative export register (OBIS 1.0.2.8.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntervalReading {
     /// Start of the interval, aligned to [`INTERVAL_SECS`].
     pub interval_start: DateTime<Utc>,
     /// Cumulative active import energy in Wh.
     pub import_wh: u64,
+    /// Cumulative active export energy in Wh; 0 for a meter that never exported.
+    pub export_wh: u64,
 }
 
 /// Relay (disconnect control, OBIS 0.0.96.3.10) control state, with the DLMS enumeration values.
@@ -373,7 +377,8 @@ impl Uplink {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (msg_type, mut r) = Reader::open(bytes)?;
         let msg = match msg_type {
-            MSG_METER_REPORT => Uplink::MeterReport(MeterReport::read(&mut r)?),
+            MSG_METER_REPORT => Uplink::MeterReport(MeterReport::read(&mut r, false)?),
+            MSG_NET_METER_REPORT => Uplink::MeterReport(MeterReport::read(&mut r, true)?),
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -382,8 +387,19 @@ impl Uplink {
 }
 
 impl MeterReport {
+    /// A report with an export register that has counted something travels as a net meter
+    /// report (0x02, each interval also carrying its export register); every other as 0x01.
+    fn is_net(&self) -> bool {
+        self.intervals.iter().any(|i| i.export_wh != 0)
+    }
+
     fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut w = header(MSG_METER_REPORT);
+        let net = self.is_net();
+        let mut w = header(if net {
+            MSG_NET_METER_REPORT
+        } else {
+            MSG_METER_REPORT
+        });
         let meter_secs = secs(self.meter_time, "meter_time")?;
         w.extend_from_slice(&meter_secs.to_le_bytes());
         put_varint(&mut w, u64::from(self.power_w));
@@ -391,17 +407,19 @@ impl MeterReport {
         w.push(self.relay_state as u8);
         let starts: Vec<DateTime<Utc>> = self.intervals.iter().map(|i| i.interval_start).collect();
         put_slots(&mut w, &starts, "interval_start")?;
-        let mut previous = None;
+        let mut previous: Option<&IntervalReading> = None;
         for reading in &self.intervals {
-            let value = match previous {
-                None => reading.import_wh,
-                Some(p) => reading
-                    .import_wh
-                    .checked_sub(p)
-                    .ok_or(EncodeError::RegisterDecreased)?,
+            let delta = |register: fn(&IntervalReading) -> u64| match previous {
+                None => Ok(register(reading)),
+                Some(p) => register(reading)
+                    .checked_sub(register(p))
+                    .ok_or(EncodeError::RegisterDecreased),
             };
-            put_varint(&mut w, value);
-            previous = Some(reading.import_wh);
+            put_varint(&mut w, delta(|i| i.import_wh)?);
+            if net {
+                put_varint(&mut w, delta(|i| i.export_wh)?);
+            }
+            previous = Some(reading);
         }
         put_len(&mut w, self.events.len());
         for event in &self.events {
@@ -423,26 +441,41 @@ impl MeterReport {
         Ok(w)
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, net: bool) -> Result<Self, DecodeError> {
         let meter_secs = r.u32_le("meter_time")?;
         let power_w = r.varint_u32("power_w")?;
         let voltage_dv = r.u16_le("voltage_dv")?;
         let relay_state = r.code("relay_state", RelayState::from_code)?;
         let starts = read_slots(r, "interval_start")?;
-        let mut intervals = Vec::with_capacity(starts.len());
-        let mut register: Option<u64> = None;
+        let mut intervals: Vec<IntervalReading> = Vec::with_capacity(starts.len());
         for interval_start in starts {
-            let value = r.varint("import_wh")?;
-            let import_wh = match register {
-                None => value,
-                Some(p) => p
-                    .checked_add(value)
-                    .ok_or(DecodeError::Overflow("import_wh"))?,
+            let previous = intervals.last().copied();
+            let mut register = |field: &'static str, of: fn(&IntervalReading) -> u64| {
+                let value = r.varint(field)?;
+                match previous {
+                    None => Ok(value),
+                    Some(p) => of(&p)
+                        .checked_add(value)
+                        .ok_or(DecodeError::Overflow(field)),
+                }
             };
-            register = Some(import_wh);
+            let import_wh = register("import_wh", |i| i.import_wh)?;
+            let export_wh = if net {
+                register("export_wh", |i| i.export_wh)?
+            } else {
+                0
+            };
             intervals.push(IntervalReading {
                 interval_start,
                 import_wh,
+                export_wh,
+            });
+        }
+        if net && intervals.iter().all(|i| i.export_wh == 0) {
+            // Such a report has one encoding, as 0x01.
+            return Err(DecodeError::InvalidValue {
+                field: "export_wh",
+                value: 0,
             });
         }
         let n_events = r.len("event_count")?;
@@ -863,6 +896,7 @@ mod tests {
                 .map(|i| IntervalReading {
                     interval_start: t(DAY + 900 * i as i64),
                     import_wh: 1_234_567 + delta_wh * i as u64,
+                    export_wh: 0,
                 })
                 .collect(),
             power_w: 1_500,
@@ -901,6 +935,43 @@ mod tests {
         expected.extend([0x01, 0xAC, 0x02, 0x00]); // 1 ack: cmd 300 applied
         assert_eq!(bytes, expected);
         assert_eq!(Uplink::decode(&bytes).unwrap(), Uplink::MeterReport(r));
+    }
+
+    #[test]
+    fn net_meter_report_bytes_match_the_documented_layout() {
+        let mut r = report(2, 250);
+        r.intervals[0].export_wh = 40_000;
+        r.intervals[1].export_wh = 40_300;
+        let bytes = Uplink::MeterReport(r.clone()).encode().unwrap();
+        // Literal bytes, as printed in docs/protocol.md.
+        let mut expected = vec![0x01, 0x02];
+        expected.extend([0xF1, 0x6D, 0x0A, 0x6B, 0xDC, 0x0B, 0xFD, 0x08, 0x01]); // as 0x01
+        expected.push(0x02); // 2 intervals
+        expected.extend([0x60, 0x72, 0x1E, 0x00, 0x01]); // first slot 1,995,360, then +1
+        expected.extend([0x87, 0xAD, 0x4B, 0xC0, 0xB8, 0x02]); // import 1,234,567, export 40,000
+        expected.extend([0xFA, 0x01, 0xAC, 0x02]); // +250 Wh in, +300 Wh out
+        expected.extend([0x00, 0x00]); // no events, no acks
+        assert_eq!(bytes, expected);
+        assert_eq!(
+            Uplink::decode(&bytes).unwrap(),
+            Uplink::MeterReport(r.clone())
+        );
+        // A report whose export registers are all zero has one encoding: 0x01.
+        let mut zero = expected[..17].to_vec();
+        zero.extend([0x87, 0xAD, 0x4B, 0x00, 0xFA, 0x01, 0x00, 0x00, 0x00]);
+        assert!(matches!(
+            Uplink::decode(&zero),
+            Err(DecodeError::InvalidValue {
+                field: "export_wh",
+                ..
+            })
+        ));
+        // An export register that went back cannot be encoded.
+        r.intervals[1].export_wh = 39_999;
+        assert_eq!(
+            Uplink::MeterReport(r).encode(),
+            Err(EncodeError::RegisterDecreased)
+        );
     }
 
     #[test]
@@ -1236,7 +1307,7 @@ mod tests {
             whole_seconds(),
             proptest::option::of(slots()),
             any::<u64>(),
-            proptest::collection::vec(0u64..100_000, 40),
+            proptest::collection::vec((0u64..100_000, prop_oneof![Just(0u64), 0u64..5_000]), 40),
             any::<u32>(),
             any::<u16>(),
             prop_oneof![
@@ -1265,16 +1336,18 @@ mod tests {
                     events,
                     acks,
                 )| {
-                    let mut register = first / 2;
+                    let (mut register, mut export) = (first / 2, 0);
                     let intervals = starts
                         .unwrap_or_default()
                         .into_iter()
                         .zip(deltas)
-                        .map(|(interval_start, d)| {
+                        .map(|(interval_start, (d, exported))| {
                             register += d;
+                            export += exported;
                             IntervalReading {
                                 interval_start,
                                 import_wh: register,
+                                export_wh: export,
                             }
                         })
                         .collect();

@@ -38,7 +38,10 @@ pub use model::{
 /// upgrade the gateways before publishing one.
 /// Version 9 appended distribution-transformer meters ([`DownlinkEvent::TransformerMeter`]) and the
 /// gateway's daily energy audit of each ([`UplinkEvent::EnergyAudit`]).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// Version 10 added net metering: the export registers of a batch's readings
+/// ([`ReadingBatch::exports`], at the end of the batch; central still decodes the shorter batch of
+/// older gateways) and of a handed-over meter's history ([`DownlinkEvent::NetReadings`]).
+pub const PROTOCOL_VERSION: u16 = 10;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -394,6 +397,54 @@ pub struct ReadingBatch {
     pub through_seq: u64,
     /// The readings, one block per run of regular readings of a meter.
     pub blocks: Vec<ReadingBlock>,
+    /// The export registers (net metering, protocol 10) of the readings in `blocks` whose export
+    /// register is not 0, grouped the same way; every other reading's export register is 0.
+    pub exports: Vec<ReadingBlock>,
+}
+
+/// One reading with both registers: (meter, time in seconds since the epoch, import Wh, export Wh).
+pub type NetReading = (String, i64, i64, i64);
+
+/// Readings and the export registers that go with them, as a batch or a handover carries them:
+/// import blocks, and export blocks for the readings whose export register is not 0.
+pub fn group_net(readings: Vec<NetReading>) -> (Vec<ReadingBlock>, Vec<ReadingBlock>) {
+    let exports = readings
+        .iter()
+        .filter(|(_, _, _, export)| *export != 0)
+        .map(|(meter, at, _, export)| (meter.clone(), *at, *export))
+        .collect();
+    let imports = readings
+        .into_iter()
+        .map(|(meter, at, import, _)| (meter, at, import))
+        .collect();
+    (ReadingBlock::group(imports), ReadingBlock::group(exports))
+}
+
+/// The export register of each reading in `blocks` that has one, by (meter, time). An export for a
+/// reading `blocks` does not carry is refused: the sender is broken, and guessing would credit
+/// energy nobody metered.
+pub fn exports_by_reading<'a>(
+    blocks: &'a [ReadingBlock],
+    exports: &'a [ReadingBlock],
+) -> Result<std::collections::HashMap<(&'a str, i64), i64>, WireError> {
+    let known: std::collections::HashSet<(&str, i64)> = blocks
+        .iter()
+        .flat_map(|b| b.readings().map(move |(at, _)| (b.meter.as_str(), at)))
+        .collect();
+    let mut by_reading = std::collections::HashMap::new();
+    for block in exports {
+        for (at, export) in block.readings() {
+            let key = (block.meter.as_str(), at);
+            if !known.contains(&key) {
+                return Err(WireError::OrphanExport {
+                    meter: block.meter.clone(),
+                    at,
+                });
+            }
+            by_reading.insert(key, export);
+        }
+    }
+    Ok(by_reading)
 }
 
 /// Gateway → central.
@@ -436,23 +487,75 @@ struct UploadRequestV1 {
     protocol: u16,
     sent_at: DateTime<Utc>,
     priority: Vec<PriorityRecord>,
-    readings: Option<ReadingBatch>,
+    readings: Option<ReadingBatchV9>,
     downlink_applied: u64,
 }
 
-/// Decodes a request of protocol 1 or 2.
+/// Protocols 2 to 9's request: the batch has no export registers.
+#[derive(Deserialize)]
+struct UploadRequestV9 {
+    protocol: u16,
+    sent_at: DateTime<Utc>,
+    priority: Vec<PriorityRecord>,
+    readings: Option<ReadingBatchV9>,
+    downlink_applied: u64,
+    identity: Option<GatewayIdentity>,
+}
+
+/// Protocols 1 to 9's [`ReadingBatch`]: without `exports`.
+#[derive(Deserialize)]
+struct ReadingBatchV9 {
+    after_seq: u64,
+    through_seq: u64,
+    blocks: Vec<ReadingBlock>,
+}
+
+impl From<ReadingBatchV9> for ReadingBatch {
+    fn from(old: ReadingBatchV9) -> ReadingBatch {
+        ReadingBatch {
+            after_seq: old.after_seq,
+            through_seq: old.through_seq,
+            blocks: old.blocks,
+            exports: Vec::new(),
+        }
+    }
+}
+
+/// The first field of every request: its protocol, which says the shape of the rest.
+#[derive(Deserialize)]
+struct RequestProtocol {
+    protocol: u16,
+}
+
+/// Decodes a request of any protocol this gramgrid speaks, in the shape its protocol (the first
+/// field) says: a newer shape would misread an older body rather than fail on it.
 pub fn decode_request(body: &[u8]) -> Result<UploadRequest, WireError> {
-    decode::<UploadRequest>(body).or_else(|error| {
-        let old: UploadRequestV1 = decode(body).map_err(|_| error)?;
-        Ok(UploadRequest {
-            protocol: old.protocol,
-            sent_at: old.sent_at,
-            priority: old.priority,
-            readings: old.readings,
-            downlink_applied: old.downlink_applied,
-            identity: None,
-        })
-    })
+    let RequestProtocol { protocol } = decode(body)?;
+    match protocol {
+        1 => {
+            let old: UploadRequestV1 = decode(body)?;
+            Ok(UploadRequest {
+                protocol: old.protocol,
+                sent_at: old.sent_at,
+                priority: old.priority,
+                readings: old.readings.map(ReadingBatch::from),
+                downlink_applied: old.downlink_applied,
+                identity: None,
+            })
+        }
+        2..=9 => {
+            let old: UploadRequestV9 = decode(body)?;
+            Ok(UploadRequest {
+                protocol: old.protocol,
+                sent_at: old.sent_at,
+                priority: old.priority,
+                readings: old.readings.map(ReadingBatch::from),
+                downlink_applied: old.downlink_applied,
+                identity: old.identity,
+            })
+        }
+        _ => decode(body),
+    }
 }
 
 /// Something the central server tells a gateway.
@@ -609,6 +712,15 @@ pub enum DownlinkEvent {
         /// ABP session keys (hex) for the meter link.
         keys: MeterKeys,
     },
+    /// [`DownlinkEvent::Readings`] of a handed-over meter with an export register (protocol 10):
+    /// the readings, and the export registers of those whose export is not 0, in one record so
+    /// the gateway never rates a reading without its export.
+    NetReadings {
+        /// The readings, one block per run of regular readings of a meter.
+        blocks: Vec<ReadingBlock>,
+        /// Export registers, grouped the same way ([`exports_by_reading`]).
+        exports: Vec<ReadingBlock>,
+    },
 }
 
 impl DownlinkEvent {
@@ -627,6 +739,7 @@ impl DownlinkEvent {
             DownlinkEvent::StockMeter { .. } => 6,
             DownlinkEvent::TariffDetails { .. } | DownlinkEvent::AccountSanctionedLoad { .. } => 8,
             DownlinkEvent::TransformerMeter { .. } => 9,
+            DownlinkEvent::NetReadings { .. } => 10,
             _ => 1,
         }
     }
@@ -699,6 +812,14 @@ pub enum WireError {
     Version {
         /// The version the peer sent.
         found: u16,
+    },
+    /// A batch carries an export register for a reading it does not carry.
+    #[error("the batch carries an export register for meter {meter} at {at} but no reading there; the sender is broken")]
+    OrphanExport {
+        /// The meter named by the export block.
+        meter: String,
+        /// The reading time (seconds since the epoch) with no reading.
+        at: i64,
     },
 }
 
@@ -1079,6 +1200,26 @@ mod tests {
     }
 
     #[test]
+    fn export_registers_travel_beside_their_readings_and_an_orphan_is_refused() {
+        let (blocks, exports) = group_net(vec![
+            ("M1".into(), 0, 10, 0),
+            ("M1".into(), 900, 25, 300),
+            ("M1".into(), 1_800, 30, 450),
+            ("M2".into(), 0, 5, 0),
+        ]);
+        assert_eq!(blocks.iter().map(ReadingBlock::len).sum::<usize>(), 4);
+        let by_reading = exports_by_reading(&blocks, &exports).unwrap();
+        assert_eq!(by_reading.len(), 2);
+        assert_eq!(by_reading[&("M1", 1_800)], 450);
+        assert_eq!(by_reading.get(&("M1", 0)), None); // export 0: not carried
+        let orphan = ReadingBlock::group(vec![("M2".into(), 900, 7)]);
+        assert!(matches!(
+            exports_by_reading(&blocks, &orphan),
+            Err(WireError::OrphanExport { meter, at: 900 }) if meter == "M2"
+        ));
+    }
+
+    #[test]
     fn messages_round_trip_and_versions_are_checked() {
         let request = UploadRequest {
             protocol: PROTOCOL_VERSION,
@@ -1099,6 +1240,7 @@ mod tests {
                     ("M1".into(), 900, 25),
                     ("M2".into(), 0, 5),
                 ]),
+                exports: ReadingBlock::group(vec![("M1".into(), 900, 4_000)]),
             }),
             downlink_applied: 7,
             identity: Some(GatewayIdentity {

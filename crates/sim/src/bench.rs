@@ -153,6 +153,7 @@ pub fn ledger(settings: &LedgerBench) -> Result<LedgerFigures, BenchError> {
                 meter: *meter,
                 at,
                 register_wh: *register,
+                export_wh: 0,
             });
             if pending.len() == settings.batch {
                 charged_paise += store.ingest(&book, &pending)?.charged_paise;

@@ -204,6 +204,7 @@ async fn upload(
                 after_seq: acked,
                 through_seq: through,
                 blocks,
+                exports: Vec::new(),
             }),
             downlink_applied: u64::MAX >> 1,
             identity: None,

@@ -303,6 +303,7 @@ impl Village {
                         meter,
                         at,
                         register_wh: *register,
+                        export_wh: 0,
                     })
                 })
                 .collect();

@@ -393,6 +393,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX energy_audits_by_gateway ON energy_audits(gateway, day);
     ALTER TABLE gateways ADD COLUMN transformers_resend BIGINT NOT NULL DEFAULT 0
     "#,
+    // 14: net metering: each reading's export register (0 for a meter without one), and the
+    // export accumulated beside the import in the meter cursor and each segment.
+    r#"
+    ALTER TABLE readings ADD COLUMN export_wh BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE meter_cursor ADD COLUMN export_wh BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE segment_energy ADD COLUMN export_wh BIGINT NOT NULL DEFAULT 0
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

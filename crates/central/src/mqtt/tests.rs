@@ -516,6 +516,7 @@ fn readings(after: u64, n: usize, first_at: DateTime<Utc>, first_wh: i64) -> Rea
             first_register_wh: first_wh,
             register_deltas: vec![100; n - 1],
         }],
+        exports: Vec::new(),
     }
 }
 

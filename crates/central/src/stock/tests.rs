@@ -55,6 +55,7 @@ fn exchange(
         after_seq: 0,
         through_seq: readings.len() as u64,
         blocks: ReadingBlock::group(readings),
+        exports: Vec::new(),
     });
     t.upload(gateway, request, ist(25, 0));
 }

@@ -8,10 +8,7 @@ fn t(minutes: i64) -> DateTime<Utc> {
 }
 
 fn reading(minutes: i64, register_wh: i64) -> RegisterReading {
-    RegisterReading {
-        at: t(minutes),
-        register_wh,
-    }
+    RegisterReading::import(t(minutes), register_wh)
 }
 
 #[test]
@@ -78,6 +75,7 @@ proptest! {
 fn consumer(meter: &str, energy: Vec<Option<i64>>) -> ConsumerDay<String> {
     ConsumerDay {
         meter: meter.to_owned(),
+        exported: vec![Some(0); energy.len()],
         energy,
         usual: None,
         connected: true,

@@ -13,16 +13,14 @@ fn at_interval(i: i64) -> DateTime<Utc> {
 }
 
 fn reading(i: i64, register_wh: i64) -> RegisterReading {
-    RegisterReading {
-        at: at_interval(i),
-        register_wh,
-    }
+    RegisterReading::import(at_interval(i), register_wh)
 }
 
 /// A meter as the store keeps it: readings by time and energy per segment.
 #[derive(Default)]
 struct Meter {
-    readings: BTreeMap<DateTime<Utc>, i64>,
+    /// Import and export registers by time.
+    readings: BTreeMap<DateTime<Utc>, (i64, i64)>,
     segments: HashMap<SegmentKey, SegmentEnergy>,
     charged: Cost,
     anomalies: usize,
@@ -33,10 +31,12 @@ impl Meter {
         if self.readings.contains_key(&r.at) {
             return; // duplicate
         }
-        let as_reading = |(at, register_wh): (&DateTime<Utc>, &i64)| RegisterReading {
-            at: *at,
-            register_wh: *register_wh,
-        };
+        let as_reading =
+            |(at, (register_wh, export_wh)): (&DateTime<Utc>, &(i64, i64))| RegisterReading {
+                at: *at,
+                register_wh: *register_wh,
+                export_wh: *export_wh,
+            };
         let neighbours = Neighbours {
             previous: self.readings.range(..r.at).next_back().map(as_reading),
             next: self.readings.range(r.at..).next().map(as_reading),
@@ -51,7 +51,7 @@ impl Meter {
         }
         self.charged = self.charged + rated.charge;
         self.anomalies += rated.anomalies.len();
-        self.readings.insert(r.at, r.register_wh);
+        self.readings.insert(r.at, (r.register_wh, r.export_wh));
     }
 }
 
@@ -70,12 +70,13 @@ fn reference_basis_points(at: DateTime<Utc>) -> i64 {
 /// segment, weighted by the time-of-day slot of its start when it is one interval long.
 fn reference_segments(
     book: &TariffBook,
-    set: &BTreeMap<DateTime<Utc>, i64>,
+    set: &BTreeMap<DateTime<Utc>, (i64, i64)>,
 ) -> BTreeMap<SegmentKey, SegmentEnergy> {
     let mut totals: BTreeMap<SegmentKey, SegmentEnergy> = BTreeMap::new();
     let points: Vec<_> = set.iter().collect();
     for pair in points.windows(2) {
-        let energy = (pair[1].1 - pair[0].1).max(0);
+        let energy = (pair[1].1 .0 - pair[0].1 .0).max(0);
+        let export = (pair[1].1 .1 - pair[0].1 .1).max(0);
         let one_interval = (*pair[1].0 - *pair[0].0).num_minutes() <= 15;
         let basis_points = if one_interval {
             reference_basis_points(*pair[0].0)
@@ -89,6 +90,7 @@ fn reference_segments(
         let totals = totals.entry(key).or_default();
         totals.wh += energy;
         totals.tod_weight += energy * basis_points;
+        totals.export_wh += export;
     }
     totals.retain(|_, e| *e != SegmentEnergy::default());
     totals
@@ -172,15 +174,12 @@ fn a_register_that_goes_back_bills_nothing_and_is_reported() {
 #[test]
 fn no_tariff_in_force_is_an_error_naming_the_category() {
     let book = book();
-    let old = RegisterReading {
-        at: Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(),
-        register_wh: 10,
-    };
+    let old = RegisterReading::import(Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(), 10);
     let neighbours = Neighbours {
-        previous: Some(RegisterReading {
-            at: old.at - chrono::Duration::minutes(15),
-            register_wh: 0,
-        }),
+        previous: Some(RegisterReading::import(
+            old.at - chrono::Duration::minutes(15),
+            0,
+        )),
         next: None,
     };
     let err = rate_arrival(&book, Category::Domestic, neighbours, old, |_| {
@@ -191,26 +190,32 @@ fn no_tariff_in_force_is_an_error_naming_the_category() {
 }
 
 /// A meter's life: readings mostly one interval apart (so time-of-day slots count), with gaps, and
-/// register values that mostly rise and sometimes reset.
+/// import and export registers that mostly rise and sometimes reset (a rooftop-solar home's meter:
+/// some intervals export more than they import).
 fn readings_strategy() -> impl Strategy<Value = Vec<RegisterReading>> {
     let step = (
         prop_oneof![4 => Just(1i64), 1 => 2i64..12],
         0i64..2_000,
+        prop_oneof![1 => Just(0i64), 1 => 0i64..3_000],
         0u8..50,
     );
     (0i64..3_000, proptest::collection::vec(step, 1..80)).prop_map(|(first, steps)| {
         let mut index = first;
-        let mut register = 0;
+        let (mut register, mut export) = (0, 0);
         steps
             .into_iter()
-            .map(|(gap, increase, reset_roll)| {
+            .map(|(gap, increase, exported, reset_roll)| {
                 index += gap;
-                register = if reset_roll == 0 {
-                    increase
-                } else {
-                    register + increase
+                (register, export) = match reset_roll {
+                    0 => (increase, export + exported),
+                    1 => (register + increase, exported),
+                    _ => (register + increase, export + exported),
                 };
-                reading(index, register)
+                RegisterReading {
+                    at: at_interval(index),
+                    register_wh: register,
+                    export_wh: export,
+                }
             })
             .collect()
     })
@@ -266,9 +271,58 @@ proptest! {
         for r in arrivals {
             meter.arrive(&book, r);
         }
-        let set: BTreeMap<_, _> = readings.iter().map(|r| (r.at, r.register_wh)).collect();
+        let set: BTreeMap<_, _> = readings
+            .iter()
+            .map(|r| (r.at, (r.register_wh, r.export_wh)))
+            .collect();
         let expected = reference_segments(&book, &set);
         prop_assert_eq!(sorted(&meter), expected.clone());
         prop_assert_eq!(meter.charged, cost_of(&book, &expected));
     }
+}
+
+fn solar_reading(i: i64, register_wh: i64, export_wh: i64) -> RegisterReading {
+    RegisterReading {
+        at: at_interval(i),
+        register_wh,
+        export_wh,
+    }
+}
+
+#[test]
+fn a_solar_home_pays_for_its_net_units_and_its_surplus_is_not_charged() {
+    let book = book();
+    let mut m = Meter::default();
+    // 31 Oct 17:30 IST onwards: outside the slots until 18:00.
+    m.arrive(&book, solar_reading(0, 10_000, 4_000));
+    m.arrive(&book, solar_reading(1, 12_000, 4_500)); // 2 kWh in, 0.5 kWh out
+                                                      // Net 1.5 kWh at ₹3.70 = 555 paise; duty 8 % = 44.4 → 44.
+    assert_eq!(
+        m.charged,
+        Cost {
+            energy_paise: 555,
+            tod_paise: 0,
+            duty_paise: 44
+        }
+    );
+    // A reading after a gap, still in October: 1 kWh in, 6 kWh out. The month's export now
+    // exceeds its import: nothing is charged, and what was charged is given back.
+    m.arrive(&book, solar_reading(20, 13_000, 10_500));
+    assert_eq!(m.charged, Cost::default());
+    let segment = *m.segments.values().next().unwrap();
+    assert_eq!(segment.net_wh(), 0);
+    assert_eq!(segment.surplus_wh(), 3_500);
+    assert_eq!(m.charged, cost_of(&book, &sorted(&m)));
+}
+
+#[test]
+fn an_export_register_that_goes_back_credits_nothing_and_bills_the_import() {
+    let book = book();
+    let mut m = Meter::default();
+    m.arrive(&book, solar_reading(0, 10_000, 9_000));
+    m.arrive(&book, solar_reading(1, 11_000, 5)); // export register reset
+    assert_eq!(m.anomalies, 1);
+    assert_eq!(m.charged.energy_paise, 370); // 1 kWh, no export credited
+    m.arrive(&book, solar_reading(2, 12_000, 505)); // 0.5 kWh exported from the new baseline
+    assert_eq!(m.charged.energy_paise, 555);
 }

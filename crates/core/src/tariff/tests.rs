@@ -81,6 +81,7 @@ fn quote_with_units_in_time_of_day_slots() {
                 units_wh: 250_000,
                 slot_units: vec![("peak".into(), 60_000), ("solar".into(), 40_000)],
                 max_demand_w: 0,
+                export_wh: 0,
             },
         )
         .unwrap();
@@ -121,6 +122,7 @@ fn slots(units_wh: i64, slot: &str, slot_wh: i64) -> Usage {
         units_wh,
         slot_units: vec![(slot.into(), slot_wh)],
         max_demand_w: 0,
+        export_wh: 0,
     }
 }
 
@@ -151,6 +153,7 @@ fn a_demand_charge_is_pro_rated_by_the_days_of_each_version() {
                 units_wh: 100_000,
                 slot_units: Vec::new(),
                 max_demand_w: 4_500,
+                export_wh: 0,
             },
         )
         .unwrap();
@@ -396,7 +399,7 @@ proptest! {
         let mut before = SegmentEnergy::default();
         let mut charged = Cost::default();
         for (wh, basis_points) in &intervals {
-            let delta = SegmentEnergy { wh: *wh, tod_weight: wh * basis_points };
+            let delta = SegmentEnergy { wh: *wh, tod_weight: wh * basis_points, export_wh: 0 };
             charged = charged + seg.charge(before, delta);
             before = before + delta;
         }
@@ -463,4 +466,45 @@ proptest! {
         prop_assert!((0..=monthly).contains(&fixed));
         prop_assert!((0..=monthly).contains(&book.minimum_topup(Category::Domestic, month("2026-11"), -wh.abs().min(i64::MAX / 2))));
     }
+}
+
+#[test]
+fn quote_for_a_rooftop_solar_home_bills_the_net_units_and_shows_the_export() {
+    let book = book_with_fixed_and_duty();
+    let usage = |units_wh, export_wh| Usage {
+        units_wh,
+        export_wh,
+        ..Usage::default()
+    };
+    // 250 kWh in, 150 kWh out: 100 net units in the first slab, 100 × 3.70 = ₹370.00.
+    let bill = book
+        .quote_usage(
+            Category::Domestic,
+            month("2026-11"),
+            &usage(250_000, 150_000),
+        )
+        .unwrap();
+    assert_eq!((bill.net_wh, bill.surplus_wh), (100_000, 0));
+    assert_eq!(bill.energy_paise, 37_000);
+    assert_eq!(bill.duty_paise, 2_960); // 8 % of ₹370.00
+    assert_eq!(bill.total_paise, 37_000 + 2_960 + 6_000);
+    assert!(
+        bill.to_string()
+            .contains("exported      150.000 kWh, net      100.000 kWh billed, surplus 0.000 kWh"),
+        "{bill}"
+    );
+    // Export beyond the import: no energy charge, the fixed charge stays, the surplus is shown.
+    let bill = book
+        .quote_usage(
+            Category::Domestic,
+            month("2026-11"),
+            &usage(100_000, 130_000),
+        )
+        .unwrap();
+    assert_eq!((bill.net_wh, bill.surplus_wh), (0, 30_000));
+    assert_eq!(bill.energy_paise + bill.duty_paise, 0);
+    assert_eq!(bill.total_paise, 6_000 + bill.minimum_topup_paise);
+    // An import-only home's bill has no export line.
+    let bill = book.quote(Category::Domestic, month("2026-11"), 250_000);
+    assert!(!bill.to_string().contains("exported"), "{bill}");
 }

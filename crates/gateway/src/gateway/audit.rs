@@ -104,11 +104,12 @@ impl Gateway {
 /// service), and its usual day over the days before.
 fn consumer_day(index: usize, facts: &ConsumerFacts, start: DateTime<Utc>) -> ConsumerDay<usize> {
     let mut energy = audit::interval_energy(&facts.readings, start, INTERVALS_PER_DAY);
-    for (k, wh) in energy.iter_mut().enumerate() {
+    let mut exported = audit::interval_export(&facts.readings, start, INTERVALS_PER_DAY);
+    for (k, (wh, out)) in energy.iter_mut().zip(&mut exported).enumerate() {
         let from = start + Duration::seconds(INTERVAL_SECS * k as i64);
         let to = from + Duration::seconds(INTERVAL_SECS);
         if to <= facts.installed_at || facts.removed_at.is_some_and(|removed| from >= removed) {
-            *wh = Some(0);
+            (*wh, *out) = (Some(0), Some(0));
         }
     }
     let earlier: Vec<Vec<Option<i64>>> = (1..=USUAL_DAYS)
@@ -124,6 +125,7 @@ fn consumer_day(index: usize, facts: &ConsumerFacts, start: DateTime<Utc>) -> Co
     ConsumerDay {
         meter: index,
         energy,
+        exported,
         usual: usual.iter().any(Option::is_some).then_some(usual),
         connected: facts.connected,
         tamper_kinds: facts.tamper_kinds.clone(),

@@ -45,7 +45,7 @@ impl Gateway {
                 .store
                 .meter_readings(meter, start, end)?
                 .into_iter()
-                .map(|(at, register_wh)| RegisterReading { at, register_wh })
+                .map(|(at, register_wh)| RegisterReading::import(at, register_wh))
                 .collect();
             let Some(excess) = self.config.load.excess(&readings, sanctioned_w) else {
                 continue;

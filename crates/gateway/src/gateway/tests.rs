@@ -155,6 +155,7 @@ fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnec
         meter,
         at: ist(2026, 11, 30, 10, 15),
         register_wh: 100_000,
+        export_wh: 0,
     };
     gw.ingest_readings(&[used]).unwrap();
 
@@ -280,6 +281,7 @@ fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
         meter,
         at: start,
         register_wh: register,
+        export_wh: 0,
     }];
     for (i, wh) in (1..).zip(draws) {
         register += wh;
@@ -287,6 +289,7 @@ fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
             meter,
             at: start + Duration::minutes(15 * i),
             register_wh: register,
+            export_wh: 0,
         });
     }
     // Two hours missed, then 2 kWh: not one interval, so no demand is read from it.
@@ -294,6 +297,7 @@ fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
         meter,
         at: start + Duration::minutes(15 * 5 + 120),
         register_wh: register + 2_000,
+        export_wh: 0,
     });
     gw.ingest_readings(&readings).unwrap();
     let november = gw.policy_pass(ist(2026, 11, 30, 23, 0), true).unwrap();
@@ -327,6 +331,7 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
         meter,
         at: start,
         register_wh: register,
+        export_wh: 0,
     }];
     for (i, wh) in (1..).zip([600, 300, 600, 450, 700]) {
         register += wh;
@@ -334,6 +339,7 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
             meter,
             at: start + Duration::minutes(15 * i),
             register_wh: register,
+            export_wh: 0,
         });
     }
     gw.ingest_readings(&readings[..3]).unwrap();
@@ -355,6 +361,7 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
         meter: v0,
         at: start + Duration::minutes(minutes),
         register_wh,
+        export_wh: 0,
     }))
     .unwrap();
     gw.store().set_sanctioned_load("V0", Some(2_000)).unwrap();
@@ -943,6 +950,7 @@ fn paying_half_the_debt_reconnects_and_the_rest_is_due_in_three_days() {
         meter,
         at: ist(2026, 11, 30, 9, 0),
         register_wh: 100_000,
+        export_wh: 0,
     }])
     .unwrap();
     let monday = ist(2026, 11, 30, 10, 0);
@@ -1122,6 +1130,7 @@ fn a_swapped_meter_bills_on_in_the_old_meters_slabs_and_central_hears_of_it() {
         meter: old,
         at: mid,
         register_wh: 150_000,
+        export_wh: 0,
     }])
     .unwrap();
     let swap_at = ist(2026, 11, 16, 11, 0);
@@ -1139,6 +1148,7 @@ fn a_swapped_meter_bills_on_in_the_old_meters_slabs_and_central_hears_of_it() {
         meter: new,
         at: ist(2026, 11, 20, 10, 0),
         register_wh: 57_000,
+        export_wh: 0,
     }])
     .unwrap();
     // 260 kWh in the month, one household: 100 at 3.70, 100 at 3.90, 60 at 5.30 (plus duty),
@@ -1163,6 +1173,7 @@ fn a_swapped_meter_bills_on_in_the_old_meters_slabs_and_central_hears_of_it() {
             meter: old,
             at: ist(2026, 11, 17, 0, 0),
             register_wh: 211_000,
+            export_wh: 0,
         }])
         .unwrap();
     assert_eq!(late.refused, 1);
@@ -1197,6 +1208,7 @@ fn a_swap_is_refused_with_a_reason_and_changes_nothing() {
         meter: old,
         at: ist(2026, 11, 15, 0, 0),
         register_wh: 90_000,
+        export_wh: 0,
     }])
     .unwrap();
     let swap = |serial: &str, final_register_wh| MeterSwap {
@@ -1279,6 +1291,7 @@ fn village_with_a_ten_hour_grace(
         meter,
         at: ist(2026, 11, 30, 10, 15),
         register_wh: 100_000,
+        export_wh: 0,
     }])
     .unwrap();
     gw.policy_pass(ist(2026, 11, 30, 10, 30), true).unwrap();
@@ -1480,12 +1493,14 @@ fn the_transformer_audit_flags_the_day_a_meter_is_bypassed_and_points_to_it() {
                 meter: *meter,
                 at,
                 register_wh: registers[index],
+                export_wh: 0,
             });
         }
         readings.push(MeterReading {
             meter: dt,
             at,
             register_wh: dt_register,
+            export_wh: 0,
         });
         let delivered: i64 = (0..meters.len()).map(|i| household_wh(i, k % 96)).sum();
         dt_register += delivered * 104 / 100;

@@ -194,6 +194,7 @@ pub fn readings_of(meter: i64, report: &MeterReport) -> Vec<MeterReading> {
             meter,
             at: interval_end(i.interval_start),
             register_wh: i64::try_from(i.import_wh).unwrap_or(i64::MAX),
+            export_wh: i64::try_from(i.export_wh).unwrap_or(i64::MAX),
         })
         .collect()
 }

@@ -122,17 +122,21 @@ impl Store {
     ) -> Result<AuditInputs> {
         let mut readings: HashMap<i64, Vec<RegisterReading>> = HashMap::new();
         let mut statement = self.conn.prepare_cached(
-            "SELECT meter, at, register_wh FROM readings WHERE at BETWEEN ?1 AND ?2",
+            "SELECT meter, at, register_wh, export_wh FROM readings WHERE at BETWEEN ?1 AND ?2",
         )?;
         let rows = statement.query_map(params![ts(from), ts(to)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                RegisterReading {
+                    at: from_ts(r.get(1)?),
+                    register_wh: r.get(2)?,
+                    export_wh: r.get(3)?,
+                },
+            ))
         })?;
         for row in rows {
-            let (meter, at, register_wh) = row?;
-            readings.entry(meter).or_default().push(RegisterReading {
-                at: from_ts(at),
-                register_wh,
-            });
+            let (meter, reading) = row?;
+            readings.entry(meter).or_default().push(reading);
         }
         let mut consumers = Vec::new();
         let mut statement = self.conn.prepare_cached(

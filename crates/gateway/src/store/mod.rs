@@ -415,7 +415,7 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         let mut cursors = self
             .conn
-            .prepare("SELECT meter, at, register_wh FROM meter_cursor")?;
+            .prepare("SELECT meter, at, register_wh, export_wh FROM meter_cursor")?;
         self.cursors = cursors
             .query_map([], |r| {
                 Ok((
@@ -423,6 +423,7 @@ impl Store {
                     RegisterReading {
                         at: from_ts(r.get(1)?),
                         register_wh: r.get(2)?,
+                        export_wh: r.get(3)?,
                     },
                 ))
             })?

@@ -17,6 +17,18 @@ pub struct MeterReading {
     pub at: DateTime<Utc>,
     /// The cumulative import energy register at `at` (Wh).
     pub register_wh: i64,
+    /// The cumulative export energy register at `at` (Wh; 0 for a meter without one).
+    pub export_wh: i64,
+}
+
+impl MeterReading {
+    fn register(&self) -> RegisterReading {
+        RegisterReading {
+            at: self.at,
+            register_wh: self.register_wh,
+            export_wh: self.export_wh,
+        }
+    }
 }
 
 /// What a batch did.
@@ -48,13 +60,14 @@ pub(super) struct SegmentTotals {
 }
 
 impl SegmentTotals {
-    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise` from
-    /// column `first` on.
+    /// Totals from a row's `energy_wh, tod_weight, energy_paise, tod_paise, duty_paise,
+    /// export_wh` from column `first` on.
     fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SegmentTotals> {
         Ok(SegmentTotals {
             energy: SegmentEnergy {
                 wh: r.get(first)?,
                 tod_weight: r.get(first + 1)?,
+                export_wh: r.get(first + 5)?,
             },
             cost: Cost {
                 energy_paise: r.get(first + 2)?,
@@ -97,10 +110,7 @@ impl Billing<'_> {
         for (_, row) in &rows {
             load_segment(tx, self.segments, overlay, *row)?;
         }
-        let register = RegisterReading {
-            at: reading.at,
-            register_wh: reading.register_wh,
-        };
+        let register = reading.register();
         let rated =
             rating::rate_arrival(self.book, self.info.category, neighbours, register, |key| {
                 rows.iter()
@@ -153,10 +163,12 @@ impl Store {
                 )?;
                 continue;
             };
-            if !(0..=rating::MAX_REGISTER_WH).contains(&reading.register_wh) {
+            if let Some(register) = [reading.register_wh, reading.export_wh]
+                .into_iter()
+                .find(|r| !(0..=rating::MAX_REGISTER_WH).contains(r))
+            {
                 let why = format!(
-                    "register {} Wh is outside 0 to {} Wh: not a reading a meter can make",
-                    reading.register_wh,
+                    "register {register} Wh is outside 0 to {} Wh: not a reading a meter can make",
                     rating::MAX_REGISTER_WH
                 );
                 refuse(&tx, reading, "implausible_register", &why, &mut report)?;
@@ -193,10 +205,7 @@ impl Store {
                     None => late_neighbours(&tx, reading)?,
                 },
             };
-            let register = RegisterReading {
-                at: reading.at,
-                register_wh: reading.register_wh,
-            };
+            let register = reading.register();
             // A transformer meter's readings are stored for the energy audit, never billed.
             let charge = match info {
                 Some(info) => {
@@ -211,9 +220,9 @@ impl Store {
                 None => 0,
             };
             tx.prepare_cached(
-                "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO readings (at, meter, register_wh, export_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![at, reading.meter, reading.register_wh, charge, next_seq])?;
+            .execute(params![at, reading.meter, reading.register_wh, reading.export_wh, charge, next_seq])?;
             next_seq += 1;
             overlay.earliest_stored = Some(overlay.earliest_stored.map_or(at, |e: i64| e.min(at)));
             if cursor.is_none_or(|c| c.at < reading.at) {
@@ -295,7 +304,7 @@ impl Store {
             ));
         }
         let mut segments = self.conn.prepare(
-            "SELECT s.month, v.name, s.meter, s.energy_wh, s.tod_weight, s.energy_paise, s.tod_paise, s.duty_paise
+            "SELECT s.month, v.name, s.meter, s.energy_wh, s.tod_weight, s.energy_paise, s.tod_paise, s.duty_paise, s.export_wh
              FROM segment_energy s JOIN tariff_versions v ON v.id = s.version",
         )?;
         let rows = segments.query_map([], |r| {
@@ -356,27 +365,30 @@ fn record_anomaly(
     super::outbox::append_outbox(tx, &event)
 }
 
-fn existing_register(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Option<i64>> {
+/// The import and export registers already stored for the reading's meter and time, if any.
+fn existing_register(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Option<(i64, i64)>> {
     Ok(tx
-        .prepare_cached("SELECT register_wh FROM readings WHERE at = ?1 AND meter = ?2")?
-        .query_row(params![ts(reading.at), reading.meter], |r| r.get(0))
+        .prepare_cached("SELECT register_wh, export_wh FROM readings WHERE at = ?1 AND meter = ?2")?
+        .query_row(params![ts(reading.at), reading.meter], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
 }
 
 fn note_duplicate(
     tx: &Transaction<'_>,
     reading: &MeterReading,
-    stored: i64,
+    (stored, stored_export): (i64, i64),
     report: &mut IngestReport,
 ) -> Result<()> {
-    if stored == reading.register_wh {
+    if (stored, stored_export) == (reading.register_wh, reading.export_wh) {
         report.duplicates += 1;
         return Ok(());
     }
     report.conflicts += 1;
     let detail = format!(
-        "stored register {stored} Wh kept; a second reading said {} Wh",
-        reading.register_wh
+        "stored registers {stored} Wh in, {stored_export} Wh out kept; a second reading said {} Wh in, {} Wh out",
+        reading.register_wh, reading.export_wh
     );
     record_anomaly(tx, reading, "conflicting_duplicate", &detail)
 }
@@ -387,16 +399,17 @@ fn late_neighbours(tx: &Transaction<'_>, reading: &MeterReading) -> Result<Neigh
         Ok(RegisterReading {
             at: from_ts(r.get(0)?),
             register_wh: r.get(1)?,
+            export_wh: r.get(2)?,
         })
     };
     let at = ts(reading.at);
     let previous = tx
-        .prepare_cached("SELECT at, register_wh FROM readings WHERE meter = ?1 AND at < ?2 ORDER BY at DESC LIMIT 1")?
+        .prepare_cached("SELECT at, register_wh, export_wh FROM readings WHERE meter = ?1 AND at < ?2 ORDER BY at DESC LIMIT 1")?
         .query_row(params![reading.meter, at], as_reading)
         .optional()?;
     let next = tx
         .prepare_cached(
-            "SELECT at, register_wh FROM readings WHERE meter = ?1 AND at > ?2 ORDER BY at LIMIT 1",
+            "SELECT at, register_wh, export_wh FROM readings WHERE meter = ?1 AND at > ?2 ORDER BY at LIMIT 1",
         )?
         .query_row(params![reading.meter, at], as_reading)
         .optional()?;
@@ -442,7 +455,7 @@ fn load_segment(
         Some(totals) => *totals,
         None => tx
             .prepare_cached(
-                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise FROM segment_energy
+                "SELECT energy_wh, tod_weight, energy_paise, tod_paise, duty_paise, export_wh FROM segment_energy
                  WHERE month = ?1 AND version = ?2 AND meter = ?3",
             )?
             .query_row(params![row.0, row.1, row.2], |r| SegmentTotals::from_row(r, 0))
@@ -458,17 +471,22 @@ fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
         super::sync::note_unacked_reading(tx, at)?;
     }
     let mut cursor = tx.prepare_cached(
-        "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)
-         ON CONFLICT (meter) DO UPDATE SET at = ?2, register_wh = ?3",
+        "INSERT INTO meter_cursor (meter, at, register_wh, export_wh) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (meter) DO UPDATE SET at = ?2, register_wh = ?3, export_wh = ?4",
     )?;
     for (meter, reading) in &overlay.cursors {
-        cursor.execute(params![meter, ts(reading.at), reading.register_wh])?;
+        cursor.execute(params![
+            meter,
+            ts(reading.at),
+            reading.register_wh,
+            reading.export_wh
+        ])?;
     }
     let mut segment = tx.prepare_cached(
-        "INSERT INTO segment_energy (month, version, meter, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO segment_energy (month, version, meter, energy_wh, tod_weight, energy_paise, tod_paise, duty_paise, export_wh)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (month, version, meter) DO UPDATE SET
-           energy_wh = ?4, tod_weight = ?5, energy_paise = ?6, tod_paise = ?7, duty_paise = ?8",
+           energy_wh = ?4, tod_weight = ?5, energy_paise = ?6, tod_paise = ?7, duty_paise = ?8, export_wh = ?9",
     )?;
     for ((month, version, meter), totals) in &overlay.segments {
         segment.execute(params![
@@ -479,7 +497,8 @@ fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
             totals.energy.tod_weight,
             totals.cost.energy_paise,
             totals.cost.tod_paise,
-            totals.cost.duty_paise
+            totals.cost.duty_paise,
+            totals.energy.export_wh
         ])?;
     }
     Ok(())

@@ -458,4 +458,12 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (transformer, day)
     );
     "#,
+    // 21: net metering: a reading's export register (0 for a meter without one) and each
+    // segment's exported energy, beside its import.
+    r#"
+    ALTER TABLE readings ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE segment_energy ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE meter_cursor ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE handed_over_readings ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

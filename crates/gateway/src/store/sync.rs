@@ -11,7 +11,7 @@ use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
 use gramgrid_proto::wire::model::WireTodSlot;
 use gramgrid_proto::wire::{
-    DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
+    self, DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
     WirePolicyRules, WireTariffVersion,
 };
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -92,7 +92,7 @@ impl Store {
     pub fn readings_after(&self, after: u64, limit: usize) -> Result<Option<ReadingBatch>> {
         let mut statement = self.conn.prepare_cached(
             // A transformer meter's readings stay here: central gets its daily energy audit.
-            "SELECT r.seq, m.serial, r.at, r.register_wh FROM readings r JOIN meters m ON m.id = r.meter
+            "SELECT r.seq, m.serial, r.at, r.register_wh, r.export_wh FROM readings r JOIN meters m ON m.id = r.meter
              WHERE r.at >= ?3 AND r.seq > ?1 AND m.role = 'consumer' ORDER BY r.seq LIMIT ?2",
         )?;
         let from: i64 = self
@@ -110,22 +110,25 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
             ))
         })?;
         let mut through = after;
         let mut readings = Vec::new();
         for row in rows {
-            let (seq, serial, at, register) = row?;
+            let (seq, serial, at, register, export) = row?;
             through = through.max(seq as u64);
-            readings.push((serial, at, register));
+            readings.push((serial, at, register, export));
         }
         if readings.is_empty() {
             return Ok(None);
         }
+        let (blocks, exports) = wire::group_net(readings);
         Ok(Some(ReadingBatch {
             after_seq: after,
             through_seq: through,
-            blocks: ReadingBlock::group(readings),
+            blocks,
+            exports,
         }))
     }
 
@@ -182,22 +185,21 @@ impl Store {
         &mut self,
         book: &gramgrid_core::tariff::TariffBook,
     ) -> Result<usize> {
-        let rows: Vec<(i64, i64, i64)> = self
+        let batch: Vec<MeterReading> = self
             .conn
             .prepare(
-                "SELECT m.id, h.at, h.register_wh FROM handed_over_readings h JOIN meters m ON m.serial = h.serial
+                "SELECT m.id, h.at, h.register_wh, h.export_wh FROM handed_over_readings h JOIN meters m ON m.serial = h.serial
                  ORDER BY h.at",
             )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| {
+                Ok(MeterReading {
+                    meter: r.get(0)?,
+                    at: super::from_ts(r.get(1)?),
+                    register_wh: r.get(2)?,
+                    export_wh: r.get(3)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        let batch: Vec<MeterReading> = rows
-            .into_iter()
-            .map(|(meter, at, register_wh)| MeterReading {
-                meter,
-                at: super::from_ts(at),
-                register_wh,
-            })
-            .collect();
         let stored = if batch.is_empty() {
             0
         } else {
@@ -652,15 +654,11 @@ fn apply_one(
             Ok(Effect::None)
         }
         DownlinkEvent::Readings { blocks } => {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO handed_over_readings (serial, at, register_wh) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (serial, at) DO NOTHING",
-            )?;
-            for block in blocks {
-                for (at, register) in block.readings() {
-                    insert.execute(params![block.meter, at, register])?;
-                }
-            }
+            keep_handed_over(tx, blocks, &[])?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::NetReadings { blocks, exports } => {
+            keep_handed_over(tx, blocks, exports)?;
             Ok(Effect::None)
         }
         DownlinkEvent::AccountRemoved { id, to_gateway } => {
@@ -693,4 +691,28 @@ fn session_keys(keys: &gramgrid_proto::wire::MeterKeys) -> Option<SessionKeys> {
         nwk_skey: SessionKey::from_hex(&keys.nwk_skey)?,
         app_skey: SessionKey::from_hex(&keys.app_skey)?,
     })
+}
+
+/// Keeps readings handed over by central, with their export registers, until they are ingested.
+fn keep_handed_over(
+    tx: &Transaction<'_>,
+    blocks: &[ReadingBlock],
+    exports: &[ReadingBlock],
+) -> Result<()> {
+    let exports = wire::exports_by_reading(blocks, exports)
+        .map_err(|e| StoreError::Encoding(format!("handed-over readings from central: {e}")))?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO handed_over_readings (serial, at, register_wh, export_wh) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (serial, at) DO NOTHING",
+    )?;
+    for block in blocks {
+        for (at, register) in block.readings() {
+            let export = exports
+                .get(&(block.meter.as_str(), at))
+                .copied()
+                .unwrap_or(0);
+            insert.execute(params![block.meter, at, register, export])?;
+        }
+    }
+    Ok(())
 }

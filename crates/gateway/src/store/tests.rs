@@ -56,6 +56,7 @@ fn reading(meter: i64, interval: i64, register_wh: i64) -> MeterReading {
         meter,
         at: t0() + Duration::minutes(15 * interval),
         register_wh,
+        export_wh: 0,
     }
 }
 
@@ -352,6 +353,39 @@ fn readings_are_charged_by_the_tariff_and_reduce_the_balance() {
         100_000 - 56_500
     );
     assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_rooftop_solar_home_is_charged_its_net_units_and_its_exports_go_up_with_its_readings() {
+    let (_dir, mut store) = open_temp();
+    let book = TariffBook::builtin();
+    let meter = with_account(&mut store, "A1");
+    store.record_event(&recharge("r-1", "A1", 100_000)).unwrap();
+    let solar = |interval, register_wh, export_wh| MeterReading {
+        export_wh,
+        ..reading(meter, interval, register_wh)
+    };
+    // 20 kWh in, 5 kWh out over the first span: 15 net units × 3.70 = 55.50 INR.
+    let report = store.ingest(&book, &[solar(4, 21_000, 5_000)]).unwrap();
+    assert_eq!(report.charged_paise, 5_550);
+    // A late reading in between changes nothing in the month's net units, so nothing is charged.
+    let report = store.ingest(&book, &[solar(2, 11_000, 1_000)]).unwrap();
+    assert_eq!((report.stored, report.charged_paise), (1, 0));
+    // The sun outruns the household: 1 kWh in, 30 kWh out. The month's export exceeds its import,
+    // so what was charged is given back and nothing more.
+    let report = store.ingest(&book, &[solar(8, 22_000, 35_000)]).unwrap();
+    assert_eq!(report.charged_paise, -5_550);
+    assert_eq!(store.position("A1", &[]).unwrap().balance_paise, 100_000);
+    assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+    // The upload carries the export registers beside their readings.
+    let batch = store.readings_after(0, 100).unwrap().unwrap();
+    let exports = gramgrid_proto::wire::exports_by_reading(&batch.blocks, &batch.exports).unwrap();
+    let mut exported: Vec<i64> = exports.values().copied().collect();
+    exported.sort();
+    assert_eq!(exported, vec![1_000, 5_000, 35_000]);
+    // The same reading with another export register is a conflict, not a duplicate.
+    let report = store.ingest(&book, &[solar(8, 22_000, 34_000)]).unwrap();
+    assert_eq!((report.duplicates, report.conflicts), (0, 1));
 }
 
 #[test]
@@ -686,7 +720,7 @@ proptest! {
             .scan(1_000i64, |register, inc| { *register += inc; Some(*register) })
             .enumerate()
             // 90-minute steps so the readings cross into December
-            .map(|(i, register)| MeterReading { meter: 0, at: t0() + Duration::minutes(90 * (i as i64 + 1)) + Duration::days(20), register_wh: register })
+            .map(|(i, register)| MeterReading { export_wh: 0, meter: 0, at: t0() + Duration::minutes(90 * (i as i64 + 1)) + Duration::days(20), register_wh: register })
             .collect();
         let mut arrivals: Vec<(u32, MeterReading)> = readings.iter().copied().zip(keys.iter().copied().cycle()).map(|(r, k)| (k, r)).collect();
         arrivals.extend(readings.iter().take(keys.len() / 3).map(|r| (keys[0] ^ 0x5555, *r)));

@@ -32,7 +32,9 @@ impl Store {
         let readings: Vec<gramgrid_core::rating::RegisterReading> = self
             .meter_readings(meter, from, to)?
             .into_iter()
-            .map(|(at, register_wh)| gramgrid_core::rating::RegisterReading { at, register_wh })
+            .map(|(at, register_wh)| {
+                gramgrid_core::rating::RegisterReading::import(at, register_wh)
+            })
             .collect();
         Ok(gramgrid_core::demand::maximum(&readings))
     }
@@ -47,6 +49,20 @@ impl Store {
                 |r| Ok((from_ts(r.get(0)?), r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// The export register of the meter's latest reading (0 without readings, or for a meter that
+    /// never exported).
+    pub fn last_export(&self, meter: i64) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT export_wh FROM readings WHERE meter = ?1 ORDER BY at DESC LIMIT 1",
+                [meter],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// The account's latest `limit` alerts `(kind, raised at)`, newest first.
@@ -111,6 +127,7 @@ mod tests {
                 meter,
                 at: at(m),
                 register_wh,
+                export_wh: 0,
             })
             .collect();
         store.ingest(&TariffBook::builtin(), &batch).unwrap();

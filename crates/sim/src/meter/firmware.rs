@@ -25,6 +25,9 @@ const LOST_CONTACT: Duration = Duration::hours(2);
 pub struct Nvm {
     /// Cumulative active import register (OBIS 1.0.1.8.0), in Wh.
     pub register_wh: u64,
+    /// Cumulative active export register (OBIS 1.0.2.8.0), in Wh: 0 unless rooftop solar fed the
+    /// grid through it.
+    pub export_wh: u64,
     /// Next uplink counter to use.
     pub fcnt_up: u32,
     /// Last downlink counter accepted.
@@ -71,6 +74,8 @@ pub struct Firmware {
     clock_origin: DateTime<Utc>,
     /// How it is connected to the village's supply (None: on its own, as in the benchmarks).
     supply: Option<Supply>,
+    /// Peak power of a rooftop-solar array behind the meter, in W (0: none).
+    solar_peak_w: u32,
 }
 
 impl Firmware {
@@ -91,6 +96,7 @@ impl Firmware {
             category,
             nvm: Nvm {
                 register_wh: rng.random_range(1_000..2_000_000),
+                export_wh: 0,
                 fcnt_up: 0,
                 fcnt_down: None,
                 relay: RelayState::Connected,
@@ -110,7 +116,15 @@ impl Firmware {
             drift_ppm,
             clock_origin: now,
             supply: None,
+            solar_peak_w: 0,
         }
+    }
+
+    /// Puts a rooftop-solar array of `peak_w` behind the meter (a net meter): what it generates
+    /// beyond the household's use in an interval is exported.
+    pub fn with_rooftop_solar(mut self, peak_w: u32) -> Self {
+        self.solar_peak_w = peak_w;
+        self
     }
 
     /// Connects the meter to a village's supply (a household's, or the transformer's).
@@ -185,22 +199,25 @@ impl Firmware {
             return;
         }
         if supplied {
-            self.nvm.register_wh += self.metered_wh(start);
+            let (imported, exported) = self.metered_wh(start);
+            self.nvm.register_wh += imported;
+            self.nvm.export_wh += exported;
         }
         self.nvm.log.push_back(IntervalReading {
             interval_start: start,
             import_wh: self.nvm.register_wh,
+            export_wh: self.nvm.export_wh,
         });
         while self.nvm.log.len() > LOG_CAPACITY {
             self.nvm.log.pop_front();
         }
     }
 
-    /// What the register counts for the interval starting at `start` (supply on): the household's
-    /// use unless it is bypassed (what it draws goes to the feeder either way), or for the
-    /// transformer what the households drew plus the loss (in this interval and any it did not
-    /// log).
-    fn metered_wh(&mut self, start: DateTime<Utc>) -> u64 {
+    /// What the import and export registers count for the interval starting at `start` (supply
+    /// on): the household's use, less what its rooftop solar generated (the rest exported),
+    /// unless it is bypassed (what it draws goes to the feeder either way); or for the transformer
+    /// what the households drew plus the loss (in this interval and any it did not log).
+    fn metered_wh(&mut self, start: DateTime<Utc>) -> (u64, u64) {
         if let Some(Supply::Transformer {
             feeder,
             loss_percent,
@@ -209,20 +226,29 @@ impl Firmware {
             // Its register runs on while it is dark or missed a capture: everything drawn since
             // the interval it last logged counts, though only this interval is logged.
             let after = self.nvm.log.back().map(|l| l.interval_start);
-            return feeder.drawn_between(after, start) * (100 + loss_percent) / 100;
+            return (
+                feeder.drawn_between(after, start) * (100 + loss_percent) / 100,
+                0,
+            );
         }
         let used = profile::interval_wh(self.category, start, &mut self.rng);
+        let generated = profile::solar_wh(self.solar_peak_w, start);
+        let (imported, exported) = (
+            used.saturating_sub(generated),
+            generated.saturating_sub(used),
+        );
         let Some(Supply::Household { feeder, bypass }) = &self.supply else {
-            return used;
+            return (imported, exported);
         };
         match bypass.as_ref().filter(|b| b.covers(start)) {
             Some(bypass) => {
                 feeder.draw(start, used + bypass.extra_wh);
-                0
+                (0, 0)
             }
             None => {
-                feeder.draw(start, used);
-                used
+                feeder.draw(start, imported);
+                feeder.feed(start, exported);
+                (imported, exported)
             }
         }
     }

@@ -41,6 +41,18 @@ pub fn mean_daily_wh(category: Category) -> u64 {
     (0..24).map(|h| u64::from(mean_w(category, h))).sum()
 }
 
+/// Energy (Wh) a rooftop array of `peak_w` generates in the 15-minute interval starting at
+/// `start`, on a clear day: a half sine from 06:00 to 18:00 local time, at its peak at noon.
+pub fn solar_wh(peak_w: u32, start: DateTime<Utc>) -> u64 {
+    let local = start + Duration::minutes(330 + 7); // the interval's middle
+    let hours = f64::from(local.hour()) + f64::from(local.minute()) / 60.0;
+    if !(6.0..18.0).contains(&hours) {
+        return 0;
+    }
+    let power = f64::from(peak_w) * (std::f64::consts::PI * (hours - 6.0) / 12.0).sin();
+    (power / 4.0).round() as u64
+}
+
 /// Energy of the 15-minute interval starting at `start`: the hour's mean ±30 %.
 pub fn interval_wh(category: Category, start: DateTime<Utc>, rng: &mut impl Rng) -> u64 {
     let mean = f64::from(mean_w(category, local_hour(start))) / 4.0;

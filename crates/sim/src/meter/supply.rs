@@ -6,30 +6,37 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-/// What the households drew in each interval (Wh by interval start), shared by a village's
-/// meters and its transformer meter.
+/// What the households drew in each interval, less what rooftop-solar homes fed in (Wh by
+/// interval start), shared by a village's meters and its transformer meter.
 #[derive(Debug, Clone, Default)]
-pub struct Feeder(Arc<Mutex<BTreeMap<i64, u64>>>);
+pub struct Feeder(Arc<Mutex<BTreeMap<i64, i64>>>);
 
 impl Feeder {
     /// A household drew `wh` in the interval starting at `start`.
     pub fn draw(&self, start: DateTime<Utc>, wh: u64) {
-        *self.lock().entry(start.timestamp()).or_default() += wh;
+        *self.lock().entry(start.timestamp()).or_default() += i64::try_from(wh).unwrap_or(0);
     }
 
-    /// What the households drew in the intervals starting after `after` (from the first when
-    /// None) up to and including the one starting at `through`.
+    /// A rooftop-solar home fed `wh` into the lines in the interval starting at `start`: its
+    /// neighbours use it, so the transformer delivers that much less.
+    pub fn feed(&self, start: DateTime<Utc>, wh: u64) {
+        *self.lock().entry(start.timestamp()).or_default() -= i64::try_from(wh).unwrap_or(0);
+    }
+
+    /// What the transformer delivered to the households in the intervals starting after `after`
+    /// (from the first when None) up to and including the one starting at `through` (an interval
+    /// where the village fed in more than it drew delivers nothing).
     pub fn drawn_between(&self, after: Option<DateTime<Utc>>, through: DateTime<Utc>) -> u64 {
         let after = after.map_or(std::ops::Bound::Unbounded, |at| {
             std::ops::Bound::Excluded(at.timestamp())
         });
         self.lock()
             .range((after, std::ops::Bound::Included(through.timestamp())))
-            .map(|(_, wh)| wh)
+            .map(|(_, wh)| u64::try_from(*wh).unwrap_or(0))
             .sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, i64>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
