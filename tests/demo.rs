@@ -37,6 +37,12 @@ fn int(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut statement = conn.prepare(sql).unwrap();
+    let rows = statement.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
 /// account → arrears recovered, by the default rule read independently of `ledger`: 25 % of each
 /// recharge made since the arrears were recorded, at most 500 INR of one, never more than owed.
 fn arrears_recovered(conn: &Connection) -> HashMap<String, i64> {
@@ -289,6 +295,38 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     assert_eq!(at_gateway_tod, at_central_tod);
     assert_eq!(summary["time_of_day"]["gateway_paise"], at_gateway_tod);
     assert!(summary["time_of_day"]["households"].as_i64().unwrap() > 0);
+
+    // Five rooftop-solar homes: their meters sent export registers over the air (payload 0x02),
+    // the gateway uploaded them beside the readings (sync protocol 10), and both ends hold the
+    // same registers and bill the same net units (the balances above agree).
+    let solar_at_gateway = strings(
+        &gateway,
+        "SELECT m.serial || ':' || MAX(r.export_wh) FROM readings r JOIN meters m ON m.id = r.meter
+         WHERE r.export_wh > 0 GROUP BY m.serial ORDER BY m.serial",
+    );
+    let solar_at_central = strings(
+        &central,
+        "SELECT meter || ':' || MAX(export_wh) FROM readings WHERE export_wh > 0
+         GROUP BY meter ORDER BY meter",
+    );
+    assert_eq!(solar_at_gateway.len(), 5, "{solar_at_gateway:?}");
+    assert_eq!(solar_at_gateway, solar_at_central);
+    let net = &summary["net_metering"];
+    let exported = int(&gateway, "SELECT SUM(export_wh) FROM segment_energy");
+    assert!(exported > 10_000, "{net}");
+    assert_eq!(net["exported_wh"], exported);
+    assert_eq!(net["exported_wh_at_central"], exported);
+    assert!(net["net_wh"].as_i64().unwrap() < net["imported_wh"].as_i64().unwrap());
+    // Nothing is exported at night: an export register stands still from 18:00 to 06:00.
+    assert_eq!(
+        int(
+            &gateway,
+            "SELECT COUNT(*) FROM readings r JOIN readings p ON p.meter = r.meter AND p.at = r.at - 900
+             WHERE r.export_wh > p.export_wh
+               AND ((r.at + 19800) % 86400 <= 6 * 3600 OR (r.at + 19800) % 86400 > 18 * 3600 + 900)"
+        ),
+        0
+    );
 
     // The transformer's energy audit: the first day within the allowance; the second, with two
     // households on a hook from 18:00, flagged and pointing to exactly those two first. The

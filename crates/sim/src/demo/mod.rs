@@ -347,6 +347,9 @@ impl Demo {
         for i in &bypassers {
             fleet::locked(&air_side.meters[*i]).start_bypass(scenario::bypass(start));
         }
+        for i in scenario::rooftop_solar_homes(&consumers, &bypassers) {
+            fleet::locked(&air_side.meters[i]).install_rooftop_solar(scenario::SOLAR_PEAK_W);
+        }
         let clock = SimulatedClock::stopped_at(start);
         let enrolments = consumers
             .iter()

@@ -330,6 +330,24 @@ pub fn bypassers(consumers: &[Consumer]) -> Vec<usize> {
     domestic
 }
 
+/// How many households have rooftop solar behind a net meter, and the peak of each array (W).
+const SOLAR_HOMES: usize = 5;
+/// A 1 kWp array makes about as much in a clear day as a village home uses.
+pub const SOLAR_PEAK_W: u32 = 1_000;
+
+/// The households with rooftop solar from the first day: the domestic ones with the most credit
+/// after the bypassers (so no disconnection muddles their exports), by enrolment order on a tie.
+pub fn rooftop_solar_homes(consumers: &[Consumer], bypassers: &[usize]) -> Vec<usize> {
+    let mut domestic: Vec<usize> = (0..consumers.len())
+        .filter(|i| consumers[*i].account.category == Category::Domestic)
+        .filter(|i| !bypassers.contains(i))
+        .collect();
+    domestic.sort_by_key(|i| (std::cmp::Reverse(consumers[*i].opening_paise), *i));
+    domestic.truncate(SOLAR_HOMES);
+    domestic.sort_unstable();
+    domestic
+}
+
 /// How they do it: from 18:00 to 23:00 each evening from the second day, the whole house and a
 /// 4 kW heater and pump (1 kWh a quarter-hour) run on a hook around the meter.
 pub fn bypass(start: DateTime<Utc>) -> crate::meter::supply::Bypass {

@@ -35,6 +35,8 @@ pub struct Summary {
     pub radio: RadioSummary,
     /// The shops on the time-of-day tariff, and what its slots added or took off.
     pub time_of_day: TimeOfDaySummary,
+    /// The rooftop-solar homes' exports and net units.
+    pub net_metering: NetMeteringSummary,
     /// Recharges taken at central, and whether each reached the gateway.
     pub recharges: RechargeSummary,
     /// Vouchers issued at central and redeemed at the gateway.
@@ -107,6 +109,23 @@ pub struct TimeOfDaySummary {
     pub gateway_paise: i64,
     /// The same at central, rated by central from the same readings (must equal the gateway's).
     pub central_paise: i64,
+}
+
+/// Net metering: what the rooftop-solar homes exported and what they were billed on, read from the
+/// segment totals at both ends.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NetMeteringSummary {
+    /// Homes whose meters exported something.
+    pub homes: i64,
+    /// What they drew from the grid, in Wh.
+    pub imported_wh: i64,
+    /// What they exported, at the gateway, in Wh.
+    pub exported_wh: i64,
+    /// The same at central, rated by central from the same readings (must equal the gateway's).
+    pub exported_wh_at_central: i64,
+    /// The net units their energy charges are on (import less export per segment, never below
+    /// zero), in Wh.
+    pub net_wh: i64,
 }
 
 /// How the readings travelled: by radio to the gateway, by sync to central.
@@ -288,6 +307,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let vouchers = vouchers(&gateway, &central, &run).map_err(failed(central_db))?;
     let relay = relay(&gateway, &run.policy).map_err(failed(gateway_db))?;
     let time_of_day = time_of_day(&gateway, &central).map_err(failed(gateway_db))?;
+    let net_metering = net_metering(&gateway, &central).map_err(failed(gateway_db))?;
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
@@ -311,6 +331,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         feeder_cut,
         radio,
         time_of_day,
+        net_metering,
         recharges,
         vouchers,
         relay,
@@ -343,6 +364,31 @@ fn time_of_day(gateway: &Connection, central: &Connection) -> rusqlite::Result<T
             "SELECT COALESCE(SUM(tod_paise), 0) FROM segment_energy WHERE version = ?1",
             [tariff],
         )?,
+    })
+}
+
+/// The rooftop-solar homes' segments at the gateway, and their export at central.
+fn net_metering(
+    gateway: &Connection,
+    central: &Connection,
+) -> rusqlite::Result<NetMeteringSummary> {
+    let (homes, imported_wh, exported_wh, net_wh) = gateway.query_row(
+        "SELECT COUNT(DISTINCT meter), COALESCE(SUM(energy_wh), 0), COALESCE(SUM(export_wh), 0),
+                COALESCE(SUM(MAX(energy_wh - export_wh, 0)), 0)
+         FROM segment_energy WHERE meter IN (SELECT meter FROM segment_energy WHERE export_wh > 0)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    Ok(NetMeteringSummary {
+        homes,
+        imported_wh,
+        exported_wh,
+        exported_wh_at_central: count(
+            central,
+            "SELECT COALESCE(SUM(export_wh), 0) FROM segment_energy",
+            [],
+        )?,
+        net_wh,
     })
 }
 
@@ -657,6 +703,13 @@ impl Summary {
                 self.time_of_day.gateway_paise, self.time_of_day.central_paise
             ));
         }
+        let n = &self.net_metering;
+        if n.exported_wh != n.exported_wh_at_central {
+            problems.push(format!(
+                "the rooftop-solar exports differ: {} Wh at the gateway, {} Wh at central",
+                n.exported_wh, n.exported_wh_at_central
+            ));
+        }
         if let Some(f) = &self.feeder_cut {
             if f.recorded_id.is_none() || !f.at_central {
                 problems.push("the feeder cut is not on record as a supply outage at the gateway and at central".into());
@@ -770,6 +823,16 @@ pub fn render(s: &Summary) -> String {
         t.tariff,
         gramgrid_core::tariff::rupees(t.gateway_paise),
         gramgrid_core::tariff::rupees(t.central_paise)
+    ));
+    let n = &s.net_metering;
+    let kwh = |wh: i64| format!("{:.1}", wh as f64 / 1000.0);
+    line(format!(
+        "  rooftop solar      {} homes exported {} kWh ({} kWh at central) and drew {} kWh: billed on {} kWh net",
+        n.homes,
+        kwh(n.exported_wh),
+        kwh(n.exported_wh_at_central),
+        kwh(n.imported_wh),
+        kwh(n.net_wh)
     ));
     let r = &s.radio;
     line(format!(

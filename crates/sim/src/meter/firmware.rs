@@ -122,9 +122,8 @@ impl Firmware {
 
     /// Puts a rooftop-solar array of `peak_w` behind the meter (a net meter): what it generates
     /// beyond the household's use in an interval is exported.
-    pub fn with_rooftop_solar(mut self, peak_w: u32) -> Self {
+    pub fn install_rooftop_solar(&mut self, peak_w: u32) {
         self.solar_peak_w = peak_w;
-        self
     }
 
     /// Connects the meter to a village's supply (a household's, or the transformer's).
