@@ -656,6 +656,144 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
     }
 }
 
+/// A tariff banking export reaches the gateway with its rule; a rooftop-solar home's readings
+/// travel with their export registers and charge the same net units at both ends; the gateway's
+/// month-close credit is taken; a batch whose export names a reading it lacks is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solar_homes_exports_and_its_banked_credit_agree_at_both_ends() {
+    let clock = SimulatedClock::stopped_at(t0());
+    for h in harnesses_on("net_metering", &WallClock::Simulated(clock.clone())) {
+        clock.set(t0());
+        h.customer("A1", "gw-a").await;
+        h.recharge("A1", "pay-1", 500_000).await;
+        let tomorrow = gramgrid_core::civil::local_date(t0()) + Duration::days(1);
+        let mut version = TariffBook::builtin().versions()[0].clone();
+        version.id = "domestic-net".into();
+        version.effective_from = tomorrow;
+        version.export_banking = true;
+        version.export_settlement_paise_per_kwh = 300;
+        let (status, answer) = h
+            .post("/api/v1/tariffs", serde_json::to_value(&version).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gateway.db")).unwrap();
+        clock.set(t0() + Duration::days(4));
+        let first = h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        store.apply_downlink(&first.downlink, t0()).unwrap();
+        let versions = store.published_tariffs().unwrap();
+        let banking = versions.iter().find(|v| v.id == "domestic-net").unwrap();
+        assert!(banking.export_banking);
+        assert_eq!(banking.export_settlement_paise_per_kwh, 300);
+        let book = TariffBook::new(versions).unwrap();
+
+        // A day of readings: 200 Wh in each quarter-hour, and from 09:00 to 15:00 also 500 out.
+        let start = gramgrid_core::civil::start_of_local_day(tomorrow);
+        let meter = store.meter_id("M-A1").unwrap().unwrap();
+        let (mut import, mut export) = (0, 0);
+        let readings: Vec<MeterReading> = (0..96)
+            .map(|i| {
+                import += 200;
+                if (36..60).contains(&i) {
+                    export += 500;
+                }
+                MeterReading {
+                    meter,
+                    at: start + Duration::minutes(15 * i),
+                    register_wh: import,
+                    export_wh: export,
+                }
+            })
+            .collect();
+        store.ingest(&book, &readings).unwrap();
+        assert_eq!(store.verify(&book).unwrap(), Vec::<String>::new());
+        let batch = store.readings_after(0, 1_000).unwrap().unwrap();
+        assert!(!batch.exports.is_empty());
+
+        // The batch with an export for a reading it does not carry: refused, nothing taken.
+        let before = h.balance("A1").await;
+        let mut broken = batch.clone();
+        broken
+            .exports
+            .push(ReadingBlock::group(vec![("M-A1".into(), 17, 5)])[0].clone());
+        let downlink_applied = first.downlink.last().unwrap().seq;
+        let refused = h
+            .exchange("gw-a", &upload(vec![], Some(broken), downlink_applied))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.0, StatusCode::BAD_REQUEST, "{}", refused.1);
+        assert!(refused.1.contains("no reading there"), "{}", refused.1);
+        assert_eq!(h.balance("A1").await, before);
+
+        // The month's close at the gateway, with 5 kWh banked before: its credit is taken.
+        let month = gramgrid_core::civil::Month::of(tomorrow);
+        let close = gramgrid_core::netmeter::close_month(
+            &book,
+            Category::Domestic,
+            month,
+            &store.month_segments("A1", month).unwrap(),
+            5_000,
+        );
+        assert!(close.credit_paise > 0, "{close:?}");
+        let credit = LedgerEvent {
+            id: format!("gw-a:export:A1:{month}"),
+            account: "A1".into(),
+            at: start + Duration::days(1),
+            kind: EventKind::ExportCredit,
+            amount_paise: close.amount_paise(),
+            expires_at: None,
+        };
+        store.record_event(&credit).unwrap();
+        let answer = h
+            .exchange(
+                "gw-a",
+                &upload(
+                    vec![PriorityRecord {
+                        seq: 1,
+                        event: UplinkEvent::Ledger(credit.into()),
+                    }],
+                    Some(batch.clone()),
+                    downlink_applied,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer.priority_acked, answer.readings_acked),
+            (1, batch.through_seq)
+        );
+        assert_eq!(
+            h.balance("A1").await,
+            store.position("A1", &[]).unwrap().balance_paise
+        );
+        // A credit under another gateway's id is refused and flagged, not taken.
+        let forged = LedgerEvent {
+            id: format!("gw-b:export:A1:{month}"),
+            account: "A1".into(),
+            at: start + Duration::days(1),
+            kind: EventKind::ExportCredit,
+            amount_paise: 10_000,
+            expires_at: None,
+        };
+        let balance = h.balance("A1").await;
+        h.exchange(
+            "gw-a",
+            &upload(
+                vec![PriorityRecord {
+                    seq: 2,
+                    event: UplinkEvent::Ledger(forged.into()),
+                }],
+                None,
+                downlink_applied,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(h.balance("A1").await, balance);
+    }
+}
+
 /// The office records a connection's sanctioned load; the gateway is told, and its report of a
 /// month over it becomes one flag for the office. Out-of-range loads and bad months are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,13 @@ pub(crate) fn tariff_events(version: &TariffVersion) -> Vec<DownlinkEvent> {
             demand_paise_per_kw: version.demand_paise_per_kw,
         });
     }
+    if version.export_banking {
+        events.push(DownlinkEvent::TariffNetMetering {
+            version_id: version.id.clone(),
+            export_banking: version.export_banking,
+            export_settlement_paise_per_kwh: version.export_settlement_paise_per_kwh,
+        });
+    }
     events
 }
 

@@ -616,6 +616,29 @@ impl<'a> Origin<'a> {
                 max_of(self.book, category, |v| v.demand_paise_per_kw)
                     .saturating_mul(MAX_POWER_W / 1000)
             }
+            EventKind::ExportCredit => {
+                if self
+                    .own_id(event, "export")
+                    .and_then(Month::parse)
+                    .is_none()
+                {
+                    return forged(format!(
+                        "export credit id '{}' is not {}:export:{}:<month>",
+                        event.id, self.gateway, event.account
+                    ));
+                }
+                // Only where a tariff banks export; at most a year's bank of the most power a
+                // connection may carry, at the highest rate with duty doubling it.
+                max_of(self.book, category, |v| {
+                    let top_slab = v.slabs.iter().map(|s| s.paise_per_kwh).max().unwrap_or(0);
+                    if v.export_banking {
+                        top_slab.max(v.export_settlement_paise_per_kwh)
+                    } else {
+                        0
+                    }
+                })
+                .saturating_mul(2 * MAX_POWER_W / 1000 * 24 * 366)
+            }
             EventKind::Recharge if event.id.starts_with("voucher:") => {
                 return issued_voucher_recharge(tx, event);
             }

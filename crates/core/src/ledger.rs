@@ -35,6 +35,9 @@ pub enum EventKind {
     Arrears,
     /// The demand charge on a month's maximum demand, after the month ends.
     DemandCharge,
+    /// Net metering's credit at a month's close: banked export used against its net units, and
+    /// at the end of the settlement year the units still banked, paid (`core::netmeter`).
+    ExportCredit,
 }
 
 impl EventKind {
@@ -49,6 +52,7 @@ impl EventKind {
             EventKind::EmergencyCredit => "emergency_credit",
             EventKind::Arrears => "arrears",
             EventKind::DemandCharge => "demand_charge",
+            EventKind::ExportCredit => "export_credit",
         }
     }
 
@@ -63,6 +67,7 @@ impl EventKind {
             EventKind::EmergencyCredit,
             EventKind::Arrears,
             EventKind::DemandCharge,
+            EventKind::ExportCredit,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
@@ -93,7 +98,9 @@ impl LedgerEvent {
     /// How this event moves the balance.
     pub fn balance_effect(&self) -> i64 {
         match self.kind {
-            EventKind::Recharge | EventKind::Adjustment => self.amount_paise,
+            EventKind::Recharge | EventKind::Adjustment | EventKind::ExportCredit => {
+                self.amount_paise
+            }
             EventKind::Charge
             | EventKind::FixedCharge
             | EventKind::MinimumCharge

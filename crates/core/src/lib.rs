@@ -31,6 +31,7 @@ pub mod decision;
 pub mod demand;
 pub mod ledger;
 pub mod message;
+pub mod netmeter;
 pub mod outage;
 pub mod policy;
 pub mod rating;

@@ -185,6 +185,14 @@ pub struct TariffVersion {
     /// paise, charged after the month ends; 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub demand_paise_per_kw: i64,
+    /// Net metering: a month's surplus export (beyond its import) is banked and used against the
+    /// net units of the months after (`core::netmeter`); false: the surplus lapses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub export_banking: bool,
+    /// What the units still banked at the end of the settlement year (March) are paid at, in
+    /// paise per kWh; 0: they lapse. Needs `export_banking`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub export_settlement_paise_per_kwh: i64,
 }
 
 fn is_zero(value: &i64) -> bool {
@@ -419,6 +427,8 @@ impl TariffBook {
                 duty_percent: 0.0,
                 tod: Vec::new(),
                 demand_paise_per_kw: 0,
+                export_banking: false,
+                export_settlement_paise_per_kwh: 0,
             },
             TariffVersion {
                 id: "sample-commercial".into(),
@@ -430,6 +440,8 @@ impl TariffBook {
                 duty_percent: 12.0,
                 tod: Vec::new(),
                 demand_paise_per_kw: 0,
+                export_banking: false,
+                export_settlement_paise_per_kwh: 0,
             },
             TariffVersion {
                 id: "sample-agricultural".into(),
@@ -441,6 +453,8 @@ impl TariffBook {
                 duty_percent: 0.0,
                 tod: Vec::new(),
                 demand_paise_per_kw: 0,
+                export_banking: false,
+                export_settlement_paise_per_kwh: 0,
             },
         ];
         // The built-in versions are valid by construction; the unit tests check it.
@@ -907,6 +921,18 @@ fn validate_version(version: &TariffVersion) -> Result<i64, TariffError> {
             "demand_paise_per_kw = {} is outside 0 to {MAX_DEMAND_PAISE_PER_KW} (₹10,000 per kW)",
             version.demand_paise_per_kw
         )));
+    }
+    if !(0..=MAX_RATE_PAISE_PER_KWH).contains(&version.export_settlement_paise_per_kwh) {
+        return Err(invalid(format!(
+            "export_settlement_paise_per_kwh = {} is outside 0 to {MAX_RATE_PAISE_PER_KWH}",
+            version.export_settlement_paise_per_kwh
+        )));
+    }
+    if version.export_settlement_paise_per_kwh > 0 && !version.export_banking {
+        return Err(invalid(
+            "export_settlement_paise_per_kwh settles banked units: set export_banking = true too"
+                .into(),
+        ));
     }
     validate_tod(&version.tod).map_err(invalid)?;
     Ok(basis_points.round() as i64)

@@ -23,6 +23,7 @@ use gramgrid_core::civil::{self, Month};
 use gramgrid_core::decision::{DecisionRecord, Outcome};
 use gramgrid_core::ledger::{self, EventKind, LedgerEvent};
 use gramgrid_core::message::{Kind, Vars};
+use gramgrid_core::netmeter;
 use gramgrid_core::policy::{self, AccountFacts, Arrangement, RelayAction, RelayState};
 use gramgrid_core::relay::{CommandState, Step};
 use gramgrid_core::tariff::{rupees, TariffBook};
@@ -105,6 +106,9 @@ pub struct PassReport {
     pub minimum_charges: usize,
     /// Demand charges recorded (first pass of a month, tariffs with a demand charge).
     pub demand_charges: usize,
+    /// Net metering's month-close credits recorded (first pass of a month: banked export used,
+    /// or the bank settled in March).
+    pub export_credits: usize,
     /// Months newly flagged for drawing more than the sanctioned load (first pass of a day).
     pub overloads: usize,
     /// Supply outages found or changed since the last pass, queued for central.
@@ -371,6 +375,7 @@ impl Gateway {
             report.fixed_charges += self.charge_fixed_days(&account, now)?;
             report.minimum_charges += self.charge_last_months_minimum(&account, now)?;
             report.demand_charges += self.charge_last_months_demand(&account, meter, now)?;
+            report.export_credits += self.close_last_months_export(&account, now)?;
             let pass = PassFacts {
                 now,
                 clock_trusted,
@@ -485,6 +490,37 @@ impl Gateway {
             amount_paise: amount,
             expires_at: None,
         }])
+    }
+
+    /// At the first pass of a month, closes last month's export for the account
+    /// (`core::netmeter`): banked units used against its net units, its surplus banked, the bank
+    /// settled in March; the credit is a money event. Once per account and month.
+    fn close_last_months_export(
+        &mut self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let month = Month::containing(now).previous();
+        let Some((_, end)) = month.span() else {
+            return Ok(0);
+        };
+        if account.created_at >= end || self.store.export_month_closed(&account.id, month)? {
+            return Ok(0);
+        }
+        let segments = self.store.month_segments(&account.id, month)?;
+        let banked_in = self.store.export_banked_before(&account.id, month)?;
+        let close =
+            netmeter::close_month(&self.book, account.category, month, &segments, banked_in);
+        let credit = (close.amount_paise() > 0).then(|| LedgerEvent {
+            id: format!("{}:export:{}:{month}", self.config.gateway.id, account.id),
+            account: account.id.clone(),
+            at: end,
+            kind: EventKind::ExportCredit,
+            amount_paise: close.amount_paise(),
+            expires_at: None,
+        });
+        self.store
+            .record_export_close(&account.id, month, &close, credit.as_ref(), now)
     }
 
     /// Average daily charges over this month and last, as the basis of "days left".

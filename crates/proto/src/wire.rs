@@ -40,7 +40,9 @@ pub use model::{
 /// gateway's daily energy audit of each ([`UplinkEvent::EnergyAudit`]).
 /// Version 10 added net metering: the export registers of a batch's readings
 /// ([`ReadingBatch::exports`], at the end of the batch; central still decodes the shorter batch of
-/// older gateways) and of a handed-over meter's history ([`DownlinkEvent::NetReadings`]).
+/// older gateways) and of a handed-over meter's history ([`DownlinkEvent::NetReadings`]), a tariff
+/// version's banking of surplus export ([`DownlinkEvent::TariffNetMetering`]) and the gateway's
+/// month-close credit for it (ledger kind `ExportCredit`).
 pub const PROTOCOL_VERSION: u16 = 10;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -702,6 +704,16 @@ pub enum DownlinkEvent {
         /// Its demand charge, paise per kW of the month's maximum demand.
         demand_paise_per_kw: i64,
     },
+    /// Net metering's banking rule of a published tariff version (protocol 10), sent right after
+    /// its [`DownlinkEvent::Tariff`] when it banks export.
+    TariffNetMetering {
+        /// The tariff version's id.
+        version_id: String,
+        /// A month's surplus export is banked for the months after.
+        export_banking: bool,
+        /// What units still banked at the end of March are paid at, paise per kWh (0: they lapse).
+        export_settlement_paise_per_kwh: i64,
+    },
     /// The distribution transformer's meter at this gateway (protocol 9): read like a household's,
     /// never billed; its readings feed the energy audit and stay at the gateway.
     TransformerMeter {
@@ -739,7 +751,8 @@ impl DownlinkEvent {
             DownlinkEvent::StockMeter { .. } => 6,
             DownlinkEvent::TariffDetails { .. } | DownlinkEvent::AccountSanctionedLoad { .. } => 8,
             DownlinkEvent::TransformerMeter { .. } => 9,
-            DownlinkEvent::NetReadings { .. } => 10,
+            DownlinkEvent::NetReadings { .. } | DownlinkEvent::TariffNetMetering { .. } => 10,
+            DownlinkEvent::Ledger(event) if event.kind == WireEventKind::ExportCredit => 10,
             _ => 1,
         }
     }

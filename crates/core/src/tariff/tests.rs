@@ -508,3 +508,22 @@ fn quote_for_a_rooftop_solar_home_bills_the_net_units_and_shows_the_export() {
     let bill = book.quote(Category::Domestic, month("2026-11"), 250_000);
     assert!(!bill.to_string().contains("exported"), "{bill}");
 }
+
+#[test]
+fn a_settlement_rate_needs_banking_and_a_plausible_rate() {
+    let refused = |change: fn(&mut TariffVersion)| {
+        let mut versions = TariffBook::builtin().versions().to_vec();
+        change(&mut versions[0]);
+        TariffBook::new(versions).unwrap_err().to_string()
+    };
+    let err = refused(|v| v.export_settlement_paise_per_kwh = 300);
+    assert!(err.contains("set export_banking = true too"), "{err}");
+    let err = refused(|v| {
+        v.export_banking = true;
+        v.export_settlement_paise_per_kwh = -1;
+    });
+    assert!(
+        err.contains("export_settlement_paise_per_kwh = -1 is outside"),
+        "{err}"
+    );
+}

@@ -132,6 +132,30 @@ fn gateway(dir: &tempfile::TempDir, config_toml: &str) -> (Gateway, i64, Recordi
     (gateway, meter, link)
 }
 
+/// A gateway config's tariffs: a domestic version (id "dom" from 2023-04-01) with `domestic`'s
+/// lines, and flat commercial and agricultural ones.
+fn tariffs_with_domestic(domestic: &str) -> String {
+    format!(
+        r#"
+        [[tariff]]
+        id = "dom"
+        category = "domestic"
+        effective_from = "2023-04-01"
+        {domestic}
+        [[tariff]]
+        id = "com"
+        category = "commercial"
+        effective_from = "2023-04-01"
+        slabs = [{{ paise_per_kwh = 700 }}]
+        [[tariff]]
+        id = "agr"
+        category = "agricultural"
+        effective_from = "2023-04-01"
+        slabs = [{{ paise_per_kwh = 300 }}]
+        "#
+    )
+}
+
 fn recharge(id: &str, amount_paise: i64, at: DateTime<Utc>) -> LedgerEvent {
     LedgerEvent {
         id: id.into(),
@@ -206,26 +230,14 @@ fn exhausted_balance_disconnects_in_the_next_days_window_and_a_recharge_reconnec
 fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
     let dir = tempfile::tempdir().unwrap();
     // A domestic tariff with a 60 INR fixed charge, as the example file would state it.
-    let toml = r#"
-        [[tariff]]
-        id = "dom"
-        category = "domestic"
-        effective_from = "2023-04-01"
+    let toml = tariffs_with_domestic(
+        r#"
         fixed_monthly_paise = 6000
         minimum_monthly_paise = 10000
         slabs = [{ paise_per_kwh = 400 }]
-        [[tariff]]
-        id = "com"
-        category = "commercial"
-        effective_from = "2023-04-01"
-        slabs = [{ paise_per_kwh = 700 }]
-        [[tariff]]
-        id = "agr"
-        category = "agricultural"
-        effective_from = "2023-04-01"
-        slabs = [{ paise_per_kwh = 300 }]
-    "#;
-    let (mut gw, _meter, _link) = gateway(&dir, toml);
+        "#,
+    );
+    let (mut gw, _meter, _link) = gateway(&dir, &toml);
     for hour in [0, 6, 12, 18] {
         gw.policy_pass(ist(2026, 11, 30, hour, 5), true).unwrap();
     }
@@ -254,25 +266,13 @@ fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
 fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
     let dir = tempfile::tempdir().unwrap();
     // ₹120 per kW of the month's maximum demand on domestic, nothing else.
-    let toml = r#"
-        [[tariff]]
-        id = "dom"
-        category = "domestic"
-        effective_from = "2023-04-01"
+    let toml = tariffs_with_domestic(
+        r#"
         demand_paise_per_kw = 12000
         slabs = [{ paise_per_kwh = 0 }]
-        [[tariff]]
-        id = "com"
-        category = "commercial"
-        effective_from = "2023-04-01"
-        slabs = [{ paise_per_kwh = 700 }]
-        [[tariff]]
-        id = "agr"
-        category = "agricultural"
-        effective_from = "2023-04-01"
-        slabs = [{ paise_per_kwh = 300 }]
-    "#;
-    let (mut gw, meter, _link) = gateway(&dir, toml);
+        "#,
+    );
+    let (mut gw, meter, _link) = gateway(&dir, &toml);
     // November's evening of 15-minute readings: the highest interval draws 800 Wh (3.2 kW).
     let start = ist(2026, 11, 20, 18, 0);
     let draws = [300, 500, 800, 450, 200];
@@ -316,6 +316,58 @@ fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
             )
             .unwrap(),
         38_400
+    );
+}
+
+#[test]
+fn a_solar_homes_surplus_is_banked_at_the_months_close_and_pays_for_the_next_month_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Domestic at ₹4.00 per kWh, banking export and settling it in March at ₹3.00.
+    let toml = tariffs_with_domestic(
+        r#"
+        export_banking = true
+        export_settlement_paise_per_kwh = 300
+        slabs = [{ paise_per_kwh = 400 }]
+        "#,
+    );
+    let (mut gw, meter, _link) = gateway(&dir, &toml);
+    let reading = |at, register_wh, export_wh| MeterReading {
+        meter,
+        at,
+        register_wh,
+        export_wh,
+    };
+    // November: 40 kWh in, 100 kWh out: nothing charged, 60 kWh banked at the close.
+    gw.ingest_readings(&[reading(ist(2026, 11, 30, 18, 0), 40_000, 100_000)])
+        .unwrap();
+    let first = gw.policy_pass(ist(2026, 12, 1, 0, 1), true).unwrap();
+    assert_eq!(
+        first.export_credits, 0,
+        "a bank, but nothing yet to pay for"
+    );
+    // December: 100 kWh more in, 10 out: 90 net units, ₹360.00 charged as they are read.
+    gw.ingest_readings(&[reading(ist(2026, 12, 31, 18, 0), 140_000, 110_000)])
+        .unwrap();
+    assert_eq!(gw.store().energy_charges("A1", None).unwrap(), 36_000);
+    // January's first passes: the 60 banked kWh take ₹240.00 off December, once.
+    let first = gw.policy_pass(ist(2027, 1, 1, 0, 1), true).unwrap();
+    let second = gw.policy_pass(ist(2027, 1, 1, 0, 2), true).unwrap();
+    assert_eq!((first.export_credits, second.export_credits), (1, 0));
+    let credited = gw
+        .store()
+        .sum_of(
+            "A1",
+            EventKind::ExportCredit,
+            ist(2026, 12, 1, 0, 0),
+            ist(2027, 1, 2, 0, 0),
+        )
+        .unwrap();
+    assert_eq!(credited, 24_000);
+    assert_eq!(
+        gw.store()
+            .export_banked_before("A1", Month::parse("2027-01").unwrap())
+            .unwrap(),
+        0
     );
 }
 

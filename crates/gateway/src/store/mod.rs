@@ -18,6 +18,7 @@ mod link;
 mod load;
 mod messages;
 mod money;
+mod netmeter;
 mod outbox;
 mod readings;
 mod schema;

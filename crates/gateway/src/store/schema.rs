@@ -466,4 +466,35 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE meter_cursor ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE handed_over_readings ADD COLUMN export_wh INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 22: net metering's month close (`store::netmeter`): money event kind 'export_credit' (the
+    // CHECK is rebuilt, as in 17), and each account's closed months with what the close did with
+    // its export (`core::netmeter::MonthClose` as JSON; `banked_out_wh` is the next close's bank).
+    r#"
+    CREATE TABLE ledger_events_v22 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('recharge', 'charge', 'fixed_charge', 'minimum_charge', 'adjustment', 'emergency_credit', 'arrears',
+             'demand_charge', 'export_credit')),
+        amount_paise INTEGER NOT NULL,
+        effect_paise INTEGER NOT NULL,
+        expires_at INTEGER,
+        note TEXT
+    );
+    INSERT INTO ledger_events_v22 (seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note)
+        SELECT seq, id, account, at, kind, amount_paise, effect_paise, expires_at, note FROM ledger_events;
+    DROP TABLE ledger_events;
+    ALTER TABLE ledger_events_v22 RENAME TO ledger_events;
+    CREATE INDEX ledger_by_account ON ledger_events(account, kind, at);
+    CREATE TABLE export_bank (
+        account TEXT NOT NULL REFERENCES accounts(id),
+        month TEXT NOT NULL,
+        banked_out_wh INTEGER NOT NULL,
+        report TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (account, month)
+    );
+    "#,
 ];

@@ -254,12 +254,20 @@ impl Store {
             .into_iter()
             .map(|(_, (id, tod, demand))| (id, (tod, demand)))
             .collect();
+        let mut banking: HashMap<String, (bool, i64)> = self
+            .published::<(String, bool, i64)>("tariff_net_metering")?
+            .into_iter()
+            .map(|(_, (id, banks, settlement))| (id, (banks, settlement)))
+            .collect();
         versions
             .into_iter()
             .map(|(_, wire)| {
                 let (tod, demand) = details.remove(&wire.id).unwrap_or_default();
+                let (banks, settlement) = banking.remove(&wire.id).unwrap_or_default();
                 let mut version = TariffVersion::from(wire);
                 version.demand_paise_per_kw = demand;
+                version.export_banking = banks;
+                version.export_settlement_paise_per_kwh = settlement;
                 version.tod = tod
                     .into_iter()
                     .map(TodSlot::try_from)
@@ -534,6 +542,21 @@ fn apply_one(
                 "INSERT INTO published_config (kind, version, body) VALUES ('tariff_details', ?1, ?2)
                  ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
                 params![version_id, json(&(version_id, tod, demand_paise_per_kw))?],
+            )?;
+            Ok(Effect::None)
+        }
+        DownlinkEvent::TariffNetMetering {
+            version_id,
+            export_banking,
+            export_settlement_paise_per_kwh,
+        } => {
+            tx.execute(
+                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_net_metering', ?1, ?2)
+                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
+                params![
+                    version_id,
+                    json(&(version_id, export_banking, export_settlement_paise_per_kwh))?
+                ],
             )?;
             Ok(Effect::None)
         }

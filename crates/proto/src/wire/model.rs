@@ -46,6 +46,8 @@ pub enum WireEventKind {
     Arrears,
     /// Protocol 8: a month's demand charge (made by protocol-8 gateways only).
     DemandCharge,
+    /// Protocol 10: net metering's credit at a month's close (made by protocol-10 gateways only).
+    ExportCredit,
 }
 
 /// A consumer category on the wire; the variant order is the format.
@@ -199,7 +201,8 @@ same_variants!(
     Adjustment,
     EmergencyCredit,
     Arrears,
-    DemandCharge
+    DemandCharge,
+    ExportCredit
 );
 same_variants!(Category, WireCategory, Domestic, Commercial, Agricultural);
 same_variants!(RelayAction, WireRelayAction, Connect, Disconnect);
@@ -320,6 +323,9 @@ impl From<WireTariffVersion> for TariffVersion {
             // These travel in their own record (`DownlinkEvent::TariffDetails`, protocol 8).
             tod: Vec::new(),
             demand_paise_per_kw: 0,
+            // In `DownlinkEvent::TariffNetMetering` (protocol 10).
+            export_banking: false,
+            export_settlement_paise_per_kwh: 0,
         }
     }
 }
