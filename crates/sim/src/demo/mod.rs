@@ -708,7 +708,7 @@ impl Running<'_> {
         consumers: &[Consumer],
         start: DateTime<Utc>,
     ) -> Result<(), DemoError> {
-        self.publish_time_of_day(start)?;
+        self.publish_tariffs(start)?;
         for c in consumers {
             self.office.block_on(self.village.recharge_at_central(
                 &c.account.id,
@@ -735,18 +735,23 @@ impl Running<'_> {
     }
 
     /// The evening before the first day, the office puts the shops on a time-of-day tariff from
-    /// the first day; the gateway learns it at its first sync.
-    fn publish_time_of_day(&self, start: DateTime<Utc>) -> Result<(), DemoError> {
+    /// the first day, and the domestic tariff that banks solar homes' surplus export; the gateway
+    /// learns them at its first sync.
+    fn publish_tariffs(&self, start: DateTime<Utc>) -> Result<(), DemoError> {
         let first_day = gramgrid_core::civil::local_date(start);
-        let Some(version) = scenario::time_of_day_tariff(&TariffBook::builtin(), first_day) else {
-            return Ok(());
-        };
+        let book = TariffBook::builtin();
+        let versions = [
+            scenario::time_of_day_tariff(&book, first_day),
+            scenario::net_metering_tariff(&book, first_day),
+        ];
         let evening_before = start - Duration::minutes(1);
-        self.village
-            .central
-            .central
-            .publish_tariff_as("demo:office", version, evening_before)
-            .map_err(VillageError::from)?;
+        for version in versions.into_iter().flatten() {
+            self.village
+                .central
+                .central
+                .publish_tariff_as("demo:office", version, evening_before)
+                .map_err(VillageError::from)?;
+        }
         Ok(())
     }
 

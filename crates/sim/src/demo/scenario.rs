@@ -288,8 +288,9 @@ pub const BAD_POLICY_IN_FORCE: Duration = Duration::hours(2);
 pub const TOD_TARIFF: &str = "demo-commercial-tod";
 
 /// The commercial tariff with time-of-day slots, as India's 2023 consumer rules set them for
-/// commercial consumers: the evening peak 20 % dearer, solar hours 20 % cheaper; in force from
-/// `first_day`.
+/// commercial consumers: the evening peak 20 % dearer, solar hours 20 % cheaper; and a demand
+/// charge of ₹100 per kW of the month's maximum demand, charged after the month ends. In force
+/// from `first_day`.
 pub fn time_of_day_tariff(
     book: &TariffBook,
     first_day: chrono::NaiveDate,
@@ -309,6 +310,25 @@ pub fn time_of_day_tariff(
         slot("peak", "18:00", "22:00", 20.0)?,
         slot("solar", "09:00", "17:00", -20.0)?,
     ];
+    version.demand_paise_per_kw = 10_000;
+    Some(version)
+}
+
+/// The id of the domestic tariff that banks rooftop-solar homes' surplus export.
+pub const NET_METERING_TARIFF: &str = "demo-domestic-net";
+
+/// The domestic tariff with net metering's banking: a month's surplus export is banked for the
+/// months after, and what is left at the end of March is paid at ₹2.30 per kWh (about what a
+/// utility pays for its power). In force from `first_day`.
+pub fn net_metering_tariff(
+    book: &TariffBook,
+    first_day: chrono::NaiveDate,
+) -> Option<TariffVersion> {
+    let mut version = book.version_on(Category::Domestic, first_day)?.clone();
+    version.id = NET_METERING_TARIFF.into();
+    version.effective_from = first_day;
+    version.export_banking = true;
+    version.export_settlement_paise_per_kwh = 230;
     Some(version)
 }
 
@@ -332,8 +352,8 @@ pub fn bypassers(consumers: &[Consumer]) -> Vec<usize> {
 
 /// How many households have rooftop solar behind a net meter, and the peak of each array (W).
 const SOLAR_HOMES: usize = 5;
-/// A 1 kWp array makes about as much in a clear day as a village home uses.
-pub const SOLAR_PEAK_W: u32 = 1_000;
+/// A 2 kWp array makes more in a clear day than a village home uses: the surplus is banked.
+pub const SOLAR_PEAK_W: u32 = 2_000;
 
 /// The households with rooftop solar from the first day: the domestic ones with the most credit
 /// after the bypassers (so no disconnection muddles their exports), by enrolment order on a tie.

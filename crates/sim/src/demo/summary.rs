@@ -37,6 +37,8 @@ pub struct Summary {
     pub time_of_day: TimeOfDaySummary,
     /// The rooftop-solar homes' exports and net units.
     pub net_metering: NetMeteringSummary,
+    /// What the close of a month crossed did (zeros when the run stays in one month).
+    pub month_close: MonthCloseSummary,
     /// Recharges taken at central, and whether each reached the gateway.
     pub recharges: RechargeSummary,
     /// Vouchers issued at central and redeemed at the gateway.
@@ -126,6 +128,26 @@ pub struct NetMeteringSummary {
     /// The net units their energy charges are on (import less export per segment, never below
     /// zero), in Wh.
     pub net_wh: i64,
+}
+
+/// What the gateway did at the close of a month the run crossed: demand charges, and net
+/// metering's bank.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MonthCloseSummary {
+    /// Demand charges the gateway recorded.
+    pub demand_charges: i64,
+    /// Their total at the gateway, in paise.
+    pub demand_paise: i64,
+    /// The same at central (must equal the gateway's).
+    pub demand_paise_at_central: i64,
+    /// Accounts whose month was closed with something banked.
+    pub homes_banking: i64,
+    /// What they banked, in Wh.
+    pub banked_wh: i64,
+    /// Credits for banked units used or settled, at the gateway, in paise.
+    pub export_credit_paise: i64,
+    /// The same at central (must equal the gateway's).
+    pub export_credit_paise_at_central: i64,
 }
 
 /// How the readings travelled: by radio to the gateway, by sync to central.
@@ -308,6 +330,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let relay = relay(&gateway, &run.policy).map_err(failed(gateway_db))?;
     let time_of_day = time_of_day(&gateway, &central).map_err(failed(gateway_db))?;
     let net_metering = net_metering(&gateway, &central).map_err(failed(gateway_db))?;
+    let month_close = month_close(&gateway, &central).map_err(failed(gateway_db))?;
     let alerts = alerts(&gateway, &central).map_err(failed(gateway_db))?;
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
@@ -332,6 +355,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         radio,
         time_of_day,
         net_metering,
+        month_close,
         recharges,
         vouchers,
         relay,
@@ -389,6 +413,35 @@ fn net_metering(
             [],
         )?,
         net_wh,
+    })
+}
+
+/// The demand charges and export banks of the months the run closed, at both ends.
+fn month_close(gateway: &Connection, central: &Connection) -> rusqlite::Result<MonthCloseSummary> {
+    let sum_of = |conn: &Connection, kind: &str| {
+        count(
+            conn,
+            "SELECT COALESCE(SUM(amount_paise), 0) FROM ledger_events WHERE kind = ?1",
+            [kind],
+        )
+    };
+    let (homes_banking, banked_wh) = gateway.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(banked_out_wh), 0) FROM export_bank WHERE banked_out_wh > 0",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(MonthCloseSummary {
+        demand_charges: count(
+            gateway,
+            "SELECT COUNT(*) FROM ledger_events WHERE kind = 'demand_charge'",
+            [],
+        )?,
+        demand_paise: sum_of(gateway, "demand_charge")?,
+        demand_paise_at_central: sum_of(central, "demand_charge")?,
+        homes_banking,
+        banked_wh,
+        export_credit_paise: sum_of(gateway, "export_credit")?,
+        export_credit_paise_at_central: sum_of(central, "export_credit")?,
     })
 }
 
@@ -703,6 +756,15 @@ impl Summary {
                 self.time_of_day.gateway_paise, self.time_of_day.central_paise
             ));
         }
+        let c = &self.month_close;
+        if (c.demand_paise, c.export_credit_paise)
+            != (c.demand_paise_at_central, c.export_credit_paise_at_central)
+        {
+            problems.push(format!(
+                "the month close differs: demand charges {} / {} paise, export credits {} / {} paise at the gateway / central",
+                c.demand_paise, c.demand_paise_at_central, c.export_credit_paise, c.export_credit_paise_at_central
+            ));
+        }
         let n = &self.net_metering;
         if n.exported_wh != n.exported_wh_at_central {
             problems.push(format!(
@@ -834,6 +896,18 @@ pub fn render(s: &Summary) -> String {
         kwh(n.imported_wh),
         kwh(n.net_wh)
     ));
+    let c = &s.month_close;
+    if c.demand_charges > 0 || c.homes_banking > 0 {
+        line(format!(
+            "  month close        {} demand charges on the shops' maximum demand ({} INR, {} INR at central); {} solar homes banked {} kWh of surplus export ({} INR credited)",
+            c.demand_charges,
+            gramgrid_core::tariff::rupees(c.demand_paise),
+            gramgrid_core::tariff::rupees(c.demand_paise_at_central),
+            c.homes_banking,
+            kwh(c.banked_wh),
+            gramgrid_core::tariff::rupees(c.export_credit_paise)
+        ));
+    }
     let r = &s.radio;
     line(format!(
         "  readings           {} of {} due reached central ({:.2} %; {:.2} % of the {} meters heard)",
