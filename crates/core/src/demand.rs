@@ -49,6 +49,13 @@ impl LoadRule {
     }
 }
 
+/// A power in W as kilowatts with two decimals, for consumer messages (`2450` → `"2.45"`).
+pub fn kilowatts(watts: i64) -> String {
+    let sign = if watts < 0 { "-" } else { "" };
+    let w = watts.unsigned_abs();
+    format!("{sign}{}.{:02}", w / 1000, (w % 1000) / 10)
+}
+
 /// The average power of every interval `readings` (any order) measure: (interval end, W), in
 /// time order. An interval is measured by two readings exactly one interval apart.
 fn interval_demands(readings: &[RegisterReading]) -> Vec<(DateTime<Utc>, i64)> {
@@ -130,6 +137,14 @@ mod tests {
             None,
             "one interval is not repeated"
         );
+    }
+
+    #[test]
+    fn kilowatts_have_two_decimals() {
+        assert_eq!(kilowatts(2_450), "2.45");
+        assert_eq!(kilowatts(2_000), "2.00");
+        assert_eq!(kilowatts(999), "0.99");
+        assert_eq!(kilowatts(-1_500), "-1.50");
     }
 
     proptest! {

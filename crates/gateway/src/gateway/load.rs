@@ -1,11 +1,14 @@
 //! Sanctioned loads: at the first pass of each local day (and again when central changes a
 //! sanctioned load), every account with one is checked against its 15-minute demands in the month
 //! of the day that ended; a month with enough intervals above it (`[load]`,
-//! `gramgrid_core::demand::LoadRule`) is recorded once and flagged at central.
-use super::Gateway;
-use crate::store::{Overload, StoreError};
+//! `gramgrid_core::demand::LoadRule`) is recorded once, flagged at central and told to the
+//! household (`sanctioned_load_exceeded`).
+use super::{vars, Gateway};
+use crate::store::{Alert, Overload, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
+use gramgrid_core::demand::kilowatts;
+use gramgrid_core::message::Kind;
 use gramgrid_core::rating::RegisterReading;
 
 impl Gateway {
@@ -59,7 +62,8 @@ impl Gateway {
                 sanctioned_w,
                 at: now,
             };
-            if self.store.record_overload(&overload)? {
+            let notice = overload_notice(&overload, month);
+            if self.store.record_overload(&overload, &notice)? {
                 tracing::warn!(account = %account.id, %month, intervals = excess.intervals,
                     max_demand_w = excess.max_demand_w, sanctioned_w,
                     "a household drew more than its sanctioned load repeatedly; flagged for the office");
@@ -67,5 +71,30 @@ impl Gateway {
             }
         }
         Ok(flagged)
+    }
+}
+
+/// The household's message about a month over its sanctioned load.
+fn overload_notice(overload: &Overload, month: Month) -> Alert {
+    let month_words = month
+        .first_day()
+        .map_or_else(|| overload.month.clone(), |d| d.format("%m-%Y").to_string());
+    let sanctioned = kilowatts(overload.sanctioned_w);
+    let max = kilowatts(overload.max_demand_w);
+    Alert {
+        id: format!("{}:overload:{}", overload.account, overload.month),
+        account: overload.account.clone(),
+        kind: Kind::SanctionedLoadExceeded.as_str().into(),
+        created_at: overload.at,
+        message: format!(
+            "In {month_words} your load was above your sanctioned {sanctioned} kW in {} quarter-hours (highest {max} kW). Reduce your load or apply for a higher sanctioned load.",
+            overload.intervals
+        ),
+        vars: vars(&[
+            ("month", month_words.clone()),
+            ("intervals", overload.intervals.to_string()),
+            ("sanctioned_kw", sanctioned),
+            ("max_kw", max),
+        ]),
     }
 }

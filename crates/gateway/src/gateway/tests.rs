@@ -347,6 +347,48 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
     assert_eq!(next_day.overloads, 1);
     let again = gw.policy_pass(ist(2026, 11, 23, 0, 1), true).unwrap();
     assert_eq!(again.overloads, 0, "once a month");
+    // The household is told once, as a kind and variables central renders in its language.
+    assert_eq!(
+        gw.store()
+            .alert_count("A1", "sanctioned_load_exceeded")
+            .unwrap(),
+        1
+    );
+    let notices: Vec<(String, Vec<(String, String)>)> = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::Notice { kind, vars, id, .. } if kind == "sanctioned_load_exceeded" => {
+                Some((id, vars))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected_vars = [
+        ("intervals", "3"),
+        ("max_kw", "2.80"),
+        ("month", "11-2026"),
+        ("sanctioned_kw", "2.00"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(
+        notices,
+        vec![("A1:overload:2026-11".to_string(), expected_vars.to_vec())]
+    );
+    let text = gramgrid_core::message::render(
+        gramgrid_core::message::default_template(
+            Kind::SanctionedLoadExceeded,
+            gramgrid_core::message::Language::English,
+        ),
+        &notices[0].1.iter().cloned().collect(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("above your sanctioned 2.00 kW in 3 quarter-hours (highest 2.80 kW)"),
+        "{text}"
+    );
     // A household whose load central records in the day is checked at once, not the next day.
     village(&mut gw, "V", 1);
     let v0 = gw.store().meter_id("MV0").unwrap().unwrap();

@@ -35,7 +35,8 @@ pub struct Alert {
     pub id: String,
     /// The account it concerns.
     pub account: String,
-    /// `low_balance`, `daily_balance`, `disconnected`, `reconnected` or `relay_timeout`.
+    /// A `gramgrid_core::message::Kind` name (`low_balance`, `disconnected`,
+    /// `sanctioned_load_exceeded`, ...), or `relay_timeout` for the office.
     pub kind: String,
     /// When it was raised (UTC).
     pub created_at: DateTime<Utc>,

@@ -1,6 +1,8 @@
 //! Sanctioned loads: the load each account's connection is sanctioned for (from central), and the
 //! months in which a household drew more in several intervals, each recorded once and queued for
-//! central (`UplinkEvent::SanctionedLoadExceeded`) in the same transaction.
+//! central (`UplinkEvent::SanctionedLoadExceeded`) with the household's message in the same
+//! transaction.
+use super::commands::{insert_alert, Alert};
 use super::outbox::append_outbox;
 use super::{Result, Store};
 use chrono::{DateTime, Utc};
@@ -93,8 +95,9 @@ impl Store {
             .is_some())
     }
 
-    /// Records a month's overload once and queues it for central; false when it was on record.
-    pub fn record_overload(&mut self, overload: &Overload) -> Result<bool> {
+    /// Records a month's overload once, queues it for central and enqueues `notice` for the
+    /// household; false (and nothing queued) when it was on record.
+    pub fn record_overload(&mut self, overload: &Overload, notice: &Alert) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let new = tx.execute(
             "INSERT INTO overloads (id, account, month, intervals, max_demand_w, sanctioned_w, at)
@@ -122,6 +125,7 @@ impl Store {
                     at: overload.at,
                 },
             )?;
+            insert_alert(&tx, notice)?;
         }
         tx.commit()?;
         Ok(new)
