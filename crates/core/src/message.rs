@@ -30,11 +30,14 @@ pub enum Kind {
     /// The household drew more than its sanctioned load in enough 15-minute intervals of a month
     /// (`month`, `intervals`, `sanctioned_kw`, `max_kw`).
     SanctionedLoadExceeded,
+    /// The load-limit trip cut the supply until `until` (local `HH:MM`): the household drew more
+    /// than its sanctioned `sanctioned_kw` for several intervals in a row.
+    LoadLimitTrip,
 }
 
 impl Kind {
     /// Every kind, in a fixed order (for config checks and docs).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::RechargeReceived,
         Kind::LowBalance,
         Kind::DisconnectNotice,
@@ -43,6 +46,7 @@ impl Kind {
         Kind::DailyBalance,
         Kind::VoucherRedeemed,
         Kind::SanctionedLoadExceeded,
+        Kind::LoadLimitTrip,
     ];
 
     /// The kinds of the first release. Central requires a DLT template id for each of these; a
@@ -74,6 +78,7 @@ impl Kind {
             Kind::DailyBalance => "daily_balance",
             Kind::VoucherRedeemed => "voucher_redeemed",
             Kind::SanctionedLoadExceeded => "sanctioned_load_exceeded",
+            Kind::LoadLimitTrip => "load_limit_trip",
         }
     }
 
@@ -93,6 +98,7 @@ impl Kind {
                 | Kind::Disconnected
                 | Kind::Reconnected
                 | Kind::VoucherRedeemed
+                | Kind::LoadLimitTrip
         )
     }
 
@@ -106,6 +112,7 @@ impl Kind {
             Kind::DailyBalance => &["date", "balance"],
             Kind::VoucherRedeemed => &["amount"],
             Kind::SanctionedLoadExceeded => &["month", "intervals", "sanctioned_kw", "max_kw"],
+            Kind::LoadLimitTrip => &["sanctioned_kw", "until"],
         }
     }
 }
@@ -221,6 +228,9 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         (Language::English, Kind::SanctionedLoadExceeded) => {
             "In {month} your electricity load was above your sanctioned {sanctioned_kw} kW in {intervals} quarter-hours (highest {max_kw} kW). Please reduce your load or apply for a higher sanctioned load. - GramGrid"
         }
+        (Language::English, Kind::LoadLimitTrip) => {
+            "Electricity supply cut: your load was above your sanctioned {sanctioned_kw} kW. It will be restored automatically at {until}. Please reduce your load. - GramGrid"
+        }
         (Language::Hindi, Kind::RechargeReceived) => {
             "₹{amount} का रिचार्ज मिला। शेष राशि ₹{balance}। - GramGrid"
         }
@@ -242,6 +252,9 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         }
         (Language::Hindi, Kind::SanctionedLoadExceeded) => {
             "{month} में आपका बिजली लोड {intervals} बार (15 मिनट) स्वीकृत {sanctioned_kw} kW से अधिक रहा (अधिकतम {max_kw} kW)। कृपया लोड कम करें या अधिक स्वीकृत लोड के लिए आवेदन करें। - GramGrid"
+        }
+        (Language::Hindi, Kind::LoadLimitTrip) => {
+            "आपका बिजली लोड स्वीकृत {sanctioned_kw} kW से अधिक होने से बिजली काटी गई। {until} बजे अपने आप चालू होगी। कृपया लोड कम करें। - GramGrid"
         }
     }
 }
@@ -394,6 +407,7 @@ mod tests {
             assert!(!kind.template_id_optional(), "{kind:?}");
         }
         assert!(Kind::SanctionedLoadExceeded.template_id_optional());
+        assert!(Kind::LoadLimitTrip.template_id_optional());
         for kind in Kind::ALL {
             assert_eq!(Kind::parse(kind.as_str()), Some(kind));
         }

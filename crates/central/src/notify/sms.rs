@@ -356,7 +356,12 @@ mod tests {
         config.check().unwrap();
         assert_eq!(
             config.missing_optional_template_ids(),
-            ["sanctioned_load_exceeded.en", "sanctioned_load_exceeded.hi"]
+            [
+                "sanctioned_load_exceeded.en",
+                "sanctioned_load_exceeded.hi",
+                "load_limit_trip.en",
+                "load_limit_trip.hi"
+            ]
         );
         for kind in Kind::ALL {
             for language in Language::ALL {
