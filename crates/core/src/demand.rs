@@ -41,25 +41,6 @@ const MAX_TRIP_MINUTES: u32 = 24 * 60;
 /// (its readings arrived late) trips nothing: a trip answers a load being drawn now.
 pub const TRIP_FRESH_SECS: i64 = 3600;
 
-impl LoadRule {
-    /// Checks what serde cannot: a trip's count and lockout in range.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.trip_after_intervals > MAX_TRIP_AFTER_INTERVALS {
-            return Err(format!(
-                "load.trip_after_intervals = {} is more than a day of intervals ({MAX_TRIP_AFTER_INTERVALS}); 0 turns the trip off",
-                self.trip_after_intervals
-            ));
-        }
-        if self.trip_after_intervals > 0 && !(1..=MAX_TRIP_MINUTES).contains(&self.trip_minutes) {
-            return Err(format!(
-                "load.trip_minutes = {} must be 1 to {MAX_TRIP_MINUTES} while the trip is on",
-                self.trip_minutes
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// A run of consecutive intervals above a sanctioned load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverRun {
@@ -145,10 +126,8 @@ impl LoadTrip {
         if self.trip_after_intervals == 0 {
             return None;
         }
-        if let (Some(at), Some(end)) = (self.tripped_at, self.lockout_end()) {
-            if at <= now && now < end {
-                return Some(end);
-            }
+        if self.in_lockout(now) {
+            return self.lockout_end();
         }
         let run = self.over?;
         let fresh = run.until <= now && (now - run.until).num_seconds() <= TRIP_FRESH_SECS;
@@ -175,6 +154,23 @@ pub struct Excess {
 }
 
 impl LoadRule {
+    /// Checks what serde cannot: a trip's count and lockout in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.trip_after_intervals > MAX_TRIP_AFTER_INTERVALS {
+            return Err(format!(
+                "load.trip_after_intervals = {} is more than a day of intervals ({MAX_TRIP_AFTER_INTERVALS}); 0 turns the trip off",
+                self.trip_after_intervals
+            ));
+        }
+        if self.trip_after_intervals > 0 && !(1..=MAX_TRIP_MINUTES).contains(&self.trip_minutes) {
+            return Err(format!(
+                "load.trip_minutes = {} must be 1 to {MAX_TRIP_MINUTES} while the trip is on",
+                self.trip_minutes
+            ));
+        }
+        Ok(())
+    }
+
     /// The excess over `sanctioned_w` in `readings` (any order), if it reaches the rule's count.
     pub fn excess(&self, readings: &[RegisterReading], sanctioned_w: i64) -> Option<Excess> {
         let intervals = intervals_over(readings, sanctioned_w);
