@@ -77,6 +77,7 @@ fn cut(account: &str, at: DateTime<Utc>) -> DecisionRecord {
         protected: false,
         arrangement: None,
         outages: Vec::new(),
+        load: None,
     };
     let policy = PolicyConfig::default();
     let outcome = Outcome::from(&policy::decide(&policy, &facts, at));

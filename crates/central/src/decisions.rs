@@ -151,6 +151,41 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     #[test]
+    fn a_load_limit_trip_is_stored_replayed_and_not_taken_for_a_balance_cut() {
+        let t = central();
+        t.account("A1", Some("gw-a"));
+        let at = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
+        let mut record = decision("A1", at, 40_000);
+        record.facts.below_threshold_since = None;
+        record.facts.load = Some(gramgrid_core::demand::LoadTrip {
+            trip_after_intervals: 3,
+            trip_minutes: 30,
+            sanctioned_w: 2_000,
+            over: Some(gramgrid_core::demand::OverRun {
+                intervals: 4,
+                from: at - Duration::minutes(65),
+                until: at - Duration::minutes(5),
+                max_w: 2_800,
+            }),
+            tripped_at: None,
+        });
+        record.outcome = Outcome::from(&gramgrid_core::policy::decide(
+            &record.policy,
+            &record.facts,
+            at,
+        ));
+        assert_eq!(record.outcome.relay, Some(RelayAction::Disconnect));
+        let text = serde_json::to_string(&record).unwrap();
+        t.tx(move |tx| super::record(tx, "gw-a", "trip", at, &record, &text, at))
+            .unwrap();
+        let stored = t.tx(|tx| of_account(tx, "A1", None, 10)).unwrap().remove(0);
+        assert!(stored.replays && stored.replayed_on_receipt);
+        assert_eq!(stored.outcome.load_trip, Some(at + Duration::minutes(30)));
+        assert!(stored.rule.contains("load-limit trip"), "{}", stored.rule);
+        assert!(!stored.rule.contains("threshold"), "{}", stored.rule);
+    }
+
+    #[test]
     fn the_decision_in_force_at_a_time_is_the_latest_made_by_then() {
         let t = central();
         t.account("A1", Some("gw-a"));

@@ -467,6 +467,7 @@ pub(crate) mod testing {
             protected: false,
             arrangement: None,
             outages: Vec::new(),
+            load: None,
         };
         let policy = PolicyConfig::default();
         let outcome = Outcome::from(&policy::decide(&policy, &facts, at));

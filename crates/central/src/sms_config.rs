@@ -29,7 +29,8 @@ pub struct SmsConfig {
     /// The utility's DLT principal entity id.
     pub entity_id: String,
     /// DLT template id per `kind.language` (e.g. `"low_balance.hi" = "1107161234567890123"`),
-    /// one for every consumer message kind in English and Hindi.
+    /// one for every consumer message kind of the first set in English and Hindi; a kind added
+    /// later (e.g. `sanctioned_load_exceeded`) without one is not sent through the provider.
     pub dlt_template_ids: BTreeMap<String, String>,
     /// The registered text per `kind.language`, when it differs from the built-in one. Each must
     /// use exactly the kind's variables.
@@ -89,8 +90,27 @@ pub(crate) fn key(kind: Kind, language: Language) -> String {
 }
 
 impl SmsConfig {
-    /// Checks the table: a usable URL, a DLT sender id, every template id, texts that use their
-    /// kinds' variables, quiet hours that parse.
+    /// Whether `[sms.dlt_template_ids]` gives a (non-blank) id for `kind.language` key `name`.
+    fn has_template_id(&self, name: &str) -> bool {
+        self.dlt_template_ids
+            .get(name)
+            .is_some_and(|id| !id.trim().is_empty())
+    }
+
+    /// The `kind.language` keys of message kinds added after the first set that have no DLT
+    /// template id: such messages are not sent through the provider (central warns at start).
+    pub fn missing_optional_template_ids(&self) -> Vec<String> {
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| kind.template_id_optional())
+            .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
+            .filter(|k| !self.has_template_id(k))
+            .collect()
+    }
+
+    /// Checks the table: a usable URL, a DLT sender id, a template id for every kind of the first
+    /// set (later kinds may lack one), texts that use their kinds' variables, quiet hours that
+    /// parse.
     pub fn check(&self) -> Result<(), String> {
         if !self.url.starts_with("https://") {
             return Err(format!(
@@ -114,14 +134,10 @@ impl SmsConfig {
             .into_iter()
             .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
             .collect();
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|k| {
-                self.dlt_template_ids
-                    .get(*k)
-                    .is_none_or(|id| id.trim().is_empty())
-            })
-            .map(String::as_str)
+        let missing: Vec<String> = Kind::FIRST_SET
+            .into_iter()
+            .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
+            .filter(|k| !self.has_template_id(k))
             .collect();
         if !missing.is_empty() {
             return Err(format!(

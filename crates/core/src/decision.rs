@@ -5,6 +5,7 @@
 //! runs the pure policy again on the recorded facts: a replay that does not give the recorded
 //! outcome means the code or the record changed, and is flagged.
 use crate::civil;
+use crate::demand::{kilowatts, LoadTrip};
 use crate::policy::{self, AccountFacts, Hold, PolicyConfig, RelayAction, RelayState};
 use crate::tariff::rupees;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,10 @@ pub struct Outcome {
     pub hold: Option<Hold>,
     /// An in-flight disconnect was withdrawn.
     pub withdraw_disconnect: bool,
+    /// Set when the load-limit trip decided, not the balance: the end of its lockout. Absent from
+    /// the records of balance decisions, which read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_trip: Option<DateTime<Utc>>,
 }
 
 impl From<&policy::Decision> for Outcome {
@@ -27,6 +32,7 @@ impl From<&policy::Decision> for Outcome {
             relay: d.relay,
             hold: d.hold,
             withdraw_disconnect: d.withdraw_disconnect,
+            load_trip: d.load_trip,
         }
     }
 }
@@ -87,6 +93,20 @@ impl DecisionRecord {
                 "a technician's {} override, in force until {}",
                 action_word(o.action),
                 local(o.until)
+            );
+        }
+        if let (Some(until), Some(load)) = (self.outcome.load_trip, f.load) {
+            return trip_words(&load, until, &self.outcome, self.at);
+        }
+        if let Some(end) = f
+            .load
+            .and_then(|load| load.lockout_end())
+            .filter(|end| *end <= self.at && f.relay == RelayState::Disconnected)
+            .filter(|_| self.outcome.relay == Some(RelayAction::Connect))
+        {
+            return format!(
+                "the load-limit lockout ended at {} and the balance {balance} INR is above the threshold {threshold} INR: supply on",
+                local(end)
             );
         }
         match (self.outcome.relay, self.outcome.hold) {
@@ -179,6 +199,25 @@ impl DecisionRecord {
                 spans.join("; ")
             ));
         }
+        if let Some(load) = &f.load {
+            lines.push(format!(
+                "load-limit trip after {} consecutive intervals above the sanctioned {} kW, {} minutes off; {}; latest trip {}",
+                load.trip_after_intervals,
+                kilowatts(load.sanctioned_w),
+                load.trip_minutes,
+                match load.over {
+                    Some(run) => format!(
+                        "{} intervals above it from {} to {} (highest {} kW)",
+                        run.intervals,
+                        local(run.from),
+                        local(run.until),
+                        kilowatts(run.max_w)
+                    ),
+                    None => "the latest interval was not above it".into(),
+                },
+                load.tripped_at.map(local).unwrap_or_else(|| "none".into())
+            ));
+        }
         if let Some(hold) = &self.breaker {
             lines.push(format!(
                 "held by the disconnection breaker (hold {}): {}",
@@ -195,6 +234,43 @@ impl DecisionRecord {
             )
         });
         lines
+    }
+}
+
+/// The rule of a decision the load-limit trip made (lockout until `until`).
+fn trip_words(
+    load: &LoadTrip,
+    until: DateTime<Utc>,
+    outcome: &Outcome,
+    at: DateTime<Utc>,
+) -> String {
+    let sanctioned = kilowatts(load.sanctioned_w);
+    let cause = if load.in_lockout(at) {
+        format!(
+            "load-limit lockout of the trip at {} until {}",
+            load.tripped_at.map(local).unwrap_or_default(),
+            local(until)
+        )
+    } else {
+        let run = load.over.map_or_else(String::new, |run| {
+            format!(
+                "{} consecutive intervals to {} (highest {} kW)",
+                run.intervals,
+                local(run.until),
+                kilowatts(run.max_w)
+            )
+        });
+        format!(
+            "load-limit trip: {run} above the sanctioned {sanctioned} kW; off until {}",
+            local(until)
+        )
+    };
+    match (outcome.relay, outcome.hold) {
+        (Some(RelayAction::Disconnect), _) => format!(
+            "{cause}, inside a disconnect window, not a holiday, clock trusted; the balance plays no part"
+        ),
+        (_, Some(hold)) => format!("{cause}, but no disconnect: {}", hold_words(hold)),
+        _ => format!("{cause}: supply stays off"),
     }
 }
 
@@ -259,6 +335,7 @@ mod tests {
             protected: false,
             arrangement: None,
             outages: Vec::new(),
+            load: None,
         };
         let policy = PolicyConfig::default();
         let outcome = Outcome::from(&policy::decide(&policy, &facts, at));
@@ -297,6 +374,45 @@ mod tests {
             words.contains("replay: the policy decides the same"),
             "{words}"
         );
+    }
+
+    #[test]
+    fn a_load_trip_is_told_apart_from_a_balance_cut_and_replays() {
+        let balance_cut = serde_json::to_string(&record(-2_500)).unwrap();
+        assert!(
+            !balance_cut.contains("load"),
+            "a balance record reads as before: {balance_cut}"
+        );
+        let mut trip = record(40_000);
+        trip.facts.below_threshold_since = None;
+        trip.facts.load = Some(LoadTrip {
+            trip_after_intervals: 3,
+            trip_minutes: 30,
+            sanctioned_w: 2_000,
+            over: Some(crate::demand::OverRun {
+                intervals: 3,
+                from: trip.at - chrono::Duration::minutes(50),
+                until: trip.at - chrono::Duration::minutes(5),
+                max_w: 2_600,
+            }),
+            tripped_at: None,
+        });
+        trip.outcome = Outcome::from(&policy::decide(&trip.policy, &trip.facts, trip.at));
+        assert_eq!(trip.outcome.relay, Some(RelayAction::Disconnect));
+        let back: DecisionRecord =
+            serde_json::from_str(&serde_json::to_string(&trip).unwrap()).unwrap();
+        assert!(back.replays());
+        let rule = back.rule();
+        assert!(
+            rule.contains("load-limit trip: 3 consecutive intervals")
+                && rule.contains("above the sanctioned 2.00 kW; off until 2026-11-30 11:30 IST")
+                && !rule.contains("at or below the threshold"),
+            "{rule}"
+        );
+        assert!(back
+            .explain()
+            .iter()
+            .any(|l| l.starts_with("load-limit trip after 3")));
     }
 
     #[test]

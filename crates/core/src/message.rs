@@ -27,11 +27,32 @@ pub enum Kind {
     DailyBalance,
     /// A voucher was redeemed at the gateway (`amount`).
     VoucherRedeemed,
+    /// The household drew more than its sanctioned load in enough 15-minute intervals of a month
+    /// (`month`, `intervals`, `sanctioned_kw`, `max_kw`).
+    SanctionedLoadExceeded,
+    /// The load-limit trip cut the supply until `until` (local `HH:MM`): the household drew more
+    /// than its sanctioned `sanctioned_kw` for several intervals in a row.
+    LoadLimitTrip,
 }
 
 impl Kind {
     /// Every kind, in a fixed order (for config checks and docs).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
+        Kind::RechargeReceived,
+        Kind::LowBalance,
+        Kind::DisconnectNotice,
+        Kind::Disconnected,
+        Kind::Reconnected,
+        Kind::DailyBalance,
+        Kind::VoucherRedeemed,
+        Kind::SanctionedLoadExceeded,
+        Kind::LoadLimitTrip,
+    ];
+
+    /// The kinds of the first release. Central requires a DLT template id for each of these; a
+    /// kind added later may lack one (a config written before it existed), and is then not sent
+    /// through the SMS provider.
+    pub const FIRST_SET: [Kind; 7] = [
         Kind::RechargeReceived,
         Kind::LowBalance,
         Kind::DisconnectNotice,
@@ -40,6 +61,11 @@ impl Kind {
         Kind::DailyBalance,
         Kind::VoucherRedeemed,
     ];
+
+    /// Whether a config may leave out this kind's DLT template ids (it came after [`Kind::FIRST_SET`]).
+    pub fn template_id_optional(self) -> bool {
+        !Kind::FIRST_SET.contains(&self)
+    }
 
     /// The kind's name on the wire, in databases and in config (`low_balance`, ...).
     pub fn as_str(self) -> &'static str {
@@ -51,6 +77,8 @@ impl Kind {
             Kind::Reconnected => "reconnected",
             Kind::DailyBalance => "daily_balance",
             Kind::VoucherRedeemed => "voucher_redeemed",
+            Kind::SanctionedLoadExceeded => "sanctioned_load_exceeded",
+            Kind::LoadLimitTrip => "load_limit_trip",
         }
     }
 
@@ -70,6 +98,7 @@ impl Kind {
                 | Kind::Disconnected
                 | Kind::Reconnected
                 | Kind::VoucherRedeemed
+                | Kind::LoadLimitTrip
         )
     }
 
@@ -82,6 +111,8 @@ impl Kind {
             Kind::Disconnected | Kind::Reconnected => &[],
             Kind::DailyBalance => &["date", "balance"],
             Kind::VoucherRedeemed => &["amount"],
+            Kind::SanctionedLoadExceeded => &["month", "intervals", "sanctioned_kw", "max_kw"],
+            Kind::LoadLimitTrip => &["sanctioned_kw", "until"],
         }
     }
 }
@@ -194,6 +225,12 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         (Language::English, Kind::VoucherRedeemed) => {
             "Voucher of Rs {amount} added to your electricity account. - GramGrid"
         }
+        (Language::English, Kind::SanctionedLoadExceeded) => {
+            "In {month} your electricity load was above your sanctioned {sanctioned_kw} kW in {intervals} quarter-hours (highest {max_kw} kW). Please reduce your load or apply for a higher sanctioned load. - GramGrid"
+        }
+        (Language::English, Kind::LoadLimitTrip) => {
+            "Electricity supply cut: your load was above your sanctioned {sanctioned_kw} kW. It will be restored automatically at {until}. Please reduce your load. - GramGrid"
+        }
         (Language::Hindi, Kind::RechargeReceived) => {
             "₹{amount} का रिचार्ज मिला। शेष राशि ₹{balance}। - GramGrid"
         }
@@ -212,6 +249,12 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         }
         (Language::Hindi, Kind::VoucherRedeemed) => {
             "₹{amount} का वाउचर आपके बिजली खाते में जुड़ा। - GramGrid"
+        }
+        (Language::Hindi, Kind::SanctionedLoadExceeded) => {
+            "{month} में आपका बिजली लोड {intervals} बार (15 मिनट) स्वीकृत {sanctioned_kw} kW से अधिक रहा (अधिकतम {max_kw} kW)। कृपया लोड कम करें या अधिक स्वीकृत लोड के लिए आवेदन करें। - GramGrid"
+        }
+        (Language::Hindi, Kind::LoadLimitTrip) => {
+            "आपका बिजली लोड स्वीकृत {sanctioned_kw} kW से अधिक होने से बिजली काटी गई। {until} बजे अपने आप चालू होगी। कृपया लोड कम करें। - GramGrid"
         }
     }
 }
@@ -355,6 +398,19 @@ mod tests {
             render("Balance {balance", &Vars::new()),
             Err(RenderError::Unclosed)
         );
+    }
+
+    #[test]
+    fn only_kinds_added_after_the_first_set_may_lack_a_template_id() {
+        for kind in Kind::FIRST_SET {
+            assert!(Kind::ALL.contains(&kind));
+            assert!(!kind.template_id_optional(), "{kind:?}");
+        }
+        assert!(Kind::SanctionedLoadExceeded.template_id_optional());
+        assert!(Kind::LoadLimitTrip.template_id_optional());
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
     }
 
     #[test]

@@ -14,11 +14,19 @@
 //! - **Partial payment**: after a cut, a payment of at least a configured share of the debt reconnects
 //!   and gives a configured number of days to pay the rest before the next disconnect
 //!   ([`PartialPaymentRule`], effective-dated; tiers by share paid).
+//! - **Load-limit trip** (`[load] trip_after_intervals`, off by default): a household that drew more
+//!   than its sanctioned load for that many consecutive intervals is disconnected for the lockout
+//!   and then reconnected, like a prepaid meter's load limiter ([`crate::demand::LoadTrip`]). The
+//!   trip is a disconnect like any other: only in a window, not on a holiday, on a trusted clock,
+//!   not during a supply outage, never for a protected account. It does not come into it when the
+//!   balance rules cut the supply anyway; a recharge does not end its lockout, and after the
+//!   lockout the balance rules decide again (an exhausted balance keeps the supply off).
 //! - **Manual override** by a technician (an audited event) wins over all of these until it expires.
 //! - **Alerts** when the balance falls to each configured share of the last recharge (30 %, 10 %,
 //!   0 % by default), each at most once per recharge, plus a daily balance message.
 use crate::breaker::BreakerConfig;
 use crate::civil;
+use crate::demand::LoadTrip;
 use crate::ledger::{ArrearsRule, LastRecharge};
 use crate::outage::{self, OutageSpan};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
@@ -333,6 +341,9 @@ pub struct AccountFacts {
     /// ([`crate::outage`]).
     #[serde(default)]
     pub outages: Vec<OutageSpan>,
+    /// The load-limit trip's facts, when the trip is on and the account has a sanctioned load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadTrip>,
 }
 
 /// Why a due disconnect was not carried out now.
@@ -409,6 +420,9 @@ pub struct Decision {
     /// above the threshold, outside every window, holiday, grace, untrusted clock, a technician's
     /// connect override): the gateway withdraws it before the meter carries it out.
     pub withdraw_disconnect: bool,
+    /// Set when the load-limit trip, not the balance, decided the relay (a trip, or a lockout
+    /// keeping the supply off): the end of its lockout.
+    pub load_trip: Option<DateTime<Utc>>,
 }
 
 /// How far [`disconnect_allowed_until`] looks ahead, in minutes (24 h).
@@ -472,7 +486,7 @@ pub fn decide(config: &PolicyConfig, facts: &AccountFacts, now: DateTime<Utc>) -
     let threshold = config.disconnect_threshold_paise - facts.emergency_credit_paise.max(0);
     let exhausted = facts.balance_paise <= threshold;
     let below_threshold_since = exhausted.then(|| facts.below_threshold_since.unwrap_or(now));
-    let (wanted, hold) = wanted_relay(config, facts, below_threshold_since, now);
+    let (wanted, hold, load_trip) = wanted_relay(config, facts, below_threshold_since, now);
     let relay = wanted.filter(|w| facts.relay != w.target() && facts.pending != Some(*w));
     Decision {
         low_balance: low_balance(config, facts),
@@ -486,21 +500,43 @@ pub fn decide(config: &PolicyConfig, facts: &AccountFacts, now: DateTime<Utc>) -
             .then(|| civil::local_date(now)),
         withdraw_disconnect: facts.pending == Some(RelayAction::Disconnect)
             && wanted != Some(RelayAction::Disconnect),
+        load_trip,
     }
 }
 
-/// The relay state the rules want now, and why a wanted disconnect is held back.
+/// The relay state the rules want now, why a wanted disconnect is held back, and the end of the
+/// load-limit lockout when the trip decided.
 fn wanted_relay(
     config: &PolicyConfig,
     facts: &AccountFacts,
     below_threshold_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> (Option<RelayAction>, Option<Hold>) {
+) -> (Option<RelayAction>, Option<Hold>, Option<DateTime<Utc>>) {
     if let Some(o) = facts.manual_override.filter(|o| o.until > now) {
         let hold = (below_threshold_since.is_some() && o.action == RelayAction::Connect)
             .then_some(Hold::ManualOverride);
-        return (Some(o.action), hold);
+        return (Some(o.action), hold, None);
     }
+    let (wanted, hold) = balance_relay(config, facts, below_threshold_since, now);
+    if wanted == Some(RelayAction::Disconnect) || facts.protected {
+        return (wanted, hold, None);
+    }
+    let Some(until) = facts.load.and_then(|load| load.off_until(now)) else {
+        return (wanted, hold, None);
+    };
+    match may_cut_now(config, facts, now) {
+        Ok(()) => (Some(RelayAction::Disconnect), None, Some(until)),
+        Err(hold) => (None, Some(hold), Some(until)),
+    }
+}
+
+/// What the balance rules want (the override aside), and why a wanted disconnect is held back.
+fn balance_relay(
+    config: &PolicyConfig,
+    facts: &AccountFacts,
+    below_threshold_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Option<RelayAction>, Option<Hold>) {
     let Some(crossed) = below_threshold_since else {
         return (Some(RelayAction::Connect), None);
     };
@@ -516,15 +552,11 @@ fn wanted_relay(
             Some(Hold::PartialPayment { until }),
         );
     }
-    let supply_out = facts
-        .outages
-        .iter()
-        .any(|o| o.start <= now && o.end.is_none_or(|end| end > now));
     let grace = config.first_disconnect.earliest(crossed);
     let check = match outage::grace_end(crossed, grace, &facts.outages) {
         _ if !facts.clock_trusted => Err(Hold::ClockUntrusted),
         None => Err(Hold::SupplyOutage),
-        _ if supply_out => Err(Hold::SupplyOutage),
+        _ if supply_out(facts, now) => Err(Hold::SupplyOutage),
         Some(earliest) if now < earliest => Err(Hold::Grace { until: earliest }),
         Some(_) => disconnect_allowed(config, now),
     };
@@ -532,6 +564,30 @@ fn wanted_relay(
         Ok(()) => (Some(RelayAction::Disconnect), None),
         Err(hold) => (None, Some(hold)),
     }
+}
+
+/// Whether a supply outage is going on at `now`.
+fn supply_out(facts: &AccountFacts, now: DateTime<Utc>) -> bool {
+    facts
+        .outages
+        .iter()
+        .any(|o| o.start <= now && o.end.is_none_or(|end| end > now))
+}
+
+/// The rules every automatic disconnect meets at the instant it is decided: a trusted clock, no
+/// supply outage going on, an allowed window, not a holiday.
+fn may_cut_now(
+    config: &PolicyConfig,
+    facts: &AccountFacts,
+    now: DateTime<Utc>,
+) -> Result<(), Hold> {
+    if !facts.clock_trusted {
+        return Err(Hold::ClockUntrusted);
+    }
+    if supply_out(facts, now) {
+        return Err(Hold::SupplyOutage);
+    }
+    disconnect_allowed(config, now)
 }
 
 fn low_balance(config: &PolicyConfig, facts: &AccountFacts) -> Vec<LowBalance> {

@@ -34,7 +34,8 @@ pub struct GatewayConfig {
     pub technician: crate::technician_config::TechnicianConfig,
     /// `[outage]`: when meters losing power together count as a supply outage.
     pub outage: gramgrid_core::outage::OutageRule,
-    /// `[load]`: when drawing more than the sanctioned load is flagged for the office.
+    /// `[load]`: when drawing more than the sanctioned load is flagged for the office, and the
+    /// load-limit trip (off by default).
     pub load: gramgrid_core::demand::LoadRule,
     /// `[audit]`: the transformer's energy audit: the technical loss allowed, and when the rest
     /// flags a day.
@@ -125,6 +126,7 @@ impl GatewayConfig {
             return Err("link.poll_period and link.retry_after must be above zero".into());
         }
         self.policy.validate()?;
+        self.load.validate()?;
         if let Some(problem) = self.audit.problem() {
             return Err(format!("audit.{problem}"));
         }

@@ -21,6 +21,7 @@ use crate::store::{
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
 use gramgrid_core::decision::{DecisionRecord, Outcome};
+use gramgrid_core::demand::kilowatts;
 use gramgrid_core::ledger::{self, EventKind, LedgerEvent};
 use gramgrid_core::message::{Kind, Vars};
 use gramgrid_core::netmeter;
@@ -320,7 +321,9 @@ impl Gateway {
     }
 
     /// Records a relay state reported by a meter; a confirmed disconnect, or a reconnect after one,
-    /// alerts the consumer (a connect that only confirms a meter's first known state does not).
+    /// alerts the consumer (a connect that only confirms a meter's first known state does not). A
+    /// confirmed load-limit trip says so and when the supply comes back, never that the balance
+    /// is exhausted.
     pub fn on_relay_report(
         &mut self,
         meter: i64,
@@ -330,23 +333,39 @@ impl Gateway {
         let before = self.store.relay_state(meter)?;
         for command in self.store.record_relay_state(meter, state, at)? {
             let account = self.account_of_meter(meter)?;
-            let (kind, message) = match command.action {
-                RelayAction::Disconnect => (
-                    "disconnected",
-                    "Supply disconnected: the balance is exhausted. Recharge to restore it.",
-                ),
-                RelayAction::Connect if before == RelayState::Disconnected => {
-                    ("reconnected", "Supply restored.")
+            let trip = match command.action {
+                RelayAction::Disconnect => self.store.load_trip_of_command(&command.id)?,
+                RelayAction::Connect => None,
+            };
+            let (kind, message, vars) = match (command.action, trip) {
+                (RelayAction::Disconnect, Some(trip)) => {
+                    let (sanctioned, until) = (
+                        kilowatts(trip.sanctioned_w),
+                        civil::local(trip.until).format("%H:%M").to_string(),
+                    );
+                    (
+                        Kind::LoadLimitTrip,
+                        format!("Supply cut: your load was above your sanctioned {sanctioned} kW. It comes back at {until}. Reduce your load."),
+                        vars(&[("sanctioned_kw", sanctioned), ("until", until)]),
+                    )
                 }
-                RelayAction::Connect => continue,
+                (RelayAction::Disconnect, None) => (
+                    Kind::Disconnected,
+                    "Supply disconnected: the balance is exhausted. Recharge to restore it.".into(),
+                    Vars::new(),
+                ),
+                (RelayAction::Connect, _) if before == RelayState::Disconnected => {
+                    (Kind::Reconnected, "Supply restored.".into(), Vars::new())
+                }
+                (RelayAction::Connect, _) => continue,
             };
             self.store.enqueue_alert(&Alert {
-                id: format!("{account}:{kind}:{}", command.id),
+                id: format!("{account}:{}:{}", kind.as_str(), command.id),
                 account,
-                kind: kind.into(),
+                kind: kind.as_str().into(),
                 created_at: at,
-                message: message.into(),
-                vars: Vars::new(),
+                message,
+                vars,
             })?;
         }
         Ok(())
@@ -594,6 +613,7 @@ impl Gateway {
                 .into_iter()
                 .chain(pass.dark)
                 .collect(),
+            load: self.load_trip_facts(account, meter, now)?,
         })
     }
 
@@ -694,9 +714,23 @@ impl Gateway {
         let Some(action) = decision.relay else {
             return Ok(None);
         };
-        let verb = match action {
-            RelayAction::Connect => "connect",
-            RelayAction::Disconnect => "disconnect",
+        let balance = format!("balance {} INR", rupees(facts.balance_paise));
+        let (verb, reason) = match (action, decision.load_trip, facts.load) {
+            (RelayAction::Disconnect, Some(until), Some(load)) => (
+                "trip",
+                format!(
+                    "load-limit trip: above the sanctioned {} kW for {} intervals; off until {}",
+                    kilowatts(load.sanctioned_w),
+                    load.over.map_or(0, |run| run.intervals),
+                    civil::local(until).format("%Y-%m-%d %H:%M IST")
+                ),
+            ),
+            (RelayAction::Disconnect, _, _) => ("disconnect", balance),
+            (RelayAction::Connect, _, _) if self.latest_command_was_a_trip(meter)? => (
+                "connect",
+                format!("the load-limit lockout is over; {balance}"),
+            ),
+            (RelayAction::Connect, _, _) => ("connect", balance),
         };
         let id = format!(
             "{}:relay:{}:{verb}:{}",
@@ -704,7 +738,6 @@ impl Gateway {
             account.id,
             now.timestamp()
         );
-        let reason = format!("balance {} INR", rupees(facts.balance_paise));
         let record = self.decision_record(account, facts, Outcome::from(&decision), now);
         let command = guard::PlannedCommand {
             id,
@@ -718,6 +751,14 @@ impl Gateway {
                 self.queue(&command, report)?;
                 Ok(None)
             }
+        }
+    }
+
+    /// Whether the meter's latest relay command was a load-limit trip.
+    fn latest_command_was_a_trip(&self, meter: i64) -> Result<bool, StoreError> {
+        match self.store.latest_relay_command(meter)? {
+            Some(command) => Ok(self.store.load_trip_of_command(&command.id)?.is_some()),
+            None => Ok(false),
         }
     }
 

@@ -145,9 +145,14 @@ impl ProviderSender {
             };
         }
         if notification.dlt_template_id.is_none() {
-            return Outcome::Failed {
-                error: "no DLT template matches this text (a message from a gateway older than protocol 4)".into(),
+            let name = format!("{}.{}", notification.kind, notification.language.code());
+            let error = match Kind::parse(&notification.kind) {
+                Some(kind) if kind.template_id_optional() && !self.config.dlt_template_ids.contains_key(&name) => format!(
+                    "no DLT template id for '{name}': add it to [sms.dlt_template_ids] (docs/sms.md)"
+                ),
+                _ => "no DLT template matches this text (a message from a gateway older than protocol 4)".into(),
             };
+            return Outcome::Failed { error };
         }
         let body = match self.body(notification) {
             Ok(body) => body,
@@ -284,6 +289,12 @@ pub fn sender_for(
     match sms {
         Some(config) => {
             let rendering = rendering(config).map_err(SetupError::Config)?;
+            for name in config.missing_optional_template_ids() {
+                tracing::warn!(
+                    kind = %name,
+                    "[sms.dlt_template_ids] has no DLT template id for '{name}': such messages are not sent through the SMS provider; register the text (docs/sms.md) and add \"{name}\" = \"<template id>\" to [sms.dlt_template_ids]"
+                );
+            }
             Ok((Arc::new(ProviderSender::new(config)?), rendering))
         }
         None => Ok((
@@ -326,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn a_config_without_every_dlt_template_id_is_refused_with_the_missing_ones_named() {
+    fn a_config_without_a_first_set_dlt_template_id_is_refused_and_later_kinds_are_optional() {
         let mut config = SmsConfig {
             url: "https://sms.example/send".into(),
             sender_id: "GRMGRD".into(),
@@ -334,6 +345,24 @@ mod tests {
         };
         let error = config.check().unwrap_err();
         assert!(error.contains("low_balance.hi"), "{error}");
+        // A config of the first release: every kind it knew, none added since.
+        for kind in Kind::FIRST_SET {
+            for language in Language::ALL {
+                config
+                    .dlt_template_ids
+                    .insert(key(kind, language), "1107000000000000001".into());
+            }
+        }
+        config.check().unwrap();
+        assert_eq!(
+            config.missing_optional_template_ids(),
+            [
+                "sanctioned_load_exceeded.en",
+                "sanctioned_load_exceeded.hi",
+                "load_limit_trip.en",
+                "load_limit_trip.hi"
+            ]
+        );
         for kind in Kind::ALL {
             for language in Language::ALL {
                 config
@@ -342,6 +371,7 @@ mod tests {
             }
         }
         config.check().unwrap();
+        assert!(config.missing_optional_template_ids().is_empty());
         config
             .texts
             .insert("low_balance.en".into(), "Balance low".into());
@@ -353,6 +383,35 @@ mod tests {
         config.texts.clear();
         config.sender_id = "GRAMGRID".into();
         assert!(config.check().unwrap_err().contains("6 letters"));
+    }
+
+    #[tokio::test]
+    async fn a_later_kind_without_a_template_id_is_not_sent_and_the_key_to_add_is_named() {
+        let config = SmsConfig {
+            url: "https://127.0.0.1:9/send".into(),
+            sender_id: "GRMGRD".into(),
+            ..SmsConfig::default()
+        };
+        let sender = ProviderSender::new(&config).unwrap();
+        let notification = Notification {
+            id: "n1".into(),
+            account: "A1".into(),
+            kind: Kind::SanctionedLoadExceeded.as_str().into(),
+            message: "Load above sanctioned".into(),
+            created_at: chrono::Utc::now(),
+            to: "+919800000001".into(),
+            language: Language::Hindi,
+            dlt_template_id: None,
+            parts: 1,
+        };
+        let Outcome::Failed { error } = sender.send(&notification).await else {
+            panic!("sent without a DLT template id");
+        };
+        assert!(
+            error.contains("'sanctioned_load_exceeded.hi'")
+                && error.contains("[sms.dlt_template_ids]"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::demand::LoadTrip;
 use crate::outage::OutageSpan;
 use chrono::{Datelike, TimeZone, Weekday};
 use proptest::prelude::*;
@@ -33,6 +34,7 @@ fn facts(balance_paise: i64, last: Option<&LastRecharge>) -> AccountFacts {
         protected: false,
         arrangement: None,
         outages: Vec::new(),
+        load: None,
     }
 }
 
@@ -670,5 +672,155 @@ proptest! {
         }
         let more_until = partial_payment_until(&rules, &arrangement(paid + more));
         prop_assert!(more_until >= until);
+    }
+}
+
+/// A household with 2 kW sanctioned and a trip after 3 intervals for 30 minutes.
+fn load(
+    over_intervals: Option<u32>,
+    run_end: DateTime<Utc>,
+    tripped_at: Option<DateTime<Utc>>,
+) -> LoadTrip {
+    LoadTrip {
+        trip_after_intervals: 3,
+        trip_minutes: 30,
+        sanctioned_w: 2_000,
+        over: over_intervals.map(|intervals| crate::demand::OverRun {
+            intervals,
+            from: run_end - Duration::minutes(15 * i64::from(intervals)),
+            until: run_end,
+            max_w: 2_600,
+        }),
+        tripped_at,
+    }
+}
+
+#[test]
+fn a_load_trip_cuts_in_a_window_keeps_off_through_a_recharge_and_reconnects_at_the_lockout_end() {
+    let config = PolicyConfig::default();
+    let now = ist(2026, 11, 30, 11, 2); // Monday, in the window
+    let mut f = facts(50_000, None);
+    f.load = Some(load(Some(3), ist(2026, 11, 30, 11, 0), None));
+    let trip = decide(&config, &f, now);
+    assert_eq!(trip.relay, Some(RelayAction::Disconnect));
+    assert_eq!(trip.load_trip, Some(now + Duration::minutes(30)));
+    assert_eq!(trip.below_threshold_since, None, "not a balance episode");
+
+    // Carried out: off, and a recharge in the lockout changes nothing.
+    f.relay = RelayState::Disconnected;
+    f.load = Some(load(Some(3), ist(2026, 11, 30, 11, 0), Some(now)));
+    f.balance_paise += 100_000;
+    let during = decide(&config, &f, now + Duration::minutes(29));
+    assert_eq!((during.relay, during.hold), (None, None));
+    assert_eq!(during.load_trip, Some(now + Duration::minutes(30)));
+    // Outside the window, still off until the end.
+    let late = ist(2026, 11, 30, 13, 50);
+    let mut f_late = f.clone();
+    f_late.load = Some(load(Some(3), ist(2026, 11, 30, 13, 45), Some(late)));
+    let after_window = decide(&config, &f_late, ist(2026, 11, 30, 14, 5));
+    assert_eq!(after_window.relay, None);
+    assert_eq!(after_window.hold, Some(Hold::OutsideWindow));
+    assert_eq!(
+        decide(&config, &f_late, late + Duration::minutes(30)).relay,
+        Some(RelayAction::Connect)
+    );
+
+    let end = decide(&config, &f, now + Duration::minutes(30));
+    assert_eq!(end.relay, Some(RelayAction::Connect));
+    assert_eq!(end.load_trip, None);
+
+    // Had the balance run out in the lockout, the balance rules keep it off after it.
+    f.balance_paise = -500;
+    let exhausted = decide(&config, &f, now + Duration::minutes(30));
+    assert_eq!(exhausted.relay, None);
+    assert!(matches!(exhausted.hold, Some(Hold::Grace { .. })));
+}
+
+#[test]
+fn a_load_trip_is_held_like_any_disconnect_and_never_for_a_protected_account() {
+    let config = PolicyConfig::default();
+    let now = ist(2026, 11, 30, 11, 2);
+    let mut f = facts(50_000, None);
+    f.load = Some(load(Some(4), ist(2026, 11, 30, 11, 0), None));
+    f.clock_trusted = false;
+    assert_eq!(decide(&config, &f, now).hold, Some(Hold::ClockUntrusted));
+    f.clock_trusted = true;
+    f.outages = vec![OutageSpan {
+        start: now - Duration::minutes(5),
+        end: None,
+    }];
+    assert_eq!(decide(&config, &f, now).hold, Some(Hold::SupplyOutage));
+    f.outages.clear();
+    assert_eq!(
+        decide(&config, &f, ist(2027, 1, 26, 11, 2)).relay,
+        None,
+        "holiday"
+    );
+    f.protected = true;
+    let protected = decide(&config, &f, now);
+    assert_eq!(
+        (protected.relay, protected.hold, protected.load_trip),
+        (None, None, None)
+    );
+    f.protected = false;
+    f.manual_override = Some(Override {
+        action: RelayAction::Connect,
+        until: now + Duration::hours(1),
+    });
+    let overridden = decide(&config, &f, now);
+    assert_eq!((overridden.relay, overridden.load_trip), (None, None));
+    f.manual_override = None;
+    assert_eq!(
+        decide(&config, &f, now).relay,
+        Some(RelayAction::Disconnect)
+    );
+}
+
+proptest! {
+    #[test]
+    fn never_a_load_trip_outside_a_window_or_with_the_setting_off(
+        minutes in 0i64..(60 * 24 * 14),
+        intervals in 0u32..8,
+        after in 0u32..5,
+        age in 0i64..120,
+        tripped_ago in proptest::option::of(0i64..120),
+        balance in -1_000i64..100_000,
+    ) {
+        let config = PolicyConfig::default();
+        let now = ist(2026, 11, 23, 0, 0) + Duration::minutes(minutes);
+        let mut f = facts(balance, None);
+        let mut trip = load(
+            (intervals > 0).then_some(intervals),
+            now - Duration::minutes(age),
+            tripped_ago.map(|m| now - Duration::minutes(m)),
+        );
+        trip.trip_after_intervals = after;
+        f.load = Some(trip);
+        if tripped_ago.is_some() {
+            f.relay = RelayState::Disconnected;
+        }
+        let d = decide(&config, &f, now);
+        if d.relay == Some(RelayAction::Disconnect) && d.load_trip.is_some() {
+            prop_assert!(after > 0);
+            prop_assert!(disconnect_allowed(&config, now).is_ok());
+            prop_assert_eq!(d.load_trip, Some(now + Duration::minutes(30)));
+        }
+        if after == 0 {
+            prop_assert_eq!(d.load_trip, None);
+            let mut without = f.clone();
+            without.load = None;
+            prop_assert_eq!(d.clone(), decide(&config, &without, now));
+        }
+        // The lockout ends exactly on time: off until its end, and from then the balance rules
+        // decide (a positive balance reconnects) unless a new run trips it again.
+        if let (Some(at), true) = (tripped_ago.map(|m| now - Duration::minutes(m)), after > 0) {
+            let end = at + Duration::minutes(30);
+            prop_assert_eq!(d.load_trip == Some(end), now < end);
+            if now < end {
+                prop_assert_ne!(d.relay, Some(RelayAction::Connect));
+            } else if d.load_trip.is_none() && balance > 0 {
+                prop_assert_eq!(d.relay, Some(RelayAction::Connect));
+            }
+        }
     }
 }

@@ -405,6 +405,48 @@ fn a_household_over_its_sanctioned_load_repeatedly_is_flagged_once_a_month() {
     assert_eq!(next_day.overloads, 1);
     let again = gw.policy_pass(ist(2026, 11, 23, 0, 1), true).unwrap();
     assert_eq!(again.overloads, 0, "once a month");
+    // The household is told once, as a kind and variables central renders in its language.
+    assert_eq!(
+        gw.store()
+            .alert_count("A1", "sanctioned_load_exceeded")
+            .unwrap(),
+        1
+    );
+    let notices: Vec<(String, Vec<(String, String)>)> = gw
+        .store()
+        .priority_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::Notice { kind, vars, id, .. } if kind == "sanctioned_load_exceeded" => {
+                Some((id, vars))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected_vars = [
+        ("intervals", "3"),
+        ("max_kw", "2.80"),
+        ("month", "11-2026"),
+        ("sanctioned_kw", "2.00"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(
+        notices,
+        vec![("A1:overload:2026-11".to_string(), expected_vars.to_vec())]
+    );
+    let text = gramgrid_core::message::render(
+        gramgrid_core::message::default_template(
+            Kind::SanctionedLoadExceeded,
+            gramgrid_core::message::Language::English,
+        ),
+        &notices[0].1.iter().cloned().collect(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("above your sanctioned 2.00 kW in 3 quarter-hours (highest 2.80 kW)"),
+        "{text}"
+    );
     // A household whose load central records in the day is checked at once, not the next day.
     village(&mut gw, "V", 1);
     let v0 = gw.store().meter_id("MV0").unwrap().unwrap();
@@ -1703,4 +1745,255 @@ fn a_manifest_loaded_at_the_gateway_installs_its_transformer_meter_once() {
     let sessions = gw.store().link_sessions().unwrap();
     assert!(sessions.iter().any(|s| s.serial == "DT-1"));
     assert_eq!(gw.store().accounts().unwrap().len(), 1);
+}
+
+const LOAD_TRIP: &str = "[load]\ntrip_after_intervals = 3\ntrip_minutes = 30\n";
+
+/// Readings of `meter` every quarter-hour from `start`: `wh` in each, from `register` on.
+fn draw(gw: &mut Gateway, meter: i64, start: DateTime<Utc>, register: i64, wh: &[i64]) -> i64 {
+    let mut register = register;
+    let mut readings = vec![MeterReading {
+        export_wh: 0,
+        meter,
+        at: start,
+        register_wh: register,
+    }];
+    for (i, wh) in (1..).zip(wh) {
+        register += wh;
+        readings.push(MeterReading {
+            export_wh: 0,
+            meter,
+            at: start + Duration::minutes(15 * i),
+            register_wh: register,
+        });
+    }
+    gw.ingest_readings(&readings).unwrap();
+    register
+}
+
+#[test]
+fn a_load_trip_cuts_for_the_lockout_a_recharge_does_not_end_it_and_its_end_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, LOAD_TRIP);
+    gw.store()
+        .record_event(&recharge("r1", 100_000, ist(2026, 11, 1, 9, 0)))
+        .unwrap();
+    gw.store().set_sanctioned_load("A1", Some(2_000)).unwrap();
+    // Monday morning: 600 Wh a quarter-hour is 2.4 kW. Two intervals over are not enough.
+    let start = ist(2026, 11, 30, 10, 0);
+    let register = draw(&mut gw, meter, start, 1_000, &[600, 600]);
+    let two = gw.policy_pass(ist(2026, 11, 30, 10, 31), true).unwrap();
+    assert_eq!(two.commands_queued, 0);
+    let register = draw(&mut gw, meter, ist(2026, 11, 30, 10, 30), register, &[650]);
+    let tripped_at = ist(2026, 11, 30, 10, 46);
+    let trip = gw.policy_pass(tripped_at, true).unwrap();
+    assert_eq!((trip.commands_queued, trip.commands_sent), (1, 1));
+    let (id, action, not_after) = link.sends()[0].clone();
+    assert_eq!(action, RelayAction::Disconnect);
+    assert!(id.contains(":trip:"), "{id}");
+    // Sent like any disconnect: with the end of the window as its deadline.
+    assert_eq!(not_after, Some(ist(2026, 11, 30, 14, 0)));
+    // Audited: the decision says it was the load, and replays.
+    let (_, record) = gw.store().decisions("A1", None, 1).unwrap().remove(0);
+    assert!(record.replays());
+    assert_eq!(
+        record.outcome.load_trip,
+        Some(tripped_at + Duration::minutes(30))
+    );
+    assert!(
+        record
+            .rule()
+            .contains("load-limit trip: 3 consecutive intervals"),
+        "{}",
+        record.rule()
+    );
+    assert!(uploaded_states(&mut gw, &id)[0]
+        .1
+        .starts_with("load-limit trip: above the sanctioned 2.00 kW"));
+
+    // The meter confirms: the household hears of the load and the hour, not of its balance.
+    gw.on_relay_report(
+        meter,
+        RelayState::Disconnected,
+        tripped_at + Duration::minutes(1),
+    )
+    .unwrap();
+    assert_eq!(gw.store().alert_count("A1", "load_limit_trip").unwrap(), 1);
+    assert_eq!(gw.store().alert_count("A1", "disconnected").unwrap(), 0);
+    let notice = gw
+        .store()
+        .unsent_alerts()
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == "load_limit_trip")
+        .unwrap();
+    assert_eq!(notice.vars.get("until").map(String::as_str), Some("11:16"));
+    assert_eq!(
+        notice.vars.get("sanctioned_kw").map(String::as_str),
+        Some("2.00")
+    );
+
+    // A recharge in the lockout does not end it; nothing is re-sent while it lasts.
+    gw.store()
+        .record_event(&recharge("r2", 50_000, ist(2026, 11, 30, 10, 50)))
+        .unwrap();
+    draw(
+        &mut gw,
+        meter,
+        ist(2026, 11, 30, 10, 45),
+        register,
+        &[100, 0],
+    );
+    for minute in [51, 60, 75] {
+        let pass = gw
+            .policy_pass(tripped_at + Duration::minutes(minute - 46), true)
+            .unwrap();
+        assert_eq!(pass.commands_queued, 0, "minute {minute}");
+    }
+    assert_eq!(
+        gw.policy_pass(ist(2026, 11, 30, 11, 15), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+    // Exactly at the end of the lockout the supply comes back.
+    let end = gw.policy_pass(ist(2026, 11, 30, 11, 16), true).unwrap();
+    assert_eq!(end.commands_queued, 1);
+    let (connect, action, _) = link.sends().last().unwrap().clone();
+    assert_eq!(action, RelayAction::Connect);
+    assert!(uploaded_states(&mut gw, &connect)[0]
+        .1
+        .starts_with("the load-limit lockout is over"));
+    let (_, record) = gw.store().decisions("A1", None, 1).unwrap().remove(0);
+    assert!(record.replays());
+    assert!(
+        record.rule().contains("load-limit lockout ended"),
+        "{}",
+        record.rule()
+    );
+    gw.on_relay_report(meter, RelayState::Connected, ist(2026, 11, 30, 11, 17))
+        .unwrap();
+    assert_eq!(gw.store().alert_count("A1", "reconnected").unwrap(), 1);
+    // The run that caused the trip trips nothing again.
+    assert_eq!(
+        gw.policy_pass(ist(2026, 11, 30, 11, 20), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+}
+
+#[test]
+fn a_load_trip_waits_for_a_window_never_happens_with_the_setting_off_and_an_empty_balance_keeps_it_off(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    // The setting off (the default): a household far over its load is never tripped.
+    let (mut off, off_meter, off_link) = gateway(&dir, "");
+    off.store()
+        .record_event(&recharge("r1", 100_000, ist(2026, 11, 1, 9, 0)))
+        .unwrap();
+    off.store().set_sanctioned_load("A1", Some(1_000)).unwrap();
+    draw(&mut off, off_meter, ist(2026, 11, 30, 10, 0), 0, &[900; 8]);
+    assert_eq!(
+        off.policy_pass(ist(2026, 11, 30, 12, 1), true)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+    assert!(off_link.sends().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, meter, link) = gateway(&dir, LOAD_TRIP);
+    gw.store()
+        .record_event(&recharge("r1", 100_000, ist(2026, 11, 1, 9, 0)))
+        .unwrap();
+    gw.store().set_sanctioned_load("A1", Some(2_000)).unwrap();
+    // Sunday: outside every window. Held, and an hour later the run is stale: no trip at all.
+    let register = draw(&mut gw, meter, ist(2026, 11, 29, 10, 0), 0, &[700; 4]);
+    let sunday = gw.policy_pass(ist(2026, 11, 29, 11, 1), true).unwrap();
+    assert_eq!((sunday.commands_queued, sunday.disconnects_held), (0, 1));
+    assert_eq!(
+        gw.policy_pass(ist(2026, 11, 29, 12, 5), true)
+            .unwrap()
+            .disconnects_held,
+        0
+    );
+    // Nor on a clock the gateway does not trust.
+    let register = draw(
+        &mut gw,
+        meter,
+        ist(2026, 11, 30, 10, 0),
+        register,
+        &[700; 4],
+    );
+    assert_eq!(
+        gw.policy_pass(ist(2026, 11, 30, 11, 1), false)
+            .unwrap()
+            .commands_queued,
+        0
+    );
+    // Monday in the window: tripped.
+    let tripped_at = ist(2026, 11, 30, 11, 2);
+    assert_eq!(gw.policy_pass(tripped_at, true).unwrap().commands_queued, 1);
+    gw.on_relay_report(meter, RelayState::Disconnected, tripped_at)
+        .unwrap();
+    // The balance runs out in the lockout (a correction from the office): after the lockout the
+    // balance rules keep the supply off.
+    gw.store()
+        .record_event(&LedgerEvent {
+            id: "adj1".into(),
+            account: "A1".into(),
+            at: ist(2026, 11, 30, 11, 10),
+            kind: EventKind::Adjustment,
+            amount_paise: -200_000,
+            expires_at: None,
+        })
+        .unwrap();
+    draw(
+        &mut gw,
+        meter,
+        ist(2026, 11, 30, 11, 0),
+        register + 2_800,
+        &[0, 0],
+    );
+    let after = gw
+        .policy_pass(tripped_at + Duration::minutes(30), true)
+        .unwrap();
+    assert_eq!(after.commands_queued, 0);
+    assert_eq!(link.sends().last().unwrap().1, RelayAction::Disconnect);
+    assert!(gw.store().below_threshold_since("A1").unwrap().is_some());
+}
+
+#[test]
+fn load_trips_of_many_households_at_once_are_held_by_the_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, link) = gateway(&dir, LOAD_TRIP);
+    village(&mut gw, "T", 19); // 20 accounts: a day may lose max(3, 10 %) = 3
+    let start = ist(2026, 11, 30, 10, 0);
+    let accounts: Vec<String> = std::iter::once("A1".to_string())
+        .chain((0..19).map(|i| format!("T{i}")))
+        .collect();
+    for (i, account) in accounts.iter().enumerate() {
+        gw.store()
+            .record_event(&LedgerEvent {
+                account: account.clone(),
+                ..recharge(&format!("r-{account}"), 100_000, ist(2026, 11, 1, 9, 0))
+            })
+            .unwrap();
+        gw.store()
+            .set_sanctioned_load(account, Some(2_000))
+            .unwrap();
+        let meter = i64::try_from(i).unwrap() + 1;
+        draw(&mut gw, meter, start, 0, &[700; 4]);
+    }
+    let pass = gw.policy_pass(ist(2026, 11, 30, 11, 1), true).unwrap();
+    assert_eq!(
+        (pass.commands_queued, pass.disconnects_breaker_held),
+        (0, 20)
+    );
+    assert_eq!(disconnect_sends(&link), 0);
+    let holds = gw.store().holds(10).unwrap();
+    assert_eq!(holds[0].accounts.len(), 20);
+    let held = gw.store().decisions("T3", None, 1).unwrap().remove(0).1;
+    assert!(held.breaker.is_some() && held.outcome.load_trip.is_some() && held.replays());
 }

@@ -12,7 +12,8 @@ use rusqlite::{params, OptionalExtension, Transaction};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayCommand {
     /// Unique id; the policy pass makes
-    /// `<gateway>:relay:<account>:<connect|disconnect>:<UTC seconds>`.
+    /// `<gateway>:relay:<account>:<connect|disconnect|trip>:<UTC seconds>` (`trip`: a load-limit
+    /// trip's disconnect).
     pub id: String,
     /// The meter's id in the store (`meters.id`).
     pub meter: i64,
@@ -35,7 +36,8 @@ pub struct Alert {
     pub id: String,
     /// The account it concerns.
     pub account: String,
-    /// `low_balance`, `daily_balance`, `disconnected`, `reconnected` or `relay_timeout`.
+    /// A `gramgrid_core::message::Kind` name (`low_balance`, `disconnected`,
+    /// `sanctioned_load_exceeded`, ...), or `relay_timeout` for the office.
     pub kind: String,
     /// When it was raised (UTC).
     pub created_at: DateTime<Utc>,
@@ -164,7 +166,7 @@ fn set_state(
 
 impl Store {
     /// Queues a relay command durably, with the record of the decision that made it (stored and
-    /// queued for central in the same transaction). An open command for the same meter with the
+    /// queued for central in the same transaction; a load-limit trip is noted with it). An open command for the same meter with the
     /// other action is closed as failed ("superseded"): the newest decision wins.
     pub fn queue_relay_command(
         &mut self,
@@ -200,6 +202,7 @@ impl Store {
         log_state(&tx, id, CommandState::Queued, now, reason)?;
         if let Some(record) = decision {
             super::guard::record_decision_in(&tx, id, record)?;
+            super::load::note_load_trip_in(&tx, id, record)?;
         }
         tx.commit()?;
         Ok(())

@@ -1,9 +1,13 @@
-//! Sanctioned loads: the load each account's connection is sanctioned for (from central), and the
+//! Sanctioned loads: the load each account's connection is sanctioned for (from central), the
 //! months in which a household drew more in several intervals, each recorded once and queued for
-//! central (`UplinkEvent::SanctionedLoadExceeded`) in the same transaction.
+//! central (`UplinkEvent::SanctionedLoadExceeded`) with the household's message in the same
+//! transaction, and the load-limit trips the policy pass queued (`load_trips`).
+use super::commands::{insert_alert, Alert};
 use super::outbox::append_outbox;
-use super::{Result, Store};
+use super::{from_ts, ts, Result, Store};
 use chrono::{DateTime, Utc};
+use gramgrid_core::decision::DecisionRecord;
+use gramgrid_core::policy::RelayAction;
 use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -39,7 +43,66 @@ pub(super) fn set_sanctioned_load_in(
     Ok(())
 }
 
+/// A load-limit trip the policy pass queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadTripped {
+    /// When it was decided and its disconnect queued.
+    pub at: DateTime<Utc>,
+    /// The end of its lockout.
+    pub until: DateTime<Utc>,
+    /// The sanctioned load it was over, in W.
+    pub sanctioned_w: i64,
+}
+
+/// Notes the trip of a disconnect queued as `command`, when its decision is a load-limit trip
+/// (in the transaction that queues it).
+pub(super) fn note_load_trip_in(
+    tx: &Transaction<'_>,
+    command: &str,
+    record: &DecisionRecord,
+) -> Result<()> {
+    let (Some(until), Some(load), Some(RelayAction::Disconnect)) = (
+        record.outcome.load_trip,
+        record.facts.load,
+        record.outcome.relay,
+    ) else {
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT INTO load_trips (command, account, at, until, sanctioned_w) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (command) DO NOTHING",
+        params![command, record.account, ts(record.at), ts(until), load.sanctioned_w],
+    )?;
+    Ok(())
+}
+
 impl Store {
+    /// The latest load-limit trip of an account, if any.
+    pub fn latest_load_trip(&self, account: &str) -> Result<Option<LoadTripped>> {
+        self.load_trip_where("account = ?1 ORDER BY at DESC LIMIT 1", account)
+    }
+
+    /// The load-limit trip a relay command carried out, if it was one.
+    pub fn load_trip_of_command(&self, command: &str) -> Result<Option<LoadTripped>> {
+        self.load_trip_where("command = ?1", command)
+    }
+
+    fn load_trip_where(&self, condition: &str, value: &str) -> Result<Option<LoadTripped>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT at, until, sanctioned_w FROM load_trips WHERE {condition}"
+            ))?
+            .query_row([value], |r| {
+                Ok(LoadTripped {
+                    at: from_ts(r.get(0)?),
+                    until: from_ts(r.get(1)?),
+                    sanctioned_w: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// The load an account's connection is sanctioned for, in W, if central recorded one.
     pub fn sanctioned_load(&self, account: &str) -> Result<Option<i64>> {
         Ok(self
@@ -93,8 +156,9 @@ impl Store {
             .is_some())
     }
 
-    /// Records a month's overload once and queues it for central; false when it was on record.
-    pub fn record_overload(&mut self, overload: &Overload) -> Result<bool> {
+    /// Records a month's overload once, queues it for central and enqueues `notice` for the
+    /// household; false (and nothing queued) when it was on record.
+    pub fn record_overload(&mut self, overload: &Overload, notice: &Alert) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let new = tx.execute(
             "INSERT INTO overloads (id, account, month, intervals, max_demand_w, sanctioned_w, at)
@@ -122,6 +186,7 @@ impl Store {
                     at: overload.at,
                 },
             )?;
+            insert_alert(&tx, notice)?;
         }
         tx.commit()?;
         Ok(new)

@@ -32,7 +32,7 @@ pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use events::{StoredMeterEvent, SupplyOutage};
 pub use guard::{GuardMarks, HeldPass};
 pub use link::{Fcnt, LinkSession};
-pub use load::Overload;
+pub use load::{LoadTripped, Overload};
 pub use messages::ModemMessage;
 pub use readings::{IngestReport, MeterReading};
 pub use stock::{MeterSwap, StockMeter};

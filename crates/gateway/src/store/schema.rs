@@ -497,4 +497,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, month)
     );
     "#,
+    // 23: load-limit trips (`[load] trip_after_intervals`): each trip disconnect the policy pass
+    // queued, with the end of its lockout and the sanctioned load it was over; written in the
+    // transaction that queues the command.
+    r#"
+    CREATE TABLE load_trips (
+        command TEXT PRIMARY KEY REFERENCES relay_commands(id),
+        account TEXT NOT NULL REFERENCES accounts(id),
+        at INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        sanctioned_w INTEGER NOT NULL
+    );
+    CREATE INDEX load_trips_by_account ON load_trips(account, at);
+    "#,
 ];
