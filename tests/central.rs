@@ -794,6 +794,45 @@ async fn a_solar_homes_exports_and_its_banked_credit_agree_at_both_ends() {
     }
 }
 
+/// A tariff version a gateway would bill otherwise than central (its sync protocol is older than
+/// what the version uses) is refused with the gateways named, until they have been upgraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tariff_an_old_gateway_would_misbill_waits_for_its_upgrade() {
+    for h in harnesses("old_gateway_tariff") {
+        h.customer("A1", "gw-a").await;
+        let mut old = upload(vec![], None, 0);
+        old.protocol = 9;
+        h.exchange("gw-a", &old).await.unwrap();
+        let tomorrow = gramgrid_core::civil::local_date(Utc::now()) + Duration::days(1);
+        let mut version = TariffBook::builtin().versions()[0].clone();
+        version.id = "domestic-banking".into();
+        version.effective_from = tomorrow + Duration::days(1);
+        version.export_banking = true;
+        let (status, answer) = h
+            .post("/api/v1/tariffs", serde_json::to_value(&version).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains("banking of surplus export"), "{error}");
+        assert!(error.contains("gw-a (protocol 9)"), "{error}");
+        // Slots are fine for a protocol-9 gateway.
+        let mut tod = TariffBook::builtin().versions()[0].clone();
+        tod.id = "domestic-demand".into();
+        tod.effective_from = tomorrow;
+        tod.demand_paise_per_kw = 5_000;
+        let (status, answer) = h
+            .post("/api/v1/tariffs", serde_json::to_value(&tod).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        // Upgraded: its next exchange speaks the current protocol, and the version goes out.
+        h.exchange("gw-a", &upload(vec![], None, 0)).await.unwrap();
+        let (status, answer) = h
+            .post("/api/v1/tariffs", serde_json::to_value(&version).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+}
+
 /// The office records a connection's sanctioned load; the gateway is told, and its report of a
 /// month over it becomes one flag for the office. Out-of-range loads and bad months are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1433,6 +1433,7 @@ pub fn publish_tariff(
             version.id
         )));
     }
+    refuse_for_old_gateways(tx, version)?;
     versions.push(version.clone());
     let book =
         TariffBook::new(versions.clone()).map_err(|e| CentralError::Invalid(e.to_string()))?;
@@ -1451,6 +1452,41 @@ pub fn publish_tariff(
         }
     }
     Ok(book)
+}
+
+/// Refuses a version that a gateway, as old as its latest exchange says, would bill otherwise than
+/// central: time-of-day slots or a demand charge before sync protocol 8 (billed at the slab rates
+/// alone), banking of export before protocol 10 (the surplus would lapse).
+fn refuse_for_old_gateways(tx: &mut dyn Tx, version: &TariffVersion) -> Result<()> {
+    let needs = [
+        (
+            !version.tod.is_empty() || version.demand_paise_per_kw != 0,
+            8,
+            "time-of-day slots or a demand charge",
+        ),
+        (version.export_banking, 10, "banking of surplus export"),
+    ];
+    for (uses, protocol, what) in needs {
+        if !uses {
+            continue;
+        }
+        let old: Vec<String> = tx
+            .query(
+                "SELECT id, protocol FROM gateways WHERE protocol < $1 ORDER BY id",
+                &[i64::from(protocol).into()],
+            )?
+            .iter()
+            .map(|r| Ok(format!("{} (protocol {})", r.text(0)?, r.int(1)?)))
+            .collect::<Result<_>>()?;
+        if !old.is_empty() {
+            return Err(CentralError::Conflict(format!(
+                "tariff version '{}' has {what}, which gateways older than sync protocol {protocol} would not bill; upgrade these first: {}",
+                version.id,
+                old.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -291,17 +291,30 @@ pub(crate) fn record(
             ts(now).into(),
         ],
     )?;
+    let flag_id = format!("energy_loss:{}", day.id);
+    let detail = loss_detail(gateway, day);
     if day.flagged {
         flag(
             tx,
-            &format!("energy_loss:{}", day.id),
+            &flag_id,
             "energy_loss",
             Some(gateway),
             None,
             day.at,
-            &loss_detail(gateway, day),
+            &detail,
         )?;
     }
+    // A re-audit (late readings) may change a flagged day's figures or clear it: the day's flag,
+    // if it has one, says what holds now.
+    let now_holds = if day.flagged {
+        detail
+    } else {
+        format!("{detail}; re-audited: no longer beyond the allowance")
+    };
+    tx.execute(
+        "UPDATE flags SET detail = $2 WHERE id = $1",
+        &[flag_id.as_str().into(), now_holds.into()],
+    )?;
     Ok(())
 }
 

@@ -160,8 +160,14 @@ pub fn apply(
     }
     let applied = i64::try_from(request.downlink_applied).unwrap_or(i64::MAX);
     tx.execute(
-        "UPDATE gateways SET priority_acked = $2, readings_acked = $3, downlink_applied = $4 WHERE id = $1",
-        &[gateway.into(), priority_acked.into(), readings_acked.into(), applied.into()],
+        "UPDATE gateways SET priority_acked = $2, readings_acked = $3, downlink_applied = $4, protocol = $5 WHERE id = $1",
+        &[
+            gateway.into(),
+            priority_acked.into(),
+            readings_acked.into(),
+            applied.into(),
+            i64::from(request.protocol).into(),
+        ],
     )?;
     let rows = tx.query(
         "SELECT seq, event FROM downlink WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3",

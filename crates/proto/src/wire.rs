@@ -35,7 +35,7 @@ pub use model::{
 /// ([`DownlinkEvent::TariffDetails`]), the gateway's demand charges (ledger kind `DemandCharge`),
 /// accounts' sanctioned loads ([`DownlinkEvent::AccountSanctionedLoad`]) and the months a
 /// household exceeded it ([`UplinkEvent::SanctionedLoadExceeded`]). A gateway older than that bills such a version at its slab rates only, so
-/// upgrade the gateways before publishing one.
+/// upgrade the gateways before publishing one (central refuses while a gateway speaks an older one).
 /// Version 9 appended distribution-transformer meters ([`DownlinkEvent::TransformerMeter`]) and the
 /// gateway's daily energy audit of each ([`UplinkEvent::EnergyAudit`]).
 /// Version 10 added net metering: the export registers of a batch's readings
@@ -429,13 +429,21 @@ pub fn exports_by_reading<'a>(
     blocks: &'a [ReadingBlock],
     exports: &'a [ReadingBlock],
 ) -> Result<std::collections::HashMap<(&'a str, i64), i64>, WireError> {
+    // Times only: a hostile block's registers may overflow, and the receiver checks them later.
     let known: std::collections::HashSet<(&str, i64)> = blocks
         .iter()
-        .flat_map(|b| b.readings().map(move |(at, _)| (b.meter.as_str(), at)))
+        .flat_map(|b| b.times().map(move |at| (b.meter.as_str(), at)))
         .collect();
     let mut by_reading = std::collections::HashMap::new();
     for block in exports {
-        for (at, export) in block.readings() {
+        let mut export = block.first_register_wh;
+        let deltas = std::iter::once(0).chain(block.register_deltas.iter().copied());
+        for (at, delta) in block.times().zip(deltas) {
+            export = export
+                .checked_add(delta)
+                .ok_or_else(|| WireError::AbsurdExport {
+                    meter: block.meter.clone(),
+                })?;
             let key = (block.meter.as_str(), at);
             if !known.contains(&key) {
                 return Err(WireError::OrphanExport {
@@ -826,6 +834,12 @@ pub enum WireError {
         /// The version the peer sent.
         found: u16,
     },
+    /// A batch's export registers overflow.
+    #[error("the batch's export registers of meter {meter} overflow; the sender is broken")]
+    AbsurdExport {
+        /// The meter named by the export block.
+        meter: String,
+    },
     /// A batch carries an export register for a reading it does not carry.
     #[error("the batch carries an export register for meter {meter} at {at} but no reading there; the sender is broken")]
     OrphanExport {
@@ -910,6 +924,16 @@ impl ReadingBlock {
     /// Never true: a block holds at least its first reading.
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The times of the block's readings, in seconds since the epoch (saturating: a hostile block
+    /// cannot overflow them).
+    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        let step = i64::from(self.interval_s);
+        (0..self.len()).map(move |i| {
+            self.first_at
+                .saturating_add(step.saturating_mul(i64::try_from(i).unwrap_or(i64::MAX)))
+        })
     }
 
     fn next_at(&self) -> i64 {
@@ -1225,6 +1249,16 @@ mod tests {
         assert_eq!(by_reading.len(), 2);
         assert_eq!(by_reading[&("M1", 1_800)], 450);
         assert_eq!(by_reading.get(&("M1", 0)), None); // export 0: not carried
+                                                      // Hostile registers are refused, never overflowed.
+        let mut huge = blocks.clone();
+        huge[0].register_deltas = vec![i64::MAX / 2; 2];
+        assert_eq!(exports_by_reading(&huge, &exports).unwrap().len(), 2);
+        let mut huge_exports = exports.clone();
+        huge_exports[0].first_register_wh = i64::MAX;
+        assert!(matches!(
+            exports_by_reading(&blocks, &huge_exports),
+            Err(WireError::AbsurdExport { meter }) if meter == "M1"
+        ));
         let orphan = ReadingBlock::group(vec![("M2".into(), 900, 7)]);
         assert!(matches!(
             exports_by_reading(&blocks, &orphan),

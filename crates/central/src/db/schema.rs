@@ -400,6 +400,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meter_cursor ADD COLUMN export_wh BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE segment_energy ADD COLUMN export_wh BIGINT NOT NULL DEFAULT 0
     "#,
+    // 15: the sync protocol each gateway spoke in its latest exchange (NULL: none yet), so a tariff
+    // version a gateway would misbill is not published while that gateway is too old for it.
+    r#"
+    ALTER TABLE gateways ADD COLUMN protocol BIGINT
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

@@ -160,6 +160,20 @@ fn a_reaudit_of_a_day_replaces_it() {
     assert_eq!(days.len(), 1);
     assert_eq!((days[0].consumers_wh, days[0].flagged), (9_300, false));
     assert!(days[0].suspects.is_empty());
+    // The day's flag stays on record, and now says the day was cleared.
+    let flags: Vec<_> = t
+        .flags()
+        .into_iter()
+        .filter(|f| f.kind == "energy_loss")
+        .collect();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert!(
+        flags[0]
+            .detail
+            .ends_with("re-audited: no longer beyond the allowance"),
+        "{}",
+        flags[0].detail
+    );
 }
 
 #[test]
