@@ -767,6 +767,23 @@ async fn a_solar_homes_exports_and_its_banked_credit_agree_at_both_ends() {
             h.balance("A1").await,
             store.position("A1", &[]).unwrap().balance_paise
         );
+        // The month's statement shows the export and the credit.
+        let statement = h
+            .ok(
+                "GET",
+                &format!("/api/v1/accounts/A1/statement?month={month}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(statement["export_wh"], 12_000, "{statement}");
+        let credited: Vec<&Value> = statement["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "export_credit")
+            .collect();
+        assert_eq!(credited.len(), 1, "{statement}");
+        assert_eq!(credited[0]["effect_paise"], close.amount_paise());
         // A credit under another gateway's id is refused and flagged, not taken.
         let forged = LedgerEvent {
             id: format!("gw-b:export:A1:{month}"),

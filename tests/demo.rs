@@ -322,7 +322,7 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         int(
             &gateway,
             "SELECT COUNT(*) FROM readings r JOIN readings p ON p.meter = r.meter AND p.at = r.at - 900
-             WHERE r.export_wh > p.export_wh
+             WHERE r.export_wh > p.export_wh AND p.export_wh >= 0
                AND ((r.at + 19800) % 86400 <= 6 * 3600 OR (r.at + 19800) % 86400 > 18 * 3600 + 900)"
         ),
         0

@@ -188,10 +188,12 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         return;
     };
     let port = free_port();
-    // Four meters on the air: two on accounts, two spares in the gateway's stock.
-    let village = Village::start(
+    // Four meters on the air: two on accounts (the first a net meter with rooftop solar), two
+    // spares in the gateway's stock.
+    let village = Village::start_with(
         4,
         &format!("[technician]\nlisten = \"127.0.0.1:{port}\"\nsession_idle = \"20s\"\n"),
+        &["--rooftop-solar", "1"],
     );
     let d = village.path().to_path_buf();
     // The office creates the logins; they reach the gateway with the next sync.
@@ -336,6 +338,15 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             .await
             .unwrap();
         assert!(demand.contains(" kW · "), "{demand}");
+        // Its rooftop array's export, as the meter's latest report carried it.
+        let exported = client
+            .find(Locator::Css("dd.exported"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(exported.ends_with(" kWh"), "{exported}");
         let sanctioned = client
             .find(Locator::Css("dd.sanctioned"))
             .await

@@ -161,7 +161,7 @@ pub struct StatementLine {
     /// When the event happened (UTC, whole seconds).
     pub at: DateTime<Utc>,
     /// The event kind: "recharge", "charge", "fixed_charge", "minimum_charge", "demand_charge",
-    /// "adjustment", "emergency_credit" or "arrears".
+    /// "export_credit", "adjustment", "emergency_credit" or "arrears".
     pub kind: String,
     /// How the event moved the balance, in paise: positive credits, negative debits, zero for an
     /// emergency credit (it lowers the disconnect threshold instead) and for arrears (recovered
@@ -185,6 +185,9 @@ pub struct Statement {
     pub events: Vec<StatementLine>,
     /// Energy read in the month (billed in the month of the later reading, as the gateway does).
     pub units_wh: i64,
+    /// Energy a rooftop-solar home exported in the month, read the same way; the energy charge is
+    /// on the net units of each segment (import less export, never below zero).
+    pub export_wh: i64,
     /// Energy charge of `units_wh`, in paise, duty excluded.
     pub energy_paise: i64,
     /// Time-of-day surcharges less rebates on that energy charge, in paise.
@@ -252,16 +255,17 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
     let energy = tx
         .query_opt(
             "SELECT CAST(SUM(s.energy_wh) AS BIGINT), CAST(SUM(s.energy_paise) AS BIGINT), CAST(SUM(s.duty_paise) AS BIGINT),
-               CAST(SUM(s.tod_paise) AS BIGINT)
+               CAST(SUM(s.tod_paise) AS BIGINT), CAST(SUM(s.export_wh) AS BIGINT)
              FROM segment_energy s JOIN meters m ON m.serial = s.meter WHERE m.account = $1 AND s.month = $2",
             &[account.into(), month.index().into()],
         )?
-        .map(|r| -> Result<(i64, i64, i64, i64)> {
+        .map(|r| -> Result<(i64, i64, i64, i64, i64)> {
             Ok((
                 r.opt_int(0)?.unwrap_or(0),
                 r.opt_int(1)?.unwrap_or(0),
                 r.opt_int(2)?.unwrap_or(0),
                 r.opt_int(3)?.unwrap_or(0),
+                r.opt_int(4)?.unwrap_or(0),
             ))
         })
         .transpose()?
@@ -280,6 +284,7 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
         opening_paise,
         events,
         units_wh: energy.0,
+        export_wh: energy.4,
         energy_paise: energy.1,
         tod_paise: energy.3,
         duty_paise: energy.2,

@@ -86,13 +86,15 @@ pub fn install_baseline(
     at: DateTime<Utc>,
     register_wh: i64,
 ) -> Result<()> {
+    // Its export register was not read: the span from it credits no export.
+    let export: Value = rating::EXPORT_UNKNOWN.into();
     tx.execute(
-        "INSERT INTO readings (meter, at, register_wh, charge_paise) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-        &[serial.into(), ts(at).into(), register_wh.into()],
+        "INSERT INTO readings (meter, at, register_wh, export_wh, charge_paise) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+        &[serial.into(), ts(at).into(), register_wh.into(), export.clone()],
     )?;
     tx.execute(
-        "INSERT INTO meter_cursor (meter, at, register_wh) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[serial.into(), ts(at).into(), register_wh.into()],
+        "INSERT INTO meter_cursor (meter, at, register_wh, export_wh) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[serial.into(), ts(at).into(), register_wh.into(), export],
     )?;
     Ok(())
 }
@@ -361,7 +363,10 @@ pub fn ingest(
                     pending.flush_readings(tx)?;
                     if let Some((stored, stored_export)) = register_at(tx, meter, at)? {
                         report.duplicates += 1;
-                        if (stored, stored_export) != (register_wh, export_wh) {
+                        // An installation baseline's export was not read: any export matches it.
+                        let same_export =
+                            stored_export == export_wh || stored_export == rating::EXPORT_UNKNOWN;
+                        if stored != register_wh || !same_export {
                             record_anomaly(tx, &format!("{meter}:{at}:conflicting_duplicate:{register_wh}:{export_wh}"), gateway, Some(meter),
                                 "conflicting_duplicate", &format!("stored registers {stored} Wh in, {stored_export} Wh out kept; a second reading said {register_wh} Wh in, {export_wh} Wh out"), reading.at)?;
                         }

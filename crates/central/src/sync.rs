@@ -21,6 +21,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::ts;
+use gramgrid_core::rating;
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_proto::wire::{
     self, DownlinkEvent, DownlinkRecord, PriorityRecord, ReadingBatch, ReadingBlock, UplinkEvent,
@@ -207,13 +208,13 @@ pub fn apply(
 fn batch_exports(batch: &ReadingBatch) -> Result<HashMap<(&str, i64), i64>> {
     let exports = wire::exports_by_reading(&batch.blocks, &batch.exports)
         .map_err(|e| CentralError::Invalid(e.to_string()))?;
-    if let Some(((meter, _), export)) = exports
-        .iter()
-        .find(|(_, export)| !(0..=gramgrid_core::rating::MAX_REGISTER_WH).contains(*export))
-    {
+    let plausible = |export: i64| {
+        export == rating::EXPORT_UNKNOWN || (0..=rating::MAX_REGISTER_WH).contains(&export)
+    };
+    if let Some(((meter, _), export)) = exports.iter().find(|(_, export)| !plausible(**export)) {
         return Err(CentralError::Invalid(format!(
             "meter '{meter}': export register {export} Wh is outside 0 to {} Wh; the gateway is broken",
-            gramgrid_core::rating::MAX_REGISTER_WH
+            rating::MAX_REGISTER_WH
         )));
     }
     Ok(exports)

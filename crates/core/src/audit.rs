@@ -99,12 +99,18 @@ pub fn interval_energy(
 
 /// The energy (Wh) a rooftop-solar home exported in each of the `n` intervals from `start`, from
 /// its export register, as [`interval_energy`] takes the import (all zero for a meter without one).
+/// A reading whose export is not known (an installation baseline) leaves its span unknown.
 pub fn interval_export(
     readings: &[RegisterReading],
     start: DateTime<Utc>,
     n: usize,
 ) -> Vec<Option<i64>> {
-    register_intervals(readings, start, n, |r| r.export_wh)
+    let known: Vec<RegisterReading> = readings
+        .iter()
+        .filter(|r| r.export_wh != crate::rating::EXPORT_UNKNOWN)
+        .copied()
+        .collect();
+    register_intervals(&known, start, n, |r| r.export_wh)
 }
 
 /// The rise of one cumulative `register` in each of the `n` intervals from `start`.

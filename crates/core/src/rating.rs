@@ -23,7 +23,8 @@
 //!   the net units (import − export, never below zero); a segment's surplus is not charged and is
 //!   reported (`SegmentEnergy::surplus_wh`). Time of day stays a property of the import: the net
 //!   units carry the import's average time-of-day rate. An export register that went back is an
-//!   anomaly like the import's.
+//!   anomaly like the import's. An installation baseline's export is not known
+//!   ([`EXPORT_UNKNOWN`]): the span from it credits no export.
 //! - **Meter replacement.** Each meter has its own readings. A meter installed with a known register
 //!   value gets that value as its first reading (the baseline); otherwise its first reading is the
 //!   baseline. Readings before installation or after removal are refused by the store.
@@ -38,9 +39,16 @@ pub struct RegisterReading {
     /// The cumulative import register (OBIS 1.0.1.8.0), in Wh.
     pub register_wh: i64,
     /// The cumulative export register (OBIS 1.0.2.8.0), in Wh: what a rooftop-solar home fed into
-    /// the grid. Always 0 for a meter without one.
+    /// the grid. Always 0 for a meter without one; [`EXPORT_UNKNOWN`] for an installation
+    /// baseline (its export register was not read).
     pub export_wh: i64,
 }
+
+/// The export register of a reading whose export nobody read: a meter's installation baseline,
+/// entered with its import register alone. The span from it credits no export (a net meter that
+/// had exported before it was installed must not be credited for that), and the next reading's
+/// export register becomes the baseline.
+pub const EXPORT_UNKNOWN: i64 = -1;
 
 impl RegisterReading {
     /// A reading of a meter that only imports (its export register stays 0).
@@ -136,7 +144,9 @@ fn span_energy(
     } else {
         to.register_wh - from.register_wh
     };
-    let export = if to.export_wh < from.export_wh {
+    let export = if from.export_wh == EXPORT_UNKNOWN || to.export_wh == EXPORT_UNKNOWN {
+        0
+    } else if to.export_wh < from.export_wh {
         anomalies.push(Anomaly::ExportWentBack { from, to });
         0
     } else {

@@ -326,3 +326,15 @@ fn an_export_register_that_goes_back_credits_nothing_and_bills_the_import() {
     m.arrive(&book, solar_reading(2, 12_000, 505)); // 0.5 kWh exported from the new baseline
     assert_eq!(m.charged.energy_paise, 555);
 }
+
+#[test]
+fn an_installation_baselines_unknown_export_credits_nothing_and_the_next_reading_is_the_baseline() {
+    let book = book();
+    let mut m = Meter::default();
+    // A net meter that had exported 40 kWh before it was installed; its export was not read.
+    m.arrive(&book, solar_reading(0, 10_000, EXPORT_UNKNOWN));
+    m.arrive(&book, solar_reading(1, 11_000, 40_000));
+    assert_eq!((m.anomalies, m.charged.energy_paise), (0, 370)); // 1 kWh, no export credited
+    m.arrive(&book, solar_reading(2, 12_000, 40_500)); // 0.5 kWh exported from there
+    assert_eq!(m.charged.energy_paise, 555);
+}

@@ -337,9 +337,13 @@ fn a_solar_homes_surplus_is_banked_at_the_months_close_and_pays_for_the_next_mon
         register_wh,
         export_wh,
     };
-    // November: 40 kWh in, 100 kWh out: nothing charged, 60 kWh banked at the close.
-    gw.ingest_readings(&[reading(ist(2026, 11, 30, 18, 0), 40_000, 100_000)])
-        .unwrap();
+    // The meter's first report gives its export register (the installation's was not read);
+    // then November: 40 kWh in, 100 kWh out: nothing charged, 60 kWh banked at the close.
+    gw.ingest_readings(&[
+        reading(ist(2026, 11, 1, 0, 15), 0, 0),
+        reading(ist(2026, 11, 30, 18, 0), 40_000, 100_000),
+    ])
+    .unwrap();
     let first = gw.policy_pass(ist(2026, 12, 1, 0, 1), true).unwrap();
     assert_eq!(
         first.export_credits, 0,

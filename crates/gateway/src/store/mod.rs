@@ -41,7 +41,7 @@ pub use technicians::{TechnicianAccount, TechnicianAction};
 
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
-use gramgrid_core::rating::RegisterReading;
+use gramgrid_core::rating::{RegisterReading, EXPORT_UNKNOWN};
 use gramgrid_core::tariff::Category;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -611,12 +611,12 @@ fn install_meter_in(
     let id = tx.last_insert_rowid();
     if let Some(register_wh) = install.initial_register_wh {
         tx.execute(
-            "INSERT INTO readings (at, meter, register_wh, charge_paise, seq) VALUES (?1, ?2, ?3, 0, ?4)",
-            params![at, id, register_wh, reading_seq],
+            "INSERT INTO readings (at, meter, register_wh, export_wh, charge_paise, seq) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            params![at, id, register_wh, EXPORT_UNKNOWN, reading_seq],
         )?;
         tx.execute(
-            "INSERT INTO meter_cursor (meter, at, register_wh) VALUES (?1, ?2, ?3)",
-            params![id, at, register_wh],
+            "INSERT INTO meter_cursor (meter, at, register_wh, export_wh) VALUES (?1, ?2, ?3, ?4)",
+            params![id, at, register_wh, EXPORT_UNKNOWN],
         )?;
         sync::note_unacked_reading(tx, at)?;
     }

@@ -163,8 +163,10 @@ impl Store {
                 )?;
                 continue;
             };
-            if let Some(register) = [reading.register_wh, reading.export_wh]
-                .into_iter()
+            // An installation baseline handed over by central carries an unknown export.
+            let export = Some(reading.export_wh).filter(|e| *e != rating::EXPORT_UNKNOWN);
+            if let Some(register) = std::iter::once(reading.register_wh)
+                .chain(export)
                 .find(|r| !(0..=rating::MAX_REGISTER_WH).contains(r))
             {
                 let why = format!(
@@ -381,7 +383,9 @@ fn note_duplicate(
     (stored, stored_export): (i64, i64),
     report: &mut IngestReport,
 ) -> Result<()> {
-    if (stored, stored_export) == (reading.register_wh, reading.export_wh) {
+    // An installation baseline's export was not read: any export matches it.
+    let same_export = stored_export == reading.export_wh || stored_export == rating::EXPORT_UNKNOWN;
+    if stored == reading.register_wh && same_export {
         report.duplicates += 1;
         return Ok(());
     }

@@ -365,7 +365,11 @@ fn a_rooftop_solar_home_is_charged_its_net_units_and_its_exports_go_up_with_its_
         export_wh,
         ..reading(meter, interval, register_wh)
     };
-    // 20 kWh in, 5 kWh out over the first span: 15 net units × 3.70 = 55.50 INR.
+    // The installation baseline's export was not read: the first reading's export register is
+    // the baseline, and the span to it credits no export.
+    let report = store.ingest(&book, &[solar(1, 1_000, 0)]).unwrap();
+    assert_eq!(report.charged_paise, 0);
+    // 20 kWh in, 5 kWh out over the next span: 15 net units × 3.70 = 55.50 INR.
     let report = store.ingest(&book, &[solar(4, 21_000, 5_000)]).unwrap();
     assert_eq!(report.charged_paise, 5_550);
     // A late reading in between changes nothing in the month's net units, so nothing is charged.
@@ -382,7 +386,7 @@ fn a_rooftop_solar_home_is_charged_its_net_units_and_its_exports_go_up_with_its_
     let exports = gramgrid_proto::wire::exports_by_reading(&batch.blocks, &batch.exports).unwrap();
     let mut exported: Vec<i64> = exports.values().copied().collect();
     exported.sort();
-    assert_eq!(exported, vec![1_000, 5_000, 35_000]);
+    assert_eq!(exported, vec![EXPORT_UNKNOWN, 1_000, 5_000, 35_000]);
     // The same reading with another export register is a conflict, not a duplicate.
     let report = store.ingest(&book, &[solar(8, 22_000, 34_000)]).unwrap();
     assert_eq!((report.duplicates, report.conflicts), (0, 1));

@@ -193,6 +193,7 @@ pub const TEXTS: &[(&str, &str)] = &[
     ),
     ("Link history", "लिंक इतिहास"),
     ("Maximum demand this month", "इस महीने की अधिकतम मांग"),
+    ("Exported (rooftop solar)", "निर्यात (छत का सोलर)"),
     ("Sanctioned load", "स्वीकृत भार"),
     ("exceeded this month, intervals:", "इस महीने पार, अंतराल:"),
     ("heard", "सुना"),

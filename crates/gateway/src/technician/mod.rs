@@ -744,6 +744,7 @@ async fn meter_page(
             chart: load_chart(store, meter, now)?,
             events: store.meter_events(meter, METER_PAGE_EVENTS)?,
             max_demand: month_max_demand(store, meter, now)?,
+            exported_wh: store.last_export(meter)?,
             sanctioned_load_w: store.sanctioned_load(&account)?,
             overload_intervals: store.overload_in(&account, &month)?,
             row,

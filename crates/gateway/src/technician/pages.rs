@@ -354,6 +354,8 @@ pub struct MeterView {
     pub events: Vec<crate::store::StoredMeterEvent>,
     /// This month's maximum demand: the 15-minute interval's end and its average power in W.
     pub max_demand: Option<(DateTime<Utc>, i64)>,
+    /// The export register of its latest reading, in Wh (0: not a net meter, or nothing exported).
+    pub exported_wh: i64,
     /// The load the connection is sanctioned for, in W, if central recorded one.
     pub sanctioned_load_w: Option<i64>,
     /// The intervals over it this month was flagged for, if it was.
@@ -387,6 +389,9 @@ pub fn meter(lang: Lang, session: &Session, view: &MeterView) -> Markup {
             dt { (lang.tr("Open command")) } dd { (s.open_command.as_deref().unwrap_or("—")) }
             dt { (lang.tr("Signal")) } dd { (signal(view.row.health.as_ref())) }
             dt { (lang.tr("Last reading")) } dd { @match view.row.last_reading { Some((at, wh)) => { (when(at)) " · " (kwh(wh)) " kWh" }, None => "—" } }
+            @if view.exported_wh > 0 {
+                dt { (lang.tr("Exported (rooftop solar)")) } dd.exported { (kwh(view.exported_wh)) " kWh" }
+            }
             dt { (lang.tr("Maximum demand this month")) } dd.demand { @match view.max_demand { Some((at, w)) => { (kwh(w)) " kW · " (when(at)) }, None => "—" } }
             dt { (lang.tr("Sanctioned load")) } dd.sanctioned {
                 @match view.sanctioned_load_w { Some(w) => { (kwh(w)) " kW" }, None => "—" }

@@ -53,7 +53,14 @@ pub struct SimArgs {
     /// The first this many meters report a magnet tamper five minutes before the start.
     #[arg(long, default_value_t = 0)]
     pub tampered: usize,
+    /// The first this many meters are net meters with a 2 kWp rooftop array behind them: they
+    /// report their export register (payload 0x02) once the sun has outrun the household.
+    #[arg(long, default_value_t = 0)]
+    pub rooftop_solar: usize,
 }
+
+/// Peak power of a `--rooftop-solar` home's array, in W.
+const ROOFTOP_PEAK_W: u32 = 2_000;
 
 /// Runs the fleet until `shutdown` completes. Meters run the real lora-phy driver on emulated chips.
 pub async fn sim(
@@ -86,6 +93,9 @@ pub async fn sim(
             radio_on_bus(args.bus, m.spec.clone(), PhyOptions::default()).await?;
         memberships.push(membership);
         let mut firmware = fleet::firmware(m, mode, args.commissioned, &clock);
+        if n < args.rooftop_solar {
+            firmware.install_rooftop_solar(ROOFTOP_PEAK_W);
+        }
         firmware.backfill(start, args.history_hours * 4);
         if let Some(minutes) = args.outage_minutes {
             firmware.power_cycle(start - chrono::Duration::minutes(minutes.into()), start);

@@ -121,9 +121,12 @@ impl Firmware {
     }
 
     /// Puts a rooftop-solar array of `peak_w` behind the meter (a net meter): what it generates
-    /// beyond the household's use in an interval is exported.
+    /// beyond the household's use in an interval is exported. The array has been there a while:
+    /// the export register already holds `peak_w × 500` Wh (a 2 kWp roof's 1,000 kWh), which the
+    /// gateway must not credit (its installation reading does not know it).
     pub fn install_rooftop_solar(&mut self, peak_w: u32) {
         self.solar_peak_w = peak_w;
+        self.nvm.export_wh = u64::from(peak_w) * 500;
     }
 
     /// Connects the meter to a village's supply (a household's, or the transformer's).
