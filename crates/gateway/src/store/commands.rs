@@ -1,8 +1,10 @@
-//! Relay commands, alerts and technician overrides in the store.
+//! Relay commands (with the load-limit trip a disconnect carries out), alerts and technician
+//! overrides in the store.
 use super::outbox::{append_outbox, append_outbox_seq};
 use super::serial_of;
 use super::{from_ts, ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
+use gramgrid_core::decision::DecisionRecord;
 use gramgrid_core::policy::{Override, RelayAction, RelayState};
 use gramgrid_core::relay::{CommandProgress, CommandState};
 use gramgrid_proto::wire::UplinkEvent;
@@ -202,7 +204,7 @@ impl Store {
         log_state(&tx, id, CommandState::Queued, now, reason)?;
         if let Some(record) = decision {
             super::guard::record_decision_in(&tx, id, record)?;
-            super::load::note_load_trip_in(&tx, id, record)?;
+            note_load_trip_in(&tx, id, record)?;
         }
         tx.commit()?;
         Ok(())
@@ -482,4 +484,22 @@ pub(super) fn insert_alert(tx: &Transaction<'_>, alert: &Alert) -> Result<bool> 
             .execute(params![alert.id, seq])?;
     }
     Ok(added == 1)
+}
+
+/// Notes the trip of a disconnect queued as `command`, when its decision is a load-limit trip
+/// (in the transaction that queues it).
+fn note_load_trip_in(tx: &Transaction<'_>, command: &str, record: &DecisionRecord) -> Result<()> {
+    let (Some(until), Some(load), Some(RelayAction::Disconnect)) = (
+        record.outcome.load_trip,
+        record.facts.load,
+        record.outcome.relay,
+    ) else {
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT INTO load_trips (command, account, at, until, sanctioned_w) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (command) DO NOTHING",
+        params![command, record.account, ts(record.at), ts(until), load.sanctioned_w],
+    )?;
+    Ok(())
 }

@@ -1,13 +1,12 @@
 //! Sanctioned loads: the load each account's connection is sanctioned for (from central), the
 //! months in which a household drew more in several intervals, each recorded once and queued for
 //! central (`UplinkEvent::SanctionedLoadExceeded`) with the household's message in the same
-//! transaction, and the load-limit trips the policy pass queued (`load_trips`).
+//! transaction, and the load-limit trips the policy pass queued (`load_trips`, written with the
+//! command by `store::commands`).
 use super::commands::{insert_alert, Alert};
 use super::outbox::append_outbox;
-use super::{from_ts, ts, Result, Store};
+use super::{from_ts, Result, Store};
 use chrono::{DateTime, Utc};
-use gramgrid_core::decision::DecisionRecord;
-use gramgrid_core::policy::RelayAction;
 use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -52,28 +51,6 @@ pub struct LoadTripped {
     pub until: DateTime<Utc>,
     /// The sanctioned load it was over, in W.
     pub sanctioned_w: i64,
-}
-
-/// Notes the trip of a disconnect queued as `command`, when its decision is a load-limit trip
-/// (in the transaction that queues it).
-pub(super) fn note_load_trip_in(
-    tx: &Transaction<'_>,
-    command: &str,
-    record: &DecisionRecord,
-) -> Result<()> {
-    let (Some(until), Some(load), Some(RelayAction::Disconnect)) = (
-        record.outcome.load_trip,
-        record.facts.load,
-        record.outcome.relay,
-    ) else {
-        return Ok(());
-    };
-    tx.execute(
-        "INSERT INTO load_trips (command, account, at, until, sanctioned_w) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (command) DO NOTHING",
-        params![command, record.account, ts(record.at), ts(until), load.sanctioned_w],
-    )?;
-    Ok(())
 }
 
 impl Store {
