@@ -54,7 +54,8 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub tampered: usize,
     /// The first this many meters are net meters with a 2 kWp rooftop array behind them: they
-    /// report their export register (payload 0x02) once the sun has outrun the household.
+    /// report their export register (payload 0x02), which already holds 1,000 kWh from before
+    /// they were installed (not credited) and rises when the sun outruns the household.
     #[arg(long, default_value_t = 0)]
     pub rooftop_solar: usize,
 }
