@@ -9,7 +9,7 @@ use gramgrid_central::db::DbError;
 use gramgrid_central::{server, ApiToken, Central, CentralConfig, Scope};
 use gramgrid_core::ledger::{EventKind, LedgerEvent};
 use gramgrid_core::policy::RelayAction;
-use gramgrid_core::tariff::{Category, TariffBook};
+use gramgrid_core::tariff::{Category, TariffBook, TariffVersion};
 use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, Store};
 use gramgrid_net::tls::PeerGateway;
 use gramgrid_net::wallclock::{SimulatedClock, WallClock};
@@ -167,6 +167,14 @@ impl Harness {
 fn flags_of_kind(flags: &Value, kind: &str) -> Vec<Value> {
     let all = flags.as_array().map(Vec::as_slice).unwrap_or_default();
     all.iter().filter(|f| f["kind"] == kind).cloned().collect()
+}
+
+/// The built-in domestic tariff as a new version `id`, in force from `effective_from`.
+fn domestic_version(id: &str, effective_from: chrono::NaiveDate) -> TariffVersion {
+    let mut version = TariffBook::builtin().versions()[0].clone();
+    version.id = id.into();
+    version.effective_from = effective_from;
+    version
 }
 
 fn t0() -> DateTime<Utc> {
@@ -537,9 +545,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
         h.customer("A1", "gw-a").await;
         h.recharge("A1", "pay-1", 500_000).await;
         let tomorrow = gramgrid_core::civil::local_date(t0()) + Duration::days(1);
-        let mut version = TariffBook::builtin().versions()[0].clone();
-        version.id = "domestic-tod".into();
-        version.effective_from = tomorrow;
+        let mut version = domestic_version("domestic-tod", tomorrow);
         version.duty_percent = 8.0;
         version.demand_paise_per_kw = 5_000;
         let mut body = serde_json::to_value(&version).unwrap();
@@ -667,9 +673,7 @@ async fn a_solar_homes_exports_and_its_banked_credit_agree_at_both_ends() {
         h.customer("A1", "gw-a").await;
         h.recharge("A1", "pay-1", 500_000).await;
         let tomorrow = gramgrid_core::civil::local_date(t0()) + Duration::days(1);
-        let mut version = TariffBook::builtin().versions()[0].clone();
-        version.id = "domestic-net".into();
-        version.effective_from = tomorrow;
+        let mut version = domestic_version("domestic-net", tomorrow);
         version.export_banking = true;
         version.export_settlement_paise_per_kwh = 300;
         let (status, answer) = h
@@ -821,9 +825,7 @@ async fn a_tariff_an_old_gateway_would_misbill_waits_for_its_upgrade() {
         old.protocol = 9;
         h.exchange("gw-a", &old).await.unwrap();
         let tomorrow = gramgrid_core::civil::local_date(Utc::now()) + Duration::days(1);
-        let mut version = TariffBook::builtin().versions()[0].clone();
-        version.id = "domestic-banking".into();
-        version.effective_from = tomorrow + Duration::days(1);
+        let mut version = domestic_version("domestic-banking", tomorrow + Duration::days(1));
         version.export_banking = true;
         let (status, answer) = h
             .post("/api/v1/tariffs", serde_json::to_value(&version).unwrap())
@@ -833,9 +835,7 @@ async fn a_tariff_an_old_gateway_would_misbill_waits_for_its_upgrade() {
         assert!(error.contains("banking of surplus export"), "{error}");
         assert!(error.contains("gw-a (protocol 9)"), "{error}");
         // Slots are fine for a protocol-9 gateway.
-        let mut tod = TariffBook::builtin().versions()[0].clone();
-        tod.id = "domestic-demand".into();
-        tod.effective_from = tomorrow;
+        let mut tod = domestic_version("domestic-demand", tomorrow);
         tod.demand_paise_per_kw = 5_000;
         let (status, answer) = h
             .post("/api/v1/tariffs", serde_json::to_value(&tod).unwrap())

@@ -135,7 +135,8 @@ impl SmsConfig {
             .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
             .collect();
         let missing: Vec<String> = Kind::FIRST_SET
-            .into_iter()
+            .iter()
+            .copied()
             .flat_map(|kind| Language::ALL.map(|language| key(kind, language)))
             .filter(|k| !self.has_template_id(k))
             .collect();

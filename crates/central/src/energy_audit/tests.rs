@@ -10,6 +10,14 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap()
 }
 
+/// The `energy_loss` flags central raised.
+fn energy_loss_flags(t: &TestCentral) -> Vec<crate::testing::SeenFlag> {
+    t.flags()
+        .into_iter()
+        .filter(|f| f.kind == "energy_loss")
+        .collect()
+}
+
 fn day(text: &str) -> NaiveDate {
     parse_day(text).unwrap()
 }
@@ -121,11 +129,7 @@ fn an_honest_audit_is_stored_listed_and_a_flagged_day_flagged_once() {
             "recorded 0.15 kWh in the hours of most loss, against 4.20 kWh usually"
         ]
     );
-    let flags: Vec<_> = t
-        .flags()
-        .into_iter()
-        .filter(|f| f.kind == "energy_loss")
-        .collect();
+    let flags = energy_loss_flags(&t);
     assert_eq!(flags.len(), 1, "{flags:?}");
     assert_eq!(flags[0].gateway.as_deref(), Some("gw-a"));
     assert!(
@@ -161,11 +165,7 @@ fn a_reaudit_of_a_day_replaces_it() {
     assert_eq!((days[0].consumers_wh, days[0].flagged), (9_300, false));
     assert!(days[0].suspects.is_empty());
     // The day's flag stays on record, and now says the day was cleared.
-    let flags: Vec<_> = t
-        .flags()
-        .into_iter()
-        .filter(|f| f.kind == "energy_loss")
-        .collect();
+    let flags = energy_loss_flags(&t);
     assert_eq!(flags.len(), 1, "{flags:?}");
     assert!(
         flags[0]

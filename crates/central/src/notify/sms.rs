@@ -346,7 +346,7 @@ mod tests {
         let error = config.check().unwrap_err();
         assert!(error.contains("low_balance.hi"), "{error}");
         // A config of the first release: every kind it knew, none added since.
-        for kind in Kind::FIRST_SET {
+        for &kind in Kind::FIRST_SET {
             for language in Language::ALL {
                 config
                     .dlt_template_ids

@@ -526,11 +526,7 @@ fn apply_one(
             Ok(Effect::None)
         }
         DownlinkEvent::Tariff(version) => {
-            tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('tariff', ?1, ?2)
-                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![version.id, json(version)?],
-            )?;
+            keep_published(tx, "tariff", &version.id, &json(version)?)?;
             Ok(Effect::None)
         }
         DownlinkEvent::TariffDetails {
@@ -538,10 +534,11 @@ fn apply_one(
             tod,
             demand_paise_per_kw,
         } => {
-            tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_details', ?1, ?2)
-                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![version_id, json(&(version_id, tod, demand_paise_per_kw))?],
+            keep_published(
+                tx,
+                "tariff_details",
+                version_id,
+                &json(&(version_id, tod, demand_paise_per_kw))?,
             )?;
             Ok(Effect::None)
         }
@@ -550,31 +547,21 @@ fn apply_one(
             export_banking,
             export_settlement_paise_per_kwh,
         } => {
-            tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('tariff_net_metering', ?1, ?2)
-                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![
-                    version_id,
-                    json(&(version_id, export_banking, export_settlement_paise_per_kwh))?
-                ],
+            keep_published(
+                tx,
+                "tariff_net_metering",
+                version_id,
+                &json(&(version_id, export_banking, export_settlement_paise_per_kwh))?,
             )?;
             Ok(Effect::None)
         }
         DownlinkEvent::Policy { version, policy } => {
             super::guard::note_policy_change_in(tx, now)?;
-            tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('policy', ?1, ?2)
-                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![version.to_string(), json(policy)?],
-            )?;
+            keep_published(tx, "policy", &version.to_string(), &json(policy)?)?;
             Ok(Effect::None)
         }
         DownlinkEvent::PolicyRules { version, rules } => {
-            tx.execute(
-                "INSERT INTO published_config (kind, version, body) VALUES ('policy_rules', ?1, ?2)
-                 ON CONFLICT (kind, version) DO UPDATE SET body = ?2",
-                params![version.to_string(), json(rules)?],
-            )?;
+            keep_published(tx, "policy_rules", &version.to_string(), &json(rules)?)?;
             Ok(Effect::None)
         }
         DownlinkEvent::Technician {
@@ -737,5 +724,15 @@ fn keep_handed_over(
             insert.execute(params![block.meter, at, register, export])?;
         }
     }
+    Ok(())
+}
+
+/// Keeps a record central published (`kind` of `version`), replacing an earlier copy of it.
+fn keep_published(tx: &Transaction<'_>, kind: &str, version: &str, body: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO published_config (kind, version, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind, version) DO UPDATE SET body = ?3",
+        params![kind, version, body],
+    )?;
     Ok(())
 }
