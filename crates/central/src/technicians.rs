@@ -9,8 +9,6 @@
 use super::db::{Row, Tx};
 use super::downlink::{append_downlink_to_all, Owed};
 use super::{CentralError, Result};
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use gramgrid_core::civil::{from_ts, ts};
 use gramgrid_proto::wire::DownlinkEvent;
@@ -150,11 +148,7 @@ pub fn hash_password(password: &str) -> Result<String> {
             "the password is too long: give at most {MAX_PASSWORD_BYTES} bytes"
         )));
     }
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| CentralError::Corrupt(format!("password salt: {e}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
+    gramgrid_web::password::hash(password)
         .map_err(|e| CentralError::Invalid(format!("the password cannot be hashed: {e}")))
 }
 

@@ -7,8 +7,6 @@
 //! (`UplinkEvent::TechnicianAction`), so central gets each one once.
 use super::outbox::append_outbox;
 use super::{from_ts, ts, Result, Store, StoreError};
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -45,11 +43,7 @@ impl TechnicianAccount {
     /// the hash's own parameters). A hash that does not parse matches nothing. Says nothing of
     /// `active` or a lock-out: the caller checks those.
     pub fn password_matches(&self, password: &str) -> bool {
-        PasswordHash::new(&self.password_hash).is_ok_and(|hash| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok()
-        })
+        gramgrid_web::password::matches(&self.password_hash, password)
     }
 }
 

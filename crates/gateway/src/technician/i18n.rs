@@ -1,50 +1,17 @@
-//! The app's two languages (English and Hindi) and Indian formats for money, numbers and times.
-use chrono::{DateTime, Utc};
+//! The app's texts in English and Hindi; the languages and Indian formats are `gramgrid_web`'s.
 
-/// The language a page is shown in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Lang {
-    /// English.
-    #[default]
-    En,
-    /// Hindi (Devanagari).
-    Hi,
+pub use gramgrid_web::format::{group_indian, inr, kwh, span, when};
+pub use gramgrid_web::lang::Lang;
+
+/// Translation through this app's [`TEXTS`].
+pub trait Tr {
+    /// `text` (an English text of [`TEXTS`]) in this language; English if it has no translation.
+    fn tr(self, text: &'static str) -> &'static str;
 }
 
-impl Lang {
-    /// From the `lang` cookie or query value; anything else is English.
-    pub fn parse(code: &str) -> Lang {
-        match code {
-            "hi" => Lang::Hi,
-            _ => Lang::En,
-        }
-    }
-
-    /// The ISO 639-1 code (the page's `lang` attribute and the cookie's value).
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Hi => "hi",
-        }
-    }
-
-    /// The other language (the switch link on every page).
-    pub fn other(self) -> Lang {
-        match self {
-            Lang::En => Lang::Hi,
-            Lang::Hi => Lang::En,
-        }
-    }
-
-    /// `text` (an English text of [`TEXTS`]) in this language; English if it has no translation.
-    pub fn tr(self, text: &'static str) -> &'static str {
-        match self {
-            Lang::En => text,
-            Lang::Hi => TEXTS
-                .iter()
-                .find(|(en, _)| *en == text)
-                .map_or(text, |(_, hi)| *hi),
-        }
+impl Tr for Lang {
+    fn tr(self, text: &'static str) -> &'static str {
+        self.translate(TEXTS, text)
     }
 }
 
@@ -259,95 +226,14 @@ pub const TEXTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Paise as rupees in the Indian grouping: `₹1,23,456.78`, `-₹50.00`.
-pub fn inr(paise: i64) -> String {
-    let sign = if paise < 0 { "-" } else { "" };
-    let abs = paise.unsigned_abs();
-    format!("{sign}₹{}.{:02}", group_indian(abs / 100), abs % 100)
-}
-
-/// Wh as kWh with three decimals, the integer part grouped the Indian way.
-pub fn kwh(wh: i64) -> String {
-    let sign = if wh < 0 { "-" } else { "" };
-    let abs = wh.unsigned_abs();
-    format!("{sign}{}.{:03}", group_indian(abs / 1000), abs % 1000)
-}
-
-/// An integer in the Indian grouping: the last three digits, then pairs (`12,34,567`).
-pub fn group_indian(n: u64) -> String {
-    let digits = n.to_string();
-    if digits.len() <= 3 {
-        return digits;
-    }
-    let (head, last3) = digits.split_at(digits.len() - 3);
-    let mut groups: Vec<&str> = Vec::new();
-    let mut rest = head;
-    while rest.len() > 2 {
-        let (front, pair) = rest.split_at(rest.len() - 2);
-        groups.push(pair);
-        rest = front;
-    }
-    groups.push(rest);
-    groups.reverse();
-    format!("{},{last3}", groups.join(","))
-}
-
-/// A time as India reads it: `29-11-2026 17:05 IST` (day first, 24-hour, Asia/Kolkata).
-pub fn when(at: DateTime<Utc>) -> String {
-    gramgrid_core::civil::local(at)
-        .format("%d-%m-%Y %H:%M IST")
-        .to_string()
-}
-
-/// A duration in the largest sensible unit: `45 s`, `12 min`, `3 h 05 min`, `2 d 4 h`.
-pub fn span(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        3600..86_400 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn money_and_energy_are_grouped_the_indian_way() {
-        assert_eq!(inr(12_345_678), "₹1,23,456.78");
-        assert_eq!(inr(-5_000), "-₹50.00");
-        assert_eq!(inr(7), "₹0.07");
-        assert_eq!(group_indian(1_234_567_890), "1,23,45,67,890");
-        assert_eq!(group_indian(999), "999");
-        assert_eq!(group_indian(1_000), "1,000");
-        assert_eq!(kwh(1_234_567), "1,234.567");
-    }
-
-    #[test]
-    fn times_are_shown_in_india_day_first() {
-        let at = DateTime::parse_from_rfc3339("2026-11-29T18:40:00Z").unwrap();
-        assert_eq!(when(at.with_timezone(&Utc)), "30-11-2026 00:10 IST");
-        assert_eq!(span(59), "59 s");
-        assert_eq!(span(3_900), "1 h 05 min");
-        assert_eq!(span(90_000), "1 d 1 h");
-    }
-
-    #[test]
     fn every_text_the_pages_ask_for_has_a_hindi_translation() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/technician");
-        let mut missing = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            for call in source.split(".tr(\"").skip(1) {
-                let text = &call[..call.find('"').unwrap()];
-                if !TEXTS.iter().any(|(en, _)| *en == text) {
-                    missing.push(text.to_string());
-                }
-            }
-        }
+        let missing = gramgrid_web::lang::untranslated(&dir, TEXTS).unwrap();
         assert!(missing.is_empty(), "no Hindi for: {missing:?}");
-        assert!(TEXTS.iter().all(|(en, hi)| !hi.is_empty() && en != hi));
     }
 }

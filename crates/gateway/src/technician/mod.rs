@@ -4,12 +4,11 @@
 //! (override, redeem, sync, diagnostics); every action is audited and uploaded to central.
 //!
 //! - `auth`: roles, password check, sessions, lockout rule, CSRF tokens;
-//! - `pages`: the HTML (maud, no script), `chart`: the load chart (inline SVG);
+//! - `pages`: the HTML (maud, no script), with `gramgrid_web`'s load chart (inline SVG);
 //! - `i18n`: English and Hindi, Indian formats; `[technician]` is `crate::technician_config` (a
 //!   leaf, so that the gateway config can name it without importing the app).
 
 mod auth;
-mod chart;
 mod i18n;
 mod install;
 mod pages;
@@ -23,14 +22,15 @@ use crate::report::{gateway_status, AccountStatus};
 use crate::store::{MeterSwap, OverrideRecord, Store, StoreError, TechnicianAction};
 use auth::{Session, SessionRefused, Sessions};
 use axum::extract::{Form, Path as UrlPath, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::policy::RelayAction;
 use gramgrid_net::wallclock::WallClock;
-use i18n::Lang;
+use gramgrid_web::http::{cookie, html_response, language, set_cookie, LANG_COOKIE};
+use i18n::{Lang, Tr};
 use maud::Markup;
 use pages::{Frame, Notice};
 use serde::Deserialize;
@@ -84,7 +84,6 @@ type Shared = Arc<AppState>;
 
 const SESSION_COOKIE: &str = "gg_session";
 const LOGIN_COOKIE: &str = "gg_login";
-const LANG_COOKIE: &str = "gg_lang";
 
 /// The app's routes.
 pub fn router(app: TechnicianApp) -> Router {
@@ -304,23 +303,6 @@ impl AppState {
     }
 }
 
-fn html_response(markup: Markup) -> Response {
-    let mut response = markup.into_response();
-    let headers = response.headers_mut();
-    // No page may be framed, sniffed or cached by a shared phone's browser.
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
-
 fn internal(error: impl std::fmt::Display) -> Response {
     tracing::error!(%error, "technician request failed");
     (
@@ -328,31 +310,6 @@ fn internal(error: impl std::fmt::Display) -> Response {
         format!("The gateway could not answer: {error}. Try again; if it persists, download the diagnostics."),
     )
         .into_response()
-}
-
-/// A cookie's value from the request.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
-}
-
-fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> (header::HeaderName, String) {
-    (
-        header::SET_COOKIE,
-        format!(
-            "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
-        ),
-    )
-}
-
-fn language(headers: &HeaderMap) -> Lang {
-    cookie(headers, LANG_COOKIE).map_or(Lang::En, |code| Lang::parse(&code))
 }
 
 #[derive(Deserialize)]
@@ -790,14 +747,14 @@ fn load_chart(store: &Store, meter: i64, now: DateTime<Utc>) -> Result<Markup, S
     let start = end - Duration::hours(HOURS);
     // One reading before the window gives the first hour its start.
     let readings = store.meter_readings(meter, start - Duration::hours(1), end)?;
-    let per_hour = chart::hourly_energy(&readings, start, HOURS as usize);
+    let per_hour = gramgrid_web::chart::hourly_energy(&readings, start, HOURS as usize);
     let labels = (0..HOURS as usize)
         .filter_map(|i| {
             let local = gramgrid_core::civil::local(start + Duration::hours(i as i64));
             (chrono::Timelike::hour(&local) == 0).then(|| (i, local.format("%d-%m").to_string()))
         })
         .collect::<Vec<_>>();
-    Ok(chart::hourly_load(&per_hour, &labels))
+    Ok(gramgrid_web::chart::load_bars(&per_hour, &labels))
 }
 
 async fn why_page(

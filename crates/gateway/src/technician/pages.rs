@@ -1,7 +1,7 @@
 //! The app's HTML: one function per page, plain server-rendered forms, no script. Mobile first,
 //! large type and high contrast for a phone in sunlight.
 use super::auth::{Role, Session};
-use super::i18n::{inr, kwh, span, when, Lang};
+use super::i18n::{inr, kwh, span, when, Lang, Tr};
 use crate::link::MeterLinkHealth;
 use crate::report::AccountStatus;
 use chrono::{DateTime, Utc};
