@@ -202,6 +202,47 @@ pub enum CentralCommand {
         #[command(subcommand)]
         what: TechnicianCommand,
     },
+    /// Office staff accounts for the console (https://CENTRAL/console/): make the first admin
+    /// here; admins manage the rest in the console.
+    Staff {
+        #[command(subcommand)]
+        what: StaffCommand,
+    },
+}
+
+/// `gramgrid central staff ...`.
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Create or change a staff member. The password comes from --password-file (its first line)
+    /// or, for a new member without one, from standard input; never from the command line. It is
+    /// stored only as an Argon2id hash; a new password also lifts a lock-out.
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Login name: 3 to 32 of lowercase letters a-z, digits, '.', '-' and '_' (e.g. meera.sahu).
+        name: String,
+        /// The person's name, as pages and the audit show it.
+        #[arg(long)]
+        full_name: String,
+        /// viewer: reads everything; cashier: also payments and vouchers; engineer: also resolves
+        /// flags; admin: everything, including staff accounts.
+        #[arg(long, value_parser = ["viewer", "cashier", "engineer", "admin"])]
+        role: String,
+        /// A file whose first line is the password (at least 8 characters).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Refuse the member's logins.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Allow the member's logins again (a new member is enabled).
+        #[arg(long)]
+        enable: bool,
+    },
+    /// List the staff accounts (never their passwords or hashes).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// `gramgrid central technician ...`.
@@ -455,6 +496,7 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             Ok(())
         }
         CentralCommand::Technician { what } => technician(what),
+        CentralCommand::Staff { what } => staff(what),
         CentralCommand::RevokeGateway { dir, id } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let revoked = pki.revoke_gateway(&id)?;
@@ -486,24 +528,13 @@ fn technician(what: TechnicianCommand) -> Result<()> {
             // A bad name is a wrong command line: said before a password is asked for.
             technicians::check_name(&name).map_err(|e| super::UsageError(e.to_string()))?;
             let central = open_central(config)?;
-            let password = match &password_file {
-                Some(path) => Some(password_from_file(path)?),
-                None => {
-                    let known = name.clone();
-                    let exists = central
-                        .db()
-                        .blocking(move |tx| match technicians::technician(tx, &known) {
-                            Ok(_) => Ok(true),
-                            Err(gramgrid_central::CentralError::NotFound(_)) => Ok(false),
-                            Err(other) => Err(other),
-                        })?;
-                    if exists {
-                        None
-                    } else {
-                        Some(password_from_stdin(&name)?)
-                    }
-                }
-            };
+            let password = password_given(
+                &central,
+                password_file.as_deref(),
+                &name,
+                "technician",
+                |tx, name| technicians::technician(tx, name).map(drop),
+            )?;
             let change = technicians::TechnicianChange {
                 full_name,
                 role,
@@ -550,6 +581,99 @@ fn technician(what: TechnicianCommand) -> Result<()> {
     }
 }
 
+/// The password of a set command: from `file`, else from standard input for a `who` that does not
+/// exist yet (`find` says whether it does), else none (the current one is kept).
+fn password_given(
+    central: &Central,
+    file: Option<&std::path::Path>,
+    name: &str,
+    who: &str,
+    find: fn(&mut dyn gramgrid_central::db::Tx, &str) -> gramgrid_central::Result<()>,
+) -> Result<Option<String>> {
+    if let Some(path) = file {
+        return Ok(Some(password_from_file(path)?));
+    }
+    let known = name.to_owned();
+    let exists = central.db().blocking(move |tx| match find(tx, &known) {
+        Ok(()) => Ok(true),
+        Err(gramgrid_central::CentralError::NotFound(_)) => Ok(false),
+        Err(other) => Err(other),
+    })?;
+    if exists {
+        Ok(None)
+    } else {
+        Ok(Some(password_from_stdin(who, name)?))
+    }
+}
+
+fn staff(what: StaffCommand) -> Result<()> {
+    use gramgrid_central::staff::{self, StaffChange, StaffRole};
+    match what {
+        StaffCommand::Set {
+            config,
+            name,
+            full_name,
+            role,
+            password_file,
+            disable,
+            enable,
+        } => {
+            technicians::check_login_name("staff", &name)
+                .map_err(|e| super::UsageError(e.to_string()))?;
+            let role = StaffRole::parse(&role)
+                .ok_or_else(|| super::UsageError(format!("unknown role '{role}'")))?;
+            let central = open_central(config)?;
+            let password = password_given(
+                &central,
+                password_file.as_deref(),
+                &name,
+                "staff member",
+                |tx, name| staff::staff_member(tx, name).map(drop),
+            )?;
+            let change = StaffChange {
+                full_name,
+                role,
+                password,
+                active: (disable || enable).then_some(enable),
+            };
+            let now = central.now();
+            let what = format!("central staff set {name}");
+            let (member, created) = central
+                .write_as(&who(), &what, move |tx| {
+                    staff::set_staff(tx, &name, &change, now)
+                })
+                .context("the staff member was not saved")?;
+            println!(
+                "staff member {} {} ({}, {}, {}); they log in at https://CENTRAL/console/",
+                member.name,
+                if created { "created" } else { "changed" },
+                member.full_name,
+                member.role.as_str(),
+                if member.active { "active" } else { "disabled" },
+            );
+            Ok(())
+        }
+        StaffCommand::List { config } => {
+            let central = open_central(config)?;
+            let all = central.db().blocking(staff::list_staff)?;
+            if all.is_empty() {
+                println!("no staff accounts: make the first admin with `gramgrid central staff set NAME --full-name ... --role admin`");
+            }
+            for m in all {
+                println!(
+                    "{:<32} {:<9} {:<8} {} (changed {})",
+                    m.name,
+                    m.role.as_str(),
+                    if m.active { "active" } else { "disabled" },
+                    m.full_name,
+                    m.updated_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The first line of `path` (without its line end): a password given in a file.
 fn password_from_file(path: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
@@ -557,12 +681,13 @@ fn password_from_file(path: &std::path::Path) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
-/// The first line of standard input: the password of a new technician given no file.
-fn password_from_stdin(name: &str) -> Result<String> {
+/// The first line of standard input: the password of a new technician or staff member (`who`)
+/// given no file.
+fn password_from_stdin(who: &str, name: &str) -> Result<String> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("password for new technician {name} (at least 8 characters; shown as typed, or use --password-file), then Enter:");
+        eprintln!("password for new {who} {name} (at least 8 characters; shown as typed, or use --password-file), then Enter:");
     }
     let mut line = String::new();
     stdin

@@ -57,6 +57,36 @@ pub struct CentralConfig {
     /// events are queued or published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttConfig>,
+    /// `[console]`: the office console's sessions and lock-out (docs/console.md).
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: how long a console login lasts, and the lock-out after failed logins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session unused for longer than this is logged out.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A session older than this is logged out however busy.
+    #[serde(with = "humantime_serde")]
+    pub session_max: Duration,
+    /// Failed logins in a row that lock a staff account.
+    pub lockout_after: u32,
+    /// How long the lock lasts.
+    #[serde(with = "humantime_serde")]
+    pub lockout_for: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            lockout_after: 5,
+            lockout_for: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// `[mqtt]`: where central publishes its integration events (docs/mqtt.md).
@@ -283,6 +313,7 @@ impl Default for CentralConfig {
             api_tokens: Vec::new(),
             sms: None,
             mqtt: None,
+            console: ConsoleConfig::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod api;
 mod audit;
 mod config;
+pub mod console;
 pub mod db;
 pub mod decisions;
 mod downlink;
@@ -36,6 +37,7 @@ mod readings;
 mod sealed_keys;
 pub mod server;
 mod sms_config;
+pub mod staff;
 pub mod stock;
 pub mod sync;
 pub mod technicians;
@@ -43,7 +45,7 @@ mod transformers;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
-pub use config::{ApiToken, CentralConfig, MqttConfig, Scope, ENV_TOKEN_NAME};
+pub use config::{ApiToken, CentralConfig, ConsoleConfig, MqttConfig, Scope, ENV_TOKEN_NAME};
 use db::{Db, DbError};
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_net::wallclock::WallClock;
@@ -427,6 +429,16 @@ pub(crate) mod testing {
             })
             .unwrap()
         }
+    }
+
+    /// A central on SQLite, and one on a fresh PostgreSQL database when tests/run provides a
+    /// server: for tests that run the same checks on both backends.
+    pub(crate) fn backends() -> Vec<TestCentral> {
+        let mut all = vec![central()];
+        if let Some(url) = fresh_postgres("gg_backends") {
+            all.push(central_configured(|c| c.database_url = url));
+        }
+        all
     }
 
     /// A fresh PostgreSQL database (named `prefix` and a random suffix) under

@@ -1,6 +1,6 @@
 //! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop
 //! and, with `[mqtt]` configured, the MQTT event publisher (`mqtt::run`).
-use super::{api, mqtt, notify, sync, Central, CentralConfig, CentralError};
+use super::{api, console, mqtt, notify, sync, Central, CentralConfig, CentralError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
@@ -22,7 +22,10 @@ pub fn router(central: Arc<Central>) -> Router {
         .route(RECEIPTS_PATH, post(sms_receipt))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(Arc::clone(&central));
-    api::router(central).merge(sync).merge(receipts)
+    api::router(Arc::clone(&central))
+        .merge(console::router(central))
+        .merge(sync)
+        .merge(receipts)
 }
 
 /// Where the SMS provider posts delivery receipts.

@@ -101,12 +101,18 @@ pub struct TechnicianAction {
     pub received_at: DateTime<Utc>,
 }
 
-/// Checks a login name: 3 to 32 characters, lowercase ASCII letters, digits, '.', '-' and '_'.
+/// Checks a technician's login name: see [`check_login_name`].
 pub fn check_name(name: &str) -> Result<()> {
+    check_login_name("technician", name)
+}
+
+/// Checks the login name of a `who` (technician, staff member): 3 to 32 characters, lowercase
+/// ASCII letters, digits, '.', '-' and '_'.
+pub fn check_login_name(who: &str, name: &str) -> Result<()> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
     if !(3..=32).contains(&name.len()) || !name.chars().all(allowed) {
         return Err(CentralError::Invalid(format!(
-            "technician name '{name}' is not valid: use 3 to 32 characters of lowercase letters a-z, digits, '.', '-' and '_' (e.g. asha.verma)"
+            "{who} name '{name}' is not valid: use 3 to 32 characters of lowercase letters a-z, digits, '.', '-' and '_' (e.g. asha.verma)"
         )));
     }
     Ok(())
@@ -122,7 +128,8 @@ fn check_role(role: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_full_name(full_name: &str) -> Result<()> {
+/// Checks a person's full name: 1 to [`MAX_FULL_NAME_CHARS`] characters, no control characters.
+pub fn check_full_name(full_name: &str) -> Result<()> {
     if full_name.trim().is_empty()
         || full_name.chars().count() > MAX_FULL_NAME_CHARS
         || full_name.chars().any(char::is_control)

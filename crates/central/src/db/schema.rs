@@ -405,6 +405,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE gateways ADD COLUMN protocol BIGINT
     "#,
+    // 16: office staff for the console (roles viewer, cashier, engineer, admin; an Argon2id hash
+    // each; failed logins and the lock-out), and who resolved a flag, when and how.
+    r#"
+    CREATE TABLE staff (
+        name TEXT PRIMARY KEY,
+        full_name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'cashier', 'engineer', 'admin')),
+        password_hash TEXT NOT NULL,
+        active BIGINT NOT NULL,
+        failures BIGINT NOT NULL DEFAULT 0,
+        locked_until BIGINT,
+        updated_at BIGINT NOT NULL
+    );
+    ALTER TABLE flags ADD COLUMN resolved_by TEXT;
+    ALTER TABLE flags ADD COLUMN resolved_at BIGINT;
+    ALTER TABLE flags ADD COLUMN resolution TEXT
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database
