@@ -28,7 +28,6 @@ use axum::routing::{get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use gramgrid_core::civil::from_ts;
 use gramgrid_core::tariff::TariffVersion;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -626,38 +625,10 @@ async fn publish_tariff(
     Ok(StatusCode::CREATED)
 }
 
-/// A business event for the office.
-#[derive(Debug, Serialize)]
-struct Flag {
-    id: String,
-    kind: String,
-    gateway: Option<String>,
-    account: Option<String>,
-    at: chrono::DateTime<Utc>,
-    detail: String,
-    urgent: bool,
-}
-
-async fn flags(State(central): Shared) -> ApiResult<Json<Vec<Flag>>> {
+async fn flags(State(central): Shared) -> ApiResult<Json<Vec<crate::flags::Flag>>> {
     Ok(Json(
         run(&central, |tx| {
-            tx.query(
-                "SELECT id, kind, gateway, account, at, detail, urgent FROM flags ORDER BY at, id",
-                &[],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(Flag {
-                    id: r.text(0)?,
-                    kind: r.text(1)?,
-                    gateway: r.opt_text(2)?,
-                    account: r.opt_text(3)?,
-                    at: from_ts(r.int(4)?),
-                    detail: r.text(5)?,
-                    urgent: r.int(6)? != 0,
-                })
-            })
-            .collect()
+            crate::flags::list(tx, crate::flags::Which::All)
         })
         .await?,
     ))

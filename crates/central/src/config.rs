@@ -61,8 +61,9 @@ pub struct CentralConfig {
     pub console: ConsoleConfig,
 }
 
-/// `[console]`: how long a console login lasts, and the lock-out after failed logins.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `[console]`: how long a console login lasts, the lock-out after failed logins, and where each
+/// gateway stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// A session unused for longer than this is logged out.
@@ -76,6 +77,21 @@ pub struct ConsoleConfig {
     /// How long the lock lasts.
     #[serde(with = "humantime_serde")]
     pub lockout_for: Duration,
+    /// `[console.sites."GATEWAY"]`: the village a gateway serves and where it stands, for the
+    /// gateway list and its map. A gateway without an entry is listed by its id, off the map.
+    pub sites: std::collections::BTreeMap<String, GatewaySite>,
+}
+
+/// Where a gateway stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySite {
+    /// The village's name.
+    pub village: String,
+    /// Latitude, in degrees (north positive).
+    pub lat: f64,
+    /// Longitude, in degrees (east positive).
+    pub lon: f64,
 }
 
 impl Default for ConsoleConfig {
@@ -85,6 +101,7 @@ impl Default for ConsoleConfig {
             session_max: Duration::from_secs(12 * 3600),
             lockout_after: 5,
             lockout_for: Duration::from_secs(15 * 60),
+            sites: Default::default(),
         }
     }
 }

@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod api;
 mod audit;
+pub mod backhaul;
 mod config;
 pub mod console;
 pub mod db;
@@ -26,7 +27,7 @@ mod downlink;
 pub mod energy_audit;
 pub mod events;
 mod export;
-mod flags;
+pub mod flags;
 pub mod holds;
 mod identity;
 pub mod import;
@@ -45,7 +46,9 @@ mod transformers;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};
-pub use config::{ApiToken, CentralConfig, ConsoleConfig, MqttConfig, Scope, ENV_TOKEN_NAME};
+pub use config::{
+    ApiToken, CentralConfig, ConsoleConfig, GatewaySite, MqttConfig, Scope, ENV_TOKEN_NAME,
+};
 use db::{Db, DbError};
 use gramgrid_core::tariff::TariffBook;
 use gramgrid_net::wallclock::WallClock;

@@ -6,6 +6,7 @@
 //! not applied. Every record passes `origin`'s checks first: a record this gateway may not send
 //! (another gateway's account, forged money, an absurd value) is refused alone, acknowledged and
 //! flagged, and the rest of the exchange goes on. See docs/sync.md.
+use super::backhaul;
 use super::db::Tx;
 use super::downlink::{append_downlink, ensure_gateway, resend_when_current, technician_events};
 use super::flags::flag;
@@ -105,6 +106,7 @@ pub fn apply(
         last_exchange: identity::from_stored(state.int(4)?),
     };
     mqtt::gateway_exchanged(tx, gateway, now)?;
+    backhaul::record_exchange(tx, gateway, now)?;
     let lanes = identity::check(tx, gateway, known, request.identity, now)?;
     // A gateway that upgraded gets the records its older protocol skipped.
     let spoken = |owed: bool| (gateway, request.protocol, owed);

@@ -41,7 +41,6 @@ impl<'a> Frame<'a> {
 }
 
 /// A message at the top of a page.
-#[allow(dead_code)]
 pub enum Notice {
     /// Something done.
     Done(String),

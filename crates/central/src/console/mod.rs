@@ -4,10 +4,18 @@
 //! every write is audited as `staff:<name>` in the write's own transaction.
 //!
 //! - `layout`: the page frame, the login form, notices; `i18n`: the console's Hindi texts;
-//! - `gateways`, `accounts`, `cashier`, `flags`, `reports`: one page set each.
+//! - `gateways`, `accounts`, `cashier`, `flags`, `reports`: one page set each; `table`: a table
+//!   as a page shows it and as its CSV exports it.
 
+mod flags;
+mod gateways;
 mod i18n;
 mod layout;
+mod reports;
+mod staff_pages;
+mod table;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use crate::db::Tx;
 use crate::staff::{self, Permission, StaffRole};
@@ -15,7 +23,7 @@ use crate::{audit, Central, CentralError};
 use axum::extract::{Form, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use gramgrid_web::format::when;
@@ -48,7 +56,6 @@ struct Ctx {
     path: String,
 }
 
-#[allow(dead_code)]
 impl Ctx {
     /// The name the audit records for this staff member's writes.
     fn auditor(&self) -> String {
@@ -66,13 +73,21 @@ pub fn router(central: Arc<Central>) -> Router {
         .route(PREFIX, get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(home))
         .route("/console/login", get(login_page).post(login))
-        .route("/console/logout", axum::routing::post(logout))
+        .route("/console/logout", post(logout))
         .route("/console/lang/{code}", get(switch_language))
+        .route("/console/gateways", get(gateways::list))
+        .route("/console/gateways/{id}", get(gateways::page))
+        .route("/console/flags", get(flags::list))
+        .route("/console/reports", get(reports::index))
+        .route(
+            "/console/staff",
+            get(staff_pages::list).post(staff_pages::save),
+        )
+        .route("/console/reports/{name}", get(reports::report))
+        .route("/console/flags/resolve", post(flags::resolve))
         .with_state(console)
 }
 
-// Until the page sets are added (this commit is the frame they share).
-#[allow(dead_code)]
 impl Console {
     fn now(&self) -> DateTime<Utc> {
         self.central.now()

@@ -406,7 +406,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE gateways ADD COLUMN protocol BIGINT
     "#,
     // 16: office staff for the console (roles viewer, cashier, engineer, admin; an Argon2id hash
-    // each; failed logins and the lock-out), and who resolved a flag, when and how.
+    // each; failed logins and the lock-out), who resolved a flag, when and how, and the hours in
+    // which each gateway synced (its backhaul's uptime; 31 days kept).
     r#"
     CREATE TABLE staff (
         name TEXT PRIMARY KEY,
@@ -420,7 +421,12 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE flags ADD COLUMN resolved_by TEXT;
     ALTER TABLE flags ADD COLUMN resolved_at BIGINT;
-    ALTER TABLE flags ADD COLUMN resolution TEXT
+    ALTER TABLE flags ADD COLUMN resolution TEXT;
+    CREATE TABLE gateway_sync_hours (
+        gateway TEXT NOT NULL,
+        hour BIGINT NOT NULL,
+        PRIMARY KEY (gateway, hour)
+    )
     "#,
 ];
 
