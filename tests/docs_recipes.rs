@@ -146,6 +146,34 @@ fn the_separate_process_village_of_docs_link_md_runs_as_written() {
 }
 
 #[test]
+fn the_first_admin_of_docs_console_md_is_made_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/console.md", "first admin");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    let [_, created, listed] = &printed[..] else {
+        panic!("three commands, three outputs: {printed:?}");
+    };
+    assert!(
+        created.contains("staff member meera.sahu created (Meera Sahu, admin, active)"),
+        "{created}"
+    );
+    assert!(
+        listed.contains("meera.sahu") && listed.contains("admin"),
+        "{listed}"
+    );
+    let hash = Connection::open_with_flags(
+        dir.path().join("gramgrid-central/central.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+    .query_row("SELECT password_hash FROM staff", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("meera-keeps"));
+}
+
+#[test]
 fn the_guardrails_of_docs_guardrails_md_show_on_the_demo_village() {
     let dir = tempfile::tempdir().unwrap();
     let lines = recipe("docs/guardrails.md", "guardrails on the demo village");

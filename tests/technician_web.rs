@@ -2,173 +2,16 @@
 //! the `fantoccini` client) against a real gateway daemon synced to a real central, with a
 //! simulated fleet on the emulated radio, every part its own process. A phone viewport (360×740)
 //! and a desktop one; a screenshot of each page goes to `target/test-artefacts/technician/`.
+use crate::common::browser::{
+    browser, chromedriver, click_link, log_in, log_out, page_until, screenshot, submit, text,
+};
 use crate::common::village::{count, free_port, run, wait_for, Village, GATEWAY_ID};
-use crate::common::{https_request, technician_login, Proc};
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::common::{https_request, technician_login};
+use fantoccini::Locator;
+use std::time::Duration;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const SUPERVISOR: (&str, &str) = ("asha", "asha-supervises-2026");
 const VIEWER: (&str, &str) = ("ravi", "ravi-only-looks-2026");
-
-/// chromedriver, or `None` (with a loud message) when it is not installed outside CI.
-fn chromedriver() -> Option<PathBuf> {
-    let path = PathBuf::from(CHROMEDRIVER);
-    if path.exists() && Path::new(CHROMIUM).exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{CHROMEDRIVER} or {CHROMIUM} is missing in CI: tests/run installs the `chromium` and `chromium-driver` packages");
-    }
-    eprintln!(
-        "\n!!!!! SKIPPED: chromium and chromedriver are not installed, so the technician app was NOT tested in a browser (apt-get install chromium chromium-driver) !!!!!\n"
-    );
-    None
-}
-
-/// Starts chromedriver on a free port and a headless chromium session that trusts only the
-/// technician certificate's key (`spki`, as a technician trusts the fingerprint on the label).
-async fn browser(driver: &Path, spki: &str, profile: &Path) -> (Proc, Client) {
-    let port = free_port();
-    let process = Proc::new(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let args = [
-        "--headless=new".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        "--disable-quic".into(),
-        "--no-first-run".into(),
-        "--disable-background-networking".into(),
-        "--disable-component-update".into(),
-        "--disable-sync".into(),
-        format!("--user-data-dir={}", profile.display()),
-        format!("--ignore-certificate-errors-spki-list={spki}"),
-    ];
-    let capabilities = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a chromium session");
-    (process, client)
-}
-
-/// Where screenshots go: kept after the run for a person to look at.
-fn artefacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/technician");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
-    std::fs::write(artefacts().join(format!("{name}.png")), png).unwrap();
-}
-
-/// Follows the link whose text is `text`.
-async fn click_link(client: &Client, text: &str) {
-    client
-        .find(Locator::LinkText(text))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
-async fn text(client: &Client) -> String {
-    for _ in 0..50 {
-        if let Ok(body) = client.find(Locator::Css("body")).await {
-            if let Ok(text) = body.text().await {
-                return text;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the page never settled");
-}
-
-/// Submits `form` and returns the text of the page it leads to. WebDriver may answer before the
-/// browser has replaced the page, so the text is read again until it is not the form's page.
-async fn submit(client: &Client, form: fantoccini::elements::Form) -> String {
-    let before = text(client).await;
-    form.submit().await.unwrap();
-    for _ in 0..100 {
-        let after = text(client).await;
-        if after != before {
-            return after;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the page did not change after submitting its form:\n{before}");
-}
-
-async fn log_in(client: &Client, base: &str, (name, password): (&str, &str)) -> String {
-    client.goto(&format!("{base}/login")).await.unwrap();
-    let form = client.form(Locator::Css("form.card")).await.unwrap();
-    form.set_by_name("name", name).await.unwrap();
-    form.set_by_name("password", password).await.unwrap();
-    submit(client, form).await
-}
-
-async fn log_out(client: &Client) {
-    client
-        .find(Locator::Css("form.logout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Reloads `url` until its text contains `wanted` (each load keeps the session alive).
-async fn page_until(
-    client: &Client,
-    url: &str,
-    wanted: &str,
-    limit: Duration,
-    logs: &Path,
-) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        client.goto(url).await.unwrap();
-        let page = text(client).await;
-        if page.contains(wanted) {
-            return page;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{url} never showed {wanted:?}; last page:\n{page}{}",
-                crate::common::village::log_tails(logs)
-            );
-        }
-        // Not faster: chromium and the page cost CPU that the emulated radio's reply windows need.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
 
 fn set_technician(village: &Village, name: &str, full_name: &str, role: &str, password: &str) {
     let (status, answer) = village.central.call(
@@ -284,7 +127,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         // A wrong password: refused, nothing else said.
         let page = log_in(&client, &base, (SUPERVISOR.0, "not-the-password")).await;
         assert!(page.contains("Wrong name or password."), "{page}");
-        screenshot(&client, "login-refused-phone").await;
+        screenshot(&client, "technician", "login-refused-phone").await;
 
         // A viewer may look but not act.
         let page = log_in(&client, &base, VIEWER).await;
@@ -311,7 +154,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             page.contains("Last sync") && page.contains("frames heard"),
             "{page}"
         );
-        screenshot(&client, "status-phone").await;
+        screenshot(&client, "technician", "status-phone").await;
         click_link(&client, "Meters").await;
         let page = text(&client).await;
         assert!(
@@ -322,7 +165,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             !page.contains(spare_a.as_str()),
             "a spare is on no account: {page}"
         );
-        screenshot(&client, "meters-phone").await;
+        screenshot(&client, "technician", "meters-phone").await;
         click_link(&client, &meter_0).await;
         let page = text(&client).await;
         assert!(
@@ -369,12 +212,12 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             client.find(Locator::Css("svg.chart rect")).await.is_ok(),
             "the load chart"
         );
-        screenshot(&client, "meter-phone").await;
+        screenshot(&client, "technician", "meter-phone").await;
         click_link(&client, "ACC-0").await;
         let page = text(&client).await;
         assert!(page.contains("disconnected"), "{page}");
         assert!(page.contains("replays to the same outcome"), "{page}");
-        screenshot(&client, "why-phone").await;
+        screenshot(&client, "technician", "why-phone").await;
 
         // Reconnect with a reason: the relay command reaches the simulated meter, whose report
         // turns the relay state on the page to connected.
@@ -395,7 +238,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         )
         .await;
         assert!(page.contains("Connect until"), "{page}");
-        screenshot(&client, "why-reconnected-phone").await;
+        screenshot(&client, "technician", "why-reconnected-phone").await;
 
         // A voucher issued at central, redeemed here: credited once, refused the second time.
         click_link(&client, "Redeem voucher").await;
@@ -405,7 +248,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             let page = submit(&client, form).await;
             assert!(page.contains(expected), "{page}");
         }
-        screenshot(&client, "redeem-phone").await;
+        screenshot(&client, "technician", "redeem-phone").await;
 
         // Commission a spare on the new connection: its nameplate's QR code opens the form with
         // the serial filled in; the first register is left blank (display unreadable).
@@ -425,7 +268,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             page.contains(&format!("Meter installed {spare_a}")),
             "{page}"
         );
-        screenshot(&client, "install-phone").await;
+        screenshot(&client, "technician", "install-phone").await;
         // The same spare again: refused with the reason, nothing changed.
         client.goto(&format!("{base}/install")).await.unwrap();
         let form = client.form(Locator::Css("form.install")).await.unwrap();
@@ -470,13 +313,13 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
                 "{page}"
             );
         }
-        screenshot(&client, "replaced-meter-phone").await;
+        screenshot(&client, "technician", "replaced-meter-phone").await;
 
         // Hindi, then the desktop.
         click_link(&client, "हिन्दी").await;
         let page = text(&client).await;
         assert!(page.contains("वाउचर भुनाएँ"), "{page}");
-        screenshot(&client, "meter-hindi-phone").await;
+        screenshot(&client, "technician", "meter-hindi-phone").await;
         click_link(&client, "English").await;
         client.set_window_size(1280, 800).await.unwrap();
         for (path, name) in [
@@ -485,7 +328,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
             (&*format!("/meters/{meter_0}"), "meter"),
         ] {
             client.goto(&format!("{base}{path}")).await.unwrap();
-            screenshot(&client, &format!("{name}-desktop")).await;
+            screenshot(&client, "technician", &format!("{name}-desktop")).await;
         }
         // Idle longer than the session allows: back to the login, told why.
         tokio::time::sleep(Duration::from_secs(21)).await;
@@ -502,7 +345,7 @@ fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_
         }
         let page = log_in(&client, &base, VIEWER).await;
         assert!(page.contains("this account is locked until"), "{page}");
-        screenshot(&client, "locked-out-phone").await;
+        screenshot(&client, "technician", "locked-out-phone").await;
         client.close().await.unwrap();
     });
 

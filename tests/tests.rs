@@ -15,6 +15,7 @@ mod link_end_to_end;
 mod link_processes;
 mod meter_events;
 mod modem_outage;
+mod office_web;
 mod protocol_end_to_end;
 mod protocol_vectors;
 mod radio_air;

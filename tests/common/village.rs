@@ -160,9 +160,22 @@ impl Village {
 
     /// As [`Village::start`], with `sim_extra` appended to `gramgrid sim`'s arguments.
     pub fn start_with(meters: usize, gateway_extra: &str, sim_extra: &[&str]) -> Village {
+        Village::start_on(None, meters, gateway_extra, sim_extra)
+    }
+
+    /// As [`Village::start_with`], with central on the PostgreSQL database `postgres` (a URL)
+    /// instead of SQLite.
+    pub fn start_on(
+        postgres: Option<&str>,
+        meters: usize,
+        gateway_extra: &str,
+        sim_extra: &[&str],
+    ) -> Village {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+        let database_url =
+            postgres.map_or_else(|| format!("sqlite:{}", path("central.db")), str::to_owned);
 
         // The office: a CA, the gateway's enrolment bundle, central serving over TLS.
         let port = free_port();
@@ -179,8 +192,7 @@ impl Village {
         std::fs::write(
             d.join("central.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite:{}\"\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n",
-                path("central.db"),
+                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {database_url:?}\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n",
                 path("pki"),
                 path("notifications.log"),
                 path("secrets.key"),

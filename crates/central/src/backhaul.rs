@@ -27,16 +27,43 @@ pub fn record_exchange(tx: &mut dyn Tx, gateway: &str, now: DateTime<Utc>) -> Re
     Ok(())
 }
 
-/// For every gateway that synced in the `days` before `now`: in how many of those hours it did
-/// (an hour with any exchange counts as up), out of `days × 24`.
-pub fn hours_up(tx: &mut dyn Tx, now: DateTime<Utc>, days: i64) -> Result<HashMap<String, i64>> {
+/// A gateway's backhaul over a span: hours in which it synced, out of the hours observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Uptime {
+    /// Hours with at least one exchange.
+    pub up: i64,
+    /// Hours of the span since its first kept exchange (a gateway enrolled yesterday is not
+    /// judged on a week).
+    pub observed: i64,
+}
+
+impl Uptime {
+    /// The share of observed hours it was up, in percent (none observed: none).
+    pub fn percent(self) -> Option<f64> {
+        (self.observed > 0).then(|| 100.0 * self.up as f64 / self.observed as f64)
+    }
+}
+
+/// For every gateway that synced in the `days` before `now` (the current hour included): its
+/// [`Uptime`] over them.
+pub fn uptime(tx: &mut dyn Tx, now: DateTime<Utc>, days: i64) -> Result<HashMap<String, Uptime>> {
     let this_hour = ts(now).div_euclid(3600);
+    let first = this_hour - days * 24 + 1;
     tx.query(
-        "SELECT gateway, COUNT(*) FROM gateway_sync_hours WHERE hour > $1 AND hour <= $2 GROUP BY gateway",
-        &[(this_hour - days * 24).into(), this_hour.into()],
+        "SELECT s.gateway, COUNT(*), MIN(s.hour),
+                (SELECT MIN(f.hour) FROM gateway_sync_hours f WHERE f.gateway = s.gateway)
+         FROM gateway_sync_hours s WHERE s.hour >= $1 AND s.hour <= $2 GROUP BY s.gateway",
+        &[first.into(), this_hour.into()],
     )?
     .iter()
-    .map(|row| Ok((row.text(0)?, row.int(1)?)))
+    .map(|row| {
+        let since = row.int(3)?.max(first);
+        let uptime = Uptime {
+            up: row.int(1)?,
+            observed: this_hour - since + 1,
+        };
+        Ok((row.text(0)?, uptime))
+    })
     .collect()
 }
 
@@ -62,13 +89,24 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            let up = t.tx(move |tx| hours_up(tx, at(30, 9, 0), 7)).unwrap();
-            assert_eq!(up.get("gw-a"), Some(&2));
+            let up = t.tx(move |tx| uptime(tx, at(30, 9, 0), 7)).unwrap();
+            // gw-a: up 2 of the 24 hours from its first sync (10:00 on the 29th) to 09:00 on the
+            // 30th; gw-b: its old hour is dropped, so 1 of the 23 from 11:00.
             assert_eq!(
-                up.get("gw-b"),
-                Some(&1),
-                "the old hour is not in the last 7 days"
+                up["gw-a"],
+                Uptime {
+                    up: 2,
+                    observed: 24
+                }
             );
+            assert_eq!(
+                up["gw-b"],
+                Uptime {
+                    up: 1,
+                    observed: 23
+                }
+            );
+            assert_eq!(up["gw-a"].percent().map(f64::round), Some(8.0));
             let kept = t
                 .tx(|tx| {
                     Ok(tx.query_int(

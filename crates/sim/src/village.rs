@@ -4,7 +4,7 @@ use crate::netem::{self, LinkPlan, Relay};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_central::accounts::{self, RechargeReceipt, RechargeRequest};
 use gramgrid_central::vouchers::{self, IssueRequest, IssuedVoucher};
-use gramgrid_central::{ApiToken, CentralConfig, CentralError, Scope};
+use gramgrid_central::{ApiToken, CentralConfig, CentralError, ConsoleConfig, GatewaySite, Scope};
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::gateway::{Gateway, GatewayError};
@@ -183,6 +183,10 @@ impl Village {
             notifications_log: dir.join("notifications.log"),
             api_tokens: vec![ApiToken::new("demo", api_token.clone(), Scope::Admin)],
             sms,
+            console: ConsoleConfig {
+                sites: [(gateway_id.to_string(), demo_site())].into(),
+                ..ConsoleConfig::default()
+            },
             ..CentralConfig::default()
         };
         let central = gramgrid_central::server::start_with_clock(
@@ -396,5 +400,14 @@ impl Village {
         let mut balances = self.balances().await?;
         balances.retain(|(_, gateway, central)| gateway != central);
         Ok(balances)
+    }
+}
+
+/// Where the simulated village stands, for the office console's map (a village of Bastar).
+fn demo_site() -> GatewaySite {
+    GatewaySite {
+        village: "Kothi".into(),
+        lat: 19.0748,
+        lon: 82.0080,
     }
 }

@@ -34,13 +34,13 @@ pub struct GatewayRow {
     pub meters: (i64, i64),
     /// The newest reading central has from its meters.
     pub newest_reading: Option<DateTime<Utc>>,
-    /// Hours of the last [`UPTIME_DAYS`] days in which it synced.
-    pub hours_up: i64,
+    /// Its backhaul over the last [`UPTIME_DAYS`] days.
+    pub uptime: crate::backhaul::Uptime,
 }
 
 /// Every gateway's row, by id.
 pub fn gateway_rows(tx: &mut dyn Tx, now: DateTime<Utc>) -> crate::Result<Vec<GatewayRow>> {
-    let hours_up = crate::backhaul::hours_up(tx, now, UPTIME_DAYS)?;
+    let uptime = crate::backhaul::uptime(tx, now, UPTIME_DAYS)?;
     let mut meters: HashMap<String, ((i64, i64), Option<i64>)> = HashMap::new();
     for row in tx.query(
         "SELECT a.gateway, COUNT(m.serial),
@@ -72,7 +72,7 @@ pub fn gateway_rows(tx: &mut dyn Tx, now: DateTime<Utc>) -> crate::Result<Vec<Ga
             downlink_backlog: row.int(4)?.max(0),
             meters: counts,
             newest_reading: newest.map(from_ts),
-            hours_up: hours_up.get(&id).copied().unwrap_or(0),
+            uptime: uptime.get(&id).copied().unwrap_or_default(),
             id,
         })
     })
@@ -143,6 +143,10 @@ const MAP_W: f64 = 640.0;
 const MAP_H: f64 = 360.0;
 const MAP_MARGIN: f64 = 24.0;
 
+fn uptime_text(uptime: crate::backhaul::Uptime) -> String {
+    uptime.percent().map_or("—".into(), |p| format!("{p:.0} %"))
+}
+
 /// What the gateway list shows.
 struct Listing<'a> {
     lang: Lang,
@@ -178,7 +182,7 @@ impl Listing<'_> {
                                 td { a href=(format!("/console/gateways/{}", row.id)) { (row.id) } }
                                 td { (village(sites, &row.id)) }
                                 td { (ago(lang, row.last_sync, now)) }
-                                td.num { (format!("{:.0} %", 100.0 * row.hours_up as f64 / (UPTIME_DAYS * 24) as f64)) }
+                                td.num { (uptime_text(row.uptime)) }
                                 td.num { (row.downlink_backlog) }
                                 td { (ago(lang, row.newest_reading, now)) }
                                 td.num { (row.meters.1) " / " (row.meters.0) }
@@ -314,7 +318,7 @@ fn gateway_body(
             dt { (lang.tr("Last sync")) }
             dd.bad[s.overdue(row.last_sync, now)] { (row.last_sync.map_or(lang.tr("never").to_string(), when)) " (" (ago(lang, row.last_sync, now)) ")" }
             dt { (lang.tr("Backhaul up (7 days)")) }
-            dd { (row.hours_up) " / " (UPTIME_DAYS * 24) " h" }
+            dd { (uptime_text(row.uptime)) " (" (row.uptime.up) " / " (row.uptime.observed) " h)" }
             dt { (lang.tr("Waiting to send down")) }
             dd { (row.downlink_backlog) }
             dt { (lang.tr("Newest reading")) }

@@ -113,6 +113,7 @@ pub const TEXTS: &[(&str, &str)] = &[
     ("Silent for", "कब से चुप"),
     ("Stale", "पुराना"),
     ("Hours up (7 days)", "चालू घंटे (7 दिन)"),
+    ("Hours observed", "देखे गए घंटे"),
     ("Clock offset (s)", "घड़ी अंतर (से.)"),
     ("Flag", "चेतावनी"),
     ("Kind", "प्रकार"),

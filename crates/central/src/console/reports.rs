@@ -283,6 +283,7 @@ fn gateway_table(
             "Last sync",
             "Stale",
             "Hours up (7 days)",
+            "Hours observed",
             "Waiting to send down",
             "Meters",
             "Meters heard (24 h)",
@@ -299,7 +300,8 @@ fn gateway_table(
                     g.last_sync
                         .is_none_or(|at| now - at > stale_after)
                         .to_string(),
-                    g.hours_up.to_string(),
+                    g.uptime.up.to_string(),
+                    g.uptime.observed.to_string(),
                     g.downlink_backlog.to_string(),
                     g.meters.0.to_string(),
                     g.meters.1.to_string(),
@@ -309,7 +311,7 @@ fn gateway_table(
                 ]
             })
             .collect(),
-        numeric: vec![3, 4, 5, 6, 8, 9],
+        numeric: vec![3, 4, 5, 6, 7, 9, 10],
     })
 }
 

@@ -126,7 +126,7 @@ pub enum DemoError {
     #[error(transparent)]
     Village(#[from] VillageError),
     /// The technician app could not be set up for `--serve` (its certificate or the demo login).
-    #[error("the technician app: {0}")]
+    #[error("the technician app or the demo logins: {0}")]
     Technician(String),
     /// The messages to consumers could not be sent (the modem round or the SMS provider stand-in).
     #[error("messages to consumers: {0}")]
@@ -482,10 +482,13 @@ impl Demo {
              Try:           curl --cacert {ca} -H 'Authorization: Bearer {token}' {url}/api/v1/accounts/{account}/balance\n\
              Gateway:       gramgrid gateway status --config {config}\n\
              Technician app: https://{technician}/  (log in as {login} / {password}, a supervisor; its certificate is issued under the CA above, fingerprint: gramgrid gateway cert --config {config})\n\
+             Office console: {url}/console/  (log in as {staff} / {staff_password}, an admin; the browser must trust the CA above)\n\
              Simulated time now runs at real speed from {end}. Ctrl-C stops everything.",
             technician = self.village.gateway_config.technician.listen,
             login = DEMO_TECHNICIAN.0,
             password = DEMO_TECHNICIAN.1,
+            staff = DEMO_STAFF.0,
+            staff_password = DEMO_STAFF.1,
             token = self.village.api_token,
             ca = ca.display(),
             account = scenario::account_id(0),
@@ -523,7 +526,7 @@ impl Demo {
                 .map_err(|e| DemoError::Technician(e.to_string()))?,
             clock: village.clock.clone(),
         };
-        office.block_on(add_demo_technician(&village))?;
+        office.block_on(add_demo_logins(&village))?;
         office.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             services.spawn(&village.gateway, &mut tasks, &stop.subscribe());
@@ -560,9 +563,18 @@ impl Demo {
 /// The supervisor login `gramgrid demo --serve` makes at central for its technician app.
 pub const DEMO_TECHNICIAN: (&str, &str) = ("demo", "demo-technician-2026");
 
-/// Makes the demo's technician login at central and syncs once, so it is at the gateway before
-/// the app starts (the same path a utility's logins take).
-async fn add_demo_technician(village: &Village) -> Result<(), DemoError> {
+/// The office admin `gramgrid demo --serve` makes at central for its console.
+pub const DEMO_STAFF: (&str, &str) = ("office", "demo-office-2026");
+
+/// Makes the demo's logins at central: the office admin, and the technician (then syncs once, so
+/// the technician is at the gateway before the app starts: the path a utility's logins take).
+async fn add_demo_logins(village: &Village) -> Result<(), DemoError> {
+    let staff = gramgrid_central::staff::StaffChange {
+        full_name: "Demo Office".into(),
+        role: gramgrid_central::staff::StaffRole::Admin,
+        password: Some(DEMO_STAFF.1.into()),
+        active: Some(true),
+    };
     let change = gramgrid_central::technicians::TechnicianChange {
         full_name: "Demo Technician".into(),
         role: "supervisor".into(),
@@ -575,6 +587,7 @@ async fn add_demo_technician(village: &Village) -> Result<(), DemoError> {
         .central
         .db()
         .transaction(move |tx| {
+            gramgrid_central::staff::set_staff(tx, DEMO_STAFF.0, &staff, now)?;
             gramgrid_central::technicians::set_technician(tx, DEMO_TECHNICIAN.0, &change, now)
         })
         .await

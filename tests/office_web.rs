@@ -1,0 +1,129 @@
+//! The office console in a real browser: chromium through chromedriver against a real central
+//! process (SQLite, and PostgreSQL when tests/run provides a server) synced with a real gateway
+//! daemon and a simulated fleet on the emulated radio. Staff accounts are made with the command
+//! line, as docs/console.md says. Screenshots go to `target/test-artefacts/office/`.
+use crate::common::browser::{
+    browser, chromedriver, click_link, log_in, log_out, screenshot, text,
+};
+use crate::common::village::{run, Village, GATEWAY_ID};
+use std::path::Path;
+
+const CASHIER: (&str, &str) = ("meera.sahu", "counter-meera-2026");
+const ENGINEER: (&str, &str) = ("kiran.netam", "engineer-kiran-2026");
+
+/// Makes staff member `name` with the command line, the password in a file.
+fn staff(village: &Village, (name, password): (&str, &str), full_name: &str, role: &str) {
+    let d = village.path();
+    let file = d.join(format!("{name}.password"));
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let printed = run(&[
+        "central",
+        "staff",
+        "set",
+        name,
+        "--full-name",
+        full_name,
+        "--role",
+        role,
+        "--password-file",
+        file.to_str().unwrap(),
+        "--config",
+        d.join("central.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains(&format!("staff member {name} created")),
+        "{printed}"
+    );
+}
+
+/// Chromium trusts central's server certificate by its key, as an office PC trusts the CA.
+fn central_spki(village: &Village) -> String {
+    gramgrid_net::pki::spki_hash(&village.path().join("pki/server.pem")).unwrap()
+}
+
+fn office_works(postgres: Option<&str>, area: &str) {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let village = Village::start_on(postgres, 2, "", &[]);
+    village.install_first_meters(2);
+    staff(&village, CASHIER, "Meera Sahu", "cashier");
+    staff(&village, ENGINEER, "Kiran Netam", "engineer");
+    let spki = central_spki(&village);
+    let console = format!("{}/console", village.central.url);
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (_driver, client) = browser(&driver, &spki, profile.path()).await;
+        client.set_window_size(1280, 900).await.unwrap();
+
+        // A wrong password: refused, nothing said about which part was wrong.
+        let page = log_in(&client, &console, (CASHIER.0, "not-her-password")).await;
+        assert!(page.contains("Wrong name or password"), "{page}");
+        screenshot(&client, area, "login-refused").await;
+
+        // The cashier: the gateway list, then the village's meters.
+        let page = log_in(&client, &console, CASHIER).await;
+        assert!(page.contains("Meera Sahu (cashier)"), "{page}");
+        assert!(
+            page.contains(GATEWAY_ID) && page.contains("2 / 2"),
+            "both meters heard: {page}"
+        );
+        screenshot(&client, area, "gateways").await;
+        click_link(&client, GATEWAY_ID).await;
+        let page = text(&client).await;
+        assert!(page.contains("ACC-0") && page.contains("ACC-1"), "{page}");
+        screenshot(&client, area, "gateway").await;
+
+        // An admin's page: refused, and nothing to click for it.
+        assert!(client
+            .find(fantoccini::Locator::LinkText("Staff"))
+            .await
+            .is_err());
+        client.goto(&format!("{console}/staff")).await.unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("Your role does not allow this"), "{page}");
+
+        // Reports in Hindi.
+        client.goto(&format!("{console}/reports")).await.unwrap();
+        click_link(&client, "हिन्दी").await;
+        let page = text(&client).await;
+        assert!(page.contains("दैनिक संग्रह"), "{page}");
+        screenshot(&client, area, "reports-hindi").await;
+        click_link(&client, "English").await;
+        log_out(&client).await;
+        let page = text(&client).await;
+        assert!(page.contains("Office login"), "{page}");
+    });
+    assert_audited(village.path(), postgres);
+}
+
+/// Every console login is in central's audit, named after the staff member.
+fn assert_audited(dir: &Path, postgres: Option<&str>) {
+    if postgres.is_some() {
+        return;
+    }
+    let audit = crate::common::village::count(
+        &dir.join("central.db"),
+        &format!(
+            "SELECT COUNT(*) FROM api_audit WHERE token = 'staff:{}' AND method = 'LOGIN'",
+            CASHIER.0
+        ),
+    );
+    assert_eq!(audit, 1);
+}
+
+#[test]
+fn the_office_works_in_a_browser_on_sqlite() {
+    office_works(None, "office");
+}
+
+#[test]
+fn the_office_works_in_a_browser_on_postgres() {
+    let Ok(admin) = std::env::var("GRAMGRID_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP the PostgreSQL variant: GRAMGRID_TEST_POSTGRES_URL is not set (tests/run sets it)");
+        return;
+    };
+    let url = crate::common::fresh_postgres(&admin);
+    office_works(Some(&url), "office-postgres");
+}
