@@ -681,7 +681,7 @@ fn serve_keeps_central_answering_until_interrupted() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut token, mut technician) = (None, None, None);
+    let (mut url, mut token, mut technician, mut console) = (None, None, None, None);
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("Central API:") {
@@ -696,6 +696,9 @@ fn serve_keeps_central_answering_until_interrupted() {
         }
         if let Some(rest) = line.strip_prefix("Technician app:") {
             technician = Some(rest.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("Office console:") {
+            console = Some(rest.to_string());
         }
         if line.contains("Ctrl-C") {
             break;
@@ -743,6 +746,28 @@ fn serve_keeps_central_answering_until_interrupted() {
     );
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("No audit yet"), "{page}");
+    // The office console, with the printed admin login: the village on its map.
+    let console = console.unwrap();
+    let (staff, staff_password) = gramgrid_sim::demo::DEMO_STAFF;
+    assert!(
+        console.contains(&format!("{url}/console/"))
+            && console.contains(&format!("{staff} / {staff_password}")),
+        "{console}"
+    );
+    let session = crate::common::console_login(&url, &ca, staff, staff_password);
+    let (status, page) = crate::common::https_request(
+        &url,
+        &ca,
+        "GET",
+        "/console/gateways",
+        &[("Cookie", &format!("gg_console={session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Kothi") && page.contains("<svg class=\"map\""),
+        "{page}"
+    );
     let answer = api_get(&url, &ca, &token, "/api/v1/accounts/CG-000001/balance");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("balance_paise"), "{answer}");

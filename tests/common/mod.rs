@@ -128,7 +128,37 @@ pub fn https_exchange(url: &str, ca: &std::path::Path, request: &str) -> String 
 /// Logs in to a technician app at `base` with a plain HTTPS client (no browser): the login form's
 /// token, then the form; the session cookie's value.
 pub fn technician_login(base: &str, ca: &std::path::Path, name: &str, password: &str) -> String {
-    let (status, page) = https_request(base, ca, "GET", "/login", &[], "");
+    form_login(
+        base,
+        ca,
+        ("/login", "gg_login", "gg_session"),
+        name,
+        password,
+    )
+}
+
+/// Logs in to central's office console at `base` (https://HOST:PORT) as [`technician_login`]
+/// does; the session cookie's value (`gg_console`).
+pub fn console_login(base: &str, ca: &std::path::Path, name: &str, password: &str) -> String {
+    form_login(
+        base,
+        ca,
+        ("/console/login", "gg_console_login", "gg_console"),
+        name,
+        password,
+    )
+}
+
+/// A login through a login form at `path` whose token travels in cookie `login_cookie`; the value
+/// of the session cookie `session_cookie` it sets.
+fn form_login(
+    base: &str,
+    ca: &std::path::Path,
+    (path, login_cookie, session_cookie): (&str, &str, &str),
+    name: &str,
+    password: &str,
+) -> String {
+    let (status, page) = https_request(base, ca, "GET", path, &[], "");
     assert_eq!(status, 200, "{page}");
     let token = page
         .split("name=\"csrf\" value=\"")
@@ -141,7 +171,7 @@ pub fn technician_login(base: &str, ca: &std::path::Path, name: &str, password: 
         base,
         ca,
         &format!(
-            "POST /login HTTP/1.1\r\nHost: {}\r\nCookie: gg_login={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nCookie: {login_cookie}={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             base.trim_start_matches("https://"),
             body.len()
         ),
@@ -151,7 +181,7 @@ pub fn technician_login(base: &str, ca: &std::path::Path, name: &str, password: 
         "login refused: {answer}"
     );
     answer
-        .split("gg_session=")
+        .split(&format!("{session_cookie}="))
         .nth(1)
         .and_then(|rest| rest.split(';').next())
         .expect("a session cookie")
