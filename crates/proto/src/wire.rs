@@ -429,6 +429,10 @@ pub fn exports_by_reading<'a>(
     blocks: &'a [ReadingBlock],
     exports: &'a [ReadingBlock],
 ) -> Result<std::collections::HashMap<(&'a str, i64), i64>, WireError> {
+    // Most batches carry no export (no rooftop solar): nothing to index on the ingest path.
+    if exports.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
     // Times only: a hostile block's registers may overflow, and the receiver checks them later.
     let known: std::collections::HashSet<(&str, i64)> = blocks
         .iter()
