@@ -4,10 +4,13 @@
 //! every write is audited as `staff:<name>` in the write's own transaction.
 //!
 //! - `layout`: the page frame, the login form, notices; `i18n`: the console's Hindi texts;
-//! - `gateways`, `accounts`, `cashier`, `flags`, `reports`: one page set each.
+//! - `gateways`, `accounts`, `cashier`, `vouchers`, `flags`, `reports`: one page set each.
 
+mod accounts;
+mod cashier;
 mod i18n;
 mod layout;
+mod vouchers;
 
 use crate::db::Tx;
 use crate::staff::{self, Permission, StaffRole};
@@ -68,6 +71,9 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", axum::routing::post(logout))
         .route("/console/lang/{code}", get(switch_language))
+        .merge(accounts::routes())
+        .merge(cashier::routes())
+        .merge(vouchers::routes())
         .with_state(console)
 }
 
