@@ -955,7 +955,7 @@ async fn readings_csv(
 }
 
 /// `text` with every byte but RFC 3986's unreserved characters percent-encoded (for a query value).
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -4,9 +4,11 @@
 //! every write is audited as `staff:<name>` in the write's own transaction.
 //!
 //! - `layout`: the page frame, the login form, notices; `i18n`: the console's Hindi texts;
-//! - `gateways`, `accounts`, `cashier`, `flags`, `reports`: one page set each; `table`: a table
-//!   as a page shows it and as its CSV exports it.
+//! - `gateways`, `accounts`, `cashier`, `vouchers`, `flags`, `reports`, `staff_pages`: one page
+//!   set each; `table`: a table as a page shows it and as its CSV exports it.
 
+mod accounts;
+mod cashier;
 mod flags;
 mod gateways;
 mod i18n;
@@ -16,6 +18,7 @@ mod staff_pages;
 mod table;
 #[cfg(test)]
 pub(crate) mod tests;
+mod vouchers;
 
 use crate::db::Tx;
 use crate::staff::{self, Permission, StaffRole};
@@ -85,6 +88,9 @@ pub fn router(central: Arc<Central>) -> Router {
         )
         .route("/console/reports/{name}", get(reports::report))
         .route("/console/flags/resolve", post(flags::resolve))
+        .merge(accounts::routes())
+        .merge(cashier::routes())
+        .merge(vouchers::routes())
         .with_state(console)
 }
 
