@@ -3,10 +3,12 @@
 //! daemon and a simulated fleet on the emulated radio. Staff accounts are made with the command
 //! line, as docs/console.md says. Screenshots go to `target/test-artefacts/office/`.
 use crate::common::browser::{
-    browser, chromedriver, click_link, log_in, log_out, screenshot, text,
+    browser, chromedriver, click_link, log_in, log_out, screenshot, submit, text,
 };
-use crate::common::village::{run, Village, GATEWAY_ID};
+use crate::common::village::{count, run, wait_for, Village, GATEWAY_ID};
+use fantoccini::Locator;
 use std::path::Path;
+use std::time::Duration;
 
 const CASHIER: (&str, &str) = ("meera.sahu", "counter-meera-2026");
 const ENGINEER: (&str, &str) = ("kiran.netam", "engineer-kiran-2026");
@@ -75,9 +77,45 @@ fn office_works(postgres: Option<&str>, area: &str) {
         assert!(page.contains("ACC-0") && page.contains("ACC-1"), "{page}");
         screenshot(&client, area, "gateway").await;
 
+        // Find the household by name, take a counter payment, print the receipt.
+        client.goto(&format!("{console}/accounts")).await.unwrap();
+        let search = client.form(Locator::Css("form.search")).await.unwrap();
+        search.set_by_name("q", "household 1").await.unwrap();
+        let page = submit(&client, search).await;
+        assert!(page.contains("ACC-1") && !page.contains("ACC-0"), "{page}");
+        click_link(&client, "ACC-1").await;
+        let page = text(&client).await;
+        assert!(page.contains("Take a payment"), "{page}");
+        screenshot(&client, area, "account").await;
+        let pay = client
+            .form(Locator::Css(r#"form[action$="/payments"]"#))
+            .await
+            .unwrap();
+        pay.set_by_name("amount", "250").await.unwrap();
+        pay.set_by_name("reference", "R-1001").await.unwrap();
+        let receipt = submit(&client, pay).await;
+        assert!(receipt.contains("₹250.00") && receipt.contains("R-1001"), "{receipt}");
+        assert!(receipt.contains("Meera Sahu") || receipt.contains(CASHIER.0), "{receipt}");
+        screenshot(&client, area, "receipt").await;
+        // The payment reaches the household's gateway at its next sync.
+        wait_for(
+            "the counter payment at the gateway",
+            Duration::from_secs(60),
+            village.path(),
+            || {
+                count(
+                    &village.gateway_db,
+                    "SELECT COUNT(*) FROM ledger_events WHERE account = 'ACC-1' AND kind = 'recharge' AND amount_paise = 25000",
+                ) == 1
+            },
+        );
+        client.goto(&format!("{console}/accounts/ACC-1")).await.unwrap();
+        let page = text(&client).await;
+        assert!(page.contains("R-1001"), "the recharge history: {page}");
+
         // An admin's page: refused, and nothing to click for it.
         assert!(client
-            .find(fantoccini::Locator::LinkText("Staff"))
+            .find(Locator::LinkText("Staff"))
             .await
             .is_err());
         client.goto(&format!("{console}/staff")).await.unwrap();
