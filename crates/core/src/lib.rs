@@ -15,6 +15,7 @@
 //! - [`breaker`]: the disconnection circuit breaker (holds mass or doubtful cuts until released);
 //! - [`decision`]: a relay decision's recorded facts, in words, replayable;
 //! - [`demand`]: maximum demand (average power over 15-minute intervals) from register readings;
+//! - [`indian`]: Indian number formats (rupees and kWh in lakhs and crores);
 //! - [`message`]: consumer messages: kinds, languages, templates, SMS parts, quiet hours;
 //! - [`audit`]: the transformer's energy audit: delivered against recorded, and the evidence.
 //!
@@ -29,6 +30,7 @@ pub mod civil;
 pub mod clock;
 pub mod decision;
 pub mod demand;
+pub mod indian;
 pub mod ledger;
 pub mod message;
 pub mod netmeter;
