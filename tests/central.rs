@@ -632,7 +632,7 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
                 &upload(
                     vec![PriorityRecord {
                         seq: 1,
-                        event: UplinkEvent::Ledger(demand.into()),
+                        event: UplinkEvent::Ledger((&demand).into()),
                     }],
                     Some(ReadingBatch {
                         after_seq: 0,
@@ -659,6 +659,77 @@ async fn a_time_of_day_tariff_reaches_the_gateway_and_both_charge_the_same() {
             )
             .await;
         assert!(statement["tod_paise"].as_i64().unwrap() > 0, "{statement}");
+
+        // The month's bill from the readings: its slab and time-of-day lines add up to the
+        // statement's charges, its charges are the statement's, and it closes where it does.
+        let bill = h
+            .ok(
+                "GET",
+                &format!("/api/v1/accounts/A1/bill?month={month}"),
+                Value::Null,
+            )
+            .await;
+        // The amounts of `lines` (of `kind` only, if given), added up.
+        let sum = |lines: &Value, kind: Option<&str>| -> i64 {
+            lines
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| kind.is_none_or(|kind| l["kind"] == kind))
+                .map(|l| l["amount_paise"].as_i64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            sum(&bill["tariff"]["lines"], None),
+            statement["energy_paise"],
+            "{bill}"
+        );
+        assert_eq!(
+            sum(&bill["tariff"]["tod_lines"], None),
+            statement["tod_paise"],
+            "{bill}"
+        );
+        assert_eq!(bill["tariff"]["units_wh"], statement["units_wh"]);
+        assert_eq!(bill["tariff"]["max_demand_w"], max_demand_w);
+        assert_eq!(bill["tariff"]["demand_paise"], demand.amount_paise);
+        let charged = |kind| sum(&bill["charges"], Some(kind));
+        assert_eq!(charged("energy"), statement["energy_paise"]);
+        assert_eq!(charged("time_of_day"), statement["tod_paise"]);
+        assert_eq!(charged("duty"), statement["duty_paise"]);
+        assert_eq!(charged("demand"), demand.amount_paise);
+        let debits: i64 = statement["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["effect_paise"].as_i64().unwrap())
+            .filter(|effect| *effect < 0)
+            .sum();
+        let charges = bill["account"]["charges_paise"].as_i64().unwrap();
+        assert_eq!(
+            charges,
+            -debits
+                + statement["energy_paise"].as_i64().unwrap()
+                + statement["tod_paise"].as_i64().unwrap()
+                + statement["duty_paise"].as_i64().unwrap()
+        );
+        assert_eq!(bill["account"]["closing_paise"], statement["closing_paise"]);
+        assert_eq!(
+            bill["account"]["opening_paise"].as_i64().unwrap()
+                + bill["account"]["credits_paise"].as_i64().unwrap()
+                - charges,
+            statement["closing_paise"].as_i64().unwrap()
+        );
+        // The printable page, in Hindi; a language it does not speak is refused.
+        for (lang, wanted) in [("hi", StatusCode::OK), ("fr", StatusCode::BAD_REQUEST)] {
+            let path = format!("/api/v1/accounts/A1/bill.html?month={month}&lang={lang}");
+            let (status, page) = h.call_raw("GET", &path, None).await;
+            assert_eq!(status, wanted, "{lang}");
+            let page = String::from_utf8_lossy(&page);
+            assert_eq!(
+                page.contains("बिजली बिल") && page.contains("@media print"),
+                status == StatusCode::OK
+            );
+        }
     }
 }
 

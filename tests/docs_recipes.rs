@@ -315,3 +315,27 @@ fn the_technician_commands_of_the_readme_run_as_written() {
         }
     }
 }
+
+#[test]
+fn the_bills_of_docs_bills_md_print_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/bills.md", "bills on the demo village");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    let [_demo, _config, english, hindi, quote] = &printed[..] else {
+        panic!("five commands, five outputs: {printed:?}");
+    };
+    assert!(
+        english.starts_with("bill of CG-000001 (Household 1) for 2026-12: ")
+            && english.contains("charges ₹")
+            && english.contains("closing balance ₹"),
+        "{english}"
+    );
+    assert!(hindi.contains("pdf:  bill-hi.pdf"), "{hindi}");
+    for pdf in ["bill.pdf", "bill-hi.pdf"] {
+        let bytes = std::fs::read(dir.path().join(pdf)).unwrap();
+        assert!(bytes.starts_with(b"%PDF"), "{pdf}");
+    }
+    let page = std::fs::read_to_string(dir.path().join("bill.html")).unwrap();
+    assert!(page.contains("Energy charge by slab") && page.contains("@media print"));
+    assert!(quote.contains("slab"), "{quote}");
+}

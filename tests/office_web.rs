@@ -113,6 +113,36 @@ fn office_works(postgres: Option<&str>, area: &str) {
         let page = text(&client).await;
         assert!(page.contains("R-1001"), "the recharge history: {page}");
 
+        // This month's bill so far: its closing balance is the statement's, to the paisa.
+        click_link(&client, "This month's bill so far").await;
+        let bill = text(&client).await;
+        let month = chrono::Utc::now()
+            .with_timezone(&gramgrid_core::civil::ist())
+            .format("%Y-%m")
+            .to_string();
+        let (status, statement) = village.central.call(
+            "GET",
+            &format!("/api/v1/accounts/ACC-1/statement?month={month}"),
+            None,
+        );
+        assert_eq!(status, 200, "{statement}");
+        let statement: serde_json::Value = serde_json::from_str(&statement).unwrap();
+        let closing = gramgrid_web::format::inr(statement["closing_paise"].as_i64().unwrap());
+        assert!(bill.contains(&closing), "closing balance {closing} on the bill:\n{bill}");
+        screenshot(&client, area, "bill").await;
+        // The same bill as a PDF, with the browser's session.
+        let session = client.get_named_cookie("gg_console").await.unwrap();
+        let (status, pdf) = crate::common::https_request(
+            &village.central.url,
+            &village.central.ca,
+            "GET",
+            &format!("/console/accounts/ACC-1/bill.pdf?month={month}"),
+            &[("Cookie", &format!("gg_console={}", session.value()))],
+            "",
+        );
+        assert_eq!(status, 200);
+        assert!(pdf.starts_with("%PDF"), "not a PDF");
+
         // An admin's page: refused, and nothing to click for it.
         assert!(client
             .find(Locator::LinkText("Staff"))

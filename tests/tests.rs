@@ -2,6 +2,7 @@
 //! Real SQLite files, real TLS on loopback, the real lora-phy driver on the SX1262 emulator, and
 //! the `gramgrid` binary in separate processes.
 
+mod bills;
 mod central;
 mod cli_errors;
 mod common;

@@ -1,12 +1,12 @@
 //! `gramgrid central`: the certificate authority, gateway enrolment, the central server, and the
-//! office's guardrail and technician commands (protected accounts, arrears, breaker and policy
-//! holds, decisions, technician accounts), which work on central's database directly, as
-//! `import-meters` does, each write audited as `cli:<user>`.
+//! office's guardrail, billing and technician commands (protected accounts, arrears, breaker and
+//! policy holds, decisions, monthly bills, technician accounts), which work on central's database
+//! directly, as `import-meters` does, each write audited as `cli:<user>`.
 use super::shutdown_signal;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use gramgrid_central::{accounts, decisions, energy_audit, holds, technicians, Central};
+use gramgrid_central::{accounts, bill, decisions, energy_audit, holds, technicians, Central};
 use std::path::PathBuf;
 
 /// The central config of a command that opens central's database.
@@ -195,6 +195,35 @@ pub enum CentralCommand {
         /// List at most this many days, newest first.
         #[arg(long, default_value_t = energy_audit::DEFAULT_AUDITS_LIMIT, value_parser = clap::value_parser!(i64).range(1..=energy_audit::MAX_AUDITS_LIMIT))]
         limit: i64,
+    },
+    /// An account's printable monthly bill, in the layout of an Indian electricity bill: the
+    /// consumer, the meter registers at the month's start and end, units by slab with rate and
+    /// amount, time-of-day lines, fixed, minimum, demand charges and duty, then the prepaid
+    /// account (opening balance, recharges and credits, charges, closing balance).
+    ///
+    /// The units are the readings read in the month rated again with the tariff in force (the
+    /// slab lines are `gramgrid tariff quote`'s for the same units); the charges are those the
+    /// ledger took, as the month's statement has them, and a note says where and why the two
+    /// differ (fixed charges posted day by day, a month's minimum and demand charges posted at
+    /// the start of the next). Prints a summary; --html and --pdf write the bill.
+    Bill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account.
+        #[arg(long)]
+        account: String,
+        /// The Asia/Kolkata month to bill, YYYY-MM (e.g. 2026-11).
+        #[arg(long, value_parser = super::tariff::parse_month)]
+        month: gramgrid_core::civil::Month,
+        /// The bill's language: en (English) or hi (Hindi).
+        #[arg(long, default_value = "en", value_parser = ["en", "hi"])]
+        lang: String,
+        /// Write the bill as one self-contained HTML page (prints on A4 from any browser).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write the bill as a PDF, printed by headless chromium (the `chromium` package).
+        #[arg(long, value_name = "FILE")]
+        pdf: Option<PathBuf>,
     },
     /// Technician accounts for the gateways' local web app: every gateway holds them all (sent at
     /// its next sync), so technicians log in with no backhaul.
@@ -495,6 +524,21 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             print_energy_audit(range, &villages, &days);
             Ok(())
         }
+        CentralCommand::Bill {
+            config,
+            account,
+            month,
+            lang,
+            html,
+            pdf,
+        } => {
+            let central = open_central(config)?;
+            let bill = central
+                .db()
+                .blocking(move |tx| bill::month_bill(tx, &account, month))?;
+            let lang = gramgrid_core::message::Language::parse(&lang).unwrap_or_default();
+            write_bill(&bill, lang, html.as_deref(), pdf.as_deref())
+        }
         CentralCommand::Technician { what } => technician(what),
         CentralCommand::Staff { what } => staff(what),
         CentralCommand::RevokeGateway { dir, id } => {
@@ -763,6 +807,36 @@ fn load_config(path: Option<&std::path::Path>) -> Result<gramgrid_central::Centr
 /// Central on the database the config names (the server may be running on it too).
 fn open(config: gramgrid_central::CentralConfig) -> Result<Central> {
     Central::open(config).context("cannot open central's database (is database_url right?)")
+}
+
+/// Prints a bill's summary and writes its page and PDF where asked.
+fn write_bill(
+    bill: &bill::MonthBill,
+    lang: gramgrid_core::message::Language,
+    html: Option<&std::path::Path>,
+    pdf: Option<&std::path::Path>,
+) -> Result<()> {
+    use gramgrid_web::format::{inr, kwh};
+    println!(
+        "bill of {} ({}) for {}: {} kWh, charges {}, closing balance {}",
+        bill.consumer.account,
+        bill.consumer.name,
+        bill.month,
+        kwh(bill.tariff.units_wh),
+        inr(bill.account.charges_paise),
+        inr(bill.account.closing_paise)
+    );
+    let page = bill::html::render(bill, lang).into_string();
+    if let Some(path) = html {
+        std::fs::write(path, &page)
+            .with_context(|| format!("cannot write the bill to {}", path.display()))?;
+        println!("  html: {}", path.display());
+    }
+    if let Some(path) = pdf {
+        bill::pdf::print_to_pdf(&page, path).context("no PDF was made")?;
+        println!("  pdf:  {}", path.display());
+    }
+    Ok(())
 }
 
 fn open_central(config: ConfigArg) -> Result<Central> {

@@ -78,7 +78,7 @@ fn to_wh(kwh: f64) -> i64 {
     (kwh * 1000.0).round() as i64
 }
 
-fn parse_month(text: &str) -> std::result::Result<Month, String> {
+pub(super) fn parse_month(text: &str) -> std::result::Result<Month, String> {
     Month::parse(text)
         .ok_or_else(|| format!("'{text}' is not a month; write it as YYYY-MM, e.g. 2026-11"))
 }

@@ -120,9 +120,10 @@ pub fn https_exchange(url: &str, ca: &std::path::Path, request: &str) -> String 
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
     stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+    // Bytes, not text: a binary body (a PDF) must not lose the whole answer.
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Logs in to a technician app at `base` with a plain HTTPS client (no browser): the login form's

@@ -64,6 +64,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/flags"),
     ("get", "/api/v1/readings.csv"),
     ("get", "/api/v1/accounts/{id}/statement"),
+    ("get", "/api/v1/accounts/{id}/bill"),
+    ("get", "/api/v1/accounts/{id}/bill.html"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/accounts/{id}/decisions"),
     ("get", "/api/v1/accounts/{id}/messages"),
@@ -190,6 +192,8 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/flags", get(flags))
         .route("/api/v1/readings.csv", get(readings_csv))
         .route("/api/v1/accounts/{id}/statement", get(statement))
+        .route("/api/v1/accounts/{id}/bill", get(bill))
+        .route("/api/v1/accounts/{id}/bill.html", get(bill_html))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/accounts/{id}/decisions", get(account_decisions))
         .route("/api/v1/accounts/{id}/messages", get(account_messages))
@@ -970,22 +974,66 @@ pub(crate) fn percent_encode(text: &str) -> String {
 /// `?month=YYYY-MM`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatementQuery {
+struct MonthQuery {
     month: String,
+}
+
+/// The month of a `?month=YYYY-MM` query (`usage` says what the route takes), or why not.
+fn month_of<Q>(
+    query: Result<Query<Q>, axum::extract::rejection::QueryRejection>,
+    usage: &str,
+    month: impl FnOnce(&Q) -> &str,
+) -> Result<(Q, gramgrid_core::civil::Month), CentralError> {
+    let Query(query) =
+        query.map_err(|e| CentralError::Invalid(format!("{}; use {usage}", e.body_text())))?;
+    let text = month(&query);
+    let parsed = gramgrid_core::civil::Month::parse(text)
+        .ok_or_else(|| CentralError::Invalid(format!("month '{text}' is not YYYY-MM")))?;
+    Ok((query, parsed))
 }
 
 async fn statement(
     State(central): Shared,
     Path(id): Path<String>,
-    query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<super::export::Statement>> {
-    let Query(query) = query
-        .map_err(|e| CentralError::Invalid(format!("{}; use ?month=YYYY-MM", e.body_text())))?;
-    let month = gramgrid_core::civil::Month::parse(&query.month)
-        .ok_or_else(|| CentralError::Invalid(format!("month '{}' is not YYYY-MM", query.month)))?;
+    let (_, month) = month_of(query, "?month=YYYY-MM", |q| &q.month)?;
     Ok(Json(
         run(&central, move |tx| super::export::statement(tx, &id, month)).await?,
     ))
+}
+
+async fn bill(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<super::bill::MonthBill>> {
+    let (_, month) = month_of(query, "?month=YYYY-MM", |q| &q.month)?;
+    Ok(Json(
+        run(&central, move |tx| super::bill::month_bill(tx, &id, month)).await?,
+    ))
+}
+
+/// `?month=YYYY-MM&lang=en|hi` (English when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillPageQuery {
+    month: String,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+async fn bill_html(
+    State(central): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<BillPageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<maud::Markup> {
+    let (query, month) = month_of(query, "?month=YYYY-MM&lang=en|hi", |q| &q.month)?;
+    let code = query.lang.as_deref().unwrap_or("en");
+    let lang = gramgrid_core::message::Language::parse(code)
+        .ok_or_else(|| CentralError::Invalid(format!("lang '{code}' is not one of en, hi")))?;
+    let bill = run(&central, move |tx| super::bill::month_bill(tx, &id, month)).await?;
+    Ok(super::bill::html::render(&bill, lang))
 }
 
 async fn list_technicians(State(central): Shared) -> ApiResult<Json<Vec<Technician>>> {

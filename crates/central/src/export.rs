@@ -167,6 +167,9 @@ pub struct StatementLine {
     /// emergency credit (it lowers the disconnect threshold instead) and for arrears (recovered
     /// from recharges instead).
     pub effect_paise: i64,
+    /// The event's amount as recorded, in paise (positive): for an emergency credit the credit
+    /// line granted, for arrears the arrears recorded.
+    pub amount_paise: i64,
     /// The part of a recharge that went to the arrears instead of the balance, in paise (zero for
     /// other events).
     pub arrears_paise: i64,
@@ -236,7 +239,7 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
     )?;
     let events = tx
         .query(
-            "SELECT id, at, kind, effect_paise FROM ledger_events WHERE account = $1 AND at >= $2 AND at < $3
+            "SELECT id, at, kind, effect_paise, amount_paise FROM ledger_events WHERE account = $1 AND at >= $2 AND at < $3
              ORDER BY at, id",
             &[account.into(), ts(start).into(), ts(end).into()],
         )?
@@ -249,6 +252,7 @@ pub fn statement(tx: &mut dyn Tx, account: &str, month: Month) -> Result<Stateme
                 at: from_ts(r.int(1)?),
                 kind: r.text(2)?,
                 effect_paise: r.int(3)?,
+                amount_paise: r.int(4)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -6,7 +6,7 @@
 //!
 //! Public: [`Central`] and [`CentralConfig`] (with its [`ApiToken`]s and their [`Scope`]s);
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
-//! `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
+//! `bill` (printable monthly bills), `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
 //! mistake), `technicians` (accounts for the gateways' local web app, and what technicians did
 //! there), `import` (with the transformer meters it enters), `energy_audit` (the gateways' daily
 //! audits of their transformers), `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod api;
 mod audit;
 pub mod backhaul;
+pub mod bill;
 mod config;
 pub mod console;
 pub mod db;

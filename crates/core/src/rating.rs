@@ -28,7 +28,8 @@
 //! - **Meter replacement.** Each meter has its own readings. A meter installed with a known register
 //!   value gets that value as its first reading (the baseline); otherwise its first reading is the
 //!   baseline. Readings before installation or after removal are refused by the store.
-use crate::tariff::{Category, Cost, SegmentEnergy, SegmentKey, TariffBook};
+use crate::civil::Month;
+use crate::tariff::{Category, Cost, SegmentEnergy, SegmentKey, SegmentUse, TariffBook};
 use chrono::{DateTime, Utc};
 
 /// One reading of a meter's cumulative registers.
@@ -155,6 +156,20 @@ fn span_energy(
     (import, export)
 }
 
+/// The segment a span ending at `to` is billed in: energy is billed in the segment of the span's
+/// later reading.
+fn billed_in(
+    book: &TariffBook,
+    category: Category,
+    to: RegisterReading,
+) -> Result<crate::tariff::Segment<'_>, RatingError> {
+    book.segment_at(category, to.at)
+        .ok_or(RatingError::NoTariff {
+            category,
+            at: to.at,
+        })
+}
+
 /// Rates the arrival of `reading` given its neighbours and what any segment holds now
 /// (`segment_energy`). The caller applies the returned changes to its segment totals.
 pub fn rate_arrival(
@@ -190,13 +205,7 @@ pub fn rate_arrival(
     let mut changes: Vec<(SegmentChange, crate::tariff::Segment<'_>)> =
         Vec::with_capacity(spans.len());
     for (from, to, (wh, export_wh), sign) in spans {
-        // Energy is billed in the segment of the span's later reading.
-        let segment = book
-            .segment_at(category, to.at)
-            .ok_or(RatingError::NoTariff {
-                category,
-                at: to.at,
-            })?;
+        let segment = billed_in(book, category, to)?;
         let energy = segment.energy_of_span(from.at, to.at, wh, export_wh);
         let delta = if sign < 0 { -energy } else { energy };
         let key = segment.key();
@@ -227,6 +236,58 @@ pub fn rate_arrival(
         changes: rated_changes,
         anomalies,
     })
+}
+
+/// What the spans billed in `month` add to each of its segments, read again from the readings of
+/// the meters billed in one set of slabs (a meter, and the meters that replaced it): each meter's
+/// consecutive readings are a span, billed in the segment of the later one, with its import in the
+/// time-of-day slot it takes (the same rules as [`rate_arrival`], so the segments' energy and
+/// time-of-day weight are those rating accumulated). Each meter's readings must hold the last one
+/// before the month (the baseline of its first span), in any order. Segments in the month's order.
+pub fn month_usage<'a>(
+    book: &'a TariffBook,
+    category: Category,
+    month: Month,
+    meters: &[Vec<RegisterReading>],
+) -> Result<Vec<SegmentUse<'a>>, RatingError> {
+    let mut uses: Vec<SegmentUse<'a>> = Vec::new();
+    for readings in meters {
+        let mut sorted = readings.clone();
+        sorted.sort_by_key(|r| r.at);
+        sorted.dedup_by_key(|r| r.at);
+        for pair in sorted.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            if Month::containing(to.at) != month {
+                continue;
+            }
+            let segment = billed_in(book, category, to)?;
+            let (wh, export_wh) = span_energy(from, to, &mut Vec::new());
+            let slot = segment.slot_of_span(from.at, to.at);
+            let index = match uses
+                .iter()
+                .position(|u| u.segment.version.id == segment.version.id)
+            {
+                Some(index) => index,
+                None => {
+                    uses.push(SegmentUse {
+                        segment,
+                        wh: 0,
+                        slot_wh: vec![0; segment.version.tod.len()],
+                        export_wh: 0,
+                    });
+                    uses.len() - 1
+                }
+            };
+            let part = &mut uses[index];
+            part.wh += wh;
+            part.export_wh += export_wh;
+            if let Some(slot) = slot {
+                part.slot_wh[slot] += wh;
+            }
+        }
+    }
+    uses.sort_by_key(|u| u.segment.first_day);
+    Ok(uses)
 }
 
 #[cfg(test)]

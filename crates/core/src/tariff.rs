@@ -136,7 +136,7 @@ pub struct TodSlot {
 
 impl TodSlot {
     /// The slot's percentage in basis points (validated to be whole).
-    fn basis_points(&self) -> i64 {
+    pub(crate) fn basis_points(&self) -> i64 {
         (self.percent * 100.0).round() as i64
     }
 
@@ -1077,11 +1077,9 @@ impl Segment<'_> {
         wh: i64,
         export_wh: i64,
     ) -> SegmentEnergy {
-        let basis_points = if (to - from).num_seconds() <= INTERVAL_SECS {
-            self.slot_at(from).map_or(0, TodSlot::basis_points)
-        } else {
-            0
-        };
+        let basis_points = self
+            .slot_of_span(from, to)
+            .map_or(0, |i| self.version.tod[i].basis_points());
         SegmentEnergy {
             wh,
             tod_weight: wh.saturating_mul(basis_points),
@@ -1089,12 +1087,20 @@ impl Segment<'_> {
         }
     }
 
-    /// The time-of-day slot holding a UTC instant, if any.
-    fn slot_at(&self, at: DateTime<Utc>) -> Option<&TodSlot> {
-        let local = civil::local(at).time();
+    /// The time-of-day slot (its index in the version's `tod`) whose rate a span from `from` to
+    /// `to` takes: the one holding `from` (local time) when the span is at most one demand
+    /// interval; none for a longer span (its time of use is not known) or outside every slot.
+    pub fn slot_of_span(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<usize> {
+        if (to - from).num_seconds() > INTERVAL_SECS {
+            return None;
+        }
+        let local = civil::local(from).time();
         let minute = chrono::Timelike::hour(&local) * 60 + chrono::Timelike::minute(&local);
         let minute = u16::try_from(minute).unwrap_or(0);
-        self.version.tod.iter().find(|slot| slot.contains(minute))
+        self.version
+            .tod
+            .iter()
+            .position(|slot| slot.contains(minute))
     }
 
     fn slab_lines(&self, wh: i64) -> Vec<BillLine> {

@@ -533,8 +533,11 @@ fn account_body(ctx: &Ctx, d: &AccountData, range: Range, now: DateTime<Utc>) ->
             a href=(format!("{href}/statement?month={month}")) { (lang.tr("Statement for this month")) }
             " · "
             a href=(format!("{href}/statement?month={}", month.previous())) { (lang.tr("last month")) }
-            // Bill: the printable bill's link goes here once its page exists
-            // (GET /api/v1/accounts/{id}/bill.html, the bills page set).
+            " · "
+            a href=(format!("{href}/bill?month={}", month.previous())) { (lang.tr("Last month's bill")) }
+            " (" a href=(format!("{href}/bill.pdf?month={}", month.previous())) { "PDF" } ")"
+            " · "
+            a href=(format!("{href}/bill?month={month}")) { (lang.tr("This month's bill so far")) }
         }
         @if ctx.session.role.may(Permission::Cash) {
             (payment_form(ctx, &href))

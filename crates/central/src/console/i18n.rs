@@ -219,6 +219,9 @@ pub const TEXTS: &[(&str, &str)] = &[
     ("Print this page now: the code is not kept and cannot be shown again. A voucher issued by mistake can be cancelled from the list.", "यह पेज अभी छापें: कोड रखा नहीं जाता और दोबारा नहीं दिखाया जा सकता। गलती से जारी हुआ वाउचर सूची से रद्द किया जा सकता है।"),
     ("Back to the vouchers", "वाउचर पर वापस"),
     ("Say why the voucher is cancelled (up to 200 characters). Nothing was changed.", "बताएँ कि वाउचर क्यों रद्द किया जा रहा है (200 अक्षरों तक)। कुछ नहीं बदला गया।"),
+    ("Last month's bill", "पिछले महीने का बिल"),
+    ("This month's bill so far", "इस महीने का अब तक का बिल"),
+    ("The PDF could not be made:", "PDF नहीं बन सका:"),
 ];
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! every write is audited as `staff:<name>` in the write's own transaction.
 //!
 //! - `layout`: the page frame, the login form, notices; `i18n`: the console's Hindi texts;
-//! - `gateways`, `accounts`, `cashier`, `vouchers`, `flags`, `reports`, `staff_pages`: one page
+//! - `gateways`, `accounts`, `bills`, `cashier`, `vouchers`, `flags`, `reports`, `staff_pages`: one page
 //!   set each; `table`: a table as a page shows it and as its CSV exports it.
 
 mod accounts;
+mod bills;
 mod cashier;
 mod flags;
 mod gateways;
@@ -89,6 +90,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/console/reports/{name}", get(reports::report))
         .route("/console/flags/resolve", post(flags::resolve))
         .merge(accounts::routes())
+        .merge(bills::routes())
         .merge(cashier::routes())
         .merge(vouchers::routes())
         .with_state(console)

@@ -338,3 +338,76 @@ fn an_installation_baselines_unknown_export_credits_nothing_and_the_next_reading
     m.arrive(&book, solar_reading(2, 12_000, 40_500)); // 0.5 kWh exported from there
     assert_eq!(m.charged.energy_paise, 555);
 }
+
+proptest! {
+    /// Reading a month's spans again from the set of readings gives the segment totals that
+    /// rating accumulated arrival by arrival, in any order, with each slot's Wh weighing what the
+    /// segment's time-of-day weight holds.
+    #[test]
+    fn a_months_usage_read_again_is_what_rating_accumulated(
+        readings in readings_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let book = book();
+        let mut arrivals = readings.clone();
+        crate::testing::shuffle(&mut arrivals, seed);
+        let mut meter = Meter::default();
+        for r in &arrivals {
+            meter.arrive(&book, *r);
+        }
+        let accumulated = sorted(&meter);
+        let months: std::collections::BTreeSet<Month> =
+            readings.iter().map(|r| Month::containing(r.at)).collect();
+        let mut read_again = BTreeMap::new();
+        for month in months {
+            for part in month_usage(&book, Category::Domestic, month, &[arrivals.clone()]).unwrap() {
+                prop_assert_eq!(part.segment.month, month);
+                let tod_weight: i64 = part
+                    .segment
+                    .version
+                    .tod
+                    .iter()
+                    .zip(&part.slot_wh)
+                    .map(|(slot, wh)| wh * slot.basis_points())
+                    .sum();
+                read_again.insert(
+                    part.segment.key(),
+                    SegmentEnergy { wh: part.wh, tod_weight, export_wh: part.export_wh },
+                );
+            }
+        }
+        read_again.retain(|_, e| *e != SegmentEnergy::default());
+        prop_assert_eq!(read_again, accumulated);
+    }
+}
+
+#[test]
+fn a_months_usage_takes_only_the_spans_read_in_it() {
+    let book = book();
+    // Interval 25 ends at 2026-11-01 00:15 IST; interval 26 is the first read in November (the
+    // boundary is 18:30 UTC, interval 26 exactly).
+    let readings = vec![
+        reading(20, 0),
+        reading(25, 500),
+        reading(26, 600),
+        reading(27, 900),
+    ];
+    let october = Month::parse("2026-10").unwrap();
+    let november = Month::parse("2026-11").unwrap();
+    let oct = month_usage(
+        &book,
+        Category::Domestic,
+        october,
+        std::slice::from_ref(&readings),
+    )
+    .unwrap();
+    let nov = month_usage(&book, Category::Domestic, november, &[readings]).unwrap();
+    assert_eq!(oct.iter().map(|u| u.wh).sum::<i64>(), 500);
+    assert_eq!(nov.iter().map(|u| u.wh).sum::<i64>(), 400);
+    // The span from 20 to 25 is longer than an interval: no slot; 25→26 and 26→27 are after
+    // midnight, outside both slots.
+    assert!(oct
+        .iter()
+        .chain(&nov)
+        .all(|u| u.slot_wh.iter().all(|wh| *wh == 0)));
+}
