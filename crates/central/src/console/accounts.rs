@@ -148,6 +148,7 @@ async fn search_page(
                     }
                 }
             }
+            p { a href=(format!("/console/accounts.csv?q={}", api::percent_encode(&q))) { (lang.tr("Download as CSV")) } }
             @if more {
                 p { (lang.tr("More accounts match than are shown (the first 100). Narrow the search.")) }
             }
@@ -554,6 +555,7 @@ fn account_body(ctx: &Ctx, d: &AccountData, range: Range, now: DateTime<Utc>) ->
         (chart::load_bars(&per_slot, &labels))
         p { (lang.tr("Total")) ": " (kwh(per_slot.iter().sum())) " kWh" }
         h2 { (lang.tr("Recharges")) }
+        p { a href=(format!("{href}/recharges.csv")) { (lang.tr("Download as CSV")) } }
         @if d.recharges.is_empty() { p { (lang.tr("None yet.")) } } @else {
             table.meters {
                 thead { tr { th { (lang.tr("Time")) } th.num { (lang.tr("Amount")) } th { (lang.tr("Reference")) } th { (lang.tr("Taken by")) } } }
@@ -589,6 +591,7 @@ fn account_body(ctx: &Ctx, d: &AccountData, range: Range, now: DateTime<Utc>) ->
             }
         }
         h2 { (lang.tr("Readings")) }
+        p { a href=(format!("{href}/readings.csv")) { (lang.tr("Download as CSV (the last 90 days)")) } }
         @if page_rows.is_empty() { p { (lang.tr("None yet.")) } } @else {
             table.meters {
                 thead { tr { th { (lang.tr("Time")) } th { (lang.tr("Meter")) } th.num { (lang.tr("Register (kWh)")) } } }

@@ -222,6 +222,7 @@ pub const TEXTS: &[(&str, &str)] = &[
     ("Last month's bill", "पिछले महीने का बिल"),
     ("This month's bill so far", "इस महीने का अब तक का बिल"),
     ("The PDF could not be made:", "PDF नहीं बन सका:"),
+    ("Download as CSV (the last 90 days)", "CSV के रूप में डाउनलोड करें (पिछले 90 दिन)"),
 ];
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - `gateways`, `accounts`, `bills`, `cashier`, `vouchers`, `flags`, `reports`, `staff_pages`: one page
 //!   set each; `table`: a table as a page shows it and as its CSV exports it.
 
+mod account_csv;
 mod accounts;
 mod bills;
 mod cashier;
@@ -90,6 +91,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/console/reports/{name}", get(reports::report))
         .route("/console/flags/resolve", post(flags::resolve))
         .merge(accounts::routes())
+        .merge(account_csv::routes())
         .merge(bills::routes())
         .merge(cashier::routes())
         .merge(vouchers::routes())

@@ -124,7 +124,8 @@ fn show(s: &Shared, ctx: &Ctx, title: &'static str, month: Month, table: &Table)
     s.render(ctx, lang.tr(title), None, body)
 }
 
-fn csv_response(path: &str, table: &Table) -> Response {
+/// `table` as a CSV download named after the last part of `path`.
+pub(super) fn csv_response(path: &str, table: &Table) -> Response {
     let file = path.rsplit('/').next().unwrap_or("report");
     (
         [

@@ -416,3 +416,58 @@ async fn the_gateway_list_and_reports_show_what_central_knows() {
         assert!(hindi.body.contains("अंतिम सिंक"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_tables_download_as_csv() {
+    for t in backends() {
+        let router = crate::server::router(Arc::clone(&t.central));
+        staff(&t, "ravi", StaffRole::Viewer);
+        let manifest = crate::testing::manifest(&[("M-1", 1, "consumer")]);
+        let now = t.central.now();
+        t.import(&manifest, "gw-a", now).unwrap();
+        let account = crate::import::account_of("M-1");
+        let request = crate::accounts::RechargeRequest {
+            idempotency_key: "counter-7".into(),
+            account: account.clone(),
+            amount_paise: 25_050,
+            reference: Some("R, 7".into()),
+        };
+        t.tx(move |tx| crate::accounts::recharge(tx, &request, now))
+            .unwrap();
+        let mut viewer = Visitor::new(&router);
+        viewer.login("ravi", "ravi-password-2026").await;
+        let found = viewer.get("/console/accounts.csv?q=M-1").await;
+        assert_eq!(found.status, 200);
+        assert!(
+            found
+                .body
+                .starts_with("Account,Name,Category,Gateway,Phone,Balance (INR)\r\n"),
+            "{}",
+            found.body
+        );
+        assert!(
+            found.body.contains(&format!("{account},")),
+            "{}",
+            found.body
+        );
+        let paid = viewer
+            .get(&format!("/console/accounts/{account}/recharges.csv"))
+            .await;
+        assert!(
+            paid.body.contains(",250.50,\"R, 7\",API\r\n"),
+            "{}",
+            paid.body
+        );
+        let read = viewer
+            .get(&format!("/console/accounts/{account}/readings.csv"))
+            .await;
+        assert_eq!(read.body, "Meter,At (UTC),Register (Wh),Gap\r\n");
+        assert_eq!(
+            viewer
+                .get("/console/accounts/nobody/recharges.csv")
+                .await
+                .status,
+            404
+        );
+    }
+}
