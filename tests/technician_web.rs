@@ -2,128 +2,19 @@
 //! the `fantoccini` client) against a real gateway daemon synced to a real central, with a
 //! simulated fleet on the emulated radio, every part its own process. A phone viewport (360×740)
 //! and a desktop one; a screenshot of each page goes to `target/test-artefacts/technician/`.
+use crate::common::browser::{self, browser, chromedriver, click_link, submit, text};
 use crate::common::village::{count, free_port, run, wait_for, Village, GATEWAY_ID};
-use crate::common::{https_request, technician_login, Proc};
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use crate::common::{https_request, technician_login};
+use fantoccini::{Client, Locator};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const SUPERVISOR: (&str, &str) = ("asha", "asha-supervises-2026");
 const VIEWER: (&str, &str) = ("ravi", "ravi-only-looks-2026");
 
-/// chromedriver, or `None` (with a loud message) when it is not installed outside CI.
-fn chromedriver() -> Option<PathBuf> {
-    let path = PathBuf::from(CHROMEDRIVER);
-    if path.exists() && Path::new(CHROMIUM).exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{CHROMEDRIVER} or {CHROMIUM} is missing in CI: tests/run installs the `chromium` and `chromium-driver` packages");
-    }
-    eprintln!(
-        "\n!!!!! SKIPPED: chromium and chromedriver are not installed, so the technician app was NOT tested in a browser (apt-get install chromium chromium-driver) !!!!!\n"
-    );
-    None
-}
-
-/// Starts chromedriver on a free port and a headless chromium session that trusts only the
-/// technician certificate's key (`spki`, as a technician trusts the fingerprint on the label).
-async fn browser(driver: &Path, spki: &str, profile: &Path) -> (Proc, Client) {
-    let port = free_port();
-    let process = Proc::new(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let args = [
-        "--headless=new".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        "--disable-quic".into(),
-        "--no-first-run".into(),
-        "--disable-background-networking".into(),
-        "--disable-component-update".into(),
-        "--disable-sync".into(),
-        format!("--user-data-dir={}", profile.display()),
-        format!("--ignore-certificate-errors-spki-list={spki}"),
-    ];
-    let capabilities = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a chromium session");
-    (process, client)
-}
-
-/// Where screenshots go: kept after the run for a person to look at.
-fn artefacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/technician");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
+/// A screenshot among the technician app's artefacts.
 async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
-    std::fs::write(artefacts().join(format!("{name}.png")), png).unwrap();
-}
-
-/// Follows the link whose text is `text`.
-async fn click_link(client: &Client, text: &str) {
-    client
-        .find(Locator::LinkText(text))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
-async fn text(client: &Client) -> String {
-    for _ in 0..50 {
-        if let Ok(body) = client.find(Locator::Css("body")).await {
-            if let Ok(text) = body.text().await {
-                return text;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the page never settled");
-}
-
-/// Submits `form` and returns the text of the page it leads to. WebDriver may answer before the
-/// browser has replaced the page, so the text is read again until it is not the form's page.
-async fn submit(client: &Client, form: fantoccini::elements::Form) -> String {
-    let before = text(client).await;
-    form.submit().await.unwrap();
-    for _ in 0..100 {
-        let after = text(client).await;
-        if after != before {
-            return after;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the page did not change after submitting its form:\n{before}");
+    browser::screenshot(client, "technician", name).await;
 }
 
 async fn log_in(client: &Client, base: &str, (name, password): (&str, &str)) -> String {
@@ -184,7 +75,7 @@ fn set_technician(village: &Village, name: &str, full_name: &str, role: &str, pa
 #[test]
 fn a_technician_on_a_phone_finds_why_a_household_is_off_reconnects_it_redeems_a_voucher_and_installs_meters(
 ) {
-    let Some(driver) = chromedriver() else {
+    let Some(driver) = chromedriver("the technician app") else {
         return;
     };
     let port = free_port();

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod browser;
 pub mod village;
 
 use gramgrid_air::air::{Air, AirConfig};

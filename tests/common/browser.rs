@@ -1,0 +1,128 @@
+//! Chromium in tests: Debian's chromium driven through chromedriver (WebDriver, the `fantoccini`
+//! client), headless, trusting one server key; screenshots kept as artefacts; reading a page's
+//! text and submitting its forms.
+use super::village::free_port;
+use super::Proc;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver, or `None` (with a loud message naming `what` was not tested) when it is not
+/// installed outside CI.
+pub fn chromedriver(what: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(CHROMEDRIVER);
+    if path.exists() && Path::new(CHROMIUM).exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{CHROMEDRIVER} or {CHROMIUM} is missing in CI: tests/run installs the `chromium` and `chromium-driver` packages");
+    }
+    eprintln!(
+        "\n!!!!! SKIPPED: chromium and chromedriver are not installed, so {what} was NOT tested in a browser (apt-get install chromium chromium-driver) !!!!!\n"
+    );
+    None
+}
+
+/// Starts chromedriver on a free port and a headless chromium session that trusts only the
+/// server key whose SPKI hash is `spki` (`gramgrid_net::pki::spki_hash`).
+pub async fn browser(driver: &Path, spki: &str, profile: &Path) -> (Proc, Client) {
+    let port = free_port();
+    let process = Proc::new(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let args = [
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        format!("--user-data-dir={}", profile.display()),
+        format!("--ignore-certificate-errors-spki-list={spki}"),
+    ];
+    let capabilities = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a chromium session");
+    (process, client)
+}
+
+/// Where screenshots of the page set `set` go: kept after the run for a person to look at.
+pub fn artefacts(set: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-artefacts")
+        .join(set);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves the browser's view as `NAME.png` among `set`'s artefacts.
+pub async fn screenshot(client: &Client, set: &str, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(artefacts(set).join(format!("{name}.png")), png).unwrap();
+}
+
+/// Follows the link whose text is `text`.
+pub async fn click_link(client: &Client, text: &str) {
+    client
+        .find(Locator::LinkText(text))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
+pub async fn text(client: &Client) -> String {
+    for _ in 0..50 {
+        if let Ok(body) = client.find(Locator::Css("body")).await {
+            if let Ok(text) = body.text().await {
+                return text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page never settled");
+}
+
+/// Submits `form` and returns the text of the page it leads to. WebDriver may answer before the
+/// browser has replaced the page, so the text is read again until it is not the form's page.
+pub async fn submit(client: &Client, form: fantoccini::elements::Form) -> String {
+    let before = text(client).await;
+    form.submit().await.unwrap();
+    for _ in 0..100 {
+        let after = text(client).await;
+        if after != before {
+            return after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page did not change after submitting its form:\n{before}");
+}
