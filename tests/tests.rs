@@ -5,6 +5,7 @@
 mod central;
 mod cli_errors;
 mod common;
+mod consumer_web;
 mod demo;
 mod docs_recipes;
 mod field_engineer;

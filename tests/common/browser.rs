@@ -126,3 +126,17 @@ pub async fn submit(client: &Client, form: fantoccini::elements::Form) -> String
     }
     panic!("the page did not change after submitting its form:\n{before}");
 }
+
+/// The page's text once it contains `wanted` (after a click that loads another page), read again
+/// for up to 10 s; the last text read if it never does.
+pub async fn text_containing(client: &Client, wanted: &str) -> String {
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = text(client).await;
+        if page.contains(wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    page
+}
