@@ -339,3 +339,40 @@ fn the_bills_of_docs_bills_md_print_as_written() {
     assert!(page.contains("Energy charge by slab") && page.contains("@media print"));
     assert!(quote.contains("slab"), "{quote}");
 }
+
+#[test]
+fn the_consumer_page_of_docs_consumer_md_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = recipe("docs/consumer.md", "consumer page");
+    let (_background, printed) = run_recipe(&lines, dir.path());
+    // "The `consumer-link` line prints the link"; the API answers one too.
+    let url = printed[printed.len() - 2].trim();
+    let base = "https://127.0.0.1:9446";
+    assert!(url.starts_with(&format!("{base}/my/l/")), "{printed:?}");
+    let answer: serde_json::Value = serde_json::from_str(printed.last().unwrap()).unwrap();
+    assert!(answer["url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{base}/my/l/")));
+    // "... it shows Sunita Devi's page in Hindi."
+    let ca = dir.path().join("gramgrid-central/pki/ca.pem");
+    let (status, page) =
+        crate::common::https_request(base, &ca, "GET", &url[base.len()..], &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Sunita Devi") && page.contains("बैलेंस"),
+        "{page}"
+    );
+    // "Without `[sms]` the messages land in gramgrid-central/notifications.log within seconds."
+    // (Two links made in the same second are one link, sent once.)
+    let log = dir.path().join("gramgrid-central/notifications.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = std::fs::read_to_string(&log).unwrap_or_default();
+        if sent.contains(url) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the links were not sent: {sent}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

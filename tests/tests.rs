@@ -6,6 +6,7 @@ mod bills;
 mod central;
 mod cli_errors;
 mod common;
+mod consumer_web;
 mod demo;
 mod docs_recipes;
 mod field_engineer;

@@ -1,12 +1,14 @@
 //! `gramgrid central`: the certificate authority, gateway enrolment, the central server, and the
 //! office's guardrail, billing and technician commands (protected accounts, arrears, breaker and
-//! policy holds, decisions, monthly bills, technician accounts), which work on central's database
-//! directly, as `import-meters` does, each write audited as `cli:<user>`.
+//! policy holds, decisions, monthly bills, technician and staff accounts, consumer links), which
+//! work on central's database directly, as `import-meters` does, each write audited as `cli:<user>`.
 use super::shutdown_signal;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use gramgrid_central::{accounts, bill, decisions, energy_audit, holds, technicians, Central};
+use gramgrid_central::{
+    accounts, bill, consumer, decisions, energy_audit, holds, technicians, Central,
+};
 use std::path::PathBuf;
 
 /// The central config of a command that opens central's database.
@@ -224,6 +226,22 @@ pub enum CentralCommand {
         /// Write the bill as a PDF, printed by headless chromium (the `chromium` package).
         #[arg(long, value_name = "FILE")]
         pdf: Option<PathBuf>,
+    /// Make a link to a household's balance page (docs/consumer.md) and print it; with --send,
+    /// also queue it by SMS to the account's phone (the running server sends it). The link opens
+    /// the page without a password until it expires.
+    ConsumerLink {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account whose page the link opens.
+        #[arg(long)]
+        account: String,
+        /// Queue the link by SMS to the account's phone (audited as cli:<user>).
+        #[arg(long)]
+        send: bool,
+        /// How long the link opens the page, e.g. 36h or 30days (default: [consumer]
+        /// link_lifetime, 7 days).
+        #[arg(long, value_parser = gramgrid_central::consumer::parse_lifetime)]
+        valid_for: Option<std::time::Duration>,
     },
     /// Technician accounts for the gateways' local web app: every gateway holds them all (sent at
     /// its next sync), so technicians log in with no backhaul.
@@ -541,6 +559,12 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
         }
         CentralCommand::Technician { what } => technician(what),
         CentralCommand::Staff { what } => staff(what),
+        CentralCommand::ConsumerLink {
+            config,
+            account,
+            send,
+            valid_for,
+        } => consumer_link(config, &account, send, valid_for),
         CentralCommand::RevokeGateway { dir, id } => {
             let pki = gramgrid_net::pki::CentralPki::load(&dir)?;
             let revoked = pki.revoke_gateway(&id)?;
@@ -556,6 +580,40 @@ pub(super) fn run(what: CentralCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn consumer_link(
+    config: ConfigArg,
+    account: &str,
+    send: bool,
+    valid_for: Option<std::time::Duration>,
+) -> Result<()> {
+    let central = open_central(config)?;
+    let now = central.now();
+    let link =
+        consumer::make_link(&central, account, now, valid_for).context("no link was made")?;
+    let link = if send {
+        let what = format!("central consumer-link --account {account} --send");
+        central
+            .write_as(&who(), &what, move |tx| consumer::send_link(tx, link, now))
+            .context("the link was not sent")?
+    } else {
+        let checked = link.clone();
+        central
+            .db()
+            .blocking(move |tx| consumer::check_account(tx, &checked))
+            .context("no link was made")?;
+        link
+    };
+    println!("{}", link.url);
+    let expires = gramgrid_core::civil::local(link.expires_at).format("%d-%m-%Y %H:%M IST");
+    match &link.notification {
+        Some(id) => eprintln!(
+            "link for {account}, valid until {expires}; queued by SMS as message {id} (the running server sends it)"
+        ),
+        None => eprintln!("link for {account}, valid until {expires}; not sent (add --send to send it by SMS)"),
+    }
+    Ok(())
 }
 
 fn technician(what: TechnicianCommand) -> Result<()> {

@@ -172,3 +172,16 @@ pub async fn page_until(
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
+/// The page's text once it contains `wanted` (after a click that loads another page), read again
+/// for up to 10 s; the last text read if it never does.
+pub async fn text_containing(client: &Client, wanted: &str) -> String {
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = text(client).await;
+        if page.contains(wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    page
+}

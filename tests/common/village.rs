@@ -131,6 +131,60 @@ impl Central {
     }
 }
 
+/// The office in `d`, as separate processes: a CA with gateway [`GATEWAY_ID`]'s enrolment bundle,
+/// and `central serve` over TLS (SQLite, notifications logged to `notifications.log`, every second,
+/// the API token [`TOKEN`]) with `config_extra(its URL)` appended to its `central.toml`; returns
+/// once it listens.
+pub fn start_central(d: &Path, config_extra: impl FnOnce(&str) -> String) -> (Proc, Central) {
+    start_central_on(d, None, config_extra)
+}
+
+/// As [`start_central`], with central on the PostgreSQL database `postgres` (a URL) instead of
+/// SQLite.
+pub fn start_central_on(
+    d: &Path,
+    postgres: Option<&str>,
+    config_extra: impl FnOnce(&str) -> String,
+) -> (Proc, Central) {
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let database_url =
+        postgres.map_or_else(|| format!("sqlite:{}", path("central.db")), str::to_owned);
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let config_extra = config_extra(&url);
+    run(&["central", "init", "--dir", &path("pki"), "--url", &url]);
+    run(&[
+        "central",
+        "add-gateway",
+        "--dir",
+        &path("pki"),
+        "--id",
+        GATEWAY_ID,
+    ]);
+    std::fs::write(
+        d.join("central.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = {database_url:?}\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n{config_extra}",
+            path("pki"),
+            path("notifications.log"),
+            path("secrets.key"),
+        ),
+    )
+    .unwrap();
+    let process = spawn(
+        &["central", "serve", "--config", &path("central.toml")],
+        &d.join("central.log"),
+    );
+    wait_for("central to listen", Duration::from_secs(30), d, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let central = Central {
+        url,
+        ca: d.join("pki/ca.pem"),
+    };
+    (process, central)
+}
+
 /// The running village. Dropping it stops every process (the gateway first, then the air, the
 /// fleet and central), then removes its directory.
 pub struct Village {
@@ -174,42 +228,8 @@ impl Village {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let path = |name: &str| d.join(name).to_str().unwrap().to_string();
-        let database_url =
-            postgres.map_or_else(|| format!("sqlite:{}", path("central.db")), str::to_owned);
 
-        // The office: a CA, the gateway's enrolment bundle, central serving over TLS.
-        let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        run(&["central", "init", "--dir", &path("pki"), "--url", &url]);
-        run(&[
-            "central",
-            "add-gateway",
-            "--dir",
-            &path("pki"),
-            "--id",
-            GATEWAY_ID,
-        ]);
-        std::fs::write(
-            d.join("central.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {database_url:?}\npki_dir = {:?}\nnotifications_log = {:?}\nsecrets_key_file = {:?}\nnotify_every = \"1s\"\napi_tokens = [\"{TOKEN}\"]\n",
-                path("pki"),
-                path("notifications.log"),
-                path("secrets.key"),
-            ),
-        )
-        .unwrap();
-        let central_proc = spawn(
-            &["central", "serve", "--config", &path("central.toml")],
-            &d.join("central.log"),
-        );
-        let central = Central {
-            url,
-            ca: d.join("pki/ca.pem"),
-        };
-        wait_for("central to listen", Duration::from_secs(30), &d, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let (central_proc, central) = start_central_on(&d, postgres, |_| String::new());
         // The defaults (10:00-14:00 IST on working days from the next day) would make a test
         // depend on the date.
         let (status, answer) = central.call(

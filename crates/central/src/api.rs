@@ -85,6 +85,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/outages"),
     ("get", "/api/v1/energy-audits"),
     ("get", "/api/v1/energy-audits/villages"),
+    ("post", "/api/v1/accounts/{id}/consumer-link"),
 ];
 
 /// The routes (besides every GET) a `recharge` token may call; every other write needs `admin`.
@@ -223,6 +224,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/api/v1/outages", get(outages))
         .route("/api/v1/energy-audits", get(energy_audits))
         .route("/api/v1/energy-audits/villages", get(energy_audit_villages))
+        .route("/api/v1/accounts/{id}/consumer-link", post(consumer_link))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
             require_token,
@@ -1215,6 +1217,22 @@ async fn energy_audit_villages(
     Ok(Json(
         run(&central, move |tx| energy_audit::villages(tx, range)).await?,
     ))
+}
+
+/// `POST /api/v1/accounts/{id}/consumer-link`: a new link to the household's page, sent by SMS
+/// to the account's phone; answers the link too (201).
+async fn consumer_link(
+    State(central): Shared,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<super::consumer::ConsumerLink>)> {
+    let now = central.now();
+    let link = super::consumer::make_link(&central, &id, now, None)?;
+    let sent = write(&central, caller, move |tx| {
+        super::consumer::send_link(tx, link, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(sent)))
 }
 
 /// The days a request asks for, today being central's local day.

@@ -59,6 +59,8 @@ pub struct CentralConfig {
     pub mqtt: Option<MqttConfig>,
     /// `[console]`: the office console's sessions and lock-out (docs/console.md).
     pub console: ConsoleConfig,
+    /// `[consumer]`: the households' balance page under `/my/` (docs/consumer.md).
+    pub consumer: ConsumerConfig,
 }
 
 /// `[console]`: how long a console login lasts, the lock-out after failed logins, and where each
@@ -103,6 +105,60 @@ impl Default for ConsoleConfig {
             lockout_for: Duration::from_secs(15 * 60),
             sites: Default::default(),
         }
+    }
+}
+
+/// `[consumer]`: the households' balance page, its signed links and its sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Where households reach central (`https://host:port`, no path): the start of every link
+    /// sent to them. Empty: no link can be made until it is set.
+    pub base_url: String,
+    /// The key that signs consumer links and hashes login codes; made (0600) at the first start
+    /// if missing. Replacing it invalidates every link sent. Absent: `consumer-link.key` beside
+    /// `secrets_key_file` ([`CentralConfig::link_key_file`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_key_file: Option<PathBuf>,
+    /// How long a link opens the page.
+    #[serde(with = "humantime_serde")]
+    pub link_lifetime: Duration,
+    /// A household's session ends after this long without a page load.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            base_url: String::new(),
+            link_key_file: None,
+            link_lifetime: Duration::from_secs(7 * 86_400),
+            session_idle: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Checks the values links and sessions could not work with.
+    pub fn check(&self) -> Result<(), String> {
+        let base = &self.base_url;
+        if !base.is_empty()
+            && (!base.starts_with("https://") || base.ends_with('/') || base.len() <= 8)
+        {
+            return Err(format!(
+                "[consumer] base_url '{base}' is not an https address without a trailing '/': give the address households reach central at, e.g. \"https://central.example:8443\""
+            ));
+        }
+        if self.link_lifetime < Duration::from_secs(60) {
+            return Err(
+                "[consumer] link_lifetime must be at least 1 minute, e.g. \"7days\"".into(),
+            );
+        }
+        if self.session_idle < Duration::from_secs(60) {
+            return Err("[consumer] session_idle must be at least 1 minute, e.g. \"15m\"".into());
+        }
+        Ok(())
     }
 }
 
@@ -331,6 +387,7 @@ impl Default for CentralConfig {
             sms: None,
             mqtt: None,
             console: ConsoleConfig::default(),
+            consumer: ConsumerConfig::default(),
         }
     }
 }
@@ -377,7 +434,17 @@ impl CentralConfig {
         if let Some(mqtt) = &config.mqtt {
             mqtt.check()?;
         }
+        config.consumer.check()?;
         Ok(config)
+    }
+
+    /// The consumer link key's file: `[consumer] link_key_file`, else `consumer-link.key` in the
+    /// directory of `secrets_key_file` (so a central's keys stay together).
+    pub fn link_key_file(&self) -> PathBuf {
+        self.consumer
+            .link_key_file
+            .clone()
+            .unwrap_or_else(|| self.secrets_key_file.with_file_name("consumer-link.key"))
     }
 
     /// Adds an API token from outside the file (`GRAMGRID_API_TOKEN`): an `admin` token named
@@ -560,6 +627,34 @@ mod tests {
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
                 "{key} is not documented"
             );
+        }
+    }
+
+    #[test]
+    fn the_link_key_lives_beside_the_secrets_key_unless_named() {
+        let config =
+            CentralConfig::parse("secrets_key_file = \"/srv/gg/secrets.key\"\n[consumer]\n")
+                .unwrap();
+        assert_eq!(
+            config.link_key_file(),
+            Path::new("/srv/gg/consumer-link.key")
+        );
+        let config = CentralConfig::parse(
+            "[consumer]\nlink_key_file = \"/etc/gg/link.key\"\nbase_url = \"https://c.example:8443\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.link_key_file(), Path::new("/etc/gg/link.key"));
+        for (text, expected) in [
+            ("[consumer]\nbase_url = \"http://c.example\"\n", "base_url"),
+            (
+                "[consumer]\nbase_url = \"https://c.example/\"\n",
+                "base_url",
+            ),
+            ("[consumer]\nlink_lifetime = \"10s\"\n", "link_lifetime"),
+            ("[consumer]\nsession_idle = \"0s\"\n", "session_idle"),
+        ] {
+            let error = CentralConfig::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}\n=> {error}");
         }
     }
 

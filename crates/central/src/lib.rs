@@ -8,7 +8,7 @@
 //! `server` (start and serve), `api` (routes), `sync` (the exchange), `accounts`, `vouchers`,
 //! `bill` (printable monthly bills), `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
 //! mistake), `technicians` (accounts for the gateways' local web app, and what technicians did
-//! there), `import` (with the transformer meters it enters), `energy_audit` (the gateways' daily
+//! there), `consumer` (the households' balance page), `import` (with the transformer meters it enters), `energy_audit` (the gateways' daily
 //! audits of their transformers), `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
 //! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
@@ -22,6 +22,7 @@ pub mod backhaul;
 pub mod bill;
 mod config;
 pub mod console;
+pub mod consumer;
 pub mod db;
 pub mod decisions;
 mod downlink;
@@ -48,7 +49,8 @@ pub mod vouchers;
 
 use chrono::{DateTime, Utc};
 pub use config::{
-    ApiToken, CentralConfig, ConsoleConfig, GatewaySite, MqttConfig, Scope, ENV_TOKEN_NAME,
+    ApiToken, CentralConfig, ConsoleConfig, ConsumerConfig, GatewaySite, MqttConfig, Scope,
+    ENV_TOKEN_NAME,
 };
 use db::{Db, DbError};
 use gramgrid_core::tariff::TariffBook;
@@ -103,6 +105,8 @@ pub struct Central {
     clock: WallClock,
     /// The SMS provider's secret for delivery receipts (`[sms] receipt_token_file`).
     receipt_token: Option<String>,
+    /// Signs consumer links and hashes login codes (`[consumer] link_key_file`).
+    link_key: Arc<consumer::LinkKey>,
 }
 
 impl std::fmt::Debug for Central {
@@ -123,6 +127,7 @@ impl Central {
         let sealer = Arc::new(gramgrid_net::secrets::Sealer::load_or_create(
             &config.secrets_key_file,
         )?);
+        let link_key = Arc::new(consumer::LinkKey::load_or_create(&config.link_key_file())?);
         let mut db = Db::open(&config.database_url, config.database_connections, sealer)?;
         db.set_events(config.mqtt.as_ref().map(mqtt::outbox_of));
         // Secrets stored before sealing existed are sealed now; then one is opened, so a wrong
@@ -147,7 +152,13 @@ impl Central {
             book: RwLock::new(Arc::new(book)),
             clock,
             receipt_token,
+            link_key,
         })
+    }
+
+    /// The key of consumer links and login codes.
+    pub fn link_key(&self) -> &Arc<consumer::LinkKey> {
+        &self.link_key
     }
 
     /// Whether `presented` is the SMS provider's receipt secret (compared in constant time; false

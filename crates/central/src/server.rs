@@ -1,6 +1,6 @@
 //! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop
 //! and, with `[mqtt]` configured, the MQTT event publisher (`mqtt::run`).
-use super::{api, console, mqtt, notify, sync, Central, CentralConfig, CentralError};
+use super::{api, console, consumer, mqtt, notify, sync, Central, CentralConfig, CentralError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
@@ -11,8 +11,9 @@ use gramgrid_net::tls::{RequireGateway, ServerTls};
 use gramgrid_net::wallclock::WallClock;
 use std::sync::Arc;
 
-/// The whole router: the API (bearer tokens) and `POST /sync/v1/exchange` (gateway client
-/// certificate, via [`RequireGateway`]: the gateway id never comes from the body).
+/// The whole router: the API (bearer tokens), `POST /sync/v1/exchange` (gateway client
+/// certificate, via [`RequireGateway`]: the gateway id never comes from the body), the SMS
+/// receipts and the households' page under `/my/` (a signed link or a code).
 pub fn router(central: Arc<Central>) -> Router {
     let sync = Router::new()
         .route(gramgrid_proto::wire::EXCHANGE_PATH, post(exchange))
@@ -22,10 +23,12 @@ pub fn router(central: Arc<Central>) -> Router {
         .route(RECEIPTS_PATH, post(sms_receipt))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(Arc::clone(&central));
+    let households = consumer::router(Arc::clone(&central));
     api::router(Arc::clone(&central))
         .merge(console::router(central))
         .merge(sync)
         .merge(receipts)
+        .merge(households)
 }
 
 /// Where the SMS provider posts delivery receipts.

@@ -33,11 +33,16 @@ pub enum Kind {
     /// The load-limit trip cut the supply until `until` (local `HH:MM`): the household drew more
     /// than its sanctioned `sanctioned_kw` for several intervals in a row.
     LoadLimitTrip,
+    /// The office sent the household a link to its balance page (`link`, a signed URL that opens
+    /// the page without a password until it expires).
+    ConsumerLink,
+    /// A one-time code to open the balance page with the account number and phone (`code`).
+    LoginCode,
 }
 
 impl Kind {
     /// Every kind, in a fixed order (for config checks and docs).
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::RechargeReceived,
         Kind::LowBalance,
         Kind::DisconnectNotice,
@@ -47,6 +52,8 @@ impl Kind {
         Kind::VoucherRedeemed,
         Kind::SanctionedLoadExceeded,
         Kind::LoadLimitTrip,
+        Kind::ConsumerLink,
+        Kind::LoginCode,
     ];
 
     /// The kinds of the first release. Central requires a DLT template id for each of these; a
@@ -71,6 +78,8 @@ impl Kind {
             Kind::VoucherRedeemed => "voucher_redeemed",
             Kind::SanctionedLoadExceeded => "sanctioned_load_exceeded",
             Kind::LoadLimitTrip => "load_limit_trip",
+            Kind::ConsumerLink => "consumer_link",
+            Kind::LoginCode => "login_code",
         }
     }
 
@@ -81,7 +90,7 @@ impl Kind {
 
     /// Urgent messages go at once, day or night; the rest wait for the end of quiet hours.
     /// A household must hear at once that it will be, or has been, cut off or restored, and that
-    /// its money arrived.
+    /// its money arrived; a link or a code it asked for is of use only at once.
     pub fn is_urgent(self) -> bool {
         matches!(
             self,
@@ -91,7 +100,15 @@ impl Kind {
                 | Kind::Reconnected
                 | Kind::VoucherRedeemed
                 | Kind::LoadLimitTrip
+                | Kind::ConsumerLink
+                | Kind::LoginCode
         )
+    }
+
+    /// Whether its variables open the household's page (a link, a code): once sent, central
+    /// keeps neither them nor the text made from them.
+    pub fn carries_secret(self) -> bool {
+        matches!(self, Kind::ConsumerLink | Kind::LoginCode)
     }
 
     /// The variables its templates use.
@@ -105,6 +122,8 @@ impl Kind {
             Kind::VoucherRedeemed => &["amount"],
             Kind::SanctionedLoadExceeded => &["month", "intervals", "sanctioned_kw", "max_kw"],
             Kind::LoadLimitTrip => &["sanctioned_kw", "until"],
+            Kind::ConsumerLink => &["link"],
+            Kind::LoginCode => &["code"],
         }
     }
 }
@@ -223,6 +242,12 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         (Language::English, Kind::LoadLimitTrip) => {
             "Electricity supply cut: your load was above your sanctioned {sanctioned_kw} kW. It will be restored automatically at {until}. Please reduce your load. - GramGrid"
         }
+        (Language::English, Kind::ConsumerLink) => {
+            "See your electricity balance, units left and this month's bill: {link} - GramGrid"
+        }
+        (Language::English, Kind::LoginCode) => {
+            "Your GramGrid code is {code}. It is valid for 10 minutes. Do not share it with anyone. - GramGrid"
+        }
         (Language::Hindi, Kind::RechargeReceived) => {
             "₹{amount} का रिचार्ज मिला। शेष राशि ₹{balance}। - GramGrid"
         }
@@ -247,6 +272,12 @@ pub fn default_template(kind: Kind, language: Language) -> &'static str {
         }
         (Language::Hindi, Kind::LoadLimitTrip) => {
             "आपका बिजली लोड स्वीकृत {sanctioned_kw} kW से अधिक होने से बिजली काटी गई। {until} बजे अपने आप चालू होगी। कृपया लोड कम करें। - GramGrid"
+        }
+        (Language::Hindi, Kind::ConsumerLink) => {
+            "अपना बिजली बैलेंस, बची यूनिट और इस महीने का बिल देखें: {link} - GramGrid"
+        }
+        (Language::Hindi, Kind::LoginCode) => {
+            "आपका GramGrid कोड {code} है। यह 10 मिनट तक मान्य है। इसे किसी को न बताएँ। - GramGrid"
         }
     }
 }
@@ -400,6 +431,10 @@ mod tests {
         }
         assert!(Kind::SanctionedLoadExceeded.template_id_optional());
         assert!(Kind::LoadLimitTrip.template_id_optional());
+        assert!(
+            Kind::ConsumerLink.template_id_optional() && Kind::LoginCode.template_id_optional()
+        );
+        assert!(Kind::LoginCode.carries_secret() && !Kind::LowBalance.carries_secret());
         for kind in Kind::ALL {
             assert_eq!(Kind::parse(kind.as_str()), Some(kind));
         }

@@ -16,7 +16,7 @@ const NONCE_BYTES: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     /// The key file could not be read or created.
-    #[error("cannot {action} the secrets key file {path}: {source}")]
+    #[error("cannot {action} the key file {path}: {source}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -26,9 +26,7 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     /// The key file does not hold 64 hex digits.
-    #[error(
-        "the secrets key file {0} does not hold a key (64 hex digits); restore it from your backup"
-    )]
+    #[error("the key file {0} does not hold a key (64 hex digits); restore it from your backup")]
     BadKeyFile(PathBuf),
     /// A stored secret does not open with this key (another key file, or a damaged value).
     #[error("the stored secret {0} does not open with this secrets key file: restore the key file the database was sealed with")]
@@ -45,9 +43,7 @@ fn create_key_file(path: &Path) -> std::io::Result<()> {
         None => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut staged = tempfile::Builder::new()
-        .prefix(".secrets-key-")
-        .tempfile_in(dir)?;
+    let mut staged = tempfile::Builder::new().prefix(".key-").tempfile_in(dir)?;
     let key: [u8; 32] = rand::random();
     staged.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
     staged.as_file().sync_all()?;
@@ -56,8 +52,26 @@ fn create_key_file(path: &Path) -> std::io::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(error) => return Err(error),
     }
-    tracing::info!(path = %path.display(), "secrets key file created: back it up apart from the database");
+    tracing::info!(path = %path.display(), "key file created: back it up apart from the database");
     Ok(())
+}
+
+/// The 32-byte key in the key file `path` (64 hex digits), or a new random one written there
+/// (mode 0600) when the file does not exist: the secrets key, and central's consumer link key.
+pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], SecretsError> {
+    let io = |action, source| SecretsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        create_key_file(path).map_err(|e| io("create", e))?;
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io("read", e))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| SecretsError::BadKeyFile(path.to_path_buf()))
 }
 
 /// Seals and opens secrets with the key from the key file.
@@ -75,19 +89,7 @@ impl Sealer {
     /// Reads the key from `path`, or makes a new random one there (mode 0600) when the file does
     /// not exist.
     pub fn load_or_create(path: &Path) -> Result<Sealer, SecretsError> {
-        let io = |action, source| SecretsError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        };
-        if !path.exists() {
-            create_key_file(path).map_err(|e| io("create", e))?;
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| io("read", e))?;
-        let key: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| SecretsError::BadKeyFile(path.to_path_buf()))?;
+        let key = load_or_create_key(path)?;
         Ok(Sealer {
             cipher: XChaCha20Poly1305::new(&key.into()),
         })

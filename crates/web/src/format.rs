@@ -41,6 +41,12 @@ pub fn when(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// A past time and how long ago it was at `now`: `29-11-2026 17:05 IST (12 min ago)`, with
+/// `ago` the page's word for it.
+pub fn when_ago(at: DateTime<Utc>, now: DateTime<Utc>, ago: &str) -> String {
+    format!("{} ({} {ago})", when(at), span((now - at).num_seconds()))
+}
+
 /// A duration in the largest sensible unit: `45 s`, `12 min`, `3 h 05 min`, `2 d 4 h`.
 pub fn span(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -74,5 +80,10 @@ mod tests {
         assert_eq!(span(59), "59 s");
         assert_eq!(span(3_900), "1 h 05 min");
         assert_eq!(span(90_000), "1 d 1 h");
+        let now = at.with_timezone(&Utc) + chrono::Duration::minutes(12);
+        assert_eq!(
+            when_ago(at.with_timezone(&Utc), now, "ago"),
+            "30-11-2026 00:10 IST (12 min ago)"
+        );
     }
 }

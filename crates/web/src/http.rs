@@ -1,7 +1,7 @@
 //! HTML responses with the headers every page needs, and the cookies pages set and read.
 use crate::lang::Lang;
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::Markup;
 
 /// The cookie that keeps a person's language choice.
@@ -47,6 +47,20 @@ pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> (header::Hea
     )
 }
 
+/// The language switch: keeps `code`'s language in the cookie and goes back to `back` when it is
+/// a page under `home` (never elsewhere: no open redirect), else to `home`.
+pub fn switch_language(code: &str, back: Option<String>, home: &str) -> Response {
+    let lang = Lang::parse(code);
+    let back = back
+        .filter(|b| b.starts_with(home) && !b.contains("//") && !b.contains('\\'))
+        .unwrap_or_else(|| home.to_string());
+    (
+        [set_cookie(LANG_COOKIE, lang.code(), 365 * 86_400)],
+        Redirect::to(&back),
+    )
+        .into_response()
+}
+
 /// The language the request's cookie chose (English without one).
 pub fn language(headers: &HeaderMap) -> Lang {
     cookie(headers, LANG_COOKIE).map_or(Lang::En, |code| Lang::parse(&code))
@@ -67,5 +81,31 @@ mod tests {
         assert_eq!(cookie(&headers, "missing"), None);
         assert_eq!(language(&headers), Lang::Hi);
         assert_eq!(language(&HeaderMap::new()), Lang::En);
+    }
+
+    #[test]
+    fn the_language_switch_goes_back_only_to_a_page_of_its_own_set() {
+        let location = |back: Option<&str>| {
+            let response = switch_language("hi", back.map(str::to_string), "/my/");
+            let cookie = response.headers()[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(cookie.starts_with("gg_lang=hi;"), "{cookie}");
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(location(Some("/my/?x=1")), "/my/?x=1");
+        for away in [
+            None,
+            Some("//evil.example/my/"),
+            Some("/admin"),
+            Some("/my/\\x"),
+            Some("https://e.x/my/"),
+        ] {
+            assert_eq!(location(away), "/my/", "{away:?}");
+        }
     }
 }

@@ -52,6 +52,25 @@ impl Lang {
     }
 }
 
+/// Declares a page set's `Tr` trait over its own table of (English, Hindi) texts, so its pages
+/// write `lang.tr("English text")` (the form [`untranslated`] finds in their sources).
+#[macro_export]
+macro_rules! translation_trait {
+    ($table:path) => {
+        /// Translation through this page set's table of texts.
+        pub trait Tr {
+            /// `text` (an English text of the table) in this language; English if it has none.
+            fn tr(self, text: &'static str) -> &'static str;
+        }
+
+        impl Tr for $crate::lang::Lang {
+            fn tr(self, text: &'static str) -> &'static str {
+                self.translate($table, text)
+            }
+        }
+    };
+}
+
 /// The English texts a page set's sources pass to `.tr("…")` that its `table` does not hold, or
 /// that it holds untranslated (each page set's test calls this over its own source directory).
 pub fn untranslated(

@@ -428,6 +428,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (gateway, hour)
     )
     "#,
+    // 17: one-time login codes of the consumer page (`consumer::code`): each account's latest
+    // code as its HMAC only (NULL once used), its wrong entries, and the codes sent in the
+    // account's current rate window.
+    r#"
+    CREATE TABLE consumer_codes (
+        account TEXT PRIMARY KEY REFERENCES accounts(id),
+        code_hash TEXT,
+        issued_at BIGINT NOT NULL,
+        tries BIGINT NOT NULL,
+        window_start BIGINT NOT NULL,
+        sent_in_window BIGINT NOT NULL
+    )
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

@@ -286,11 +286,13 @@ pub async fn deliver(
         );
         if at > now {
             round.deferred += 1;
-            update(central, &message.id, Update::Defer(at)).await?;
+            update(central, &message.id, Update::Defer(at), false).await?;
             continue;
         }
         let notification = render(&message, rendering);
         let outcome = sender.send(&notification).await;
+        // A link or a code is kept only until it is sent: the office sees that it went, not it.
+        let secret = Kind::parse(&message.kind).is_some_and(Kind::carries_secret);
         let throttled = matches!(
             outcome,
             Outcome::Retry {
@@ -304,7 +306,11 @@ pub async fn deliver(
                 Update::Sent {
                     channel: sender.channel(),
                     provider_id,
-                    text: notification.message,
+                    text: if secret {
+                        message.message.clone()
+                    } else {
+                        notification.message
+                    },
                     parts: notification.parts,
                 }
             }
@@ -323,7 +329,7 @@ pub async fn deliver(
                 Update::Failed(error)
             }
         };
-        update(central, &message.id, next).await?;
+        update(central, &message.id, next, secret).await?;
         if throttled {
             break;
         }
@@ -396,7 +402,9 @@ enum Update {
     Failed(String),
 }
 
-async fn update(central: &Central, id: &str, update: Update) -> Result<()> {
+/// Applies `update` to message `id`; with `forget_vars`, a message that is now sent or failed
+/// keeps no variables.
+async fn update(central: &Central, id: &str, update: Update, forget_vars: bool) -> Result<()> {
     let id = id.to_string();
     let now = ts(central.now());
     central
@@ -405,21 +413,27 @@ async fn update(central: &Central, id: &str, update: Update) -> Result<()> {
             match update {
                 Update::Defer(at) => tx.execute(
                     "UPDATE notifications SET next_attempt_at = $2 WHERE id = $1",
-                    &[id.into(), ts(at).into()],
+                    &[id.as_str().into(), ts(at).into()],
                 )?,
                 Update::Sent { channel, provider_id, text, parts } => tx.execute(
                     "UPDATE notifications SET state = 'sent', channel = $2, provider_id = $3, message = $4, parts = $5, sent_at = $6, attempts = attempts + 1, last_error = NULL WHERE id = $1 AND state IN ('queued', 'retrying')",
-                    &[id.into(), channel.into(), provider_id.into(), text.into(), (parts as i64).into(), now.into()],
+                    &[id.as_str().into(), channel.into(), provider_id.into(), text.into(), (parts as i64).into(), now.into()],
                 )?,
                 Update::Retry(error, at) => tx.execute(
                     "UPDATE notifications SET state = 'retrying', attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND state IN ('queued', 'retrying')",
-                    &[id.into(), error.into(), ts(at).into()],
+                    &[id.as_str().into(), error.into(), ts(at).into()],
                 )?,
                 Update::Failed(error) => tx.execute(
                     "UPDATE notifications SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1 AND state IN ('queued', 'retrying')",
-                    &[id.into(), error.into()],
+                    &[id.as_str().into(), error.into()],
                 )?,
             };
+            if forget_vars {
+                tx.execute(
+                    "UPDATE notifications SET vars = '{}' WHERE id = $1 AND state IN ('sent', 'failed')",
+                    &[id.into()],
+                )?;
+            }
             Ok(())
         })
         .await

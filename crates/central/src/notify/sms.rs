@@ -360,7 +360,11 @@ mod tests {
                 "sanctioned_load_exceeded.en",
                 "sanctioned_load_exceeded.hi",
                 "load_limit_trip.en",
-                "load_limit_trip.hi"
+                "load_limit_trip.hi",
+                "consumer_link.en",
+                "consumer_link.hi",
+                "login_code.en",
+                "login_code.hi"
             ]
         );
         for kind in Kind::ALL {

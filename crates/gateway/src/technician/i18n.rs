@@ -1,22 +1,12 @@
 //! The app's texts in English and Hindi; the languages and Indian formats are `gramgrid_web`'s.
 
-pub use gramgrid_web::format::{group_indian, inr, kwh, span, when};
+pub use gramgrid_web::format::{group_indian, inr, kwh, span, when, when_ago};
 pub use gramgrid_web::lang::Lang;
 
-/// Translation through this app's [`TEXTS`].
-pub trait Tr {
-    /// `text` (an English text of [`TEXTS`]) in this language; English if it has no translation.
-    fn tr(self, text: &'static str) -> &'static str;
-}
-
-impl Tr for Lang {
-    fn tr(self, text: &'static str) -> &'static str {
-        self.translate(TEXTS, text)
-    }
-}
+gramgrid_web::translation_trait!(TEXTS);
 
 /// Every text the pages show, in English and Hindi. A test checks that every literal the
-/// technician module passes to [`Lang::tr`] is here.
+/// technician module passes to `Tr::tr` is here.
 pub const TEXTS: &[(&str, &str)] = &[
     ("Energy audit", "ऊर्जा ऑडिट"),
     (

@@ -29,7 +29,7 @@ use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::policy::RelayAction;
 use gramgrid_net::wallclock::WallClock;
-use gramgrid_web::http::{cookie, html_response, language, set_cookie, LANG_COOKIE};
+use gramgrid_web::http::{cookie, html_response, language, set_cookie};
 use i18n::{Lang, Tr};
 use maud::Markup;
 use pages::{Frame, Notice};
@@ -523,17 +523,7 @@ async fn switch_language(
     UrlPath(code): UrlPath<String>,
     Query(query): Query<BackQuery>,
 ) -> Response {
-    let lang = Lang::parse(&code);
-    // Only a path on this site: never an open redirect.
-    let back = query
-        .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
-        .unwrap_or_else(|| "/".into());
-    (
-        [set_cookie(LANG_COOKIE, lang.code(), 365 * 86_400)],
-        Redirect::to(&back),
-    )
-        .into_response()
+    gramgrid_web::http::switch_language(&code, query.back, "/")
 }
 
 async fn status_page(State(s): State<Shared>, headers: HeaderMap) -> Response {

@@ -1,7 +1,7 @@
 //! The app's HTML: one function per page, plain server-rendered forms, no script. Mobile first,
 //! large type and high contrast for a phone in sunlight.
 use super::auth::{Role, Session};
-use super::i18n::{inr, kwh, span, when, Lang, Tr};
+use super::i18n::{inr, kwh, span, when, when_ago, Lang, Tr};
 use crate::link::MeterLinkHealth;
 use crate::report::AccountStatus;
 use chrono::{DateTime, Utc};
@@ -125,14 +125,7 @@ pub struct RadioHealth {
 
 /// The status page body.
 pub fn status(lang: Lang, session: &Session, view: &StatusView, now: DateTime<Utc>) -> Markup {
-    let ago = |at: DateTime<Utc>| {
-        format!(
-            "{} ({} {})",
-            when(at),
-            span((now - at).num_seconds()),
-            lang.tr("ago")
-        )
-    };
+    let ago = |at: DateTime<Utc>| when_ago(at, now, lang.tr("ago"));
     html! {
         dl.status {
             dt { (lang.tr("Backhaul")) " · " (lang.tr("Last sync")) }
