@@ -192,6 +192,13 @@ fn a_household_on_a_phone_opens_its_page_by_link_or_code_and_a_bad_link_shows_no
         );
         screenshot(&client, "page-phone").await;
 
+        // The month's printable bill, then back to the page.
+        click_link(&client, "Printable bill").await;
+        let bill = text_containing(&client, "Closing balance").await;
+        assert!(bill.contains("Closing balance"), "{bill}");
+        screenshot(&client, "bill-phone").await;
+        client.back().await.unwrap();
+
         // In Hindi, the same figures.
         click_link(&client, "हिन्दी").await;
         let hindi = text_containing(&client, "बैलेंस").await;

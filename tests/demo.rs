@@ -681,7 +681,8 @@ fn serve_keeps_central_answering_until_interrupted() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut token, mut technician, mut console) = (None, None, None, None);
+    let (mut url, mut token, mut technician, mut console, mut consumer) =
+        (None, None, None, None, None);
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("Central API:") {
@@ -699,6 +700,9 @@ fn serve_keeps_central_answering_until_interrupted() {
         }
         if let Some(rest) = line.strip_prefix("Office console:") {
             console = Some(rest.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("Consumer page:") {
+            consumer = rest.split_whitespace().next().map(str::to_string);
         }
         if line.contains("Ctrl-C") {
             break;
@@ -768,6 +772,14 @@ fn serve_keeps_central_answering_until_interrupted() {
         page.contains("Kothi") && page.contains("<svg class=\"map\""),
         "{page}"
     );
+    // The household's page, from the printed link.
+    let consumer = consumer.unwrap();
+    let link_path = consumer
+        .strip_prefix(&url)
+        .unwrap_or_else(|| panic!("{consumer} is not on {url}"));
+    let (status, page) = crate::common::https_request(&url, &ca, "GET", link_path, &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Balance") || page.contains("बैलेंस"), "{page}");
     let answer = api_get(&url, &ca, &token, "/api/v1/accounts/CG-000001/balance");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("balance_paise"), "{answer}");

@@ -226,6 +226,7 @@ pub enum CentralCommand {
         /// Write the bill as a PDF, printed by headless chromium (the `chromium` package).
         #[arg(long, value_name = "FILE")]
         pdf: Option<PathBuf>,
+    },
     /// Make a link to a household's balance page (docs/consumer.md) and print it; with --send,
     /// also queue it by SMS to the account's phone (the running server sends it). The link opens
     /// the page without a password until it expires.

@@ -4,7 +4,9 @@ use crate::netem::{self, LinkPlan, Relay};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_central::accounts::{self, RechargeReceipt, RechargeRequest};
 use gramgrid_central::vouchers::{self, IssueRequest, IssuedVoucher};
-use gramgrid_central::{ApiToken, CentralConfig, CentralError, ConsoleConfig, GatewaySite, Scope};
+use gramgrid_central::{
+    ApiToken, CentralConfig, CentralError, ConsoleConfig, ConsumerConfig, GatewaySite, Scope,
+};
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::gateway::{Gateway, GatewayError};
@@ -176,6 +178,7 @@ impl Village {
             gramgrid_net::pki::CentralPki::init(&dir.join("pki"), "https://127.0.0.1:8443", &[])?;
         let bundle = pki.add_gateway(gateway_id, 30)?;
         let api_token = format!("{:032x}", rand::random::<u128>());
+        let listener = tokio::net::TcpListener::bind(central_addr).await?;
         let config = CentralConfig {
             database_url: format!("sqlite:{}", dir.join("central.db").display()),
             pki_dir: dir.join("pki"),
@@ -187,14 +190,15 @@ impl Village {
                 sites: [(gateway_id.to_string(), demo_site())].into(),
                 ..ConsoleConfig::default()
             },
+            // Households' links point at this central (its port is known once bound).
+            consumer: ConsumerConfig {
+                base_url: format!("https://{}", listener.local_addr()?),
+                ..ConsumerConfig::default()
+            },
             ..CentralConfig::default()
         };
-        let central = gramgrid_central::server::start_with_clock(
-            config,
-            tokio::net::TcpListener::bind(central_addr).await?,
-            clock.clone(),
-        )
-        .await?;
+        let central =
+            gramgrid_central::server::start_with_clock(config, listener, clock.clone()).await?;
         let link = netem::start(central.addr, LinkPlan::default()).await?;
         let sync = SyncConfig {
             bundle: Some(pki.bundle_path(gateway_id)),

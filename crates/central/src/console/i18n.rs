@@ -1,17 +1,5 @@
 //! The console's texts in English and Hindi; the languages and Indian formats are `gramgrid_web`'s.
-use gramgrid_web::lang::Lang;
-
-/// Translation through the console's [`TEXTS`].
-pub trait Tr {
-    /// `text` (an English text of [`TEXTS`]) in this language; English if it has no translation.
-    fn tr(self, text: &'static str) -> &'static str;
-}
-
-impl Tr for Lang {
-    fn tr(self, text: &'static str) -> &'static str {
-        self.translate(TEXTS, text)
-    }
-}
+gramgrid_web::translation_trait!(TEXTS);
 
 /// Every text the console's pages show, in English and Hindi. A test checks that every literal
 /// the console passes to `tr` is here.

@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use gramgrid_web::format::when;
-use gramgrid_web::http::{cookie, html_response, language, set_cookie, LANG_COOKIE};
+use gramgrid_web::http::{cookie, html_response, language, set_cookie};
 use gramgrid_web::lang::Lang;
 use gramgrid_web::session::{self, Session, SessionRefused, Sessions};
 use i18n::Tr;
@@ -442,15 +442,5 @@ async fn switch_language(
     UrlPath(code): UrlPath<String>,
     Query(query): Query<BackQuery>,
 ) -> Response {
-    let lang = Lang::parse(&code);
-    // Only a path inside the console: never an open redirect.
-    let back = query
-        .back
-        .filter(|b| b.starts_with("/console/") && !b.starts_with("//"))
-        .unwrap_or_else(|| "/console/".into());
-    (
-        [set_cookie(LANG_COOKIE, lang.code(), 365 * 86_400)],
-        Redirect::to(&back),
-    )
-        .into_response()
+    gramgrid_web::http::switch_language(&code, query.back, "/console/")
 }

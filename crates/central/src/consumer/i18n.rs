@@ -8,6 +8,7 @@ gramgrid_web::translation_trait!(TEXTS);
 /// Every text the pages show, in English and Hindi. A test checks that every literal the
 /// consumer module passes to `Tr::tr` is here.
 pub const TEXTS: &[(&str, &str)] = &[
+    ("Printable bill", "छापने योग्य बिल"),
     ("My electricity", "मेरी बिजली"),
     ("Account", "खाता"),
     ("Balance", "बैलेंस"),

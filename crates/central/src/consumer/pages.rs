@@ -250,8 +250,9 @@ fn bill(lang: Lang, view: &AccountPage) -> Markup {
     }
 }
 
-/// The place for the link to the printable bill (`/my/bill?month=YYYY-MM`, another page set's
-/// work): empty until that page exists, so the page has no dead link.
-fn printable_bill(_lang: Lang, _month: &str) -> Markup {
-    html! {}
+/// The link to the month's printable bill (`/my/bill?month=YYYY-MM`).
+fn printable_bill(lang: Lang, month: &str) -> Markup {
+    html! {
+        p { a href=(format!("/my/bill?month={month}")) { (lang.tr("Printable bill")) } }
+    }
 }

@@ -46,6 +46,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/my/code", post(enter_code))
         .route("/my/lang/{code}", get(switch_language))
         .route("/my/logout", post(logout))
+        .route("/my/bill", get(printable_bill))
         .layer(DefaultBodyLimit::max(8 * 1024))
         .with_state(state)
 }
@@ -329,4 +330,44 @@ async fn logout(State(s): Shared, headers: HeaderMap, Form(form): Form<LogoutFor
         Redirect::to("/my/login"),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct BillQuery {
+    month: Option<String>,
+}
+
+/// The household's printable bill for a month (this month so far without one): the office's
+/// bill page (`bill::html`), for the account of the session only.
+async fn printable_bill(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(query): Query<BillQuery>,
+) -> Response {
+    let Some(session) = s.session(&headers) else {
+        return Redirect::to("/my/login").into_response();
+    };
+    let now = s.central.now();
+    let Some(month) = query.month.as_deref().map_or(
+        Some(gramgrid_core::civil::Month::containing(now)),
+        gramgrid_core::civil::Month::parse,
+    ) else {
+        return Redirect::to("/my/").into_response();
+    };
+    let account = session.name.clone();
+    let bill = s
+        .central
+        .db()
+        .transaction(move |tx| crate::bill::month_bill(tx, &account, month))
+        .await;
+    match bill {
+        Ok(bill) => {
+            let lang = match language(&headers, None) {
+                Lang::Hi => Language::Hindi,
+                Lang::En => Language::English,
+            };
+            html_response(crate::bill::html::render(&bill, lang))
+        }
+        Err(error) => internal(&headers, error),
+    }
 }

@@ -473,6 +473,14 @@ impl Demo {
     /// What a user needs to query the running demo.
     pub fn serving(&self) -> String {
         let dir = self.workspace.path();
+        let central = &self.village.central.central;
+        let consumer = gramgrid_central::consumer::make_link(
+            central,
+            &scenario::account_id(0),
+            self.end,
+            None,
+        )
+        .map_or_else(|e| format!("(no link: {e})"), |link| link.url);
         let url = format!("https://{}", self.village.central.addr);
         let ca = dir.join("pki").join("ca.pem");
         format!(
@@ -483,6 +491,7 @@ impl Demo {
              Gateway:       gramgrid gateway status --config {config}\n\
              Technician app: https://{technician}/  (log in as {login} / {password}, a supervisor; its certificate is issued under the CA above, fingerprint: gramgrid gateway cert --config {config})\n\
              Office console: {url}/console/  (log in as {staff} / {staff_password}, an admin; the browser must trust the CA above)\n\
+             Consumer page: {consumer}  (household {account}'s balance page; a link like the SMS one)\n\
              Simulated time now runs at real speed from {end}. Ctrl-C stops everything.",
             technician = self.village.gateway_config.technician.listen,
             login = DEMO_TECHNICIAN.0,
