@@ -4,6 +4,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::Markup;
 
+/// The style every page set starts from (sunlight first: black on white, large type, big touch
+/// targets, one column on a phone), inline in each page before the set's own rules.
+pub const BASE_STYLE: &str = include_str!("base.css");
+
 /// The cookie that keeps a person's language choice.
 pub const LANG_COOKIE: &str = "gg_lang";
 

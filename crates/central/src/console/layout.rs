@@ -7,7 +7,7 @@ use gramgrid_web::lang::Lang;
 use gramgrid_web::session::Session;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-/// The style sheet, inline in every page (and its print rules).
+/// The console's own rules (and its print rules), after `gramgrid_web`'s base style.
 const STYLE: &str = include_str!("style.css");
 
 /// What every page's frame needs.
@@ -68,7 +68,7 @@ pub fn page(frame: &Frame<'_>, title: &str, notice: Option<&Notice>, body: Marku
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · gramgrid" }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(gramgrid_web::http::BASE_STYLE)) (PreEscaped(STYLE)) }
             }
             body {
                 header {

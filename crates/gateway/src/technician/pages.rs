@@ -9,9 +9,6 @@ use gramgrid_core::policy::RelayState;
 use gramgrid_proto::wire::{AuditReason, EnergyAuditDay};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-/// The style sheet, inline in every page (one request per page on a slow phone).
-const STYLE: &str = include_str!("style.css");
-
 /// What every page's frame needs.
 pub struct Frame<'a> {
     /// The page's language.
@@ -42,7 +39,7 @@ pub fn page(frame: &Frame<'_>, title: &str, notice: Option<&Notice>, body: Marku
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · " (frame.gateway) }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(gramgrid_web::http::BASE_STYLE)) }
             }
             body {
                 header {
