@@ -344,6 +344,15 @@ pub(crate) mod testing {
     /// A fresh central with its config changed by `change` (the database and secrets key stay
     /// in the central's own directory).
     pub(crate) fn central_configured(change: impl FnOnce(&mut CentralConfig)) -> TestCentral {
+        central_clocked(change, gramgrid_net::wallclock::WallClock::System)
+    }
+
+    /// As [`central_configured`], reading "now" from `clock` (for background tasks that must see
+    /// the scenario's time, not the machine's).
+    pub(crate) fn central_clocked(
+        change: impl FnOnce(&mut CentralConfig),
+        clock: gramgrid_net::wallclock::WallClock,
+    ) -> TestCentral {
         let dir = tempfile::tempdir().unwrap();
         let mut config = CentralConfig {
             database_url: format!("sqlite:{}", dir.path().join("central.db").display()),
@@ -352,7 +361,7 @@ pub(crate) mod testing {
         };
         change(&mut config);
         TestCentral {
-            central: std::sync::Arc::new(Central::open(config).unwrap()),
+            central: std::sync::Arc::new(Central::open_with_clock(config, clock).unwrap()),
             _dir: dir,
         }
     }

@@ -2,9 +2,12 @@
 //! killed and restarted in the middle.
 use super::*;
 use crate::accounts::{self, Account, RechargeRequest};
-use crate::testing::{central_configured, fresh_postgres, priority_upload, TestCentral};
+use crate::testing::{
+    central_clocked, central_configured, fresh_postgres, priority_upload, TestCentral,
+};
 use chrono::{Duration as Span, TimeZone};
 use gramgrid_core::tariff::Category;
+use gramgrid_net::wallclock::SimulatedClock;
 use gramgrid_proto::wire::{
     ReadingBatch, ReadingBlock, UplinkEvent, WireRelayAction, WireRelayState,
 };
@@ -537,7 +540,11 @@ async fn every_event_reaches_a_persistent_subscriber_once_across_a_broker_restar
     let broker_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let broker = Broker::start(&binary, broker_dir.path(), port);
-    let t = central_configured(|c| c.mqtt = Some(mqtt_config(port)));
+    // The publisher's gateway watcher reads central's clock: it stays at the scenario's time, so
+    // the watcher announces gw-a down only when the test moves past `gateway_down_after`.
+    let now = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
+    let clock = SimulatedClock::stopped_at(now).into();
+    let t = central_clocked(|c| c.mqtt = Some(mqtt_config(port)), clock);
     let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sessions: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
     let received = subscriber(port, Arc::clone(&subscribed), Arc::clone(&sessions));
@@ -552,7 +559,6 @@ async fn every_event_reaches_a_persistent_subscriber_once_across_a_broker_restar
     }));
 
     // Broker up: a recharge, then an exchange with readings, an alert and a relay command.
-    let now = Utc.with_ymd_and_hms(2026, 11, 30, 5, 30, 0).unwrap();
     let enrolled = account("A1", "gw-a", now - Span::days(1));
     t.tx(move |tx| accounts::enrol_household(tx, &enrolled, "M1"))
         .unwrap();
