@@ -78,6 +78,7 @@ fn household(central: &Central) {
         }),
         downlink_applied: 0,
         identity: None,
+        status: None,
     };
     central
         .db()

@@ -193,6 +193,7 @@ fn upload(
         readings,
         downlink_applied,
         identity: None,
+        status: None,
     }
 }
 

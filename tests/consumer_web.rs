@@ -60,6 +60,7 @@ async fn sync_readings(url: &str, bundle: &Path, start: chrono::DateTime<Utc>) {
         }),
         downlink_applied: 0,
         identity: None,
+        status: None,
     };
     let bundle = gramgrid_net::pki::GatewayBundle::load(bundle).unwrap();
     let client = gramgrid_net::tls::HttpsClient::new(

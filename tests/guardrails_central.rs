@@ -168,6 +168,7 @@ async fn exchange(
         readings: None,
         downlink_applied: 0,
         identity: None,
+        status: None,
     };
     let (status, body) = client
         .post(

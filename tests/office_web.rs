@@ -38,6 +38,20 @@ fn staff(village: &Village, (name, password): (&str, &str), full_name: &str, rol
     );
 }
 
+/// The frames heard, from the gateway page's "Radio (since start)" line ("812 heard · ...").
+fn radio_heard(page: &str) -> u64 {
+    page.lines()
+        .skip_while(|line| !line.contains("Radio (since start)"))
+        .find_map(|line| line.split_once(" heard").map(|(n, _)| n.trim().to_string()))
+        .and_then(|n| {
+            n.rsplit(|c: char| !c.is_ascii_digit())
+                .next()
+                .map(str::to_string)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Chromium trusts central's server certificate by its key, as an office PC trusts the CA.
 fn central_spki(village: &Village) -> String {
     gramgrid_net::pki::spki_hash(&village.path().join("pki/server.pem")).unwrap()
@@ -72,9 +86,19 @@ fn office_works(postgres: Option<&str>, area: &str) {
             "both meters heard: {page}"
         );
         screenshot(&client, area, "gateways").await;
+        // The daemon's own report: its version and protocol, its radio's counters, its backlog.
+        let version = format!(
+            "{} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            gramgrid_proto::wire::PROTOCOL_VERSION
+        );
+        assert!(page.contains(&version), "the gateway's software: {page}");
         click_link(&client, GATEWAY_ID).await;
         let page = text(&client).await;
         assert!(page.contains("ACC-0") && page.contains("ACC-1"), "{page}");
+        let heard = radio_heard(&page);
+        assert!(heard > 0, "the meters' frames the gateway heard: {page}");
+        assert!(page.contains("Running since") && page.contains("MiB free"), "{page}");
         screenshot(&client, area, "gateway").await;
 
         // Find the household by name, take a counter payment, print the receipt.

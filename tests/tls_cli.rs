@@ -160,6 +160,7 @@ async fn a_gateway_enrols_by_signing_request_and_a_revoked_one_is_refused_at_the
             readings: None,
             downlink_applied: 0,
             identity: None,
+            status: None,
         })
         .unwrap();
         async move {

@@ -9,7 +9,8 @@
 //! `bill` (printable monthly bills), `decisions` and `holds` (the guardrails: a reason for every cut, no mass disconnection by
 //! mistake), `technicians` (accounts for the gateways' local web app, and what technicians did
 //! there), `consumer` (the households' balance page), `import` (with the transformer meters it enters), `energy_audit` (the gateways' daily
-//! audits of their transformers), `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
+//! audits of their transformers), `gateway_status` (what gateways report about themselves),
+//! `notify`, `mqtt` (integration events) and `db` (for the command line, the benchmarks, the simulator and
 //! the tests). Private: the
 //! downlink logs, flags, the API audit, reading ingest and exports, which only the modules above
 //! reach.
@@ -30,6 +31,7 @@ pub mod energy_audit;
 pub mod events;
 mod export;
 pub mod flags;
+pub mod gateway_status;
 pub mod holds;
 mod identity;
 pub mod import;
@@ -297,6 +299,7 @@ pub(crate) mod testing {
             readings: None,
             downlink_applied: 0,
             identity: None,
+            status: None,
         }
     }
 

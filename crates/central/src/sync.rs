@@ -10,6 +10,7 @@ use super::backhaul;
 use super::db::Tx;
 use super::downlink::{append_downlink, ensure_gateway, resend_when_current, technician_events};
 use super::flags::flag;
+use super::gateway_status;
 use super::origin::{self, Origin, Refusal};
 use super::readings;
 use super::stock;
@@ -78,6 +79,12 @@ fn check_size(request: &UploadRequest) -> Result<()> {
     Ok(())
 }
 
+/// A sequence number or count from the wire as the database stores it (a hostile one past
+/// `i64::MAX` is held there).
+fn stored(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Applies one upload inside the caller's transaction and builds the answer.
 pub fn apply(
     tx: &mut dyn Tx,
@@ -108,6 +115,15 @@ pub fn apply(
     mqtt::gateway_exchanged(tx, gateway, now)?;
     backhaul::record_exchange(tx, gateway, now)?;
     let lanes = identity::check(tx, gateway, known, request.identity, now)?;
+    if let Some(status) = &request.status {
+        // The gateway counted its backlog from the marks it holds.
+        let marks = request
+            .identity
+            .map_or((lanes.priority_acked, lanes.readings_acked), |held| {
+                (stored(held.priority_acked), stored(held.readings_acked))
+            });
+        gateway_status::record(tx, gateway, status, marks, now)?;
+    }
     // A gateway that upgraded gets the records its older protocol skipped.
     let spoken = |owed: bool| (gateway, request.protocol, owed);
     resend_when_current(tx, spoken(state.int(5)? != 0), &technicians::OWED, |tx| {
@@ -122,7 +138,7 @@ pub fn apply(
     let mut records: Vec<&PriorityRecord> = request.priority.iter().collect();
     records.sort_by_key(|r| r.seq);
     for record in records {
-        let seq = i64::try_from(record.seq).unwrap_or(i64::MAX);
+        let seq = stored(record.seq);
         if seq <= priority_acked {
             continue;
         }
@@ -144,8 +160,8 @@ pub fn apply(
         priority_acked = seq;
     }
     if let Some(batch) = &request.readings {
-        let after = i64::try_from(batch.after_seq).unwrap_or(i64::MAX);
-        let through = i64::try_from(batch.through_seq).unwrap_or(i64::MAX);
+        let after = stored(batch.after_seq);
+        let through = stored(batch.through_seq);
         if after <= readings_acked && readings_acked < through {
             let exports = batch_exports(batch)?;
             let admitted = admitted_blocks(tx, &mut origin, batch, &exports, through)?;
@@ -161,7 +177,7 @@ pub fn apply(
         let touched: Vec<String> = touched.into_iter().collect();
         mqtt::balances_changed(tx, accounts::balance_paise, &touched, "sync", None, now)?;
     }
-    let applied = i64::try_from(request.downlink_applied).unwrap_or(i64::MAX);
+    let applied = stored(request.downlink_applied);
     tx.execute(
         "UPDATE gateways SET priority_acked = $2, readings_acked = $3, downlink_applied = $4, protocol = $5 WHERE id = $1",
         &[

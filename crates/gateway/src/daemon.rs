@@ -4,6 +4,7 @@
 //! [`SyncBackend`], the policy pass a [`RelayLink`].
 use crate::config::GatewayConfig;
 use crate::gateway::{Gateway, GatewayError, RelayLink};
+use crate::health::Health;
 use crate::link::config::{AccessMode, LinkSection, RadioKind, RadioSection};
 use crate::link::{
     CommandSender, Link, LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters,
@@ -99,10 +100,7 @@ fn sync_transport(config: &GatewayConfig) -> Result<Option<HttpsTransport>, Daem
 
 /// What the technician app needs to start, if `[technician]` enables it: its certificate (the
 /// configured one, the bundle's, or a self-signed one made now) and the config to show.
-pub fn technician_launch(
-    config: &GatewayConfig,
-    link_stats: Option<SharedStats>,
-) -> Result<Option<TechnicianLaunch>, DaemonError> {
+pub fn technician_launch(config: &GatewayConfig) -> Result<Option<TechnicianLaunch>, DaemonError> {
     if !config.technician.enabled {
         return Ok(None);
     }
@@ -120,9 +118,7 @@ pub fn technician_launch(
         config: config.technician.clone(),
         certificate,
         gateway_id: config.gateway.id.clone(),
-        data_dir: config.gateway.data_dir.clone(),
         config_toml: toml::to_string(config).unwrap_or_default(),
-        link_stats,
     }))
 }
 
@@ -134,12 +130,8 @@ pub struct TechnicianLaunch {
     pub certificate: (std::path::PathBuf, std::path::PathBuf),
     /// The gateway's id.
     pub gateway_id: String,
-    /// The data directory.
-    pub data_dir: std::path::PathBuf,
     /// The config as TOML, for the diagnostics bundle.
     pub config_toml: String,
-    /// The meter link's counters, when a radio runs.
-    pub link_stats: Option<SharedStats>,
 }
 
 /// Runs the gateway daemon until `shutdown` completes: the policy loop on its schedule, the sync
@@ -152,22 +144,28 @@ pub async fn run(
     let _lock = lock_data_dir(&config.gateway.data_dir)?;
     let transport = sync_transport(&config)?;
     let link_stats = SharedStats::default();
+    let (radio, link) = (config.radio.clone(), config.link.clone());
+    let radio_runs = radio.kind != RadioKind::None;
     let services = Services {
         policy_schedule: config.policy_schedule(),
         socket: local::socket_path(&config.gateway.data_dir),
         sync: transport.map(|t| (t, config.sync.clone())),
         modem: Some(config.modem.clone()).filter(|m| m.enabled),
-        technician: technician_launch(&config, Some(link_stats.clone()))?,
+        technician: technician_launch(&config)?,
+        health: Health::new(
+            Utc::now(),
+            radio_runs.then(|| link_stats.clone()),
+            config.gateway.data_dir.clone(),
+        ),
         clock: WallClock::System,
     };
-    let (radio, link) = (config.radio.clone(), config.link.clone());
     let watchdog_limits = crate::watchdog::limits_for(&services.policy_schedule, Utc::now());
     let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
     tracing::info!(socket = %services.socket.display(), "gateway started");
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let watched_link = (radio.kind != RadioKind::None).then(|| link_stats.clone());
-    if radio.kind != RadioKind::None {
+    let watched_link = radio_runs.then(|| link_stats.clone());
+    if radio_runs {
         let provisioned = ProvisionedMeters::default();
         let (sender, requests) = crate::link::command_channel(provisioned.clone());
         gateway
@@ -452,6 +450,8 @@ pub struct Services {
     pub modem: Option<crate::modem::ModemConfig>,
     /// The technician web app, when enabled.
     pub technician: Option<TechnicianLaunch>,
+    /// The gateway's own health, for the technician app and central.
+    pub health: Health,
     /// Where the policy loop, the socket and the sync client read "now".
     pub clock: WallClock,
 }
@@ -484,10 +484,9 @@ impl Services {
                 gateway_id: launch.gateway_id,
                 clock: self.clock.clone(),
                 wake_sync: wake_sync.clone(),
-                link_stats: launch.link_stats,
+                health: self.health.clone(),
                 policy_health,
                 config: launch.config,
-                data_dir: launch.data_dir,
                 config_toml: launch.config_toml,
             };
             tasks.spawn(serve_technician(
@@ -522,6 +521,7 @@ impl Services {
                 transport,
                 config,
                 self.clock,
+                Some(self.health),
                 wake_sync,
                 stopped(stopping.clone()),
             ));

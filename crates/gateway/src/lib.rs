@@ -10,6 +10,8 @@
 //!   [`technician_config`];
 //! - [`config`]: the gateway TOML config;
 //! - [`report`]: read-only reports (`gramgrid gateway status`);
+//! - [`health`]: the gateway's own health (version, backlog, radio counters, disk), for the
+//!   technician's status page and the status each sync session sends central;
 //! - [`recent_logs`]: the latest log lines, kept for the diagnostics bundle;
 //! - [`watchdog`]: systemd readiness and the watchdog that pings only while every loop is alive;
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
@@ -22,6 +24,7 @@
 pub mod config;
 pub mod daemon;
 pub mod gateway;
+pub mod health;
 pub mod link;
 pub mod local;
 pub mod modem;

@@ -43,7 +43,10 @@ pub use model::{
 /// older gateways) and of a handed-over meter's history ([`DownlinkEvent::NetReadings`]), a tariff
 /// version's banking of surplus export ([`DownlinkEvent::TariffNetMetering`]) and the gateway's
 /// month-close credit for it (ledger kind `ExportCredit`).
-pub const PROTOCOL_VERSION: u16 = 10;
+/// Version 11 appended the gateway's own report of its health ([`UploadRequest::status`]:
+/// software version, start time, upload backlog, radio counters, disk space), sent with the first
+/// exchange of each session; central still decodes the shorter request of older gateways.
+pub const PROTOCOL_VERSION: u16 = 11;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -477,6 +480,58 @@ pub struct UploadRequest {
     pub downlink_applied: u64,
     /// Which database is talking and what it last heard (protocol 2; None from protocol 1).
     pub identity: Option<GatewayIdentity>,
+    /// The gateway's report of its own health (protocol 11): sent with the first exchange of a
+    /// session, None in the others and from older gateways.
+    pub status: Option<GatewayStatus>,
+}
+
+/// What a gateway reports about itself (the office console's gateway pages): what central cannot
+/// see from the records alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// The gramgrid version the gateway runs.
+    pub software: String,
+    /// When its daemon started (UTC, by the gateway's clock).
+    pub started_at: DateTime<Utc>,
+    /// Priority records (money, relay, alerts) not yet acknowledged by central.
+    pub priority_backlog: u64,
+    /// Readings not yet acknowledged by central.
+    pub readings_backlog: u64,
+    /// The oldest of those readings' time, if any.
+    pub oldest_unsent: Option<DateTime<Utc>>,
+    /// The meter link's counters since the daemon started; None when no radio runs.
+    pub radio: Option<RadioCounters>,
+    /// Free and total bytes on the data directory's file system, if known.
+    pub disk: Option<DiskSpace>,
+}
+
+/// The meter link's counters since the gateway's daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RadioCounters {
+    /// Authentic uplinks accepted.
+    pub uplinks: u64,
+    /// Polls no meter answered.
+    pub silences: u64,
+    /// Downlinks sent (polls, assignments, relay commands).
+    pub downlinks: u64,
+    /// Rejected uplinks per reason (`bad_mic`, `replayed_fcnt`, ...), only reasons that occurred.
+    pub rejects: Vec<(String, u64)>,
+}
+
+impl RadioCounters {
+    /// Rejected uplinks of every reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejects.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Space on a file system, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer can still use.
+    pub free: u64,
+    /// The file system's size.
+    pub total: u64,
 }
 
 /// A gateway database's identity in an exchange: central tells from it a gateway whose database
@@ -512,6 +567,19 @@ struct UploadRequestV9 {
     sent_at: DateTime<Utc>,
     priority: Vec<PriorityRecord>,
     readings: Option<ReadingBatchV9>,
+    downlink_applied: u64,
+    identity: Option<GatewayIdentity>,
+}
+
+/// Protocol 10's request: [`UploadRequest`] without `status` (the tests encode one as such a
+/// gateway did).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct UploadRequestV10 {
+    protocol: u16,
+    sent_at: DateTime<Utc>,
+    priority: Vec<PriorityRecord>,
+    readings: Option<ReadingBatch>,
     downlink_applied: u64,
     identity: Option<GatewayIdentity>,
 }
@@ -555,6 +623,7 @@ pub fn decode_request(body: &[u8]) -> Result<UploadRequest, WireError> {
                 readings: old.readings.map(ReadingBatch::from),
                 downlink_applied: old.downlink_applied,
                 identity: None,
+                status: None,
             })
         }
         2..=9 => {
@@ -566,6 +635,19 @@ pub fn decode_request(body: &[u8]) -> Result<UploadRequest, WireError> {
                 readings: old.readings.map(ReadingBatch::from),
                 downlink_applied: old.downlink_applied,
                 identity: old.identity,
+                status: None,
+            })
+        }
+        10 => {
+            let old: UploadRequestV10 = decode(body)?;
+            Ok(UploadRequest {
+                protocol: old.protocol,
+                sent_at: old.sent_at,
+                priority: old.priority,
+                readings: old.readings,
+                downlink_applied: old.downlink_applied,
+                identity: old.identity,
+                status: None,
             })
         }
         _ => decode(body),
@@ -1271,6 +1353,43 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_10_request_decodes_without_a_status() {
+        let identity = GatewayIdentity {
+            instance: 42,
+            exchange: 7,
+            priority_acked: 3,
+            readings_acked: 2,
+        };
+        let readings = ReadingBatch {
+            after_seq: 2,
+            through_seq: 4,
+            blocks: ReadingBlock::group(vec![("M1".into(), 0, 10), ("M1".into(), 900, 25)]),
+            exports: ReadingBlock::group(vec![("M1".into(), 900, 4_000)]),
+        };
+        let old = UploadRequestV10 {
+            protocol: 10,
+            sent_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            priority: Vec::new(),
+            readings: Some(readings.clone()),
+            downlink_applied: 5,
+            identity: Some(identity),
+        };
+        let decoded = decode_request(&encode(&old).unwrap()).unwrap();
+        assert_eq!(
+            decoded,
+            UploadRequest {
+                protocol: 10,
+                sent_at: old.sent_at,
+                priority: Vec::new(),
+                readings: Some(readings),
+                downlink_applied: 5,
+                identity: Some(identity),
+                status: None,
+            }
+        );
+    }
+
+    #[test]
     fn messages_round_trip_and_versions_are_checked() {
         let request = UploadRequest {
             protocol: PROTOCOL_VERSION,
@@ -1299,6 +1418,23 @@ mod tests {
                 exchange: 1 << 63,
                 priority_acked: 9,
                 readings_acked: 3,
+            }),
+            status: Some(GatewayStatus {
+                software: "0.9.0".into(),
+                started_at: DateTime::from_timestamp(1_799_990_000, 0).unwrap(),
+                priority_backlog: 1,
+                readings_backlog: 3,
+                oldest_unsent: DateTime::from_timestamp(1_799_999_100, 0),
+                radio: Some(RadioCounters {
+                    uplinks: 812,
+                    silences: 4,
+                    downlinks: 830,
+                    rejects: vec![("bad_mic".into(), 2), ("replayed_fcnt".into(), 1)],
+                }),
+                disk: Some(DiskSpace {
+                    free: 3 << 30,
+                    total: 15 << 30,
+                }),
             }),
         };
         let body = encode(&request).unwrap();

@@ -208,6 +208,7 @@ async fn upload(
             }),
             downlink_applied: u64::MAX >> 1,
             identity: None,
+            status: None,
         };
         let body = wire::encode(&request).map_err(|e| BenchError::Task(e.to_string()))?;
         let response =

@@ -10,6 +10,8 @@ use gramgrid_central::{
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::gateway::{Gateway, GatewayError};
+use gramgrid_gateway::health::Health;
+use gramgrid_gateway::link::SharedStats;
 use gramgrid_gateway::store::{MeterReading, StoreError};
 use gramgrid_gateway::sync::client::{self, SessionReport, SyncConfig, SyncError};
 use gramgrid_gateway::sync::https::HttpsTransport;
@@ -115,6 +117,11 @@ pub struct Village {
     pub api_token: String,
     /// Where central, the sync client and the village's own calls read "now".
     pub clock: WallClock,
+    /// The gateway's health as its sync sessions report it to central; a meter link started on
+    /// this village counts into [`Village::link_stats`].
+    pub health: Health,
+    /// The counters of the village's meter link, if one is started with them.
+    pub link_stats: SharedStats,
     registers: Mutex<Vec<i64>>,
 }
 
@@ -214,6 +221,12 @@ impl Village {
         gateway_config.gateway.data_dir = dir.join("gateway");
         gateway_config.sync = sync.clone();
         let gateway = Arc::new(Mutex::new(Gateway::open(gateway_config.clone())?));
+        let link_stats = SharedStats::default();
+        let health = Health::new(
+            clock.now(),
+            Some(link_stats.clone()),
+            gateway_config.gateway.data_dir.clone(),
+        );
         let households: Vec<Household> = enrolments
             .iter()
             .map(|(account, meter)| Household {
@@ -234,6 +247,8 @@ impl Village {
             households,
             api_token,
             clock,
+            health,
+            link_stats,
         };
         village
             .central
@@ -252,7 +267,15 @@ impl Village {
 
     /// One sync session through the link, as the gateway's sync client runs it.
     pub async fn sync(&self) -> Result<SessionReport, SyncError> {
-        client::session(&self.gateway, &self.transport, &self.sync, &self.clock).await
+        let health = Some(&self.health);
+        client::session(
+            &self.gateway,
+            &self.transport,
+            &self.sync,
+            &self.clock,
+            health,
+        )
+        .await
     }
 
     /// Runs `f` on the gateway.

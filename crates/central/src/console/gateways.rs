@@ -4,12 +4,14 @@ use super::{Console, Ctx, Shared};
 use crate::accounts;
 use crate::config::GatewaySite;
 use crate::db::Tx;
+use crate::gateway_status::Reported;
 use crate::staff::Permission;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{from_ts, ts};
+use gramgrid_proto::wire::DiskSpace;
 use gramgrid_web::format::{inr, span, when};
 use gramgrid_web::lang::Lang;
 use maud::{html, Markup};
@@ -36,11 +38,14 @@ pub struct GatewayRow {
     pub newest_reading: Option<DateTime<Utc>>,
     /// Its backhaul over the last [`UPTIME_DAYS`] days.
     pub uptime: crate::backhaul::Uptime,
+    /// What it last said about itself (version, upload backlog, radio, disk), if it has.
+    pub reported: Option<Reported>,
 }
 
 /// Every gateway's row, by id.
 pub fn gateway_rows(tx: &mut dyn Tx, now: DateTime<Utc>) -> crate::Result<Vec<GatewayRow>> {
     let uptime = crate::backhaul::uptime(tx, now, UPTIME_DAYS)?;
+    let mut reported = crate::gateway_status::all(tx)?;
     let mut meters: HashMap<String, ((i64, i64), Option<i64>)> = HashMap::new();
     for row in tx.query(
         "SELECT a.gateway, COUNT(m.serial),
@@ -73,6 +78,7 @@ pub fn gateway_rows(tx: &mut dyn Tx, now: DateTime<Utc>) -> crate::Result<Vec<Ga
             meters: counts,
             newest_reading: newest.map(from_ts),
             uptime: uptime.get(&id).copied().unwrap_or_default(),
+            reported: reported.remove(&id),
             id,
         })
     })
@@ -138,6 +144,95 @@ fn clock(lang: Lang, skew_seconds: Option<i64>) -> String {
     }
 }
 
+/// The version it runs and the sync protocol it speaks.
+fn software(lang: Lang, row: &GatewayRow) -> String {
+    let version = row
+        .reported
+        .as_ref()
+        .map_or("—", |r| r.status.software.as_str());
+    match row.protocol {
+        Some(protocol) => format!("{version} ({} {protocol})", lang.tr("protocol")),
+        None => version.to_string(),
+    }
+}
+
+/// Readings it reported waiting that central has not acknowledged since, and how old the oldest
+/// was (when none of them has arrived since the report).
+fn upload_backlog(lang: Lang, row: &GatewayRow, now: DateTime<Utc>) -> String {
+    let Some(reported) = &row.reported else {
+        return "—".into();
+    };
+    let waiting = reported.still_waiting.1;
+    let count = format!("{waiting} {}", lang.tr("readings"));
+    match reported.status.oldest_unsent {
+        Some(oldest) if waiting > 0 && waiting == reported.status.readings_backlog => format!(
+            "{count}, {} {}",
+            lang.tr("oldest"),
+            ago(lang, Some(oldest), now)
+        ),
+        _ => count,
+    }
+}
+
+/// Frames heard, polls unanswered and frames rejected since the gateway's daemon started.
+fn radio_text(lang: Lang, row: &GatewayRow) -> String {
+    let Some(reported) = &row.reported else {
+        return "—".into();
+    };
+    match &reported.status.radio {
+        Some(radio) => format!(
+            "{} {} · {} {} · {} {}",
+            radio.uplinks,
+            lang.tr("heard"),
+            radio.silences,
+            lang.tr("unanswered"),
+            radio.rejected(),
+            lang.tr("rejected")
+        ),
+        None => lang.tr("no radio").into(),
+    }
+}
+
+/// Whether the gateway's disk is nearly full (under a tenth free): readings will be shed soon.
+fn disk_low(disk: DiskSpace) -> bool {
+    disk.free.saturating_mul(10) < disk.total
+}
+
+/// What the gateway said about itself at its last session, for its page.
+fn reported_details(lang: Lang, row: &GatewayRow, now: DateTime<Utc>) -> Markup {
+    let Some(reported) = &row.reported else {
+        return html! {
+            dt { (lang.tr("Software")) }
+            dd { (software(lang, row)) " · " (lang.tr("not reported yet")) }
+        };
+    };
+    let status = &reported.status;
+    let mib = |bytes: u64| bytes / (1024 * 1024);
+    html! {
+        dt { (lang.tr("Software")) }
+        dd { (software(lang, row)) }
+        dt { (lang.tr("Running since")) }
+        dd { (when(status.started_at)) }
+        dt { (lang.tr("Waiting to upload")) }
+        dd { (reported.still_waiting.0) " " (lang.tr("records")) ", " (upload_backlog(lang, row, now)) }
+        dt { (lang.tr("Radio (since start)")) }
+        dd {
+            (radio_text(lang, row))
+            @if let Some(radio) = &status.radio {
+                " · " (radio.downlinks) " " (lang.tr("downlinks"))
+                @for (reason, n) in &radio.rejects { " · " (reason) ": " (n) }
+            }
+        }
+        dt { (lang.tr("Disk")) }
+        @match status.disk {
+            Some(disk) => dd.bad[disk_low(disk)] { (mib(disk.free)) " MiB " (lang.tr("free")) " / " (mib(disk.total)) " MiB" },
+            None => dd { "—" },
+        }
+        dt { (lang.tr("Reported")) }
+        dd { (ago(lang, Some(reported.at), now)) }
+    }
+}
+
 /// Map size in SVG units.
 const MAP_W: f64 = 640.0;
 const MAP_H: f64 = 360.0;
@@ -174,7 +269,8 @@ impl Listing<'_> {
                         th { (lang.tr("Gateway")) } th { (lang.tr("Village")) } th { (lang.tr("Last sync")) }
                         th { (lang.tr("Backhaul up (7 days)")) } th { (lang.tr("Waiting to send down")) }
                         th { (lang.tr("Newest reading")) } th { (lang.tr("Meters heard (24 h)")) }
-                        th { (lang.tr("Clock")) } th { (lang.tr("Protocol")) }
+                        th { (lang.tr("Waiting to upload")) } th { (lang.tr("Radio (since start)")) }
+                        th { (lang.tr("Clock")) } th { (lang.tr("Software")) }
                     } }
                     tbody {
                         @for row in rows {
@@ -186,8 +282,10 @@ impl Listing<'_> {
                                 td.num { (row.downlink_backlog) }
                                 td { (ago(lang, row.newest_reading, now)) }
                                 td.num { (row.meters.1) " / " (row.meters.0) }
+                                td { (upload_backlog(lang, row, now)) }
+                                td { (radio_text(lang, row)) }
                                 td { (clock(lang, row.skew_seconds)) }
-                                td.num { (row.protocol.map_or("—".to_string(), |p| p.to_string())) }
+                                td { (software(lang, row)) }
                             }
                         }
                     }
@@ -329,6 +427,7 @@ fn gateway_body(
             dd.bad[silent > 0] { (silent) }
             dt { (lang.tr("Clock")) }
             dd { (clock(lang, row.skew_seconds)) }
+            (reported_details(lang, row, now))
         }
         h2 { (lang.tr("Meters")) }
         table.grid {

@@ -291,6 +291,17 @@ fn gateway_table(
             "Newest reading",
             "Clock offset (s)",
             "Protocol",
+            "Software",
+            "Running since",
+            "Records waiting to upload",
+            "Readings waiting to upload",
+            "Oldest reading waiting at report",
+            "Frames heard",
+            "Polls unanswered",
+            "Frames rejected",
+            "Disk free (bytes)",
+            "Disk size (bytes)",
+            "Reported at",
         ],
         rows: gateways::gateway_rows(tx, now)?
             .into_iter()
@@ -310,10 +321,38 @@ fn gateway_table(
                     g.skew_seconds.map_or(String::new(), |s| s.to_string()),
                     g.protocol.map_or(String::new(), |p| p.to_string()),
                 ]
+                .into_iter()
+                .chain(reported_columns(g.reported.as_ref()))
+                .collect()
             })
             .collect(),
-        numeric: vec![3, 4, 5, 6, 7, 9, 10],
+        numeric: vec![3, 4, 5, 6, 7, 9, 10, 13, 14, 16, 17, 18, 19, 20],
     })
+}
+
+/// The gateway table's columns from what the gateway last reported (blank when it has not).
+fn reported_columns(reported: Option<&crate::gateway_status::Reported>) -> Vec<String> {
+    let Some(reported) = reported else {
+        return vec![String::new(); 11];
+    };
+    let status = &reported.status;
+    let radio = status.radio.as_ref();
+    let number = |n: Option<u64>| n.map_or(String::new(), |n| n.to_string());
+    vec![
+        status.software.clone(),
+        status.started_at.to_rfc3339(),
+        reported.still_waiting.0.to_string(),
+        reported.still_waiting.1.to_string(),
+        status
+            .oldest_unsent
+            .map_or(String::new(), |at| at.to_rfc3339()),
+        number(radio.map(|r| r.uplinks)),
+        number(radio.map(|r| r.silences)),
+        number(radio.map(|r| r.rejected())),
+        number(status.disk.map(|d| d.free)),
+        number(status.disk.map(|d| d.total)),
+        reported.at.to_rfc3339(),
+    ]
 }
 
 fn flag_table(tx: &mut dyn Tx) -> crate::Result<Table> {

@@ -441,6 +441,25 @@ const MIGRATIONS: &[&str] = &[
         sent_in_window BIGINT NOT NULL
     )
     "#,
+    // 18: what each gateway last reported about itself with a sync session (protocol 11;
+    // `gateway_status`): version, start, upload backlog and the lane marks it was counted from,
+    // radio counters (JSON), disk space.
+    r#"
+    CREATE TABLE gateway_status (
+        gateway TEXT PRIMARY KEY REFERENCES gateways(id),
+        reported_at BIGINT NOT NULL,
+        software TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        priority_backlog BIGINT NOT NULL,
+        readings_backlog BIGINT NOT NULL,
+        oldest_unsent BIGINT,
+        radio TEXT,
+        disk_free BIGINT,
+        disk_total BIGINT,
+        priority_from BIGINT NOT NULL,
+        readings_from BIGINT NOT NULL
+    )
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

@@ -6,6 +6,7 @@
 //! send it, then record central's acknowledgements and apply the downlink records. Anything lost on
 //! the way is simply sent again: every record is idempotent on the central side, and nothing is
 //! dropped from the gateway until central has acknowledged it, however long the link is down.
+use crate::health::Health;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::clock;
@@ -140,13 +141,15 @@ fn lock<B: SyncBackend>(backend: &Mutex<B>) -> Result<std::sync::MutexGuard<'_, 
     backend.lock().map_err(|_| SyncError::Poisoned)
 }
 
-/// Builds the next upload from the store.
+/// Builds the next upload from the store, with the gateway's status when `health` is given.
 fn build_request(
     gateway: &mut impl SyncBackend,
     config: &SyncConfig,
     now: DateTime<Utc>,
+    health: Option<&Health>,
 ) -> Result<UploadRequest, SyncError> {
     let store = gateway.store();
+    let status = health.map(|health| health.status(store)).transpose()?;
     let exchange = store.next_exchange()?;
     let cursors = store.sync_cursors()?;
     let priority = store.priority_after(cursors.priority_acked, config.max_priority_records)?;
@@ -166,6 +169,7 @@ fn build_request(
             priority_acked: cursors.priority_acked,
             readings_acked: cursors.readings_acked,
         }),
+        status,
     })
 }
 
@@ -191,17 +195,21 @@ fn apply_response(
     Ok(applied)
 }
 
-/// Runs exchanges until the gateway is caught up in both directions.
+/// Runs exchanges until the gateway is caught up in both directions. The first exchange carries
+/// the gateway's status read from `health`, if given (once per session keeps small sessions
+/// small).
 pub async fn session<B: SyncBackend, T: Transport>(
     gateway: &Mutex<B>,
     transport: &T,
     config: &SyncConfig,
     clock: &WallClock,
+    health: Option<&Health>,
 ) -> Result<SessionReport, SyncError> {
     let mut report = SessionReport::default();
-    for _ in 0..MAX_EXCHANGES_PER_SESSION {
+    for exchange in 0..MAX_EXCHANGES_PER_SESSION {
         let sent_at = clock.now();
-        let request = build_request(&mut *lock(gateway)?, config, sent_at)?;
+        let status_from = health.filter(|_| exchange == 0);
+        let request = build_request(&mut *lock(gateway)?, config, sent_at, status_from)?;
         let body = wire::encode(&request)?;
         report.bytes_up += body.len();
         let answer = tokio::time::timeout(config.request_timeout, transport.exchange(body))
@@ -250,12 +258,14 @@ pub fn retry_delay(failures: u32, initial: Duration, max: Duration, random: f64)
 /// Runs a session at once, then on the schedule until `shutdown` completes: a gateway back from a
 /// power cut or an update tells central at once. After a failure it retries with backoff instead
 /// of waiting for the schedule, so the first probe after the link returns starts a catch-up;
-/// `wake` starts a session at once (e.g. after a voucher redemption).
+/// `wake` starts a session at once (e.g. after a voucher redemption). Each session tells central
+/// the gateway's `health`, if given.
 pub async fn run<B: SyncBackend, T: Transport>(
     gateway: Arc<Mutex<B>>,
     transport: T,
     config: SyncConfig,
     clock: WallClock,
+    health: Option<Health>,
     wake: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -282,7 +292,7 @@ pub async fn run<B: SyncBackend, T: Transport>(
             _ = wake.notified() => {}
             _ = &mut shutdown => break,
         }
-        match session(&gateway, &transport, &config, &clock).await {
+        match session(&gateway, &transport, &config, &clock, health.as_ref()).await {
             Ok(report) => {
                 if failures > 0 {
                     tracing::info!(

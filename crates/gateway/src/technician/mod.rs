@@ -17,7 +17,7 @@ pub use crate::technician_config::TechnicianConfig;
 pub use auth::Role;
 
 use crate::gateway::Gateway;
-use crate::link::SharedStats;
+use crate::health::Health;
 use crate::report::{gateway_status, AccountStatus};
 use crate::store::{MeterSwap, OverrideRecord, Store, StoreError, TechnicianAction};
 use auth::{Session, SessionRefused, Sessions};
@@ -61,14 +61,12 @@ pub struct TechnicianApp {
     pub clock: WallClock,
     /// Wakes the sync client (a redemption, "sync now").
     pub wake_sync: Arc<tokio::sync::Notify>,
-    /// The meter link's counters, when a radio runs.
-    pub link_stats: Option<SharedStats>,
+    /// The gateway's version, uptime, radio counters and disk space.
+    pub health: Health,
     /// The policy loop's last pass.
     pub policy_health: PolicyHealth,
     /// `[technician]`.
     pub config: TechnicianConfig,
-    /// The data directory (its file system's free space is on the status page).
-    pub data_dir: PathBuf,
     /// The daemon's configuration as TOML, for the diagnostics bundle (it holds no secret: keys
     /// live in files it only names).
     pub config_toml: String,
@@ -77,7 +75,6 @@ pub struct TechnicianApp {
 struct AppState {
     app: TechnicianApp,
     sessions: Mutex<Sessions>,
-    started: std::time::Instant,
 }
 
 type Shared = Arc<AppState>;
@@ -90,7 +87,6 @@ pub fn router(app: TechnicianApp) -> Router {
     let state = Arc::new(AppState {
         app,
         sessions: Mutex::new(Sessions::default()),
-        started: std::time::Instant::now(),
     });
     Router::new()
         .route("/", get(status_page))
@@ -557,21 +553,8 @@ fn status_view(s: &AppState, now: DateTime<Utc>) -> Result<pages::StatusView, St
         backlog: store.sync_backlog()?,
         oldest_unsent: store.oldest_unsent_reading()?,
         clock: (clock_trusted, skew),
-        disk: disk_space(&s.app.data_dir),
-        radio: s.app.link_stats.as_ref().map(|stats| {
-            let stats = crate::link::read_stats(stats);
-            let rejects = stats
-                .rejects
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(reason, n)| (reason.as_str().to_string(), n))
-                .collect();
-            pages::RadioHealth {
-                heard: stats.uplinks,
-                silent: stats.silences,
-                rejects,
-            }
-        }),
+        disk: s.app.health.disk(),
+        radio: s.app.health.radio(),
         policy: s
             .app
             .policy_health
@@ -579,20 +562,12 @@ fn status_view(s: &AppState, now: DateTime<Utc>) -> Result<pages::StatusView, St
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|pass| (pass.at, pass.error.clone())),
-        uptime: i64::try_from(s.started.elapsed().as_secs()).unwrap_or(i64::MAX),
+        uptime: s.app.health.uptime_seconds(),
         holds,
     })
 }
 
 /// Free and total bytes of the file system holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some((
-        stat.f_bavail.saturating_mul(stat.f_frsize),
-        stat.f_blocks.saturating_mul(stat.f_frsize),
-    ))
-}
-
 #[derive(Deserialize)]
 struct SearchQuery {
     q: Option<String>,
@@ -630,11 +605,7 @@ fn meter_rows(
     s: &AppState,
     keep: impl Fn(&AccountStatus) -> bool,
 ) -> Result<Vec<pages::MeterRow>, StoreError> {
-    let health = s
-        .app
-        .link_stats
-        .as_ref()
-        .map(|stats| crate::link::read_stats(stats).meters);
+    let health = s.app.health.link().map(|stats| stats.meters);
     let mut gateway = s.lock();
     let policy = gateway.policy().clone();
     let store = gateway.store();
@@ -1174,7 +1145,7 @@ async fn diagnostics(State(s): State<Shared>, headers: HeaderMap) -> Response {
 /// What a technician sends the office when something is wrong: the config (no secrets), the
 /// status, the link's counters, the store's self-check, the sync state and recent actions.
 fn diagnostics_bundle(s: &AppState, now: DateTime<Utc>) -> Result<String, StoreError> {
-    let link = s.app.link_stats.as_ref().map(crate::link::read_stats);
+    let link = s.app.health.link();
     let view = status_view(s, now)?;
     let mut gateway = s.lock();
     let policy = gateway.policy().clone();
@@ -1198,7 +1169,7 @@ fn diagnostics_bundle(s: &AppState, now: DateTime<Utc>) -> Result<String, StoreE
         .collect();
     let bundle = serde_json::json!({
         "gateway": s.app.gateway_id,
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::health::SOFTWARE_VERSION,
         "generated_at": now.to_rfc3339(),
         "config_toml": s.app.config_toml,
         "status": status,
@@ -1206,7 +1177,7 @@ fn diagnostics_bundle(s: &AppState, now: DateTime<Utc>) -> Result<String, StoreE
         "backlog": { "records": view.backlog.0, "readings": view.backlog.1 },
         "oldest_unsent_reading": view.oldest_unsent.map(|t| t.to_rfc3339()),
         "clock": { "trusted": view.clock.0, "skew_seconds": view.clock.1 },
-        "disk": view.disk.map(|(free, total)| serde_json::json!({ "free_bytes": free, "total_bytes": total })),
+        "disk": view.disk.map(|d| serde_json::json!({ "free_bytes": d.free, "total_bytes": d.total })),
         "link": link,
         "policy_last_pass": view.policy.map(|(at, error)| serde_json::json!({ "at": at.to_rfc3339(), "error": error })),
         "uptime_seconds": view.uptime,

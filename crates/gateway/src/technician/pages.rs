@@ -6,7 +6,7 @@ use crate::link::MeterLinkHealth;
 use crate::report::AccountStatus;
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
-use gramgrid_proto::wire::{AuditReason, EnergyAuditDay};
+use gramgrid_proto::wire::{AuditReason, DiskSpace, EnergyAuditDay, RadioCounters};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// What every page's frame needs.
@@ -99,25 +99,15 @@ pub struct StatusView {
     /// Whether the clock is trusted, and the skew central measured (seconds).
     pub clock: (bool, Option<i64>),
     /// Free and total bytes on the data directory's file system.
-    pub disk: Option<(u64, u64)>,
+    pub disk: Option<DiskSpace>,
     /// The link's counters, when a radio runs.
-    pub radio: Option<RadioHealth>,
+    pub radio: Option<RadioCounters>,
     /// The last policy pass: when, and its error if it failed.
     pub policy: Option<(DateTime<Utc>, Option<String>)>,
     /// Seconds since the daemon started.
     pub uptime: i64,
     /// Breaker holds waiting for a supervisor: (id, accounts, reasons).
     pub holds: Vec<(String, usize, Vec<String>)>,
-}
-
-/// The meter link's counters, as the status page shows them.
-pub struct RadioHealth {
-    /// Authentic frames heard.
-    pub heard: u64,
-    /// Polls no meter answered.
-    pub silent: u64,
-    /// Rejected frames per reason (only reasons that occurred).
-    pub rejects: Vec<(String, u64)>,
 }
 
 /// The status page body.
@@ -138,13 +128,13 @@ pub fn status(lang: Lang, session: &Session, view: &StatusView, now: DateTime<Ut
             }
             dt { (lang.tr("Disk")) }
             dd { @match view.disk {
-                Some((free, total)) => { (mib(free)) " MiB " (lang.tr("free")) " / " (mib(total)) " MiB" },
+                Some(disk) => { (mib(disk.free)) " MiB " (lang.tr("free")) " / " (mib(disk.total)) " MiB" },
                 None => (lang.tr("unknown")),
             } }
             dt { (lang.tr("Radio")) }
             dd { @match &view.radio {
                 Some(radio) => {
-                    (radio.heard) " " (lang.tr("frames heard")) ", " (radio.silent) " " (lang.tr("unanswered polls"))
+                    (radio.uplinks) " " (lang.tr("frames heard")) ", " (radio.silences) " " (lang.tr("unanswered polls"))
                     @for (reason, n) in &radio.rejects { ", " (n) " " (lang.tr("rejected")) " (" (reason) ")" }
                 },
                 None => (lang.tr("none")),
@@ -158,7 +148,7 @@ pub fn status(lang: Lang, session: &Session, view: &StatusView, now: DateTime<Ut
             dt { (lang.tr("Uptime")) }
             dd { (span(view.uptime)) }
             dt { (lang.tr("Version")) }
-            dd { (env!("CARGO_PKG_VERSION")) }
+            dd { (crate::health::SOFTWARE_VERSION) }
         }
         @if !view.holds.is_empty() {
             h2 { (lang.tr("Breaker holds waiting for a supervisor")) }

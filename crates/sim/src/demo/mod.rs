@@ -531,8 +531,9 @@ impl Demo {
             socket: local::socket_path(&config.gateway.data_dir),
             sync: Some((village.transport.clone(), village.sync.clone())),
             modem: None,
-            technician: technician_launch(config, None)
+            technician: technician_launch(config)
                 .map_err(|e| DemoError::Technician(e.to_string()))?,
+            health: village.health.clone(),
             clock: village.clock.clone(),
         };
         office.block_on(add_demo_logins(&village))?;
@@ -846,7 +847,8 @@ impl Running<'_> {
             )
             .await?;
             let gateway_link = Link::new(backend, timing, RadioConfig::gateway(), side.clock)
-                .with_provisioned(provisioned);
+                .with_provisioned(provisioned)
+                .with_stats(self.village.link_stats.clone());
             let stop = stopping.clone();
             tokio::spawn(async move {
                 if let Err(error) = gateway_link.run_scheduled(radio, requests, stop).await {
