@@ -20,6 +20,7 @@ mod modem_outage;
 mod office_web;
 mod protocol_end_to_end;
 mod protocol_vectors;
+mod push;
 mod radio_air;
 mod radio_bus;
 mod radio_emulator;

@@ -204,6 +204,9 @@ pub struct Village {
     pub dir: tempfile::TempDir,
 }
 
+/// Sync and policy passes every two seconds: the tests' village reacts fast.
+pub const EVERY_TWO_SECONDS: (&str, &str) = ("*/2 * * * * *", "*/2 * * * * *");
+
 impl Village {
     /// Starts central (cuts allowed at any minute, one second after the balance runs out), the
     /// air with a capture in `air.jsonl`, `meters` simulated meters and the gateway daemon (with
@@ -222,6 +225,24 @@ impl Village {
     pub fn start_on(
         postgres: Option<&str>,
         meters: usize,
+        gateway_extra: &str,
+        sim_extra: &[&str],
+    ) -> Village {
+        Village::start_scheduled(
+            postgres,
+            meters,
+            EVERY_TWO_SECONDS,
+            gateway_extra,
+            sim_extra,
+        )
+    }
+
+    /// As [`Village::start_on`], with the gateway's sync and policy passes on `schedules` (cron,
+    /// sync first) instead of every two seconds.
+    pub fn start_scheduled(
+        postgres: Option<&str>,
+        meters: usize,
+        (sync_schedule, policy_schedule): (&str, &str),
         gateway_extra: &str,
         sim_extra: &[&str],
     ) -> Village {
@@ -269,8 +290,8 @@ impl Village {
         std::fs::write(
             d.join("gateway.toml"),
             format!(
-                "[gateway]\nid = \"{GATEWAY_ID}\"\ndata_dir = {:?}\npolicy_schedule = \"*/2 * * * * *\"\n\
-                 [sync]\nbundle = {:?}\nschedule = \"*/2 * * * * *\"\n\
+                "[gateway]\nid = \"{GATEWAY_ID}\"\ndata_dir = {:?}\npolicy_schedule = \"{policy_schedule}\"\n\
+                 [sync]\nbundle = {:?}\nschedule = \"{sync_schedule}\"\n\
                  [radio]\nkind = \"emulator\"\nbus = \"{bus}\"\n{gateway_extra}",
                 path("gateway"),
                 path(&format!("pki/gateways/{GATEWAY_ID}/bundle.toml")),

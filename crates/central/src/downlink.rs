@@ -16,6 +16,7 @@ pub(crate) fn append_downlink(tx: &mut dyn Tx, gateway: &str, event: &DownlinkEv
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?
         .int(0)?;
+    tx.downlink_appended(gateway);
     let body = serde_json::to_string(event).map_err(|e| CentralError::Corrupt(e.to_string()))?;
     tx.execute(
         "INSERT INTO downlink (gateway, seq, event) VALUES ($1, $2, $3)",
@@ -38,6 +39,15 @@ pub(crate) fn append_downlink_to_all(
         }
     }
     Ok(())
+}
+
+/// The sequence of `gateway`'s newest downlink record (0 for a gateway central has no row of).
+pub(crate) fn downlink_seq(tx: &mut dyn Tx, gateway: &str) -> Result<i64> {
+    let row = tx.query_opt(
+        "SELECT downlink_seq FROM gateways WHERE id = $1",
+        &[gateway.into()],
+    )?;
+    Ok(row.map(|row| row.int(0)).transpose()?.unwrap_or(0))
 }
 
 /// Makes sure a gateway is known; a new one is first sent the voucher keys, the published tariff

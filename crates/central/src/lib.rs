@@ -38,6 +38,7 @@ pub mod import;
 pub mod mqtt;
 pub mod notify;
 mod origin;
+pub mod push;
 mod readings;
 mod sealed_keys;
 pub mod server;
@@ -109,6 +110,8 @@ pub struct Central {
     receipt_token: Option<String>,
     /// Signs consumer links and hashes login codes (`[consumer] link_key_file`).
     link_key: Arc<consumer::LinkKey>,
+    /// Turns true when the server begins to shut down: held requests (`push`) answer at once.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Central {
@@ -155,7 +158,19 @@ impl Central {
             clock,
             receipt_token,
             link_key,
+            closing: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Whether the server is shutting down (turns true once, see [`Central::close`]).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Says that the server is shutting down: requests held open (`push`) answer now, so the
+    /// listener's grace period is not spent waiting for them.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The key of consumer links and login codes.

@@ -1,22 +1,25 @@
 //! `gramgrid central serve`: the API and the sync endpoint over TLS, plus the notification loop
 //! and, with `[mqtt]` configured, the MQTT event publisher (`mqtt::run`).
-use super::{api, console, consumer, mqtt, notify, sync, Central, CentralConfig, CentralError};
+use super::{
+    api, console, consumer, mqtt, notify, push, sync, Central, CentralConfig, CentralError,
+};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use gramgrid_net::pki::ListenerFiles;
 use gramgrid_net::tls::{RequireGateway, ServerTls};
 use gramgrid_net::wallclock::WallClock;
 use std::sync::Arc;
 
-/// The whole router: the API (bearer tokens), `POST /sync/v1/exchange` (gateway client
-/// certificate, via [`RequireGateway`]: the gateway id never comes from the body), the SMS
-/// receipts and the households' page under `/my/` (a signed link or a code).
+/// The whole router: the API (bearer tokens), `POST /sync/v1/exchange` and the push channel
+/// `GET /sync/v1/wait` (gateway client certificate, via [`RequireGateway`]: the gateway id never
+/// comes from the body), the SMS receipts and the households' page under `/my/` (a signed link or a code).
 pub fn router(central: Arc<Central>) -> Router {
     let sync = Router::new()
         .route(gramgrid_proto::wire::EXCHANGE_PATH, post(exchange))
+        .route(gramgrid_proto::wire::WAIT_PATH, get(wait))
         .layer(DefaultBodyLimit::max(gramgrid_proto::wire::MAX_BODY_BYTES))
         .with_state(Arc::clone(&central));
     let receipts = Router::new()
@@ -99,6 +102,14 @@ async fn exchange(
     sync::exchange(&central, gateway, body).await
 }
 
+async fn wait(
+    State(central): State<Arc<Central>>,
+    RequireGateway(gateway): RequireGateway,
+    Query(query): Query<push::WaitQuery>,
+) -> Response {
+    push::wait(&central, gateway, query).await
+}
+
 /// Serves `central` over TLS on `listener` until `shutdown` completes; delivers notifications
 /// with `sender` meanwhile.
 pub async fn serve(
@@ -136,6 +147,11 @@ pub async fn serve(
         let _ = watchdog_stopped.wait_for(|s| *s).await;
     }));
     notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let closing = Arc::clone(&central);
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let served = gramgrid_net::tls::serve(listener, tls, router(central), shutdown).await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop.send(true);

@@ -15,6 +15,7 @@ use crate::store::{Fcnt, LinkSession, MeterReading, Store, StoreError};
 use crate::sync::client::{self as sync_client, SyncBackend, SyncConfig};
 use crate::sync::https::{HttpsTransport, SetupError};
 use crate::technician;
+use crate::wakers::Wakers;
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil;
 use gramgrid_core::policy::{RelayAction, RelayState};
@@ -465,7 +466,7 @@ impl Services {
         tasks: &mut tokio::task::JoinSet<()>,
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> crate::watchdog::Heartbeats {
-        let wake_sync = Arc::new(tokio::sync::Notify::new());
+        let wakers = Arc::new(Wakers::default());
         let policy_health = technician::PolicyHealth::default();
         let heartbeats = crate::watchdog::Heartbeats::default();
         tasks.spawn(policy_loop(
@@ -474,6 +475,7 @@ impl Services {
                 self.policy_schedule,
                 policy_health.clone(),
                 heartbeats.clone(),
+                wakers.clone(),
             ),
             self.clock.clone(),
             stopped(stopping.clone()),
@@ -483,7 +485,7 @@ impl Services {
                 gateway: gateway.clone(),
                 gateway_id: launch.gateway_id,
                 clock: self.clock.clone(),
-                wake_sync: wake_sync.clone(),
+                wakers: wakers.clone(),
                 health: self.health.clone(),
                 policy_health,
                 config: launch.config,
@@ -499,7 +501,7 @@ impl Services {
             self.socket,
             gateway.clone(),
             self.clock.clone(),
-            wake_sync.clone(),
+            wakers.clone(),
             stopped(stopping.clone()),
         );
         tasks.spawn(async move {
@@ -516,13 +518,19 @@ impl Services {
             ));
         }
         if let Some((transport, config)) = self.sync {
+            tasks.spawn(crate::sync::push::run(
+                gateway.clone(),
+                transport.clone(),
+                config.clone(),
+                wakers.clone(),
+                stopped(stopping.clone()),
+            ));
             tasks.spawn(sync_client::run(
                 gateway.clone(),
                 transport,
                 config,
-                self.clock,
-                Some(self.health),
-                wake_sync,
+                (self.clock, Some(self.health)),
+                wakers,
                 stopped(stopping.clone()),
             ));
         }
@@ -591,10 +599,11 @@ async fn serve_technician(
 /// pass's outcome is left in `health` for the technician's status page.
 async fn policy_loop(
     gateway: Arc<Mutex<Gateway>>,
-    (schedule, health, heartbeats): (
+    (schedule, health, heartbeats, wakers): (
         cron::Schedule,
         technician::PolicyHealth,
         crate::watchdog::Heartbeats,
+        Arc<Wakers>,
     ),
     clock: WallClock,
     shutdown: impl Future<Output = ()>,
@@ -631,6 +640,8 @@ async fn policy_loop(
         let wait = (next - clock.now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // Money arrived: reconnect now rather than at the next scheduled pass.
+            _ = wakers.policy.notified() => {}
             _ = &mut shutdown => return,
         }
     }

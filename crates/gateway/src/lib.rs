@@ -13,6 +13,7 @@
 //! - [`health`]: the gateway's own health (version, backlog, radio counters, disk), for the
 //!   technician's status page and the status each sync session sends central;
 //! - [`recent_logs`]: the latest log lines, kept for the diagnostics bundle;
+//! - [`wakers`]: wake-up calls between the daemon's tasks (money arrived: policy pass and sync now);
 //! - [`watchdog`]: systemd readiness and the watchdog that pings only while every loop is alive;
 //! - [`daemon`]: the composition root that builds all of the above and runs it until shutdown.
 //!
@@ -35,4 +36,5 @@ pub mod store;
 pub mod sync;
 pub mod technician;
 pub mod technician_config;
+pub mod wakers;
 pub mod watchdog;

@@ -2,6 +2,7 @@
 //! (`gramgrid gateway redeem CODE`) against the running daemon. One JSON line in, one JSON line out.
 use crate::gateway::Gateway;
 use crate::store::StoreError;
+use crate::wakers::Wakers;
 use chrono::{DateTime, Utc};
 use gramgrid_net::wallclock::WallClock;
 use serde::{Deserialize, Serialize};
@@ -35,13 +36,13 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("gateway.sock")
 }
 
-/// Serves the socket until `shutdown` completes; `redeemed` is notified after each redemption (the
-/// sync client then tells central at once).
+/// Serves the socket until `shutdown` completes; each redemption wakes the policy pass and the sync
+/// client (`wakers`), so the household is reconnected and central hears of it at once.
 pub async fn serve(
     path: PathBuf,
     gateway: Arc<Mutex<Gateway>>,
     clock: WallClock,
-    redeemed: Arc<tokio::sync::Notify>,
+    wakers: Arc<Wakers>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // A socket left by a killed daemon would make bind fail; nothing else owns this path.
@@ -61,9 +62,9 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let (gateway, clock, redeemed) = (gateway.clone(), clock.clone(), redeemed.clone());
+        let (gateway, clock, wakers) = (gateway.clone(), clock.clone(), wakers.clone());
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &gateway, &clock, &redeemed).await {
+            if let Err(error) = answer(stream, &gateway, &clock, &wakers).await {
                 tracing::warn!(%error, "local request failed");
             }
         });
@@ -76,7 +77,7 @@ async fn answer(
     stream: tokio::net::UnixStream,
     gateway: &Mutex<Gateway>,
     clock: &WallClock,
-    redeemed: &tokio::sync::Notify,
+    wakers: &Wakers,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -85,7 +86,7 @@ async fn answer(
         .read_line(&mut line)
         .await?;
     let response = match serde_json::from_str::<LocalRequest>(&line) {
-        Ok(LocalRequest::Redeem { code }) => redeem(gateway, &code, clock.now(), redeemed),
+        Ok(LocalRequest::Redeem { code }) => redeem(gateway, &code, clock.now(), wakers),
         Err(error) => LocalResponse {
             ok: false,
             message: format!("not a request this gateway understands: {error}"),
@@ -107,13 +108,13 @@ pub struct Redeemed {
     pub balance_paise: i64,
 }
 
-/// Redeems `code` at `now` and wakes the sync client (`redeemed`) so central hears at once; the
-/// error is a sentence for the technician.
+/// Redeems `code` at `now` and wakes the policy pass and the sync client (`wakers`); the error is a
+/// sentence for the technician.
 pub fn redeem_voucher(
     gateway: &Mutex<Gateway>,
     code: &str,
     now: DateTime<Utc>,
-    redeemed: &tokio::sync::Notify,
+    wakers: &Wakers,
 ) -> Result<Redeemed, String> {
     let Ok(mut gateway) = gateway.lock() else {
         return Err("the gateway is not in a state to take requests; restart it".into());
@@ -121,7 +122,7 @@ pub fn redeem_voucher(
     let arrears_rules = gateway.policy().arrears.clone();
     match gateway.store().redeem_voucher(code, now) {
         Ok(voucher) => {
-            redeemed.notify_one();
+            wakers.money_arrived();
             tracing::info!(account = %voucher.account, amount_paise = voucher.amount_paise, "voucher redeemed");
             let balance_paise = gateway
                 .store()
@@ -146,9 +147,9 @@ fn redeem(
     gateway: &Mutex<Gateway>,
     code: &str,
     now: DateTime<Utc>,
-    redeemed: &tokio::sync::Notify,
+    wakers: &Wakers,
 ) -> LocalResponse {
-    match redeem_voucher(gateway, code, now, redeemed) {
+    match redeem_voucher(gateway, code, now, wakers) {
         Ok(credited) => LocalResponse {
             ok: true,
             message: format!(

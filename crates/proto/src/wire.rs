@@ -53,6 +53,12 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 pub const CONTENT_TYPE: &str = "application/x-gramgrid-sync-v1+zstd";
 /// Path of the exchange endpoint on the central server.
 pub const EXCHANGE_PATH: &str = "/sync/v1/exchange";
+/// Path of the push channel: a gateway's long-poll `GET {WAIT_PATH}?after=SEQ&wait_s=S`, which
+/// central answers `200` (body: its downlink sequence, in decimal) as soon as it holds a downlink
+/// record after `SEQ` for the gateway, or `204` after `S` seconds without one. See docs/sync.md.
+pub const WAIT_PATH: &str = "/sync/v1/wait";
+/// Longest wait central holds a push request for (seconds); a longer `wait_s` is cut to it.
+pub const MAX_WAIT_SECONDS: u64 = 3600;
 /// Largest body either side accepts, compressed and uncompressed (a bound against hostile input).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Most readings one exchange may carry (central applies an exchange in one transaction; a

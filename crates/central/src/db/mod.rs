@@ -7,6 +7,7 @@
 //!
 //! Portable SQL rules: integers are `BIGINT`, sums are `CAST(... AS BIGINT)` (PostgreSQL sums to
 //! NUMERIC), upserts are `ON CONFLICT`, and no placeholder appears inside a string literal.
+pub mod bell;
 mod postgres;
 mod schema;
 mod sqlite;
@@ -176,6 +177,10 @@ pub trait Tx {
     /// "sqlite" or "postgres" (for the few statements the two spell differently: migrations).
     fn backend(&self) -> &'static str;
 
+    /// Notes that this transaction appended to `gateway`'s downlink log: once it commits, the
+    /// gateway's [`bell::DownlinkBell`] rings.
+    fn downlink_appended(&mut self, _gateway: &str) {}
+
     /// The first row of a query, if any.
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
@@ -246,11 +251,15 @@ impl Conn {
         &mut self,
         sealer: &Sealer,
         events: Option<&EventOutbox>,
+        appended: &mut Vec<String>,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let f = |tx: &mut dyn Tx| match events {
-            None => f(tx),
-            Some(events) => f(&mut WithEvents { tx, events }),
+        let f = |tx: &mut dyn Tx| {
+            f(&mut Wrapped {
+                tx,
+                events,
+                appended,
+            })
         };
         let run = std::panic::AssertUnwindSafe(|| match self {
             Conn::Sqlite(conn) => sqlite::transaction(conn, sealer, f),
@@ -277,13 +286,15 @@ impl Conn {
     }
 }
 
-/// A backend's transaction with the MQTT event outbox switched on ([`Tx::events`]).
-struct WithEvents<'a> {
+/// A backend's transaction as callers see it: with the MQTT event outbox when it is switched on
+/// ([`Tx::events`]), noting the gateways whose downlink logs grew ([`Tx::downlink_appended`]).
+struct Wrapped<'a> {
     tx: &'a mut dyn Tx,
-    events: &'a EventOutbox,
+    events: Option<&'a EventOutbox>,
+    appended: &'a mut Vec<String>,
 }
 
-impl Tx for WithEvents<'_> {
+impl Tx for Wrapped<'_> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         self.tx.execute(sql, params)
     }
@@ -294,7 +305,12 @@ impl Tx for WithEvents<'_> {
         self.tx.sealer()
     }
     fn events(&self) -> Option<&EventOutbox> {
-        Some(self.events)
+        self.events
+    }
+    fn downlink_appended(&mut self, gateway: &str) {
+        if !self.appended.iter().any(|g| g == gateway) {
+            self.appended.push(gateway.to_owned());
+        }
     }
     fn insert_many(
         &mut self,
@@ -319,6 +335,7 @@ pub struct Db {
     jobs: mpsc::Sender<Job>,
     backend: &'static str,
     events: Option<Arc<EventOutbox>>,
+    bell: Arc<bell::DownlinkBell>,
 }
 
 impl std::fmt::Debug for Db {
@@ -369,6 +386,7 @@ impl Db {
             jobs,
             backend,
             events: None,
+            bell: Arc::default(),
         };
         db.blocking(schema::migrate)?;
         Ok(db)
@@ -377,6 +395,34 @@ impl Db {
     /// "sqlite" or "postgres".
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The bells that ring when a gateway's downlink log grew (shared by this handle's clones).
+    pub fn bell(&self) -> &bell::DownlinkBell {
+        &self.bell
+    }
+
+    /// A job that runs `f` in a transaction on a worker's connection, hands the outcome to `done`
+    /// and, once it committed, rings the bells of the gateways whose downlink logs it appended to.
+    fn job<T, E>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+        done: impl FnOnce(Result<T, E>) + Send + 'static,
+    ) -> Job
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let events = self.events.clone();
+        let bell = Arc::clone(&self.bell);
+        Box::new(move |conn: &mut Conn, sealer: &Sealer| {
+            let mut appended = Vec::new();
+            let outcome = conn.transaction(sealer, events.as_deref(), &mut appended, f);
+            if outcome.is_ok() {
+                bell.ring(&appended);
+            }
+            done(outcome);
+        })
     }
 
     /// Switches the MQTT event outbox on (`Some`) for the transactions of this handle and of its
@@ -395,12 +441,10 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let (done, result) = tokio::sync::oneshot::channel();
-        let events = self.events.clone();
-        self.jobs
-            .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
-                let _ = done.send(conn.transaction(sealer, events.as_deref(), f));
-            }))
-            .map_err(|_| DbError::Stopped)?;
+        let job = self.job(f, move |outcome| {
+            let _ = done.send(outcome);
+        });
+        self.jobs.send(job).map_err(|_| DbError::Stopped)?;
         result.await.map_err(|_| DbError::Stopped)?
     }
 
@@ -414,12 +458,10 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let (done, result) = mpsc::channel();
-        let events = self.events.clone();
-        self.jobs
-            .send(Box::new(move |conn: &mut Conn, sealer: &Sealer| {
-                let _ = done.send(conn.transaction(sealer, events.as_deref(), f));
-            }))
-            .map_err(|_| DbError::Stopped)?;
+        let job = self.job(f, move |outcome| {
+            let _ = done.send(outcome);
+        });
+        self.jobs.send(job).map_err(|_| DbError::Stopped)?;
         result.recv().map_err(|_| DbError::Stopped)?
     }
 }

@@ -8,6 +8,7 @@
 //! dropped from the gateway until central has acknowledged it, however long the link is down.
 use crate::health::Health;
 use crate::store::{Store, StoreError};
+use crate::wakers::Wakers;
 use chrono::{DateTime, Utc};
 use gramgrid_core::clock;
 use gramgrid_net::wallclock::WallClock;
@@ -44,6 +45,10 @@ pub struct SyncConfig {
     /// A clock further than this from central's is not trusted for disconnects.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// The push channel's longest wait at central between sessions; zero switches it off
+    /// ([`super::push`]).
+    #[serde(with = "humantime_serde")]
+    pub push_wait: Duration,
 }
 
 impl Default for SyncConfig {
@@ -57,6 +62,7 @@ impl Default for SyncConfig {
             retry_initial: Duration::from_secs(10),
             retry_max: Duration::from_secs(15 * 60),
             max_clock_skew: Duration::from_secs(120),
+            push_wait: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -258,15 +264,15 @@ pub fn retry_delay(failures: u32, initial: Duration, max: Duration, random: f64)
 /// Runs a session at once, then on the schedule until `shutdown` completes: a gateway back from a
 /// power cut or an update tells central at once. After a failure it retries with backoff instead
 /// of waiting for the schedule, so the first probe after the link returns starts a catch-up;
-/// `wake` starts a session at once (e.g. after a voucher redemption). Each session tells central
+/// `wakers.sync` starts a session at once (a voucher redemption, central's push); a session that
+/// applied downlink records (a recharge, say) wakes the policy pass. Each session tells central
 /// the gateway's `health`, if given.
 pub async fn run<B: SyncBackend, T: Transport>(
     gateway: Arc<Mutex<B>>,
     transport: T,
     config: SyncConfig,
-    clock: WallClock,
-    health: Option<Health>,
-    wake: Arc<tokio::sync::Notify>,
+    (clock, health): (WallClock, Option<Health>),
+    wakers: Arc<Wakers>,
     shutdown: impl Future<Output = ()>,
 ) {
     let schedule = sync_schedule(&config);
@@ -289,7 +295,7 @@ pub async fn run<B: SyncBackend, T: Transport>(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
+            _ = wakers.sync.notified() => {}
             _ = &mut shutdown => break,
         }
         match session(&gateway, &transport, &config, &clock, health.as_ref()).await {
@@ -301,6 +307,9 @@ pub async fn run<B: SyncBackend, T: Transport>(
                     );
                 }
                 failures = 0;
+                if report.downlink_records > 0 {
+                    wakers.policy.notify_one();
+                }
                 tracing::info!(?report, "sync session");
             }
             Err(error) => {

@@ -70,6 +70,49 @@ impl HttpsTransport {
     }
 }
 
+impl HttpsTransport {
+    /// Waits up to `wait` at central (the push channel) for a downlink record after `after`:
+    /// `Some(central's downlink sequence)` as soon as there is one, `None` when the wait ran out.
+    pub async fn wait_for_downlink(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Option<u64>, TransportError> {
+        let wait = wait.min(Duration::from_secs(wire::MAX_WAIT_SECONDS));
+        let path = format!(
+            "{}?after={after}&wait_s={}",
+            wire::WAIT_PATH,
+            wait.as_secs().max(1)
+        );
+        // Central answers by the end of `wait`; the request timeout covers the way there and back.
+        let answer = self.client.get(&path, wait + self.timeout).await;
+        match answer.map_err(transport_error)? {
+            (status, _) if status.as_u16() == 204 => Ok(None),
+            (status, body) if status.is_success() => {
+                let text = String::from_utf8_lossy(&body);
+                text.trim().parse().map(Some).map_err(|_| {
+                    TransportError::Unreachable(format!(
+                        "central's push answer is not a sequence number: {text:?}"
+                    ))
+                })
+            }
+            refused => into_success(refused).map(|_| None).map_err(transport_error),
+        }
+    }
+}
+
+/// A client error as the sync client reports it.
+fn transport_error(error: ClientError) -> TransportError {
+    match error {
+        ClientError::Status { status, body } => TransportError::Refused {
+            status: status.as_u16(),
+            message: body,
+        },
+        ClientError::Timeout(limit) => TransportError::Timeout(limit),
+        other => TransportError::Unreachable(other.to_string()),
+    }
+}
+
 impl Transport for HttpsTransport {
     async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let answer = self
@@ -77,13 +120,6 @@ impl Transport for HttpsTransport {
             .post(wire::EXCHANGE_PATH, wire::CONTENT_TYPE, body, self.timeout)
             .await
             .and_then(into_success);
-        answer.map_err(|error| match error {
-            ClientError::Status { status, body } => TransportError::Refused {
-                status: status.as_u16(),
-                message: body,
-            },
-            ClientError::Timeout(limit) => TransportError::Timeout(limit),
-            other => TransportError::Unreachable(other.to_string()),
-        })
+        answer.map_err(transport_error)
     }
 }

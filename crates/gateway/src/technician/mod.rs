@@ -59,8 +59,8 @@ pub struct TechnicianApp {
     pub gateway_id: String,
     /// Where "now" comes from.
     pub clock: WallClock,
-    /// Wakes the sync client (a redemption, "sync now").
-    pub wake_sync: Arc<tokio::sync::Notify>,
+    /// Wakes the sync client ("sync now") and, after a redemption, the policy pass.
+    pub wakers: Arc<crate::wakers::Wakers>,
     /// The gateway's version, uptime, radio counters and disk space.
     pub health: Health,
     /// The policy loop's last pass.
@@ -1022,7 +1022,7 @@ async fn redeem(
     };
     let lang = ctx.lang;
     let code = form.code.trim();
-    let outcome = crate::local::redeem_voucher(&s.app.gateway, code, s.now(), &s.app.wake_sync);
+    let outcome = crate::local::redeem_voucher(&s.app.gateway, code, s.now(), &s.app.wakers);
     let (notice, audited) = match &outcome {
         Ok(credited) => (
             Notice::Done(format!(
@@ -1081,7 +1081,7 @@ async fn sync_now(
     ) {
         return internal(error);
     }
-    s.app.wake_sync.notify_one();
+    s.app.wakers.sync.notify_one();
     let now = s.now();
     match status_view(&s, now) {
         Ok(view) => {
