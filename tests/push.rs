@@ -64,3 +64,16 @@ fn a_recharge_at_central_reaches_the_gateway_and_reconnects_within_seconds() {
         || village.acknowledged("connect") == 1,
     );
 }
+
+#[test]
+fn the_reconnect_bench_measures_both_ways_of_paying() {
+    let out = crate::common::village::run(&["bench", "reconnect", "--households", "2", "--json"]);
+    let figures: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for way in ["recharge_at_central", "voucher_at_gateway"] {
+        let latencies = &figures[way];
+        assert_eq!(latencies["payments"], 1, "{out}");
+        let p99 = latencies["p99_s"].as_f64().unwrap();
+        // Paid, then the relay closed: it took some time, and far less than a scheduled session.
+        assert!(p99 > 0.0 && p99 < 60.0, "{way}: {out}");
+    }
+}

@@ -65,6 +65,9 @@ pub enum BenchCommand {
     },
     /// Largest fleet one channel serves (99.9 % of readings within 60 min), scheduled vs ALOHA.
     Capacity(gramgrid_sim::capacity::CapacityArgs),
+    /// Seconds from a payment (a recharge at central, a voucher at the gateway) to the meter's
+    /// relay closing, over an emulated cellular backhaul and the emulated air.
+    Reconnect(gramgrid_sim::reconnect_bench::ReconnectArgs),
     /// Readings ingested and charged per second into SQLite, and bytes written per reading.
     Ledger {
         /// Meters reporting.
@@ -156,6 +159,19 @@ pub(super) fn bench(what: BenchCommand) -> Result<()> {
                 figures.balances_agree,
                 "gateway and central balances disagree after the catch-up"
             );
+            Ok(())
+        }
+        BenchCommand::Reconnect(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let figures = runtime
+                .block_on(gramgrid_sim::reconnect_bench::reconnect(&args))
+                .context("the reconnect benchmark failed")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{figures}");
+            }
             Ok(())
         }
         BenchCommand::Central {

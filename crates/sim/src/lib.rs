@@ -4,8 +4,8 @@
 //! - [`meter`]: simulated meters (firmware, load profiles, fleet, a light radio, `gramgrid sim`);
 //! - [`village`]: central, one gateway and an emulated cellular link ([`netem`]) in one process;
 //! - [`demo`]: `gramgrid demo`, a whole village on simulated time;
-//! - [`capacity`], [`radio_bench`], [`central_bench`], [`flood_bench`], [`bench`](crate::bench): the
-//!   `gramgrid bench` commands;
+//! - [`capacity`], [`radio_bench`], [`central_bench`], [`flood_bench`], [`reconnect_bench`],
+//!   [`bench`](crate::bench): the `gramgrid bench` commands;
 //! - [`air_cli`]: `gramgrid air-bus` and `gramgrid bench radio`;
 //! - [`modem_standin`]: a ModemManager stand-in on D-Bus that sends SMS into a list, and a
 //!   private `dbus-daemon` ([`modem_standin::PrivateBus`]) to serve it on.
@@ -21,5 +21,6 @@ pub mod meter;
 pub mod modem_standin;
 pub mod netem;
 pub mod radio_bench;
+pub mod reconnect_bench;
 pub mod sms_standin;
 pub mod village;
