@@ -540,6 +540,8 @@ fn status_view(s: &AppState, now: DateTime<Utc>) -> Result<pages::StatusView, St
     let mut gateway = s.lock();
     let clock_trusted = gateway.clock_trusted(now)?;
     let store = gateway.store();
+    // What central gets at each session is what the page shows.
+    let health = s.app.health.status(store)?;
     let marks = store.guard_marks()?;
     let skew = store.clock_state()?.last_skew.map(|d| d.num_seconds());
     let holds = store
@@ -550,11 +552,11 @@ fn status_view(s: &AppState, now: DateTime<Utc>) -> Result<pages::StatusView, St
         .collect();
     Ok(pages::StatusView {
         last_sync: marks.last_sync_at,
-        backlog: store.sync_backlog()?,
-        oldest_unsent: store.oldest_unsent_reading()?,
+        backlog: (health.priority_backlog, health.readings_backlog),
+        oldest_unsent: health.oldest_unsent,
         clock: (clock_trusted, skew),
-        disk: s.app.health.disk(),
-        radio: s.app.health.radio(),
+        disk: health.disk,
+        radio: health.radio,
         policy: s
             .app
             .policy_health
