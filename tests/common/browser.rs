@@ -90,13 +90,22 @@ pub async fn screenshot(client: &Client, area: &str, name: &str) {
 
 /// Follows the link whose text is `text`.
 pub async fn click_link(client: &Client, text: &str) {
-    client
-        .find(Locator::LinkText(text))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let link = client.find(Locator::LinkText(text)).await.unwrap();
+    leave_page(client, link).await;
+}
+
+/// Clicks `element` and waits until the browser has left the page it was on: WebDriver may answer
+/// the click before the next page replaced this one, and reading the page then reads the old one.
+async fn leave_page(client: &Client, element: fantoccini::elements::Element) {
+    let old_body = client.find(Locator::Css("body")).await.unwrap();
+    element.click().await.unwrap();
+    for _ in 0..100 {
+        if old_body.text().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the browser stayed on its page after a click");
 }
 
 /// The page's text; a page still being replaced (no body yet, or a stale one) is read again.
@@ -138,13 +147,11 @@ pub async fn log_in(client: &Client, base: &str, (name, password): (&str, &str))
 
 /// Presses the logout button in the page's header.
 pub async fn log_out(client: &Client) {
-    client
+    let button = client
         .find(Locator::Css("form.logout button"))
         .await
-        .unwrap()
-        .click()
-        .await
         .unwrap();
+    leave_page(client, button).await;
 }
 
 /// Reloads `url` until its text contains `wanted` (each load keeps the session alive).

@@ -455,7 +455,10 @@ impl Gateway {
         let Some((start, end)) = month.span() else {
             return Ok(0);
         };
-        if account.created_at >= end {
+        let id = format!("{}:minimum:{}:{month}", self.config.gateway.id, account.id);
+        // Once closed, a month stays closed: readings of it that come in late (a meter that was out
+        // of reach at the month's end) are billed as energy but must not fail every later pass.
+        if account.created_at >= end || self.store.has_event(&id)? {
             return Ok(0);
         }
         let billed = self.store.energy_charge_in(&account.id, month)?
@@ -467,7 +470,7 @@ impl Gateway {
             return Ok(0);
         }
         self.store.record_events(&[LedgerEvent {
-            id: format!("{}:minimum:{}:{month}", self.config.gateway.id, account.id),
+            id,
             account: account.id.clone(),
             at: end,
             kind: EventKind::MinimumCharge,
@@ -489,7 +492,11 @@ impl Gateway {
         let Some((start, end)) = month.span() else {
             return Ok(0);
         };
-        if account.created_at >= end || !self.book.has_demand_charge(account.category, month) {
+        let id = format!("{}:demand:{}:{month}", self.config.gateway.id, account.id);
+        if account.created_at >= end
+            || !self.book.has_demand_charge(account.category, month)
+            || self.store.has_event(&id)?
+        {
             return Ok(0);
         }
         let Some((_, max_demand_w)) = self.store.max_demand(meter, start, end)? else {
@@ -502,7 +509,7 @@ impl Gateway {
             return Ok(0);
         }
         self.store.record_events(&[LedgerEvent {
-            id: format!("{}:demand:{}:{month}", self.config.gateway.id, account.id),
+            id,
             account: account.id.clone(),
             at: end,
             kind: EventKind::DemandCharge,

@@ -263,6 +263,53 @@ fn fixed_and_minimum_charges_are_charged_once_however_often_the_loop_runs() {
 }
 
 #[test]
+fn readings_of_a_closed_month_that_come_in_late_are_billed_without_failing_later_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    // ₹100 minimum and ₹120 per kW of maximum demand, ₹4 per kWh.
+    let toml = tariffs_with_domestic(
+        r#"
+        minimum_monthly_paise = 10000
+        demand_paise_per_kw = 12000
+        slabs = [{ paise_per_kwh = 400 }]
+        "#,
+    );
+    let (mut gw, meter, _link) = gateway(&dir, &toml);
+    let reading = |at, register_wh| MeterReading {
+        meter,
+        at,
+        register_wh,
+        export_wh: 0,
+    };
+    gw.ingest_readings(&[
+        reading(ist(2026, 11, 20, 18, 0), 10_000),
+        reading(ist(2026, 11, 20, 18, 15), 10_250),
+    ])
+    .unwrap();
+    // The month closes on 1 December with 250 Wh (₹1) billed and 1 kW of demand.
+    let close = gw.policy_pass(ist(2026, 12, 1, 0, 1), true).unwrap();
+    assert_eq!((close.minimum_charges, close.demand_charges), (1, 1));
+    let balance = |gw: &mut Gateway| gw.store().position("A1", &[]).unwrap().balance_paise;
+    let at_close = balance(&mut gw);
+    // The meter was out of reach at the month's end: its last November readings arrive now, with
+    // 20 kWh more and a higher 15-minute peak.
+    gw.ingest_readings(&[
+        reading(ist(2026, 11, 29, 18, 0), 20_000),
+        reading(ist(2026, 11, 29, 18, 15), 30_250),
+    ])
+    .unwrap();
+    let later = gw
+        .policy_pass(ist(2026, 12, 1, 6, 0), true)
+        .expect("a late reading of a closed month must not stop the policy pass");
+    assert_eq!((later.minimum_charges, later.demand_charges), (0, 0));
+    // 20 kWh at ₹4, billed as energy; the closed month's charges are not revised.
+    assert_eq!(at_close - balance(&mut gw), 8_000);
+    let events = gw.store().events("A1").unwrap();
+    let once = |kind| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(once(EventKind::MinimumCharge), 1);
+    assert_eq!(once(EventKind::DemandCharge), 1);
+}
+
+#[test]
 fn a_months_demand_charge_is_charged_once_on_its_maximum_demand() {
     let dir = tempfile::tempdir().unwrap();
     // ₹120 per kW of the month's maximum demand on domestic, nothing else.

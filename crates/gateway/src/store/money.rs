@@ -23,6 +23,19 @@ impl Store {
         Ok(added)
     }
 
+    /// Whether a money event with this id is recorded (a month already closed, a charge already made).
+    pub fn has_event(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM ledger_events WHERE id = ?1",
+                [id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// All money events of an account, in the order they were recorded.
     pub fn events(&self, account: &str) -> Result<Vec<LedgerEvent>> {
         let mut statement = self.conn.prepare(
