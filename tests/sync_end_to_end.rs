@@ -406,3 +406,24 @@ async fn a_technician_set_at_central_reaches_the_gateway_and_their_actions_come_
     );
     village.central.stop().await.unwrap();
 }
+
+/// `gramgrid bench sync-steady` as the README shows it, on a small village: every interval's
+/// readings arrive, and resumed sessions make a session cost less than a full handshake does.
+#[test]
+fn the_steady_state_sync_bench_counts_the_bytes_of_every_session() {
+    let out = crate::common::village::run(&[
+        "bench",
+        "sync-steady",
+        "--meters",
+        "4",
+        "--sessions",
+        "3",
+        "--json",
+    ]);
+    let figures: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(figures["readings"], 12, "{out}");
+    assert_eq!(figures["balances_agree"], true, "{out}");
+    // A full mutual-TLS handshake alone costs more than 2,000 bytes (both certificate chains).
+    let per_session = figures["wire_bytes_per_session"].as_f64().unwrap();
+    assert!(per_session > 500.0 && per_session < 2_000.0, "{out}");
+}

@@ -63,6 +63,8 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Backhaul bytes per reading, per session and per month with 15-minute sessions, TLS included.
+    SyncSteady(gramgrid_sim::steady_sync_bench::SteadySyncArgs),
     /// Largest fleet one channel serves (99.9 % of readings within 60 min), scheduled vs ALOHA.
     Capacity(gramgrid_sim::capacity::CapacityArgs),
     /// Seconds from a payment (a recharge at central, a voucher at the gateway) to the meter's
@@ -147,31 +149,31 @@ pub(super) fn bench(what: BenchCommand) -> Result<()> {
                 seed,
                 progress: !json,
             };
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let figures = runtime.block_on(gramgrid_sim::bench::sync(&settings))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&figures)?);
-            } else {
-                println!("{figures}");
-            }
+            let figures = run_bench(gramgrid_sim::bench::sync(&settings), "sync", json)?;
             anyhow::ensure!(
                 figures.balances_agree,
                 "gateway and central balances disagree after the catch-up"
             );
             Ok(())
         }
+        BenchCommand::SyncSteady(args) => {
+            let figures = run_bench(
+                gramgrid_sim::steady_sync_bench::steady(&args),
+                "steady-state sync",
+                args.json,
+            )?;
+            anyhow::ensure!(
+                figures.balances_agree,
+                "gateway and central balances disagree after the sessions"
+            );
+            Ok(())
+        }
         BenchCommand::Reconnect(args) => {
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let figures = runtime
-                .block_on(gramgrid_sim::reconnect_bench::reconnect(&args))
-                .context("the reconnect benchmark failed")?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&figures)?);
-            } else {
-                println!("{figures}");
-            }
+            run_bench(
+                gramgrid_sim::reconnect_bench::reconnect(&args),
+                "reconnect",
+                args.json,
+            )?;
             Ok(())
         }
         BenchCommand::Central {
@@ -260,4 +262,24 @@ pub(super) fn bench(what: BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs an async benchmark to its end on a new runtime and prints its figures (as JSON with
+/// `json`); returns them for the caller's checks.
+fn run_bench<F, T, E>(bench: F, name: &str, json: bool) -> Result<T>
+where
+    F: std::future::Future<Output = std::result::Result<T, E>>,
+    T: serde::Serialize + std::fmt::Display,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let figures = runtime
+        .block_on(bench)
+        .with_context(|| format!("the {name} benchmark failed"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!("{figures}");
+    }
+    Ok(figures)
 }

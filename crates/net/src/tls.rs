@@ -10,6 +10,8 @@
 //! rustls runs on the `ring` provider everywhere (no aws-lc-rs, so no cmake/nasm in the build).
 mod client;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use client::{
     api_client_config, client_config, into_success, system_client_config, ClientError, HttpsClient,
@@ -18,7 +20,7 @@ pub use client::{
 pub use server::{
     gateway_id_from_cert, serve, server_config, server_config_from_files,
     server_config_without_client_auth, PeerGateway, RequireGateway, ServerTls, HANDSHAKE_TIMEOUT,
-    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, SHUTDOWN_GRACE,
+    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, RESUMABLE_SESSIONS, SHUTDOWN_GRACE,
 };
 
 use rustls::pki_types::pem::PemObject;

@@ -23,4 +23,5 @@ pub mod netem;
 pub mod radio_bench;
 pub mod reconnect_bench;
 pub mod sms_standin;
+pub mod steady_sync_bench;
 pub mod village;

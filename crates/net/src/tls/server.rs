@@ -52,6 +52,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireGateway {
     }
 }
 
+/// TLS sessions central keeps for resumption (see `resume_sessions`).
+pub const RESUMABLE_SESSIONS: usize = 8192;
+
 /// The central listener's TLS config from a PKI directory.
 pub fn server_config(pki: &CentralPki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     server_config_from_files(&ListenerFiles::in_dir(pki.dir()))
@@ -82,7 +85,22 @@ pub fn server_config_from_files(
         .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
     // The accept loop speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    resume_sessions(&mut config);
     Ok(Arc::new(config))
+}
+
+/// TLS 1.3 resumption: a gateway's next connection skips both certificate chains and their
+/// signatures. Sessions are kept at central (a ticket is a 32-byte id): a stateless ticket would
+/// carry the gateway's certificate down and up again on every connection and cost more bytes than
+/// it saves. The cache holds a district's gateways several times over (an entry is about 2 KB).
+/// It belongs to this config, so the replacement built when the revocation list changes forgets
+/// every session and a revoked gateway must do a full handshake, which fails. A resumed
+/// connection keeps the client certificate of the handshake it resumes, so it still names its
+/// gateway.
+fn resume_sessions(config: &mut rustls::ServerConfig) {
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
+    // One ticket per connection is enough for a client that connects one at a time.
+    config.send_tls13_tickets = 1;
 }
 
 /// A listener's TLS config that asks for no client certificate: the technician app, whose people
