@@ -297,6 +297,7 @@ pub async fn sync(settings: &SyncBench) -> Result<SyncFigures, crate::village::V
             .map_err(|_| crate::village::VillageError::Poisoned)?;
         plan.bytes_per_second = Some(settings.kbit_per_second * 1000 / 8);
     }
+
     village
         .link
         .bytes

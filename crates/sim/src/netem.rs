@@ -43,7 +43,8 @@ pub struct LinkPlan {
 pub struct Relay {
     /// Where the relay listens (127.0.0.1, a free port): point the gateway here, not at central.
     pub addr: SocketAddr,
-    /// The link's properties: a change applies to the connections accepted after it.
+    /// The link's properties. Rate, latency and an outage (`default_fault = Refuse`) apply at once,
+    /// to open connections too; `faults` to the connections accepted after the change.
     pub plan: Arc<Mutex<LinkPlan>>,
     /// Bytes carried (both directions), for the bytes-on-the-wire figure.
     pub bytes: Arc<AtomicU64>,
@@ -65,21 +66,17 @@ pub async fn start(upstream: SocketAddr, plan: LinkPlan) -> std::io::Result<Rela
     let (shared_plan, shared_bytes) = (plan.clone(), bytes.clone());
     let task = tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let (fault, rate, latency) = match shared_plan.lock() {
-                Ok(mut p) => (
-                    p.faults.pop_front().unwrap_or(p.default_fault),
-                    p.bytes_per_second,
-                    p.latency,
-                ),
+            let fault = match shared_plan.lock() {
+                Ok(mut p) => p.faults.pop_front().unwrap_or(p.default_fault),
                 Err(_) => return,
             };
             if fault == Fault::Refuse {
                 continue; // dropping the stream closes it
             }
-            let bytes = shared_bytes.clone();
+            let (plan, bytes) = (shared_plan.clone(), shared_bytes.clone());
             tokio::spawn(async move {
                 if let Ok(server) = TcpStream::connect(upstream).await {
-                    relay(client, server, fault, rate, latency, bytes).await;
+                    relay(client, server, fault, plan, bytes).await;
                 }
             });
         }
@@ -97,8 +94,7 @@ async fn relay(
     client: TcpStream,
     server: TcpStream,
     fault: Fault,
-    rate: Option<u64>,
-    latency: Duration,
+    plan: Arc<Mutex<LinkPlan>>,
     bytes: Arc<AtomicU64>,
 ) {
     let (client_read, client_write) = client.into_split();
@@ -112,11 +108,10 @@ async fn relay(
         client_read,
         server_write,
         up_limit,
-        rate,
-        latency,
+        plan.clone(),
         bytes.clone(),
     );
-    let down = pump(server_read, client_write, down_limit, rate, latency, bytes);
+    let down = pump(server_read, client_write, down_limit, plan, bytes);
     // Either direction finishing (closed or cut) ends the connection, like a dropped cellular bearer.
     tokio::select! {
         _ = up => {}
@@ -124,12 +119,18 @@ async fn relay(
     }
 }
 
+/// The link's rate and latency now, or `None` when it has gone down (an outage drops the bearer,
+/// so a connection kept open from before carries nothing either).
+fn conditions(plan: &Mutex<LinkPlan>) -> Option<(Option<u64>, Duration)> {
+    let plan = plan.lock().ok()?;
+    (plan.default_fault != Fault::Refuse).then_some((plan.bytes_per_second, plan.latency))
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     limit: Option<usize>,
-    rate: Option<u64>,
-    latency: Duration,
+    plan: Arc<Mutex<LinkPlan>>,
     bytes: Arc<AtomicU64>,
 ) {
     let mut buffer = vec![0u8; 4096];
@@ -138,6 +139,9 @@ async fn pump(
         let n = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
+        };
+        let Some((rate, latency)) = conditions(&plan) else {
+            return;
         };
         let n = limit.map_or(n, |l| n.min(l.saturating_sub(forwarded)));
         if !latency.is_zero() {
@@ -225,5 +229,22 @@ mod tests {
             "1,000 bytes each way at 2,000 B/s"
         );
         assert!(relay.bytes.load(Ordering::Relaxed) >= 2_000);
+    }
+
+    #[tokio::test]
+    async fn an_outage_cuts_a_connection_opened_before_it() {
+        let relay = start(echo_server().await, LinkPlan::default())
+            .await
+            .unwrap();
+        let mut open = TcpStream::connect(relay.addr).await.unwrap();
+        open.write_all(b"up").await.unwrap();
+        let mut answer = [0u8; 2];
+        open.read_exact(&mut answer).await.unwrap();
+        relay.plan.lock().unwrap().default_fault = Fault::Refuse;
+        // The link is down: what is written now goes nowhere, and the connection is closed.
+        open.write_all(b"down").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = open.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
     }
 }

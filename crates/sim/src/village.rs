@@ -265,8 +265,11 @@ impl Village {
         Ok(village)
     }
 
-    /// One sync session through the link, as the gateway's sync client runs it.
+    /// One sync session through the link, as the gateway's sync client runs it. Sessions here
+    /// are minutes to days apart in simulated time, so each starts on a new connection, as it
+    /// would in the field (a connection is kept only seconds); its exchanges share one.
     pub async fn sync(&self) -> Result<SessionReport, SyncError> {
+        self.transport.forget_connection();
         let health = Some(&self.health);
         client::session(
             &self.gateway,

@@ -6,6 +6,12 @@ use gramgrid_proto::wire;
 use std::path::Path;
 use std::time::Duration;
 
+/// How long a connection to central is kept for the next request: long enough for a push answer
+/// to be followed by its session and for a catch-up's exchanges to follow each other, well under
+/// central's 30 s limit for an idle connection. Exchanges and push waits can be sent twice
+/// harmlessly, which keeping a connection needs.
+pub const KEEP_IDLE: Duration = Duration::from_secs(20);
+
 /// Exchanges with the central server named in an enrolment bundle.
 #[derive(Clone)]
 pub struct HttpsTransport {
@@ -56,12 +62,20 @@ impl HttpsTransport {
         let bundle = GatewayBundle::load(path).map_err(|e| failed(e.to_string()))?;
         let config = client_config(&bundle).map_err(|e| failed(e.to_string()))?;
         let url = url.unwrap_or(&bundle.central_url);
-        let client = HttpsClient::new(config, url).map_err(|e| failed(e.to_string()))?;
+        let client = HttpsClient::new(config, url)
+            .map_err(|e| failed(e.to_string()))?
+            .keeping_connections(KEEP_IDLE);
         Ok(HttpsTransport {
             client,
             timeout,
             gateway_id: bundle.gateway_id,
         })
+    }
+
+    /// Closes the connection kept from the last request, so the next one opens a new connection
+    /// (a simulated session minutes after the last would not find it open).
+    pub fn forget_connection(&self) {
+        self.client.forget_connection();
     }
 
     /// The gateway id the bundle's certificate names (central knows this gateway by it alone).

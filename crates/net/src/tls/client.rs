@@ -1,5 +1,6 @@
 //! Client side: the gateway's rustls config (trust only the bundle's CA, present the gateway
-//! certificate) and a small HTTPS/1.1 client for the sync client, one connection per request.
+//! certificate) and a small HTTPS/1.1 client for the sync client: a connection per request, or
+//! one kept for the next request for a few seconds where the caller's requests may be repeated.
 use super::{load_certs, load_key, load_roots, provider, TlsError};
 use crate::pki::GatewayBundle;
 use axum::http::{Method, Request, StatusCode, Uri};
@@ -140,9 +141,11 @@ pub fn into_success(response: (StatusCode, Vec<u8>)) -> Result<Vec<u8>, ClientEr
     }
 }
 
-/// An HTTPS client for one base URL (`https://host[:port][/prefix]`). It opens a fresh
+/// An HTTPS client for one base URL (`https://host[:port][/prefix]`). By default it opens a fresh
 /// connection per request: sync runs a few times an hour over a flaky cellular link, where a
-/// kept-alive connection is more often dead than useful.
+/// connection kept for long is more often dead than useful. [`HttpsClient::keeping_connections`]
+/// keeps the last one for a few seconds, for requests that follow each other (a push answer and
+/// the session it starts, the exchanges of a catch-up).
 #[derive(Clone)]
 pub struct HttpsClient {
     connector: tokio_rustls::TlsConnector,
@@ -150,6 +153,21 @@ pub struct HttpsClient {
     port: u16,
     prefix: String,
     server_name: ServerName<'static>,
+    keep_idle: Option<Duration>,
+    idle: Arc<std::sync::Mutex<Option<Kept>>>,
+}
+
+/// An open HTTP/1.1 connection and the task that drives it (stopped when this is dropped).
+struct Kept {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    idle_since: std::time::Instant,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl std::fmt::Debug for HttpsClient {
@@ -193,7 +211,24 @@ impl HttpsClient {
             prefix: uri.path().trim_end_matches('/').to_string(),
             host,
             server_name,
+            keep_idle: None,
+            idle: Arc::default(),
         })
+    }
+
+    /// Keeps a connection open after an answer, for a next request within `idle` (keep it under
+    /// the server's idle limit: central closes a connection whose next request has not come in
+    /// 30 s). A request that fails on a kept connection is sent again on a new one, so use this
+    /// only where sending a request twice does no harm (sync exchanges and push waits do none;
+    /// a message to an SMS provider would be sent twice).
+    pub fn keeping_connections(mut self, idle: Duration) -> Self {
+        self.keep_idle = Some(idle);
+        self
+    }
+
+    /// Closes the kept connection, if any: the next request opens a new one.
+    pub fn forget_connection(&self) {
+        drop(self.take_kept());
     }
 
     /// POSTs `body` to `path` (below the base URL) and returns the status and body, whatever the
@@ -274,6 +309,43 @@ impl HttpsClient {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let body = Bytes::from(body);
+        let request = || self.build_request(&method, path, headers, content_type, body.clone());
+        if let Some(kept) = self.take_kept() {
+            match self.send(kept, request()?).await {
+                Ok(answer) => return Ok(answer),
+                // Closed by central in the meantime, or cut: the request goes on a new one.
+                Err(error) => tracing::debug!(%error, "kept connection to central failed"),
+            }
+        }
+        let fresh = self.open().await?;
+        self.send(fresh, request()?).await
+    }
+
+    /// The kept connection, if it is still open and has not been idle too long.
+    fn take_kept(&self) -> Option<Kept> {
+        let limit = self.keep_idle?;
+        let kept = match self.idle.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }?;
+        (!kept.sender.is_closed() && kept.idle_since.elapsed() < limit).then_some(kept)
+    }
+
+    /// Keeps `kept` for the next request when this client keeps connections.
+    fn keep(&self, mut kept: Kept) {
+        if self.keep_idle.is_none() || kept.sender.is_closed() {
+            return;
+        }
+        kept.idle_since = std::time::Instant::now();
+        match self.idle.lock() {
+            Ok(mut slot) => *slot = Some(kept),
+            Err(poisoned) => *poisoned.into_inner() = Some(kept),
+        }
+    }
+
+    /// A new TCP connection, TLS (resumed when the config holds a session) and HTTP/1.1 on it.
+    async fn open(&self) -> Result<Kept, ClientError> {
         let addr = self.addr_label();
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -294,7 +366,7 @@ impl HttpsClient {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|error| self.classify(&error))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|error| self.classify(&error))?;
         let driver = tokio::spawn(async move {
@@ -302,6 +374,21 @@ impl HttpsClient {
                 tracing::debug!(%error, "connection to central ended with an error");
             }
         });
+        Ok(Kept {
+            sender,
+            driver,
+            idle_since: std::time::Instant::now(),
+        })
+    }
+
+    fn build_request(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let path = if path.starts_with('/') {
             path.to_string()
         } else {
@@ -313,7 +400,7 @@ impl HttpsClient {
             format!("{}:{}", self.host, self.port)
         };
         let mut builder = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("{}{}", self.prefix, path))
             .header(hyper::header::HOST, authority);
         if let Some(content_type) = content_type {
@@ -322,27 +409,38 @@ impl HttpsClient {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Http(format!("cannot build the request: {e}")))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|error| self.classify(&error))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|error| self.classify(&error))?
-                .to_bytes()
-                .to_vec();
-            Ok((status, body))
-        }
-        .await;
-        driver.abort();
-        result
+        builder
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Http(format!("cannot build the request: {e}")))
+    }
+
+    /// Sends `request` on `connection` and reads the whole answer; the connection is kept for the
+    /// next request when this client keeps connections.
+    async fn send(
+        &self,
+        mut connection: Kept,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        connection
+            .sender
+            .ready()
+            .await
+            .map_err(|error| self.classify(&error))?;
+        let response = connection
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|error| self.classify(&error))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| self.classify(&error))?
+            .to_bytes()
+            .to_vec();
+        self.keep(connection);
+        Ok((status, body))
     }
 
     fn addr_label(&self) -> String {

@@ -1,9 +1,11 @@
 //! TLS between a gateway and central on loopback sockets: a gateway's next connection resumes its
-//! session and is still known by its certificate; a new revocation list ends its sessions.
+//! session and is still known by its certificate; a new revocation list ends its sessions; a kept
+//! connection carries the next request, and one central closed is replaced without an error.
 use super::*;
 use crate::pki::CentralPki;
 use rustls::pki_types::ServerName;
 use rustls::HandshakeKind;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -71,4 +73,73 @@ async fn a_gateway_resumes_its_session_is_still_named_and_loses_it_when_revoked(
         named, None,
         "a revoked gateway must not get in on its old session"
     );
+}
+
+/// Central's HTTPS listener on a loopback port, answering `GET /port` with the caller's TCP port
+/// (which tells connections apart); stops when `stop` is sent.
+async fn port_echo(
+    listener: TcpListener,
+    pki: &CentralPki,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use axum::extract::ConnectInfo;
+    let router = axum::Router::new().route(
+        "/port",
+        axum::routing::get(
+            |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
+                peer.port().to_string()
+            },
+        ),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = server_config(pki).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = serve(listener, config, router, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    (stop, server)
+}
+
+#[tokio::test]
+async fn a_kept_connection_carries_the_next_request_and_a_closed_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = CentralPki::init(&dir.path().join("pki"), "https://127.0.0.1:1", &[]).unwrap();
+    let bundle = pki.add_gateway("village-a", 30).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, server) = port_echo(listener, &pki).await;
+    let url = format!("https://{addr}");
+    let plain = HttpsClient::new(client_config(&bundle).unwrap(), &url).unwrap();
+    let keeping = plain.clone().keeping_connections(Duration::from_secs(20));
+    let port = |client: HttpsClient| async move {
+        let (status, body) = client.get("/port", Duration::from_secs(5)).await.unwrap();
+        assert!(status.is_success());
+        String::from_utf8(body).unwrap()
+    };
+
+    let first = port(keeping.clone()).await;
+    assert_eq!(
+        port(keeping.clone()).await,
+        first,
+        "the kept connection is used"
+    );
+    assert_ne!(port(plain.clone()).await, port(plain.clone()).await);
+    keeping.forget_connection();
+    assert_ne!(
+        port(keeping.clone()).await,
+        first,
+        "a forgotten connection is not"
+    );
+
+    // Central restarts: the kept connection is closed, and the next request still gets through.
+    let kept = port(keeping.clone()).await;
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let (_stop, _server) = port_echo(listener, &pki).await;
+    assert_ne!(port(keeping.clone()).await, kept);
 }
