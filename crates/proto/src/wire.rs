@@ -1085,6 +1085,101 @@ mod tests {
         }
     }
 
+    proptest! {
+        // A case takes microseconds; about 8 % of them decode to a (different) request.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Random bytes rarely get past zstd's magic number, so this mutates a real request's
+        /// postcard bytes and compresses them again: what reaches the decoder is well-framed and
+        /// wrong. Decoding, and reading what decoded, must not panic; what decodes re-encodes to
+        /// the same message.
+        #[test]
+        fn a_mutated_request_past_zstd_decodes_or_is_refused(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..8), 1..4),
+        ) {
+            let mut raw = postcard::to_allocvec(&sample_request()).unwrap();
+            for (index, byte, how) in edits {
+                let at = index.index(raw.len().max(1));
+                // Mostly changed bytes (they keep the framing), sometimes one more or a cut.
+                match how {
+                    0..=5 if !raw.is_empty() => raw[at] = byte,
+                    7 => raw.truncate(at),
+                    _ => raw.insert(at.min(raw.len()), byte),
+                }
+            }
+            let body = zstd::bulk::compress(&raw, 3).unwrap();
+            if let Ok(request) = decode_request(&body) {
+                if let Some(batch) = &request.readings {
+                    let _ = exports_by_reading(&batch.blocks, &batch.exports);
+                    for block in &batch.blocks {
+                        prop_assert!(block.times().count() == block.len());
+                    }
+                }
+                let again = decode_request(&encode(&request).unwrap()).unwrap();
+                prop_assert_eq!(again, request);
+            }
+        }
+    }
+
+    /// A request with something in every part: priority records, readings with exports, the
+    /// gateway's identity and status.
+    fn sample_request() -> UploadRequest {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ledger = LedgerEvent {
+            id: "gw:fixed:A1:2027-01-15".into(),
+            account: "A1".into(),
+            at,
+            kind: gramgrid_core::ledger::EventKind::FixedCharge,
+            amount_paise: 194,
+            expires_at: None,
+        };
+        let readings = |base: i64| {
+            ReadingBlock::group(
+                (0..6)
+                    .map(|i| ("MTR001".to_string(), 1_800_000_000 + i * 900, base + i * 37))
+                    .collect(),
+            )
+        };
+        UploadRequest {
+            protocol: PROTOCOL_VERSION,
+            sent_at: at,
+            priority: vec![PriorityRecord {
+                seq: 7,
+                event: UplinkEvent::Ledger((&ledger).into()),
+            }],
+            readings: Some(ReadingBatch {
+                after_seq: 10,
+                through_seq: 16,
+                blocks: readings(120_000),
+                exports: readings(4_000),
+            }),
+            downlink_applied: 3,
+            identity: Some(GatewayIdentity {
+                instance: 42,
+                exchange: 9,
+                priority_acked: 6,
+                readings_acked: 10,
+            }),
+            status: Some(GatewayStatus {
+                software: "0.1.0".into(),
+                started_at: at,
+                priority_backlog: 1,
+                readings_backlog: 6,
+                oldest_unsent: Some(at),
+                radio: Some(RadioCounters {
+                    uplinks: 100,
+                    silences: 2,
+                    downlinks: 5,
+                    rejects: vec![("mic".into(), 1)],
+                }),
+                disk: Some(DiskSpace {
+                    free: 1 << 30,
+                    total: 1 << 32,
+                }),
+            }),
+        }
+    }
+
     /// Postcard is not self-describing: a `skip_serializing_if` anywhere in these types would make
     /// bodies undecodable. Every variant, with optional fields empty, must round-trip.
     #[test]
