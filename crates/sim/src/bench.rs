@@ -297,7 +297,6 @@ pub async fn sync(settings: &SyncBench) -> Result<SyncFigures, crate::village::V
             .map_err(|_| crate::village::VillageError::Poisoned)?;
         plan.bytes_per_second = Some(settings.kbit_per_second * 1000 / 8);
     }
-
     village
         .link
         .bytes
@@ -377,8 +376,17 @@ impl std::fmt::Display for SyncFigures {
         write!(
             f,
             "  balances agree (gateway, central) {:>11}",
-            if self.balances_agree { "yes" } else { "NO" }
+            yes_no(self.balances_agree)
         )
+    }
+}
+
+/// "yes", or a loud "NO" for a check that failed, in a benchmark's summary.
+pub(crate) fn yes_no(yes: bool) -> &'static str {
+    if yes {
+        "yes"
+    } else {
+        "NO"
     }
 }
 

@@ -3,6 +3,7 @@
 //! gateway syncing after each interval, as the default schedule does; the bytes through the link
 //! (TLS handshakes and records, HTTP, sync framing) are counted per reading, per session and per
 //! month, which is what a SIM's data plan is paid by.
+use crate::bench::yes_no;
 use crate::village::{Village, VillageError};
 use chrono::{DateTime, Duration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -164,14 +165,6 @@ impl std::fmt::Display for SteadySyncFigures {
             write!(f, "  {what:<34} {figure:>12}{end}")?;
         }
         Ok(())
-    }
-}
-
-fn yes_no(yes: bool) -> &'static str {
-    if yes {
-        "yes"
-    } else {
-        "NO"
     }
 }
 

@@ -99,7 +99,8 @@ pub fn server_config_from_files(
 /// gateway.
 fn resume_sessions(config: &mut rustls::ServerConfig) {
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
-    // One ticket per connection is enough for a client that connects one at a time.
+    // One ticket per connection: each resumption uses one up and the connection brings a new one,
+    // so a gateway's store stays filled, also with a push wait and a session open at once.
     config.send_tls13_tickets = 1;
 }
 
