@@ -15,8 +15,8 @@ mod load;
 
 use crate::config::GatewayConfig;
 use crate::store::{
-    Account, Alert, IngestReport, MeterReading, MeterSwap, RelayCommand, Store, StoreError,
-    TechnicianAction,
+    Account, Alert, IngestReport, LoadTripped, MeterReading, MeterSwap, RelayCommand, Store,
+    StoreError, TechnicianAction,
 };
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::civil::{self, Month};
@@ -331,43 +331,28 @@ impl Gateway {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let before = self.store.relay_state(meter)?;
-        for command in self.store.record_relay_state(meter, state, at)? {
-            let account = self.account_of_meter(meter)?;
-            let trip = match command.action {
-                RelayAction::Disconnect => self.store.load_trip_of_command(&command.id)?,
-                RelayAction::Connect => None,
-            };
-            let (kind, message, vars) = match (command.action, trip) {
-                (RelayAction::Disconnect, Some(trip)) => {
-                    let (sanctioned, until) = (
-                        kilowatts(trip.sanctioned_w),
-                        civil::local(trip.until).format("%H:%M").to_string(),
-                    );
-                    (
-                        Kind::LoadLimitTrip,
-                        format!("Supply cut: your load was above your sanctioned {sanctioned} kW. It comes back at {until}. Reduce your load."),
-                        vars(&[("sanctioned_kw", sanctioned), ("until", until)]),
-                    )
+        let account = self.store.account_in_service(meter);
+        let mut trips = HashMap::new();
+        for command in self.store.open_relay_commands()? {
+            if command.meter == meter && command.action == RelayAction::Disconnect {
+                if let Some(trip) = self.store.load_trip_of_command(&command.id)? {
+                    trips.insert(command.id, trip);
                 }
-                (RelayAction::Disconnect, None) => (
-                    Kind::Disconnected,
-                    "Supply disconnected: the balance is exhausted. Recharge to restore it.".into(),
-                    Vars::new(),
-                ),
-                (RelayAction::Connect, _) if before == RelayState::Disconnected => {
-                    (Kind::Reconnected, "Supply restored.".into(), Vars::new())
-                }
-                (RelayAction::Connect, _) => continue,
-            };
-            self.store.enqueue_alert(&Alert {
+            }
+        }
+        self.store.record_relay_state(meter, state, at, |command| {
+            let account = account.clone()?;
+            let (kind, message, vars) =
+                relay_notice(command.action, trips.get(&command.id), before)?;
+            Some(Alert {
                 id: format!("{account}:{}:{}", kind.as_str(), command.id),
                 account,
                 kind: kind.as_str().into(),
                 created_at: at,
                 message,
                 vars,
-            })?;
-        }
+            })
+        })?;
         Ok(())
     }
 
@@ -1011,6 +996,38 @@ fn vars(pairs: &[(&str, String)]) -> Vars {
         .iter()
         .map(|(name, value)| (name.to_string(), value.clone()))
         .collect()
+}
+
+/// What the household is told when its meter confirms a command: the supply was cut (for want of
+/// balance, or for a load above the sanctioned one) or restored. Nothing for a connect that found
+/// the relay already closed.
+fn relay_notice(
+    action: RelayAction,
+    trip: Option<&LoadTripped>,
+    before: RelayState,
+) -> Option<(Kind, String, Vars)> {
+    match (action, trip) {
+        (RelayAction::Disconnect, Some(trip)) => {
+            let (sanctioned, until) = (
+                kilowatts(trip.sanctioned_w),
+                civil::local(trip.until).format("%H:%M").to_string(),
+            );
+            Some((
+                Kind::LoadLimitTrip,
+                format!("Supply cut: your load was above your sanctioned {sanctioned} kW. It comes back at {until}. Reduce your load."),
+                vars(&[("sanctioned_kw", sanctioned), ("until", until)]),
+            ))
+        }
+        (RelayAction::Disconnect, None) => Some((
+            Kind::Disconnected,
+            "Supply disconnected: the balance is exhausted. Recharge to restore it.".into(),
+            Vars::new(),
+        )),
+        (RelayAction::Connect, _) if before == RelayState::Disconnected => {
+            Some((Kind::Reconnected, "Supply restored.".into(), Vars::new()))
+        }
+        (RelayAction::Connect, _) => None,
+    }
 }
 
 #[cfg(test)]

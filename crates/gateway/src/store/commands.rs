@@ -308,13 +308,16 @@ impl Store {
         Ok(open)
     }
 
-    /// Records the relay state a meter reported, and acknowledges the open commands it confirms.
-    /// Returns the confirmed commands.
+    /// Records the relay state a meter reported, acknowledges the open commands it confirms and
+    /// enqueues the alert `alert_for` gives for each, all in one transaction: a power cut cannot
+    /// leave a command confirmed without its notice (the next report confirms nothing, so the
+    /// notice would never be sent). Returns the confirmed commands.
     pub fn record_relay_state(
         &mut self,
         meter: i64,
         state: RelayState,
         at: DateTime<Utc>,
+        alert_for: impl Fn(&RelayCommand) -> Option<Alert>,
     ) -> Result<Vec<RelayCommand>> {
         let confirmed: Vec<RelayCommand> = self
             .open_relay_commands()?
@@ -327,10 +330,13 @@ impl Store {
             RelayState::Disconnected => "disconnected",
             RelayState::Unknown => "unknown",
         };
-        tx.execute(
-            "UPDATE meters SET relay_state = ?2, relay_state_at = ?3 WHERE id = ?1",
+        // The same report again (a retransmission, or a retry after a power cut that let the
+        // first one commit) changes nothing and is not uploaded twice.
+        let changed = tx.execute(
+            "UPDATE meters SET relay_state = ?2, relay_state_at = ?3 WHERE id = ?1
+               AND (relay_state IS NOT ?2 OR relay_state_at IS NOT ?3)",
             params![meter, state_name, ts(at)],
-        )?;
+        )? > 0;
         for command in &confirmed {
             set_state(
                 &tx,
@@ -339,16 +345,21 @@ impl Store {
                 at,
                 "meter reported the relay state",
             )?;
+            if let Some(alert) = alert_for(command) {
+                insert_alert(&tx, &alert)?;
+            }
         }
-        let meter_serial = serial_of(&tx, meter)?;
-        append_outbox(
-            &tx,
-            &UplinkEvent::RelayState {
-                meter: meter_serial,
-                state: state.into(),
-                at,
-            },
-        )?;
+        if changed {
+            let meter_serial = serial_of(&tx, meter)?;
+            append_outbox(
+                &tx,
+                &UplinkEvent::RelayState {
+                    meter: meter_serial,
+                    state: state.into(),
+                    at,
+                },
+            )?;
+        }
         tx.commit()?;
         Ok(confirmed)
     }
