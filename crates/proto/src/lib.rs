@@ -7,12 +7,14 @@
 //! - [`wire`]: the gateway ↔ central sync format (lanes, reading blocks, downlink records), with
 //!   its own counterparts of the core's types ([`wire::model`]);
 //! - [`outbox`]: the stored, versioned format of a gateway's outbox rows;
-//! - [`voucher`]: offline voucher codes (Ed25519-signed, bound to one account).
+//! - [`voucher`]: offline voucher codes (Ed25519-signed, bound to one account);
+//! - [`dlms`]: a DLMS/COSEM codec (IEC 62056-5-3 subset) for IS 15959-2 meters, carried on its own FPort.
 //!
-//! Byte layouts and rules are documented in `docs/protocol.md` and `docs/sync.md`.
+//! Byte layouts and rules are documented in `docs/protocol.md`, `docs/sync.md` and `docs/dlms.md`.
 
 #![warn(missing_docs)]
 
+pub mod dlms;
 pub mod frame;
 pub mod manifest;
 pub mod outbox;

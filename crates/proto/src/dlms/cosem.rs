@@ -1,0 +1,1 @@
+//! COSEM helpers (stub).
