@@ -471,11 +471,11 @@ pub enum AssociationResult {
 /// result-source-diagnostic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Diagnostic {
-    /// acse-service-user [1]: 0 null, 1 no-reason-given, 2 application-context-name-not-supported,
+    /// acse-service-user \[1\]: 0 null, 1 no-reason-given, 2 application-context-name-not-supported,
     /// 11 mechanism-name-not-recognised, 12 mechanism-name-required, 13 authentication-failure,
     /// 14 authentication-required.
     ServiceUser(u8),
-    /// acse-service-provider [2]: 0 null, 1 no-reason-given, 2 no-common-acse-version.
+    /// acse-service-provider \[2\]: 0 null, 1 no-reason-given, 2 no-common-acse-version.
     ServiceProvider(u8),
 }
 
@@ -499,7 +499,7 @@ pub struct Aare {
 /// RLRQ / RLRE: release request or response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Release {
-    /// reason [0] (0 normal, 1 urgent / not-finished, 30 user-defined).
+    /// reason \[0\] (0 normal, 1 urgent / not-finished, 30 user-defined).
     pub reason: Option<u8>,
     /// Raw xDLMS user-information (InitiateRequest/Response, plain or ciphered).
     pub user_information: Option<Vec<u8>>,
@@ -1200,9 +1200,13 @@ mod tests {
         }
 
         #[test]
-        fn initiate_response_never_panics_and_re_encodes(rest in prop::collection::vec(any::<u8>(), 0..20)) {
+        fn initiate_apdus_never_panic_and_re_encode(rest in prop::collection::vec(any::<u8>(), 0..20)) {
             let bytes = [&[TAG_INITIATE_RESPONSE][..], &rest].concat();
             if let Ok(r) = InitiateResponse::decode(&bytes) {
+                prop_assert_eq!(r.to_bytes(), bytes);
+            }
+            let bytes = [&[TAG_INITIATE_REQUEST][..], &rest].concat();
+            if let Ok(r) = InitiateRequest::decode(&bytes) {
                 prop_assert_eq!(r.to_bytes(), bytes);
             }
         }

@@ -400,9 +400,9 @@ result_enum! {
 /// Get-Data-Result: the value, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GetDataResult {
-    /// data [0].
+    /// data \[0\].
     Data(Data),
-    /// data-access-result [1].
+    /// data-access-result \[1\].
     Error(DataAccessResult),
 }
 
@@ -439,7 +439,7 @@ pub struct DataBlock {
     pub last_block: bool,
     /// Block number, 1 for the first block.
     pub block_number: u32,
-    /// raw-data [0] (a slice of the encoded `Data`), or data-access-result [1].
+    /// raw-data \[0\] (a slice of the encoded `Data`), or data-access-result \[1\].
     pub result: Result<Vec<u8>, DataAccessResult>,
 }
 

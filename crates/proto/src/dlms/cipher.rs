@@ -1,4 +1,4 @@
-//! Security suite 0 (IEC 62056-5-3 5.6, Green Book 9.2.7): AES-128-GCM with a 96-bit IV and a
+//! Security suite 0 (IEC 62056-5-3, DLMS UA Green Book): AES-128-GCM with a 96-bit IV and a
 //! 96-bit tag, for the service-specific glo-* APDUs and general-glo-ciphering; and the invocation
 //! counter replay rule ([`ReplayGuard`]).
 //!
@@ -337,7 +337,7 @@ mod tests {
     use crate::dlms::axdr::Data;
     use proptest::prelude::*;
 
-    // The Green Book ciphering example keys (DLMS UA 1000-2 Ed. 8, 9.2.7 examples), as quoted in
+    // The Green Book (DLMS UA 1000-2) ciphering example keys, as quoted in
     // u9n/dlms-cosem (MIT, commit 0747b152b91f40ff13c415dc35d208f63676f501).
     fn green_book_keys() -> Keys {
         Keys {

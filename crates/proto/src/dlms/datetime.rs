@@ -1,4 +1,4 @@
-//! COSEM date-time (Blue Book 4.1.6.1): a 12-byte octet-string, and its mapping to UTC.
+//! COSEM date-time (Blue Book, date and time formats): a 12-byte octet-string, and its mapping to UTC.
 //!
 //! ```text
 //! year u16 BE | month | day | weekday | hour | minute | second | hundredths | deviation i16 BE | clock status
