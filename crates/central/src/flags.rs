@@ -1,5 +1,6 @@
 //! Business events for the office (`GET /api/v1/flags`, the console's flags page): offline
-//! overdrafts, double redemptions, refused records, decisions that do not replay, breaker holds.
+//! overdrafts, double redemptions, refused records, decisions that do not replay, breaker holds,
+//! a gateway's disk below its reserve.
 //! Recorded once per id; the kinds in [`URGENT_KINDS`] are marked urgent (someone must act:
 //! disconnections wait for a release). Staff resolve a flag once, saying how; who and when are kept.
 use super::db::Tx;
@@ -8,8 +9,9 @@ use chrono::{DateTime, Utc};
 use gramgrid_core::civil::{from_ts, ts};
 use serde::Serialize;
 
-/// Flag kinds that are urgent: a gateway's breaker holds disconnections until someone releases them.
-pub(crate) const URGENT_KINDS: &[&str] = &["breaker_held"];
+/// Flag kinds that are urgent: a gateway's breaker holds disconnections until someone releases
+/// them; a gateway's disk is below its reserve and readings wait on the meters (a week at most).
+pub(crate) const URGENT_KINDS: &[&str] = &["breaker_held", "readings_shed"];
 
 /// Records a business event for the office (once per id); a kind in [`URGENT_KINDS`] is urgent.
 pub(crate) fn flag(

@@ -478,6 +478,19 @@ fn apply_record(
             at,
         } => {
             readings::record_anomaly(tx, &origin, gateway, meter.as_deref(), kind, detail, *at)?;
+            // One about the gateway itself (its disk full: readings left on the meters, and
+            // space back) is for the office to act on.
+            if meter.is_none() {
+                flag(
+                    tx,
+                    &format!("anomaly:{origin}"),
+                    kind,
+                    Some(gateway),
+                    None,
+                    *at,
+                    detail,
+                )?;
+            }
         }
         UplinkEvent::ClockSkew {
             gateway_time,

@@ -55,6 +55,9 @@ pub struct GatewaySection {
     pub data_dir: PathBuf,
     /// When the policy loop runs: a cron expression in Asia/Kolkata time.
     pub policy_schedule: String,
+    /// Free space on the data directory's file system kept for money events, relay decisions and
+    /// alerts, in MiB: below it, new readings are left on the meters until space returns.
+    pub disk_reserve_mib: u64,
 }
 
 impl Default for GatewaySection {
@@ -63,6 +66,7 @@ impl Default for GatewaySection {
             id: "gateway-1".into(),
             data_dir: PathBuf::from("gramgrid-gateway"),
             policy_schedule: "0 * * * * *".into(),
+            disk_reserve_mib: 64,
         }
     }
 }

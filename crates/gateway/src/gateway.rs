@@ -155,7 +155,17 @@ pub struct Gateway {
     /// The local day whose sanctioned-load check has run, and the sanctioned loads it saw (in
     /// memory: a restart checks once more, and a month already flagged stays flagged once).
     loads_checked: Option<(chrono::NaiveDate, (i64, i64))>,
+    /// Free bytes on the data directory's file system (None: not known).
+    free_space: FreeSpace,
+    /// Since when readings are left on the meters for want of disk space (in memory: after a
+    /// restart the first shed batch is reported again).
+    shedding_since: Option<DateTime<Utc>>,
 }
+
+/// Reads the free bytes on the data directory's file system.
+pub type FreeSpace = Box<dyn Fn() -> Option<u64> + Send>;
+
+const MIB: u64 = 1024 * 1024;
 
 impl Gateway {
     /// Opens the gateway's store (creating the data directory if needed).
@@ -167,6 +177,11 @@ impl Gateway {
         })?;
         let book = config.tariff_book()?;
         let store = Store::open(&config.database_path())?;
+        let data_dir = dir.clone();
+        let free_space: FreeSpace = Box::new(move || {
+            let stat = rustix::fs::statvfs(&data_dir).ok()?;
+            Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+        });
         let mut gateway = Gateway {
             config,
             policy_version: None,
@@ -176,6 +191,8 @@ impl Gateway {
             shown: Default::default(),
             dark: None,
             loads_checked: None,
+            free_space,
+            shedding_since: None,
         };
         gateway.refresh_published()?;
         Ok(gateway)
@@ -274,9 +291,60 @@ impl Gateway {
         &self.book
     }
 
-    /// Stores and rates a batch of readings (one durable transaction).
+    /// Stores and rates a batch of readings (one durable transaction), unless free disk space is
+    /// below `[gateway] disk_reserve_mib`: then the batch is refused (`ReadingsShed`), so the link
+    /// leaves the readings on the meters, and the reserve stays for money and relay records.
     pub fn ingest_readings(&mut self, batch: &[MeterReading]) -> Result<IngestReport, StoreError> {
+        self.keep_disk_reserve(batch)?;
         self.store.ingest(&self.book, batch)
+    }
+
+    /// Replaces how free disk space is read (tests: a simulated disk).
+    pub fn set_free_space(&mut self, free_space: FreeSpace) {
+        self.free_space = free_space;
+    }
+
+    /// Refuses readings while free space is below the reserve. The office learns when shedding
+    /// starts and ends (`readings_shed` and `readings_resumed` anomalies, uploaded to central).
+    fn keep_disk_reserve(&mut self, batch: &[MeterReading]) -> Result<(), StoreError> {
+        let Some(free) = (self.free_space)() else {
+            return Ok(());
+        };
+        let reserve_mib = self.config.gateway.disk_reserve_mib;
+        let at = batch
+            .iter()
+            .map(|r| r.at)
+            .max()
+            .unwrap_or(DateTime::UNIX_EPOCH);
+        if free >= reserve_mib.saturating_mul(MIB) {
+            if let Some(since) = self.shedding_since.take() {
+                tracing::warn!(%since, "disk space is back above the reserve; storing readings again");
+                self.store.record_gateway_anomaly(
+                    "readings_resumed",
+                    &format!("disk space is back above the {reserve_mib} MiB reserve; readings left on the meters since {since} are fetched again"),
+                    at,
+                )?;
+            }
+            return Ok(());
+        }
+        let free_mib = free / MIB;
+        if self.shedding_since.is_none() {
+            tracing::error!(
+                free_mib,
+                reserve_mib,
+                "data disk below its reserve: readings are left on the meters until space is freed"
+            );
+            self.store.record_gateway_anomaly(
+                "readings_shed",
+                &format!("only {free_mib} MiB free on the data disk, below the {reserve_mib} MiB reserve: readings are left on the meters (a week of them) until space is freed"),
+                at,
+            )?;
+            self.shedding_since = Some(at);
+        }
+        Err(StoreError::ReadingsShed {
+            free_mib,
+            reserve_mib,
+        })
     }
 
     /// Installs a spare meter from the stock on an account (a technician's commissioning, or the

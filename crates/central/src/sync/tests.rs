@@ -269,6 +269,50 @@ fn a_breaker_hold_is_an_urgent_flag_and_a_release_at_the_gateway_is_kept() {
 }
 
 #[test]
+fn a_gateway_shedding_readings_for_want_of_disk_is_an_urgent_flag_and_its_recovery_a_flag() {
+    let t = central();
+    let now = monday_morning();
+    let anomaly = |kind: &str, detail: &str, at| UplinkEvent::Anomaly {
+        meter: None,
+        kind: kind.into(),
+        detail: detail.into(),
+        at,
+    };
+    exchange(
+        &t,
+        "gw-a",
+        1,
+        vec![
+            anomaly("readings_shed", "only 31 MiB free on the data disk", now),
+            anomaly(
+                "readings_resumed",
+                "disk space is back",
+                now + Duration::hours(2),
+            ),
+        ],
+        None,
+        now + Duration::hours(2),
+    );
+    let flags = t.flags();
+    let kinds: Vec<(&str, bool, Option<&str>)> = flags
+        .iter()
+        .map(|f| (f.kind.as_str(), f.urgent, f.gateway.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("readings_shed", true, Some("gw-a")),
+            ("readings_resumed", false, Some("gw-a"))
+        ]
+    );
+    assert!(
+        flags[0].detail.contains("31 MiB free"),
+        "{}",
+        flags[0].detail
+    );
+}
+
+#[test]
 fn a_restored_gateway_database_is_told_so_in_the_same_exchange() {
     let t = central();
     t.account("A1", Some("gw-a"));

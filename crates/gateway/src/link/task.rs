@@ -11,7 +11,7 @@ use super::{
     LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters, RelayRequest, SharedStats,
     REPLY_DELAY, RX1_DELAY,
 };
-use crate::store::Fcnt;
+use crate::store::{Fcnt, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
 use gramgrid_proto::payload::{
@@ -331,6 +331,9 @@ impl<B: LinkBackend> Link<B> {
         if !readings.is_empty() {
             match self.backend.readings(&readings) {
                 Ok(()) => self.stats_mut(|s| s.readings += readings.len() as u64),
+                // Shedding for want of disk space is logged once by the gateway: a line per
+                // report would fill the disk further.
+                Err(LinkError::Store(StoreError::ReadingsShed { .. })) => stored = false,
                 Err(error) => {
                     stored = false;
                     tracing::error!(%error, meter, "readings heard but not stored; they will be fetched again")

@@ -100,6 +100,17 @@ pub enum StoreError {
     /// SQLite reported a full disk; the transaction was rolled back.
     #[error("the disk holding the database is full; nothing from the failed transaction was written: free space and retry")]
     DiskFull,
+    /// Free space is below the reserve kept for money and relay records: readings are not stored.
+    #[error("only {free_mib} MiB free on the data disk, below the {reserve_mib} MiB kept for money and relay records: readings stay on the meters (a week of them) until space is freed")]
+    ReadingsShed {
+        /// Free space (MiB).
+        free_mib: u64,
+        /// The configured reserve (MiB).
+        reserve_mib: u64,
+    },
+    /// The storage (SD card) failed a read or a write; the transaction was rolled back.
+    #[error("the gateway's storage failed a read or write ({0}); nothing from the failed operation was acknowledged: check the SD card with `gramgrid gateway verify`, and restore the latest backup if it fails")]
+    StorageFault(rusqlite::Error),
     /// No account with this id in the store.
     #[error("no account '{0}'")]
     UnknownAccount(String),
@@ -168,6 +179,7 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> StoreError {
         match error.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            Some(rusqlite::ErrorCode::SystemIoFailure) => StoreError::StorageFault(error),
             _ => StoreError::Sqlite(error),
         }
     }

@@ -507,3 +507,31 @@ fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
     }
     Ok(())
 }
+
+impl Store {
+    /// Records something about the gateway itself for the office (no meter), e.g.
+    /// `readings_shed`: stored and queued for central in one transaction.
+    pub fn record_gateway_anomaly(
+        &mut self,
+        kind: &str,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, ?2, ?3)",
+            params![ts(at), kind, detail],
+        )?;
+        super::outbox::append_outbox(
+            &tx,
+            &UplinkEvent::Anomaly {
+                meter: None,
+                kind: kind.to_string(),
+                detail: detail.to_string(),
+                at,
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,4 +1,5 @@
-//! A SQLite VFS that keeps every file in memory and loses what was not fsynced at a power cut.
+//! A SQLite VFS that keeps every file in memory and loses what was not fsynced at a power cut; it
+//! can also be made small (a full disk) or failing (an SD card's I/O errors).
 //!
 //! It is the disk of the power-cut test, in the manner of SQLite's own crash tests: a write changes
 //! what reads see at once, but it reaches the "platter" only when its file is synced. [`arm`] picks
@@ -7,6 +8,11 @@
 //! [`power_on`] then makes the disk what a real one could be after the cut: each write that was not
 //! synced is lost, kept, or torn (some of its 512-byte sectors written, others not), chosen by the
 //! seed, and the shared-memory WAL index is gone, as RAM is.
+//!
+//! [`set_capacity`] bounds the bytes all files may hold: a write that would grow them beyond it
+//! fails with `SQLITE_FULL`, and [`free_space`] reports what is left, as `statvfs` would.
+//! [`fail_io`] makes every read, write and sync fail with `SQLITE_IOERR` until it is turned off,
+//! with the power on.
 //!
 //! One connection at a time (locks always succeed); registered as the process's default VFS, so
 //! the gateway opens its database through it without knowing.
@@ -61,6 +67,10 @@ struct Disk {
     /// Mutating calls left before the power fails (None: not armed).
     countdown: Option<u64>,
     powered_off: bool,
+    /// Bytes all files may hold (None: unbounded).
+    capacity: Option<u64>,
+    /// Every read, write and sync fails (an SD card's I/O errors).
+    failing: bool,
     /// Mutating calls since the last [`reset`]: the workload's length, to choose cut points in.
     mutations: u64,
 }
@@ -90,6 +100,42 @@ pub fn arm(nth: u64) {
 /// Whether the power has failed.
 pub fn powered_off() -> bool {
     with_disk(|d| d.powered_off)
+}
+
+/// Bounds the bytes all files may hold (None: unbounded).
+pub fn set_capacity(bytes: Option<u64>) {
+    with_disk(|d| d.capacity = bytes);
+}
+
+/// Bytes the files hold now.
+pub fn used() -> u64 {
+    with_disk(|d| d.used())
+}
+
+/// Free bytes under the capacity (None when unbounded), as the gateway's disk probe reads them.
+pub fn free_space() -> Option<u64> {
+    with_disk(|d| d.capacity.map(|c| c.saturating_sub(d.used())))
+}
+
+/// Makes every read, write and sync fail (true) or work again (false).
+pub fn fail_io(failing: bool) {
+    with_disk(|d| d.failing = failing);
+}
+
+impl Disk {
+    fn used(&self) -> u64 {
+        self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+
+    /// Whether a write growing `path` to `end` bytes fits the capacity.
+    fn fits(&self, path: &str, end: usize) -> bool {
+        let Some(capacity) = self.capacity else {
+            return true;
+        };
+        let current = self.files.get(path).map_or(0, |f| f.current.len());
+        let growth = end.saturating_sub(current) as u64;
+        self.used() + growth <= capacity
+    }
 }
 
 /// Mutating calls (writes, truncates, syncs) since the last [`reset`].
@@ -143,7 +189,7 @@ fn tear(change: &Pending, data: &mut Vec<u8>, rng: &mut ChaCha8Rng) {
 
 /// Counts a mutating call; false when the power fails at it (or failed before).
 fn power_for_mutation(d: &mut Disk) -> bool {
-    if d.powered_off {
+    if d.powered_off || d.failing {
         return false;
     }
     d.mutations += 1;
@@ -326,7 +372,7 @@ unsafe extern "C" fn x_read(
     let path = unsafe { path_of(file) };
     let out = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amount as usize) };
     with_disk(|d| {
-        if d.powered_off {
+        if d.powered_off || d.failing {
             return ffi::SQLITE_IOERR_READ;
         }
         let data = d.files.get(path).map(|f| &f.current[..]).unwrap_or(&[]);
@@ -351,6 +397,9 @@ unsafe extern "C" fn x_write(
     let path = unsafe { path_of(file) };
     let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, amount as usize) };
     with_disk(|d| {
+        if !d.fits(path, offset as usize + bytes.len()) {
+            return ffi::SQLITE_FULL;
+        }
         if !power_for_mutation(d) {
             return ffi::SQLITE_IOERR_WRITE;
         }

@@ -1,4 +1,6 @@
-//! Power cuts at random points of a gateway's day lose nothing it acknowledged and double nothing.
+//! Storage faults on the gateway: power cuts at random points of a day lose nothing acknowledged
+//! and double nothing; a full disk leaves readings on the meters and keeps money and relay records
+//! going; I/O errors fail cleanly and leave every balance right.
 //!
 //! The gateway's database lives on [`cut_disk`], a SQLite VFS that drops, keeps or tears every
 //! write not yet fsynced when the power fails. A day's work (central's recharges applied, a local
@@ -15,7 +17,7 @@
 //! `GRAMGRID_POWER_CUTS` sets the number of cut points: 500 by default, 10,000 in the long mode
 //! (`GRAMGRID_LONG=1`). `GRAMGRID_POWER_CUT_SEED` sets the seed (printed; a failing cut names its
 //! seed, point and tear seed).
-#[path = "power_cut/cut_disk.rs"]
+#[path = "storage_faults/cut_disk.rs"]
 mod cut_disk;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -26,7 +28,9 @@ use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::gateway::{Gateway, RelayLink};
 use gramgrid_gateway::store::{Account, MeterInstall, MeterReading, StoreError};
 use gramgrid_proto::voucher::{PublishedKey, SigningSecret, Voucher};
-use gramgrid_proto::wire::{DownlinkEvent, DownlinkRecord, WireEventKind, WireLedgerEvent};
+use gramgrid_proto::wire::{
+    DownlinkEvent, DownlinkRecord, UplinkEvent, WireEventKind, WireLedgerEvent,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -317,6 +321,8 @@ fn open(data_dir: &Path) -> Result<Gateway, gramgrid_gateway::gateway::GatewayEr
     config.gateway.data_dir = data_dir.to_path_buf();
     let mut gateway = Gateway::open(config)?;
     gateway.set_relay_link(Box::new(AcceptingLink));
+    // Free space is the simulated disk's, never the machine's.
+    gateway.set_free_space(Box::new(cut_disk::free_space));
     Ok(gateway)
 }
 
@@ -682,4 +688,184 @@ fn every_cut_in_a_relay_report_keeps_its_notice() {
             }
         }
     }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The anomalies about the gateway itself waiting for upload, by kind.
+fn gateway_anomalies(gateway: &mut Gateway) -> Vec<String> {
+    gateway
+        .store()
+        .priority_after(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::Anomaly {
+                meter: None, kind, ..
+            } => Some(kind),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With free space under the reserve (64 MiB by default) readings are refused and left on the
+/// meters, the office is told once, money and relay decisions still land; with no space at all a
+/// recharge fails cleanly and lands on retry; when space returns the readings are stored again and
+/// the day ends as if the disk had never filled.
+#[test]
+fn a_full_disk_leaves_readings_on_the_meters_and_keeps_enforcing() {
+    let _disk = DISK_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    let fixture = Fixture::new();
+    let uncut = uncut_day(&fixture);
+    let steps = day(&fixture.vouchers);
+    let dir = tempfile::tempdir().unwrap();
+    cut_disk::reset();
+    let meters = commission(dir.path(), &fixture);
+    let mut gateway = open(dir.path()).unwrap();
+    let readings_step = steps
+        .iter()
+        .position(|s| matches!(s, Step::Readings { .. }))
+        .unwrap();
+    for step in &steps[..readings_step] {
+        run(step, &mut gateway, &meters).unwrap();
+    }
+
+    // 32 MiB left: under the reserve.
+    cut_disk::set_capacity(Some(cut_disk::used() + 32 * MIB));
+    for _ in 0..3 {
+        let refused = run(&steps[readings_step], &mut gateway, &meters).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StoreError::ReadingsShed {
+                    free_mib: 30..=32,
+                    reserve_mib: 64
+                }
+            ),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("readings stay on the meters"),
+            "{refused}"
+        );
+    }
+    assert_eq!(gateway_anomalies(&mut gateway), ["readings_shed"]);
+    let readings: usize = meters
+        .iter()
+        .map(|&m| {
+            gateway
+                .store()
+                .meter_readings(m, ist(30, 0, 0), ist(31, 23, 59))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(readings, 0);
+    // What must never be refused lands in the reserve: a voucher, a recharge from central.
+    let voucher = steps
+        .iter()
+        .position(|s| matches!(s, Step::Redeem { .. }))
+        .unwrap();
+    run(&steps[voucher], &mut gateway, &meters).unwrap();
+
+    // No space at all: a recharge fails cleanly, nothing half-written, and lands on retry.
+    let before = gateway.store().position("A1", &[]).unwrap().balance_paise;
+    cut_disk::set_capacity(Some(cut_disk::used()));
+    let recharge = LedgerEvent {
+        id: "counter-A1-disk".into(),
+        account: "A1".into(),
+        at: ist(30, 9, 45),
+        kind: EventKind::Recharge,
+        amount_paise: 1_000,
+        expires_at: None,
+    };
+    let full = gateway.store().record_event(&recharge).unwrap_err();
+    assert!(matches!(full, StoreError::DiskFull), "{full}");
+    assert_eq!(
+        gateway.store().position("A1", &[]).unwrap().balance_paise,
+        before
+    );
+
+    // Space returns (a gigabyte freed): the recharge lands, the readings are stored, the office
+    // is told.
+    cut_disk::set_capacity(Some(cut_disk::used() + 1024 * MIB));
+    assert!(gateway.store().record_event(&recharge).unwrap());
+    assert_eq!(
+        gateway.store().position("A1", &[]).unwrap().balance_paise,
+        before + 1_000
+    );
+    run(&steps[readings_step], &mut gateway, &meters).unwrap();
+    assert_eq!(
+        gateway_anomalies(&mut gateway),
+        ["readings_shed", "readings_resumed"]
+    );
+    for step in steps.iter().skip(readings_step + 1) {
+        run(step, &mut gateway, &meters).unwrap();
+    }
+    let book = gateway.tariff_book().clone();
+    assert!(gateway.store().verify(&book).unwrap().is_empty());
+    let mut end = Snapshot::take(&mut gateway, &meters);
+    // Beyond the uncut day: the extra recharge, and three uploads (it, and the two anomalies).
+    end.ledger.retain(|(_, id, _)| id != "counter-A1-disk");
+    *end.balances.get_mut("A1").unwrap() -= 1_000;
+    end.cursors.0 -= 3;
+    let uncut_end = uncut.snapshots.last().unwrap();
+    let differences = uncut_end.differences(&end);
+    assert!(differences.is_empty(), "{differences:#?}");
+}
+
+/// The SD card fails every read and write while one step of the day runs: the step fails with an
+/// error that tells the technician what to do (or succeeds from SQLite's cache), nothing panics,
+/// and once the card works again, retried in the same process or after a restart, the day ends
+/// with the uncut run's ledger, balances, alerts, relay commands, cursors and readings.
+#[test]
+fn storage_io_errors_fail_cleanly_and_leave_every_balance_right() {
+    let _disk = DISK_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    let fixture = Fixture::new();
+    let uncut = uncut_day(&fixture);
+    let steps = day(&fixture.vouchers);
+    let mut failed_steps = 0;
+    for faulty in 0..steps.len() {
+        let dir = tempfile::tempdir().unwrap();
+        cut_disk::reset();
+        let meters = commission(dir.path(), &fixture);
+        let mut gateway = open(dir.path()).unwrap();
+        for step in &steps[..faulty] {
+            run(step, &mut gateway, &meters).unwrap();
+        }
+        cut_disk::fail_io(true);
+        let outcome = run(&steps[faulty], &mut gateway, &meters);
+        cut_disk::fail_io(false);
+        if let Err(error) = outcome {
+            failed_steps += 1;
+            assert!(
+                matches!(error, StoreError::StorageFault(_)),
+                "step {faulty}: {error}"
+            );
+            assert!(error.to_string().contains("check the SD card"), "{error}");
+        }
+        if faulty % 2 == 1 {
+            drop(gateway);
+            gateway = open(dir.path()).unwrap();
+        }
+        for step in &steps[faulty..] {
+            run(step, &mut gateway, &meters)
+                .unwrap_or_else(|e| panic!("step {faulty} retried: {e}"));
+        }
+        let book = gateway.tariff_book().clone();
+        assert!(gateway.store().verify(&book).unwrap().is_empty());
+        let differences = uncut
+            .snapshots
+            .last()
+            .unwrap()
+            .differences(&Snapshot::take(&mut gateway, &meters));
+        assert!(
+            differences.is_empty(),
+            "I/O errors in step {faulty}: {differences:#?}"
+        );
+    }
+    assert!(
+        failed_steps > steps.len() / 2,
+        "{failed_steps} steps failed"
+    );
 }
