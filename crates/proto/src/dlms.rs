@@ -11,7 +11,9 @@
 //! - [`wrapper`]: the IEC 62056-47 wrapper header that frames an APDU inside FRMPayload on
 //!   [`wrapper::DLMS_FPORT`];
 //! - [`cosem`]: typed requests and parsers for the IS 15959-2 objects (clock, registers, profiles,
-//!   disconnect control).
+//!   disconnect control);
+//! - [`client`]: the gateway's client session for one meter on the gramgrid link (docs/dlms.md
+//!   section 7): ciphered requests out, answers and pushes checked and mapped to readings.
 //!
 //! Byte layouts, choices and the test vectors used are documented in `docs/dlms.md`.
 
@@ -21,6 +23,7 @@ pub mod acse;
 pub mod apdu;
 pub mod axdr;
 pub mod cipher;
+pub mod client;
 pub mod cosem;
 pub mod datetime;
 pub mod obis;
