@@ -747,8 +747,14 @@ impl DlmsClient {
                         let d = Data::decode(&raw).map_err(Malformed::Apdu)?;
                         finish(request, &d)
                     }
-                    // Keep the transfer: the expected block may still come, or be asked again.
-                    Err(e @ BlockError::OutOfOrder { .. }) => Err(Unexpected::Block(e).into()),
+                    // Keep the transfer: the expected block may still come, or be asked again
+                    // (a transfer with no block yet is dropped: the request is sent again).
+                    Err(e @ BlockError::OutOfOrder { .. }) => {
+                        if transfer.last_accepted() == 0 {
+                            flight.transfer = None;
+                        }
+                        Err(Unexpected::Block(e).into())
+                    }
                     Err(BlockError::Aborted(e)) => {
                         self.in_flight = None;
                         Err(DlmsClientError::Refused(e))
@@ -1287,6 +1293,21 @@ mod tests {
                 .into())
             );
         }
+        // A transfer cannot start with block 2.
+        let mut c2 = client();
+        let req = c2.read_intervals(since, 2).unwrap();
+        let [_, b2_of_c2] = blocks(m.invoke(&req), &d, 20);
+        assert_eq!(
+            c2.on_uplink(&m.seal(&b2_of_c2)),
+            Err(Unexpected::Block(BlockError::OutOfOrder {
+                expected: 1,
+                got: 2
+            })
+            .into())
+        );
+        assert_eq!(c2.block_in_progress(), None);
+        assert_eq!(c2.next_block(), Err(RequestError::NoTransfer));
+
         // The lost block is asked for again: same block number, a new counter.
         let again = c.next_block().unwrap();
         assert_eq!(
