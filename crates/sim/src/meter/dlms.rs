@@ -239,10 +239,6 @@ fn read_date_time(d: &Data) -> Option<DateTime<Utc>> {
     }
 }
 
-fn control_state(s: RelayState) -> u8 {
-    s as u8
-}
-
 impl DlmsServer {
     /// A meter with keys `keys` and system title `meter_title`, serving the gateway whose system
     /// title is `client_title` ([`cipher::gateway_system_title`]); counters fresh (its own IC starts
@@ -292,7 +288,8 @@ impl DlmsServer {
     }
 
     /// Handles one FRMPayload received on FPort 2: the FRMPayload to answer with, or why there is
-    /// none (count it; nothing in the meter changed).
+    /// none (count it; nothing in the meter changed, and the client's IC is spent only if the frame
+    /// authenticated under SC 0x30). Store [`Self::next_ic`] and [`Self::client_ic`] afterwards.
     pub fn handle(
         &mut self,
         frm_payload: &[u8],
@@ -586,7 +583,7 @@ fn get(
         (Object::Disconnect, 2) => Ok(Data::Boolean(
             objects.relay_state() == RelayState::Connected,
         )),
-        (Object::Disconnect, 3) => Ok(Data::Enum(control_state(objects.relay_state()))),
+        (Object::Disconnect, 3) => Ok(Data::Enum(objects.relay_state() as u8)),
         (Object::Serial, 2) => text(objects.nameplate().serial),
         (Object::Manufacturer, 2) => text(objects.nameplate().manufacturer),
         (Object::Firmware, 2) => text(objects.nameplate().firmware_version),
