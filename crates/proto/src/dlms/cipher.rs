@@ -329,16 +329,6 @@ impl ReplayGuard {
     }
 }
 
-/// The gateway's (client's) system title on the gramgrid link (docs/dlms.md section 7): the ASCII
-/// bytes `GG` followed by the first 6 bytes of SHA-256 of the gateway id.
-pub fn gateway_system_title(gateway_id: &str) -> [u8; 8] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, gateway_id.as_bytes());
-    let mut title = [0u8; 8];
-    title[..2].copy_from_slice(b"GG");
-    title[2..].copy_from_slice(&digest.as_ref()[..6]);
-    title
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,17 +563,6 @@ mod tests {
                 got: u32::MAX
             })
         );
-    }
-
-    // SHA-256("gw-1") = f5135b2765fda469... (sha256sum); the title is "GG" and its first 6 bytes.
-    #[test]
-    fn gateway_system_title_is_gg_and_six_bytes_of_sha256() {
-        assert_eq!(gateway_system_title("gw-1"), *b"GG\xf5\x13\x5b\x27\x65\xfd");
-        assert_eq!(
-            hex::encode(gateway_system_title("gw-1")),
-            "4747f5135b2765fd"
-        );
-        assert_ne!(gateway_system_title("gw-2"), gateway_system_title("gw-1"));
     }
 
     proptest! {

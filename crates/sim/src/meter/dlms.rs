@@ -241,7 +241,7 @@ fn read_date_time(d: &Data) -> Option<DateTime<Utc>> {
 
 impl DlmsServer {
     /// A meter with keys `keys` and system title `meter_title`, serving the gateway whose system
-    /// title is `client_title` ([`cipher::gateway_system_title`]); counters fresh (its own IC starts
+    /// title is `client_title` ([`gramgrid_proto::dlms::client::gateway_system_title`]); counters fresh (its own IC starts
     /// at 1, no client IC accepted yet), answers sized for SF12.
     pub fn new(keys: Keys, meter_title: [u8; 8], client_title: [u8; 8]) -> Self {
         DlmsServer {
@@ -711,7 +711,7 @@ mod tests {
     }
 
     fn gateway_title() -> [u8; 8] {
-        cipher::gateway_system_title("gw-test")
+        gramgrid_proto::dlms::client::gateway_system_title("gw-test")
     }
 
     fn iip() -> InvokeIdAndPriority {
@@ -1298,7 +1298,7 @@ mod tests {
                     CLIENT_MANAGEMENT,
                     &cipher::protect(
                         &keys(),
-                        &cipher::gateway_system_title("gw-other"),
+                        &gramgrid_proto::dlms::client::gateway_system_title("gw-other"),
                         2,
                         ae,
                         &disconnect.to_bytes(),
