@@ -1503,4 +1503,113 @@ mod tests {
             prop_assert_eq!(readings(&columns, &data.unwrap()), want);
         }
     }
+
+    /// The gateway's real client against this server: each request goes to `handle`, each
+    /// answer back to `on_uplink`, following blocks until the answer is whole.
+    fn exchange(
+        client: &mut gramgrid_proto::dlms::client::DlmsClient,
+        server: &mut DlmsServer,
+        meter: &mut TestMeter,
+        request: Vec<u8>,
+    ) -> gramgrid_proto::dlms::client::Answer {
+        use gramgrid_proto::dlms::client::Answer;
+        let mut frame = request;
+        loop {
+            let answer = server.handle(&frame, meter, t(NOW)).unwrap();
+            assert!(
+                answer.len() <= server.max_frm_payload(),
+                "{} bytes",
+                answer.len()
+            );
+            match client.on_uplink(&answer).unwrap() {
+                Answer::NextBlock(next) => frame = next,
+                whole => return whole,
+            }
+        }
+    }
+
+    #[test]
+    fn the_gateways_client_reads_and_switches_this_meter_at_every_frame_size() {
+        use gramgrid_proto::dlms::client::{rows_that_fit, Answer, DlmsClient};
+        use gramgrid_proto::payload::RelayAction;
+        for limit in [SF12, SF9, SF7] {
+            let mut meter = TestMeter::new();
+            let mut server = DlmsServer::new(keys(), METER_TITLE, gateway_title());
+            server.set_max_frm_payload(limit);
+            let mut client = DlmsClient::new(keys(), METER_TITLE, gateway_title());
+            // All eight intervals, read in requests of as many rows as fit one frame.
+            // `since` is the start of the first interval asked for.
+            let mut since = meter.rows[0].interval_start;
+            let mut read = Vec::new();
+            while read.len() < meter.rows.len() {
+                let rows = rows_that_fit(limit);
+                let request = client.read_intervals(since, rows).unwrap();
+                let Answer::Intervals(got) =
+                    exchange(&mut client, &mut server, &mut meter, request)
+                else {
+                    panic!("not intervals");
+                };
+                assert!(
+                    !got.is_empty() && got.len() <= rows,
+                    "{limit} B: {} rows",
+                    got.len()
+                );
+                since = got.last().unwrap().interval_start + Duration::minutes(15);
+                read.extend(got);
+            }
+            assert_eq!(read, meter.rows, "{limit} B");
+
+            for (action, state) in [
+                (RelayAction::Disconnect, RelayState::Disconnected),
+                (RelayAction::Connect, RelayState::Connected),
+            ] {
+                let request = client.relay(action).unwrap();
+                let done = exchange(&mut client, &mut server, &mut meter, request);
+                assert_eq!(
+                    done,
+                    Answer::RelayActionDone {
+                        action,
+                        accepted: true
+                    }
+                );
+                let request = client.read_relay_state().unwrap();
+                let seen = exchange(&mut client, &mut server, &mut meter, request);
+                assert_eq!(seen, Answer::RelayState(state), "{limit} B");
+            }
+            // Both ends kept their counters in step: the next request is still accepted.
+            assert_eq!(server.client_ic(), Some(client.next_ic() - 1));
+        }
+    }
+
+    /// At SF12 a row comes in blocks; a block lost on the air is asked for again with the
+    /// client's `next_block`, and the meter sends it again: the read completes.
+    #[test]
+    fn a_block_lost_on_the_air_is_asked_for_again_and_the_read_completes() {
+        use gramgrid_proto::dlms::client::{Answer, DlmsClient};
+        let mut meter = TestMeter::new();
+        let mut server = DlmsServer::new(keys(), METER_TITLE, gateway_title());
+        server.set_max_frm_payload(SF12);
+        let mut client = DlmsClient::new(keys(), METER_TITLE, gateway_title());
+        let request = client
+            .read_intervals(meter.rows[0].interval_start, 1)
+            .unwrap();
+        let first = server.handle(&request, &mut meter, t(NOW)).unwrap();
+        let Answer::NextBlock(next) = client.on_uplink(&first).unwrap() else {
+            panic!("one row at SF12 comes in blocks");
+        };
+        // The meter's answer to `next` is lost; the gateway asks again.
+        let _lost = server.handle(&next, &mut meter, t(NOW)).unwrap();
+        let again = client.next_block().unwrap();
+        let mut answer = server.handle(&again, &mut meter, t(NOW)).unwrap();
+        let rows = loop {
+            match client.on_uplink(&answer).unwrap() {
+                Answer::NextBlock(next) => {
+                    answer = server.handle(&next, &mut meter, t(NOW)).unwrap()
+                }
+                Answer::Intervals(rows) => break rows,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(rows, meter.rows[..1]);
+    }
 }
