@@ -5,7 +5,9 @@ use crate::daemon::run;
 use crate::store::{MeterInstall, OverrideRecord};
 use chrono::TimeZone;
 use gramgrid_core::tariff::Category;
-use gramgrid_proto::wire::{AuditReason, EnergyAuditDay, UplinkEvent};
+use gramgrid_proto::wire::{
+    AuditReason, DownlinkEvent, DownlinkRecord, EnergyAuditDay, UplinkEvent, WireTariffVersion,
+};
 use std::sync::{Arc, Mutex};
 
 /// A UTC instant from Asia/Kolkata wall-clock time.
@@ -2047,4 +2049,56 @@ fn load_trips_of_many_households_at_once_are_held_by_the_breaker() {
     assert_eq!(holds[0].accounts.len(), 20);
     let held = gw.store().decisions("T3", None, 1).unwrap().remove(0).1;
     assert!(held.breaker.is_some() && held.outcome.load_trip.is_some() && held.replays());
+}
+
+/// A tariff whose duty is NaN (found by fuzzing the sync response) was stored as JSON `null` and
+/// stopped the gateway from opening ever after. Now it is refused alone: the book in force stays,
+/// the records after it apply, central is told, and the gateway reopens.
+#[test]
+fn a_published_tariff_that_cannot_be_kept_is_refused_alone_and_the_gateway_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _meter, _link) = gateway(&dir, "");
+    let book_before = gw.tariff_book().clone();
+    let mut version = WireTariffVersion::from(&book_before.versions()[0].clone());
+    version.duty_percent = f64::NAN;
+    let applied = gw
+        .store()
+        .apply_downlink(
+            &[
+                DownlinkRecord {
+                    seq: 1,
+                    event: DownlinkEvent::Tariff(version),
+                },
+                DownlinkRecord {
+                    seq: 2,
+                    event: DownlinkEvent::Ledger(
+                        recharge("r-after", 5_000, ist(2026, 11, 30, 9, 0)).into(),
+                    ),
+                },
+            ],
+            ist(2026, 11, 30, 9, 0),
+        )
+        .unwrap();
+    assert_eq!(applied, 2);
+    gw.refresh_published().unwrap();
+    assert_eq!(gw.tariff_book(), &book_before);
+    assert_eq!(gw.store().position("A1", &[]).unwrap().balance_paise, 5_000);
+    let refused: Vec<String> = gw
+        .store()
+        .priority_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            UplinkEvent::Anomaly { kind, detail, .. } if kind == "published_refused" => {
+                Some(detail)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("tariff"), "{}", refused[0]);
+    let mut config = GatewayConfig::parse("").unwrap();
+    config.gateway.data_dir = dir.path().join("data");
+    drop(gw);
+    Gateway::open(config).unwrap();
 }

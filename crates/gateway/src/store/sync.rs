@@ -526,7 +526,7 @@ fn apply_one(
             Ok(Effect::None)
         }
         DownlinkEvent::Tariff(version) => {
-            keep_published(tx, "tariff", &version.id, &json(version)?)?;
+            keep_published::<WireTariffVersion>(tx, "tariff", &version.id, version, now)?;
             Ok(Effect::None)
         }
         DownlinkEvent::TariffDetails {
@@ -534,11 +534,12 @@ fn apply_one(
             tod,
             demand_paise_per_kw,
         } => {
-            keep_published(
+            keep_published::<(String, Vec<WireTodSlot>, i64)>(
                 tx,
                 "tariff_details",
                 version_id,
-                &json(&(version_id, tod, demand_paise_per_kw))?,
+                &(version_id, tod, demand_paise_per_kw),
+                now,
             )?;
             Ok(Effect::None)
         }
@@ -547,21 +548,29 @@ fn apply_one(
             export_banking,
             export_settlement_paise_per_kwh,
         } => {
-            keep_published(
+            keep_published::<(String, bool, i64)>(
                 tx,
                 "tariff_net_metering",
                 version_id,
-                &json(&(version_id, export_banking, export_settlement_paise_per_kwh))?,
+                &(version_id, export_banking, export_settlement_paise_per_kwh),
+                now,
             )?;
             Ok(Effect::None)
         }
         DownlinkEvent::Policy { version, policy } => {
-            super::guard::note_policy_change_in(tx, now)?;
-            keep_published(tx, "policy", &version.to_string(), &json(policy)?)?;
+            if keep_published::<WirePolicy>(tx, "policy", &version.to_string(), policy, now)? {
+                super::guard::note_policy_change_in(tx, now)?;
+            }
             Ok(Effect::None)
         }
         DownlinkEvent::PolicyRules { version, rules } => {
-            keep_published(tx, "policy_rules", &version.to_string(), &json(rules)?)?;
+            keep_published::<WirePolicyRules>(
+                tx,
+                "policy_rules",
+                &version.to_string(),
+                rules,
+                now,
+            )?;
             Ok(Effect::None)
         }
         DownlinkEvent::Technician {
@@ -728,11 +737,41 @@ fn keep_handed_over(
 }
 
 /// Keeps a record central published (`kind` of `version`), replacing an earlier copy of it.
-fn keep_published(tx: &Transaction<'_>, kind: &str, version: &str, body: &str) -> Result<()> {
+/// Keeps what central published, if it reads back as the `Stored` it will be read as; returns
+/// whether it was kept. One that would not (a tariff with a duty of NaN is stored as JSON `null`)
+/// is refused alone and reported to central as a `published_refused` anomaly: stored, it would
+/// stop every later start of the gateway, and refused with an error it would stop every later
+/// downlink record.
+fn keep_published<Stored: serde::de::DeserializeOwned>(
+    tx: &Transaction<'_>,
+    kind: &str,
+    version: &str,
+    value: &impl serde::Serialize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool> {
+    let body = json(value)?;
+    if let Err(error) = serde_json::from_str::<Stored>(&body) {
+        let detail = format!("central published {kind} {version}, which this gateway cannot keep ({error}); it is skipped");
+        tracing::error!(kind, version, %error, "published record refused");
+        tx.execute(
+            "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, 'published_refused', ?2)",
+            params![super::ts(now), detail],
+        )?;
+        super::outbox::append_outbox(
+            tx,
+            &UplinkEvent::Anomaly {
+                meter: None,
+                kind: "published_refused".into(),
+                detail,
+                at: now,
+            },
+        )?;
+        return Ok(false);
+    }
     tx.execute(
         "INSERT INTO published_config (kind, version, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (kind, version) DO UPDATE SET body = ?3",
         params![kind, version, body],
     )?;
-    Ok(())
+    Ok(true)
 }
