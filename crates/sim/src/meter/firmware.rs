@@ -1,11 +1,13 @@
 //! Virtual meter firmware (pure: the caller supplies time and moves frames): captures 15-minute
 //! intervals, opens authenticated downlinks only, obeys relay commands, and builds its replies.
 
+use super::dlms::{CosemObjects, DlmsServer, Nameplate, RelayRefusal};
 use super::profile;
 use super::supply::{Bypass, Supply};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::tariff::Category;
-use gramgrid_proto::frame::{seal_v1, Direction, SessionKeys};
+use gramgrid_proto::dlms::wrapper::DLMS_FPORT;
+use gramgrid_proto::frame::{encode_data_frame, seal_v1, Direction, FrameSpec, SessionKeys};
 use gramgrid_proto::payload::{
     AccessMode, AckOutcome, DisplayUpdate, Downlink, EventKind, IntervalReading, MeterEvent,
     MeterReport, RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
@@ -76,6 +78,8 @@ pub struct Firmware {
     supply: Option<Supply>,
     /// Peak power of a rooftop-solar array behind the meter, in W (0: none).
     solar_peak_w: u32,
+    /// A DLMS/COSEM meter (docs/dlms.md §7): its server answers FPort 2, and its name plate.
+    dlms: Option<(DlmsServer, Nameplate)>,
 }
 
 impl Firmware {
@@ -117,7 +121,16 @@ impl Firmware {
             clock_origin: now,
             supply: None,
             solar_peak_w: 0,
+            dlms: None,
         }
+    }
+
+    /// Makes it a DLMS/COSEM meter: `server` answers the gateway on FPort 2 (docs/dlms.md §7).
+    /// Payload v1 downlinks on FPort 1 still work; a DLMS meter hears ScheduleAssign there, in
+    /// place of the LoRaWAN MAC commands a real one would take its data rate from.
+    pub fn with_dlms(mut self, server: DlmsServer, nameplate: Nameplate) -> Self {
+        self.dlms = Some((server, nameplate));
+        self
     }
 
     /// Puts a rooftop-solar array of `peak_w` behind the meter (a net meter): what it generates
@@ -353,6 +366,9 @@ impl Firmware {
             .ok()?;
         self.nvm.fcnt_down = Some(frame.fcnt);
         self.last_downlink = Some(now);
+        if frame.fport == Some(DLMS_FPORT) {
+            return self.on_dlms(&frame.payload, now);
+        }
         let message = Downlink::decode_frame(frame.fport, &frame.payload).ok()?;
         let sf = self.nvm.sf;
         let mut then_sf = sf;
@@ -397,6 +413,35 @@ impl Firmware {
             return None;
         }
         out
+    }
+
+    /// A DLMS request on FPort 2: the server's answer, sealed on FPort 2 and sized to the SF. A
+    /// request the server refuses (forged, replayed, malformed) gets no answer.
+    fn on_dlms(&mut self, request: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
+        let (mut server, nameplate) = self.dlms.take()?;
+        server.set_max_frm_payload(gramgrid_proto::frame::in865_max_frm_payload(self.nvm.sf)?);
+        let answer = server.handle(request, self, now);
+        self.dlms = Some((server, nameplate));
+        let answer = answer.ok()?;
+        if self.replies_to_lose > 0 {
+            self.replies_to_lose -= 1;
+            return None;
+        }
+        let fcnt = self.nvm.fcnt_up;
+        let phy = encode_data_frame(
+            &self.keys,
+            &FrameSpec {
+                direction: Direction::Uplink,
+                confirmed: false,
+                ack: false,
+                fcnt,
+                fport: DLMS_FPORT,
+                payload: &answer,
+            },
+        )
+        .ok()?;
+        self.nvm.fcnt_up = fcnt.wrapping_add(1);
+        Some(phy)
     }
 
     /// ALOHA mode: the uplink for the interval just captured.
@@ -469,6 +514,60 @@ impl Firmware {
         let phy = seal_v1(&self.keys, Direction::Uplink, fcnt, &body).ok()?;
         self.nvm.fcnt_up = fcnt.wrapping_add(1);
         Some(phy)
+    }
+}
+
+/// What the DLMS server reads and changes: the same registers, load-profile log, relay and
+/// clock the v1 reports carry.
+impl CosemObjects for Firmware {
+    fn meter_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        Firmware::meter_time(self, now)
+    }
+    fn set_meter_time(&mut self, now: DateTime<Utc>, to: DateTime<Utc>) {
+        self.clock_offset += to - Firmware::meter_time(self, now);
+        self.record_event(EventKind::ClockSet, now);
+    }
+    fn import_wh(&self) -> u64 {
+        self.nvm.register_wh
+    }
+    fn export_wh(&self) -> u64 {
+        self.nvm.export_wh
+    }
+    fn profile_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<IntervalReading> {
+        let interval = Duration::seconds(i64::from(INTERVAL_SECS));
+        self.nvm
+            .log
+            .iter()
+            .filter(|i| (from..=to).contains(&(i.interval_start + interval)))
+            .copied()
+            .collect()
+    }
+    fn relay_state(&self) -> RelayState {
+        self.nvm.relay
+    }
+    fn operate_relay(&mut self, connect: bool, now: DateTime<Utc>) -> Result<bool, RelayRefusal> {
+        let target = if connect {
+            RelayState::Connected
+        } else {
+            RelayState::Disconnected
+        };
+        if self.nvm.relay == target {
+            return Ok(false);
+        }
+        self.nvm.relay = target;
+        // Operated by the DLMS method, not by a v1 command id.
+        self.record_event(EventKind::RelayOperated { command_id: 0 }, now);
+        Ok(true)
+    }
+    fn nameplate(&self) -> Nameplate {
+        self.dlms
+            .as_ref()
+            .map(|(_, nameplate)| nameplate.clone())
+            .unwrap_or(Nameplate {
+                serial: String::new(),
+                manufacturer: String::new(),
+                firmware_version: String::new(),
+            })
     }
 }
 
@@ -628,5 +727,95 @@ mod tests {
             .on_downlink(&downlink(&k, 1, &poll(t0())), next)
             .is_some());
         assert_eq!(fw.nvm.fcnt_up, fcnt_up + 1);
+    }
+
+    /// A DLMS meter over real LoRaWAN frames on FPort 2: the gateway's DLMS client reads its
+    /// load-profile log (in blocks at SF12), disconnects it (the register stands still) and
+    /// reconnects it; a replayed request frame gets no answer.
+    #[test]
+    fn a_dlms_meter_answers_the_gateways_client_over_lorawan_frames() {
+        use gramgrid_proto::dlms::cipher::Keys;
+        use gramgrid_proto::dlms::client::{gateway_system_title, Answer, DlmsClient};
+        use gramgrid_proto::frame::open_data_frame;
+        let session = keys(0x2601_0042, 7);
+        let dlms_keys = Keys {
+            encryption: *b"dlms-meter-EK-42",
+            authentication: *b"dlms-meter-AK-42",
+        };
+        let (meter_title, gateway_title) = (*b"SIM00042", gateway_system_title("gw-1"));
+        let nameplate = Nameplate {
+            serial: "SIM-00042".into(),
+            manufacturer: "gramgrid sim".into(),
+            firmware_version: "1".into(),
+        };
+        let mut meter = Firmware::new(session.clone(), Category::Domestic, 12, 42, t0()).with_dlms(
+            DlmsServer::new(dlms_keys.clone(), meter_title, gateway_title),
+            nameplate,
+        );
+        meter.backfill(t0(), 4);
+        let mut client = DlmsClient::new(dlms_keys, meter_title, gateway_title);
+        let (mut fcnt_down, mut fcnt_up) = (0, 0);
+        // One exchange: the request in a sealed downlink, the answer opened from the uplink.
+        let mut exchange = |meter: &mut Firmware, request: &[u8]| -> Option<Vec<u8>> {
+            let phy = encode_data_frame(
+                &session,
+                &FrameSpec {
+                    direction: Direction::Downlink,
+                    confirmed: false,
+                    ack: false,
+                    fcnt: fcnt_down,
+                    fport: DLMS_FPORT,
+                    payload: request,
+                },
+            )
+            .unwrap();
+            fcnt_down += 1;
+            let up = meter.on_downlink(&phy, t0())?;
+            assert!(up.len() <= 51 + 13, "an SF12 frame: {} bytes", up.len());
+            let answer = open_data_frame(&session, &up, fcnt_up).unwrap();
+            fcnt_up += 1;
+            Some(answer)
+        };
+        let logged: Vec<IntervalReading> = meter.nvm.log.iter().copied().collect();
+        assert_eq!(logged.len(), 4);
+        let mut request = client.read_intervals(logged[0].interval_start, 4).unwrap();
+        let read = loop {
+            let answer = exchange(&mut meter, &request).expect("an answer");
+            match client.on_uplink(&answer).unwrap() {
+                Answer::NextBlock(next) => request = next,
+                Answer::Intervals(rows) => break rows,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(read, logged);
+
+        let disconnect = client.disconnect().unwrap();
+        let answer = exchange(&mut meter, &disconnect).expect("an answer");
+        assert!(matches!(
+            client.on_uplink(&answer).unwrap(),
+            Answer::RelayActionDone { accepted: true, .. }
+        ));
+        assert_eq!(meter.nvm.relay, RelayState::Disconnected);
+        let register = meter.nvm.register_wh;
+        meter.record(
+            t0() + Duration::minutes(60),
+            meter.nvm.relay == RelayState::Connected,
+        );
+        assert_eq!(meter.nvm.register_wh, register, "no supply, no energy");
+
+        // The same request again (a replay of the DLMS bytes in a new, authentic frame): nothing.
+        assert_eq!(exchange(&mut meter, &disconnect), None);
+        let reconnect = client.reconnect().unwrap();
+        let answer = exchange(&mut meter, &reconnect).expect("an answer");
+        assert!(matches!(
+            client.on_uplink(&answer).unwrap(),
+            Answer::RelayActionDone { accepted: true, .. }
+        ));
+        let state = client.read_relay_state().unwrap();
+        let answer = exchange(&mut meter, &state).expect("an answer");
+        assert_eq!(
+            client.on_uplink(&answer).unwrap(),
+            Answer::RelayState(RelayState::Connected)
+        );
     }
 }
