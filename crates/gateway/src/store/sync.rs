@@ -558,9 +558,11 @@ fn apply_one(
             Ok(Effect::None)
         }
         DownlinkEvent::Policy { version, policy } => {
-            if keep_published::<WirePolicy>(tx, "policy", &version.to_string(), policy, now)? {
+            // Whether this changes the policy in force depends on the ones kept before it.
+            if reads_back::<WirePolicy>(policy)?.is_ok() {
                 super::guard::note_policy_change_in(tx, now)?;
             }
+            keep_published::<WirePolicy>(tx, "policy", &version.to_string(), policy, now)?;
             Ok(Effect::None)
         }
         DownlinkEvent::PolicyRules { version, rules } => {
@@ -737,8 +739,8 @@ fn keep_handed_over(
 }
 
 /// Keeps a record central published (`kind` of `version`), replacing an earlier copy of it.
-/// Keeps what central published, if it reads back as the `Stored` it will be read as; returns
-/// whether it was kept. One that would not (a tariff with a duty of NaN is stored as JSON `null`)
+/// Keeps what central published, if it reads back as the `Stored` it will be read as. One that
+/// would not (a tariff with a duty of NaN is stored as JSON `null`)
 /// is refused alone and reported to central as a `published_refused` anomaly: stored, it would
 /// stop every later start of the gateway, and refused with an error it would stop every later
 /// downlink record.
@@ -748,30 +750,54 @@ fn keep_published<Stored: serde::de::DeserializeOwned>(
     version: &str,
     value: &impl serde::Serialize,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool> {
-    let body = json(value)?;
-    if let Err(error) = serde_json::from_str::<Stored>(&body) {
-        let detail = format!("central published {kind} {version}, which this gateway cannot keep ({error}); it is skipped");
-        tracing::error!(kind, version, %error, "published record refused");
-        tx.execute(
-            "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, 'published_refused', ?2)",
-            params![super::ts(now), detail],
-        )?;
-        super::outbox::append_outbox(
-            tx,
-            &UplinkEvent::Anomaly {
-                meter: None,
-                kind: "published_refused".into(),
-                detail,
-                at: now,
-            },
-        )?;
-        return Ok(false);
-    }
+) -> Result<()> {
+    let body = match reads_back::<Stored>(value)? {
+        Ok(body) => body,
+        Err(error) => return refuse_published(tx, kind, version, &error, now),
+    };
     tx.execute(
         "INSERT INTO published_config (kind, version, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (kind, version) DO UPDATE SET body = ?3",
         params![kind, version, body],
     )?;
-    Ok(true)
+    Ok(())
+}
+
+/// `value` as the JSON it is kept as, if that reads back as `Stored` (else why not).
+fn reads_back<Stored: serde::de::DeserializeOwned>(
+    value: &impl serde::Serialize,
+) -> Result<std::result::Result<String, String>> {
+    let body = json(value)?;
+    Ok(match serde_json::from_str::<Stored>(&body) {
+        Ok(_) => Ok(body),
+        Err(error) => Err(error.to_string()),
+    })
+}
+
+/// Reports a published record this gateway cannot keep: logged, and a `published_refused`
+/// anomaly queued for central in the record's own transaction.
+fn refuse_published(
+    tx: &Transaction<'_>,
+    kind: &str,
+    version: &str,
+    error: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let detail = format!(
+        "central published {kind} {version}, which this gateway cannot keep ({error}); it is skipped"
+    );
+    tracing::error!(kind, version, %error, "published record refused");
+    tx.execute(
+        "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, 'published_refused', ?2)",
+        params![super::ts(now), detail],
+    )?;
+    super::outbox::append_outbox(
+        tx,
+        &UplinkEvent::Anomaly {
+            meter: None,
+            kind: "published_refused".into(),
+            detail,
+            at: now,
+        },
+    )
 }
