@@ -186,6 +186,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes of the A-XDR / BER length field [`write_length`] writes for `len`.
+pub fn length_len(len: usize) -> usize {
+    let mut out = Vec::new();
+    write_length(&mut out, len);
+    out.len()
+}
+
 /// Appends an A-XDR / BER definite length in its shortest form.
 pub(crate) fn write_length(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {

@@ -314,6 +314,9 @@ pub fn check_fcnt(last: Option<u32>, fcnt16: u16) -> FcntCheck {
     }
 }
 
+/// The smallest IN865 FRMPayload ([`in865_max_frm_payload`] at SF10 to SF12), in bytes.
+pub const MIN_IN865_FRM_PAYLOAD: usize = 51;
+
 /// Largest FRMPayload (bytes, no FOpts) per spreading factor at BW125 in IN865.
 ///
 /// Source: LoRaWAN Regional Parameters RP002-1.0.x, IN865-867 maximum payload size table
@@ -321,7 +324,7 @@ pub fn check_fcnt(last: Option<u32>, fcnt16: u16) -> FcntCheck {
 /// 242 without). gramgrid uses the repeater-compatible column so frames stay valid if one is added.
 pub fn in865_max_frm_payload(spreading_factor: u8) -> Option<usize> {
     match spreading_factor {
-        10..=12 => Some(51),
+        10..=12 => Some(MIN_IN865_FRM_PAYLOAD),
         9 => Some(115),
         7 | 8 => Some(222),
         _ => None,

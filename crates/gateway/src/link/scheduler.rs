@@ -301,7 +301,8 @@ pub fn sf_for_reply(rssi_dbm: i16, snr_db: i16) -> Option<u8> {
 
 /// Longest uplink the gateway waits for: a full-size reply at `sf` (IN865 limits).
 pub fn max_reply_len(sf: u8) -> usize {
-    gramgrid_proto::frame::in865_max_frm_payload(sf).unwrap_or(51)
+    gramgrid_proto::frame::in865_max_frm_payload(sf)
+        .unwrap_or(gramgrid_proto::frame::MIN_IN865_FRM_PAYLOAD)
         + gramgrid_proto::frame::FRAME_OVERHEAD
 }
 

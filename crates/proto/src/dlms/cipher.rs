@@ -48,6 +48,14 @@ pub fn glo_tag(plain_tag: u8) -> Option<u8> {
         .map(|(_, g)| *g)
 }
 
+/// Bytes of the FRMPayload that carries a plain APDU of `apdu_len` bytes glo-ciphered and
+/// wrapped: wrapper header, glo tag, length, security control, invocation counter, the APDU and
+/// the GCM tag.
+pub fn wrapped_glo_len(apdu_len: usize) -> usize {
+    let content = 1 + 4 + apdu_len + TAG_LEN;
+    super::wrapper::HEADER_LEN + 1 + super::length_len(content) + content
+}
+
 /// The global unicast keys of a client-server pair.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keys {

@@ -21,46 +21,23 @@ use chrono::{DateTime, TimeDelta, Utc};
 use thiserror::Error;
 
 use super::apdu::{
-    ActionResult, Apdu, AttributeDescriptor, BlockAssembler, BlockError, CaptureObject,
-    DataAccessResult, DataNotification, GetDataResult, GetRequest, GetResponse,
-    InvokeIdAndPriority, SetRequest, CLOCK_TIME,
+    ActionResult, Apdu, AttributeDescriptor, BlockAssembler, BlockError, DataAccessResult,
+    DataNotification, GetDataResult, GetRequest, GetResponse, InvokeIdAndPriority, SetRequest,
 };
 use super::axdr::Data;
+use super::cipher::wrapped_glo_len;
 use super::cipher::{self, CipherError, Keys, ReplayGuard, Replayed, SecurityControl};
+use super::cosem::PROFILE_COLUMNS;
 use super::cosem::{self, ControlState, CosemError, ProfileBuffer};
 use super::datetime::{CosemDateTime, DateTimeError, IST_DEVIATION};
 use super::obis;
 use super::wrapper::{Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT};
-use super::{write_length, DecodeError};
+use super::{length_len, DecodeError};
 use crate::payload::{IntervalReading, RelayAction, RelayState, INTERVAL_SECS};
-
-/// The capture objects of the block load profile, in the order docs/dlms.md section 7 fixes:
-/// capture time (clock attr 2), cumulative import and cumulative export (register attr 2).
-pub const PROFILE_COLUMNS: [CaptureObject; 3] = [
-    CLOCK_TIME,
-    CaptureObject {
-        class_id: obis::CLASS_REGISTER,
-        instance: obis::IMPORT_ENERGY,
-        attribute_id: 2,
-        data_index: 0,
-    },
-    CaptureObject {
-        class_id: obis::CLASS_REGISTER,
-        instance: obis::EXPORT_ENERGY,
-        attribute_id: 2,
-        data_index: 0,
-    },
-];
 
 /// A profile row in A-XDR: `structure(3) { octet-string(12) date-time, double-long-unsigned,
 /// double-long-unsigned }` = 2 + 14 + 5 + 5 bytes.
 pub const ROW_LEN: usize = 26;
-/// The IEC 62056-47 wrapper header in front of every APDU.
-pub const WRAPPER_LEN: usize = super::wrapper::HEADER_LEN;
-/// What glo protection adds to a plain APDU besides the length field: glo tag, security
-/// control, 4-byte invocation counter and 12-byte GCM tag (the length field is 1 byte below 128
-/// bytes of ciphered content, 2 bytes up to 255).
-const GLO_FIXED: usize = 1 + 1 + 4 + cipher::TAG_LEN;
 /// A get-response-normal with data: tag, choice, invoke-id-and-priority, result choice.
 const GET_RESPONSE_NORMAL_HEADER: usize = 4;
 /// The most rows one [`DlmsClient::read_intervals`] may ask for (31 days of 15-minute intervals).
@@ -81,25 +58,6 @@ pub fn gateway_system_title(gateway_id: &str) -> [u8; 8] {
     title
 }
 
-/// The largest FRMPayload at a spreading factor in IN865 (51 bytes at SF12 to SF10, 115 at SF9,
-/// 222 at SF8 and SF7; None for other values): [`crate::frame::in865_max_frm_payload`].
-pub fn max_frm_payload(spreading_factor: u8) -> Option<usize> {
-    crate::frame::in865_max_frm_payload(spreading_factor)
-}
-
-/// Bytes of an A-XDR / BER length field for `len`.
-fn length_len(len: usize) -> usize {
-    let mut out = Vec::new();
-    write_length(&mut out, len);
-    out.len()
-}
-
-/// Bytes of the FRMPayload of a glo-ciphered, wrapped APDU of `plain_len` bytes.
-fn framed_len(plain_len: usize) -> usize {
-    let content = GLO_FIXED - 1 + plain_len; // SC, IC, APDU, GCM tag
-    WRAPPER_LEN + 1 + length_len(content) + content
-}
-
 /// Bytes of the encoded profile buffer (`array` of `rows` rows).
 fn profile_data_len(rows: usize) -> usize {
     1 + length_len(rows) + rows.saturating_mul(ROW_LEN)
@@ -108,7 +66,7 @@ fn profile_data_len(rows: usize) -> usize {
 /// The FRMPayload size of the meter's answer to a range read that returns `rows` rows in one
 /// get-response-normal (wrapped and glo-ciphered).
 pub fn profile_answer_frame_len(rows: usize) -> usize {
-    framed_len(GET_RESPONSE_NORMAL_HEADER + profile_data_len(rows))
+    wrapped_glo_len(GET_RESPONSE_NORMAL_HEADER + profile_data_len(rows))
 }
 
 /// How many profile rows to ask for in one [`DlmsClient::read_intervals`] so that the meter's
@@ -1052,7 +1010,7 @@ mod tests {
             }
         );
         let range = RangeDescriptor::from_access_selection(access).unwrap();
-        assert_eq!(range.restricting_object, CLOCK_TIME);
+        assert_eq!(range.restricting_object, crate::dlms::apdu::CLOCK_TIME);
         assert!(range.selected_values.is_empty(), "all columns");
         let (from, to) = range.date_times().unwrap();
         assert_eq!(from.deviation, Some(IST_DEVIATION));
@@ -1581,13 +1539,14 @@ mod tests {
             Err(DlmsClientError::AuthenticationFailed)
         );
         // One flipped bit anywhere in the ciphered part.
-        for i in WRAPPER_LEN + 2..first_again.len() {
+        for i in crate::dlms::wrapper::HEADER_LEN + 2..first_again.len() {
             replay = first_again.clone();
             replay[i] ^= 0x10;
             let got = c.on_uplink(&replay);
             assert!(
                 matches!(got, Err(DlmsClientError::AuthenticationFailed))
-                    || (i == WRAPPER_LEN + 2 && matches!(got, Err(DlmsClientError::Malformed(_)))),
+                    || (i == crate::dlms::wrapper::HEADER_LEN + 2
+                        && matches!(got, Err(DlmsClientError::Malformed(_)))),
                 "byte {i}: {got:?}"
             );
         }
@@ -1797,7 +1756,7 @@ mod tests {
             assert_eq!(profile_answer_frame_len(n), encoded_answer(n).len(), "{n}");
         }
         // Section 7: SF12 to SF10 fit no row (blocks carry it), SF9 fits 3, SF8 and SF7 fit 7.
-        let at_sf = |sf| rows_that_fit(max_frm_payload(sf).unwrap());
+        let at_sf = |sf| rows_that_fit(crate::frame::in865_max_frm_payload(sf).unwrap());
         assert_eq!([12, 11, 10, 9, 8, 7].map(at_sf), [1, 1, 1, 3, 7, 7]);
         assert!(encoded_answer(1).len() > 51);
         assert_eq!(rows_that_fit(0), 1);
@@ -1819,7 +1778,7 @@ mod tests {
         assert!(rows_that_fit(1024) > rows_that_fit(222));
         // The block sizes of section 7: about 14 bytes of raw data per block at SF12.
         let block = |raw: usize| {
-            framed_len(
+            wrapped_glo_len(
                 Apdu::GetResponse(GetResponse::WithDatablock {
                     invoke: InvokeIdAndPriority::new(1, true, true),
                     block: DataBlock {

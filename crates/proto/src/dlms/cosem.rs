@@ -8,7 +8,7 @@ use thiserror::Error;
 use super::apdu::{
     range_descriptor, AccessSelection, ActionRequest, Apdu, AttributeDescriptor, CaptureObject,
     DataAccessResult, GetDataResult, GetRequest, GetResponse, InvokeIdAndPriority,
-    MethodDescriptor,
+    MethodDescriptor, CLOCK_TIME,
 };
 use super::axdr::Data;
 use super::datetime::{CosemDateTime, DateTimeError};
@@ -63,6 +63,25 @@ fn unexpected(field: &'static str, expected: &'static str, got: &Data) -> CosemE
         got: got.type_name(),
     }
 }
+
+/// The capture objects of the block load profile on the gramgrid link, in the order
+/// docs/dlms.md section 7 fixes: capture time (clock attr 2), cumulative import and cumulative
+/// export (register attr 2). The gateway reads a buffer by them and the simulated meter fills one.
+pub const PROFILE_COLUMNS: [CaptureObject; 3] = [
+    CLOCK_TIME,
+    CaptureObject {
+        class_id: obis::CLASS_REGISTER,
+        instance: obis::IMPORT_ENERGY,
+        attribute_id: 2,
+        data_index: 0,
+    },
+    CaptureObject {
+        class_id: obis::CLASS_REGISTER,
+        instance: obis::EXPORT_ENERGY,
+        attribute_id: 2,
+        data_index: 0,
+    },
+];
 
 /// A GET of one attribute.
 pub fn get(

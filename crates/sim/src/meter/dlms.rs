@@ -14,41 +14,24 @@ use gramgrid_proto::dlms::apdu::{
     GetResponse, InvokeIdAndPriority, RangeDescriptor, SetRequest, SetResponse, CLOCK_TIME,
 };
 use gramgrid_proto::dlms::axdr::Data;
+use gramgrid_proto::dlms::cipher::wrapped_glo_len;
 use gramgrid_proto::dlms::cipher::{
     self, CipherError, Keys, ReplayGuard, Replayed, SecurityControl,
 };
+use gramgrid_proto::dlms::cosem::PROFILE_COLUMNS;
 use gramgrid_proto::dlms::datetime::{CosemDateTime, IST_DEVIATION};
 use gramgrid_proto::dlms::obis::{self, Obis};
-use gramgrid_proto::dlms::wrapper::{
-    self, Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT,
-};
-use gramgrid_proto::dlms::DecodeError;
+use gramgrid_proto::dlms::wrapper::{Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT};
+use gramgrid_proto::dlms::{length_len, DecodeError};
 use gramgrid_proto::payload::{IntervalReading, RelayState, INTERVAL_SECS};
 use std::ops::Range;
 use thiserror::Error;
 
 /// The smallest IN865 FRMPayload (SF10-SF12): a smaller limit counts as this one.
-pub const MIN_FRM_PAYLOAD: usize = 51;
+pub const MIN_FRM_PAYLOAD: usize = gramgrid_proto::frame::MIN_IN865_FRM_PAYLOAD;
 
 /// The unit code of Wh in a register's scaler_unit.
 const UNIT_WH: u8 = 30;
-
-/// The load profile's columns, in order (docs/dlms.md section 7): capture time, import, export.
-pub const PROFILE_COLUMNS: [CaptureObject; 3] = [
-    CLOCK_TIME,
-    CaptureObject {
-        class_id: obis::CLASS_REGISTER,
-        instance: obis::IMPORT_ENERGY,
-        attribute_id: 2,
-        data_index: 0,
-    },
-    CaptureObject {
-        class_id: obis::CLASS_REGISTER,
-        instance: obis::EXPORT_ENERGY,
-        attribute_id: 2,
-        data_index: 0,
-    },
-];
 
 /// The meter's name plate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,22 +160,6 @@ pub struct DlmsServer {
     client_ic: ReplayGuard,
     max_frm_payload: usize,
     pending: Option<BlockTransfer>,
-}
-
-/// Bytes a wrapped glo-APDU takes around a plain APDU of `apdu_len` bytes.
-fn framed_len(apdu_len: usize) -> usize {
-    let content = 5 + apdu_len + cipher::TAG_LEN;
-    wrapper::HEADER_LEN + 1 + length_len(content) + content
-}
-
-/// Bytes of an A-XDR length.
-fn length_len(len: usize) -> usize {
-    match len {
-        0..0x80 => 1,
-        0x80..0x100 => 2,
-        0x100..0x1_0000 => 3,
-        _ => 4,
-    }
 }
 
 /// A load-profile row as the buffer holds it.
@@ -336,7 +303,7 @@ impl DlmsServer {
                 };
                 let raw = result.to_bytes();
                 // get-response-normal: C4 01 invoke 00 data.
-                if framed_len(4 + raw.len()) <= self.max_frm_payload {
+                if wrapped_glo_len(4 + raw.len()) <= self.max_frm_payload {
                     get_response(invoke, GetDataResult::Data(result))
                 } else {
                     self.pending = Some(BlockTransfer {
@@ -387,7 +354,7 @@ impl DlmsServer {
             ]),
         };
         // general-glo-ciphering: DB 08 system-title, then as a glo-APDU.
-        let len = framed_len(
+        let len = wrapped_glo_len(
             Apdu::DataNotification(notification.clone())
                 .to_bytes()
                 .len(),
@@ -469,7 +436,7 @@ impl DlmsServer {
         let start = transfer.last.end;
         let left = transfer.data.len() - start;
         // get-response-with-datablock: C4 02 invoke last-block block-number(4) 00 length raw.
-        let fits = |n: usize| framed_len(9 + length_len(n) + n) <= max;
+        let fits = |n: usize| wrapped_glo_len(9 + length_len(n) + n) <= max;
         let mut n = left.min(max);
         while n > 1 && !fits(n) {
             n -= 1;
@@ -1279,7 +1246,7 @@ mod tests {
         let last = flipped.len() - 13;
         flipped[last] ^= 0x01;
         let mut sc20 = rig.client.frame(&disconnect, 2);
-        sc20[wrapper::HEADER_LEN + 2] = 0x20;
+        sc20[gramgrid_proto::dlms::wrapper::HEADER_LEN + 2] = 0x20;
 
         let cases: Vec<(&str, Vec<u8>, DlmsServerError)> = vec![
             (
