@@ -178,10 +178,8 @@ impl Gateway {
         let book = config.tariff_book()?;
         let store = Store::open(&config.database_path())?;
         let data_dir = dir.clone();
-        let free_space: FreeSpace = Box::new(move || {
-            let stat = rustix::fs::statvfs(&data_dir).ok()?;
-            Some(stat.f_bavail.saturating_mul(stat.f_frsize))
-        });
+        let free_space: FreeSpace =
+            Box::new(move || crate::health::disk_space(&data_dir).map(|d| d.free));
         let mut gateway = Gateway {
             config,
             policy_version: None,
@@ -400,27 +398,19 @@ impl Gateway {
     ) -> Result<(), StoreError> {
         let before = self.store.relay_state(meter)?;
         let account = self.store.account_in_service(meter);
-        let mut trips = HashMap::new();
-        for command in self.store.open_relay_commands()? {
-            if command.meter == meter && command.action == RelayAction::Disconnect {
-                if let Some(trip) = self.store.load_trip_of_command(&command.id)? {
-                    trips.insert(command.id, trip);
-                }
-            }
-        }
-        self.store.record_relay_state(meter, state, at, |command| {
-            let account = account.clone()?;
-            let (kind, message, vars) =
-                relay_notice(command.action, trips.get(&command.id), before)?;
-            Some(Alert {
-                id: format!("{account}:{}:{}", kind.as_str(), command.id),
-                account,
-                kind: kind.as_str().into(),
-                created_at: at,
-                message,
-                vars,
-            })
-        })?;
+        self.store
+            .record_relay_state(meter, state, at, |command, trip| {
+                let account = account.clone()?;
+                let (kind, message, vars) = relay_notice(command.action, trip, before)?;
+                Some(Alert {
+                    id: format!("{account}:{}:{}", kind.as_str(), command.id),
+                    account,
+                    kind: kind.as_str().into(),
+                    created_at: at,
+                    message,
+                    vars,
+                })
+            })?;
         Ok(())
     }
 
@@ -1071,7 +1061,7 @@ fn vars(pairs: &[(&str, String)]) -> Vars {
 /// the relay already closed.
 fn relay_notice(
     action: RelayAction,
-    trip: Option<&LoadTripped>,
+    trip: Option<LoadTripped>,
     before: RelayState,
 ) -> Option<(Kind, String, Vars)> {
     match (action, trip) {

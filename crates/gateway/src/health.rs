@@ -64,11 +64,7 @@ impl Health {
 
     /// Free and total bytes on the data directory's file system.
     pub fn disk(&self) -> Option<DiskSpace> {
-        let stat = rustix::fs::statvfs(&self.data_dir).ok()?;
-        Some(DiskSpace {
-            free: stat.f_bavail.saturating_mul(stat.f_frsize),
-            total: stat.f_blocks.saturating_mul(stat.f_frsize),
-        })
+        disk_space(&self.data_dir)
     }
 
     /// The report central gets with a session's first exchange.
@@ -84,6 +80,15 @@ impl Health {
             disk: self.disk(),
         })
     }
+}
+
+/// Free (for an unprivileged user) and total bytes on the file system holding `dir`.
+pub fn disk_space(dir: &std::path::Path) -> Option<DiskSpace> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(DiskSpace {
+        free: stat.f_bavail.saturating_mul(stat.f_frsize),
+        total: stat.f_blocks.saturating_mul(stat.f_frsize),
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! overrides in the store.
 use super::outbox::{append_outbox, append_outbox_seq};
 use super::serial_of;
-use super::{from_ts, ts, Result, Store, StoreError};
+use super::{from_ts, ts, LoadTripped, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::decision::DecisionRecord;
 use gramgrid_core::policy::{Override, RelayAction, RelayState};
@@ -309,21 +309,30 @@ impl Store {
     }
 
     /// Records the relay state a meter reported, acknowledges the open commands it confirms and
-    /// enqueues the alert `alert_for` gives for each, all in one transaction: a power cut cannot
-    /// leave a command confirmed without its notice (the next report confirms nothing, so the
-    /// notice would never be sent). Returns the confirmed commands.
+    /// enqueues the alert `alert_for` gives for each (with the load-limit trip a disconnect
+    /// carried out, if it was one), all in one transaction: a power cut cannot leave a command
+    /// confirmed without its notice (the next report confirms nothing, so the notice would never
+    /// be sent). Returns the confirmed commands.
     pub fn record_relay_state(
         &mut self,
         meter: i64,
         state: RelayState,
         at: DateTime<Utc>,
-        alert_for: impl Fn(&RelayCommand) -> Option<Alert>,
+        alert_for: impl Fn(&RelayCommand, Option<LoadTripped>) -> Option<Alert>,
     ) -> Result<Vec<RelayCommand>> {
         let confirmed: Vec<RelayCommand> = self
             .open_relay_commands()?
             .into_iter()
             .filter(|c| c.meter == meter && gramgrid_core::relay::confirms(c.action, state))
             .collect();
+        let mut alerts = Vec::new();
+        for command in &confirmed {
+            let trip = match command.action {
+                RelayAction::Disconnect => self.load_trip_of_command(&command.id)?,
+                RelayAction::Connect => None,
+            };
+            alerts.extend(alert_for(command, trip));
+        }
         let tx = self.conn.transaction()?;
         let state_name = match state {
             RelayState::Connected => "connected",
@@ -345,9 +354,9 @@ impl Store {
                 at,
                 "meter reported the relay state",
             )?;
-            if let Some(alert) = alert_for(command) {
-                insert_alert(&tx, &alert)?;
-            }
+        }
+        for alert in &alerts {
+            insert_alert(&tx, alert)?;
         }
         if changed {
             let meter_serial = serial_of(&tx, meter)?;

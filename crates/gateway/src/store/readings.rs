@@ -352,17 +352,32 @@ fn record_anomaly(
     detail: &str,
 ) -> Result<()> {
     tracing::warn!(meter = reading.meter, at = %reading.at, kind, detail, "reading anomaly");
+    anomaly_in(tx, Some(reading.meter), kind, detail, reading.at)
+}
+
+/// Stores an anomaly for the office (about a meter, or with `meter` None the gateway itself) and
+/// queues it for central, in `tx`.
+pub(super) fn anomaly_in(
+    tx: &Transaction<'_>,
+    meter: Option<i64>,
+    kind: &str,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
     tx.prepare_cached("INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![ts(reading.at), reading.meter, kind, detail])?;
-    let meter = tx
-        .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
-        .query_row([reading.meter], |r| r.get(0))
-        .optional()?;
+        .execute(params![ts(at), meter, kind, detail])?;
+    let serial = match meter {
+        Some(meter) => tx
+            .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
+            .query_row([meter], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
     let event = UplinkEvent::Anomaly {
-        meter,
+        meter: serial,
         kind: kind.to_string(),
         detail: detail.to_string(),
-        at: reading.at,
+        at,
     };
     super::outbox::append_outbox(tx, &event)
 }
@@ -518,19 +533,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, ?2, ?3)",
-            params![ts(at), kind, detail],
-        )?;
-        super::outbox::append_outbox(
-            &tx,
-            &UplinkEvent::Anomaly {
-                meter: None,
-                kind: kind.to_string(),
-                detail: detail.to_string(),
-                at,
-            },
-        )?;
+        anomaly_in(&tx, None, kind, detail, at)?;
         tx.commit()?;
         Ok(())
     }

@@ -787,17 +787,5 @@ fn refuse_published(
         "central published {kind} {version}, which this gateway cannot keep ({error}); it is skipped"
     );
     tracing::error!(kind, version, %error, "published record refused");
-    tx.execute(
-        "INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, NULL, 'published_refused', ?2)",
-        params![super::ts(now), detail],
-    )?;
-    super::outbox::append_outbox(
-        tx,
-        &UplinkEvent::Anomaly {
-            meter: None,
-            kind: "published_refused".into(),
-            detail,
-            at: now,
-        },
-    )
+    super::readings::anomaly_in(tx, None, "published_refused", &detail, now)
 }

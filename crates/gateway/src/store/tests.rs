@@ -482,11 +482,11 @@ fn relay_commands_are_acknowledged_only_by_the_reported_state() {
         .unwrap();
     store.mark_relay_sent("c1", t0()).unwrap();
     assert!(store
-        .record_relay_state(meter, RelayState::Connected, t0(), |_| None)
+        .record_relay_state(meter, RelayState::Connected, t0(), |_, _| None)
         .unwrap()
         .is_empty());
     let confirmed = store
-        .record_relay_state(meter, RelayState::Disconnected, t0(), |_| None)
+        .record_relay_state(meter, RelayState::Disconnected, t0(), |_, _| None)
         .unwrap();
     assert_eq!(confirmed.len(), 1);
     assert_eq!(store.relay_state(meter).unwrap(), RelayState::Disconnected);
@@ -831,7 +831,7 @@ mod sync {
             .queue_relay_command("c1", meter, RelayAction::Disconnect, "test", t0(), None)
             .unwrap();
         store
-            .record_relay_state(meter, RelayState::Disconnected, t0(), |_| None)
+            .record_relay_state(meter, RelayState::Disconnected, t0(), |_, _| None)
             .unwrap();
         let pending = store.priority_after(0, 100).unwrap();
         let kinds: Vec<&str> = pending
