@@ -1,6 +1,6 @@
 //! Business events for the office (`GET /api/v1/flags`, the console's flags page): offline
 //! overdrafts, double redemptions, refused records, decisions that do not replay, breaker holds,
-//! a gateway's disk below its reserve.
+//! what a gateway reports about itself (its disk below its reserve, a published record refused).
 //! Recorded once per id; the kinds in [`URGENT_KINDS`] are marked urgent (someone must act:
 //! disconnections wait for a release). Staff resolve a flag once, saying how; who and when are kept.
 use super::db::Tx;

@@ -478,8 +478,8 @@ fn apply_record(
             at,
         } => {
             readings::record_anomaly(tx, &origin, gateway, meter.as_deref(), kind, detail, *at)?;
-            // One about the gateway itself (its disk full: readings left on the meters, and
-            // space back) is for the office to act on.
+            // One about the gateway itself (no meter: its disk below the reserve and back, a
+            // published record it could not keep) is for the office to act on.
             if meter.is_none() {
                 flag(
                     tx,

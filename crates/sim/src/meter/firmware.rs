@@ -7,7 +7,7 @@ use super::supply::{Bypass, Supply};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::tariff::Category;
 use gramgrid_proto::dlms::wrapper::DLMS_FPORT;
-use gramgrid_proto::frame::{encode_data_frame, seal_v1, Direction, FrameSpec, SessionKeys};
+use gramgrid_proto::frame::{encode_data_frame, Direction, FrameSpec, SessionKeys};
 use gramgrid_proto::payload::{
     AccessMode, AckOutcome, DisplayUpdate, Downlink, EventKind, IntervalReading, MeterEvent,
     MeterReport, RelayAck, RelayAction, RelayState, Uplink, INTERVAL_SECS,
@@ -408,25 +408,25 @@ impl Firmware {
         }
         let out = self.report(intervals, now, sf);
         self.nvm.sf = then_sf;
-        if self.replies_to_lose > 0 {
-            self.replies_to_lose -= 1;
-            return None;
-        }
-        out
+        let lost = self.lose_reply();
+        out.filter(|_| !lost)
     }
 
     /// A DLMS request on FPort 2: the server's answer, sealed on FPort 2 and sized to the SF. A
     /// request the server refuses (forged, replayed, malformed) gets no answer.
     fn on_dlms(&mut self, request: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
+        let max = gramgrid_proto::frame::in865_max_frm_payload(self.nvm.sf)?;
         let (mut server, nameplate) = self.dlms.take()?;
-        server.set_max_frm_payload(gramgrid_proto::frame::in865_max_frm_payload(self.nvm.sf)?);
+        server.set_max_frm_payload(max);
         let answer = server.handle(request, self, now);
         self.dlms = Some((server, nameplate));
-        let answer = answer.ok()?;
-        if self.replies_to_lose > 0 {
-            self.replies_to_lose -= 1;
-            return None;
-        }
+        let phy = self.seal_uplink(DLMS_FPORT, &answer.ok()?)?;
+        Some(phy).filter(|_| !self.lose_reply())
+    }
+
+    /// Seals `body` as the next uplink on `fport`; the counter is spent even if the frame is then
+    /// lost on its way.
+    fn seal_uplink(&mut self, fport: u8, body: &[u8]) -> Option<Vec<u8>> {
         let fcnt = self.nvm.fcnt_up;
         let phy = encode_data_frame(
             &self.keys,
@@ -435,13 +435,20 @@ impl Firmware {
                 confirmed: false,
                 ack: false,
                 fcnt,
-                fport: DLMS_FPORT,
-                payload: &answer,
+                fport,
+                payload: body,
             },
         )
         .ok()?;
         self.nvm.fcnt_up = fcnt.wrapping_add(1);
         Some(phy)
+    }
+
+    /// Fault injection: whether this reply is one of those [`Firmware::lose_next_replies`] loses.
+    fn lose_reply(&mut self) -> bool {
+        let lose = self.replies_to_lose > 0;
+        self.replies_to_lose = self.replies_to_lose.saturating_sub(1);
+        lose
     }
 
     /// ALOHA mode: the uplink for the interval just captured.
@@ -510,10 +517,7 @@ impl Firmware {
         let max = gramgrid_proto::frame::in865_max_frm_payload(sf)?;
         let (body, _) = report.encode_fitting(max).ok()?;
         debug_assert!(Uplink::decode(&body).is_ok());
-        let fcnt = self.nvm.fcnt_up;
-        let phy = seal_v1(&self.keys, Direction::Uplink, fcnt, &body).ok()?;
-        self.nvm.fcnt_up = fcnt.wrapping_add(1);
-        Some(phy)
+        self.seal_uplink(gramgrid_proto::payload::FPORT, &body)
     }
 }
 
@@ -574,7 +578,7 @@ impl CosemObjects for Firmware {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gramgrid_proto::frame::{DevAddr, SessionKey};
+    use gramgrid_proto::frame::{seal_v1, DevAddr, SessionKey};
     use gramgrid_proto::payload::{Poll, RelayCommand};
 
     fn keys(addr: u32, k: u8) -> SessionKeys {
