@@ -10,6 +10,7 @@
 //!   each meter report as it arrives and advances its poll cursor only after the commit, so a power
 //!   cut loses nothing stored and the meter is asked again for what was not.
 //! - Backups use SQLite's online backup API ([`Store::backup_to`]), never a file copy.
+mod anomalies;
 mod audit;
 mod commands;
 mod events;

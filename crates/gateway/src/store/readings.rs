@@ -3,7 +3,6 @@ use super::{from_ts, ts, MeterInfo, Result, Store};
 use chrono::{DateTime, Utc};
 use gramgrid_core::rating::{self, Neighbours, RegisterReading};
 use gramgrid_core::tariff::{Cost, SegmentEnergy, SegmentKey, TariffBook};
-use gramgrid_proto::wire::UplinkEvent;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
 
@@ -352,34 +351,7 @@ fn record_anomaly(
     detail: &str,
 ) -> Result<()> {
     tracing::warn!(meter = reading.meter, at = %reading.at, kind, detail, "reading anomaly");
-    anomaly_in(tx, Some(reading.meter), kind, detail, reading.at)
-}
-
-/// Stores an anomaly for the office (about a meter, or with `meter` None the gateway itself) and
-/// queues it for central, in `tx`.
-pub(super) fn anomaly_in(
-    tx: &Transaction<'_>,
-    meter: Option<i64>,
-    kind: &str,
-    detail: &str,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    tx.prepare_cached("INSERT INTO anomalies (at, meter, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![ts(at), meter, kind, detail])?;
-    let serial = match meter {
-        Some(meter) => tx
-            .prepare_cached("SELECT serial FROM meters WHERE id = ?1")?
-            .query_row([meter], |r| r.get(0))
-            .optional()?,
-        None => None,
-    };
-    let event = UplinkEvent::Anomaly {
-        meter: serial,
-        kind: kind.to_string(),
-        detail: detail.to_string(),
-        at,
-    };
-    super::outbox::append_outbox(tx, &event)
+    super::anomalies::anomaly_in(tx, Some(reading.meter), kind, detail, reading.at)
 }
 
 /// The import and export registers already stored for the reading's meter and time, if any.
@@ -521,20 +493,4 @@ fn write_overlay(tx: &Transaction<'_>, overlay: &Overlay) -> Result<()> {
         ])?;
     }
     Ok(())
-}
-
-impl Store {
-    /// Records something about the gateway itself for the office (no meter), e.g.
-    /// `readings_shed`: stored and queued for central in one transaction.
-    pub fn record_gateway_anomaly(
-        &mut self,
-        kind: &str,
-        detail: &str,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        anomaly_in(&tx, None, kind, detail, at)?;
-        tx.commit()?;
-        Ok(())
-    }
 }

@@ -787,5 +787,5 @@ fn refuse_published(
         "central published {kind} {version}, which this gateway cannot keep ({error}); it is skipped"
     );
     tracing::error!(kind, version, %error, "published record refused");
-    super::readings::anomaly_in(tx, None, "published_refused", &detail, now)
+    super::anomalies::anomaly_in(tx, None, "published_refused", &detail, now)
 }
