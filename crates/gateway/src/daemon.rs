@@ -342,7 +342,8 @@ impl LinkBackend for GatewayBackend {
     }
 }
 
-/// Loads a meter manifest's keys into the store for the meters it knows (by serial), and installs
+/// Loads a meter manifest's keys (and a DLMS meter's association keys) into the store for the
+/// meters it knows (by serial), and installs
 /// its transformer meters (`role = "dt"`: they belong to no account, so they need nothing from
 /// central first). Returns how many were provisioned; entries for household meters not installed
 /// here are skipped with a warning (the central server may not have synced them yet).
@@ -360,12 +361,11 @@ pub fn provision_from_manifest(
     for entry in &manifest.meters {
         if entry.role == MeterRole::Transformer {
             store.install_transformer_meter(&entry.serial, Utc::now(), &entry.keys)?;
-            provisioned += 1;
-            continue;
         }
         match store.meter_id(&entry.serial)? {
             Some(meter) => {
                 store.set_meter_keys(meter, &entry.keys)?;
+                store.set_meter_dlms(meter, entry.dlms.as_ref())?;
                 provisioned += 1;
             }
             None => tracing::warn!(

@@ -9,6 +9,8 @@ use std::fmt;
 use serde::Deserialize;
 use thiserror::Error;
 
+use super::dlms::cipher::Keys;
+use super::dlms::client::MeterSecurity;
 use super::frame::{DevAddr, SessionKey, SessionKeys};
 
 /// The manifest format version this parser reads.
@@ -25,6 +27,10 @@ pub struct MeterEntry {
     pub category: Option<String>,
     /// What the meter measures: a household's supply, or the distribution transformer's output.
     pub role: MeterRole,
+    /// `protocol = "dlms"`: the meter speaks DLMS/COSEM on FPort 2 (docs/dlms.md section 7), with
+    /// these keys and system title (`dlms_ek`, `dlms_ak`, `system_title`). None: payload v1
+    /// (`protocol = "v1"` or absent).
+    pub dlms: Option<MeterSecurity>,
 }
 
 /// What a provisioned meter measures (`role` in the manifest; `consumer` when absent).
@@ -84,6 +90,10 @@ pub enum FieldProblem {
     AllZeroKey,
     /// The field names a meter role other than `consumer` or `dt`.
     UnknownRole,
+    /// The field names an application protocol other than `v1` or `dlms`.
+    UnknownProtocol,
+    /// A DLMS field on a meter whose `protocol` is not `dlms`.
+    OnlyForDlms,
 }
 
 impl fmt::Display for FieldProblem {
@@ -100,6 +110,10 @@ impl fmt::Display for FieldProblem {
             }
             FieldProblem::AllZeroKey => f.write_str("is all zeros (a placeholder, not a key)"),
             FieldProblem::UnknownRole => f.write_str("is not `consumer` or `dt`"),
+            FieldProblem::UnknownProtocol => f.write_str("is not `v1` or `dlms`"),
+            FieldProblem::OnlyForDlms => {
+                f.write_str("is set, but the meter's `protocol` is not `dlms`")
+            }
         }
     }
 }
@@ -173,6 +187,10 @@ struct RawMeter {
     app_skey: Option<String>,
     category: Option<String>,
     role: Option<String>,
+    protocol: Option<String>,
+    dlms_ek: Option<String>,
+    dlms_ak: Option<String>,
+    system_title: Option<String>,
 }
 
 impl MeterManifest {
@@ -246,18 +264,41 @@ fn validate(index: usize, m: RawMeter) -> Result<MeterEntry, ManifestError> {
         if bytes == [0; 16] {
             return Err(fail(field, FieldProblem::AllZeroKey));
         }
-        Ok(SessionKey::new(bytes))
+        Ok(bytes)
     };
-    let nwk_skey = key("nwk_skey", m.nwk_skey.as_deref())?;
-    let app_skey = key("app_skey", m.app_skey.as_deref())?;
+    let nwk_skey = SessionKey::new(key("nwk_skey", m.nwk_skey.as_deref())?);
+    let app_skey = SessionKey::new(key("app_skey", m.app_skey.as_deref())?);
     let role = match m.role.as_deref().map(str::trim) {
         None => MeterRole::Consumer,
         Some(name) => {
             MeterRole::parse(name).ok_or_else(|| fail("role", FieldProblem::UnknownRole))?
         }
     };
+    let dlms = match m.protocol.as_deref().map(str::trim) {
+        None | Some("v1") => {
+            let stray = [
+                ("dlms_ek", &m.dlms_ek),
+                ("dlms_ak", &m.dlms_ak),
+                ("system_title", &m.system_title),
+            ];
+            if let Some((field, _)) = stray.iter().find(|(_, v)| v.is_some()) {
+                return Err(fail(field, FieldProblem::OnlyForDlms));
+            }
+            None
+        }
+        Some("dlms") => Some(MeterSecurity {
+            keys: Keys {
+                encryption: key("dlms_ek", m.dlms_ek.as_deref())?,
+                authentication: key("dlms_ak", m.dlms_ak.as_deref())?,
+            },
+            system_title: parse_hex::<8>(m.system_title.as_deref())
+                .map_err(|p| fail("system_title", p))?,
+        }),
+        Some(_) => return Err(fail("protocol", FieldProblem::UnknownProtocol)),
+    };
     Ok(MeterEntry {
         role,
+        dlms,
         keys: SessionKeys {
             dev_addr: DevAddr(u32::from_be_bytes(dev_addr)),
             nwk_skey,
@@ -364,6 +405,50 @@ mod tests {
         assert_eq!(
             MeterManifest::parse(&bad).unwrap_err().to_string(),
             "meter entry 0 (DT-01): field `role` is not `consumer` or `dt`"
+        );
+    }
+
+    #[test]
+    fn a_dlms_meter_carries_its_keys_and_system_title_and_half_a_dlms_entry_is_refused() {
+        const EK: &str = "000102030405060708090A0B0C0D0E0F";
+        const AK: &str = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF";
+        let dlms = format!(
+            "protocol = \"dlms\"\ndlms_ek = \"{EK}\"\ndlms_ak = \"{AK}\"\nsystem_title = \"4D4D4D0000BC614E\"\n"
+        );
+        let text = manifest(&format!(
+            "{}{dlms}{}protocol = \"v1\"\n",
+            entry("GG-0001", "26011F2A"),
+            entry("GG-0002", "26011F2B")
+        ));
+        let m = MeterManifest::parse(&text).unwrap();
+        let security = m.meters[0].dlms.as_ref().expect("a DLMS meter");
+        assert_eq!(security.keys.encryption[15], 0x0F);
+        assert_eq!(security.keys.authentication[0], 0xD0);
+        assert_eq!(security.system_title, *b"MMM\0\0\xBC\x61\x4E");
+        assert!(m.meters[1].dlms.is_none());
+        assert!(!format!("{security:?}").contains("D0D1"));
+
+        let refused = |extra: &str| {
+            let text = manifest(&format!("{}{extra}", entry("GG-0001", "26011F2A")));
+            let err = MeterManifest::parse(&text).unwrap_err();
+            assert_no_key_material(&err);
+            err.to_string()
+        };
+        assert_eq!(
+            refused("protocol = \"dlms\"\n"),
+            "meter entry 0 (GG-0001): field `dlms_ek` is missing"
+        );
+        assert_eq!(
+            refused(&format!("protocol = \"dlms\"\ndlms_ek = \"{EK}\"\ndlms_ak = \"{AK}\"\nsystem_title = \"4D4D\"\n")),
+            "meter entry 0 (GG-0001): field `system_title` has 4 hex digits, expected 16"
+        );
+        assert_eq!(
+            refused(&format!("dlms_ek = \"{EK}\"\n")),
+            "meter entry 0 (GG-0001): field `dlms_ek` is set, but the meter's `protocol` is not `dlms`"
+        );
+        assert_eq!(
+            refused("protocol = \"iec\"\n"),
+            "meter entry 0 (GG-0001): field `protocol` is not `v1` or `dlms`"
         );
     }
 

@@ -266,6 +266,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
             fcnt_down: None,
             last_reading_at: None,
             installed_at: start - chrono::Duration::days(30),
+            dlms: None,
         })
         .collect();
     let tally = Arc::new(Mutex::new(Tally::default()));

@@ -1,8 +1,11 @@
-//! What the meter link keeps in the store: session keys and the frame counters of each meter.
+//! What the meter link keeps in the store: session keys and the frame counters of each meter, and
+//! a DLMS meter's association (keys, system title, invocation counters).
 
 use super::{from_ts, Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_net::secrets::Sealer;
+use gramgrid_proto::dlms::cipher::Keys;
+use gramgrid_proto::dlms::client::MeterSecurity;
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -23,6 +26,29 @@ pub struct LinkSession {
     pub last_reading_at: Option<DateTime<Utc>>,
     /// When the meter was installed: intervals before it are not the account's to fetch.
     pub installed_at: DateTime<Utc>,
+    /// A DLMS/COSEM meter's association (docs/dlms.md section 7); None for a payload v1 meter.
+    pub dlms: Option<DlmsAssociation>,
+}
+
+/// What the gateway keeps of a DLMS meter's association: its keys and system title, and both
+/// invocation counters (None before the first frame each way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlmsAssociation {
+    /// The meter's global keys and system title.
+    pub security: MeterSecurity,
+    /// The invocation counter the gateway's next request uses.
+    pub gateway_next_ic: Option<u32>,
+    /// The last invocation counter accepted from the meter.
+    pub meter_last_ic: Option<u32>,
+}
+
+/// Which invocation counter of a DLMS association.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlmsIc {
+    /// The gateway's own: the counter its next request uses (stored before each send).
+    GatewayNext,
+    /// The meter's: the last one accepted (stored before the answer is acted upon).
+    MeterLast,
 }
 
 /// Which counter of a session.
@@ -57,6 +83,7 @@ impl Store {
                 r.get::<_, i64>(8)?,
             ))
         })?;
+        let mut dlms = self.dlms_associations()?;
         let mut out = Vec::new();
         for row in rows {
             let (meter, serial, dev_addr, nwk, app, up, down, at, installed) = row?;
@@ -81,6 +108,7 @@ impl Store {
                 fcnt_down: counter(down),
                 last_reading_at: at.map(from_ts),
                 installed_at: from_ts(installed),
+                dlms: dlms.remove(&meter),
             });
         }
         Ok(out)
@@ -93,6 +121,84 @@ impl Store {
         set_meter_keys_in(&tx, &self.sealer, meter, keys)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Makes a meter a DLMS meter with these keys and system title, or (None) a payload v1 meter.
+    /// New keys or a new title start the association's invocation counters again.
+    pub fn set_meter_dlms(&mut self, meter: i64, dlms: Option<&MeterSecurity>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        set_meter_dlms_in(&tx, &self.sealer, meter, dlms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Durably records a DLMS invocation counter: the gateway's before its request is sent, the
+    /// meter's before its answer is acted upon (as [`Store::commit_fcnt`]).
+    pub fn commit_dlms_ic(&mut self, meter: i64, which: DlmsIc, ic: u32) -> Result<()> {
+        let sql = match which {
+            DlmsIc::GatewayNext => {
+                "INSERT INTO dlms_counters (meter, gateway_next_ic) VALUES (?1, ?2)
+                 ON CONFLICT (meter) DO UPDATE SET gateway_next_ic = ?2"
+            }
+            DlmsIc::MeterLast => {
+                "INSERT INTO dlms_counters (meter, meter_last_ic) VALUES (?1, ?2)
+                 ON CONFLICT (meter) DO UPDATE SET meter_last_ic = ?2"
+            }
+        };
+        self.conn.execute(sql, params![meter, i64::from(ic)])?;
+        Ok(())
+    }
+
+    /// The DLMS association of every DLMS meter, by meter id.
+    fn dlms_associations(&self) -> Result<std::collections::HashMap<i64, DlmsAssociation>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.meter, d.system_title, d.ek, d.ak, c.gateway_next_ic, c.meter_last_ic
+             FROM meter_dlms d LEFT JOIN dlms_counters c ON c.meter = d.meter",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (meter, title, ek, ak, next, last) = row?;
+            let bad = || {
+                StoreError::Encoding(format!(
+                    "the stored DLMS keys of meter {meter} do not decode; re-provision it"
+                ))
+            };
+            let key = |sealed: &str, which: &str| -> Result<[u8; 16]> {
+                let hex = self.sealer.open(sealed, &key_context(meter, which))?;
+                let mut key = [0u8; 16];
+                hex::decode_to_slice(hex, &mut key).map_err(|_| bad())?;
+                Ok(key)
+            };
+            let mut system_title = [0u8; 8];
+            hex::decode_to_slice(&title, &mut system_title).map_err(|_| bad())?;
+            let counter = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+            let security = MeterSecurity {
+                keys: Keys {
+                    encryption: key(&ek, "dlms_ek")?,
+                    authentication: key(&ak, "dlms_ak")?,
+                },
+                system_title,
+            };
+            out.insert(
+                meter,
+                DlmsAssociation {
+                    security,
+                    gateway_next_ic: counter(next),
+                    meter_last_ic: counter(last),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Durably records a frame counter (fsynced: `synchronous = FULL`) before the frame is acted
@@ -155,7 +261,55 @@ pub(super) fn set_meter_keys_in(
     Ok(())
 }
 
-/// Where a meter's sealed session key belongs: `which` is `nwk` or `app`.
+/// Stores (Some) or clears (None) a meter's DLMS keys and system title inside the caller's
+/// transaction; new ones start the association's invocation counters again.
+pub(super) fn set_meter_dlms_in(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    meter: i64,
+    dlms: Option<&MeterSecurity>,
+) -> Result<()> {
+    let Some(security) = dlms else {
+        tx.execute("DELETE FROM meter_dlms WHERE meter = ?1", [meter])?;
+        tx.execute("DELETE FROM dlms_counters WHERE meter = ?1", [meter])?;
+        return Ok(());
+    };
+    let (title, ek, ak) = (
+        hex::encode_upper(security.system_title),
+        hex::encode_upper(security.keys.encryption),
+        hex::encode_upper(security.keys.authentication),
+    );
+    let stored: Option<(String, String, String)> = tx
+        .query_row(
+            "SELECT system_title, ek, ak FROM meter_dlms WHERE meter = ?1",
+            [meter],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((stored_title, stored_ek, stored_ak)) = stored {
+        let same = stored_title == title
+            && sealer.open(&stored_ek, &key_context(meter, "dlms_ek"))? == ek
+            && sealer.open(&stored_ak, &key_context(meter, "dlms_ak"))? == ak;
+        if same {
+            return Ok(());
+        }
+    }
+    tx.execute(
+        "INSERT INTO meter_dlms (meter, system_title, ek, ak) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (meter) DO UPDATE SET system_title = ?2, ek = ?3, ak = ?4",
+        params![
+            meter,
+            title,
+            sealer.seal(&ek, &key_context(meter, "dlms_ek")),
+            sealer.seal(&ak, &key_context(meter, "dlms_ak"))
+        ],
+    )?;
+    tx.execute("DELETE FROM dlms_counters WHERE meter = ?1", [meter])?;
+    Ok(())
+}
+
+/// Where a meter's sealed key belongs: `which` is `nwk` or `app` (LoRaWAN), `dlms_ek` or
+/// `dlms_ak` (DLMS).
 fn key_context(meter: i64, which: &str) -> String {
     format!("meter_keys:{meter}:{which}")
 }

@@ -32,7 +32,7 @@ pub use audit::{AuditInputs, ConsumerFacts, TransformerMeter};
 pub use commands::{Alert, AlertUploads, OverrideRecord, RelayCommand};
 pub use events::{StoredMeterEvent, SupplyOutage};
 pub use guard::{GuardMarks, HeldPass};
-pub use link::{Fcnt, LinkSession};
+pub use link::{DlmsAssociation, DlmsIc, Fcnt, LinkSession};
 pub use load::{LoadTripped, Overload};
 pub use messages::ModemMessage;
 pub use readings::{IngestReport, MeterReading};

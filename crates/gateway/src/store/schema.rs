@@ -510,4 +510,20 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX load_trips_by_account ON load_trips(account, at);
     "#,
+    // 24: DLMS/COSEM meters (docs/dlms.md section 7): a meter's global keys (sealed like
+    // `meter_keys`) and system title, and the invocation counters of its association: the next
+    // one the gateway uses, and the last one accepted from the meter. New keys start both again.
+    r#"
+    CREATE TABLE meter_dlms (
+        meter INTEGER PRIMARY KEY REFERENCES meters(id),
+        system_title TEXT NOT NULL,
+        ek TEXT NOT NULL,
+        ak TEXT NOT NULL
+    );
+    CREATE TABLE dlms_counters (
+        meter INTEGER PRIMARY KEY REFERENCES meters(id),
+        gateway_next_ic INTEGER,
+        meter_last_ic INTEGER
+    );
+    "#,
 ];

@@ -58,6 +58,22 @@ pub fn gateway_system_title(gateway_id: &str) -> [u8; 8] {
     title
 }
 
+/// What the gateway needs to reach one DLMS meter (docs/dlms.md section 7): its global unicast keys
+/// and its system title, from the meter manifest or central. Never log the keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MeterSecurity {
+    /// The meter's global unicast encryption key (EK) and authentication key (AK).
+    pub keys: Keys,
+    /// The meter's system title.
+    pub system_title: [u8; 8],
+}
+
+impl std::fmt::Debug for MeterSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MeterSecurity {{ system_title: {:02X?}, keys: <redacted> }}", self.system_title)
+    }
+}
+
 /// Bytes of the encoded profile buffer (`array` of `rows` rows).
 fn profile_data_len(rows: usize) -> usize {
     1 + length_len(rows) + rows.saturating_mul(ROW_LEN)
