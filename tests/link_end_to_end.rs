@@ -14,7 +14,9 @@ use gramgrid_gateway::config::GatewayConfig;
 use gramgrid_gateway::daemon::GatewayBackend;
 use gramgrid_gateway::gateway::Gateway;
 use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError, SharedStats};
-use gramgrid_gateway::store::{Account, Fcnt, LinkSession, MeterInstall, MeterReading, StoreError};
+use gramgrid_gateway::store::{
+    Account, DlmsIc, Fcnt, LinkSession, MeterInstall, MeterReading, StoreError,
+};
 use gramgrid_proto::frame;
 use gramgrid_proto::payload::{self, AccessMode, Downlink, MeterEvent};
 use gramgrid_radio::phy::PhyOptions;
@@ -58,6 +60,9 @@ impl LinkBackend for FlakyStore {
     fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError> {
         self.inner.commit_fcnt(meter, which, fcnt)
     }
+    fn commit_dlms_ic(&mut self, meter: i64, which: DlmsIc, ic: u32) -> Result<(), LinkError> {
+        self.inner.commit_dlms_ic(meter, which, ic)
+    }
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
         let failing = self
             .failures
@@ -92,6 +97,14 @@ async fn village(n: usize, config_toml: &str) -> Village {
 }
 
 async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
+    village_of(n, 0, config_toml, mode).await
+}
+
+/// The gateway's id in these villages (DLMS meters are provisioned with its system title).
+const GATEWAY_ID: &str = "gw-link-test";
+
+/// A village of `n` meters, the first `dlms` of them DLMS/COSEM meters (docs/dlms.md §7).
+async fn village_of(n: usize, dlms: usize, config_toml: &str, mode: AccessMode) -> Village {
     let dir = tempfile::tempdir().unwrap();
     let mut config = GatewayConfig::parse(config_toml).unwrap();
     config.gateway.data_dir = dir.path().join("data");
@@ -103,7 +116,8 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
         keep_records: true,
     });
     let clock = LinkClock::starting_at(start());
-    let plan = fleet::plan(n, 300.0, 3, &PathLossModel::rural(), &fleet::gateway_spec());
+    let mut plan = fleet::plan(n, 300.0, 3, &PathLossModel::rural(), &fleet::gateway_spec());
+    fleet::make_dlms(&mut plan, dlms, GATEWAY_ID, 3);
     let installed = start() - Days::days(30);
     let mut ids = Vec::new();
     for (i, m) in plan.iter().enumerate() {
@@ -126,6 +140,8 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
             })
             .unwrap();
         gw.store().set_meter_keys(id, &m.keys).unwrap();
+        let security = m.dlms.as_ref().map(|d| &d.security);
+        gw.store().set_meter_dlms(id, security).unwrap();
         ids.push(id);
     }
     // As the daemon does: the policy's relay commands go to the link task.
@@ -142,7 +158,9 @@ async fn village_in(n: usize, config_toml: &str, mode: AccessMode) -> Village {
         inner: GatewayBackend::new(gateway.clone()),
         failures: store_failures.clone(),
     };
-    let l = Link::new(backend, timing, RadioConfig::gateway(), clock).with_provisioned(provisioned);
+    let l = Link::new(backend, timing, RadioConfig::gateway(), clock)
+        .with_provisioned(provisioned)
+        .with_gateway_id(GATEWAY_ID);
     let stats = l.stats();
     match mode {
         AccessMode::Scheduled => tokio::spawn(l.run_scheduled(radio, requests, stopping.clone())),
@@ -184,6 +202,20 @@ impl Village {
         link::read_stats(&self.stats)
     }
 
+    /// A gateway restart: a new link over the same store, its sessions loaded.
+    fn restarted_link(&self) -> Link<GatewayBackend> {
+        let timing = GatewayConfig::default().link.timing();
+        let mut restarted = Link::new(
+            GatewayBackend::new(self.gateway.clone()),
+            timing,
+            RadioConfig::gateway(),
+            self.clock,
+        )
+        .with_gateway_id(GATEWAY_ID);
+        restarted.load_sessions(|_| 12).unwrap();
+        restarted
+    }
+
     fn uplinks_of(&self, records: &[TxRecord], serial: &str) -> Vec<Vec<u8>> {
         records
             .iter()
@@ -221,6 +253,16 @@ fn disconnects_on_air(
             }
         })
         .collect()
+}
+
+/// Uplinks the link rejected for reason `name`.
+fn rejected(stats: &link::LinkStats, name: &str) -> u64 {
+    stats
+        .rejects
+        .iter()
+        .find(|(r, _)| r.as_str() == name)
+        .unwrap()
+        .1
 }
 
 fn recharge(account: &str, at: DateTime<Utc>) -> LedgerEvent {
@@ -317,15 +359,7 @@ async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejecte
     v.stop.send(true).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    // A gateway restart: a new link over the same store.
-    let timing = GatewayConfig::default().link.timing();
-    let mut restarted = Link::new(
-        GatewayBackend::new(v.gateway.clone()),
-        timing,
-        RadioConfig::gateway(),
-        v.clock,
-    );
-    restarted.load_sessions(|_| 12).unwrap();
+    let mut restarted = v.restarted_link();
     let last = uplinks.last().unwrap().clone();
     assert!(restarted.on_uplink(&frame(last.clone())).is_none());
     let mut forged = last.clone();
@@ -337,14 +371,7 @@ async fn forged_replayed_and_unknown_frames_are_counted_and_replays_stay_rejecte
     assert!(restarted.on_uplink(&frame(unknown)).is_none());
     assert!(restarted.on_uplink(&frame(vec![0x40, 1, 2])).is_none());
     let stats = link::read_stats(&restarted.stats());
-    let count = |name: &str| {
-        stats
-            .rejects
-            .iter()
-            .find(|(r, _)| r.as_str() == name)
-            .unwrap()
-            .1
-    };
+    let count = |name: &str| rejected(&stats, name);
     assert_eq!(count("replayed_fcnt"), 1, "{stats:?}");
     assert_eq!(count("bad_mic"), 1, "{stats:?}");
     assert_eq!(count("unknown_dev_addr"), 1, "{stats:?}");
@@ -600,4 +627,138 @@ async fn meters_dark_in_a_feeder_outage_are_sent_no_disconnect_and_report_the_ou
     let after = v.gw().policy_pass(v.clock.now(), true).unwrap();
     assert_eq!(after.commands_queued, 1, "{after:?}");
     v.stop.send(true).unwrap();
+}
+
+/// A village mixing payload v1 and DLMS/COSEM meters: the DLMS meters' load profiles are read in
+/// range reads (in blocks at the slow SFs) and charged like the v1 meters' reports; a policy
+/// disconnect and the reconnect after a recharge reach a DLMS meter through the disconnect
+/// control object and are confirmed by its control_state.
+#[tokio::test(start_paused = true)]
+async fn dlms_meters_are_read_disconnected_and_reconnected_beside_v1_meters() {
+    let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
+    let v = village_of(3, 2, config, AccessMode::Scheduled).await;
+    // Households 1 and 2 (a DLMS and a v1 meter) have credit; household 0 (DLMS) has none.
+    for i in 1..3 {
+        v.gw()
+            .store()
+            .record_event(&recharge(&format!("A{i}"), v.clock.now()))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let stats = v.stats();
+    assert_eq!(stats.rejects.total(), 0, "{stats:?}");
+    for (id, m, fw) in &v.meters {
+        let sessions = v.gw().store().link_sessions().unwrap();
+        let s = sessions.iter().find(|s| s.meter == *id).unwrap();
+        assert_eq!(s.dlms.is_some(), m.dlms.is_some(), "{}", m.serial);
+        assert!(
+            s.last_reading_at.unwrap() >= v.clock.now() - Days::minutes(60),
+            "{} last read {:?} at {:?}: {stats:?}",
+            m.serial,
+            s.last_reading_at,
+            v.clock.now()
+        );
+        // Every reading the gateway holds is the meter's own register at that interval's end.
+        let log = locked(fw).nvm.log.clone();
+        let stored = v
+            .gw()
+            .store()
+            .meter_readings(*id, start(), v.clock.now())
+            .unwrap();
+        // Three hours are 12 intervals; all but those of the last hour at least.
+        assert!(stored.len() >= 8, "{}: {}", m.serial, stored.len());
+        for (at, register_wh) in &stored {
+            let logged = log
+                .iter()
+                .find(|i| i.interval_start + Days::minutes(15) == *at)
+                .unwrap_or_else(|| panic!("{} has no interval ending {at}", m.serial));
+            assert_eq!(*register_wh, logged.import_wh as i64, "{}", m.serial);
+        }
+        if let Some(dlms) = &s.dlms {
+            // Both counters were stored as they were used.
+            assert!(dlms.gateway_next_ic.unwrap() > 11, "{dlms:?}");
+            assert!(dlms.meter_last_ic.unwrap() >= 11, "{dlms:?}");
+        }
+    }
+
+    // Household 0's DLMS meter is cut through its disconnect control object...
+    let (meter, _, fw) = &v.meters[0];
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_sent, 1, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(locked(fw).nvm.relay, payload::RelayState::Disconnected);
+    assert_eq!(
+        v.gw().store().relay_state(*meter).unwrap(),
+        RelayState::Disconnected
+    );
+    assert!(v.gw().store().open_relay_commands().unwrap().is_empty());
+    // ... and reconnected after a recharge, confirmed by its control_state.
+    v.gw()
+        .store()
+        .record_event(&recharge("A0", v.clock.now()))
+        .unwrap();
+    let report = v.gw().policy_pass(v.clock.now(), true).unwrap();
+    assert_eq!(report.commands_sent, 1, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(locked(fw).nvm.relay, payload::RelayState::Connected);
+    assert_eq!(
+        v.gw().store().relay_state(*meter).unwrap(),
+        RelayState::Connected
+    );
+    assert!(v.gw().store().open_relay_commands().unwrap().is_empty());
+    assert_eq!(v.stats().relay_latencies.len(), 2);
+    v.stop.send(true).unwrap();
+}
+
+/// A DLMS meter's frames that are replayed (the same APDU in a new, authentic LoRaWAN frame),
+/// wrongly ciphered or malformed are refused and counted, also by a gateway restarted since:
+/// the meter's invocation counter is kept in the store.
+#[tokio::test(start_paused = true)]
+async fn replayed_forged_and_malformed_dlms_frames_are_refused_and_counted() {
+    let v = village_of(1, 1, "", AccessMode::Scheduled).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let (_, m, _) = &v.meters[0];
+    let last = v
+        .uplinks_of(&v.air.take_records(), &m.serial)
+        .into_iter()
+        .rev()
+        .find(|phy| frame::parse_header(phy).unwrap().fport == Some(2))
+        .expect("a DLMS answer on FPort 2");
+    v.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let mut restarted = v.restarted_link();
+    // Each test frame is a new authentic LoRaWAN frame, so only the DLMS layer can refuse it.
+    let header = frame::parse_header(&last).unwrap();
+    let apdu = frame::open_data_frame(&m.keys, &last, u32::from(header.fcnt16)).unwrap();
+    let mut fcnt = u32::from(header.fcnt16);
+    let mut reseal = |body: &[u8]| {
+        fcnt += 1;
+        frame::encode_data_frame(
+            &m.keys,
+            &frame::FrameSpec {
+                direction: frame::Direction::Uplink,
+                confirmed: false,
+                ack: false,
+                fcnt,
+                fport: 2,
+                payload: body,
+            },
+        )
+        .unwrap()
+    };
+    assert!(restarted.on_uplink(&frame(reseal(&apdu))).is_none());
+    let mut forged = apdu.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 0x01;
+    assert!(restarted.on_uplink(&frame(reseal(&forged))).is_none());
+    assert!(restarted
+        .on_uplink(&frame(reseal(&[0, 1, 0, 1, 0, 1, 0, 9, 1])))
+        .is_none());
+    let stats = link::read_stats(&restarted.stats());
+    let count = |name: &str| rejected(&stats, name);
+    assert_eq!(count("dlms_replayed"), 1, "{stats:?}");
+    assert_eq!(count("dlms_bad_tag"), 1, "{stats:?}");
+    assert_eq!(count("dlms_malformed"), 1, "{stats:?}");
+    assert_eq!(stats.rejects.total(), 3, "{stats:?}");
 }

@@ -11,7 +11,7 @@ use crate::link::{
     RelayRequest, SharedStats,
 };
 use crate::local;
-use crate::store::{Fcnt, LinkSession, MeterReading, Store, StoreError};
+use crate::store::{DlmsIc, Fcnt, LinkSession, MeterReading, Store, StoreError};
 use crate::sync::client::{self as sync_client, SyncBackend, SyncConfig};
 use crate::sync::https::{HttpsTransport, SetupError};
 use crate::technician;
@@ -320,6 +320,9 @@ impl LinkBackend for GatewayBackend {
     }
     fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError> {
         self.with(|g| g.store().commit_fcnt(meter, which, fcnt))
+    }
+    fn commit_dlms_ic(&mut self, meter: i64, which: DlmsIc, ic: u32) -> Result<(), LinkError> {
+        self.with(|g| g.store().commit_dlms_ic(meter, which, ic))
     }
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {
         self.with(|g| g.ingest_readings(batch).map(|_| ()))

@@ -111,11 +111,21 @@ pub enum RejectReason {
     FcntGap,
     /// The frame was good but its application payload did not decode (recorded by the caller).
     BadPayload,
+    /// An authentic frame carrying a DLMS APDU whose invocation counter is not above the last one
+    /// accepted from the meter (`dlms::client::DlmsClientError::Replayed`).
+    DlmsReplayed,
+    /// A DLMS APDU whose GCM tag does not verify: wrong key or system title, or a changed bit.
+    DlmsBadTag,
+    /// A DLMS frame whose wrapper, ciphered envelope or APDU is malformed.
+    DlmsMalformed,
+    /// An authentic DLMS APDU that answers nothing in flight, names another meter, or carries
+    /// values outside what docs/dlms.md section 7 fixes.
+    DlmsUnexpected,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order (the order of [`RejectCounters::iter`]).
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Oversize,
         RejectReason::Malformed,
         RejectReason::WrongDirection,
@@ -124,6 +134,10 @@ impl RejectReason {
         RejectReason::ReplayedFcnt,
         RejectReason::FcntGap,
         RejectReason::BadPayload,
+        RejectReason::DlmsReplayed,
+        RejectReason::DlmsBadTag,
+        RejectReason::DlmsMalformed,
+        RejectReason::DlmsUnexpected,
     ];
 
     /// A stable snake_case name for metrics and logs.
@@ -137,6 +151,10 @@ impl RejectReason {
             RejectReason::ReplayedFcnt => "replayed_fcnt",
             RejectReason::FcntGap => "fcnt_gap",
             RejectReason::BadPayload => "bad_payload",
+            RejectReason::DlmsReplayed => "dlms_replayed",
+            RejectReason::DlmsBadTag => "dlms_bad_tag",
+            RejectReason::DlmsMalformed => "dlms_malformed",
+            RejectReason::DlmsUnexpected => "dlms_unexpected",
         }
     }
 
@@ -458,7 +476,7 @@ mod tests {
         assert_eq!(c.get(RejectReason::BadMic), 0);
         assert_eq!(c.total(), 4);
         let names: Vec<_> = c.iter().map(|(r, _)| r.as_str()).collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 12);
         assert_eq!(names[3], "unknown_dev_addr");
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "ALL must follow declaration order");

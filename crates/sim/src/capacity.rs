@@ -19,7 +19,7 @@ use gramgrid_air::sim::radio_on_air;
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_gateway::link::scheduler::RENDEZVOUS_SF;
 use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError};
-use gramgrid_gateway::store::{Fcnt, LinkSession, MeterReading};
+use gramgrid_gateway::store::{DlmsIc, Fcnt, LinkSession, MeterReading};
 use gramgrid_proto::payload::{AccessMode, MeterEvent};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::{Radio, RadioConfig, RadioError};
@@ -211,6 +211,9 @@ impl LinkBackend for BenchBackend {
         Ok(self.sessions.clone())
     }
     fn commit_fcnt(&mut self, _: i64, _: Fcnt, _: u32) -> Result<(), LinkError> {
+        Ok(())
+    }
+    fn commit_dlms_ic(&mut self, _: i64, _: DlmsIc, _: u32) -> Result<(), LinkError> {
         Ok(())
     }
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError> {

@@ -5,7 +5,8 @@
 use crate::store::{LinkSession, MeterReading};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::policy;
-use gramgrid_proto::frame::{seal_v1, DevAddr, Direction, SessionKeys};
+use gramgrid_proto::dlms::wrapper::DLMS_FPORT;
+use gramgrid_proto::frame::{encode_data_frame, DevAddr, Direction, FrameSpec, SessionKeys};
 use gramgrid_proto::payload::{self, DecodeError, Downlink, MeterReport, Uplink, INTERVAL_SECS};
 use gramgrid_proto::security::{FrameFilter, RejectCounters, RejectReason, Rejection, Session};
 use std::collections::HashMap;
@@ -26,8 +27,17 @@ pub struct OpenedUplink {
     pub meter: i64,
     /// The frame's uplink counter, to commit before anything else.
     pub fcnt: u32,
-    /// The application payload decoded as a v1 meter report, or why it is not one.
-    pub report: Result<MeterReport, DecodeError>,
+    /// What the frame carries, by its FPort.
+    pub payload: AppPayload,
+}
+
+/// The application payload of an authentic uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppPayload {
+    /// FPort 1 (or any port but DLMS's): a payload v1 meter report, or why it is not one.
+    V1(Result<MeterReport, DecodeError>),
+    /// FPort 2 ([`DLMS_FPORT`]): a wrapped DLMS APDU for the meter's DLMS client to open.
+    Dlms(Vec<u8>),
 }
 
 /// Why a downlink could not be built.
@@ -44,6 +54,15 @@ pub enum SealError {
         /// The encoder's error.
         detail: String,
     },
+}
+
+/// What a downlink carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutMessage {
+    /// A payload v1 message on FPort 1.
+    V1(Downlink),
+    /// A wrapped, ciphered DLMS request (from the meter's DLMS client) on FPort 2.
+    Dlms(Vec<u8>),
 }
 
 /// All meter sessions the gateway knows, by DevAddr and by meter id.
@@ -122,12 +141,18 @@ impl Sessions {
                 .get(&frame.dev_addr)
                 .map(|m| m.meter)
                 .ok_or(Rejection::UnknownDevAddr(frame.dev_addr))?;
-            let report =
-                Uplink::decode_frame(frame.fport, &frame.payload).map(|Uplink::MeterReport(r)| r);
+            let payload = if frame.fport == Some(DLMS_FPORT) {
+                AppPayload::Dlms(frame.payload)
+            } else {
+                AppPayload::V1(
+                    Uplink::decode_frame(frame.fport, &frame.payload)
+                        .map(|Uplink::MeterReport(r)| r),
+                )
+            };
             Ok(OpenedUplink {
                 meter,
                 fcnt: frame.fcnt,
-                report,
+                payload,
             })
         });
         if let Err(rejection) = &opened {
@@ -147,7 +172,7 @@ impl Sessions {
     pub fn seal_downlink(
         &self,
         meter: i64,
-        message: &Downlink,
+        message: &OutMessage,
     ) -> Result<(u32, Vec<u8>), SealError> {
         let session = self
             .addr_of
@@ -156,9 +181,22 @@ impl Sessions {
             .ok_or(SealError::NoSession(meter))?;
         let fcnt = session.fcnt_down.map_or(0, |f| f.wrapping_add(1));
         let encode = |detail: String| SealError::Encode { meter, detail };
-        let body = message.encode().map_err(|e| encode(e.to_string()))?;
-        let phy = seal_v1(&session.keys, Direction::Downlink, fcnt, &body)
-            .map_err(|e| encode(e.to_string()))?;
+        let (fport, body) = match message {
+            OutMessage::V1(message) => (
+                payload::FPORT,
+                message.encode().map_err(|e| encode(e.to_string()))?,
+            ),
+            OutMessage::Dlms(request) => (DLMS_FPORT, request.clone()),
+        };
+        let spec = FrameSpec {
+            direction: Direction::Downlink,
+            confirmed: false,
+            ack: false,
+            fcnt,
+            fport,
+            payload: &body,
+        };
+        let phy = encode_data_frame(&session.keys, &spec).map_err(|e| encode(e.to_string()))?;
         Ok((fcnt, phy))
     }
 
@@ -187,8 +225,13 @@ impl Sessions {
 
 /// The readings a report carries: the register at the end of each interval.
 pub fn readings_of(meter: i64, report: &MeterReport) -> Vec<MeterReading> {
-    report
-        .intervals
+    interval_readings(meter, &report.intervals)
+}
+
+/// The readings of a meter's intervals (a v1 report's, a DLMS profile's rows): the registers at
+/// the end of each.
+pub fn interval_readings(meter: i64, intervals: &[payload::IntervalReading]) -> Vec<MeterReading> {
+    intervals
         .iter()
         .map(|i| MeterReading {
             meter,
@@ -207,7 +250,8 @@ pub fn next_since(report: &MeterReport) -> Option<DateTime<Utc>> {
         .map(|i| interval_end(i.interval_start))
 }
 
-fn interval_end(start: DateTime<Utc>) -> DateTime<Utc> {
+/// The end of the interval starting at `start`.
+pub fn interval_end(start: DateTime<Utc>) -> DateTime<Utc> {
     start + Duration::seconds(i64::from(INTERVAL_SECS))
 }
 
@@ -218,6 +262,14 @@ pub fn relay_state(state: payload::RelayState) -> policy::RelayState {
         payload::RelayState::Disconnected | payload::RelayState::ReadyForReconnection => {
             policy::RelayState::Disconnected
         }
+    }
+}
+
+/// The relay state a command leaves the meter in.
+pub fn state_after(action: policy::RelayAction) -> policy::RelayState {
+    match action {
+        policy::RelayAction::Connect => policy::RelayState::Connected,
+        policy::RelayAction::Disconnect => policy::RelayState::Disconnected,
     }
 }
 

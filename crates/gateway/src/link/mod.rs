@@ -4,6 +4,7 @@
 //! - `scheduler` (pure): who to poll next, at which spreading factor, from which interval on.
 //! - `frames`: sessions, frame counters, rejection counters, report → readings.
 //! - `task`: the async loop that owns the radio (scheduled mode, or ALOHA listening).
+//!   `task::dlms` holds a DLMS/COSEM meter's turns (docs/dlms.md section 7).
 //! - `config`: the `[radio]` and `[link]` sections of the gateway config.
 //!
 //! Whatever must be durable goes through a [`LinkBackend`]: the gateway's store in the daemon, an
@@ -15,7 +16,7 @@ pub mod frames;
 pub mod scheduler;
 pub mod task;
 
-use crate::store::{Fcnt, LinkSession, MeterReading, StoreError};
+use crate::store::{DlmsIc, Fcnt, LinkSession, MeterReading, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_proto::payload::{DisplayUpdate, MeterEvent};
@@ -65,6 +66,9 @@ pub trait LinkBackend {
     fn sessions(&mut self) -> Result<Vec<LinkSession>, LinkError>;
     /// Durably records a frame counter (before the frame is acted upon or sent).
     fn commit_fcnt(&mut self, meter: i64, which: Fcnt, fcnt: u32) -> Result<(), LinkError>;
+    /// Durably records a DLMS meter's invocation counter (the gateway's before its request is
+    /// sent, the meter's before its answer is acted upon).
+    fn commit_dlms_ic(&mut self, meter: i64, which: DlmsIc, ic: u32) -> Result<(), LinkError>;
     /// Readings heard from a meter.
     fn readings(&mut self, batch: &[MeterReading]) -> Result<(), LinkError>;
     /// Events a meter reported (tamper, power fail and restore, relay operated, clock set), heard

@@ -4,16 +4,22 @@
 //! A relay command withdrawn by the gateway is dropped, and one whose transmission would end after
 //! its `not_after` (a disconnect's window end, judged on the link clock just before transmitting)
 //! is dropped untransmitted; the gateway's policy decides again.
+//!
+//! A DLMS meter (docs/dlms.md section 7) takes its polls, clock sets and relay commands as DLMS
+//! exchanges (`dlms`); its SF assignment stays a payload v1 ScheduleAssign.
 
-use super::frames::{self, OpenedUplink, Sessions};
+mod dlms;
+
+use super::frames::{self, AppPayload, OpenedUplink, OutMessage, Sessions};
 use super::scheduler::{self, Errand, ScheduleTiming, Scheduler, Turn};
 use super::{
     LinkBackend, LinkClock, LinkError, LinkRequest, ProvisionedMeters, RelayRequest, SharedStats,
     REPLY_DELAY, RX1_DELAY,
 };
-use crate::store::{Fcnt, StoreError};
+use crate::store::{Fcnt, MeterReading, StoreError};
 use chrono::{DateTime, Utc};
 use gramgrid_core::policy::RelayState;
+use gramgrid_proto::dlms::client::{Answer, DlmsClient};
 use gramgrid_proto::payload::{
     AccessMode, Downlink, MeterReport, Poll, RelayCommand, ScheduleAssign, TimeSync,
 };
@@ -63,9 +69,18 @@ enum Sent {
     TooLate,
 }
 
+/// What an accepted uplink said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    /// A payload v1 report (its intervals emptied if they could not be stored).
+    Report(MeterReport),
+    /// A DLMS meter's answer or push, already acted upon (readings stored, relay state noted).
+    Dlms(Answer),
+}
+
 /// A reply heard from the meter an exchange addressed.
 struct Reply {
-    report: MeterReport,
+    heard: Heard,
     rssi_dbm: i16,
     snr_db: i16,
 }
@@ -83,6 +98,12 @@ pub struct Link<B: LinkBackend> {
     provisioned: ProvisionedMeters,
     /// Whether meters' clocks may be set to the gateway's ([`LinkRequest::ClockTrusted`]).
     clock_trusted: bool,
+    /// The DLMS client of each DLMS meter (by meter id).
+    dlms: HashMap<i64, DlmsClient>,
+    /// When each DLMS meter's clock was last read (v1 meters report theirs in every reply).
+    dlms_clock_read: HashMap<i64, Instant>,
+    /// The gateway's DLMS system title (from its id).
+    gateway_title: [u8; 8],
 }
 
 impl<B: LinkBackend> Link<B> {
@@ -100,7 +121,17 @@ impl<B: LinkBackend> Link<B> {
             relay_seen: HashMap::new(),
             provisioned: ProvisionedMeters::default(),
             clock_trusted: false,
+            dlms: HashMap::new(),
+            dlms_clock_read: HashMap::new(),
+            gateway_title: gramgrid_proto::dlms::client::gateway_system_title(""),
         }
+    }
+
+    /// The gateway's id, from which its DLMS system title comes (docs/dlms.md section 7); DLMS
+    /// meters are provisioned with that title.
+    pub fn with_gateway_id(mut self, gateway_id: &str) -> Self {
+        self.gateway_title = gramgrid_proto::dlms::client::gateway_system_title(gateway_id);
+        self
     }
 
     /// Publishes the meters this link can reach to `provisioned` (the command channel's view).
@@ -130,11 +161,13 @@ impl<B: LinkBackend> Link<B> {
             self.scheduler.remove(meter);
             self.commands.retain(|p| p.request.meter != meter);
             self.relay_seen.remove(&meter);
+            self.dlms.remove(&meter);
             tracing::info!(
                 meter,
                 "meter no longer provisioned here; the link stops polling it"
             );
         }
+        self.load_dlms(&stored);
         self.provisioned.replace(self.sessions.meters());
         let now = self.clock.now();
         for s in &stored {
@@ -252,7 +285,7 @@ impl<B: LinkBackend> Link<B> {
                 continue;
             };
             let request = self.commands[i].request.clone();
-            let message = self.command_message(i);
+            let message = OutMessage::V1(self.command_message(i));
             let sf = self.radio.spreading_factor;
             match self
                 .send(&mut radio, meter, sf, &message, request.not_after)
@@ -269,9 +302,9 @@ impl<B: LinkBackend> Link<B> {
     }
 
     /// Handles one uplink heard outside an exchange (ALOHA, or a benchmark's extra receivers).
-    /// Returns the meter and its report if the frame was accepted; a report whose readings could
+    /// Returns the meter and what it said if the frame was accepted; a report whose readings could
     /// not be stored comes back without them, so that no one counts them as fetched.
-    pub fn on_uplink(&mut self, frame: &RxFrame) -> Option<(i64, MeterReport)> {
+    pub fn on_uplink(&mut self, frame: &RxFrame) -> Option<(i64, Heard)> {
         let opened = match self.sessions.open_uplink(&frame.payload) {
             Ok(opened) => opened,
             Err(rejection) => {
@@ -283,7 +316,7 @@ impl<B: LinkBackend> Link<B> {
         let OpenedUplink {
             meter,
             fcnt,
-            report,
+            payload,
         } = opened;
         if let Err(error) = self.backend.commit_fcnt(meter, Fcnt::Up, fcnt) {
             tracing::error!(%error, meter, "cannot persist the uplink counter; frame not acted upon");
@@ -296,11 +329,13 @@ impl<B: LinkBackend> Link<B> {
             let health = s.meters.entry(meter).or_default();
             health.note_heard(at, sf, frame.rssi_dbm, frame.snr_db);
         });
-        let report = match report {
-            Ok(report) => report,
-            Err(error) => {
-                self.sessions.count_reject(RejectReason::BadPayload);
-                self.stats_mut(|s| s.rejects = self.sessions.rejects().clone());
+        let report = match payload {
+            AppPayload::V1(Ok(report)) => report,
+            AppPayload::Dlms(apdu) => {
+                return self.on_dlms(meter, &apdu).map(|a| (meter, Heard::Dlms(a)))
+            }
+            AppPayload::V1(Err(error)) => {
+                self.count_reject(RejectReason::BadPayload);
                 tracing::warn!(%error, meter, "authentic uplink whose payload is not v1; ignored");
                 return None;
             }
@@ -311,7 +346,12 @@ impl<B: LinkBackend> Link<B> {
             // fetched, so the next poll asks for them again. The meter keeps a week of them.
             report.intervals.clear();
         }
-        Some((meter, report))
+        Some((meter, Heard::Report(report)))
+    }
+
+    fn count_reject(&mut self, reason: RejectReason) {
+        self.sessions.count_reject(reason);
+        self.stats_mut(|s| s.rejects = self.sessions.rejects().clone());
     }
 
     /// Stores what a report says; false if its readings could not be stored.
@@ -326,20 +366,7 @@ impl<B: LinkBackend> Link<B> {
             );
             self.scheduler.set_clock(meter, at);
         }
-        let readings = frames::readings_of(meter, report);
-        let mut stored = true;
-        if !readings.is_empty() {
-            match self.backend.readings(&readings) {
-                Ok(()) => self.stats_mut(|s| s.readings += readings.len() as u64),
-                // Shedding for want of disk space is logged once by the gateway: a line per
-                // report would fill the disk further.
-                Err(LinkError::Store(StoreError::ReadingsShed { .. })) => stored = false,
-                Err(error) => {
-                    stored = false;
-                    tracing::error!(%error, meter, "readings heard but not stored; they will be fetched again")
-                }
-            }
-        }
+        let stored = self.store_readings(meter, &frames::readings_of(meter, report));
         if !report.events.is_empty() {
             if let Err(error) = self.backend.events(meter, &report.events, at) {
                 tracing::error!(%error, meter, "meter events heard but not stored");
@@ -353,15 +380,45 @@ impl<B: LinkBackend> Link<B> {
                 .iter()
                 .position(|p| p.request.meter == meter && p.wire_id == ack.command_id)
             {
-                let done = self.commands.swap_remove(i);
-                let latency = now - done.queued;
-                tracing::info!(meter, command = %done.request.command_id, ?latency, outcome = ?ack.outcome, "relay command acknowledged");
-                self.stats_mut(|s| s.relay_latencies.push(latency));
+                tracing::info!(meter, outcome = ?ack.outcome, "relay command acknowledged");
+                self.command_done(i, now);
                 acked = true;
             }
         }
-        let state = frames::relay_state(report.relay_state);
-        if acked || self.relay_seen.get(&meter) != Some(&state) {
+        self.note_relay_state(meter, frames::relay_state(report.relay_state), acked, at);
+        stored
+    }
+
+    /// Hands readings heard from `meter` to the backend; false if they could not be stored.
+    fn store_readings(&mut self, meter: i64, readings: &[MeterReading]) -> bool {
+        if readings.is_empty() {
+            return true;
+        }
+        match self.backend.readings(readings) {
+            Ok(()) => {
+                self.stats_mut(|s| s.readings += readings.len() as u64);
+                true
+            }
+            // Shedding for want of disk space is logged once by the gateway: a line per
+            // report would fill the disk further.
+            Err(LinkError::Store(StoreError::ReadingsShed { .. })) => false,
+            Err(error) => {
+                tracing::error!(%error, meter, "readings heard but not stored; they will be fetched again");
+                false
+            }
+        }
+    }
+
+    /// Hands a relay state heard from `meter` to the backend when it changed, or always when it
+    /// confirms a command (`confirms`).
+    fn note_relay_state(
+        &mut self,
+        meter: i64,
+        state: RelayState,
+        confirms: bool,
+        at: DateTime<Utc>,
+    ) {
+        if confirms || self.relay_seen.get(&meter) != Some(&state) {
             match self.backend.relay_state(meter, state, at) {
                 Ok(()) => {
                     self.relay_seen.insert(meter, state);
@@ -369,7 +426,14 @@ impl<B: LinkBackend> Link<B> {
                 Err(error) => tracing::error!(%error, meter, "relay state heard but not stored"),
             }
         }
-        stored
+    }
+
+    /// Ends waiting command `i`: its meter confirmed it.
+    fn command_done(&mut self, i: usize, now: Instant) {
+        let done = self.commands.swap_remove(i);
+        let latency = now - done.queued;
+        tracing::info!(meter = done.request.meter, command = %done.request.command_id, ?latency, "relay command confirmed by the meter");
+        self.stats_mut(|s| s.relay_latencies.push(latency));
     }
 
     async fn scheduled_turn<R: Radio>(
@@ -377,6 +441,9 @@ impl<B: LinkBackend> Link<B> {
         radio: &mut R,
         turn: Turn,
     ) -> Result<(), LinkError> {
+        if self.dlms.contains_key(&turn.meter) && !matches!(turn.errand, Errand::Assign { .. }) {
+            return self.dlms_turn(radio, turn).await;
+        }
         let message = match turn.errand {
             Errand::Poll { since } => Downlink::Poll(Poll { since }),
             Errand::Assign { sf } => Downlink::ScheduleAssign(ScheduleAssign {
@@ -391,30 +458,42 @@ impl<B: LinkBackend> Link<B> {
             }),
             Errand::Display(update) => Downlink::DisplayUpdate(update),
         };
-        self.send(radio, turn.meter, turn.sf, &message, None)
+        self.send(radio, turn.meter, turn.sf, &OutMessage::V1(message), None)
             .await?;
         let reply = self.reply_from(radio, turn.meter, turn.sf).await?;
+        let since = reply.as_ref().and_then(|r| match &r.heard {
+            Heard::Report(report) => frames::next_since(report),
+            Heard::Dlms(_) => None,
+        });
+        self.end_turn(&turn, reply.map(|r| (r.rssi_dbm, r.snr_db)), since);
+        Ok(())
+    }
+
+    /// Tells the scheduler how `turn` went: answered (the reply's RSSI and SNR, and the start of
+    /// the interval after the newest fetched) or not.
+    fn end_turn(&mut self, turn: &Turn, signal: Option<(i16, i16)>, since: Option<DateTime<Utc>>) {
         let now = self.clock.now();
-        match reply {
-            Some(reply) => {
-                let best = scheduler::sf_for_reply(reply.rssi_dbm, reply.snr_db);
-                let since = frames::next_since(&reply.report);
-                self.scheduler.heard(&turn, now, since, best);
+        match signal {
+            Some((rssi_dbm, snr_db)) => {
+                let best = scheduler::sf_for_reply(rssi_dbm, snr_db);
+                self.scheduler.heard(turn, now, since, best);
             }
             None => {
                 self.note_silence(turn.meter, turn.sf, now);
-                self.scheduler.silent(&turn, now);
+                self.scheduler.silent(turn, now);
             }
         }
         self.provisioned.set_silent(self.scheduler.silent_meters());
-        Ok(())
     }
 
     async fn command_turn<R: Radio>(&mut self, radio: &mut R, i: usize) -> Result<(), LinkError> {
         let request = self.commands[i].request.clone();
         let meter = request.meter;
         let sf = self.scheduler.sf(meter).unwrap_or(scheduler::RENDEZVOUS_SF);
-        let message = self.command_message(i);
+        if self.dlms.contains_key(&meter) {
+            return self.dlms_command_turn(radio, i, sf).await;
+        }
+        let message = OutMessage::V1(self.command_message(i));
         if self
             .send(radio, meter, sf, &message, request.not_after)
             .await?
@@ -431,18 +510,25 @@ impl<B: LinkBackend> Link<B> {
 
     /// Marks command `i` as tried now and returns its downlink.
     fn command_message(&mut self, i: usize) -> Downlink {
+        let (wire_id, action) = self.note_try(i);
+        Downlink::RelayCommand(RelayCommand {
+            command_id: wire_id,
+            action: frames::relay_action(action),
+        })
+    }
+
+    /// Marks command `i` as tried now (dropping it after its last try) and returns its wire id
+    /// and action.
+    fn note_try(&mut self, i: usize) -> (u32, gramgrid_core::policy::RelayAction) {
         let p = &mut self.commands[i];
         p.tries += 1;
         p.next_try = Instant::now() + COMMAND_RETRY;
-        let message = Downlink::RelayCommand(RelayCommand {
-            command_id: p.wire_id,
-            action: frames::relay_action(p.request.action),
-        });
+        let tried = (p.wire_id, p.request.action);
         if p.tries >= COMMAND_TRIES {
-            tracing::warn!(meter = p.request.meter, command = %p.request.command_id, "relay command unacknowledged after {COMMAND_TRIES} tries; the gateway's retry policy takes over");
+            tracing::warn!(meter = p.request.meter, command = %p.request.command_id, "relay command unconfirmed after {COMMAND_TRIES} tries; the gateway's retry policy takes over");
             self.commands.swap_remove(i);
         }
-        message
+        tried
     }
 
     /// Listens for the reply of `meter` to the downlink just sent at `sf`.
@@ -463,10 +549,10 @@ impl<B: LinkBackend> Link<B> {
             }
             match radio.receive(left).await {
                 Ok(frame) => {
-                    if let Some((from, report)) = self.on_uplink(&frame) {
+                    if let Some((from, heard)) = self.on_uplink(&frame) {
                         if from == meter {
                             return Ok(Some(Reply {
-                                report,
+                                heard,
                                 rssi_dbm: frame.rssi_dbm,
                                 snr_db: frame.snr_db,
                             }));
@@ -487,7 +573,7 @@ impl<B: LinkBackend> Link<B> {
         radio: &mut R,
         meter: i64,
         sf: u8,
-        message: &Downlink,
+        message: &OutMessage,
         not_after: Option<DateTime<Utc>>,
     ) -> Result<Sent, LinkError> {
         let (fcnt, phy) = match self.sessions.seal_downlink(meter, message) {
@@ -538,6 +624,8 @@ impl<B: LinkBackend> Link<B> {
                 }
             }
             LinkRequest::ClockTrusted(trusted) => self.clock_trusted = trusted,
+            // DLMS meters are not sent display updates (no such object in section 7's subset).
+            LinkRequest::Display { meter, .. } if self.dlms.contains_key(&meter) => {}
             LinkRequest::Display { meter, update } => {
                 self.scheduler.show(meter, update, self.clock.now())
             }

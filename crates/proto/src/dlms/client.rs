@@ -34,6 +34,7 @@ use super::obis;
 use super::wrapper::{Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT};
 use super::{length_len, DecodeError};
 use crate::payload::{IntervalReading, RelayAction, RelayState, INTERVAL_SECS};
+use crate::security::RejectReason;
 
 /// A profile row in A-XDR: `structure(3) { octet-string(12) date-time, double-long-unsigned,
 /// double-long-unsigned }` = 2 + 14 + 5 + 5 bytes.
@@ -70,7 +71,11 @@ pub struct MeterSecurity {
 
 impl std::fmt::Debug for MeterSecurity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MeterSecurity {{ system_title: {:02X?}, keys: <redacted> }}", self.system_title)
+        write!(
+            f,
+            "MeterSecurity {{ system_title: {:02X?}, keys: <redacted> }}",
+            self.system_title
+        )
     }
 }
 
@@ -318,6 +323,23 @@ pub enum DlmsClientError {
     Request(#[from] RequestError),
 }
 
+impl DlmsClientError {
+    /// The link counter a refused frame goes to; None for a meter's refusal of a request (an
+    /// answer, not a bad frame).
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            DlmsClientError::Malformed(_) => Some(RejectReason::DlmsMalformed),
+            DlmsClientError::AuthenticationFailed => Some(RejectReason::DlmsBadTag),
+            DlmsClientError::Replayed(_) => Some(RejectReason::DlmsReplayed),
+            DlmsClientError::Refused(_) | DlmsClientError::Request(_) => None,
+            DlmsClientError::WrongSender { .. }
+            | DlmsClientError::Unexpected(_)
+            | DlmsClientError::BadProfile(_)
+            | DlmsClientError::BadValue(_) => Some(RejectReason::DlmsUnexpected),
+        }
+    }
+}
+
 /// Why a request cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RequestError {
@@ -425,6 +447,11 @@ impl DlmsClient {
     /// The meter's last accepted invocation counter (store it before acting on an answer).
     pub fn last_meter_ic(&self) -> Option<u32> {
         self.meter_ic.last()
+    }
+
+    /// The association's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The meter's system title.

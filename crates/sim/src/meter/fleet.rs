@@ -1,11 +1,14 @@
 //! A simulated meter fleet: meters scattered over a village around the gateway, each running the
 //! virtual firmware on a radio (emulated SX1262 on the UDP air bus, or a light radio in-process).
 
+use super::dlms::{DlmsServer, Nameplate};
 use super::firmware::Firmware;
 use gramgrid_air::air::{link_loss_db, NodeSpec};
 use gramgrid_air::pathloss::PathLossModel;
 use gramgrid_core::tariff::Category;
 use gramgrid_gateway::link::{LinkClock, REPLY_DELAY, RX1_DELAY};
+use gramgrid_proto::dlms::cipher::Keys;
+use gramgrid_proto::dlms::client::{gateway_system_title, MeterSecurity};
 use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::manifest::MeterRole;
 use gramgrid_proto::payload::AccessMode;
@@ -42,6 +45,44 @@ pub struct PlannedMeter {
     pub seed: u64,
     /// A household's meter, or the distribution transformer's.
     pub role: MeterRole,
+    /// A DLMS/COSEM meter's association ([`make_dlms`]); None for a payload v1 meter.
+    pub dlms: Option<PlannedDlms>,
+}
+
+/// A planned DLMS meter's association: its keys and system title, and the system title of the
+/// gateway it answers (docs/dlms.md section 7).
+#[derive(Debug, Clone)]
+pub struct PlannedDlms {
+    /// The meter's global keys and system title (what the manifest provisions).
+    pub security: MeterSecurity,
+    /// The gateway's system title ([`gateway_system_title`] of its id).
+    pub gateway_title: [u8; 8],
+}
+
+/// Makes the first `n` household meters of `plan` DLMS/COSEM meters of gateway `gateway_id`,
+/// with keys drawn from `seed` and system title `SIM`, 0, and their number (u32, big-endian).
+pub fn make_dlms(plan: &mut [PlannedMeter], n: usize, gateway_id: &str, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x646c_6d73);
+    let households = plan.iter_mut().filter(|m| m.role == MeterRole::Consumer);
+    for (i, m) in households.take(n).enumerate() {
+        let mut key = || {
+            let mut k = [0u8; 16];
+            rng.fill(&mut k);
+            k[0] |= 1; // never the all-zero placeholder the manifest refuses
+            k
+        };
+        let keys = Keys {
+            encryption: key(),
+            authentication: key(),
+        };
+        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut system_title = *b"SIM\0\0\0\0\0";
+        system_title[4..].copy_from_slice(&number.to_be_bytes());
+        m.dlms = Some(PlannedDlms {
+            security: MeterSecurity { keys, system_title },
+            gateway_title: gateway_system_title(gateway_id),
+        });
+    }
 }
 
 /// Serial number of fleet meter `i` (same in every process with the same plan).
@@ -96,6 +137,7 @@ pub fn plan(
                 sf: choose_sf(rx),
                 seed: rng.random(),
                 role: MeterRole::Consumer,
+                dlms: None,
             }
         })
         .collect()
@@ -129,6 +171,7 @@ pub fn transformer_meter(seed: u64, path_loss: &PathLossModel, gateway: &NodeSpe
         sf: choose_sf(rx),
         seed: rng.random(),
         role: MeterRole::Transformer,
+        dlms: None,
     }
 }
 
@@ -159,6 +202,16 @@ pub fn manifest_toml(meters: &[PlannedMeter]) -> String {
             m.keys.app_skey.to_storage_hex(),
             m.role.name(),
         );
+        if let Some(dlms) = &m.dlms {
+            let security = &dlms.security;
+            let _ = write!(
+                out,
+                "protocol = \"dlms\"\ndlms_ek = \"{}\"\ndlms_ak = \"{}\"\nsystem_title = \"{}\"\n",
+                hex::encode_upper(security.keys.encryption),
+                hex::encode_upper(security.keys.authentication),
+                hex::encode_upper(security.system_title),
+            );
+        }
     }
     out
 }
@@ -179,7 +232,23 @@ pub fn firmware(
     } else {
         gramgrid_gateway::link::scheduler::RENDEZVOUS_SF
     };
-    Firmware::new(m.keys.clone(), m.category, sf, m.seed, clock.now()).with_mode(mode)
+    let firmware =
+        Firmware::new(m.keys.clone(), m.category, sf, m.seed, clock.now()).with_mode(mode);
+    match &m.dlms {
+        None => firmware,
+        Some(dlms) => firmware.with_dlms(
+            DlmsServer::new(
+                dlms.security.keys.clone(),
+                dlms.security.system_title,
+                dlms.gateway_title,
+            ),
+            Nameplate {
+                serial: m.serial.clone(),
+                manufacturer: "gramgrid simulator".to_owned(),
+                firmware_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        ),
+    }
 }
 
 /// Airtime a meter's transmissions took, summed over a fleet (for channel utilisation).
