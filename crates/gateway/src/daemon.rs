@@ -161,6 +161,7 @@ pub async fn run(
         clock: WallClock::System,
     };
     let watchdog_limits = crate::watchdog::limits_for(&services.policy_schedule, Utc::now());
+    let gateway_id = config.gateway.id.clone();
     let gateway = Arc::new(Mutex::new(Gateway::open(config)?));
     tracing::info!(socket = %services.socket.display(), "gateway started");
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -175,6 +176,7 @@ pub async fn run(
             .set_relay_link(Box::new(sender));
         tasks.spawn(run_link(
             gateway.clone(),
+            gateway_id,
             radio,
             link,
             (requests, provisioned, link_stats),
@@ -205,6 +207,7 @@ pub async fn run(
 /// config names and runs the access mode until `stop`. Errors are logged, never fatal to the daemon.
 async fn run_link(
     gateway: Arc<Mutex<Gateway>>,
+    gateway_id: String,
     radio: RadioSection,
     link: LinkSection,
     commands: (
@@ -214,7 +217,7 @@ async fn run_link(
     ),
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(error) = serve_gateway(gateway, radio, link, commands, stop).await {
+    if let Err(error) = serve_gateway(gateway, &gateway_id, radio, link, commands, stop).await {
         tracing::error!(%error, "the meter link stopped: no readings are heard and relay commands wait in the store until it is fixed and the gateway restarted");
     }
 }
@@ -226,6 +229,7 @@ async fn run_link(
 )]
 async fn serve_gateway(
     gateway: Arc<Mutex<Gateway>>,
+    gateway_id: &str,
     radio: RadioSection,
     link: LinkSection,
     (requests, provisioned, stats): (
@@ -249,7 +253,8 @@ async fn serve_gateway(
         LinkClock::system(),
     )
     .with_provisioned(provisioned)
-    .with_stats(stats);
+    .with_stats(stats)
+    .with_gateway_id(gateway_id);
     match radio.kind {
         RadioKind::None => Ok(()),
         #[cfg(feature = "emulator")]

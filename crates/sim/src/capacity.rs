@@ -1,4 +1,5 @@
-//! `gramgrid bench capacity`: the largest fleet one channel serves, scheduled versus ALOHA.
+//! `gramgrid bench capacity`: the largest fleet one channel serves: scheduled payload v1 meters,
+//! scheduled DLMS/COSEM meters (docs/dlms.md section 7), and ALOHA.
 //!
 //! Each run simulates a village under tokio's paused clock: the real link task (scheduler, frame
 //! filter, counters) on an emulated SX1262 driven by lora-phy at the mast, and `n` meters running
@@ -19,7 +20,7 @@ use gramgrid_air::sim::radio_on_air;
 use gramgrid_core::policy::{RelayAction, RelayState};
 use gramgrid_gateway::link::scheduler::RENDEZVOUS_SF;
 use gramgrid_gateway::link::{self, Link, LinkBackend, LinkClock, LinkError};
-use gramgrid_gateway::store::{DlmsIc, Fcnt, LinkSession, MeterReading};
+use gramgrid_gateway::store::{DlmsAssociation, DlmsIc, Fcnt, LinkSession, MeterReading};
 use gramgrid_proto::payload::{AccessMode, MeterEvent};
 use gramgrid_radio::phy::PhyOptions;
 use gramgrid_radio::{Radio, RadioConfig, RadioError};
@@ -30,6 +31,42 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// How the meters of a run are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The gateway's scheduler polls payload v1 meters.
+    Scheduled,
+    /// The gateway's scheduler reads DLMS/COSEM meters (range reads, blocks at the slow SFs).
+    Dlms,
+    /// Payload v1 meters send on their own timers (LoRaWAN Class A style).
+    Aloha,
+}
+
+impl Mode {
+    /// Every mode, in the report's order.
+    pub const ALL: [Mode; 3] = [Mode::Scheduled, Mode::Dlms, Mode::Aloha];
+
+    /// The mode's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Scheduled => "scheduled",
+            Mode::Dlms => "dlms",
+            Mode::Aloha => "aloha",
+        }
+    }
+
+    fn access(self) -> AccessMode {
+        match self {
+            Mode::Scheduled | Mode::Dlms => AccessMode::Scheduled,
+            Mode::Aloha => AccessMode::Aloha,
+        }
+    }
+}
+
+/// The gateway id of the benchmark's DLMS meters' association.
+const BENCH_GATEWAY_ID: &str = "bench-gateway";
 
 /// The delivery target of the issue: 99.9 % of readings within 60 minutes.
 pub const TARGET_PERCENT: f64 = 99.9;
@@ -121,11 +158,13 @@ pub struct ModeResult {
     pub runs: Vec<Run>,
 }
 
-/// Both modes.
+/// Every mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct CapacityReport {
     /// The gateway's scheduler polls the meters.
     pub scheduled: ModeResult,
+    /// The gateway's scheduler reads DLMS/COSEM meters.
+    pub dlms: ModeResult,
     /// The meters send on their own timers (LoRaWAN Class A style).
     pub aloha: ModeResult,
     /// Simulated hours per run, warm-up included.
@@ -138,16 +177,18 @@ pub struct CapacityReport {
 
 const METHOD: &str = "one channel (865.0625 MHz, BW125); rural Hata path loss with 8 dB shadowing; gateway: real link task on an emulated SX1262 via lora-phy (ALOHA: one per SF); meters: virtual firmware on a light radio over the same Air and time-on-air model";
 
-/// Runs the search for both modes; `progress` sees every run as it finishes.
+/// Runs the search for every mode; `progress` sees every run as it finishes.
 pub fn capacity(
     options: &CapacityOptions,
-    mut progress: impl FnMut(AccessMode, &Run),
+    mut progress: impl FnMut(Mode, &Run),
 ) -> Result<CapacityReport, RadioError> {
     let mut search = |mode| search(options, mode, &mut progress);
-    let scheduled = search(AccessMode::Scheduled)?;
-    let aloha = search(AccessMode::Aloha)?;
+    let scheduled = search(Mode::Scheduled)?;
+    let dlms = search(Mode::Dlms)?;
+    let aloha = search(Mode::Aloha)?;
     Ok(CapacityReport {
         scheduled,
+        dlms,
         aloha,
         hours: options.hours,
         radius_m: options.radius_m,
@@ -158,8 +199,8 @@ pub fn capacity(
 /// Doubles the fleet from 250 until a run misses the target, then bisects to about 4 %.
 fn search(
     options: &CapacityOptions,
-    mode: AccessMode,
-    progress: &mut impl FnMut(AccessMode, &Run),
+    mode: Mode,
+    progress: &mut impl FnMut(Mode, &Run),
 ) -> Result<ModeResult, RadioError> {
     let mut runs: Vec<Run> = Vec::new();
     let mut best: Option<Run> = None;
@@ -233,7 +274,7 @@ impl LinkBackend for BenchBackend {
 }
 
 /// Simulates `n` meters in `mode` on a fresh paused-clock runtime.
-pub fn simulate(options: &CapacityOptions, mode: AccessMode, n: usize) -> Result<Run, RadioError> {
+pub fn simulate(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run, RadioError> {
     let runtime = crate::radio_bench::paused_runtime()?;
     let wall = std::time::Instant::now();
     let mut run = runtime.block_on(village(options, mode, n))?;
@@ -241,20 +282,23 @@ pub fn simulate(options: &CapacityOptions, mode: AccessMode, n: usize) -> Result
     Ok(run)
 }
 
-async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Result<Run, RadioError> {
+async fn village(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run, RadioError> {
     let air = Air::new(AirConfig {
         seed: options.seed,
         path_loss: options.path_loss.clone(),
         keep_records: false,
     });
     let gw_spec = fleet::gateway_spec();
-    let plan = fleet::plan(
+    let mut plan = fleet::plan(
         n,
         options.radius_m,
         options.seed,
         &options.path_loss,
         &gw_spec,
     );
+    if mode == Mode::Dlms {
+        fleet::make_dlms(&mut plan, n, BENCH_GATEWAY_ID, options.seed);
+    }
     let start = DateTime::from_timestamp(1_795_804_200, 0).unwrap_or_default(); // 2026-11-28 00:00 IST
     let clock = LinkClock::starting_at(start);
     let id = |i: usize| i64::try_from(i).unwrap_or(i64::MAX) + 1;
@@ -269,7 +313,11 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
             fcnt_down: None,
             last_reading_at: None,
             installed_at: start - chrono::Duration::days(30),
-            dlms: None,
+            dlms: m.dlms.as_ref().map(|d| DlmsAssociation {
+                security: d.security.clone(),
+                gateway_next_ic: None,
+                meter_last_ic: None,
+            }),
         })
         .collect();
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -281,7 +329,8 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     let (stop, stopping) = watch::channel(false);
     let uplink_airtime: fleet::AirtimeTally = Arc::default();
     let timing = gramgrid_gateway::link::config::LinkSection::default().timing();
-    let mut link = Link::new(backend, timing, RadioConfig::gateway(), clock);
+    let mut link =
+        Link::new(backend, timing, RadioConfig::gateway(), clock).with_gateway_id(BENCH_GATEWAY_ID);
     let stats = link.stats();
     let sf_of: HashMap<i64, u8> = plan
         .iter()
@@ -292,7 +341,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
         .map_err(|e| RadioError::Io(e.to_string()))?;
     let (mut commands, requests) = link::command_channel(link::ProvisionedMeters::default());
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    match mode {
+    match mode.access() {
         AccessMode::Scheduled => {
             let (radio, _chip) = radio_on_air(&air, gw_spec.clone(), PhyOptions::default()).await?;
             let stop = stopping.clone();
@@ -342,7 +391,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     let mut meters: Vec<(i64, Option<u8>, MeterHandle)> = Vec::new();
     for (i, m) in plan.iter().enumerate() {
         let radio = LightRadio::attach(&air, m.spec.clone(), Some(m.keys.dev_addr));
-        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(m, mode, true, &clock)));
+        let fw: MeterHandle = Arc::new(Mutex::new(fleet::firmware(m, mode.access(), true, &clock)));
         let (fw2, airtime, stop) = (fw.clone(), uplink_airtime.clone(), stopping.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(error) = fleet::run_meter(radio, fw2, clock, airtime, stop).await {
@@ -353,7 +402,7 @@ async fn village(options: &CapacityOptions, mode: AccessMode, n: usize) -> Resul
     }
     let run_for = Duration::from_secs_f64(options.hours * 3600.0);
     let warmup = Duration::from_secs_f64(options.warmup_hours * 3600.0);
-    if mode == AccessMode::Scheduled {
+    if mode.access() == AccessMode::Scheduled {
         let reachable: Vec<i64> = meters
             .iter()
             .filter(|m| m.1.is_some())
@@ -473,7 +522,7 @@ pub struct CapacityArgs {
     /// Simulate only this fleet size in each mode (no search).
     #[arg(long)]
     pub only: Option<usize>,
-    /// Print JSON (each mode's largest fleet under `scheduled_max` / `aloha_max`).
+    /// Print JSON (each mode's largest fleet under `scheduled_max`, `dlms_max`, `aloha_max`).
     #[arg(long)]
     pub json: bool,
 }
@@ -504,11 +553,8 @@ impl CapacityArgs {
 }
 
 /// One line of the progress log / table.
-pub fn run_line(mode: AccessMode, run: &Run) -> String {
-    let mode = match mode {
-        AccessMode::Scheduled => "scheduled",
-        AccessMode::Aloha => "aloha",
-    };
+pub fn run_line(mode: Mode, run: &Run) -> String {
+    let mode = mode.name();
     let mix = run
         .sf_mix
         .iter()
@@ -535,8 +581,9 @@ pub fn render(report: &CapacityReport) -> String {
     out +=
         "mode        meters  delivery   channel  SF7/8/9/10/11/12 (% of fleet) unheard    wall\n";
     for (mode, result) in [
-        (AccessMode::Scheduled, &report.scheduled),
-        (AccessMode::Aloha, &report.aloha),
+        (Mode::Scheduled, &report.scheduled),
+        (Mode::Dlms, &report.dlms),
+        (Mode::Aloha, &report.aloha),
     ] {
         for run in &result.runs {
             out += &run_line(mode, run);
@@ -548,14 +595,15 @@ pub fn render(report: &CapacityReport) -> String {
         }
     }
     out += &format!(
-        "\nLargest fleet with >= {TARGET_PERCENT} % of readings within 60 min: scheduled {}, ALOHA {}.\n",
-        report.scheduled.max_meters, report.aloha.max_meters
+        "\nLargest fleet with >= {TARGET_PERCENT} % of readings within 60 min: scheduled {}, DLMS {}, ALOHA {}.\n",
+        report.scheduled.max_meters, report.dlms.max_meters, report.aloha.max_meters
     );
     out += "Meters not heard even at SF12 are excluded from the delivery figure and listed as 'unheard'.\n";
-    if let Some(run) = &report.scheduled.at_max {
+    for (name, result) in [("v1", &report.scheduled), ("DLMS", &report.dlms)] {
+        let Some(run) = &result.at_max else { continue };
         if let (Some(p50), Some(p99)) = (run.relay_latency_p50_s, run.relay_latency_p99_s) {
             out += &format!(
-                "Relay command latency at {} meters (queued → meter's ack heard, {} commands): median {p50:.1} s, p99 {p99:.1} s.\n",
+                "Relay command latency, {name} at {} meters (queued → meter's confirmation heard, {} commands): median {p50:.1} s, p99 {p99:.1} s.\n",
                 run.meters, run.relay_commands_acknowledged
             );
         }
@@ -567,6 +615,7 @@ pub fn render(report: &CapacityReport) -> String {
 pub fn json(report: &CapacityReport) -> serde_json::Value {
     serde_json::json!({
         "scheduled_max": report.scheduled.max_meters,
+        "dlms_max": report.dlms.max_meters,
         "aloha_max": report.aloha.max_meters,
         "target_percent": TARGET_PERCENT,
         "report": report,
@@ -577,15 +626,20 @@ pub fn json(report: &CapacityReport) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_small_village_is_served_in_both_modes() {
-        let options = CapacityOptions {
+    /// 2.5 simulated hours (1 of warm-up), 4 relay commands.
+    fn small_village() -> CapacityOptions {
+        CapacityOptions {
             hours: 2.5,
             warmup_hours: 1.0,
             relay_commands: 4,
             ..CapacityOptions::default()
-        };
-        let scheduled = simulate(&options, AccessMode::Scheduled, 40).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_small_village_is_served_in_both_modes() {
+        let options = small_village();
+        let scheduled = simulate(&options, Mode::Scheduled, 40).unwrap();
         assert!(scheduled.passes(), "{scheduled:?}");
         assert!(scheduled.readings_due >= 40 * 2, "{scheduled:?}");
         assert_eq!(scheduled.relay_commands_acknowledged, 4, "{scheduled:?}");
@@ -593,7 +647,16 @@ mod tests {
             scheduled.sf_mix.iter().sum::<usize>() + scheduled.unreachable,
             40
         );
-        let aloha = simulate(&options, AccessMode::Aloha, 40).unwrap();
+        let aloha = simulate(&options, Mode::Aloha, 40).unwrap();
         assert!(aloha.delivery_percent > 90.0, "{aloha:?}");
+    }
+
+    #[test]
+    fn a_small_village_of_dlms_meters_is_served_and_its_relays_confirmed() {
+        let options = small_village();
+        let dlms = simulate(&options, Mode::Dlms, 40).unwrap();
+        assert!(dlms.passes(), "{dlms:?}");
+        assert!(dlms.readings_due >= 40 * 2, "{dlms:?}");
+        assert_eq!(dlms.relay_commands_acknowledged, 4, "{dlms:?}");
     }
 }
