@@ -582,8 +582,19 @@ async fn a_meter_clock_that_ran_off_is_set_on_a_trusted_clock_and_the_display_sh
 
 #[tokio::test(start_paused = true)]
 async fn meters_dark_in_a_feeder_outage_are_sent_no_disconnect_and_report_the_outage_after() {
+    feeder_outage(0).await;
+}
+
+/// The same with two DLMS meters (household 0 among them): they report the outage from their
+/// power events log, read when they answer again.
+#[tokio::test(start_paused = true)]
+async fn dlms_meters_dark_in_a_feeder_outage_report_it_from_their_power_events_log() {
+    feeder_outage(2).await;
+}
+
+async fn feeder_outage(dlms: usize) {
     let config = "[policy]\nfirst_disconnect = \"0s\"\ndisconnect_windows = [\"* * * * * *\"]\nholidays = []\n";
-    let v = village(4, config).await;
+    let v = village_of(4, dlms, config, AccessMode::Scheduled).await;
     // Households 1 to 3 have credit; household 0 has none.
     for i in 1..4 {
         v.gw()

@@ -102,6 +102,10 @@ pub struct Link<B: LinkBackend> {
     dlms: HashMap<i64, DlmsClient>,
     /// When each DLMS meter's clock was last read (v1 meters report theirs in every reply).
     dlms_clock_read: HashMap<i64, Instant>,
+    /// When each DLMS meter's power events log was last read (v1 meters report events).
+    dlms_events_read: HashMap<i64, DateTime<Utc>>,
+    /// DLMS meters that missed a turn since their power events log was last read.
+    dlms_missed: std::collections::HashSet<i64>,
     /// The gateway's DLMS system title (from its id).
     gateway_title: [u8; 8],
 }
@@ -123,6 +127,8 @@ impl<B: LinkBackend> Link<B> {
             clock_trusted: false,
             dlms: HashMap::new(),
             dlms_clock_read: HashMap::new(),
+            dlms_events_read: HashMap::new(),
+            dlms_missed: std::collections::HashSet::new(),
             gateway_title: gramgrid_proto::dlms::client::gateway_system_title(""),
         }
     }

@@ -33,7 +33,9 @@ use super::datetime::{CosemDateTime, DateTimeError, IST_DEVIATION};
 use super::obis;
 use super::wrapper::{Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT};
 use super::{length_len, DecodeError};
-use crate::payload::{IntervalReading, RelayAction, RelayState, INTERVAL_SECS};
+use crate::payload::{
+    EventKind, IntervalReading, MeterEvent, RelayAction, RelayState, INTERVAL_SECS,
+};
 use crate::security::RejectReason;
 
 /// A profile row in A-XDR: `structure(3) { octet-string(12) date-time, double-long-unsigned,
@@ -43,6 +45,11 @@ pub const ROW_LEN: usize = 26;
 const GET_RESPONSE_NORMAL_HEADER: usize = 4;
 /// The most rows one [`DlmsClient::read_intervals`] may ask for (31 days of 15-minute intervals).
 pub const MAX_ROWS_PER_READ: usize = 31 * 24 * 4;
+/// An event of the power events log in A-XDR: `structure(2) { octet-string(12) date-time,
+/// long-unsigned }` = 2 + 14 + 3 bytes.
+const POWER_EVENT_ROW_LEN: usize = 19;
+/// The most power events one read may return (a meter's log holds fewer).
+pub const MAX_POWER_EVENTS: usize = 100;
 /// A bound on the reassembled data of a block transfer that is not a profile read (a clock or a
 /// control state takes a few bytes).
 const SMALL_ANSWER_LIMIT: usize = 64;
@@ -120,6 +127,13 @@ pub enum Request {
     Clock,
     /// Set the meter's clock to this time.
     SetClock(DateTime<Utc>),
+    /// The power failure related events stamped `from..=to` (meter time).
+    PowerEvents {
+        /// Earliest event time asked for.
+        from: DateTime<Utc>,
+        /// Latest event time asked for.
+        to: DateTime<Utc>,
+    },
 }
 
 impl Request {
@@ -130,13 +144,17 @@ impl Request {
             Request::RelayState => "control_state read",
             Request::Clock => "clock read",
             Request::SetClock(_) => "clock set",
+            Request::PowerEvents { .. } => "power event log read",
         }
     }
 
     fn is_get(self) -> bool {
         matches!(
             self,
-            Request::Intervals { .. } | Request::RelayState | Request::Clock
+            Request::Intervals { .. }
+                | Request::RelayState
+                | Request::Clock
+                | Request::PowerEvents { .. }
         )
     }
 
@@ -144,6 +162,9 @@ impl Request {
     fn answer_limit(self) -> usize {
         match self {
             Request::Intervals { rows, .. } => profile_data_len(rows),
+            Request::PowerEvents { .. } => {
+                1 + length_len(MAX_POWER_EVENTS) + MAX_POWER_EVENTS * POWER_EVENT_ROW_LEN
+            }
             _ => SMALL_ANSWER_LIMIT,
         }
     }
@@ -173,6 +194,8 @@ pub enum Answer {
     ClockSet(bool),
     /// A data-notification pushed by the meter: its newest rows.
     Pushed(Vec<IntervalReading>),
+    /// The power failures and restorations in the range asked for, oldest first (by meter time).
+    PowerEvents(Vec<MeterEvent>),
 }
 
 /// Why a frame from the meter is not well-formed.
@@ -529,6 +552,19 @@ impl DlmsClient {
         })
     }
 
+    /// Reads the power failure related events log (0.0.99.98.2.255 attr 2): the events stamped
+    /// `from..=to` by the meter's clock, with a range descriptor in IST.
+    pub fn read_power_events(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let (first, last) = (ist(from)?, ist(to)?);
+        self.send_new(Request::PowerEvents { from, to }, |invoke| {
+            cosem::get_profile_buffer(invoke, obis::EVENT_LOG_POWER, &first, &last)
+        })
+    }
+
     /// GET disconnect control attr 3, control_state.
     pub fn read_relay_state(&mut self) -> Result<Vec<u8>, RequestError> {
         self.send_new(Request::RelayState, cosem::get_control_state)
@@ -802,6 +838,7 @@ fn finish(request: Request, d: &Data) -> Result<Answer, DlmsClientError> {
         Request::Clock => Ok(Answer::Clock(
             cosem::clock_time(d, Some(IST_DEVIATION)).map_err(DlmsClientError::BadValue)?,
         )),
+        Request::PowerEvents { from, to } => Ok(Answer::PowerEvents(power_events(d, from, to)?)),
         // Not GETs: their answers are matched before.
         Request::Relay(_) | Request::SetClock(_) => Err(Unexpected::WrongAnswer {
             request: request.name(),
@@ -809,6 +846,51 @@ fn finish(request: Request, d: &Data) -> Result<Answer, DlmsClientError> {
         }
         .into()),
     }
+}
+
+/// Maps the rows of the power events log to meter events: codes 101 (failure) and 102
+/// (restoration); other codes are not the gateway's concern and are skipped. Times must lie in
+/// `from..=to` and not go back.
+fn power_events(
+    buffer: &Data,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<MeterEvent>, ProfileError> {
+    let log = ProfileBuffer::parse(cosem::POWER_EVENT_COLUMNS.to_vec(), buffer)
+        .map_err(ProfileError::Shape)?;
+    let mut previous: Option<DateTime<Utc>> = None;
+    let mut out = Vec::new();
+    for (row, values) in log.rows.iter().enumerate() {
+        let column = |column: usize, expected: &'static str| ProfileError::Column {
+            row,
+            column,
+            expected,
+            got: values.get(column).map_or("nothing", Data::type_name),
+        };
+        let [Data::OctetString(time), code] = values.as_slice() else {
+            return Err(column(0, "octet-string"));
+        };
+        let Data::LongUnsigned(code) = code else {
+            return Err(column(1, "long-unsigned"));
+        };
+        let at = CosemDateTime::from_bytes(time)
+            .and_then(|t| t.to_utc(Some(IST_DEVIATION)))
+            .map_err(|error| ProfileError::CaptureTime { row, error })?;
+        if at < from || at > to {
+            return Err(ProfileError::OutOfRange { row, at });
+        }
+        if previous.is_some_and(|p| at < p) {
+            return Err(ProfileError::NotIncreasing { row });
+        }
+        previous = Some(at);
+        let kind = match *code {
+            cosem::EVENT_POWER_FAILURE => EventKind::PowerFail,
+            cosem::EVENT_POWER_RESTORED => EventKind::PowerRestore,
+            _ => continue,
+        };
+        out.push(MeterEvent { kind, at });
+    }
+    Ok(out)
 }
 
 /// Maps profile rows (section 7 columns) to readings: interval start = capture time − 15 min.

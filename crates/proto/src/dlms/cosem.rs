@@ -83,6 +83,22 @@ pub const PROFILE_COLUMNS: [CaptureObject; 3] = [
     },
 ];
 
+/// The capture objects of the power failure related events log (docs/dlms.md section 7): the
+/// event's time (clock attr 2) and its code (event code data object, attr 2, long-unsigned).
+pub const POWER_EVENT_COLUMNS: [CaptureObject; 2] = [
+    CLOCK_TIME,
+    CaptureObject {
+        class_id: obis::CLASS_DATA,
+        instance: obis::EVENT_CODE_POWER,
+        attribute_id: 2,
+        data_index: 0,
+    },
+];
+/// IS 15959-2 event code: supply failed.
+pub const EVENT_POWER_FAILURE: u16 = 101;
+/// IS 15959-2 event code: supply restored.
+pub const EVENT_POWER_RESTORED: u16 = 102;
+
 /// A GET of one attribute.
 pub fn get(
     invoke: InvokeIdAndPriority,

@@ -64,6 +64,9 @@ pub const EXPORT_ENERGY: Obis = Obis::new(1, 0, 2, 8, 0, 255);
 pub const BLOCK_LOAD_PROFILE: Obis = Obis::new(1, 0, 99, 1, 0, 255);
 /// Daily load profile (class 7), IS 15959-2: one row per day at midnight.
 pub const DAILY_LOAD_PROFILE: Obis = Obis::new(1, 0, 99, 2, 0, 255);
+/// Event code of the power failure related events log (class 1): the code of its newest event
+/// (IS 15959-2: 101 power failure, 102 power restored).
+pub const EVENT_CODE_POWER: Obis = Obis::new(0, 0, 96, 11, 2, 255);
 /// IS 15959-2 event log "Voltage related events" (class 7).
 pub const EVENT_LOG_VOLTAGE: Obis = Obis::new(0, 0, 99, 98, 0, 255);
 /// IS 15959-2 event log "Current related events" (class 7).

@@ -60,6 +60,10 @@ pub struct DemoArgs {
     /// Meters (one household each) in the village.
     #[arg(long, default_value_t = 300)]
     pub meters: usize,
+    /// Of those, this many speak DLMS/COSEM (IS 15959-2, docs/dlms.md) instead of payload v1:
+    /// read, cut and reconnected through their own objects, beside the v1 meters.
+    #[arg(long, default_value_t = 0)]
+    pub meters_dlms: usize,
     /// Simulated days, from 00:00 IST on --start.
     #[arg(long, default_value_t = 3)]
     pub days: u32,
@@ -214,6 +218,11 @@ impl DemoArgs {
     }
 
     fn check(&self) -> Result<(), DemoError> {
+        if self.meters_dlms > self.meters {
+            return Err(DemoError::Options(
+                "--meters-dlms cannot exceed --meters (they are among the households)".into(),
+            ));
+        }
         if self.meters == 0 || self.meters > 10_000 {
             return Err(DemoError::Options(
                 "--meters must be between 1 and 10000".into(),
@@ -618,16 +627,16 @@ async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
         path_loss: path_loss.clone(),
         keep_records: false,
     });
-    let plan = fleet::plan(
+    let mut plan = fleet::plan(
         args.meters,
         args.radius_m,
         args.seed,
         &path_loss,
         &fleet::gateway_spec(),
     );
+    fleet::make_dlms(&mut plan, args.meters_dlms, GATEWAY_ID, args.seed);
     // The households' meters, then the transformer's: it reads what they all draw.
     let feeder = Feeder::default();
-    let mut plan = plan;
     plan.push(fleet::transformer_meter(
         args.seed,
         &path_loss,
@@ -848,7 +857,8 @@ impl Running<'_> {
             .await?;
             let gateway_link = Link::new(backend, timing, RadioConfig::gateway(), side.clock)
                 .with_provisioned(provisioned)
-                .with_stats(self.village.link_stats.clone());
+                .with_stats(self.village.link_stats.clone())
+                .with_gateway_id(GATEWAY_ID);
             let stop = stopping.clone();
             tokio::spawn(async move {
                 if let Err(error) = gateway_link.run_scheduled(radio, requests, stop).await {

@@ -1,8 +1,10 @@
 //! The demo's closing summary, read from central's and the gateway's SQLite files (not from the
 //! demo's own counters, except the sync traffic it measured on the link), as text or JSON.
+mod dlms;
 mod energy_audit;
 mod guardrails;
 
+pub use dlms::DlmsSummary;
 pub use energy_audit::{AuditedDay, EnergyAuditSummary};
 pub use guardrails::GuardrailSummary;
 
@@ -55,6 +57,9 @@ pub struct Summary {
     pub guardrails: GuardrailSummary,
     /// The transformer's energy audit of each day, and the households on a hook.
     pub energy_audit: EnergyAuditSummary,
+    /// The DLMS/COSEM meters among the households (`--meters-dlms`): read, cut and reconnected
+    /// like the others.
+    pub dlms: DlmsSummary,
     /// Business events central flagged for the office (offline overdrafts, double redemptions).
     pub flags: i64,
     /// Where the databases are (kept only with `--dir` or `--serve`).
@@ -335,6 +340,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
     let flags = count(&central, "SELECT COUNT(*) FROM flags", []).map_err(failed(central_db))?;
     let guardrails = guardrails::read(&gateway, &run).map_err(failed(gateway_db))?;
     let energy_audit = energy_audit::read(&gateway, &central, &run).map_err(failed(gateway_db))?;
+    let dlms = dlms::read(&gateway, &central, &run).map_err(failed(gateway_db))?;
     let feeder_cut = run
         .feeder_cut
         .map(|cut| feeder_cut(&gateway, &central, cut))
@@ -364,6 +370,7 @@ pub fn read(gateway_db: &Path, central_db: &Path, run: Run) -> Result<Summary, S
         balances: run.balances,
         guardrails,
         energy_audit,
+        dlms,
         flags,
         dir: run.dir,
         wall_seconds: run.wall_seconds,
@@ -497,11 +504,9 @@ fn feeder_cut(
     })
 }
 
-/// Readings are due for intervals ending up to an hour before the end (the delivery deadline),
-/// except around the feeder cut: a meter without supply captures nothing, and meters' clocks
-/// differ by minutes, so neither what is due nor what arrived is counted from a quarter-hour before
-/// the cut to a quarter-hour after it.
-fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Result<RadioSummary> {
+/// Where the readings due lie: `(start, due until, dark from, dark to)` as Unix seconds (the
+/// parameters of [`DUE_READINGS`]), and how many intervals each meter owes in it.
+fn due_window(run: &Run) -> ((i64, i64, i64, i64), i64) {
     let due_until = run.end - chrono::Duration::hours(1);
     let margin = chrono::Duration::minutes(15);
     let (dark_from, dark_to) = run.feeder_cut.map_or((0, 0), |cut| {
@@ -517,7 +522,19 @@ fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Res
         dark_to,
     );
     let dark = (dark_to - dark_from).max(0) / 900;
-    let intervals = (due_until - run.start).num_minutes() / 15 - dark;
+    (window, (due_until - run.start).num_minutes() / 15 - dark)
+}
+
+/// Counts the readings due (in [`due_window`], whose values are its four parameters).
+const DUE_READINGS: &str =
+    "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2 AND NOT (at > ?3 AND at <= ?4)";
+
+/// Readings are due for intervals ending up to an hour before the end (the delivery deadline),
+/// except around the feeder cut: a meter without supply captures nothing, and meters' clocks
+/// differ by minutes, so neither what is due nor what arrived is counted from a quarter-hour before
+/// the cut to a quarter-hour after it.
+fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Result<RadioSummary> {
+    let (window, intervals) = due_window(run);
     let meters = i64::try_from(run.meters).unwrap_or(i64::MAX);
     // A meter's installation register is stored as its first reading: heard means read since.
     let heard = count(
@@ -525,8 +542,7 @@ fn radio(gateway: &Connection, central: &Connection, run: &Run) -> rusqlite::Res
         "SELECT COUNT(DISTINCT meter) FROM readings WHERE at > ?1 AND meter IN (SELECT id FROM meters WHERE role = 'consumer')",
         [run.start.timestamp()],
     )?;
-    let due =
-        "SELECT COUNT(*) FROM readings WHERE at > ?1 AND at <= ?2 AND NOT (at > ?3 AND at <= ?4)";
+    let due = DUE_READINGS;
     let at_gateway = count(
         gateway,
         &format!("{due} AND meter IN (SELECT id FROM meters WHERE role = 'consumer')"),
@@ -923,6 +939,9 @@ pub fn render(s: &Summary) -> String {
             r.meters_not_heard,
             if r.meters_not_heard == 1 { "" } else { "s" }
         ));
+    }
+    if let Some(text) = dlms::line(&s.dlms) {
+        line(text);
     }
     let c = &s.recharges;
     line(format!(

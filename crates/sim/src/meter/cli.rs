@@ -58,6 +58,14 @@ pub struct SimArgs {
     /// they were installed (not credited) and rises when the sun outruns the household.
     #[arg(long, default_value_t = 0)]
     pub rooftop_solar: usize,
+    /// The first this many meters speak DLMS/COSEM (docs/dlms.md section 7) instead of payload
+    /// v1; `--manifest-out` writes their keys and system titles (`protocol = "dlms"`).
+    #[arg(long, default_value_t = 0)]
+    pub dlms: usize,
+    /// The id of the gateway the DLMS meters serve (its `[gateway] id`, default `gateway-1`):
+    /// their association carries its system title.
+    #[arg(long, default_value = "gateway-1")]
+    pub gateway_id: String,
 }
 
 /// Peak power of a `--rooftop-solar` home's array, in W.
@@ -68,13 +76,14 @@ pub async fn sim(
     args: SimArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RadioError> {
-    let plan = fleet::plan(
+    let mut plan = fleet::plan(
         args.meters,
         args.radius_m,
         args.seed,
         &args.path_loss.model(),
         &fleet::gateway_spec(),
     );
+    fleet::make_dlms(&mut plan, args.dlms, &args.gateway_id, args.seed);
     if let Some(path) = &args.manifest_out {
         std::fs::write(path, fleet::manifest_toml(&plan))
             .map_err(|e| RadioError::Io(format!("{}: {e}", path.display())))?;

@@ -18,7 +18,7 @@ use gramgrid_proto::dlms::cipher::wrapped_glo_len;
 use gramgrid_proto::dlms::cipher::{
     self, CipherError, Keys, ReplayGuard, Replayed, SecurityControl,
 };
-use gramgrid_proto::dlms::cosem::PROFILE_COLUMNS;
+use gramgrid_proto::dlms::cosem::{POWER_EVENT_COLUMNS, PROFILE_COLUMNS};
 use gramgrid_proto::dlms::datetime::{CosemDateTime, IST_DEVIATION};
 use gramgrid_proto::dlms::obis::{self, Obis};
 use gramgrid_proto::dlms::wrapper::{Wrapped, WrapperError, CLIENT_MANAGEMENT, SERVER_MANAGEMENT};
@@ -65,6 +65,9 @@ pub trait CosemObjects {
     fn export_wh(&self) -> u64;
     /// The load-profile rows whose capture time (interval start + 15 min) lies in `from..=to`, oldest first.
     fn profile_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<IntervalReading>;
+    /// The power failure related events (IS 15959-2 code 101 failure, 102 restored) stamped
+    /// `from..=to` by the meter clock, oldest first.
+    fn power_events(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, u16)>;
     /// The relay's control state.
     fn relay_state(&self) -> RelayState;
     /// Moves the relay to connected (`connect`) or disconnected: whether it moved, or why not.
@@ -490,6 +493,7 @@ enum Object {
     Import,
     Export,
     LoadProfile,
+    PowerEvents,
     Disconnect,
     Serial,
     Manufacturer,
@@ -503,6 +507,7 @@ impl Object {
             obis::IMPORT_ENERGY => (Object::Import, obis::CLASS_REGISTER),
             obis::EXPORT_ENERGY => (Object::Export, obis::CLASS_REGISTER),
             obis::BLOCK_LOAD_PROFILE => (Object::LoadProfile, obis::CLASS_PROFILE_GENERIC),
+            obis::EVENT_LOG_POWER => (Object::PowerEvents, obis::CLASS_PROFILE_GENERIC),
             obis::DISCONNECT_CONTROL => (Object::Disconnect, obis::CLASS_DISCONNECT_CONTROL),
             obis::METER_SERIAL => (Object::Serial, obis::CLASS_DATA),
             obis::MANUFACTURER => (Object::Manufacturer, obis::CLASS_DATA),
@@ -529,8 +534,12 @@ fn get(
     access: Option<&AccessSelection>,
 ) -> Result<Data, DataAccessResult> {
     let object = Object::resolve(attribute.class_id, attribute.instance)?;
-    if access.is_some() && (object, attribute.attribute_id) != (Object::LoadProfile, 2) {
-        // Selective access exists for the profile buffer only.
+    let buffer = matches!(
+        (object, attribute.attribute_id),
+        (Object::LoadProfile | Object::PowerEvents, 2)
+    );
+    if access.is_some() && !buffer {
+        // Selective access exists for the profile buffers only.
         return Err(DataAccessResult::OtherReason);
     }
     let text = |s: String| Ok(Data::OctetString(s.into_bytes()));
@@ -547,6 +556,13 @@ fn get(
             PROFILE_COLUMNS.iter().map(CaptureObject::to_data).collect(),
         )),
         (Object::LoadProfile, 4) => Ok(Data::DoubleLongUnsigned(INTERVAL_SECS)),
+        (Object::PowerEvents, 2) => power_event_buffer(objects, access),
+        (Object::PowerEvents, 3) => Ok(Data::Array(
+            POWER_EVENT_COLUMNS
+                .iter()
+                .map(CaptureObject::to_data)
+                .collect(),
+        )),
         (Object::Disconnect, 2) => Ok(Data::Boolean(
             objects.relay_state() == RelayState::Connected,
         )),
@@ -564,29 +580,7 @@ fn profile_buffer(
     objects: &impl CosemObjects,
     access: Option<&AccessSelection>,
 ) -> Result<Data, DataAccessResult> {
-    let (from, to, columns) = match access {
-        None => (
-            DateTime::<Utc>::MIN_UTC,
-            DateTime::<Utc>::MAX_UTC,
-            Vec::new(),
-        ),
-        Some(a) => {
-            let range =
-                RangeDescriptor::from_access_selection(a).ok_or(DataAccessResult::OtherReason)?;
-            if range.restricting_object != CLOCK_TIME {
-                return Err(DataAccessResult::OtherReason);
-            }
-            let from = read_date_time(&range.from).ok_or(DataAccessResult::TypeUnmatched)?;
-            let to = read_date_time(&range.to).ok_or(DataAccessResult::TypeUnmatched)?;
-            let columns = range
-                .selected_values
-                .iter()
-                .map(|c| PROFILE_COLUMNS.iter().position(|p| p == c))
-                .collect::<Option<Vec<usize>>>()
-                .ok_or(DataAccessResult::ObjectUndefined)?;
-            (from, to, columns)
-        }
-    };
+    let (from, to, columns) = selected_range(access, &PROFILE_COLUMNS)?;
     let rows = if from > to {
         Vec::new()
     } else {
@@ -600,6 +594,59 @@ fn profile_buffer(
                 }
                 row => row,
             })
+            .collect(),
+    ))
+}
+
+/// What a buffer read's selective access asks for: the clock range (everything without one) and
+/// the indices of the columns selected (empty: all).
+type Selection = (DateTime<Utc>, DateTime<Utc>, Vec<usize>);
+
+fn selected_range(
+    access: Option<&AccessSelection>,
+    columns: &[CaptureObject],
+) -> Result<Selection, DataAccessResult> {
+    let Some(a) = access else {
+        return Ok((
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            Vec::new(),
+        ));
+    };
+    let range = RangeDescriptor::from_access_selection(a).ok_or(DataAccessResult::OtherReason)?;
+    if range.restricting_object != CLOCK_TIME {
+        return Err(DataAccessResult::OtherReason);
+    }
+    let from = read_date_time(&range.from).ok_or(DataAccessResult::TypeUnmatched)?;
+    let to = read_date_time(&range.to).ok_or(DataAccessResult::TypeUnmatched)?;
+    let selected = range
+        .selected_values
+        .iter()
+        .map(|c| columns.iter().position(|p| p == c))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or(DataAccessResult::ObjectUndefined)?;
+    Ok((from, to, selected))
+}
+
+/// The power events log: the events in the range descriptor's range (all without selective
+/// access), both columns (a column selection is refused).
+fn power_event_buffer(
+    objects: &impl CosemObjects,
+    access: Option<&AccessSelection>,
+) -> Result<Data, DataAccessResult> {
+    let (from, to, columns) = selected_range(access, &POWER_EVENT_COLUMNS)?;
+    if !columns.is_empty() {
+        return Err(DataAccessResult::OtherReason);
+    }
+    let events = if from > to {
+        Vec::new()
+    } else {
+        objects.power_events(from, to)
+    };
+    Ok(Data::Array(
+        events
+            .into_iter()
+            .map(|(at, code)| Data::Structure(vec![date_time(at), Data::LongUnsigned(code)]))
             .collect(),
     ))
 }
@@ -694,6 +741,7 @@ mod tests {
         rows: Vec<IntervalReading>,
         relay: RelayState,
         relay_stuck: bool,
+        power_log: Vec<(DateTime<Utc>, u16)>,
     }
 
     impl TestMeter {
@@ -712,6 +760,13 @@ mod tests {
                 rows,
                 relay: RelayState::Connected,
                 relay_stuck: false,
+                // A failure and its restoration, and a code the gateway does not map (a
+                // voltage event): 3 events of 19 bytes, more than an SF12 frame carries.
+                power_log: vec![
+                    (t("2024-03-15T04:02:07Z"), 101),
+                    (t("2024-03-15T04:20:00Z"), 7),
+                    (t("2024-03-15T04:31:40Z"), 102),
+                ],
             }
         }
     }
@@ -734,6 +789,16 @@ mod tests {
             self.rows
                 .iter()
                 .filter(|r| (from..=to).contains(&(r.interval_start + fifteen)))
+                .copied()
+                .collect()
+        }
+        fn power_events(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Vec<(DateTime<Utc>, u16)> {
+            let log = self.power_log.iter();
+            log.filter(|(at, _)| (from..=to).contains(at))
                 .copied()
                 .collect()
         }
@@ -1545,6 +1610,46 @@ mod tests {
             }
             // Both ends kept their counters in step: the next request is still accepted.
             assert_eq!(server.client_ic(), Some(client.next_ic() - 1));
+        }
+    }
+
+    /// The power events log read by range, in blocks at SF12 and in one frame at SF7: failures and
+    /// restorations become meter events, other codes are left out, and the range is honoured.
+    #[test]
+    fn the_gateways_client_reads_the_power_events_log_by_range() {
+        use gramgrid_proto::dlms::client::{Answer, DlmsClient};
+        use gramgrid_proto::payload::{EventKind, MeterEvent};
+        for limit in [SF12, SF7] {
+            let mut meter = TestMeter::new();
+            let mut server = DlmsServer::new(keys(), METER_TITLE, gateway_title());
+            server.set_max_frm_payload(limit);
+            let mut client = DlmsClient::new(keys(), METER_TITLE, gateway_title());
+            let (from, to) = (t("2024-03-15T04:00:00Z"), t("2024-03-15T05:00:00Z"));
+            let request = client.read_power_events(from, to).unwrap();
+            let events = exchange(&mut client, &mut server, &mut meter, request);
+            assert_eq!(
+                events,
+                Answer::PowerEvents(vec![
+                    MeterEvent {
+                        kind: EventKind::PowerFail,
+                        at: t("2024-03-15T04:02:07Z")
+                    },
+                    MeterEvent {
+                        kind: EventKind::PowerRestore,
+                        at: t("2024-03-15T04:31:40Z")
+                    },
+                ]),
+                "{limit} B"
+            );
+            let later = client
+                .read_power_events(t("2024-03-15T04:30:00Z"), to)
+                .unwrap();
+            let Answer::PowerEvents(restored) =
+                exchange(&mut client, &mut server, &mut meter, later)
+            else {
+                panic!("not power events");
+            };
+            assert_eq!(restored.len(), 1, "{limit} B");
         }
     }
 

@@ -6,6 +6,7 @@ use super::profile;
 use super::supply::{Bypass, Supply};
 use chrono::{DateTime, Duration, Utc};
 use gramgrid_core::tariff::Category;
+use gramgrid_proto::dlms::cosem;
 use gramgrid_proto::dlms::wrapper::DLMS_FPORT;
 use gramgrid_proto::frame::{encode_data_frame, Direction, FrameSpec, SessionKeys};
 use gramgrid_proto::payload::{
@@ -49,6 +50,8 @@ pub struct Nvm {
 /// How many reports carry each event: a report lost on the air does not lose it, and the gateway
 /// stores each (meter, kind, time) once.
 pub const EVENT_REPEATS: u8 = 3;
+/// Events a DLMS meter's power events log keeps (IS 15959-2 asks for at least 100).
+const POWER_LOG_LEN: usize = 100;
 
 /// One meter.
 #[derive(Debug, Clone)]
@@ -61,6 +64,9 @@ pub struct Firmware {
     acks: Vec<RelayAck>,
     /// Events not yet sent [`EVENT_REPEATS`] times, with the sends left.
     events: Vec<(MeterEvent, u8)>,
+    /// The power failure related events log a DLMS meter keeps (meter time, IS 15959-2 code),
+    /// oldest first, the newest [`POWER_LOG_LEN`].
+    power_log: VecDeque<(DateTime<Utc>, u16)>,
     last_downlink: Option<DateTime<Utc>>,
     /// What the display shows, as the gateway last sent it.
     display: Option<DisplayUpdate>,
@@ -111,6 +117,7 @@ impl Firmware {
             },
             acks: Vec::new(),
             events: Vec::new(),
+            power_log: VecDeque::new(),
             last_downlink: None,
             display: None,
             dark_since: None,
@@ -320,6 +327,17 @@ impl Firmware {
             kind,
             at: self.meter_time(at),
         };
+        let code = match kind {
+            EventKind::PowerFail => Some(cosem::EVENT_POWER_FAILURE),
+            EventKind::PowerRestore => Some(cosem::EVENT_POWER_RESTORED),
+            _ => None,
+        };
+        if let Some(code) = code {
+            if self.power_log.len() == POWER_LOG_LEN {
+                self.power_log.pop_front();
+            }
+            self.power_log.push_back((event.at, code));
+        }
         self.events.push((event, EVENT_REPEATS));
     }
 
@@ -536,6 +554,13 @@ impl CosemObjects for Firmware {
     }
     fn export_wh(&self) -> u64 {
         self.nvm.export_wh
+    }
+    fn power_events(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, u16)> {
+        self.power_log
+            .iter()
+            .filter(|(at, _)| (from..=to).contains(at))
+            .copied()
+            .collect()
     }
     fn profile_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<IntervalReading> {
         let interval = Duration::seconds(i64::from(INTERVAL_SECS));

@@ -19,9 +19,13 @@ use gramgrid_radio::Radio;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A DLMS meter's clock is read after a poll this often (a v1 meter reports its own in every
-/// reply), so that one drifting is set like a v1 meter.
-const CLOCK_READ_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// A DLMS meter's clock and power events log are read after a poll this often (a v1 meter
+/// reports both in every reply), and its power events log also after it missed a turn.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// How far back a meter's power events log is read the first time.
+const FIRST_EVENTS_LOOKBACK: chrono::Duration = chrono::Duration::days(1);
+/// A power events read reaches this far past the gateway's clock (meter clocks run ahead too).
+const EVENTS_AHEAD: chrono::Duration = chrono::Duration::hours(1);
 /// A lost block is asked for again this many times within the turn before the read is abandoned.
 const BLOCK_RETRIES: u32 = 2;
 /// A range whose last capture time is this far past is complete: rows missing from it were never
@@ -108,6 +112,15 @@ impl<B: LinkBackend> Link<B> {
         Some(match answer {
             Answer::Intervals(rows) => Answer::Intervals(self.store_rows(meter, rows)),
             Answer::Pushed(rows) => Answer::Pushed(self.store_rows(meter, rows)),
+            Answer::PowerEvents(events) => {
+                if !events.is_empty() {
+                    if let Err(error) = self.backend.events(meter, &events, at) {
+                        tracing::error!(%error, meter, "meter events heard but not stored");
+                        return None;
+                    }
+                }
+                Answer::PowerEvents(events)
+            }
             Answer::RelayState(shown) => {
                 let state = frames::relay_state(shown);
                 let confirmed = self.commands.iter().position(|p| {
@@ -172,10 +185,14 @@ impl<B: LinkBackend> Link<B> {
                 };
                 self.end_turn(&turn, Some(signal), since);
                 if matches!(answer, Answer::Intervals(_)) {
+                    self.check_power_events(radio, meter, sf).await?;
                     self.check_clock(radio, meter, sf).await?;
                 }
             }
-            Exchanged::Silent => self.end_turn(&turn, None, None),
+            Exchanged::Silent => {
+                self.dlms_missed.insert(meter);
+                self.end_turn(&turn, None, None);
+            }
             Exchanged::TooLate | Exchanged::NotSent => {}
         }
         Ok(())
@@ -199,7 +216,7 @@ impl<B: LinkBackend> Link<B> {
         newest.max(settled)
     }
 
-    /// Reads the meter's clock if it has not been read for [`CLOCK_READ_EVERY`], and has it set
+    /// Reads the meter's clock if it has not been read for [`HOUSEKEEPING_EVERY`], and has it set
     /// in its next turn when it is off by more than [`crate::link::MAX_METER_CLOCK_SKEW`].
     async fn check_clock<R: Radio>(
         &mut self,
@@ -210,7 +227,7 @@ impl<B: LinkBackend> Link<B> {
         let due = self
             .dlms_clock_read
             .get(&meter)
-            .is_none_or(|at| at.elapsed() >= CLOCK_READ_EVERY);
+            .is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY);
         if !self.clock_trusted || !due {
             return Ok(());
         }
@@ -235,6 +252,39 @@ impl<B: LinkBackend> Link<B> {
         Ok(())
     }
 
+    /// Reads the meter's power events log (failures and restorations, which the gateway's outage
+    /// records come from) after it missed a turn, or every [`HOUSEKEEPING_EVERY`]: from where
+    /// the last read ended (a little before, the store keeps each event once).
+    async fn check_power_events<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        meter: i64,
+        sf: u8,
+    ) -> Result<(), LinkError> {
+        let now = self.clock.now();
+        let last = self.dlms_events_read.get(&meter).copied();
+        let due = self.dlms_missed.contains(&meter)
+            || last.is_none_or(|at| {
+                at + chrono::Duration::from_std(HOUSEKEEPING_EVERY).unwrap_or_default() <= now
+            });
+        if !due {
+            return Ok(());
+        }
+        let from = last.unwrap_or(now - FIRST_EVENTS_LOOKBACK) - RANGE_SETTLED;
+        let Some(request) =
+            self.dlms_request(meter, |c| c.read_power_events(from, now + EVENTS_AHEAD))
+        else {
+            return Ok(());
+        };
+        if let Exchanged::Answered(Answer::PowerEvents(_), _) =
+            self.dlms_exchange(radio, meter, sf, request, None).await?
+        {
+            self.dlms_events_read.insert(meter, now);
+            self.dlms_missed.remove(&meter);
+        }
+        Ok(())
+    }
+
     /// Carries relay command `i` to a DLMS meter: the disconnect control's method, then a read of
     /// its `control_state`, which confirms the command when it shows the commanded state.
     pub(super) async fn dlms_command_turn<R: Radio>(
@@ -255,7 +305,10 @@ impl<B: LinkBackend> Link<B> {
             .await?
         {
             Exchanged::TooLate => self.drop_late(&request),
-            Exchanged::Silent => self.note_silence(meter, sf, self.clock.now()),
+            Exchanged::Silent => {
+                self.dlms_missed.insert(meter);
+                self.note_silence(meter, sf, self.clock.now());
+            }
             Exchanged::NotSent => {}
             Exchanged::Answered(answer, _) => {
                 if let Answer::RelayActionDone {
