@@ -65,6 +65,9 @@ impl Mode {
     }
 }
 
+/// The slowest SF whose downlink carries a DLMS load-profile read (SF9: 115 bytes).
+const DLMS_SLOWEST_READABLE_SF: u8 = 9;
+
 /// The gateway id of the benchmark's DLMS meters' association.
 const BENCH_GATEWAY_ID: &str = "bench-gateway";
 
@@ -119,6 +122,9 @@ pub struct Run {
     pub unreachable: usize,
     /// Reachable meters per spreading factor, SF7..SF12.
     pub sf_mix: [usize; 6],
+    /// DLMS mode: reachable meters whose SF (10 to 12) cannot carry a load-profile read (a
+    /// 91-byte request, a 51-byte downlink); excluded from `delivery_percent` and reported apart.
+    pub unreadable: usize,
     /// Readings of reachable meters whose interval ended in the measured window (after the
     /// warm-up, and at least the 60-minute deadline before the end).
     pub readings_due: u64,
@@ -445,9 +451,14 @@ async fn village(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run,
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
     let (mut due, mut on_time) = (0u64, 0u64);
     let mut sf_mix = [0usize; 6];
+    let mut unreadable = 0;
     for (meter, sf, fw) in &meters {
         let Some(sf) = sf else { continue };
         sf_mix[usize::from(sf - 7)] += 1;
+        if mode == Mode::Dlms && *sf > DLMS_SLOWEST_READABLE_SF {
+            unreadable += 1;
+            continue;
+        }
         for interval in &locked(fw).nvm.log {
             let end = interval.interval_start + chrono::Duration::minutes(15);
             if end < from || end > until {
@@ -480,6 +491,7 @@ async fn village(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run,
         meters: n,
         unreachable: meters.iter().filter(|m| m.1.is_none()).count(),
         sf_mix,
+        unreadable,
         readings_due: due,
         readings_on_time: on_time,
         delivery_percent: if due == 0 {
@@ -562,12 +574,13 @@ pub fn run_line(mode: Mode, run: &Run) -> String {
         .collect::<Vec<_>>()
         .join("/");
     format!(
-        "{mode:<9} {:>6} {:>9.3} % {:>6.1} % {:>22} {:>5} {:>7.1} s",
+        "{mode:<9} {:>6} {:>9.3} % {:>6.1} % {:>22} {:>7} {:>10} {:>7.1} s",
         run.meters,
         run.delivery_percent,
         run.channel_utilisation_percent,
         mix,
         run.unreachable,
+        run.unreadable,
         run.wall_s
     )
 }
@@ -579,7 +592,7 @@ pub fn render(report: &CapacityReport) -> String {
         report.radius_m, report.hours, report.method
     );
     out +=
-        "mode        meters  delivery   channel  SF7/8/9/10/11/12 (% of fleet) unheard    wall\n";
+        "mode        meters  delivery   channel  SF7/8/9/10/11/12 (% of fleet) unheard unreadable    wall\n";
     for (mode, result) in [
         (Mode::Scheduled, &report.scheduled),
         (Mode::Dlms, &report.dlms),
@@ -599,6 +612,7 @@ pub fn render(report: &CapacityReport) -> String {
         report.scheduled.max_meters, report.dlms.max_meters, report.aloha.max_meters
     );
     out += "Meters not heard even at SF12 are excluded from the delivery figure and listed as 'unheard'.\n";
+    out += "DLMS meters at SF10 to SF12 cannot be sent a load-profile read (91 bytes; such a downlink carries 51): excluded and listed as 'unreadable'.\n";
     for (name, result) in [("v1", &report.scheduled), ("DLMS", &report.dlms)] {
         let Some(run) = &result.at_max else { continue };
         if let (Some(p50), Some(p99)) = (run.relay_latency_p50_s, run.relay_latency_p99_s) {
@@ -658,5 +672,7 @@ mod tests {
         assert!(dlms.passes(), "{dlms:?}");
         assert!(dlms.readings_due >= 40 * 2, "{dlms:?}");
         assert_eq!(dlms.relay_commands_acknowledged, 4, "{dlms:?}");
+        // The meters at SF10 to SF12 are pinged, not read: the read does not fit their downlink.
+        assert_eq!(dlms.unreadable, dlms.sf_mix[3..].iter().sum::<usize>());
     }
 }

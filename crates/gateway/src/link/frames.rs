@@ -46,6 +46,19 @@ pub enum SealError {
     /// The meter (store id) has no session keys loaded.
     #[error("meter {0} has no session keys; provision it (meter manifest or sync) first")]
     NoSession(i64),
+    /// The message is longer than a downlink at its spreading factor may carry (IN865 regional
+    /// parameters: 51 bytes at SF10 to SF12, 115 at SF9, 222 at SF7 and SF8).
+    #[error("downlink to meter {meter} not sent: its {len}-byte payload exceeds the {max} bytes a frame at SF{sf} may carry")]
+    TooLong {
+        /// The addressed meter (store id).
+        meter: i64,
+        /// The FRMPayload's length.
+        len: usize,
+        /// The most the SF allows.
+        max: usize,
+        /// The spreading factor of the exchange.
+        sf: u8,
+    },
     /// The message or the frame could not be encoded.
     #[error("downlink to meter {meter} could not be encoded: {detail}")]
     Encode {
@@ -168,10 +181,12 @@ impl Sessions {
         }
     }
 
-    /// Builds the next downlink for `meter`; returns its counter (commit it, then `sent_down`).
+    /// Builds the next downlink for `meter` at spreading factor `sf`; returns its counter (commit
+    /// it, then `sent_down`).
     pub fn seal_downlink(
         &self,
         meter: i64,
+        sf: u8,
         message: &OutMessage,
     ) -> Result<(u32, Vec<u8>), SealError> {
         let session = self
@@ -188,6 +203,16 @@ impl Sessions {
             ),
             OutMessage::Dlms(request) => (DLMS_FPORT, request.clone()),
         };
+        let max = gramgrid_proto::frame::in865_max_frm_payload(sf)
+            .unwrap_or(gramgrid_proto::frame::MIN_IN865_FRM_PAYLOAD);
+        if body.len() > max {
+            return Err(SealError::TooLong {
+                meter,
+                len: body.len(),
+                max,
+                sf,
+            });
+        }
         let spec = FrameSpec {
             direction: Direction::Downlink,
             confirmed: false,

@@ -106,6 +106,8 @@ pub struct Link<B: LinkBackend> {
     dlms_events_read: HashMap<i64, DateTime<Utc>>,
     /// DLMS meters that missed a turn since their power events log was last read.
     dlms_missed: std::collections::HashSet<i64>,
+    /// DLMS meters already warned about: at their SF a load-profile read does not fit a downlink.
+    dlms_unreadable: std::collections::HashSet<i64>,
     /// The gateway's DLMS system title (from its id).
     gateway_title: [u8; 8],
 }
@@ -129,6 +131,7 @@ impl<B: LinkBackend> Link<B> {
             dlms_clock_read: HashMap::new(),
             dlms_events_read: HashMap::new(),
             dlms_missed: std::collections::HashSet::new(),
+            dlms_unreadable: std::collections::HashSet::new(),
             gateway_title: gramgrid_proto::dlms::client::gateway_system_title(""),
         }
     }
@@ -582,7 +585,7 @@ impl<B: LinkBackend> Link<B> {
         message: &OutMessage,
         not_after: Option<DateTime<Utc>>,
     ) -> Result<Sent, LinkError> {
-        let (fcnt, phy) = match self.sessions.seal_downlink(meter, message) {
+        let (fcnt, phy) = match self.sessions.seal_downlink(meter, sf, message) {
             Ok(sealed) => sealed,
             Err(error) => {
                 tracing::error!(%error, "downlink not sent");

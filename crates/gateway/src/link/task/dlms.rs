@@ -156,13 +156,7 @@ impl<B: LinkBackend> Link<B> {
     ) -> Result<(), LinkError> {
         let (meter, sf) = (turn.meter, turn.sf);
         let request = match turn.errand {
-            Errand::Poll { since } => {
-                let rows = rows_that_fit(
-                    in865_max_frm_payload(sf)
-                        .unwrap_or(gramgrid_proto::frame::MIN_IN865_FRM_PAYLOAD),
-                );
-                self.dlms_request(meter, |c| c.read_intervals(since, rows))
-            }
+            Errand::Poll { since } => self.poll_request(meter, sf, since),
             Errand::SetClock => {
                 let utc = super::whole_second_after(self.clock.now());
                 self.dlms_request(meter, |c| c.set_clock(utc))
@@ -170,9 +164,7 @@ impl<B: LinkBackend> Link<B> {
             Errand::Display(_) | Errand::Assign { .. } => None,
         };
         let Some(request) = request else {
-            // Nothing to send (logged): count the turn as done so the meter is not stuck on it.
-            let now = self.clock.now();
-            self.scheduler.heard(&turn, now, None, None);
+            self.turn_not_sent(&turn);
             return Ok(());
         };
         match self.dlms_exchange(radio, meter, sf, request, None).await? {
@@ -193,9 +185,35 @@ impl<B: LinkBackend> Link<B> {
                 self.dlms_missed.insert(meter);
                 self.end_turn(&turn, None, None);
             }
-            Exchanged::TooLate | Exchanged::NotSent => {}
+            Exchanged::TooLate | Exchanged::NotSent => self.turn_not_sent(&turn),
         }
         Ok(())
+    }
+
+    /// A turn whose request could not go out (logged): done for this period, so that the meter
+    /// is not offered the same turn again at once.
+    fn turn_not_sent(&mut self, turn: &Turn) {
+        let now = self.clock.now();
+        self.scheduler.heard(turn, now, None, None);
+    }
+
+    /// A poll's request: the range read, or, where it does not fit a downlink at `sf` (a range
+    /// read is 91 bytes ciphered and wrapped, an SF10 to SF12 downlink carries 51), a read of the
+    /// disconnect control's `control_state`, which fits: the meter's answer still tells the
+    /// scheduler its link margin, so a meter heard at the rendezvous SF is moved to a faster one.
+    fn poll_request(&mut self, meter: i64, sf: u8, since: DateTime<Utc>) -> Option<Vec<u8>> {
+        let max = in865_max_frm_payload(sf).unwrap_or(gramgrid_proto::frame::MIN_IN865_FRM_PAYLOAD);
+        let read = self.dlms_request(meter, |c| c.read_intervals(since, rows_that_fit(max)))?;
+        if read.len() <= max {
+            return Some(read);
+        }
+        if self.dlms_unreadable.insert(meter) {
+            tracing::warn!(meter, sf, len = read.len(), max, "a DLMS load-profile read does not fit a downlink at this SF: the meter is only pinged (control_state) until it reaches SF9 or faster (docs/dlms.md section 7)");
+        }
+        if let Some(client) = self.dlms.get_mut(&meter) {
+            client.abandon();
+        }
+        self.dlms_request(meter, DlmsClient::read_relay_state)
     }
 
     /// Where the next read starts after a range read from `since` returned `rows`: after the
