@@ -198,6 +198,8 @@ pub fn record_installation(
             installed_at,
             initial_register_wh: installation.first_register_wh,
             keys: Some(keys),
+            // Spares carry radio keys alone: a DLMS spare is not kept in stock yet.
+            dlms: None,
             relay_state: "unknown".into(),
         },
         false,
