@@ -199,6 +199,13 @@ fn a_dlms_meter_is_refused_for_a_gateway_known_to_be_too_old_on(t: &TestCentral)
         .unwrap();
     assert_eq!(report.added, 1);
     assert_eq!(t.tx(|tx| accounts::list_meters(tx)).unwrap().len(), 1);
+    // Spares carry radio keys alone: a DLMS spare is refused, not taken without its keys.
+    let spare = manifest(&[("S1", 0x2601_0003, "consumer", true)]);
+    let error = t
+        .tx(move |tx| crate::stock::add_to_stock(tx, &spare, "gw-c", t0()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("S1 speaks DLMS"), "{error}");
     // Once it speaks protocol 12, they are.
     exchange(t, "gw-c", DLMS_PROTOCOL, 0);
     t.import(
