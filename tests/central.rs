@@ -3125,6 +3125,7 @@ fn secrets_at_rest_are_sealed_under_the_key_file() {
                         nwk_skey: "00112233445566778899aabbccddeeff".into(),
                         app_skey: "ffeeddccbbaa99887766554433221100".into(),
                     }),
+                    dlms: None,
                     relay_state: "unknown".into(),
                 };
                 gramgrid_central::accounts::put_meter(tx, &meter, false)

@@ -115,6 +115,7 @@ fn prepare(dir: &Path) -> Paths {
                 installed_at: start,
                 initial_register_wh: Some(0),
                 keys: None,
+                dlms: None,
                 relay_state: "unknown".into(),
             };
             accounts::put_meter(tx, &meter, false)?;

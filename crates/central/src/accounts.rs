@@ -14,7 +14,8 @@ use gramgrid_core::message::Language;
 use gramgrid_core::policy::PolicyConfig;
 use gramgrid_core::tariff::{rupees, Category, TariffBook, TariffVersion};
 use gramgrid_net::secrets::Sealer;
-use gramgrid_proto::wire::{DownlinkEvent, MeterKeys, WirePolicyRules};
+use gramgrid_proto::dlms::client::MeterSecurity;
+use gramgrid_proto::wire::{DownlinkEvent, MeterKeys, WireDlms, WirePolicyRules};
 use serde::{Deserialize, Serialize};
 
 /// The largest single recharge accepted (₹1,00,000): anything above is a typo, not a payment.
@@ -62,6 +63,16 @@ pub struct Meter {
     /// hex digits, the keys as 32 hex digits each.
     #[serde(default, skip_serializing, deserialize_with = "keys_in_hex")]
     pub keys: Option<MeterKeys>,
+    /// DLMS/COSEM security (docs/dlms.md section 7), written as the meter manifest writes it:
+    /// `protocol` (`v1`, the default, or `dlms`) and, for `dlms`, `dlms_ek` and `dlms_ak` (32 hex
+    /// digits each) and `system_title` (16 hex digits). The keys are write-only: a meter is shown
+    /// with its `protocol` and `system_title` alone. None: the meter speaks payload v1.
+    #[serde(
+        flatten,
+        serialize_with = "dlms_shown",
+        deserialize_with = "dlms_in_hex"
+    )]
+    pub dlms: Option<MeterSecurity>,
     /// Relay state as last reported by the gateway: "connected", "disconnected" or "unknown" (until
     /// a report arrives). Ignored on input.
     #[serde(default = "unknown_relay")]
@@ -97,6 +108,47 @@ fn keys_in_hex<'de, D: serde::Deserializer<'de>>(
         nwk_skey: keys.nwk_skey,
         app_skey: keys.app_skey,
     }))
+}
+
+/// Reads a meter's `protocol`, `dlms_ek`, `dlms_ak` and `system_title` with the meter manifest's
+/// validation; an error names the field and its problem, never the key.
+fn dlms_in_hex<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<MeterSecurity>, D::Error> {
+    #[derive(Deserialize)]
+    struct Fields {
+        protocol: Option<String>,
+        dlms_ek: Option<String>,
+        dlms_ak: Option<String>,
+        system_title: Option<String>,
+    }
+    let fields = Fields::deserialize(deserializer)?;
+    gramgrid_proto::manifest::dlms_security(gramgrid_proto::manifest::DlmsFields {
+        protocol: fields.protocol.as_deref(),
+        dlms_ek: fields.dlms_ek.as_deref(),
+        dlms_ak: fields.dlms_ak.as_deref(),
+        system_title: fields.system_title.as_deref(),
+    })
+    .map_err(|(field, problem)| serde::de::Error::custom(format!("{field} {problem}")))
+}
+
+/// Shows a meter's `protocol` and, for a DLMS meter, its `system_title` (not a secret: the meter
+/// sends it in the clear); never the keys.
+fn dlms_shown<S: serde::Serializer>(
+    dlms: &Option<MeterSecurity>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown {
+        protocol: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        system_title: Option<String>,
+    }
+    Shown {
+        protocol: if dlms.is_some() { "dlms" } else { "v1" },
+        system_title: dlms.as_ref().map(|d| WireDlms::from(d).system_title),
+    }
+    .serialize(serializer)
 }
 
 fn unknown_relay() -> String {
@@ -316,6 +368,14 @@ pub fn put_account(tx: &mut dyn Tx, account: &Account, update: bool) -> Result<(
             // and the previous gateway's events) to derive the same balance.
             for meter in meters_of(tx, &account.id)? {
                 append_downlink(tx, gateway, &meter_event(&meter))?;
+                if let Some(security) = &meter.dlms {
+                    crate::dlms::refuse_for_old_gateway(tx, gateway, &meter.serial)?;
+                    append_downlink(
+                        tx,
+                        gateway,
+                        &crate::dlms::record(&meter.serial, Some(security)),
+                    )?;
+                }
                 hand_over_readings(tx, gateway, &meter.serial)?;
             }
             for event in events_of(tx, &account.id)? {
@@ -410,7 +470,7 @@ fn meter_event(meter: &Meter) -> DownlinkEvent {
 }
 
 const METER_COLUMNS: &str =
-    "serial, account, installed_at, initial_register_wh, dev_addr, nwk_skey, app_skey, relay_state";
+    "serial, account, installed_at, initial_register_wh, dev_addr, nwk_skey, app_skey, relay_state, dlms_title, dlms_ek, dlms_ak";
 
 /// Where a meter's sealed session key belongs (`secrets`): `which` is `nwk` or `app`.
 fn key_context(serial: &str, which: &str) -> String {
@@ -461,12 +521,19 @@ fn meter_from_row(sealer: &Sealer, row: &super::db::Row) -> Result<Meter> {
         row.opt_text(5)?,
         row.opt_text(6)?,
     )?;
+    let dlms = sealed_keys::open_dlms(
+        sealer,
+        KeyHome::Meter,
+        &serial,
+        (row.opt_text(8)?, row.opt_text(9)?, row.opt_text(10)?),
+    )?;
     Ok(Meter {
         serial,
         account: row.text(1)?,
         installed_at: from_ts(row.int(2)?),
         initial_register_wh: row.opt_int(3)?,
         keys,
+        dlms,
         relay_state: row.text(7)?,
     })
 }
@@ -506,14 +573,16 @@ pub fn enrol_household(tx: &mut dyn Tx, account: &Account, meter_serial: &str) -
         installed_at: account.created_at,
         initial_register_wh: Some(0),
         keys: None,
+        dlms: None,
         relay_state: "unknown".into(),
     };
     put_meter(tx, &meter, false)
 }
 
 /// Installs a meter on an account (its initial register, if given, becomes its first reading, as
-/// at the gateway) or, with `update`, changes an existing meter's keys. The account's gateway is
-/// sent the meter.
+/// at the gateway) or, with `update`, changes an existing meter's keys (radio and DLMS). The
+/// account's gateway is sent the meter, and its DLMS security when it has (or had) some; a DLMS
+/// meter is refused for a gateway too old to reach it.
 pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
     check_id("meter serial", &meter.serial)?;
     if let Some(keys) = &meter.keys {
@@ -530,10 +599,25 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
         ));
     }
     let owner = self::account(tx, &meter.account)?;
+    if let (Some(gateway), Some(_)) = (&owner.gateway, &meter.dlms) {
+        crate::dlms::refuse_for_old_gateway(tx, gateway, &meter.serial)?;
+    }
     let existing = tx.query_opt(
-        "SELECT account FROM meters WHERE serial = $1",
+        "SELECT account, dlms_title FROM meters WHERE serial = $1",
         &[meter.serial.as_str().into()],
     )?;
+    let was_dlms = match &existing {
+        Some(row) => row.opt_text(1)?.is_some(),
+        None => false,
+    };
+    let (dlms_title, dlms_ek, dlms_ak) = match &meter.dlms {
+        Some(security) => {
+            let (title, ek, ak) =
+                sealed_keys::seal_dlms(tx.sealer(), KeyHome::Meter, &meter.serial, security);
+            (title.into(), ek.into(), ak.into())
+        }
+        None => (Value::Null, Value::Null, Value::Null),
+    };
     let (dev_addr, nwk, app) = match &meter.keys {
         Some(k) => {
             let (nwk, app) = sealed_keys::seal(tx.sealer(), KeyHome::Meter, &meter.serial, k);
@@ -561,8 +645,8 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
                 ));
             }
             tx.execute(
-                "UPDATE meters SET dev_addr = $2, nwk_skey = $3, app_skey = $4 WHERE serial = $1",
-                &[meter.serial.as_str().into(), dev_addr, nwk, app],
+                "UPDATE meters SET dev_addr = $2, nwk_skey = $3, app_skey = $4, dlms_title = $5, dlms_ek = $6, dlms_ak = $7 WHERE serial = $1",
+                &[meter.serial.as_str().into(), dev_addr, nwk, app, dlms_title, dlms_ek, dlms_ak],
             )?;
         }
         (None, false) => {
@@ -573,7 +657,7 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
                 )));
             }
             tx.execute(
-                &format!("INSERT INTO meters ({METER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'unknown')"),
+                &format!("INSERT INTO meters ({METER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'unknown', $8, $9, $10)"),
                 &[
                     meter.serial.as_str().into(),
                     meter.account.as_str().into(),
@@ -582,6 +666,9 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
                     dev_addr,
                     nwk,
                     app,
+                    dlms_title,
+                    dlms_ek,
+                    dlms_ak,
                 ],
             )?;
             if let Some(register) = meter.initial_register_wh {
@@ -595,6 +682,14 @@ pub fn put_meter(tx: &mut dyn Tx, meter: &Meter, update: bool) -> Result<()> {
             .find(|m| m.serial == meter.serial)
             .ok_or_else(|| CentralError::NotFound(format!("no meter '{}'", meter.serial)))?;
         append_downlink(tx, gateway, &meter_event(&stored))?;
+        // Right after the meter's record; a meter switched back to payload v1 is told so.
+        if stored.dlms.is_some() || was_dlms {
+            append_downlink(
+                tx,
+                gateway,
+                &crate::dlms::record(&stored.serial, stored.dlms.as_ref()),
+            )?;
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Entering a meter manifest at central (`gramgrid central import-meters`): every meter of a
-//! vendor's (or the simulator's) manifest becomes a meter with its radio keys on an account of its
-//! own, assigned to one gateway, which receives them at its next sync. A distribution
+//! vendor's (or the simulator's) manifest becomes a meter with its radio keys (and, for a DLMS
+//! meter, its DLMS security: `dlms`) on an account of its own, assigned to one gateway, which
+//! receives them at its next sync. A distribution
 //! transformer's meter (`role = "dt"`) goes on no account: it is the gateway's transformer meter
 //! (`transformers`).
 use super::accounts::{self, Account, Meter};
@@ -17,7 +18,7 @@ use gramgrid_proto::wire::MeterKeys;
 pub struct ImportReport {
     /// Meters entered for the first time (each on a new account).
     pub added: usize,
-    /// Meters already known whose keys were replaced by the manifest's (re-keyed).
+    /// Meters already known whose keys (radio or DLMS) were replaced by the manifest's (re-keyed).
     pub rekeyed: usize,
     /// Transformer meters (`role = "dt"`) entered for the first time (on no account).
     pub transformers_added: usize,
@@ -59,6 +60,7 @@ pub fn import_manifest(
                 &entry.serial,
                 installed_at,
                 &manifest_keys(entry),
+                entry.dlms.as_ref(),
             )? {
                 Entered::Added => report.transformers_added += 1,
                 Entered::Rekeyed => report.transformers_rekeyed += 1,
@@ -81,10 +83,11 @@ pub fn import_manifest(
             installed_at,
             initial_register_wh: None,
             keys: Some(manifest_keys(entry)),
+            dlms: entry.dlms.clone(),
             relay_state: "unknown".into(),
         };
         let stored = tx.query_opt(
-            "SELECT dev_addr, nwk_skey, app_skey FROM meters WHERE serial = $1",
+            "SELECT dev_addr, nwk_skey, app_skey, dlms_title, dlms_ek, dlms_ak FROM meters WHERE serial = $1",
             &[entry.serial.as_str().into()],
         )?;
         if let Some(row) = stored {
@@ -95,7 +98,13 @@ pub fn import_manifest(
                 row.opt_text(1)?,
                 row.opt_text(2)?,
             )?;
-            let same_keys = keys.is_some() && keys == meter.keys;
+            let dlms = crate::sealed_keys::open_dlms(
+                tx.sealer(),
+                crate::sealed_keys::KeyHome::Meter,
+                &entry.serial,
+                (row.opt_text(3)?, row.opt_text(4)?, row.opt_text(5)?),
+            )?;
+            let same_keys = keys.is_some() && keys == meter.keys && dlms == meter.dlms;
             if !same_keys {
                 accounts::put_meter(tx, &meter, true)?;
                 report.rekeyed += 1;

@@ -26,6 +26,7 @@ pub mod console;
 pub mod consumer;
 pub mod db;
 pub mod decisions;
+mod dlms;
 mod downlink;
 pub mod energy_audit;
 pub mod events;

@@ -61,6 +61,13 @@ pub fn add_to_stock(
                 "meter {serial} is a transformer meter (role = \"dt\"), never a spare: import it without --stock"
             )));
         }
+        // A spare travels with its radio keys alone (`StockMeter`): a DLMS spare installed from
+        // stock would come up without its association keys, so it is refused, not half taken.
+        if entry.dlms.is_some() {
+            return Err(CentralError::Invalid(format!(
+                "meter {serial} speaks DLMS (protocol = \"dlms\"), which spares do not carry yet: import it without --stock"
+            )));
+        }
         if let Some(owner) = super::transformers::gateway_of(tx, serial)? {
             return Err(CentralError::Conflict(format!(
                 "meter {serial} is the transformer meter of gateway {owner}; a spare must be a meter on no account"
@@ -198,6 +205,8 @@ pub fn record_installation(
             installed_at,
             initial_register_wh: installation.first_register_wh,
             keys: Some(keys),
+            // Spares carry radio keys alone: `add_to_stock` refuses a DLMS spare.
+            dlms: None,
             relay_state: "unknown".into(),
         },
         false,

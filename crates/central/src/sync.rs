@@ -99,7 +99,7 @@ pub fn apply(
     let state = tx
         .query_opt(
             "UPDATE gateways SET last_sync_at = $2, last_gateway_time = $3 WHERE id = $1
-             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange, technicians_resend, transformers_resend",
+             RETURNING priority_acked, readings_acked, lane_epoch, instance, last_exchange, technicians_resend, transformers_resend, dlms_resend",
             &[gateway.into(), ts(now).into(), ts(request.sent_at).into()],
         )?
         .ok_or_else(|| CentralError::NotFound(format!("no gateway '{gateway}'")))?;
@@ -131,6 +131,9 @@ pub fn apply(
     })?;
     resend_when_current(tx, spoken(state.int(6)? != 0), &transformers::OWED, |tx| {
         transformers::transformer_events(tx, gateway)
+    })?;
+    resend_when_current(tx, spoken(state.int(7)? != 0), &crate::dlms::OWED, |tx| {
+        crate::dlms::dlms_events(tx, gateway)
     })?;
     let (mut priority_acked, mut readings_acked) = (lanes.priority_acked, lanes.readings_acked);
     let mut origin = Origin::new(gateway, book, now, lanes.epoch);

@@ -274,28 +274,13 @@ fn validate(index: usize, m: RawMeter) -> Result<MeterEntry, ManifestError> {
             MeterRole::parse(name).ok_or_else(|| fail("role", FieldProblem::UnknownRole))?
         }
     };
-    let dlms = match m.protocol.as_deref().map(str::trim) {
-        None | Some("v1") => {
-            let stray = [
-                ("dlms_ek", &m.dlms_ek),
-                ("dlms_ak", &m.dlms_ak),
-                ("system_title", &m.system_title),
-            ];
-            if let Some((field, _)) = stray.iter().find(|(_, v)| v.is_some()) {
-                return Err(fail(field, FieldProblem::OnlyForDlms));
-            }
-            None
-        }
-        Some("dlms") => Some(MeterSecurity {
-            keys: Keys {
-                encryption: key("dlms_ek", m.dlms_ek.as_deref())?,
-                authentication: key("dlms_ak", m.dlms_ak.as_deref())?,
-            },
-            system_title: parse_hex::<8>(m.system_title.as_deref())
-                .map_err(|p| fail("system_title", p))?,
-        }),
-        Some(_) => return Err(fail("protocol", FieldProblem::UnknownProtocol)),
-    };
+    let dlms = dlms_security(DlmsFields {
+        protocol: m.protocol.as_deref(),
+        dlms_ek: m.dlms_ek.as_deref(),
+        dlms_ak: m.dlms_ak.as_deref(),
+        system_title: m.system_title.as_deref(),
+    })
+    .map_err(|(field, problem)| fail(field, problem))?;
     Ok(MeterEntry {
         role,
         dlms,
@@ -313,6 +298,55 @@ fn validate(index: usize, m: RawMeter) -> Result<MeterEntry, ManifestError> {
 }
 
 /// Parses exactly `N` bytes of MSB-first hex; the problem never includes the value.
+/// A meter's application-protocol fields as written (in a manifest, or central's API).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DlmsFields<'a> {
+    /// `v1` (or absent) or `dlms`.
+    pub protocol: Option<&'a str>,
+    /// The DLMS global unicast encryption key, 32 hex digits.
+    pub dlms_ek: Option<&'a str>,
+    /// The DLMS authentication key, 32 hex digits.
+    pub dlms_ak: Option<&'a str>,
+    /// The meter's DLMS system title, 16 hex digits.
+    pub system_title: Option<&'a str>,
+}
+
+/// The DLMS security the fields describe: None for a payload-v1 meter. The one validation of
+/// these fields, so the manifest, central's API and the sync record agree on what is a key. The
+/// error names the field and its problem, never its value.
+pub fn dlms_security(
+    fields: DlmsFields<'_>,
+) -> Result<Option<MeterSecurity>, (&'static str, FieldProblem)> {
+    let key = |field, value: Option<&str>| {
+        let bytes = parse_hex::<16>(value).map_err(|p| (field, p))?;
+        if bytes == [0; 16] {
+            return Err((field, FieldProblem::AllZeroKey));
+        }
+        Ok(bytes)
+    };
+    match fields.protocol.map(str::trim) {
+        None | Some("v1") => {
+            let stray = [
+                ("dlms_ek", fields.dlms_ek),
+                ("dlms_ak", fields.dlms_ak),
+                ("system_title", fields.system_title),
+            ];
+            match stray.iter().find(|(_, v)| v.is_some()) {
+                Some((field, _)) => Err((*field, FieldProblem::OnlyForDlms)),
+                None => Ok(None),
+            }
+        }
+        Some("dlms") => Ok(Some(MeterSecurity {
+            keys: Keys {
+                encryption: key("dlms_ek", fields.dlms_ek)?,
+                authentication: key("dlms_ak", fields.dlms_ak)?,
+            },
+            system_title: parse_hex::<8>(fields.system_title).map_err(|p| ("system_title", p))?,
+        })),
+        Some(_) => Err(("protocol", FieldProblem::UnknownProtocol)),
+    }
+}
+
 fn parse_hex<const N: usize>(value: Option<&str>) -> Result<[u8; N], FieldProblem> {
     let text = value.ok_or(FieldProblem::Missing)?.trim();
     if text.is_empty() {

@@ -4,6 +4,7 @@
 //! (per lane, in origin-sequence order) and the download cursor it has applied; the answer carries
 //! the central server's acknowledgement per lane and the next downlink records. Both bodies are
 //! postcard (compact binary, varints) compressed with zstd. See docs/sync.md.
+use crate::dlms::client::MeterSecurity;
 use crate::voucher::{PublishedKey, Voucher};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,11 @@ pub use model::{
 /// Version 11 appended the gateway's own report of its health ([`UploadRequest::status`]:
 /// software version, start time, upload backlog, radio counters, disk space), sent with the first
 /// exchange of each session; central still decodes the shorter request of older gateways.
-pub const PROTOCOL_VERSION: u16 = 11;
+/// Version 12 appended the DLMS/COSEM security of a meter ([`DownlinkEvent::MeterDlms`]: its
+/// system title and association keys, sent right after the meter's record). An older gateway
+/// cannot reach a DLMS meter, so central refuses one for a gateway known to speak an older
+/// protocol, and sends a gateway that upgrades its DLMS meters' records again.
+pub const PROTOCOL_VERSION: u16 = 12;
 /// The oldest version this gramgrid still speaks.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// HTTP content type of both bodies.
@@ -833,6 +838,15 @@ pub enum DownlinkEvent {
         /// Export registers, grouped the same way ([`exports_by_reading`]).
         exports: Vec<ReadingBlock>,
     },
+    /// The DLMS/COSEM security of a meter (protocol 12), sent right after its
+    /// [`DownlinkEvent::Meter`] or [`DownlinkEvent::TransformerMeter`] record: the meter speaks
+    /// DLMS with these keys (docs/dlms.md section 7); None: it speaks payload v1 (again).
+    MeterDlms {
+        /// The meter's serial.
+        serial: String,
+        /// Its system title and keys; None: not a DLMS meter.
+        dlms: Option<WireDlms>,
+    },
 }
 
 impl DownlinkEvent {
@@ -853,6 +867,7 @@ impl DownlinkEvent {
             DownlinkEvent::TransformerMeter { .. } => 9,
             DownlinkEvent::NetReadings { .. } | DownlinkEvent::TariffNetMetering { .. } => 10,
             DownlinkEvent::Ledger(event) if event.kind == WireEventKind::ExportCredit => 10,
+            DownlinkEvent::MeterDlms { .. } => 12,
             _ => 1,
         }
     }
@@ -875,6 +890,53 @@ impl std::fmt::Debug for MeterKeys {
             f,
             "MeterKeys {{ dev_addr: {:08X}, keys: <redacted> }}",
             self.dev_addr
+        )
+    }
+}
+
+/// The DLMS/COSEM security of one meter, hex (docs/dlms.md section 7).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDlms {
+    /// The meter's system title, 16 hex digits.
+    pub system_title: String,
+    /// Global unicast encryption key (EK), 32 hex digits. Never log it.
+    pub ek: String,
+    /// Authentication key (AK), 32 hex digits. Never log it.
+    pub ak: String,
+}
+
+impl WireDlms {
+    /// The security these fields hold, validated as the meter manifest validates them; the error
+    /// names the field and its problem, never the value.
+    pub fn security(&self) -> Result<MeterSecurity, (&'static str, crate::manifest::FieldProblem)> {
+        let fields = crate::manifest::DlmsFields {
+            protocol: Some("dlms"),
+            dlms_ek: Some(&self.ek),
+            dlms_ak: Some(&self.ak),
+            system_title: Some(&self.system_title),
+        };
+        crate::manifest::dlms_security(fields)?
+            // Unreachable: protocol "dlms" always yields Some; a typed error keeps it panic-free.
+            .ok_or(("protocol", crate::manifest::FieldProblem::Missing))
+    }
+}
+
+impl From<&MeterSecurity> for WireDlms {
+    fn from(security: &MeterSecurity) -> Self {
+        WireDlms {
+            system_title: hex::encode_upper(security.system_title),
+            ek: hex::encode_upper(security.keys.encryption),
+            ak: hex::encode_upper(security.keys.authentication),
+        }
+    }
+}
+
+impl std::fmt::Debug for WireDlms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WireDlms {{ system_title: {}, keys: <redacted> }}",
+            self.system_title
         )
     }
 }
@@ -1274,6 +1336,18 @@ mod tests {
                     app_skey: "ffeeddccbbaa99887766554433221100".into(),
                 },
             },
+            DownlinkEvent::MeterDlms {
+                serial: "M1".into(),
+                dlms: Some(WireDlms {
+                    system_title: "4D4D4D0000BC614E".into(),
+                    ek: "000102030405060708090A0B0C0D0E0F".into(),
+                    ak: "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF".into(),
+                }),
+            },
+            DownlinkEvent::MeterDlms {
+                serial: "M2".into(),
+                dlms: None,
+            },
         ];
         let uplink: Vec<UplinkEvent> = vec![
             UplinkEvent::Ledger((&ledger).into()),
@@ -1556,5 +1630,42 @@ mod tests {
             app_skey: "ffeeddccbbaa99887766554433221100".into(),
         };
         assert!(!format!("{keys:?}").contains("0011"));
+    }
+
+    #[test]
+    fn dlms_security_travels_as_hex_is_validated_and_never_shown() {
+        let security = MeterSecurity {
+            keys: crate::dlms::cipher::Keys {
+                encryption: [0x11; 16],
+                authentication: [0x22; 16],
+            },
+            system_title: *b"MMM\0\0\xBC\x61\x4E",
+        };
+        let wire = WireDlms::from(&security);
+        assert_eq!(wire.system_title, "4D4D4D0000BC614E");
+        assert_eq!(wire.security().unwrap(), security);
+        let shown = format!("{wire:?}");
+        assert!(shown.contains("4D4D4D0000BC614E"));
+        assert!(!shown.contains("1111") && !shown.contains("2222"));
+        let bad = WireDlms {
+            ek: "11".into(),
+            ..wire.clone()
+        };
+        assert_eq!(
+            bad.security().unwrap_err(),
+            (
+                "dlms_ek",
+                crate::manifest::FieldProblem::WrongLength {
+                    expected_digits: 32,
+                    got_digits: 2
+                }
+            )
+        );
+        let event = DownlinkEvent::MeterDlms {
+            serial: "M1".into(),
+            dlms: Some(wire),
+        };
+        assert_eq!(event.min_protocol(), 12);
+        assert!(!format!("{event:?}").contains("1111"));
     }
 }

@@ -152,6 +152,7 @@ impl Village {
                     installed_at: start,
                     initial_register_wh: Some(0),
                     keys: None,
+                    dlms: None,
                     relay_state: "unknown".into(),
                 };
                 (account, meter)

@@ -49,6 +49,7 @@ fn shop(t: &TestCentral) {
         installed_at: ist(10, 25, 0, 0),
         initial_register_wh: Some(0),
         keys: None,
+        dlms: None,
         relay_state: "unknown".into(),
     };
     t.tx(move |tx| {

@@ -44,6 +44,7 @@ fn household(t: &TestCentral) {
         installed_at: start,
         initial_register_wh: Some(0),
         keys: None,
+        dlms: None,
         relay_state: "unknown".into(),
     };
     t.tx(move |tx| {

@@ -460,6 +460,20 @@ const MIGRATIONS: &[&str] = &[
         readings_from BIGINT NOT NULL
     )
     "#,
+    // 19: DLMS/COSEM meters (sync protocol 12, docs/dlms.md section 7). A meter's system title
+    // (16 hex digits) and association keys (sealed like its radio keys, bound to the table and
+    // serial), all NULL for a payload-v1 meter; household and transformer meters alike.
+    // `dlms_resend`: the gateway spoke a protocol too old for DLMS records, so it gets its DLMS
+    // meters' records again when it speaks a newer one.
+    r#"
+    ALTER TABLE meters ADD COLUMN dlms_title TEXT;
+    ALTER TABLE meters ADD COLUMN dlms_ek TEXT;
+    ALTER TABLE meters ADD COLUMN dlms_ak TEXT;
+    ALTER TABLE transformer_meters ADD COLUMN dlms_title TEXT;
+    ALTER TABLE transformer_meters ADD COLUMN dlms_ek TEXT;
+    ALTER TABLE transformer_meters ADD COLUMN dlms_ak TEXT;
+    ALTER TABLE gateways ADD COLUMN dlms_resend BIGINT NOT NULL DEFAULT 0
+    "#,
 ];
 
 /// What `{AUTO_SEQ}` in a migration stands for: an integer primary key numbered by the database

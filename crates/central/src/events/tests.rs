@@ -33,6 +33,7 @@ fn two_villages() -> TestCentral {
             installed_at: at(0, 0),
             initial_register_wh: Some(0),
             keys: None,
+            dlms: None,
             relay_state: "unknown".into(),
         };
         t.tx(move |tx| accounts::put_meter(tx, &meter, false))

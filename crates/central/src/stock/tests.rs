@@ -89,6 +89,7 @@ fn two_gateways_and_a_meter_on_a1(serial: &str) -> TestCentral {
         installed_at: ist(1, 0),
         initial_register_wh: Some(0),
         keys: None,
+        dlms: None,
         relay_state: "unknown".into(),
     };
     t.tx(move |tx| accounts::put_meter(tx, &meter, false))

@@ -11,8 +11,8 @@ use gramgrid_proto::frame::{DevAddr, SessionKey, SessionKeys};
 use gramgrid_proto::voucher::{PublishedKey, Voucher};
 use gramgrid_proto::wire::model::WireTodSlot;
 use gramgrid_proto::wire::{
-    self, DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WirePolicy,
-    WirePolicyRules, WireTariffVersion,
+    self, DownlinkEvent, DownlinkRecord, ReadingBatch, ReadingBlock, UplinkEvent, WireDlms,
+    WirePolicy, WirePolicyRules, WireTariffVersion,
 };
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -630,6 +630,33 @@ fn apply_one(
                     "central sent a transformer meter whose radio keys are not 32 hex digits; it is not installed"
                 ),
             }
+            Ok(Effect::Meter)
+        }
+        DownlinkEvent::MeterDlms { serial, dlms } => {
+            // Sent right after the meter's record, so the meter is known; if not (a record of a
+            // meter this database lost), there is nothing to key. Either way, refusing the record
+            // would stop this gateway's sync for good.
+            let meter: Option<i64> = tx
+                .query_row("SELECT id FROM meters WHERE serial = ?1", [serial], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(meter) = meter else {
+                tracing::error!(%serial, "central sent the DLMS security of a meter this gateway does not know; ignored");
+                return Ok(Effect::None);
+            };
+            match dlms.as_ref().map(WireDlms::security).transpose() {
+                Ok(security) => {
+                    super::link::set_meter_dlms_in(tx, sealer, meter, security.as_ref())?
+                }
+                // As for a meter's radio keys: the meter keeps what it had until central sends
+                // security that parses.
+                Err((field, problem)) => tracing::error!(
+                    %serial,
+                    "central sent DLMS security whose {field} {problem}; the meter keeps what it had"
+                ),
+            }
+            // The link reloads its sessions after a meter record: the same for its security.
             Ok(Effect::Meter)
         }
         DownlinkEvent::AccountSanctionedLoad { id, watts } => {

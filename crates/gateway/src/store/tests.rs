@@ -823,6 +823,108 @@ mod sync {
     }
 
     #[test]
+    fn central_s_dlms_record_keys_a_meter_keeps_its_counters_when_resent_and_resets_them_when_new()
+    {
+        use gramgrid_proto::wire::WireDlms;
+        let (_dir, mut store) = open_temp();
+        let dlms_record = |seq: u64, serial: &str, ek: &str| {
+            downlink(
+                seq,
+                DownlinkEvent::MeterDlms {
+                    serial: serial.into(),
+                    dlms: Some(WireDlms {
+                        system_title: "4D4D4D0000BC614E".into(),
+                        ek: ek.into(),
+                        ak: "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF".into(),
+                    }),
+                },
+            )
+        };
+        let ek = "000102030405060708090A0B0C0D0E0F";
+        let meter = DownlinkEvent::Meter {
+            serial: "M-D".into(),
+            account: "A1".into(),
+            installed_at: t0(),
+            initial_register_wh: None,
+            keys: Some(gramgrid_proto::wire::MeterKeys {
+                dev_addr: 0x2601_0001,
+                nwk_skey: "ABEC61DA682F4CBF30867EFB4D34B34D".into(),
+                app_skey: "DD50AD492DBB6BC997DB98528D2530D3".into(),
+            }),
+        };
+        store
+            .apply_downlink(
+                &[
+                    account_record(1, "A1"),
+                    downlink(2, meter),
+                    dlms_record(3, "M-D", ek),
+                ],
+                t0(),
+            )
+            .unwrap();
+        let session = &store.link_sessions().unwrap()[0];
+        let association = session.dlms.clone().expect("a DLMS meter");
+        assert_eq!(association.security.system_title, *b"MMM\0\0\xBC\x61\x4E");
+        assert_eq!(
+            association.security.keys.encryption,
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        );
+        assert_eq!(association.security.keys.authentication[0], 0xD0);
+        let meter = session.meter;
+        store
+            .commit_dlms_ic(meter, DlmsIc::GatewayNext, 70)
+            .unwrap();
+        store.commit_dlms_ic(meter, DlmsIc::MeterLast, 12).unwrap();
+        // The same security again (a resent record) keeps the association's counters.
+        store
+            .apply_downlink(&[dlms_record(4, "M-D", ek)], t0())
+            .unwrap();
+        let association = store.link_sessions().unwrap()[0].dlms.clone().unwrap();
+        assert_eq!(
+            (association.gateway_next_ic, association.meter_last_ic),
+            (Some(70), Some(12))
+        );
+        // New keys: a new association, whose counters start again.
+        store
+            .apply_downlink(
+                &[dlms_record(5, "M-D", "101112131415161718191A1B1C1D1E1F")],
+                t0(),
+            )
+            .unwrap();
+        let association = store.link_sessions().unwrap()[0].dlms.clone().unwrap();
+        assert_eq!(association.security.keys.encryption[0], 0x10);
+        assert_eq!(
+            (association.gateway_next_ic, association.meter_last_ic),
+            (None, None)
+        );
+        // Keys that do not parse, or a meter this gateway does not know, are logged and skipped:
+        // the record is applied (sync goes on) and the meter keeps what it had.
+        let applied = store
+            .apply_downlink(
+                &[dlms_record(6, "M-D", "0011"), dlms_record(7, "M-NONE", ek)],
+                t0(),
+            )
+            .unwrap();
+        assert_eq!(applied, 2);
+        let association = store.link_sessions().unwrap()[0].dlms.clone().unwrap();
+        assert_eq!(association.security.keys.encryption[0], 0x10);
+        // Switched back to payload v1.
+        store
+            .apply_downlink(
+                &[downlink(
+                    8,
+                    DownlinkEvent::MeterDlms {
+                        serial: "M-D".into(),
+                        dlms: None,
+                    },
+                )],
+                t0(),
+            )
+            .unwrap();
+        assert_eq!(store.link_sessions().unwrap()[0].dlms, None);
+    }
+
+    #[test]
     fn local_events_queue_for_upload_and_acks_prune_them() {
         let (_dir, mut store) = open_temp();
         let meter = with_account(&mut store, "A1");

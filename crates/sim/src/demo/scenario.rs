@@ -127,6 +127,7 @@ pub fn consumers(
                     nwk_skey: m.keys.nwk_skey.to_storage_hex(),
                     app_skey: m.keys.app_skey.to_storage_hex(),
                 }),
+                dlms: m.dlms.as_ref().map(|d| d.security.clone()),
                 relay_state: "unknown".into(),
             };
             let days_of_credit = if short.contains(&i) {

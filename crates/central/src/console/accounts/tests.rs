@@ -149,6 +149,7 @@ pub(in crate::console) fn household(
         installed_at: t.central.now() - Duration::days(60),
         initial_register_wh: None,
         keys: None,
+        dlms: None,
         relay_state: "connected".into(),
     };
     t.tx(move |tx| {
