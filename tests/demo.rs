@@ -106,9 +106,12 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     let files = dir.path().join("village");
     // The outage covers Wednesday's and Thursday's windows (vouchers bought offline), so the bad
     // policy comes on Tuesday, the one morning with the backhaul up.
+    // A third of the households have DLMS/COSEM meters: every claim below holds for both kinds.
     let summary = demo_json(&[
         "--meters",
         "100",
+        "--meters-dlms",
+        "30",
         "--days",
         "3",
         "--outage",
@@ -122,6 +125,28 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
     ]);
     let gateway = open(&files.join("gateway").join("gateway.db"));
     let central = open(&files.join("central.db"));
+
+    // The DLMS meters were read like the others and cut and reconnected through their
+    // disconnect control objects.
+    let dlms = &summary["dlms"];
+    assert_eq!(dlms["meters"], 30, "{dlms}");
+    assert_eq!(
+        int(&gateway, "SELECT COUNT(*) FROM meter_dlms"),
+        30,
+        "the gateway holds every DLMS meter's association"
+    );
+    assert_eq!(dlms["meters_heard"], 30, "{dlms}");
+    assert!(dlms["delivered_percent"].as_f64().unwrap() >= 99.9, "{dlms}");
+    assert!(dlms["disconnects"].as_i64().unwrap() >= 1, "{dlms}");
+    assert!(dlms["reconnects"].as_i64().unwrap() >= 1, "{dlms}");
+    assert_eq!(
+        int(
+            &central,
+            "SELECT COUNT(*) FROM meters WHERE dlms_title IS NOT NULL"
+        ),
+        30,
+        "central keeps the DLMS meters' security"
+    );
 
     // Balances agree, account by account, and match the summary's total.
     let at_gateway = balances(&gateway, "id");

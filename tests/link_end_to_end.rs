@@ -117,7 +117,7 @@ async fn village_of(n: usize, dlms: usize, config_toml: &str, mode: AccessMode) 
     });
     let clock = LinkClock::starting_at(start());
     let mut plan = fleet::plan(n, 300.0, 3, &PathLossModel::rural(), &fleet::gateway_spec());
-    fleet::make_dlms(&mut plan, dlms, GATEWAY_ID, 3);
+    fleet::make_dlms(&mut plan, dlms, GATEWAY_ID, 3, fleet::DlmsChoice::First);
     let installed = start() - Days::days(30);
     let mut ids = Vec::new();
     for (i, m) in plan.iter().enumerate() {

@@ -65,9 +65,6 @@ impl Mode {
     }
 }
 
-/// The slowest SF whose downlink carries a DLMS load-profile read (SF9: 115 bytes).
-const DLMS_SLOWEST_READABLE_SF: u8 = 9;
-
 /// The gateway id of the benchmark's DLMS meters' association.
 const BENCH_GATEWAY_ID: &str = "bench-gateway";
 
@@ -303,7 +300,13 @@ async fn village(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run,
         &gw_spec,
     );
     if mode == Mode::Dlms {
-        fleet::make_dlms(&mut plan, n, BENCH_GATEWAY_ID, options.seed);
+        fleet::make_dlms(
+            &mut plan,
+            n,
+            BENCH_GATEWAY_ID,
+            options.seed,
+            fleet::DlmsChoice::First,
+        );
     }
     let start = DateTime::from_timestamp(1_795_804_200, 0).unwrap_or_default(); // 2026-11-28 00:00 IST
     let clock = LinkClock::starting_at(start);
@@ -455,7 +458,7 @@ async fn village(options: &CapacityOptions, mode: Mode, n: usize) -> Result<Run,
     for (meter, sf, fw) in &meters {
         let Some(sf) = sf else { continue };
         sf_mix[usize::from(sf - 7)] += 1;
-        if mode == Mode::Dlms && *sf > DLMS_SLOWEST_READABLE_SF {
+        if mode == Mode::Dlms && *sf > fleet::DLMS_SLOWEST_READABLE_SF {
             unreadable += 1;
             continue;
         }

@@ -61,7 +61,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 300)]
     pub meters: usize,
     /// Of those, this many speak DLMS/COSEM (IS 15959-2, docs/dlms.md) instead of payload v1:
-    /// read, cut and reconnected through their own objects, beside the v1 meters.
+    /// read, cut and reconnected through their own objects, beside the v1 meters. They are the
+    /// first households whose link allows SF9 or faster (a profile read does not fit a slower
+    /// downlink).
     #[arg(long, default_value_t = 0)]
     pub meters_dlms: usize,
     /// Simulated days, from 00:00 IST on --start.
@@ -634,7 +636,13 @@ async fn plan_air(args: &DemoArgs, start: DateTime<Utc>) -> AirSide {
         &path_loss,
         &fleet::gateway_spec(),
     );
-    fleet::make_dlms(&mut plan, args.meters_dlms, GATEWAY_ID, args.seed);
+    fleet::make_dlms(
+        &mut plan,
+        args.meters_dlms,
+        GATEWAY_ID,
+        args.seed,
+        fleet::DlmsChoice::FirstReadable,
+    );
     // The households' meters, then the transformer's: it reads what they all draw.
     let feeder = Feeder::default();
     plan.push(fleet::transformer_meter(

@@ -58,8 +58,9 @@ pub struct SimArgs {
     /// they were installed (not credited) and rises when the sun outruns the household.
     #[arg(long, default_value_t = 0)]
     pub rooftop_solar: usize,
-    /// The first this many meters speak DLMS/COSEM (docs/dlms.md section 7) instead of payload
-    /// v1; `--manifest-out` writes their keys and system titles (`protocol = "dlms"`).
+    /// This many meters speak DLMS/COSEM (docs/dlms.md section 7) instead of payload v1: the
+    /// first whose link allows SF9 or faster (a profile read does not fit a slower downlink);
+    /// `--manifest-out` writes their keys and system titles (`protocol = "dlms"`).
     #[arg(long, default_value_t = 0)]
     pub dlms: usize,
     /// The id of the gateway the DLMS meters serve (its `[gateway] id`, default `gateway-1`):
@@ -83,7 +84,13 @@ pub async fn sim(
         &args.path_loss.model(),
         &fleet::gateway_spec(),
     );
-    fleet::make_dlms(&mut plan, args.dlms, &args.gateway_id, args.seed);
+    fleet::make_dlms(
+        &mut plan,
+        args.dlms,
+        &args.gateway_id,
+        args.seed,
+        fleet::DlmsChoice::FirstReadable,
+    );
     if let Some(path) = &args.manifest_out {
         std::fs::write(path, fleet::manifest_toml(&plan))
             .map_err(|e| RadioError::Io(format!("{}: {e}", path.display())))?;

@@ -59,11 +59,35 @@ pub struct PlannedDlms {
     pub gateway_title: [u8; 8],
 }
 
-/// Makes the first `n` household meters of `plan` DLMS/COSEM meters of gateway `gateway_id`,
-/// with keys drawn from `seed` and system title `SIM`, 0, and their number (u32, big-endian).
-pub fn make_dlms(plan: &mut [PlannedMeter], n: usize, gateway_id: &str, seed: u64) {
+/// The slowest SF whose downlink carries a DLMS load-profile read (SF9: 115 bytes; SF10 to SF12
+/// carry 51, the read is 91: docs/dlms.md section 7).
+pub const DLMS_SLOWEST_READABLE_SF: u8 = 9;
+
+/// Which household meters [`make_dlms`] makes DLMS meters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlmsChoice {
+    /// The first `n` households, wherever they are (the capacity benchmark's DLMS fleet).
+    First,
+    /// The first `n` households whose link allows SF9 or faster, where a DLMS meter can be read
+    /// (a village that deploys DLMS meters where they work).
+    FirstReadable,
+}
+
+/// Makes `n` household meters of `plan` DLMS/COSEM meters of gateway `gateway_id` (chosen by
+/// `choice`), with keys drawn from `seed` and system title `SIM`, 0, and their number (u32,
+/// big-endian).
+pub fn make_dlms(
+    plan: &mut [PlannedMeter],
+    n: usize,
+    gateway_id: &str,
+    seed: u64,
+    choice: DlmsChoice,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x646c_6d73);
-    let households = plan.iter_mut().filter(|m| m.role == MeterRole::Consumer);
+    let readable = |m: &PlannedMeter| m.sf.is_some_and(|sf| sf <= DLMS_SLOWEST_READABLE_SF);
+    let households = plan
+        .iter_mut()
+        .filter(|m| m.role == MeterRole::Consumer && (choice == DlmsChoice::First || readable(m)));
     for (i, m) in households.take(n).enumerate() {
         let mut key = || {
             let mut k = [0u8; 16];
