@@ -136,7 +136,10 @@ fn a_small_village_runs_and_its_summary_matches_the_databases() {
         "the gateway holds every DLMS meter's association"
     );
     assert_eq!(dlms["meters_heard"], 30, "{dlms}");
-    assert!(dlms["delivered_percent"].as_f64().unwrap() >= 99.9, "{dlms}");
+    assert!(
+        dlms["delivered_percent"].as_f64().unwrap() >= 99.9,
+        "{dlms}"
+    );
     assert!(dlms["disconnects"].as_i64().unwrap() >= 1, "{dlms}");
     assert!(dlms["reconnects"].as_i64().unwrap() >= 1, "{dlms}");
     assert_eq!(
