@@ -484,7 +484,13 @@ impl<B: LinkBackend> Link<B> {
         let now = self.clock.now();
         match signal {
             Some((rssi_dbm, snr_db)) => {
-                let best = scheduler::sf_for_reply(rssi_dbm, snr_db);
+                let mut best = scheduler::sf_for_reply(rssi_dbm, snr_db);
+                if self.dlms.contains_key(&turn.meter) {
+                    // Slower than this, its profile reads no longer fit a downlink: a DLMS meter
+                    // is kept at SF9 even where the margin asks for more (it answers or falls
+                    // silent; silence takes it back to the rendezvous SF).
+                    best = best.map(|sf| sf.min(dlms::SLOWEST_READABLE_SF));
+                }
                 self.scheduler.heard(turn, now, since, best);
             }
             None => {

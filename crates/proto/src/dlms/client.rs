@@ -960,6 +960,28 @@ mod tests {
     };
     use crate::dlms::wrapper::DLMS_FPORT;
     use chrono::TimeZone;
+
+    /// The range read is what limits DLMS meters to SF9 or faster on the link (docs/dlms.md
+    /// section 7): longer than an SF10-SF12 downlink (51 bytes), within an SF9 one (115).
+    #[test]
+    fn a_range_read_fits_an_sf9_downlink_but_not_an_sf10_one() {
+        let mut client = DlmsClient::new(
+            Keys {
+                encryption: [1; 16],
+                authentication: [2; 16],
+            },
+            *b"SIM\0\0\0\0\x01",
+            gateway_system_title("gw"),
+        );
+        let since = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let read = client.read_intervals(since, 7).unwrap();
+        assert_eq!(read.len(), 91);
+        let max = |sf| crate::frame::in865_max_frm_payload(sf).unwrap();
+        assert!(read.len() > max(10) && read.len() <= max(9));
+        // What still fits at SF12: the control_state read and the relay actions.
+        assert_eq!(client.read_relay_state().unwrap().len(), 40);
+        assert_eq!(client.disconnect().unwrap().len(), 42);
+    }
     use proptest::prelude::*;
 
     const METER_TITLE: [u8; 8] = *b"ISK\x00\x01\x02\x03\x04";

@@ -32,6 +32,10 @@ const BLOCK_RETRIES: u32 = 2;
 /// captured (the meter was dark), and the next read starts after it. Covers meter clock skew.
 const RANGE_SETTLED: chrono::Duration = chrono::Duration::minutes(5);
 
+/// The slowest SF whose downlink carries a load-profile read: SF9 carries 115 bytes, SF10 to
+/// SF12 carry 51, and the read is 91 (docs/dlms.md section 7, "Requests are the limit").
+pub(super) const SLOWEST_READABLE_SF: u8 = 9;
+
 /// How a DLMS exchange (a request and its blocks) ended.
 enum Exchanged {
     /// Not transmitted: it would have ended after its deadline.
