@@ -615,7 +615,7 @@ pub fn render(report: &CapacityReport) -> String {
         report.scheduled.max_meters, report.dlms.max_meters, report.aloha.max_meters
     );
     out += "Meters not heard even at SF12 are excluded from the delivery figure and listed as 'unheard'.\n";
-    out += "DLMS meters at SF10 to SF12 cannot be sent a load-profile read (91 bytes; such a downlink carries 51): excluded and listed as 'unreadable'.\n";
+    out += "DLMS meters whose link needs SF10 to SF12 cannot be sent a load-profile read there (91 bytes; such a downlink carries 51): held at SF9, excluded and listed as 'unreadable'.\n";
     for (name, result) in [("v1", &report.scheduled), ("DLMS", &report.dlms)] {
         let Some(run) = &result.at_max else { continue };
         if let (Some(p50), Some(p99)) = (run.relay_latency_p50_s, run.relay_latency_p99_s) {
